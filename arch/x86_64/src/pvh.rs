@@ -1,0 +1,240 @@
+//! The PVH boot protocol: reading `hvm_start_info` and what it points to.
+//!
+//! Everything the loader hands over (memory map, command line, module list)
+//! sits in memory the map itself calls RAM, so it is copied into the kernel
+//! image here, before the frame allocator may hand that memory out. The
+//! module's bytes are not copied; its range is reserved instead.
+
+use core::fmt;
+use heapless::{String, Vec};
+use kho::ranges::Range;
+
+/// `hvm_start_info.magic`.
+pub const START_INFO_MAGIC: u32 = 0x336e_c578;
+/// Most memory-map entries kept; a longer map is an error, not a truncation.
+pub const MAX_MEMMAP: usize = 128;
+/// Longest command line kept, in bytes.
+pub const MAX_CMDLINE: usize = 1024;
+
+/// What a memory-map entry says of its range (the E820 type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemKind {
+    /// Usable RAM (type 1).
+    Ram,
+    /// Reserved by firmware (type 2).
+    Reserved,
+    /// ACPI tables, reclaimable after reading (type 3).
+    AcpiReclaimable,
+    /// ACPI non-volatile storage (type 4).
+    AcpiNvs,
+    /// Bad memory (type 5).
+    Unusable,
+    /// Any other type, kept as given.
+    Other(u32),
+}
+
+impl MemKind {
+    fn from_e820(t: u32) -> Self {
+        match t {
+            1 => MemKind::Ram,
+            2 => MemKind::Reserved,
+            3 => MemKind::AcpiReclaimable,
+            4 => MemKind::AcpiNvs,
+            5 => MemKind::Unusable,
+            t => MemKind::Other(t),
+        }
+    }
+}
+
+impl fmt::Display for MemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemKind::Ram => f.write_str("RAM"),
+            MemKind::Reserved => f.write_str("reserved"),
+            MemKind::AcpiReclaimable => f.write_str("ACPI"),
+            MemKind::AcpiNvs => f.write_str("ACPI NVS"),
+            MemKind::Unusable => f.write_str("unusable"),
+            MemKind::Other(t) => write!(f, "type {t}"),
+        }
+    }
+}
+
+/// One entry of the memory map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemRegion {
+    /// The physical range.
+    pub range: Range,
+    /// What it is.
+    pub kind: MemKind,
+}
+
+/// What the boot loader told us, copied out of its memory.
+#[derive(Clone, Debug)]
+pub struct BootParams {
+    /// Physical address of `hvm_start_info`.
+    pub start_info: u64,
+    /// The memory map, in the loader's order.
+    pub memory_map: Vec<MemRegion, MAX_MEMMAP>,
+    /// The kernel command line (empty if none).
+    pub cmdline: String<MAX_CMDLINE>,
+    /// The first module (`-initrd` under QEMU), left in place.
+    pub module: Option<Range>,
+    /// Physical address of the ACPI RSDP, 0 if none.
+    pub rsdp: u64,
+}
+
+/// Why the boot parameters could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PvhError {
+    /// `hvm_start_info.magic` is wrong: not booted through PVH.
+    BadMagic(u32),
+    /// Version 0 of the structure has no memory map.
+    NoMemoryMap,
+    /// More memory-map entries than [`MAX_MEMMAP`].
+    MemoryMapTooLong(u32),
+    /// A structure lies above the 4 GiB the boot page tables map.
+    Unreachable(u64),
+    /// The command line is longer than [`MAX_CMDLINE`] or not UTF-8.
+    BadCmdline,
+}
+
+impl fmt::Display for PvhError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PvhError::BadMagic(m) => {
+                write!(f, "hvm_start_info magic {m:#x}, want {START_INFO_MAGIC:#x}")
+            }
+            PvhError::NoMemoryMap => f.write_str("hvm_start_info version 0 has no memory map"),
+            PvhError::MemoryMapTooLong(n) => {
+                write!(f, "{n} memory map entries, at most {MAX_MEMMAP} supported")
+            }
+            PvhError::Unreachable(a) => write!(f, "boot structure at {a:#x} is above 4 GiB"),
+            PvhError::BadCmdline => write!(
+                f,
+                "command line longer than {MAX_CMDLINE} bytes or not UTF-8"
+            ),
+        }
+    }
+}
+
+const IDENTITY_LIMIT: u64 = 1 << 32;
+
+fn check(addr: u64, len: u64) -> Result<(), PvhError> {
+    match addr.checked_add(len) {
+        Some(end) if end <= IDENTITY_LIMIT => Ok(()),
+        _ => Err(PvhError::Unreachable(addr)),
+    }
+}
+
+/// Reads a little-endian `T` at physical address `addr`.
+///
+/// # Safety
+/// `addr..addr + size_of::<T>()` must be identity mapped and readable.
+unsafe fn read<T: Copy>(addr: u64) -> T {
+    // SAFETY: the caller guarantees the bytes are mapped; unaligned reads are
+    // used because the loader promises no alignment for the fields we read.
+    unsafe { core::ptr::read_unaligned(addr as *const T) }
+}
+
+/// Copies the boot parameters out of the loader's memory.
+///
+/// # Safety
+/// Must run while the boot page tables identity map the first 4 GiB, and
+/// `start_info` must be the value the PVH loader put in `%ebx`.
+pub unsafe fn read_boot_params(start_info: u64) -> Result<BootParams, PvhError> {
+    check(start_info, 56)?;
+    // SAFETY: every address read below was checked to lie under 4 GiB,
+    // which the boot page tables identity map.
+    let magic: u32 = unsafe { read(start_info) };
+    if magic != START_INFO_MAGIC {
+        return Err(PvhError::BadMagic(magic));
+    }
+    // SAFETY: as above.
+    let (version, nr_modules, modlist, cmdline_pa, rsdp, memmap_pa, memmap_n) = unsafe {
+        (
+            read::<u32>(start_info + 4),
+            read::<u32>(start_info + 12),
+            read::<u64>(start_info + 16),
+            read::<u64>(start_info + 24),
+            read::<u64>(start_info + 32),
+            read::<u64>(start_info + 40),
+            read::<u32>(start_info + 48),
+        )
+    };
+    if version < 1 || memmap_pa == 0 {
+        return Err(PvhError::NoMemoryMap);
+    }
+    if memmap_n as usize > MAX_MEMMAP {
+        return Err(PvhError::MemoryMapTooLong(memmap_n));
+    }
+    check(memmap_pa, u64::from(memmap_n) * 24)?;
+    let mut memory_map = Vec::new();
+    for i in 0..u64::from(memmap_n) {
+        let e = memmap_pa + i * 24;
+        // SAFETY: checked above.
+        let (addr, size, ty) = unsafe { (read::<u64>(e), read::<u64>(e + 8), read::<u32>(e + 16)) };
+        let region = MemRegion {
+            range: Range::new(addr, addr.saturating_add(size)),
+            kind: MemKind::from_e820(ty),
+        };
+        // Cannot fail: memmap_n <= MAX_MEMMAP.
+        let _ = memory_map.push(region);
+    }
+
+    let mut cmdline = String::new();
+    if cmdline_pa != 0 {
+        let mut bytes: Vec<u8, MAX_CMDLINE> = Vec::new();
+        for i in 0.. {
+            check(cmdline_pa + i, 1)?;
+            // SAFETY: checked above.
+            let b: u8 = unsafe { read(cmdline_pa + i) };
+            if b == 0 {
+                break;
+            }
+            bytes.push(b).map_err(|_| PvhError::BadCmdline)?;
+        }
+        let s = core::str::from_utf8(&bytes).map_err(|_| PvhError::BadCmdline)?;
+        cmdline.push_str(s).map_err(|_| PvhError::BadCmdline)?;
+    }
+
+    let mut module = None;
+    if nr_modules > 0 && modlist != 0 {
+        check(modlist, 32)?;
+        // SAFETY: checked above.
+        let (paddr, size) = unsafe { (read::<u64>(modlist), read::<u64>(modlist + 8)) };
+        if size > 0 {
+            module = Some(Range::new(paddr, paddr.saturating_add(size)));
+        }
+    }
+
+    Ok(BootParams {
+        start_info,
+        memory_map,
+        cmdline,
+        module,
+        rsdp,
+    })
+}
+
+impl BootParams {
+    /// The value of `key=value` on the command line, if present.
+    pub fn cmdline_value(&self, key: &str) -> Option<&str> {
+        self.cmdline.split_ascii_whitespace().find_map(|w| {
+            let (k, v) = w.split_once('=')?;
+            (k == key).then_some(v)
+        })
+    }
+
+    /// RAM ranges of the memory map, in the loader's order.
+    pub fn ram(&self) -> impl Iterator<Item = Range> + '_ {
+        self.memory_map
+            .iter()
+            .filter(|r| r.kind == MemKind::Ram)
+            .map(|r| r.range)
+    }
+
+    /// One past the highest RAM byte.
+    pub fn ram_end(&self) -> u64 {
+        self.ram().map(|r| r.end).max().unwrap_or(0)
+    }
+}

@@ -1,0 +1,22 @@
+//! `kho`: hand memory and state from one kernel to the next across a kexec.
+//!
+//! The crate is `no_std`, architecture-neutral and free of `unsafe` outside
+//! the few places that touch physical memory through [`Platform`]-style
+//! hooks. Everything here is plain data and algorithms over byte slices, so
+//! the whole crate is built and tested on the host with `cargo test`.
+//!
+//! Modules:
+//! - [`ranges`]: a fixed-capacity set of disjoint physical ranges, used as
+//!   the boot-time frame allocator of the demo kernel.
+#![no_std]
+#![forbid(unsafe_code)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod ranges;
+
+/// Size of the smallest page the crate deals with (4 KiB).
+pub const PAGE_SIZE: u64 = 4096;
+/// log2 of [`PAGE_SIZE`].
+pub const PAGE_SHIFT: u32 = 12;

@@ -1,0 +1,343 @@
+//! A fixed-capacity set of disjoint, sorted physical address ranges.
+//!
+//! [`RangeSet`] is the free list of a boot-time frame allocator: ranges are
+//! added as free memory (`insert`), carved out when reserved (`carve`), and
+//! handed out first-fit from the lowest address (`alloc`). It never
+//! allocates; its capacity is a const generic, and an operation that would
+//! overflow it fails with [`RangeError::Full`] and leaves the set unchanged.
+
+use core::fmt;
+
+/// A half-open physical range `[start, end)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Range {
+    /// First byte of the range.
+    pub start: u64,
+    /// One past the last byte of the range.
+    pub end: u64,
+}
+
+impl Range {
+    /// Creates `[start, end)`.
+    pub const fn new(start: u64, end: u64) -> Self {
+        Self { start, end }
+    }
+
+    /// Length of the range in bytes (0 if `end <= start`).
+    pub const fn len(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// Whether the range holds no byte.
+    pub const fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    /// Whether the two ranges share at least one byte.
+    pub const fn overlaps(&self, other: &Range) -> bool {
+        self.start < other.end && other.start < self.end
+    }
+}
+
+/// Errors of [`RangeSet`] operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeError {
+    /// The range is empty or its end is before its start.
+    Empty,
+    /// The inserted range overlaps a range already in the set (a double free).
+    Overlap,
+    /// The set has no room for the ranges the operation would need.
+    Full,
+}
+
+impl fmt::Display for RangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RangeError::Empty => "empty or inverted range",
+            RangeError::Overlap => "range overlaps one already in the set",
+            RangeError::Full => "range set is full",
+        })
+    }
+}
+
+/// Up to `N` disjoint, non-adjacent ranges kept sorted by address.
+#[derive(Clone)]
+pub struct RangeSet<const N: usize> {
+    ranges: [Range; N],
+    len: usize,
+}
+
+impl<const N: usize> Default for RangeSet<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> fmt::Debug for RangeSet<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<const N: usize> RangeSet<N> {
+    /// An empty set.
+    pub const fn new() -> Self {
+        Self {
+            ranges: [Range::new(0, 0); N],
+            len: 0,
+        }
+    }
+
+    /// The ranges in address order.
+    pub fn iter(&self) -> impl Iterator<Item = Range> + '_ {
+        self.as_slice().iter().copied()
+    }
+
+    /// The ranges as a sorted slice.
+    pub fn as_slice(&self) -> &[Range] {
+        self.ranges.get(..self.len).unwrap_or(&[])
+    }
+
+    /// Number of ranges held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the set holds no range.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Total bytes covered.
+    pub fn total(&self) -> u64 {
+        self.iter().map(|r| r.len()).sum()
+    }
+
+    /// Whether every byte of `r` is in the set.
+    pub fn contains(&self, r: Range) -> bool {
+        !r.is_empty() && self.iter().any(|x| x.start <= r.start && r.end <= x.end)
+    }
+
+    /// Whether any byte of `r` is in the set.
+    pub fn intersects(&self, r: Range) -> bool {
+        self.iter().any(|x| x.overlaps(&r))
+    }
+
+    /// Adds `r`, merging it with adjacent ranges.
+    ///
+    /// Fails with [`RangeError::Overlap`] if any byte of `r` is already in the
+    /// set, and with [`RangeError::Full`] if a new slot is needed and none is
+    /// left; the set is unchanged on error.
+    pub fn insert(&mut self, r: Range) -> Result<(), RangeError> {
+        if r.is_empty() {
+            return Err(RangeError::Empty);
+        }
+        let s = self.as_slice();
+        // First range that ends at or after r.start.
+        let i = s.partition_point(|x| x.end < r.start);
+        let mut merge_left = false;
+        let mut merge_right = false;
+        if let Some(x) = s.get(i) {
+            if x.overlaps(&r) {
+                return Err(RangeError::Overlap);
+            }
+            if x.end == r.start {
+                merge_left = true;
+                if let Some(y) = s.get(i + 1) {
+                    if y.overlaps(&r) {
+                        return Err(RangeError::Overlap);
+                    }
+                    merge_right = y.start == r.end;
+                }
+            } else {
+                merge_right = x.start == r.end;
+            }
+        }
+        match (merge_left, merge_right) {
+            (true, true) => {
+                let end = self.ranges[i + 1].end;
+                self.ranges[i].end = end;
+                self.remove_at(i + 1);
+            }
+            (true, false) => self.ranges[i].end = r.end,
+            (false, true) => self.ranges[i].start = r.start,
+            (false, false) => self.insert_at(i, r)?,
+        }
+        Ok(())
+    }
+
+    /// Removes every byte of `r` from the set; bytes of `r` not in the set are
+    /// ignored. Fails with [`RangeError::Full`] (set unchanged) if splitting a
+    /// range needs a slot that is not there.
+    pub fn carve(&mut self, r: Range) -> Result<(), RangeError> {
+        if r.is_empty() {
+            return Err(RangeError::Empty);
+        }
+        let s = self.as_slice();
+        let first = s.partition_point(|x| x.end <= r.start);
+        let last = s.partition_point(|x| x.start < r.end); // exclusive
+        if first >= last {
+            return Ok(());
+        }
+        let head = self.ranges[first];
+        let tail = self.ranges[last - 1];
+        let keep_head = head.start < r.start;
+        let keep_tail = tail.end > r.end;
+        let removed = last - first;
+        let kept = usize::from(keep_head) + usize::from(keep_tail);
+        if kept > removed && self.len == N {
+            return Err(RangeError::Full);
+        }
+        // Drop the touched ranges, then put back what survives.
+        for _ in 0..removed {
+            self.remove_at(first);
+        }
+        let mut at = first;
+        if keep_head {
+            self.insert_at(at, Range::new(head.start, r.start))?;
+            at += 1;
+        }
+        if keep_tail {
+            self.insert_at(at, Range::new(r.end, tail.end))?;
+        }
+        Ok(())
+    }
+
+    /// Takes `size` bytes aligned to `align` (a power of two) from the lowest
+    /// range that can hold them, and returns their start.
+    pub fn alloc(&mut self, size: u64, align: u64) -> Option<u64> {
+        self.alloc_in(size, align, Range::new(0, u64::MAX))
+    }
+
+    /// Like [`alloc`](Self::alloc) but only from inside `window`.
+    pub fn alloc_in(&mut self, size: u64, align: u64, window: Range) -> Option<u64> {
+        if size == 0 || !align.is_power_of_two() {
+            return None;
+        }
+        let found = self.iter().find_map(|x| {
+            let lo = x.start.max(window.start);
+            let hi = x.end.min(window.end);
+            let start = lo.checked_add(align - 1)? & !(align - 1);
+            let end = start.checked_add(size)?;
+            (end <= hi).then_some(start)
+        })?;
+        // A carve that splits a range may need one more slot.
+        self.carve(Range::new(found, found + size)).ok()?;
+        Some(found)
+    }
+
+    fn insert_at(&mut self, i: usize, r: Range) -> Result<(), RangeError> {
+        if self.len == N {
+            return Err(RangeError::Full);
+        }
+        self.ranges.copy_within(i..self.len, i + 1);
+        self.ranges[i] = r;
+        self.len += 1;
+        Ok(())
+    }
+
+    fn remove_at(&mut self, i: usize) {
+        self.ranges.copy_within(i + 1..self.len, i);
+        self.len -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+    use std::vec::Vec;
+
+    /// Model: the set of 4 KiB-granule indices covered.
+    fn model_ranges(m: &BTreeSet<u64>) -> Vec<Range> {
+        let mut out: Vec<Range> = Vec::new();
+        for &p in m {
+            match out.last_mut() {
+                Some(r) if r.end == p => r.end = p + 1,
+                _ => out.push(Range::new(p, p + 1)),
+            }
+        }
+        out
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u64, u64),
+        Carve(u64, u64),
+        Alloc(u64, u32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u64..200, 1u64..20).prop_map(|(s, l)| Op::Insert(s, s + l)),
+            (0u64..200, 1u64..30).prop_map(|(s, l)| Op::Carve(s, s + l)),
+            (1u64..10, 0u32..4).prop_map(|(l, a)| Op::Alloc(l, a)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn matches_model(ops in proptest::collection::vec(op(), 1..200)) {
+            let mut set = RangeSet::<8>::new();
+            let mut model = BTreeSet::new();
+            for op in ops {
+                let before = set.clone();
+                match op {
+                    Op::Insert(s, e) => {
+                        let overlap = (s..e).any(|p| model.contains(&p));
+                        match set.insert(Range::new(s, e)) {
+                            Ok(()) => { prop_assert!(!overlap); model.extend(s..e); }
+                            Err(RangeError::Overlap) => prop_assert!(overlap),
+                            Err(RangeError::Full) => prop_assert_eq!(set.as_slice(), before.as_slice()),
+                            Err(e) => prop_assert!(false, "unexpected {e}"),
+                        }
+                    }
+                    Op::Carve(s, e) => match set.carve(Range::new(s, e)) {
+                        Ok(()) => { for p in s..e { model.remove(&p); } }
+                        Err(RangeError::Full) => prop_assert_eq!(set.as_slice(), before.as_slice()),
+                        Err(e) => prop_assert!(false, "unexpected {e}"),
+                    },
+                    Op::Alloc(l, a) => {
+                        let align = 1u64 << a;
+                        // Model answer: lowest aligned start with l free granules.
+                        let want = model.iter().copied().find(|&p| {
+                            p % align == 0 && (p..p + l).all(|q| model.contains(&q))
+                        });
+                        match set.alloc(l, align) {
+                            Some(got) => {
+                                prop_assert_eq!(Some(got), want);
+                                for p in got..got + l { model.remove(&p); }
+                            }
+                            None => prop_assert!(want.is_none() || set.len() == 8),
+                        }
+                    }
+                }
+                prop_assert_eq!(set.as_slice(), &model_ranges(&model)[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn carve_full_leaves_set_unchanged() {
+        let mut set = RangeSet::<2>::new();
+        set.insert(Range::new(0, 10)).unwrap();
+        set.insert(Range::new(20, 30)).unwrap();
+        assert_eq!(set.carve(Range::new(4, 6)), Err(RangeError::Full));
+        assert_eq!(set.as_slice(), &[Range::new(0, 10), Range::new(20, 30)]);
+        // Carving a whole range frees a slot.
+        set.carve(Range::new(0, 10)).unwrap();
+        set.carve(Range::new(24, 26)).unwrap();
+        assert_eq!(set.as_slice(), &[Range::new(20, 24), Range::new(26, 30)]);
+    }
+
+    #[test]
+    fn alloc_respects_window_and_alignment() {
+        let mut set = RangeSet::<4>::new();
+        set.insert(Range::new(0x1000, 0x10_0000)).unwrap();
+        let a = set.alloc_in(0x2000, 0x1_0000, Range::new(0x8_0000, 0x10_0000));
+        assert_eq!(a, Some(0x8_0000));
+        assert!(!set.intersects(Range::new(0x8_0000, 0x8_2000)));
+        assert_eq!(set.total(), 0xff000 - 0x2000);
+    }
+}

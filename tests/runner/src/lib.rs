@@ -1,0 +1,532 @@
+//! Boot a kernel under QEMU, capture its serial output, and judge the run.
+//!
+//! A run fails when QEMU exits with anything but the kernel's success code
+//! (33), including 0 (a triple fault under `-no-reboot`), when it outlives
+//! its timeout (the hang is attributed to the test that was running), or
+//! when the kernel's closing line is missing or disagrees with its per-test
+//! lines. Failures carry the last lines of serial output.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Exit status QEMU reports when the kernel writes `Success` to isa-debug-exit.
+pub const EXIT_SUCCESS: i32 = 33;
+/// Exit status QEMU reports when the kernel writes `Failure` to isa-debug-exit.
+pub const EXIT_FAILURE: i32 = 35;
+/// Serial lines shown with a failure.
+pub const TAIL_LINES: usize = 25;
+
+/// How the guest executes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    /// Software emulation: slower, deterministic, always there. Tests use it.
+    Tcg,
+    /// Hardware virtualization through /dev/kvm.
+    Kvm,
+}
+
+/// One QEMU boot to make.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The kernel ELF (PVH).
+    pub kernel: PathBuf,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// Guest RAM in MiB.
+    pub memory_mib: u32,
+    /// Wall-clock limit for the whole boot.
+    pub timeout: Duration,
+    /// Accelerator.
+    pub accel: Accel,
+    /// A module (`-initrd`) handed to the kernel.
+    pub initrd: Option<PathBuf>,
+    /// Where to write the serial log.
+    pub log: Option<PathBuf>,
+    /// Copy serial lines to our stdout as they arrive.
+    pub echo: bool,
+    /// Extra QEMU arguments.
+    pub extra: Vec<String>,
+}
+
+impl Config {
+    /// A TCG boot of `kernel` with `cmdline`, 512 MiB and a 60 s timeout.
+    pub fn new(kernel: impl Into<PathBuf>, cmdline: &str) -> Self {
+        Self {
+            kernel: kernel.into(),
+            cmdline: cmdline.to_owned(),
+            memory_mib: 512,
+            timeout: Duration::from_secs(60),
+            accel: Accel::Tcg,
+            initrd: None,
+            log: None,
+            echo: false,
+            extra: Vec::new(),
+        }
+    }
+
+    /// The QEMU command for this boot (serial on stdout).
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(qemu_binary());
+        c.arg("-kernel").arg(&self.kernel);
+        c.args(["-append", &self.cmdline]);
+        c.args(["-m", &format!("{}M", self.memory_mib)]);
+        c.args(["-serial", "stdio", "-display", "none", "-monitor", "none"]);
+        c.args([
+            "-no-reboot",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        ]);
+        match self.accel {
+            Accel::Tcg => c.args(["-accel", "tcg", "-cpu", "max"]),
+            Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
+        };
+        if let Some(i) = &self.initrd {
+            c.arg("-initrd").arg(i);
+        }
+        c.args(&self.extra);
+        c
+    }
+}
+
+/// The QEMU binary: `$KHO_QEMU` or `qemu-system-x86_64`.
+pub fn qemu_binary() -> String {
+    std::env::var("KHO_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".to_owned())
+}
+
+/// How a boot ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// QEMU exited with this status.
+    Code(i32),
+    /// QEMU was killed by a signal.
+    Signal,
+    /// QEMU outlived the timeout and was killed.
+    Timeout(Duration),
+}
+
+/// What a boot printed and how it ended.
+#[derive(Clone, Debug)]
+pub struct Boot {
+    /// Serial output, one entry per line, without line endings.
+    pub lines: Vec<String>,
+    /// How QEMU ended.
+    pub exit: Exit,
+    /// Wall-clock time of the boot.
+    pub elapsed: Duration,
+}
+
+impl Boot {
+    /// The last [`TAIL_LINES`] serial lines, indented, for failure messages.
+    pub fn tail(&self) -> String {
+        let start = self.lines.len().saturating_sub(TAIL_LINES);
+        let mut s = String::new();
+        for l in &self.lines[start..] {
+            let _ = writeln!(s, "    | {l}");
+        }
+        s
+    }
+}
+
+/// Errors starting QEMU.
+#[derive(Debug)]
+pub enum RunnerError {
+    /// QEMU (or the kernel) could not be started.
+    Spawn(String),
+    /// The log file could not be written.
+    Log(std::io::Error),
+}
+
+impl std::fmt::Display for RunnerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunnerError::Spawn(m) => f.write_str(m),
+            RunnerError::Log(e) => write!(f, "writing the serial log: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RunnerError {}
+
+/// Boots `cfg` and waits for QEMU to exit or the timeout to pass.
+pub fn boot(cfg: &Config) -> Result<Boot, RunnerError> {
+    if !cfg.kernel.is_file() {
+        return Err(RunnerError::Spawn(format!(
+            "kernel image {} not found: build it with `./x.py build`",
+            cfg.kernel.display()
+        )));
+    }
+    let mut child = cfg
+        .command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            RunnerError::Spawn(format!(
+                "cannot run {}: {e}; install it with `./x.py setup` (Debian package qemu-system-x86)",
+                qemu_binary()
+            ))
+        })?;
+    let start = Instant::now();
+    let (tx, rx) = mpsc::channel::<String>();
+    let out = child.stdout.take().expect("stdout is piped");
+    let err = child.stderr.take().expect("stderr is piped");
+    let tx2 = tx.clone();
+    let readers = [
+        std::thread::spawn(move || forward(out, &tx, "")),
+        std::thread::spawn(move || forward(err, &tx2, "qemu: ")),
+    ];
+    let mut log = match &cfg.log {
+        Some(p) => {
+            if let Some(dir) = p.parent() {
+                std::fs::create_dir_all(dir).map_err(RunnerError::Log)?;
+            }
+            Some(std::fs::File::create(p).map_err(RunnerError::Log)?)
+        }
+        None => None,
+    };
+    let mut lines = Vec::new();
+    let mut record = |line: String, lines: &mut Vec<String>| -> Result<(), RunnerError> {
+        if cfg.echo {
+            println!("{line}");
+        }
+        if let Some(f) = log.as_mut() {
+            writeln!(f, "{line}").map_err(RunnerError::Log)?;
+        }
+        lines.push(line);
+        Ok(())
+    };
+    let exit = loop {
+        let left = cfg.timeout.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left.min(Duration::from_millis(50))) {
+            Ok(line) => record(line, &mut lines)?,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {}
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            break match status.code() {
+                Some(c) => Exit::Code(c),
+                None => Exit::Signal,
+            };
+        }
+        if start.elapsed() >= cfg.timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break Exit::Timeout(cfg.timeout);
+        }
+    };
+    for r in readers {
+        let _ = r.join();
+    }
+    while let Ok(line) = rx.try_recv() {
+        record(line, &mut lines)?;
+    }
+    Ok(Boot {
+        lines,
+        exit,
+        elapsed: start.elapsed(),
+    })
+}
+
+fn forward(r: impl std::io::Read, tx: &mpsc::Sender<String>, prefix: &str) {
+    let mut r = BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match r.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let s = String::from_utf8_lossy(&buf);
+                let line = s.trim_end_matches(['\n', '\r']);
+                if tx.send(format!("{prefix}{line}")).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Outcome of one kernel test, as printed by the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestResult {
+    /// The test's full name.
+    pub name: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// For a failure, the indented reason lines that followed.
+    pub reason: String,
+}
+
+/// What the kernel's test output says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TestReport {
+    /// Every test with a result, in order.
+    pub results: Vec<TestResult>,
+    /// A test that started and has no result (the run stopped inside it).
+    pub unfinished: Option<String>,
+    /// The closing `N passed, N failed` line, if printed.
+    pub closing: Option<(u32, u32)>,
+}
+
+/// Parses `N passed, N failed` (a plain closing line).
+pub fn parse_closing(line: &str) -> Option<(u32, u32)> {
+    let (p, f) = line.trim().split_once(", ")?;
+    let p = p.strip_suffix(" passed")?.parse().ok()?;
+    let f = f.strip_suffix(" failed")?.parse().ok()?;
+    Some((p, f))
+}
+
+/// Reads `test NAME ... ok|FAILED` lines, failure reasons and the closing line.
+pub fn parse_tests(lines: &[String]) -> TestReport {
+    let mut rep = TestReport::default();
+    let mut in_reason = false;
+    for line in lines {
+        if let Some(rest) = line.strip_prefix("test ") {
+            in_reason = false;
+            let Some((name, tail)) = rest.split_once(" ... ") else {
+                continue;
+            };
+            let tail = tail.trim_end();
+            if tail.ends_with("ok") {
+                rep.results.push(TestResult {
+                    name: name.to_owned(),
+                    ok: true,
+                    reason: String::new(),
+                });
+                rep.unfinished = None;
+            } else if tail.ends_with("FAILED") {
+                rep.results.push(TestResult {
+                    name: name.to_owned(),
+                    ok: false,
+                    reason: String::new(),
+                });
+                rep.unfinished = None;
+                in_reason = true;
+            } else {
+                rep.unfinished = Some(name.to_owned());
+            }
+        } else if line.starts_with("    ") && in_reason {
+            if let Some(last) = rep.results.last_mut() {
+                if !last.reason.is_empty() {
+                    last.reason.push('\n');
+                }
+                last.reason.push_str(line.trim());
+            }
+        } else if let Some(c) = parse_closing(line) {
+            in_reason = false;
+            rep.closing = Some(c);
+        } else if !line.trim().is_empty() {
+            // Output of a test that has started keeps it "unfinished";
+            // a bare `test NAME ... ` line is followed by its result.
+            in_reason = false;
+        }
+    }
+    if let Some(name) = &rep.unfinished
+        && rep.results.iter().any(|r| &r.name == name)
+    {
+        rep.unfinished = None;
+    }
+    rep
+}
+
+/// A successful test run: how many kernel tests passed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Passed {
+    /// Tests that passed.
+    pub passed: u32,
+    /// The per-test results.
+    pub report: TestReport,
+}
+
+/// Judges a `kho.mode=test` boot. `Err` explains the failure, naming the
+/// tests that failed or the test that was running, with the serial tail.
+pub fn judge_tests(boot: &Boot) -> Result<Passed, String> {
+    let rep = parse_tests(&boot.lines);
+    let failed: Vec<&TestResult> = rep.results.iter().filter(|r| !r.ok).collect();
+    let mut why = String::new();
+    for f in &failed {
+        let _ = writeln!(
+            why,
+            "kernel test {} FAILED: {}",
+            f.name,
+            f.reason.replace('\n', "; ")
+        );
+    }
+    let problem = match &boot.exit {
+        Exit::Timeout(t) => Some(match &rep.unfinished {
+            Some(name) => format!("timed out after {:.0?} while running kernel test {name}", t),
+            None => format!("timed out after {t:.0?} (no test was running)"),
+        }),
+        Exit::Signal => Some("QEMU was killed by a signal".to_owned()),
+        Exit::Code(0) => Some(
+            "QEMU exited with status 0: the guest reset or triple-faulted (-no-reboot)".to_owned(),
+        ),
+        Exit::Code(EXIT_SUCCESS) | Exit::Code(EXIT_FAILURE) => None,
+        Exit::Code(c) => Some(format!("QEMU exited with status {c} (QEMU error?)")),
+    };
+    let mut problems = Vec::new();
+    if let Some(p) = problem {
+        problems.push(p);
+    }
+    if let Some(name) = &rep.unfinished
+        && !matches!(boot.exit, Exit::Timeout(_))
+    {
+        problems.push(format!("the run stopped inside kernel test {name}"));
+    }
+    let passed = rep.results.iter().filter(|r| r.ok).count() as u32;
+    match rep.closing {
+        None => problems.push("no closing `N passed, N failed` line".to_owned()),
+        Some((p, f)) if (p, f) != (passed, failed.len() as u32) => problems.push(format!(
+            "closing line says {p} passed, {f} failed but {passed} passed, {} failed were reported",
+            failed.len()
+        )),
+        Some(_) => {}
+    }
+    if rep.results.is_empty() {
+        problems.push("no kernel test ran".to_owned());
+    }
+    if boot.exit == Exit::Code(EXIT_FAILURE) && failed.is_empty() && problems.is_empty() {
+        problems.push("the kernel exited with failure".to_owned());
+    }
+    if boot.exit == Exit::Code(EXIT_SUCCESS) && !failed.is_empty() {
+        problems.push("the kernel exited with success despite failed tests".to_owned());
+    }
+    if failed.is_empty() && problems.is_empty() {
+        return Ok(Passed {
+            passed,
+            report: rep,
+        });
+    }
+    for p in problems {
+        let _ = writeln!(why, "{p}");
+    }
+    let _ = write!(why, "last serial lines:\n{}", boot.tail());
+    Err(why)
+}
+
+/// Judges a demo boot: success needs exit 33 and `success_line` printed.
+pub fn judge_demo(boot: &Boot, success_line: &str) -> Result<(), String> {
+    let seen = boot.lines.iter().any(|l| l.contains(success_line));
+    let problem = match (&boot.exit, seen) {
+        (Exit::Code(EXIT_SUCCESS), true) => return Ok(()),
+        (Exit::Code(EXIT_SUCCESS), false) => {
+            format!("exited with success but never printed \"{success_line}\"")
+        }
+        (Exit::Code(EXIT_FAILURE), _) => "the kernel reported a failure".to_owned(),
+        (Exit::Code(0), _) => {
+            "QEMU exited with status 0: the guest reset or triple-faulted".to_owned()
+        }
+        (Exit::Code(c), _) => format!("QEMU exited with status {c}"),
+        (Exit::Signal, _) => "QEMU was killed by a signal".to_owned(),
+        (Exit::Timeout(t), _) => format!("timed out after {t:.0?}"),
+    };
+    Err(format!("{problem}\nlast serial lines:\n{}", boot.tail()))
+}
+
+/// The default kernel image path for a workspace root.
+pub fn default_kernel(root: &Path) -> PathBuf {
+    root.join("target/x86_64-unknown-none/debug/kho-kernel")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boot(lines: &[&str], exit: Exit) -> Boot {
+        Boot {
+            lines: lines.iter().map(|s| s.to_string()).collect(),
+            exit,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn clean_run_passes() {
+        let b = boot(
+            &[
+                "running 2",
+                "test a ... ok",
+                "test b ... ok",
+                "2 passed, 0 failed",
+            ],
+            Exit::Code(33),
+        );
+        assert_eq!(judge_tests(&b).unwrap().passed, 2);
+    }
+
+    #[test]
+    fn failure_names_test_and_reason() {
+        let b = boot(
+            &[
+                "test a ... ok",
+                "test b ... FAILED",
+                "    panicked at x.rs:1:1: boom",
+                "1 passed, 1 failed",
+            ],
+            Exit::Code(35),
+        );
+        let e = judge_tests(&b).unwrap_err();
+        assert!(
+            e.contains("kernel test b FAILED: panicked at x.rs:1:1: boom"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn triple_fault_is_a_failure() {
+        let b = boot(&["test a ... ok", "test b ... "], Exit::Code(0));
+        let e = judge_tests(&b).unwrap_err();
+        assert!(
+            e.contains("status 0") && e.contains("inside kernel test b"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn timeout_names_running_test() {
+        let b = boot(
+            &["test a ... ok", "test slow ... "],
+            Exit::Timeout(Duration::from_secs(5)),
+        );
+        let e = judge_tests(&b).unwrap_err();
+        assert!(
+            e.contains("timed out after 5s while running kernel test slow"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_or_wrong_closing_line_fails() {
+        let b = boot(&["test a ... ok"], Exit::Code(33));
+        assert!(judge_tests(&b).unwrap_err().contains("no closing"));
+        let b = boot(&["test a ... ok", "3 passed, 0 failed"], Exit::Code(33));
+        assert!(
+            judge_tests(&b)
+                .unwrap_err()
+                .contains("closing line says 3 passed")
+        );
+    }
+
+    #[test]
+    fn success_exit_with_failed_test_fails() {
+        let b = boot(&["test a ... FAILED", "0 passed, 1 failed"], Exit::Code(33));
+        assert!(judge_tests(&b).is_err());
+    }
+
+    #[test]
+    fn demo_needs_exit_code_and_line() {
+        assert!(judge_demo(&boot(&["x", "boot OK"], Exit::Code(33)), "boot OK").is_ok());
+        assert!(judge_demo(&boot(&["x"], Exit::Code(33)), "boot OK").is_err());
+        assert!(judge_demo(&boot(&["boot OK"], Exit::Code(0)), "boot OK").is_err());
+    }
+
+    #[test]
+    fn closing_line_parser() {
+        assert_eq!(parse_closing("12 passed, 0 failed"), Some((12, 0)));
+        assert_eq!(parse_closing("passed, failed"), None);
+    }
+}

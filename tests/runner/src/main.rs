@@ -1,0 +1,153 @@
+//! `kho-runner`: the command x.py calls to boot kernels under QEMU.
+//!
+//! ```text
+//! kho-runner test [--kernel K] [--harness FLAG] [--log FILE] [--timeout S] [--accel tcg|kvm]
+//! kho-runner run  [--kernel K] [--log FILE] [--timeout S] [--accel tcg|kvm] [--initrd F]
+//! kho-runner qemu [--kernel K] [--gdb] [--accel tcg|kvm] [--] [QEMU ARGS...]
+//! ```
+//! `test` prints each kernel test and a closing `N passed, N failed` line;
+//! every command exits 0 only when the kernel reported success.
+
+use kho_runner::{Accel, Config, boot, default_kernel, judge_demo, judge_tests};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// The line the demo prints when it succeeds.
+const DEMO_OK: &str = "kho demo: boot OK";
+
+struct Args {
+    cmd: String,
+    kernel: PathBuf,
+    harness: Option<String>,
+    log: Option<PathBuf>,
+    timeout: Option<u64>,
+    accel: Accel,
+    initrd: Option<PathBuf>,
+    gdb: bool,
+    cmdline: Option<String>,
+    extra: Vec<String>,
+}
+
+fn parse() -> Result<Args, String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut it = std::env::args().skip(1);
+    let cmd = it
+        .next()
+        .ok_or("usage: kho-runner test|run|qemu [options]")?;
+    let mut a = Args {
+        cmd,
+        kernel: default_kernel(&root),
+        harness: None,
+        log: None,
+        timeout: None,
+        accel: Accel::Tcg,
+        initrd: None,
+        gdb: false,
+        cmdline: None,
+        extra: Vec::new(),
+    };
+    while let Some(arg) = it.next() {
+        let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--kernel" => a.kernel = val("--kernel")?.into(),
+            "--harness" => a.harness = Some(val("--harness")?),
+            "--log" => a.log = Some(val("--log")?.into()),
+            "--initrd" => a.initrd = Some(val("--initrd")?.into()),
+            "--append" => a.cmdline = Some(val("--append")?),
+            "--timeout" => {
+                a.timeout = Some(
+                    val("--timeout")?
+                        .parse()
+                        .map_err(|e| format!("--timeout: {e}"))?,
+                )
+            }
+            "--accel" => {
+                a.accel = match val("--accel")?.as_str() {
+                    "tcg" => Accel::Tcg,
+                    "kvm" => Accel::Kvm,
+                    other => return Err(format!("--accel {other}: expected tcg or kvm")),
+                }
+            }
+            "--gdb" => a.gdb = true,
+            "--" => a.extra.extend(it.by_ref()),
+            other => a.extra.push(other.to_owned()),
+        }
+    }
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    let a = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("kho-runner: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut cmdline = match a.cmd.as_str() {
+        "test" => "kho.mode=test".to_owned(),
+        _ => "kho.mode=demo".to_owned(),
+    };
+    if let Some(h) = &a.harness {
+        cmdline.push_str(&format!(" kho.harness={h}"));
+    }
+    if let Some(c) = &a.cmdline {
+        cmdline.push(' ');
+        cmdline.push_str(c);
+    }
+    let mut cfg = Config::new(&a.kernel, &cmdline);
+    cfg.accel = a.accel;
+    cfg.initrd = a.initrd.clone();
+    cfg.log = a.log.clone();
+    cfg.echo = true;
+    cfg.extra = a.extra.clone();
+    if let Some(t) = a.timeout {
+        cfg.timeout = Duration::from_secs(t);
+    }
+    match a.cmd.as_str() {
+        "test" => match boot(&cfg) {
+            Err(e) => fail(&e.to_string()),
+            Ok(b) => match judge_tests(&b) {
+                Ok(p) => {
+                    println!("kernel tests: {} passed in {:.2?}", p.passed, b.elapsed);
+                    ExitCode::SUCCESS
+                }
+                Err(why) => fail(&why),
+            },
+        },
+        "run" => match boot(&cfg) {
+            Err(e) => fail(&e.to_string()),
+            Ok(b) => match judge_demo(&b, DEMO_OK) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(why) => fail(&why),
+            },
+        },
+        "qemu" => {
+            let mut c = cfg.command();
+            if a.gdb {
+                c.args(["-s", "-S"]);
+                eprintln!(
+                    "kho-runner: QEMU waits for gdb; attach with:\n  gdb {} -ex 'target remote :1234'",
+                    a.kernel.display()
+                );
+            }
+            match c.status() {
+                Ok(s) if s.code() == Some(kho_runner::EXIT_SUCCESS) => ExitCode::SUCCESS,
+                Ok(s) => fail(&format!("QEMU exited with {s}")),
+                Err(e) => fail(&format!(
+                    "cannot run {}: {e}; try `./x.py setup`",
+                    kho_runner::qemu_binary()
+                )),
+            }
+        }
+        other => fail(&format!(
+            "unknown command {other}: expected test, run or qemu"
+        )),
+    }
+}
+
+fn fail(why: &str) -> ExitCode {
+    eprintln!("kho-runner: FAILED: {why}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,110 @@
+//! The harness tested against the real kernel: deliberate failures must fail
+//! the run, within the timeout, naming the test. Needs `KHO_KERNEL` (set by
+//! `./x.py test`, which builds the kernel first) and QEMU.
+
+use kho_runner::{Config, EXIT_FAILURE, EXIT_SUCCESS, Exit, boot, judge_demo, judge_tests};
+use std::time::Duration;
+
+fn kernel() -> String {
+    std::env::var("KHO_KERNEL")
+        .expect("KHO_KERNEL is not set: these tests boot the kernel; run them with `./x.py test`")
+}
+
+fn boot_with(cmdline: &str, timeout: u64) -> kho_runner::Boot {
+    let mut cfg = Config::new(kernel(), cmdline);
+    cfg.timeout = Duration::from_secs(timeout);
+    boot(&cfg).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn kernel_suite_passes() {
+    let b = boot_with("kho.mode=test", 60);
+    let p = judge_tests(&b).unwrap_or_else(|e| panic!("{e}"));
+    assert!(p.passed >= 4, "only {} kernel tests ran", p.passed);
+    assert_eq!(b.exit, Exit::Code(EXIT_SUCCESS));
+    // The harness's deliberately failing tests are not run without the flag.
+    assert!(
+        p.report
+            .results
+            .iter()
+            .all(|r| !r.name.contains("harness_"))
+    );
+}
+
+#[test]
+fn failing_test_fails_the_run_and_is_named() {
+    let b = boot_with("kho.mode=test kho.harness=fail", 60);
+    assert_eq!(b.exit, Exit::Code(EXIT_FAILURE));
+    let e = judge_tests(&b).unwrap_err();
+    assert!(
+        e.contains("kernel test kho_kernel::tests::harness_fails_on_purpose FAILED"),
+        "{e}"
+    );
+    assert!(
+        e.contains("deliberate failure") && e.contains("left: 42"),
+        "{e}"
+    );
+    // The run went on after the failure: every other test still reported.
+    let rep = kho_runner::parse_tests(&b.lines);
+    assert!(rep.results.iter().filter(|r| r.ok).count() >= 4, "{rep:?}");
+}
+
+#[test]
+fn page_fault_reports_rip_and_cr2_under_the_test() {
+    let b = boot_with("kho.mode=test kho.harness=fault", 60);
+    let e = judge_tests(&b).unwrap_err();
+    assert!(
+        e.contains("kernel test kho_kernel::tests::harness_page_faults_on_purpose FAILED"),
+        "{e}"
+    );
+    assert!(
+        e.contains("(page fault)") && e.contains("CR2 0x00007000deadb000"),
+        "{e}"
+    );
+    assert!(e.contains("at RIP 0x0000000000"), "{e}");
+}
+
+#[test]
+fn stack_overflow_hits_the_guard_page() {
+    let b = boot_with("kho.mode=test kho.harness=overflow", 60);
+    let e = judge_tests(&b).unwrap_err();
+    assert!(
+        e.contains("harness_overflows_stack_on_purpose FAILED: CPU exception 8 (double fault)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn hanging_test_times_out_and_is_named() {
+    let b = boot_with("kho.mode=test kho.harness=hang", 8);
+    assert_eq!(b.exit, Exit::Timeout(Duration::from_secs(8)));
+    assert!(b.elapsed < Duration::from_secs(20), "took {:?}", b.elapsed);
+    let e = judge_tests(&b).unwrap_err();
+    assert!(
+        e.contains("while running kernel test kho_kernel::tests::harness_hangs_on_purpose"),
+        "{e}"
+    );
+}
+
+#[test]
+fn demo_boots_and_prints_the_memory_map() {
+    let b = boot_with("kho.mode=demo", 60);
+    judge_demo(&b, "kho demo: boot OK").unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        b.lines.iter().any(|l| l.starts_with("memory map (")),
+        "{:?}",
+        b.lines
+    );
+    assert!(
+        b.lines
+            .iter()
+            .any(|l| l.contains(") ") && l.ends_with("RAM"))
+    );
+}
+
+#[test]
+fn unknown_mode_is_a_failure() {
+    let b = boot_with("kho.mode=bogus", 60);
+    assert_eq!(b.exit, Exit::Code(EXIT_FAILURE));
+    assert!(b.lines.iter().any(|l| l.contains("unknown kho.mode=bogus")));
+}
