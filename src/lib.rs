@@ -8,12 +8,14 @@
 //! Modules:
 //! - [`ranges`]: a fixed-capacity set of disjoint physical ranges, used as
 //!   the boot-time frame allocator of the demo kernel.
+//! - [`fdt`]: the FDT v17 writer and zero-copy reader of the handoff blob.
 #![no_std]
 #![forbid(unsafe_code)]
 
 #[cfg(test)]
 extern crate std;
 
+pub mod fdt;
 pub mod ranges;
 
 /// Size of the smallest page the crate deals with (4 KiB).

@@ -1,0 +1,47 @@
+//! Flattened device tree (FDT v17): a writer and a zero-copy reader.
+//!
+//! The handoff blob is a real FDT, so `dtc` and every other device-tree tool
+//! can read it. [`FdtWriter`] builds a blob in a caller-given buffer without
+//! allocating; [`Fdt`] validates a borrowed blob once, completely, and then
+//! answers lookups with references into it.
+//!
+//! Conventions of the format (see the devicetree specification, chapter 5):
+//! a 40-byte header of big-endian `u32`s, the memory-reservation block
+//! (8-aligned big-endian `u64` pairs ending in `0, 0`), the structure block
+//! (4-aligned big-endian tokens) and the strings block (NUL-terminated
+//! property names). `kho`'s own payload conventions (little-endian structs,
+//! versioned `compatible` strings) are in `docs/abi.md`.
+
+mod read;
+mod write;
+
+pub use read::{Fdt, FdtError, Node, PropError, Property, Reservation, StrList};
+pub use write::{FdtWriter, WriteError};
+
+/// `magic` of every FDT header.
+pub const FDT_MAGIC: u32 = 0xd00d_feed;
+/// The version this crate writes.
+pub const FDT_VERSION: u32 = 17;
+/// The oldest version a v17 blob is compatible with.
+pub const FDT_LAST_COMP_VERSION: u32 = 16;
+/// Size of the header in bytes.
+pub const HEADER_SIZE: usize = 40;
+/// Deepest nesting of nodes accepted by the reader and writer (the root is
+/// at depth 1). Deeper trees are refused with a typed error.
+pub const MAX_DEPTH: usize = 64;
+
+pub(crate) const TOKEN_BEGIN_NODE: u32 = 1;
+pub(crate) const TOKEN_END_NODE: u32 = 2;
+pub(crate) const TOKEN_PROP: u32 = 3;
+pub(crate) const TOKEN_NOP: u32 = 4;
+pub(crate) const TOKEN_END: u32 = 9;
+
+/// Whether `c` may appear in a node name (dtc's set, `@` for unit addresses).
+pub(crate) fn is_node_name_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b",._+-*#?@".contains(&c)
+}
+
+/// Whether `c` may appear in a property name (dtc's set).
+pub(crate) fn is_prop_name_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b",._+-*#?".contains(&c)
+}

@@ -1,0 +1,788 @@
+//! FDT conformance: our writer and reader against each other, against the
+//! `fdt` crate (an independent reader) and against dtc in both directions.
+
+use kho::fdt::{Fdt, FdtError, FdtWriter, MAX_DEPTH, PropError, WriteError};
+use proptest::prelude::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A device tree as plain data: the model every reader is compared with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Tree {
+    name: String,
+    props: Vec<(String, Vec<u8>)>,
+    children: Vec<Tree>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Blob {
+    reservations: Vec<(u64, u64)>,
+    root: Tree,
+}
+
+fn write_tree(w: &mut FdtWriter<'_>, t: &Tree) -> Result<(), WriteError> {
+    w.begin_node(&t.name)?;
+    for (n, v) in &t.props {
+        w.property(n, v)?;
+    }
+    for c in &t.children {
+        write_tree(w, c)?;
+    }
+    w.end_node()
+}
+
+fn write_blob(b: &Blob) -> Vec<u8> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut w = FdtWriter::new(&mut buf).unwrap();
+    for &(a, s) in &b.reservations {
+        w.reserve_memory(a, s).unwrap();
+    }
+    write_tree(&mut w, &b.root).unwrap();
+    let n = w.finish().unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn read_node(n: kho::fdt::Node<'_>) -> Tree {
+    Tree {
+        name: n.name().to_owned(),
+        props: n
+            .properties()
+            .map(|p| (p.name.to_owned(), p.value.to_vec()))
+            .collect(),
+        children: n.children().map(read_node).collect(),
+    }
+}
+
+fn read_ours(blob: &[u8]) -> Blob {
+    let f = Fdt::new(blob).unwrap_or_else(|e| panic!("our reader refused the blob: {e}"));
+    Blob {
+        reservations: f.reservations().map(|r| (r.address, r.size)).collect(),
+        root: read_node(f.root()),
+    }
+}
+
+fn read_fdt_node(n: fdt::node::FdtNode<'_, '_>, root: bool) -> Tree {
+    Tree {
+        name: if root {
+            String::new()
+        } else {
+            n.name.to_owned()
+        },
+        props: n
+            .properties()
+            .map(|p| (p.name.to_owned(), p.value.to_vec()))
+            .collect(),
+        children: n.children().map(|c| read_fdt_node(c, false)).collect(),
+    }
+}
+
+fn read_fdt_crate(blob: &[u8]) -> Blob {
+    let f = fdt::Fdt::new(blob).expect("the fdt crate refused the blob");
+    Blob {
+        reservations: f
+            .memory_reservations()
+            .map(|r| (r.address() as u64, r.size() as u64))
+            .collect(),
+        root: read_fdt_node(f.find_node("/").expect("root"), true),
+    }
+}
+
+// ---------------------------------------------------------------- dtc
+
+fn dtc(args: &[&str], input: &[u8]) -> (Vec<u8>, String) {
+    let mut child = Command::new("dtc")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dtc not found: install device-tree-compiler (./x.py setup)");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "dtc {args:?} failed: {err}");
+    (out.stdout, err)
+}
+
+fn dtb_to_dts(blob: &[u8]) -> (String, String) {
+    let (out, err) = dtc(&["-I", "dtb", "-O", "dts", "-o", "-", "-"], blob);
+    (String::from_utf8(out).unwrap(), err)
+}
+
+fn dts_to_dtb(src: &[u8]) -> Vec<u8> {
+    let (out, err) = dtc(&["-I", "dts", "-O", "dtb", "-o", "-", "-"], src);
+    assert!(err.is_empty(), "dtc warned compiling:\n{err}");
+    out
+}
+
+// ------------------------------------------------------- tree generation
+
+/// A small deterministic generator (splitmix64), so dtc tests are
+/// reproducible without proptest's shrinking (each dtc call is a process).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn random_value(r: &mut Rng) -> Vec<u8> {
+    match r.below(5) {
+        0 => vec![],
+        1 => (r.next() as u32).to_be_bytes().to_vec(),
+        2 => r.next().to_be_bytes().to_vec(),
+        3 => format!("text-{}\0", r.below(1000)).into_bytes(),
+        _ => (0..r.below(40)).map(|_| r.next() as u8).collect(),
+    }
+}
+
+fn random_tree(r: &mut Rng, name: String, depth: u32) -> Tree {
+    let nprops = r.below(6) as usize;
+    let mut props: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..nprops {
+        // A few shared names exercise deduplication.
+        let pname = if r.below(3) == 0 {
+            format!("kho,shared-{}", r.below(3))
+        } else {
+            format!("p{i}-{}", r.below(100))
+        };
+        if props.iter().any(|(n, _)| *n == pname) {
+            continue;
+        }
+        props.push((pname, random_value(r)));
+    }
+    let nkids = if depth >= 5 { 0 } else { r.below(4) as usize };
+    let children = (0..nkids)
+        .map(|i| random_tree(r, format!("node-{i}"), depth + 1))
+        .collect();
+    Tree {
+        name,
+        props,
+        children,
+    }
+}
+
+fn random_blob(seed: u64) -> Blob {
+    let mut r = Rng(seed);
+    let reservations = (0..r.below(3))
+        .map(|_| (r.next() & !0xfff, (r.below(64) + 1) << 12))
+        .collect();
+    Blob {
+        reservations,
+        root: random_tree(&mut r, String::new(), 0),
+    }
+}
+
+fn tree_strategy() -> impl Strategy<Value = Blob> {
+    any::<u64>().prop_map(random_blob)
+}
+
+// --------------------------------------------------------------- tests
+
+proptest! {
+    #[test]
+    fn writer_reader_round_trip(b in tree_strategy()) {
+        let blob = write_blob(&b);
+        prop_assert_eq!(read_ours(&blob), b);
+    }
+
+    #[test]
+    fn fdt_crate_agrees_with_our_reader(b in tree_strategy()) {
+        let blob = write_blob(&b);
+        prop_assert_eq!(read_fdt_crate(&blob), read_ours(&blob));
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        walk_if_valid(&bytes);
+    }
+
+    #[test]
+    fn corrupted_blobs_never_panic(seed in any::<u64>(), flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+        let mut blob = write_blob(&random_blob(seed));
+        for (at, x) in flips {
+            let i = at % blob.len();
+            blob[i] ^= x | 1;
+        }
+        walk_if_valid(&blob);
+        // Truncation anywhere is an error or a shorter valid blob, never a panic.
+        let cut = seed as usize % blob.len();
+        walk_if_valid(&blob[..cut]);
+    }
+}
+
+/// Reads everything a valid blob offers; must terminate without panicking.
+fn walk_if_valid(bytes: &[u8]) {
+    if let Ok(f) = Fdt::new(bytes) {
+        let t = read_node(f.root());
+        let _ = f.reservations().count();
+        let _ = f.find_property("/node-0/node-1", "p0-1");
+        let _ = t;
+    }
+}
+
+#[test]
+fn dtc_decompiles_our_blobs_without_warnings_and_agrees() {
+    for seed in 0..40 {
+        let b = random_blob(seed);
+        let blob = write_blob(&b);
+        let (dts, warnings) = dtb_to_dts(&blob);
+        assert!(
+            warnings.is_empty(),
+            "seed {seed}: dtc warned:\n{warnings}\n{dts}"
+        );
+        let back = dts_to_dtb(dts.as_bytes());
+        assert_eq!(
+            read_ours(&back),
+            b,
+            "seed {seed}: dtc's recompiled blob reads differently"
+        );
+    }
+}
+
+fn corpus() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fdt/corpus");
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    assert!(v.len() >= 7, "corpus missing");
+    v
+}
+
+/// Rebuilds `blob` with a NOP token after every token of the structure block.
+fn with_nops(blob: &[u8]) -> Vec<u8> {
+    let be = |o: usize| u32::from_be_bytes(blob[o..o + 4].try_into().unwrap());
+    let (st_off, st_size) = (be(8) as usize, be(36) as usize);
+    let st = &blob[st_off..st_off + st_size];
+    let mut out_st = Vec::new();
+    let mut o = 0;
+    while o < st.len() {
+        let tok = u32::from_be_bytes(st[o..o + 4].try_into().unwrap());
+        let len = match tok {
+            1 => 4 + (st[o + 4..].iter().position(|&b| b == 0).unwrap() + 1).next_multiple_of(4),
+            3 => {
+                12 + (u32::from_be_bytes(st[o + 4..o + 8].try_into().unwrap()) as usize)
+                    .next_multiple_of(4)
+            }
+            _ => 4,
+        };
+        out_st.extend_from_slice(&st[o..o + len]);
+        if tok != 9 {
+            out_st.extend_from_slice(&4u32.to_be_bytes());
+        }
+        o += len;
+    }
+    let (s_off, s_size) = (be(12) as usize, be(32) as usize);
+    let mut out = blob[..st_off].to_vec();
+    out.extend_from_slice(&out_st);
+    let new_s_off = out.len();
+    out.extend_from_slice(&blob[s_off..s_off + s_size]);
+    let total = out.len() as u32;
+    out[4..8].copy_from_slice(&total.to_be_bytes());
+    out[12..16].copy_from_slice(&(new_s_off as u32).to_be_bytes());
+    out[36..40].copy_from_slice(&(out_st.len() as u32).to_be_bytes());
+    out
+}
+
+#[test]
+fn reads_dtc_compiled_corpus() {
+    for path in corpus() {
+        let src = std::fs::read(&path).unwrap();
+        let blob = dts_to_dtb(&src);
+        let ours = read_ours(&blob);
+        assert_eq!(
+            ours,
+            read_fdt_crate(&blob),
+            "{}: fdt crate disagrees",
+            path.display()
+        );
+        // NOPs anywhere change nothing.
+        let nopped = with_nops(&blob);
+        assert_ne!(nopped, blob);
+        assert_eq!(
+            read_ours(&nopped),
+            ours,
+            "{}: NOPs changed the tree",
+            path.display()
+        );
+        // Our writer re-emits the same tree: dtc decompiles both identically.
+        let rewritten = write_blob(&ours);
+        let (a, wa) = dtb_to_dts(&blob);
+        let (b, wb) = dtb_to_dts(&rewritten);
+        assert!(
+            wa.is_empty() && wb.is_empty(),
+            "{}: dtc warned: {wa}{wb}",
+            path.display()
+        );
+        assert_eq!(
+            a,
+            b,
+            "{}: rewritten blob decompiles differently",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn corpus_specifics() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fdt/corpus");
+    let blob = dts_to_dtb(&std::fs::read(dir.join("reservations.dts")).unwrap());
+    let f = Fdt::new(&blob).unwrap();
+    let r: Vec<_> = f.reservations().map(|r| (r.address, r.size)).collect();
+    assert_eq!(
+        r,
+        [(0x1000_0000, 0x4000), (0xffff_ffff_0000_0000, 0x20_0000)]
+    );
+    let compat: Vec<_> = f
+        .root()
+        .property("compatible")
+        .unwrap()
+        .as_str_list()
+        .unwrap()
+        .collect();
+    assert_eq!(compat, ["kho,test-v1", "kho,test"]);
+
+    let blob = dts_to_dtb(&std::fs::read(dir.join("unit-addresses.dts")).unwrap());
+    let f = Fdt::new(&blob).unwrap();
+    assert_eq!(f.find_node("/soc/serial@2f8").unwrap().name(), "serial@2f8");
+    // Without a unit address the first match is found.
+    assert_eq!(f.find_node("/soc/serial").unwrap().name(), "serial@3f8");
+    assert_eq!(
+        f.find_property("/memory@100000000", "device_type")
+            .unwrap()
+            .as_str(),
+        Ok("memory")
+    );
+    assert!(f.find_node("/soc/serial@999").is_none());
+
+    let blob = dts_to_dtb(&std::fs::read(dir.join("deep-nesting.dts")).unwrap());
+    let f = Fdt::new(&blob).unwrap();
+    let path: String = (0..60).map(|i| format!("/level-{i}")).collect();
+    assert_eq!(f.find_property(&path, "depth").unwrap().as_u32(), Ok(59));
+
+    let blob = dts_to_dtb(&std::fs::read(dir.join("handoff-like.dts")).unwrap());
+    let f = Fdt::new(&blob).unwrap();
+    assert_eq!(
+        f.find_property("/", "preserved-memory-map")
+            .unwrap()
+            .as_u64(),
+        Ok(0x1234_5000)
+    );
+    assert_eq!(
+        f.find_property("/memfd", "blob-size").unwrap().as_u32(),
+        Err(PropError::WrongSize {
+            expected: 4,
+            actual: 8
+        })
+    );
+}
+
+#[test]
+fn typed_values_are_zero_copy_references() {
+    use zerocopy::byteorder::little_endian::{U32, U64};
+    use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+    #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, PartialEq)]
+    #[repr(C)]
+    struct Rec {
+        phys: U64,
+        pages: U32,
+        flags: U32,
+    }
+    let recs = [
+        Rec {
+            phys: 0x1000.into(),
+            pages: 3.into(),
+            flags: 1.into(),
+        },
+        Rec {
+            phys: 0x9000.into(),
+            pages: 1.into(),
+            flags: 0.into(),
+        },
+    ];
+    let mut buf = [0u8; 512];
+    let mut w = FdtWriter::new(&mut buf).unwrap();
+    w.begin_node("").unwrap();
+    w.property_struct("one", &recs[0]).unwrap();
+    w.property_struct("many", &recs[..]).unwrap();
+    w.property_string_list("compatible", &["kho-v2", "kho-v1"])
+        .unwrap();
+    w.property_u64("big", 0x0102_0304_0506_0708).unwrap();
+    w.property_empty("flag").unwrap();
+    w.end_node().unwrap();
+    let n = w.finish().unwrap();
+    let f = Fdt::new(&buf[..n]).unwrap();
+    let root = f.root();
+    let one: &Rec = root.property("one").unwrap().as_struct().unwrap();
+    assert_eq!(one, &recs[0]);
+    // The reference points into the blob itself.
+    let p = one as *const Rec as usize;
+    assert!(p >= buf.as_ptr() as usize && p < buf.as_ptr() as usize + n);
+    let many: &[Rec] = root.property("many").unwrap().as_slice_of().unwrap();
+    assert_eq!(many, &recs[..]);
+    assert_eq!(
+        root.property("big").unwrap().value,
+        [1, 2, 3, 4, 5, 6, 7, 8]
+    );
+    assert_eq!(root.property("flag").unwrap().value, b"");
+    assert_eq!(
+        root.property("one")
+            .unwrap()
+            .as_struct::<U64>()
+            .unwrap_err(),
+        PropError::WrongSize {
+            expected: 8,
+            actual: 16
+        }
+    );
+    assert_eq!(
+        root.property("flag").unwrap().as_str(),
+        Err(PropError::NotAString)
+    );
+}
+
+#[test]
+fn property_names_are_deduplicated() {
+    let mut buf = [0u8; 4096];
+    let mut w = FdtWriter::new(&mut buf).unwrap();
+    w.begin_node("").unwrap();
+    for i in 0..10 {
+        w.begin_node(&format!("n{i}")).unwrap();
+        w.property_u32("compatible-ish", i).unwrap();
+        w.property_u32("reg-ish", i).unwrap();
+        w.end_node().unwrap();
+    }
+    w.end_node().unwrap();
+    let n = w.finish().unwrap();
+    let size_strings = u32::from_be_bytes(buf[32..36].try_into().unwrap());
+    assert_eq!(size_strings as usize, "compatible-ish\0reg-ish\0".len());
+    assert_eq!(Fdt::new(&buf[..n]).unwrap().root().children().count(), 10);
+}
+
+#[test]
+fn many_unique_names_still_deduplicate() {
+    // More names than the writer's hash table: the linear fallback must keep
+    // deduplicating.
+    let names: Vec<String> = (0..1500).map(|i| format!("u{i}")).collect();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut w = FdtWriter::new(&mut buf).unwrap();
+    w.begin_node("").unwrap();
+    for round in 0..2 {
+        w.begin_node(&format!("r{round}")).unwrap();
+        for n in &names {
+            w.property_u32(n, round).unwrap();
+        }
+        w.end_node().unwrap();
+    }
+    w.end_node().unwrap();
+    let total = w.finish().unwrap();
+    let size_strings = u32::from_be_bytes(buf[32..36].try_into().unwrap()) as usize;
+    assert_eq!(
+        size_strings,
+        names.iter().map(|n| n.len() + 1).sum::<usize>()
+    );
+    let f = Fdt::new(&buf[..total]).unwrap();
+    assert_eq!(f.find_property("/r1", "u1499").unwrap().as_u32(), Ok(1));
+}
+
+#[test]
+fn writer_misuse_is_a_typed_error() {
+    let mut buf = [0u8; 1024];
+    let mut w = FdtWriter::new(&mut buf).unwrap();
+    assert_eq!(w.property_u32("x", 1), Err(WriteError::NoOpenNode));
+    assert_eq!(w.end_node(), Err(WriteError::NoOpenNode));
+    assert_eq!(w.begin_node("notroot"), Err(WriteError::RootName));
+    w.begin_node("").unwrap();
+    assert_eq!(
+        w.reserve_memory(0, 1),
+        Err(WriteError::ReservationAfterNodes)
+    );
+    assert_eq!(w.begin_node(""), Err(WriteError::BadNodeName));
+    assert_eq!(w.begin_node("a/b"), Err(WriteError::BadNodeName));
+    assert_eq!(w.begin_node("a@1@2"), Err(WriteError::BadNodeName));
+    assert_eq!(
+        w.property_u32("bad name", 1),
+        Err(WriteError::BadPropertyName)
+    );
+    assert_eq!(w.property_u32("", 1), Err(WriteError::BadPropertyName));
+    w.begin_node("child").unwrap();
+    w.end_node().unwrap();
+    assert_eq!(
+        w.property_u32("late", 1),
+        Err(WriteError::PropertyAfterSubnode)
+    );
+    w.end_node().unwrap();
+    assert_eq!(w.begin_node(""), Err(WriteError::SecondRoot));
+    assert!(w.finish().is_ok());
+
+    let mut buf = [0u8; 1024];
+    let w = FdtWriter::new(&mut buf).unwrap();
+    assert_eq!(w.finish(), Err(WriteError::Unfinished));
+
+    let mut buf = vec![0u8; 1 << 16];
+    let mut w = FdtWriter::new(&mut buf).unwrap();
+    w.begin_node("").unwrap();
+    for _ in 1..MAX_DEPTH {
+        w.begin_node("d").unwrap();
+    }
+    assert_eq!(w.begin_node("d"), Err(WriteError::TooDeep));
+}
+
+#[test]
+fn small_buffers_fail_cleanly_and_exactly() {
+    let b = random_blob(7);
+    let full = write_blob(&b);
+    // Every buffer smaller than the blob fails with NoSpace (never panics);
+    // a buffer of exactly the blob's size succeeds with the same bytes.
+    for len in 0..full.len() {
+        let mut buf = vec![0u8; len];
+        let r = FdtWriter::new(&mut buf).and_then(|mut w| {
+            for &(a, s) in &b.reservations {
+                w.reserve_memory(a, s)?;
+            }
+            write_tree(&mut w, &b.root)?;
+            w.finish()
+        });
+        assert!(
+            matches!(r, Err(WriteError::NoSpace { .. })),
+            "len {len}: {r:?}"
+        );
+    }
+    let mut buf = vec![0u8; full.len()];
+    let mut w = FdtWriter::new(&mut buf).unwrap();
+    for &(a, s) in &b.reservations {
+        w.reserve_memory(a, s).unwrap();
+    }
+    write_tree(&mut w, &b.root).unwrap();
+    assert_eq!(w.finish(), Ok(full.len()));
+    assert_eq!(buf, full);
+}
+
+// ------------------------------------------------------------ bad input
+
+fn sample() -> Vec<u8> {
+    write_blob(&random_blob(3))
+}
+
+fn set32(b: &mut [u8], off: usize, v: u32) {
+    b[off..off + 4].copy_from_slice(&v.to_be_bytes());
+}
+
+fn get32(b: &[u8], off: usize) -> u32 {
+    u32::from_be_bytes(b[off..off + 4].try_into().unwrap())
+}
+
+#[test]
+fn header_errors() {
+    let good = sample();
+    assert!(matches!(
+        Fdt::new(&good[..39]),
+        Err(FdtError::Truncated { needed: 40, .. })
+    ));
+    assert!(matches!(
+        Fdt::new(&good[..good.len() - 1]),
+        Err(FdtError::Truncated { .. })
+    ));
+    let mut b = good.clone();
+    set32(&mut b, 0, 0xfeedd00d);
+    assert_eq!(Fdt::new(&b).unwrap_err(), FdtError::BadMagic(0xfeedd00d));
+    let mut b = good.clone();
+    set32(&mut b, 20, 16);
+    assert!(matches!(
+        Fdt::new(&b),
+        Err(FdtError::UnsupportedVersion { version: 16, .. })
+    ));
+    let mut b = good.clone();
+    set32(&mut b, 24, 18);
+    assert!(matches!(
+        Fdt::new(&b),
+        Err(FdtError::UnsupportedVersion {
+            last_comp_version: 18,
+            ..
+        })
+    ));
+    let mut b = good.clone();
+    set32(&mut b, 8, get32(&good, 8) + 2);
+    assert!(matches!(Fdt::new(&b), Err(FdtError::Misaligned(_))));
+    let mut b = good.clone();
+    set32(&mut b, 16, 44);
+    assert!(matches!(Fdt::new(&b), Err(FdtError::Misaligned(_))));
+    let mut b = good.clone();
+    set32(&mut b, 36, get32(&good, 36) + 0x1000);
+    assert!(matches!(Fdt::new(&b), Err(FdtError::OutOfBounds(_))));
+    let mut b = good.clone();
+    set32(&mut b, 12, get32(&good, 8)); // strings on top of the structure
+    assert!(matches!(Fdt::new(&b), Err(FdtError::Overlap(..))));
+    let mut b = good.clone();
+    set32(&mut b, 12, 0xffff_fff0);
+    assert!(matches!(Fdt::new(&b), Err(FdtError::OutOfBounds(_))));
+}
+
+/// A hand-assembled blob: `st` is the structure block, `strings` the strings.
+fn assemble(st: &[u32], strings: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; 40 + 16];
+    let st_off = b.len();
+    for w in st {
+        b.extend_from_slice(&w.to_be_bytes());
+    }
+    let s_off = b.len();
+    b.extend_from_slice(strings);
+    let total = b.len();
+    for (i, v) in [
+        0xd00dfeed,
+        total as u32,
+        st_off as u32,
+        s_off as u32,
+        40,
+        17,
+        16,
+        0,
+        strings.len() as u32,
+        (s_off - st_off) as u32,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        set32(&mut b, i * 4, v);
+    }
+    b
+}
+
+#[test]
+fn structure_errors() {
+    let name = |s: &str| -> u32 { u32::from_be_bytes(s.as_bytes().try_into().unwrap()) };
+    // Minimal valid tree: root with one property.
+    let ok = assemble(&[1, 0, 3, 4, 0, 7, 2, 9], b"abc\0");
+    assert_eq!(
+        Fdt::new(&ok)
+            .unwrap()
+            .root()
+            .property("abc")
+            .unwrap()
+            .as_u32(),
+        Ok(7)
+    );
+    let e = |st: &[u32], s: &[u8]| Fdt::new(&assemble(st, s)).unwrap_err();
+    assert_eq!(e(&[1, 0, 2], b""), FdtError::MissingEnd);
+    assert!(matches!(e(&[1, 0, 9], b""), FdtError::EarlyEnd { .. }));
+    assert_eq!(e(&[1, 0, 2, 9, 4], b""), FdtError::DataAfterEnd);
+    assert!(matches!(
+        e(&[1, 0, 2, 2, 9], b""),
+        FdtError::UnexpectedToken { token: 2, .. }
+    ));
+    assert!(matches!(
+        e(&[1, 0, 7, 2, 9], b""),
+        FdtError::UnexpectedToken { token: 7, .. }
+    ));
+    assert!(matches!(
+        e(&[3, 0, 0, 1, 0, 2, 9], b"a\0"),
+        FdtError::UnexpectedToken { token: 3, .. }
+    ));
+    assert!(matches!(
+        e(&[1, 0, 2, 1, 0, 2, 9], b""),
+        FdtError::UnexpectedToken { token: 1, .. }
+    ));
+    assert_eq!(e(&[9], b""), FdtError::NoRoot);
+    // Property after a subnode.
+    assert!(matches!(
+        e(&[1, 0, 1, name("a\0\0\0"), 2, 3, 0, 0, 2, 9], b"p\0"),
+        FdtError::UnexpectedToken { token: 3, .. }
+    ));
+    // Name offset out of range, and in the middle of nowhere.
+    assert!(matches!(
+        e(&[1, 0, 3, 0, 9, 2, 9], b"p\0"),
+        FdtError::BadNameOffset { nameoff: 9, .. }
+    ));
+    assert_eq!(
+        e(&[1, 0, 3, 0, 0, 2, 9], b"p"),
+        FdtError::UnterminatedStrings
+    );
+    // Property value longer than the block.
+    assert!(matches!(
+        e(&[1, 0, 3, 100, 0, 2, 9], b"p\0"),
+        FdtError::ValueOutOfBounds { .. }
+    ));
+    assert!(matches!(
+        e(&[1, 0, 3, 0xffff_fffe, 0, 2, 9], b"p\0"),
+        FdtError::ValueOutOfBounds { .. }
+    ));
+    // Unterminated node name (no NUL before the block ends).
+    assert!(matches!(
+        e(&[1, 0, 1, name("abcd")], b""),
+        FdtError::UnterminatedName { .. }
+    ));
+    // Illegal characters.
+    assert!(matches!(
+        e(&[1, 0, 1, name("a/b\0"), 2, 2, 9], b""),
+        FdtError::BadName { .. }
+    ));
+    assert!(matches!(
+        e(&[1, 0, 3, 0, 0, 2, 9], b"a b\0"),
+        FdtError::BadName { .. }
+    ));
+    assert!(matches!(
+        e(&[1, name("x\0\0\0"), 2, 9], b""),
+        FdtError::BadName { .. }
+    ));
+    // Too deep.
+    let mut st = vec![1, 0];
+    for _ in 0..MAX_DEPTH {
+        st.extend([1, name("d\0\0\0")]);
+    }
+    assert!(matches!(e(&st, b""), FdtError::TooDeep { .. }));
+    // Unterminated reservation block: the terminator would overlap the
+    // structure block.
+    let mut b = ok.clone();
+    set32(&mut b, 40, 1);
+    assert_eq!(
+        Fdt::new(&b).unwrap_err(),
+        FdtError::UnterminatedReservations
+    );
+}
+
+#[test]
+fn golden_blob_pins_the_writer() {
+    // A fixed tree; its bytes are pinned under tests/golden. If this fails
+    // the writer's output changed: check it with dtc, then update the file
+    // only if the change is intended.
+    let b = Blob {
+        reservations: vec![(0x1000_0000, 0x2000)],
+        root: Tree {
+            name: String::new(),
+            props: vec![
+                ("compatible".into(), b"kho-v1\0".to_vec()),
+                ("kho,answer".into(), 42u32.to_be_bytes().to_vec()),
+            ],
+            children: vec![Tree {
+                name: "memfd".into(),
+                props: vec![
+                    ("compatible".into(), b"memfd-v2\0memfd-v1\0".to_vec()),
+                    (
+                        "preserved-data".into(),
+                        0x7f00_0000u64.to_be_bytes().to_vec(),
+                    ),
+                ],
+                children: vec![],
+            }],
+        },
+    };
+    let blob = write_blob(&b);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/fdt-sample.dtb");
+    if std::env::var_os("KHO_BLESS").is_some() {
+        std::fs::write(&path, &blob).unwrap();
+    }
+    let golden = std::fs::read(&path).expect("tests/golden/fdt-sample.dtb (KHO_BLESS=1 writes it)");
+    assert_eq!(blob, golden);
+    assert_eq!(read_ours(&golden), b);
+}
