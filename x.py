@@ -7,6 +7,7 @@
   ./x.py test           every test: host (cargo test) and QEMU scenarios
   ./x.py bench          benchmarks; figures in target/bench/results.json
   ./x.py qemu [--gdb]   boot the kernel with extra QEMU arguments
+  ./x.py fuzz [T...] [--seconds N]   run the fuzz targets (nightly, cargo-fuzz)
   ./x.py clippy         clippy -D warnings, host and kernel target
   ./x.py fmt [--check]  rustfmt over the workspace
 
@@ -26,11 +27,17 @@ KERNEL = os.path.join(ROOT, "target", TARGET, "debug", "kho-kernel")
 LOGDIR = os.path.join(ROOT, "target", "kho")
 HOST_EXCLUDES = ["--exclude", "kho-x86_64", "--exclude", "kho-qemu"]
 
-# Debian packages the project needs, keyed by the command that shows them.
+# Debian packages the project needs, keyed by a command or file that shows
+# them. libfdt is only the C peer in `./x.py bench`.
 PACKAGES = {
     "qemu-system-x86_64": "qemu-system-x86",
     "dtc": "device-tree-compiler",
+    "/usr/include/libfdt.h": "libfdt-dev",
 }
+
+
+def present(what):
+    return os.path.exists(what) if what.startswith("/") else shutil.which(what) is not None
 
 
 class Failure(Exception):
@@ -73,7 +80,7 @@ def require_cargo():
 def setup(_args=None):
     """Installs the Debian packages that are missing, or says how."""
     require_cargo()
-    missing = [pkg for cmd, pkg in PACKAGES.items() if shutil.which(cmd) is None]
+    missing = [pkg for what, pkg in PACKAGES.items() if not present(what)]
     if not missing:
         return
     cmd = ["apt-get", "install", "-y", "--no-install-recommends"] + missing
@@ -83,7 +90,7 @@ def setup(_args=None):
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     run(["apt-get", "update", "-qq"], env=env)
     run(cmd, env=env)
-    still = [pkg for cmd_, pkg in PACKAGES.items() if shutil.which(cmd_) is None]
+    still = [pkg for what, pkg in PACKAGES.items() if not present(what)]
     if still:
         raise Failure(f"{', '.join(still)} still missing after apt-get install")
 
@@ -212,6 +219,32 @@ def machine_note():
             "kvm": os.access("/dev/kvm", os.R_OK | os.W_OK)}
 
 
+FUZZ_TARGETS = ["fdt_read", "fdt_roundtrip"]
+
+
+def cmd_fuzz(args):
+    """Runs each fuzz target (or the named ones) for --seconds (default 60).
+    Needs the nightly toolchain and cargo-fuzz; only fuzzing uses nightly."""
+    seconds = "60"
+    if "--seconds" in args:
+        i = args.index("--seconds")
+        seconds = args[i + 1]
+        del args[i:i + 2]
+    targets = args or FUZZ_TARGETS
+    if subprocess.run(["cargo", "+nightly", "fuzz", "--version"], cwd=ROOT,
+                      capture_output=True).returncode != 0:
+        raise Failure("cargo-fuzz on nightly is needed: rustup toolchain install nightly && "
+                      "cargo install cargo-fuzz")
+    for t in targets:
+        corpus = os.path.join(ROOT, "tests", "fuzz-regressions", t)
+        extra = [corpus] if os.path.isdir(corpus) else []
+        status = run(["cargo", "+nightly", "fuzz", "run", t] + extra +
+                     ["--", f"-max_total_time={seconds}"], check=False)
+        if status != 0:
+            raise Failure(f"fuzz target {t} found a failure: copy the artifact from "
+                          f"fuzz/artifacts/{t}/ into tests/fuzz-regressions/{t}/ and fix it")
+
+
 def cmd_clippy(_args):
     require_cargo()
     run(["cargo", "clippy", "--workspace"] + HOST_EXCLUDES + ["--all-targets", "--", "-D", "warnings"])
@@ -231,6 +264,7 @@ COMMANDS = {
     "test": cmd_test,
     "bench": cmd_bench,
     "qemu": cmd_qemu,
+    "fuzz": cmd_fuzz,
     "clippy": cmd_clippy,
     "fmt": cmd_fmt,
 }

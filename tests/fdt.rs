@@ -1,7 +1,7 @@
 //! FDT conformance: our writer and reader against each other, against the
 //! `fdt` crate (an independent reader) and against dtc in both directions.
 
-use kho::fdt::{Fdt, FdtError, FdtWriter, MAX_DEPTH, PropError, WriteError};
+use kho::fdt::{Fdt, FdtError, FdtWriter, MAX_DEPTH, PropError, WalkItem, WriteError};
 use proptest::prelude::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -55,8 +55,45 @@ fn read_node(n: kho::fdt::Node<'_>) -> Tree {
     }
 }
 
+/// Rebuilds the tree from the flat `walk`, which must agree with the
+/// node API.
+fn read_walk(f: &Fdt<'_>) -> Tree {
+    let mut stack: Vec<Tree> = Vec::new();
+    let mut done = None;
+    for item in f.walk() {
+        match item {
+            WalkItem::Node { name, depth } => {
+                assert_eq!(depth, stack.len());
+                stack.push(Tree {
+                    name: name.to_owned(),
+                    props: vec![],
+                    children: vec![],
+                });
+            }
+            WalkItem::Property(p) => stack
+                .last_mut()
+                .unwrap()
+                .props
+                .push((p.name.to_owned(), p.value.to_vec())),
+            WalkItem::EndNode => {
+                let t = stack.pop().unwrap();
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(t),
+                    None => done = Some(t),
+                }
+            }
+        }
+    }
+    done.expect("walk ended without closing the root")
+}
+
 fn read_ours(blob: &[u8]) -> Blob {
     let f = Fdt::new(blob).unwrap_or_else(|e| panic!("our reader refused the blob: {e}"));
+    assert_eq!(
+        read_walk(&f),
+        read_node(f.root()),
+        "walk and node API disagree"
+    );
     Blob {
         reservations: f.reservations().map(|r| (r.address, r.size)).collect(),
         root: read_node(f.root()),
@@ -500,6 +537,7 @@ fn many_unique_names_still_deduplicate() {
 fn writer_misuse_is_a_typed_error() {
     let mut buf = [0u8; 1024];
     let mut w = FdtWriter::new(&mut buf).unwrap();
+    assert_eq!(w.reserve_memory(0, 0), Err(WriteError::EmptyReservation));
     assert_eq!(w.property_u32("x", 1), Err(WriteError::NoOpenNode));
     assert_eq!(w.end_node(), Err(WriteError::NoOpenNode));
     assert_eq!(w.begin_node("notroot"), Err(WriteError::RootName));
@@ -708,6 +746,10 @@ fn structure_errors() {
         e(&[1, 0, 3, 0, 0, 2, 9], b"p"),
         FdtError::UnterminatedStrings
     );
+    assert!(matches!(
+        e(&[1, 0, 3, 0, 1, 2, 9], b"a\0"),
+        FdtError::BadNameOffset { nameoff: 1, .. }
+    ));
     // Property value longer than the block.
     assert!(matches!(
         e(&[1, 0, 3, 100, 0, 2, 9], b"p\0"),
@@ -729,7 +771,7 @@ fn structure_errors() {
     ));
     assert!(matches!(
         e(&[1, 0, 3, 0, 0, 2, 9], b"a b\0"),
-        FdtError::BadName { .. }
+        FdtError::BadStrings { offset: 1 }
     ));
     assert!(matches!(
         e(&[1, name("x\0\0\0"), 2, 9], b""),
@@ -785,4 +827,150 @@ fn golden_blob_pins_the_writer() {
     let golden = std::fs::read(&path).expect("tests/golden/fdt-sample.dtb (KHO_BLESS=1 writes it)");
     assert_eq!(blob, golden);
     assert_eq!(read_ours(&golden), b);
+}
+
+// ------------------------------------------------------------ skip hints
+
+fn write_blob_hinted(b: &Blob) -> Vec<u8> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut w = FdtWriter::with_skip_hints(&mut buf).unwrap();
+    for &(a, s) in &b.reservations {
+        w.reserve_memory(a, s).unwrap();
+    }
+    write_tree(&mut w, &b.root).unwrap();
+    let n = w.finish().unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn strip_hints(mut t: Tree) -> Tree {
+    t.props.retain(|(n, _)| n != kho::fdt::SKIP_HINT);
+    t.children = t.children.into_iter().map(strip_hints).collect();
+    t
+}
+
+fn all_paths(t: &Tree, prefix: &str, out: &mut Vec<String>) {
+    for c in &t.children {
+        let p = format!("{prefix}/{}", c.name);
+        out.push(p.clone());
+        all_paths(c, &p, out);
+    }
+}
+
+proptest! {
+    #[test]
+    fn hinted_blobs_read_the_same_and_look_up_the_same(b in tree_strategy()) {
+        let plain = write_blob(&b);
+        let hinted = write_blob_hinted(&b);
+        let got = read_ours(&hinted);
+        // Every non-root node carries exactly one hint, as its first property.
+        fn check(t: &Tree, root: bool) -> bool {
+            let n = t.props.iter().filter(|(n, _)| n == kho::fdt::SKIP_HINT).count();
+            (if root { n == 0 } else { n == 1 && t.props[0].0 == kho::fdt::SKIP_HINT })
+                && t.children.iter().all(|c| check(c, false))
+        }
+        prop_assert!(check(&got.root, true));
+        prop_assert_eq!(Blob { reservations: got.reservations, root: strip_hints(got.root) }, b.clone());
+        prop_assert_eq!(read_fdt_crate(&hinted), read_ours(&hinted));
+        let (fp, fh) = (Fdt::new(&plain).unwrap(), Fdt::new(&hinted).unwrap());
+        let mut paths = vec!["/".to_owned()];
+        all_paths(&b.root, "", &mut paths);
+        for p in paths {
+            let a = fp.find_node(&p).map(|n| strip_hints(read_node(n)));
+            let h = fh.find_node(&p).map(|n| strip_hints(read_node(n)));
+            prop_assert!(a.is_some(), "{} not found", p);
+            prop_assert_eq!(a, h);
+        }
+        prop_assert!(fh.find_node("/no-such-node").is_none());
+    }
+}
+
+#[test]
+fn dtc_keeps_hints_valid() {
+    for seed in 100..120 {
+        let b = random_blob(seed);
+        let hinted = write_blob_hinted(&b);
+        let (dts, warnings) = dtb_to_dts(&hinted);
+        assert!(warnings.is_empty(), "seed {seed}: {warnings}");
+        assert_eq!(
+            dts.contains("kho,skip = <"),
+            !b.root.children.is_empty(),
+            "{dts}"
+        );
+        // dtc keeps the structure block's layout, so the hints still hold.
+        let back = dts_to_dtb(dts.as_bytes());
+        let got = read_ours(&back);
+        assert_eq!(strip_hints(got.root), b.root);
+    }
+}
+
+#[test]
+fn wrong_hints_are_typed_errors() {
+    let b = Blob {
+        reservations: vec![],
+        root: Tree {
+            name: String::new(),
+            props: vec![],
+            children: vec![
+                Tree {
+                    name: "a".into(),
+                    props: vec![("x".into(), vec![1, 2, 3, 4])],
+                    children: vec![],
+                },
+                Tree {
+                    name: "b".into(),
+                    props: vec![],
+                    children: vec![],
+                },
+            ],
+        },
+    };
+    let good = write_blob_hinted(&b);
+    Fdt::new(&good).unwrap();
+    let st = get32(&good, 8) as usize;
+    // Structure: root BEGIN (8 bytes), then node "a": BEGIN "a" (8), the hint
+    // PROP (12 + 4: value at +20), ...
+    let a_hint = st + 8 + 8 + 12;
+    let size = get32(&good, a_hint);
+    for bad in [size - 4, size + 4, 0, 4, 0xffff_fff0] {
+        let mut b2 = good.clone();
+        set32(&mut b2, a_hint, bad);
+        assert!(
+            matches!(Fdt::new(&b2), Err(FdtError::BadSkipHint { .. })),
+            "size {bad:#x}"
+        );
+    }
+    // A hint with a wrong length.
+    let mut b2 = good.clone();
+    set32(&mut b2, a_hint - 8, 3);
+    assert!(Fdt::new(&b2).is_err());
+    // A hint that is not the first property: hand-assembled.
+    let name = |s: &str| -> u32 { u32::from_be_bytes(s.as_bytes().try_into().unwrap()) };
+    let strings = b"x\0kho,skip\0";
+    let ok = assemble(&[1, 0, 1, name("a\0\0\0"), 3, 4, 2, 28, 2, 2, 9], strings);
+    assert!(Fdt::new(&ok).is_ok());
+    let late = assemble(
+        &[1, 0, 1, name("a\0\0\0"), 3, 0, 0, 3, 4, 2, 40, 2, 2, 9],
+        strings,
+    );
+    assert!(matches!(Fdt::new(&late), Err(FdtError::BadSkipHint { .. })));
+    let on_root = assemble(&[1, 0, 3, 4, 2, 28, 2, 9], strings);
+    assert!(matches!(
+        Fdt::new(&on_root),
+        Err(FdtError::BadSkipHint { .. })
+    ));
+}
+
+#[test]
+fn fuzz_regressions_never_panic() {
+    // Inputs the fuzzer found or that once mattered: each must give an error
+    // or a walkable tree. `./x.py fuzz` adds this folder to its corpus.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions/fdt_read");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let bytes = std::fs::read(e.unwrap().path()).unwrap();
+        walk_if_valid(&bytes);
+        n += 1;
+    }
+    assert!(n >= 3, "regression inputs missing");
 }

@@ -15,7 +15,7 @@
 mod read;
 mod write;
 
-pub use read::{Fdt, FdtError, Node, PropError, Property, Reservation, StrList};
+pub use read::{Block, Fdt, FdtError, Node, PropError, Property, Reservation, StrList, WalkItem};
 pub use write::{FdtWriter, WriteError};
 
 /// `magic` of every FDT header.
@@ -29,6 +29,13 @@ pub const HEADER_SIZE: usize = 40;
 /// Deepest nesting of nodes accepted by the reader and writer (the root is
 /// at depth 1). Deeper trees are refused with a typed error.
 pub const MAX_DEPTH: usize = 64;
+
+/// Name of the optional skip-hint property: the first property of a node,
+/// one big-endian cell holding the size in bytes of the node's whole subtree
+/// (from its BEGIN_NODE token to just past its END_NODE token). Written by
+/// [`FdtWriter::with_skip_hints`], checked by [`Fdt::new`] against the real
+/// subtree, and used by lookups to jump over siblings in one step.
+pub const SKIP_HINT: &str = "kho,skip";
 
 pub(crate) const TOKEN_BEGIN_NODE: u32 = 1;
 pub(crate) const TOKEN_END_NODE: u32 = 2;

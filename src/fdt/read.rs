@@ -15,8 +15,8 @@
 )]
 
 use super::{
-    FDT_MAGIC, FDT_VERSION, HEADER_SIZE, MAX_DEPTH, TOKEN_BEGIN_NODE, TOKEN_END, TOKEN_END_NODE,
-    TOKEN_NOP, TOKEN_PROP, is_node_name_char, is_prop_name_char,
+    FDT_MAGIC, FDT_VERSION, HEADER_SIZE, MAX_DEPTH, SKIP_HINT, TOKEN_BEGIN_NODE, TOKEN_END,
+    TOKEN_END_NODE, TOKEN_NOP, TOKEN_PROP, is_node_name_char, is_prop_name_char,
 };
 use core::fmt;
 use zerocopy::byteorder::big_endian::U32;
@@ -64,6 +64,12 @@ pub enum FdtError {
     },
     /// The strings block does not end with a NUL.
     UnterminatedStrings,
+    /// The strings block holds a byte that is neither NUL nor legal in a
+    /// property name.
+    BadStrings {
+        /// Offset of the byte in the strings block.
+        offset: usize,
+    },
     /// A property's name offset is outside the strings block or not at the
     /// start of a name.
     BadNameOffset {
@@ -101,6 +107,12 @@ pub enum FdtError {
     DataAfterEnd,
     /// There is no root node.
     NoRoot,
+    /// A `kho,skip` hint is not the node's first property, is not one cell,
+    /// sits on the root, or disagrees with the node's real size.
+    BadSkipHint {
+        /// Offset of the node's BEGIN_NODE token in the structure block.
+        offset: usize,
+    },
 }
 
 /// The blocks of an FDT, for error reports.
@@ -140,6 +152,10 @@ impl fmt::Display for FdtError {
             ),
             BadName { offset } => write!(f, "FDT invalid name at structure offset {offset}"),
             UnterminatedStrings => f.write_str("FDT strings block does not end with NUL"),
+            BadStrings { offset } => write!(
+                f,
+                "FDT strings block has an illegal name byte at offset {offset}"
+            ),
             BadNameOffset { offset, nameoff } => {
                 write!(
                     f,
@@ -165,6 +181,10 @@ impl fmt::Display for FdtError {
             MissingEnd => f.write_str("FDT structure block has no END token"),
             DataAfterEnd => f.write_str("FDT structure block has data after the END token"),
             NoRoot => f.write_str("FDT has no root node"),
+            BadSkipHint { offset } => write!(
+                f,
+                "FDT skip hint of the node at structure offset {offset} is wrong"
+            ),
         }
     }
 }
@@ -216,12 +236,16 @@ struct Header {
 #[derive(Clone, Copy, Debug)]
 pub struct Fdt<'a> {
     blob: &'a [u8],
-    st: &'a [u8],
+    st: St<'a>,
     strings: &'a str,
     rsv: &'a [u8],
     root_body: usize,
     boot_cpuid: u32,
+    /// Name offset of the validated skip hints (`NO_HINT` if none).
+    hint: u32,
 }
+
+const NO_HINT: u32 = u32::MAX;
 
 /// One memory-reservation entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,37 +256,57 @@ pub struct Reservation {
     pub size: u64,
 }
 
-#[inline(always)]
-fn be32(b: &[u8], off: usize) -> Option<u32> {
-    let w = b.get(off..off.checked_add(4)?)?;
-    Some(u32::from_be_bytes([
-        *w.first()?,
-        *w.get(1)?,
-        *w.get(2)?,
-        *w.get(3)?,
-    ]))
+/// The structure block, as bytes and as big-endian words (it is 4-byte
+/// aligned within the blob and a whole number of words long). Token reads go
+/// through the words: one bounds check, one load.
+#[derive(Clone, Copy, Debug)]
+struct St<'a> {
+    bytes: &'a [u8],
+    words: &'a [U32],
+}
+
+impl<'a> St<'a> {
+    #[inline(always)]
+    fn word(&self, off: usize) -> Option<u32> {
+        Some(self.words.get(off >> 2)?.get())
+    }
+
+    #[inline(always)]
+    fn get(&self, r: core::ops::Range<usize>) -> Option<&'a [u8]> {
+        self.bytes.get(r)
+    }
+
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Offset of the word after the NUL-terminated, NUL-padded name at the
+    /// 4-aligned `off`, and the name's length.
+    #[inline(always)]
+    fn skip_name(&self, off: usize) -> Option<(usize, usize)> {
+        let mut i = off >> 2;
+        loop {
+            // The word's bytes in memory order, read as little-endian, so
+            // that the lowest flagged byte is the first NUL in memory (the
+            // zero-byte trick can only flag false bytes above a real one).
+            let x = u32::from_le_bytes(self.words.get(i)?.get().to_be_bytes());
+            let z = x.wrapping_sub(0x0101_0101) & !x & 0x8080_8080;
+            if z != 0 {
+                let end = i
+                    .checked_mul(4)?
+                    .checked_add((z.trailing_zeros() / 8) as usize)?;
+                return Some((i.checked_add(1)?.checked_mul(4)?, end.checked_sub(off)?));
+            }
+            i = i.checked_add(1)?;
+        }
+    }
 }
 
 #[inline(always)]
 fn be64(b: &[u8], off: usize) -> Option<u64> {
-    Some((u64::from(be32(b, off)?) << 32) | u64::from(be32(b, off.checked_add(4)?)?))
-}
-
-/// Offset of the word after the NUL-terminated, 4-padded name at `off`, and
-/// the name's length.
-#[inline(always)]
-fn skip_name(st: &[u8], off: usize) -> Option<(usize, usize)> {
-    let mut w = off;
-    loop {
-        let x = u32::from_ne_bytes(st.get(w..w.checked_add(4)?)?.try_into().ok()?);
-        // Word-at-a-time NUL search: names are padded with NULs to 4 bytes.
-        if x.wrapping_sub(0x0101_0101) & !x & 0x8080_8080 != 0 {
-            let word = st.get(w..w.checked_add(4)?)?;
-            let i = word.iter().position(|&b| b == 0)?;
-            return Some((w.checked_add(4)?, w.checked_sub(off)?.checked_add(i)?));
-        }
-        w = w.checked_add(4)?;
-    }
+    let w: [u8; 8] = b.get(off..off.wrapping_add(8))?.try_into().ok()?;
+    Some(u64::from_be_bytes(w))
 }
 
 #[inline(always)]
@@ -357,20 +401,34 @@ impl<'a> Fdt<'a> {
                 return Err(FdtError::Overlap(Block::Reservations, b));
             }
         }
-        let st = blob
+        let st_bytes = blob
             .get(st_off..st_end)
             .ok_or(FdtError::OutOfBounds(Block::Structure))?;
+        let words = <[U32]>::ref_from_bytes(st_bytes)
+            .map_err(|_| FdtError::Misaligned(Block::Structure))?;
+        let st = St {
+            bytes: st_bytes,
+            words,
+        };
         let sbytes = blob
             .get(s_off..s_end)
             .ok_or(FdtError::OutOfBounds(Block::Strings))?;
         if sbytes.last().is_some_and(|&b| b != 0) {
             return Err(FdtError::UnterminatedStrings);
         }
-        let strings = core::str::from_utf8(sbytes).map_err(|_| FdtError::UnterminatedStrings)?;
+        // Every byte is a NUL or a legal name character: then any offset
+        // that does not point at a NUL starts a legal, terminated name (FDT
+        // lets offsets share the tail of a longer name), and the block is
+        // ASCII, so UTF-8.
+        if let Some(bad) = sbytes.iter().position(|&c| c != 0 && !is_prop_name_char(c)) {
+            return Err(FdtError::BadStrings { offset: bad });
+        }
+        let strings =
+            core::str::from_utf8(sbytes).map_err(|_| FdtError::BadStrings { offset: 0 })?;
         let rsv = blob
             .get(rsv_off..e.saturating_sub(16))
             .ok_or(FdtError::UnterminatedReservations)?;
-        let root_body = validate(st, strings)?;
+        let (root_body, hint) = validate(st, strings)?;
         Ok(Self {
             blob,
             st,
@@ -378,6 +436,7 @@ impl<'a> Fdt<'a> {
             rsv,
             root_body,
             boot_cpuid: h.boot_cpuid_phys.get(),
+            hint,
         })
     }
 
@@ -408,6 +467,7 @@ impl<'a> Fdt<'a> {
             strings: self.strings,
             name: "",
             body: self.root_body,
+            hint: self.hint,
         }
     }
 
@@ -431,20 +491,36 @@ impl<'a> Fdt<'a> {
 
 /// Walks the whole structure block once; returns the offset of the root's
 /// body (the token after its name).
-fn validate(st: &[u8], strings: &str) -> Result<usize, FdtError> {
+/// Walks the whole structure block once; returns the offset of the root's
+/// body and the name offset of the skip hints (`NO_HINT` if there are none).
+fn validate(st: St<'_>, strings: &str) -> Result<(usize, u32), FdtError> {
+    // Only validated blobs reach the fast paths below, which rely on this
+    // walk for termination (every offset it accepts moves forward) and on
+    // every skip hint having been checked here.
     let mut off = 0usize;
     let mut depth = 0usize;
     let mut has_child: u64 = 0;
     let mut root_body = None;
     let mut root_done = false;
+    // Per open node: its BEGIN_NODE offset, and the end its hint promises.
+    let mut begin = [0usize; MAX_DEPTH];
+    let mut promised = [usize::MAX; MAX_DEPTH];
+    let mut fresh = false; // no property seen yet in the innermost node
+    let mut hint = NO_HINT;
+    let is_hint = |nameoff: u32| {
+        strings.as_bytes().get(nameoff as usize..).is_some_and(|s| {
+            s.starts_with(SKIP_HINT.as_bytes()) && s.get(SKIP_HINT.len()) == Some(&0)
+        })
+    };
     loop {
         let offset = off;
-        let token = be32(st, off).ok_or(FdtError::MissingEnd)?;
+        let token = st.word(off).ok_or(FdtError::MissingEnd)?;
         match token {
             TOKEN_BEGIN_NODE => {
                 let name_at = off.checked_add(4).ok_or(FdtError::MissingEnd)?;
-                let (next, len) =
-                    skip_name(st, name_at).ok_or(FdtError::UnterminatedName { offset })?;
+                let (next, len) = st
+                    .skip_name(name_at)
+                    .ok_or(FdtError::UnterminatedName { offset })?;
                 let name = st
                     .get(name_at..name_at.saturating_add(len))
                     .ok_or(FdtError::UnterminatedName { offset })?;
@@ -468,6 +544,10 @@ fn validate(st: &[u8], strings: &str) -> Result<usize, FdtError> {
                     return Err(FdtError::TooDeep { offset });
                 }
                 has_child &= !(1u64 << (depth % 64));
+                if let (Some(b), Some(p)) = (begin.get_mut(depth), promised.get_mut(depth)) {
+                    (*b, *p) = (offset, usize::MAX);
+                }
+                fresh = true;
                 depth = depth.saturating_add(1);
                 off = next;
             }
@@ -478,31 +558,49 @@ fn validate(st: &[u8], strings: &str) -> Result<usize, FdtError> {
                 depth = depth.saturating_sub(1);
                 root_done |= depth == 0;
                 off = off.saturating_add(4);
+                let p = promised.get(depth).copied().unwrap_or(usize::MAX);
+                if p != usize::MAX && p != off {
+                    let offset = begin.get(depth).copied().unwrap_or(0);
+                    return Err(FdtError::BadSkipHint { offset });
+                }
+                fresh = false;
             }
             TOKEN_PROP => {
                 let bad = FdtError::ValueOutOfBounds { offset };
                 if depth == 0 || has_child & (1u64 << (depth.saturating_sub(1) % 64)) != 0 {
                     return Err(FdtError::UnexpectedToken { offset, token });
                 }
-                let len = be32(st, off.saturating_add(4)).ok_or(bad)? as usize;
-                let nameoff = be32(st, off.saturating_add(8)).ok_or(bad)?;
+                let len = st.word(off.saturating_add(4)).ok_or(bad)? as usize;
+                let nameoff = st.word(off.saturating_add(8)).ok_or(bad)?;
                 let value_at = off.checked_add(12).ok_or(bad)?;
                 let next = value_at.checked_add(align4(len).ok_or(bad)?).ok_or(bad)?;
                 if value_at.checked_add(len).is_none_or(|e| e > st.len()) {
                     return Err(bad);
                 }
-                let bad_off = FdtError::BadNameOffset { offset, nameoff };
-                let no = nameoff as usize;
-                if no >= strings.len() || !strings.is_char_boundary(no) {
-                    return Err(bad_off);
+                // The strings block was checked as a whole: a name offset is
+                // good if it is inside the block and not on a NUL.
+                match strings.as_bytes().get(nameoff as usize) {
+                    Some(&c) if c != 0 => {}
+                    _ => return Err(FdtError::BadNameOffset { offset, nameoff }),
                 }
-                let name = strings
-                    .get(no..)
-                    .and_then(|s| s.split('\0').next())
-                    .ok_or(bad_off)?;
-                if name.is_empty() || !name.bytes().all(is_prop_name_char) {
-                    return Err(FdtError::BadName { offset });
+                if nameoff == hint || is_hint(nameoff) {
+                    // The node's BEGIN_NODE offset plus the promised size.
+                    let node = depth.saturating_sub(1);
+                    let b = begin.get(node).copied().unwrap_or(0);
+                    let size = st.word(value_at).unwrap_or(0) as usize;
+                    if !fresh || depth < 2 || len != 4 || size == 0 {
+                        return Err(FdtError::BadSkipHint { offset: b });
+                    }
+                    if let Some(p) = promised.get_mut(node) {
+                        *p = b
+                            .checked_add(size)
+                            .ok_or(FdtError::BadSkipHint { offset: b })?;
+                    }
+                    if hint == NO_HINT {
+                        hint = nameoff;
+                    }
                 }
+                fresh = false;
                 off = next;
             }
             TOKEN_NOP => off = off.saturating_add(4),
@@ -513,7 +611,7 @@ fn validate(st: &[u8], strings: &str) -> Result<usize, FdtError> {
                 if off.saturating_add(4) != st.len() {
                     return Err(FdtError::DataAfterEnd);
                 }
-                return root_body.ok_or(FdtError::NoRoot);
+                return Ok((root_body.ok_or(FdtError::NoRoot)?, hint));
             }
             _ => return Err(FdtError::UnexpectedToken { offset, token }),
         }
@@ -526,11 +624,13 @@ fn validate(st: &[u8], strings: &str) -> Result<usize, FdtError> {
 /// A node of a validated [`Fdt`].
 #[derive(Clone, Copy, Debug)]
 pub struct Node<'a> {
-    st: &'a [u8],
+    st: St<'a>,
     strings: &'a str,
     name: &'a str,
     /// Offset of the first token after the node's name.
     body: usize,
+    /// Name offset of the blob's validated skip hints, or `NO_HINT`.
+    hint: u32,
 }
 
 /// A property of a node: its name and value, borrowed from the blob.
@@ -558,15 +658,15 @@ enum Tok<'a> {
 }
 
 #[inline(always)]
-fn token(st: &[u8], off: usize) -> Option<(Tok<'_>, usize)> {
+fn token<'a>(st: St<'a>, off: usize) -> Option<(Tok<'a>, usize)> {
     // Skips NOPs; returns the token and the offset after it.
     let mut off = off;
     loop {
-        match be32(st, off)? {
+        match st.word(off)? {
             TOKEN_NOP => off = off.checked_add(4)?,
             TOKEN_PROP => {
-                let len = be32(st, off.checked_add(4)?)? as usize;
-                let nameoff = be32(st, off.checked_add(8)?)? as usize;
+                let len = st.word(off.checked_add(4)?)? as usize;
+                let nameoff = st.word(off.checked_add(8)?)? as usize;
                 let v = off.checked_add(12)?;
                 let value = st.get(v..v.checked_add(len)?)?;
                 let next = v.checked_add(align4(len)?)?;
@@ -581,7 +681,7 @@ fn token(st: &[u8], off: usize) -> Option<(Tok<'_>, usize)> {
             }
             TOKEN_BEGIN_NODE => {
                 let n = off.checked_add(4)?;
-                let (body, len) = skip_name(st, n)?;
+                let (body, len) = st.skip_name(n)?;
                 let name = st.get(n..n.checked_add(len)?)?;
                 return Some((Tok::Begin { name, body }, body));
             }
@@ -592,16 +692,16 @@ fn token(st: &[u8], off: usize) -> Option<(Tok<'_>, usize)> {
 }
 
 /// Offset just past the END_NODE closing the node whose body starts at `off`.
-fn skip_subtree(st: &[u8], mut off: usize) -> Option<usize> {
+fn skip_subtree(st: St<'_>, mut off: usize) -> Option<usize> {
     let mut depth = 1u32;
     loop {
-        match be32(st, off)? {
+        match st.word(off)? {
             TOKEN_PROP => {
-                let len = be32(st, off.checked_add(4)?)? as usize;
+                let len = st.word(off.checked_add(4)?)? as usize;
                 off = off.checked_add(12)?.checked_add(align4(len)?)?;
             }
             TOKEN_BEGIN_NODE => {
-                off = skip_name(st, off.checked_add(4)?)?.0;
+                off = st.skip_name(off.checked_add(4)?)?.0;
                 depth = depth.checked_add(1)?;
             }
             TOKEN_END_NODE => {
@@ -618,10 +718,9 @@ fn skip_subtree(st: &[u8], mut off: usize) -> Option<usize> {
 }
 
 fn name_at(strings: &str, off: usize) -> &str {
-    strings
-        .get(off..)
-        .and_then(|s| s.split('\0').next())
-        .unwrap_or("")
+    let tail = strings.get(off..).unwrap_or("");
+    let end = tail.bytes().position(|b| b == 0).unwrap_or(tail.len());
+    tail.get(..end).unwrap_or("")
 }
 
 impl<'a> Node<'a> {
@@ -684,7 +783,7 @@ impl<'a> Node<'a> {
 
     /// The node's children, in blob order.
     pub fn children(&self) -> impl Iterator<Item = Node<'a>> + 'a {
-        let (st, strings) = (self.st, self.strings);
+        let (st, strings, hint) = (self.st, self.strings, self.hint);
         let mut off = Some(self.body);
         core::iter::from_fn(move || {
             loop {
@@ -692,12 +791,13 @@ impl<'a> Node<'a> {
                 match t {
                     Tok::Prop { .. } => off = Some(next),
                     Tok::Begin { name, body } => {
-                        off = skip_subtree(st, body);
+                        off = node_end(st, hint, body, name.len());
                         return Some(Node {
                             st,
                             strings,
                             name: core::str::from_utf8(name).unwrap_or(""),
                             body,
+                            hint,
                         });
                     }
                     Tok::End | Tok::Other => return None,
@@ -707,32 +807,119 @@ impl<'a> Node<'a> {
     }
 
     /// The child called `name` (a name without `@` also matches a child with
-    /// a unit address).
+    /// a unit address). Siblings that do not match are skipped in one step
+    /// when the blob has skip hints, else by scanning their tokens.
     pub fn child(&self, name: &str) -> Option<Node<'a>> {
         let st = self.st;
         let want = name.as_bytes();
         let exact = want.contains(&b'@');
         let mut off = self.body;
         loop {
-            let (t, next) = token(st, off)?;
-            match t {
-                Tok::Prop { .. } => off = next,
-                Tok::Begin { name: n, body } => {
+            match st.word(off)? {
+                TOKEN_PROP => {
+                    let len = st.word(off.wrapping_add(4))? as usize;
+                    off = off.checked_add(12)?.checked_add(align4(len)?)?;
+                }
+                TOKEN_NOP => off = off.checked_add(4)?,
+                TOKEN_BEGIN_NODE => {
+                    let at = off.checked_add(4)?;
+                    let (body, len) = st.skip_name(at)?;
+                    let n = st.get(at..at.checked_add(len)?)?;
                     let hit = n == want
-                        || (!exact && n.starts_with(want) && n.get(want.len()) == Some(&b'@'));
+                        || (!exact
+                            && n.len() > want.len()
+                            && n.starts_with(want)
+                            && n.get(want.len()) == Some(&b'@'));
                     if hit {
                         return Some(Node {
                             st,
                             strings: self.strings,
-                            name: core::str::from_utf8(n).unwrap_or(""),
+                            name: core::str::from_utf8(n).ok()?,
                             body,
+                            hint: self.hint,
                         });
                     }
-                    off = skip_subtree(st, body)?;
+                    off = node_end(st, self.hint, body, len)?;
                 }
-                Tok::End | Tok::Other => return None,
+                _ => return None,
             }
         }
+    }
+}
+
+/// Offset just past the END_NODE of the node whose name is `name_len` bytes
+/// and whose body starts at `body`: one step if the node's first property is
+/// a skip hint (every one was checked by `validate`), else a scan.
+#[inline(always)]
+fn node_end(st: St<'_>, hint: u32, body: usize, name_len: usize) -> Option<usize> {
+    if hint != NO_HINT
+        && st.word(body) == Some(TOKEN_PROP)
+        && st.word(body.wrapping_add(8)) == Some(hint)
+    {
+        let begin = body
+            .checked_sub(4)?
+            .checked_sub(align4(name_len.checked_add(1)?)?)?;
+        return begin.checked_add(st.word(body.checked_add(12)?)? as usize);
+    }
+    skip_subtree(st, body)
+}
+
+/// One step of [`Fdt::walk`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalkItem<'a> {
+    /// A node begins; `depth` is 0 for the root.
+    Node {
+        /// The node's name.
+        name: &'a str,
+        /// Nesting depth, 0 for the root.
+        depth: usize,
+    },
+    /// A property of the innermost open node.
+    Property(Property<'a>),
+    /// The innermost open node ends.
+    EndNode,
+}
+
+impl<'a> Fdt<'a> {
+    /// Every node and property in blob order, depth first, in one pass.
+    pub fn walk(&self) -> impl Iterator<Item = WalkItem<'a>> + 'a {
+        let (st, strings) = (self.st, self.strings);
+        let mut off = 0usize;
+        let mut depth = 0usize;
+        core::iter::from_fn(move || match token(st, off)? {
+            (Tok::Begin { name, body }, _) => {
+                off = body;
+                depth = depth.checked_add(1)?;
+                let d = depth.checked_sub(1)?;
+                // The root reads as "" even in old blobs that name it "/".
+                let name = if d == 0 {
+                    ""
+                } else {
+                    core::str::from_utf8(name).ok()?
+                };
+                Some(WalkItem::Node { name, depth: d })
+            }
+            (
+                Tok::Prop {
+                    nameoff,
+                    value,
+                    next,
+                },
+                _,
+            ) => {
+                off = next;
+                Some(WalkItem::Property(Property {
+                    name: name_at(strings, nameoff),
+                    value,
+                }))
+            }
+            (Tok::End, next) => {
+                off = next;
+                depth = depth.checked_sub(1)?;
+                Some(WalkItem::EndNode)
+            }
+            (Tok::Other, _) => None,
+        })
     }
 }
 

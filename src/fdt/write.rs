@@ -18,6 +18,8 @@ pub enum WriteError {
     },
     /// A memory reservation was added after the first node.
     ReservationAfterNodes,
+    /// A memory reservation of size 0: it would read as the list's end.
+    EmptyReservation,
     /// A property or `end_node` with no node open.
     NoOpenNode,
     /// A property after a subnode of the same node (FDT wants properties
@@ -48,6 +50,7 @@ impl fmt::Display for WriteError {
             WriteError::ReservationAfterNodes => {
                 f.write_str("memory reservations must come before the first node")
             }
+            WriteError::EmptyReservation => f.write_str("memory reservation of size 0"),
             WriteError::NoOpenNode => f.write_str("no node is open"),
             WriteError::PropertyAfterSubnode => {
                 f.write_str("a node's properties must come before its subnodes")
@@ -101,6 +104,11 @@ pub struct FdtWriter<'a> {
     root_done: bool,
     names: usize,
     dedup: [u32; DEDUP_SLOTS],
+    /// Whether nodes get a skip hint.
+    hints: bool,
+    /// Per open node: where its BEGIN_NODE token starts, and where its skip
+    /// hint's value is (0 if none).
+    open: [(u32, u32); MAX_DEPTH],
 }
 
 fn hash(name: &[u8]) -> usize {
@@ -133,13 +141,29 @@ impl<'a> FdtWriter<'a> {
             root_done: false,
             names: 0,
             dedup: [0; DEDUP_SLOTS],
+            hints: false,
+            open: [(0, 0); MAX_DEPTH],
         })
     }
 
-    /// Adds a memory-reservation entry. Only before the first node.
+    /// A writer that gives every node but the root a [`SKIP_HINT`]
+    /// property, so readers can skip the node's subtree in one step.
+    ///
+    /// [`SKIP_HINT`]: super::SKIP_HINT
+    pub fn with_skip_hints(buf: &'a mut [u8]) -> Result<Self, WriteError> {
+        let mut w = Self::new(buf)?;
+        w.hints = true;
+        Ok(w)
+    }
+
+    /// Adds a memory-reservation entry. Only before the first node, and
+    /// never of size 0 (an entry of size 0 at address 0 ends the list).
     pub fn reserve_memory(&mut self, address: u64, size: u64) -> Result<(), WriteError> {
         if self.struct_start.is_some() {
             return Err(WriteError::ReservationAfterNodes);
+        }
+        if size == 0 {
+            return Err(WriteError::EmptyReservation);
         }
         self.reserve_struct(16)?;
         self.put(&address.to_be_bytes());
@@ -173,15 +197,34 @@ impl<'a> FdtWriter<'a> {
         if self.depth >= MAX_DEPTH {
             return Err(WriteError::TooDeep);
         }
+        if u32::try_from(self.pos).is_err() {
+            return Err(WriteError::ValueTooLarge);
+        }
+        let hint = self.hints && self.depth > 0;
+        let hint_name = if hint {
+            Some(self.intern(super::SKIP_HINT.as_bytes())?)
+        } else {
+            None
+        };
         let padded = (name.len() + 1).next_multiple_of(4);
-        self.reserve_struct(4 + padded)?;
+        self.reserve_struct(4 + padded + if hint { 16 } else { 0 })?;
+        let begin = self.pos as u32;
         self.put(&TOKEN_BEGIN_NODE.to_be_bytes());
         self.put(name.as_bytes());
         self.put_zeros(padded - name.len());
+        let mut hint_at = 0;
+        if let Some(nameoff) = hint_name {
+            self.put(&TOKEN_PROP.to_be_bytes());
+            self.put(&4u32.to_be_bytes());
+            self.put(&nameoff.to_be_bytes());
+            hint_at = self.pos as u32;
+            self.put(&[0; 4]); // patched by end_node
+        }
         if self.depth > 0 {
             self.has_child |= 1 << (self.depth - 1);
         }
         self.has_child &= !(1u64 << self.depth);
+        self.open[self.depth] = (begin, hint_at);
         self.depth += 1;
         Ok(())
     }
@@ -194,6 +237,12 @@ impl<'a> FdtWriter<'a> {
         self.reserve_struct(4)?;
         self.put(&TOKEN_END_NODE.to_be_bytes());
         self.depth -= 1;
+        let (begin, hint_at) = self.open[self.depth];
+        if hint_at != 0 {
+            let size = self.pos as u32 - begin;
+            let at = hint_at as usize;
+            self.buf[at..at + 4].copy_from_slice(&size.to_be_bytes());
+        }
         if self.depth == 0 {
             self.root_done = true;
         }
@@ -247,6 +296,7 @@ impl<'a> FdtWriter<'a> {
         self.property(name, value.as_bytes())
     }
 
+    #[inline(always)]
     fn property_parts(&mut self, name: &str, parts: &[&[u8]]) -> Result<(), WriteError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         self.begin_property(name, len)?;
@@ -259,6 +309,7 @@ impl<'a> FdtWriter<'a> {
 
     /// Checks state, interns the name and writes the property header; the
     /// caller writes `len` value bytes and the padding, already reserved.
+    #[inline(always)]
     fn begin_property(&mut self, name: &str, len: usize) -> Result<(), WriteError> {
         if self.depth == 0 {
             return Err(WriteError::NoOpenNode);
@@ -329,6 +380,8 @@ impl<'a> FdtWriter<'a> {
     /// always kept in reserve) and `more_str` string bytes, by moving the
     /// strings block to the middle of the free space. Moves are amortized:
     /// each leaves half the free space on either side.
+    #[cold]
+    #[inline(never)]
     fn rebalance(&mut self, more_struct: usize, more_str: usize) -> Result<(), WriteError> {
         let used = self.pos + more_struct + 4 + self.str_len + more_str;
         let free = self
@@ -343,6 +396,7 @@ impl<'a> FdtWriter<'a> {
         Ok(())
     }
 
+    #[inline(always)]
     fn reserve_struct(&mut self, n: usize) -> Result<(), WriteError> {
         if self.pos + n > self.str_at {
             self.rebalance(n, 0)?;
@@ -350,11 +404,13 @@ impl<'a> FdtWriter<'a> {
         Ok(())
     }
 
+    #[inline(always)]
     fn put(&mut self, bytes: &[u8]) {
         self.buf[self.pos..self.pos + bytes.len()].copy_from_slice(bytes);
         self.pos += bytes.len();
     }
 
+    #[inline(always)]
     fn put_zeros(&mut self, n: usize) {
         self.buf[self.pos..self.pos + n].fill(0);
         self.pos += n;
