@@ -236,8 +236,12 @@ def cmd_fuzz(args):
         raise Failure("cargo-fuzz on nightly is needed: rustup toolchain install nightly && "
                       "cargo install cargo-fuzz")
     for t in targets:
-        corpus = os.path.join(ROOT, "tests", "fuzz-regressions", t)
-        extra = [corpus] if os.path.isdir(corpus) else []
+        # libFuzzer writes new inputs into the first corpus folder: the
+        # working corpus, never the kept regressions, which only seed it.
+        work = os.path.join(ROOT, "fuzz", "corpus", t)
+        os.makedirs(work, exist_ok=True)
+        kept = os.path.join(ROOT, "tests", "fuzz-regressions", t)
+        extra = [work] + ([kept] if os.path.isdir(kept) else [])
         status = run(["cargo", "+nightly", "fuzz", "run", t] + extra +
                      ["--", f"-max_total_time={seconds}"], check=False)
         if status != 0:

@@ -554,6 +554,7 @@ fn writer_misuse_is_a_typed_error() {
         Err(WriteError::BadPropertyName)
     );
     assert_eq!(w.property_u32("", 1), Err(WriteError::BadPropertyName));
+    assert_eq!(w.property_u32("kho,skip", 1), Err(WriteError::ReservedName));
     w.begin_node("child").unwrap();
     w.end_node().unwrap();
     assert_eq!(

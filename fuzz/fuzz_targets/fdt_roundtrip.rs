@@ -45,14 +45,23 @@ fn strip(t: &mut Tree) {
     t.children.iter_mut().for_each(strip);
 }
 
+/// Whether a lookup of `want` may return the child called `name` (the
+/// reader's rule: exact, or `want` plus a unit address).
+fn matches(name: &str, want: &str) -> bool {
+    name == want || (!want.contains('@') && name.strip_prefix(want).is_some_and(|r| r.starts_with('@')))
+}
+
+/// Checks every node reachable by an unambiguous path: lookup returns the
+/// first match, so only components that match exactly one sibling are
+/// followed.
 fn check_paths(f: &Fdt<'_>, t: &Tree, path: String) {
     for c in &t.children {
-        let p = format!("{path}/{}", c.name);
-        // Lookup finds the first child of that name; duplicates may differ.
-        if t.children.iter().filter(|x| x.name == c.name).count() == 1 {
-            let n = f.find_node(&p).expect("a written node is not found by path");
-            assert_eq!(n.name(), c.name);
+        if t.children.iter().filter(|x| matches(&x.name, &c.name)).count() != 1 {
+            continue;
         }
+        let p = format!("{path}/{}", c.name);
+        let n = f.find_node(&p).expect("a written node is not found by path");
+        assert_eq!(n.name(), c.name);
         check_paths(f, c, p);
     }
 }

@@ -33,6 +33,10 @@ pub enum WriteError {
     BadNodeName,
     /// A property name is empty or has a character dtc does not accept.
     BadPropertyName,
+    /// The property name is reserved for the writer ([`SKIP_HINT`]).
+    ///
+    /// [`SKIP_HINT`]: super::SKIP_HINT
+    ReservedName,
     /// Nodes nested deeper than [`MAX_DEPTH`](super::MAX_DEPTH).
     TooDeep,
     /// `finish` before the root node was opened and closed.
@@ -63,6 +67,11 @@ impl fmt::Display for WriteError {
             WriteError::BadPropertyName => {
                 f.write_str("property name is empty or has a character outside a-zA-Z0-9,._+-*#?")
             }
+            WriteError::ReservedName => write!(
+                f,
+                "property name {} is reserved for skip hints",
+                super::SKIP_HINT
+            ),
             WriteError::TooDeep => write!(f, "nodes nested deeper than {MAX_DEPTH}"),
             WriteError::Unfinished => f.write_str("the root node was not opened and closed"),
             WriteError::ValueTooLarge => f.write_str("property value longer than 4 GiB"),
@@ -320,6 +329,9 @@ impl<'a> FdtWriter<'a> {
         let len32 = u32::try_from(len).map_err(|_| WriteError::ValueTooLarge)?;
         if name.is_empty() || !name.bytes().all(is_prop_name_char) {
             return Err(WriteError::BadPropertyName);
+        }
+        if name == super::SKIP_HINT {
+            return Err(WriteError::ReservedName);
         }
         let nameoff = self.intern(name.as_bytes())?;
         self.reserve_struct(12 + len.next_multiple_of(4))?;
