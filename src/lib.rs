@@ -9,14 +9,22 @@
 //! - [`ranges`]: a fixed-capacity set of disjoint physical ranges, used as
 //!   the boot-time frame allocator of the demo kernel.
 //! - [`fdt`]: the FDT v17 writer and zero-copy reader of the handoff blob.
+//! - [`tracker`]: the preserved-page tracker, its handed-over form and the
+//!   next kernel's validating reader.
+//!
+//! The crate uses `alloc` for the first kernel's in-memory tracker (with
+//! `try_reserve`, so running out of memory is an error, never an abort);
+//! everything the next kernel reads is walked in place without allocating.
 #![no_std]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
 pub mod fdt;
 pub mod ranges;
+pub mod tracker;
 
 /// Size of the smallest page the crate deals with (4 KiB).
 pub const PAGE_SIZE: u64 = 4096;

@@ -1,0 +1,590 @@
+//! The tracker's handed-over form (`kho-tracker-v1`): a chain of 4 KiB
+//! pages of address-ordered records that the next kernel walks in place.
+//!
+//! Layout (all little-endian; see `docs/abi.md`):
+//! - [`TrackerRoot`] (32 bytes, stored by the caller, e.g. in the FDT):
+//!   first page, page count, record count, preserved page count.
+//! - Each chain page: `magic u32 = "KHOT"`, `version u16 = 1`,
+//!   `flags u16 = 0`, `next u64` (0 on the last page), `seq u32` (0, 1, ...),
+//!   `words u32` (payload words used), then up to 509 payload `u64` words.
+//! - Records, never split across pages, strictly increasing in address and
+//!   never overlapping:
+//!   - extent: bit 63 = 0, bits 62..23 = first page frame number (40 bits),
+//!     bits 22..0 = page count - 1;
+//!   - bitmap: bit 63 = 1, bits 62..23 = frame number of a 512-page aligned
+//!     region, bits 22..0 = 0, followed by 8 words: bit `i` set = page
+//!     `region + i` preserved (at least one bit set).
+//!
+//! Chain pages are not in the preserved set: the reader reports them so the
+//! next kernel reserves them while it reads them, and may free them after.
+//! They are never in a scratch area.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use super::table::Slot;
+use super::{PAGE_SHIFT, REGION_PAGES, REGION_SHIFT, Tracker, TrackerError};
+use crate::ranges::Range;
+use core::fmt;
+use zerocopy::byteorder::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// Version string of this layout, for `compatible` properties.
+pub const TRACKER_VERSION: &str = "kho-tracker-v1";
+/// `magic` of every chain page: "KHOT" read as a little-endian `u32`.
+pub const PAGE_MAGIC: u32 = u32::from_le_bytes(*b"KHOT");
+/// `version` of every chain page.
+pub const PAGE_VERSION: u16 = 1;
+/// Size of a chain page.
+pub const PAGE_BYTES: usize = 4096;
+/// Payload words in a chain page.
+pub const PAYLOAD_WORDS: usize = (PAGE_BYTES - 24) / 8;
+/// Most chain pages a reader accepts (2 GiB of records).
+pub const MAX_CHAIN_PAGES: u32 = 1 << 19;
+/// Most pages one extent record covers.
+pub const MAX_EXTENT_PAGES: u64 = 1 << 23;
+const BITMAP_TAG: u64 = 1 << 63;
+const PFN_MASK: u64 = (1 << 40) - 1;
+
+/// The root of a handed-over tracker: where the chain starts and what it
+/// must add up to.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct TrackerRoot {
+    /// Physical address of the first chain page.
+    pub first_page: U64,
+    /// Number of chain pages.
+    pub pages: U32,
+    /// Reserved, 0.
+    pub flags: U32,
+    /// Number of records in the chain.
+    pub records: U64,
+    /// Number of preserved 4 KiB pages the records describe.
+    pub preserved_pages: U64,
+}
+
+/// The header at the start of every chain page.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct PageHeader {
+    magic: U32,
+    version: U16,
+    flags: U16,
+    next: U64,
+    seq: U32,
+    words: U32,
+}
+
+/// Errors writing or reading the handed-over tracker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandoverError {
+    /// The tracker could not be read (out of memory sorting it).
+    Tracker(TrackerError),
+    /// The page source gave no page.
+    OutOfPages,
+    /// A page for the chain is misaligned, outside RAM or unreadable.
+    BadPage {
+        /// Its physical address.
+        phys: u64,
+    },
+    /// A chain page is in a scratch area.
+    PageInScratch {
+        /// Its physical address.
+        phys: u64,
+    },
+    /// The root is implausible (no page, too many pages, flags set).
+    BadRoot,
+    /// A chain page's magic, version or flags are wrong.
+    BadHeader {
+        /// The page's physical address.
+        phys: u64,
+    },
+    /// A chain page's sequence number is not the next one (a cycle or a
+    /// page from elsewhere).
+    BadSequence {
+        /// The page's physical address.
+        phys: u64,
+        /// The number expected.
+        expected: u32,
+    },
+    /// The chain ends before, or goes on after, the root's page count.
+    BadChainLength,
+    /// A page's word count is above the payload size, or a record runs past
+    /// it, or a record is malformed.
+    BadRecord {
+        /// The page's physical address.
+        phys: u64,
+        /// Index of the word in the page's payload.
+        word: u32,
+    },
+    /// A record starts before the previous one ends.
+    Unordered {
+        /// The page's physical address.
+        phys: u64,
+        /// Index of the word in the page's payload.
+        word: u32,
+    },
+    /// A preserved range is not inside RAM.
+    RangeNotInRam {
+        /// The range.
+        range: Range,
+    },
+    /// A preserved range overlaps a scratch area.
+    RangeInScratch {
+        /// The range.
+        range: Range,
+    },
+    /// The records or pages add up to other totals than the root says.
+    CountMismatch,
+}
+
+impl fmt::Display for HandoverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use HandoverError::*;
+        match self {
+            Tracker(e) => write!(f, "tracker: {e}"),
+            OutOfPages => f.write_str("no page for the tracker's handover chain"),
+            BadPage { phys } => write!(
+                f,
+                "tracker chain page {phys:#x} is misaligned, outside RAM or unreadable"
+            ),
+            PageInScratch { phys } => {
+                write!(f, "tracker chain page {phys:#x} is in a scratch area")
+            }
+            BadRoot => f.write_str("tracker root is implausible"),
+            BadHeader { phys } => write!(f, "tracker chain page {phys:#x} has a bad header"),
+            BadSequence { phys, expected } => {
+                write!(
+                    f,
+                    "tracker chain page {phys:#x} is out of sequence (expected number {expected})"
+                )
+            }
+            BadChainLength => f.write_str("tracker chain length differs from its root"),
+            BadRecord { phys, word } => {
+                write!(f, "tracker chain page {phys:#x}: bad record at word {word}")
+            }
+            Unordered { phys, word } => write!(
+                f,
+                "tracker chain page {phys:#x}: record at word {word} is out of order"
+            ),
+            RangeNotInRam { range } => write!(
+                f,
+                "preserved range [{:#x}, {:#x}) is not RAM",
+                range.start, range.end
+            ),
+            RangeInScratch { range } => {
+                write!(
+                    f,
+                    "preserved range [{:#x}, {:#x}) is in a scratch area",
+                    range.start, range.end
+                )
+            }
+            CountMismatch => f.write_str("tracker records do not add up to the root's totals"),
+        }
+    }
+}
+
+/// Where the writer gets chain pages and how it fills them.
+pub trait PageSink {
+    /// A free 4 KiB page outside every scratch area, or `None`.
+    fn alloc_page(&mut self) -> Option<u64>;
+    /// Stores `data` in the page at `phys` (which `alloc_page` gave).
+    fn write_page(&mut self, phys: u64, data: &[u8; PAGE_BYTES]);
+}
+
+/// Read access to physical pages for the next kernel's reader.
+pub trait PageSource {
+    /// The 4 KiB page at `phys`, or `None` if it cannot be read. The reader
+    /// only asks for pages it has checked to be RAM, aligned and outside
+    /// scratch.
+    fn page(&self, phys: u64) -> Option<&[u8; PAGE_BYTES]>;
+}
+
+fn extent(pfn: u64, pages: u64) -> u64 {
+    (pfn & PFN_MASK) << 23 | pages.saturating_sub(1)
+}
+
+struct ChainWriter<'a, S: PageSink> {
+    sink: &'a mut S,
+    scratch: &'a [Range],
+    buf: [u8; PAGE_BYTES],
+    phys: u64,
+    words: usize,
+    seq: u32,
+    first: u64,
+    records: u64,
+}
+
+impl<'a, S: PageSink> ChainWriter<'a, S> {
+    fn page(sink: &mut S, scratch: &[Range]) -> Result<u64, HandoverError> {
+        let p = sink.alloc_page().ok_or(HandoverError::OutOfPages)?;
+        if p % PAGE_BYTES as u64 != 0 {
+            return Err(HandoverError::BadPage { phys: p });
+        }
+        let r = Range::new(p, p.saturating_add(PAGE_BYTES as u64));
+        if scratch.iter().any(|s| s.overlaps(&r)) {
+            return Err(HandoverError::PageInScratch { phys: p });
+        }
+        Ok(p)
+    }
+
+    fn new(sink: &'a mut S, scratch: &'a [Range]) -> Result<Self, HandoverError> {
+        let phys = Self::page(sink, scratch)?;
+        Ok(Self {
+            sink,
+            scratch,
+            buf: [0; PAGE_BYTES],
+            phys,
+            words: 0,
+            seq: 0,
+            first: phys,
+            records: 0,
+        })
+    }
+
+    fn header(&mut self, next: u64) {
+        let h = PageHeader {
+            magic: PAGE_MAGIC.into(),
+            version: PAGE_VERSION.into(),
+            flags: 0.into(),
+            next: next.into(),
+            seq: self.seq.into(),
+            words: (self.words as u32).into(),
+        };
+        // Cannot fail: the buffer is larger than the header.
+        let _ = h.write_to_prefix(&mut self.buf);
+    }
+
+    fn record(&mut self, words: &[u64]) -> Result<(), HandoverError> {
+        if self.words.saturating_add(words.len()) > PAYLOAD_WORDS {
+            let next = Self::page(self.sink, self.scratch)?;
+            self.header(next);
+            self.sink.write_page(self.phys, &self.buf);
+            self.buf = [0; PAGE_BYTES];
+            self.phys = next;
+            self.words = 0;
+            self.seq = self.seq.saturating_add(1);
+        }
+        for w in words {
+            let at = 24usize.saturating_add(self.words.saturating_mul(8));
+            if let Some(d) = self.buf.get_mut(at..at.saturating_add(8)) {
+                d.copy_from_slice(&w.to_le_bytes());
+            }
+            self.words = self.words.saturating_add(1);
+        }
+        self.records = self.records.saturating_add(1);
+        Ok(())
+    }
+
+    fn finish(mut self, preserved_pages: u64) -> TrackerRoot {
+        self.header(0);
+        self.sink.write_page(self.phys, &self.buf);
+        TrackerRoot {
+            first_page: self.first.into(),
+            pages: self.seq.saturating_add(1).into(),
+            flags: 0.into(),
+            records: self.records.into(),
+            preserved_pages: preserved_pages.into(),
+        }
+    }
+}
+
+/// Writes the tracker's preserved set as a chain of pages from `sink` and
+/// returns the root to hand over. Pages from `sink` must be outside scratch
+/// (checked) and stay untouched until the next kernel has read them.
+pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot, HandoverError> {
+    let regions = tracker.sorted_regions().map_err(HandoverError::Tracker)?;
+    let mut w = ChainWriter::new(sink, tracker.scratch())?;
+    // The extent being built: (first pfn, pages).
+    let mut pending: Option<(u64, u64)> = None;
+    let push = |w: &mut ChainWriter<'_, S>, pending: &mut Option<(u64, u64)>, pfn: u64, n: u64| {
+        if let Some((s, len)) = pending
+            && s.saturating_add(*len) == pfn
+            && len.saturating_add(n) <= MAX_EXTENT_PAGES
+        {
+            *len = len.saturating_add(n);
+            return Ok(());
+        }
+        if let Some((s, len)) = pending.take() {
+            w.record(&[extent(s, len)])?;
+        }
+        *pending = Some((pfn, n));
+        Ok::<(), HandoverError>(())
+    };
+    for (r, slot) in regions {
+        let base = r << (REGION_SHIFT - PAGE_SHIFT);
+        match slot {
+            Slot::Large { .. } => push(&mut w, &mut pending, base, REGION_PAGES)?,
+            Slot::Inline(packed) => {
+                let mut e: [Option<(u64, u64)>; 3] = [None; 3];
+                for (d, s) in e.iter_mut().zip(Slot::unpack(packed)) {
+                    *d = s.map(|s| (u64::from(s & 0x1ff), 1u64 << (s >> 9)));
+                }
+                e.sort_unstable_by_key(|x| x.map_or(u64::MAX, |x| x.0));
+                for (off, n) in e.into_iter().flatten() {
+                    push(&mut w, &mut pending, base.saturating_add(off), n)?;
+                }
+            }
+            Slot::Leaf(i) => {
+                let Some(l) = tracker.leaves.get(i as usize) else {
+                    continue;
+                };
+                // Runs start where a page is set and the one before is not.
+                let runs: u32 = (0..8usize)
+                    .map(|k| {
+                        let cur = l.pages.get(k).copied().unwrap_or(0);
+                        let prev_top = if k == 0 {
+                            0
+                        } else {
+                            l.pages.get(k.saturating_sub(1)).copied().unwrap_or(0) >> 63
+                        };
+                        (cur & !(cur << 1 | prev_top)).count_ones()
+                    })
+                    .sum();
+                if runs > 9 {
+                    // A bitmap is smaller than the extents.
+                    if let Some((s, len)) = pending.take() {
+                        w.record(&[extent(s, len)])?;
+                    }
+                    let mut rec = [0u64; 9];
+                    rec[0] = BITMAP_TAG | (base & PFN_MASK) << 23;
+                    for (d, s) in rec.iter_mut().skip(1).zip(l.pages) {
+                        *d = s;
+                    }
+                    w.record(&rec)?;
+                    continue;
+                }
+                let mut i = 0u64;
+                while i < REGION_PAGES {
+                    let word = l.pages.get((i / 64) as usize).copied().unwrap_or(0);
+                    let bits = word >> (i % 64);
+                    if bits == 0 {
+                        i = (i | 63).saturating_add(1);
+                        continue;
+                    }
+                    let skip = u64::from(bits.trailing_zeros());
+                    i = i.saturating_add(skip);
+                    let start = i;
+                    while i < REGION_PAGES && l.page(i as u32) {
+                        i = i.saturating_add(1);
+                    }
+                    push(
+                        &mut w,
+                        &mut pending,
+                        base.saturating_add(start),
+                        i.saturating_sub(start),
+                    )?;
+                }
+            }
+        }
+    }
+    if let Some((s, len)) = pending.take() {
+        w.record(&[extent(s, len)])?;
+    }
+    Ok(w.finish(tracker.pages()))
+}
+
+/// What a walk of a handed-over tracker found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Coalesced preserved ranges.
+    pub ranges: u64,
+    /// Preserved 4 KiB pages.
+    pub pages: u64,
+    /// Records read.
+    pub records: u64,
+    /// Chain pages read.
+    pub chain_pages: u32,
+}
+
+/// Reads a handed-over tracker in place, checking every pointer and record.
+pub struct Reader<'a, M: PageSource> {
+    mem: &'a M,
+    root: TrackerRoot,
+    ram: &'a [Range],
+    scratch: &'a [Range],
+}
+
+fn inside(ram: &[Range], r: Range) -> bool {
+    ram.iter().any(|x| x.start <= r.start && r.end <= x.end)
+}
+
+impl<'a, M: PageSource> Reader<'a, M> {
+    /// A reader of the chain at `root`. `ram` is the RAM of the memory map
+    /// and `scratch` the scratch areas, as this kernel knows them.
+    pub fn new(mem: &'a M, root: TrackerRoot, ram: &'a [Range], scratch: &'a [Range]) -> Self {
+        Self {
+            mem,
+            root,
+            ram,
+            scratch,
+        }
+    }
+
+    /// Walks the whole chain without side effects, checking everything.
+    pub fn validate(&self) -> Result<Summary, HandoverError> {
+        self.walk(|_| {}, |_| {})
+    }
+
+    /// Validates the whole chain first; only then calls `page` for each
+    /// chain page and `range` for each preserved range (address order,
+    /// coalesced). A corrupted chain calls neither and returns the error.
+    pub fn restore(
+        &self,
+        page: impl FnMut(u64),
+        range: impl FnMut(Range),
+    ) -> Result<Summary, HandoverError> {
+        self.validate()?;
+        self.walk(page, range)
+    }
+
+    /// The preserved ranges, without validating the chain first: `f` may
+    /// see ranges before an error. Use [`restore`](Self::restore) to reserve.
+    pub fn walk(
+        &self,
+        mut on_page: impl FnMut(u64),
+        mut on_range: impl FnMut(Range),
+    ) -> Result<Summary, HandoverError> {
+        let root = self.root;
+        let total = root.pages.get();
+        if total == 0 || total > MAX_CHAIN_PAGES || root.flags.get() != 0 {
+            return Err(HandoverError::BadRoot);
+        }
+        let mut sum = Summary::default();
+        let mut phys = root.first_page.get();
+        // End (pfn) of the last record; records must start at or after it.
+        let mut floor = 0u64;
+        let mut pending: Option<Range> = None;
+        let mut emit =
+            |r: Range, sum: &mut Summary, on_range: &mut dyn FnMut(Range)| match &mut pending {
+                Some(p) if p.end == r.start => p.end = r.end,
+                _ => {
+                    if let Some(p) = pending.replace(r) {
+                        sum.ranges = sum.ranges.saturating_add(1);
+                        on_range(p);
+                    }
+                }
+            };
+        for seq in 0..total {
+            let pr = Range::new(phys, phys.saturating_add(PAGE_BYTES as u64));
+            if phys % PAGE_BYTES as u64 != 0 || phys == 0 || !inside(self.ram, pr) {
+                return Err(HandoverError::BadPage { phys });
+            }
+            if self.scratch.iter().any(|s| s.overlaps(&pr)) {
+                return Err(HandoverError::PageInScratch { phys });
+            }
+            let page = self.mem.page(phys).ok_or(HandoverError::BadPage { phys })?;
+            let bad = HandoverError::BadHeader { phys };
+            let (h, payload) = PageHeader::ref_from_prefix(page.as_slice()).map_err(|_| bad)?;
+            if h.magic.get() != PAGE_MAGIC || h.version.get() != PAGE_VERSION || h.flags.get() != 0
+            {
+                return Err(bad);
+            }
+            if h.seq.get() != seq {
+                return Err(HandoverError::BadSequence {
+                    phys,
+                    expected: seq,
+                });
+            }
+            let next = h.next.get();
+            let nwords = h.words.get() as usize;
+            if nwords > PAYLOAD_WORDS {
+                return Err(HandoverError::BadRecord { phys, word: 0 });
+            }
+            on_page(phys);
+            sum.chain_pages = sum.chain_pages.saturating_add(1);
+            let word = |i: usize| -> Option<u64> {
+                let o = i.checked_mul(8)?;
+                payload
+                    .get(o..o.checked_add(8)?)?
+                    .try_into()
+                    .ok()
+                    .map(u64::from_le_bytes)
+            };
+            let mut i = 0usize;
+            while i < nwords {
+                let at = i as u32;
+                let w = word(i).ok_or(HandoverError::BadRecord { phys, word: at })?;
+                let pfn = (w >> 23) & PFN_MASK;
+                if pfn < floor {
+                    return Err(HandoverError::Unordered { phys, word: at });
+                }
+                if w & BITMAP_TAG == 0 {
+                    let n = (w & ((1 << 23) - 1)).saturating_add(1);
+                    let r = Range::new(pfn << PAGE_SHIFT, pfn.saturating_add(n) << PAGE_SHIFT);
+                    self.check_range(r)?;
+                    floor = pfn.saturating_add(n);
+                    sum.pages = sum.pages.saturating_add(n);
+                    emit(r, &mut sum, &mut on_range);
+                    i = i.saturating_add(1);
+                } else {
+                    if w & ((1 << 23) - 1) != 0
+                        || pfn % REGION_PAGES != 0
+                        || i.saturating_add(9) > nwords
+                    {
+                        return Err(HandoverError::BadRecord { phys, word: at });
+                    }
+                    let mut any = false;
+                    for k in 0..8u64 {
+                        let bits = word(i.saturating_add(1).saturating_add(k as usize))
+                            .ok_or(HandoverError::BadRecord { phys, word: at })?;
+                        let mut b = bits;
+                        while b != 0 {
+                            let s = u64::from(b.trailing_zeros());
+                            let len = u64::from((!(b >> s)).trailing_zeros());
+                            let first = pfn.saturating_add(k * 64).saturating_add(s);
+                            let r = Range::new(
+                                first << PAGE_SHIFT,
+                                first.saturating_add(len) << PAGE_SHIFT,
+                            );
+                            self.check_range(r)?;
+                            sum.pages = sum.pages.saturating_add(len);
+                            emit(r, &mut sum, &mut on_range);
+                            any = true;
+                            b = if s.saturating_add(len) >= 64 {
+                                0
+                            } else {
+                                b & !(((1u64 << len) - 1) << s)
+                            };
+                        }
+                    }
+                    if !any {
+                        return Err(HandoverError::BadRecord { phys, word: at });
+                    }
+                    floor = pfn.saturating_add(REGION_PAGES);
+                    i = i.saturating_add(9);
+                }
+                sum.records = sum.records.saturating_add(1);
+            }
+            let last = seq.saturating_add(1) == total;
+            if last != (next == 0) {
+                return Err(HandoverError::BadChainLength);
+            }
+            phys = next;
+        }
+        if let Some(p) = pending.take() {
+            sum.ranges = sum.ranges.saturating_add(1);
+            on_range(p);
+        }
+        if sum.records != root.records.get() || sum.pages != root.preserved_pages.get() {
+            return Err(HandoverError::CountMismatch);
+        }
+        Ok(sum)
+    }
+
+    fn check_range(&self, r: Range) -> Result<(), HandoverError> {
+        if r.end <= r.start || r.end > 1 << super::PHYS_BITS || !inside(self.ram, r) {
+            return Err(HandoverError::RangeNotInRam { range: r });
+        }
+        if self.scratch.iter().any(|s| s.overlaps(&r)) {
+            return Err(HandoverError::RangeInScratch { range: r });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,594 @@
+//! Tracker tests: property tests against a plain model, the handover round
+//! trip, and corrupted handovers.
+
+use super::handover::{self, HandoverError, PAGE_BYTES, PageSink, PageSource, Reader, TrackerRoot};
+use super::*;
+use proptest::prelude::*;
+use std::boxed::Box;
+use std::collections::BTreeMap;
+use std::vec;
+use std::vec::Vec;
+
+const PAGE: u64 = 4096;
+
+/// The model: preserved blocks by start address.
+#[derive(Default, Clone, Debug)]
+struct Model {
+    blocks: BTreeMap<u64, u32>,
+    scratch: Vec<Range>,
+}
+
+fn size(order: u32) -> u64 {
+    PAGE << order
+}
+
+impl Model {
+    fn check(&self, phys: u64, order: u32) -> Result<(), TrackerError> {
+        if order > MAX_ORDER {
+            return Err(TrackerError::OrderTooLarge { order });
+        }
+        if phys % size(order) != 0 {
+            return Err(TrackerError::Misaligned { phys, order });
+        }
+        if phys + size(order) > 1 << PHYS_BITS {
+            return Err(TrackerError::OutOfRange { phys });
+        }
+        Ok(())
+    }
+
+    fn preserve(&mut self, phys: u64, order: u32) -> Result<(), TrackerError> {
+        self.check(phys, order)?;
+        let r = Range::new(phys, phys + size(order));
+        if self.scratch.iter().any(|s| s.overlaps(&r)) {
+            return Err(TrackerError::InScratch { phys, order });
+        }
+        if self.blocks.get(&phys) == Some(&order) {
+            return Err(TrackerError::AlreadyPreserved { phys, order });
+        }
+        if self
+            .blocks
+            .iter()
+            .any(|(&p, &o)| Range::new(p, p + size(o)).overlaps(&r))
+        {
+            return Err(TrackerError::Overlap { phys, order });
+        }
+        self.blocks.insert(phys, order);
+        Ok(())
+    }
+
+    fn unpreserve(&mut self, phys: u64, order: u32) -> Result<(), TrackerError> {
+        self.check(phys, order)?;
+        if self.blocks.get(&phys) != Some(&order) {
+            return Err(TrackerError::NotPreserved { phys, order });
+        }
+        self.blocks.remove(&phys);
+        Ok(())
+    }
+
+    fn preserve_range(&mut self, start: u64, end: u64) -> Result<(), TrackerError> {
+        if end <= start || start % PAGE != 0 || end % PAGE != 0 {
+            return Err(TrackerError::BadRange { start, end });
+        }
+        let saved = self.blocks.clone();
+        let mut p = start;
+        while p < end {
+            let o = block_order(p, end);
+            if let Err(e) = self.preserve(p, o) {
+                self.blocks = saved;
+                return Err(e);
+            }
+            p += size(o);
+        }
+        Ok(())
+    }
+
+    fn is_preserved(&self, a: u64) -> bool {
+        self.blocks.iter().any(|(&p, &o)| p <= a && a < p + size(o))
+    }
+
+    fn ranges(&self) -> Vec<Range> {
+        let mut out: Vec<Range> = Vec::new();
+        for (&p, &o) in &self.blocks {
+            match out.last_mut() {
+                Some(l) if l.end == p => l.end = p + size(o),
+                _ => out.push(Range::new(p, p + size(o))),
+            }
+        }
+        out
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Preserve(u64, u32),
+    Unpreserve(u64, u32),
+    PreserveRange(u64, u64),
+    UnpreserveRange(u64, u64),
+    Query(u64),
+}
+
+/// Addresses in a 64 MiB window (32 regions) so blocks collide often;
+/// orders mostly small, some large, some invalid.
+fn op() -> impl Strategy<Value = Op> {
+    let order = prop_oneof![6 => 0u32..4, 3 => 4u32..9, 2 => 9u32..12, 1 => 17u32..20];
+    let addr = (0u64..(64 << 20) / PAGE).prop_map(|p| p * PAGE);
+    prop_oneof![
+        6 => (addr.clone(), order.clone()).prop_map(|(a, o)| Op::Preserve(a & !(size(o.min(18)) - 1), o)),
+        1 => (addr.clone(), order.clone()).prop_map(|(a, o)| Op::Preserve(a | PAGE, o)),
+        3 => (addr.clone(), order).prop_map(|(a, o)| Op::Unpreserve(a & !(size(o.min(18)) - 1), o)),
+        2 => (addr.clone(), 1u64..2000).prop_map(|(a, n)| Op::PreserveRange(a, a + n * PAGE)),
+        1 => (addr.clone(), 1u64..2000).prop_map(|(a, n)| Op::UnpreserveRange(a, a + n * PAGE)),
+        2 => (0u64..(64 << 20)).prop_map(Op::Query),
+    ]
+}
+
+fn run_ops(ops: &[Op], scratch: &[Range]) -> Result<(), TestCaseError> {
+    let mut t = Tracker::new(scratch).unwrap();
+    let mut m = Model {
+        scratch: scratch.to_vec(),
+        ..Model::default()
+    };
+    // Ranges preserved with preserve_range, to unpreserve them likewise.
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for op in ops {
+        match *op {
+            Op::Preserve(a, o) => prop_assert_eq!(
+                t.preserve(a, o),
+                m.preserve(a, o),
+                "preserve {:#x} {}",
+                a,
+                o
+            ),
+            Op::Unpreserve(a, o) => prop_assert_eq!(
+                t.unpreserve(a, o),
+                m.unpreserve(a, o),
+                "unpreserve {:#x} {}",
+                a,
+                o
+            ),
+            Op::PreserveRange(s, e) => {
+                let r = t.preserve_range(s, e);
+                prop_assert_eq!(r, m.preserve_range(s, e), "range {:#x}..{:#x}", s, e);
+                if r.is_ok() {
+                    ranges.push((s, e));
+                }
+            }
+            Op::UnpreserveRange(s, e) => {
+                // Either a range we preserved, or an arbitrary one.
+                let (s, e) = ranges.pop().unwrap_or((s, e));
+                let want_ok = {
+                    let mut p = s;
+                    let mut ok = true;
+                    while p < e {
+                        let o = block_order(p, e);
+                        ok &= m.blocks.get(&p) == Some(&o);
+                        p += size(o);
+                    }
+                    ok
+                };
+                let r = t.unpreserve_range(s, e);
+                prop_assert_eq!(
+                    r.is_ok(),
+                    want_ok,
+                    "unpreserve range {:#x}..{:#x}: {:?}",
+                    s,
+                    e,
+                    r
+                );
+                if want_ok {
+                    let mut p = s;
+                    while p < e {
+                        let o = block_order(p, e);
+                        m.blocks.remove(&p);
+                        p += size(o);
+                    }
+                }
+            }
+            Op::Query(a) => prop_assert_eq!(t.is_preserved(a), m.is_preserved(a), "query {:#x}", a),
+        }
+        prop_assert_eq!(t.blocks(), m.blocks.len() as u64);
+        prop_assert_eq!(
+            t.pages(),
+            m.blocks.values().map(|&o| 1u64 << o).sum::<u64>()
+        );
+    }
+    prop_assert_eq!(t.ranges().unwrap(), m.ranges());
+    // The handover carries exactly the same ranges.
+    let mut mem = FakeMem::new(1 << 40);
+    let root = handover::write(&t, &mut mem).unwrap();
+    let ram = [Range::new(0, 1 << 41)];
+    let mut got = Vec::new();
+    let mut pages = Vec::new();
+    let sum = Reader::new(&mem, root, &ram, scratch)
+        .restore(|p| pages.push(p), |r| got.push(r))
+        .unwrap();
+    prop_assert_eq!(&got, &m.ranges());
+    prop_assert_eq!(sum.pages, t.pages());
+    prop_assert_eq!(pages.len() as u32, root.pages.get());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn tracker_matches_model(ops in proptest::collection::vec(op(), 1..120)) {
+        run_ops(&ops, &[])?;
+    }
+
+    #[test]
+    fn tracker_matches_model_with_scratch(ops in proptest::collection::vec(op(), 1..120)) {
+        run_ops(&ops, &[Range::new(8 << 20, 12 << 20), Range::new(40 << 20, (40 << 20) + 3 * PAGE)])?;
+    }
+}
+
+#[test]
+fn strict_errors() {
+    let mut t = Tracker::new(&[Range::new(0x100_0000, 0x200_0000)]).unwrap();
+    let mb2 = 2 << 20;
+    assert_eq!(
+        t.preserve(0x1000, 19),
+        Err(TrackerError::OrderTooLarge { order: 19 })
+    );
+    assert_eq!(
+        t.preserve(0x1000, 1),
+        Err(TrackerError::Misaligned {
+            phys: 0x1000,
+            order: 1
+        })
+    );
+    assert_eq!(
+        t.preserve(1 << 52, 0),
+        Err(TrackerError::OutOfRange { phys: 1 << 52 })
+    );
+    assert_eq!(
+        t.preserve(0x100_0000, 0),
+        Err(TrackerError::InScratch {
+            phys: 0x100_0000,
+            order: 0
+        })
+    );
+    // A 32 MiB block that reaches into scratch; a 16 MiB one ends at it.
+    assert_eq!(
+        t.preserve(0, 13),
+        Err(TrackerError::InScratch { phys: 0, order: 13 })
+    );
+    t.preserve(0, 12).unwrap();
+    t.unpreserve(0, 12).unwrap();
+    t.preserve(0x20_0000, 9).unwrap();
+    assert_eq!(
+        t.preserve(0x20_0000, 9),
+        Err(TrackerError::AlreadyPreserved {
+            phys: 0x20_0000,
+            order: 9
+        })
+    );
+    // A page inside the preserved folio, and a folio over it.
+    assert_eq!(
+        t.preserve(0x20_1000, 0),
+        Err(TrackerError::Overlap {
+            phys: 0x20_1000,
+            order: 0
+        })
+    );
+    assert_eq!(
+        t.preserve(0, 10),
+        Err(TrackerError::Overlap { phys: 0, order: 10 })
+    );
+    // Small blocks, then a folio over them.
+    t.preserve(0x40_3000, 0).unwrap();
+    assert_eq!(
+        t.preserve(0x40_0000, 2),
+        Err(TrackerError::Overlap {
+            phys: 0x40_0000,
+            order: 2
+        })
+    );
+    assert_eq!(
+        t.preserve(0x40_0000, 9),
+        Err(TrackerError::Overlap {
+            phys: 0x40_0000,
+            order: 9
+        })
+    );
+    // Unpreserve must name exactly a preserved block.
+    assert_eq!(
+        t.unpreserve(0x20_1000, 0),
+        Err(TrackerError::NotPreserved {
+            phys: 0x20_1000,
+            order: 0
+        })
+    );
+    assert_eq!(
+        t.unpreserve(0x20_0000, 8),
+        Err(TrackerError::NotPreserved {
+            phys: 0x20_0000,
+            order: 8
+        })
+    );
+    assert_eq!(
+        t.unpreserve(0x40_2000, 1),
+        Err(TrackerError::NotPreserved {
+            phys: 0x40_2000,
+            order: 1
+        })
+    );
+    t.unpreserve(0x20_0000, 9).unwrap();
+    assert!(!t.is_preserved(0x20_0000));
+    assert!(t.is_preserved(0x40_3fff) && !t.is_preserved(0x40_4000));
+    assert_eq!(
+        t.preserve_range(0x1000, 0x1800),
+        Err(TrackerError::BadRange {
+            start: 0x1000,
+            end: 0x1800
+        })
+    );
+    // A range that runs into a preserved page preserves nothing.
+    assert_eq!(
+        t.preserve_range(0x40_0000, 0x40_8000),
+        Err(TrackerError::Overlap {
+            phys: 0x40_0000,
+            order: 3
+        })
+    );
+    assert_eq!(t.ranges().unwrap(), [Range::new(0x40_3000, 0x40_4000)]);
+    // A gigabyte folio, and a page inside it.
+    t.preserve(1 << 30, 18).unwrap();
+    assert_eq!(
+        t.preserve((1 << 30) + 5 * mb2, 0),
+        Err(TrackerError::Overlap {
+            phys: (1 << 30) + 5 * mb2,
+            order: 0
+        })
+    );
+    assert_eq!(t.pages(), 1 + (1 << 18));
+}
+
+#[test]
+fn dense_region_becomes_a_leaf_and_back() {
+    let mut t = Tracker::new(&[]).unwrap();
+    for i in 0..512 {
+        t.preserve(i * PAGE, 0).unwrap();
+    }
+    assert_eq!(t.ranges().unwrap(), [Range::new(0, 2 << 20)]);
+    for i in 0..512 {
+        t.unpreserve(i * PAGE, 0).unwrap();
+    }
+    assert!(t.ranges().unwrap().is_empty());
+    assert_eq!(t.blocks(), 0);
+    // The leaf is reused.
+    for i in 0..4 {
+        t.preserve((8 << 20) + i * PAGE, 0).unwrap();
+    }
+    assert_eq!(t.leaves.len(), 1);
+}
+
+/// Physical memory made of boxed pages, with a bump page allocator.
+pub(crate) struct FakeMem {
+    pages: BTreeMap<u64, Box<[u8; PAGE_BYTES]>>,
+    next: u64,
+}
+
+impl FakeMem {
+    pub(crate) fn new(base: u64) -> Self {
+        Self {
+            pages: BTreeMap::new(),
+            next: base,
+        }
+    }
+}
+
+impl PageSink for FakeMem {
+    fn alloc_page(&mut self) -> Option<u64> {
+        let p = self.next;
+        self.next += PAGE;
+        Some(p)
+    }
+    fn write_page(&mut self, phys: u64, data: &[u8; PAGE_BYTES]) {
+        self.pages.insert(phys, Box::new(*data));
+    }
+}
+
+impl PageSource for FakeMem {
+    fn page(&self, phys: u64) -> Option<&[u8; PAGE_BYTES]> {
+        self.pages.get(&phys).map(|b| &**b)
+    }
+}
+
+fn sample() -> (Tracker, FakeMem, TrackerRoot) {
+    let mut t = Tracker::new(&[Range::new(0, 1 << 20)]).unwrap();
+    // Extents, a checkerboard region (bitmap), a large block, many isolated
+    // pages so that the chain spans several pages.
+    t.preserve_range(0x10_0000, 0x30_0000).unwrap();
+    for i in (0..512).step_by(2) {
+        t.preserve((64 << 20) + i * PAGE, 0).unwrap();
+    }
+    t.preserve(1 << 30, 18).unwrap();
+    for i in 0..1500u64 {
+        t.preserve((8 << 30) + i * (3 << 20), 0).unwrap();
+    }
+    let mut mem = FakeMem::new(1 << 40);
+    let root = handover::write(&t, &mut mem).unwrap();
+    (t, mem, root)
+}
+
+const RAM: [Range; 1] = [Range::new(0x1000, 1 << 41)];
+const SCRATCH: [Range; 1] = [Range::new(0, 1 << 20)];
+
+#[test]
+fn handover_round_trip_and_sizes() {
+    let (t, mem, root) = sample();
+    assert_eq!(root.pages.get(), 3, "{root:?}");
+    let mut got = Vec::new();
+    let sum = Reader::new(&mem, root, &RAM, &SCRATCH)
+        .restore(|_| {}, |r| got.push(r))
+        .unwrap();
+    assert_eq!(got, t.ranges().unwrap());
+    assert_eq!(sum.records, root.records.get());
+    // 1 extent for the range, 1 bitmap (9 words), 1 extent for the GiB,
+    // 1500 extents for the isolated pages.
+    assert_eq!(root.records.get(), 1 + 1 + 1 + 1500);
+}
+
+fn corrupt(f: impl Fn(&mut FakeMem, &mut TrackerRoot)) -> HandoverError {
+    let (_, mut mem, mut root) = sample();
+    f(&mut mem, &mut root);
+    let (mut pages, mut ranges) = (0, 0);
+    let e = Reader::new(&mem, root, &RAM, &SCRATCH)
+        .restore(|_| pages += 1, |_| ranges += 1)
+        .unwrap_err();
+    assert_eq!(
+        (pages, ranges),
+        (0, 0),
+        "restore reserved something from a corrupted chain"
+    );
+    e
+}
+
+fn first<'m>(mem: &'m mut FakeMem, root: &TrackerRoot) -> &'m mut [u8; PAGE_BYTES] {
+    mem.pages.get_mut(&root.first_page.get()).unwrap()
+}
+
+#[test]
+fn corrupted_handovers_are_typed_errors() {
+    use HandoverError::*;
+    assert_eq!(corrupt(|_, r| r.pages = 0.into()), BadRoot);
+    assert_eq!(corrupt(|_, r| r.flags = 1.into()), BadRoot);
+    assert_eq!(
+        corrupt(|_, r| r.first_page = (r.first_page.get() + 8).into()),
+        BadPage {
+            phys: (1 << 40) + 8
+        }
+    );
+    assert_eq!(
+        corrupt(|_, r| r.first_page = (1u64 << 42).into()),
+        BadPage { phys: 1 << 42 }
+    );
+    assert_eq!(
+        corrupt(|_, r| r.first_page = 0x8000.into()),
+        PageInScratch { phys: 0x8000 }
+    );
+    assert!(matches!(
+        corrupt(|m, r| first(m, r)[0] ^= 1),
+        BadHeader { .. }
+    ));
+    assert!(matches!(
+        corrupt(|m, r| first(m, r)[16] = 7),
+        BadSequence { expected: 0, .. }
+    ));
+    assert!(matches!(
+        corrupt(|m, r| first(m, r)[20..24].copy_from_slice(&600u32.to_le_bytes())),
+        BadRecord { .. }
+    ));
+    // A cycle: the second page points back to the first.
+    assert!(matches!(
+        corrupt(|m, r| {
+            let second = u64::from_le_bytes(first(m, r)[8..16].try_into().unwrap());
+            let fp = r.first_page.get();
+            m.pages.get_mut(&second).unwrap()[8..16].copy_from_slice(&fp.to_le_bytes());
+        }),
+        BadSequence { expected: 2, .. }
+    ));
+    assert_eq!(
+        corrupt(|_, r| r.pages = (r.pages.get() + 1).into()),
+        BadChainLength
+    );
+    assert_eq!(
+        corrupt(|_, r| r.pages = (r.pages.get() - 1).into()),
+        BadChainLength
+    );
+    assert_eq!(
+        corrupt(|_, r| r.records = (r.records.get() + 1).into()),
+        CountMismatch
+    );
+    assert_eq!(corrupt(|_, r| r.preserved_pages = 7.into()), CountMismatch);
+    // The first record (an extent at 1 MiB): point it into scratch, outside
+    // RAM, and after the next record.
+    let set_word = |m: &mut FakeMem, r: &TrackerRoot, i: usize, w: u64| {
+        first(m, r)[24 + 8 * i..32 + 8 * i].copy_from_slice(&w.to_le_bytes());
+    };
+    let e = corrupt(|m, r| set_word(m, r, 0, (0xf0u64 << 23) | 0x1f));
+    assert!(matches!(e, RangeInScratch { .. }), "{e:?}");
+    let e = corrupt(|m, r| set_word(m, r, 0, ((1u64 << 39) << 23) | 3));
+    assert!(matches!(e, RangeNotInRam { .. }), "{e:?}");
+    let e = corrupt(|m, r| set_word(m, r, 0, (0x4_0000u64 << 23) | 3));
+    assert!(matches!(e, Unordered { .. }), "{e:?}");
+    // The bitmap record (word 1): misaligned region, and an empty bitmap.
+    let e = corrupt(|m, r| {
+        let w = u64::from_le_bytes(first(m, r)[32..40].try_into().unwrap());
+        set_word(m, r, 1, w | (1 << 23));
+    });
+    assert!(matches!(e, BadRecord { word: 1, .. }), "{e:?}");
+    let e = corrupt(|m, r| {
+        for i in 2..10 {
+            set_word(m, r, i, 0);
+        }
+    });
+    assert!(matches!(e, BadRecord { word: 1, .. }), "{e:?}");
+    // An unreadable page.
+    let e = corrupt(|m, r| {
+        let second = u64::from_le_bytes(first(m, r)[8..16].try_into().unwrap());
+        m.pages.remove(&second);
+    });
+    assert!(matches!(e, BadPage { .. }), "{e:?}");
+}
+
+proptest! {
+    #[test]
+    fn random_corruption_never_panics_or_reserves_garbage(flips in proptest::collection::vec((0usize..4, 0usize..PAGE_BYTES, any::<u8>()), 1..6)) {
+        let (t, mut mem, root) = sample();
+        let keys: Vec<u64> = mem.pages.keys().copied().collect();
+        for (p, at, x) in flips {
+            let k = keys[p % keys.len()];
+            mem.pages.get_mut(&k).unwrap()[at] ^= x | 1;
+        }
+        let mut got = Vec::new();
+        if Reader::new(&mem, root, &RAM, &SCRATCH).restore(|_| {}, |r| got.push(r)).is_ok() {
+            // A flip that still validates (a bit in padding) must not have
+            // changed what is reserved beyond what the totals allow.
+            let pages: u64 = got.iter().map(|r| r.len() / PAGE).sum();
+            prop_assert_eq!(pages, t.pages());
+            for r in &got {
+                prop_assert!(!r.overlaps(&SCRATCH[0]));
+            }
+        }
+    }
+
+    #[test]
+    fn random_bytes_as_a_chain_never_panic(bytes in proptest::collection::vec(any::<u8>(), PAGE_BYTES..=PAGE_BYTES), pages in 1u32..4, records in 0u64..100) {
+        let mut mem = FakeMem::new(1 << 40);
+        mem.pages.insert(1 << 40, Box::new(bytes.try_into().unwrap()));
+        let root = TrackerRoot { first_page: (1u64 << 40).into(), pages: pages.into(), flags: 0.into(), records: records.into(), preserved_pages: 0.into() };
+        let _ = Reader::new(&mem, root, &RAM, &SCRATCH).validate();
+    }
+}
+
+#[test]
+fn out_of_memory_changes_nothing() {
+    // The sink running out of pages is an error, not a panic.
+    struct Empty;
+    impl PageSink for Empty {
+        fn alloc_page(&mut self) -> Option<u64> {
+            None
+        }
+        fn write_page(&mut self, _: u64, _: &[u8; PAGE_BYTES]) {}
+    }
+    let (t, _, _) = sample();
+    assert_eq!(
+        handover::write(&t, &mut Empty).unwrap_err(),
+        HandoverError::OutOfPages
+    );
+    // A sink that hands out a scratch page is refused.
+    struct Scratchy;
+    impl PageSink for Scratchy {
+        fn alloc_page(&mut self) -> Option<u64> {
+            Some(0x2000)
+        }
+        fn write_page(&mut self, _: u64, _: &[u8; PAGE_BYTES]) {}
+    }
+    assert_eq!(
+        handover::write(&t, &mut Scratchy).unwrap_err(),
+        HandoverError::PageInScratch { phys: 0x2000 }
+    );
+    let _ = vec![0u8; 1];
+}
