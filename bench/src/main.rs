@@ -3,6 +3,7 @@
 
 mod fdt_bench;
 mod timing;
+mod tracker_bench;
 
 use std::fmt::Write as _;
 
@@ -59,6 +60,9 @@ fn json_num(x: f64) -> String {
 fn main() {
     let filter = std::env::args().nth(1).unwrap_or_default();
     let mut figures = Vec::new();
+    if filter.is_empty() || filter == "tracker" {
+        figures.extend(tracker_bench::run());
+    }
     if filter.is_empty() || filter == "fdt" {
         figures.extend(fdt_bench::run());
     }

@@ -219,12 +219,14 @@ struct ChainWriter<'a, S: PageSink> {
     seq: u32,
     first: u64,
     records: u64,
+    /// Preserved pages described so far.
+    pages: u64,
 }
 
 impl<'a, S: PageSink> ChainWriter<'a, S> {
     fn page(sink: &mut S, scratch: &[Range]) -> Result<u64, HandoverError> {
         let p = sink.alloc_page().ok_or(HandoverError::OutOfPages)?;
-        if p % PAGE_BYTES as u64 != 0 {
+        if !p.is_multiple_of(PAGE_BYTES as u64) {
             return Err(HandoverError::BadPage { phys: p });
         }
         let r = Range::new(p, p.saturating_add(PAGE_BYTES as u64));
@@ -245,6 +247,7 @@ impl<'a, S: PageSink> ChainWriter<'a, S> {
             seq: 0,
             first: phys,
             records: 0,
+            pages: 0,
         })
     }
 
@@ -279,6 +282,13 @@ impl<'a, S: PageSink> ChainWriter<'a, S> {
             self.words = self.words.saturating_add(1);
         }
         self.records = self.records.saturating_add(1);
+        // Count the pages the record describes, for the root's total.
+        let n = match words.split_first() {
+            Some((&w, [])) if w & BITMAP_TAG == 0 => (w & ((1 << 23) - 1)).saturating_add(1),
+            Some((_, bits)) => bits.iter().map(|b| u64::from(b.count_ones())).sum(),
+            None => 0,
+        };
+        self.pages = self.pages.saturating_add(n);
         Ok(())
     }
 
@@ -387,7 +397,8 @@ pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot
     if let Some((s, len)) = pending.take() {
         w.record(&[extent(s, len)])?;
     }
-    Ok(w.finish(tracker.pages()))
+    let pages = w.pages;
+    Ok(w.finish(pages))
 }
 
 /// What a walk of a handed-over tracker found.
@@ -461,8 +472,15 @@ impl<'a, M: PageSource> Reader<'a, M> {
         // End (pfn) of the last record; records must start at or after it.
         let mut floor = 0u64;
         let mut pending: Option<Range> = None;
-        let mut emit =
-            |r: Range, sum: &mut Summary, on_range: &mut dyn FnMut(Range)| match &mut pending {
+        // Coalesces adjacent ranges before handing them on.
+        #[inline(always)]
+        fn emit<R: FnMut(Range)>(
+            pending: &mut Option<Range>,
+            r: Range,
+            sum: &mut Summary,
+            on_range: &mut R,
+        ) {
+            match pending {
                 Some(p) if p.end == r.start => p.end = r.end,
                 _ => {
                     if let Some(p) = pending.replace(r) {
@@ -470,10 +488,14 @@ impl<'a, M: PageSource> Reader<'a, M> {
                         on_range(p);
                     }
                 }
-            };
+            }
+        }
+        // The RAM range that held the last record: records are sorted, so
+        // it usually holds the next one too.
+        let mut ram_hint = 0usize;
         for seq in 0..total {
             let pr = Range::new(phys, phys.saturating_add(PAGE_BYTES as u64));
-            if phys % PAGE_BYTES as u64 != 0 || phys == 0 || !inside(self.ram, pr) {
+            if !phys.is_multiple_of(PAGE_BYTES as u64) || phys == 0 || !inside(self.ram, pr) {
                 return Err(HandoverError::BadPage { phys });
             }
             if self.scratch.iter().any(|s| s.overlaps(&pr)) {
@@ -518,14 +540,14 @@ impl<'a, M: PageSource> Reader<'a, M> {
                 if w & BITMAP_TAG == 0 {
                     let n = (w & ((1 << 23) - 1)).saturating_add(1);
                     let r = Range::new(pfn << PAGE_SHIFT, pfn.saturating_add(n) << PAGE_SHIFT);
-                    self.check_range(r)?;
+                    self.check_range(r, &mut ram_hint)?;
                     floor = pfn.saturating_add(n);
                     sum.pages = sum.pages.saturating_add(n);
-                    emit(r, &mut sum, &mut on_range);
+                    emit(&mut pending, r, &mut sum, &mut on_range);
                     i = i.saturating_add(1);
                 } else {
                     if w & ((1 << 23) - 1) != 0
-                        || pfn % REGION_PAGES != 0
+                        || !pfn.is_multiple_of(REGION_PAGES)
                         || i.saturating_add(9) > nwords
                     {
                         return Err(HandoverError::BadRecord { phys, word: at });
@@ -538,19 +560,19 @@ impl<'a, M: PageSource> Reader<'a, M> {
                         while b != 0 {
                             let s = u64::from(b.trailing_zeros());
                             let len = u64::from((!(b >> s)).trailing_zeros());
-                            let first = pfn.saturating_add(k * 64).saturating_add(s);
+                            let first = pfn.saturating_add(k.saturating_mul(64)).saturating_add(s);
                             let r = Range::new(
                                 first << PAGE_SHIFT,
                                 first.saturating_add(len) << PAGE_SHIFT,
                             );
-                            self.check_range(r)?;
+                            self.check_range(r, &mut ram_hint)?;
                             sum.pages = sum.pages.saturating_add(len);
-                            emit(r, &mut sum, &mut on_range);
+                            emit(&mut pending, r, &mut sum, &mut on_range);
                             any = true;
                             b = if s.saturating_add(len) >= 64 {
                                 0
                             } else {
-                                b & !(((1u64 << len) - 1) << s)
+                                b & !((1u64 << len).wrapping_sub(1) << s)
                             };
                         }
                     }
@@ -578,9 +600,18 @@ impl<'a, M: PageSource> Reader<'a, M> {
         Ok(sum)
     }
 
-    fn check_range(&self, r: Range) -> Result<(), HandoverError> {
-        if r.end <= r.start || r.end > 1 << super::PHYS_BITS || !inside(self.ram, r) {
+    #[inline(always)]
+    fn check_range(&self, r: Range, hint: &mut usize) -> Result<(), HandoverError> {
+        if r.end <= r.start || r.end > 1 << super::PHYS_BITS {
             return Err(HandoverError::RangeNotInRam { range: r });
+        }
+        let holds = |x: &Range| x.start <= r.start && r.end <= x.end;
+        if !self.ram.get(*hint).is_some_and(holds) {
+            *hint = self
+                .ram
+                .iter()
+                .position(holds)
+                .ok_or(HandoverError::RangeNotInRam { range: r })?;
         }
         if self.scratch.iter().any(|s| s.overlaps(&r)) {
             return Err(HandoverError::RangeInScratch { range: r });

@@ -74,11 +74,24 @@ impl Slot {
     }
 }
 
-/// Region index -> slot. Key 0 marks an empty entry (keys are stored + 1).
+/// Regions per chunk: a chunk covers 1 GiB.
+const CHUNK: u64 = 512;
+
+/// Region index -> slot, in two levels: a small hash table keyed by 1 GiB
+/// chunk points to a 512-entry array with one slot (a `u64`, 0 = empty) per
+/// 2 MiB region. Neighbouring regions are neighbouring slots, nothing is
+/// ever rehashed but the chunk index, and chunks come out in address order
+/// by sorting only their keys. A handle is `chunk number * 512 + offset`.
 pub(super) struct RegionTable {
-    entries: Vec<(u64, u64)>,
-    len: usize,
+    /// The chunks' slots, and how many slots of each are in use.
+    chunks: Vec<Vec<u64>>,
+    used: Vec<u16>,
+    /// Open-addressing index: (chunk key + 1, chunk number); key 0 = empty.
+    index: Vec<(u64, u32)>,
     shift: u32,
+    /// The chunk used last: (key + 1, number).
+    last: core::cell::Cell<(u64, u32)>,
+    len: usize,
 }
 
 fn hash(key: u64, shift: u32) -> usize {
@@ -88,9 +101,12 @@ fn hash(key: u64, shift: u32) -> usize {
 impl RegionTable {
     pub(super) fn new() -> Self {
         Self {
-            entries: Vec::new(),
-            len: 0,
+            chunks: Vec::new(),
+            used: Vec::new(),
+            index: Vec::new(),
             shift: 64,
+            last: core::cell::Cell::new((0, 0)),
+            len: 0,
         }
     }
 
@@ -99,114 +115,189 @@ impl RegionTable {
     }
 
     pub(super) fn memory_bytes(&self) -> usize {
-        self.entries.capacity() * 16
+        self.chunks.len() * (CHUNK as usize * 8 + 2) + self.index.capacity() * 16
     }
 
+    /// The number of the chunk with `key`, if it exists.
     #[inline(always)]
-    fn find(&self, region: u64) -> Result<usize, usize> {
-        let mask = self.entries.len().wrapping_sub(1);
-        if self.entries.is_empty() {
-            return Err(0);
+    fn chunk(&self, key: u64) -> Option<u32> {
+        let (k, c) = self.last.get();
+        if k == key + 1 {
+            return Some(c);
         }
-        let key = region + 1;
-        let mut i = hash(key, self.shift) & mask;
+        if self.index.is_empty() {
+            return None;
+        }
+        let mask = self.index.len() - 1;
+        let mut i = hash(key + 1, self.shift) & mask;
         loop {
-            let (k, _) = self.entries[i];
-            if k == key {
-                return Ok(i);
+            let (k, c) = self.index[i];
+            if k == key + 1 {
+                self.last.set((k, c));
+                return Some(c);
             }
             if k == 0 {
-                return Err(i);
+                return None;
             }
             i = (i + 1) & mask;
         }
     }
 
-    #[inline(always)]
-    pub(super) fn get(&self, region: u64) -> Option<Slot> {
-        self.find(region)
-            .ok()
-            .map(|i| Slot::decode(self.entries[i].1))
-    }
-
-    /// Makes room for `n` more entries, growing (and rehashing) if the load
-    /// would pass one half. On failure nothing changes.
-    pub(super) fn reserve(&mut self, n: usize) -> Result<(), ()> {
-        let need = self.len.checked_add(n).ok_or(())?;
-        if need * 2 <= self.entries.len() {
+    /// Makes sure the chunk holding `region` exists. On failure (out of
+    /// memory) nothing changes.
+    pub(super) fn ensure(&mut self, region: u64) -> Result<(), ()> {
+        let key = region / CHUNK;
+        if self.chunk(key).is_some() {
             return Ok(());
         }
-        let cap = (need * 2).next_power_of_two().max(16);
-        let mut new: Vec<(u64, u64)> = Vec::new();
-        new.try_reserve_exact(cap).map_err(|_| ())?;
-        new.resize(cap, (0, 0));
-        let shift = 64 - cap.trailing_zeros();
-        let mask = cap - 1;
-        for &(k, v) in self.entries.iter().filter(|e| e.0 != 0) {
-            let mut i = hash(k, shift) & mask;
-            while new[i].0 != 0 {
-                i = (i + 1) & mask;
+        // Allocate everything first; then nothing below can fail.
+        let mut slots: Vec<u64> = Vec::new();
+        slots.try_reserve_exact(CHUNK as usize).map_err(|_| ())?;
+        slots.resize(CHUNK as usize, 0);
+        self.chunks.try_reserve(1).map_err(|_| ())?;
+        self.used.try_reserve(1).map_err(|_| ())?;
+        let n = self.chunks.len() + 1;
+        if n * 2 > self.index.len() {
+            let cap = (n * 2).next_power_of_two().max(8);
+            let mut new: Vec<(u64, u32)> = Vec::new();
+            new.try_reserve_exact(cap).map_err(|_| ())?;
+            new.resize(cap, (0, 0));
+            let shift = 64 - cap.trailing_zeros();
+            for &(k, c) in self.index.iter().filter(|e| e.0 != 0) {
+                let mut i = hash(k, shift) & (cap - 1);
+                while new[i].0 != 0 {
+                    i = (i + 1) & (cap - 1);
+                }
+                new[i] = (k, c);
             }
-            new[i] = (k, v);
+            self.index = new;
+            self.shift = shift;
         }
-        self.entries = new;
-        self.shift = shift;
+        let c = self.chunks.len() as u32;
+        self.chunks.push(slots);
+        self.used.push(0);
+        let mask = self.index.len() - 1;
+        let mut i = hash(key + 1, self.shift) & mask;
+        while self.index[i].0 != 0 {
+            i = (i + 1) & mask;
+        }
+        self.index[i] = (key + 1, c);
+        self.last.set((key + 1, c));
         Ok(())
     }
 
-    /// Inserts a new region; room must have been reserved.
-    pub(super) fn insert(&mut self, region: u64, slot: Slot) {
-        match self.find(region) {
-            Ok(i) => self.entries[i].1 = slot.encode(),
-            Err(i) => {
-                debug_assert!(self.len * 2 < self.entries.len());
-                self.entries[i] = (region + 1, slot.encode());
+    /// The handle of `region` (`Ok` if it has a slot, `Err` if not). The
+    /// chunk must exist (see `ensure`); if it does not, `Err(usize::MAX)`.
+    #[inline(always)]
+    pub(super) fn find(&self, region: u64) -> Result<usize, usize> {
+        let Some(c) = self.chunk(region / CHUNK) else {
+            return Err(usize::MAX);
+        };
+        let h = c as usize * CHUNK as usize + (region % CHUNK) as usize;
+        if self.raw(h) != 0 { Ok(h) } else { Err(h) }
+    }
+
+    #[inline(always)]
+    fn raw(&self, h: usize) -> u64 {
+        self.chunks[h / CHUNK as usize][h % CHUNK as usize]
+    }
+
+    #[inline(always)]
+    fn put(&mut self, h: usize, v: u64) {
+        let (c, o) = (h / CHUNK as usize, h % CHUNK as usize);
+        let old = core::mem::replace(&mut self.chunks[c][o], v);
+        match (old != 0, v != 0) {
+            (false, true) => {
+                self.used[c] += 1;
                 self.len += 1;
             }
+            (true, false) => {
+                self.used[c] -= 1;
+                self.len -= 1;
+            }
+            _ => {}
+        }
+    }
+
+    #[inline(always)]
+    pub(super) fn get(&self, region: u64) -> Option<Slot> {
+        self.find(region).ok().map(|h| Slot::decode(self.raw(h)))
+    }
+
+    /// The slot at handle `h` (from `find`).
+    #[inline(always)]
+    pub(super) fn slot_at(&self, h: usize) -> Slot {
+        Slot::decode(self.raw(h))
+    }
+
+    /// Replaces the slot at handle `h` (from `find`).
+    #[inline(always)]
+    pub(super) fn set_at(&mut self, h: usize, slot: Slot) {
+        self.put(h, slot.encode());
+    }
+
+    /// Fills the empty slot at handle `h` (from `find` after `ensure`).
+    #[inline(always)]
+    pub(super) fn insert_at(&mut self, h: usize, _region: u64, slot: Slot) {
+        self.put(h, slot.encode());
+    }
+
+    /// Sets the slot of `region`, whose chunk exists (see `ensure`).
+    pub(super) fn insert(&mut self, region: u64, slot: Slot) {
+        let h = match self.find(region) {
+            Ok(h) | Err(h) => h,
+        };
+        if h != usize::MAX {
+            self.put(h, slot.encode());
         }
     }
 
     /// Replaces the slot of a region that is present.
     pub(super) fn set(&mut self, region: u64, slot: Slot) {
-        if let Ok(i) = self.find(region) {
-            self.entries[i].1 = slot.encode();
+        if let Ok(h) = self.find(region) {
+            self.put(h, slot.encode());
         }
     }
 
-    /// Removes a region (backward-shift deletion: no tombstones).
+    /// Empties the slot of `region`. The chunk stays, for reuse.
     pub(super) fn remove(&mut self, region: u64) {
-        let Ok(mut hole) = self.find(region) else {
-            return;
-        };
-        let mask = self.entries.len() - 1;
-        let mut j = hole;
-        loop {
-            j = (j + 1) & mask;
-            let (k, v) = self.entries[j];
-            if k == 0 {
-                break;
-            }
-            let home = hash(k, self.shift) & mask;
-            // Move entry j into the hole if its home is not in (hole, j].
-            let between = if hole <= j {
-                hole < home && home <= j
-            } else {
-                hole < home || home <= j
-            };
-            if !between {
-                self.entries[hole] = (k, v);
-                hole = j;
-            }
+        if let Ok(h) = self.find(region) {
+            self.put(h, 0);
         }
-        self.entries[hole] = (0, 0);
-        self.len -= 1;
     }
 
-    /// Every (region, slot), in table order.
+    /// Every (region, slot) in address order. Allocates only the list of
+    /// chunks; fails (out of memory) with nothing changed.
+    pub(super) fn sorted(&self) -> Result<impl Iterator<Item = (u64, Slot)> + '_, ()> {
+        let mut keys: Vec<(u64, u32)> = Vec::new();
+        keys.try_reserve_exact(self.chunks.len()).map_err(|_| ())?;
+        keys.extend(
+            self.index
+                .iter()
+                .filter(|e| e.0 != 0 && self.used[e.1 as usize] != 0)
+                .map(|&(k, c)| (k - 1, c)),
+        );
+        keys.sort_unstable();
+        Ok(keys.into_iter().flat_map(move |(k, c)| {
+            self.chunks[c as usize]
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| **v != 0)
+                .map(move |(o, &v)| (k * CHUNK + o as u64, Slot::decode(v)))
+        }))
+    }
+
+    /// Every (region, slot), in no particular order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (u64, Slot)> + '_ {
-        self.entries
+        self.index
             .iter()
             .filter(|e| e.0 != 0)
-            .map(|&(k, v)| (k - 1, Slot::decode(v)))
+            .flat_map(move |&(k, c)| {
+                self.chunks[c as usize]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| **v != 0)
+                    .map(move |(o, &v)| ((k - 1) * CHUNK + o as u64, Slot::decode(v)))
+            })
     }
 }

@@ -27,7 +27,7 @@ impl Model {
         if order > MAX_ORDER {
             return Err(TrackerError::OrderTooLarge { order });
         }
-        if phys % size(order) != 0 {
+        if !phys.is_multiple_of(size(order)) {
             return Err(TrackerError::Misaligned { phys, order });
         }
         if phys + size(order) > 1 << PHYS_BITS {
@@ -66,7 +66,7 @@ impl Model {
     }
 
     fn preserve_range(&mut self, start: u64, end: u64) -> Result<(), TrackerError> {
-        if end <= start || start % PAGE != 0 || end % PAGE != 0 {
+        if end <= start || !start.is_multiple_of(PAGE) || !end.is_multiple_of(PAGE) {
             return Err(TrackerError::BadRange { start, end });
         }
         let saved = self.blocks.clone();

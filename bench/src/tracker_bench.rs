@@ -1,0 +1,407 @@
+//! Tracker: preserve cost, bytes handed over and restore-walk cost, against
+//! a model of Linux's radix tracker and a BTreeMap of ranges.
+
+use crate::Figure;
+use crate::timing::ns_per_call;
+use kho::ranges::Range;
+use kho::tracker::Tracker;
+use kho::tracker::handover::{self, PAGE_BYTES, PageSink, PageSource, Reader};
+use std::collections::BTreeMap;
+use std::hint::black_box;
+
+/// A model of Linux's KHO radix tracker (kho-v4), from the documented
+/// design: one tree for all orders, every node a 4 KiB page, inner nodes of
+/// 512 child addresses, leaves of 32768 bits, key
+/// `(1 << (52 - order)) | (phys >> (12 + order))`, five inner levels above
+/// the leaf. No lock (the real one takes a mutex per call), no double-
+/// preserve check, nodes never freed.
+struct LinuxModel {
+    /// Node arena; slot 0 is the root. Inner entries hold child index + 1.
+    /// Each node is its own zeroed 4 KiB allocation, as in the kernel.
+    nodes: Vec<Box<[u64; 512]>>,
+    /// Which nodes are leaves (bitmaps) rather than inner nodes.
+    leaf: Vec<bool>,
+}
+
+const LEAF_BITS: u32 = 15;
+
+impl LinuxModel {
+    fn new() -> Self {
+        Self {
+            nodes: vec![Self::node()],
+            leaf: vec![false],
+        }
+    }
+
+    /// A zeroed 4 KiB node, allocated zeroed (not built on the stack).
+    fn node() -> Box<[u64; 512]> {
+        vec![0u64; 512]
+            .into_boxed_slice()
+            .try_into()
+            .expect("512 entries")
+    }
+
+    fn key(phys: u64, order: u32) -> u64 {
+        (1u64 << (52 - order)) | (phys >> (12 + order))
+    }
+
+    #[inline]
+    fn preserve(&mut self, phys: u64, order: u32) {
+        let key = Self::key(phys, order);
+        let mut n = 0usize;
+        for level in (0..5).rev() {
+            let idx = ((key >> (LEAF_BITS + 9 * level)) & 511) as usize;
+            let child = self.nodes[n][idx];
+            n = if child == 0 {
+                self.nodes.push(Self::node());
+                self.leaf.push(level == 0);
+                let c = self.nodes.len() - 1;
+                self.nodes[n][idx] = c as u64 + 1;
+                c
+            } else {
+                child as usize - 1
+            };
+        }
+        let bit = (key & ((1 << LEAF_BITS) - 1)) as usize;
+        self.nodes[n][bit / 64] |= 1 << (bit % 64);
+    }
+
+    fn bytes(&self) -> usize {
+        self.nodes.len() * 4096
+    }
+
+    /// Visits every preserved block, as the next kernel's early walk does.
+    fn walk(&self, f: &mut impl FnMut(u64, u32)) {
+        self.walk_node(0, 4, 0, f);
+    }
+
+    fn walk_node(&self, n: usize, level: u32, prefix: u64, f: &mut impl FnMut(u64, u32)) {
+        for (i, &w) in self.nodes[n].iter().enumerate() {
+            if w == 0 {
+                continue;
+            }
+            if self.leaf[n] {
+                let mut b = w;
+                while b != 0 {
+                    let bit = b.trailing_zeros() as u64;
+                    b &= b - 1;
+                    let key = (prefix << LEAF_BITS) | (i as u64 * 64 + bit);
+                    let order = 52 - (63 - key.leading_zeros());
+                    let phys = (key & ((1u64 << (52 - order)) - 1)) << (12 + order);
+                    f(phys, order);
+                }
+            } else {
+                let child = w as usize - 1;
+                let next = (prefix << 9) | i as u64;
+                if level == 0 {
+                    self.walk_node(child, 0, next, f);
+                } else {
+                    self.walk_node(child, level - 1, next, f);
+                }
+            }
+        }
+    }
+}
+
+/// The obvious baseline: a BTreeMap from start to end, checked for overlap.
+#[derive(Default)]
+struct MapModel {
+    map: BTreeMap<u64, u64>,
+}
+
+impl MapModel {
+    fn preserve(&mut self, phys: u64, order: u32) -> bool {
+        let end = phys + (4096u64 << order);
+        if let Some((_, &e)) = self.map.range(..end).next_back()
+            && e > phys
+        {
+            return false;
+        }
+        self.map.insert(phys, end);
+        true
+    }
+}
+
+/// Chain pages in a vector, allocated upward from `base`.
+struct Pages {
+    base: u64,
+    pages: Vec<Box<[u8; PAGE_BYTES]>>,
+}
+
+impl PageSink for Pages {
+    fn alloc_page(&mut self) -> Option<u64> {
+        self.pages.push(Box::new([0; PAGE_BYTES]));
+        Some(self.base + (self.pages.len() as u64 - 1) * 4096)
+    }
+    fn write_page(&mut self, phys: u64, data: &[u8; PAGE_BYTES]) {
+        *self.pages[((phys - self.base) / 4096) as usize] = *data;
+    }
+}
+
+impl PageSource for Pages {
+    fn page(&self, phys: u64) -> Option<&[u8; PAGE_BYTES]> {
+        self.pages
+            .get(phys.checked_sub(self.base)? as usize / 4096)
+            .map(|b| &**b)
+    }
+}
+
+/// A workload: sequential blocks are generated in the loop (as a kernel
+/// preserving a buffer would), scattered ones come from a list.
+struct Case {
+    name: &'static str,
+    seq: Option<(u64, u64, u32)>,
+    blocks: Vec<(u64, u32)>,
+}
+
+impl Case {
+    fn len(&self) -> usize {
+        self.seq.map_or(self.blocks.len(), |(_, n, _)| n as usize)
+    }
+
+    #[inline(always)]
+    fn each(&self, mut f: impl FnMut(u64, u32)) {
+        match self.seq {
+            // The order is a literal at the call site, as in a kernel that
+            // preserves pages or folios of a known size.
+            Some((base, n, 0)) => {
+                for i in 0..n {
+                    f(base + (i << 12), 0);
+                }
+            }
+            Some((base, n, 9)) => {
+                for i in 0..n {
+                    f(base + (i << 21), 9);
+                }
+            }
+            Some((base, n, order)) => {
+                for i in 0..n {
+                    f(base + (i << (12 + order)), order);
+                }
+            }
+            None => {
+                for &(p, o) in &self.blocks {
+                    f(p, o);
+                }
+            }
+        }
+    }
+}
+
+fn xorshift(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+fn cases() -> Vec<Case> {
+    let gib = 1u64 << 30;
+    // 100,000 distinct random pages over 1 TiB, in random order.
+    let mut s = 0x2545_f491_4f6c_dd1d;
+    let mut seen = std::collections::HashSet::new();
+    let mut isolated = Vec::new();
+    while isolated.len() < 100_000 {
+        let pfn = xorshift(&mut s) % (1 << 28);
+        if seen.insert(pfn)
+            && !seen.contains(&(pfn + 1))
+            && (pfn == 0 || !seen.contains(&(pfn - 1)))
+        {
+            isolated.push((pfn << 12, 0));
+        }
+    }
+    // A realistic mix: a VM's 2 MiB-backed memory, memfd folios of orders 0
+    // to 4 scattered in 8 GiB, device pages, and two 1 GiB huge pages.
+    let mut mix = Vec::new();
+    for i in 0..256u64 {
+        mix.push((16 * gib + (i << 21), 9));
+    }
+    let mut used = std::collections::HashSet::new();
+    while mix.len() < 256 + 30_000 {
+        let order = (xorshift(&mut s) % 5) as u32;
+        let slot = xorshift(&mut s) % ((8 * gib) >> 16); // 64 KiB slots: no overlap
+        if used.insert(slot) {
+            mix.push((32 * gib + (slot << 16), order));
+        }
+    }
+    for i in 0..2u64 {
+        mix.push((64 * gib + i * gib, 18));
+    }
+    vec![
+        Case {
+            name: "dense 1 GiB of 4 KiB pages",
+            seq: Some((4 * gib, gib >> 12, 0)),
+            blocks: vec![],
+        },
+        Case {
+            name: "1 GiB as 2 MiB folios",
+            seq: Some((4 * gib, 512, 9)),
+            blocks: vec![],
+        },
+        Case {
+            name: "100k isolated 4 KiB pages over 1 TiB",
+            seq: None,
+            blocks: isolated,
+        },
+        Case {
+            name: "mix: 2 MiB, order 0-4, 1 GiB",
+            seq: None,
+            blocks: mix,
+        },
+    ]
+}
+
+fn build_ours(c: &Case) -> Tracker {
+    let mut t = Tracker::new(&[]).unwrap();
+    c.each(|p, o| t.preserve(p, o).unwrap());
+    t
+}
+
+/// Runs the tracker benchmarks and returns their figures.
+pub fn run() -> Vec<Figure> {
+    let mut figs = Vec::new();
+    let ram = [Range::new(0, 1 << 52)];
+    for c in cases() {
+        let n = c.len() as f64;
+        // Sanity: everyone holds the same blocks.
+        let ours = build_ours(&c);
+        let mut lm = LinuxModel::new();
+        let mut mm = MapModel::default();
+        c.each(|p, o| {
+            lm.preserve(p, o);
+            assert!(mm.preserve(p, o));
+        });
+        let mut walked = 0u64;
+        lm.walk(&mut |_, o| walked += 1 << o);
+        assert_eq!(
+            walked,
+            ours.pages(),
+            "{}: the Linux model holds other pages",
+            c.name
+        );
+
+        // Preserve: ns per call, building the whole set each time.
+        let t_ours = ns_per_call(|| {
+            black_box(build_ours(black_box(&c)));
+        }) / n;
+        let t_linux = ns_per_call(|| {
+            let mut m = LinuxModel::new();
+            c.each(|p, o| m.preserve(black_box(p), o));
+            black_box(m);
+        }) / n;
+        let t_map = ns_per_call(|| {
+            let mut m = MapModel::default();
+            c.each(|p, o| {
+                black_box(m.preserve(black_box(p), o));
+            });
+            black_box(m);
+        }) / n;
+
+        // Handover: our chain; the Linux tree is handed over as it is.
+        let mut pages = Pages {
+            base: 1 << 50,
+            pages: Vec::new(),
+        };
+        let root = handover::write(&ours, &mut pages).unwrap();
+        let ours_bytes = root.pages.get() as f64 * 4096.0 + 32.0;
+        let t_write = ns_per_call(|| {
+            let mut p = Pages {
+                base: 1 << 50,
+                pages: Vec::new(),
+            };
+            black_box(handover::write(&ours, &mut p).unwrap());
+        }) / n;
+        let t_map_ser = ns_per_call(|| {
+            let v: Vec<(u64, u64)> = mm.map.iter().map(|(&a, &b)| (a, b)).collect();
+            black_box(v);
+        }) / n;
+
+        // Restore walk: validate the chain, then every range to a callback.
+        let reader = Reader::new(&pages, root, &ram, &[]);
+        let mut got = 0u64;
+        reader.restore(|_| {}, |r| got += r.len() >> 12).unwrap();
+        assert_eq!(got, ours.pages());
+        let t_restore = ns_per_call(|| {
+            let mut s = 0u64;
+            black_box(reader.restore(|_| {}, |r| s += r.start).unwrap());
+            black_box(s);
+        }) / n;
+        let t_lwalk = ns_per_call(|| {
+            let mut s = 0u64;
+            lm.walk(&mut |p, _| s += p);
+            black_box(s);
+        }) / n;
+        let t_mwalk = ns_per_call(|| {
+            let mut s = 0u64;
+            for &a in mm.map.keys() {
+                s += a;
+            }
+            black_box(s);
+        }) / n;
+
+        println!(
+            "tracker {}: {} blocks; ours {:.2} ns/preserve, {} B handed over ({:.2} B/block), write {:.2} ns/block, restore {:.3} ns/block; tracker memory {} KiB",
+            c.name,
+            c.len(),
+            t_ours,
+            ours_bytes,
+            ours_bytes / n,
+            t_write,
+            t_restore,
+            ours.memory_bytes() / 1024
+        );
+        let f = |what: &str, v: f64, unit: &'static str, peer: &str, pv: f64| Figure {
+            name: format!("tracker {}: {what}", c.name),
+            value: v,
+            unit,
+            baseline: peer.into(),
+            baseline_value: pv,
+            better_is: "lower",
+        };
+        figs.push(f("preserve", t_ours, "ns/block", "linux-model", t_linux));
+        figs.push(f("preserve", t_ours, "ns/block", "btreemap", t_map));
+        figs.push(f(
+            "bytes handed over",
+            ours_bytes,
+            "bytes",
+            "linux-model",
+            lm.bytes() as f64,
+        ));
+        figs.push(f(
+            "bytes handed over",
+            ours_bytes,
+            "bytes",
+            "btreemap",
+            mm.map.len() as f64 * 16.0,
+        ));
+        figs.push(f(
+            "bytes handed over per block",
+            ours_bytes / n,
+            "bytes/block",
+            "linux-model",
+            lm.bytes() as f64 / n,
+        ));
+        figs.push(f(
+            "restore walk",
+            t_restore,
+            "ns/block",
+            "linux-model",
+            t_lwalk,
+        ));
+        figs.push(f(
+            "restore walk",
+            t_restore,
+            "ns/block",
+            "btreemap",
+            t_mwalk,
+        ));
+        figs.push(f(
+            "handover write",
+            t_write,
+            "ns/block",
+            "btreemap copy",
+            t_map_ser,
+        ));
+    }
+    figs
+}
