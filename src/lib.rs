@@ -9,6 +9,7 @@
 //! - [`ranges`]: a fixed-capacity set of disjoint physical ranges, used as
 //!   the boot-time frame allocator of the demo kernel.
 //! - [`fdt`]: the FDT v17 writer and zero-copy reader of the handoff blob.
+//! - [`scratch`]: scratch areas, chosen at cold boot and handed over.
 //! - [`tracker`]: the preserved-page tracker, its handed-over form and the
 //!   next kernel's validating reader.
 //!
@@ -24,6 +25,7 @@ extern crate std;
 
 pub mod fdt;
 pub mod ranges;
+pub mod scratch;
 pub mod tracker;
 
 /// Size of the smallest page the crate deals with (4 KiB).

@@ -18,12 +18,22 @@ pub fn run(boot: &'static BootInfo) -> ! {
     }
     let ram: u64 = p.ram().map(|r| r.len()).sum();
     let img = &boot.image;
+    for a in boot.scratch.areas() {
+        kprintln!(
+            "scratch area [{:#x}, {:#x}) {} MiB",
+            a.start,
+            a.end,
+            a.len() >> 20
+        );
+    }
+    let (free_scratch, free_general) = frames::free_bytes();
     kprintln!(
-        "kernel image [{:#x}, {:#x}), RAM {} MiB, free {} MiB, heap {} MiB at {:#x}, direct map at {:#x}",
+        "kernel image [{:#x}, {:#x}), RAM {} MiB, free {} MiB (+{} MiB scratch), heap {} MiB at {:#x}, direct map at {:#x}",
         img.start,
         img.end,
         ram >> 20,
-        frames::free_bytes() >> 20,
+        free_general >> 20,
+        free_scratch >> 20,
         boot.heap.size >> 20,
         boot.heap.phys,
         paging::DIRECT_MAP_BASE

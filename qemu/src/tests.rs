@@ -2,6 +2,10 @@
 
 use alloc::vec::Vec;
 use kho::PAGE_SIZE;
+use kho::ranges::Range;
+use kho::tracker::handover::{self, Reader};
+use kho::tracker::{Tracker, TrackerError};
+use kho_x86_64::glue::{DirectMap, FramePages};
 use kho_x86_64::{frames, kernel_test, paging};
 
 fn fill(phys: u64, len: u64, seed: u64) {
@@ -25,7 +29,7 @@ fn check(phys: u64, len: u64, seed: u64) -> bool {
 
 kernel_test!(
     fn frames_alloc_write_free() {
-        let before = frames::free_bytes();
+        let before = frames::free_bytes().1;
         let a = frames::alloc(16, PAGE_SIZE).expect("16 frames");
         let b = frames::alloc(16, PAGE_SIZE).expect("16 more frames");
         assert!(
@@ -42,7 +46,7 @@ kernel_test!(
             "double free accepted"
         );
         frames::free(b, 16).unwrap();
-        assert_eq!(frames::free_bytes(), before);
+        assert_eq!(frames::free_bytes().1, before);
     }
 );
 
@@ -78,6 +82,136 @@ kernel_test!(
         assert!(!clash, "the kernel image is in the free list");
     }
 );
+
+kernel_test!(
+    fn general_allocations_never_come_from_scratch() {
+        let scratch = kho_x86_64::start::scratch().expect("scratch chosen at boot");
+        assert!(frames::general_open());
+        let mut got = alloc::vec::Vec::new();
+        for _ in 0..256 {
+            let p = frames::alloc(1, PAGE_SIZE).expect("a frame");
+            assert!(
+                !scratch.overlaps(Range::new(p, p + PAGE_SIZE)),
+                "{p:#x} is in scratch"
+            );
+            got.push(p);
+        }
+        let s = frames::alloc_scratch(1).expect("a scratch frame");
+        assert!(scratch.overlaps(Range::new(s, s + PAGE_SIZE)));
+        frames::free(s, 1).unwrap();
+        for p in got {
+            frames::free(p, 1).unwrap();
+        }
+    }
+);
+
+kernel_test!(
+    fn scratch_holds_the_image_and_the_heap() {
+        let boot = boot();
+        let s = &boot.scratch;
+        let img = Range::new(boot.image.start, boot.image.end);
+        let heap = Range::new(boot.heap.phys, boot.heap.phys + boot.heap.size);
+        assert!(
+            s.areas()
+                .iter()
+                .any(|a| a.start <= img.start && img.end <= a.end)
+        );
+        assert!(
+            s.areas()
+                .iter()
+                .any(|a| a.start <= heap.start && heap.end <= a.end)
+        );
+    }
+);
+
+kernel_test!(
+    fn tracker_refuses_scratch_frames() {
+        let scratch = kho_x86_64::start::scratch().unwrap();
+        let mut t = Tracker::new(scratch.areas()).unwrap();
+        let s = frames::alloc_scratch(1).unwrap();
+        assert_eq!(
+            t.preserve(s, 0),
+            Err(TrackerError::InScratch { phys: s, order: 0 })
+        );
+        frames::free(s, 1).unwrap();
+    }
+);
+
+// Preserves frames of several orders filled with a pattern, writes the
+// handover into real frames, then reads it back through the direct map as
+// the next kernel would, reserving into a fresh allocator.
+kernel_test!(
+    fn handover_round_trip_through_physical_memory() {
+        let boot = boot();
+        let scratch = boot.scratch.areas();
+        let mut t = Tracker::new(scratch).unwrap();
+        let mut blocks = alloc::vec::Vec::new();
+        for (i, order) in [0u32, 0, 3, 9, 0, 5, 1, 9].into_iter().enumerate() {
+            let p = frames::alloc(1 << order, PAGE_SIZE << order).expect("frames");
+            fill(p, PAGE_SIZE << order, i as u64);
+            t.preserve(p, order).unwrap();
+            blocks.push((p, order, i as u64));
+        }
+        let root = handover::write(&t, &mut FramePages).expect("handover written");
+        let ram: alloc::vec::Vec<Range> = boot.params.ram().collect();
+
+        // The next kernel's allocator: RAM outside scratch, minus what the
+        // handover reserves.
+        let mut next: kho::ranges::RangeSet<256> = kho::ranges::RangeSet::new();
+        for r in &ram {
+            next.insert(*r).unwrap();
+        }
+        for a in scratch {
+            next.carve(*a).unwrap();
+        }
+        let reader = Reader::new(&DirectMap, root, &ram, scratch);
+        let mut chain = alloc::vec::Vec::new();
+        let mut got = alloc::vec::Vec::new();
+        let sum = reader.restore(|p| chain.push(p), |r| got.push(r)).unwrap();
+        for &p in &chain {
+            next.carve(Range::new(p, p + PAGE_SIZE)).unwrap();
+        }
+        for &r in &got {
+            next.carve(r).unwrap();
+        }
+        assert_eq!(got, t.ranges().unwrap());
+        assert_eq!(sum.pages, t.pages());
+        assert_eq!(chain.len() as u32, root.pages.get());
+        for &(p, order, seed) in &blocks {
+            let r = Range::new(p, p + (PAGE_SIZE << order));
+            assert!(
+                !next.intersects(r),
+                "preserved block {p:#x} is free in the next allocator"
+            );
+            assert!(
+                check(p, PAGE_SIZE << order, seed),
+                "contents of {p:#x} changed"
+            );
+        }
+
+        // A flipped bit in the chain: restore refuses and reserves nothing.
+        let first = root.first_page.get();
+        let byte = (paging::phys_to_virt(first) + 30) as *mut u8;
+        // SAFETY: the chain page is ours (allocated by FramePages above).
+        unsafe { byte.write_volatile(byte.read_volatile() ^ 0x40) };
+        let (mut pages, mut ranges) = (0, 0);
+        assert!(reader.restore(|_| pages += 1, |_| ranges += 1).is_err());
+        assert_eq!((pages, ranges), (0, 0));
+
+        for p in chain {
+            frames::free(p, 1).unwrap();
+        }
+        for (p, order, _) in blocks {
+            t.unpreserve(p, order).unwrap();
+            frames::free(p, 1 << order).unwrap();
+        }
+        assert_eq!(t.blocks(), 0);
+    }
+);
+
+fn boot() -> &'static kho_x86_64::BootInfo {
+    kho_x86_64::start::boot_info().expect("booted")
+}
 
 // The harness's own tests: each fails on purpose, and only runs when the
 // command line says `kho.harness=<flag>`. The host tests boot them and check

@@ -1,66 +1,137 @@
-//! The physical frame allocator: free RAM as a [`RangeSet`], first fit.
+//! The physical frame allocator: two pools of free ranges, first fit.
+//!
+//! - The scratch pool holds the free part of the scratch areas. Until
+//!   [`open_general`] runs (after the preserved memory of a handoff has been
+//!   reserved), every allocation comes from it: that is what keeps early
+//!   boot off preserved memory.
+//! - The general pool holds RAM outside scratch, minus what was reserved.
+//!   Once it is open, [`alloc`] serves only from it, so nothing that may be
+//!   preserved ever comes from scratch; [`alloc_scratch`] serves memory that
+//!   will never be preserved (and that the tracker would refuse).
 
+use core::sync::atomic::{AtomicBool, Ordering};
 use kho::PAGE_SIZE;
 use kho::ranges::{Range, RangeError, RangeSet};
 use spin::Mutex;
 
-/// Most disjoint free ranges tracked.
-pub const MAX_FREE_RANGES: usize = 512;
+/// Most disjoint free ranges the scratch pool tracks.
+pub const MAX_SCRATCH_RANGES: usize = 64;
+/// Most disjoint free ranges the general pool tracks; fragmentation from
+/// reserved (preserved) ranges beyond that is refused with
+/// [`RangeError::Full`].
+pub const MAX_GENERAL_RANGES: usize = 4096;
 
-static FREE: Mutex<RangeSet<MAX_FREE_RANGES>> = Mutex::new(RangeSet::new());
+static SCRATCH: Mutex<RangeSet<MAX_SCRATCH_RANGES>> = Mutex::new(RangeSet::new());
+static GENERAL: Mutex<RangeSet<MAX_GENERAL_RANGES>> = Mutex::new(RangeSet::new());
+static GENERAL_OPEN: AtomicBool = AtomicBool::new(false);
 
-/// Adds `r` (page aligned inward) to the free memory.
-pub fn add_free(r: Range) -> Result<(), RangeError> {
+fn inward(r: Range) -> Option<Range> {
     let start = r.start.next_multiple_of(PAGE_SIZE);
     let end = r.end & !(PAGE_SIZE - 1);
-    if end <= start {
-        return Ok(());
+    (start < end).then_some(Range::new(start, end))
+}
+
+fn outward(r: Range) -> Range {
+    Range::new(
+        r.start & !(PAGE_SIZE - 1),
+        r.end.next_multiple_of(PAGE_SIZE),
+    )
+}
+
+/// Adds `r` (page aligned inward) to the scratch pool.
+pub fn add_scratch(r: Range) -> Result<(), RangeError> {
+    match inward(r) {
+        Some(r) => SCRATCH.lock().insert(r),
+        None => Ok(()),
     }
-    FREE.lock().insert(Range::new(start, end))
 }
 
-/// Removes `r` (page aligned outward) from the free memory, so that it is
-/// never handed out.
+/// Removes `r` from both pools, so that it is never handed out.
 pub fn reserve(r: Range) -> Result<(), RangeError> {
-    let start = r.start & !(PAGE_SIZE - 1);
-    let end = r.end.next_multiple_of(PAGE_SIZE);
-    FREE.lock().carve(Range::new(start, end))
+    let r = outward(r);
+    SCRATCH.lock().carve(r)?;
+    GENERAL.lock().carve(r)
 }
 
-/// Allocates `count` contiguous frames aligned to `align` bytes; returns the
-/// physical address of the first. The frames are not zeroed.
+/// Opens the general pool with `ram` minus `scratch` minus every range in
+/// `reserved`. Call once, after every preserved range is known.
+pub fn open_general(
+    ram: impl Iterator<Item = Range>,
+    scratch: &[Range],
+    reserved: &[Range],
+) -> Result<(), RangeError> {
+    let mut g = GENERAL.lock();
+    for r in ram.filter_map(inward) {
+        g.insert(r)?;
+    }
+    for &r in scratch.iter().chain(reserved) {
+        g.carve(outward(r))?;
+    }
+    GENERAL_OPEN.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Whether the general pool is open (restore is done).
+pub fn general_open() -> bool {
+    GENERAL_OPEN.load(Ordering::SeqCst)
+}
+
+/// Allocates `count` contiguous frames aligned to `align` bytes: from
+/// scratch before restore, from outside scratch after. Not zeroed.
 pub fn alloc(count: u64, align: u64) -> Option<u64> {
-    FREE.lock()
-        .alloc(count.checked_mul(PAGE_SIZE)?, align.max(PAGE_SIZE))
+    let size = count.checked_mul(PAGE_SIZE)?;
+    if general_open() {
+        GENERAL.lock().alloc(size, align.max(PAGE_SIZE))
+    } else {
+        SCRATCH.lock().alloc(size, align.max(PAGE_SIZE))
+    }
 }
 
 /// Like [`alloc`], but only below physical address `limit`.
 pub fn alloc_below(count: u64, limit: u64) -> Option<u64> {
-    FREE.lock().alloc_in(
-        count.checked_mul(PAGE_SIZE)?,
-        PAGE_SIZE,
-        Range::new(0, limit),
-    )
+    let size = count.checked_mul(PAGE_SIZE)?;
+    let window = Range::new(0, limit);
+    if general_open() {
+        GENERAL.lock().alloc_in(size, PAGE_SIZE, window)
+    } else {
+        SCRATCH.lock().alloc_in(size, PAGE_SIZE, window)
+    }
 }
 
-/// Returns `count` frames starting at `phys` to the allocator. Freeing a
+/// Allocates frames from scratch, for memory that is never preserved.
+pub fn alloc_scratch(count: u64) -> Option<u64> {
+    SCRATCH
+        .lock()
+        .alloc(count.checked_mul(PAGE_SIZE)?, PAGE_SIZE)
+}
+
+fn pool_of(r: Range) -> bool {
+    crate::start::scratch().is_some_and(|s| s.overlaps(r))
+}
+
+/// Returns `count` frames at `phys` to the pool they came from. Freeing a
 /// frame that is already free is refused with [`RangeError::Overlap`].
 pub fn free(phys: u64, count: u64) -> Result<(), RangeError> {
     let end = count
         .checked_mul(PAGE_SIZE)
         .and_then(|l| phys.checked_add(l))
         .ok_or(RangeError::Empty)?;
-    FREE.lock().insert(Range::new(phys, end))
+    let r = Range::new(phys, end);
+    if pool_of(r) {
+        SCRATCH.lock().insert(r)
+    } else {
+        GENERAL.lock().insert(r)
+    }
 }
 
-/// Bytes currently free.
-pub fn free_bytes() -> u64 {
-    FREE.lock().total()
+/// Bytes free in the scratch pool and in the general pool.
+pub fn free_bytes() -> (u64, u64) {
+    (SCRATCH.lock().total(), GENERAL.lock().total())
 }
 
-/// Calls `f` on every free range, in address order.
+/// Calls `f` on every free range of the general pool, in address order.
 pub fn for_each_free(mut f: impl FnMut(Range)) {
-    for r in FREE.lock().iter() {
+    for r in GENERAL.lock().iter() {
         f(r);
     }
 }

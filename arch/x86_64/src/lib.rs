@@ -12,6 +12,7 @@ pub mod boot;
 pub mod exit;
 pub mod frames;
 pub mod gdt;
+pub mod glue;
 pub mod heap;
 pub mod ktest;
 pub mod paging;

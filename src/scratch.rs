@@ -1,0 +1,286 @@
+//! Scratch areas: memory that never holds preserved pages.
+//!
+//! The next kernel is loaded into scratch and allocates only from scratch
+//! until it has reserved every preserved range, so nothing it does early can
+//! land on preserved memory. Scratch areas are chosen once, at cold boot,
+//! and handed over unchanged on every kexec (a chain of kexecs keeps the
+//! same areas: the image of every later kernel goes where the first went).
+//!
+//! Cold-boot policy ([`cold_boot`]): one area, 2 MiB aligned, in the RAM
+//! region that holds the kernel image, from the start of that region (or
+//! `floor`, if higher) to past the image plus `reserve_after` bytes, which
+//! must cover the next kernel's image growth, its boot structures and its
+//! early heap; and at least [`MIN_SCRATCH`] bytes if the region allows.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use crate::ranges::Range;
+use core::fmt;
+use zerocopy::byteorder::little_endian::U64;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// Version string of the handed-over scratch list.
+pub const SCRATCH_VERSION: &str = "kho-scratch-v1";
+/// Most scratch areas handed over.
+pub const MAX_SCRATCH: usize = 8;
+/// Smallest scratch area the cold-boot policy chooses, when RAM allows.
+pub const MIN_SCRATCH: u64 = 64 << 20;
+const ALIGN: u64 = 2 << 20;
+
+/// One handed-over scratch area (16 bytes, little-endian).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct ScratchRecord {
+    /// First byte, 2 MiB aligned.
+    pub start: U64,
+    /// Size in bytes, a multiple of 2 MiB, not 0.
+    pub size: U64,
+}
+
+/// Why scratch areas could not be chosen or read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScratchError {
+    /// No RAM region holds the kernel image.
+    ImageNotInRam,
+    /// The region holding the image is too small for the areas asked for.
+    TooSmall {
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
+    /// The handed-over list is empty, too long, or not a whole number of
+    /// records.
+    BadLength {
+        /// Its length in bytes.
+        bytes: usize,
+    },
+    /// A handed-over area is misaligned, empty, outside RAM or overlaps
+    /// another.
+    BadArea {
+        /// Index of the area.
+        index: usize,
+    },
+}
+
+impl fmt::Display for ScratchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScratchError::ImageNotInRam => f.write_str("the kernel image is not in a RAM region"),
+            ScratchError::TooSmall { needed, available } => {
+                write!(
+                    f,
+                    "scratch needs {needed:#x} bytes, the image's RAM region has {available:#x}"
+                )
+            }
+            ScratchError::BadLength { bytes } => {
+                write!(
+                    f,
+                    "scratch list of {bytes} bytes: want 1 to {MAX_SCRATCH} records of 16 bytes"
+                )
+            }
+            ScratchError::BadArea { index } => write!(
+                f,
+                "scratch area {index} is misaligned, empty, outside RAM or overlapping"
+            ),
+        }
+    }
+}
+
+/// The scratch areas of this boot, sorted, at most [`MAX_SCRATCH`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scratch {
+    areas: [Range; MAX_SCRATCH],
+    len: usize,
+}
+
+impl Scratch {
+    /// The areas.
+    pub fn areas(&self) -> &[Range] {
+        self.areas.get(..self.len).unwrap_or(&[])
+    }
+
+    /// Whether any byte of `r` is in scratch.
+    pub fn overlaps(&self, r: Range) -> bool {
+        self.areas().iter().any(|a| a.overlaps(&r))
+    }
+
+    /// The handed-over form: one [`ScratchRecord`] per area.
+    pub fn records(&self) -> impl Iterator<Item = ScratchRecord> + '_ {
+        self.areas().iter().map(|a| ScratchRecord {
+            start: a.start.into(),
+            size: a.len().into(),
+        })
+    }
+
+    /// Reads and checks a handed-over list: 1 to [`MAX_SCRATCH`] records,
+    /// each 2 MiB aligned, not empty, inside one RAM range of `ram`, in
+    /// increasing order without overlap.
+    pub fn from_records(bytes: &[u8], ram: &[Range]) -> Result<Self, ScratchError> {
+        let recs = <[ScratchRecord]>::ref_from_bytes(bytes)
+            .map_err(|_| ScratchError::BadLength { bytes: bytes.len() })?;
+        if recs.is_empty() || recs.len() > MAX_SCRATCH {
+            return Err(ScratchError::BadLength { bytes: bytes.len() });
+        }
+        let mut s = Scratch {
+            areas: [Range::new(0, 0); MAX_SCRATCH],
+            len: 0,
+        };
+        let mut floor = 0u64;
+        for (index, (rec, slot)) in recs.iter().zip(s.areas.iter_mut()).enumerate() {
+            let (start, size) = (rec.start.get(), rec.size.get());
+            let end = start
+                .checked_add(size)
+                .ok_or(ScratchError::BadArea { index })?;
+            let r = Range::new(start, end);
+            let ok = start.is_multiple_of(ALIGN)
+                && size.is_multiple_of(ALIGN)
+                && size > 0
+                && start >= floor
+                && ram.iter().any(|x| x.start <= start && end <= x.end);
+            if !ok {
+                return Err(ScratchError::BadArea { index });
+            }
+            *slot = r;
+            floor = end;
+        }
+        s.len = recs.len();
+        Ok(s)
+    }
+}
+
+/// Chooses the scratch area at cold boot (see the module documentation):
+/// `ram` is the RAM of the memory map, `image` the kernel image, `floor` the
+/// lowest address usable (e.g. above real-mode memory).
+pub fn cold_boot(
+    ram: &[Range],
+    image: Range,
+    floor: u64,
+    reserve_after: u64,
+) -> Result<Scratch, ScratchError> {
+    let region = ram
+        .iter()
+        .find(|r| r.start <= image.start && image.end <= r.end)
+        .ok_or(ScratchError::ImageNotInRam)?;
+    let start = region
+        .start
+        .max(floor)
+        .checked_next_multiple_of(ALIGN)
+        .ok_or(ScratchError::ImageNotInRam)?;
+    let limit = region.end & !(ALIGN - 1);
+    let want_end = image
+        .end
+        .checked_add(reserve_after)
+        .and_then(|e| e.checked_next_multiple_of(ALIGN))
+        .ok_or(ScratchError::TooSmall {
+            needed: u64::MAX,
+            available: limit.saturating_sub(start),
+        })?;
+    if start > image.start || want_end > limit {
+        return Err(ScratchError::TooSmall {
+            needed: want_end.saturating_sub(start),
+            available: limit.saturating_sub(start),
+        });
+    }
+    let end = want_end.max(start.saturating_add(MIN_SCRATCH).min(limit));
+    let mut s = Scratch {
+        areas: [Range::new(0, 0); MAX_SCRATCH],
+        len: 1,
+    };
+    if let Some(a) = s.areas.first_mut() {
+        *a = Range::new(start, end);
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::arithmetic_side_effects)]
+mod tests {
+    use super::*;
+
+    const RAM: [Range; 2] = [Range::new(0, 0x9f000), Range::new(0x10_0000, 0x2000_0000)];
+
+    #[test]
+    fn cold_boot_covers_the_image_and_room_after_it() {
+        let s = cold_boot(&RAM, Range::new(0x20_0000, 0x2c_0000), 0x10_0000, 16 << 20).unwrap();
+        // Starts at the first 2 MiB boundary of the region, at least 64 MiB.
+        assert_eq!(s.areas(), [Range::new(0x20_0000, 0x20_0000 + (64 << 20))]);
+        let s = cold_boot(&RAM, Range::new(0x20_0000, 0x2c_0000), 0x10_0000, 100 << 20).unwrap();
+        assert_eq!(
+            s.areas()[0].end,
+            (0x2c_0000u64 + (100 << 20)).next_multiple_of(2 << 20)
+        );
+        assert!(matches!(
+            cold_boot(&RAM, Range::new(0x20_0000, 0x2c_0000), 0x10_0000, 1 << 30),
+            Err(ScratchError::TooSmall { .. })
+        ));
+        assert_eq!(
+            cold_boot(&RAM, Range::new(0x3000_0000, 0x3010_0000), 0, 0),
+            Err(ScratchError::ImageNotInRam)
+        );
+        // A region too small for 64 MiB gets what it has.
+        let small = [Range::new(0, 0x200_0000)];
+        let s = cold_boot(&small, Range::new(0x20_0000, 0x30_0000), 0, 0).unwrap();
+        assert_eq!(s.areas(), [Range::new(0, 0x200_0000)]);
+    }
+
+    #[test]
+    fn records_round_trip_and_are_checked() {
+        let s = cold_boot(&RAM, Range::new(0x20_0000, 0x2c_0000), 0x10_0000, 0).unwrap();
+        let recs: std::vec::Vec<ScratchRecord> = s.records().collect();
+        let bytes = recs.as_bytes();
+        assert_eq!(Scratch::from_records(bytes, &RAM), Ok(s));
+        assert_eq!(
+            Scratch::from_records(&bytes[..15], &RAM),
+            Err(ScratchError::BadLength { bytes: 15 })
+        );
+        assert_eq!(
+            Scratch::from_records(&[], &RAM),
+            Err(ScratchError::BadLength { bytes: 0 })
+        );
+        let bad = |start: u64, size: u64| {
+            Scratch::from_records(
+                ScratchRecord {
+                    start: start.into(),
+                    size: size.into(),
+                }
+                .as_bytes(),
+                &RAM,
+            )
+        };
+        assert_eq!(
+            bad(0x20_1000, 2 << 20),
+            Err(ScratchError::BadArea { index: 0 })
+        );
+        assert_eq!(bad(0x20_0000, 0), Err(ScratchError::BadArea { index: 0 }));
+        assert_eq!(
+            bad(0x1fe0_0000, 4 << 20),
+            Err(ScratchError::BadArea { index: 0 })
+        );
+        assert_eq!(
+            bad(u64::MAX - (2 << 20) + 1, 2 << 20),
+            Err(ScratchError::BadArea { index: 0 })
+        );
+        let two = [
+            ScratchRecord {
+                start: (8u64 << 20).into(),
+                size: (4u64 << 20).into(),
+            },
+            ScratchRecord {
+                start: (10u64 << 20).into(),
+                size: (2u64 << 20).into(),
+            },
+        ];
+        assert_eq!(
+            Scratch::from_records(two.as_bytes(), &RAM),
+            Err(ScratchError::BadArea { index: 1 })
+        );
+    }
+}
