@@ -201,7 +201,11 @@ pub fn cold_boot(
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::arithmetic_side_effects)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
 
@@ -229,6 +233,22 @@ mod tests {
         let small = [Range::new(0, 0x200_0000)];
         let s = cold_boot(&small, Range::new(0x20_0000, 0x30_0000), 0, 0).unwrap();
         assert_eq!(s.areas(), [Range::new(0, 0x200_0000)]);
+    }
+
+    #[test]
+    fn golden_records_pin_the_layout() {
+        let s = cold_boot(&RAM, Range::new(0x20_0000, 0x2c_0000), 0x10_0000, 0).unwrap();
+        let bytes: std::vec::Vec<u8> = s.records().flat_map(|r| r.as_bytes().to_vec()).collect();
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/scratch-v1.bin");
+        if std::env::var_os("KHO_BLESS").is_some() {
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        assert_eq!(
+            bytes,
+            std::fs::read(&path).expect("tests/golden/scratch-v1.bin")
+        );
+        assert_eq!(Scratch::from_records(&bytes, &RAM), Ok(s));
     }
 
     #[test]

@@ -592,3 +592,60 @@ fn out_of_memory_changes_nothing() {
     );
     let _ = vec![0u8; 1];
 }
+
+/// The handed-over bytes of a fixed tracker: root, then every chain page in
+/// chain order. Pinned by tests/golden/tracker-v1.bin.
+fn golden_bytes() -> Vec<u8> {
+    let mut t = Tracker::new(&[Range::new(0, 2 << 20)]).unwrap();
+    t.preserve_range(0x40_0000, 0x50_3000).unwrap();
+    for i in (0..512).step_by(3) {
+        t.preserve((8 << 20) + i * PAGE, 0).unwrap();
+    }
+    t.preserve(1 << 30, 18).unwrap();
+    t.preserve(0x7_0000_0000, 0).unwrap();
+    let mut mem = FakeMem::new(0x10_0000_0000);
+    let root = handover::write(&t, &mut mem).unwrap();
+    let mut out = zerocopy::IntoBytes::as_bytes(&root).to_vec();
+    let mut p = root.first_page.get();
+    while p != 0 {
+        let page = mem.page(p).unwrap();
+        out.extend_from_slice(page);
+        p = u64::from_le_bytes(page[8..16].try_into().unwrap());
+    }
+    out
+}
+
+#[test]
+fn golden_handover_pins_the_layout() {
+    let bytes = golden_bytes();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/tracker-v1.bin");
+    if std::env::var_os("KHO_BLESS").is_some() {
+        std::fs::write(&path, &bytes).unwrap();
+    }
+    let golden = std::fs::read(&path).expect("tests/golden/tracker-v1.bin (KHO_BLESS=1 writes it)");
+    assert_eq!(
+        bytes, golden,
+        "the kho-tracker-v1 layout changed: that needs a new version string"
+    );
+    // And the golden bytes read back: root, then pages at 0x10_0000_0000 on.
+    let root: TrackerRoot = zerocopy::FromBytes::read_from_bytes(&golden[..32]).unwrap();
+    let mut mem = FakeMem::new(0);
+    for (i, page) in golden[32..].chunks(PAGE_BYTES).enumerate() {
+        mem.pages.insert(
+            0x10_0000_0000 + i as u64 * PAGE,
+            Box::new(page.try_into().unwrap()),
+        );
+    }
+    let mut got = Vec::new();
+    Reader::new(&mem, root, &RAM, &[])
+        .restore(|_| {}, |r| got.push(r))
+        .unwrap();
+    assert_eq!(
+        got[..2],
+        [
+            Range::new(0x40_0000, 0x50_3000),
+            Range::new(8 << 20, (8 << 20) + PAGE)
+        ]
+    );
+    assert_eq!(got.last(), Some(&Range::new(0x7_0000_0000, 0x7_0000_1000)));
+}
