@@ -204,6 +204,7 @@ pub fn cold_boot(
 #[allow(
     clippy::indexing_slicing,
     clippy::unwrap_used,
+    clippy::expect_used,
     clippy::arithmetic_side_effects
 )]
 mod tests {
