@@ -440,7 +440,7 @@ impl<'a, M: PageSource> Reader<'a, M> {
 
     /// Walks the whole chain without side effects, checking everything.
     pub fn validate(&self) -> Result<Summary, HandoverError> {
-        self.walk(|_| {}, |_| {})
+        self.walk_impl::<false, _, _>(|_| {}, |_| {})
     }
 
     /// Validates the whole chain first; only then calls `page` for each
@@ -452,15 +452,25 @@ impl<'a, M: PageSource> Reader<'a, M> {
         range: impl FnMut(Range),
     ) -> Result<Summary, HandoverError> {
         self.validate()?;
-        self.walk(page, range)
+        self.walk_impl::<true, _, _>(page, range)
     }
 
     /// The preserved ranges, without validating the chain first: `f` may
     /// see ranges before an error. Use [`restore`](Self::restore) to reserve.
     pub fn walk(
         &self,
-        mut on_page: impl FnMut(u64),
-        mut on_range: impl FnMut(Range),
+        on_page: impl FnMut(u64),
+        on_range: impl FnMut(Range),
+    ) -> Result<Summary, HandoverError> {
+        self.walk_impl::<true, _, _>(on_page, on_range)
+    }
+
+    /// The walk; with `REPORT` false it only checks (no coalescing, no
+    /// callbacks), which is what the validation pass needs.
+    fn walk_impl<const REPORT: bool, P: FnMut(u64), R: FnMut(Range)>(
+        &self,
+        mut on_page: P,
+        mut on_range: R,
     ) -> Result<Summary, HandoverError> {
         let root = self.root;
         let total = root.pages.get();
@@ -521,14 +531,10 @@ impl<'a, M: PageSource> Reader<'a, M> {
             }
             on_page(phys);
             sum.chain_pages = sum.chain_pages.saturating_add(1);
-            let word = |i: usize| -> Option<u64> {
-                let o = i.checked_mul(8)?;
-                payload
-                    .get(o..o.checked_add(8)?)?
-                    .try_into()
-                    .ok()
-                    .map(u64::from_le_bytes)
-            };
+            // The payload as words: one bounds check per read.
+            let words =
+                <[U64]>::ref_from_bytes(payload).map_err(|_| HandoverError::BadHeader { phys })?;
+            let word = |i: usize| words.get(i).map(|w| w.get());
             let mut i = 0usize;
             while i < nwords {
                 let at = i as u32;
@@ -543,7 +549,9 @@ impl<'a, M: PageSource> Reader<'a, M> {
                     self.check_range(r, &mut ram_hint)?;
                     floor = pfn.saturating_add(n);
                     sum.pages = sum.pages.saturating_add(n);
-                    emit(&mut pending, r, &mut sum, &mut on_range);
+                    if REPORT {
+                        emit(&mut pending, r, &mut sum, &mut on_range);
+                    }
                     i = i.saturating_add(1);
                 } else {
                     if w & ((1 << 23) - 1) != 0
@@ -567,7 +575,9 @@ impl<'a, M: PageSource> Reader<'a, M> {
                             );
                             self.check_range(r, &mut ram_hint)?;
                             sum.pages = sum.pages.saturating_add(len);
-                            emit(&mut pending, r, &mut sum, &mut on_range);
+                            if REPORT {
+                                emit(&mut pending, r, &mut sum, &mut on_range);
+                            }
                             any = true;
                             b = if s.saturating_add(len) >= 64 {
                                 0
