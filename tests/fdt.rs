@@ -33,8 +33,17 @@ fn write_tree(w: &mut FdtWriter<'_>, t: &Tree) -> Result<(), WriteError> {
 }
 
 fn write_blob(b: &Blob) -> Vec<u8> {
+    write_blob_with(b, false)
+}
+
+fn write_blob_with(b: &Blob, hints: bool) -> Vec<u8> {
     let mut buf = vec![0u8; 1 << 20];
-    let mut w = FdtWriter::new(&mut buf).unwrap();
+    let mut w = if hints {
+        FdtWriter::with_skip_hints(&mut buf)
+    } else {
+        FdtWriter::new(&mut buf)
+    }
+    .unwrap();
     for &(a, s) in &b.reservations {
         w.reserve_memory(a, s).unwrap();
     }
@@ -833,15 +842,7 @@ fn golden_blob_pins_the_writer() {
 // ------------------------------------------------------------ skip hints
 
 fn write_blob_hinted(b: &Blob) -> Vec<u8> {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut w = FdtWriter::with_skip_hints(&mut buf).unwrap();
-    for &(a, s) in &b.reservations {
-        w.reserve_memory(a, s).unwrap();
-    }
-    write_tree(&mut w, &b.root).unwrap();
-    let n = w.finish().unwrap();
-    buf.truncate(n);
-    buf
+    write_blob_with(b, true)
 }
 
 fn strip_hints(mut t: Tree) -> Tree {

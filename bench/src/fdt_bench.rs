@@ -69,23 +69,14 @@ impl Workload {
     }
 
     fn build_ours(&self, buf: &mut [u8]) -> usize {
-        fn rec(w: &mut kho::fdt::FdtWriter<'_>, wl: &Workload, i: usize) {
-            let n = &wl.nodes[i];
-            w.begin_node(&n.name).unwrap();
-            for (k, v) in &n.props {
-                w.property(k, v).unwrap();
-            }
-            for &c in &n.children {
-                rec(w, wl, c);
-            }
-            w.end_node().unwrap();
-        }
-        let mut w = kho::fdt::FdtWriter::new(buf).unwrap();
-        rec(&mut w, self, 0);
-        w.finish().unwrap()
+        self.write_ours(kho::fdt::FdtWriter::new(buf).unwrap())
     }
 
     fn build_ours_hinted(&self, buf: &mut [u8]) -> usize {
+        self.write_ours(kho::fdt::FdtWriter::with_skip_hints(buf).unwrap())
+    }
+
+    fn write_ours(&self, mut w: kho::fdt::FdtWriter<'_>) -> usize {
         fn rec(w: &mut kho::fdt::FdtWriter<'_>, wl: &Workload, i: usize) {
             let n = &wl.nodes[i];
             w.begin_node(&n.name).unwrap();
@@ -97,7 +88,6 @@ impl Workload {
             }
             w.end_node().unwrap();
         }
-        let mut w = kho::fdt::FdtWriter::with_skip_hints(buf).unwrap();
         rec(&mut w, self, 0);
         w.finish().unwrap()
     }

@@ -618,53 +618,31 @@ impl Tracker {
     }
 
     /// Preserves the page-aligned byte range `[start, end)` as maximal
-    /// aligned blocks (each of order `min(alignment, size left, MAX_ORDER)`).
-    /// All or nothing: on error, blocks preserved by this call are undone.
+    /// aligned blocks (see [`range_blocks`]). All or nothing: on error,
+    /// blocks preserved by this call are undone.
     pub fn preserve_range(&mut self, start: u64, end: u64) -> Result<(), TrackerError> {
-        let page = 1u64 << PAGE_SHIFT;
-        if end <= start || !start.is_multiple_of(page) || !end.is_multiple_of(page) {
-            return Err(TrackerError::BadRange { start, end });
-        }
-        let mut p = start;
-        while p < end {
-            let order = block_order(p, end);
+        for (p, order) in range_blocks(start, end)? {
             if let Err(e) = self.preserve(p, order) {
                 // Undo what this call did; unpreserve never allocates and
                 // these blocks were just preserved, so it cannot fail.
-                let mut q = start;
-                while q < p {
-                    let o = block_order(q, end);
+                for (q, o) in range_blocks(start, end)?.take_while(|&(q, _)| q < p) {
                     let _ = self.unpreserve(q, o);
-                    q += 1 << (o + PAGE_SHIFT);
                 }
                 return Err(e);
             }
-            p += 1 << (order + PAGE_SHIFT);
         }
         Ok(())
     }
 
     /// Unpreserves a range preserved by [`preserve_range`](Self::preserve_range)
-    /// with the same bounds. All or nothing.
+    /// with the same bounds. All or nothing: every block is checked first.
     pub fn unpreserve_range(&mut self, start: u64, end: u64) -> Result<(), TrackerError> {
-        let page = 1u64 << PAGE_SHIFT;
-        if end <= start || !start.is_multiple_of(page) || !end.is_multiple_of(page) {
-            return Err(TrackerError::BadRange { start, end });
+        if let Some((phys, order)) = range_blocks(start, end)?.find(|&(p, o)| !self.is_block(p, o))
+        {
+            return Err(TrackerError::NotPreserved { phys, order });
         }
-        // Check first, so that a failure leaves everything in place.
-        let mut p = start;
-        while p < end {
-            let o = block_order(p, end);
-            if !self.is_block(p, o) {
-                return Err(TrackerError::NotPreserved { phys: p, order: o });
-            }
-            p += 1 << (o + PAGE_SHIFT);
-        }
-        let mut p = start;
-        while p < end {
-            let o = block_order(p, end);
+        for (p, o) in range_blocks(start, end)? {
             self.unpreserve(p, o)?;
-            p += 1 << (o + PAGE_SHIFT);
         }
         Ok(())
     }
@@ -777,6 +755,28 @@ impl Tracker {
             None => Ok(out),
         }
     }
+}
+
+/// The maximal aligned blocks `(phys, order)` that make up the page-aligned
+/// byte range `[start, end)`, in address order: each of order
+/// `min(alignment of its start, size left, MAX_ORDER)`.
+pub fn range_blocks(
+    start: u64,
+    end: u64,
+) -> Result<impl Iterator<Item = (u64, u32)>, TrackerError> {
+    let page = 1u64 << PAGE_SHIFT;
+    if end <= start || !start.is_multiple_of(page) || !end.is_multiple_of(page) {
+        return Err(TrackerError::BadRange { start, end });
+    }
+    let mut p = start;
+    Ok(core::iter::from_fn(move || {
+        (p < end).then(|| {
+            let o = block_order(p, end);
+            let block = (p, o);
+            p += 1 << (o + PAGE_SHIFT);
+            block
+        })
+    }))
 }
 
 /// Order of the largest aligned block at page-aligned `p` that fits before
