@@ -1,0 +1,69 @@
+//! Out of memory in the tracker: a typed error and no partial state. This
+//! test binary has a global allocator that fails on demand.
+
+use kho::ranges::Range;
+use kho::tracker::{Tracker, TrackerError};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+struct Failing;
+
+static FAIL: AtomicBool = AtomicBool::new(false);
+
+// SAFETY: forwards to the system allocator, or returns null (allowed).
+unsafe impl GlobalAlloc for Failing {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if FAIL.load(Ordering::SeqCst) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Failing = Failing;
+
+fn with_failing<T>(f: impl FnOnce() -> T) -> T {
+    FAIL.store(true, Ordering::SeqCst);
+    let r = f();
+    FAIL.store(false, Ordering::SeqCst);
+    r
+}
+
+#[test]
+fn out_of_memory_is_typed_and_changes_nothing() {
+    let mut t = Tracker::new(&[]).unwrap();
+    t.preserve(0x20_0000, 0).unwrap();
+    let before = t.ranges().unwrap();
+
+    // A new 1 GiB chunk needs memory: refused, nothing recorded.
+    let r = with_failing(|| t.preserve(5 << 30, 0));
+    assert_eq!(r, Err(TrackerError::OutOfMemory));
+    // A second block in a region needs a leaf: refused likewise.
+    let r = with_failing(|| t.preserve(0x20_3000, 0));
+    assert_eq!(r, Err(TrackerError::OutOfMemory));
+    // A range that needs memory partway: undone entirely.
+    let r = with_failing(|| t.preserve_range(0x40_0000, 0x60_0000 + 0x3000));
+    assert!(matches!(r, Err(TrackerError::OutOfMemory)), "{r:?}");
+    assert_eq!(t.ranges().unwrap(), before);
+    assert!(!t.is_preserved(5 << 30) && !t.is_preserved(0x20_3000) && !t.is_preserved(0x40_0000));
+
+    // With memory back, the same calls succeed.
+    t.preserve(5 << 30, 0).unwrap();
+    t.preserve(0x20_3000, 0).unwrap();
+    t.preserve_range(0x40_0000, 0x60_3000).unwrap();
+    assert_eq!(
+        t.ranges().unwrap(),
+        [
+            Range::new(0x20_0000, 0x20_1000),
+            Range::new(0x20_3000, 0x20_4000),
+            Range::new(0x40_0000, 0x60_3000),
+            Range::new(5 << 30, (5 << 30) + 0x1000),
+        ]
+    );
+}
