@@ -236,6 +236,21 @@ mod tests {
         assert_eq!(s.areas(), [Range::new(0, 0x200_0000)]);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn random_records_never_panic_and_what_passes_is_sound(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            if let Ok(s) = Scratch::from_records(&bytes, &RAM) {
+                let mut end = 0;
+                for a in s.areas() {
+                    proptest::prop_assert!(a.start >= end && a.start < a.end);
+                    proptest::prop_assert!(a.start % (2 << 20) == 0 && a.end % (2 << 20) == 0);
+                    proptest::prop_assert!(RAM.iter().any(|r| r.start <= a.start && a.end <= r.end));
+                    end = a.end;
+                }
+            }
+        }
+    }
+
     #[test]
     fn golden_records_pin_the_layout() {
         let s = cold_boot(&RAM, Range::new(0x20_0000, 0x2c_0000), 0x10_0000, 0).unwrap();
