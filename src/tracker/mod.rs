@@ -387,8 +387,9 @@ impl Tracker {
             }
             return Ok(());
         }
-        // Next fastest: a small block in a region that has a leaf, or a
-        // 2 MiB block in an empty region of a known chunk.
+        // Next fastest, with nothing to allocate: a small block in a region
+        // that has a leaf, or any block up to 2 MiB in an empty region of a
+        // chunk that exists.
         if order <= LARGE_ORDER
             && phys < (1u64 << PHYS_BITS) - (1u64 << REGION_SHIFT)
             && phys & ((1u64 << (order + PAGE_SHIFT)) - 1) == 0
@@ -408,15 +409,18 @@ impl Tracker {
                         }
                     }
                 }
-                Err(h) if order == LARGE_ORDER && h != usize::MAX => {
-                    self.table.insert_at(
-                        h,
-                        region,
+                Err(h) if h != usize::MAX => {
+                    // An empty region of a known chunk: nothing to allocate.
+                    let slot = if order == LARGE_ORDER {
                         Slot::Large {
                             head: region,
                             order,
-                        },
-                    );
+                        }
+                    } else {
+                        let off = ((phys >> PAGE_SHIFT) & (REGION_PAGES - 1)) as u16;
+                        Slot::inline(&[off | (order as u16) << 9])
+                    };
+                    self.table.insert_at(h, region, slot);
                     return Ok(());
                 }
                 _ => {}
