@@ -328,71 +328,25 @@ pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot
         Ok::<(), HandoverError>(())
     };
     for (r, slot) in regions {
-        let base = r << (REGION_SHIFT - PAGE_SHIFT);
-        match slot {
-            Slot::Large { .. } => push(&mut w, &mut pending, base, REGION_PAGES)?,
-            Slot::Inline(packed) => {
-                let mut e: [Option<(u64, u64)>; 3] = [None; 3];
-                for (d, s) in e.iter_mut().zip(Slot::unpack(packed)) {
-                    *d = s.map(|s| (u64::from(s & 0x1ff), 1u64 << (s >> 9)));
-                }
-                e.sort_unstable_by_key(|x| x.map_or(u64::MAX, |x| x.0));
-                for (off, n) in e.into_iter().flatten() {
-                    push(&mut w, &mut pending, base.saturating_add(off), n)?;
-                }
+        // A fragmented leaf goes as a bitmap when that is smaller than its
+        // extents would be; everything else as runs, coalesced.
+        if let Slot::Leaf(i) = slot
+            && let Some(l) = tracker.leaves.get(i as usize)
+            && l.run_count() > 9
+        {
+            if let Some((s, len)) = pending.take() {
+                w.record(&[extent(s, len)])?;
             }
-            Slot::Leaf(i) => {
-                let Some(l) = tracker.leaves.get(i as usize) else {
-                    continue;
-                };
-                // Runs start where a page is set and the one before is not.
-                let runs: u32 = (0..8usize)
-                    .map(|k| {
-                        let cur = l.pages.get(k).copied().unwrap_or(0);
-                        let prev_top = if k == 0 {
-                            0
-                        } else {
-                            l.pages.get(k.saturating_sub(1)).copied().unwrap_or(0) >> 63
-                        };
-                        (cur & !(cur << 1 | prev_top)).count_ones()
-                    })
-                    .sum();
-                if runs > 9 {
-                    // A bitmap is smaller than the extents.
-                    if let Some((s, len)) = pending.take() {
-                        w.record(&[extent(s, len)])?;
-                    }
-                    let mut rec = [0u64; 9];
-                    rec[0] = BITMAP_TAG | (base & PFN_MASK) << 23;
-                    for (d, s) in rec.iter_mut().skip(1).zip(l.pages) {
-                        *d = s;
-                    }
-                    w.record(&rec)?;
-                    continue;
-                }
-                let mut i = 0u64;
-                while i < REGION_PAGES {
-                    let word = l.pages.get((i / 64) as usize).copied().unwrap_or(0);
-                    let bits = word >> (i % 64);
-                    if bits == 0 {
-                        i = (i | 63).saturating_add(1);
-                        continue;
-                    }
-                    let skip = u64::from(bits.trailing_zeros());
-                    i = i.saturating_add(skip);
-                    let start = i;
-                    while i < REGION_PAGES && l.page(i as u32) {
-                        i = i.saturating_add(1);
-                    }
-                    push(
-                        &mut w,
-                        &mut pending,
-                        base.saturating_add(start),
-                        i.saturating_sub(start),
-                    )?;
-                }
+            let base = r << (REGION_SHIFT - PAGE_SHIFT);
+            let mut rec = [0u64; 9];
+            rec[0] = BITMAP_TAG | (base & PFN_MASK) << 23;
+            for (d, s) in rec.iter_mut().skip(1).zip(l.pages) {
+                *d = s;
             }
+            w.record(&rec)?;
+            continue;
         }
+        tracker.region_runs(r, slot, |pfn, n| push(&mut w, &mut pending, pfn, n))?;
     }
     if let Some((s, len)) = pending.take() {
         w.record(&[extent(s, len)])?;

@@ -8,12 +8,13 @@
 //! and an unpreserve of a block that is not preserved as such are all typed
 //! errors, and a failed call changes nothing.
 //!
-//! In memory, the tracker is a hash table keyed by 2 MiB region. A region
-//! holds up to three small blocks inline in its table slot, or a 128-byte
-//! leaf (a bitmap of preserved pages and a bitmap of block heads, which keeps
-//! block boundaries exact), or is covered by a block of 2 MiB or more. Its
-//! memory grows with what is preserved, never with RAM; running out of it is
-//! a typed error with no partial state.
+//! In memory, the tracker maps each 2 MiB region to a 64-bit slot, through a
+//! small hash table of 1 GiB chunks that each hold 512 slots. A region holds
+//! one small block inline in its slot, or a 128-byte leaf (a bitmap of
+//! preserved pages and a bitmap of block heads, which keeps block boundaries
+//! exact), or is covered by a block of 2 MiB or more. Its memory grows with
+//! what is preserved, never with RAM; running out of it is a typed error
+//! with no partial state.
 //!
 //! At handover, [`handover`] writes the preserved set as a chain of pages of
 //! address-ordered records (coalesced extents and, for fragmented regions,
@@ -147,8 +148,29 @@ struct Small {
 }
 
 impl Small {
+    /// The block at `phys` (below [`LARGE_ORDER`]), within its region.
+    #[inline(always)]
+    fn at(phys: u64, order: u32) -> Small {
+        Small {
+            off: ((phys >> PAGE_SHIFT) & (REGION_PAGES - 1)) as u32,
+            order,
+        }
+    }
+
     fn end(self) -> u32 {
         self.off + (1 << self.order)
+    }
+
+    /// Packed in 16 bits for an inline slot: `offset | order << 9`.
+    fn pack(self) -> u16 {
+        self.off as u16 | (self.order as u16) << 9
+    }
+
+    fn unpack(v: u16) -> Small {
+        Small {
+            off: u32::from(v & 0x1ff),
+            order: u32::from(v >> 9),
+        }
     }
 }
 
@@ -252,6 +274,42 @@ impl Leaf {
     fn is_empty(&self) -> bool {
         self.pages.iter().all(|&w| w == 0)
     }
+
+    /// Runs of preserved pages, `(first page, count)`, in order; words with
+    /// no page set are skipped whole.
+    fn runs(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let n = REGION_PAGES as u32;
+        let mut i = 0u32;
+        core::iter::from_fn(move || {
+            while i < n {
+                let bits = self.pages[(i / 64) as usize] >> (i % 64);
+                if bits == 0 {
+                    i = (i | 63) + 1;
+                    continue;
+                }
+                i += bits.trailing_zeros();
+                let start = i;
+                while i < n && self.page(i) {
+                    i += 1;
+                }
+                return Some((start, i - start));
+            }
+            None
+        })
+    }
+
+    /// Number of runs: where a page is set and the one before is not.
+    fn run_count(&self) -> u32 {
+        let mut carry = 0u64;
+        self.pages
+            .iter()
+            .map(|&w| {
+                let starts = w & !(w << 1 | carry);
+                carry = w >> 63;
+                starts.count_ones()
+            })
+            .sum()
+    }
 }
 
 /// Records preserved blocks in the first kernel.
@@ -326,7 +384,7 @@ impl Tracker {
                 Slot::Inline(p) => Slot::unpack(p)
                     .iter()
                     .flatten()
-                    .map(|e| 1u64 << (e >> 9))
+                    .map(|e| 1u64 << e.order)
                     .sum(),
                 Slot::Leaf(i) => self.leaves[i as usize]
                     .pages
@@ -373,10 +431,7 @@ impl Tracker {
             && phys & ((1u64 << (order + PAGE_SHIFT)) - 1) == 0
             && !self.scratch_hit(phys, order)
         {
-            let b = Small {
-                off: ((phys >> PAGE_SHIFT) & (REGION_PAGES - 1)) as u32,
-                order,
-            };
+            let b = Small::at(phys, order);
             let l = &mut self.leaves[leaf as usize];
             if !l.try_add(b) {
                 return Err(if l.is_block(b) {
@@ -399,10 +454,7 @@ impl Tracker {
             match self.table.find(region) {
                 Ok(h) if order < LARGE_ORDER => {
                     if let Slot::Leaf(li) = self.table.slot_at(h) {
-                        let b = Small {
-                            off: ((phys >> PAGE_SHIFT) & (REGION_PAGES - 1)) as u32,
-                            order,
-                        };
+                        let b = Small::at(phys, order);
                         if self.leaves[li as usize].try_add(b) {
                             self.cache = Some((region, li));
                             return Ok(());
@@ -417,10 +469,9 @@ impl Tracker {
                             order,
                         }
                     } else {
-                        let off = ((phys >> PAGE_SHIFT) & (REGION_PAGES - 1)) as u16;
-                        Slot::inline(&[off | (order as u16) << 9])
+                        Slot::inline(&[Small::at(phys, order)])
                     };
-                    self.table.insert_at(h, region, slot);
+                    self.table.set_at(h, slot);
                     return Ok(());
                 }
                 _ => {}
@@ -452,7 +503,8 @@ impl Tracker {
     fn preserve_large(&mut self, phys: u64, order: u32) -> Result<(), TrackerError> {
         let r0 = phys >> REGION_SHIFT;
         let n = 1u64 << (order - LARGE_ORDER);
-        // Room first, so that the probes below stay valid for the inserts.
+        // The block's regions all lie in r0's chunk (a block is at most
+        // 1 GiB and aligned): make it exist, the only allocation.
         self.table
             .ensure(r0)
             .map_err(|_| TrackerError::OutOfMemory)?;
@@ -466,9 +518,6 @@ impl Tracker {
                 });
             }
         }
-        self.table
-            .ensure(r0)
-            .map_err(|_| TrackerError::OutOfMemory)?;
         for r in r0..r0 + n {
             self.table.insert(r, Slot::Large { head: r0, order });
         }
@@ -477,22 +526,15 @@ impl Tracker {
 
     fn preserve_small(&mut self, phys: u64, order: u32) -> Result<(), TrackerError> {
         let region = phys >> REGION_SHIFT;
-        let b = Small {
-            off: ((phys >> PAGE_SHIFT) & (REGION_PAGES - 1)) as u32,
-            order,
-        };
-        // Room for a new region first, so that one probe serves throughout
-        // (a growth would move entries).
+        let b = Small::at(phys, order);
+        // The region's chunk first, the only allocation a new region needs;
+        // then one probe serves throughout.
         self.table
             .ensure(region)
             .map_err(|_| TrackerError::OutOfMemory)?;
         let i = match self.table.find(region) {
             Err(i) => {
-                self.table.insert_at(
-                    i,
-                    region,
-                    Slot::inline(&[b.off as u16 | (b.order as u16) << 9]),
-                );
+                self.table.set_at(i, Slot::inline(&[b]));
                 return Ok(());
             }
             Ok(i) => i,
@@ -513,11 +555,7 @@ impl Tracker {
             }
             Slot::Inline(packed) => {
                 let entries = Slot::unpack(packed);
-                for e in entries.iter().flatten() {
-                    let e = Small {
-                        off: u32::from(e & 0x1ff),
-                        order: u32::from(e >> 9),
-                    };
+                for &e in entries.iter().flatten() {
                     if e == b {
                         return Err(TrackerError::AlreadyPreserved { phys, order });
                     }
@@ -525,24 +563,17 @@ impl Tracker {
                         return Err(TrackerError::Overlap { phys, order });
                     }
                 }
-                let new = b.off as u16 | (b.order as u16) << 9;
                 if let Some(free) = entries.iter().take(INLINE_MAX).position(Option::is_none) {
                     let mut e = entries;
-                    e[free] = Some(new);
+                    e[free] = Some(b);
                     self.table.set_at(i, Slot::inline_from(e));
                     return Ok(());
                 }
                 // Full: move the region to a leaf.
                 let li = self.new_leaf()?;
                 let l = &mut self.leaves[li as usize];
-                for e in entries.iter().flatten() {
-                    l.set(
-                        Small {
-                            off: u32::from(e & 0x1ff),
-                            order: u32::from(e >> 9),
-                        },
-                        true,
-                    );
+                for &e in entries.iter().flatten() {
+                    l.set(e, true);
                 }
                 l.set(b, true);
                 self.table.set_at(i, Slot::Leaf(li));
@@ -584,15 +615,11 @@ impl Tracker {
                 self.table.remove(r);
             }
         } else {
-            let b = Small {
-                off: ((phys >> PAGE_SHIFT) & (REGION_PAGES - 1)) as u32,
-                order,
-            };
+            let b = Small::at(phys, order);
             match self.table.get(region) {
                 Some(Slot::Inline(packed)) => {
                     let mut entries = Slot::unpack(packed);
-                    let want = b.off as u16 | (b.order as u16) << 9;
-                    let at = entries.iter().position(|e| *e == Some(want)).ok_or(not)?;
+                    let at = entries.iter().position(|e| *e == Some(b)).ok_or(not)?;
                     entries[at] = None;
                     if entries.iter().all(Option::is_none) {
                         self.table.remove(region);
@@ -661,13 +688,11 @@ impl Tracker {
             Some(Slot::Large { head, order: o }) => {
                 order >= LARGE_ORDER && head == region && o == order
             }
-            Some(Slot::Leaf(i)) if order < LARGE_ORDER => self.leaves[i as usize].is_block(Small {
-                off: ((phys >> PAGE_SHIFT) & (REGION_PAGES - 1)) as u32,
-                order,
-            }),
+            Some(Slot::Leaf(i)) if order < LARGE_ORDER => {
+                self.leaves[i as usize].is_block(Small::at(phys, order))
+            }
             Some(Slot::Inline(packed)) if order < LARGE_ORDER => {
-                let want = ((phys >> PAGE_SHIFT) & (REGION_PAGES - 1)) as u16 | (order as u16) << 9;
-                Slot::unpack(packed).contains(&Some(want))
+                Slot::unpack(packed).contains(&Some(Small::at(phys, order)))
             }
             _ => false,
         }
@@ -678,18 +703,15 @@ impl Tracker {
         if addr >= 1u64 << PHYS_BITS {
             return false;
         }
-        let off = ((addr >> PAGE_SHIFT) & (REGION_PAGES - 1)) as u32;
+        let off = Small::at(addr, 0).off;
         match self.table.get(addr >> REGION_SHIFT) {
             None => false,
             Some(Slot::Large { .. }) => true,
             Some(Slot::Leaf(i)) => self.leaves[i as usize].page(off),
-            Some(Slot::Inline(packed)) => Slot::unpack(packed).iter().flatten().any(|e| {
-                let e = Small {
-                    off: u32::from(e & 0x1ff),
-                    order: u32::from(e >> 9),
-                };
-                e.off <= off && off < e.end()
-            }),
+            Some(Slot::Inline(packed)) => Slot::unpack(packed)
+                .iter()
+                .flatten()
+                .any(|e| e.off <= off && off < e.end()),
         }
     }
 
@@ -698,66 +720,49 @@ impl Tracker {
         self.table.sorted().map_err(|_| TrackerError::OutOfMemory)
     }
 
-    /// Calls `f` with each run of preserved pages of each region, in address
-    /// order (runs of one region may be adjacent to the next region's).
-    fn for_each_run(&self, mut f: impl FnMut(u64, u64, Option<&Leaf>)) -> Result<(), TrackerError> {
-        for (r, slot) in self.sorted_regions()? {
-            let base = r << (REGION_SHIFT - PAGE_SHIFT);
-            match slot {
-                Slot::Large { .. } => f(base, REGION_PAGES, None),
-                Slot::Inline(packed) => {
-                    let mut e: Vec<Small> = Vec::new();
-                    e.extend(Slot::unpack(packed).iter().flatten().map(|e| Small {
-                        off: u32::from(e & 0x1ff),
-                        order: u32::from(e >> 9),
-                    }));
-                    e.sort_unstable_by_key(|s| s.off);
-                    for s in e {
-                        f(base + u64::from(s.off), 1 << s.order, None);
-                    }
-                }
-                Slot::Leaf(i) => {
-                    let l = &self.leaves[i as usize];
-                    let mut i = 0u32;
-                    while i < REGION_PAGES as u32 {
-                        if !l.page(i) {
-                            i += 1;
-                            continue;
-                        }
-                        let s = i;
-                        while i < REGION_PAGES as u32 && l.page(i) {
-                            i += 1;
-                        }
-                        f(base + u64::from(s), u64::from(i - s), Some(l));
-                    }
-                }
+    /// Calls `f(first pfn, pages)` for each run of preserved pages of the
+    /// region `r` whose slot is `slot`, in address order. Shared by
+    /// [`ranges`](Self::ranges) and the handover writer.
+    fn region_runs<E>(
+        &self,
+        r: u64,
+        slot: Slot,
+        mut f: impl FnMut(u64, u64) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let base = r << (REGION_SHIFT - PAGE_SHIFT);
+        match slot {
+            Slot::Large { .. } => f(base, REGION_PAGES),
+            Slot::Inline(packed) => {
+                let mut e = Slot::unpack(packed);
+                e.sort_unstable_by_key(|x| x.map_or(u32::MAX, |x| x.off));
+                e.into_iter()
+                    .flatten()
+                    .try_for_each(|s| f(base + u64::from(s.off), 1 << s.order))
             }
+            Slot::Leaf(i) => self.leaves[i as usize]
+                .runs()
+                .try_for_each(|(s, n)| f(base + u64::from(s), u64::from(n))),
         }
-        Ok(())
     }
 
     /// The preserved memory as byte ranges in address order, adjacent
     /// blocks coalesced.
     pub fn ranges(&self) -> Result<Vec<Range>, TrackerError> {
         let mut out: Vec<Range> = Vec::new();
-        let mut err = None;
-        self.for_each_run(|pfn, n, _| {
-            let r = Range::new(pfn << PAGE_SHIFT, (pfn + n) << PAGE_SHIFT);
-            match out.last_mut() {
-                Some(last) if last.end == r.start => last.end = r.end,
-                _ => {
-                    if out.try_reserve(1).is_err() {
-                        err = Some(TrackerError::OutOfMemory);
-                    } else {
+        for (r, slot) in self.sorted_regions()? {
+            self.region_runs(r, slot, |pfn, n| {
+                let r = Range::new(pfn << PAGE_SHIFT, (pfn + n) << PAGE_SHIFT);
+                match out.last_mut() {
+                    Some(last) if last.end == r.start => last.end = r.end,
+                    _ => {
+                        out.try_reserve(1).map_err(|_| TrackerError::OutOfMemory)?;
                         out.push(r);
                     }
                 }
-            }
-        })?;
-        match err {
-            Some(e) => Err(e),
-            None => Ok(out),
+                Ok(())
+            })?;
         }
+        Ok(out)
     }
 }
 

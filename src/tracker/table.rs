@@ -1,12 +1,14 @@
-//! The tracker's region table: open addressing with linear probing, keyed by
-//! 2 MiB region index, one 16-byte entry (key and packed slot) per region.
+//! The tracker's region table: 2 MiB region index -> a 64-bit slot, in two
+//! levels (a small hash table of 1 GiB chunks, each 512 slots).
 
+use super::Small;
 use alloc::vec::Vec;
 
 /// What the tracker knows of one region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Slot {
-    /// Up to three small blocks, each `offset | order << 9`, packed.
+    /// Up to three small blocks, each packed in 16 bits (`Small::pack`),
+    /// with a valid bit. The tracker uses `INLINE_MAX` of them.
     Inline(u64),
     /// Index of the region's leaf.
     Leaf(u32),
@@ -25,7 +27,7 @@ const TAG_LARGE: u64 = 3 << 62;
 const VALID: u16 = 0x8000;
 
 impl Slot {
-    pub(super) fn inline(entries: &[u16]) -> Slot {
+    pub(super) fn inline(entries: &[Small]) -> Slot {
         let mut e = [None; 3];
         for (d, s) in e.iter_mut().zip(entries) {
             *d = Some(*s);
@@ -33,22 +35,22 @@ impl Slot {
         Slot::inline_from(e)
     }
 
-    pub(super) fn inline_from(e: [Option<u16>; 3]) -> Slot {
+    pub(super) fn inline_from(e: [Option<Small>; 3]) -> Slot {
         let mut packed = 0u64;
         for (i, x) in e.iter().enumerate() {
-            if let Some(v) = x {
-                packed |= u64::from(v | VALID) << (16 * i);
+            if let Some(s) = x {
+                packed |= u64::from(s.pack() | VALID) << (16 * i);
             }
         }
         Slot::Inline(packed)
     }
 
-    pub(super) fn unpack(packed: u64) -> [Option<u16>; 3] {
+    pub(super) fn unpack(packed: u64) -> [Option<Small>; 3] {
         let mut e = [None; 3];
         for (i, d) in e.iter_mut().enumerate() {
             let v = (packed >> (16 * i)) as u16;
             if v & VALID != 0 {
-                *d = Some(v & !VALID);
+                *d = Some(Small::unpack(v & !VALID));
             }
         }
         e
@@ -230,15 +232,10 @@ impl RegionTable {
         Slot::decode(self.raw(h))
     }
 
-    /// Replaces the slot at handle `h` (from `find`).
+    /// Sets the slot at handle `h` (from `find`; after `ensure` for a new
+    /// region).
     #[inline(always)]
     pub(super) fn set_at(&mut self, h: usize, slot: Slot) {
-        self.put(h, slot.encode());
-    }
-
-    /// Fills the empty slot at handle `h` (from `find` after `ensure`).
-    #[inline(always)]
-    pub(super) fn insert_at(&mut self, h: usize, _region: u64, slot: Slot) {
         self.put(h, slot.encode());
     }
 
