@@ -33,6 +33,11 @@ impl Range {
         self.end <= self.start
     }
 
+    /// Whether every byte of `other` is in this range.
+    pub const fn covers(&self, other: Range) -> bool {
+        self.start <= other.start && other.end <= self.end
+    }
+
     /// Whether the two ranges share at least one byte.
     pub const fn overlaps(&self, other: &Range) -> bool {
         self.start < other.end && other.start < self.end
@@ -115,7 +120,7 @@ impl<const N: usize> RangeSet<N> {
 
     /// Whether every byte of `r` is in the set.
     pub fn contains(&self, r: Range) -> bool {
-        !r.is_empty() && self.iter().any(|x| x.start <= r.start && r.end <= x.end)
+        !r.is_empty() && self.iter().any(|x| x.covers(r))
     }
 
     /// Whether any byte of `r` is in the set.

@@ -144,7 +144,7 @@ impl Scratch {
                 && size.is_multiple_of(ALIGN)
                 && size > 0
                 && start >= floor
-                && ram.iter().any(|x| x.start <= start && end <= x.end);
+                && ram.iter().any(|x| x.covers(r));
             if !ok {
                 return Err(ScratchError::BadArea { index });
             }
@@ -167,7 +167,7 @@ pub fn cold_boot(
 ) -> Result<Scratch, ScratchError> {
     let region = ram
         .iter()
-        .find(|r| r.start <= image.start && image.end <= r.end)
+        .find(|r| r.covers(image))
         .ok_or(ScratchError::ImageNotInRam)?;
     let start = region
         .start
@@ -244,7 +244,7 @@ mod tests {
                 for a in s.areas() {
                     proptest::prop_assert!(a.start >= end && a.start < a.end);
                     proptest::prop_assert!(a.start % (2 << 20) == 0 && a.end % (2 << 20) == 0);
-                    proptest::prop_assert!(RAM.iter().any(|r| r.start <= a.start && a.end <= r.end));
+                    proptest::prop_assert!(RAM.iter().any(|r| r.covers(*a)));
                     end = a.end;
                 }
             }

@@ -111,16 +111,8 @@ kernel_test!(
         let s = &boot.scratch;
         let img = Range::new(boot.image.start, boot.image.end);
         let heap = Range::new(boot.heap.phys, boot.heap.phys + boot.heap.size);
-        assert!(
-            s.areas()
-                .iter()
-                .any(|a| a.start <= img.start && img.end <= a.end)
-        );
-        assert!(
-            s.areas()
-                .iter()
-                .any(|a| a.start <= heap.start && heap.end <= a.end)
-        );
+        assert!(s.areas().iter().any(|a| a.covers(img)));
+        assert!(s.areas().iter().any(|a| a.covers(heap)));
     }
 );
 

@@ -377,7 +377,7 @@ pub struct Reader<'a, M: PageSource> {
 }
 
 fn inside(ram: &[Range], r: Range) -> bool {
-    ram.iter().any(|x| x.start <= r.start && r.end <= x.end)
+    ram.iter().any(|x| x.covers(r))
 }
 
 impl<'a, M: PageSource> Reader<'a, M> {
@@ -569,7 +569,7 @@ impl<'a, M: PageSource> Reader<'a, M> {
         if r.end <= r.start || r.end > 1 << super::PHYS_BITS {
             return Err(HandoverError::RangeNotInRam { range: r });
         }
-        let holds = |x: &Range| x.start <= r.start && r.end <= x.end;
+        let holds = |x: &Range| x.covers(r);
         if !self.ram.get(*hint).is_some_and(holds) {
             *hint = self
                 .ram
