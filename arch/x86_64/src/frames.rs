@@ -79,22 +79,22 @@ pub fn general_open() -> bool {
 /// Allocates `count` contiguous frames aligned to `align` bytes: from
 /// scratch before restore, from outside scratch after. Not zeroed.
 pub fn alloc(count: u64, align: u64) -> Option<u64> {
-    let size = count.checked_mul(PAGE_SIZE)?;
-    if general_open() {
-        GENERAL.lock().alloc(size, align.max(PAGE_SIZE))
-    } else {
-        SCRATCH.lock().alloc(size, align.max(PAGE_SIZE))
-    }
+    alloc_in(count, align, Range::new(0, u64::MAX))
 }
 
 /// Like [`alloc`], but only below physical address `limit`.
 pub fn alloc_below(count: u64, limit: u64) -> Option<u64> {
+    alloc_in(count, PAGE_SIZE, Range::new(0, limit))
+}
+
+/// The pool choice of [`alloc`]: scratch before restore, general after.
+fn alloc_in(count: u64, align: u64, window: Range) -> Option<u64> {
     let size = count.checked_mul(PAGE_SIZE)?;
-    let window = Range::new(0, limit);
+    let align = align.max(PAGE_SIZE);
     if general_open() {
-        GENERAL.lock().alloc_in(size, PAGE_SIZE, window)
+        GENERAL.lock().alloc_in(size, align, window)
     } else {
-        SCRATCH.lock().alloc_in(size, PAGE_SIZE, window)
+        SCRATCH.lock().alloc_in(size, align, window)
     }
 }
 
