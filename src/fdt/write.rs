@@ -98,8 +98,6 @@ const DEDUP_MAX: usize = DEDUP_SLOTS * 3 / 4;
 /// bytes as they are (`kho` payloads use little-endian zerocopy types).
 pub struct FdtWriter<'a> {
     buf: &'a mut [u8],
-    /// Number of memory reservations written.
-    rsv: usize,
     /// Start of the structure block, once the first node began.
     struct_start: Option<usize>,
     /// End of the structure block so far.
@@ -140,7 +138,6 @@ impl<'a> FdtWriter<'a> {
         let len = buf.len();
         Ok(Self {
             buf,
-            rsv: 0,
             struct_start: None,
             pos: HEADER_SIZE,
             str_at: len,
@@ -177,7 +174,6 @@ impl<'a> FdtWriter<'a> {
         self.reserve_struct(16)?;
         self.put(&address.to_be_bytes());
         self.put(&size.to_be_bytes());
-        self.rsv += 1;
         Ok(())
     }
 
