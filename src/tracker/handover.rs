@@ -340,7 +340,7 @@ pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot
             let base = r << (REGION_SHIFT - PAGE_SHIFT);
             let mut rec = [0u64; 9];
             rec[0] = BITMAP_TAG | (base & PFN_MASK) << 23;
-            for (d, s) in rec.iter_mut().skip(1).zip(l.pages) {
+            for (d, s) in rec.iter_mut().skip(1).zip(l.pages()) {
                 *d = s;
             }
             w.record(&rec)?;

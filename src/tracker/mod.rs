@@ -11,7 +11,7 @@
 //! In memory, the tracker maps each 2 MiB region to a 64-bit slot, through a
 //! small hash table of 1 GiB chunks that each hold 512 slots. A region holds
 //! one small block inline in its slot, or a 128-byte leaf (a bitmap of
-//! preserved pages and a bitmap of block heads, which keeps block boundaries
+//! preserved pages and a bitmap of block tails, which keeps block boundaries
 //! exact), or is covered by a block of 2 MiB or more. Its memory grows with
 //! what is preserved, never with RAM; running out of it is a typed error
 //! with no partial state.
@@ -26,7 +26,7 @@ mod table;
 use crate::ranges::Range;
 use alloc::vec::Vec;
 use core::fmt;
-use table::{RegionTable, Slot};
+use table::{CHUNK, Lookup, RegionTable, Slot};
 
 /// Largest block order: 2^18 pages = 1 GiB.
 pub const MAX_ORDER: u32 = 18;
@@ -174,11 +174,13 @@ impl Small {
     }
 }
 
-/// A 2 MiB region's leaf: which pages are preserved, which start a block.
+/// A 2 MiB region's leaf: which pages are preserved, and which of them
+/// continue a block begun on an earlier page (its "tails"), so that block
+/// boundaries stay exact. Word `i` of both maps shares a cache line
+/// (`words[i] = [pages, tails]`), so a preserve touches one line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 struct Leaf {
-    pages: [u64; 8],
-    heads: [u64; 8],
+    words: [[u64; 2]; 8],
 }
 
 /// Mask of bits `[lo, hi)` within word `w` of a 512-bit map.
@@ -193,7 +195,22 @@ fn word_mask(w: u32, lo: u32, hi: u32) -> u64 {
     m << (a - base)
 }
 
+/// Index of the page map and of the tail map in a leaf's word pair.
+const PAGES: usize = 0;
+const TAILS: usize = 1;
+
 impl Leaf {
+    /// The leaf of a region covered by a large block in a dense chunk: all
+    /// pages preserved, as one block, so that every small preserve in it is
+    /// refused by [`try_add`](Self::try_add).
+    const FULL: Leaf = Leaf {
+        words: {
+            let mut w = [[u64::MAX; 2]; 8];
+            w[0][TAILS] = u64::MAX - 1;
+            w
+        },
+    };
+
     /// For a block inside one word (order 6 or less): its word and mask.
     #[inline(always)]
     fn word_of(b: Small) -> Option<(usize, u64)> {
@@ -203,35 +220,39 @@ impl Leaf {
         Some(((b.off / 64) as usize, m << (b.off % 64)))
     }
 
-    fn any(&self, lo: u32, hi: u32) -> bool {
-        (lo / 64..=(hi - 1) / 64).any(|w| self.pages[w as usize] & word_mask(w, lo, hi) != 0)
+    /// The page map, word by word.
+    fn pages(&self) -> [u64; 8] {
+        self.words.map(|w| w[PAGES])
     }
 
-    fn all(&self, lo: u32, hi: u32) -> bool {
-        (lo / 64..=(hi - 1) / 64).all(|w| {
-            let m = word_mask(w, lo, hi);
-            self.pages[w as usize] & m == m
-        })
+    /// Bit `i` of map `which` (`PAGES` or `TAILS`).
+    fn bit(&self, which: usize, i: u32) -> bool {
+        self.words[(i / 64) as usize][which] >> (i % 64) & 1 != 0
     }
 
     fn page(&self, i: u32) -> bool {
-        self.pages[(i / 64) as usize] >> (i % 64) & 1 != 0
+        self.bit(PAGES, i)
     }
 
-    fn head(&self, i: u32) -> bool {
-        self.heads[(i / 64) as usize] >> (i % 64) & 1 != 0
+    /// Whether every bit of `[lo, hi)` in map `which` is `set`.
+    fn all(&self, which: usize, lo: u32, hi: u32, set: bool) -> bool {
+        lo >= hi
+            || (lo / 64..=(hi - 1) / 64).all(|w| {
+                let m = word_mask(w, lo, hi);
+                let v = self.words[w as usize][which] & m;
+                if set { v == m } else { v == 0 }
+            })
     }
 
-    /// Whether `[off, off + 2^order)` is exactly one preserved block.
+    /// Whether `[off, off + 2^order)` is exactly one preserved block: all
+    /// its pages preserved, its first page not a tail, every other one a
+    /// tail, and the page after it not a tail.
     fn is_block(&self, b: Small) -> bool {
         let (lo, hi) = (b.off, b.end());
-        if !self.head(lo) || !self.all(lo, hi) {
-            return false;
-        }
-        // No other head inside, and the next page does not continue it.
-        let inner = (lo / 64..=(hi - 1) / 64)
-            .any(|w| self.heads[w as usize] & word_mask(w, lo + 1, hi) != 0);
-        !inner && (hi == REGION_PAGES as u32 || !self.page(hi) || self.head(hi))
+        self.all(PAGES, lo, hi, true)
+            && !self.bit(TAILS, lo)
+            && self.all(TAILS, lo + 1, hi, true)
+            && (hi == REGION_PAGES as u32 || !self.bit(TAILS, hi))
     }
 
     /// Preserves `b` if none of its pages is preserved; returns whether it
@@ -239,40 +260,56 @@ impl Leaf {
     #[inline(always)]
     fn try_add(&mut self, b: Small) -> bool {
         if let Some((w, m)) = Self::word_of(b) {
-            if self.pages[w] & m != 0 {
+            let pair = &mut self.words[w];
+            if pair[PAGES] & m != 0 {
                 return false;
             }
-            self.pages[w] |= m;
-            self.heads[w] |= 1 << (b.off % 64);
+            pair[PAGES] |= m;
+            pair[TAILS] |= m & (m - 1);
             return true;
         }
-        if self.any(b.off, b.end()) {
+        if !self.all(PAGES, b.off, b.end(), false) {
             return false;
         }
         self.set(b, true);
         true
     }
 
+    /// Sets (`on`) or clears the pages and tails of `b`.
     fn set(&mut self, b: Small, on: bool) {
         let (lo, hi) = (b.off, b.end());
         for w in lo / 64..=(hi - 1) / 64 {
             let m = word_mask(w, lo, hi);
+            let t = word_mask(w, lo + 1, hi);
+            let pair = &mut self.words[w as usize];
             if on {
-                self.pages[w as usize] |= m;
+                pair[PAGES] |= m;
+                pair[TAILS] |= t;
             } else {
-                self.pages[w as usize] &= !m;
+                pair[PAGES] &= !m;
+                pair[TAILS] &= !t;
             }
-        }
-        let (w, bit) = ((lo / 64) as usize, 1u64 << (lo % 64));
-        if on {
-            self.heads[w] |= bit;
-        } else {
-            self.heads[w] &= !bit;
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.pages.iter().all(|&w| w == 0)
+        self.words.iter().all(|w| w[PAGES] == 0)
+    }
+
+    /// Number of blocks: preserved pages that are not tails.
+    fn block_count(&self) -> u64 {
+        self.words
+            .iter()
+            .map(|w| u64::from((w[PAGES] & !w[TAILS]).count_ones()))
+            .sum()
+    }
+
+    /// Number of preserved pages.
+    fn page_count(&self) -> u64 {
+        self.words
+            .iter()
+            .map(|w| u64::from(w[PAGES].count_ones()))
+            .sum()
     }
 
     /// Runs of preserved pages, `(first page, count)`, in order; words with
@@ -282,7 +319,7 @@ impl Leaf {
         let mut i = 0u32;
         core::iter::from_fn(move || {
             while i < n {
-                let bits = self.pages[(i / 64) as usize] >> (i % 64);
+                let bits = self.words[(i / 64) as usize][PAGES] >> (i % 64);
                 if bits == 0 {
                     i = (i | 63) + 1;
                     continue;
@@ -301,9 +338,10 @@ impl Leaf {
     /// Number of runs: where a page is set and the one before is not.
     fn run_count(&self) -> u32 {
         let mut carry = 0u64;
-        self.pages
+        self.words
             .iter()
-            .map(|&w| {
+            .map(|w| {
+                let w = w[PAGES];
                 let starts = w & !(w << 1 | carry);
                 carry = w >> 63;
                 starts.count_ones()
@@ -319,10 +357,34 @@ impl Leaf {
 pub struct Tracker {
     table: RegionTable,
     leaves: Vec<Leaf>,
+    /// Leaves of sparse chunks given back, for reuse. Its capacity is kept
+    /// at least `leaves.len()`, so giving one back never allocates.
     free_leaves: Vec<u32>,
     scratch: Vec<Range>,
-    /// Last region whose leaf was used, for sequential preserves.
-    cache: Option<(u64, u32)>,
+    /// The region whose leaf was used last, and that leaf, for sequential
+    /// preserves; only a region that touches no scratch area is kept here.
+    /// `NO_REGION` when empty.
+    cache: (u64, u32),
+    /// Leaves a sparse chunk may hold before it is made dense.
+    dense_at: usize,
+}
+
+/// No region: every real region index is below `2^(52 - 21)`.
+const NO_REGION: u64 = u64::MAX;
+
+/// Leaves in a sparse chunk that make it dense. A dense chunk costs 64 KiB
+/// of leaves (512 of them) where 64 leaves cost 8 KiB, so it is made only
+/// where leaves are common, which is where preserves are frequent.
+const DENSE_AT: usize = 64;
+
+/// Largest order whose blocks lie within one word of a leaf.
+const WORD_ORDER: u32 = 6;
+
+/// Whether `phys` is aligned to a block of `order`, which is at most
+/// [`MAX_ORDER`] (callers check first).
+#[inline(always)]
+fn aligned(phys: u64, order: u32) -> bool {
+    phys & ((1u64 << (order + PAGE_SHIFT)) - 1) == 0
 }
 
 impl fmt::Debug for Tracker {
@@ -345,12 +407,22 @@ impl Tracker {
         s.extend(scratch.iter().copied().filter(|r| !r.is_empty()));
         s.sort_unstable();
         Ok(Self {
-            table: RegionTable::new(),
+            table: RegionTable::new().map_err(|_| TrackerError::OutOfMemory)?,
             leaves: Vec::new(),
             free_leaves: Vec::new(),
             scratch: s,
-            cache: None,
+            cache: (NO_REGION, 0),
+            dense_at: DENSE_AT,
         })
+    }
+
+    /// A tracker that makes chunks dense at `dense_at` leaves, so tests can
+    /// reach both representations with few blocks.
+    #[cfg(test)]
+    fn with_dense_at(scratch: &[Range], dense_at: usize) -> Self {
+        let mut t = Self::new(scratch).unwrap();
+        t.dense_at = dense_at;
+        t
     }
 
     /// The scratch areas this tracker refuses.
@@ -366,11 +438,7 @@ impl Tracker {
             .map(|(r, slot)| match slot {
                 Slot::Large { head, .. } => u64::from(head == r),
                 Slot::Inline(p) => Slot::unpack(p).iter().flatten().count() as u64,
-                Slot::Leaf(i) => self.leaves[i as usize]
-                    .heads
-                    .iter()
-                    .map(|w| u64::from(w.count_ones()))
-                    .sum(),
+                Slot::Leaf(i) => self.leaves[i as usize].block_count(),
             })
             .sum()
     }
@@ -386,11 +454,7 @@ impl Tracker {
                     .flatten()
                     .map(|e| 1u64 << e.order)
                     .sum(),
-                Slot::Leaf(i) => self.leaves[i as usize]
-                    .pages
-                    .iter()
-                    .map(|w| u64::from(w.count_ones()))
-                    .sum(),
+                Slot::Leaf(i) => self.leaves[i as usize].page_count(),
             })
             .sum()
     }
@@ -421,66 +485,61 @@ impl Tracker {
         self.scratch.iter().any(|s| s.overlaps(&r))
     }
 
+    /// Whether region `r` touches a scratch area.
+    fn region_in_scratch(&self, r: u64) -> bool {
+        self.in_scratch(r << REGION_SHIFT, LARGE_ORDER)
+    }
+
     /// Preserves the block of `2^order` pages at `phys`.
     #[inline]
     pub fn preserve(&mut self, phys: u64, order: u32) -> Result<(), TrackerError> {
-        // Fast path: a small block in the region used last, which has a leaf.
-        if let Some((region, leaf)) = self.cache
-            && order < LARGE_ORDER
-            && phys >> REGION_SHIFT == region
-            && phys & ((1u64 << (order + PAGE_SHIFT)) - 1) == 0
-            && !self.scratch_hit(phys, order)
-        {
-            let b = Small::at(phys, order);
-            let l = &mut self.leaves[leaf as usize];
-            if !l.try_add(b) {
-                return Err(if l.is_block(b) {
-                    TrackerError::AlreadyPreserved { phys, order }
-                } else {
-                    TrackerError::Overlap { phys, order }
-                });
-            }
-            return Ok(());
-        }
-        // Next fastest, with nothing to allocate: a small block in a region
-        // that has a leaf, or any block up to 2 MiB in an empty region of a
-        // chunk that exists.
-        if order <= LARGE_ORDER
-            && phys < (1u64 << PHYS_BITS) - (1u64 << REGION_SHIFT)
-            && phys & ((1u64 << (order + PAGE_SHIFT)) - 1) == 0
-            && !self.scratch_hit(phys, order)
-        {
+        if order <= LARGE_ORDER && aligned(phys, order) {
             let region = phys >> REGION_SHIFT;
-            match self.table.find(region) {
-                Ok(h) if order < LARGE_ORDER => {
-                    if let Slot::Leaf(li) = self.table.slot_at(h) {
-                        let b = Small::at(phys, order);
-                        if self.leaves[li as usize].try_add(b) {
-                            self.cache = Some((region, li));
-                            return Ok(());
-                        }
-                    }
-                }
-                Err(h) if h != usize::MAX => {
-                    // An empty region of a known chunk: nothing to allocate.
-                    let slot = if order == LARGE_ORDER {
-                        Slot::Large {
-                            head: region,
-                            order,
-                        }
-                    } else {
-                        Slot::inline(&[Small::at(phys, order)])
-                    };
-                    self.table.set_at(h, slot);
+            let (cached, leaf) = self.cache;
+            if region == cached && order <= WORD_ORDER {
+                // Fastest: a block within one leaf word, in the region used
+                // last (which has a leaf and touches no scratch).
+                if self.leaves[leaf as usize].try_add(Small::at(phys, order)) {
                     return Ok(());
                 }
-                _ => {}
+            } else if self.scratch.is_empty() || !self.region_in_scratch(region) {
+                // Next fastest, with nothing to allocate: a small block in a
+                // region that has a leaf, or any block up to 2 MiB in an
+                // empty region of a chunk that exists. A chunk exists only
+                // for valid addresses (`ensure` runs after `check`), so
+                // finding one also proves the block is in range.
+                let leaf = match self.table.lookup(region) {
+                    Lookup::Dense { leaf, .. } if order < LARGE_ORDER => Some(leaf),
+                    Lookup::Sparse {
+                        slot: Some(Slot::Leaf(leaf)),
+                        ..
+                    } if order < LARGE_ORDER => Some(leaf),
+                    Lookup::Sparse { h, slot: None } => {
+                        let slot = if order == LARGE_ORDER {
+                            Slot::Large {
+                                head: region,
+                                order,
+                            }
+                        } else {
+                            Slot::inline(&[Small::at(phys, order)])
+                        };
+                        self.table.set_at(h, slot);
+                        return Ok(());
+                    }
+                    _ => None,
+                };
+                if let Some(leaf) = leaf
+                    && self.leaves[leaf as usize].try_add(Small::at(phys, order))
+                {
+                    self.cache = (region, leaf);
+                    return Ok(());
+                }
             }
         }
         self.preserve_slow(phys, order)
     }
 
-    /// Everything but a small block in the cached region.
+    /// Every case the fast paths leave, including every refusal.
     #[cold]
     #[inline(never)]
     fn preserve_slow(&mut self, phys: u64, order: u32) -> Result<(), TrackerError> {
@@ -500,6 +559,14 @@ impl Tracker {
         !self.scratch.is_empty() && self.in_scratch(phys, order)
     }
 
+    /// Caches `region`'s leaf for the fastest path, unless the region
+    /// touches scratch (the fastest path does not check scratch).
+    fn remember(&mut self, region: u64, leaf: u32) {
+        if !self.region_in_scratch(region) {
+            self.cache = (region, leaf);
+        }
+    }
+
     fn preserve_large(&mut self, phys: u64, order: u32) -> Result<(), TrackerError> {
         let r0 = phys >> REGION_SHIFT;
         let n = 1u64 << (order - LARGE_ORDER);
@@ -509,18 +576,30 @@ impl Tracker {
             .ensure(r0)
             .map_err(|_| TrackerError::OutOfMemory)?;
         for r in r0..r0 + n {
-            if let Some(slot) = self.table.get(r) {
-                return Err(match slot {
-                    Slot::Large { head, order: o } if head == r0 && o == order => {
-                        TrackerError::AlreadyPreserved { phys, order }
-                    }
-                    _ => TrackerError::Overlap { phys, order },
-                });
+            match self.table.get(r) {
+                None => {}
+                // Only a dense chunk keeps an empty leaf.
+                Some(Slot::Leaf(i)) if self.leaves[i as usize].is_empty() => {}
+                Some(Slot::Large { head, order: o }) if head == r0 && o == order => {
+                    return Err(TrackerError::AlreadyPreserved { phys, order });
+                }
+                Some(_) => return Err(TrackerError::Overlap { phys, order }),
             }
         }
+        let slot = Slot::Large { head: r0, order };
         for r in r0..r0 + n {
-            self.table.insert(r, Slot::Large { head: r0, order });
+            match self.table.lookup(r) {
+                Lookup::Dense { h, leaf } => {
+                    // A full leaf sends the fast paths to the slow one.
+                    self.leaves[leaf as usize] = Leaf::FULL;
+                    self.table.set_at(h, slot);
+                }
+                Lookup::Sparse { h, .. } => self.table.set_at(h, slot),
+                Lookup::NoChunk => {}
+            }
         }
+        // The cached region may be one of them.
+        self.cache = (NO_REGION, 0);
         Ok(())
     }
 
@@ -550,7 +629,7 @@ impl Tracker {
                         TrackerError::Overlap { phys, order }
                     });
                 }
-                self.cache = Some((region, li));
+                self.remember(region, li);
                 Ok(())
             }
             Slot::Inline(packed) => {
@@ -577,7 +656,12 @@ impl Tracker {
                 }
                 l.set(b, true);
                 self.table.set_at(i, Slot::Leaf(li));
-                self.cache = Some((region, li));
+                self.remember(region, li);
+                if self.table.leaves_in_chunk(i) >= self.dense_at {
+                    // Best effort: out of memory leaves the chunk sparse,
+                    // which is just as correct.
+                    let _ = self.make_dense(region);
+                }
                 Ok(())
             }
         }
@@ -588,15 +672,62 @@ impl Tracker {
             self.leaves[i as usize] = Leaf::default();
             return Ok(i);
         }
-        self.leaves
-            .try_reserve(1)
-            .map_err(|_| TrackerError::OutOfMemory)?;
-        // Reserve room to give the leaf back later without allocating.
-        self.free_leaves
-            .try_reserve(self.leaves.len() + 1 - self.free_leaves.len())
-            .map_err(|_| TrackerError::OutOfMemory)?;
+        self.grow_leaves(1)?;
         self.leaves.push(Leaf::default());
         Ok((self.leaves.len() - 1) as u32)
+    }
+
+    /// Makes room for `n` more leaves (and for giving them back later
+    /// without allocating), or changes nothing.
+    fn grow_leaves(&mut self, n: usize) -> Result<(), TrackerError> {
+        let total = self.leaves.len() + n;
+        if total > u32::MAX as usize {
+            return Err(TrackerError::OutOfMemory);
+        }
+        self.leaves
+            .try_reserve(n)
+            .map_err(|_| TrackerError::OutOfMemory)?;
+        self.free_leaves
+            .try_reserve(total - self.free_leaves.len())
+            .map_err(|_| TrackerError::OutOfMemory)
+    }
+
+    /// Makes the chunk of `region` dense: 512 new leaves, one per region,
+    /// take over its inline blocks and sparse leaves (which are given back).
+    /// On failure (out of memory) nothing changes.
+    fn make_dense(&mut self, region: u64) -> Result<(), TrackerError> {
+        self.grow_leaves(CHUNK as usize)?;
+        let base = self.leaves.len() as u32;
+        self.leaves
+            .resize(self.leaves.len() + CHUNK as usize, Leaf::default());
+        let first = region & !(CHUNK - 1);
+        for (r, dst) in (first..first + CHUNK).zip(base..) {
+            let Lookup::Sparse { h, slot } = self.table.lookup(r) else {
+                continue;
+            };
+            match slot {
+                Some(Slot::Large { .. }) => {
+                    self.leaves[dst as usize] = Leaf::FULL;
+                    continue;
+                }
+                Some(Slot::Inline(packed)) => {
+                    for e in Slot::unpack(packed).into_iter().flatten() {
+                        self.leaves[dst as usize].set(e, true);
+                    }
+                }
+                Some(Slot::Leaf(i)) => {
+                    self.leaves[dst as usize] = self.leaves[i as usize];
+                    // Cannot fail: `grow_leaves` made room.
+                    self.free_leaves.push(i);
+                }
+                None => {}
+            }
+            self.table.set_at(h, Slot::Leaf(dst));
+        }
+        self.table.make_dense(region, base);
+        // The cached leaf may have moved.
+        self.cache = (NO_REGION, 0);
+        Ok(())
     }
 
     /// Unpreserves the block of `2^order` pages at `phys`, which must have
@@ -612,38 +743,50 @@ impl Tracker {
                 _ => return Err(not),
             }
             for r in region..region + n {
-                self.table.remove(r);
+                match self.table.lookup(r) {
+                    Lookup::Dense { h, leaf } => {
+                        self.leaves[leaf as usize] = Leaf::default();
+                        self.table.set_at(h, Slot::Leaf(leaf));
+                    }
+                    Lookup::Sparse { h, .. } => self.table.clear_at(h),
+                    Lookup::NoChunk => {}
+                }
             }
-        } else {
-            let b = Small::at(phys, order);
-            match self.table.get(region) {
-                Some(Slot::Inline(packed)) => {
-                    let mut entries = Slot::unpack(packed);
-                    let at = entries.iter().position(|e| *e == Some(b)).ok_or(not)?;
-                    entries[at] = None;
-                    if entries.iter().all(Option::is_none) {
-                        self.table.remove(region);
-                    } else {
-                        self.table.set(region, Slot::inline_from(entries));
+            return Ok(());
+        }
+        let b = Small::at(phys, order);
+        let Ok(h) = self.table.find(region) else {
+            return Err(not);
+        };
+        match self.table.slot_at(h) {
+            Slot::Inline(packed) => {
+                let mut entries = Slot::unpack(packed);
+                let at = entries.iter().position(|e| *e == Some(b)).ok_or(not)?;
+                entries[at] = None;
+                if entries.iter().all(Option::is_none) {
+                    self.table.clear_at(h);
+                } else {
+                    self.table.set_at(h, Slot::inline_from(entries));
+                }
+            }
+            Slot::Leaf(i) => {
+                let l = &mut self.leaves[i as usize];
+                if !l.is_block(b) {
+                    return Err(not);
+                }
+                l.set(b, false);
+                // A dense chunk keeps its leaves; a sparse one gives an
+                // empty leaf back.
+                if l.is_empty() && !self.table.is_dense(region) {
+                    self.table.clear_at(h);
+                    // Cannot fail: `grow_leaves` made room.
+                    self.free_leaves.push(i);
+                    if self.cache.1 == i {
+                        self.cache = (NO_REGION, 0);
                     }
                 }
-                Some(Slot::Leaf(i)) => {
-                    let l = &mut self.leaves[i as usize];
-                    if !l.is_block(b) {
-                        return Err(not);
-                    }
-                    l.set(b, false);
-                    if l.is_empty() {
-                        self.table.remove(region);
-                        // Cannot fail: room was reserved in `new_leaf`.
-                        self.free_leaves.push(i);
-                        if self.cache.is_some_and(|(_, c)| c == i) {
-                            self.cache = None;
-                        }
-                    }
-                }
-                _ => return Err(not),
             }
+            Slot::Large { .. } => return Err(not),
         }
         Ok(())
     }

@@ -77,66 +77,110 @@ impl Slot {
 }
 
 /// Regions per chunk: a chunk covers 1 GiB.
-const CHUNK: u64 = 512;
+pub(super) const CHUNK: u64 = 512;
 
-/// Region index -> slot, in two levels: a small hash table keyed by 1 GiB
-/// chunk points to a 512-entry array with one slot (a `u64`, 0 = empty) per
-/// 2 MiB region. Neighbouring regions are neighbouring slots, nothing is
-/// ever rehashed but the chunk index, and chunks come out in address order
-/// by sorting only their keys. A handle is `chunk number * 512 + offset`.
+/// An index entry: a chunk's key (plus one; 0 marks a free entry), its
+/// number, and where its leaves start if it is dense (`SPARSE` if not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    key1: u64,
+    chunk: u32,
+    dense: u32,
+}
+
+const SPARSE: u32 = u32::MAX;
+const FREE: Entry = Entry {
+    key1: 0,
+    chunk: 0,
+    dense: SPARSE,
+};
+
+/// Where a region stands, as one lookup finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Lookup {
+    /// Its chunk does not exist yet.
+    NoChunk,
+    /// Its chunk is dense: the region's leaf is `leaf`, found without
+    /// reading the slot at handle `h` (which is `Leaf(leaf)` or `Large`).
+    Dense {
+        /// The slot's handle.
+        h: usize,
+        /// The region's leaf.
+        leaf: u32,
+    },
+    /// Its chunk is sparse: the slot at handle `h`, or `None` if empty.
+    Sparse {
+        /// The slot's handle.
+        h: usize,
+        /// The slot, if the region has one.
+        slot: Option<Slot>,
+    },
+}
+
+/// Region index -> slot, in two levels: a small open-addressing index keyed
+/// by 1 GiB chunk gives the chunk's number, and chunk `c` owns the 512 slots
+/// `c * 512 ..` of one array, a `u64` (0 = empty) per 2 MiB region.
+/// Neighbouring regions are neighbouring slots, nothing is ever rehashed
+/// but the index, and chunks come out in address order by sorting only their
+/// keys. A handle is `chunk number * 512 + offset`.
+///
+/// A chunk can be made dense ([`RegionTable::make_dense`]): then each of its
+/// regions has a leaf at `base + offset`, and the index entry alone locates
+/// a region's leaf. That saves a dependent load per preserve where many
+/// regions of a GiB hold leaves; sparse chunks keep small blocks inline.
 pub(super) struct RegionTable {
-    /// The chunks' slots, and how many slots of each are in use.
-    chunks: Vec<Vec<u64>>,
+    slots: Vec<u64>,
+    /// Per chunk: slots in use, and slots holding a leaf.
     used: Vec<u16>,
-    /// Open-addressing index: (chunk key + 1, chunk number); key 0 = empty.
-    index: Vec<(u64, u32)>,
+    leaves: Vec<u16>,
+    index: Vec<Entry>,
     shift: u32,
-    /// The chunk used last: (key + 1, number).
-    last: core::cell::Cell<(u64, u32)>,
-    len: usize,
 }
 
-fn hash(key: u64, shift: u32) -> usize {
-    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as usize
+fn hash(key1: u64, shift: u32) -> usize {
+    (key1.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as usize
 }
+
+const TAG_MASK: u64 = 3 << 62;
 
 impl RegionTable {
-    pub(super) fn new() -> Self {
-        Self {
-            chunks: Vec::new(),
+    /// An empty table. Its index starts with room for 4 chunks, so that
+    /// a lookup never meets an empty index.
+    pub(super) fn new() -> Result<Self, ()> {
+        const FIRST: usize = 8;
+        let mut index = Vec::new();
+        index.try_reserve_exact(FIRST).map_err(|_| ())?;
+        index.resize(FIRST, FREE);
+        Ok(Self {
+            slots: Vec::new(),
             used: Vec::new(),
-            index: Vec::new(),
-            shift: 64,
-            last: core::cell::Cell::new((0, 0)),
-            len: 0,
-        }
+            leaves: Vec::new(),
+            index,
+            shift: 64 - FIRST.trailing_zeros(),
+        })
     }
 
+    /// Regions with a slot.
     pub(super) fn len(&self) -> usize {
-        self.len
+        self.used.iter().map(|&u| usize::from(u)).sum()
     }
 
     pub(super) fn memory_bytes(&self) -> usize {
-        self.chunks.len() * (CHUNK as usize * 8 + 2) + self.index.capacity() * 16
+        self.slots.capacity() * 8
+            + (self.used.capacity() + self.leaves.capacity()) * 2
+            + self.index.capacity() * core::mem::size_of::<Entry>()
     }
 
-    /// The number of the chunk with `key`, if it exists.
+    /// The index position of the chunk with `key`, if it exists.
     #[inline(always)]
-    fn chunk(&self, key: u64) -> Option<u32> {
-        let (k, c) = self.last.get();
-        if k == key + 1 {
-            return Some(c);
-        }
-        if self.index.is_empty() {
-            return None;
-        }
-        let mask = self.index.len() - 1;
-        let mut i = hash(key + 1, self.shift) & mask;
+    fn position(&self, key: u64) -> Option<usize> {
+        // The index is never empty, and `hash` is below its length.
+        let mask = self.index.len().wrapping_sub(1);
+        let mut i = hash(key + 1, self.shift);
         loop {
-            let (k, c) = self.index[i];
+            let k = self.index[i].key1;
             if k == key + 1 {
-                self.last.set((k, c));
-                return Some(c);
+                return Some(i);
             }
             if k == 0 {
                 return None;
@@ -145,46 +189,71 @@ impl RegionTable {
         }
     }
 
+    /// Finds `region`: one probe of the index, then (for a sparse chunk)
+    /// one load of the slot.
+    #[inline(always)]
+    pub(super) fn lookup(&self, region: u64) -> Lookup {
+        let Some(i) = self.position(region / CHUNK) else {
+            return Lookup::NoChunk;
+        };
+        let e = self.index[i];
+        let off = (region % CHUNK) as usize;
+        let h = e.chunk as usize * CHUNK as usize + off;
+        if e.dense != SPARSE {
+            return Lookup::Dense {
+                h,
+                leaf: e.dense + off as u32,
+            };
+        }
+        let v = self.slots[h];
+        Lookup::Sparse {
+            h,
+            slot: (v != 0).then(|| Slot::decode(v)),
+        }
+    }
+
     /// Makes sure the chunk holding `region` exists. On failure (out of
     /// memory) nothing changes.
     pub(super) fn ensure(&mut self, region: u64) -> Result<(), ()> {
         let key = region / CHUNK;
-        if self.chunk(key).is_some() {
+        if self.position(key).is_some() {
             return Ok(());
         }
         // Allocate everything first; then nothing below can fail.
-        let mut slots: Vec<u64> = Vec::new();
-        slots.try_reserve_exact(CHUNK as usize).map_err(|_| ())?;
-        slots.resize(CHUNK as usize, 0);
-        self.chunks.try_reserve(1).map_err(|_| ())?;
+        self.slots.try_reserve(CHUNK as usize).map_err(|_| ())?;
         self.used.try_reserve(1).map_err(|_| ())?;
-        let n = self.chunks.len() + 1;
+        self.leaves.try_reserve(1).map_err(|_| ())?;
+        let n = self.used.len() + 1;
         if n * 2 > self.index.len() {
             let cap = (n * 2).next_power_of_two().max(8);
-            let mut new: Vec<(u64, u32)> = Vec::new();
+            let mut new: Vec<Entry> = Vec::new();
             new.try_reserve_exact(cap).map_err(|_| ())?;
-            new.resize(cap, (0, 0));
+            new.resize(cap, FREE);
             let shift = 64 - cap.trailing_zeros();
-            for &(k, c) in self.index.iter().filter(|e| e.0 != 0) {
-                let mut i = hash(k, shift) & (cap - 1);
-                while new[i].0 != 0 {
+            for e in self.index.iter().filter(|e| e.key1 != 0) {
+                let mut i = hash(e.key1, shift) & (cap - 1);
+                while new[i].key1 != 0 {
                     i = (i + 1) & (cap - 1);
                 }
-                new[i] = (k, c);
+                new[i] = *e;
             }
             self.index = new;
             self.shift = shift;
         }
-        let c = self.chunks.len() as u32;
-        self.chunks.push(slots);
+        let c = self.used.len() as u32;
+        self.slots.resize(self.slots.len() + CHUNK as usize, 0);
         self.used.push(0);
+        self.leaves.push(0);
         let mask = self.index.len() - 1;
         let mut i = hash(key + 1, self.shift) & mask;
-        while self.index[i].0 != 0 {
+        while self.index[i].key1 != 0 {
             i = (i + 1) & mask;
         }
-        self.index[i] = (key + 1, c);
-        self.last.set((key + 1, c));
+        self.index[i] = Entry {
+            key1: key + 1,
+            chunk: c,
+            dense: SPARSE,
+        };
         Ok(())
     }
 
@@ -192,44 +261,38 @@ impl RegionTable {
     /// chunk must exist (see `ensure`); if it does not, `Err(usize::MAX)`.
     #[inline(always)]
     pub(super) fn find(&self, region: u64) -> Result<usize, usize> {
-        let Some(c) = self.chunk(region / CHUNK) else {
-            return Err(usize::MAX);
-        };
-        let h = c as usize * CHUNK as usize + (region % CHUNK) as usize;
-        if self.raw(h) != 0 { Ok(h) } else { Err(h) }
-    }
-
-    #[inline(always)]
-    fn raw(&self, h: usize) -> u64 {
-        self.chunks[h / CHUNK as usize][h % CHUNK as usize]
+        match self.lookup(region) {
+            Lookup::NoChunk => Err(usize::MAX),
+            Lookup::Dense { h, .. } => Ok(h),
+            Lookup::Sparse { h, slot } => slot.map_or(Err(h), |_| Ok(h)),
+        }
     }
 
     #[inline(always)]
     fn put(&mut self, h: usize, v: u64) {
-        let (c, o) = (h / CHUNK as usize, h % CHUNK as usize);
-        let old = core::mem::replace(&mut self.chunks[c][o], v);
+        let c = h / CHUNK as usize;
+        let old = core::mem::replace(&mut self.slots[h], v);
         match (old != 0, v != 0) {
-            (false, true) => {
-                self.used[c] += 1;
-                self.len += 1;
-            }
-            (true, false) => {
-                self.used[c] -= 1;
-                self.len -= 1;
-            }
+            (false, true) => self.used[c] += 1,
+            (true, false) => self.used[c] -= 1,
+            _ => {}
+        }
+        match (old & TAG_MASK == TAG_LEAF, v & TAG_MASK == TAG_LEAF) {
+            (false, true) => self.leaves[c] += 1,
+            (true, false) => self.leaves[c] -= 1,
             _ => {}
         }
     }
 
     #[inline(always)]
     pub(super) fn get(&self, region: u64) -> Option<Slot> {
-        self.find(region).ok().map(|h| Slot::decode(self.raw(h)))
+        self.find(region).ok().map(|h| self.slot_at(h))
     }
 
     /// The slot at handle `h` (from `find`).
     #[inline(always)]
     pub(super) fn slot_at(&self, h: usize) -> Slot {
-        Slot::decode(self.raw(h))
+        Slot::decode(self.slots[h])
     }
 
     /// Sets the slot at handle `h` (from `find`; after `ensure` for a new
@@ -239,27 +302,27 @@ impl RegionTable {
         self.put(h, slot.encode());
     }
 
-    /// Sets the slot of `region`, whose chunk exists (see `ensure`).
-    pub(super) fn insert(&mut self, region: u64, slot: Slot) {
-        let h = match self.find(region) {
-            Ok(h) | Err(h) => h,
-        };
-        if h != usize::MAX {
-            self.put(h, slot.encode());
-        }
+    /// Empties the slot at handle `h`.
+    pub(super) fn clear_at(&mut self, h: usize) {
+        self.put(h, 0);
     }
 
-    /// Replaces the slot of a region that is present.
-    pub(super) fn set(&mut self, region: u64, slot: Slot) {
-        if let Ok(h) = self.find(region) {
-            self.put(h, slot.encode());
-        }
+    /// Slots holding a leaf in the chunk of handle `h`.
+    pub(super) fn leaves_in_chunk(&self, h: usize) -> usize {
+        usize::from(self.leaves[h / CHUNK as usize])
     }
 
-    /// Empties the slot of `region`. The chunk stays, for reuse.
-    pub(super) fn remove(&mut self, region: u64) {
-        if let Ok(h) = self.find(region) {
-            self.put(h, 0);
+    /// Whether the chunk of `region` is dense.
+    pub(super) fn is_dense(&self, region: u64) -> bool {
+        matches!(self.lookup(region), Lookup::Dense { .. })
+    }
+
+    /// Marks the chunk of `region` dense, its leaves starting at `base`.
+    /// The caller has given every region of it a slot: `Leaf(base +
+    /// offset)`, or `Large` (whose leaf is [`Leaf::FULL`](super::Leaf)).
+    pub(super) fn make_dense(&mut self, region: u64, base: u32) {
+        if let Some(i) = self.position(region / CHUNK) {
+            self.index[i].dense = base;
         }
     }
 
@@ -267,34 +330,34 @@ impl RegionTable {
     /// chunks; fails (out of memory) with nothing changed.
     pub(super) fn sorted(&self) -> Result<impl Iterator<Item = (u64, Slot)> + '_, ()> {
         let mut keys: Vec<(u64, u32)> = Vec::new();
-        keys.try_reserve_exact(self.chunks.len()).map_err(|_| ())?;
+        keys.try_reserve_exact(self.used.len()).map_err(|_| ())?;
         keys.extend(
             self.index
                 .iter()
-                .filter(|e| e.0 != 0 && self.used[e.1 as usize] != 0)
-                .map(|&(k, c)| (k - 1, c)),
+                .filter(|e| e.key1 != 0 && self.used[e.chunk as usize] != 0)
+                .map(|e| (e.key1 - 1, e.chunk)),
         );
         keys.sort_unstable();
-        Ok(keys.into_iter().flat_map(move |(k, c)| {
-            self.chunks[c as usize]
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| **v != 0)
-                .map(move |(o, &v)| (k * CHUNK + o as u64, Slot::decode(v)))
-        }))
+        Ok(keys
+            .into_iter()
+            .flat_map(move |(k, c)| self.chunk_slots(k, c)))
     }
 
     /// Every (region, slot), in no particular order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (u64, Slot)> + '_ {
         self.index
             .iter()
-            .filter(|e| e.0 != 0)
-            .flat_map(move |&(k, c)| {
-                self.chunks[c as usize]
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, v)| **v != 0)
-                    .map(move |(o, &v)| ((k - 1) * CHUNK + o as u64, Slot::decode(v)))
-            })
+            .filter(|e| e.key1 != 0)
+            .flat_map(move |e| self.chunk_slots(e.key1 - 1, e.chunk))
+    }
+
+    /// The (region, slot) pairs of chunk `c`, whose key is `key`.
+    fn chunk_slots(&self, key: u64, c: u32) -> impl Iterator<Item = (u64, Slot)> + '_ {
+        let first = c as usize * CHUNK as usize;
+        self.slots[first..first + CHUNK as usize]
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| **v != 0)
+            .map(move |(o, &v)| (key * CHUNK + o as u64, Slot::decode(v)))
     }
 }

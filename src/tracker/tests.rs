@@ -122,8 +122,8 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn run_ops(ops: &[Op], scratch: &[Range]) -> Result<(), TestCaseError> {
-    let mut t = Tracker::new(scratch).unwrap();
+fn run_ops(ops: &[Op], scratch: &[Range], dense_at: usize) -> Result<(), TestCaseError> {
+    let mut t = Tracker::with_dense_at(scratch, dense_at);
     let mut m = Model {
         scratch: scratch.to_vec(),
         ..Model::default()
@@ -213,12 +213,24 @@ proptest! {
 
     #[test]
     fn tracker_matches_model(ops in proptest::collection::vec(op(), 1..120)) {
-        run_ops(&ops, &[])?;
+        run_ops(&ops, &[], DENSE_AT)?;
     }
 
     #[test]
     fn tracker_matches_model_with_scratch(ops in proptest::collection::vec(op(), 1..120)) {
-        run_ops(&ops, &[Range::new(8 << 20, 12 << 20), Range::new(40 << 20, (40 << 20) + 3 * PAGE)])?;
+        run_ops(&ops, &[Range::new(8 << 20, 12 << 20), Range::new(40 << 20, (40 << 20) + 3 * PAGE)], DENSE_AT)?;
+    }
+
+    /// The same, with chunks made dense after a few leaves, so operations
+    /// run on both representations and across the change.
+    #[test]
+    fn tracker_matches_model_dense(ops in proptest::collection::vec(op(), 1..120), dense_at in 1usize..4) {
+        run_ops(&ops, &[], dense_at)?;
+    }
+
+    #[test]
+    fn tracker_matches_model_dense_with_scratch(ops in proptest::collection::vec(op(), 1..120), dense_at in 1usize..4) {
+        run_ops(&ops, &[Range::new(8 << 20, 12 << 20), Range::new(40 << 20, (40 << 20) + 3 * PAGE)], dense_at)?;
     }
 }
 
@@ -361,6 +373,74 @@ fn dense_region_becomes_a_leaf_and_back() {
         t.preserve((8 << 20) + i * PAGE, 0).unwrap();
     }
     assert_eq!(t.leaves.len(), 1);
+}
+
+#[test]
+fn a_chunk_made_dense_keeps_every_block_and_its_rules() {
+    let mb2 = 2u64 << 20;
+    let mut t = Tracker::with_dense_at(&[], 3);
+    // Region 0: inline; regions 1 to 3: leaves (the third makes the chunk
+    // dense); region 4: a 2 MiB block; region 8: a 16 MiB block.
+    t.preserve(5 * PAGE, 0).unwrap();
+    t.preserve(4 * mb2, 9).unwrap();
+    t.preserve(8 * mb2, 12).unwrap();
+    for r in 1..4 {
+        t.preserve(r * mb2, 1).unwrap();
+        t.preserve(r * mb2 + 8 * PAGE, 3).unwrap();
+    }
+    assert!(t.table.is_dense(0));
+    assert_eq!(t.blocks(), 1 + 1 + 1 + 6);
+    assert_eq!(t.pages(), 1 + 512 + 4096 + 3 * 10);
+    // The sparse leaves were given back.
+    assert_eq!(t.free_leaves.len(), 3);
+    // The same refusals as before.
+    let e = |phys, order| Err(TrackerError::Overlap { phys, order });
+    assert_eq!(t.preserve(4 * mb2 + PAGE, 0), e(4 * mb2 + PAGE, 0));
+    assert_eq!(t.preserve(9 * mb2, 0), e(9 * mb2, 0));
+    assert_eq!(t.preserve(8 * mb2, 9), e(8 * mb2, 9));
+    assert_eq!(
+        t.preserve(4 * mb2, 9),
+        Err(TrackerError::AlreadyPreserved {
+            phys: 4 * mb2,
+            order: 9
+        })
+    );
+    assert_eq!(
+        t.preserve(5 * PAGE, 0),
+        Err(TrackerError::AlreadyPreserved {
+            phys: 5 * PAGE,
+            order: 0
+        })
+    );
+    assert_eq!(t.preserve(mb2 + PAGE, 0), e(mb2 + PAGE, 0));
+    // Empty regions of a dense chunk take small and large blocks.
+    t.preserve(20 * mb2 + 3 * PAGE, 0).unwrap();
+    t.preserve(32 * mb2, 13).unwrap();
+    // A large block leaves, and its regions take small blocks again.
+    t.unpreserve(8 * mb2, 12).unwrap();
+    t.preserve(9 * mb2 + PAGE, 0).unwrap();
+    // A dense leaf emptied stays, and a large block may then cover it.
+    t.unpreserve(20 * mb2 + 3 * PAGE, 0).unwrap();
+    t.preserve(20 * mb2, 9).unwrap();
+    assert_eq!(
+        t.ranges().unwrap(),
+        [
+            Range::new(5 * PAGE, 6 * PAGE),
+            Range::new(mb2, mb2 + 2 * PAGE),
+            Range::new(mb2 + 8 * PAGE, mb2 + 16 * PAGE),
+            Range::new(2 * mb2, 2 * mb2 + 2 * PAGE),
+            Range::new(2 * mb2 + 8 * PAGE, 2 * mb2 + 16 * PAGE),
+            Range::new(3 * mb2, 3 * mb2 + 2 * PAGE),
+            Range::new(3 * mb2 + 8 * PAGE, 3 * mb2 + 16 * PAGE),
+            Range::new(4 * mb2, 5 * mb2),
+            Range::new(9 * mb2 + PAGE, 9 * mb2 + 2 * PAGE),
+            Range::new(20 * mb2, 21 * mb2),
+            Range::new(32 * mb2, 48 * mb2),
+        ]
+    );
+    for r in [0, 4, 9, 20, 32, 47, 511] {
+        assert!(t.table.is_dense(r));
+    }
 }
 
 /// Physical memory made of boxed pages, with a bump page allocator.
