@@ -331,7 +331,7 @@ pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot
         // A fragmented leaf goes as a bitmap when that is smaller than its
         // extents would be; everything else as runs, coalesced.
         if let Slot::Leaf(i) = slot
-            && let Some(l) = tracker.leaves.get(i as usize)
+            && let Some(l) = tracker.leaves.get(i)
             && l.run_count() > 9
         {
             if let Some((s, len)) = pending.take() {

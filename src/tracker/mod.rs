@@ -8,24 +8,30 @@
 //! and an unpreserve of a block that is not preserved as such are all typed
 //! errors, and a failed call changes nothing.
 //!
-//! In memory, the tracker maps each 2 MiB region to a 64-bit slot, through a
+//! In memory, the tracker maps each 2 MiB region to a 32-bit slot, through a
 //! small hash table of 1 GiB chunks that each hold 512 slots. A region holds
 //! one small block inline in its slot, or a 128-byte leaf (a bitmap of
 //! preserved pages and a bitmap of block tails, which keeps block boundaries
-//! exact), or is covered by a block of 2 MiB or more. Its memory grows with
-//! what is preserved, never with RAM; running out of it is a typed error
-//! with no partial state.
+//! exact), or is covered by a block of 2 MiB or more. A chunk where 64
+//! regions hold leaves becomes dense: it gets a leaf for each of its 512
+//! regions, found from the hash table alone, which saves a dependent load
+//! per preserve where preserves are frequent. Memory grows with what is
+//! preserved, never with RAM (a dense chunk keeps its leaves until the
+//! tracker is dropped); running out of it is a typed error with no partial
+//! state.
 //!
 //! At handover, [`handover`] writes the preserved set as a chain of pages of
 //! address-ordered records (coalesced extents and, for fragmented regions,
 //! bitmaps), which the next kernel walks in place.
 
 pub mod handover;
+mod leaf;
 mod table;
 
 use crate::ranges::Range;
 use alloc::vec::Vec;
 use core::fmt;
+use leaf::{Leaf, LeafStore};
 use table::{CHUNK, Lookup, RegionTable, Slot};
 
 /// Largest block order: 2^18 pages = 1 GiB.
@@ -36,11 +42,6 @@ pub const PHYS_BITS: u32 = 52;
 pub const REGION_SHIFT: u32 = 21;
 /// Pages in a region.
 pub const REGION_PAGES: u64 = 1 << (REGION_SHIFT - PAGE_SHIFT);
-/// Small blocks a region holds in its slot before it moves to a leaf. One
-/// keeps isolated pages cheap in memory; a second block in the region moves
-/// it to a leaf, which the fast paths serve (measured faster than three
-/// inline entries on mixed workloads).
-const INLINE_MAX: usize = 1;
 /// Smallest order whose blocks cover whole regions.
 const LARGE_ORDER: u32 = REGION_SHIFT - PAGE_SHIFT;
 const PAGE_SHIFT: u32 = crate::PAGE_SHIFT;
@@ -174,192 +175,13 @@ impl Small {
     }
 }
 
-/// A 2 MiB region's leaf: which pages are preserved, and which of them
-/// continue a block begun on an earlier page (its "tails"), so that block
-/// boundaries stay exact. Word `i` of both maps shares a cache line
-/// (`words[i] = [pages, tails]`), so a preserve touches one line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-struct Leaf {
-    words: [[u64; 2]; 8],
-}
-
-/// Mask of bits `[lo, hi)` within word `w` of a 512-bit map.
-fn word_mask(w: u32, lo: u32, hi: u32) -> u64 {
-    let (base, top) = (w * 64, w * 64 + 64);
-    let (a, b) = (lo.max(base), hi.min(top));
-    if a >= b {
-        return 0;
-    }
-    let n = b - a;
-    let m = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
-    m << (a - base)
-}
-
-/// Index of the page map and of the tail map in a leaf's word pair.
-const PAGES: usize = 0;
-const TAILS: usize = 1;
-
-impl Leaf {
-    /// The leaf of a region covered by a large block in a dense chunk: all
-    /// pages preserved, as one block, so that every small preserve in it is
-    /// refused by [`try_add`](Self::try_add).
-    const FULL: Leaf = Leaf {
-        words: {
-            let mut w = [[u64::MAX; 2]; 8];
-            w[0][TAILS] = u64::MAX - 1;
-            w
-        },
-    };
-
-    /// For a block inside one word (order 6 or less): its word and mask.
-    #[inline(always)]
-    fn word_of(b: Small) -> Option<(usize, u64)> {
-        /// Bits of a block of order 0 to 6, at bit 0.
-        const MASKS: [u64; 7] = [0x1, 0x3, 0xf, 0xff, 0xffff, 0xffff_ffff, u64::MAX];
-        let m = *MASKS.get(b.order as usize)?;
-        Some(((b.off / 64) as usize, m << (b.off % 64)))
-    }
-
-    /// The page map, word by word.
-    fn pages(&self) -> [u64; 8] {
-        self.words.map(|w| w[PAGES])
-    }
-
-    /// Bit `i` of map `which` (`PAGES` or `TAILS`).
-    fn bit(&self, which: usize, i: u32) -> bool {
-        self.words[(i / 64) as usize][which] >> (i % 64) & 1 != 0
-    }
-
-    fn page(&self, i: u32) -> bool {
-        self.bit(PAGES, i)
-    }
-
-    /// Whether every bit of `[lo, hi)` in map `which` is `set`.
-    fn all(&self, which: usize, lo: u32, hi: u32, set: bool) -> bool {
-        lo >= hi
-            || (lo / 64..=(hi - 1) / 64).all(|w| {
-                let m = word_mask(w, lo, hi);
-                let v = self.words[w as usize][which] & m;
-                if set { v == m } else { v == 0 }
-            })
-    }
-
-    /// Whether `[off, off + 2^order)` is exactly one preserved block: all
-    /// its pages preserved, its first page not a tail, every other one a
-    /// tail, and the page after it not a tail.
-    fn is_block(&self, b: Small) -> bool {
-        let (lo, hi) = (b.off, b.end());
-        self.all(PAGES, lo, hi, true)
-            && !self.bit(TAILS, lo)
-            && self.all(TAILS, lo + 1, hi, true)
-            && (hi == REGION_PAGES as u32 || !self.bit(TAILS, hi))
-    }
-
-    /// Preserves `b` if none of its pages is preserved; returns whether it
-    /// did. The common case (a block inside one word) is a few instructions.
-    #[inline(always)]
-    fn try_add(&mut self, b: Small) -> bool {
-        if let Some((w, m)) = Self::word_of(b) {
-            let pair = &mut self.words[w];
-            if pair[PAGES] & m != 0 {
-                return false;
-            }
-            pair[PAGES] |= m;
-            pair[TAILS] |= m & (m - 1);
-            return true;
-        }
-        if !self.all(PAGES, b.off, b.end(), false) {
-            return false;
-        }
-        self.set(b, true);
-        true
-    }
-
-    /// Sets (`on`) or clears the pages and tails of `b`.
-    fn set(&mut self, b: Small, on: bool) {
-        let (lo, hi) = (b.off, b.end());
-        for w in lo / 64..=(hi - 1) / 64 {
-            let m = word_mask(w, lo, hi);
-            let t = word_mask(w, lo + 1, hi);
-            let pair = &mut self.words[w as usize];
-            if on {
-                pair[PAGES] |= m;
-                pair[TAILS] |= t;
-            } else {
-                pair[PAGES] &= !m;
-                pair[TAILS] &= !t;
-            }
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.words.iter().all(|w| w[PAGES] == 0)
-    }
-
-    /// Number of blocks: preserved pages that are not tails.
-    fn block_count(&self) -> u64 {
-        self.words
-            .iter()
-            .map(|w| u64::from((w[PAGES] & !w[TAILS]).count_ones()))
-            .sum()
-    }
-
-    /// Number of preserved pages.
-    fn page_count(&self) -> u64 {
-        self.words
-            .iter()
-            .map(|w| u64::from(w[PAGES].count_ones()))
-            .sum()
-    }
-
-    /// Runs of preserved pages, `(first page, count)`, in order; words with
-    /// no page set are skipped whole.
-    fn runs(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
-        let n = REGION_PAGES as u32;
-        let mut i = 0u32;
-        core::iter::from_fn(move || {
-            while i < n {
-                let bits = self.words[(i / 64) as usize][PAGES] >> (i % 64);
-                if bits == 0 {
-                    i = (i | 63) + 1;
-                    continue;
-                }
-                i += bits.trailing_zeros();
-                let start = i;
-                while i < n && self.page(i) {
-                    i += 1;
-                }
-                return Some((start, i - start));
-            }
-            None
-        })
-    }
-
-    /// Number of runs: where a page is set and the one before is not.
-    fn run_count(&self) -> u32 {
-        let mut carry = 0u64;
-        self.words
-            .iter()
-            .map(|w| {
-                let w = w[PAGES];
-                let starts = w & !(w << 1 | carry);
-                carry = w >> 63;
-                starts.count_ones()
-            })
-            .sum()
-    }
-}
-
 /// Records preserved blocks in the first kernel.
 ///
 /// The scratch areas given at construction are never preserved. See the
 /// module documentation for the representation.
 pub struct Tracker {
     table: RegionTable,
-    leaves: Vec<Leaf>,
-    /// Leaves of sparse chunks given back, for reuse. Its capacity is kept
-    /// at least `leaves.len()`, so giving one back never allocates.
-    free_leaves: Vec<u32>,
+    leaves: LeafStore,
     scratch: Vec<Range>,
     /// The region whose leaf was used last, and that leaf, for sequential
     /// preserves; only a region that touches no scratch area is kept here.
@@ -380,6 +202,11 @@ const DENSE_AT: usize = 64;
 /// Largest order whose blocks lie within one word of a leaf.
 const WORD_ORDER: u32 = 6;
 
+/// Offset of region `r` in its chunk.
+fn chunk_offset(r: u64) -> u32 {
+    (r % CHUNK) as u32
+}
+
 /// Whether `phys` is aligned to a block of `order`, which is at most
 /// [`MAX_ORDER`] (callers check first).
 #[inline(always)]
@@ -393,7 +220,7 @@ impl fmt::Debug for Tracker {
             .field("blocks", &self.blocks())
             .field("pages", &self.pages())
             .field("regions", &self.table.len())
-            .field("leaves", &(self.leaves.len() - self.free_leaves.len()))
+            .field("leaves", &self.leaves.live())
             .finish()
     }
 }
@@ -408,8 +235,7 @@ impl Tracker {
         s.sort_unstable();
         Ok(Self {
             table: RegionTable::new().map_err(|_| TrackerError::OutOfMemory)?,
-            leaves: Vec::new(),
-            free_leaves: Vec::new(),
+            leaves: LeafStore::default(),
             scratch: s,
             cache: (NO_REGION, 0),
             dense_at: DENSE_AT,
@@ -436,9 +262,9 @@ impl Tracker {
         self.table
             .iter()
             .map(|(r, slot)| match slot {
-                Slot::Large { head, .. } => u64::from(head == r),
-                Slot::Inline(p) => Slot::unpack(p).iter().flatten().count() as u64,
-                Slot::Leaf(i) => self.leaves[i as usize].block_count(),
+                Slot::Large { head, .. } => u64::from(u64::from(head) == r % CHUNK),
+                Slot::Inline(_) => 1,
+                Slot::Leaf(i) => self.leaves[i].block_count(),
             })
             .sum()
     }
@@ -449,21 +275,15 @@ impl Tracker {
             .iter()
             .map(|(_, slot)| match slot {
                 Slot::Large { .. } => REGION_PAGES,
-                Slot::Inline(p) => Slot::unpack(p)
-                    .iter()
-                    .flatten()
-                    .map(|e| 1u64 << e.order)
-                    .sum(),
-                Slot::Leaf(i) => self.leaves[i as usize].page_count(),
+                Slot::Inline(e) => 1 << e.order,
+                Slot::Leaf(i) => self.leaves[i].page_count(),
             })
             .sum()
     }
 
     /// Bytes of memory the tracker itself uses.
     pub fn memory_bytes(&self) -> usize {
-        self.table.memory_bytes()
-            + self.leaves.capacity() * core::mem::size_of::<Leaf>()
-            + self.free_leaves.capacity() * 4
+        self.table.memory_bytes() + self.leaves.memory_bytes()
     }
 
     fn check(&self, phys: u64, order: u32) -> Result<(), TrackerError> {
@@ -493,47 +313,59 @@ impl Tracker {
     /// Preserves the block of `2^order` pages at `phys`.
     #[inline]
     pub fn preserve(&mut self, phys: u64, order: u32) -> Result<(), TrackerError> {
-        if order <= LARGE_ORDER && aligned(phys, order) {
-            let region = phys >> REGION_SHIFT;
+        /// Alignment masks of orders 0 to 6 (and a spare).
+        const ALIGN: [u64; 8] = {
+            let mut a = [0; 8];
+            let mut o = 0;
+            while o < 8 {
+                a[o] = (1 << (o as u32 + PAGE_SHIFT)) - 1;
+                o += 1;
+            }
+            a
+        };
+        let region = phys >> REGION_SHIFT;
+        let scratch_free = || self.scratch.is_empty() || !self.region_in_scratch(region);
+        if order <= WORD_ORDER && phys & ALIGN[(order & 7) as usize] == 0 {
             let (cached, leaf) = self.cache;
-            if region == cached && order <= WORD_ORDER {
-                // Fastest: a block within one leaf word, in the region used
-                // last (which has a leaf and touches no scratch).
-                if self.leaves[leaf as usize].try_add(Small::at(phys, order)) {
+            if region == cached {
+                // Fastest: the region used last (which has a leaf and
+                // touches no scratch).
+                if self.leaves[leaf].try_add_word(phys, order) {
                     return Ok(());
                 }
-            } else if self.scratch.is_empty() || !self.region_in_scratch(region) {
-                // Next fastest, with nothing to allocate: a small block in a
-                // region that has a leaf, or any block up to 2 MiB in an
-                // empty region of a chunk that exists. A chunk exists only
-                // for valid addresses (`ensure` runs after `check`), so
-                // finding one also proves the block is in range.
+            } else if scratch_free() {
+                // Next fastest, with nothing to allocate: a region with a
+                // leaf, or an empty region of a chunk that exists. A chunk
+                // exists only for valid addresses (`ensure` runs after
+                // `check`), so finding one also proves the block in range.
                 let leaf = match self.table.lookup(region) {
-                    Lookup::Dense { leaf, .. } if order < LARGE_ORDER => Some(leaf),
+                    Lookup::Dense { leaf, .. } => leaf,
                     Lookup::Sparse {
                         slot: Some(Slot::Leaf(leaf)),
                         ..
-                    } if order < LARGE_ORDER => Some(leaf),
+                    } => leaf,
                     Lookup::Sparse { h, slot: None } => {
-                        let slot = if order == LARGE_ORDER {
-                            Slot::Large {
-                                head: region,
-                                order,
-                            }
-                        } else {
-                            Slot::inline(&[Small::at(phys, order)])
-                        };
-                        self.table.set_at(h, slot);
+                        self.table.set_at(h, Slot::Inline(Small::at(phys, order)));
                         return Ok(());
                     }
-                    _ => None,
+                    _ => return self.preserve_slow(phys, order),
                 };
-                if let Some(leaf) = leaf
-                    && self.leaves[leaf as usize].try_add(Small::at(phys, order))
-                {
+                if self.leaves[leaf].try_add_word(phys, order) {
                     self.cache = (region, leaf);
                     return Ok(());
                 }
+            }
+        } else if order == LARGE_ORDER && aligned(phys, order) && scratch_free() {
+            // A 2 MiB block in an empty region of a sparse chunk.
+            if let Lookup::Sparse { h, slot: None } = self.table.lookup(region) {
+                self.table.set_at(
+                    h,
+                    Slot::Large {
+                        head: chunk_offset(region),
+                        order,
+                    },
+                );
+                return Ok(());
             }
         }
         self.preserve_slow(phys, order)
@@ -579,19 +411,22 @@ impl Tracker {
             match self.table.get(r) {
                 None => {}
                 // Only a dense chunk keeps an empty leaf.
-                Some(Slot::Leaf(i)) if self.leaves[i as usize].is_empty() => {}
-                Some(Slot::Large { head, order: o }) if head == r0 && o == order => {
+                Some(Slot::Leaf(i)) if self.leaves[i].is_empty() => {}
+                Some(Slot::Large { head, order: o }) if head == chunk_offset(r0) && o == order => {
                     return Err(TrackerError::AlreadyPreserved { phys, order });
                 }
                 Some(_) => return Err(TrackerError::Overlap { phys, order }),
             }
         }
-        let slot = Slot::Large { head: r0, order };
+        let slot = Slot::Large {
+            head: chunk_offset(r0),
+            order,
+        };
         for r in r0..r0 + n {
             match self.table.lookup(r) {
                 Lookup::Dense { h, leaf } => {
                     // A full leaf sends the fast paths to the slow one.
-                    self.leaves[leaf as usize] = Leaf::FULL;
+                    self.leaves[leaf] = Leaf::FULL;
                     self.table.set_at(h, slot);
                 }
                 Lookup::Sparse { h, .. } => self.table.set_at(h, slot),
@@ -613,7 +448,7 @@ impl Tracker {
             .map_err(|_| TrackerError::OutOfMemory)?;
         let i = match self.table.find(region) {
             Err(i) => {
-                self.table.set_at(i, Slot::inline(&[b]));
+                self.table.set_at(i, Slot::Inline(b));
                 return Ok(());
             }
             Ok(i) => i,
@@ -621,7 +456,7 @@ impl Tracker {
         match self.table.slot_at(i) {
             Slot::Large { .. } => Err(TrackerError::Overlap { phys, order }),
             Slot::Leaf(li) => {
-                let l = &mut self.leaves[li as usize];
+                let l = &mut self.leaves[li];
                 if !l.try_add(b) {
                     return Err(if l.is_block(b) {
                         TrackerError::AlreadyPreserved { phys, order }
@@ -632,28 +467,17 @@ impl Tracker {
                 self.remember(region, li);
                 Ok(())
             }
-            Slot::Inline(packed) => {
-                let entries = Slot::unpack(packed);
-                for &e in entries.iter().flatten() {
-                    if e == b {
-                        return Err(TrackerError::AlreadyPreserved { phys, order });
-                    }
-                    if e.off < b.end() && b.off < e.end() {
-                        return Err(TrackerError::Overlap { phys, order });
-                    }
+            Slot::Inline(e) => {
+                if e == b {
+                    return Err(TrackerError::AlreadyPreserved { phys, order });
                 }
-                if let Some(free) = entries.iter().take(INLINE_MAX).position(Option::is_none) {
-                    let mut e = entries;
-                    e[free] = Some(b);
-                    self.table.set_at(i, Slot::inline_from(e));
-                    return Ok(());
+                if e.off < b.end() && b.off < e.end() {
+                    return Err(TrackerError::Overlap { phys, order });
                 }
-                // Full: move the region to a leaf.
+                // A second block: move the region to a leaf.
                 let li = self.new_leaf()?;
-                let l = &mut self.leaves[li as usize];
-                for &e in entries.iter().flatten() {
-                    l.set(e, true);
-                }
+                let l = &mut self.leaves[li];
+                l.set(e, true);
                 l.set(b, true);
                 self.table.set_at(i, Slot::Leaf(li));
                 self.remember(region, li);
@@ -668,38 +492,17 @@ impl Tracker {
     }
 
     fn new_leaf(&mut self) -> Result<u32, TrackerError> {
-        if let Some(i) = self.free_leaves.pop() {
-            self.leaves[i as usize] = Leaf::default();
-            return Ok(i);
-        }
-        self.grow_leaves(1)?;
-        self.leaves.push(Leaf::default());
-        Ok((self.leaves.len() - 1) as u32)
-    }
-
-    /// Makes room for `n` more leaves (and for giving them back later
-    /// without allocating), or changes nothing.
-    fn grow_leaves(&mut self, n: usize) -> Result<(), TrackerError> {
-        let total = self.leaves.len() + n;
-        if total > u32::MAX as usize {
-            return Err(TrackerError::OutOfMemory);
-        }
-        self.leaves
-            .try_reserve(n)
-            .map_err(|_| TrackerError::OutOfMemory)?;
-        self.free_leaves
-            .try_reserve(total - self.free_leaves.len())
-            .map_err(|_| TrackerError::OutOfMemory)
+        self.leaves.alloc().map_err(|_| TrackerError::OutOfMemory)
     }
 
     /// Makes the chunk of `region` dense: 512 new leaves, one per region,
     /// take over its inline blocks and sparse leaves (which are given back).
     /// On failure (out of memory) nothing changes.
     fn make_dense(&mut self, region: u64) -> Result<(), TrackerError> {
-        self.grow_leaves(CHUNK as usize)?;
-        let base = self.leaves.len() as u32;
-        self.leaves
-            .resize(self.leaves.len() + CHUNK as usize, Leaf::default());
+        let base = self
+            .leaves
+            .alloc_many(CHUNK as usize)
+            .map_err(|_| TrackerError::OutOfMemory)?;
         let first = region & !(CHUNK - 1);
         for (r, dst) in (first..first + CHUNK).zip(base..) {
             let Lookup::Sparse { h, slot } = self.table.lookup(r) else {
@@ -707,18 +510,13 @@ impl Tracker {
             };
             match slot {
                 Some(Slot::Large { .. }) => {
-                    self.leaves[dst as usize] = Leaf::FULL;
+                    self.leaves[dst] = Leaf::FULL;
                     continue;
                 }
-                Some(Slot::Inline(packed)) => {
-                    for e in Slot::unpack(packed).into_iter().flatten() {
-                        self.leaves[dst as usize].set(e, true);
-                    }
-                }
+                Some(Slot::Inline(e)) => self.leaves[dst].set(e, true),
                 Some(Slot::Leaf(i)) => {
-                    self.leaves[dst as usize] = self.leaves[i as usize];
-                    // Cannot fail: `grow_leaves` made room.
-                    self.free_leaves.push(i);
+                    self.leaves[dst] = self.leaves[i];
+                    self.leaves.give_back(i);
                 }
                 None => {}
             }
@@ -739,13 +537,14 @@ impl Tracker {
         if order >= LARGE_ORDER {
             let n = 1u64 << (order - LARGE_ORDER);
             match self.table.get(region) {
-                Some(Slot::Large { head, order: o }) if head == region && o == order => {}
+                Some(Slot::Large { head, order: o })
+                    if head == chunk_offset(region) && o == order => {}
                 _ => return Err(not),
             }
             for r in region..region + n {
                 match self.table.lookup(r) {
                     Lookup::Dense { h, leaf } => {
-                        self.leaves[leaf as usize] = Leaf::default();
+                        self.leaves[leaf] = Leaf::default();
                         self.table.set_at(h, Slot::Leaf(leaf));
                     }
                     Lookup::Sparse { h, .. } => self.table.clear_at(h),
@@ -759,18 +558,10 @@ impl Tracker {
             return Err(not);
         };
         match self.table.slot_at(h) {
-            Slot::Inline(packed) => {
-                let mut entries = Slot::unpack(packed);
-                let at = entries.iter().position(|e| *e == Some(b)).ok_or(not)?;
-                entries[at] = None;
-                if entries.iter().all(Option::is_none) {
-                    self.table.clear_at(h);
-                } else {
-                    self.table.set_at(h, Slot::inline_from(entries));
-                }
-            }
+            Slot::Inline(e) if e == b => self.table.clear_at(h),
+            Slot::Inline(_) => return Err(not),
             Slot::Leaf(i) => {
-                let l = &mut self.leaves[i as usize];
+                let l = &mut self.leaves[i];
                 if !l.is_block(b) {
                     return Err(not);
                 }
@@ -779,8 +570,7 @@ impl Tracker {
                 // empty leaf back.
                 if l.is_empty() && !self.table.is_dense(region) {
                     self.table.clear_at(h);
-                    // Cannot fail: `grow_leaves` made room.
-                    self.free_leaves.push(i);
+                    self.leaves.give_back(i);
                     if self.cache.1 == i {
                         self.cache = (NO_REGION, 0);
                     }
@@ -829,14 +619,12 @@ impl Tracker {
         let region = phys >> REGION_SHIFT;
         match self.table.get(region) {
             Some(Slot::Large { head, order: o }) => {
-                order >= LARGE_ORDER && head == region && o == order
+                order >= LARGE_ORDER && head == chunk_offset(region) && o == order
             }
             Some(Slot::Leaf(i)) if order < LARGE_ORDER => {
-                self.leaves[i as usize].is_block(Small::at(phys, order))
+                self.leaves[i].is_block(Small::at(phys, order))
             }
-            Some(Slot::Inline(packed)) if order < LARGE_ORDER => {
-                Slot::unpack(packed).contains(&Some(Small::at(phys, order)))
-            }
+            Some(Slot::Inline(e)) if order < LARGE_ORDER => e == Small::at(phys, order),
             _ => false,
         }
     }
@@ -850,11 +638,8 @@ impl Tracker {
         match self.table.get(addr >> REGION_SHIFT) {
             None => false,
             Some(Slot::Large { .. }) => true,
-            Some(Slot::Leaf(i)) => self.leaves[i as usize].page(off),
-            Some(Slot::Inline(packed)) => Slot::unpack(packed)
-                .iter()
-                .flatten()
-                .any(|e| e.off <= off && off < e.end()),
+            Some(Slot::Leaf(i)) => self.leaves[i].page(off),
+            Some(Slot::Inline(e)) => e.off <= off && off < e.end(),
         }
     }
 
@@ -875,14 +660,8 @@ impl Tracker {
         let base = r << (REGION_SHIFT - PAGE_SHIFT);
         match slot {
             Slot::Large { .. } => f(base, REGION_PAGES),
-            Slot::Inline(packed) => {
-                let mut e = Slot::unpack(packed);
-                e.sort_unstable_by_key(|x| x.map_or(u32::MAX, |x| x.off));
-                e.into_iter()
-                    .flatten()
-                    .try_for_each(|s| f(base + u64::from(s.off), 1 << s.order))
-            }
-            Slot::Leaf(i) => self.leaves[i as usize]
+            Slot::Inline(s) => f(base + u64::from(s.off), 1 << s.order),
+            Slot::Leaf(i) => self.leaves[i]
                 .runs()
                 .try_for_each(|(s, n)| f(base + u64::from(s), u64::from(n))),
         }

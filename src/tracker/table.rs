@@ -1,4 +1,4 @@
-//! The tracker's region table: 2 MiB region index -> a 64-bit slot, in two
+//! The tracker's region table: 2 MiB region index -> a 32-bit slot, in two
 //! levels (a small hash table of 1 GiB chunks, each 512 slots).
 
 use super::Small;
@@ -7,70 +7,46 @@ use alloc::vec::Vec;
 /// What the tracker knows of one region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Slot {
-    /// Up to three small blocks, each packed in 16 bits (`Small::pack`),
-    /// with a valid bit. The tracker uses `INLINE_MAX` of them.
-    Inline(u64),
-    /// Index of the region's leaf.
+    /// One small block, the region's only one.
+    Inline(Small),
+    /// Index of the region's leaf (below 2^30).
     Leaf(u32),
-    /// Covered by the large block that starts at region `head`.
+    /// Covered by the large block that starts at region `head` of the same
+    /// chunk (a large block is at most 1 GiB and aligned, so it never
+    /// crosses a chunk).
     Large {
-        /// First region of the block.
-        head: u64,
+        /// First region of the block, as an offset in the chunk.
+        head: u32,
         /// The block's order.
         order: u32,
     },
 }
 
-const TAG_INLINE: u64 = 1 << 62;
-const TAG_LEAF: u64 = 2 << 62;
-const TAG_LARGE: u64 = 3 << 62;
-const VALID: u16 = 0x8000;
+/// A slot in 32 bits: 0 is empty; else a tag in the top two bits.
+const TAG_SHIFT: u32 = 30;
+const TAG_INLINE: u32 = 1 << TAG_SHIFT;
+const TAG_LEAF: u32 = 2 << TAG_SHIFT;
+const TAG_LARGE: u32 = 3 << TAG_SHIFT;
+const TAG_MASK: u32 = 3 << TAG_SHIFT;
+/// Leaf indices are below this.
+pub(super) const MAX_LEAVES: u32 = 1 << TAG_SHIFT;
 
 impl Slot {
-    pub(super) fn inline(entries: &[Small]) -> Slot {
-        let mut e = [None; 3];
-        for (d, s) in e.iter_mut().zip(entries) {
-            *d = Some(*s);
-        }
-        Slot::inline_from(e)
-    }
-
-    pub(super) fn inline_from(e: [Option<Small>; 3]) -> Slot {
-        let mut packed = 0u64;
-        for (i, x) in e.iter().enumerate() {
-            if let Some(s) = x {
-                packed |= u64::from(s.pack() | VALID) << (16 * i);
-            }
-        }
-        Slot::Inline(packed)
-    }
-
-    pub(super) fn unpack(packed: u64) -> [Option<Small>; 3] {
-        let mut e = [None; 3];
-        for (i, d) in e.iter_mut().enumerate() {
-            let v = (packed >> (16 * i)) as u16;
-            if v & VALID != 0 {
-                *d = Some(Small::unpack(v & !VALID));
-            }
-        }
-        e
-    }
-
-    fn encode(self) -> u64 {
+    fn encode(self) -> u32 {
         match self {
-            Slot::Inline(p) => TAG_INLINE | p,
-            Slot::Leaf(i) => TAG_LEAF | u64::from(i),
-            Slot::Large { head, order } => TAG_LARGE | u64::from(order) << 40 | head,
+            Slot::Inline(s) => TAG_INLINE | u32::from(s.pack()),
+            Slot::Leaf(i) => TAG_LEAF | i,
+            Slot::Large { head, order } => TAG_LARGE | order << 9 | head,
         }
     }
 
-    fn decode(v: u64) -> Slot {
-        match v & (3 << 62) {
-            TAG_INLINE => Slot::Inline(v & 0xffff_ffff_ffff),
-            TAG_LEAF => Slot::Leaf(v as u32),
+    fn decode(v: u32) -> Slot {
+        match v & TAG_MASK {
+            TAG_INLINE => Slot::Inline(Small::unpack(v as u16)),
+            TAG_LEAF => Slot::Leaf(v & !TAG_MASK),
             _ => Slot::Large {
-                head: v & ((1 << 40) - 1),
-                order: ((v >> 40) & 0x1f) as u32,
+                head: v & 0x1ff,
+                order: (v >> 9) & 0x1f,
             },
         }
     }
@@ -119,7 +95,7 @@ pub(super) enum Lookup {
 
 /// Region index -> slot, in two levels: a small open-addressing index keyed
 /// by 1 GiB chunk gives the chunk's number, and chunk `c` owns the 512 slots
-/// `c * 512 ..` of one array, a `u64` (0 = empty) per 2 MiB region.
+/// `c * 512 ..` of one array, a `u32` (0 = empty) per 2 MiB region.
 /// Neighbouring regions are neighbouring slots, nothing is ever rehashed
 /// but the index, and chunks come out in address order by sorting only their
 /// keys. A handle is `chunk number * 512 + offset`.
@@ -129,7 +105,7 @@ pub(super) enum Lookup {
 /// a region's leaf. That saves a dependent load per preserve where many
 /// regions of a GiB hold leaves; sparse chunks keep small blocks inline.
 pub(super) struct RegionTable {
-    slots: Vec<u64>,
+    slots: Vec<u32>,
     /// Per chunk: slots in use, and slots holding a leaf.
     used: Vec<u16>,
     leaves: Vec<u16>,
@@ -140,8 +116,6 @@ pub(super) struct RegionTable {
 fn hash(key1: u64, shift: u32) -> usize {
     (key1.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as usize
 }
-
-const TAG_MASK: u64 = 3 << 62;
 
 impl RegionTable {
     /// An empty table. Its index starts with room for 4 chunks, so that
@@ -166,7 +140,7 @@ impl RegionTable {
     }
 
     pub(super) fn memory_bytes(&self) -> usize {
-        self.slots.capacity() * 8
+        self.slots.capacity() * 4
             + (self.used.capacity() + self.leaves.capacity()) * 2
             + self.index.capacity() * core::mem::size_of::<Entry>()
     }
@@ -269,7 +243,7 @@ impl RegionTable {
     }
 
     #[inline(always)]
-    fn put(&mut self, h: usize, v: u64) {
+    fn put(&mut self, h: usize, v: u32) {
         let c = h / CHUNK as usize;
         let old = core::mem::replace(&mut self.slots[h], v);
         match (old != 0, v != 0) {

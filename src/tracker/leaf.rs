@@ -1,0 +1,301 @@
+//! The tracker's leaves: a 2 MiB region's page and tail bitmaps, and the
+//! store that holds them in pages that never move.
+
+use super::table::MAX_LEAVES;
+use super::{PAGE_SHIFT, REGION_PAGES, Small};
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+/// A 2 MiB region's leaf: which pages are preserved, and which of them
+/// continue a block begun on an earlier page (its "tails"), so that block
+/// boundaries stay exact. Word `i` of both maps shares a cache line
+/// (`words[i] = [pages, tails]`), so a preserve touches one line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(super) struct Leaf {
+    words: [[u64; 2]; 8],
+}
+
+/// Mask of bits `[lo, hi)` within word `w` of a 512-bit map.
+fn word_mask(w: u32, lo: u32, hi: u32) -> u64 {
+    let (base, top) = (w * 64, w * 64 + 64);
+    let (a, b) = (lo.max(base), hi.min(top));
+    if a >= b {
+        return 0;
+    }
+    let n = b - a;
+    let m = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+    m << (a - base)
+}
+
+/// Index of the page map and of the tail map in a leaf's word pair.
+const PAGES: usize = 0;
+const TAILS: usize = 1;
+
+impl Leaf {
+    /// The leaf of a region covered by a large block in a dense chunk: all
+    /// pages preserved, as one block, so that every small preserve in it is
+    /// refused by [`try_add`](Self::try_add).
+    pub(super) const FULL: Leaf = Leaf {
+        words: {
+            let mut w = [[u64::MAX; 2]; 8];
+            w[0][TAILS] = u64::MAX - 1;
+            w
+        },
+    };
+
+    /// Preserves the block of order `order` (at most [`WORD_ORDER`](super::WORD_ORDER), so
+    /// within one word) at `phys` if none of its pages is preserved;
+    /// returns whether it did. A handful of instructions.
+    #[inline(always)]
+    pub(super) fn try_add_word(&mut self, phys: u64, order: u32) -> bool {
+        /// Bits of a block of order 0 to 6 at bit 0 (and a spare, so that
+        /// indexing by `order & 7` needs no check).
+        const MASKS: [u64; 8] = [1, 3, 0xf, 0xff, 0xffff, 0xffff_ffff, !0, !0];
+        let m = MASKS[(order & 7) as usize] << ((phys >> PAGE_SHIFT) & 63);
+        let pair = &mut self.words[((phys >> (PAGE_SHIFT + 6)) & 7) as usize];
+        if pair[PAGES] & m != 0 {
+            return false;
+        }
+        pair[PAGES] |= m;
+        pair[TAILS] |= m & (m - 1);
+        true
+    }
+
+    /// The page map, word by word.
+    pub(super) fn pages(&self) -> [u64; 8] {
+        self.words.map(|w| w[PAGES])
+    }
+
+    /// Bit `i` of map `which` (`PAGES` or `TAILS`).
+    pub(super) fn bit(&self, which: usize, i: u32) -> bool {
+        self.words[(i / 64) as usize][which] >> (i % 64) & 1 != 0
+    }
+
+    pub(super) fn page(&self, i: u32) -> bool {
+        self.bit(PAGES, i)
+    }
+
+    /// Whether every bit of `[lo, hi)` in map `which` is `set`.
+    pub(super) fn all(&self, which: usize, lo: u32, hi: u32, set: bool) -> bool {
+        lo >= hi
+            || (lo / 64..=(hi - 1) / 64).all(|w| {
+                let m = word_mask(w, lo, hi);
+                let v = self.words[w as usize][which] & m;
+                if set { v == m } else { v == 0 }
+            })
+    }
+
+    /// Whether `[off, off + 2^order)` is exactly one preserved block: all
+    /// its pages preserved, its first page not a tail, every other one a
+    /// tail, and the page after it not a tail.
+    pub(super) fn is_block(&self, b: Small) -> bool {
+        let (lo, hi) = (b.off, b.end());
+        self.all(PAGES, lo, hi, true)
+            && !self.bit(TAILS, lo)
+            && self.all(TAILS, lo + 1, hi, true)
+            && (hi == REGION_PAGES as u32 || !self.bit(TAILS, hi))
+    }
+
+    /// Preserves `b` if none of its pages is preserved; returns whether it
+    /// did. Any small order; see [`try_add_word`](Self::try_add_word) for
+    /// the fast one.
+    pub(super) fn try_add(&mut self, b: Small) -> bool {
+        if !self.all(PAGES, b.off, b.end(), false) {
+            return false;
+        }
+        self.set(b, true);
+        true
+    }
+
+    /// Sets (`on`) or clears the pages and tails of `b`.
+    pub(super) fn set(&mut self, b: Small, on: bool) {
+        let (lo, hi) = (b.off, b.end());
+        for w in lo / 64..=(hi - 1) / 64 {
+            let m = word_mask(w, lo, hi);
+            let t = word_mask(w, lo + 1, hi);
+            let pair = &mut self.words[w as usize];
+            if on {
+                pair[PAGES] |= m;
+                pair[TAILS] |= t;
+            } else {
+                pair[PAGES] &= !m;
+                pair[TAILS] &= !t;
+            }
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.words.iter().all(|w| w[PAGES] == 0)
+    }
+
+    /// Number of blocks: preserved pages that are not tails.
+    pub(super) fn block_count(&self) -> u64 {
+        self.words
+            .iter()
+            .map(|w| u64::from((w[PAGES] & !w[TAILS]).count_ones()))
+            .sum()
+    }
+
+    /// Number of preserved pages.
+    pub(super) fn page_count(&self) -> u64 {
+        self.words
+            .iter()
+            .map(|w| u64::from(w[PAGES].count_ones()))
+            .sum()
+    }
+
+    /// Runs of preserved pages, `(first page, count)`, in order; words with
+    /// no page set are skipped whole.
+    pub(super) fn runs(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let n = REGION_PAGES as u32;
+        let mut i = 0u32;
+        core::iter::from_fn(move || {
+            while i < n {
+                let bits = self.words[(i / 64) as usize][PAGES] >> (i % 64);
+                if bits == 0 {
+                    i = (i | 63) + 1;
+                    continue;
+                }
+                i += bits.trailing_zeros();
+                let start = i;
+                while i < n && self.page(i) {
+                    i += 1;
+                }
+                return Some((start, i - start));
+            }
+            None
+        })
+    }
+
+    /// Number of runs: where a page is set and the one before is not.
+    pub(super) fn run_count(&self) -> u32 {
+        let mut carry = 0u64;
+        self.words
+            .iter()
+            .map(|w| {
+                let w = w[PAGES];
+                let starts = w & !(w << 1 | carry);
+                carry = w >> 63;
+                starts.count_ones()
+            })
+            .sum()
+    }
+}
+
+/// Leaves per store page (8 KiB).
+const PAGE_LEAVES: usize = 64;
+
+/// Every leaf of a tracker, addressed by a `u32` index, in pages of 64 that
+/// never move: growing the store copies nothing, and a dense chunk's 512
+/// leaves are 8 whole pages with consecutive indices.
+#[derive(Default)]
+pub(super) struct LeafStore {
+    pages: Vec<Box<[Leaf; PAGE_LEAVES]>>,
+    /// Leaves given back, for reuse. Its capacity is kept at least the
+    /// number of leaves, so giving one back never allocates.
+    free: Vec<u32>,
+    /// The next leaf of the page that single leaves are taken from; at a
+    /// page boundary, that page is used up and the next leaf takes a new
+    /// one (pages taken for dense chunks lie in between).
+    next: u32,
+    /// Leaves handed out and not given back.
+    live: usize,
+}
+
+impl core::ops::Index<u32> for LeafStore {
+    type Output = Leaf;
+    #[inline(always)]
+    fn index(&self, i: u32) -> &Leaf {
+        &self.pages[(i as usize) / PAGE_LEAVES][(i as usize) % PAGE_LEAVES]
+    }
+}
+
+impl core::ops::IndexMut<u32> for LeafStore {
+    #[inline(always)]
+    fn index_mut(&mut self, i: u32) -> &mut Leaf {
+        &mut self.pages[(i as usize) / PAGE_LEAVES][(i as usize) % PAGE_LEAVES]
+    }
+}
+
+impl LeafStore {
+    /// The leaf at `i`, if it exists.
+    pub(super) fn get(&self, i: u32) -> Option<&Leaf> {
+        self.pages
+            .get((i as usize) / PAGE_LEAVES)
+            .map(|p| &p[(i as usize) % PAGE_LEAVES])
+    }
+
+    /// Leaves handed out and not given back.
+    pub(super) fn live(&self) -> usize {
+        self.live
+    }
+
+    /// Leaves given back and not reused yet.
+    #[cfg(test)]
+    pub(super) fn given_back(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Bytes used.
+    pub(super) fn memory_bytes(&self) -> usize {
+        self.pages.len() * core::mem::size_of::<[Leaf; PAGE_LEAVES]>()
+            + self.pages.capacity() * core::mem::size_of::<usize>()
+            + self.free.capacity() * 4
+    }
+
+    /// Adds `n` empty pages at the end and returns the index of their first
+    /// leaf; on failure (out of memory) nothing changes.
+    fn add_pages(&mut self, n: usize) -> Result<u32, ()> {
+        let first = self.pages.len();
+        let leaves = (first + n)
+            .checked_mul(PAGE_LEAVES)
+            .filter(|&l| l <= MAX_LEAVES as usize)
+            .ok_or(())?;
+        self.pages.try_reserve(n).map_err(|_| ())?;
+        self.free
+            .try_reserve(leaves.saturating_sub(self.free.len()))
+            .map_err(|_| ())?;
+        let mut fresh = Vec::new();
+        fresh.try_reserve_exact(n).map_err(|_| ())?;
+        for _ in 0..n {
+            let mut v = Vec::new();
+            v.try_reserve_exact(PAGE_LEAVES).map_err(|_| ())?;
+            v.resize(PAGE_LEAVES, Leaf::default());
+            let page: Box<[Leaf; PAGE_LEAVES]> = v.into_boxed_slice().try_into().map_err(|_| ())?;
+            fresh.push(page);
+        }
+        self.pages.extend(fresh);
+        Ok((first * PAGE_LEAVES) as u32)
+    }
+
+    /// An empty leaf, reused or new.
+    pub(super) fn alloc(&mut self) -> Result<u32, ()> {
+        let i = if let Some(i) = self.free.pop() {
+            self[i] = Leaf::default();
+            i
+        } else {
+            if (self.next as usize).is_multiple_of(PAGE_LEAVES) {
+                self.next = self.add_pages(1)?;
+            }
+            self.next += 1;
+            self.next - 1
+        };
+        self.live += 1;
+        Ok(i)
+    }
+
+    /// `n` consecutive empty leaves (a multiple of 64), for a dense chunk;
+    /// the first index.
+    pub(super) fn alloc_many(&mut self, n: usize) -> Result<u32, ()> {
+        let first = self.add_pages(n.div_ceil(PAGE_LEAVES))?;
+        self.live += n;
+        Ok(first)
+    }
+
+    /// Gives leaf `i` back. Never allocates.
+    pub(super) fn give_back(&mut self, i: u32) {
+        // Cannot fail: `add_pages` made room for every leaf.
+        self.free.push(i);
+        self.live -= 1;
+    }
+}
