@@ -110,6 +110,19 @@ impl Leaf {
     /// Sets (`on`) or clears the pages and tails of `b`.
     pub(super) fn set(&mut self, b: Small, on: bool) {
         let (lo, hi) = (b.off, b.end());
+        if b.order <= super::WORD_ORDER {
+            // Within one word.
+            let m = word_mask(lo / 64, lo, hi);
+            let pair = &mut self.words[(lo / 64) as usize];
+            if on {
+                pair[PAGES] |= m;
+                pair[TAILS] |= m & (m - 1);
+            } else {
+                pair[PAGES] &= !m;
+                pair[TAILS] &= !(m & (m - 1));
+            }
+            return;
+        }
         for w in lo / 64..=(hi - 1) / 64 {
             let m = word_mask(w, lo, hi);
             let t = word_mask(w, lo + 1, hi);

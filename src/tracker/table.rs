@@ -291,13 +291,33 @@ impl RegionTable {
         matches!(self.lookup(region), Lookup::Dense { .. })
     }
 
-    /// Marks the chunk of `region` dense, its leaves starting at `base`.
-    /// The caller has given every region of it a slot: `Leaf(base +
-    /// offset)`, or `Large` (whose leaf is [`Leaf::FULL`](super::Leaf)).
-    pub(super) fn make_dense(&mut self, region: u64, base: u32) {
-        if let Some(i) = self.position(region / CHUNK) {
-            self.index[i].dense = base;
+    /// Makes the sparse chunk of `region` dense, its leaves starting at
+    /// `base`: first calls `fill(leaf, slot)` for each slot in use (to fill
+    /// its region's new leaf), then makes every slot but a `Large` one
+    /// `Leaf(base + offset)`. Does nothing if the chunk does not exist.
+    pub(super) fn make_dense(&mut self, region: u64, base: u32, mut fill: impl FnMut(u32, Slot)) {
+        let Some(i) = self.position(region / CHUNK) else {
+            return;
+        };
+        let e = &mut self.index[i];
+        e.dense = base;
+        let c = e.chunk as usize;
+        let first = c * CHUNK as usize;
+        let mut leaves = 0;
+        for (v, leaf) in self.slots[first..first + CHUNK as usize]
+            .iter_mut()
+            .zip(base..)
+        {
+            if *v != 0 {
+                fill(leaf, Slot::decode(*v));
+            }
+            if *v & TAG_MASK != TAG_LARGE {
+                *v = Slot::Leaf(leaf).encode();
+                leaves += 1;
+            }
         }
+        self.used[c] = CHUNK as u16;
+        self.leaves[c] = leaves;
     }
 
     /// Every (region, slot) in address order. Allocates only the list of
