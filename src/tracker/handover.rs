@@ -376,6 +376,11 @@ pub struct Reader<'a, M: PageSource> {
     scratch: &'a [Range],
 }
 
+/// The bytes of frames `[first, end)`.
+fn frames(first: u64, end: u64) -> Range {
+    Range::new(first << PAGE_SHIFT, end << PAGE_SHIFT)
+}
+
 fn inside(ram: &[Range], r: Range) -> bool {
     ram.iter().any(|x| x.covers(r))
 }
@@ -454,9 +459,12 @@ impl<'a, M: PageSource> Reader<'a, M> {
                 }
             }
         }
-        // The RAM range that held the last record: records are sorted, so
-        // it usually holds the next one too.
-        let mut ram_hint = 0usize;
+        // The frames from the last checked run up to `limit` are in one RAM
+        // range and clear of every scratch area. Records are sorted, so a
+        // run that ends at or below `limit` is fine without a search (it
+        // starts at or above the floor, after that run); the first record
+        // sets it.
+        let mut limit = 0u64;
         for seq in 0..total {
             let pr = Range::new(phys, phys.saturating_add(PAGE_BYTES as u64));
             if !phys.is_multiple_of(PAGE_BYTES as u64) || phys == 0 || !inside(self.ram, pr) {
@@ -498,13 +506,15 @@ impl<'a, M: PageSource> Reader<'a, M> {
                     return Err(HandoverError::Unordered { phys, word: at });
                 }
                 if w & BITMAP_TAG == 0 {
-                    let n = (w & ((1 << 23) - 1)).saturating_add(1);
-                    let r = Range::new(pfn << PAGE_SHIFT, pfn.saturating_add(n) << PAGE_SHIFT);
-                    self.check_range(r, &mut ram_hint)?;
-                    floor = pfn.saturating_add(n);
-                    sum.pages = sum.pages.saturating_add(n);
+                    // Cannot overflow: below 2^40 + 2^23.
+                    let end = pfn.saturating_add(w & ((1 << 23) - 1)).saturating_add(1);
+                    if end > limit {
+                        limit = self.check_frames(pfn, end)?;
+                    }
+                    sum.pages = sum.pages.saturating_add(end.saturating_sub(pfn));
+                    floor = end;
                     if REPORT {
-                        emit(&mut pending, r, &mut sum, &mut on_range);
+                        emit(&mut pending, frames(pfn, end), &mut sum, &mut on_range);
                     }
                     i = i.saturating_add(1);
                 } else {
@@ -514,34 +524,66 @@ impl<'a, M: PageSource> Reader<'a, M> {
                     {
                         return Err(HandoverError::BadRecord { phys, word: at });
                     }
-                    let mut any = false;
-                    for k in 0..8u64 {
-                        let bits = word(i.saturating_add(1).saturating_add(k as usize))
+                    let mut map = [0u64; 8];
+                    for (k, m) in map.iter_mut().enumerate() {
+                        *m = word(i.saturating_add(1).saturating_add(k))
                             .ok_or(HandoverError::BadRecord { phys, word: at })?;
-                        let mut b = bits;
-                        while b != 0 {
-                            let s = u64::from(b.trailing_zeros());
-                            let len = u64::from((!(b >> s)).trailing_zeros());
-                            let first = pfn.saturating_add(k.saturating_mul(64)).saturating_add(s);
-                            let r = Range::new(
-                                first << PAGE_SHIFT,
-                                first.saturating_add(len) << PAGE_SHIFT,
-                            );
-                            self.check_range(r, &mut ram_hint)?;
-                            sum.pages = sum.pages.saturating_add(len);
-                            if REPORT {
-                                emit(&mut pending, r, &mut sum, &mut on_range);
-                            }
-                            any = true;
-                            b = if s.saturating_add(len) >= 64 {
-                                0
-                            } else {
-                                b & !((1u64 << len).wrapping_sub(1) << s)
-                            };
-                        }
                     }
-                    if !any {
+                    // The span from the first set bit to the last: if it
+                    // passes, every run does.
+                    let first = map.iter().position(|&m| m != 0);
+                    let last = map.iter().rposition(|&m| m != 0);
+                    let (Some(fw), Some(lw), Some(&f), Some(&l)) = (
+                        first,
+                        last,
+                        first.and_then(|k| map.get(k)),
+                        last.and_then(|k| map.get(k)),
+                    ) else {
                         return Err(HandoverError::BadRecord { phys, word: at });
+                    };
+                    let lo = pfn
+                        .saturating_add((fw as u64).saturating_mul(64))
+                        .saturating_add(u64::from(f.trailing_zeros()));
+                    let hi = pfn
+                        .saturating_add((lw as u64).saturating_mul(64))
+                        .saturating_add(u64::from(64u32.saturating_sub(l.leading_zeros())));
+                    let checked = if hi > limit {
+                        match self.check_frames(lo, hi) {
+                            Ok(l) => {
+                                limit = l;
+                                true
+                            }
+                            Err(_) => false,
+                        }
+                    } else {
+                        true
+                    };
+                    sum.pages = sum
+                        .pages
+                        .saturating_add(map.iter().map(|m| u64::from(m.count_ones())).sum());
+                    if REPORT || !checked {
+                        // Each run: checked on its own unless the span was.
+                        for (k, &bits) in (0u64..).zip(map.iter()) {
+                            let mut b = bits;
+                            while b != 0 {
+                                let s = u64::from(b.trailing_zeros());
+                                let len = u64::from((!(b >> s)).trailing_zeros());
+                                let first =
+                                    pfn.saturating_add(k.saturating_mul(64)).saturating_add(s);
+                                let end = first.saturating_add(len);
+                                if !checked {
+                                    self.check_frames(first, end)?;
+                                }
+                                if REPORT {
+                                    emit(&mut pending, frames(first, end), &mut sum, &mut on_range);
+                                }
+                                b = if s.saturating_add(len) >= 64 {
+                                    0
+                                } else {
+                                    b & !((1u64 << len).wrapping_sub(1) << s)
+                                };
+                            }
+                        }
                     }
                     floor = pfn.saturating_add(REGION_PAGES);
                     i = i.saturating_add(9);
@@ -564,22 +606,41 @@ impl<'a, M: PageSource> Reader<'a, M> {
         Ok(sum)
     }
 
-    #[inline(always)]
-    fn check_range(&self, r: Range, hint: &mut usize) -> Result<(), HandoverError> {
-        if r.end <= r.start || r.end > 1 << super::PHYS_BITS {
-            return Err(HandoverError::RangeNotInRam { range: r });
+    /// Checks the frames `[first, end)` (not empty): inside one RAM range
+    /// and clear of every scratch area. Returns how far above them frames
+    /// stay so (the end of that RAM range, or the next scratch area), or
+    /// the error.
+    #[cold]
+    fn check_frames(&self, first: u64, end: u64) -> Result<u64, HandoverError> {
+        let range = frames(first, end);
+        let not_ram = HandoverError::RangeNotInRam { range };
+        // Frames of the physical address space: the limit never passes it.
+        let space = 1 << (super::PHYS_BITS - PAGE_SHIFT);
+        if end > space {
+            return Err(not_ram);
         }
-        let holds = |x: &Range| x.covers(r);
-        if !self.ram.get(*hint).is_some_and(holds) {
-            *hint = self
-                .ram
-                .iter()
-                .position(holds)
-                .ok_or(HandoverError::RangeNotInRam { range: r })?;
+        // A RAM range's whole frames: start rounded up, end down.
+        let whole = |r: &Range| (r.start.div_ceil(PAGE_BYTES as u64), r.end >> PAGE_SHIFT);
+        let (_, ram_end) = self
+            .ram
+            .iter()
+            .map(whole)
+            .find(|&(s, e)| s <= first && end <= e)
+            .ok_or(not_ram)?;
+        let mut limit = ram_end.min(space);
+        for s in self.scratch {
+            // Frames the scratch area touches: start rounded down, end up.
+            let (ss, se) = (s.start >> PAGE_SHIFT, s.end.div_ceil(PAGE_BYTES as u64));
+            if s.is_empty() {
+                continue;
+            }
+            if ss < end && first < se {
+                return Err(HandoverError::RangeInScratch { range });
+            }
+            if ss >= end {
+                limit = limit.min(ss);
+            }
         }
-        if self.scratch.iter().any(|s| s.overlaps(&r)) {
-            return Err(HandoverError::RangeInScratch { range: r });
-        }
-        Ok(())
+        Ok(limit)
     }
 }

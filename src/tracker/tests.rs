@@ -511,6 +511,29 @@ fn handover_round_trip_and_sizes() {
     assert_eq!(root.records.get(), 1 + 1 + 1 + 1500);
 }
 
+#[test]
+fn a_run_past_the_physical_space_is_refused_even_if_ram_says_more() {
+    let top = 1u64 << PHYS_BITS;
+    let mut t = Tracker::new(&[]).unwrap();
+    t.preserve(1 << 20, 0).unwrap();
+    t.preserve(top - 2 * PAGE, 0).unwrap();
+    let mut mem = FakeMem::new(1 << 40);
+    let root = handover::write(&t, &mut mem).unwrap();
+    let all = [Range::new(0, u64::MAX)];
+    assert!(Reader::new(&mem, root, &all, &[]).validate().is_ok());
+    // Stretch the second extent to 2^23 pages: it now ends past 2^52.
+    let page = mem.pages.get_mut(&root.first_page.get()).unwrap();
+    let w = u64::from_le_bytes(page[32..40].try_into().unwrap());
+    page[32..40].copy_from_slice(&(w | 0x7f_ffff).to_le_bytes());
+    let pfn = (top >> 12) - 2;
+    assert_eq!(
+        Reader::new(&mem, root, &all, &[]).validate(),
+        Err(HandoverError::RangeNotInRam {
+            range: Range::new(pfn << 12, (pfn + (1 << 23)) << 12)
+        })
+    );
+}
+
 fn corrupt(f: impl Fn(&mut FakeMem, &mut TrackerRoot)) -> HandoverError {
     let (_, mut mem, mut root) = sample();
     f(&mut mem, &mut root);
@@ -614,7 +637,133 @@ fn corrupted_handovers_are_typed_errors() {
     assert!(matches!(e, BadPage { .. }), "{e:?}");
 }
 
+/// The runs of a chain as its records state them (an extent, or each run
+/// of a bitmap), in order: the plain decoding the reader's checks are
+/// measured against.
+fn written_runs(mem: &FakeMem, root: &TrackerRoot) -> Vec<Range> {
+    let mut runs = Vec::new();
+    let mut phys = root.first_page.get();
+    while phys != 0 {
+        let page = &mem.pages[&phys];
+        let word = |i: usize| u64::from_le_bytes(page[24 + 8 * i..32 + 8 * i].try_into().unwrap());
+        let n = u32::from_le_bytes(page[20..24].try_into().unwrap()) as usize;
+        let mut i = 0;
+        while i < n {
+            let w = word(i);
+            let pfn = (w >> 23) & ((1 << 40) - 1);
+            if w >> 63 == 0 {
+                runs.push(Range::new(pfn * PAGE, (pfn + (w & 0x7f_ffff) + 1) * PAGE));
+                i += 1;
+            } else {
+                let mut p = 0;
+                while p < 512 {
+                    let set = |p: u64| word(i + 1 + (p / 64) as usize) >> (p % 64) & 1 == 1;
+                    if set(p) {
+                        let s = p;
+                        while p < 512 && set(p) {
+                            p += 1;
+                        }
+                        runs.push(Range::new((pfn + s) * PAGE, (pfn + p) * PAGE));
+                    } else {
+                        p += 1;
+                    }
+                }
+                i += 9;
+            }
+        }
+        phys = u64::from_le_bytes(page[8..16].try_into().unwrap());
+    }
+    runs
+}
+
+/// A byte bound: anywhere near the 64 MiB test window (`Err`), or at an
+/// edge of a written run, moved by a little (`Ok((run, end?, shift))`),
+/// which is where a check that takes shortcuts would go wrong.
+type Bound = Result<(usize, bool, i64), u64>;
+
+fn bound() -> impl Strategy<Value = Bound> {
+    let shift = prop_oneof![
+        Just(0i64),
+        Just(1),
+        Just(-1),
+        Just(PAGE as i64),
+        Just(-(PAGE as i64)),
+        Just(PAGE as i64 + 1),
+        Just(-(PAGE as i64) - 1),
+    ];
+    prop_oneof![
+        (any::<usize>(), any::<bool>(), shift).prop_map(Ok),
+        (0u64..(70 << 20) / PAGE).prop_map(|p| Err(p * PAGE)),
+        (0u64..(70 << 20)).prop_map(Err),
+    ]
+}
+
+fn resolve(b: Bound, runs: &[Range]) -> u64 {
+    match b {
+        Err(x) => x,
+        Ok(_) if runs.is_empty() => 0,
+        Ok((k, end, d)) => {
+            let r = runs[k % runs.len()];
+            (if end { r.end } else { r.start }).saturating_add_signed(d)
+        }
+    }
+}
+
 proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    /// The reader accepts a chain exactly when every run it states lies
+    /// inside one RAM range and clear of every scratch area, and otherwise
+    /// names the first run that does not: the same as checking each run on
+    /// its own, whatever shortcut it takes.
+    #[test]
+    fn range_checks_match_a_per_run_model(
+        ops in proptest::collection::vec(op(), 1..80),
+        ram in proptest::collection::vec((bound(), bound()), 1..4),
+        all_ram in any::<bool>(),
+        scratch in proptest::collection::vec((bound(), bound()), 0..3),
+    ) {
+        let mut t = Tracker::new(&[]).unwrap();
+        for op in &ops {
+            match *op {
+                // The low window only, where RAM is drawn.
+                Op::Preserve(a, o) => { let _ = t.preserve(a % (1 << 30), o); }
+                Op::PreserveRange(s, e) => { let _ = t.preserve_range(s % (1 << 30), e % (1 << 30)); }
+                _ => {}
+            }
+        }
+        let mut mem = FakeMem::new(1 << 40);
+        let root = handover::write(&t, &mut mem).unwrap();
+        let runs = written_runs(&mem, &root);
+        let range = |&(a, b): &(Bound, Bound)| {
+            let (a, b) = (resolve(a, &runs), resolve(b, &runs));
+            Range::new(a.min(b), a.max(b))
+        };
+        let mut ram: Vec<Range> = ram.iter().map(range).collect();
+        ram.push(Range::new(1 << 40, 1 << 41));
+        if all_ram {
+            // Only scratch can then refuse a run.
+            ram.push(Range::new(0, 1 << 30));
+        }
+        let scratch: Vec<Range> = scratch.iter().map(range).collect();
+        let want = runs
+            .into_iter()
+            .find_map(|r| {
+                if r.end > 1 << PHYS_BITS || !ram.iter().any(|x| x.covers(r)) {
+                    Some(HandoverError::RangeNotInRam { range: r })
+                } else if scratch.iter().any(|s| s.overlaps(&r)) {
+                    Some(HandoverError::RangeInScratch { range: r })
+                } else {
+                    None
+                }
+            });
+        let got = Reader::new(&mem, root, &ram, &scratch).validate();
+        match want {
+            Some(e) => prop_assert_eq!(got, Err(e)),
+            None => prop_assert!(got.is_ok(), "{:?}", got),
+        }
+    }
+
     #[test]
     fn random_corruption_never_panics_or_reserves_garbage(flips in proptest::collection::vec((0usize..4, 0usize..PAGE_BYTES, any::<u8>()), 1..6)) {
         let (t, mut mem, root) = sample();
