@@ -4,16 +4,20 @@
 use kho::ranges::Range;
 use kho::tracker::{Tracker, TrackerError};
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::Cell;
 
 struct Failing;
 
-static FAIL: AtomicBool = AtomicBool::new(false);
+thread_local! {
+    /// Per thread, so that tests running side by side do not fail each
+    /// other's allocations. Const-initialised: reading it never allocates.
+    static FAIL: Cell<bool> = const { Cell::new(false) };
+}
 
 // SAFETY: forwards to the system allocator, or returns null (allowed).
 unsafe impl GlobalAlloc for Failing {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if FAIL.load(Ordering::SeqCst) {
+        if FAIL.with(Cell::get) {
             return std::ptr::null_mut();
         }
         // SAFETY: same contract as ours.
@@ -29,9 +33,9 @@ unsafe impl GlobalAlloc for Failing {
 static ALLOC: Failing = Failing;
 
 fn with_failing<T>(f: impl FnOnce() -> T) -> T {
-    FAIL.store(true, Ordering::SeqCst);
+    FAIL.with(|x| x.set(true));
     let r = f();
-    FAIL.store(false, Ordering::SeqCst);
+    FAIL.with(|x| x.set(false));
     r
 }
 
@@ -66,4 +70,41 @@ fn out_of_memory_is_typed_and_changes_nothing() {
             Range::new(5 << 30, (5 << 30) + 0x1000),
         ]
     );
+}
+
+#[test]
+fn a_chunk_that_cannot_become_dense_stays_sparse_and_correct() {
+    let mb2 = 2u64 << 20;
+    let mut t = Tracker::new(&[]).unwrap();
+    // 63 regions of one chunk with two pages each: 63 leaves, all in the
+    // first page of leaves (64 per page).
+    for r in 0..63 {
+        t.preserve(r * mb2, 0).unwrap();
+        t.preserve(r * mb2 + 0x1000, 0).unwrap();
+    }
+    t.preserve(63 * mb2, 0).unwrap();
+    let before = t.memory_bytes();
+    // The 64th leaf needs no allocation, but it makes the chunk dense,
+    // which needs 64 KiB: that fails quietly and the preserve stands.
+    with_failing(|| t.preserve(63 * mb2 + 0x1000, 0)).unwrap();
+    assert_eq!(t.memory_bytes(), before);
+    // With memory back, the next leaf makes the chunk dense.
+    t.preserve(64 * mb2, 0).unwrap();
+    t.preserve(64 * mb2 + 0x1000, 0).unwrap();
+    assert!(t.memory_bytes() >= before + 64 * 1024);
+    let want: Vec<Range> = (0..65)
+        .map(|r| Range::new(r * mb2, r * mb2 + 0x2000))
+        .collect();
+    assert_eq!(t.ranges().unwrap(), want);
+    assert_eq!(t.blocks(), 130);
+    for r in 0..65 {
+        assert!(t.is_block(r * mb2 + 0x1000, 0));
+        assert_eq!(
+            t.preserve(r * mb2, 0),
+            Err(TrackerError::AlreadyPreserved {
+                phys: r * mb2,
+                order: 0
+            })
+        );
+    }
 }
