@@ -31,7 +31,7 @@ use super::{PAGE_SHIFT, REGION_PAGES, REGION_SHIFT, Tracker, TrackerError};
 use crate::ranges::Range;
 use core::fmt;
 use zerocopy::byteorder::little_endian::{U16, U32, U64};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// Version string of this layout, for `compatible` properties.
 pub const TRACKER_VERSION: &str = "kho-tracker-v1";
@@ -206,14 +206,20 @@ pub trait PageSource {
     fn page(&self, phys: u64) -> Option<&[u8; PAGE_BYTES]>;
 }
 
-fn extent(pfn: u64, pages: u64) -> u64 {
-    (pfn & PFN_MASK) << 23 | pages.saturating_sub(1)
+/// A chain page as it is written: the header, then the payload words.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct ChainPage {
+    header: PageHeader,
+    payload: [U64; PAYLOAD_WORDS],
 }
 
+/// Builds the chain page by page: records go into `buf`, which is written
+/// to the sink when the next record does not fit.
 struct ChainWriter<'a, S: PageSink> {
     sink: &'a mut S,
     scratch: &'a [Range],
-    buf: [u8; PAGE_BYTES],
+    buf: ChainPage,
     phys: u64,
     words: usize,
     seq: u32,
@@ -241,7 +247,7 @@ impl<'a, S: PageSink> ChainWriter<'a, S> {
         Ok(Self {
             sink,
             scratch,
-            buf: [0; PAGE_BYTES],
+            buf: ChainPage::new_zeroed(),
             phys,
             words: 0,
             seq: 0,
@@ -251,8 +257,9 @@ impl<'a, S: PageSink> ChainWriter<'a, S> {
         })
     }
 
-    fn header(&mut self, next: u64) {
-        let h = PageHeader {
+    /// Writes `buf` to its page, with the header pointing to `next`.
+    fn flush(&mut self, next: u64) {
+        self.buf.header = PageHeader {
             magic: PAGE_MAGIC.into(),
             version: PAGE_VERSION.into(),
             flags: 0.into(),
@@ -260,41 +267,42 @@ impl<'a, S: PageSink> ChainWriter<'a, S> {
             seq: self.seq.into(),
             words: (self.words as u32).into(),
         };
-        // Cannot fail: the buffer is larger than the header.
-        let _ = h.write_to_prefix(&mut self.buf);
+        let bytes: &[u8; PAGE_BYTES] = zerocopy::transmute_ref!(&self.buf);
+        self.sink.write_page(self.phys, bytes);
     }
 
-    fn record(&mut self, words: &[u64]) -> Result<(), HandoverError> {
-        if self.words.saturating_add(words.len()) > PAYLOAD_WORDS {
+    /// Appends a record of `words` that describes `pages` preserved pages.
+    #[inline]
+    fn record(&mut self, words: &[u64], pages: u64) -> Result<(), HandoverError> {
+        let mut end = self.words.saturating_add(words.len());
+        if end > PAYLOAD_WORDS {
             let next = Self::page(self.sink, self.scratch)?;
-            self.header(next);
-            self.sink.write_page(self.phys, &self.buf);
-            self.buf = [0; PAGE_BYTES];
+            self.flush(next);
+            self.buf.payload = [U64::ZERO; PAYLOAD_WORDS];
             self.phys = next;
             self.words = 0;
             self.seq = self.seq.saturating_add(1);
+            end = words.len();
         }
-        for w in words {
-            let at = 24usize.saturating_add(self.words.saturating_mul(8));
-            if let Some(d) = self.buf.get_mut(at..at.saturating_add(8)) {
-                d.copy_from_slice(&w.to_le_bytes());
+        if let Some(dst) = self.buf.payload.get_mut(self.words..end) {
+            for (d, &w) in dst.iter_mut().zip(words) {
+                *d = w.into();
             }
-            self.words = self.words.saturating_add(1);
         }
+        self.words = end;
         self.records = self.records.saturating_add(1);
-        // Count the pages the record describes, for the root's total.
-        let n = match words.split_first() {
-            Some((&w, [])) if w & BITMAP_TAG == 0 => (w & ((1 << 23) - 1)).saturating_add(1),
-            Some((_, bits)) => bits.iter().map(|b| u64::from(b.count_ones())).sum(),
-            None => 0,
-        };
-        self.pages = self.pages.saturating_add(n);
+        self.pages = self.pages.saturating_add(pages);
         Ok(())
     }
 
+    /// Appends an extent record of `pages` pages from frame `first`.
+    #[inline]
+    fn extent(&mut self, first: u64, pages: u64) -> Result<(), HandoverError> {
+        self.record(&[(first & PFN_MASK) << 23 | pages.saturating_sub(1)], pages)
+    }
+
     fn finish(mut self, preserved_pages: u64) -> TrackerRoot {
-        self.header(0);
-        self.sink.write_page(self.phys, &self.buf);
+        self.flush(0);
         TrackerRoot {
             first_page: self.first.into(),
             pages: self.seq.saturating_add(1).into(),
@@ -322,7 +330,7 @@ pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot
             return Ok(());
         }
         if let Some((s, len)) = pending.take() {
-            w.record(&[extent(s, len)])?;
+            w.extent(s, len)?;
         }
         *pending = Some((pfn, n));
         Ok::<(), HandoverError>(())
@@ -335,7 +343,7 @@ pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot
             && l.run_count() > 9
         {
             if let Some((s, len)) = pending.take() {
-                w.record(&[extent(s, len)])?;
+                w.extent(s, len)?;
             }
             let base = r << (REGION_SHIFT - PAGE_SHIFT);
             let mut rec = [0u64; 9];
@@ -343,13 +351,13 @@ pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot
             for (d, s) in rec.iter_mut().skip(1).zip(l.pages()) {
                 *d = s;
             }
-            w.record(&rec)?;
+            w.record(&rec, l.page_count())?;
             continue;
         }
         tracker.region_runs(r, slot, |pfn, n| push(&mut w, &mut pending, pfn, n))?;
     }
     if let Some((s, len)) = pending.take() {
-        w.record(&[extent(s, len)])?;
+        w.extent(s, len)?;
     }
     let pages = w.pages;
     Ok(w.finish(pages))
