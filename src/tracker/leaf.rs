@@ -157,26 +157,34 @@ impl Leaf {
             .sum()
     }
 
-    /// Runs of preserved pages, `(first page, count)`, in order; words with
-    /// no page set are skipped whole.
+    /// Runs of preserved pages, `(first page, count)`, in order, found a
+    /// word at a time (a run may cross words).
     pub(super) fn runs(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
-        let n = REGION_PAGES as u32;
-        let mut i = 0u32;
+        let maps = self.pages();
+        let mut w = 0usize;
+        // What is left of word `w`: bits of runs already reported cleared.
+        let mut bits = maps[0];
         core::iter::from_fn(move || {
-            while i < n {
-                let bits = self.words[(i / 64) as usize][PAGES] >> (i % 64);
-                if bits == 0 {
-                    i = (i | 63) + 1;
-                    continue;
-                }
-                i += bits.trailing_zeros();
-                let start = i;
-                while i < n && self.page(i) {
-                    i += 1;
-                }
-                return Some((start, i - start));
+            while bits == 0 {
+                w += 1;
+                bits = *maps.get(w)?;
             }
-            None
+            let start = w as u32 * 64 + bits.trailing_zeros();
+            loop {
+                let s = bits.trailing_zeros();
+                let top = s + (!(bits >> s)).trailing_zeros();
+                if top < 64 {
+                    bits &= u64::MAX << top;
+                    return Some((start, w as u32 * 64 + top - start));
+                }
+                // The run reaches the word's last page: go on into the next
+                // word if its first page is preserved.
+                w += 1;
+                bits = maps.get(w).copied().unwrap_or(0);
+                if bits & 1 == 0 {
+                    return Some((start, w as u32 * 64 - start));
+                }
+            }
         })
     }
 
@@ -310,5 +318,49 @@ impl LeafStore {
         // Cannot fail: `add_pages` made room for every leaf.
         self.free.push(i);
         self.live -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::vec::Vec;
+
+    /// Words with long runs of ones and zeros, so runs cross words often.
+    fn word() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            Just(0u64),
+            Just(u64::MAX),
+            any::<u64>(),
+            (0u32..64, 0u32..64)
+                .prop_map(|(a, b)| (u64::MAX << a.min(b)) & (u64::MAX >> (63 - a.max(b)))),
+        ]
+    }
+
+    proptest! {
+        /// `runs` and `run_count` agree with a page-by-page scan.
+        #[test]
+        fn runs_match_a_bit_scan(maps in proptest::array::uniform8(word())) {
+            let mut l = Leaf::default();
+            for (w, m) in l.words.iter_mut().zip(maps) {
+                w[PAGES] = m;
+            }
+            let mut want = Vec::new();
+            let mut i = 0u32;
+            while i < 512 {
+                if l.page(i) {
+                    let s = i;
+                    while i < 512 && l.page(i) {
+                        i += 1;
+                    }
+                    want.push((s, i - s));
+                } else {
+                    i += 1;
+                }
+            }
+            prop_assert_eq!(l.runs().collect::<Vec<_>>(), want.clone());
+            prop_assert_eq!(l.run_count() as usize, want.len());
+        }
     }
 }
