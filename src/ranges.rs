@@ -33,14 +33,16 @@ impl Range {
         self.end <= self.start
     }
 
-    /// Whether every byte of `other` is in this range.
+    /// Whether `other` lies within this range (an empty `other` too: its
+    /// position must be inside).
     pub const fn covers(&self, other: Range) -> bool {
         self.start <= other.start && other.end <= self.end
     }
 
-    /// Whether the two ranges share at least one byte.
+    /// Whether the two ranges share at least one byte (an empty range
+    /// shares none, wherever it lies).
     pub const fn overlaps(&self, other: &Range) -> bool {
-        self.start < other.end && other.start < self.end
+        !self.is_empty() && !other.is_empty() && self.start < other.end && other.start < self.end
     }
 }
 
@@ -319,6 +321,20 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(set.as_slice(), &model_ranges(&model)[..]);
+            }
+        }
+    }
+
+    proptest! {
+        /// `overlaps` and `covers` agree with the sets of bytes.
+        #[test]
+        fn overlap_and_cover_match_byte_sets(a in 0u64..12, b in 0u64..12, c in 0u64..12, d in 0u64..12) {
+            let (x, y) = (Range::new(a, b), Range::new(c, d));
+            let bytes = |r: Range| (r.start..r.end).collect::<BTreeSet<u64>>();
+            prop_assert_eq!(x.overlaps(&y), !bytes(x).is_disjoint(&bytes(y)));
+            prop_assert_eq!(x.overlaps(&y), y.overlaps(&x));
+            if !y.is_empty() {
+                prop_assert_eq!(x.covers(y), bytes(y).is_subset(&bytes(x)));
             }
         }
     }

@@ -300,8 +300,11 @@ impl Tracker {
         Ok(())
     }
 
+    /// Whether the block touches a scratch area. Any `phys` (the fast
+    /// path asks before the block is known to be in range); `order` at
+    /// most [`MAX_ORDER`].
     fn in_scratch(&self, phys: u64, order: u32) -> bool {
-        let r = Range::new(phys, phys + (1u64 << (order + PAGE_SHIFT)));
+        let r = Range::new(phys, phys.saturating_add(1u64 << (order + PAGE_SHIFT)));
         self.scratch.iter().any(|s| s.overlaps(&r))
     }
 

@@ -253,6 +253,18 @@ fn strict_errors() {
         t.preserve(1 << 52, 0),
         Err(TrackerError::OutOfRange { phys: 1 << 52 })
     );
+    // At the very top of the address space, with scratch to check.
+    for (phys, order) in [(!0xfff, 0), (!0x1f_ffff, 9), (!0x3fff_ffff, 18)] {
+        assert_eq!(
+            t.preserve(phys, order),
+            Err(TrackerError::OutOfRange { phys })
+        );
+        assert!(!t.is_preserved(phys) && !t.is_block(phys, order));
+        assert_eq!(
+            t.unpreserve(phys, order),
+            Err(TrackerError::OutOfRange { phys })
+        );
+    }
     assert_eq!(
         t.preserve(0x100_0000, 0),
         Err(TrackerError::InScratch {
