@@ -219,7 +219,7 @@ def machine_note():
             "kvm": os.access("/dev/kvm", os.R_OK | os.W_OK)}
 
 
-FUZZ_TARGETS = ["fdt_read", "fdt_roundtrip", "tracker_read"]
+FUZZ_TARGETS = ["fdt_read", "fdt_roundtrip", "tracker_read", "tracker_ops"]
 
 
 def cmd_fuzz(args):

@@ -242,13 +242,14 @@ impl Tracker {
         })
     }
 
-    /// A tracker that makes chunks dense at `dense_at` leaves, so tests can
-    /// reach both representations with few blocks.
-    #[cfg(test)]
-    fn with_dense_at(scratch: &[Range], dense_at: usize) -> Self {
-        let mut t = Self::new(scratch).unwrap();
-        t.dense_at = dense_at;
-        t
+    /// An empty tracker that makes a 1 GiB chunk dense once `leaves` of
+    /// its regions hold leaves (64 by default; above 512, never). Lower
+    /// spends memory (64 KiB per dense chunk) for speed where preserves are
+    /// clustered; tests and fuzzing use small values to reach both forms.
+    pub fn with_dense_threshold(scratch: &[Range], leaves: usize) -> Result<Self, TrackerError> {
+        let mut t = Self::new(scratch)?;
+        t.dense_at = leaves.max(1);
+        Ok(t)
     }
 
     /// The scratch areas this tracker refuses.

@@ -123,7 +123,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn run_ops(ops: &[Op], scratch: &[Range], dense_at: usize) -> Result<(), TestCaseError> {
-    let mut t = Tracker::with_dense_at(scratch, dense_at);
+    let mut t = Tracker::with_dense_threshold(scratch, dense_at).unwrap();
     let mut m = Model {
         scratch: scratch.to_vec(),
         ..Model::default()
@@ -391,7 +391,7 @@ fn dense_region_becomes_a_leaf_and_back() {
 #[test]
 fn a_chunk_made_dense_keeps_every_block_and_its_rules() {
     let mb2 = 2u64 << 20;
-    let mut t = Tracker::with_dense_at(&[], 3);
+    let mut t = Tracker::with_dense_threshold(&[], 3).unwrap();
     // Region 0: inline; regions 1 to 3: leaves (the third makes the chunk
     // dense); region 4: a 2 MiB block; region 8: a 16 MiB block.
     t.preserve(5 * PAGE, 0).unwrap();
