@@ -75,9 +75,10 @@ fn out_of_memory_is_typed_and_changes_nothing() {
 #[test]
 fn a_chunk_that_cannot_become_dense_stays_sparse_and_correct() {
     let mb2 = 2u64 << 20;
-    let mut t = Tracker::new(&[]).unwrap();
+    // Dense at 64 leaves, as many as the first page of leaves holds.
+    let mut t = Tracker::with_dense_threshold(&[], 64).unwrap();
     // 63 regions of one chunk with two pages each: 63 leaves, all in the
-    // first page of leaves (64 per page).
+    // first page of leaves.
     for r in 0..63 {
         t.preserve(r * mb2, 0).unwrap();
         t.preserve(r * mb2 + 0x1000, 0).unwrap();
