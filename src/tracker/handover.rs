@@ -26,6 +26,7 @@
     clippy::panic
 )]
 
+use super::leaf::{map_runs, map_span};
 use super::table::Slot;
 use super::{PAGE_SHIFT, REGION_PAGES, REGION_SHIFT, Tracker, TrackerError};
 use crate::ranges::Range;
@@ -539,22 +540,13 @@ impl<'a, M: PageSource> Reader<'a, M> {
                     }
                     // The span from the first set bit to the last: if it
                     // passes, every run does.
-                    let first = map.iter().position(|&m| m != 0);
-                    let last = map.iter().rposition(|&m| m != 0);
-                    let (Some(fw), Some(lw), Some(&f), Some(&l)) = (
-                        first,
-                        last,
-                        first.and_then(|k| map.get(k)),
-                        last.and_then(|k| map.get(k)),
-                    ) else {
+                    let Some((lo, hi)) = map_span(&map) else {
                         return Err(HandoverError::BadRecord { phys, word: at });
                     };
-                    let lo = pfn
-                        .saturating_add((fw as u64).saturating_mul(64))
-                        .saturating_add(u64::from(f.trailing_zeros()));
-                    let hi = pfn
-                        .saturating_add((lw as u64).saturating_mul(64))
-                        .saturating_add(u64::from(64u32.saturating_sub(l.leading_zeros())));
+                    let (lo, hi) = (
+                        pfn.saturating_add(u64::from(lo)),
+                        pfn.saturating_add(u64::from(hi)),
+                    );
                     let checked = if hi > limit {
                         match self.check_frames(lo, hi) {
                             Ok(l) => {
@@ -571,25 +563,14 @@ impl<'a, M: PageSource> Reader<'a, M> {
                         .saturating_add(map.iter().map(|m| u64::from(m.count_ones())).sum());
                     if REPORT || !checked {
                         // Each run: checked on its own unless the span was.
-                        for (k, &bits) in (0u64..).zip(map.iter()) {
-                            let mut b = bits;
-                            while b != 0 {
-                                let s = u64::from(b.trailing_zeros());
-                                let len = u64::from((!(b >> s)).trailing_zeros());
-                                let first =
-                                    pfn.saturating_add(k.saturating_mul(64)).saturating_add(s);
-                                let end = first.saturating_add(len);
-                                if !checked {
-                                    self.check_frames(first, end)?;
-                                }
-                                if REPORT {
-                                    emit(&mut pending, frames(first, end), &mut sum, &mut on_range);
-                                }
-                                b = if s.saturating_add(len) >= 64 {
-                                    0
-                                } else {
-                                    b & !((1u64 << len).wrapping_sub(1) << s)
-                                };
+                        for (s, n) in map_runs(map) {
+                            let first = pfn.saturating_add(u64::from(s));
+                            let end = first.saturating_add(u64::from(n));
+                            if !checked {
+                                self.check_frames(first, end)?;
+                            }
+                            if REPORT {
+                                emit(&mut pending, frames(first, end), &mut sum, &mut on_range);
                             }
                         }
                     }

@@ -157,35 +157,9 @@ impl Leaf {
             .sum()
     }
 
-    /// Runs of preserved pages, `(first page, count)`, in order, found a
-    /// word at a time (a run may cross words).
-    pub(super) fn runs(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
-        let maps = self.pages();
-        let mut w = 0usize;
-        // What is left of word `w`: bits of runs already reported cleared.
-        let mut bits = maps[0];
-        core::iter::from_fn(move || {
-            while bits == 0 {
-                w += 1;
-                bits = *maps.get(w)?;
-            }
-            let start = w as u32 * 64 + bits.trailing_zeros();
-            loop {
-                let s = bits.trailing_zeros();
-                let top = s + (!(bits >> s)).trailing_zeros();
-                if top < 64 {
-                    bits &= u64::MAX << top;
-                    return Some((start, w as u32 * 64 + top - start));
-                }
-                // The run reaches the word's last page: go on into the next
-                // word if its first page is preserved.
-                w += 1;
-                bits = maps.get(w).copied().unwrap_or(0);
-                if bits & 1 == 0 {
-                    return Some((start, w as u32 * 64 - start));
-                }
-            }
-        })
+    /// Runs of preserved pages, `(first page, count)`, in order.
+    pub(super) fn runs(&self) -> impl Iterator<Item = (u32, u32)> {
+        map_runs(self.pages())
     }
 
     /// Number of runs: where a page is set and the one before is not.
@@ -201,6 +175,48 @@ impl Leaf {
             })
             .sum()
     }
+}
+
+/// Runs of set bits of a 512-bit map (word `i` holds bits `64i..`), as
+/// `(first bit, count)` in order, found a word at a time; a run may cross
+/// words. Shared by leaves and the handover reader's bitmap records.
+pub(super) fn map_runs(map: [u64; 8]) -> impl Iterator<Item = (u32, u32)> {
+    let mut w = 0usize;
+    // What is left of word `w`: bits of runs already reported cleared.
+    let mut bits = map[0];
+    core::iter::from_fn(move || {
+        while bits == 0 {
+            w += 1;
+            bits = *map.get(w)?;
+        }
+        let start = w as u32 * 64 + bits.trailing_zeros();
+        loop {
+            let s = bits.trailing_zeros();
+            let top = s + (!(bits >> s)).trailing_zeros();
+            if top < 64 {
+                bits &= u64::MAX << top;
+                return Some((start, w as u32 * 64 + top - start));
+            }
+            // The run reaches the word's last bit: go on into the next word
+            // if its first bit is set.
+            w += 1;
+            bits = map.get(w).copied().unwrap_or(0);
+            if bits & 1 == 0 {
+                return Some((start, w as u32 * 64 - start));
+            }
+        }
+    })
+}
+
+/// The bits from the first set bit of a 512-bit map to its last, as
+/// `[first, end)`; `None` if no bit is set.
+pub(super) fn map_span(map: &[u64; 8]) -> Option<(u32, u32)> {
+    let first = map.iter().position(|&m| m != 0)?;
+    let last = map.iter().rposition(|&m| m != 0)?;
+    Some((
+        first as u32 * 64 + map[first].trailing_zeros(),
+        last as u32 * 64 + 64 - map[last].leading_zeros(),
+    ))
 }
 
 /// Leaves per store page (8 KiB).
@@ -339,7 +355,8 @@ mod tests {
     }
 
     proptest! {
-        /// `runs` and `run_count` agree with a page-by-page scan.
+        /// `runs`, `run_count` and `map_span` agree with a page-by-page
+        /// scan.
         #[test]
         fn runs_match_a_bit_scan(maps in proptest::array::uniform8(word())) {
             let mut l = Leaf::default();
@@ -361,6 +378,8 @@ mod tests {
             }
             prop_assert_eq!(l.runs().collect::<Vec<_>>(), want.clone());
             prop_assert_eq!(l.run_count() as usize, want.len());
+            let span = want.first().zip(want.last()).map(|(f, l)| (f.0, l.0 + l.1));
+            prop_assert_eq!(map_span(&maps), span);
         }
     }
 }
