@@ -265,7 +265,7 @@ impl Tracker {
         self.table
             .iter()
             .map(|(r, slot)| match slot {
-                Slot::Large { head, .. } => u64::from(u64::from(head) == r % CHUNK),
+                Slot::Large { head, .. } => u64::from(head == chunk_offset(r)),
                 Slot::Inline(_) => 1,
                 Slot::Leaf(i) => self.leaves[i].block_count(),
             })
@@ -552,10 +552,12 @@ impl Tracker {
             return Ok(());
         }
         let b = Small::at(phys, order);
-        let Ok(h) = self.table.find(region) else {
-            return Err(not);
+        let (h, slot, dense) = match self.table.lookup(region) {
+            Lookup::Dense { h, .. } => (h, self.table.slot_at(h), true),
+            Lookup::Sparse { h, slot: Some(s) } => (h, s, false),
+            _ => return Err(not),
         };
-        match self.table.slot_at(h) {
+        match slot {
             Slot::Inline(e) if e == b => self.table.clear_at(h),
             Slot::Inline(_) => return Err(not),
             Slot::Leaf(i) => {
@@ -566,7 +568,7 @@ impl Tracker {
                 l.set(b, false);
                 // A dense chunk keeps its leaves; a sparse one gives an
                 // empty leaf back.
-                if l.is_empty() && !self.table.is_dense(region) {
+                if l.is_empty() && !dense {
                     self.table.clear_at(h);
                     self.leaves.give_back(i);
                     if self.cache.1 == i {

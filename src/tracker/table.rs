@@ -287,6 +287,7 @@ impl RegionTable {
     }
 
     /// Whether the chunk of `region` is dense.
+    #[cfg(test)]
     pub(super) fn is_dense(&self, region: u64) -> bool {
         matches!(self.lookup(region), Lookup::Dense { .. })
     }
