@@ -10,6 +10,7 @@
 //!   the boot-time frame allocator of the demo kernel.
 //! - [`fdt`]: the FDT v17 writer and zero-copy reader of the handoff blob.
 //! - [`scratch`]: scratch areas, chosen at cold boot and handed over.
+//! - [`reserve`]: what the next kernel keeps, reported as one transaction.
 //! - [`tracker`]: the preserved-page tracker, its handed-over form and the
 //!   next kernel's validating reader.
 //!
@@ -24,7 +25,9 @@ extern crate alloc;
 extern crate std;
 
 pub mod fdt;
+pub mod platform;
 pub mod ranges;
+pub mod reserve;
 pub mod scratch;
 pub mod tracker;
 

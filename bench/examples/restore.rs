@@ -3,7 +3,7 @@ use kho::ranges::Range;
 use kho::tracker::handover::{self, Reader};
 
 mod common;
-use common::Pages;
+use common::pages;
 
 fn main() {
     let mut s = 0x2545_f491_4f6c_dd1du64;
@@ -22,13 +22,15 @@ fn main() {
             t.preserve((32u64 << 30) + (slot << 16), order).unwrap();
         }
     }
-    let mut p = Pages::default();
+    let mut p = pages();
     let root = handover::write(&t, &mut p).unwrap();
     let ram = [Range::new(0, 1 << 52)];
     let r = Reader::new(&p, root, &ram, &[]);
     let mut total = 0u64;
     for _ in 0..2000 {
-        r.restore(|_| {}, |x| total += x.start).unwrap();
+        let mut c = kho::reserve::ReserveCount::default();
+        r.restore(&mut c).unwrap();
+        total += c.bytes;
     }
     println!("{total}");
 }

@@ -2,7 +2,7 @@
 use kho::tracker::handover;
 
 mod common;
-use common::Pages;
+use common::pages;
 
 fn main() {
     let mut s = 0x2545_f491_4f6c_dd1du64;
@@ -19,7 +19,7 @@ fn main() {
     let start = std::time::Instant::now();
     let mut total = 0;
     for _ in 0..100 {
-        let mut p = Pages::default();
+        let mut p = pages();
         total += handover::write(&t, &mut p).unwrap().pages.get();
     }
     let ns = start.elapsed().as_nanos() as f64 / 100.0 / 100_000.0;

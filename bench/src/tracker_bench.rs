@@ -3,9 +3,10 @@
 
 use crate::Figure;
 use crate::timing::ns_per_call;
+use kho::platform::host::HostMem;
 use kho::ranges::Range;
 use kho::tracker::Tracker;
-use kho::tracker::handover::{self, PAGE_BYTES, PageSink, PageSource, Reader};
+use kho::tracker::handover::{self, Reader};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 
@@ -143,28 +144,9 @@ impl MapModel {
     }
 }
 
-/// Chain pages in a vector, allocated upward from `base`.
-struct Pages {
-    base: u64,
-    pages: Vec<Box<[u8; PAGE_BYTES]>>,
-}
-
-impl PageSink for Pages {
-    fn alloc_page(&mut self) -> Option<u64> {
-        self.pages.push(Box::new([0; PAGE_BYTES]));
-        Some(self.base + (self.pages.len() as u64 - 1) * 4096)
-    }
-    fn write_page(&mut self, phys: u64, data: &[u8; PAGE_BYTES]) {
-        *self.pages[((phys - self.base) / 4096) as usize] = *data;
-    }
-}
-
-impl PageSource for Pages {
-    fn page(&self, phys: u64) -> Option<&[u8; PAGE_BYTES]> {
-        self.pages
-            .get(phys.checked_sub(self.base)? as usize / 4096)
-            .map(|b| &**b)
-    }
+/// Chain pages: the host's fake physical memory, a pool from 2^50 up.
+fn chain_mem() -> HostMem {
+    HostMem::with_pool(Range::new(1 << 50, (1 << 50) + (1 << 40)))
 }
 
 /// A workload: sequential blocks are generated in the loop (as a kernel
@@ -332,17 +314,11 @@ pub fn run() -> Vec<Figure> {
         }) / n;
 
         // Handover: our chain; the Linux tree is handed over as it is.
-        let mut pages = Pages {
-            base: 1 << 50,
-            pages: Vec::new(),
-        };
+        let mut pages = chain_mem();
         let root = handover::write(&ours, &mut pages).unwrap();
         let ours_bytes = root.pages.get() as f64 * 4096.0 + 32.0;
         let t_write = ns_per_call(|| {
-            let mut p = Pages {
-                base: 1 << 50,
-                pages: Vec::new(),
-            };
+            let mut p = chain_mem();
             black_box(handover::write(&ours, &mut p).unwrap());
         }) / n;
         let t_map_ser = ns_per_call(|| {
@@ -350,15 +326,16 @@ pub fn run() -> Vec<Figure> {
             black_box(v);
         }) / n;
 
-        // Restore walk: validate the chain, then every range to a callback.
+        // Restore walk: one checked pass over the chain, every range
+        // reported into a reservation that only counts.
         let reader = Reader::new(&pages, root, &ram, &[]);
-        let mut got = 0u64;
-        reader.restore(|_| {}, |r| got += r.len() >> 12).unwrap();
-        assert_eq!(got, ours.pages());
+        let mut log = kho::reserve::ReserveLog::new();
+        reader.restore(&mut log).unwrap();
+        assert_eq!(log.bytes(kho::reserve::Kept::Preserved) >> 12, ours.pages());
         let t_restore = ns_per_call(|| {
-            let mut s = 0u64;
-            black_box(reader.restore(|_| {}, |r| s += r.start).unwrap());
-            black_box(s);
+            let mut c = kho::reserve::ReserveCount::default();
+            black_box(reader.restore(&mut c).unwrap());
+            black_box(c.bytes);
         }) / n;
         let t_lwalk = ns_per_call(|| {
             let mut s = 0u64;

@@ -6,7 +6,9 @@
 
 use arbitrary::Arbitrary;
 use kho::ranges::Range;
-use kho::tracker::handover::{self, PAGE_BYTES, PageSink, PageSource, Reader};
+use kho::platform::host::HostMem;
+use kho::reserve::{Kept, ReserveLog};
+use kho::tracker::handover::{self, Reader};
 use kho::tracker::{MAX_ORDER, PHYS_BITS, Tracker, TrackerError, range_blocks};
 use libfuzzer_sys::fuzz_target;
 use std::collections::BTreeMap;
@@ -110,26 +112,6 @@ impl Model {
     }
 }
 
-#[derive(Default)]
-struct Mem(BTreeMap<u64, Box<[u8; PAGE_BYTES]>>);
-
-impl PageSink for Mem {
-    fn alloc_page(&mut self) -> Option<u64> {
-        let p = (1 << 45) + self.0.len() as u64 * PAGE_BYTES as u64;
-        self.0.insert(p, Box::new([0; PAGE_BYTES]));
-        Some(p)
-    }
-    fn write_page(&mut self, phys: u64, data: &[u8; PAGE_BYTES]) {
-        self.0.insert(phys, Box::new(*data));
-    }
-}
-
-impl PageSource for Mem {
-    fn page(&self, phys: u64) -> Option<&[u8; PAGE_BYTES]> {
-        self.0.get(&phys).map(|b| &**b)
-    }
-}
-
 fuzz_target!(|input: (u8, Vec<Op>)| {
     let (dense, ops) = input;
     // Chunks turn dense after a few leaves, or at the default.
@@ -173,12 +155,18 @@ fuzz_target!(|input: (u8, Vec<Op>)| {
     assert_eq!(t.blocks(), m.0.len() as u64);
     let want = m.ranges();
     assert_eq!(t.ranges().unwrap(), want);
-    let mut mem = Mem::default();
-    let root = handover::write(&t, &mut mem).unwrap();
+    // Chain pages come from a pool clear of what the model preserved.
     let ram = [Range::new(0, 1 << 52)];
-    let mut got = Vec::new();
-    Reader::new(&mem, root, &ram, &[SCRATCH])
-        .restore(|_| {}, |r| got.push(r))
-        .unwrap();
+    let mut mem = HostMem::new(&ram, Range::new(1 << 51, 1 << 52));
+    for r in &want {
+        mem.avoid(*r);
+    }
+    let root = handover::write(&t, &mut mem).unwrap();
+    let mut log = ReserveLog::new();
+    Reader::new(&mem, root, &ram, &[SCRATCH]).restore(&mut log).unwrap();
+    let got: Vec<Range> = log.of(Kept::Preserved).collect();
     assert_eq!(got, want);
+    for c in log.of(Kept::Metadata) {
+        assert!(!want.iter().any(|p| p.overlaps(&c)), "chain page {c:x?} is preserved");
+    }
 });

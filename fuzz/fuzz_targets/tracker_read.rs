@@ -1,13 +1,17 @@
 //! Fuzz the handed-over tracker reader, starting from a valid chain: the
 //! fuzzer flips bytes of its pages and root. Every outcome must be an error
-//! with nothing reported, or a walk whose ranges are sorted, inside RAM and
-//! outside scratch; never a panic, a hang or a read of an unchecked page.
+//! with nothing left reserved, or a map whose ranges are sorted, inside RAM
+//! and outside scratch, with no chain page inside a preserved range; never
+//! a panic, a hang or a read of an unchecked page.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use kho::ranges::Range;
 use kho::tracker::Tracker;
-use kho::tracker::handover::{self, PAGE_BYTES, PageSink, PageSource, Reader, TrackerRoot};
+use kho::platform::host::HostMem;
+use kho::platform::{Frame, PhysMem};
+use kho::reserve::{Kept, ReserveLog};
+use kho::tracker::handover::{self, PAGE_BYTES, Reader, TrackerRoot};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
@@ -23,25 +27,19 @@ const BASE: u64 = 0x1000_0000;
 const RAM: [Range; 1] = [Range::new(0x10_0000, 0x8_0000_0000)];
 const SCRATCH: [Range; 1] = [Range::new(0x100_0000, 0x200_0000)];
 
+/// The host's fake memory, behind a check that the reader only asks for
+/// pages it has checked itself.
 #[derive(Clone)]
-struct Mem(Vec<[u8; PAGE_BYTES]>);
+struct Mem(HostMem);
 
-impl PageSink for Mem {
-    fn alloc_page(&mut self) -> Option<u64> {
-        self.0.push([0; PAGE_BYTES]);
-        Some(BASE + (self.0.len() as u64 - 1) * PAGE_BYTES as u64)
-    }
-    fn write_page(&mut self, phys: u64, data: &[u8; PAGE_BYTES]) {
-        self.0[((phys - BASE) / PAGE_BYTES as u64) as usize] = *data;
-    }
-}
-
-impl PageSource for Mem {
-    fn page(&self, phys: u64) -> Option<&[u8; PAGE_BYTES]> {
-        // The reader must only ask for pages it checked.
+impl PhysMem for Mem {
+    fn frame(&self, phys: u64) -> Option<&Frame> {
         assert!(phys % PAGE_BYTES as u64 == 0 && RAM[0].start <= phys && phys < RAM[0].end);
         assert!(!SCRATCH[0].overlaps(&Range::new(phys, phys + PAGE_BYTES as u64)));
-        self.0.get(usize::try_from(phys.checked_sub(BASE)? / PAGE_BYTES as u64).ok()?)
+        self.0.frame(phys)
+    }
+    fn frame_mut(&mut self, phys: u64) -> Option<&mut Frame> {
+        self.0.frame_mut(phys)
     }
 }
 
@@ -58,9 +56,9 @@ fn valid() -> &'static (Mem, TrackerRoot) {
         for i in 0..1200u64 {
             t.preserve(0x1_0000_0000 + i * (3 << 20), 0).unwrap();
         }
-        let mut m = Mem(Vec::new());
+        let mut m = HostMem::new(&RAM, Range::new(BASE, BASE + (64 << 20)));
         let root = handover::write(&t, &mut m).unwrap();
-        (m, root)
+        (Mem(m), root)
     })
 }
 
@@ -68,10 +66,11 @@ fuzz_target!(|input: Input| {
     let (mem, root) = valid();
     let mut mem = mem.clone();
     let mut root = *root;
-    let total = mem.0.len() * PAGE_BYTES;
+    let pages: Vec<u64> = mem.0.written_frames().collect();
+    let total = pages.len() * PAGE_BYTES;
     for &(at, x) in &input.flips {
         let at = usize::from(at) % total;
-        mem.0[at / PAGE_BYTES][at % PAGE_BYTES] ^= x;
+        mem.0.frame_mut(pages[at / PAGE_BYTES]).unwrap()[at % PAGE_BYTES] ^= x;
     }
     if let Some((field, v)) = input.root {
         match field % 5 {
@@ -83,18 +82,34 @@ fuzz_target!(|input: Input| {
         }
     }
     let reader = Reader::new(&mem, root, &RAM, &SCRATCH);
-    let mut last_end = 0;
-    let mut reported = 0u64;
-    let r = reader.restore(
-        |_| reported += 1,
-        |r| {
-            assert!(r.start >= last_end && r.start < r.end);
-            assert!(RAM[0].start <= r.start && r.end <= RAM[0].end);
-            assert!(!SCRATCH[0].overlaps(&r));
-            last_end = r.end;
-        },
-    );
-    if r.is_err() {
-        assert_eq!(reported, 0, "a failed restore reported chain pages");
+    let mut log = ReserveLog::new();
+    match reader.restore(&mut log) {
+        Err(_) => assert!(log.ranges.is_empty(), "a failed restore left reservations"),
+        Ok(sum) => {
+            // What the next kernel keeps: preserved ranges sorted, in RAM,
+            // outside scratch; chain pages likewise, and never inside a
+            // preserved range (they are freed after restore).
+            let preserved: Vec<Range> = log.of(Kept::Preserved).collect();
+            let chain: Vec<Range> = log.of(Kept::Metadata).collect();
+            let mut last_end = 0;
+            for r in &preserved {
+                assert!(r.start >= last_end && r.start < r.end);
+                assert!(RAM[0].start <= r.start && r.end <= RAM[0].end);
+                assert!(!SCRATCH[0].overlaps(r));
+                last_end = r.end;
+            }
+            assert_eq!(chain.len() as u32, sum.chain_pages);
+            for c in &chain {
+                assert!(!SCRATCH[0].overlaps(c));
+                assert!(
+                    !preserved.iter().any(|p| p.overlaps(c)),
+                    "chain page {c:x?} is also preserved"
+                );
+            }
+            let pages: u64 = preserved.iter().map(|r| r.len() / 4096).sum();
+            assert_eq!(pages, sum.pages);
+            // The same bytes validate the same way.
+            assert_eq!(reader.validate(), Ok(sum));
+        }
     }
 });

@@ -3,9 +3,10 @@
 use alloc::vec::Vec;
 use kho::PAGE_SIZE;
 use kho::ranges::Range;
+use kho::reserve::{Kept, ReserveLog};
 use kho::tracker::handover::{self, Reader};
 use kho::tracker::{Tracker, TrackerError};
-use kho_x86_64::glue::{DirectMap, FramePages};
+use kho_x86_64::glue::KernelMem;
 use kho_x86_64::{frames, kernel_test, paging};
 
 fn fill(phys: u64, len: u64, seed: u64) {
@@ -144,7 +145,7 @@ kernel_test!(
             t.preserve(p, order).unwrap();
             blocks.push((p, order, i as u64));
         }
-        let root = handover::write(&t, &mut FramePages).expect("handover written");
+        let root = handover::write(&t, &mut KernelMem).expect("handover written");
         let ram: alloc::vec::Vec<Range> = boot.params.ram().collect();
 
         // The next kernel's allocator: RAM outside scratch, minus what the
@@ -156,10 +157,11 @@ kernel_test!(
         for a in scratch {
             next.carve(*a).unwrap();
         }
-        let reader = Reader::new(&DirectMap, root, &ram, scratch);
-        let mut chain = alloc::vec::Vec::new();
-        let mut got = alloc::vec::Vec::new();
-        let sum = reader.restore(|p| chain.push(p), |r| got.push(r)).unwrap();
+        let reader = Reader::new(&KernelMem, root, &ram, scratch);
+        let mut log = ReserveLog::new();
+        let sum = reader.restore(&mut log).unwrap();
+        let chain: alloc::vec::Vec<u64> = log.of(Kept::Metadata).map(|r| r.start).collect();
+        let got: alloc::vec::Vec<Range> = log.of(Kept::Preserved).collect();
         for &p in &chain {
             next.carve(Range::new(p, p + PAGE_SIZE)).unwrap();
         }
@@ -184,11 +186,11 @@ kernel_test!(
         // A flipped bit in the chain: restore refuses and reserves nothing.
         let first = root.first_page.get();
         let byte = (paging::phys_to_virt(first) + 30) as *mut u8;
-        // SAFETY: the chain page is ours (allocated by FramePages above).
+        // SAFETY: the chain page is ours (allocated through KernelMem above).
         unsafe { byte.write_volatile(byte.read_volatile() ^ 0x40) };
-        let (mut pages, mut ranges) = (0, 0);
-        assert!(reader.restore(|_| pages += 1, |_| ranges += 1).is_err());
-        assert_eq!((pages, ranges), (0, 0));
+        let mut log = ReserveLog::new();
+        assert!(reader.restore(&mut log).is_err());
+        assert!(log.ranges.is_empty());
 
         for p in chain {
             frames::free(p, 1).unwrap();

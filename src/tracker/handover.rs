@@ -1,10 +1,10 @@
-//! The tracker's handed-over form (`kho-tracker-v1`): a chain of 4 KiB
+//! The tracker's handed-over form (`kho-tracker-v2`): a chain of 4 KiB
 //! pages of address-ordered records that the next kernel walks in place.
 //!
 //! Layout (all little-endian; see `docs/abi.md`):
 //! - [`TrackerRoot`] (32 bytes, stored by the caller, e.g. in the FDT):
 //!   first page, page count, record count, preserved page count.
-//! - Each chain page: `magic u32 = "KHOT"`, `version u16 = 1`,
+//! - Each chain page: `magic u32 = "KHOT"`, `version u16 = 2`,
 //!   `flags u16 = 0`, `next u64` (0 on the last page), `seq u32` (0, 1, ...),
 //!   `words u32` (payload words used), then up to 509 payload `u64` words.
 //! - Records, never split across pages, strictly increasing in address and
@@ -15,9 +15,11 @@
 //!     region, bits 22..0 = 0, followed by 8 words: bit `i` set = page
 //!     `region + i` preserved (at least one bit set).
 //!
-//! Chain pages are not in the preserved set: the reader reports them so the
-//! next kernel reserves them while it reads them, and may free them after.
-//! They are never in a scratch area.
+//! Chain pages are linked in strictly increasing physical order, are never
+//! in a scratch area and never inside a preserved range: the reader reports
+//! them as metadata, which the next kernel may free after restore. The
+//! reader reads each chain page once, reporting as it goes into a
+//! [`Reserve`] transaction that it rolls back on any error.
 #![deny(
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects,
@@ -29,17 +31,20 @@
 use super::leaf::{map_runs, map_span};
 use super::table::Slot;
 use super::{PAGE_SHIFT, REGION_PAGES, REGION_SHIFT, Tracker, TrackerError};
+use crate::platform::{FrameAlloc, PhysMem};
 use crate::ranges::Range;
+use crate::reserve::{Kept, Reserve, ReserveError};
+use alloc::vec::Vec;
 use core::fmt;
 use zerocopy::byteorder::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// Version string of this layout, for `compatible` properties.
-pub const TRACKER_VERSION: &str = "kho-tracker-v1";
+pub const TRACKER_VERSION: &str = "kho-tracker-v2";
 /// `magic` of every chain page: "KHOT" read as a little-endian `u32`.
 pub const PAGE_MAGIC: u32 = u32::from_le_bytes(*b"KHOT");
 /// `version` of every chain page.
-pub const PAGE_VERSION: u16 = 1;
+pub const PAGE_VERSION: u16 = 2;
 /// Size of a chain page.
 pub const PAGE_BYTES: usize = 4096;
 /// Payload words in a chain page.
@@ -143,6 +148,23 @@ pub enum HandoverError {
     },
     /// The records or pages add up to other totals than the root says.
     CountMismatch,
+    /// A chain page lies inside a preserved range: freeing the chain after
+    /// restore would free preserved memory.
+    ChainPageInPreserved {
+        /// The page's physical address.
+        phys: u64,
+    },
+    /// Chain pages are not in strictly increasing address order (the
+    /// writer's page source gave the same page twice, or the chain was
+    /// corrupted).
+    ChainNotAscending {
+        /// The page whose `next` is wrong.
+        phys: u64,
+        /// The `next` it holds.
+        next: u64,
+    },
+    /// The caller's reservation store refused a range.
+    Reserve(ReserveError),
 }
 
 impl fmt::Display for HandoverError {
@@ -187,16 +209,50 @@ impl fmt::Display for HandoverError {
                 )
             }
             CountMismatch => f.write_str("tracker records do not add up to the root's totals"),
+            ChainPageInPreserved { phys } => write!(
+                f,
+                "tracker chain page {phys:#x} lies inside a preserved range"
+            ),
+            ChainNotAscending { phys, next } => write!(
+                f,
+                "tracker chain page {phys:#x} links to {next:#x}, not to a higher page"
+            ),
+            Reserve(e) => write!(f, "reserving the handed-over tracker: {e}"),
         }
     }
 }
 
 /// Where the writer gets chain pages and how it fills them.
 pub trait PageSink {
-    /// A free 4 KiB page outside every scratch area, or `None`.
+    /// A free 4 KiB page outside every scratch area and every preserved
+    /// range, or `None`.
     fn alloc_page(&mut self) -> Option<u64>;
-    /// Stores `data` in the page at `phys` (which `alloc_page` gave).
-    fn write_page(&mut self, phys: u64, data: &[u8; PAGE_BYTES]);
+    /// Stores `data` in the page at `phys` (which `alloc_page` gave);
+    /// `false` if it cannot.
+    fn write_page(&mut self, phys: u64, data: &[u8; PAGE_BYTES]) -> bool;
+}
+
+/// Any platform is a page sink: pages from its allocator, written in place.
+impl<P: PhysMem + FrameAlloc> PageSink for P {
+    fn alloc_page(&mut self) -> Option<u64> {
+        self.alloc_frames(0)
+    }
+    fn write_page(&mut self, phys: u64, data: &[u8; PAGE_BYTES]) -> bool {
+        match self.frame_mut(phys) {
+            Some(f) => {
+                f.copy_from_slice(data);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Any platform's memory is a page source.
+impl<P: PhysMem> PageSource for P {
+    fn page(&self, phys: u64) -> Option<&[u8; PAGE_BYTES]> {
+        self.frame(phys)
+    }
 }
 
 /// Read access to physical pages for the next kernel's reader.
@@ -215,72 +271,104 @@ struct ChainPage {
     payload: [U64; PAYLOAD_WORDS],
 }
 
-/// Builds the chain page by page: records go into `buf`, which is written
-/// to the sink when the next record does not fit.
-struct ChainWriter<'a, S: PageSink> {
-    sink: &'a mut S,
-    scratch: &'a [Range],
-    buf: ChainPage,
-    phys: u64,
-    words: usize,
-    seq: u32,
-    first: u64,
-    records: u64,
-    /// Preserved pages described so far.
-    pages: u64,
+/// What the record layout pass feeds: a counter of chain pages, then the
+/// writer. Both see the same records in the same order, so the count is
+/// exact.
+trait Emit {
+    /// Appends a record of `words` that describes `pages` preserved pages.
+    fn record(&mut self, words: &[u64], pages: u64) -> Result<(), HandoverError>;
+
+    /// Appends an extent record of `pages` pages from frame `first`.
+    #[inline]
+    fn extent(&mut self, first: u64, pages: u64) -> Result<(), HandoverError> {
+        self.record(&[(first & PFN_MASK) << 23 | pages.saturating_sub(1)], pages)
+    }
 }
 
-impl<'a, S: PageSink> ChainWriter<'a, S> {
-    fn page(sink: &mut S, scratch: &[Range]) -> Result<u64, HandoverError> {
-        let p = sink.alloc_page().ok_or(HandoverError::OutOfPages)?;
-        if !p.is_multiple_of(PAGE_BYTES as u64) {
-            return Err(HandoverError::BadPage { phys: p });
-        }
-        let r = Range::new(p, p.saturating_add(PAGE_BYTES as u64));
-        if scratch.iter().any(|s| s.overlaps(&r)) {
-            return Err(HandoverError::PageInScratch { phys: p });
-        }
-        Ok(p)
-    }
+/// Counts the chain pages the records need.
+#[derive(Default)]
+struct CountPages {
+    /// Full pages before the current one.
+    full: u32,
+    /// Words used in the current page.
+    words: usize,
+}
 
-    fn new(sink: &'a mut S, scratch: &'a [Range]) -> Result<Self, HandoverError> {
-        let phys = Self::page(sink, scratch)?;
-        Ok(Self {
-            sink,
-            scratch,
-            buf: ChainPage::new_zeroed(),
-            phys,
-            words: 0,
-            seq: 0,
-            first: phys,
-            records: 0,
-            pages: 0,
-        })
+impl Emit for CountPages {
+    #[inline]
+    fn record(&mut self, words: &[u64], _pages: u64) -> Result<(), HandoverError> {
+        let end = self.words.saturating_add(words.len());
+        if end > PAYLOAD_WORDS {
+            self.full = self.full.saturating_add(1);
+            self.words = words.len();
+        } else {
+            self.words = end;
+        }
+        Ok(())
     }
+}
 
-    /// Writes `buf` to its page, with the header pointing to `next`.
-    fn flush(&mut self, next: u64) {
+/// Builds the chain page by page: records go into `buf`, which is written
+/// to the sink when the next record does not fit. `pages` holds every chain
+/// page, sorted; page `seq` links to page `seq + 1`.
+struct ChainWriter<'a, S: PageSink> {
+    sink: &'a mut S,
+    pages: Vec<u64>,
+    buf: ChainPage,
+    words: usize,
+    seq: usize,
+    records: u64,
+    /// Preserved pages described so far.
+    preserved: u64,
+}
+
+impl<S: PageSink> ChainWriter<'_, S> {
+    /// Writes `buf` to page `seq`, linked to the next page (0 for the last).
+    fn flush(&mut self) -> Result<(), HandoverError> {
+        let phys = *self.pages.get(self.seq).ok_or(HandoverError::OutOfPages)?;
+        let next = self
+            .pages
+            .get(self.seq.saturating_add(1))
+            .copied()
+            .unwrap_or(0);
         self.buf.header = PageHeader {
             magic: PAGE_MAGIC.into(),
             version: PAGE_VERSION.into(),
             flags: 0.into(),
             next: next.into(),
-            seq: self.seq.into(),
+            seq: (self.seq as u32).into(),
             words: (self.words as u32).into(),
         };
         let bytes: &[u8; PAGE_BYTES] = zerocopy::transmute_ref!(&self.buf);
-        self.sink.write_page(self.phys, bytes);
+        if !self.sink.write_page(phys, bytes) {
+            return Err(HandoverError::BadPage { phys });
+        }
+        Ok(())
     }
 
-    /// Appends a record of `words` that describes `pages` preserved pages.
+    fn finish(mut self) -> Result<TrackerRoot, HandoverError> {
+        self.flush()?;
+        if self.seq.saturating_add(1) != self.pages.len() {
+            // The count pass and this pass disagree: a bug, never a guess.
+            return Err(HandoverError::BadChainLength);
+        }
+        Ok(TrackerRoot {
+            first_page: self.pages.first().copied().unwrap_or(0).into(),
+            pages: (self.pages.len() as u32).into(),
+            flags: 0.into(),
+            records: self.records.into(),
+            preserved_pages: self.preserved.into(),
+        })
+    }
+}
+
+impl<S: PageSink> Emit for ChainWriter<'_, S> {
     #[inline]
     fn record(&mut self, words: &[u64], pages: u64) -> Result<(), HandoverError> {
         let mut end = self.words.saturating_add(words.len());
         if end > PAYLOAD_WORDS {
-            let next = Self::page(self.sink, self.scratch)?;
-            self.flush(next);
+            self.flush()?;
             self.buf.payload = [U64::ZERO; PAYLOAD_WORDS];
-            self.phys = next;
             self.words = 0;
             self.seq = self.seq.saturating_add(1);
             end = words.len();
@@ -292,37 +380,17 @@ impl<'a, S: PageSink> ChainWriter<'a, S> {
         }
         self.words = end;
         self.records = self.records.saturating_add(1);
-        self.pages = self.pages.saturating_add(pages);
+        self.preserved = self.preserved.saturating_add(pages);
         Ok(())
-    }
-
-    /// Appends an extent record of `pages` pages from frame `first`.
-    #[inline]
-    fn extent(&mut self, first: u64, pages: u64) -> Result<(), HandoverError> {
-        self.record(&[(first & PFN_MASK) << 23 | pages.saturating_sub(1)], pages)
-    }
-
-    fn finish(mut self, preserved_pages: u64) -> TrackerRoot {
-        self.flush(0);
-        TrackerRoot {
-            first_page: self.first.into(),
-            pages: self.seq.saturating_add(1).into(),
-            flags: 0.into(),
-            records: self.records.into(),
-            preserved_pages: preserved_pages.into(),
-        }
     }
 }
 
-/// Writes the tracker's preserved set as a chain of pages from `sink` and
-/// returns the root to hand over. Pages from `sink` must be outside scratch
-/// (checked) and stay untouched until the next kernel has read them.
-pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot, HandoverError> {
+/// Feeds every record of the tracker, in address order, to `e`.
+fn emit_records<E: Emit>(tracker: &Tracker, e: &mut E) -> Result<(), HandoverError> {
     let regions = tracker.sorted_regions().map_err(HandoverError::Tracker)?;
-    let mut w = ChainWriter::new(sink, tracker.scratch())?;
     // The extent being built: (first pfn, pages).
     let mut pending: Option<(u64, u64)> = None;
-    let push = |w: &mut ChainWriter<'_, S>, pending: &mut Option<(u64, u64)>, pfn: u64, n: u64| {
+    let push = |e: &mut E, pending: &mut Option<(u64, u64)>, pfn: u64, n: u64| {
         if let Some((s, len)) = pending
             && s.saturating_add(*len) == pfn
             && len.saturating_add(n) <= MAX_EXTENT_PAGES
@@ -331,7 +399,7 @@ pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot
             return Ok(());
         }
         if let Some((s, len)) = pending.take() {
-            w.extent(s, len)?;
+            e.extent(s, len)?;
         }
         *pending = Some((pfn, n));
         Ok::<(), HandoverError>(())
@@ -344,7 +412,7 @@ pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot
             && l.run_count() > 9
         {
             if let Some((s, len)) = pending.take() {
-                w.extent(s, len)?;
+                e.extent(s, len)?;
             }
             let base = r << (REGION_SHIFT - PAGE_SHIFT);
             let mut rec = [0u64; 9];
@@ -352,16 +420,74 @@ pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot
             for (d, s) in rec.iter_mut().skip(1).zip(l.pages()) {
                 *d = s;
             }
-            w.record(&rec, l.page_count())?;
+            e.record(&rec, l.page_count())?;
             continue;
         }
-        tracker.region_runs(r, slot, |pfn, n| push(&mut w, &mut pending, pfn, n))?;
+        tracker.region_runs(r, slot, |pfn, n| push(e, &mut pending, pfn, n))?;
     }
     if let Some((s, len)) = pending.take() {
-        w.extent(s, len)?;
+        e.extent(s, len)?;
     }
-    let pages = w.pages;
-    Ok(w.finish(pages))
+    Ok(())
+}
+
+/// Takes `count` chain pages from `sink`, checks each (aligned, outside
+/// scratch, not preserved, all distinct) and returns them sorted.
+fn chain_pages<S: PageSink>(
+    tracker: &Tracker,
+    sink: &mut S,
+    count: usize,
+) -> Result<Vec<u64>, HandoverError> {
+    let mut pages = Vec::new();
+    pages
+        .try_reserve_exact(count)
+        .map_err(|_| HandoverError::Tracker(TrackerError::OutOfMemory))?;
+    for _ in 0..count {
+        let p = sink.alloc_page().ok_or(HandoverError::OutOfPages)?;
+        if !p.is_multiple_of(PAGE_BYTES as u64) || p == 0 {
+            return Err(HandoverError::BadPage { phys: p });
+        }
+        let r = Range::new(p, p.saturating_add(PAGE_BYTES as u64));
+        if tracker.scratch().iter().any(|s| s.overlaps(&r)) {
+            return Err(HandoverError::PageInScratch { phys: p });
+        }
+        if tracker.is_preserved(p) {
+            return Err(HandoverError::ChainPageInPreserved { phys: p });
+        }
+        pages.push(p);
+    }
+    pages.sort_unstable();
+    for w in pages.windows(2) {
+        if let [a, b] = *w
+            && a == b
+        {
+            return Err(HandoverError::ChainNotAscending { phys: a, next: b });
+        }
+    }
+    Ok(pages)
+}
+
+/// Writes the tracker's preserved set as a chain of pages from `sink` and
+/// returns the root to hand over. Pages from `sink` must be outside scratch
+/// and outside every preserved block (both checked) and stay untouched until
+/// the next kernel has read them. The records are laid out twice (once to
+/// count the pages, once to write them), so the chain can be linked in
+/// increasing address order.
+pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot, HandoverError> {
+    let mut count = CountPages::default();
+    emit_records(tracker, &mut count)?;
+    let n = (count.full as usize).saturating_add(1);
+    let mut w = ChainWriter {
+        pages: chain_pages(tracker, sink, n)?,
+        sink,
+        buf: ChainPage::new_zeroed(),
+        words: 0,
+        seq: 0,
+        records: 0,
+        preserved: 0,
+    };
+    emit_records(tracker, &mut w)?;
+    w.finish()
 }
 
 /// What a walk of a handed-over tracker found.
@@ -383,6 +509,27 @@ pub struct Reader<'a, M: PageSource> {
     root: TrackerRoot,
     ram: &'a [Range],
     scratch: &'a [Range],
+}
+
+/// The look-ahead over the chain pages (see `Reader::check_clear`).
+struct Ahead {
+    /// The chain page it stands on; 0 once past the last.
+    phys: u64,
+    /// That page's position in the chain.
+    seq: u32,
+    /// Pages in the chain.
+    total: u32,
+}
+
+/// The [`Reserve`] of the validation pass: it records nothing.
+struct NoReserve;
+
+impl Reserve for NoReserve {
+    #[inline(always)]
+    fn reserve(&mut self, _: Range, _: Kept) -> Result<(), ReserveError> {
+        Ok(())
+    }
+    fn rollback(&mut self) {}
 }
 
 /// The bytes of frames `[first, end)`.
@@ -408,37 +555,40 @@ impl<'a, M: PageSource> Reader<'a, M> {
 
     /// Walks the whole chain without side effects, checking everything.
     pub fn validate(&self) -> Result<Summary, HandoverError> {
-        self.walk_impl::<false, _, _>(|_| {}, |_| {})
+        self.walk_impl::<false, _>(&mut NoReserve)
     }
 
-    /// Validates the whole chain first; only then calls `page` for each
-    /// chain page and `range` for each preserved range (address order,
-    /// coalesced). A corrupted chain calls neither and returns the error.
-    pub fn restore(
-        &self,
-        page: impl FnMut(u64),
-        range: impl FnMut(Range),
-    ) -> Result<Summary, HandoverError> {
-        self.validate()?;
-        self.walk_impl::<true, _, _>(page, range)
+    /// Reads the chain once, checking everything, and reports each chain
+    /// page (as [`Kept::Metadata`]) and each preserved range (as
+    /// [`Kept::Preserved`], address order, coalesced) to `out` as it goes.
+    /// On any error it calls `out.rollback()` before returning it, so the
+    /// caller acts on the whole map or on nothing.
+    pub fn restore(&self, out: &mut impl Reserve) -> Result<Summary, HandoverError> {
+        let r = self.walk_impl::<true, _>(out);
+        if r.is_err() {
+            out.rollback();
+        }
+        r
     }
 
-    /// The preserved ranges, without validating the chain first: `f` may
-    /// see ranges before an error. Use [`restore`](Self::restore) to reserve.
-    pub fn walk(
-        &self,
-        on_page: impl FnMut(u64),
-        on_range: impl FnMut(Range),
-    ) -> Result<Summary, HandoverError> {
-        self.walk_impl::<true, _, _>(on_page, on_range)
+    /// The chain page at `phys`, once it is checked to be aligned, inside
+    /// RAM and outside scratch.
+    fn checked_page(&self, phys: u64) -> Result<&'a [u8; PAGE_BYTES], HandoverError> {
+        let pr = Range::new(phys, phys.saturating_add(PAGE_BYTES as u64));
+        if !phys.is_multiple_of(PAGE_BYTES as u64) || phys == 0 || !inside(self.ram, pr) {
+            return Err(HandoverError::BadPage { phys });
+        }
+        if self.scratch.iter().any(|s| s.overlaps(&pr)) {
+            return Err(HandoverError::PageInScratch { phys });
+        }
+        self.mem.page(phys).ok_or(HandoverError::BadPage { phys })
     }
 
     /// The walk; with `REPORT` false it only checks (no coalescing, no
-    /// callbacks), which is what the validation pass needs.
-    fn walk_impl<const REPORT: bool, P: FnMut(u64), R: FnMut(Range)>(
+    /// reports), which is what [`validate`](Self::validate) needs.
+    fn walk_impl<const REPORT: bool, R: Reserve>(
         &self,
-        mut on_page: P,
-        mut on_range: R,
+        out: &mut R,
     ) -> Result<Summary, HandoverError> {
         let root = self.root;
         let total = root.pages.get();
@@ -452,21 +602,23 @@ impl<'a, M: PageSource> Reader<'a, M> {
         let mut pending: Option<Range> = None;
         // Coalesces adjacent ranges before handing them on.
         #[inline(always)]
-        fn emit<R: FnMut(Range)>(
+        fn emit<R: Reserve>(
             pending: &mut Option<Range>,
             r: Range,
             sum: &mut Summary,
-            on_range: &mut R,
-        ) {
+            out: &mut R,
+        ) -> Result<(), HandoverError> {
             match pending {
                 Some(p) if p.end == r.start => p.end = r.end,
                 _ => {
                     if let Some(p) = pending.replace(r) {
                         sum.ranges = sum.ranges.saturating_add(1);
-                        on_range(p);
+                        out.reserve(p, Kept::Preserved)
+                            .map_err(HandoverError::Reserve)?;
                     }
                 }
             }
+            Ok(())
         }
         // The frames from the last checked run up to `limit` are in one RAM
         // range and clear of every scratch area. Records are sorted, so a
@@ -474,15 +626,17 @@ impl<'a, M: PageSource> Reader<'a, M> {
         // starts at or above the floor, after that run); the first record
         // sets it.
         let mut limit = 0u64;
+        // Chain pages are sorted too: `ahead` walks them beside the records
+        // and stops at the first chain page that ends above the current
+        // run's start, so that every run is checked against the chain pages
+        // in one comparison.
+        let mut ahead = Ahead {
+            phys,
+            seq: 0,
+            total,
+        };
         for seq in 0..total {
-            let pr = Range::new(phys, phys.saturating_add(PAGE_BYTES as u64));
-            if !phys.is_multiple_of(PAGE_BYTES as u64) || phys == 0 || !inside(self.ram, pr) {
-                return Err(HandoverError::BadPage { phys });
-            }
-            if self.scratch.iter().any(|s| s.overlaps(&pr)) {
-                return Err(HandoverError::PageInScratch { phys });
-            }
-            let page = self.mem.page(phys).ok_or(HandoverError::BadPage { phys })?;
+            let page = self.checked_page(phys)?;
             let bad = HandoverError::BadHeader { phys };
             let (h, payload) = PageHeader::ref_from_prefix(page.as_slice()).map_err(|_| bad)?;
             if h.magic.get() != PAGE_MAGIC || h.version.get() != PAGE_VERSION || h.flags.get() != 0
@@ -500,7 +654,18 @@ impl<'a, M: PageSource> Reader<'a, M> {
             if nwords > PAYLOAD_WORDS {
                 return Err(HandoverError::BadRecord { phys, word: 0 });
             }
-            on_page(phys);
+            let last = seq.saturating_add(1) == total;
+            if last != (next == 0) {
+                return Err(HandoverError::BadChainLength);
+            }
+            if !last && next <= phys {
+                return Err(HandoverError::ChainNotAscending { phys, next });
+            }
+            if REPORT {
+                let r = Range::new(phys, phys.saturating_add(PAGE_BYTES as u64));
+                out.reserve(r, Kept::Metadata)
+                    .map_err(HandoverError::Reserve)?;
+            }
             sum.chain_pages = sum.chain_pages.saturating_add(1);
             // The payload as words: one bounds check per read.
             let words =
@@ -520,10 +685,11 @@ impl<'a, M: PageSource> Reader<'a, M> {
                     if end > limit {
                         limit = self.check_frames(pfn, end)?;
                     }
+                    self.check_clear(&mut ahead, pfn, end)?;
                     sum.pages = sum.pages.saturating_add(end.saturating_sub(pfn));
                     floor = end;
                     if REPORT {
-                        emit(&mut pending, frames(pfn, end), &mut sum, &mut on_range);
+                        emit(&mut pending, frames(pfn, end), &mut sum, out)?;
                     }
                     i = i.saturating_add(1);
                 } else {
@@ -547,7 +713,7 @@ impl<'a, M: PageSource> Reader<'a, M> {
                         pfn.saturating_add(u64::from(lo)),
                         pfn.saturating_add(u64::from(hi)),
                     );
-                    let checked = if hi > limit {
+                    let in_ram = if hi > limit {
                         match self.check_frames(lo, hi) {
                             Ok(l) => {
                                 limit = l;
@@ -558,19 +724,25 @@ impl<'a, M: PageSource> Reader<'a, M> {
                     } else {
                         true
                     };
+                    // A chain page inside the span may still sit in a hole
+                    // of the bitmap: then each run is checked.
+                    let clear = self.check_clear(&mut ahead, lo, hi).is_ok();
                     sum.pages = sum
                         .pages
                         .saturating_add(map.iter().map(|m| u64::from(m.count_ones())).sum());
-                    if REPORT || !checked {
+                    if REPORT || !in_ram || !clear {
                         // Each run: checked on its own unless the span was.
                         for (s, n) in map_runs(map) {
                             let first = pfn.saturating_add(u64::from(s));
                             let end = first.saturating_add(u64::from(n));
-                            if !checked {
+                            if !in_ram {
                                 self.check_frames(first, end)?;
                             }
+                            if !clear {
+                                self.check_clear(&mut ahead, first, end)?;
+                            }
                             if REPORT {
-                                emit(&mut pending, frames(first, end), &mut sum, &mut on_range);
+                                emit(&mut pending, frames(first, end), &mut sum, out)?;
                             }
                         }
                     }
@@ -579,20 +751,54 @@ impl<'a, M: PageSource> Reader<'a, M> {
                 }
                 sum.records = sum.records.saturating_add(1);
             }
-            let last = seq.saturating_add(1) == total;
-            if last != (next == 0) {
-                return Err(HandoverError::BadChainLength);
-            }
             phys = next;
         }
         if let Some(p) = pending.take() {
             sum.ranges = sum.ranges.saturating_add(1);
-            on_range(p);
+            out.reserve(p, Kept::Preserved)
+                .map_err(HandoverError::Reserve)?;
         }
         if sum.records != root.records.get() || sum.pages != root.preserved_pages.get() {
             return Err(HandoverError::CountMismatch);
         }
         Ok(sum)
+    }
+
+    /// Checks that no chain page lies in the frames `[first, end)`. `ahead`
+    /// only moves forward: runs come in increasing order, and so do chain
+    /// pages. A chain page below `first` is left behind for good.
+    #[inline(always)]
+    fn check_clear(&self, ahead: &mut Ahead, first: u64, end: u64) -> Result<(), HandoverError> {
+        let (start, end) = (first << PAGE_SHIFT, end << PAGE_SHIFT);
+        while ahead.phys != 0 && ahead.phys.saturating_add(PAGE_BYTES as u64) <= start {
+            self.advance(ahead)?;
+        }
+        if ahead.phys != 0 && ahead.phys < end {
+            return Err(HandoverError::ChainPageInPreserved { phys: ahead.phys });
+        }
+        Ok(())
+    }
+
+    /// Moves `ahead` to the next chain page (0 past the last). Its page is
+    /// checked as the main walk checks it; the main walk reads every header
+    /// field again and refuses any disagreement with the sequence.
+    #[cold]
+    fn advance(&self, ahead: &mut Ahead) -> Result<(), HandoverError> {
+        ahead.seq = ahead.seq.saturating_add(1);
+        if ahead.seq >= ahead.total {
+            ahead.phys = 0;
+            return Ok(());
+        }
+        let phys = ahead.phys;
+        let page = self.checked_page(phys)?;
+        let (h, _) = PageHeader::ref_from_prefix(page.as_slice())
+            .map_err(|_| HandoverError::BadHeader { phys })?;
+        let next = h.next.get();
+        if next <= phys {
+            return Err(HandoverError::ChainNotAscending { phys, next });
+        }
+        ahead.phys = next;
+        Ok(())
     }
 
     /// Checks the frames `[first, end)` (not empty): inside one RAM range

@@ -3,6 +3,9 @@
 
 use super::handover::{self, HandoverError, PAGE_BYTES, PageSink, PageSource, Reader, TrackerRoot};
 use super::*;
+use crate::platform::PhysMem;
+use crate::platform::host::HostMem;
+use crate::reserve::{Kept, ReserveLog};
 use proptest::prelude::*;
 use std::boxed::Box;
 use std::collections::BTreeMap;
@@ -194,14 +197,10 @@ fn run_ops(ops: &[Op], scratch: &[Range], dense_at: usize) -> Result<(), TestCas
     }
     prop_assert_eq!(t.ranges().unwrap(), m.ranges());
     // The handover carries exactly the same ranges.
-    let mut mem = FakeMem::new(1 << 40);
+    let mut mem = mem_at(1 << 40);
     let root = handover::write(&t, &mut mem).unwrap();
     let ram = [Range::new(0, 1 << 41)];
-    let mut got = Vec::new();
-    let mut pages = Vec::new();
-    let sum = Reader::new(&mem, root, &ram, scratch)
-        .restore(|p| pages.push(p), |r| got.push(r))
-        .unwrap();
+    let (pages, got, sum) = restore(&Reader::new(&mem, root, &ram, scratch)).unwrap();
     prop_assert_eq!(&got, &m.ranges());
     prop_assert_eq!(sum.pages, t.pages());
     prop_assert_eq!(pages.len() as u32, root.pages.get());
@@ -457,34 +456,29 @@ fn a_chunk_made_dense_keeps_every_block_and_its_rules() {
 }
 
 /// Physical memory made of boxed pages, with a bump page allocator.
-pub(crate) struct FakeMem {
-    pages: BTreeMap<u64, Box<[u8; PAGE_BYTES]>>,
-    next: u64,
+/// The tests' physical memory: RAM and a frame pool from `base` on, 64 GiB.
+pub(crate) type FakeMem = HostMem;
+
+pub(crate) fn mem_at(base: u64) -> HostMem {
+    HostMem::with_pool(Range::new(base, base + (1 << 36)))
 }
 
-impl FakeMem {
-    pub(crate) fn new(base: u64) -> Self {
-        Self {
-            pages: BTreeMap::new(),
-            next: base,
+/// Restores through a [`ReserveLog`]: the chain pages, the preserved ranges
+/// and the summary. On an error, checks that nothing stayed reserved.
+pub(crate) fn restore(
+    reader: &Reader<'_, FakeMem>,
+) -> Result<(Vec<u64>, Vec<Range>, handover::Summary), HandoverError> {
+    let mut log = ReserveLog::new();
+    match reader.restore(&mut log) {
+        Ok(sum) => Ok((
+            log.of(Kept::Metadata).map(|r| r.start).collect(),
+            log.of(Kept::Preserved).collect(),
+            sum,
+        )),
+        Err(e) => {
+            assert!(log.ranges.is_empty(), "a failed restore left reservations");
+            Err(e)
         }
-    }
-}
-
-impl PageSink for FakeMem {
-    fn alloc_page(&mut self) -> Option<u64> {
-        let p = self.next;
-        self.next += PAGE;
-        Some(p)
-    }
-    fn write_page(&mut self, phys: u64, data: &[u8; PAGE_BYTES]) {
-        self.pages.insert(phys, Box::new(*data));
-    }
-}
-
-impl PageSource for FakeMem {
-    fn page(&self, phys: u64) -> Option<&[u8; PAGE_BYTES]> {
-        self.pages.get(&phys).map(|b| &**b)
     }
 }
 
@@ -500,7 +494,7 @@ fn sample() -> (Tracker, FakeMem, TrackerRoot) {
     for i in 0..1500u64 {
         t.preserve((8 << 30) + i * (3 << 20), 0).unwrap();
     }
-    let mut mem = FakeMem::new(1 << 40);
+    let mut mem = mem_at(1 << 40);
     let root = handover::write(&t, &mut mem).unwrap();
     (t, mem, root)
 }
@@ -512,10 +506,7 @@ const SCRATCH: [Range; 1] = [Range::new(0, 1 << 20)];
 fn handover_round_trip_and_sizes() {
     let (t, mem, root) = sample();
     assert_eq!(root.pages.get(), 3, "{root:?}");
-    let mut got = Vec::new();
-    let sum = Reader::new(&mem, root, &RAM, &SCRATCH)
-        .restore(|_| {}, |r| got.push(r))
-        .unwrap();
+    let (_, got, sum) = restore(&Reader::new(&mem, root, &RAM, &SCRATCH)).unwrap();
     assert_eq!(got, t.ranges().unwrap());
     assert_eq!(sum.records, root.records.get());
     // 1 extent for the range, 1 bitmap (9 words), 1 extent for the GiB,
@@ -529,12 +520,12 @@ fn a_run_past_the_physical_space_is_refused_even_if_ram_says_more() {
     let mut t = Tracker::new(&[]).unwrap();
     t.preserve(1 << 20, 0).unwrap();
     t.preserve(top - 2 * PAGE, 0).unwrap();
-    let mut mem = FakeMem::new(1 << 40);
+    let mut mem = mem_at(1 << 40);
     let root = handover::write(&t, &mut mem).unwrap();
     let all = [Range::new(0, u64::MAX)];
     assert!(Reader::new(&mem, root, &all, &[]).validate().is_ok());
     // Stretch the second extent to 2^23 pages: it now ends past 2^52.
-    let page = mem.pages.get_mut(&root.first_page.get()).unwrap();
+    let page = mem.frame_mut(root.first_page.get()).unwrap();
     let w = u64::from_le_bytes(page[32..40].try_into().unwrap());
     page[32..40].copy_from_slice(&(w | 0x7f_ffff).to_le_bytes());
     let pfn = (top >> 12) - 2;
@@ -549,20 +540,19 @@ fn a_run_past_the_physical_space_is_refused_even_if_ram_says_more() {
 fn corrupt(f: impl Fn(&mut FakeMem, &mut TrackerRoot)) -> HandoverError {
     let (_, mut mem, mut root) = sample();
     f(&mut mem, &mut root);
-    let (mut pages, mut ranges) = (0, 0);
+    let mut log = ReserveLog::new();
     let e = Reader::new(&mem, root, &RAM, &SCRATCH)
-        .restore(|_| pages += 1, |_| ranges += 1)
+        .restore(&mut log)
         .unwrap_err();
-    assert_eq!(
-        (pages, ranges),
-        (0, 0),
-        "restore reserved something from a corrupted chain"
+    assert!(
+        log.ranges.is_empty(),
+        "restore left reservations from a corrupted chain"
     );
     e
 }
 
 fn first<'m>(mem: &'m mut FakeMem, root: &TrackerRoot) -> &'m mut [u8; PAGE_BYTES] {
-    mem.pages.get_mut(&root.first_page.get()).unwrap()
+    mem.frame_mut(root.first_page.get()).unwrap()
 }
 
 #[test]
@@ -596,14 +586,15 @@ fn corrupted_handovers_are_typed_errors() {
         corrupt(|m, r| first(m, r)[20..24].copy_from_slice(&600u32.to_le_bytes())),
         BadRecord { .. }
     ));
-    // A cycle: the second page points back to the first.
+    // A cycle: the second page points back to the first. Chain pages go up
+    // in address, so a link back down is refused where it stands.
     assert!(matches!(
         corrupt(|m, r| {
             let second = u64::from_le_bytes(first(m, r)[8..16].try_into().unwrap());
             let fp = r.first_page.get();
-            m.pages.get_mut(&second).unwrap()[8..16].copy_from_slice(&fp.to_le_bytes());
+            m.frame_mut(second).unwrap()[8..16].copy_from_slice(&fp.to_le_bytes());
         }),
-        BadSequence { expected: 2, .. }
+        ChainNotAscending { .. }
     ));
     assert_eq!(
         corrupt(|_, r| r.pages = (r.pages.get() + 1).into()),
@@ -641,12 +632,11 @@ fn corrupted_handovers_are_typed_errors() {
         }
     });
     assert!(matches!(e, BadRecord { word: 1, .. }), "{e:?}");
-    // An unreadable page.
-    let e = corrupt(|m, r| {
-        let second = u64::from_le_bytes(first(m, r)[8..16].try_into().unwrap());
-        m.pages.remove(&second);
-    });
-    assert!(matches!(e, BadPage { .. }), "{e:?}");
+    // A page that the platform cannot read (RAM to this kernel, but not
+    // to its memory access).
+    let far = (1u64 << 40) + (1 << 37);
+    let e = corrupt(|m, r| first(m, r)[8..16].copy_from_slice(&far.to_le_bytes()));
+    assert_eq!(e, BadPage { phys: far });
 }
 
 /// The runs of a chain as its records state them (an extent, or each run
@@ -656,7 +646,7 @@ fn written_runs(mem: &FakeMem, root: &TrackerRoot) -> Vec<Range> {
     let mut runs = Vec::new();
     let mut phys = root.first_page.get();
     while phys != 0 {
-        let page = &mem.pages[&phys];
+        let page = mem.frame(phys).unwrap();
         let word = |i: usize| u64::from_le_bytes(page[24 + 8 * i..32 + 8 * i].try_into().unwrap());
         let n = u32::from_le_bytes(page[20..24].try_into().unwrap()) as usize;
         let mut i = 0;
@@ -744,7 +734,7 @@ proptest! {
                 _ => {}
             }
         }
-        let mut mem = FakeMem::new(1 << 40);
+        let mut mem = mem_at(1 << 40);
         let root = handover::write(&t, &mut mem).unwrap();
         let runs = written_runs(&mem, &root);
         let range = |&(a, b): &(Bound, Bound)| {
@@ -779,13 +769,12 @@ proptest! {
     #[test]
     fn random_corruption_never_panics_or_reserves_garbage(flips in proptest::collection::vec((0usize..4, 0usize..PAGE_BYTES, any::<u8>()), 1..6)) {
         let (t, mut mem, root) = sample();
-        let keys: Vec<u64> = mem.pages.keys().copied().collect();
+        let keys: Vec<u64> = mem.written_frames().collect();
         for (p, at, x) in flips {
             let k = keys[p % keys.len()];
-            mem.pages.get_mut(&k).unwrap()[at] ^= x | 1;
+            mem.frame_mut(k).unwrap()[at] ^= x | 1;
         }
-        let mut got = Vec::new();
-        if Reader::new(&mem, root, &RAM, &SCRATCH).restore(|_| {}, |r| got.push(r)).is_ok() {
+        if let Ok((_, got, _)) = restore(&Reader::new(&mem, root, &RAM, &SCRATCH)) {
             // A flip that still validates (a bit in padding) must not have
             // changed what is reserved beyond what the totals allow.
             let pages: u64 = got.iter().map(|r| r.len() / PAGE).sum();
@@ -798,8 +787,8 @@ proptest! {
 
     #[test]
     fn random_bytes_as_a_chain_never_panic(bytes in proptest::collection::vec(any::<u8>(), PAGE_BYTES..=PAGE_BYTES), pages in 1u32..4, records in 0u64..100) {
-        let mut mem = FakeMem::new(1 << 40);
-        mem.pages.insert(1 << 40, Box::new(bytes.try_into().unwrap()));
+        let mut mem = mem_at(1 << 40);
+        mem.frame_mut(1 << 40).unwrap().copy_from_slice(&bytes);
         let root = TrackerRoot { first_page: (1u64 << 40).into(), pages: pages.into(), flags: 0.into(), records: records.into(), preserved_pages: 0.into() };
         let _ = Reader::new(&mem, root, &RAM, &SCRATCH).validate();
     }
@@ -813,7 +802,9 @@ fn out_of_memory_changes_nothing() {
         fn alloc_page(&mut self) -> Option<u64> {
             None
         }
-        fn write_page(&mut self, _: u64, _: &[u8; PAGE_BYTES]) {}
+        fn write_page(&mut self, _: u64, _: &[u8; PAGE_BYTES]) -> bool {
+            true
+        }
     }
     let (t, _, _) = sample();
     assert_eq!(
@@ -826,7 +817,9 @@ fn out_of_memory_changes_nothing() {
         fn alloc_page(&mut self) -> Option<u64> {
             Some(0x2000)
         }
-        fn write_page(&mut self, _: u64, _: &[u8; PAGE_BYTES]) {}
+        fn write_page(&mut self, _: u64, _: &[u8; PAGE_BYTES]) -> bool {
+            true
+        }
     }
     assert_eq!(
         handover::write(&t, &mut Scratchy).unwrap_err(),
@@ -836,7 +829,7 @@ fn out_of_memory_changes_nothing() {
 }
 
 /// The handed-over bytes of a fixed tracker: root, then every chain page in
-/// chain order. Pinned by tests/golden/tracker-v1.bin.
+/// chain order. Pinned by tests/golden/tracker-v2.bin.
 fn golden_bytes() -> Vec<u8> {
     let mut t = Tracker::new(&[Range::new(0, 2 << 20)]).unwrap();
     t.preserve_range(0x40_0000, 0x50_3000).unwrap();
@@ -845,7 +838,7 @@ fn golden_bytes() -> Vec<u8> {
     }
     t.preserve(1 << 30, 18).unwrap();
     t.preserve(0x7_0000_0000, 0).unwrap();
-    let mut mem = FakeMem::new(0x10_0000_0000);
+    let mut mem = mem_at(0x10_0000_0000);
     let root = handover::write(&t, &mut mem).unwrap();
     let mut out = zerocopy::IntoBytes::as_bytes(&root).to_vec();
     let mut p = root.first_page.get();
@@ -860,28 +853,20 @@ fn golden_bytes() -> Vec<u8> {
 #[test]
 fn golden_handover_pins_the_layout() {
     let bytes = golden_bytes();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/tracker-v1.bin");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/tracker-v2.bin");
     if std::env::var_os("KHO_BLESS").is_some() {
         std::fs::write(&path, &bytes).unwrap();
     }
-    let golden = std::fs::read(&path).expect("tests/golden/tracker-v1.bin (KHO_BLESS=1 writes it)");
+    let golden = std::fs::read(&path).expect("tests/golden/tracker-v2.bin (KHO_BLESS=1 writes it)");
     assert_eq!(
         bytes, golden,
-        "the kho-tracker-v1 layout changed: that needs a new version string"
+        "the kho-tracker-v2 layout changed: that needs a new version string"
     );
     // And the golden bytes read back: root, then pages at 0x10_0000_0000 on.
     let root: TrackerRoot = zerocopy::FromBytes::read_from_bytes(&golden[..32]).unwrap();
-    let mut mem = FakeMem::new(0);
-    for (i, page) in golden[32..].chunks(PAGE_BYTES).enumerate() {
-        mem.pages.insert(
-            0x10_0000_0000 + i as u64 * PAGE,
-            Box::new(page.try_into().unwrap()),
-        );
-    }
-    let mut got = Vec::new();
-    Reader::new(&mem, root, &RAM, &[])
-        .restore(|_| {}, |r| got.push(r))
-        .unwrap();
+    let mut mem = mem_at(0x10_0000_0000);
+    assert!(mem.write_bytes(0x10_0000_0000, &golden[32..]));
+    let (_, got, _) = restore(&Reader::new(&mem, root, &RAM, &[])).unwrap();
     assert_eq!(
         got[..2],
         [
@@ -890,4 +875,180 @@ fn golden_handover_pins_the_layout() {
         ]
     );
     assert_eq!(got.last(), Some(&Range::new(0x7_0000_0000, 0x7_0000_1000)));
+}
+
+/// A one-extent chain at `1 << 40` describing the page at 1 MiB + 64 KiB,
+/// with its record word, for hand-made corruptions.
+fn one_extent() -> (FakeMem, TrackerRoot) {
+    let mut t = Tracker::new(&[]).unwrap();
+    t.preserve(0x11_0000, 0).unwrap();
+    let mut mem = mem_at(1 << 40);
+    let root = handover::write(&t, &mut mem).unwrap();
+    (mem, root)
+}
+
+#[test]
+fn a_chain_page_inside_a_preserved_range_is_refused_by_the_reader() {
+    let (mut mem, root) = one_extent();
+    let all = [Range::new(0x1000, 1 << 41)];
+    assert!(Reader::new(&mem, root, &all, &[]).validate().is_ok());
+    // Point the extent at the chain page itself: same totals, and the next
+    // kernel would free preserved memory when it frees the chain.
+    let chain = root.first_page.get();
+    first(&mut mem, &root)[24..32].copy_from_slice(&((chain >> 12) << 23).to_le_bytes());
+    let want = HandoverError::ChainPageInPreserved { phys: chain };
+    assert_eq!(Reader::new(&mem, root, &all, &[]).validate(), Err(want));
+    assert_eq!(
+        restore(&Reader::new(&mem, root, &all, &[])).unwrap_err(),
+        want
+    );
+}
+
+#[test]
+fn a_chain_page_in_a_hole_of_a_bitmap_is_fine_but_not_in_a_run() {
+    // A checkerboard bitmap region at 1 << 40 (even pages preserved), and
+    // chain pages handed out at odd pages of that region, then at even ones.
+    let region = 1u64 << 40;
+    let mut t = Tracker::new(&[]).unwrap();
+    for i in (0..512).step_by(2) {
+        t.preserve(region + i * PAGE, 0).unwrap();
+    }
+    struct At(u64);
+    impl PageSink for At {
+        fn alloc_page(&mut self) -> Option<u64> {
+            Some(self.0)
+        }
+        fn write_page(&mut self, _: u64, _: &[u8; PAGE_BYTES]) -> bool {
+            true
+        }
+    }
+    // The writer: an odd page is free, an even one preserved.
+    assert!(handover::write(&t, &mut At(region + 5 * PAGE)).is_ok());
+    assert_eq!(
+        handover::write(&t, &mut At(region + 6 * PAGE)),
+        Err(HandoverError::ChainPageInPreserved {
+            phys: region + 6 * PAGE
+        })
+    );
+    // The reader: write the chain at an odd page, then move it to an even
+    // one behind the writer's back.
+    let mut mem = mem_at(region + 5 * PAGE);
+    let root = handover::write(&t, &mut mem).unwrap();
+    let all = [Range::new(0x1000, 1 << 41)];
+    let (pages, got, _) = restore(&Reader::new(&mem, root, &all, &[])).unwrap();
+    assert_eq!(pages, [region + 5 * PAGE]);
+    assert_eq!(got.len(), 256);
+    mem.move_frame(region + 5 * PAGE, region + 6 * PAGE);
+    let mut moved = root;
+    moved.first_page = (region + 6 * PAGE).into();
+    assert_eq!(
+        restore(&Reader::new(&mem, moved, &all, &[])).unwrap_err(),
+        HandoverError::ChainPageInPreserved {
+            phys: region + 6 * PAGE
+        }
+    );
+}
+
+#[test]
+fn the_writer_refuses_a_page_given_twice() {
+    let (t, _, _) = sample();
+    struct Same;
+    impl PageSink for Same {
+        fn alloc_page(&mut self) -> Option<u64> {
+            Some(1 << 40)
+        }
+        fn write_page(&mut self, _: u64, _: &[u8; PAGE_BYTES]) -> bool {
+            true
+        }
+    }
+    assert_eq!(
+        handover::write(&t, &mut Same),
+        Err(HandoverError::ChainNotAscending {
+            phys: 1 << 40,
+            next: 1 << 40
+        })
+    );
+}
+
+#[test]
+fn the_chain_is_linked_in_increasing_address_order_whatever_the_sink_gives() {
+    // A sink that hands out pages going down.
+    struct Down(u64, BTreeMap<u64, Box<[u8; PAGE_BYTES]>>);
+    impl PageSink for Down {
+        fn alloc_page(&mut self) -> Option<u64> {
+            self.0 -= PAGE;
+            Some(self.0)
+        }
+        fn write_page(&mut self, phys: u64, data: &[u8; PAGE_BYTES]) -> bool {
+            self.1.insert(phys, Box::new(*data));
+            true
+        }
+    }
+    let (t, _, _) = sample();
+    let mut down = Down(1 << 40, BTreeMap::new());
+    let root = handover::write(&t, &mut down).unwrap();
+    let mut mem = HostMem::new(&[Range::new(1 << 39, 1 << 40)], Range::new(0, 0));
+    for (p, f) in down.1 {
+        assert!(mem.write_bytes(p, &f[..]));
+    }
+    let (pages, got, _) = restore(&Reader::new(&mem, root, &RAM, &SCRATCH)).unwrap();
+    assert_eq!(pages.len(), 3);
+    assert!(pages.windows(2).all(|w| w[0] < w[1]), "{pages:x?}");
+    assert_eq!(pages[0], root.first_page.get());
+    assert_eq!(got, t.ranges().unwrap());
+}
+
+/// A [`Reserve`] that remembers the most ranges it ever held.
+#[derive(Default)]
+struct HighWater {
+    log: ReserveLog,
+    most: usize,
+}
+
+impl crate::reserve::Reserve for HighWater {
+    fn reserve(&mut self, r: Range, why: Kept) -> Result<(), crate::reserve::ReserveError> {
+        self.log.reserve(r, why)?;
+        self.most = self.most.max(self.log.ranges.len());
+        Ok(())
+    }
+    fn rollback(&mut self) {
+        self.log.rollback();
+    }
+}
+
+#[test]
+fn a_failure_after_reporting_rolls_everything_back() {
+    // The last page's totals are wrong: the single pass has reported the
+    // first pages' ranges by the time it finds out; all of it is undone.
+    let (_, mem, mut root) = sample();
+    root.preserved_pages = (root.preserved_pages.get() + 1).into();
+    let mut hw = HighWater::default();
+    let e = Reader::new(&mem, root, &RAM, &SCRATCH).restore(&mut hw);
+    assert_eq!(e, Err(HandoverError::CountMismatch));
+    assert!(
+        hw.most > 1000,
+        "it reported {} ranges before failing",
+        hw.most
+    );
+    assert!(hw.log.ranges.is_empty());
+    // A store that fills up is an error too, and is rolled back.
+    struct Tiny(ReserveLog);
+    impl crate::reserve::Reserve for Tiny {
+        fn reserve(&mut self, r: Range, why: Kept) -> Result<(), crate::reserve::ReserveError> {
+            if self.0.ranges.len() == 10 {
+                return Err(crate::reserve::ReserveError::Full);
+            }
+            self.0.reserve(r, why)
+        }
+        fn rollback(&mut self) {
+            self.0.rollback();
+        }
+    }
+    let (_, mem, root) = sample();
+    let mut tiny = Tiny(ReserveLog::new());
+    assert_eq!(
+        Reader::new(&mem, root, &RAM, &SCRATCH).restore(&mut tiny),
+        Err(HandoverError::Reserve(crate::reserve::ReserveError::Full))
+    );
+    assert!(tiny.0.ranges.is_empty());
 }

@@ -1,38 +1,58 @@
-//! The `kho` platform traits for this kernel: pages from the frame
-//! allocator, read and written through the direct map.
+//! The `kho` platform for this kernel: frames from the frame allocator,
+//! read and written through the direct map.
 
 use crate::{frames, paging};
-use kho::tracker::handover::{PAGE_BYTES, PageSink, PageSource};
+use kho::PAGE_SIZE;
+use kho::platform::{Frame, FrameAlloc, PhysMem};
+use kho::ranges::Range;
 
-/// Allocates handover pages from the general pool (never scratch) and
-/// writes them through the direct map.
-pub struct FramePages;
+/// Physical memory as this kernel reaches it: every RAM frame through the
+/// direct map, and frames from [`frames::alloc`] (scratch before restore,
+/// outside scratch after).
+pub struct KernelMem;
 
-impl PageSink for FramePages {
-    fn alloc_page(&mut self) -> Option<u64> {
-        frames::alloc(1, PAGE_BYTES as u64)
+/// Whether `phys` is a 4 KiB frame inside RAM, which the direct map covers.
+fn ram_frame(phys: u64) -> bool {
+    phys.is_multiple_of(PAGE_SIZE)
+        && phys.checked_add(PAGE_SIZE).is_some_and(|end| {
+            crate::start::ram()
+                .iter()
+                .any(|r| r.covers(Range::new(phys, end)))
+        })
+}
+
+impl PhysMem for KernelMem {
+    fn frame(&self, phys: u64) -> Option<&Frame> {
+        if !ram_frame(phys) {
+            return None;
+        }
+        let p = paging::phys_to_virt(phys) as *const Frame;
+        // SAFETY: `phys` is an aligned RAM frame, so the direct map covers
+        // it and the pointer is valid and aligned for 4096 bytes. The kho
+        // readers only ask for frames of the handoff, which nothing in this
+        // kernel writes while they are borrowed (the platform promise 3).
+        Some(unsafe { &*p })
     }
 
-    fn write_page(&mut self, phys: u64, data: &[u8; PAGE_BYTES]) {
-        let dst = paging::phys_to_virt(phys) as *mut [u8; PAGE_BYTES];
-        // SAFETY: `phys` came from `alloc_page`, so this kernel owns the
-        // page; it is RAM, hence mapped by the direct map, and 4 KiB aligned.
-        unsafe { dst.write(*data) };
+    fn frame_mut(&mut self, phys: u64) -> Option<&mut Frame> {
+        if !ram_frame(phys) {
+            return None;
+        }
+        let p = paging::phys_to_virt(phys) as *mut Frame;
+        // SAFETY: as above; `&mut self` makes this the only borrow through
+        // `KernelMem`, and kho writes only frames it allocated or owns.
+        Some(unsafe { &mut *p })
     }
 }
 
-/// Reads physical pages through the direct map.
-pub struct DirectMap;
+impl FrameAlloc for KernelMem {
+    fn alloc_frames(&mut self, order: u32) -> Option<u64> {
+        let count = 1u64.checked_shl(order)?;
+        frames::alloc(count, count.checked_mul(PAGE_SIZE)?)
+    }
 
-impl PageSource for DirectMap {
-    fn page(&self, phys: u64) -> Option<&[u8; PAGE_BYTES]> {
-        if !phys.is_multiple_of(PAGE_BYTES as u64) {
-            return None;
-        }
-        let src = paging::phys_to_virt(phys) as *const [u8; PAGE_BYTES];
-        // SAFETY: the reader asks only for pages it checked to lie in RAM,
-        // which the direct map covers; they were written by the previous
-        // kernel and nothing in this kernel writes them while it reads.
-        Some(unsafe { &*src })
+    fn free_frames(&mut self, phys: u64, order: u32) {
+        // A double free is refused by the allocator and changes nothing.
+        let _ = frames::free(phys, 1 << order);
     }
 }

@@ -25,10 +25,16 @@ pub struct BootInfo {
 
 static BOOT: Once<BootInfo> = Once::new();
 static SCRATCH: Once<Scratch> = Once::new();
+static RAM: Once<heapless::Vec<Range, { pvh::MAX_MEMMAP }>> = Once::new();
 
 /// What boot found, once the kernel runs.
 pub fn boot_info() -> Option<&'static BootInfo> {
     BOOT.get()
+}
+
+/// The RAM ranges of the memory map, once boot has read it (empty before).
+pub fn ram() -> &'static [Range] {
+    RAM.get().map(|v| v.as_slice()).unwrap_or(&[])
 }
 
 /// This boot's scratch areas, once chosen.
@@ -75,9 +81,9 @@ extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
     // Scratch: chosen at cold boot around the kernel image (a kernel booted
     // by kexec takes them from the handoff instead). Until restore, every
     // allocation comes from scratch.
-    let ram: heapless::Vec<Range, { pvh::MAX_MEMMAP }> = params.ram().collect();
+    let ram = RAM.call_once(|| params.ram().collect());
     let image_range = Range::new(image.start, image.end);
-    let scratch = kho::scratch::cold_boot(&ram, image_range, 1 << 20, scratch_reserve(&params))
+    let scratch = kho::scratch::cold_boot(ram, image_range, 1 << 20, scratch_reserve(&params))
         .unwrap_or_else(|e| die("choosing scratch areas", e));
     let scratch = *SCRATCH.call_once(|| scratch);
     for &a in scratch.areas() {

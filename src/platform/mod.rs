@@ -1,0 +1,106 @@
+//! The platform boundary: what an embedding kernel provides to `kho`.
+//!
+//! `kho` never touches physical memory by itself. A kernel gives it access
+//! to frames ([`PhysMem`]) and, separately, a source of frames
+//! ([`FrameAlloc`]). Access and management are kept apart, as rust-vmm's
+//! `vm-memory` does: a reader of handed-over data needs only [`PhysMem`],
+//! and gets nothing that could allocate or free.
+//!
+//! The protocol every embedding kernel follows (the *restore rule*):
+//!
+//! 1. Until the handoff is restored, allocate only from scratch areas
+//!    (`kho::scratch`): memory that never holds preserved pages.
+//! 2. Restore the handoff ([`crate::handoff::restore`]) into a
+//!    [`crate::reserve::Reserve`]: every preserved range and every page of
+//!    the handoff's own metadata is reported, or nothing is.
+//! 3. Only then hand out memory outside scratch, minus every range reported.
+//!
+//! [`host::HostMem`] implements both traits over ordinary heap memory; the
+//! tests, fuzz targets and benchmarks all use it (feature `host`).
+
+#[cfg(any(test, feature = "host"))]
+pub mod host;
+
+use crate::PAGE_SIZE;
+
+/// A 4 KiB frame's bytes.
+pub type Frame = [u8; PAGE_SIZE as usize];
+
+/// Read and write access to physical frames, by physical address.
+///
+/// What an implementation promises (the crate relies on it for
+/// correctness, never for memory safety, and contains no `unsafe`):
+/// 1. `frame(p)` and `frame_mut(p)` give the bytes of the frame at physical
+///    address `p` itself, not a copy: what is written through `frame_mut`
+///    is what the next kernel finds at `p`.
+/// 2. They return `None` for an address that is not 4 KiB aligned or not
+///    RAM; a reader then reports a typed error.
+/// 3. While a returned reference lives, nothing else in the kernel writes
+///    the frame (a device still doing DMA into handed-over memory breaks
+///    this; see the handoff protocol in `docs/architecture.md`).
+pub trait PhysMem {
+    /// The frame at `phys`, for reading.
+    fn frame(&self, phys: u64) -> Option<&Frame>;
+    /// The frame at `phys`, for writing.
+    fn frame_mut(&mut self, phys: u64) -> Option<&mut Frame>;
+
+    /// Copies `buf.len()` bytes from physical address `phys` into `buf`,
+    /// across frames. `false` if any of them cannot be read.
+    fn read_bytes(&self, phys: u64, buf: &mut [u8]) -> bool {
+        let mut at = phys;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let base = at & !(PAGE_SIZE - 1);
+            let off = (at - base) as usize;
+            let Some(f) = self.frame(base) else {
+                return false;
+            };
+            let n = (f.len() - off).min(buf.len() - done);
+            let (Some(dst), Some(src)) = (buf.get_mut(done..done + n), f.get(off..off + n)) else {
+                return false;
+            };
+            dst.copy_from_slice(src);
+            done += n;
+            at = at.wrapping_add(n as u64);
+        }
+        true
+    }
+
+    /// Copies `data` to physical address `phys`, across frames. `false` if
+    /// any of them cannot be written (what came before stays written).
+    fn write_bytes(&mut self, phys: u64, data: &[u8]) -> bool {
+        let mut at = phys;
+        let mut done = 0usize;
+        while done < data.len() {
+            let base = at & !(PAGE_SIZE - 1);
+            let off = (at - base) as usize;
+            let Some(f) = self.frame_mut(base) else {
+                return false;
+            };
+            let n = (f.len() - off).min(data.len() - done);
+            let (Some(dst), Some(src)) = (f.get_mut(off..off + n), data.get(done..done + n)) else {
+                return false;
+            };
+            dst.copy_from_slice(src);
+            done += n;
+            at = at.wrapping_add(n as u64);
+        }
+        true
+    }
+}
+
+/// A source of physical frames for what `kho` writes (handoff metadata,
+/// preserved buffers).
+///
+/// What an implementation promises:
+/// 1. `alloc_frames(order)` returns the address of `2^order` contiguous
+///    frames aligned to their size, that nothing else uses, outside every
+///    scratch area, and reachable through the same kernel's [`PhysMem`].
+/// 2. It never returns frames the kernel already handed to someone else
+///    (preserved memory included) until they are freed.
+pub trait FrameAlloc {
+    /// `2^order` contiguous, naturally aligned frames, or `None`.
+    fn alloc_frames(&mut self, order: u32) -> Option<u64>;
+    /// Gives back frames that `alloc_frames(order)` returned.
+    fn free_frames(&mut self, phys: u64, order: u32);
+}
