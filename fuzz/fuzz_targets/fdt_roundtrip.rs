@@ -53,7 +53,7 @@ fn matches(name: &str, want: &str) -> bool {
 
 /// Checks every node reachable by an unambiguous path: lookup returns the
 /// first match, so only components that match exactly one sibling are
-/// followed.
+/// followed (`a` may match `a@1` and `a@2`; exact names are unique).
 fn check_paths(f: &Fdt<'_>, t: &Tree, path: String) {
     for c in &t.children {
         if t.children.iter().filter(|x| matches(&x.name, &c.name)).count() != 1 {
@@ -64,6 +64,12 @@ fn check_paths(f: &Fdt<'_>, t: &Tree, path: String) {
         assert_eq!(n.name(), c.name);
         check_paths(f, c, p);
     }
+}
+
+fn unique(t: &Tree) -> bool {
+    let props: std::collections::HashSet<_> = t.props.iter().map(|(n, _)| n).collect();
+    let kids: std::collections::HashSet<_> = t.children.iter().map(|c| &c.name).collect();
+    props.len() == t.props.len() && kids.len() == t.children.len() && t.children.iter().all(unique)
 }
 
 fuzz_target!(|input: Input| {
@@ -79,6 +85,11 @@ fuzz_target!(|input: Input| {
         return;
     }
     let Ok(n) = w.finish() else { return };
+    // The writer accepted it: then no node has two properties or two
+    // children of the same name (it refuses those), and every
+    // reservation's end fits in 64 bits.
+    assert!(unique(&input.root), "the writer accepted a repeated name");
+    assert!(input.reservations.iter().all(|&(a, s)| a.checked_add(s).is_some()));
     let f = Fdt::new(&buf[..n]).expect("the writer produced a blob the reader refuses");
     let mut want = input.root.clone();
     want.name = String::new();

@@ -45,7 +45,7 @@ pub(crate) const TOKEN_END: u32 = 9;
 
 /// Whether `c` may appear in a node name (dtc's set, `@` for unit addresses).
 pub(crate) fn is_node_name_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b",._+-*#?@".contains(&c)
+    c.is_ascii_alphanumeric() || b",._+-@".contains(&c)
 }
 
 /// Whether `c` may appear in a property name (dtc's set).

@@ -15,8 +15,9 @@
 )]
 
 use super::{
-    FDT_MAGIC, FDT_VERSION, HEADER_SIZE, MAX_DEPTH, SKIP_HINT, TOKEN_BEGIN_NODE, TOKEN_END,
-    TOKEN_END_NODE, TOKEN_NOP, TOKEN_PROP, is_node_name_char, is_prop_name_char,
+    FDT_LAST_COMP_VERSION, FDT_MAGIC, FDT_VERSION, HEADER_SIZE, MAX_DEPTH, SKIP_HINT,
+    TOKEN_BEGIN_NODE, TOKEN_END, TOKEN_END_NODE, TOKEN_NOP, TOKEN_PROP, is_node_name_char,
+    is_prop_name_char,
 };
 use core::fmt;
 use zerocopy::byteorder::big_endian::U32;
@@ -34,8 +35,9 @@ pub enum FdtError {
     },
     /// `magic` is not `0xd00dfeed`.
     BadMagic(u32),
-    /// The blob's version is not one this reader understands (it needs a v17
-    /// layout: `version >= 17` and `last_comp_version <= 17`).
+    /// The blob's version is not one this reader understands: it reads
+    /// version 16 and 17 layouts (`version >= 16`, `last_comp_version <=
+    /// 17`).
     UnsupportedVersion {
         /// `version` field.
         version: u32,
@@ -48,9 +50,26 @@ pub enum FdtError {
     OutOfBounds(Block),
     /// Two blocks overlap.
     Overlap(Block, Block),
-    /// The memory-reservation block has no `0, 0` terminator before the
-    /// next block.
+    /// The memory-reservation block has no terminator (an entry of size 0)
+    /// before the next block.
     UnterminatedReservations,
+    /// A memory reservation's end does not fit in 64 bits (`address + size`
+    /// wraps): a caller computing the range would reserve nothing.
+    BadReservation {
+        /// Index of the entry in the block.
+        index: usize,
+    },
+    /// Two properties of one node have the same name: one reader would take
+    /// the first, another the second.
+    DuplicateProperty {
+        /// Offset of the second one's token in the structure block.
+        offset: usize,
+    },
+    /// Two children of one node have the same name (unit address included).
+    DuplicateNode {
+        /// Offset of the second one's BEGIN_NODE token in the structure block.
+        offset: usize,
+    },
     /// A node name runs past the structure block without a NUL.
     UnterminatedName {
         /// Offset of the token in the structure block.
@@ -140,12 +159,24 @@ impl fmt::Display for FdtError {
                 last_comp_version,
             } => write!(
                 f,
-                "FDT version {version} (compatible back to {last_comp_version}) is not readable as v17"
+                "FDT version {version} (compatible back to {last_comp_version}) is not readable: versions 16 and 17 are"
             ),
             Misaligned(b) => write!(f, "FDT {b:?} block misaligned"),
             OutOfBounds(b) => write!(f, "FDT {b:?} block outside the blob"),
             Overlap(a, b) => write!(f, "FDT {a:?} and {b:?} blocks overlap"),
             UnterminatedReservations => f.write_str("FDT memory reservations not terminated"),
+            BadReservation { index } => write!(
+                f,
+                "FDT memory reservation {index} ends past the 64-bit address space"
+            ),
+            DuplicateProperty { offset } => write!(
+                f,
+                "FDT property at structure offset {offset} repeats a name of its node"
+            ),
+            DuplicateNode { offset } => write!(
+                f,
+                "FDT node at structure offset {offset} repeats the name of a sibling"
+            ),
             UnterminatedName { offset } => write!(
                 f,
                 "FDT node name at structure offset {offset} not terminated"
@@ -266,6 +297,12 @@ struct St<'a> {
 }
 
 impl<'a> St<'a> {
+    fn new(bytes: &'a [u8]) -> Result<Self, FdtError> {
+        let words =
+            <[U32]>::ref_from_bytes(bytes).map_err(|_| FdtError::Misaligned(Block::Structure))?;
+        Ok(Self { bytes, words })
+    }
+
     #[inline(always)]
     fn word(&self, off: usize) -> Option<u32> {
         Some(self.words.get(off >> 2)?.get())
@@ -326,7 +363,7 @@ impl<'a> Fdt<'a> {
             return Err(FdtError::BadMagic(h.magic.get()));
         }
         let (version, last) = (h.version.get(), h.last_comp_version.get());
-        if version < FDT_VERSION || last > FDT_VERSION {
+        if version < FDT_LAST_COMP_VERSION || last > FDT_VERSION {
             return Err(FdtError::UnsupportedVersion {
                 version,
                 last_comp_version: last,
@@ -337,6 +374,10 @@ impl<'a> Fdt<'a> {
             needed: total,
             available: blob.len(),
         })?;
+        // Version 16 has no `size_dt_struct`: its header is one word
+        // shorter, and the structure block's size is found by walking it.
+        let v16 = version < FDT_VERSION;
+        let header_len = if v16 { HEADER_SIZE - 4 } else { HEADER_SIZE };
         if total < HEADER_SIZE {
             return Err(FdtError::Truncated {
                 needed: HEADER_SIZE,
@@ -350,17 +391,25 @@ impl<'a> Fdt<'a> {
                     return Err(FdtError::Misaligned(b));
                 }
                 let end = off.checked_add(size).ok_or(FdtError::OutOfBounds(b))?;
-                if off < HEADER_SIZE || end > total {
+                if off < header_len || end > total {
                     return Err(FdtError::OutOfBounds(b));
                 }
                 Ok((off, end))
             };
-        let (st_off, st_end) = region(
-            h.off_dt_struct.get(),
-            h.size_dt_struct.get(),
-            4,
-            Block::Structure,
-        )?;
+        let st_size = if v16 {
+            // Up to whichever block follows, or the end; the walk below
+            // finds the END token and trims the block to it.
+            let o = h.off_dt_struct.get();
+            let next = [h.off_mem_rsvmap.get(), h.off_dt_strings.get()]
+                .into_iter()
+                .filter(|&x| x > o)
+                .min()
+                .unwrap_or(h.totalsize.get());
+            next.saturating_sub(o) & !3
+        } else {
+            h.size_dt_struct.get()
+        };
+        let (st_off, st_end) = region(h.off_dt_struct.get(), st_size, 4, Block::Structure)?;
         let (s_off, s_end) = region(
             h.off_dt_strings.get(),
             h.size_dt_strings.get(),
@@ -378,7 +427,10 @@ impl<'a> Fdt<'a> {
             .filter(|&o| o >= rsv_off)
             .min()
             .unwrap_or(total);
+        // The list ends at the first entry of size 0, whatever its address,
+        // as in dtc, libfdt and Linux.
         let mut e = rsv_off;
+        let mut index = 0usize;
         loop {
             let next = e
                 .checked_add(16)
@@ -388,9 +440,12 @@ impl<'a> Fdt<'a> {
             }
             let (a, s) = (be64(blob, e), be64(blob, e.saturating_add(8)));
             e = next;
-            if a == Some(0) && s == Some(0) {
-                break;
+            match (a, s) {
+                (Some(_), Some(0)) => break,
+                (Some(a), Some(s)) if a.checked_add(s).is_some() => {}
+                _ => return Err(FdtError::BadReservation { index }),
             }
+            index = index.saturating_add(1);
         }
         let rsv_region = (rsv_off, e);
         for (o, end, b) in [
@@ -401,15 +456,10 @@ impl<'a> Fdt<'a> {
                 return Err(FdtError::Overlap(Block::Reservations, b));
             }
         }
-        let st_bytes = blob
-            .get(st_off..st_end)
-            .ok_or(FdtError::OutOfBounds(Block::Structure))?;
-        let words = <[U32]>::ref_from_bytes(st_bytes)
-            .map_err(|_| FdtError::Misaligned(Block::Structure))?;
-        let st = St {
-            bytes: st_bytes,
-            words,
-        };
+        let st = St::new(
+            blob.get(st_off..st_end)
+                .ok_or(FdtError::OutOfBounds(Block::Structure))?,
+        )?;
         let sbytes = blob
             .get(s_off..s_end)
             .ok_or(FdtError::OutOfBounds(Block::Strings))?;
@@ -428,7 +478,9 @@ impl<'a> Fdt<'a> {
         let rsv = blob
             .get(rsv_off..e.saturating_sub(16))
             .ok_or(FdtError::UnterminatedReservations)?;
-        let (root_body, hint) = validate(st, strings)?;
+        let (root_body, hint, end) = validate(st, strings, v16)?;
+        // A v16 block ends at its END token.
+        let st = St::new(st.get(0..end).ok_or(FdtError::MissingEnd)?)?;
         Ok(Self {
             blob,
             st,
@@ -489,11 +541,210 @@ impl<'a> Fdt<'a> {
     }
 }
 
+/// A 256-bit Bloom filter of names: two bits per name, in one of four
+/// words. A miss proves a name is new; a hit is confirmed by a scan.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Names([u64; 4]);
+
+impl Names {
+    /// Adds a name by its [`name_hash`]; returns whether it may have been
+    /// there before.
+    #[inline(always)]
+    pub(super) fn insert(&mut self, h: u32) -> bool {
+        // Both bits in one word (a blocked filter): one load, one store.
+        let m = (1u64 << (h & 63)) | (1u64 << ((h >> 6) & 63));
+        match self.0.get_mut(((h >> 12) & 3) as usize) {
+            Some(x) => {
+                let seen = *x & m == m;
+                *x |= m;
+                seen
+            }
+            None => true,
+        }
+    }
+}
+
+/// Slots of a [`Siblings`] set.
+const SIBLING_SLOTS: usize = 2048;
+
+/// The names of every node's children seen so far, as (parent, name hash)
+/// keys in an open-addressing table: exact, so a wide node costs no scans.
+/// Entries of closed nodes stay (their parent's key never comes again).
+/// Once it is three quarters full, callers fall back to [`Names`].
+pub(super) struct Siblings {
+    slots: [u64; SIBLING_SLOTS],
+    used: usize,
+}
+
+impl Siblings {
+    /// An empty set.
+    pub(super) fn new() -> Self {
+        Self {
+            slots: [0; SIBLING_SLOTS],
+            used: 0,
+        }
+    }
+
+    /// Adds the child hashed `h` of the node at `parent` (its BEGIN_NODE
+    /// offset). `Some(true)` if a child of that parent with that hash was
+    /// there (confirm by comparing names), `Some(false)` if not, `None` if
+    /// the set is full.
+    #[inline(always)]
+    pub(super) fn insert(&mut self, parent: usize, h: u32) -> Option<bool> {
+        if self.used >= SIBLING_SLOTS / 4 * 3 {
+            return None;
+        }
+        let key = ((parent as u64).wrapping_add(1) << 32) | u64::from(h);
+        let mut i = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 53) as usize;
+        loop {
+            let slot = self.slots.get_mut(i % SIBLING_SLOTS)?;
+            if *slot == key {
+                return Some(true);
+            }
+            if *slot == 0 {
+                *slot = key;
+                self.used = self.used.saturating_add(1);
+                return Some(false);
+            }
+            i = i.wrapping_add(1);
+        }
+    }
+}
+
+/// The hash of a name, shared by the writer's name table and both sides'
+/// duplicate filters: eight bytes a step (a byte-serial hash was a third of
+/// the cost of validating a node).
+#[inline(always)]
+pub(super) fn name_hash(name: &[u8]) -> u32 {
+    let mut h = name.len() as u64;
+    for c in name.chunks(8) {
+        let mut w = [0u8; 8];
+        if let Some(d) = w.get_mut(..c.len()) {
+            d.copy_from_slice(c);
+        }
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^= h >> 29;
+    }
+    (h >> 32) as u32
+}
+
+/// What validation needs of a property name, by name offset: its hash and
+/// whether it is the skip hint. Blobs use few distinct names, each at one
+/// offset, so a direct-mapped cache spares reading the name each time.
+struct NameCache([(u32, u32, bool); 64]);
+
+impl NameCache {
+    #[inline(always)]
+    fn get(&mut self, strings: &str, nameoff: u32) -> (u32, bool) {
+        let slot = (nameoff.wrapping_mul(0x9e37_79b1) >> 26) as usize;
+        let key = nameoff.wrapping_add(1);
+        let look = || {
+            let name = name_at(strings, nameoff as usize);
+            (name_hash(name.as_bytes()), name == SKIP_HINT)
+        };
+        match self.0.get_mut(slot) {
+            Some(e) if e.0 == key => (e.1, e.2),
+            Some(e) => {
+                let (h, hint) = look();
+                *e = (key, h, hint);
+                (h, hint)
+            }
+            None => look(),
+        }
+    }
+}
+
+/// Whether the node whose body starts at `body` in the structure block `st`
+/// has, before offset `end`, a property named `name` (`strings` is the
+/// strings block). For the writer, over what it has written so far.
+pub(super) fn has_property(
+    st: &[u8],
+    strings: &[u8],
+    body: usize,
+    end: usize,
+    name: &[u8],
+) -> bool {
+    St::new(st).is_ok_and(|st| property_named(st, strings, body, end, name))
+}
+
+/// Whether the node whose body starts at `body` in the structure block `st`
+/// has, before offset `end`, a child named `name`. For the writer.
+pub(super) fn has_child(st: &[u8], body: usize, end: usize, name: &[u8]) -> bool {
+    St::new(st).is_ok_and(|st| child_named(st, body, end, name))
+}
+
+/// The offset of the first token at or after `off` that is not a NOP.
+fn skip_nops(st: St<'_>, mut off: usize) -> usize {
+    while st.word(off) == Some(TOKEN_NOP) {
+        off = off.saturating_add(4);
+    }
+    off
+}
+
+fn property_named(st: St<'_>, strings: &[u8], body: usize, end: usize, name: &[u8]) -> bool {
+    let mut off = skip_nops(st, body);
+    while off < end {
+        match token(st, off) {
+            Some((Tok::Prop { nameoff, next, .. }, _)) => {
+                let s = strings.get(nameoff..).unwrap_or(&[]);
+                if s.starts_with(name) && s.get(name.len()) == Some(&0) {
+                    return true;
+                }
+                off = skip_nops(st, next);
+            }
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Puts the children of the node at `parent` (body at `body`) before
+/// offset `end` into `set`, as far as it has room.
+#[cold]
+fn index_children(st: St<'_>, set: &mut Siblings, parent: usize, body: usize, end: usize) {
+    let mut off = skip_nops(st, body);
+    while off < end {
+        match token(st, off) {
+            Some((Tok::Prop { next, .. }, _)) => off = skip_nops(st, next),
+            Some((Tok::Begin { name, body }, _)) => {
+                if set.insert(parent, name_hash(name)).is_none() {
+                    return;
+                }
+                match skip_subtree(st, body) {
+                    Some(next) => off = skip_nops(st, next),
+                    None => return,
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
+fn child_named(st: St<'_>, body: usize, end: usize, name: &[u8]) -> bool {
+    let mut off = skip_nops(st, body);
+    while off < end {
+        match token(st, off) {
+            Some((Tok::Prop { next, .. }, _)) => off = skip_nops(st, next),
+            Some((Tok::Begin { name: n, body }, _)) => {
+                if n == name {
+                    return true;
+                }
+                match skip_subtree(st, body) {
+                    Some(next) => off = skip_nops(st, next),
+                    None => return false,
+                }
+            }
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// Walks the whole structure block once; returns the offset of the root's
-/// body (the token after its name).
-/// Walks the whole structure block once; returns the offset of the root's
-/// body and the name offset of the skip hints (`NO_HINT` if there are none).
-fn validate(st: St<'_>, strings: &str) -> Result<(usize, u32), FdtError> {
+/// body, the name offset of the skip hints (`NO_HINT` if there are none) and
+/// the offset just past the END token. With `v16`, the block may go on past
+/// END (its size was not in the header).
+fn validate(st: St<'_>, strings: &str, v16: bool) -> Result<(usize, u32, usize), FdtError> {
     // Only validated blobs reach the fast paths below, which rely on this
     // walk for termination (every offset it accepts moves forward) and on
     // every skip hint having been checked here.
@@ -502,16 +753,23 @@ fn validate(st: St<'_>, strings: &str) -> Result<(usize, u32), FdtError> {
     let mut has_child: u64 = 0;
     let mut root_body = None;
     let mut root_done = false;
-    // Per open node: its BEGIN_NODE offset, and the end its hint promises.
+    // Per open node: its BEGIN_NODE offset, its body's offset, the end its
+    // hint promises, and the names of its children so far.
     let mut begin = [0usize; MAX_DEPTH];
+    let mut bodies = [0usize; MAX_DEPTH];
     let mut promised = [usize::MAX; MAX_DEPTH];
+    let mut children = [Names::default(); MAX_DEPTH];
+    let mut siblings = Siblings::new();
+    // Bit `d`: the open node at depth `d` has its children in `siblings`.
+    let mut indexed = 0u64;
+    // The innermost node's property names (properties come before
+    // subnodes, so only one node collects them at a time): a 64-bit
+    // filter, kept in registers.
+    let mut props = 0u64;
+    let mut names = NameCache([(0, 0, false); 64]);
     let mut fresh = false; // no property seen yet in the innermost node
     let mut hint = NO_HINT;
-    let is_hint = |nameoff: u32| {
-        strings.as_bytes().get(nameoff as usize..).is_some_and(|s| {
-            s.starts_with(SKIP_HINT.as_bytes()) && s.get(SKIP_HINT.len()) == Some(&0)
-        })
-    };
+    let sbytes = strings.as_bytes();
     loop {
         let offset = off;
         let token = st.word(off).ok_or(FdtError::MissingEnd)?;
@@ -535,18 +793,51 @@ fn validate(st: St<'_>, strings: &str) -> Result<(usize, u32), FdtError> {
                     root_body = Some(next);
                 } else {
                     let ats = name.iter().filter(|&&c| c == b'@').count();
-                    if name.is_empty() || ats > 1 || !name.iter().all(|&c| is_node_name_char(c)) {
+                    if name.is_empty()
+                        || name.first() == Some(&b'@')
+                        || ats > 1
+                        || !name.iter().all(|&c| is_node_name_char(c))
+                    {
                         return Err(FdtError::BadName { offset });
                     }
-                    has_child |= 1u64 << (depth.saturating_sub(1) % 64);
+                    let parent = depth.saturating_sub(1);
+                    has_child |= 1u64 << (parent % 64);
+                    let h = name_hash(name);
+                    let pbegin = begin.get(parent).copied().unwrap_or(0);
+                    let body = bodies.get(parent).copied().unwrap_or(0);
+                    // A narrow node's children are told apart by the filter
+                    // alone. At its first hit the node's children so far go
+                    // into the exact set, which then answers for it (until
+                    // it fills; then every filter hit is a scan).
+                    let in_filter = children.get_mut(parent).is_some_and(|c| c.insert(h));
+                    let bit = 1u64 << (parent % 64);
+                    if in_filter && indexed & bit == 0 {
+                        indexed |= bit;
+                        index_children(st, &mut siblings, pbegin, body, offset);
+                    }
+                    let maybe = if indexed & bit != 0 {
+                        siblings.insert(pbegin, h).unwrap_or(in_filter)
+                    } else {
+                        false
+                    };
+                    if maybe && child_named(st, body, offset, name) {
+                        return Err(FdtError::DuplicateNode { offset });
+                    }
                 }
                 if depth >= MAX_DEPTH {
                     return Err(FdtError::TooDeep { offset });
                 }
                 has_child &= !(1u64 << (depth % 64));
-                if let (Some(b), Some(p)) = (begin.get_mut(depth), promised.get_mut(depth)) {
-                    (*b, *p) = (offset, usize::MAX);
+                indexed &= !(1u64 << (depth % 64));
+                if let (Some(b), Some(bd), Some(p), Some(c)) = (
+                    begin.get_mut(depth),
+                    bodies.get_mut(depth),
+                    promised.get_mut(depth),
+                    children.get_mut(depth),
+                ) {
+                    (*b, *bd, *p, *c) = (offset, next, usize::MAX, Names::default());
                 }
+                props = 0;
                 fresh = true;
                 depth = depth.saturating_add(1);
                 off = next;
@@ -579,13 +870,24 @@ fn validate(st: St<'_>, strings: &str) -> Result<(usize, u32), FdtError> {
                 }
                 // The strings block was checked as a whole: a name offset is
                 // good if it is inside the block and not on a NUL.
-                match strings.as_bytes().get(nameoff as usize) {
+                match sbytes.get(nameoff as usize) {
                     Some(&c) if c != 0 => {}
                     _ => return Err(FdtError::BadNameOffset { offset, nameoff }),
                 }
-                if nameoff == hint || is_hint(nameoff) {
+                let node = depth.saturating_sub(1);
+                let (h, is_hint) = names.get(strings, nameoff);
+                let m = (1u64 << (h & 63)) | (1u64 << ((h >> 6) & 63));
+                let seen = props & m == m;
+                props |= m;
+                if seen {
+                    let body = bodies.get(node).copied().unwrap_or(0);
+                    let name = name_at(strings, nameoff as usize).as_bytes();
+                    if property_named(st, sbytes, body, offset, name) {
+                        return Err(FdtError::DuplicateProperty { offset });
+                    }
+                }
+                if is_hint {
                     // The node's BEGIN_NODE offset plus the promised size.
-                    let node = depth.saturating_sub(1);
                     let b = begin.get(node).copied().unwrap_or(0);
                     let size = st.word(value_at).unwrap_or(0) as usize;
                     if !fresh || depth < 2 || len != 4 || size == 0 {
@@ -608,10 +910,11 @@ fn validate(st: St<'_>, strings: &str) -> Result<(usize, u32), FdtError> {
                 if depth != 0 {
                     return Err(FdtError::EarlyEnd { offset });
                 }
-                if off.saturating_add(4) != st.len() {
+                let end = off.saturating_add(4);
+                if !v16 && end != st.len() {
                     return Err(FdtError::DataAfterEnd);
                 }
-                return Ok((root_body.ok_or(FdtError::NoRoot)?, hint));
+                return Ok((root_body.ok_or(FdtError::NoRoot)?, hint, end));
             }
             _ => return Err(FdtError::UnexpectedToken { offset, token }),
         }

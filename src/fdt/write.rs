@@ -1,5 +1,6 @@
 //! [`FdtWriter`]: builds an FDT v17 blob in a caller-given buffer.
 
+use super::read::{Names, Siblings, name_hash};
 use super::{
     FDT_LAST_COMP_VERSION, FDT_MAGIC, FDT_VERSION, HEADER_SIZE, MAX_DEPTH, TOKEN_BEGIN_NODE,
     TOKEN_END, TOKEN_END_NODE, TOKEN_PROP, is_node_name_char, is_prop_name_char,
@@ -20,6 +21,12 @@ pub enum WriteError {
     ReservationAfterNodes,
     /// A memory reservation of size 0: it would read as the list's end.
     EmptyReservation,
+    /// A memory reservation whose end does not fit in 64 bits.
+    ReservationWraps,
+    /// A property with the same name as an earlier one of the same node.
+    DuplicateProperty,
+    /// A node with the same name (unit address included) as a sibling.
+    DuplicateNode,
     /// A property or `end_node` with no node open.
     NoOpenNode,
     /// A property after a subnode of the same node (FDT wants properties
@@ -55,15 +62,22 @@ impl fmt::Display for WriteError {
                 f.write_str("memory reservations must come before the first node")
             }
             WriteError::EmptyReservation => f.write_str("memory reservation of size 0"),
+            WriteError::ReservationWraps => {
+                f.write_str("memory reservation ends past the 64-bit address space")
+            }
+            WriteError::DuplicateProperty => {
+                f.write_str("the node already has a property of that name")
+            }
+            WriteError::DuplicateNode => f.write_str("the node already has a child of that name"),
             WriteError::NoOpenNode => f.write_str("no node is open"),
             WriteError::PropertyAfterSubnode => {
                 f.write_str("a node's properties must come before its subnodes")
             }
             WriteError::SecondRoot => f.write_str("only one root node is allowed"),
             WriteError::RootName => f.write_str("the root node must have the empty name"),
-            WriteError::BadNodeName => {
-                f.write_str("node name is empty or has a character outside a-zA-Z0-9,._+-*#?@")
-            }
+            WriteError::BadNodeName => f.write_str(
+                "node name is empty, starts with @ or has a character outside a-zA-Z0-9,._+-@",
+            ),
             WriteError::BadPropertyName => {
                 f.write_str("property name is empty or has a character outside a-zA-Z0-9,._+-*#?")
             }
@@ -113,18 +127,16 @@ pub struct FdtWriter<'a> {
     dedup: [u32; DEDUP_SLOTS],
     /// Whether nodes get a skip hint.
     hints: bool,
-    /// Per open node: where its BEGIN_NODE token starts, and where its skip
-    /// hint's value is (0 if none).
-    open: [(u32, u32); MAX_DEPTH],
-}
-
-fn hash(name: &[u8]) -> usize {
-    // FNV-1a; names are short.
-    let mut h: u32 = 0x811c_9dc5;
-    for &b in name {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    h as usize
+    /// Per open node: where its BEGIN_NODE token starts, where its skip
+    /// hint's value is (0 if none), and where its body starts.
+    open: [(u32, u32, u32); MAX_DEPTH],
+    /// Per open node: the names of its children so far (the fallback of
+    /// `siblings`).
+    children: [Names; MAX_DEPTH],
+    /// Every node's children's names, exactly, until it fills.
+    siblings: Siblings,
+    /// The innermost node's property names.
+    props: Names,
 }
 
 impl<'a> FdtWriter<'a> {
@@ -148,7 +160,10 @@ impl<'a> FdtWriter<'a> {
             names: 0,
             dedup: [0; DEDUP_SLOTS],
             hints: false,
-            open: [(0, 0); MAX_DEPTH],
+            open: [(0, 0, 0); MAX_DEPTH],
+            children: [Names::default(); MAX_DEPTH],
+            siblings: Siblings::new(),
+            props: Names::default(),
         })
     }
 
@@ -170,6 +185,9 @@ impl<'a> FdtWriter<'a> {
         }
         if size == 0 {
             return Err(WriteError::EmptyReservation);
+        }
+        if address.checked_add(size).is_none() {
+            return Err(WriteError::ReservationWraps);
         }
         self.reserve_struct(16)?;
         self.put(&address.to_be_bytes());
@@ -205,9 +223,27 @@ impl<'a> FdtWriter<'a> {
         if u32::try_from(self.pos).is_err() {
             return Err(WriteError::ValueTooLarge);
         }
+        if self.depth > 0 {
+            let parent = self.depth - 1;
+            let h = name_hash(name.as_bytes());
+            let in_filter = self.children[parent].insert(h);
+            let maybe = self
+                .siblings
+                .insert(self.open[parent].0 as usize, h)
+                .unwrap_or(in_filter);
+            if maybe {
+                let body = self.open[parent].2 as usize;
+                if self.written_has(|st, _, end| {
+                    super::read::has_child(st, body, end, name.as_bytes())
+                }) {
+                    return Err(WriteError::DuplicateNode);
+                }
+            }
+        }
         let hint = self.hints && self.depth > 0;
         let hint_name = if hint {
-            Some(self.intern(super::SKIP_HINT.as_bytes())?)
+            let n = super::SKIP_HINT.as_bytes();
+            Some(self.intern(n, name_hash(n))?)
         } else {
             None
         };
@@ -229,7 +265,10 @@ impl<'a> FdtWriter<'a> {
             self.has_child |= 1 << (self.depth - 1);
         }
         self.has_child &= !(1u64 << self.depth);
-        self.open[self.depth] = (begin, hint_at);
+        let body = self.rel(begin as usize + 4 + padded);
+        self.open[self.depth] = (begin, hint_at, body);
+        self.children[self.depth] = Names::default();
+        self.props = Names::default();
         self.depth += 1;
         Ok(())
     }
@@ -242,7 +281,7 @@ impl<'a> FdtWriter<'a> {
         self.reserve_struct(4)?;
         self.put(&TOKEN_END_NODE.to_be_bytes());
         self.depth -= 1;
-        let (begin, hint_at) = self.open[self.depth];
+        let (begin, hint_at, _) = self.open[self.depth];
         if hint_at != 0 {
             let size = self.pos as u32 - begin;
             let at = hint_at as usize;
@@ -329,7 +368,16 @@ impl<'a> FdtWriter<'a> {
         if name == super::SKIP_HINT {
             return Err(WriteError::ReservedName);
         }
-        let nameoff = self.intern(name.as_bytes())?;
+        let h = name_hash(name.as_bytes());
+        if self.props.insert(h) {
+            let body = self.open[self.depth - 1].2 as usize;
+            if self.written_has(|st, strings, end| {
+                super::read::has_property(st, strings, body, end, name.as_bytes())
+            }) {
+                return Err(WriteError::DuplicateProperty);
+            }
+        }
+        let nameoff = self.intern(name.as_bytes(), h)?;
         self.reserve_struct(12 + len.next_multiple_of(4))?;
         self.put(&TOKEN_PROP.to_be_bytes());
         self.put(&len32.to_be_bytes());
@@ -337,9 +385,25 @@ impl<'a> FdtWriter<'a> {
         Ok(())
     }
 
-    /// Offset of `name` in the strings block, adding it if new.
-    fn intern(&mut self, name: &[u8]) -> Result<u32, WriteError> {
-        let mut slot = hash(name) % DEDUP_SLOTS;
+    /// Offset `at` of the buffer as an offset in the structure block.
+    fn rel(&self, at: usize) -> u32 {
+        (at - self.struct_start.unwrap_or(at)) as u32
+    }
+
+    /// Asks `f` about what is written so far: the structure block, the
+    /// strings block, and the end of the structure block.
+    #[cold]
+    fn written_has(&self, f: impl FnOnce(&[u8], &[u8], usize) -> bool) -> bool {
+        let ss = self.struct_start.unwrap_or(self.pos);
+        let st = &self.buf[ss..self.pos];
+        let strings = &self.buf[self.str_at..self.str_at + self.str_len];
+        f(st, strings, st.len())
+    }
+
+    /// Offset of `name` (whose [`name_hash`] is `h`) in the strings block,
+    /// adding it if new.
+    fn intern(&mut self, name: &[u8], h: u32) -> Result<u32, WriteError> {
+        let mut slot = h as usize % DEDUP_SLOTS;
         loop {
             let entry = self.dedup[slot];
             if entry == 0 {
