@@ -219,7 +219,8 @@ def machine_note():
             "kvm": os.access("/dev/kvm", os.R_OK | os.W_OK)}
 
 
-FUZZ_TARGETS = ["fdt_read", "fdt_roundtrip", "tracker_read", "tracker_ops"]
+FUZZ_TARGETS = ["fdt_read", "fdt_roundtrip", "tracker_read", "tracker_ops", "elf_parse",
+                "handoff_read"]
 
 
 def cmd_fuzz(args):

@@ -24,7 +24,9 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod elf;
 pub mod fdt;
+pub mod handoff;
 pub mod platform;
 pub mod ranges;
 pub mod reserve;

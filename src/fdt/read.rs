@@ -503,7 +503,7 @@ impl<'a> Fdt<'a> {
     }
 
     /// The memory-reservation entries (without the terminator).
-    pub fn reservations(&self) -> impl Iterator<Item = Reservation> + 'a {
+    pub fn reservations(&self) -> impl Iterator<Item = Reservation> + use<'a> {
         self.rsv.chunks_exact(16).filter_map(|c| {
             Some(Reservation {
                 address: be64(c, 0)?,
@@ -1033,7 +1033,7 @@ impl<'a> Node<'a> {
     }
 
     /// The node's properties, in blob order.
-    pub fn properties(&self) -> impl Iterator<Item = Property<'a>> + 'a {
+    pub fn properties(&self) -> impl Iterator<Item = Property<'a>> + use<'a> {
         let (st, strings) = (self.st, self.strings);
         let mut off = self.body;
         core::iter::from_fn(move || match token(st, off)? {
@@ -1085,7 +1085,7 @@ impl<'a> Node<'a> {
     }
 
     /// The node's children, in blob order.
-    pub fn children(&self) -> impl Iterator<Item = Node<'a>> + 'a {
+    pub fn children(&self) -> impl Iterator<Item = Node<'a>> + use<'a> {
         let (st, strings, hint) = (self.st, self.strings, self.hint);
         let mut off = Some(self.body);
         core::iter::from_fn(move || {
@@ -1185,7 +1185,7 @@ pub enum WalkItem<'a> {
 
 impl<'a> Fdt<'a> {
     /// Every node and property in blob order, depth first, in one pass.
-    pub fn walk(&self) -> impl Iterator<Item = WalkItem<'a>> + 'a {
+    pub fn walk(&self) -> impl Iterator<Item = WalkItem<'a>> + use<'a> {
         let (st, strings) = (self.st, self.strings);
         let mut off = 0usize;
         let mut depth = 0usize;

@@ -1,0 +1,485 @@
+//! The handoff blob (`kho-handoff-v1`): the root FDT that tells the next
+//! kernel everything that was handed over, and the one call that restores
+//! it.
+//!
+//! ```text
+//! / {
+//!     compatible = "kho-handoff-v1";
+//!     kho,hop = <N>;                  // kexecs before this one (0: cold boot)
+//!     kho,tsc = [24 bytes];           // TSC: handoff start, blob written, jump
+//!     tracker { compatible = "kho-tracker-v2"; kho,root = [TrackerRoot]; };
+//!     scratch { compatible = "kho-scratch-v1"; kho,areas = [ScratchRecord...]; };
+//!     NAME { compatible = "NAME-vK", ...; kho,data = [phys, size]; ... };  // one per subsystem
+//! };
+//! ```
+//!
+//! The writer ([`HandoffWriter`]) runs in the first kernel; [`Handoff::parse`]
+//! and [`restore`] in the next. [`restore`] validates the blob and everything
+//! it points to and reports, through one [`Reserve`] transaction, the blob
+//! itself, every tracker chain page and every preserved range: all of it,
+//! or (after a rollback) nothing.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use crate::fdt::{Fdt, FdtError, FdtWriter, Node, StrList, WriteError};
+use crate::platform::PhysMem;
+use crate::ranges::Range;
+use crate::reserve::{Kept, Reserve, ReserveError};
+use crate::scratch::{SCRATCH_VERSION, Scratch, ScratchError, ScratchRecord};
+use crate::tracker::handover::{HandoverError, Reader, Summary, TRACKER_VERSION, TrackerRoot};
+use core::fmt;
+use zerocopy::byteorder::little_endian::U64;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// Version string of the handoff blob (its root `compatible`).
+pub const HANDOFF_VERSION: &str = "kho-handoff-v1";
+/// The command line of the PVH module that carries the handoff blob.
+pub const HANDOFF_MODULE: &str = "kho,handoff-v1";
+/// The command line of the PVH module that carries the running kernel's own
+/// image, so that the next kernel can kexec again.
+pub const IMAGE_MODULE: &str = "kho,image";
+/// Root children with a meaning of their own; no subsystem may take them.
+pub const RESERVED_NAMES: [&str; 2] = ["tracker", "scratch"];
+/// Largest blob a reader accepts.
+pub const MAX_BLOB: usize = 1 << 20;
+
+/// A subsystem's payload: where its data lies (`kho,data`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct DataRecord {
+    /// Physical address of the data.
+    pub phys: U64,
+    /// Its size in bytes.
+    pub size: U64,
+}
+
+/// TSC readings of the first kernel (`kho,tsc`), for the blackout breakdown.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
+)]
+#[repr(C)]
+pub struct Stamps {
+    /// When the handoff work began.
+    pub start: U64,
+    /// When the blob was written.
+    pub written: U64,
+    /// Just before the jump to the trampoline (patched in after `finish`).
+    pub jump: U64,
+}
+
+/// Errors reading or restoring a handoff.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandoffError {
+    /// The blob is not a valid FDT.
+    Fdt(FdtError),
+    /// The blob's root `compatible` names no version this kernel reads (or
+    /// is missing).
+    UnknownVersion,
+    /// A required node or property is missing.
+    Missing(&'static str),
+    /// A property has the wrong size or type.
+    BadProperty(&'static str),
+    /// A subsystem's `kho,data` lies outside preserved memory.
+    DataNotPreserved {
+        /// The data's range.
+        range: Range,
+    },
+    /// The blob is larger than [`MAX_BLOB`], outside RAM, or in scratch.
+    BadBlobPlace {
+        /// The blob's range.
+        range: Range,
+    },
+    /// The blob's bytes could not be read.
+    Unreadable,
+    /// The scratch list is invalid.
+    Scratch(ScratchError),
+    /// The tracker's chain is invalid.
+    Tracker(HandoverError),
+    /// The reservation store refused a range.
+    Reserve(ReserveError),
+}
+
+impl fmt::Display for HandoffError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use HandoffError::*;
+        match self {
+            Fdt(e) => write!(f, "handoff blob: {e}"),
+            UnknownVersion => write!(f, "handoff blob is not {HANDOFF_VERSION}"),
+            Missing(what) => write!(f, "handoff blob has no {what}"),
+            BadProperty(what) => write!(f, "handoff blob property {what} is malformed"),
+            DataNotPreserved { range } => write!(
+                f,
+                "handoff subsystem data [{:#x}, {:#x}) is not preserved memory",
+                range.start, range.end
+            ),
+            BadBlobPlace { range } => write!(
+                f,
+                "handoff blob at [{:#x}, {:#x}) is too large, outside RAM or in scratch",
+                range.start, range.end
+            ),
+            Unreadable => f.write_str("handoff blob cannot be read"),
+            Scratch(e) => write!(f, "handoff scratch areas: {e}"),
+            Tracker(e) => write!(f, "handoff tracker: {e}"),
+            Reserve(e) => write!(f, "handoff reservation: {e}"),
+        }
+    }
+}
+
+impl From<FdtError> for HandoffError {
+    fn from(e: FdtError) -> Self {
+        HandoffError::Fdt(e)
+    }
+}
+
+/// Writes a handoff blob into a caller buffer.
+pub struct HandoffWriter<'a> {
+    w: FdtWriter<'a>,
+}
+
+/// What [`HandoffWriter::finish`] wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes of the blob (its first `len` bytes of the buffer).
+    pub len: usize,
+}
+
+impl<'a> HandoffWriter<'a> {
+    /// Starts a blob: the root with its version, hop count, stamps, the
+    /// tracker's root and the scratch areas.
+    pub fn new(
+        buf: &'a mut [u8],
+        hop: u32,
+        stamps: Stamps,
+        tracker: &TrackerRoot,
+        scratch: &Scratch,
+    ) -> Result<Self, WriteError> {
+        let mut w = FdtWriter::new(buf)?;
+        w.begin_node("")?;
+        w.property_string("compatible", HANDOFF_VERSION)?;
+        w.property_u32("kho,hop", hop)?;
+        w.property_struct("kho,tsc", &stamps)?;
+        w.begin_node("tracker")?;
+        w.property_string("compatible", TRACKER_VERSION)?;
+        w.property_struct("kho,root", tracker)?;
+        w.end_node()?;
+        w.begin_node("scratch")?;
+        w.property_string("compatible", SCRATCH_VERSION)?;
+        let mut recs = [ScratchRecord {
+            start: 0.into(),
+            size: 0.into(),
+        }; crate::scratch::MAX_SCRATCH];
+        let mut n = 0usize;
+        for (d, r) in recs.iter_mut().zip(scratch.records()) {
+            *d = r;
+            n = n.saturating_add(1);
+        }
+        w.property_struct("kho,areas", recs.get(..n).unwrap_or(&[]))?;
+        w.end_node()?;
+        Ok(Self { w })
+    }
+
+    /// Adds a subsystem node `name` with its `compatible` versions (best
+    /// first), its data range (preserved memory the next kernel checks), and
+    /// whatever else `extra` writes into the node.
+    pub fn subsystem(
+        &mut self,
+        name: &str,
+        compatible: &[&str],
+        data: Option<Range>,
+        extra: impl FnOnce(&mut FdtWriter<'a>) -> Result<(), WriteError>,
+    ) -> Result<(), WriteError> {
+        if RESERVED_NAMES.contains(&name) {
+            return Err(WriteError::DuplicateNode);
+        }
+        self.w.begin_node(name)?;
+        self.w.property_string_list("compatible", compatible)?;
+        if let Some(d) = data {
+            let rec = DataRecord {
+                phys: d.start.into(),
+                size: d.len().into(),
+            };
+            self.w.property_struct("kho,data", &rec)?;
+        }
+        extra(&mut self.w)?;
+        self.w.end_node()
+    }
+
+    /// Closes the root and fills in the header.
+    pub fn finish(mut self) -> Result<Written, WriteError> {
+        self.w.end_node()?;
+        Ok(Written {
+            len: self.w.finish()?,
+        })
+    }
+}
+
+/// A parsed handoff blob (not yet restored).
+#[derive(Clone, Copy, Debug)]
+pub struct Handoff<'a> {
+    fdt: Fdt<'a>,
+    /// Kexecs before the one that handed this over (0 if written by a
+    /// cold-booted kernel).
+    pub hop: u32,
+    /// The first kernel's TSC readings.
+    pub stamps: Stamps,
+    /// The tracker's root.
+    pub tracker: TrackerRoot,
+    /// The scratch areas, checked against this kernel's RAM.
+    pub scratch: Scratch,
+}
+
+/// One subsystem's node.
+#[derive(Clone, Copy, Debug)]
+pub struct Subsystem<'a> {
+    /// Its node name.
+    pub name: &'a str,
+    /// Its data range, if it has one.
+    pub data: Option<Range>,
+    /// The node, for its other properties.
+    pub node: Node<'a>,
+}
+
+impl<'a> Subsystem<'a> {
+    /// The versions it was written in, best first.
+    pub fn compatible(&self) -> StrList<'a> {
+        match self.node.property("compatible").map(|p| p.as_str_list()) {
+            Some(Ok(l)) => l,
+            // Validated by `Handoff::parse`; an empty list otherwise.
+            _ => "".split('\0'),
+        }
+    }
+
+    /// The first of `versions` (in the reader's order of preference) that
+    /// the subsystem was written in.
+    pub fn pick(&self, versions: &[&'a str]) -> Option<&'a str> {
+        versions
+            .iter()
+            .copied()
+            .find(|v| self.compatible().any(|c| c == *v))
+    }
+}
+
+fn data_of(n: &Node<'_>) -> Result<Option<Range>, HandoffError> {
+    let Some(p) = n.property("kho,data") else {
+        return Ok(None);
+    };
+    let rec: &DataRecord = p
+        .as_struct()
+        .map_err(|_| HandoffError::BadProperty("kho,data"))?;
+    let (start, size) = (rec.phys.get(), rec.size.get());
+    let end = start
+        .checked_add(size)
+        .filter(|_| size > 0)
+        .ok_or(HandoffError::BadProperty("kho,data"))?;
+    Ok(Some(Range::new(start, end)))
+}
+
+impl<'a> Handoff<'a> {
+    /// Parses and checks a blob: FDT, version, every required property, the
+    /// scratch areas against `ram`, and every subsystem's `compatible` and
+    /// `kho,data`. The tracker's chain is read by [`restore`].
+    pub fn parse(blob: &'a [u8], ram: &[Range]) -> Result<Self, HandoffError> {
+        let fdt = Fdt::new(blob)?;
+        let root = fdt.root();
+        let compat = root
+            .property("compatible")
+            .ok_or(HandoffError::UnknownVersion)?
+            .as_str_list()
+            .map_err(|_| HandoffError::UnknownVersion)?;
+        if !compat.clone().any(|c| c == HANDOFF_VERSION) {
+            return Err(HandoffError::UnknownVersion);
+        }
+        let hop = root
+            .property("kho,hop")
+            .ok_or(HandoffError::Missing("kho,hop"))?
+            .as_u32()
+            .map_err(|_| HandoffError::BadProperty("kho,hop"))?;
+        let stamps: Stamps = *root
+            .property("kho,tsc")
+            .ok_or(HandoffError::Missing("kho,tsc"))?
+            .as_struct()
+            .map_err(|_| HandoffError::BadProperty("kho,tsc"))?;
+        let versioned = |name: &'static str, version: &str| -> Result<Node<'a>, HandoffError> {
+            let n = root.child(name).ok_or(HandoffError::Missing(name))?;
+            let ok = n
+                .property("compatible")
+                .and_then(|p| p.as_str_list().ok())
+                .is_some_and(|mut l| l.any(|c| c == version));
+            if !ok {
+                return Err(HandoffError::BadProperty(name));
+            }
+            Ok(n)
+        };
+        let tracker: TrackerRoot = *versioned("tracker", TRACKER_VERSION)?
+            .property("kho,root")
+            .ok_or(HandoffError::Missing("tracker/kho,root"))?
+            .as_struct()
+            .map_err(|_| HandoffError::BadProperty("tracker/kho,root"))?;
+        let areas = versioned("scratch", SCRATCH_VERSION)?
+            .property("kho,areas")
+            .ok_or(HandoffError::Missing("scratch/kho,areas"))?;
+        let scratch = Scratch::from_records(areas.value, ram).map_err(HandoffError::Scratch)?;
+        // Every subsystem: a compatible list, and a well-formed data range.
+        for n in root.children() {
+            if RESERVED_NAMES.contains(&n.name()) {
+                continue;
+            }
+            n.property("compatible")
+                .and_then(|p| p.as_str_list().ok())
+                .filter(|l| l.clone().all(|c| !c.is_empty()))
+                .ok_or(HandoffError::BadProperty("compatible"))?;
+            data_of(&n)?;
+        }
+        Ok(Self {
+            fdt,
+            hop,
+            stamps,
+            tracker,
+            scratch,
+        })
+    }
+
+    /// The blob's FDT.
+    pub fn fdt(&self) -> &Fdt<'a> {
+        &self.fdt
+    }
+
+    /// Every subsystem, in blob order.
+    pub fn subsystems(&self) -> impl Iterator<Item = Subsystem<'a>> + 'a {
+        self.fdt
+            .root()
+            .children()
+            .filter(|n| !RESERVED_NAMES.contains(&n.name()))
+            .map(|node| Subsystem {
+                name: node.name(),
+                data: data_of(&node).ok().flatten(),
+                node,
+            })
+    }
+
+    /// The subsystem called `name`.
+    pub fn subsystem(&self, name: &str) -> Option<Subsystem<'a>> {
+        self.subsystems().find(|s| s.name == name)
+    }
+}
+
+/// Wraps the caller's reservation: forwards every range, and measures how
+/// much of each subsystem's data the preserved ranges cover.
+struct Covering<'r, R: Reserve, const N: usize> {
+    out: &'r mut R,
+    data: [(Range, u64); N],
+    count: usize,
+}
+
+impl<R: Reserve, const N: usize> Reserve for Covering<'_, R, N> {
+    fn reserve(&mut self, range: Range, why: Kept) -> Result<(), ReserveError> {
+        if why == Kept::Preserved {
+            for (d, covered) in self.data.iter_mut().take(self.count) {
+                let lo = d.start.max(range.start);
+                let hi = d.end.min(range.end);
+                *covered = covered.saturating_add(hi.saturating_sub(lo));
+            }
+        }
+        self.out.reserve(range, why)
+    }
+
+    fn rollback(&mut self) {
+        self.out.rollback();
+    }
+}
+
+/// Most subsystems whose data [`restore`] checks.
+pub const MAX_SUBSYSTEMS: usize = 64;
+
+/// What [`restore`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Restored {
+    /// The tracker walk's summary.
+    pub tracker: Summary,
+}
+
+/// Restores a parsed handoff whose blob occupies `blob` in physical memory:
+/// reports the blob's pages (metadata), then reads the tracker's chain
+/// through `mem` (chain pages as metadata, preserved ranges as preserved),
+/// and checks that every subsystem's data lies in preserved memory. On any
+/// error, `out` is rolled back: the next kernel then boots as a cold boot.
+pub fn restore<M: PhysMem>(
+    mem: &M,
+    handoff: &Handoff<'_>,
+    blob: Range,
+    ram: &[Range],
+    out: &mut impl Reserve,
+) -> Result<Restored, HandoffError> {
+    let r = restore_inner(mem, handoff, blob, ram, out);
+    if r.is_err() {
+        out.rollback();
+    }
+    r
+}
+
+fn restore_inner<M: PhysMem, R: Reserve>(
+    mem: &M,
+    handoff: &Handoff<'_>,
+    blob: Range,
+    ram: &[Range],
+    out: &mut R,
+) -> Result<Restored, HandoffError> {
+    let pages = Range::new(
+        blob.start & !(crate::PAGE_SIZE - 1),
+        blob.end
+            .checked_next_multiple_of(crate::PAGE_SIZE)
+            .unwrap_or(u64::MAX),
+    );
+    if blob.len() > MAX_BLOB as u64
+        || blob.is_empty()
+        || !ram.iter().any(|r| r.covers(pages))
+        || handoff.scratch.overlaps(pages)
+    {
+        return Err(HandoffError::BadBlobPlace { range: blob });
+    }
+    out.reserve(pages, Kept::Metadata)
+        .map_err(HandoffError::Reserve)?;
+    let mut cov = Covering::<R, MAX_SUBSYSTEMS> {
+        out,
+        data: [(Range::new(0, 0), 0); MAX_SUBSYSTEMS],
+        count: 0,
+    };
+    for s in handoff.subsystems() {
+        if let Some(d) = s.data {
+            let slot = cov
+                .data
+                .get_mut(cov.count)
+                .ok_or(HandoffError::BadProperty("too many subsystems"))?;
+            *slot = (d, 0);
+            cov.count = cov.count.saturating_add(1);
+        }
+    }
+    let reader = Reader::new(mem, handoff.tracker, ram, handoff.scratch.areas());
+    let tracker = reader.restore(&mut cov).map_err(HandoffError::Tracker)?;
+    for (d, covered) in cov.data.iter().take(cov.count) {
+        if *covered != d.len() {
+            return Err(HandoffError::DataNotPreserved { range: *d });
+        }
+    }
+    Ok(Restored { tracker })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,299 @@
+//! Handoff blob tests: a round trip through fake physical memory, every
+#![allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+//! refusal, and the golden blob.
+
+use super::*;
+use crate::platform::host::HostMem;
+use crate::reserve::ReserveLog;
+use crate::tracker::Tracker;
+use crate::tracker::handover;
+use alloc::vec::Vec;
+
+const RAM: [Range; 1] = [Range::new(0x10_0000, 0x4000_0000)];
+const SCRATCH: [Range; 1] = [Range::new(0x20_0000, 0x420_0000)];
+const DATA: Range = Range::new(0x800_0000, 0x800_3000);
+
+/// A first kernel's handoff: a tracker with a demo subsystem's data and
+/// another block, the chain in a pool at 256 MiB, the blob at 512 MiB.
+fn handoff() -> (HostMem, Vec<u8>, Range, Tracker) {
+    let mut mem = HostMem::new(&RAM, Range::new(0x1000_0000, 0x1100_0000));
+    let scratch = Scratch::from_records(
+        &[ScratchRecord {
+            start: SCRATCH[0].start.into(),
+            size: SCRATCH[0].len().into(),
+        }]
+        .as_bytes(),
+        &RAM,
+    )
+    .unwrap();
+    let mut t = Tracker::new(scratch.areas()).unwrap();
+    t.preserve_range(DATA.start, DATA.end).unwrap();
+    t.preserve(0x900_0000, 9).unwrap();
+    let root = handover::write(&t, &mut mem).unwrap();
+    let mut buf = alloc::vec![0u8; 4096];
+    let stamps = Stamps {
+        start: 100.into(),
+        written: 200.into(),
+        jump: 0.into(),
+    };
+    let mut w = HandoffWriter::new(&mut buf, 3, stamps, &root, &scratch).unwrap();
+    w.subsystem("demo", &["demo-v2", "demo-v1"], Some(DATA), |w| {
+        w.property_u32("blocks", 3)
+    })
+    .unwrap();
+    w.subsystem("empty", &["empty-v1"], None, |_| Ok(()))
+        .unwrap();
+    let n = w.finish().unwrap().len;
+    buf.truncate(n);
+    let at = 0x2000_0000;
+    assert!(mem.write_bytes(at, &buf));
+    (mem, buf, Range::new(at, at + n as u64), t)
+}
+
+#[test]
+fn a_handoff_round_trips_and_reserves_everything_once() {
+    let (mem, blob, place, t) = handoff();
+    let h = Handoff::parse(&blob, &RAM).unwrap();
+    assert_eq!(
+        (h.hop, h.stamps.start.get(), h.stamps.written.get()),
+        (3, 100, 200)
+    );
+    assert_eq!(h.scratch.areas(), SCRATCH);
+    let demo = h.subsystem("demo").unwrap();
+    assert_eq!(demo.data, Some(DATA));
+    assert_eq!(
+        demo.pick(&["demo-v3", "demo-v1", "demo-v2"]),
+        Some("demo-v1")
+    );
+    assert_eq!(demo.pick(&["demo-v3"]), None);
+    assert_eq!(demo.node.property("blocks").unwrap().as_u32(), Ok(3));
+    let names: Vec<&str> = h.subsystems().map(|s| s.name).collect();
+    assert_eq!(names, ["demo", "empty"]);
+
+    let mut log = ReserveLog::new();
+    let r = restore(&mem, &h, place, &RAM, &mut log).unwrap();
+    let preserved: Vec<Range> = log.of(Kept::Preserved).collect();
+    assert_eq!(preserved, t.ranges().unwrap());
+    let meta: Vec<Range> = log.of(Kept::Metadata).collect();
+    assert_eq!(meta[0], Range::new(place.start, place.start + 4096));
+    assert_eq!(meta.len() as u32, 1 + r.tracker.chain_pages);
+    // Nothing is reported twice, and metadata never overlaps preserved data.
+    for (i, a) in log.ranges.iter().enumerate() {
+        for b in &log.ranges[i + 1..] {
+            assert!(!a.0.overlaps(&b.0), "{a:?} and {b:?}");
+        }
+    }
+}
+
+fn parse_err(blob: &[u8]) -> HandoffError {
+    Handoff::parse(blob, &RAM).unwrap_err()
+}
+
+/// The blob rewritten through a tree edit: `f` gets each (path, name,
+/// value) and returns the value to keep (None drops the property).
+type Edit<'f> = &'f dyn Fn(&str, &str, &[u8]) -> Option<Vec<u8>>;
+
+fn edit(blob: &[u8], f: impl Fn(&str, &str, &[u8]) -> Option<Vec<u8>>) -> Vec<u8> {
+    let fdt = Fdt::new(blob).unwrap();
+    let mut buf = alloc::vec![0u8; 8192];
+    let mut w = FdtWriter::new(&mut buf).unwrap();
+    fn rec(
+        w: &mut FdtWriter<'_>,
+        n: Node<'_>,
+        path: &str,
+        f: Edit<'_>,
+    ) {
+        w.begin_node(n.name()).unwrap();
+        for p in n.properties() {
+            if let Some(v) = f(path, p.name, p.value) {
+                w.property(p.name, &v).unwrap();
+            }
+        }
+        for c in n.children() {
+            let cp = alloc::format!("{path}/{}", c.name());
+            rec(w, c, &cp, f);
+        }
+        w.end_node().unwrap();
+    }
+    rec(&mut w, fdt.root(), "", &f);
+    let n = w.finish().unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn a_bad_blob_is_refused_with_a_typed_error() {
+    let (_, blob, _, _) = handoff();
+    assert!(matches!(parse_err(&blob[..100]), HandoffError::Fdt(_)));
+    let set = |path: &'static str, name: &'static str, v: &'static [u8]| {
+        edit(&blob, move |p, n, old| {
+            Some(if p == path && n == name {
+                v.to_vec()
+            } else {
+                old.to_vec()
+            })
+        })
+    };
+    let drop = |path: &'static str, name: &'static str| {
+        edit(&blob, move |p, n, old| {
+            (p != path || n != name).then(|| old.to_vec())
+        })
+    };
+    assert_eq!(
+        parse_err(&set("", "compatible", b"kho-handoff-v9\0")),
+        HandoffError::UnknownVersion
+    );
+    assert_eq!(
+        parse_err(&drop("", "compatible")),
+        HandoffError::UnknownVersion
+    );
+    assert_eq!(
+        parse_err(&drop("", "kho,hop")),
+        HandoffError::Missing("kho,hop")
+    );
+    assert_eq!(
+        parse_err(&set("", "kho,tsc", b"abc")),
+        HandoffError::BadProperty("kho,tsc")
+    );
+    assert_eq!(
+        parse_err(&set("/tracker", "compatible", b"kho-tracker-v1\0")),
+        HandoffError::BadProperty("tracker")
+    );
+    assert_eq!(
+        parse_err(&drop("/tracker", "kho,root")),
+        HandoffError::Missing("tracker/kho,root")
+    );
+    assert!(matches!(
+        parse_err(&set("/scratch", "kho,areas", &[0; 16])),
+        HandoffError::Scratch(_)
+    ));
+    assert_eq!(
+        parse_err(&drop("/demo", "compatible")),
+        HandoffError::BadProperty("compatible")
+    );
+    assert_eq!(
+        parse_err(&set("/demo", "kho,data", &[1; 15])),
+        HandoffError::BadProperty("kho,data")
+    );
+    const WRAP: [u8; 16] = [
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    assert_eq!(
+        parse_err(&set("/demo", "kho,data", &WRAP)),
+        HandoffError::BadProperty("kho,data")
+    );
+}
+
+#[test]
+fn a_failed_restore_leaves_nothing_reserved() {
+    let (mut mem, blob, place, _) = handoff();
+    // Data outside preserved memory.
+    let mut rec = [0u8; 16];
+    rec[..8].copy_from_slice(&0x700_0000u64.to_le_bytes());
+    rec[8..].copy_from_slice(&0x1000u64.to_le_bytes());
+    let moved = edit(&blob, |p, n, old| {
+        Some(if p == "/demo" && n == "kho,data" {
+            rec.to_vec()
+        } else {
+            old.to_vec()
+        })
+    });
+    let h = Handoff::parse(&moved, &RAM).unwrap();
+    let mut log = ReserveLog::new();
+    assert_eq!(
+        restore(&mem, &h, place, &RAM, &mut log),
+        Err(HandoffError::DataNotPreserved {
+            range: Range::new(0x700_0000, 0x700_1000)
+        })
+    );
+    assert!(log.ranges.is_empty());
+    // Data half preserved: [DATA.start - 4 KiB, DATA.end).
+    let mut rec = [0u8; 16];
+    rec[..8].copy_from_slice(&(DATA.start - 4096).to_le_bytes());
+    rec[8..].copy_from_slice(&(DATA.len() + 4096).to_le_bytes());
+    let half = edit(&blob, |p, n, old| {
+        Some(if p == "/demo" && n == "kho,data" {
+            rec.to_vec()
+        } else {
+            old.to_vec()
+        })
+    });
+    let h = Handoff::parse(&half, &RAM).unwrap();
+    assert!(matches!(
+        restore(&mem, &h, place, &RAM, &mut log),
+        Err(HandoffError::DataNotPreserved { .. })
+    ));
+    assert!(log.ranges.is_empty());
+    // The blob in scratch, or outside RAM.
+    let h = Handoff::parse(&blob, &RAM).unwrap();
+    for bad in [
+        Range::new(0x30_0000, 0x30_0100),
+        Range::new(0x5000_0000, 0x5000_0100),
+    ] {
+        assert_eq!(
+            restore(&mem, &h, bad, &RAM, &mut log),
+            Err(HandoffError::BadBlobPlace { range: bad })
+        );
+        assert!(log.ranges.is_empty());
+    }
+    // A corrupt tracker chain: the blob was already reserved, then rolled
+    // back.
+    let first = h.tracker.first_page.get();
+    mem.frame_mut(first).unwrap()[0] ^= 1;
+    assert!(matches!(
+        restore(&mem, &h, place, &RAM, &mut log),
+        Err(HandoffError::Tracker(HandoverError::BadHeader { .. }))
+    ));
+    assert!(log.ranges.is_empty());
+}
+
+#[test]
+fn subsystems_cannot_take_reserved_names() {
+    let (_, blob, _, _) = handoff();
+    let h = Handoff::parse(&blob, &RAM).unwrap();
+    let mut buf = alloc::vec![0u8; 4096];
+    let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &h.tracker, &h.scratch).unwrap();
+    for name in RESERVED_NAMES {
+        assert_eq!(
+            w.subsystem(name, &["x-v1"], None, |_| Ok(())),
+            Err(WriteError::DuplicateNode)
+        );
+    }
+}
+
+#[test]
+fn golden_handoff_pins_the_layout_and_dtc_reads_it() {
+    let (_, blob, _, _) = handoff();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/handoff-v1.dtb");
+    if std::env::var_os("KHO_BLESS").is_some() {
+        std::fs::write(&path, &blob).unwrap();
+    }
+    let golden = std::fs::read(&path).expect("tests/golden/handoff-v1.dtb (KHO_BLESS=1 writes it)");
+    assert_eq!(
+        blob, golden,
+        "the kho-handoff-v1 layout changed: that needs a new version string"
+    );
+    let h = Handoff::parse(&golden, &RAM).unwrap();
+    assert_eq!(h.subsystem("demo").unwrap().data, Some(DATA));
+    // dtc reads it without a warning, when it is installed.
+    if let Ok(out) = std::process::Command::new("dtc")
+        .args(["-I", "dtb", "-O", "dts", "-o", "-"])
+        .arg(&path)
+        .output()
+    {
+        let dts = std::string::String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}",
+            std::string::String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(dts.contains("compatible = \"kho-handoff-v1\";"), "{dts}");
+        assert!(dts.contains("compatible = \"demo-v2\\0demo-v1\";"), "{dts}");
+    }
+}
