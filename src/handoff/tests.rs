@@ -24,7 +24,7 @@ const DATA: Range = Range::new(0x800_0000, 0x800_3000);
 fn handoff() -> (HostMem, Vec<u8>, Range, Tracker) {
     let mut mem = HostMem::new(&RAM, Range::new(0x1000_0000, 0x1100_0000));
     let scratch = Scratch::from_records(
-        &[ScratchRecord {
+        [ScratchRecord {
             start: SCRATCH[0].start.into(),
             size: SCRATCH[0].len().into(),
         }]
