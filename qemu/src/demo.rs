@@ -1,48 +1,398 @@
-//! The demo that `./x.py run` boots: show what the kernel found and succeed.
+//! The demo that `./x.py run` boots: a live update by a real kexec.
+//!
+//! Hop 0 (a cold boot) fills blocks of several orders with data, preserves
+//! them, writes the handoff and kexecs into the image it was given as a
+//! module. Each later hop restores the handoff at boot, checks every block
+//! by checksum, overwrites all memory the previous kernel did not preserve
+//! with poison and checks again, prints the blackout breakdown, then
+//! changes the data and hands it on, until `kho.hops` kexecs are done.
+//!
+//! Command line: `kho.hops=N` (default 2), `kho.corrupt=blob|chain` (hand
+//! over a damaged blob or tracker chain: the next kernel must refuse it and
+//! boot cold), and everything after ` -- ` is the next kernel's own command
+//! line when it is not one of ours (`./x.py kexec`).
 
+use alloc::vec::Vec;
+use kho::PAGE_SIZE;
+use kho::handoff::{HANDOFF_MODULE, Handoff, HandoffWriter, IMAGE_MODULE, Stamps};
+use kho::platform::PhysMem;
+use kho::ranges::Range;
+use kho::reserve::ReserveLog;
+use kho::tracker::Tracker;
+use kho::tracker::handover::{self, Reader};
 use kho_x86_64::exit::{ExitCode, exit_qemu};
-use kho_x86_64::{BootInfo, frames, heap, kprintln, paging};
+use kho_x86_64::glue::KernelMem;
+use kho_x86_64::kexec::{self, NextModule};
+use kho_x86_64::{BootInfo, frames, kprintln, paging, tsc};
+use zerocopy::byteorder::little_endian::{U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-/// Prints the memory map, the allocator state and a success line, then exits.
+/// The demo's subsystem node and its format.
+const NAME: &str = "demo";
+const DEMO_V1: &str = "kho-demo-v1";
+/// Orders of the blocks the demo preserves (4 KiB to 2 MiB).
+const ORDERS: [u32; 6] = [0, 0, 3, 9, 4, 0];
+
+/// One preserved block, as `kho-demo-v1` records it (24 bytes, LE).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct BlockRecord {
+    phys: U64,
+    order: U32,
+    /// Generation of the data: bumped by every hop.
+    generation: U32,
+    /// Checksum of the block's bytes.
+    sum: U64,
+}
+
+fn fail(what: core::fmt::Arguments<'_>) -> ! {
+    kprintln!("kho demo: FAILED: {what}");
+    exit_qemu(ExitCode::Failure)
+}
+
+/// The block's bytes through the direct map.
+fn bytes(phys: u64, order: u32) -> &'static mut [u64] {
+    let words = (PAGE_SIZE << order) as usize / 8;
+    // SAFETY: the block is RAM this kernel owns (allocated here, or
+    // preserved and reserved at boot), mapped by the direct map, aligned.
+    unsafe { core::slice::from_raw_parts_mut(paging::phys_to_virt(phys) as *mut u64, words) }
+}
+
+fn fill(phys: u64, order: u32, generation: u32) {
+    let seed = phys ^ (u64::from(generation) << 48);
+    for (i, w) in bytes(phys, order).iter_mut().enumerate() {
+        *w = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+fn checksum(phys: u64, order: u32) -> u64 {
+    bytes(phys, order)
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &w| {
+            (h ^ w).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+}
+
+fn us(ticks: u64) -> u64 {
+    tsc::micros(ticks)
+}
+
+/// Writes `bytes` to the log as `kho-blob HOP HEX` lines, which the runner
+/// saves as `target/kho/handoff-HOP.dtb`.
+fn dump_blob(hop: u32, blob: &[u8]) {
+    for chunk in blob.chunks(64) {
+        let mut line = heapless::String::<160>::new();
+        for b in chunk {
+            let _ = core::fmt::write(&mut line, format_args!("{b:02x}"));
+        }
+        kprintln!("kho-blob {hop} {line}");
+    }
+}
+
+/// The records of the demo subsystem in the restored handoff, each checked.
+fn verify(boot: &BootInfo, hop: u32) -> Vec<BlockRecord> {
+    let Some(info) = boot.handoff else {
+        fail(format_args!("no handoff"))
+    };
+    let len = info.blob.len() as usize;
+    // SAFETY: the blob was reserved at boot and nothing writes it.
+    let blob = unsafe {
+        core::slice::from_raw_parts(paging::phys_to_virt(info.blob.start) as *const u8, len)
+    };
+    let ram: Vec<Range> = boot.params.ram().collect();
+    let h = Handoff::parse(blob, &ram).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let Some(sub) = h.subsystem(NAME) else {
+        fail(format_args!("the handoff has no {NAME} subsystem"))
+    };
+    if sub.pick(&[DEMO_V1]).is_none() {
+        fail(format_args!(
+            "{NAME}: no version this kernel reads ({DEMO_V1}) among {:?}",
+            sub.compatible().collect::<Vec<_>>()
+        ));
+    }
+    let recs: &[BlockRecord] = sub
+        .node
+        .property("kho,blocks")
+        .and_then(|p| p.as_slice_of().ok())
+        .unwrap_or_else(|| fail(format_args!("{NAME}: no kho,blocks")));
+    let preserved: Vec<Range> = kho_x86_64::start::with_reserved(|r| r.ranges().to_vec());
+    let mut total = 0;
+    for r in recs {
+        let (phys, order) = (r.phys.get(), r.order.get());
+        let range = Range::new(phys, phys + (PAGE_SIZE << order));
+        if order > 9 || !preserved.iter().any(|p| p.covers(range)) {
+            fail(format_args!(
+                "block {phys:#x} order {order} is not reserved"
+            ));
+        }
+        let sum = checksum(phys, order);
+        if sum != r.sum.get() {
+            fail(format_args!(
+                "block {phys:#x}: checksum {sum:#018x}, handed over {:#018x}",
+                r.sum.get()
+            ));
+        }
+        total += range.len();
+    }
+    kprintln!(
+        "kho hop {hop}: verified {} blocks ({} KiB) by checksum, generation {}",
+        recs.len(),
+        total / 1024,
+        recs.first().map_or(0, |r| r.generation.get())
+    );
+    recs.to_vec()
+}
+
+/// Takes every free frame of the general pool, fills it with poison, and
+/// gives it back: memory the previous kernel did not preserve is reused.
+fn poison_free_memory() -> u64 {
+    let mut taken: Vec<(u64, u64)> = Vec::new();
+    let mut bytes_poisoned = 0;
+    for order in (0..=9u32).rev() {
+        while let Some(p) = frames::alloc(1 << order, PAGE_SIZE) {
+            let len = PAGE_SIZE << order;
+            // SAFETY: just allocated, so ours; RAM under the direct map.
+            unsafe {
+                core::ptr::write_bytes(paging::phys_to_virt(p) as *mut u8, 0xa5, len as usize)
+            };
+            bytes_poisoned += len;
+            if taken.try_reserve(1).is_err() {
+                let _ = frames::free(p, 1 << order);
+                break;
+            }
+            taken.push((p, 1 << order));
+        }
+    }
+    for (p, n) in taken {
+        let _ = frames::free(p, n);
+    }
+    bytes_poisoned
+}
+
+/// Runs the demo.
 pub fn run(boot: &'static BootInfo) -> ! {
     let p = &boot.params;
-    kprintln!("memory map ({} entries):", p.memory_map.len());
-    for r in &p.memory_map {
-        kprintln!(
-            "  [{:#014x}, {:#014x}) {:>10} KiB  {}",
-            r.range.start,
-            r.range.end,
-            r.range.len() / 1024,
-            r.kind
-        );
-    }
-    let ram: u64 = p.ram().map(|r| r.len()).sum();
-    let img = &boot.image;
-    for a in boot.scratch.areas() {
-        kprintln!(
-            "scratch area [{:#x}, {:#x}) {} MiB",
-            a.start,
-            a.end,
-            a.len() >> 20
-        );
-    }
-    let (free_scratch, free_general) = frames::free_bytes();
+    let hops: u32 = p
+        .cmdline_value("kho.hops")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let hop = boot.handoff.map_or(0, |h| h.hop + 1);
+    let ram_total: u64 = p.ram().map(|r| r.len()).sum();
     kprintln!(
-        "kernel image [{:#x}, {:#x}), RAM {} MiB, free {} MiB (+{} MiB scratch), heap {} MiB at {:#x}, direct map at {:#x}",
-        img.start,
-        img.end,
-        ram >> 20,
-        free_general >> 20,
-        free_scratch >> 20,
-        boot.heap.size >> 20,
-        boot.heap.phys,
-        paging::DIRECT_MAP_BASE
+        "kho hop {hop}: kernel at [{:#x}, {:#x}), RAM {} MiB, scratch {:x?}",
+        boot.image.start,
+        boot.image.end,
+        ram_total >> 20,
+        boot.scratch.areas()
     );
-    if let Some(m) = p.module {
-        kprintln!("module [{:#x}, {:#x})", m.start, m.end);
+    if let Some(e) = boot.refused {
+        // The previous kernel's handoff was refused: this is a cold boot.
+        kprintln!("kho hop {hop}: cold boot after a refused handoff: {e}");
+        kprintln!("kho demo: handoff refused, cold boot OK");
+        exit_qemu(ExitCode::Success);
     }
-    let (used, free) = heap::usage();
-    kprintln!("heap: {used} bytes used, {free} free");
-    kprintln!("kho demo: boot OK");
-    exit_qemu(ExitCode::Success)
+
+    // The blocks: carried over and checked, or made at cold boot.
+    let mut blocks: Vec<(u64, u32, u32)> = Vec::new();
+    if let Some(info) = boot.handoff {
+        let recs = verify(boot, hop);
+        let s = info.stamps;
+        let (a_work, a_jump) = (
+            s.written.get().saturating_sub(s.start.get()),
+            s.jump.get().saturating_sub(s.written.get()),
+        );
+        let to_entry = boot.entry_tsc.saturating_sub(s.jump.get());
+        let to_reserved = info.reserved_tsc.saturating_sub(boot.entry_tsc);
+        kprintln!(
+            "kho hop {hop}: blackout: handoff {} us, jump prep {} us, trampoline to entry {} us, entry to all reserved {} us ({} ranges, {} KiB preserved, {} KiB metadata, {} chain pages), TSC {} MHz",
+            us(a_work),
+            us(a_jump),
+            us(to_entry),
+            us(to_reserved),
+            info.ranges,
+            info.preserved / 1024,
+            info.metadata / 1024,
+            info.chain_pages,
+            tsc::hz() / 1_000_000
+        );
+        kprintln!(
+            "kho-timing hop={hop} handoff_ticks={a_work} prep_ticks={a_jump} jump_ticks={to_entry} reserve_ticks={to_reserved} open_ticks={} hz={}",
+            boot.open_tsc.saturating_sub(boot.entry_tsc),
+            tsc::hz()
+        );
+        let reused = poison_free_memory();
+        let again = verify(boot, hop);
+        if again.len() != recs.len() {
+            fail(format_args!("blocks changed while poisoning"));
+        }
+        kprintln!(
+            "kho hop {hop}: reused {} MiB the previous kernel did not preserve (poisoned), preserved data intact",
+            reused >> 20
+        );
+        for r in recs {
+            blocks.push((r.phys.get(), r.order.get(), r.generation.get() + 1));
+        }
+    } else {
+        kprintln!(
+            "kho-timing hop=0 cold_open_ticks={} hz={}",
+            boot.open_tsc.saturating_sub(boot.entry_tsc),
+            tsc::hz()
+        );
+        for order in ORDERS {
+            let p = frames::alloc(1 << order, PAGE_SIZE << order)
+                .unwrap_or_else(|| fail(format_args!("no block of order {order}")));
+            blocks.push((p, order, 0));
+        }
+    }
+    for &(phys, order, generation) in &blocks {
+        fill(phys, order, generation);
+    }
+    if hop >= hops {
+        kprintln!("kho demo: live update OK after {hop} kexecs");
+        exit_qemu(ExitCode::Success);
+    }
+    hand_over(boot, hop, &blocks)
+}
+
+/// Preserves `blocks`, writes the handoff, and kexecs into the image
+/// module. Returns only if the kexec is refused (then the blocks are still
+/// checked and the demo ends).
+fn hand_over(boot: &'static BootInfo, hop: u32, blocks: &[(u64, u32, u32)]) -> ! {
+    let p = &boot.params;
+    let start = tsc::now();
+    let mut t = Tracker::new(boot.scratch.areas()).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let mut recs = Vec::new();
+    for &(phys, order, generation) in blocks {
+        t.preserve(phys, order)
+            .unwrap_or_else(|e| fail(format_args!("preserve {phys:#x}: {e}")));
+        recs.push(BlockRecord {
+            phys: phys.into(),
+            order: order.into(),
+            generation: generation.into(),
+            sum: checksum(phys, order).into(),
+        });
+    }
+    let mut mem = KernelMem;
+    let root = handover::write(&t, &mut mem).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let mut buf = alloc::vec![0u8; 16 * 1024];
+    let stamps = Stamps {
+        start: start.into(),
+        written: 0.into(),
+        jump: 0.into(),
+    };
+    let mut w = HandoffWriter::new(&mut buf, hop, stamps, &root, &boot.scratch)
+        .unwrap_or_else(|e| fail(format_args!("{e}")));
+    w.subsystem(NAME, &[DEMO_V1], None, |w| {
+        w.property_struct("kho,blocks", &recs[..])
+    })
+    .unwrap_or_else(|e| fail(format_args!("{e}")));
+    let len = w.finish().unwrap_or_else(|e| fail(format_args!("{e}"))).len;
+    buf.truncate(len);
+    // The blob goes into frames of its own below 4 GiB (the next kernel
+    // reads it before its direct map exists).
+    let pages = (len as u64).div_ceil(PAGE_SIZE);
+    let blob_at = frames::alloc_below(pages, 1 << 32)
+        .unwrap_or_else(|| fail(format_args!("no frames for the blob")));
+    let blob = Range::new(blob_at, blob_at + len as u64);
+    let tsc_at = kho::fdt::Fdt::new(&buf)
+        .ok()
+        .and_then(|f| f.root().property("kho,tsc"))
+        .map(|p| p.value.as_ptr() as usize - buf.as_ptr() as usize)
+        .unwrap_or_else(|| fail(format_args!("no kho,tsc in our own blob")));
+    // Check our own output the way the next kernel will, and learn every
+    // page it must keep.
+    let ram: Vec<Range> = p.ram().collect();
+    let mut log = ReserveLog::new();
+    Reader::new(&mem, root, &ram, boot.scratch.areas())
+        .restore(&mut log)
+        .unwrap_or_else(|e| fail(format_args!("our own tracker chain: {e}")));
+    match p.cmdline_value("kho.corrupt") {
+        Some("blob") => buf[0x48] ^= 0xff,
+        Some("chain") => {
+            let first = root.first_page.get();
+            if let Some(f) = mem.frame_mut(first) {
+                f[0] ^= 0xff;
+            }
+        }
+        _ => {}
+    }
+    let written = tsc::now();
+    buf[tsc_at + 8..tsc_at + 16].copy_from_slice(&written.to_le_bytes());
+    if !mem.write_bytes(blob_at, &buf) {
+        fail(format_args!("cannot write the blob"));
+    }
+    dump_blob(hop, &buf);
+    kprintln!(
+        "kho hop {hop}: preserved {} blocks ({} KiB) in {} chain pages, handoff blob {} bytes at {:#x}",
+        recs.len(),
+        t.pages() * 4,
+        root.pages.get(),
+        len,
+        blob_at
+    );
+
+    let Some(image) = p.image_module() else {
+        fail(format_args!(
+            "no image to kexec into: boot with the next kernel as a module (-initrd)"
+        ))
+    };
+    // SAFETY: the module is RAM the loader handed us, reserved at boot.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            paging::phys_to_virt(image.start) as *const u8,
+            image.len() as usize,
+        )
+    };
+    let mut keep: Vec<Range> = log.ranges.iter().map(|(r, _)| *r).collect();
+    keep.push(Range::new(blob_at, blob_at + pages * PAGE_SIZE));
+    keep.push(image);
+    let modules = [
+        NextModule {
+            range: image,
+            cmdline: IMAGE_MODULE,
+        },
+        NextModule {
+            range: blob,
+            cmdline: HANDOFF_MODULE,
+        },
+    ];
+    let cmdline = next_cmdline(p.cmdline.as_str());
+    match kexec::prepare(p, bytes, &keep, &modules, cmdline) {
+        Ok(prep) => {
+            kprintln!(
+                "kho hop {hop}: kexec: {} KiB staged, next kernel at [{:#x}, {:#x}), PVH entry {:#x}, command line \"{cmdline}\"",
+                prep.staged / 1024,
+                prep.span.start,
+                prep.span.end,
+                prep.entry
+            );
+            let jump = tsc::now();
+            buf[tsc_at + 16..tsc_at + 24].copy_from_slice(&jump.to_le_bytes());
+            if !mem.write_bytes(blob_at, &buf) {
+                fail(format_args!("cannot write the blob"));
+            }
+            // SAFETY: the handoff is complete; everything the next kernel
+            // needs is in `keep` or staged by `prepare`.
+            unsafe { kexec::jump(prep) }
+        }
+        Err(e) => {
+            kprintln!("kho hop {hop}: kexec refused: {e}");
+            // Still running, nothing lost: every block still checks out.
+            for r in &recs {
+                if checksum(r.phys.get(), r.order.get()) != r.sum.get() {
+                    fail(format_args!("block {:#x} changed", r.phys.get()));
+                }
+            }
+            kprintln!("kho demo: kexec refused, still running, preserved data intact");
+            exit_qemu(ExitCode::Success)
+        }
+    }
+}
+
+/// The next kernel's command line: what follows ` -- ` in ours, or ours.
+fn next_cmdline(ours: &str) -> &str {
+    match ours.split_once(" -- ") {
+        Some((_, next)) => next,
+        None => ours,
+    }
 }

@@ -103,12 +103,7 @@ fn edit(blob: &[u8], f: impl Fn(&str, &str, &[u8]) -> Option<Vec<u8>>) -> Vec<u8
     let fdt = Fdt::new(blob).unwrap();
     let mut buf = alloc::vec![0u8; 8192];
     let mut w = FdtWriter::new(&mut buf).unwrap();
-    fn rec(
-        w: &mut FdtWriter<'_>,
-        n: Node<'_>,
-        path: &str,
-        f: Edit<'_>,
-    ) {
+    fn rec(w: &mut FdtWriter<'_>, n: Node<'_>, path: &str, f: Edit<'_>) {
         w.begin_node(n.name()).unwrap();
         for p in n.properties() {
             if let Some(v) = f(path, p.name, p.value) {

@@ -135,3 +135,76 @@ pub fn for_each_free(mut f: impl FnMut(Range)) {
         f(r);
     }
 }
+
+/// Allocates `count` contiguous frames from scratch, none of them in any
+/// range of `avoid` (kexec staging must not lie where the next kernel's
+/// segments will be copied).
+pub fn alloc_scratch_avoiding(count: u64, avoid: &[Range]) -> Option<u64> {
+    let size = count.checked_mul(PAGE_SIZE)?;
+    let mut pool = SCRATCH.lock();
+    let mut view = pool.clone();
+    for &r in avoid {
+        view.carve(outward(r)).ok()?;
+    }
+    let p = view.alloc(size, PAGE_SIZE)?;
+    pool.carve(Range::new(p, p + size)).ok()?;
+    Some(p)
+}
+
+/// Most ranges a restore may reserve in this kernel.
+pub const MAX_RESERVED: usize = 4096;
+
+/// What the next kernel reserves while it restores a handoff: a
+/// [`kho::reserve::Reserve`] over a fixed-size list (no heap exists yet
+/// when it runs), handed to [`open_general`] afterwards.
+pub struct Reserved {
+    set: RangeSet<MAX_RESERVED>,
+    /// Bytes reported as preserved.
+    pub preserved: u64,
+    /// Bytes reported as handoff metadata.
+    pub metadata: u64,
+}
+
+impl Reserved {
+    /// An empty list.
+    pub const fn new() -> Self {
+        Self {
+            set: RangeSet::new(),
+            preserved: 0,
+            metadata: 0,
+        }
+    }
+
+    /// The reserved ranges, coalesced, in address order.
+    pub fn ranges(&self) -> &[Range] {
+        self.set.as_slice()
+    }
+}
+
+impl Default for Reserved {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl kho::reserve::Reserve for Reserved {
+    fn reserve(
+        &mut self,
+        range: Range,
+        why: kho::reserve::Kept,
+    ) -> Result<(), kho::reserve::ReserveError> {
+        self.set.insert(range).map_err(|e| match e {
+            RangeError::Full => kho::reserve::ReserveError::Full,
+            _ => kho::reserve::ReserveError::Overlap { range },
+        })?;
+        match why {
+            kho::reserve::Kept::Preserved => self.preserved += range.len(),
+            kho::reserve::Kept::Metadata => self.metadata += range.len(),
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        *self = Self::new();
+    }
+}

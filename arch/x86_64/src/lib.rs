@@ -14,11 +14,13 @@ pub mod frames;
 pub mod gdt;
 pub mod glue;
 pub mod heap;
+pub mod kexec;
 pub mod ktest;
 pub mod paging;
 pub mod pvh;
 pub mod serial;
 pub mod start;
 pub mod trap;
+pub mod tsc;
 
 pub use start::BootInfo;

@@ -15,6 +15,19 @@ pub const START_INFO_MAGIC: u32 = 0x336e_c578;
 pub const MAX_MEMMAP: usize = 128;
 /// Longest command line kept, in bytes.
 pub const MAX_CMDLINE: usize = 1024;
+/// Most modules kept; more is an error.
+pub const MAX_MODULES: usize = 8;
+/// Longest module command line kept, in bytes.
+pub const MAX_MODULE_CMDLINE: usize = 64;
+
+/// One module the loader handed over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Module {
+    /// Where its bytes are.
+    pub range: Range,
+    /// Its command line (empty if none): kexec tags its modules with it.
+    pub cmdline: String<MAX_MODULE_CMDLINE>,
+}
 
 /// What a memory-map entry says of its range (the E820 type).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +55,20 @@ impl MemKind {
             4 => MemKind::AcpiNvs,
             5 => MemKind::Unusable,
             t => MemKind::Other(t),
+        }
+    }
+}
+
+impl MemKind {
+    /// The E820 type, as a loader writes it.
+    pub fn e820(&self) -> u32 {
+        match self {
+            MemKind::Ram => 1,
+            MemKind::Reserved => 2,
+            MemKind::AcpiReclaimable => 3,
+            MemKind::AcpiNvs => 4,
+            MemKind::Unusable => 5,
+            MemKind::Other(t) => *t,
         }
     }
 }
@@ -77,8 +104,9 @@ pub struct BootParams {
     pub memory_map: Vec<MemRegion, MAX_MEMMAP>,
     /// The kernel command line (empty if none).
     pub cmdline: String<MAX_CMDLINE>,
-    /// The first module (`-initrd` under QEMU), left in place.
-    pub module: Option<Range>,
+    /// The modules (`-initrd` under QEMU; the image and the handoff after a
+    /// kexec), left in place.
+    pub modules: Vec<Module, MAX_MODULES>,
     /// Physical address of the ACPI RSDP, 0 if none.
     pub rsdp: u64,
 }
@@ -96,6 +124,9 @@ pub enum PvhError {
     Unreachable(u64),
     /// The command line is longer than [`MAX_CMDLINE`] or not UTF-8.
     BadCmdline,
+    /// More modules than [`MAX_MODULES`], or a module's command line is too
+    /// long or not UTF-8.
+    BadModules,
 }
 
 impl fmt::Display for PvhError {
@@ -112,6 +143,10 @@ impl fmt::Display for PvhError {
             PvhError::BadCmdline => write!(
                 f,
                 "command line longer than {MAX_CMDLINE} bytes or not UTF-8"
+            ),
+            PvhError::BadModules => write!(
+                f,
+                "more than {MAX_MODULES} modules, or a module command line over {MAX_MODULE_CMDLINE} bytes"
             ),
         }
     }
@@ -181,29 +216,29 @@ pub unsafe fn read_boot_params(start_info: u64) -> Result<BootParams, PvhError> 
         let _ = memory_map.push(region);
     }
 
-    let mut cmdline = String::new();
-    if cmdline_pa != 0 {
-        let mut bytes: Vec<u8, MAX_CMDLINE> = Vec::new();
-        for i in 0.. {
-            check(cmdline_pa + i, 1)?;
-            // SAFETY: checked above.
-            let b: u8 = unsafe { read(cmdline_pa + i) };
-            if b == 0 {
-                break;
-            }
-            bytes.push(b).map_err(|_| PvhError::BadCmdline)?;
-        }
-        let s = core::str::from_utf8(&bytes).map_err(|_| PvhError::BadCmdline)?;
-        cmdline.push_str(s).map_err(|_| PvhError::BadCmdline)?;
-    }
+    let cmdline = read_string::<MAX_CMDLINE>(cmdline_pa).map_err(|_| PvhError::BadCmdline)?;
 
-    let mut module = None;
+    let mut modules = Vec::new();
+    if nr_modules as usize > MAX_MODULES {
+        return Err(PvhError::BadModules);
+    }
     if nr_modules > 0 && modlist != 0 {
-        check(modlist, 32)?;
-        // SAFETY: checked above.
-        let (paddr, size) = unsafe { (read::<u64>(modlist), read::<u64>(modlist + 8)) };
-        if size > 0 {
-            module = Some(Range::new(paddr, paddr.saturating_add(size)));
+        check(modlist, 32 * u64::from(nr_modules))?;
+        for i in 0..u64::from(nr_modules) {
+            let e = modlist + 32 * i;
+            // SAFETY: checked above.
+            let (paddr, size, cmd) =
+                unsafe { (read::<u64>(e), read::<u64>(e + 8), read::<u64>(e + 16)) };
+            if size == 0 {
+                continue;
+            }
+            let cmdline =
+                read_string::<MAX_MODULE_CMDLINE>(cmd).map_err(|_| PvhError::BadModules)?;
+            let m = Module {
+                range: Range::new(paddr, paddr.saturating_add(size)),
+                cmdline,
+            };
+            modules.push(m).map_err(|_| PvhError::BadModules)?;
         }
     }
 
@@ -211,9 +246,31 @@ pub unsafe fn read_boot_params(start_info: u64) -> Result<BootParams, PvhError> 
         start_info,
         memory_map,
         cmdline,
-        module,
+        modules,
         rsdp,
     })
+}
+
+/// Copies the NUL-terminated string at `pa` (0: empty).
+fn read_string<const N: usize>(pa: u64) -> Result<String<N>, PvhError> {
+    let mut out = String::new();
+    if pa == 0 {
+        return Ok(out);
+    }
+    let mut bytes: Vec<u8, N> = Vec::new();
+    for i in 0.. {
+        check(pa + i, 1)?;
+        // SAFETY: checked to lie in the identity-mapped first 4 GiB; the
+        // caller of `read_boot_params` guarantees that mapping.
+        let b: u8 = unsafe { read(pa + i) };
+        if b == 0 {
+            break;
+        }
+        bytes.push(b).map_err(|_| PvhError::BadCmdline)?;
+    }
+    let s = core::str::from_utf8(&bytes).map_err(|_| PvhError::BadCmdline)?;
+    out.push_str(s).map_err(|_| PvhError::BadCmdline)?;
+    Ok(out)
 }
 
 impl BootParams {
@@ -231,6 +288,25 @@ impl BootParams {
             .iter()
             .filter(|r| r.kind == MemKind::Ram)
             .map(|r| r.range)
+    }
+
+    /// The module whose command line is `tag`.
+    pub fn module_tagged(&self, tag: &str) -> Option<Range> {
+        self.modules
+            .iter()
+            .find(|m| m.cmdline == tag)
+            .map(|m| m.range)
+    }
+
+    /// The next kernel's image: the module tagged as our own image (after a
+    /// kexec), or else the first untagged module (`-initrd` at cold boot).
+    pub fn image_module(&self) -> Option<Range> {
+        self.module_tagged(kho::handoff::IMAGE_MODULE).or_else(|| {
+            self.modules
+                .iter()
+                .find(|m| m.cmdline.is_empty())
+                .map(|m| m.range)
+        })
     }
 
     /// One past the highest RAM byte.

@@ -2,6 +2,7 @@
 
 use crate::boot::{self, ImageLayout};
 use crate::exit::{ExitCode, exit_qemu};
+use crate::frames::Reserved;
 use crate::heap::{self, HeapInfo};
 use crate::pvh::{self, BootParams};
 use crate::{frames, gdt, kprintln, paging, trap};
@@ -9,6 +10,27 @@ use core::fmt::Display;
 use kho::ranges::Range;
 use kho::scratch::Scratch;
 use spin::Once;
+
+/// What a kernel started by kexec found and reserved.
+#[derive(Clone, Copy, Debug)]
+pub struct HandoffInfo {
+    /// Where the handoff blob lies (reserved).
+    pub blob: Range,
+    /// The blob's hop count (kexecs before the one that started us).
+    pub hop: u32,
+    /// The previous kernel's TSC readings.
+    pub stamps: kho::handoff::Stamps,
+    /// TSC when everything handed over was reserved.
+    pub reserved_tsc: u64,
+    /// Bytes reserved as preserved memory.
+    pub preserved: u64,
+    /// Bytes reserved as handoff metadata (blob, tracker chain).
+    pub metadata: u64,
+    /// Ranges reserved.
+    pub ranges: usize,
+    /// Tracker chain pages read.
+    pub chain_pages: u32,
+}
 
 /// What the kernel knows after boot, handed to `kho_kernel_main`.
 #[derive(Debug)]
@@ -21,11 +43,69 @@ pub struct BootInfo {
     pub heap: HeapInfo,
     /// This boot's scratch areas.
     pub scratch: Scratch,
+    /// TSC at the first instruction of Rust code.
+    pub entry_tsc: u64,
+    /// TSC when the general pool opened (restore done, or cold boot ready).
+    pub open_tsc: u64,
+    /// The handoff this kernel restored, if it was started by kexec.
+    pub handoff: Option<HandoffInfo>,
+    /// Why a handoff module was present but refused (the kernel then booted
+    /// cold).
+    pub refused: Option<kho::handoff::HandoffError>,
 }
 
 static BOOT: Once<BootInfo> = Once::new();
 static SCRATCH: Once<Scratch> = Once::new();
 static RAM: Once<heapless::Vec<Range, { pvh::MAX_MEMMAP }>> = Once::new();
+static RESERVED: spin::Mutex<Reserved> = spin::Mutex::new(Reserved::new());
+
+/// The ranges reserved from the handoff at boot (empty on a cold boot).
+pub fn with_reserved<T>(f: impl FnOnce(&Reserved) -> T) -> T {
+    f(&RESERVED.lock())
+}
+
+/// The time-stamp counter.
+pub fn tsc() -> u64 {
+    // SAFETY: RDTSC has no side effects and is available on every x86_64.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Parses the handoff blob at `blob` (identity mapped under 4 GiB during
+/// boot) and restores it into `out`: everything handed over validated and
+/// reserved, or an error and nothing reserved.
+fn restore_handoff(
+    blob: Range,
+    ram: &[Range],
+    out: &mut Reserved,
+) -> Result<(Scratch, HandoffInfo), kho::handoff::HandoffError> {
+    use kho::handoff::{Handoff, HandoffError, MAX_BLOB};
+    let len = blob.len();
+    if len == 0 || len > MAX_BLOB as u64 || blob.end > 1 << 32 {
+        return Err(HandoffError::BadBlobPlace { range: blob });
+    }
+    if !ram.iter().any(|r| r.covers(blob)) {
+        return Err(HandoffError::BadBlobPlace { range: blob });
+    }
+    // SAFETY: the blob lies in RAM below 4 GiB (checked), which the boot
+    // page tables identity map; nothing writes it while this kernel boots
+    // (no allocation happens before restore).
+    let bytes = unsafe { core::slice::from_raw_parts(blob.start as *const u8, len as usize) };
+    let h = Handoff::parse(bytes, ram)?;
+    let r = kho::handoff::restore(&crate::glue::BootMem, &h, blob, ram, out)?;
+    Ok((
+        h.scratch,
+        HandoffInfo {
+            blob,
+            hop: h.hop,
+            stamps: h.stamps,
+            reserved_tsc: tsc(),
+            preserved: out.preserved,
+            metadata: out.metadata,
+            ranges: out.ranges().len(),
+            chain_pages: r.tracker.chain_pages,
+        },
+    ))
+}
 
 /// What boot found, once the kernel runs.
 pub fn boot_info() -> Option<&'static BootInfo> {
@@ -69,6 +149,7 @@ fn heap_size(params: &BootParams) -> u64 {
 /// Called by `pvh_start` in long mode on the boot stack.
 #[unsafe(no_mangle)]
 extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
+    let entry_tsc = tsc();
     crate::serial::init();
     gdt::init();
     trap::init();
@@ -78,23 +159,47 @@ extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
         unsafe { pvh::read_boot_params(start_info) }.unwrap_or_else(|e| die("PVH start info", e));
     let image = boot::image_layout();
 
-    // Scratch: chosen at cold boot around the kernel image (a kernel booted
-    // by kexec takes them from the handoff instead). Until restore, every
-    // allocation comes from scratch.
     let ram = RAM.call_once(|| params.ram().collect());
     let image_range = Range::new(image.start, image.end);
-    let scratch = kho::scratch::cold_boot(ram, image_range, 1 << 20, scratch_reserve(&params))
-        .unwrap_or_else(|e| die("choosing scratch areas", e));
+
+    // A kernel started by kexec restores the handoff first: the blob and
+    // everything it points to are validated and reserved before anything
+    // is allocated. Any failure rolls all of it back and the kernel boots
+    // cold, saying why.
+    let mut reserved = RESERVED.lock();
+    let mut handoff = None;
+    let mut refused = None;
+    let handed = params
+        .module_tagged(kho::handoff::HANDOFF_MODULE)
+        .map(|blob| restore_handoff(blob, ram, &mut reserved));
+    let scratch = match handed {
+        Some(Ok((scratch, info))) => {
+            handoff = Some(info);
+            scratch
+        }
+        other => {
+            if let Some(Err(e)) = other {
+                kprintln!("kho: handoff refused, booting cold: {e}");
+                refused = Some(e);
+            }
+            // Scratch at cold boot: around the kernel image.
+            kho::scratch::cold_boot(ram, image_range, 1 << 20, scratch_reserve(&params))
+                .unwrap_or_else(|e| die("choosing scratch areas", e))
+        }
+    };
+    // Until the general pool opens, every allocation comes from scratch.
     let scratch = *SCRATCH.call_once(|| scratch);
     for &a in scratch.areas() {
         frames::add_scratch(a).unwrap_or_else(|e| die("scratch", e));
     }
-    // Never hand out: real-mode memory, the kernel image, the loader's module.
+    // Never hand out: real-mode memory, the kernel image, the modules.
     let low = Range::new(0, 1 << 20);
-    let keep: heapless::Vec<Range, 3> = [Some(low), Some(image_range), params.module]
-        .into_iter()
-        .flatten()
-        .collect();
+    let mut keep: heapless::Vec<Range, { 2 + pvh::MAX_MODULES }> = heapless::Vec::new();
+    let _ = keep.push(low);
+    let _ = keep.push(image_range);
+    for m in &params.modules {
+        let _ = keep.push(m.range);
+    }
     for &r in &keep {
         frames::reserve(r).unwrap_or_else(|e| die("reserving boot memory", e));
     }
@@ -108,16 +213,23 @@ extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
             "no contiguous run of frames large enough in scratch",
         )
     });
-    // Restore point: a kernel started by kexec reserves every preserved
-    // range here, before anything is allocated outside scratch. On a cold
-    // boot nothing is preserved; open the rest of RAM.
+    // The rest of RAM opens only now, minus what the handoff reserved.
     frames::open_general(params.ram(), scratch.areas(), &keep)
         .unwrap_or_else(|e| die("opening RAM", e));
+    for &r in reserved.ranges() {
+        frames::reserve(r).unwrap_or_else(|e| die("reserving handed-over memory", e));
+    }
+    drop(reserved);
+    let open_tsc = tsc();
     let boot = BOOT.call_once(|| BootInfo {
         params,
         image,
         heap,
         scratch,
+        entry_tsc,
+        open_tsc,
+        handoff,
+        refused,
     });
     kho_kernel_main(boot)
 }
