@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
 """x.py: build, boot, test and measure kho. Python 3 standard library only.
 
-  ./x.py setup          install what is missing (qemu-system-x86, dtc)
-  ./x.py build          build the kernel (x86_64-unknown-none)
-  ./x.py run            boot the demo under QEMU; log in target/kho/run.log
+  ./x.py setup          install what is missing (Rust target and components,
+                        qemu-system-x86, dtc)
+  ./x.py build          build the kernel (x86_64-unknown-none), and the same
+                        kernel linked at 16 MiB (target/alt)
+  ./x.py run [--hops N] the live update demo: kexec N times (default 2);
+                        log in target/kho/run.log, blobs target/kho/handoff-*.dtb
+  ./x.py kexec IMAGE [--append CMDLINE]
+                        boot our kernel, which kexecs into any PVH ELF kernel
+  ./x.py inspect FILE   decode a handoff blob (dtc, annotated)
   ./x.py test           every test: host (cargo test) and QEMU scenarios
   ./x.py bench          benchmarks; figures in target/bench/results.json
   ./x.py qemu [--gdb]   boot the kernel with extra QEMU arguments
@@ -24,6 +30,9 @@ import sys
 ROOT = os.path.dirname(os.path.abspath(__file__))
 TARGET = "x86_64-unknown-none"
 KERNEL = os.path.join(ROOT, "target", TARGET, "debug", "kho-kernel")
+ALT_DIR = os.path.join(ROOT, "target", "alt")
+KERNEL_ALT = os.path.join(ALT_DIR, TARGET, "debug", "kho-kernel")
+RELEASE_KERNEL = os.path.join(ROOT, "target", TARGET, "release", "kho-kernel")
 LOGDIR = os.path.join(ROOT, "target", "kho")
 HOST_EXCLUDES = ["--exclude", "kho-x86_64", "--exclude", "kho-qemu"]
 
@@ -77,9 +86,42 @@ def require_cargo():
                       "rust-toolchain.toml pins the version")
 
 
+def rust_setup():
+    """Adds the targets and components rust-toolchain.toml lists, and the
+    toolchain itself, when missing (rustup's auto-install may be off)."""
+    import tomllib
+    with open(os.path.join(ROOT, "rust-toolchain.toml"), "rb") as f:
+        tc = tomllib.load(f)["toolchain"]
+    channel = tc["channel"]
+    if shutil.which("rustup") is None:
+        return  # a toolchain without rustup: cargo reports what is missing
+    env = dict(os.environ, RUSTUP_AUTO_INSTALL="0")
+    have = subprocess.run(["rustup", "toolchain", "list"], capture_output=True, text=True,
+                          env=env).stdout
+    if not any(line.split()[0].startswith(channel) for line in have.splitlines() if line.strip()):
+        say(f"installing Rust toolchain {channel}")
+        run(["rustup", "toolchain", "install", channel, "--profile", tc.get("profile", "minimal")])
+    def installed(kind):
+        out = subprocess.run(["rustup", kind, "list", "--installed", "--toolchain", channel],
+                             capture_output=True, text=True, env=env)
+        return out.stdout.split()
+    targets = installed("target")
+    for t in tc.get("targets", []):
+        if t not in targets:
+            say(f"adding Rust target {t} to {channel}")
+            run(["rustup", "target", "add", "--toolchain", channel, t])
+    comps = installed("component")
+    for c in tc.get("components", []):
+        if not any(x == c or x.startswith(c + "-") for x in comps):
+            say(f"adding Rust component {c} to {channel}")
+            run(["rustup", "component", "add", "--toolchain", channel, c])
+
+
 def setup(_args=None):
-    """Installs the Debian packages that are missing, or says how."""
+    """Installs what is missing: the Rust target and components, then the
+    Debian packages (or says how)."""
     require_cargo()
+    rust_setup()
     missing = [pkg for what, pkg in PACKAGES.items() if not present(what)]
     if not missing:
         return
@@ -98,8 +140,12 @@ def setup(_args=None):
 def build(_args=None):
     require_cargo()
     run(["cargo", "build", "-p", "kho-qemu", "--target", TARGET])
-    if not os.path.isfile(KERNEL):
-        raise Failure(f"the build did not produce {KERNEL}")
+    # The same kernel linked at 16 MiB: the "different build" to kexec into.
+    run(["cargo", "build", "-p", "kho-qemu", "--target", TARGET, "--features", "alt-link",
+         "--target-dir", ALT_DIR])
+    for k in (KERNEL, KERNEL_ALT):
+        if not os.path.isfile(k):
+            raise Failure(f"the build did not produce {k}")
 
 
 def accel_args(args):
@@ -123,16 +169,141 @@ def runner(args, env=None, capture=False):
     return run(cmd, env=env, check=False)
 
 
+def option(args, name, default=None):
+    """Removes `name VALUE` from args and returns VALUE (or default)."""
+    if name in args:
+        i = args.index(name)
+        if i + 1 >= len(args):
+            raise Failure(f"{name} needs a value")
+        v = args[i + 1]
+        del args[i:i + 2]
+        return v
+    return default
+
+
 def cmd_run(args):
+    """The main job: a live update. Our kernel is its own next image; it
+    kexecs --hops times, each next kernel verifying the handed-over data."""
     setup()
     build()
     accel = accel_args(args)
-    status = runner(["run", "--kernel", KERNEL, "--log", os.path.join(LOGDIR, "run.log")]
-                    + accel + args)
-    say(f"serial log: {os.path.relpath(os.path.join(LOGDIR, 'run.log'), ROOT)}")
+    hops = int(option(args, "--hops", "2"))
+    os.makedirs(LOGDIR, exist_ok=True)
+    for old in os.listdir(LOGDIR):
+        if old.startswith("handoff-") and old.endswith(".dtb"):
+            os.remove(os.path.join(LOGDIR, old))
+    status = runner(["run", "--kernel", KERNEL, "--initrd", KERNEL,
+                     "--append", f"kho.hops={hops}", "--kernels", str(hops + 1),
+                     "--expect", f"kho demo: live update OK after {hops} kexecs",
+                     "--blobs", LOGDIR, "--timeout", str(60 + 60 * hops),
+                     "--log", os.path.join(LOGDIR, "run.log")] + accel + args)
+    say(f"serial log: {os.path.relpath(os.path.join(LOGDIR, 'run.log'), ROOT)}; "
+        f"decode a handoff blob with ./x.py inspect target/kho/handoff-0.dtb")
     if status != 0:
-        raise Failure("the demo failed (see above)")
-    say("demo succeeded")
+        raise Failure("the live update failed (see above)")
+    say(f"live update succeeded: {hops} kexecs, every handoff verified")
+
+
+def cmd_kexec(args):
+    """Boots our kernel with IMAGE as its next kernel: it hands over and
+    kexecs into it with the command line given (--append)."""
+    setup()
+    build()
+    accel = accel_args(args)
+    append = option(args, "--append", "")
+    timeout = option(args, "--timeout", "30")
+    if len(args) != 1:
+        raise Failure("usage: ./x.py kexec IMAGE [--append CMDLINE] [--timeout S]")
+    image = os.path.abspath(args[0])
+    if not os.path.isfile(image):
+        raise Failure(f"{image}: no such file")
+    status = runner(["kexec", "--kernel", KERNEL, "--initrd", image,
+                     "--append", f"kho.hops=1 -- {append}" if append else "kho.hops=1",
+                     "--timeout", timeout, "--log", os.path.join(LOGDIR, "kexec.log")] + accel)
+    if status != 0:
+        raise Failure("the kexec did not happen (see above)")
+
+
+def fdt_parse(blob):
+    """A small FDT reader: {path: {prop: bytes}}, in order."""
+    import struct
+    magic, total, off_st, off_str = struct.unpack(">4I", blob[:16])
+    if magic != 0xd00dfeed:
+        raise Failure("not an FDT blob")
+    nodes, path, off = {}, [], off_st
+    def cstr(at):
+        return blob[at:blob.index(b"\0", at)].decode()
+    while True:
+        tok, = struct.unpack(">I", blob[off:off + 4])
+        off += 4
+        if tok == 1:
+            name = cstr(off)
+            off = (off + len(name) + 4) & ~3
+            path.append(name)
+            nodes["/" + "/".join(p for p in path if p)] = {}
+        elif tok == 2:
+            path.pop()
+        elif tok == 3:
+            ln, nameoff = struct.unpack(">2I", blob[off:off + 8])
+            val = blob[off + 8:off + 8 + ln]
+            off = (off + 8 + ln + 3) & ~3
+            nodes["/" + "/".join(p for p in path if p)][cstr(off_str + nameoff)] = val
+        elif tok == 4:
+            continue
+        elif tok == 9:
+            return nodes
+        else:
+            raise Failure(f"bad FDT token {tok:#x}")
+
+
+def cmd_inspect(args):
+    """Decodes a handoff blob with dtc, then annotates what kho knows."""
+    import struct
+    if len(args) != 1:
+        raise Failure("usage: ./x.py inspect FILE (e.g. target/kho/handoff-0.dtb)")
+    setup()
+    with open(args[0], "rb") as f:
+        blob = f.read()
+    r = subprocess.run(["dtc", "-I", "dtb", "-O", "dts", "-o", "-", args[0]],
+                       capture_output=True, text=True)
+    print(r.stdout, end="")
+    if r.returncode != 0 or r.stderr:
+        print(r.stderr, end="")
+    nodes = fdt_parse(blob)
+    root = nodes.get("/", {})
+    print("/* kho annotations */")
+    print(f"  version:  {root.get('compatible', b'').rstrip(bytes(1)).decode()}")
+    if "kho,hop" in root:
+        print(f"  hop:      {struct.unpack('>I', root['kho,hop'])[0]} (kexecs before this handoff)")
+    if "kho,tsc" in root and len(root["kho,tsc"]) == 24:
+        s, w, j = struct.unpack("<3Q", root["kho,tsc"])
+        jump = f"jump +{j - s}" if j else "jump not stamped yet (stamped in memory just before it)"
+        print(f"  TSC:      handoff start {s}, blob written +{w - s}, {jump} ticks")
+    t = nodes.get("/tracker", {}).get("kho,root")
+    if t and len(t) == 32:
+        first, pages, flags, records, preserved = struct.unpack("<QIIQQ", t)
+        print(f"  tracker:  chain of {pages} page(s) from {first:#x}, {records} records, "
+              f"{preserved} preserved pages ({preserved * 4096 >> 20} MiB)")
+    a = nodes.get("/scratch", {}).get("kho,areas", b"")
+    for i in range(len(a) // 16):
+        st, sz = struct.unpack("<2Q", a[16 * i:16 * i + 16])
+        print(f"  scratch:  [{st:#x}, {st + sz:#x}) {sz >> 20} MiB")
+    for path, props in nodes.items():
+        if path in ("/", "/tracker", "/scratch") or path.count("/") != 1:
+            continue
+        vers = props.get("compatible", b"").rstrip(bytes(1)).split(bytes(1))
+        line = f"  subsystem {path[1:]}: versions {', '.join(v.decode() for v in vers)}"
+        d = props.get("kho,data")
+        if d and len(d) == 16:
+            ph, sz = struct.unpack("<2Q", d)
+            line += f"; data [{ph:#x}, {ph + sz:#x})"
+        b = props.get("kho,blocks")
+        if b and len(b) % 24 == 0:
+            line += f"; {len(b) // 24} blocks:"
+            for i in range(len(b) // 24):
+                ph, order, gen, s = struct.unpack("<QIIQ", b[24 * i:24 * i + 24])
+                line += f"\n      {ph:#x} order {order} generation {gen} checksum {s:#018x}"
+        print(line)
 
 
 def cmd_qemu(args):
@@ -164,7 +335,7 @@ def cmd_test(args):
     setup()
     build()
     accel = accel_args(args)
-    env = {"KHO_KERNEL": KERNEL}
+    env = {"KHO_KERNEL": KERNEL, "KHO_KERNEL_ALT": KERNEL_ALT}
     total_p = total_f = 0
     problems = []
 
@@ -266,6 +437,8 @@ COMMANDS = {
     "setup": setup,
     "build": build,
     "run": cmd_run,
+    "kexec": cmd_kexec,
+    "inspect": cmd_inspect,
     "test": cmd_test,
     "bench": cmd_bench,
     "qemu": cmd_qemu,

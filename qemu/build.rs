@@ -7,5 +7,9 @@ fn main() {
     if std::env::var("TARGET").as_deref() == Ok("x86_64-unknown-none") {
         println!("cargo:rustc-link-arg-bins=-T{script}");
         println!("cargo:rustc-link-arg-bins=-zmax-page-size=4096");
+        // Feature `alt-link`: the same kernel linked at 16 MiB.
+        if std::env::var_os("CARGO_FEATURE_ALT_LINK").is_some() {
+            println!("cargo:rustc-link-arg-bins=--defsym=KHO_BASE=0x1000000");
+        }
     }
 }

@@ -178,6 +178,18 @@ pub fn run(boot: &'static BootInfo) -> ! {
         .unwrap_or(2);
     let hop = boot.handoff.map_or(0, |h| h.hop + 1);
     let ram_total: u64 = p.ram().map(|r| r.len()).sum();
+    if hop == 0 {
+        kprintln!("memory map ({} entries):", p.memory_map.len());
+        for r in &p.memory_map {
+            kprintln!(
+                "  [{:#014x}, {:#014x}) {:>10} KiB  {}",
+                r.range.start,
+                r.range.end,
+                r.range.len() / 1024,
+                r.kind
+            );
+        }
+    }
     kprintln!(
         "kho hop {hop}: kernel at [{:#x}, {:#x}), RAM {} MiB, scratch {:x?}",
         boot.image.start,

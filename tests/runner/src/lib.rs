@@ -427,6 +427,109 @@ pub fn judge_demo(boot: &Boot, success_line: &str) -> Result<(), String> {
     Err(format!("{problem}\nlast serial lines:\n{}", boot.tail()))
 }
 
+/// The line every kernel prints first; it separates the kernels of a run.
+pub const KERNEL_UP: &str = "kho: kernel up";
+
+/// The serial lines of each kernel of a run that spans several (a kexec
+/// chain), split at each [`KERNEL_UP`] line.
+pub fn split_kernels(lines: &[String]) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for l in lines {
+        if l.starts_with(KERNEL_UP) || out.is_empty() {
+            out.push(Vec::new());
+        }
+        if let Some(last) = out.last_mut() {
+            last.push(l.clone());
+        }
+    }
+    out
+}
+
+/// The handoff blobs a run printed (`kho-blob HOP HEX` lines), by hop.
+pub fn blobs(lines: &[String]) -> std::collections::BTreeMap<u32, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::<u32, Vec<u8>>::new();
+    for l in lines {
+        let Some(rest) = l.strip_prefix("kho-blob ") else {
+            continue;
+        };
+        let Some((hop, hex)) = rest.split_once(' ') else {
+            continue;
+        };
+        let Ok(hop) = hop.parse() else { continue };
+        let bytes = (0..hex.len() / 2)
+            .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok());
+        out.entry(hop).or_default().extend(bytes);
+    }
+    out
+}
+
+/// What one kernel of a live update showed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HopVerdict {
+    /// Its position in the run (0: the cold-booted kernel).
+    pub kernel: usize,
+    /// It restored the handoff and checked the preserved data.
+    pub verified: bool,
+    /// It refused a handoff and booted cold, saying why.
+    pub refused: Option<String>,
+    /// It jumped to a next kernel.
+    pub jumped: bool,
+}
+
+/// Judges a run of `kernels` kernels linked by kexec: the demo verdict of
+/// [`judge_demo`] for the whole run, then one verdict per kernel. Every
+/// kernel but the first must have restored and verified its handoff, and
+/// every kernel but the last must have jumped.
+pub fn judge_live_update(
+    boot: &Boot,
+    kernels: usize,
+    success_line: &str,
+) -> Result<Vec<HopVerdict>, String> {
+    judge_demo(boot, success_line)?;
+    let parts = split_kernels(&boot.lines);
+    let verdicts: Vec<HopVerdict> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, ls)| HopVerdict {
+            kernel: i,
+            verified: ls
+                .iter()
+                .any(|l| l.contains(&format!("kho hop {i}: verified"))),
+            refused: ls
+                .iter()
+                .find_map(|l| l.strip_prefix("kho: handoff refused, booting cold: "))
+                .map(str::to_owned),
+            jumped: ls
+                .iter()
+                .any(|l| l.contains(": kexec: ") && l.contains(" staged")),
+        })
+        .collect();
+    let mut problems = Vec::new();
+    if verdicts.len() != kernels {
+        problems.push(format!(
+            "{} kernels booted, {kernels} expected",
+            verdicts.len()
+        ));
+    }
+    for v in &verdicts {
+        if v.kernel > 0 && !v.verified {
+            problems.push(format!("kernel {} did not verify its handoff", v.kernel));
+        }
+        if v.kernel + 1 < kernels && !v.jumped {
+            problems.push(format!("kernel {} did not kexec", v.kernel));
+        }
+    }
+    if problems.is_empty() {
+        Ok(verdicts)
+    } else {
+        Err(format!(
+            "{}\nlast serial lines:\n{}",
+            problems.join("\n"),
+            boot.tail()
+        ))
+    }
+}
+
 /// The default kernel image path for a workspace root.
 pub fn default_kernel(root: &Path) -> PathBuf {
     root.join("target/x86_64-unknown-none/debug/kho-kernel")
@@ -442,6 +545,32 @@ mod tests {
             exit,
             elapsed: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn kernels_and_blobs_are_split_out_of_a_chain() {
+        let b = boot(
+            &[
+                "kho: kernel up, command line: \"x\"",
+                "kho-blob 0 d00dfeed",
+                "kho-blob 0 0102",
+                "kho hop 0: kexec: 8 KiB staged, next kernel at [0x200000, 0x300000)",
+                "kho: kernel up, command line: \"x\"",
+                "kho hop 1: verified 6 blocks",
+                "kho demo: live update OK after 1 kexecs",
+            ],
+            Exit::Code(EXIT_SUCCESS),
+        );
+        assert_eq!(split_kernels(&b.lines).len(), 2);
+        assert_eq!(blobs(&b.lines)[&0], [0xd0, 0x0d, 0xfe, 0xed, 1, 2]);
+        let v = judge_live_update(&b, 2, "live update OK").unwrap();
+        assert!(v[0].jumped && v[1].verified && v[1].refused.is_none());
+        // One kernel short, or a kernel that did not verify: failures.
+        assert!(judge_live_update(&b, 3, "live update OK").is_err());
+        let mut bad = b.clone();
+        bad.lines[5] = "kho hop 1: something else".into();
+        let e = judge_live_update(&bad, 2, "live update OK").unwrap_err();
+        assert!(e.contains("kernel 1 did not verify"), "{e}");
     }
 
     #[test]

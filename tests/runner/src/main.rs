@@ -3,18 +3,26 @@
 //! ```text
 //! kho-runner test [--kernel K] [--harness FLAG] [--log FILE] [--timeout S] [--accel tcg|kvm]
 //! kho-runner run  [--kernel K] [--log FILE] [--timeout S] [--accel tcg|kvm] [--initrd F]
+//!                  [--append ARGS] [--kernels N] [--expect LINE] [--blobs DIR]
+//! kho-runner kexec [--kernel K] --initrd IMAGE [--append ARGS] [--timeout S]
 //! kho-runner qemu [--kernel K] [--gdb] [--accel tcg|kvm] [--] [QEMU ARGS...]
 //! ```
 //! `test` prints each kernel test and a closing `N passed, N failed` line;
-//! every command exits 0 only when the kernel reported success.
+//! `run` judges a live update of `--kernels` kernels (each after the first
+//! must verify its handoff) and saves each handoff blob as
+//! `DIR/handoff-HOP.dtb`; `kexec` succeeds once our kernel has jumped into
+//! the image, whatever that image then does. Every other command exits 0
+//! only when the kernel reported success.
 
-use kho_runner::{Accel, Config, boot, default_kernel, judge_demo, judge_tests};
+use kho_runner::{
+    Accel, Config, Exit, blobs, boot, default_kernel, judge_live_update, judge_tests, split_kernels,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// The line the demo prints when it succeeds.
-const DEMO_OK: &str = "kho demo: boot OK";
+/// The line the demo prints when a live update succeeds.
+const DEMO_OK: &str = "kho demo: live update OK";
 
 struct Args {
     cmd: String,
@@ -26,6 +34,9 @@ struct Args {
     initrd: Option<PathBuf>,
     gdb: bool,
     cmdline: Option<String>,
+    kernels: usize,
+    expect: Option<String>,
+    blobs: Option<PathBuf>,
     extra: Vec<String>,
 }
 
@@ -45,6 +56,9 @@ fn parse() -> Result<Args, String> {
         initrd: None,
         gdb: false,
         cmdline: None,
+        kernels: 1,
+        expect: None,
+        blobs: None,
         extra: Vec::new(),
     };
     while let Some(arg) = it.next() {
@@ -55,6 +69,13 @@ fn parse() -> Result<Args, String> {
             "--log" => a.log = Some(val("--log")?.into()),
             "--initrd" => a.initrd = Some(val("--initrd")?.into()),
             "--append" => a.cmdline = Some(val("--append")?),
+            "--expect" => a.expect = Some(val("--expect")?),
+            "--blobs" => a.blobs = Some(val("--blobs")?.into()),
+            "--kernels" => {
+                a.kernels = val("--kernels")?
+                    .parse()
+                    .map_err(|e| format!("--kernels: {e}"))?
+            }
             "--timeout" => {
                 a.timeout = Some(
                     val("--timeout")?
@@ -118,10 +139,68 @@ fn main() -> ExitCode {
         },
         "run" => match boot(&cfg) {
             Err(e) => fail(&e.to_string()),
-            Ok(b) => match judge_demo(&b, DEMO_OK) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(why) => fail(&why),
-            },
+            Ok(b) => {
+                if let Some(dir) = &a.blobs {
+                    for (hop, blob) in blobs(&b.lines) {
+                        let path = dir.join(format!("handoff-{hop}.dtb"));
+                        if let Err(e) = std::fs::write(&path, blob) {
+                            return fail(&format!("cannot write {}: {e}", path.display()));
+                        }
+                        println!(
+                            "kho-runner: handoff blob of hop {hop} saved as {}",
+                            path.display()
+                        );
+                    }
+                }
+                let expect = a.expect.as_deref().unwrap_or(DEMO_OK);
+                match judge_live_update(&b, a.kernels, expect) {
+                    Ok(v) => {
+                        for h in v {
+                            println!(
+                                "kho-runner: kernel {}: {}{}{}",
+                                h.kernel,
+                                if h.verified {
+                                    "restored and verified"
+                                } else {
+                                    "cold boot"
+                                },
+                                h.refused
+                                    .map(|r| format!(", refused a handoff: {r}"))
+                                    .unwrap_or_default(),
+                                if h.jumped { ", kexec'd" } else { "" }
+                            );
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(why) => fail(&why),
+                }
+            }
+        },
+        "kexec" => match boot(&cfg) {
+            Err(e) => fail(&e.to_string()),
+            Ok(b) => {
+                let first = split_kernels(&b.lines)
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
+                if first
+                    .iter()
+                    .any(|l| l.contains(": kexec: ") && l.contains(" staged"))
+                {
+                    let after = match b.exit {
+                        Exit::Code(c) => format!("QEMU exited with status {c}"),
+                        Exit::Signal => "QEMU was killed by a signal".to_owned(),
+                        Exit::Timeout(t) => format!("still running after {t:.0?}, stopped"),
+                    };
+                    println!("kho-runner: kexec done; the next kernel ran, then {after}");
+                    ExitCode::SUCCESS
+                } else {
+                    fail(&format!(
+                        "our kernel did not kexec\nlast serial lines:\n{}",
+                        b.tail()
+                    ))
+                }
+            }
         },
         "qemu" => {
             let mut c = cfg.command();
@@ -142,7 +221,7 @@ fn main() -> ExitCode {
             }
         }
         other => fail(&format!(
-            "unknown command {other}: expected test, run or qemu"
+            "unknown command {other}: expected test, run, kexec or qemu"
         )),
     }
 }
