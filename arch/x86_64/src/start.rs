@@ -64,6 +64,19 @@ pub fn with_reserved<T>(f: impl FnOnce(&Reserved) -> T) -> T {
     f(&RESERVED.lock())
 }
 
+/// Masks every line of both legacy 8259 interrupt controllers: this kernel
+/// never takes interrupts, so no line should stay pending for it (nor for
+/// a kernel it kexecs into, which starts with them masked too).
+fn mask_legacy_pic() {
+    use x86_64::instructions::port::Port;
+    // SAFETY: the 8259 data ports; writing 0xff masks every line, which
+    // only stops interrupts this kernel never takes.
+    unsafe {
+        Port::<u8>::new(0x21).write(0xff);
+        Port::<u8>::new(0xa1).write(0xff);
+    }
+}
+
 /// The time-stamp counter.
 pub fn tsc() -> u64 {
     // SAFETY: RDTSC has no side effects and is available on every x86_64.
@@ -150,6 +163,7 @@ fn heap_size(params: &BootParams) -> u64 {
 #[unsafe(no_mangle)]
 extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
     let entry_tsc = tsc();
+    mask_legacy_pic();
     crate::serial::init();
     gdt::init();
     trap::init();

@@ -82,7 +82,9 @@ impl Config {
         ]);
         match self.accel {
             Accel::Tcg => c.args(["-accel", "tcg", "-cpu", "max"]),
-            Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host"]),
+            // Without arch-capabilities: nested KVM hosts refuse to set that
+            // MSR (QEMU then stops with "failed to set MSR 0x10a").
+            Accel::Kvm => c.args(["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),
         };
         if let Some(i) = &self.initrd {
             c.arg("-initrd").arg(i);

@@ -3,7 +3,7 @@
 //! ```text
 //! kho-runner test [--kernel K] [--harness FLAG] [--log FILE] [--timeout S] [--accel tcg|kvm]
 //! kho-runner run  [--kernel K] [--log FILE] [--timeout S] [--accel tcg|kvm] [--initrd F]
-//!                  [--append ARGS] [--kernels N] [--expect LINE] [--blobs DIR]
+//!                  [--append ARGS] [--kernels N] [--expect LINE] [--blobs DIR] [--memory MIB]
 //! kho-runner kexec [--kernel K] --initrd IMAGE [--append ARGS] [--timeout S]
 //! kho-runner qemu [--kernel K] [--gdb] [--accel tcg|kvm] [--] [QEMU ARGS...]
 //! ```
@@ -37,6 +37,7 @@ struct Args {
     kernels: usize,
     expect: Option<String>,
     blobs: Option<PathBuf>,
+    memory: Option<u32>,
     extra: Vec<String>,
 }
 
@@ -59,6 +60,7 @@ fn parse() -> Result<Args, String> {
         kernels: 1,
         expect: None,
         blobs: None,
+        memory: None,
         extra: Vec::new(),
     };
     while let Some(arg) = it.next() {
@@ -71,6 +73,13 @@ fn parse() -> Result<Args, String> {
             "--append" => a.cmdline = Some(val("--append")?),
             "--expect" => a.expect = Some(val("--expect")?),
             "--blobs" => a.blobs = Some(val("--blobs")?.into()),
+            "--memory" => {
+                a.memory = Some(
+                    val("--memory")?
+                        .parse()
+                        .map_err(|e| format!("--memory: {e}"))?,
+                )
+            }
             "--kernels" => {
                 a.kernels = val("--kernels")?
                     .parse()
@@ -123,6 +132,9 @@ fn main() -> ExitCode {
     cfg.log = a.log.clone();
     cfg.echo = true;
     cfg.extra = a.extra.clone();
+    if let Some(m) = a.memory {
+        cfg.memory_mib = m;
+    }
     if let Some(t) = a.timeout {
         cfg.timeout = Duration::from_secs(t);
     }
