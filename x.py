@@ -5,7 +5,8 @@
                         qemu-system-x86, dtc)
   ./x.py build          build the kernel (x86_64-unknown-none), and the same
                         kernel linked at 16 MiB (target/alt)
-  ./x.py run [--hops N] the live update demo: kexec N times (default 2);
+  ./x.py run [--hops N] [--debug]
+                        the live update demo: kexec N times (default 2);
                         log in target/kho/run.log, blobs target/kho/handoff-*.dtb
   ./x.py kexec IMAGE [--append CMDLINE]
                         boot our kernel, which kexecs into any PVH ELF kernel
@@ -188,11 +189,18 @@ def cmd_run(args):
     build()
     accel = accel_args(args)
     hops = int(option(args, "--hops", "2"))
+    kernel = KERNEL
+    if "--debug" in args:
+        args.remove("--debug")
+    else:
+        # The demo shows timings: the optimized kernel (tests use debug).
+        run(["cargo", "build", "--release", "-p", "kho-qemu", "--target", TARGET])
+        kernel = RELEASE_KERNEL
     os.makedirs(LOGDIR, exist_ok=True)
     for old in os.listdir(LOGDIR):
         if old.startswith("handoff-") and old.endswith(".dtb"):
             os.remove(os.path.join(LOGDIR, old))
-    status = runner(["run", "--kernel", KERNEL, "--initrd", KERNEL,
+    status = runner(["run", "--kernel", kernel, "--initrd", kernel,
                      "--append", f"kho.hops={hops}", "--kernels", str(hops + 1),
                      "--expect", f"kho demo: live update OK after {hops} kexecs",
                      "--blobs", LOGDIR, "--timeout", str(60 + 60 * hops),

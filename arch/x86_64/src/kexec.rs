@@ -116,11 +116,21 @@ kho_trampoline_start:
     movq 0(%r14), %rsi
     movq 8(%r14), %rdi
     movq 16(%r14), %rcx
-    rep movsb                       /* the segment's file bytes */
+    movq %rcx, %rdx
+    shrq $3, %rcx
+    rep movsq                       /* the segment's file bytes, 8 at a time */
+    movq %rdx, %rcx
+    andq $7, %rcx
+    rep movsb
     movq 24(%r14), %rcx
     subq 16(%r14), %rcx
+    movq %rcx, %rdx
+    shrq $3, %rcx
     xorl %eax, %eax
-    rep stosb                       /* and zeros up to its memory size */
+    rep stosq                       /* and zeros up to its memory size */
+    movq %rdx, %rcx
+    andq $7, %rcx
+    rep stosb
     addq $32, %r14
     decq %r13
     jmp 1b

@@ -159,3 +159,20 @@ fn a_bad_image_is_refused_and_the_kernel_keeps_running() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn our_images_parse_with_their_pvh_entry() {
+    for (var, base) in [("KHO_KERNEL", 0x20_0000u64), ("KHO_KERNEL_ALT", 0x100_0000)] {
+        let bytes = std::fs::read(kernel(var)).unwrap();
+        let img = kho::elf::Image::parse(&bytes).unwrap_or_else(|e| panic!("{var}: {e}"));
+        // The PVH note names `pvh_start`, which is also the ELF entry and
+        // the first byte of text.
+        let e_entry = u64::from_le_bytes(bytes[24..32].try_into().unwrap());
+        assert_eq!(img.pvh_entry, e_entry, "{var}");
+        assert_eq!(img.span().start, base, "{var}");
+        assert!(img.segments().iter().any(|s| s.exec && s.dest == base));
+        // And it fits below 512 MiB of RAM, clear of the first MiB.
+        let ram = [kho::ranges::Range::new(1 << 20, 512 << 20)];
+        assert_eq!(img.plan(&ram, &[]), Ok(()));
+    }
+}
