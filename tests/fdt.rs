@@ -1069,6 +1069,23 @@ fn duplicate_properties_are_refused_by_reader_and_writer() {
             FdtError::DuplicateProperty { offset: 24 }
         );
     }
+    // A name offset into the middle of a longer string (dtc shares
+    // suffixes): "abc" at 1 in "xabc" and at 5, in either order, and two
+    // tails of different strings.
+    for (first, second, strings) in [
+        (1, 5, &b"xabc\0abc\0"[..]),
+        (5, 1, &b"xabc\0abc\0"[..]),
+        (1, 6, &b"xabc\0yabc\0"[..]),
+    ] {
+        let st = [1, 0, 3, 4, first, 7, 3, 4, second, 8, 2, 9];
+        assert_eq!(
+            Fdt::new(&assemble(&st, strings)).unwrap_err(),
+            FdtError::DuplicateProperty { offset: 24 }
+        );
+    }
+    // Tails and full strings that differ are fine.
+    let st = [1, 0, 3, 4, 1, 7, 3, 4, 6, 8, 3, 4, 5, 9, 2, 9];
+    assert!(Fdt::new(&assemble(&st, b"xabc\0yabd\0")).is_ok());
     // The same name in two nodes is fine.
     let st = [
         1,

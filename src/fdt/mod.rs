@@ -45,10 +45,40 @@ pub(crate) const TOKEN_END: u32 = 9;
 
 /// Whether `c` may appear in a node name (dtc's set, `@` for unit addresses).
 pub(crate) fn is_node_name_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b",._+-@".contains(&c)
+    NAME_CHARS[c as usize] & NODE_CHAR != 0
 }
+
+/// `NAME_CHARS[c]` bits: legal in node names, legal in property names, `@`.
+pub(crate) const NODE_CHAR: u8 = 1;
+/// See [`NODE_CHAR`].
+pub(crate) const PROP_CHAR: u8 = 2;
+/// See [`NODE_CHAR`].
+pub(crate) const AT_CHAR: u8 = 4;
+
+/// Character classes for names, one lookup a byte.
+pub(crate) static NAME_CHARS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0usize;
+    while c < 256 {
+        let b = c as u8;
+        let alnum = b.is_ascii_alphanumeric();
+        let mut v = 0;
+        if alnum || matches!(b, b',' | b'.' | b'_' | b'+' | b'-' | b'@') {
+            v |= NODE_CHAR;
+        }
+        if alnum || matches!(b, b',' | b'.' | b'_' | b'+' | b'-' | b'*' | b'#' | b'?') {
+            v |= PROP_CHAR;
+        }
+        if b == b'@' {
+            v |= AT_CHAR;
+        }
+        t[c] = v;
+        c += 1;
+    }
+    t
+};
 
 /// Whether `c` may appear in a property name (dtc's set).
 pub(crate) fn is_prop_name_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b",._+-*#?".contains(&c)
+    NAME_CHARS[c as usize] & PROP_CHAR != 0
 }

@@ -15,8 +15,8 @@
 )]
 
 use super::{
-    FDT_LAST_COMP_VERSION, FDT_MAGIC, FDT_VERSION, HEADER_SIZE, MAX_DEPTH, SKIP_HINT,
-    TOKEN_BEGIN_NODE, TOKEN_END, TOKEN_END_NODE, TOKEN_NOP, TOKEN_PROP, is_node_name_char,
+    AT_CHAR, FDT_LAST_COMP_VERSION, FDT_MAGIC, FDT_VERSION, HEADER_SIZE, MAX_DEPTH, NAME_CHARS,
+    NODE_CHAR, SKIP_HINT, TOKEN_BEGIN_NODE, TOKEN_END, TOKEN_END_NODE, TOKEN_NOP, TOKEN_PROP,
     is_prop_name_char,
 };
 use core::fmt;
@@ -616,16 +616,120 @@ impl Siblings {
 /// the cost of validating a node).
 #[inline(always)]
 pub(super) fn name_hash(name: &[u8]) -> u32 {
-    let mut h = name.len() as u64;
-    for c in name.chunks(8) {
-        let mut w = [0u8; 8];
-        if let Some(d) = w.get_mut(..c.len()) {
-            d.copy_from_slice(c);
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let len = name.len();
+    let r32 = |i: usize| {
+        name.get(i..i.saturating_add(4))
+            .and_then(|s| s.try_into().ok())
+            .map_or(0, u32::from_le_bytes) as u64
+    };
+    let r64 = |i: usize| {
+        name.get(i..i.saturating_add(8))
+            .and_then(|s| s.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let mix = |h: u64, w: u64| {
+        let h = (h ^ w).wrapping_mul(K);
+        h ^ (h >> 29)
+    };
+    let mut h = (len as u64).wrapping_mul(K);
+    // Overlapping word reads cover every byte without a byte loop: the
+    // words and the length determine the name.
+    if len >= 8 {
+        let mut i = 0usize;
+        while i.saturating_add(8) < len {
+            h = mix(h, r64(i));
+            i = i.saturating_add(8);
         }
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        h ^= h >> 29;
+        h = mix(h, r64(len.saturating_sub(8)));
+    } else if len >= 4 {
+        h = mix(h, r32(0) | (r32(len.saturating_sub(4)) << 32));
+    } else {
+        h = mix(h, name.iter().fold(0u64, |w, &c| (w << 8) | u64::from(c)));
     }
-    (h >> 32) as u32
+    // A final avalanche (splitmix64's): every input bit reaches the low
+    // bits, which the filters and the writer's name table use.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (h ^ (h >> 31)) as u32
+}
+
+/// What validation knows of the strings block before the walk.
+struct StringsInfo {
+    /// Every full string (one that starts the block or follows a NUL) is
+    /// different from every other: then two name offsets at string starts
+    /// name the same property exactly when they are equal.
+    distinct: bool,
+    /// The offset of the full string `kho,skip`, or `NO_HINT`.
+    hint: u32,
+    /// Besides `distinct`, no two full strings end in the same byte and no
+    /// longer one ends in `kho,skip`: then two names at any two offsets are
+    /// equal only if the offsets are (equal names at different offsets
+    /// would be suffixes of two strings sharing a last byte), so no offset
+    /// needs checking for being at a string's start.
+    ends_distinct: bool,
+}
+
+/// Largest strings block whose full strings are checked for repeats; a
+/// larger one is read with content hashes throughout.
+const DISTINCT_MAX_BYTES: usize = 16 * 1024;
+
+fn strings_info(sbytes: &[u8]) -> StringsInfo {
+    let mut info = StringsInfo {
+        distinct: sbytes.len() <= DISTINCT_MAX_BYTES,
+        hint: NO_HINT,
+        ends_distinct: true,
+    };
+    let mut last_bytes = [0u64; 4];
+    // Offsets of the full strings so far, by hash (open addressing).
+    let mut table = [u32::MAX; 2048];
+    let mut used = 0usize;
+    let mut off = 0usize;
+    for name in sbytes.split(|&b| b == 0) {
+        if off >= sbytes.len() {
+            break;
+        }
+        if name == SKIP_HINT.as_bytes() {
+            info.hint = off as u32;
+        } else if name.ends_with(SKIP_HINT.as_bytes()) {
+            info.ends_distinct = false;
+        }
+        if let Some(&c) = name.last()
+            && let Some(w) = last_bytes.get_mut(usize::from(c >> 6))
+        {
+            let bit = 1u64 << (c & 63);
+            info.ends_distinct &= *w & bit == 0;
+            *w |= bit;
+        }
+        if info.distinct && !name.is_empty() {
+            used = used.saturating_add(1);
+            if used > 1536 {
+                info.distinct = false;
+            }
+            let mut i = name_hash(name) as usize;
+            while info.distinct {
+                let Some(slot) = table.get_mut(i % 2048) else {
+                    break;
+                };
+                if *slot == u32::MAX {
+                    *slot = off as u32;
+                    break;
+                }
+                if name_at_bytes(sbytes, *slot as usize) == name {
+                    info.distinct = false;
+                }
+                i = i.wrapping_add(1);
+            }
+        }
+        off = off.saturating_add(name.len()).saturating_add(1);
+    }
+    info.ends_distinct &= info.distinct;
+    info
+}
+
+fn name_at_bytes(s: &[u8], off: usize) -> &[u8] {
+    let tail = s.get(off..).unwrap_or(&[]);
+    tail.split(|&b| b == 0).next().unwrap_or(&[])
 }
 
 /// What validation needs of a property name, by name offset: its hash and
@@ -652,19 +756,6 @@ impl NameCache {
             None => look(),
         }
     }
-}
-
-/// Whether the node whose body starts at `body` in the structure block `st`
-/// has, before offset `end`, a property named `name` (`strings` is the
-/// strings block). For the writer, over what it has written so far.
-pub(super) fn has_property(
-    st: &[u8],
-    strings: &[u8],
-    body: usize,
-    end: usize,
-    name: &[u8],
-) -> bool {
-    St::new(st).is_ok_and(|st| property_named(st, strings, body, end, name))
 }
 
 /// Whether the node whose body starts at `body` in the structure block `st`
@@ -696,6 +787,40 @@ fn property_named(st: St<'_>, strings: &[u8], body: usize, end: usize, name: &[u
         }
     }
     false
+}
+
+/// Whether the node whose body starts at `body` in the structure block `st`
+/// has, before offset `end`, a property with name offset `nameoff`. For the
+/// writer, whose names are deduplicated exactly (an offset is a name).
+pub(super) fn has_nameoff(st: &[u8], body: usize, end: usize, nameoff: u32) -> bool {
+    let Ok(st) = St::new(st) else { return false };
+    let mut off = skip_nops(st, body);
+    while off < end {
+        match token(st, off) {
+            Some((
+                Tok::Prop {
+                    nameoff: n, next, ..
+                },
+                _,
+            )) => {
+                if n == nameoff as usize {
+                    return true;
+                }
+                off = skip_nops(st, next);
+            }
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// For the writer: puts the children of the node whose BEGIN_NODE is at
+/// `parent` (its body at `body`) in the structure block `st` so far into
+/// `set`.
+pub(super) fn index_children_of(st: &[u8], set: &mut Siblings, parent: usize, body: usize) {
+    if let Ok(st) = St::new(st) {
+        index_children(st, set, parent, body, st.len());
+    }
 }
 
 /// Puts the children of the node at `parent` (body at `body`) before
@@ -767,6 +892,10 @@ fn validate(st: St<'_>, strings: &str, v16: bool) -> Result<(usize, u32, usize),
     // filter, kept in registers.
     let mut props = 0u64;
     let mut names = NameCache([(0, 0, false); 64]);
+    let info = strings_info(strings.as_bytes());
+    // The innermost node has a property whose name offset points into the
+    // middle of a string: its later properties are each checked by a scan.
+    let mut node_slow = false;
     let mut fresh = false; // no property seen yet in the innermost node
     let mut hint = NO_HINT;
     let sbytes = strings.as_bytes();
@@ -792,12 +921,15 @@ fn validate(st: St<'_>, strings: &str, v16: bool) -> Result<(usize, u32, usize),
                     }
                     root_body = Some(next);
                 } else {
-                    let ats = name.iter().filter(|&&c| c == b'@').count();
-                    if name.is_empty()
-                        || name.first() == Some(&b'@')
-                        || ats > 1
-                        || !name.iter().all(|&c| is_node_name_char(c))
-                    {
+                    // One pass: every byte a node-name character, at most
+                    // one `@`, not first.
+                    let (mut all, mut ats) = (NODE_CHAR, 0u32);
+                    for &c in name {
+                        let class = NAME_CHARS.get(usize::from(c)).copied().unwrap_or(0);
+                        all &= class;
+                        ats = ats.saturating_add(u32::from(class & AT_CHAR != 0));
+                    }
+                    if name.is_empty() || name.first() == Some(&b'@') || ats > 1 || all == 0 {
                         return Err(FdtError::BadName { offset });
                     }
                     let parent = depth.saturating_sub(1);
@@ -838,6 +970,7 @@ fn validate(st: St<'_>, strings: &str, v16: bool) -> Result<(usize, u32, usize),
                     (*b, *bd, *p, *c) = (offset, next, usize::MAX, Names::default());
                 }
                 props = 0;
+                node_slow = false;
                 fresh = true;
                 depth = depth.saturating_add(1);
                 off = next;
@@ -875,11 +1008,31 @@ fn validate(st: St<'_>, strings: &str, v16: bool) -> Result<(usize, u32, usize),
                     _ => return Err(FdtError::BadNameOffset { offset, nameoff }),
                 }
                 let node = depth.saturating_sub(1);
-                let (h, is_hint) = names.get(strings, nameoff);
-                let m = (1u64 << (h & 63)) | (1u64 << ((h >> 6) & 63));
+                let at_start = info.ends_distinct
+                    || nameoff == 0
+                    || sbytes.get((nameoff as usize).wrapping_sub(1)) == Some(&0);
+                // The filter's key: the name offset itself when it names the
+                // property exactly (distinct full strings, offset at a
+                // start), else a hash of the name.
+                let (key, is_hint, scan) = if info.distinct {
+                    if at_start && !node_slow {
+                        (
+                            nameoff.wrapping_mul(0x9e37_79b1) >> 12,
+                            nameoff == info.hint,
+                            false,
+                        )
+                    } else {
+                        node_slow = true;
+                        (0, name_at(strings, nameoff as usize) == SKIP_HINT, true)
+                    }
+                } else {
+                    let (h, is_hint) = names.get(strings, nameoff);
+                    (h, is_hint, false)
+                };
+                let m = (1u64 << (key & 63)) | (1u64 << ((key >> 6) & 63));
                 let seen = props & m == m;
                 props |= m;
-                if seen {
+                if seen || scan {
                     let body = bodies.get(node).copied().unwrap_or(0);
                     let name = name_at(strings, nameoff as usize).as_bytes();
                     if property_named(st, sbytes, body, offset, name) {
@@ -1022,8 +1175,27 @@ fn skip_subtree(st: St<'_>, mut off: usize) -> Option<usize> {
 
 fn name_at(strings: &str, off: usize) -> &str {
     let tail = strings.get(off..).unwrap_or("");
-    let end = tail.bytes().position(|b| b == 0).unwrap_or(tail.len());
+    let end = nul_at(tail.as_bytes());
+    // The strings block was checked to be ASCII, so any cut is a char
+    // boundary.
     tail.get(..end).unwrap_or("")
+}
+
+/// The index of the first NUL in `b` (or its length), eight bytes a step.
+#[inline(always)]
+fn nul_at(b: &[u8]) -> usize {
+    let mut i = 0usize;
+    while let Some(w) = b.get(i..i.saturating_add(8)) {
+        let x = u64::from_le_bytes(w.try_into().unwrap_or([0xff; 8]));
+        // The zero-byte trick: only a real NUL can set the lowest flag.
+        let z = x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080;
+        if z != 0 {
+            return i.saturating_add((z.trailing_zeros() / 8) as usize);
+        }
+        i = i.saturating_add(8);
+    }
+    let rest = b.get(i..).unwrap_or(&[]);
+    i.saturating_add(rest.iter().position(|&c| c == 0).unwrap_or(rest.len()))
 }
 
 impl<'a> Node<'a> {

@@ -135,8 +135,11 @@ pub struct FdtWriter<'a> {
     children: [Names; MAX_DEPTH],
     /// Every node's children's names, exactly, until it fills.
     siblings: Siblings,
-    /// The innermost node's property names.
-    props: Names,
+    /// Bit `d`: the open node at depth `d` has its children in `siblings`.
+    indexed: u64,
+    /// The innermost node's property names: a 64-bit filter of their
+    /// offsets in the strings block.
+    props: u64,
 }
 
 impl<'a> FdtWriter<'a> {
@@ -163,7 +166,8 @@ impl<'a> FdtWriter<'a> {
             open: [(0, 0, 0); MAX_DEPTH],
             children: [Names::default(); MAX_DEPTH],
             siblings: Siblings::new(),
-            props: Names::default(),
+            indexed: 0,
+            props: 0,
         })
     }
 
@@ -225,12 +229,29 @@ impl<'a> FdtWriter<'a> {
         }
         if self.depth > 0 {
             let parent = self.depth - 1;
+            // As the reader does: the filter alone for a narrow node; at
+            // its first hit, the node's children so far go into the exact
+            // set, which answers for it from then on.
             let h = name_hash(name.as_bytes());
             let in_filter = self.children[parent].insert(h);
-            let maybe = self
-                .siblings
-                .insert(self.open[parent].0 as usize, h)
-                .unwrap_or(in_filter);
+            let bit = 1u64 << parent;
+            let begin = self.open[parent].0 as usize;
+            if in_filter && self.indexed & bit == 0 {
+                self.indexed |= bit;
+                let body = self.open[parent].2 as usize;
+                let ss = self.struct_start.unwrap_or(self.pos);
+                super::read::index_children_of(
+                    &self.buf[ss..self.pos],
+                    &mut self.siblings,
+                    begin,
+                    body,
+                );
+            }
+            let maybe = if self.indexed & bit != 0 {
+                self.siblings.insert(begin, h).unwrap_or(in_filter)
+            } else {
+                false
+            };
             if maybe {
                 let body = self.open[parent].2 as usize;
                 if self.written_has(|st, _, end| {
@@ -267,8 +288,9 @@ impl<'a> FdtWriter<'a> {
         self.has_child &= !(1u64 << self.depth);
         let body = self.rel(begin as usize + 4 + padded);
         self.open[self.depth] = (begin, hint_at, body);
+        self.indexed &= !(1u64 << self.depth);
         self.children[self.depth] = Names::default();
-        self.props = Names::default();
+        self.props = 0;
         self.depth += 1;
         Ok(())
     }
@@ -368,16 +390,18 @@ impl<'a> FdtWriter<'a> {
         if name == super::SKIP_HINT {
             return Err(WriteError::ReservedName);
         }
-        let h = name_hash(name.as_bytes());
-        if self.props.insert(h) {
+        let nameoff = self.intern(name.as_bytes(), name_hash(name.as_bytes()))?;
+        // Names are deduplicated exactly, so the offset is the name: the
+        // node's filter keys on it, and a hit compares offsets.
+        let k = nameoff.wrapping_mul(0x9e37_79b1);
+        let m = (1u64 << (k >> 26)) | (1u64 << ((k >> 20) & 63));
+        if self.props & m == m {
             let body = self.open[self.depth - 1].2 as usize;
-            if self.written_has(|st, strings, end| {
-                super::read::has_property(st, strings, body, end, name.as_bytes())
-            }) {
+            if self.written_has(|st, _, end| super::read::has_nameoff(st, body, end, nameoff)) {
                 return Err(WriteError::DuplicateProperty);
             }
         }
-        let nameoff = self.intern(name.as_bytes(), h)?;
+        self.props |= m;
         self.reserve_struct(12 + len.next_multiple_of(4))?;
         self.put(&TOKEN_PROP.to_be_bytes());
         self.put(&len32.to_be_bytes());
