@@ -46,6 +46,13 @@ impl Range {
     }
 }
 
+/// `[0x1000, 0x2000)`: how errors and logs print a range.
+impl fmt::Display for Range {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{:#x}, {:#x})", self.start, self.end)
+    }
+}
+
 /// Errors of [`RangeSet`] operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RangeError {

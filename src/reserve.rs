@@ -38,11 +38,7 @@ impl fmt::Display for ReserveError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ReserveError::Full => f.write_str("no room to record another reserved range"),
-            ReserveError::Overlap { range } => write!(
-                f,
-                "[{:#x}, {:#x}) was reserved twice",
-                range.start, range.end
-            ),
+            ReserveError::Overlap { range } => write!(f, "{range} was reserved twice"),
         }
     }
 }

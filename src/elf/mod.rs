@@ -122,16 +122,10 @@ impl fmt::Display for ElfError {
                 f,
                 "image PVH entry {entry:#x} is not in an executable segment"
             ),
-            NotInRam { range } => write!(
-                f,
-                "image segment [{:#x}, {:#x}) is not inside RAM",
-                range.start, range.end
-            ),
-            OverlapsPreserved { range } => write!(
-                f,
-                "image segment [{:#x}, {:#x}) would overwrite preserved memory",
-                range.start, range.end
-            ),
+            NotInRam { range } => write!(f, "image segment {range} is not inside RAM"),
+            OverlapsPreserved { range } => {
+                write!(f, "image segment {range} would overwrite preserved memory")
+            }
         }
     }
 }

@@ -124,15 +124,12 @@ impl fmt::Display for HandoffError {
             UnknownVersion => write!(f, "handoff blob is not {HANDOFF_VERSION}"),
             Missing(what) => write!(f, "handoff blob has no {what}"),
             BadProperty(what) => write!(f, "handoff blob property {what} is malformed"),
-            DataNotPreserved { range } => write!(
-                f,
-                "handoff subsystem data [{:#x}, {:#x}) is not preserved memory",
-                range.start, range.end
-            ),
+            DataNotPreserved { range } => {
+                write!(f, "handoff subsystem data {range} is not preserved memory")
+            }
             BadBlobPlace { range } => write!(
                 f,
-                "handoff blob at [{:#x}, {:#x}) is too large, outside RAM or in scratch",
-                range.start, range.end
+                "handoff blob at {range} is too large, outside RAM or in scratch"
             ),
             Unreadable => f.write_str("handoff blob cannot be read"),
             Scratch(e) => write!(f, "handoff scratch areas: {e}"),

@@ -116,3 +116,29 @@ impl FrameAlloc for HostMem {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_cross_frames_and_stop_at_the_edge_of_ram() {
+        let mut m = HostMem::with_pool(Range::new(0x10_000, 0x14_000));
+        let data: Vec<u8> = (0..9000u32).map(|i| (i * 7) as u8).collect();
+        assert!(m.write_bytes(0x10_ff0, &data));
+        let mut back = alloc::vec![0u8; 9000];
+        assert!(m.read_bytes(0x10_ff0, &mut back));
+        assert_eq!(back, data);
+        // Unwritten RAM reads as zeros; a span past RAM fails.
+        let mut z = [1u8; 16];
+        assert!(m.read_bytes(0x13_800, &mut z) && z == [0; 16]);
+        assert!(!m.read_bytes(0x13_ff8, &mut z));
+        assert!(!m.write_bytes(0x13_ff8, &[1; 16]));
+        // Frames come from the pool, aligned to their size, and go back.
+        let a = m.alloc_frames(1).unwrap();
+        assert_eq!(a % 0x2000, 0);
+        assert_eq!(m.allocated, 2);
+        m.free_frames(a, 1);
+        assert_eq!(m.allocated, 0);
+    }
+}

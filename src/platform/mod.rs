@@ -47,46 +47,49 @@ pub trait PhysMem {
     /// Copies `buf.len()` bytes from physical address `phys` into `buf`,
     /// across frames. `false` if any of them cannot be read.
     fn read_bytes(&self, phys: u64, buf: &mut [u8]) -> bool {
-        let mut at = phys;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let base = at & !(PAGE_SIZE - 1);
-            let off = (at - base) as usize;
-            let Some(f) = self.frame(base) else {
-                return false;
-            };
-            let n = (f.len() - off).min(buf.len() - done);
-            let (Some(dst), Some(src)) = (buf.get_mut(done..done + n), f.get(off..off + n)) else {
-                return false;
-            };
-            dst.copy_from_slice(src);
-            done += n;
-            at = at.wrapping_add(n as u64);
-        }
-        true
+        spans(phys, buf.len()).all(|(frame, at, bytes)| {
+            match (self.frame(frame), buf.get_mut(bytes.clone())) {
+                (Some(f), Some(dst)) => f.get(at..at + dst.len()).is_some_and(|src| {
+                    dst.copy_from_slice(src);
+                    true
+                }),
+                _ => false,
+            }
+        })
     }
 
     /// Copies `data` to physical address `phys`, across frames. `false` if
     /// any of them cannot be written (what came before stays written).
     fn write_bytes(&mut self, phys: u64, data: &[u8]) -> bool {
-        let mut at = phys;
-        let mut done = 0usize;
-        while done < data.len() {
-            let base = at & !(PAGE_SIZE - 1);
-            let off = (at - base) as usize;
-            let Some(f) = self.frame_mut(base) else {
-                return false;
-            };
-            let n = (f.len() - off).min(data.len() - done);
-            let (Some(dst), Some(src)) = (f.get_mut(off..off + n), data.get(done..done + n)) else {
-                return false;
-            };
-            dst.copy_from_slice(src);
-            done += n;
-            at = at.wrapping_add(n as u64);
-        }
-        true
+        spans(phys, data.len()).all(|(frame, at, bytes)| {
+            match (self.frame_mut(frame), data.get(bytes)) {
+                (Some(f), Some(src)) => f.get_mut(at..at + src.len()).is_some_and(|dst| {
+                    dst.copy_from_slice(src);
+                    true
+                }),
+                _ => false,
+            }
+        })
     }
+}
+
+/// The pieces of `len` bytes at physical `phys`, one per frame: the
+/// frame's address, the offset in the frame, and the bytes' range in the
+/// caller's buffer.
+fn spans(phys: u64, len: usize) -> impl Iterator<Item = (u64, usize, core::ops::Range<usize>)> {
+    let mut done = 0usize;
+    core::iter::from_fn(move || {
+        if done >= len {
+            return None;
+        }
+        let at = phys.wrapping_add(done as u64);
+        let frame = at & !(PAGE_SIZE - 1);
+        let off = (at - frame) as usize;
+        let n = (PAGE_SIZE as usize - off).min(len - done);
+        let piece = (frame, off, done..done + n);
+        done += n;
+        Some(piece)
+    })
 }
 
 /// A source of physical frames for what `kho` writes (handoff metadata,

@@ -196,17 +196,9 @@ impl fmt::Display for HandoverError {
                 f,
                 "tracker chain page {phys:#x}: record at word {word} is out of order"
             ),
-            RangeNotInRam { range } => write!(
-                f,
-                "preserved range [{:#x}, {:#x}) is not RAM",
-                range.start, range.end
-            ),
+            RangeNotInRam { range } => write!(f, "preserved range {range} is not RAM"),
             RangeInScratch { range } => {
-                write!(
-                    f,
-                    "preserved range [{:#x}, {:#x}) is in a scratch area",
-                    range.start, range.end
-                )
+                write!(f, "preserved range {range} is in a scratch area")
             }
             CountMismatch => f.write_str("tracker records do not add up to the root's totals"),
             ChainPageInPreserved { phys } => write!(

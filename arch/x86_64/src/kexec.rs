@@ -58,8 +58,7 @@ impl fmt::Display for KexecError {
             KexecError::Image(e) => write!(f, "kexec: {e}"),
             KexecError::Clobbers { range } => write!(
                 f,
-                "kexec: the image's segment [{:#x}, {:#x}) would overwrite memory the next kernel needs",
-                range.start, range.end
+                "kexec: the image's segment {range} would overwrite memory the next kernel needs"
             ),
             KexecError::NoScratch { bytes } => write!(
                 f,
