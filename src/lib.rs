@@ -24,6 +24,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod chain;
 pub mod elf;
 pub mod fdt;
 pub mod handoff;

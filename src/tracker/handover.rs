@@ -31,13 +31,13 @@
 use super::leaf::{map_runs, map_span};
 use super::table::Slot;
 use super::{PAGE_SHIFT, REGION_PAGES, REGION_SHIFT, Tracker, TrackerError};
+use crate::chain::{self, ChainError, Format, Packer};
 use crate::platform::{FrameAlloc, PhysMem};
 use crate::ranges::Range;
 use crate::reserve::{Kept, Reserve, ReserveError};
-use alloc::vec::Vec;
 use core::fmt;
-use zerocopy::byteorder::little_endian::{U16, U32, U64};
-use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
+use zerocopy::byteorder::little_endian::{U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// Version string of this layout, for `compatible` properties.
 pub const TRACKER_VERSION: &str = "kho-tracker-v2";
@@ -45,12 +45,12 @@ pub const TRACKER_VERSION: &str = "kho-tracker-v2";
 pub const PAGE_MAGIC: u32 = u32::from_le_bytes(*b"KHOT");
 /// `version` of every chain page.
 pub const PAGE_VERSION: u16 = 2;
-/// Size of a chain page.
-pub const PAGE_BYTES: usize = 4096;
-/// Payload words in a chain page.
-pub const PAYLOAD_WORDS: usize = (PAGE_BYTES - 24) / 8;
-/// Most chain pages a reader accepts (2 GiB of records).
-pub const MAX_CHAIN_PAGES: u32 = 1 << 19;
+pub use crate::chain::{MAX_CHAIN_PAGES, PAGE_BYTES, PAYLOAD_WORDS};
+/// The tracker's page chain: its magic and version.
+const FORMAT: Format = Format {
+    magic: PAGE_MAGIC,
+    version: PAGE_VERSION,
+};
 /// Most pages one extent record covers.
 pub const MAX_EXTENT_PAGES: u64 = 1 << 23;
 const BITMAP_TAG: u64 = 1 << 63;
@@ -73,18 +73,6 @@ pub struct TrackerRoot {
     pub records: U64,
     /// Number of preserved 4 KiB pages the records describe.
     pub preserved_pages: U64,
-}
-
-/// The header at the start of every chain page.
-#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-struct PageHeader {
-    magic: U32,
-    version: U16,
-    flags: U16,
-    next: U64,
-    seq: U32,
-    words: U32,
 }
 
 /// Errors writing or reading the handed-over tracker.
@@ -165,6 +153,28 @@ pub enum HandoverError {
     },
     /// The caller's reservation store refused a range.
     Reserve(ReserveError),
+}
+
+impl From<ChainError> for HandoverError {
+    fn from(e: ChainError) -> Self {
+        match e {
+            ChainError::OutOfPages => HandoverError::OutOfPages,
+            ChainError::OutOfMemory => HandoverError::Tracker(TrackerError::OutOfMemory),
+            ChainError::BadPage { phys } => HandoverError::BadPage { phys },
+            ChainError::PageInScratch { phys } => HandoverError::PageInScratch { phys },
+            ChainError::Refused { phys } => HandoverError::ChainPageInPreserved { phys },
+            ChainError::BadLength => HandoverError::BadRoot,
+            ChainError::BadHeader { phys } => HandoverError::BadHeader { phys },
+            ChainError::BadSequence { phys, expected } => {
+                HandoverError::BadSequence { phys, expected }
+            }
+            ChainError::BadChainLength => HandoverError::BadChainLength,
+            ChainError::BadWords { phys } => HandoverError::BadRecord { phys, word: 0 },
+            ChainError::NotAscending { phys, next } => {
+                HandoverError::ChainNotAscending { phys, next }
+            }
+        }
+    }
 }
 
 impl fmt::Display for HandoverError {
@@ -255,14 +265,6 @@ pub trait PageSource {
     fn page(&self, phys: u64) -> Option<&[u8; PAGE_BYTES]>;
 }
 
-/// A chain page as it is written: the header, then the payload words.
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-struct ChainPage {
-    header: PageHeader,
-    payload: [U64; PAYLOAD_WORDS],
-}
-
 /// What the record layout pass feeds: a counter of chain pages, then the
 /// writer. Both see the same records in the same order, so the count is
 /// exact.
@@ -277,100 +279,26 @@ trait Emit {
     }
 }
 
-/// Counts the chain pages the records need.
-#[derive(Default)]
-struct CountPages {
-    /// Full pages before the current one.
-    full: u32,
-    /// Words used in the current page.
-    words: usize,
-}
-
-impl Emit for CountPages {
+impl Emit for Packer {
     #[inline]
     fn record(&mut self, words: &[u64], _pages: u64) -> Result<(), HandoverError> {
-        let end = self.words.saturating_add(words.len());
-        if end > PAYLOAD_WORDS {
-            self.full = self.full.saturating_add(1);
-            self.words = words.len();
-        } else {
-            self.words = end;
-        }
+        self.add(words.len());
         Ok(())
     }
 }
 
-/// Builds the chain page by page: records go into `buf`, which is written
-/// to the sink when the next record does not fit. `pages` holds every chain
-/// page, sorted; page `seq` links to page `seq + 1`.
-struct ChainWriter<'a, S: PageSink> {
-    sink: &'a mut S,
-    pages: Vec<u64>,
-    buf: ChainPage,
-    words: usize,
-    seq: usize,
+/// The chain writer, with the totals the root states.
+struct TrackerWriter<'a, S: PageSink> {
+    chain: chain::Writer<'a, S>,
     records: u64,
     /// Preserved pages described so far.
     preserved: u64,
 }
 
-impl<S: PageSink> ChainWriter<'_, S> {
-    /// Writes `buf` to page `seq`, linked to the next page (0 for the last).
-    fn flush(&mut self) -> Result<(), HandoverError> {
-        let phys = *self.pages.get(self.seq).ok_or(HandoverError::OutOfPages)?;
-        let next = self
-            .pages
-            .get(self.seq.saturating_add(1))
-            .copied()
-            .unwrap_or(0);
-        self.buf.header = PageHeader {
-            magic: PAGE_MAGIC.into(),
-            version: PAGE_VERSION.into(),
-            flags: 0.into(),
-            next: next.into(),
-            seq: (self.seq as u32).into(),
-            words: (self.words as u32).into(),
-        };
-        let bytes: &[u8; PAGE_BYTES] = zerocopy::transmute_ref!(&self.buf);
-        if !self.sink.write_page(phys, bytes) {
-            return Err(HandoverError::BadPage { phys });
-        }
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<TrackerRoot, HandoverError> {
-        self.flush()?;
-        if self.seq.saturating_add(1) != self.pages.len() {
-            // The count pass and this pass disagree: a bug, never a guess.
-            return Err(HandoverError::BadChainLength);
-        }
-        Ok(TrackerRoot {
-            first_page: self.pages.first().copied().unwrap_or(0).into(),
-            pages: (self.pages.len() as u32).into(),
-            flags: 0.into(),
-            records: self.records.into(),
-            preserved_pages: self.preserved.into(),
-        })
-    }
-}
-
-impl<S: PageSink> Emit for ChainWriter<'_, S> {
+impl<S: PageSink> Emit for TrackerWriter<'_, S> {
     #[inline]
     fn record(&mut self, words: &[u64], pages: u64) -> Result<(), HandoverError> {
-        let mut end = self.words.saturating_add(words.len());
-        if end > PAYLOAD_WORDS {
-            self.flush()?;
-            self.buf.payload = [U64::ZERO; PAYLOAD_WORDS];
-            self.words = 0;
-            self.seq = self.seq.saturating_add(1);
-            end = words.len();
-        }
-        if let Some(dst) = self.buf.payload.get_mut(self.words..end) {
-            for (d, &w) in dst.iter_mut().zip(words) {
-                *d = w.into();
-            }
-        }
-        self.words = end;
+        self.chain.record(words)?;
         self.records = self.records.saturating_add(1);
         self.preserved = self.preserved.saturating_add(pages);
         Ok(())
@@ -423,42 +351,6 @@ fn emit_records<E: Emit>(tracker: &Tracker, e: &mut E) -> Result<(), HandoverErr
     Ok(())
 }
 
-/// Takes `count` chain pages from `sink`, checks each (aligned, outside
-/// scratch, not preserved, all distinct) and returns them sorted.
-fn chain_pages<S: PageSink>(
-    tracker: &Tracker,
-    sink: &mut S,
-    count: usize,
-) -> Result<Vec<u64>, HandoverError> {
-    let mut pages = Vec::new();
-    pages
-        .try_reserve_exact(count)
-        .map_err(|_| HandoverError::Tracker(TrackerError::OutOfMemory))?;
-    for _ in 0..count {
-        let p = sink.alloc_page().ok_or(HandoverError::OutOfPages)?;
-        if !p.is_multiple_of(PAGE_BYTES as u64) || p == 0 {
-            return Err(HandoverError::BadPage { phys: p });
-        }
-        let r = Range::new(p, p.saturating_add(PAGE_BYTES as u64));
-        if tracker.scratch().iter().any(|s| s.overlaps(&r)) {
-            return Err(HandoverError::PageInScratch { phys: p });
-        }
-        if tracker.is_preserved(p) {
-            return Err(HandoverError::ChainPageInPreserved { phys: p });
-        }
-        pages.push(p);
-    }
-    pages.sort_unstable();
-    for w in pages.windows(2) {
-        if let [a, b] = *w
-            && a == b
-        {
-            return Err(HandoverError::ChainNotAscending { phys: a, next: b });
-        }
-    }
-    Ok(pages)
-}
-
 /// Writes the tracker's preserved set as a chain of pages from `sink` and
 /// returns the root to hand over. Pages from `sink` must be outside scratch
 /// and outside every preserved block (both checked) and stay untouched until
@@ -466,20 +358,25 @@ fn chain_pages<S: PageSink>(
 /// count the pages, once to write them), so the chain can be linked in
 /// increasing address order.
 pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot, HandoverError> {
-    let mut count = CountPages::default();
+    let mut count = Packer::default();
     emit_records(tracker, &mut count)?;
-    let n = (count.full as usize).saturating_add(1);
-    let mut w = ChainWriter {
-        pages: chain_pages(tracker, sink, n)?,
-        sink,
-        buf: ChainPage::new_zeroed(),
-        words: 0,
-        seq: 0,
+    let pages = chain::alloc_pages(sink, count.pages(), tracker.scratch(), |p| {
+        !tracker.is_preserved(p)
+    })?;
+    let mut w = TrackerWriter {
+        chain: chain::Writer::new(FORMAT, sink, pages),
         records: 0,
         preserved: 0,
     };
     emit_records(tracker, &mut w)?;
-    w.finish()
+    let (first, pages) = w.chain.finish()?;
+    Ok(TrackerRoot {
+        first_page: first.into(),
+        pages: pages.into(),
+        flags: 0.into(),
+        records: w.records.into(),
+        preserved_pages: w.preserved.into(),
+    })
 }
 
 /// What a walk of a handed-over tracker found.
@@ -529,10 +426,6 @@ fn frames(first: u64, end: u64) -> Range {
     Range::new(first << PAGE_SHIFT, end << PAGE_SHIFT)
 }
 
-fn inside(ram: &[Range], r: Range) -> bool {
-    ram.iter().any(|x| x.covers(r))
-}
-
 impl<'a, M: PageSource> Reader<'a, M> {
     /// A reader of the chain at `root`. `ram` is the RAM of the memory map
     /// and `scratch` the scratch areas, as this kernel knows them.
@@ -563,19 +456,6 @@ impl<'a, M: PageSource> Reader<'a, M> {
         r
     }
 
-    /// The chain page at `phys`, once it is checked to be aligned, inside
-    /// RAM and outside scratch.
-    fn checked_page(&self, phys: u64) -> Result<&'a [u8; PAGE_BYTES], HandoverError> {
-        let pr = Range::new(phys, phys.saturating_add(PAGE_BYTES as u64));
-        if !phys.is_multiple_of(PAGE_BYTES as u64) || phys == 0 || !inside(self.ram, pr) {
-            return Err(HandoverError::BadPage { phys });
-        }
-        if self.scratch.iter().any(|s| s.overlaps(&pr)) {
-            return Err(HandoverError::PageInScratch { phys });
-        }
-        self.mem.page(phys).ok_or(HandoverError::BadPage { phys })
-    }
-
     /// The walk; with `REPORT` false it only checks (no coalescing, no
     /// reports), which is what [`validate`](Self::validate) needs.
     fn walk_impl<const REPORT: bool, R: Reserve>(
@@ -583,12 +463,18 @@ impl<'a, M: PageSource> Reader<'a, M> {
         out: &mut R,
     ) -> Result<Summary, HandoverError> {
         let root = self.root;
-        let total = root.pages.get();
-        if total == 0 || total > MAX_CHAIN_PAGES || root.flags.get() != 0 {
+        if root.flags.get() != 0 {
             return Err(HandoverError::BadRoot);
         }
+        let mut pages = chain::Pages::new(
+            self.mem,
+            FORMAT,
+            root.first_page.get(),
+            root.pages.get(),
+            self.ram,
+            self.scratch,
+        )?;
         let mut sum = Summary::default();
-        let mut phys = root.first_page.get();
         // End (pfn) of the last record; records must start at or after it.
         let mut floor = 0u64;
         let mut pending: Option<Range> = None;
@@ -623,45 +509,19 @@ impl<'a, M: PageSource> Reader<'a, M> {
         // run's start, so that every run is checked against the chain pages
         // in one comparison.
         let mut ahead = Ahead {
-            phys,
+            phys: root.first_page.get(),
             seq: 0,
-            total,
+            total: pages.total(),
         };
-        for seq in 0..total {
-            let page = self.checked_page(phys)?;
-            let bad = HandoverError::BadHeader { phys };
-            let (h, payload) = PageHeader::ref_from_prefix(page.as_slice()).map_err(|_| bad)?;
-            if h.magic.get() != PAGE_MAGIC || h.version.get() != PAGE_VERSION || h.flags.get() != 0
-            {
-                return Err(bad);
-            }
-            if h.seq.get() != seq {
-                return Err(HandoverError::BadSequence {
-                    phys,
-                    expected: seq,
-                });
-            }
-            let next = h.next.get();
-            let nwords = h.words.get() as usize;
-            if nwords > PAYLOAD_WORDS {
-                return Err(HandoverError::BadRecord { phys, word: 0 });
-            }
-            let last = seq.saturating_add(1) == total;
-            if last != (next == 0) {
-                return Err(HandoverError::BadChainLength);
-            }
-            if !last && next <= phys {
-                return Err(HandoverError::ChainNotAscending { phys, next });
-            }
+        while let Some(page) = pages.next_page() {
+            let chain::Page { phys, words } = page?;
             if REPORT {
                 let r = Range::new(phys, phys.saturating_add(PAGE_BYTES as u64));
                 out.reserve(r, Kept::Metadata)
                     .map_err(HandoverError::Reserve)?;
             }
             sum.chain_pages = sum.chain_pages.saturating_add(1);
-            // The payload as words: one bounds check per read.
-            let words =
-                <[U64]>::ref_from_bytes(payload).map_err(|_| HandoverError::BadHeader { phys })?;
+            let nwords = words.len();
             let word = |i: usize| words.get(i).map(|w| w.get());
             let mut i = 0usize;
             while i < nwords {
@@ -677,7 +537,7 @@ impl<'a, M: PageSource> Reader<'a, M> {
                     if end > limit {
                         limit = self.check_frames(pfn, end)?;
                     }
-                    self.check_clear(&mut ahead, pfn, end)?;
+                    self.check_clear(&pages, &mut ahead, pfn, end)?;
                     sum.pages = sum.pages.saturating_add(end.saturating_sub(pfn));
                     floor = end;
                     if REPORT {
@@ -718,7 +578,7 @@ impl<'a, M: PageSource> Reader<'a, M> {
                     };
                     // A chain page inside the span may still sit in a hole
                     // of the bitmap: then each run is checked.
-                    let clear = self.check_clear(&mut ahead, lo, hi).is_ok();
+                    let clear = self.check_clear(&pages, &mut ahead, lo, hi).is_ok();
                     sum.pages = sum
                         .pages
                         .saturating_add(map.iter().map(|m| u64::from(m.count_ones())).sum());
@@ -731,7 +591,7 @@ impl<'a, M: PageSource> Reader<'a, M> {
                                 self.check_frames(first, end)?;
                             }
                             if !clear {
-                                self.check_clear(&mut ahead, first, end)?;
+                                self.check_clear(&pages, &mut ahead, first, end)?;
                             }
                             if REPORT {
                                 emit(&mut pending, frames(first, end), &mut sum, out)?;
@@ -743,7 +603,6 @@ impl<'a, M: PageSource> Reader<'a, M> {
                 }
                 sum.records = sum.records.saturating_add(1);
             }
-            phys = next;
         }
         if let Some(p) = pending.take() {
             sum.ranges = sum.ranges.saturating_add(1);
@@ -760,10 +619,16 @@ impl<'a, M: PageSource> Reader<'a, M> {
     /// only moves forward: runs come in increasing order, and so do chain
     /// pages. A chain page below `first` is left behind for good.
     #[inline(always)]
-    fn check_clear(&self, ahead: &mut Ahead, first: u64, end: u64) -> Result<(), HandoverError> {
+    fn check_clear(
+        &self,
+        pages: &chain::Pages<'a, M>,
+        ahead: &mut Ahead,
+        first: u64,
+        end: u64,
+    ) -> Result<(), HandoverError> {
         let (start, end) = (first << PAGE_SHIFT, end << PAGE_SHIFT);
         while ahead.phys != 0 && ahead.phys.saturating_add(PAGE_BYTES as u64) <= start {
-            self.advance(ahead)?;
+            Self::advance(pages, ahead)?;
         }
         if ahead.phys != 0 && ahead.phys < end {
             return Err(HandoverError::ChainPageInPreserved { phys: ahead.phys });
@@ -772,24 +637,16 @@ impl<'a, M: PageSource> Reader<'a, M> {
     }
 
     /// Moves `ahead` to the next chain page (0 past the last). Its page is
-    /// checked as the main walk checks it; the main walk reads every header
-    /// field again and refuses any disagreement with the sequence.
+    /// checked as the main walk checks it; the main walk then checks every
+    /// header field again when it gets there.
     #[cold]
-    fn advance(&self, ahead: &mut Ahead) -> Result<(), HandoverError> {
+    fn advance(pages: &chain::Pages<'a, M>, ahead: &mut Ahead) -> Result<(), HandoverError> {
         ahead.seq = ahead.seq.saturating_add(1);
         if ahead.seq >= ahead.total {
             ahead.phys = 0;
             return Ok(());
         }
-        let phys = ahead.phys;
-        let page = self.checked_page(phys)?;
-        let (h, _) = PageHeader::ref_from_prefix(page.as_slice())
-            .map_err(|_| HandoverError::BadHeader { phys })?;
-        let next = h.next.get();
-        if next <= phys {
-            return Err(HandoverError::ChainNotAscending { phys, next });
-        }
-        ahead.phys = next;
+        ahead.phys = pages.link(ahead.phys)?;
         Ok(())
     }
 

@@ -1,0 +1,397 @@
+//! A chain of 4 KiB pages carrying records of 64-bit words across a kexec:
+//! the framing every handed-over format too large for the handoff blob
+//! shares (the tracker's `kho-tracker-v2` today).
+//!
+//! Each page (all little-endian): `magic u32`, `version u16`, `flags u16 =
+//! 0`, `next u64` (a higher page, or 0 on the last), `seq u32` (0, 1, ...),
+//! `words u32` (payload words used), then [`PAYLOAD_WORDS`] payload words.
+//! A record never splits across pages. Pages are linked in strictly
+//! increasing address order, so a cycle cannot be written and a reader can
+//! walk the chain beside anything else sorted by address.
+//!
+//! A format names its magic and version ([`Format`]); the writer
+//! ([`Writer`]) fills pages the caller allocated ([`alloc_pages`], after a
+//! count with [`Packer`]); the reader ([`Pages`]) checks every page before it
+//! hands out its payload.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use crate::ranges::Range;
+use crate::tracker::handover::{PageSink, PageSource};
+use alloc::vec::Vec;
+use zerocopy::byteorder::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// Size of a chain page.
+pub const PAGE_BYTES: usize = 4096;
+/// Payload words in a chain page.
+pub const PAYLOAD_WORDS: usize = (PAGE_BYTES - 24) / 8;
+/// Most pages a reader accepts in one chain (2 GiB of records).
+pub const MAX_CHAIN_PAGES: u32 = 1 << 19;
+
+/// What a chain carries: the magic and version every page holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Format {
+    /// `magic` of every page.
+    pub magic: u32,
+    /// `version` of every page.
+    pub version: u16,
+}
+
+/// The header at the start of every chain page.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct PageHeader {
+    /// The format's magic.
+    pub magic: U32,
+    /// The format's version.
+    pub version: U16,
+    /// Reserved, 0.
+    pub flags: U16,
+    /// The next page (higher), or 0 on the last.
+    pub next: U64,
+    /// The page's position in the chain.
+    pub seq: U32,
+    /// Payload words used.
+    pub words: U32,
+}
+
+/// A chain page as it is written: the header, then the payload words.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct ChainPage {
+    header: PageHeader,
+    payload: [U64; PAYLOAD_WORDS],
+}
+
+/// Errors writing or reading a chain. Formats map them to their own errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainError {
+    /// The page source gave no page.
+    OutOfPages,
+    /// No memory for the list of pages.
+    OutOfMemory,
+    /// A page is misaligned, outside RAM or unreadable.
+    BadPage {
+        /// Its physical address.
+        phys: u64,
+    },
+    /// A page is in a scratch area.
+    PageInScratch {
+        /// Its physical address.
+        phys: u64,
+    },
+    /// The writer's caller refused a page its source gave.
+    Refused {
+        /// Its physical address.
+        phys: u64,
+    },
+    /// The page count is 0 or above [`MAX_CHAIN_PAGES`].
+    BadLength,
+    /// A page's magic, version or flags are wrong.
+    BadHeader {
+        /// Its physical address.
+        phys: u64,
+    },
+    /// A page's sequence number is not the next one.
+    BadSequence {
+        /// Its physical address.
+        phys: u64,
+        /// The number expected.
+        expected: u32,
+    },
+    /// The chain ends before, or goes on after, the page count.
+    BadChainLength,
+    /// A page's word count is above the payload size.
+    BadWords {
+        /// Its physical address.
+        phys: u64,
+    },
+    /// A page links to one that is not higher (or the source gave a page
+    /// twice).
+    NotAscending {
+        /// The page.
+        phys: u64,
+        /// What it links to.
+        next: u64,
+    },
+}
+
+/// Counts the pages records need (records never split across pages).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Packer {
+    full: u32,
+    words: usize,
+}
+
+impl Packer {
+    /// Adds a record of `len` words.
+    #[inline]
+    pub fn add(&mut self, len: usize) {
+        let end = self.words.saturating_add(len);
+        if end > PAYLOAD_WORDS {
+            self.full = self.full.saturating_add(1);
+            self.words = len;
+        } else {
+            self.words = end;
+        }
+    }
+
+    /// Pages needed so far (at least one).
+    pub fn pages(&self) -> usize {
+        (self.full as usize).saturating_add(1)
+    }
+}
+
+/// Takes `count` pages from `sink`, checks each (aligned, not 0, outside
+/// `scratch`, accepted by `accept`, all distinct) and returns them sorted.
+pub fn alloc_pages<S: PageSink>(
+    sink: &mut S,
+    count: usize,
+    scratch: &[Range],
+    accept: impl Fn(u64) -> bool,
+) -> Result<Vec<u64>, ChainError> {
+    let mut pages = Vec::new();
+    pages
+        .try_reserve_exact(count)
+        .map_err(|_| ChainError::OutOfMemory)?;
+    for _ in 0..count {
+        let p = sink.alloc_page().ok_or(ChainError::OutOfPages)?;
+        if !p.is_multiple_of(PAGE_BYTES as u64) || p == 0 {
+            return Err(ChainError::BadPage { phys: p });
+        }
+        let r = Range::new(p, p.saturating_add(PAGE_BYTES as u64));
+        if scratch.iter().any(|s| s.overlaps(&r)) {
+            return Err(ChainError::PageInScratch { phys: p });
+        }
+        if !accept(p) {
+            return Err(ChainError::Refused { phys: p });
+        }
+        pages.push(p);
+    }
+    pages.sort_unstable();
+    for w in pages.windows(2) {
+        if let [a, b] = *w
+            && a == b
+        {
+            return Err(ChainError::NotAscending { phys: a, next: b });
+        }
+    }
+    Ok(pages)
+}
+
+/// Writes records into the pages given (sorted, as [`alloc_pages`] returns
+/// them); page `seq` links to page `seq + 1`.
+pub struct Writer<'a, S: PageSink> {
+    format: Format,
+    sink: &'a mut S,
+    pages: Vec<u64>,
+    buf: ChainPage,
+    words: usize,
+    seq: usize,
+}
+
+impl<'a, S: PageSink> Writer<'a, S> {
+    /// A writer of `format` into `pages` through `sink`.
+    pub fn new(format: Format, sink: &'a mut S, pages: Vec<u64>) -> Self {
+        Self {
+            format,
+            sink,
+            pages,
+            buf: ChainPage::new_zeroed(),
+            words: 0,
+            seq: 0,
+        }
+    }
+
+    /// Writes the current page, linked to the next (0 for the last).
+    fn flush(&mut self) -> Result<(), ChainError> {
+        let phys = *self.pages.get(self.seq).ok_or(ChainError::OutOfPages)?;
+        let next = self
+            .pages
+            .get(self.seq.saturating_add(1))
+            .copied()
+            .unwrap_or(0);
+        self.buf.header = PageHeader {
+            magic: self.format.magic.into(),
+            version: self.format.version.into(),
+            flags: 0.into(),
+            next: next.into(),
+            seq: (self.seq as u32).into(),
+            words: (self.words as u32).into(),
+        };
+        let bytes: &[u8; PAGE_BYTES] = zerocopy::transmute_ref!(&self.buf);
+        if !self.sink.write_page(phys, bytes) {
+            return Err(ChainError::BadPage { phys });
+        }
+        Ok(())
+    }
+
+    /// Appends a record of `words` (at most [`PAYLOAD_WORDS`]).
+    #[inline]
+    pub fn record(&mut self, words: &[u64]) -> Result<(), ChainError> {
+        let mut end = self.words.saturating_add(words.len());
+        if end > PAYLOAD_WORDS {
+            self.flush()?;
+            self.buf.payload = [U64::ZERO; PAYLOAD_WORDS];
+            self.words = 0;
+            self.seq = self.seq.saturating_add(1);
+            end = words.len();
+        }
+        if let Some(dst) = self.buf.payload.get_mut(self.words..end) {
+            for (d, &w) in dst.iter_mut().zip(words) {
+                *d = w.into();
+            }
+        }
+        self.words = end;
+        Ok(())
+    }
+
+    /// Writes the last page. Returns the first page and the page count; a
+    /// count other than the pages given means the caller counted wrong.
+    pub fn finish(mut self) -> Result<(u64, u32), ChainError> {
+        self.flush()?;
+        if self.seq.saturating_add(1) != self.pages.len() {
+            return Err(ChainError::BadChainLength);
+        }
+        Ok((
+            self.pages.first().copied().unwrap_or(0),
+            self.pages.len() as u32,
+        ))
+    }
+}
+
+/// One checked page: its address and the payload words it uses.
+#[derive(Clone, Copy, Debug)]
+pub struct Page<'a> {
+    /// Its physical address.
+    pub phys: u64,
+    /// The words used (`words` of the header).
+    pub words: &'a [U64],
+}
+
+/// Reads a chain page by page, checking each before handing out its
+/// payload: aligned, inside one RAM range, outside scratch, readable, the
+/// format's magic and version, flags 0, the next sequence number, a word
+/// count within the page, a link to a higher page, and exactly `total`
+/// pages with 0 only in the last link.
+pub struct Pages<'a, M: PageSource> {
+    mem: &'a M,
+    format: Format,
+    ram: &'a [Range],
+    scratch: &'a [Range],
+    total: u32,
+    phys: u64,
+    seq: u32,
+}
+
+impl<'a, M: PageSource> Pages<'a, M> {
+    /// A reader of `total` pages from `first`.
+    pub fn new(
+        mem: &'a M,
+        format: Format,
+        first: u64,
+        total: u32,
+        ram: &'a [Range],
+        scratch: &'a [Range],
+    ) -> Result<Self, ChainError> {
+        if total == 0 || total > MAX_CHAIN_PAGES {
+            return Err(ChainError::BadLength);
+        }
+        Ok(Self {
+            mem,
+            format,
+            ram,
+            scratch,
+            total,
+            phys: first,
+            seq: 0,
+        })
+    }
+
+    /// The page at `phys`, once it is checked to be aligned, inside RAM and
+    /// outside scratch.
+    pub fn checked_page(&self, phys: u64) -> Result<&'a [u8; PAGE_BYTES], ChainError> {
+        let pr = Range::new(phys, phys.saturating_add(PAGE_BYTES as u64));
+        if !phys.is_multiple_of(PAGE_BYTES as u64)
+            || phys == 0
+            || !self.ram.iter().any(|r| r.covers(pr))
+        {
+            return Err(ChainError::BadPage { phys });
+        }
+        if self.scratch.iter().any(|s| s.overlaps(&pr)) {
+            return Err(ChainError::PageInScratch { phys });
+        }
+        self.mem.page(phys).ok_or(ChainError::BadPage { phys })
+    }
+
+    /// The link of the checked page at `phys` (for a second walker that
+    /// runs ahead of the first); it must be higher than `phys`.
+    pub fn link(&self, phys: u64) -> Result<u64, ChainError> {
+        let page = self.checked_page(phys)?;
+        let (h, _) = PageHeader::ref_from_prefix(page.as_slice())
+            .map_err(|_| ChainError::BadHeader { phys })?;
+        let next = h.next.get();
+        if next <= phys {
+            return Err(ChainError::NotAscending { phys, next });
+        }
+        Ok(next)
+    }
+
+    /// The pages in the chain.
+    pub fn total(&self) -> u32 {
+        self.total
+    }
+
+    /// The next page, checked; `None` after the last.
+    #[inline]
+    pub fn next_page(&mut self) -> Option<Result<Page<'a>, ChainError>> {
+        if self.seq >= self.total {
+            return None;
+        }
+        Some(self.read())
+    }
+
+    fn read(&mut self) -> Result<Page<'a>, ChainError> {
+        let phys = self.phys;
+        let page = self.checked_page(phys)?;
+        let bad = ChainError::BadHeader { phys };
+        let (h, payload) = PageHeader::ref_from_prefix(page.as_slice()).map_err(|_| bad)?;
+        if h.magic.get() != self.format.magic
+            || h.version.get() != self.format.version
+            || h.flags.get() != 0
+        {
+            return Err(bad);
+        }
+        if h.seq.get() != self.seq {
+            return Err(ChainError::BadSequence {
+                phys,
+                expected: self.seq,
+            });
+        }
+        let n = h.words.get() as usize;
+        if n > PAYLOAD_WORDS {
+            return Err(ChainError::BadWords { phys });
+        }
+        let next = h.next.get();
+        let last = self.seq.saturating_add(1) == self.total;
+        if last != (next == 0) {
+            return Err(ChainError::BadChainLength);
+        }
+        if !last && next <= phys {
+            return Err(ChainError::NotAscending { phys, next });
+        }
+        let words = <[U64]>::ref_from_bytes(payload)
+            .ok()
+            .and_then(|w| w.get(..n))
+            .ok_or(bad)?;
+        self.phys = next;
+        self.seq = self.seq.saturating_add(1);
+        Ok(Page { phys, words })
+    }
+}
