@@ -40,9 +40,15 @@ fn kept_handoff_inputs_read_or_fail_cleanly() {
 
 #[test]
 fn kept_elf_inputs_parse_or_fail_cleanly() {
-    for bytes in inputs("elf_parse") {
+    let all = inputs("elf_parse");
+    assert!(!all.is_empty(), "tests/fuzz-regressions/elf_parse is empty");
+    let mut parsed = 0;
+    for bytes in all {
         if let Ok(img) = kho::elf::Image::parse(&bytes) {
             assert!(!img.segments().is_empty());
+            parsed += 1;
         }
     }
+    // The seed image is a valid PVH kernel.
+    assert!(parsed >= 1);
 }
