@@ -251,3 +251,33 @@ kernel_test!(
         let _ = recurse(0);
     }
 );
+
+kernel_test!(
+    fn scattered_frames_map_contiguously_without_a_copy() {
+        use kho::platform::{MapFrames, PhysMem};
+        let mut mem = KernelMem;
+        // Three frames, taken apart from each other, mapped in reverse.
+        let a = frames::alloc(1, PAGE_SIZE).unwrap();
+        let gap = frames::alloc(1, PAGE_SIZE).unwrap();
+        let b = frames::alloc(1, PAGE_SIZE).unwrap();
+        let c = frames::alloc(4, PAGE_SIZE).unwrap();
+        for (i, f) in [a, b, c].into_iter().enumerate() {
+            mem.frame_mut(f).unwrap().fill(0x10 + i as u8);
+        }
+        let m = mem.map(&[c, b, a]).unwrap();
+        assert!(m.virt >= kho_x86_64::paging::VMAP_BASE);
+        let bytes = mem.bytes(&m);
+        assert_eq!(
+            (bytes[0], bytes[4095], bytes[4096], bytes[8192]),
+            (0x12, 0x12, 0x11, 0x10)
+        );
+        // A write through the mapping lands in the frame itself.
+        mem.bytes_mut(&m)[4096 + 7] = 0xee;
+        assert_eq!(mem.frame(b).unwrap()[7], 0xee);
+        mem.unmap(m);
+        assert!(mem.map(&[1 << 60]).is_err());
+        for (f, n) in [(a, 1), (gap, 1), (b, 1), (c, 4)] {
+            frames::free(f, n).unwrap();
+        }
+    }
+);

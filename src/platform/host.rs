@@ -1,7 +1,7 @@
 //! [`HostMem`]: physical memory faked with heap pages, for tests, fuzz
 //! targets and benchmarks on the host.
 
-use super::{Frame, FrameAlloc, PhysMem};
+use super::{Frame, FrameAlloc, MapError, MapFrames, Mapping, PhysMem};
 use crate::PAGE_SIZE;
 use crate::ranges::{Range, RangeSet};
 use alloc::boxed::Box;
@@ -22,6 +22,9 @@ pub struct HostMem {
     pool: Box<RangeSet<POOL_RANGES>>,
     /// Frames handed out by `alloc_frames` and not freed.
     pub allocated: u64,
+    /// Live mappings: their frames and a contiguous copy (see `MapFrames`).
+    maps: BTreeMap<u64, (Vec<u64>, Vec<u8>)>,
+    next_virt: u64,
 }
 
 impl HostMem {
@@ -34,6 +37,8 @@ impl HostMem {
             ram: ram.to_vec(),
             pool: p,
             allocated: 0,
+            maps: BTreeMap::new(),
+            next_virt: 1 << 47,
         }
     }
 
@@ -98,6 +103,48 @@ impl PhysMem for HostMem {
     }
 }
 
+/// The host cannot alias scattered heap pages at one address: a mapping is
+/// a contiguous copy of its frames, written back to them at `unmap`. While a
+/// mapping lives, use its bytes, not the frames.
+impl MapFrames for HostMem {
+    fn map(&mut self, frames: &[u64]) -> Result<Mapping, MapError> {
+        let mut bytes = Vec::new();
+        bytes
+            .try_reserve_exact(frames.len() * PAGE_SIZE as usize)
+            .map_err(|_| MapError::NoSpace)?;
+        for &f in frames {
+            let frame = self.frame(f).ok_or(MapError::BadFrame { phys: f })?;
+            bytes.extend_from_slice(frame);
+        }
+        let virt = self.next_virt;
+        self.next_virt += (frames.len() as u64 + 1) * PAGE_SIZE;
+        let len = bytes.len();
+        self.maps.insert(virt, (frames.to_vec(), bytes));
+        Ok(Mapping { virt, len })
+    }
+
+    fn bytes(&self, m: &Mapping) -> &[u8] {
+        self.maps.get(&m.virt).map_or(&[], |(_, b)| b.as_slice())
+    }
+
+    fn bytes_mut(&mut self, m: &Mapping) -> &mut [u8] {
+        match self.maps.get_mut(&m.virt) {
+            Some((_, b)) => b.as_mut_slice(),
+            None => &mut [],
+        }
+    }
+
+    fn unmap(&mut self, m: Mapping) {
+        if let Some((frames, bytes)) = self.maps.remove(&m.virt) {
+            for (f, chunk) in frames.iter().zip(bytes.chunks(PAGE_SIZE as usize)) {
+                if let Some(dst) = self.frame_mut(*f) {
+                    dst.copy_from_slice(chunk);
+                }
+            }
+        }
+    }
+}
+
 impl FrameAlloc for HostMem {
     fn alloc_frames(&mut self, order: u32) -> Option<u64> {
         let size = PAGE_SIZE.checked_shl(order)?;
@@ -120,6 +167,7 @@ impl FrameAlloc for HostMem {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::{MapError, MapFrames};
 
     #[test]
     fn bytes_cross_frames_and_stop_at_the_edge_of_ram() {
@@ -140,5 +188,24 @@ mod tests {
         assert_eq!(m.allocated, 2);
         m.free_frames(a, 1);
         assert_eq!(m.allocated, 0);
+    }
+
+    #[test]
+    fn scattered_frames_map_in_order_and_writes_reach_them() {
+        let mut m = HostMem::with_pool(Range::new(0x10_000, 0x20_000));
+        for (i, f) in [0x13_000u64, 0x11_000, 0x1f_000].iter().enumerate() {
+            m.frame_mut(*f).unwrap().fill(i as u8 + 1);
+        }
+        let map = m.map(&[0x13_000, 0x11_000, 0x1f_000]).unwrap();
+        assert_eq!(map.len, 3 * 4096);
+        let b = m.bytes(&map);
+        assert_eq!((b[0], b[4096], b[8191], b[8192]), (1, 2, 2, 3));
+        m.bytes_mut(&map)[4096] = 9;
+        m.unmap(map);
+        assert_eq!(m.frame(0x11_000).unwrap()[0], 9);
+        assert_eq!(
+            m.map(&[0x50_000]),
+            Err(MapError::BadFrame { phys: 0x50_000 })
+        );
     }
 }

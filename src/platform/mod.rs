@@ -1,8 +1,8 @@
 //! The platform boundary: what an embedding kernel provides to `kho`.
 //!
 //! `kho` never touches physical memory by itself. A kernel gives it access
-//! to frames ([`PhysMem`]) and, separately, a source of frames
-//! ([`FrameAlloc`]). Access and management are kept apart, as rust-vmm's
+//! to frames ([`PhysMem`]), separately a source of frames ([`FrameAlloc`]),
+//! and a way to map scattered frames contiguously ([`MapFrames`]). Access and management are kept apart, as rust-vmm's
 //! `vm-memory` does: a reader of handed-over data needs only [`PhysMem`],
 //! and gets nothing that could allocate or free.
 //!
@@ -106,4 +106,54 @@ pub trait FrameAlloc {
     fn alloc_frames(&mut self, order: u32) -> Option<u64>;
     /// Gives back frames that `alloc_frames(order)` returned.
     fn free_frames(&mut self, phys: u64, order: u32);
+}
+
+/// A virtually contiguous mapping made by [`MapFrames::map`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// Its virtual address.
+    pub virt: u64,
+    /// Its length in bytes (4 KiB per frame).
+    pub len: usize,
+}
+
+/// Why frames could not be mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// A frame is not 4 KiB aligned, or not RAM.
+    BadFrame {
+        /// Its physical address.
+        phys: u64,
+    },
+    /// No virtual space or no memory for page tables left.
+    NoSpace,
+}
+
+impl core::fmt::Display for MapError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MapError::BadFrame { phys } => write!(f, "frame {phys:#x} cannot be mapped"),
+            MapError::NoSpace => f.write_str("no virtual space or page-table memory to map frames"),
+        }
+    }
+}
+
+/// Maps scattered frames at one virtually contiguous range: what preserved
+/// vmalloc needs (a linear array made of scattered pages, used in place in
+/// both kernels).
+///
+/// What an implementation promises:
+/// 1. `map(frames)` maps exactly those frames, in that order, 4 KiB each,
+///    writable, at a range nothing else uses until `unmap`.
+/// 2. `bytes` and `bytes_mut` give that range's bytes: in a kernel, the
+///    frames themselves (no copy), so a write lands in the frames.
+pub trait MapFrames {
+    /// Maps `frames` (4 KiB frames, in order) contiguously.
+    fn map(&mut self, frames: &[u64]) -> Result<Mapping, MapError>;
+    /// The mapping's bytes, for reading.
+    fn bytes(&self, m: &Mapping) -> &[u8];
+    /// The mapping's bytes, for writing.
+    fn bytes_mut(&mut self, m: &Mapping) -> &mut [u8];
+    /// Removes a mapping (the frames stay as they are).
+    fn unmap(&mut self, m: Mapping);
 }

@@ -77,3 +77,37 @@ impl PhysMem for BootMem {
         None
     }
 }
+
+impl kho::platform::MapFrames for KernelMem {
+    fn map(&mut self, frames: &[u64]) -> Result<kho::platform::Mapping, kho::platform::MapError> {
+        if let Some(&bad) = frames.iter().find(|&&f| !ram_frame(f)) {
+            return Err(kho::platform::MapError::BadFrame { phys: bad });
+        }
+        // SAFETY: every frame is RAM (checked); the caller owns them while
+        // the mapping lives (the MapFrames contract).
+        let virt =
+            unsafe { paging::map_frames(frames) }.map_err(|_| kho::platform::MapError::NoSpace)?;
+        Ok(kho::platform::Mapping {
+            virt,
+            len: frames.len() * PAGE_SIZE as usize,
+        })
+    }
+
+    fn bytes(&self, m: &kho::platform::Mapping) -> &[u8] {
+        // SAFETY: `m` came from `map` and has not been unmapped (unmap takes
+        // it by value): `len` bytes at `virt` are mapped, and the borrow of
+        // `self` keeps `bytes_mut` from handing out the same bytes.
+        unsafe { core::slice::from_raw_parts(m.virt as *const u8, m.len) }
+    }
+
+    fn bytes_mut(&mut self, m: &kho::platform::Mapping) -> &mut [u8] {
+        // SAFETY: as in `bytes`; `&mut self` makes this the only borrow.
+        unsafe { core::slice::from_raw_parts_mut(m.virt as *mut u8, m.len) }
+    }
+
+    fn unmap(&mut self, m: kho::platform::Mapping) {
+        // SAFETY: the mapping is consumed; no slice of it outlives the
+        // borrow it was given under.
+        unsafe { paging::unmap_frames(m.virt, (m.len as u64) / PAGE_SIZE) };
+    }
+}

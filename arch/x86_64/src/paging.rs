@@ -210,3 +210,77 @@ pub unsafe fn map_identity(phys: u64, count: u64) -> Result<(), PagingError> {
     }
     Ok(())
 }
+
+/// Where [`map_frames`] puts virtually contiguous mappings of scattered
+/// frames (preserved vmalloc).
+pub const VMAP_BASE: u64 = 0xffff_c000_0000_0000;
+/// Size of that area.
+pub const VMAP_SIZE: u64 = 1 << 40;
+
+static VMAP_NEXT: spin::Mutex<u64> = spin::Mutex::new(VMAP_BASE);
+
+/// Maps `frames` (4 KiB each, in order) at a fresh virtually contiguous
+/// range of the vmap area, writable, not executable; returns its address.
+/// Virtual space is never reused (the area is 1 TiB).
+///
+/// # Safety
+/// The frames must be RAM that the caller owns for as long as the mapping
+/// is used; the mapping aliases them (as the direct map does).
+pub unsafe fn map_frames(frames: &[u64]) -> Result<u64, PagingError> {
+    let len = frames.len() as u64 * PAGE_SIZE;
+    let virt = {
+        let mut next = VMAP_NEXT.lock();
+        let v = *next;
+        // One unmapped guard page after each mapping.
+        if v + len + PAGE_SIZE > VMAP_BASE + VMAP_SIZE {
+            return Err(PagingError::OutOfFrames);
+        }
+        *next = v + len + PAGE_SIZE;
+        v
+    };
+    let (root, _) = Cr3::read();
+    let nx = if cpu_has_nx() {
+        F::NO_EXECUTE
+    } else {
+        F::empty()
+    };
+    for (i, &f) in frames.iter().enumerate() {
+        let v = virt + i as u64 * PAGE_SIZE;
+        // SAFETY: the live root is only modified here and in
+        // `map_identity`/`unmap_frames`, single CPU, interrupts off; the
+        // caller vouches for the frames; `v` is fresh vmap space.
+        unsafe {
+            map(
+                root.start_address().as_u64(),
+                v,
+                f,
+                PAGE_SIZE,
+                F::WRITABLE | nx,
+            )?
+        };
+    }
+    Ok(virt)
+}
+
+/// Removes `count` pages mapped by [`map_frames`] at `virt`.
+///
+/// # Safety
+/// Nothing may use the mapping afterwards.
+pub unsafe fn unmap_frames(virt: u64, count: u64) {
+    let (root, _) = Cr3::read();
+    for i in 0..count {
+        let v = virt + i * PAGE_SIZE;
+        let mut t = root.start_address().as_u64();
+        for level in [4, 3, 2] {
+            // SAFETY: `t` is a live table of the current tree.
+            let e = unsafe { &(&*table_ptr(t))[idx(v, level)] };
+            if e.is_unused() || e.flags().contains(F::HUGE_PAGE) {
+                return;
+            }
+            t = e.addr().as_u64();
+        }
+        // SAFETY: as above; the caller gives up the mapping.
+        unsafe { (&mut *table_ptr(t))[idx(v, 1)].set_unused() };
+        x86_64::instructions::tlb::flush(VirtAddr::new(v));
+    }
+}
