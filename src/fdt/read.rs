@@ -1173,6 +1173,7 @@ fn skip_subtree(st: St<'_>, mut off: usize) -> Option<usize> {
     }
 }
 
+#[inline(always)]
 fn name_at(strings: &str, off: usize) -> &str {
     let tail = strings.get(off..).unwrap_or("");
     let end = nul_at(tail.as_bytes());
