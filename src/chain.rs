@@ -122,6 +122,34 @@ pub enum ChainError {
     },
 }
 
+impl core::fmt::Display for ChainError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        use ChainError::*;
+        match self {
+            OutOfPages => f.write_str("no page for the chain"),
+            OutOfMemory => f.write_str("no memory for the list of chain pages"),
+            BadPage { phys } => {
+                write!(f, "page {phys:#x} is misaligned, outside RAM or unreadable")
+            }
+            PageInScratch { phys } => write!(f, "page {phys:#x} is in a scratch area"),
+            Refused { phys } => write!(f, "page {phys:#x} was refused by the chain's owner"),
+            BadLength => write!(f, "a chain has 1 to {MAX_CHAIN_PAGES} pages"),
+            BadHeader { phys } => write!(f, "page {phys:#x} has a bad header"),
+            BadSequence { phys, expected } => {
+                write!(
+                    f,
+                    "page {phys:#x} is out of sequence (expected number {expected})"
+                )
+            }
+            BadChainLength => f.write_str("the chain's length differs from its root"),
+            BadWords { phys } => write!(f, "page {phys:#x} claims more words than it holds"),
+            NotAscending { phys, next } => {
+                write!(f, "page {phys:#x} links to {next:#x}, not to a higher page")
+            }
+        }
+    }
+}
+
 /// Counts the pages records need (records never split across pages).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Packer {

@@ -243,7 +243,9 @@ fn a_failed_restore_leaves_nothing_reserved() {
     mem.frame_mut(first).unwrap()[0] ^= 1;
     assert!(matches!(
         restore(&mem, &h, place, &RAM, &mut log),
-        Err(HandoffError::Tracker(HandoverError::BadHeader { .. }))
+        Err(HandoffError::Tracker(HandoverError::Chain(
+            crate::chain::ChainError::BadHeader { .. }
+        )))
     ));
     assert!(log.ranges.is_empty());
 }

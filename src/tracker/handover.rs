@@ -80,37 +80,11 @@ pub struct TrackerRoot {
 pub enum HandoverError {
     /// The tracker could not be read (out of memory sorting it).
     Tracker(TrackerError),
-    /// The page source gave no page.
-    OutOfPages,
-    /// A page for the chain is misaligned, outside RAM or unreadable.
-    BadPage {
-        /// Its physical address.
-        phys: u64,
-    },
-    /// A chain page is in a scratch area.
-    PageInScratch {
-        /// Its physical address.
-        phys: u64,
-    },
+    /// The page chain is invalid, or no page could be had for it.
+    Chain(ChainError),
     /// The root is implausible (no page, too many pages, flags set).
     BadRoot,
-    /// A chain page's magic, version or flags are wrong.
-    BadHeader {
-        /// The page's physical address.
-        phys: u64,
-    },
-    /// A chain page's sequence number is not the next one (a cycle or a
-    /// page from elsewhere).
-    BadSequence {
-        /// The page's physical address.
-        phys: u64,
-        /// The number expected.
-        expected: u32,
-    },
-    /// The chain ends before, or goes on after, the root's page count.
-    BadChainLength,
-    /// A page's word count is above the payload size, or a record runs past
-    /// it, or a record is malformed.
+    /// A record runs past its page's words, or is malformed.
     BadRecord {
         /// The page's physical address.
         phys: u64,
@@ -142,15 +116,6 @@ pub enum HandoverError {
         /// The page's physical address.
         phys: u64,
     },
-    /// Chain pages are not in strictly increasing address order (the
-    /// writer's page source gave the same page twice, or the chain was
-    /// corrupted).
-    ChainNotAscending {
-        /// The page whose `next` is wrong.
-        phys: u64,
-        /// The `next` it holds.
-        next: u64,
-    },
     /// The caller's reservation store refused a range.
     Reserve(ReserveError),
 }
@@ -158,21 +123,10 @@ pub enum HandoverError {
 impl From<ChainError> for HandoverError {
     fn from(e: ChainError) -> Self {
         match e {
-            ChainError::OutOfPages => HandoverError::OutOfPages,
             ChainError::OutOfMemory => HandoverError::Tracker(TrackerError::OutOfMemory),
-            ChainError::BadPage { phys } => HandoverError::BadPage { phys },
-            ChainError::PageInScratch { phys } => HandoverError::PageInScratch { phys },
             ChainError::Refused { phys } => HandoverError::ChainPageInPreserved { phys },
             ChainError::BadLength => HandoverError::BadRoot,
-            ChainError::BadHeader { phys } => HandoverError::BadHeader { phys },
-            ChainError::BadSequence { phys, expected } => {
-                HandoverError::BadSequence { phys, expected }
-            }
-            ChainError::BadChainLength => HandoverError::BadChainLength,
-            ChainError::BadWords { phys } => HandoverError::BadRecord { phys, word: 0 },
-            ChainError::NotAscending { phys, next } => {
-                HandoverError::ChainNotAscending { phys, next }
-            }
+            e => HandoverError::Chain(e),
         }
     }
 }
@@ -182,23 +136,8 @@ impl fmt::Display for HandoverError {
         use HandoverError::*;
         match self {
             Tracker(e) => write!(f, "tracker: {e}"),
-            OutOfPages => f.write_str("no page for the tracker's handover chain"),
-            BadPage { phys } => write!(
-                f,
-                "tracker chain page {phys:#x} is misaligned, outside RAM or unreadable"
-            ),
-            PageInScratch { phys } => {
-                write!(f, "tracker chain page {phys:#x} is in a scratch area")
-            }
+            Chain(e) => write!(f, "tracker chain: {e}"),
             BadRoot => f.write_str("tracker root is implausible"),
-            BadHeader { phys } => write!(f, "tracker chain page {phys:#x} has a bad header"),
-            BadSequence { phys, expected } => {
-                write!(
-                    f,
-                    "tracker chain page {phys:#x} is out of sequence (expected number {expected})"
-                )
-            }
-            BadChainLength => f.write_str("tracker chain length differs from its root"),
             BadRecord { phys, word } => {
                 write!(f, "tracker chain page {phys:#x}: bad record at word {word}")
             }
@@ -214,10 +153,6 @@ impl fmt::Display for HandoverError {
             ChainPageInPreserved { phys } => write!(
                 f,
                 "tracker chain page {phys:#x} lies inside a preserved range"
-            ),
-            ChainNotAscending { phys, next } => write!(
-                f,
-                "tracker chain page {phys:#x} links to {next:#x}, not to a higher page"
             ),
             Reserve(e) => write!(f, "reserving the handed-over tracker: {e}"),
         }

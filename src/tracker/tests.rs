@@ -3,6 +3,7 @@
 
 use super::handover::{self, HandoverError, PAGE_BYTES, PageSink, PageSource, Reader, TrackerRoot};
 use super::*;
+use crate::chain::ChainError;
 use crate::platform::PhysMem;
 use crate::platform::host::HostMem;
 use crate::reserve::{Kept, ReserveLog};
@@ -562,29 +563,29 @@ fn corrupted_handovers_are_typed_errors() {
     assert_eq!(corrupt(|_, r| r.flags = 1.into()), BadRoot);
     assert_eq!(
         corrupt(|_, r| r.first_page = (r.first_page.get() + 8).into()),
-        BadPage {
+        Chain(ChainError::BadPage {
             phys: (1 << 40) + 8
-        }
+        })
     );
     assert_eq!(
         corrupt(|_, r| r.first_page = (1u64 << 42).into()),
-        BadPage { phys: 1 << 42 }
+        Chain(ChainError::BadPage { phys: 1 << 42 })
     );
     assert_eq!(
         corrupt(|_, r| r.first_page = 0x8000.into()),
-        PageInScratch { phys: 0x8000 }
+        Chain(ChainError::PageInScratch { phys: 0x8000 })
     );
     assert!(matches!(
         corrupt(|m, r| first(m, r)[0] ^= 1),
-        BadHeader { .. }
+        Chain(ChainError::BadHeader { .. })
     ));
     assert!(matches!(
         corrupt(|m, r| first(m, r)[16] = 7),
-        BadSequence { expected: 0, .. }
+        Chain(ChainError::BadSequence { expected: 0, .. })
     ));
     assert!(matches!(
         corrupt(|m, r| first(m, r)[20..24].copy_from_slice(&600u32.to_le_bytes())),
-        BadRecord { .. }
+        Chain(ChainError::BadWords { .. })
     ));
     // A cycle: the second page points back to the first. Chain pages go up
     // in address, so a link back down is refused where it stands.
@@ -594,15 +595,15 @@ fn corrupted_handovers_are_typed_errors() {
             let fp = r.first_page.get();
             m.frame_mut(second).unwrap()[8..16].copy_from_slice(&fp.to_le_bytes());
         }),
-        ChainNotAscending { .. }
+        Chain(ChainError::NotAscending { .. })
     ));
     assert_eq!(
         corrupt(|_, r| r.pages = (r.pages.get() + 1).into()),
-        BadChainLength
+        Chain(ChainError::BadChainLength)
     );
     assert_eq!(
         corrupt(|_, r| r.pages = (r.pages.get() - 1).into()),
-        BadChainLength
+        Chain(ChainError::BadChainLength)
     );
     assert_eq!(
         corrupt(|_, r| r.records = (r.records.get() + 1).into()),
@@ -636,7 +637,7 @@ fn corrupted_handovers_are_typed_errors() {
     // to its memory access).
     let far = (1u64 << 40) + (1 << 37);
     let e = corrupt(|m, r| first(m, r)[8..16].copy_from_slice(&far.to_le_bytes()));
-    assert_eq!(e, BadPage { phys: far });
+    assert_eq!(e, Chain(ChainError::BadPage { phys: far }));
 }
 
 /// The runs of a chain as its records state them (an extent, or each run
@@ -809,7 +810,7 @@ fn out_of_memory_changes_nothing() {
     let (t, _, _) = sample();
     assert_eq!(
         handover::write(&t, &mut Empty).unwrap_err(),
-        HandoverError::OutOfPages
+        HandoverError::Chain(ChainError::OutOfPages)
     );
     // A sink that hands out a scratch page is refused.
     struct Scratchy;
@@ -823,7 +824,7 @@ fn out_of_memory_changes_nothing() {
     }
     assert_eq!(
         handover::write(&t, &mut Scratchy).unwrap_err(),
-        HandoverError::PageInScratch { phys: 0x2000 }
+        HandoverError::Chain(ChainError::PageInScratch { phys: 0x2000 })
     );
     let _ = vec![0u8; 1];
 }
@@ -963,10 +964,10 @@ fn the_writer_refuses_a_page_given_twice() {
     }
     assert_eq!(
         handover::write(&t, &mut Same),
-        Err(HandoverError::ChainNotAscending {
+        Err(HandoverError::Chain(ChainError::NotAscending {
             phys: 1 << 40,
             next: 1 << 40
-        })
+        }))
     );
 }
 
