@@ -337,6 +337,9 @@ fn build(
     let modcmd = boot + 3584;
     let cmd = boot + PAGE_SIZE;
     let n_map = params.memory_map.len() as u64;
+    if n_map * 24 > 3584 - 512 {
+        return Err(KexecError::NoScratch { bytes: n_map * 24 });
+    }
     // SAFETY: as above, the boot pages are ours.
     unsafe {
         zero(boot, BOOT_PAGES * PAGE_SIZE);
@@ -369,9 +372,6 @@ fn build(
         si[40..48].copy_from_slice(&memmap.to_le_bytes());
         si[48..52].copy_from_slice(&(n_map as u32).to_le_bytes());
         poke(info, &si);
-    }
-    if n_map * 24 > 3584 - 512 {
-        return Err(KexecError::NoScratch { bytes: n_map * 24 });
     }
 
     // The trampoline page: code at 0, parameters at PARAMS_AT.
