@@ -110,7 +110,7 @@ fn a_corrupted_handoff_means_a_cold_boot_that_says_why() {
         ),
         (
             "chain",
-            "handoff refused, booting cold: handoff tracker: tracker chain page",
+            "handoff refused, booting cold: handoff tracker: tracker chain: page",
         ),
     ] {
         let b = run(
