@@ -239,13 +239,8 @@ impl<'a> FdtWriter<'a> {
             if in_filter && self.indexed & bit == 0 {
                 self.indexed |= bit;
                 let body = self.open[parent].2 as usize;
-                let ss = self.struct_start.unwrap_or(self.pos);
-                super::read::index_children_of(
-                    &self.buf[ss..self.pos],
-                    &mut self.siblings,
-                    begin,
-                    body,
-                );
+                let written = self.written();
+                super::read::index_children_of(&self.buf[written], &mut self.siblings, begin, body);
             }
             let maybe = if self.indexed & bit != 0 {
                 self.siblings.insert(begin, h).unwrap_or(in_filter)
@@ -254,9 +249,7 @@ impl<'a> FdtWriter<'a> {
             };
             if maybe {
                 let body = self.open[parent].2 as usize;
-                if self.written_has(|st, _, end| {
-                    super::read::has_child(st, body, end, name.as_bytes())
-                }) {
+                if super::read::has_child(&self.buf[self.written()], body, name.as_bytes()) {
                     return Err(WriteError::DuplicateNode);
                 }
             }
@@ -397,7 +390,7 @@ impl<'a> FdtWriter<'a> {
         let m = (1u64 << (k >> 26)) | (1u64 << ((k >> 20) & 63));
         if self.props & m == m {
             let body = self.open[self.depth - 1].2 as usize;
-            if self.written_has(|st, _, end| super::read::has_nameoff(st, body, end, nameoff)) {
+            if super::read::has_nameoff(&self.buf[self.written()], body, nameoff) {
                 return Err(WriteError::DuplicateProperty);
             }
         }
@@ -414,14 +407,9 @@ impl<'a> FdtWriter<'a> {
         (at - self.struct_start.unwrap_or(at)) as u32
     }
 
-    /// Asks `f` about what is written so far: the structure block, the
-    /// strings block, and the end of the structure block.
-    #[cold]
-    fn written_has(&self, f: impl FnOnce(&[u8], &[u8], usize) -> bool) -> bool {
-        let ss = self.struct_start.unwrap_or(self.pos);
-        let st = &self.buf[ss..self.pos];
-        let strings = &self.buf[self.str_at..self.str_at + self.str_len];
-        f(st, strings, st.len())
+    /// Where the structure block written so far lies in the buffer.
+    fn written(&self) -> core::ops::Range<usize> {
+        self.struct_start.unwrap_or(self.pos)..self.pos
     }
 
     /// Offset of `name` (whose [`name_hash`] is `h`) in the strings block,
