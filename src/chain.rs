@@ -21,8 +21,8 @@
     clippy::panic
 )]
 
+use crate::platform::{FrameAlloc, PhysMem};
 use crate::ranges::Range;
-use crate::tracker::handover::{PageSink, PageSource};
 use alloc::vec::Vec;
 use zerocopy::byteorder::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -148,6 +148,47 @@ impl core::fmt::Display for ChainError {
             }
         }
     }
+}
+
+/// Where a chain writer gets pages and how it fills them.
+pub trait PageSink {
+    /// A free 4 KiB page outside every scratch area and every preserved
+    /// range, or `None`.
+    fn alloc_page(&mut self) -> Option<u64>;
+    /// Stores `data` in the page at `phys` (which `alloc_page` gave);
+    /// `false` if it cannot.
+    fn write_page(&mut self, phys: u64, data: &[u8; PAGE_BYTES]) -> bool;
+}
+
+/// Any platform is a page sink: pages from its allocator, written in place.
+impl<P: PhysMem + FrameAlloc> PageSink for P {
+    fn alloc_page(&mut self) -> Option<u64> {
+        self.alloc_frames(0)
+    }
+    fn write_page(&mut self, phys: u64, data: &[u8; PAGE_BYTES]) -> bool {
+        match self.frame_mut(phys) {
+            Some(f) => {
+                f.copy_from_slice(data);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Any platform's memory is a page source.
+impl<P: PhysMem> PageSource for P {
+    fn page(&self, phys: u64) -> Option<&[u8; PAGE_BYTES]> {
+        self.frame(phys)
+    }
+}
+
+/// Read access to physical pages for a chain reader.
+pub trait PageSource {
+    /// The 4 KiB page at `phys`, or `None` if it cannot be read. The reader
+    /// only asks for pages it has checked to be RAM, aligned and outside
+    /// scratch.
+    fn page(&self, phys: u64) -> Option<&[u8; PAGE_BYTES]>;
 }
 
 /// Counts the pages records need (records never split across pages).

@@ -32,7 +32,7 @@ use super::leaf::{map_runs, map_span};
 use super::table::Slot;
 use super::{PAGE_SHIFT, REGION_PAGES, REGION_SHIFT, Tracker, TrackerError};
 use crate::chain::{self, ChainError, Format, Packer};
-use crate::platform::{FrameAlloc, PhysMem};
+pub use crate::chain::{PageSink, PageSource};
 use crate::ranges::Range;
 use crate::reserve::{Kept, Reserve, ReserveError};
 use core::fmt;
@@ -157,47 +157,6 @@ impl fmt::Display for HandoverError {
             Reserve(e) => write!(f, "reserving the handed-over tracker: {e}"),
         }
     }
-}
-
-/// Where the writer gets chain pages and how it fills them.
-pub trait PageSink {
-    /// A free 4 KiB page outside every scratch area and every preserved
-    /// range, or `None`.
-    fn alloc_page(&mut self) -> Option<u64>;
-    /// Stores `data` in the page at `phys` (which `alloc_page` gave);
-    /// `false` if it cannot.
-    fn write_page(&mut self, phys: u64, data: &[u8; PAGE_BYTES]) -> bool;
-}
-
-/// Any platform is a page sink: pages from its allocator, written in place.
-impl<P: PhysMem + FrameAlloc> PageSink for P {
-    fn alloc_page(&mut self) -> Option<u64> {
-        self.alloc_frames(0)
-    }
-    fn write_page(&mut self, phys: u64, data: &[u8; PAGE_BYTES]) -> bool {
-        match self.frame_mut(phys) {
-            Some(f) => {
-                f.copy_from_slice(data);
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// Any platform's memory is a page source.
-impl<P: PhysMem> PageSource for P {
-    fn page(&self, phys: u64) -> Option<&[u8; PAGE_BYTES]> {
-        self.frame(phys)
-    }
-}
-
-/// Read access to physical pages for the next kernel's reader.
-pub trait PageSource {
-    /// The 4 KiB page at `phys`, or `None` if it cannot be read. The reader
-    /// only asks for pages it has checked to be RAM, aligned and outside
-    /// scratch.
-    fn page(&self, phys: u64) -> Option<&[u8; PAGE_BYTES]>;
 }
 
 /// What the record layout pass feeds: a counter of chain pages, then the
