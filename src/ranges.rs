@@ -39,6 +39,17 @@ impl Range {
         self.start <= other.start && other.end <= self.end
     }
 
+    /// The whole 4 KiB pages that hold the range: start rounded down, end
+    /// up (to `u64::MAX` if that would wrap).
+    pub const fn pages_around(&self) -> Range {
+        let mask = crate::PAGE_SIZE - 1;
+        let end = match self.end.checked_add(mask) {
+            Some(e) => e & !mask,
+            None => u64::MAX,
+        };
+        Range::new(self.start & !mask, end)
+    }
+
     /// Whether the two ranges share at least one byte (an empty range
     /// shares none, wherever it lies).
     pub const fn overlaps(&self, other: &Range) -> bool {
@@ -344,6 +355,29 @@ mod tests {
                 prop_assert_eq!(x.covers(y), bytes(y).is_subset(&bytes(x)));
             }
         }
+    }
+
+    #[test]
+    fn pages_around_rounds_out_and_saturates() {
+        assert_eq!(
+            Range::new(0x1001, 0x2001).pages_around(),
+            Range::new(0x1000, 0x3000)
+        );
+        assert_eq!(
+            Range::new(0x1000, 0x2000).pages_around(),
+            Range::new(0x1000, 0x2000)
+        );
+        assert_eq!(Range::new(5, 5).pages_around(), Range::new(0, 0x1000));
+        assert_eq!(
+            Range::new(u64::MAX - 10, u64::MAX).pages_around(),
+            Range::new(u64::MAX - 0xfff, u64::MAX)
+        );
+        assert_eq!(
+            Range::new(u64::MAX - 0x1fff, u64::MAX - 0xfff)
+                .pages_around()
+                .end,
+            u64::MAX - 0xfff
+        );
     }
 
     #[test]

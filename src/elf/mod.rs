@@ -181,13 +181,7 @@ pub struct Segment {
 impl Segment {
     /// The pages the segment touches in memory.
     pub fn pages(&self) -> Range {
-        let start = self.dest & !(PAGE_SIZE - 1);
-        let end = self
-            .dest
-            .saturating_add(self.mem_size)
-            .checked_next_multiple_of(PAGE_SIZE)
-            .unwrap_or(u64::MAX);
-        Range::new(start, end)
+        Range::new(self.dest, self.dest.saturating_add(self.mem_size)).pages_around()
     }
 }
 

@@ -438,12 +438,7 @@ fn restore_inner<M: PhysMem, R: Reserve>(
     ram: &[Range],
     out: &mut R,
 ) -> Result<Restored, HandoffError> {
-    let pages = Range::new(
-        blob.start & !(crate::PAGE_SIZE - 1),
-        blob.end
-            .checked_next_multiple_of(crate::PAGE_SIZE)
-            .unwrap_or(u64::MAX),
-    );
+    let pages = blob.pages_around();
     if blob.len() > MAX_BLOB as u64
         || blob.is_empty()
         || !ram.iter().any(|r| r.covers(pages))

@@ -54,11 +54,7 @@ impl HostMem {
 
     /// Never allocate in `r` (e.g. preserved memory a test made by hand).
     pub fn avoid(&mut self, r: Range) {
-        let r = Range::new(
-            r.start & !(PAGE_SIZE - 1),
-            r.end.next_multiple_of(PAGE_SIZE),
-        );
-        let _ = self.pool.carve(r);
+        let _ = self.pool.carve(r.pages_around());
     }
 
     /// Bytes still free in the pool.

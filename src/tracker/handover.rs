@@ -300,8 +300,6 @@ struct Ahead {
     phys: u64,
     /// That page's position in the chain.
     seq: u32,
-    /// Pages in the chain.
-    total: u32,
 }
 
 /// The [`Reserve`] of the validation pass: it records nothing.
@@ -405,7 +403,6 @@ impl<'a, M: PageSource> Reader<'a, M> {
         let mut ahead = Ahead {
             phys: root.first_page.get(),
             seq: 0,
-            total: pages.total(),
         };
         while let Some(page) = pages.next_page() {
             let chain::Page { phys, words } = page?;
@@ -536,7 +533,7 @@ impl<'a, M: PageSource> Reader<'a, M> {
     #[cold]
     fn advance(pages: &chain::Pages<'a, M>, ahead: &mut Ahead) -> Result<(), HandoverError> {
         ahead.seq = ahead.seq.saturating_add(1);
-        if ahead.seq >= ahead.total {
+        if ahead.seq >= pages.total() {
             ahead.phys = 0;
             return Ok(());
         }

@@ -31,13 +31,6 @@ fn inward(r: Range) -> Option<Range> {
     (start < end).then_some(Range::new(start, end))
 }
 
-fn outward(r: Range) -> Range {
-    Range::new(
-        r.start & !(PAGE_SIZE - 1),
-        r.end.next_multiple_of(PAGE_SIZE),
-    )
-}
-
 /// Adds `r` (page aligned inward) to the scratch pool.
 pub fn add_scratch(r: Range) -> Result<(), RangeError> {
     match inward(r) {
@@ -48,7 +41,7 @@ pub fn add_scratch(r: Range) -> Result<(), RangeError> {
 
 /// Removes `r` from both pools, so that it is never handed out.
 pub fn reserve(r: Range) -> Result<(), RangeError> {
-    let r = outward(r);
+    let r = r.pages_around();
     SCRATCH.lock().carve(r)?;
     GENERAL.lock().carve(r)
 }
@@ -65,7 +58,7 @@ pub fn open_general(
         g.insert(r)?;
     }
     for &r in scratch.iter().chain(reserved) {
-        g.carve(outward(r))?;
+        g.carve(r.pages_around())?;
     }
     GENERAL_OPEN.store(true, Ordering::SeqCst);
     Ok(())
@@ -144,7 +137,7 @@ pub fn alloc_scratch_avoiding(count: u64, avoid: &[Range]) -> Option<u64> {
     let mut pool = SCRATCH.lock();
     let mut view = pool.clone();
     for &r in avoid {
-        view.carve(outward(r)).ok()?;
+        view.carve(r.pages_around()).ok()?;
     }
     let p = view.alloc(size, PAGE_SIZE)?;
     pool.carve(Range::new(p, p + size)).ok()?;
