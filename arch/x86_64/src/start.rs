@@ -77,12 +77,6 @@ fn mask_legacy_pic() {
     }
 }
 
-/// The time-stamp counter.
-pub fn tsc() -> u64 {
-    // SAFETY: RDTSC has no side effects and is available on every x86_64.
-    unsafe { core::arch::x86_64::_rdtsc() }
-}
-
 /// Parses the handoff blob at `blob` (identity mapped under 4 GiB during
 /// boot) and restores it into `out`: everything handed over validated and
 /// reserved, or an error and nothing reserved.
@@ -111,7 +105,7 @@ fn restore_handoff(
             blob,
             hop: h.hop,
             stamps: h.stamps,
-            reserved_tsc: tsc(),
+            reserved_tsc: crate::tsc::now(),
             preserved: out.preserved,
             metadata: out.metadata,
             ranges: out.ranges().len(),
@@ -162,7 +156,7 @@ fn heap_size(params: &BootParams) -> u64 {
 /// Called by `pvh_start` in long mode on the boot stack.
 #[unsafe(no_mangle)]
 extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
-    let entry_tsc = tsc();
+    let entry_tsc = crate::tsc::now();
     mask_legacy_pic();
     crate::serial::init();
     gdt::init();
@@ -234,7 +228,7 @@ extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
         frames::reserve(r).unwrap_or_else(|e| die("reserving handed-over memory", e));
     }
     drop(reserved);
-    let open_tsc = tsc();
+    let open_tsc = crate::tsc::now();
     let boot = BOOT.call_once(|| BootInfo {
         params,
         image,
