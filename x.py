@@ -389,16 +389,15 @@ def cmd_bench(args):
 
 
 def cold_boot_ticks(accel):
-    """TSC ticks from entry to RAM open of one cold boot under `accel`, and
-    the TSC rate, or None if the boot failed."""
+    """Seconds from entry to RAM open of one cold boot under `accel`, by
+    the TSC, or None if the boot failed."""
     status, lines = runner(["run", "--kernel", RELEASE_KERNEL, "--append", "kho.hops=0",
                             "--expect", "live update OK after 0 kexecs", "--timeout", "120",
                             "--accel", accel], capture=True)
-    for line in lines:
-        if status == 0 and line.startswith("kho-timing hop=0 cold_open_ticks="):
-            f = dict(kv.partition("=")[::2] for kv in line.split()[1:])
-            return int(f["cold_open_ticks"]) / int(f["hz"])
-    return None
+    f = timing_fields(lines, 0)
+    if status != 0 or "cold_open_ticks" not in f:
+        return None
+    return int(f["cold_open_ticks"]) / int(f["hz"])
 
 
 def choose_accel(machine):
@@ -416,11 +415,13 @@ def choose_accel(machine):
     return "kvm", "/dev/kvm works"
 
 
-def timing_fields(lines, hop, bench):
-    """The key=value fields of `kho-timing hop=HOP bench=BENCH` lines."""
+def timing_fields(lines, hop, bench=None):
+    """The key=value fields of the `kho-timing hop=HOP` lines (those of the
+    demo's `bench=BENCH` mode, or of a plain boot)."""
+    prefix = f"kho-timing hop={hop} " + (f"bench={bench} " if bench else "")
     out = {}
     for line in lines:
-        if line.startswith(f"kho-timing hop={hop} bench={bench} "):
+        if line.startswith(prefix) and (bench or " bench=" not in line):
             for kv in line.split()[1:]:
                 k, _, v = kv.partition("=")
                 out[k] = v
