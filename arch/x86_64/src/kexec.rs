@@ -46,7 +46,8 @@ pub enum KexecError {
         /// Bytes asked for.
         bytes: u64,
     },
-    /// The command line is longer than a page.
+    /// The command line is longer than a kernel reads at boot
+    /// ([`crate::pvh::MAX_CMDLINE`]).
     CmdlineTooLong,
     /// The trampoline page could not be mapped.
     Map,
@@ -64,7 +65,11 @@ impl fmt::Display for KexecError {
                 f,
                 "kexec: no room in scratch below 4 GiB for {bytes} bytes clear of the image"
             ),
-            KexecError::CmdlineTooLong => f.write_str("kexec: command line longer than 3 KiB"),
+            KexecError::CmdlineTooLong => write!(
+                f,
+                "kexec: command line longer than the {} bytes a kernel reads at boot",
+                crate::pvh::MAX_CMDLINE
+            ),
             KexecError::Map => f.write_str("kexec: cannot map the trampoline page"),
         }
     }
@@ -241,7 +246,9 @@ pub fn prepare(
             }
         }
     }
-    if cmdline.len() >= 3072 {
+    // The next kernel reads at most this much (and it fits in the boot
+    // structures' second page with its NUL).
+    if cmdline.len() > crate::pvh::MAX_CMDLINE {
         return Err(KexecError::CmdlineTooLong);
     }
     let mut dests: heapless::Vec<Range, MAX_SEGMENTS> = heapless::Vec::new();
