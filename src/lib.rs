@@ -25,6 +25,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod chain;
+pub mod claims;
 pub mod elf;
 pub mod fdt;
 pub mod handoff;
@@ -33,6 +34,7 @@ pub mod ranges;
 pub mod reserve;
 pub mod scratch;
 pub mod tracker;
+pub mod vmalloc;
 
 /// Size of the smallest page the crate deals with (4 KiB).
 pub const PAGE_SIZE: u64 = 4096;

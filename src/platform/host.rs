@@ -75,6 +75,23 @@ impl HostMem {
         }
     }
 
+    /// What a kexec does to the preserved set, on the host: writes the
+    /// tracker's handover into this memory as the first kernel would, reads
+    /// it back as the next kernel does, and returns the next kernel's
+    /// claims over the preserved ranges it reported.
+    pub fn hand_over(
+        &mut self,
+        tracker: &crate::tracker::Tracker,
+    ) -> Result<crate::claims::Claims, crate::tracker::handover::HandoverError> {
+        use crate::tracker::handover::{self, Reader};
+        let root = handover::write(tracker, self)?;
+        let mut log = crate::reserve::ReserveLog::new();
+        let ram = self.ram.clone();
+        Reader::new(self, root, &ram, tracker.scratch()).restore(&mut log)?;
+        crate::claims::Claims::new(log.of(crate::reserve::Kept::Preserved), tracker.scratch())
+            .map_err(|_| crate::chain::ChainError::OutOfMemory.into())
+    }
+
     fn in_ram(&self, phys: u64) -> bool {
         phys.is_multiple_of(PAGE_SIZE)
             && phys
@@ -131,12 +148,18 @@ impl MapFrames for HostMem {
     }
 
     fn unmap(&mut self, m: Mapping) {
+        self.flush(&m);
+        self.maps.remove(&m.virt);
+    }
+
+    fn flush(&mut self, m: &Mapping) {
         if let Some((frames, bytes)) = self.maps.remove(&m.virt) {
             for (f, chunk) in frames.iter().zip(bytes.chunks(PAGE_SIZE as usize)) {
                 if let Some(dst) = self.frame_mut(*f) {
                     dst.copy_from_slice(chunk);
                 }
             }
+            self.maps.insert(m.virt, (frames, bytes));
         }
     }
 }

@@ -156,4 +156,10 @@ pub trait MapFrames {
     fn bytes_mut(&mut self, m: &Mapping) -> &mut [u8];
     /// Removes a mapping (the frames stay as they are).
     fn unmap(&mut self, m: Mapping);
+    /// Makes what was written through `m` visible in its frames. Nothing
+    /// to do where the mapping is the frames themselves (a kernel); a fake
+    /// that copies (the host's) writes its copy back.
+    fn flush(&mut self, m: &Mapping) {
+        let _ = m;
+    }
 }

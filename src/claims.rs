@@ -1,0 +1,392 @@
+//! Claims: which preserved pages the next kernel has adopted, so that no
+//! preserved page is ever handed to two owners, and everything nobody
+//! adopted goes back to the allocator.
+//!
+//! After [`crate::handoff::restore`], the next kernel knows which ranges are
+//! preserved, but not who owns them. Each subsystem that restores an object
+//! *claims* the pages it adopts ([`Claims::claim`]). A claim is refused if a
+//! page is not preserved, lies in scratch, or is already claimed: the
+//! records of a buggy (or hostile) previous kernel can then never make two
+//! objects share a page, or adopt memory that the allocator also owns. A
+//! failed restore releases what it claimed; at finish, every preserved page
+//! left unclaimed ([`Claims::unclaimed`]) is freed.
+//!
+//! One bit per preserved page (32 KiB per preserved GiB), in one bitmap
+//! indexed through the sorted list of preserved ranges; a one-entry cache
+//! makes a run of claims in the same range cost a compare and a few bit
+//! operations.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use crate::PAGE_SIZE;
+use crate::ranges::Range;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// Why a claim was refused. Nothing was claimed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimError {
+    /// The pages are not all inside one preserved range.
+    NotPreserved {
+        /// The pages asked for.
+        range: Range,
+    },
+    /// The pages overlap a scratch area.
+    InScratch {
+        /// The pages asked for.
+        range: Range,
+    },
+    /// A page is already claimed by another object (or another record).
+    Twice {
+        /// The pages asked for.
+        range: Range,
+    },
+    /// The address is not page aligned, or the range wraps.
+    BadRange {
+        /// The start asked for.
+        phys: u64,
+    },
+    /// No memory for the bitmap.
+    OutOfMemory,
+}
+
+impl fmt::Display for ClaimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClaimError::NotPreserved { range } => write!(f, "{range} is not preserved memory"),
+            ClaimError::InScratch { range } => write!(f, "{range} lies in a scratch area"),
+            ClaimError::Twice { range } => write!(f, "{range} is already adopted by another owner"),
+            ClaimError::BadRange { phys } => write!(f, "{phys:#x} is not a page-aligned range"),
+            ClaimError::OutOfMemory => f.write_str("no memory for the claim bitmap"),
+        }
+    }
+}
+
+/// One preserved range and where its pages start in the bitmap.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    range: Range,
+    bit: u64,
+}
+
+/// The claim bitmap over the preserved ranges.
+#[derive(Clone, Debug)]
+pub struct Claims {
+    spans: Vec<Span>,
+    scratch: Vec<Range>,
+    bits: Vec<u64>,
+    last: usize,
+    claimed: u64,
+}
+
+impl Claims {
+    /// Claims over `preserved` (any order; adjacent ranges are joined, so a
+    /// folio may straddle two reported ranges), refusing anything in
+    /// `scratch`.
+    pub fn new(
+        preserved: impl IntoIterator<Item = Range>,
+        scratch: &[Range],
+    ) -> Result<Self, ClaimError> {
+        let mut ranges: Vec<Range> = Vec::new();
+        for r in preserved {
+            ranges.try_reserve(1).map_err(|_| ClaimError::OutOfMemory)?;
+            ranges.push(r.pages_around());
+        }
+        ranges.sort_unstable_by_key(|r| r.start);
+        let mut spans: Vec<Span> = Vec::new();
+        spans
+            .try_reserve_exact(ranges.len())
+            .map_err(|_| ClaimError::OutOfMemory)?;
+        let mut bit = 0u64;
+        for r in ranges {
+            if r.is_empty() {
+                continue;
+            }
+            match spans.last_mut() {
+                Some(s) if s.range.end >= r.start => {
+                    let end = s.range.end.max(r.end);
+                    bit = bit.saturating_add((end.saturating_sub(s.range.end)) / PAGE_SIZE);
+                    s.range.end = end;
+                }
+                _ => {
+                    spans.push(Span { range: r, bit });
+                    bit = bit.saturating_add(r.len() / PAGE_SIZE);
+                }
+            }
+        }
+        let words = usize::try_from(bit.div_ceil(64)).map_err(|_| ClaimError::OutOfMemory)?;
+        let mut bits = Vec::new();
+        bits.try_reserve_exact(words)
+            .map_err(|_| ClaimError::OutOfMemory)?;
+        bits.resize(words, 0);
+        let mut sc = Vec::new();
+        sc.try_reserve_exact(scratch.len())
+            .map_err(|_| ClaimError::OutOfMemory)?;
+        sc.extend_from_slice(scratch);
+        Ok(Self {
+            spans,
+            scratch: sc,
+            bits,
+            last: 0,
+            claimed: 0,
+        })
+    }
+
+    /// The preserved ranges, joined and sorted.
+    pub fn preserved(&self) -> impl Iterator<Item = Range> + '_ {
+        self.spans.iter().map(|s| s.range)
+    }
+
+    /// Pages claimed now.
+    pub fn claimed_pages(&self) -> u64 {
+        self.claimed
+    }
+
+    /// The bitmap's first bit for `pages` pages at `phys`, or why not.
+    #[inline]
+    fn locate(&mut self, phys: u64, pages: u64) -> Result<(u64, Range), ClaimError> {
+        let len = pages
+            .checked_mul(PAGE_SIZE)
+            .filter(|_| phys.is_multiple_of(PAGE_SIZE) && pages > 0)
+            .ok_or(ClaimError::BadRange { phys })?;
+        let end = phys.checked_add(len).ok_or(ClaimError::BadRange { phys })?;
+        let want = Range::new(phys, end);
+        let hit = |s: &Span| s.range.covers(want);
+        let span = match self.spans.get(self.last) {
+            Some(s) if hit(s) => *s,
+            _ => {
+                let i = self
+                    .spans
+                    .partition_point(|s| s.range.end <= phys)
+                    .min(self.spans.len());
+                match self.spans.get(i) {
+                    Some(s) if hit(s) => {
+                        self.last = i;
+                        *s
+                    }
+                    _ => {
+                        if self.scratch.iter().any(|s| s.overlaps(&want)) {
+                            return Err(ClaimError::InScratch { range: want });
+                        }
+                        return Err(ClaimError::NotPreserved { range: want });
+                    }
+                }
+            }
+        };
+        let bit = span
+            .bit
+            .saturating_add((phys.saturating_sub(span.range.start)) / PAGE_SIZE);
+        Ok((bit, want))
+    }
+
+    /// Claims `pages` pages from `phys`: all of them, or (on error) none.
+    #[inline]
+    pub fn claim(&mut self, phys: u64, pages: u64) -> Result<(), ClaimError> {
+        let (bit, range) = self.locate(phys, pages)?;
+        if self.any_set(bit, pages) {
+            return Err(ClaimError::Twice { range });
+        }
+        self.fill(bit, pages, true);
+        self.claimed = self.claimed.saturating_add(pages);
+        Ok(())
+    }
+
+    /// Releases pages that [`Claims::claim`] claimed (a failed restore
+    /// undoing its work, or an owner giving memory up). Pages that are not
+    /// preserved are ignored.
+    pub fn release(&mut self, phys: u64, pages: u64) {
+        if let Ok((bit, _)) = self.locate(phys, pages) {
+            let before = self.count_set(bit, pages);
+            self.fill(bit, pages, false);
+            self.claimed = self.claimed.saturating_sub(before);
+        }
+    }
+
+    /// Whether the page at `phys` is claimed.
+    pub fn is_claimed(&mut self, phys: u64) -> bool {
+        match self.locate(phys & !(PAGE_SIZE - 1), 1) {
+            Ok((bit, _)) => self.any_set(bit, 1),
+            Err(_) => false,
+        }
+    }
+
+    /// Every run of preserved pages nobody claimed, in address order: what
+    /// the next kernel frees at finish.
+    pub fn unclaimed(&self) -> impl Iterator<Item = Range> + '_ {
+        self.spans.iter().flat_map(move |s| {
+            let pages = s.range.len() / PAGE_SIZE;
+            let mut i = 0u64;
+            core::iter::from_fn(move || {
+                while i < pages && self.get(s.bit.saturating_add(i)) {
+                    i = i.saturating_add(1);
+                }
+                if i >= pages {
+                    return None;
+                }
+                let start = i;
+                while i < pages && !self.get(s.bit.saturating_add(i)) {
+                    i = i.saturating_add(1);
+                }
+                let at = |p: u64| s.range.start.saturating_add(p.saturating_mul(PAGE_SIZE));
+                Some(Range::new(at(start), at(i)))
+            })
+        })
+    }
+
+    fn get(&self, bit: u64) -> bool {
+        let w = self.bits.get((bit / 64) as usize).copied().unwrap_or(0);
+        w >> (bit % 64) & 1 == 1
+    }
+
+    /// The words and masks covering `n` bits from `bit`.
+    fn words(bit: u64, n: u64) -> impl Iterator<Item = (usize, u64)> {
+        let end = bit.saturating_add(n);
+        let mut at = bit;
+        core::iter::from_fn(move || {
+            if at >= end {
+                return None;
+            }
+            let lo = at % 64;
+            let take = (64 - lo).min(end.saturating_sub(at));
+            let mask = if take == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << take) - 1) << lo
+            };
+            let w = (at / 64) as usize;
+            at = at.saturating_add(take);
+            Some((w, mask))
+        })
+    }
+
+    fn any_set(&self, bit: u64, n: u64) -> bool {
+        Self::words(bit, n).any(|(w, m)| self.bits.get(w).is_some_and(|x| x & m != 0))
+    }
+
+    fn count_set(&self, bit: u64, n: u64) -> u64 {
+        Self::words(bit, n)
+            .map(|(w, m)| {
+                self.bits
+                    .get(w)
+                    .map_or(0, |x| u64::from((x & m).count_ones()))
+            })
+            .sum()
+    }
+
+    fn fill(&mut self, bit: u64, n: u64, set: bool) {
+        for (w, m) in Self::words(bit, n) {
+            if let Some(x) = self.bits.get_mut(w) {
+                if set {
+                    *x |= m;
+                } else {
+                    *x &= !m;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+    use super::*;
+    use alloc::vec;
+    use proptest::prelude::*;
+
+    const P: u64 = PAGE_SIZE;
+
+    #[test]
+    fn claims_are_exclusive_and_must_be_preserved() {
+        let pres = [
+            Range::new(0x10 * P, 0x20 * P),
+            Range::new(0x20 * P, 0x30 * P),
+        ];
+        let scratch = [Range::new(0x100 * P, 0x200 * P)];
+        let mut c = Claims::new(pres, &scratch).unwrap();
+        // Adjacent reported ranges are one: a folio may straddle them.
+        assert_eq!(c.preserved().count(), 1);
+        c.claim(0x1e * P, 4).unwrap();
+        assert_eq!(
+            c.claim(0x21 * P, 1),
+            Err(ClaimError::Twice {
+                range: Range::new(0x21 * P, 0x22 * P)
+            })
+        );
+        assert!(matches!(
+            c.claim(0x2f * P, 2),
+            Err(ClaimError::NotPreserved { .. })
+        ));
+        assert!(matches!(
+            c.claim(0x180 * P, 1),
+            Err(ClaimError::InScratch { .. })
+        ));
+        assert!(matches!(
+            c.claim(0x10 * P + 1, 1),
+            Err(ClaimError::BadRange { .. })
+        ));
+        assert!(matches!(
+            c.claim(u64::MAX - P + 1, 2),
+            Err(ClaimError::BadRange { .. })
+        ));
+        assert_eq!(c.claimed_pages(), 4);
+        let free: Vec<Range> = c.unclaimed().collect();
+        assert_eq!(
+            free,
+            vec![
+                Range::new(0x10 * P, 0x1e * P),
+                Range::new(0x22 * P, 0x30 * P)
+            ]
+        );
+        c.release(0x1e * P, 4);
+        assert_eq!(c.claimed_pages(), 0);
+        assert_eq!(
+            c.unclaimed().collect::<Vec<_>>(),
+            vec![Range::new(0x10 * P, 0x30 * P)]
+        );
+    }
+
+    proptest! {
+        /// Against a model (a set of claimed pages): a claim succeeds exactly
+        /// when every page is preserved and free, and changes nothing when
+        /// it fails; `unclaimed` is the complement.
+        #[test]
+        fn claims_match_a_page_set_model(
+            ops in proptest::collection::vec((0u64..300, 1u64..80, any::<bool>()), 1..200),
+        ) {
+            let pres = [Range::new(10 * P, 70 * P), Range::new(100 * P, 230 * P), Range::new(230 * P, 240 * P)];
+            let mut c = Claims::new(pres, &[]).unwrap();
+            let preserved = |p: u64| (10..70).contains(&p) || (100..240).contains(&p);
+            let mut model = std::collections::BTreeSet::new();
+            for (page, n, claim) in ops {
+                if claim {
+                    let all_pres = (page..page + n).all(|p| preserved(p))
+                        && ((page < 70 && page + n <= 70) || page >= 100);
+                    let free = (page..page + n).all(|p| !model.contains(&p));
+                    let r = c.claim(page * P, n);
+                    prop_assert_eq!(r.is_ok(), all_pres && free, "claim {} {}", page, n);
+                    if r.is_ok() {
+                        model.extend(page..page + n);
+                    }
+                } else if (page..page + n).all(|p| preserved(p)) && ((page < 70 && page + n <= 70) || page >= 100) {
+                    c.release(page * P, n);
+                    for p in page..page + n {
+                        model.remove(&p);
+                    }
+                }
+                prop_assert_eq!(c.claimed_pages(), model.len() as u64);
+            }
+            let free: u64 = c.unclaimed().map(|r| r.len() / P).sum();
+            prop_assert_eq!(free + model.len() as u64, 60 + 140);
+            for r in c.unclaimed() {
+                for p in r.start / P..r.end / P {
+                    prop_assert!(!model.contains(&p) && preserved(p));
+                }
+            }
+        }
+    }
+}

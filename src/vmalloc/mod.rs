@@ -1,0 +1,501 @@
+//! Preserved vmalloc (`kho-vmalloc-v1`): a virtually contiguous buffer made
+//! of scattered frames, handed to the next kernel in place.
+//!
+//! The first kernel allocates blocks of `2^order` frames wherever the
+//! allocator finds them and maps them at one virtual range
+//! ([`crate::platform::MapFrames`]). [`Vmalloc::preserve`] preserves every
+//! block in the tracker and writes the list of blocks on a page chain
+//! ([`crate::chain`]); a 16-byte [`VmallocRoot`] names the chain. The next
+//! kernel's [`Vmalloc::restore`] checks the chain and every block, claims
+//! them ([`crate::claims`]) and maps the very same frames again: no copy.
+//!
+//! Layout (all little-endian), documented in `docs/abi.md`:
+//! - root: `first` u64 (first chain page, 0 if there are no blocks),
+//!   `blocks` u32, `order` u16 (0 to [`MAX_ORDER`]), `flags` u16 = 0;
+//! - chain pages of magic `KHOV`, version 1: one word per block, its
+//!   physical address; every page full (509 blocks) but the last.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use crate::PAGE_SIZE;
+use crate::chain::{self, ChainError, Format, PAYLOAD_WORDS, Pages};
+use crate::claims::{ClaimError, Claims};
+use crate::platform::{FrameAlloc, MapError, MapFrames, Mapping, PhysMem};
+use crate::ranges::Range;
+use crate::tracker::{Tracker, TrackerError};
+use alloc::vec::Vec;
+use core::fmt;
+use zerocopy::byteorder::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// The format's version string.
+pub const VMALLOC_VERSION: &str = "kho-vmalloc-v1";
+/// The chain's magic and version.
+pub const FORMAT: Format = Format {
+    magic: u32::from_le_bytes(*b"KHOV"),
+    version: 1,
+};
+/// Largest block order (2 MiB blocks).
+pub const MAX_ORDER: u32 = 9;
+/// Most blocks one buffer may have (a chain of at most 4096 pages).
+pub const MAX_BLOCKS: u32 = 4096 * PAYLOAD_WORDS as u32;
+
+/// What names a preserved buffer (16 bytes, little-endian).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    KnownLayout,
+    Immutable,
+    Unaligned,
+)]
+#[repr(C)]
+pub struct VmallocRoot {
+    /// First chain page, 0 if the buffer has no blocks.
+    pub first: U64,
+    /// Blocks in the buffer.
+    pub blocks: U32,
+    /// log2 of the frames per block.
+    pub order: U16,
+    /// Reserved, 0.
+    pub flags: U16,
+}
+
+/// Why a buffer could not be made, preserved or restored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmallocError {
+    /// The allocator has no block left.
+    OutOfFrames,
+    /// No memory for the block list.
+    OutOfMemory,
+    /// The order is above [`MAX_ORDER`] or the size above [`MAX_BLOCKS`]
+    /// blocks.
+    TooLarge,
+    /// The root's flags are not 0, its order is above [`MAX_ORDER`], its
+    /// block count is above [`MAX_BLOCKS`], or it names a chain for no
+    /// blocks.
+    BadRoot,
+    /// A chain page holds a number of blocks other than the root implies.
+    CountMismatch {
+        /// The page.
+        phys: u64,
+    },
+    /// A block is not aligned to its size.
+    Misaligned {
+        /// The block's address.
+        phys: u64,
+    },
+    /// The chain is broken.
+    Chain(ChainError),
+    /// A block or chain page is not preserved, lies in scratch, or is
+    /// adopted twice.
+    Claim(ClaimError),
+    /// The frames could not be mapped.
+    Map(MapError),
+    /// The tracker refused a block.
+    Tracker(TrackerError),
+    /// The buffer is already preserved (or, for unpreserve, is not).
+    State,
+}
+
+impl fmt::Display for VmallocError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use VmallocError::*;
+        match self {
+            OutOfFrames => f.write_str("vmalloc: no free block"),
+            OutOfMemory => f.write_str("vmalloc: no memory for the block list"),
+            TooLarge => write!(
+                f,
+                "vmalloc: order above {MAX_ORDER} or more than {MAX_BLOCKS} blocks"
+            ),
+            BadRoot => f.write_str("vmalloc: malformed root"),
+            CountMismatch { phys } => write!(
+                f,
+                "vmalloc: chain page {phys:#x} holds a block count the root does not imply"
+            ),
+            Misaligned { phys } => write!(f, "vmalloc: block {phys:#x} is not aligned to its size"),
+            Chain(e) => write!(f, "vmalloc chain: {e}"),
+            Claim(e) => write!(f, "vmalloc: {e}"),
+            Map(e) => write!(f, "vmalloc: {e}"),
+            Tracker(e) => write!(f, "vmalloc: {e}"),
+            State => f.write_str("vmalloc: preserved twice, or unpreserved when not preserved"),
+        }
+    }
+}
+
+impl From<ChainError> for VmallocError {
+    fn from(e: ChainError) -> Self {
+        VmallocError::Chain(e)
+    }
+}
+
+impl From<ClaimError> for VmallocError {
+    fn from(e: ClaimError) -> Self {
+        VmallocError::Claim(e)
+    }
+}
+
+/// A virtually contiguous buffer of scattered blocks.
+#[derive(Debug)]
+pub struct Vmalloc {
+    blocks: Vec<u64>,
+    order: u32,
+    mapping: Mapping,
+    /// Chain pages, while preserved.
+    chain: Vec<u64>,
+    preserved: bool,
+}
+
+/// Bytes in a block of `order`.
+const fn block_bytes(order: u32) -> u64 {
+    PAGE_SIZE << order
+}
+
+/// The 4 KiB frames of `blocks`, in order, for [`MapFrames::map`].
+fn frames_of(blocks: &[u64], order: u32) -> Result<Vec<u64>, VmallocError> {
+    let per = 1usize << order;
+    let mut frames = Vec::new();
+    frames
+        .try_reserve_exact(blocks.len().saturating_mul(per))
+        .map_err(|_| VmallocError::OutOfMemory)?;
+    for &b in blocks {
+        for i in 0..per as u64 {
+            frames.push(b.saturating_add(i.saturating_mul(PAGE_SIZE)));
+        }
+    }
+    Ok(frames)
+}
+
+fn map_blocks<P: MapFrames>(
+    p: &mut P,
+    blocks: &[u64],
+    order: u32,
+) -> Result<Mapping, VmallocError> {
+    if blocks.is_empty() {
+        return Ok(Mapping { virt: 0, len: 0 });
+    }
+    p.map(&frames_of(blocks, order)?).map_err(VmallocError::Map)
+}
+
+impl Vmalloc {
+    /// A zeroed buffer of at least `bytes` bytes, in blocks of `2^order`
+    /// frames, mapped contiguously.
+    pub fn new<P: PhysMem + FrameAlloc + MapFrames>(
+        p: &mut P,
+        bytes: usize,
+        order: u32,
+    ) -> Result<Self, VmallocError> {
+        if order > MAX_ORDER {
+            return Err(VmallocError::TooLarge);
+        }
+        let count = (bytes as u64).div_ceil(block_bytes(order));
+        if count > u64::from(MAX_BLOCKS) {
+            return Err(VmallocError::TooLarge);
+        }
+        let mut blocks = Vec::new();
+        blocks
+            .try_reserve_exact(count as usize)
+            .map_err(|_| VmallocError::OutOfMemory)?;
+        let undo = |p: &mut P, blocks: &[u64]| {
+            for &b in blocks {
+                p.free_frames(b, order);
+            }
+        };
+        for _ in 0..count {
+            let Some(b) = p.alloc_frames(order) else {
+                undo(p, &blocks);
+                return Err(VmallocError::OutOfFrames);
+            };
+            blocks.push(b);
+            for i in 0..1u64 << order {
+                if let Some(f) = p.frame_mut(b.saturating_add(i.saturating_mul(PAGE_SIZE))) {
+                    f.fill(0);
+                }
+            }
+        }
+        let mapping = match map_blocks(p, &blocks, order) {
+            Ok(m) => m,
+            Err(e) => {
+                undo(p, &blocks);
+                return Err(e);
+            }
+        };
+        Ok(Self {
+            blocks,
+            order,
+            mapping,
+            chain: Vec::new(),
+            preserved: false,
+        })
+    }
+
+    /// Its length in bytes (whole blocks).
+    pub fn len(&self) -> usize {
+        self.mapping.len
+    }
+
+    /// Whether it has no blocks.
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
+    /// Its virtual address.
+    pub fn virt(&self) -> u64 {
+        self.mapping.virt
+    }
+
+    /// The physical address of each block, in buffer order.
+    pub fn blocks(&self) -> &[u64] {
+        &self.blocks
+    }
+
+    /// log2 of the frames per block.
+    pub fn order(&self) -> u32 {
+        self.order
+    }
+
+    /// The chain pages written by [`Vmalloc::preserve`] (none otherwise).
+    pub fn chain_pages(&self) -> &[u64] {
+        &self.chain
+    }
+
+    /// Its bytes.
+    pub fn bytes<'p, P: MapFrames>(&self, p: &'p P) -> &'p [u8] {
+        p.bytes(&self.mapping)
+    }
+
+    /// Its bytes, for writing.
+    pub fn bytes_mut<'p, P: MapFrames>(&self, p: &'p mut P) -> &'p mut [u8] {
+        p.bytes_mut(&self.mapping)
+    }
+
+    /// Preserves every block and writes the chain that lists them (itself
+    /// preserved). All or nothing: on error the tracker is as before.
+    pub fn preserve<P: PhysMem + FrameAlloc + MapFrames>(
+        &mut self,
+        p: &mut P,
+        tracker: &mut Tracker,
+    ) -> Result<VmallocRoot, VmallocError> {
+        if self.preserved {
+            return Err(VmallocError::State);
+        }
+        p.flush(&self.mapping);
+        for (i, &b) in self.blocks.iter().enumerate() {
+            if let Err(e) = tracker.preserve(b, self.order) {
+                for &u in self.blocks.get(..i).unwrap_or(&[]) {
+                    let _ = tracker.unpreserve(u, self.order);
+                }
+                return Err(VmallocError::Tracker(e));
+            }
+        }
+        match self.write_chain(p, tracker) {
+            Ok(root) => {
+                self.preserved = true;
+                Ok(root)
+            }
+            Err(e) => {
+                for &b in &self.blocks {
+                    let _ = tracker.unpreserve(b, self.order);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn write_chain<P: PhysMem + FrameAlloc>(
+        &mut self,
+        p: &mut P,
+        tracker: &mut Tracker,
+    ) -> Result<VmallocRoot, VmallocError> {
+        let root = |first: u64| VmallocRoot {
+            first: first.into(),
+            blocks: (self.blocks.len() as u32).into(),
+            order: (self.order as u16).into(),
+            flags: 0.into(),
+        };
+        if self.blocks.is_empty() {
+            return Ok(root(0));
+        }
+        let count = self.blocks.len().div_ceil(PAYLOAD_WORDS);
+        let pages = chain::alloc_pages(p, count, tracker.scratch(), |a| !tracker.is_preserved(a))?;
+        let free = |p: &mut P, pages: &[u64]| {
+            for &pg in pages {
+                p.free_frames(pg, 0);
+            }
+        };
+        let kept = pages.clone();
+        let mut w = chain::Writer::new(FORMAT, p, pages);
+        let written = self
+            .blocks
+            .iter()
+            .try_for_each(|&b| w.record(&[b]))
+            .and_then(|()| w.finish());
+        let (first, _) = match written {
+            Ok(x) => x,
+            Err(e) => {
+                free(p, &kept);
+                return Err(e.into());
+            }
+        };
+        for (i, &pg) in kept.iter().enumerate() {
+            if let Err(e) = tracker.preserve(pg, 0) {
+                for &u in kept.get(..i).unwrap_or(&[]) {
+                    let _ = tracker.unpreserve(u, 0);
+                }
+                free(p, &kept);
+                return Err(VmallocError::Tracker(e));
+            }
+        }
+        self.chain = kept;
+        Ok(root(first))
+    }
+
+    /// Undoes [`Vmalloc::preserve`]: the blocks stay allocated, the chain
+    /// pages are freed.
+    pub fn unpreserve<P: FrameAlloc>(
+        &mut self,
+        p: &mut P,
+        tracker: &mut Tracker,
+    ) -> Result<(), VmallocError> {
+        if !self.preserved {
+            return Err(VmallocError::State);
+        }
+        for &b in &self.blocks {
+            tracker
+                .unpreserve(b, self.order)
+                .map_err(VmallocError::Tracker)?;
+        }
+        for &pg in &self.chain {
+            tracker.unpreserve(pg, 0).map_err(VmallocError::Tracker)?;
+            p.free_frames(pg, 0);
+        }
+        self.chain.clear();
+        self.preserved = false;
+        Ok(())
+    }
+
+    /// Unmaps the buffer and gives every block back (unpreserve first if it
+    /// was preserved). In the next kernel, adopted blocks stay claimed:
+    /// finish will not free them a second time.
+    pub fn free<P: FrameAlloc + MapFrames>(self, p: &mut P) {
+        if self.mapping.len > 0 {
+            p.unmap(self.mapping);
+        }
+        for &b in &self.blocks {
+            p.free_frames(b, self.order);
+        }
+    }
+
+    /// In the next kernel: checks the chain that `root` names and every
+    /// block, claims the blocks, and maps them contiguously. The chain
+    /// pages are checked and claimed while they are read, then released
+    /// (finish frees them). On error nothing stays claimed.
+    pub fn restore<P: PhysMem + MapFrames>(
+        p: &mut P,
+        root: &VmallocRoot,
+        ram: &[Range],
+        scratch: &[Range],
+        claims: &mut Claims,
+    ) -> Result<Self, VmallocError> {
+        let mut chain = Vec::new();
+        let mut blocks = Vec::new();
+        let r = read_chain(p, root, ram, scratch, claims, &mut chain, &mut blocks);
+        let order = u32::from(root.order.get());
+        for &pg in &chain {
+            claims.release(pg, 1);
+        }
+        let mapping = r.and_then(|()| map_blocks(p, &blocks, order));
+        match mapping {
+            Ok(mapping) => Ok(Self {
+                blocks,
+                order,
+                mapping,
+                chain: Vec::new(),
+                preserved: false,
+            }),
+            Err(e) => {
+                for &b in &blocks {
+                    claims.release(b, 1 << order);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// In the next kernel, for a buffer only needed while restoring (a
+    /// record array): unmaps it and releases its blocks, so finish frees
+    /// them.
+    pub fn release<P: MapFrames>(self, p: &mut P, claims: &mut Claims) {
+        if self.mapping.len > 0 {
+            p.unmap(self.mapping);
+        }
+        for &b in &self.blocks {
+            claims.release(b, 1 << self.order);
+        }
+    }
+}
+
+/// Reads the chain into `chain` (pages, claimed) and `blocks` (claimed).
+fn read_chain<P: PhysMem>(
+    p: &P,
+    root: &VmallocRoot,
+    ram: &[Range],
+    scratch: &[Range],
+    claims: &mut Claims,
+    chain: &mut Vec<u64>,
+    blocks: &mut Vec<u64>,
+) -> Result<(), VmallocError> {
+    let order = u32::from(root.order.get());
+    let count = root.blocks.get();
+    let first = root.first.get();
+    if root.flags.get() != 0
+        || order > MAX_ORDER
+        || count > MAX_BLOCKS
+        || (count == 0) != (first == 0)
+    {
+        return Err(VmallocError::BadRoot);
+    }
+    if count == 0 {
+        return Ok(());
+    }
+    blocks
+        .try_reserve_exact(count as usize)
+        .map_err(|_| VmallocError::OutOfMemory)?;
+    let pages_n = (count as usize).div_ceil(PAYLOAD_WORDS) as u32;
+    chain
+        .try_reserve_exact(pages_n as usize)
+        .map_err(|_| VmallocError::OutOfMemory)?;
+    let mut pages = Pages::new(p, FORMAT, first, pages_n, ram, scratch)?;
+    let size = block_bytes(order);
+    while let Some(page) = pages.next_page() {
+        let page = page?;
+        claims.claim(page.phys, 1)?;
+        chain.push(page.phys);
+        let left = (count as usize).saturating_sub(blocks.len());
+        if page.words.len() != left.min(PAYLOAD_WORDS) {
+            return Err(VmallocError::CountMismatch { phys: page.phys });
+        }
+        for w in page.words {
+            let b = w.get();
+            if !b.is_multiple_of(size) {
+                return Err(VmallocError::Misaligned { phys: b });
+            }
+            claims.claim(b, 1 << order)?;
+            blocks.push(b);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

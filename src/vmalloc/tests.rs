@@ -1,0 +1,225 @@
+//! Preserved vmalloc: round trips through a handover on the host, and every
+//! corrupted chain refused with nothing left claimed.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used
+)]
+
+use super::*;
+use crate::platform::host::HostMem;
+use alloc::vec;
+
+const RAM: Range = Range::new(0x10_0000, 0x1000_0000);
+const SCRATCH: Range = Range::new(0x10_0000, 0x110_0000);
+const POOL: Range = Range::new(0x200_0000, 0x1000_0000);
+
+fn setup() -> (HostMem, Tracker) {
+    let mut mem = HostMem::new(&[RAM], POOL);
+    mem.avoid(SCRATCH);
+    (mem, Tracker::new(&[SCRATCH]).unwrap())
+}
+
+fn pattern(i: usize) -> u8 {
+    (i.wrapping_mul(131) ^ (i >> 12)) as u8
+}
+
+/// A preserved buffer of `bytes` in blocks of `order`, filled with a
+/// pattern, and the claims of a next kernel.
+fn preserved(bytes: usize, order: u32) -> (HostMem, Tracker, Vmalloc, VmallocRoot) {
+    let (mut mem, mut t) = setup();
+    let mut v = Vmalloc::new(&mut mem, bytes, order).unwrap();
+    for (i, b) in v.bytes_mut(&mut mem).iter_mut().enumerate() {
+        *b = pattern(i);
+    }
+    let root = v.preserve(&mut mem, &mut t).unwrap();
+    (mem, t, v, root)
+}
+
+#[test]
+fn a_buffer_round_trips_in_place_without_a_copy() {
+    for (bytes, order) in [
+        (3 * 4096 + 1, 0),
+        (1200 * 4096, 0),
+        (5 << 20, 9),
+        (100_000, 4),
+    ] {
+        let (mut mem, t, v, root) = preserved(bytes, order);
+        assert_eq!(root.blocks.get() as usize, v.blocks().len());
+        let chain: Vec<u64> = v.chain_pages().to_vec();
+        assert_eq!(chain.len(), v.blocks().len().div_ceil(PAYLOAD_WORDS));
+        let mut claims = mem.hand_over(&t).unwrap();
+        let ram = [RAM];
+        let w = Vmalloc::restore(&mut mem, &root, &ram, &[SCRATCH], &mut claims).unwrap();
+        // The same frames, in the same order, hold the same bytes.
+        assert_eq!(w.blocks(), v.blocks());
+        assert_ne!(w.virt(), v.virt());
+        assert_eq!(w.len(), v.len());
+        assert!(
+            w.bytes(&mem)
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == pattern(i))
+        );
+        // Blocks are adopted; the chain pages go back at finish.
+        let pages = (w.blocks().len() as u64) << order;
+        assert_eq!(claims.claimed_pages(), pages);
+        for pg in &chain {
+            assert!(
+                claims
+                    .unclaimed()
+                    .any(|r| r.covers(Range::new(*pg, pg + 4096)))
+            );
+        }
+        // A record array is released after use: finish frees all of it.
+        w.release(&mut mem, &mut claims);
+        assert_eq!(claims.claimed_pages(), 0);
+    }
+}
+
+#[test]
+fn unpreserve_and_free_give_everything_back() {
+    let (mut mem, mut t) = setup();
+    let before = mem.allocated;
+    let mut v = Vmalloc::new(&mut mem, 700 * 4096, 0).unwrap();
+    v.preserve(&mut mem, &mut t).unwrap();
+    assert_eq!(v.preserve(&mut mem, &mut t), Err(VmallocError::State));
+    assert_eq!(t.pages(), 700 + 2);
+    v.unpreserve(&mut mem, &mut t).unwrap();
+    assert_eq!(t.pages(), 0);
+    v.free(&mut mem);
+    assert_eq!(mem.allocated, before);
+}
+
+#[test]
+fn an_empty_buffer_has_no_chain() {
+    let (mut mem, mut t, mut v, root) = {
+        let (mut mem, mut t) = setup();
+        let mut v = Vmalloc::new(&mut mem, 0, 0).unwrap();
+        let root = v.preserve(&mut mem, &mut t).unwrap();
+        (mem, t, v, root)
+    };
+    assert!(v.is_empty());
+    assert_eq!(root.first.get(), 0);
+    let mut claims = mem.hand_over(&t).unwrap();
+    let w = Vmalloc::restore(&mut mem, &root, &[RAM], &[SCRATCH], &mut claims).unwrap();
+    assert!(w.is_empty());
+    v.unpreserve(&mut mem, &mut t).unwrap();
+}
+
+/// Restores after `corrupt` changed memory or the root; the error, with
+/// nothing left claimed.
+fn restore_after(
+    bytes: usize,
+    order: u32,
+    corrupt: impl FnOnce(&mut HostMem, &mut VmallocRoot, &Vmalloc),
+) -> VmallocError {
+    let (mut mem, t, v, mut root) = preserved(bytes, order);
+    let mut claims = mem.hand_over(&t).unwrap();
+    corrupt(&mut mem, &mut root, &v);
+    let e = Vmalloc::restore(&mut mem, &root, &[RAM], &[SCRATCH], &mut claims).unwrap_err();
+    assert_eq!(claims.claimed_pages(), 0, "{e}");
+    e
+}
+
+fn set_word(mem: &mut HostMem, page: u64, word: usize, value: u64) {
+    let f = mem.frame_mut(page).unwrap();
+    f[word * 8..word * 8 + 8].copy_from_slice(&value.to_le_bytes());
+}
+
+#[test]
+fn a_corrupted_chain_is_refused_and_nothing_is_adopted() {
+    let big = 1100 * 4096;
+    // A cycle: the second page links back to the first.
+    let e = restore_after(big, 0, |m, _, v| {
+        set_word(m, v.chain_pages()[1], 1, v.chain_pages()[0])
+    });
+    assert!(
+        matches!(e, VmallocError::Chain(ChainError::NotAscending { .. })),
+        "{e}"
+    );
+    // A count that disagrees with the chain.
+    let e = restore_after(big, 0, |_, r, _| r.blocks = (1100 - 1).into());
+    assert!(matches!(e, VmallocError::CountMismatch { .. }), "{e}");
+    let e = restore_after(big, 0, |_, r, _| r.blocks = (1100 + 600).into());
+    assert!(
+        matches!(e, VmallocError::Chain(ChainError::BadChainLength)),
+        "{e}"
+    );
+    // A block outside preserved memory, in scratch, twice, misaligned.
+    let e = restore_after(big, 0, |m, _, v| {
+        set_word(m, v.chain_pages()[2], 3, 0x50_0000)
+    });
+    assert_eq!(
+        e,
+        VmallocError::Claim(ClaimError::InScratch {
+            range: Range::new(0x50_0000, 0x50_1000)
+        })
+    );
+    let e = restore_after(big, 0, |m, _, v| {
+        set_word(m, v.chain_pages()[2], 3, 0xf00_0000)
+    });
+    assert!(
+        matches!(e, VmallocError::Claim(ClaimError::NotPreserved { .. })),
+        "{e}"
+    );
+    let e = restore_after(big, 0, |m, _, v| {
+        set_word(m, v.chain_pages()[1], 3 + 7, v.blocks()[5])
+    });
+    assert!(
+        matches!(e, VmallocError::Claim(ClaimError::Twice { .. })),
+        "{e}"
+    );
+    let e = restore_after(8 << 20, 9, |m, _, v| {
+        set_word(m, v.chain_pages()[0], 4, v.blocks()[1] + 4096)
+    });
+    assert!(matches!(e, VmallocError::Misaligned { .. }), "{e}");
+    // An order the blocks do not have: a 2 MiB block read as 4 MiB.
+    let e = restore_after(8 << 20, 9, |_, r, _| r.order = 10.into());
+    assert_eq!(e, VmallocError::BadRoot);
+    let e = restore_after(8 << 20, 4, |_, r, _| r.order = 9.into());
+    assert!(
+        matches!(e, VmallocError::Misaligned { .. } | VmallocError::Claim(_)),
+        "{e}"
+    );
+    // A chain page that is itself a data block.
+    let e = restore_after(big, 0, |m, _, v| {
+        set_word(m, v.chain_pages()[0], 3, v.chain_pages()[0])
+    });
+    assert!(
+        matches!(e, VmallocError::Claim(ClaimError::Twice { .. })),
+        "{e}"
+    );
+    // Flags, a chain for no blocks, a chain page in scratch.
+    assert_eq!(
+        restore_after(big, 0, |_, r, _| r.flags = 1.into()),
+        VmallocError::BadRoot
+    );
+    assert_eq!(
+        restore_after(big, 0, |_, r, _| r.blocks = 0.into()),
+        VmallocError::BadRoot
+    );
+    let e = restore_after(big, 0, |_, r, _| r.first = 0x50_0000.into());
+    assert!(
+        matches!(e, VmallocError::Chain(ChainError::PageInScratch { .. })),
+        "{e}"
+    );
+    // Wrong magic.
+    let e = restore_after(big, 0, |m, _, v| set_word(m, v.chain_pages()[0], 0, 0));
+    assert!(
+        matches!(e, VmallocError::Chain(ChainError::BadHeader { .. })),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_failed_preserve_leaves_the_tracker_as_it_was() {
+    let (mut mem, mut t) = setup();
+    let mut v = Vmalloc::new(&mut mem, 10 * 4096, 0).unwrap();
+    // Someone else already preserved one of its blocks.
+    t.preserve(v.blocks()[7], 0).unwrap();
+    let e = v.preserve(&mut mem, &mut t).unwrap_err();
+    assert!(matches!(e, VmallocError::Tracker(_)));
+    assert_eq!(t.pages(), 1);
+    let _ = vec![0u8; 0];
+}
