@@ -252,11 +252,11 @@ impl Claims {
                 return None;
             }
             let lo = at % 64;
-            let take = (64 - lo).min(end.saturating_sub(at));
+            let take = 64u64.saturating_sub(lo).min(end.saturating_sub(at));
             let mask = if take == 64 {
                 u64::MAX
             } else {
-                ((1u64 << take) - 1) << lo
+                (1u64 << take).wrapping_sub(1) << lo
             };
             let w = (at / 64) as usize;
             at = at.saturating_add(take);
@@ -293,7 +293,11 @@ impl Claims {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+    #![allow(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::unwrap_used
+    )]
     use super::*;
     use alloc::vec;
     use proptest::prelude::*;
@@ -364,7 +368,7 @@ mod tests {
             let mut model = std::collections::BTreeSet::new();
             for (page, n, claim) in ops {
                 if claim {
-                    let all_pres = (page..page + n).all(|p| preserved(p))
+                    let all_pres = (page..page + n).all(preserved)
                         && ((page < 70 && page + n <= 70) || page >= 100);
                     let free = (page..page + n).all(|p| !model.contains(&p));
                     let r = c.claim(page * P, n);
@@ -372,7 +376,7 @@ mod tests {
                     if r.is_ok() {
                         model.extend(page..page + n);
                     }
-                } else if (page..page + n).all(|p| preserved(p)) && ((page < 70 && page + n <= 70) || page >= 100) {
+                } else if (page..page + n).all(preserved) && ((page < 70 && page + n <= 70) || page >= 100) {
                     c.release(page * P, n);
                     for p in page..page + n {
                         model.remove(&p);
