@@ -1,0 +1,199 @@
+//! The next kernel's side of both memfd formats: checks each record and
+//! adopts its folios, or gives back everything it adopted.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use super::{Extent, MAX_FOLIO_ORDER, MAX_SIZE, Memfd, MemfdError, flag, push_extent, seal};
+use crate::PAGE_SIZE;
+use crate::claims::Claims;
+use crate::platform::PhysMem;
+use alloc::vec::Vec;
+use zerocopy::FromBytes;
+
+/// One record's decoded first word: frame, order, flags.
+pub(crate) struct Folio {
+    pub phys: u64,
+    pub order: u32,
+    pub uptodate: bool,
+}
+
+/// Decodes the first word of a record (shared by `memfd-v1` and
+/// `memfd-v2`): frame number in bits 0 to 51, flags above, the order in
+/// bits 56 to 59.
+pub(crate) fn decode(word: u64, record: u64) -> Result<Folio, MemfdError> {
+    // No record written is all zero (every folio is dirty): a zero record
+    // is one the header counted but nobody wrote.
+    if word == 0 {
+        return Err(MemfdError::CountMismatch);
+    }
+    let unknown = word & !(flag::KNOWN | ((1u64 << 52).wrapping_sub(1)));
+    if unknown != 0 {
+        return Err(MemfdError::UnknownFlag {
+            record,
+            bits: unknown,
+        });
+    }
+    let order = ((word & flag::ORDER_MASK) >> flag::ORDER_SHIFT) as u32;
+    if order > MAX_FOLIO_ORDER {
+        return Err(MemfdError::BadOrder { record, order });
+    }
+    Ok(Folio {
+        phys: (word & ((1u64 << 52).wrapping_sub(1))) << 12,
+        order,
+        uptodate: word & flag::UPTODATE != 0,
+    })
+}
+
+/// The first `n` records in `bytes` (a record array); the bytes after them
+/// must be 0.
+pub(crate) fn records_in<R: FromBytes + zerocopy::Immutable>(
+    bytes: &[u8],
+    n: u64,
+) -> Result<&[R], MemfdError> {
+    let used = usize::try_from(n)
+        .ok()
+        .and_then(|n| n.checked_mul(core::mem::size_of::<R>()))
+        .filter(|&u| u <= bytes.len())
+        .ok_or(MemfdError::CountMismatch)?;
+    let (recs, rest) = bytes.split_at(used);
+    if rest.iter().any(|&b| b != 0) {
+        return Err(MemfdError::CountMismatch);
+    }
+    <[R]>::ref_from_bytes(recs).map_err(|_| MemfdError::CountMismatch)
+}
+
+/// Encodes a record's first word (every folio written is dirty and up to
+/// date).
+pub(crate) fn encode(phys: u64, order: u32) -> u64 {
+    (phys >> 12) | flag::DIRTY | flag::UPTODATE | (u64::from(order) << flag::ORDER_SHIFT)
+}
+
+/// A file being restored: the records checked so far, their folios
+/// claimed.
+pub(crate) struct Adopt<'c> {
+    claims: &'c mut Claims,
+    file: Memfd,
+    /// Pages the file's size covers.
+    limit: u64,
+    stale: Vec<Extent>,
+}
+
+impl<'c> Adopt<'c> {
+    /// Starts a file of `size` bytes at `pos`, sealed with `seals`.
+    pub fn new(
+        claims: &'c mut Claims,
+        size: u64,
+        pos: u64,
+        seals: u32,
+    ) -> Result<Self, MemfdError> {
+        if size > MAX_SIZE {
+            return Err(MemfdError::BadHeader("size"));
+        }
+        if seals & !seal::ALL != 0 {
+            return Err(MemfdError::UnknownSeal {
+                bits: seals & !seal::ALL,
+            });
+        }
+        Ok(Self {
+            claims,
+            file: Memfd {
+                extents: Vec::new(),
+                size,
+                pos,
+                seals,
+                preserved: false,
+            },
+            limit: size.div_ceil(PAGE_SIZE),
+            stale: Vec::new(),
+        })
+    }
+
+    /// Room for `n` more extents.
+    pub fn reserve(&mut self, n: usize) -> Result<(), MemfdError> {
+        self.file
+            .extents
+            .try_reserve(n)
+            .map_err(|_| MemfdError::OutOfMemory)
+    }
+
+    /// Checks and adopts record `record`: `count` folios of one order from
+    /// `f.phys`, at file page `index`.
+    #[inline]
+    pub fn run(
+        &mut self,
+        record: u64,
+        f: &Folio,
+        index: u64,
+        count: u64,
+    ) -> Result<(), MemfdError> {
+        let size = 1u64 << f.order;
+        if !index.is_multiple_of(size) || !f.phys.is_multiple_of(size.saturating_mul(PAGE_SIZE)) {
+            return Err(MemfdError::Misaligned { record });
+        }
+        let prev_end = self.file.extents.last().map_or(0, Extent::end);
+        if index < prev_end {
+            return Err(MemfdError::Overlap { record });
+        }
+        // Every folio must start inside the size; the last may run past it
+        // (truncate keeps a folio the new end falls in).
+        let pages = count.checked_shl(f.order).filter(|p| p >> f.order == count);
+        let last = count
+            .checked_sub(1)
+            .and_then(|c| c.checked_shl(f.order))
+            .and_then(|o| index.checked_add(o));
+        let (Some(pages), Some(last)) = (pages, last) else {
+            return Err(MemfdError::PastEnd { record });
+        };
+        if last >= self.limit {
+            return Err(MemfdError::PastEnd { record });
+        }
+        self.claims
+            .claim(f.phys, pages)
+            .map_err(|why| MemfdError::Claim { record, why })?;
+        let e = Extent {
+            index,
+            phys: f.phys,
+            order: f.order,
+            count,
+        };
+        if self.file.extents.try_reserve(1).is_err() {
+            self.claims.release(f.phys, pages);
+            return Err(MemfdError::OutOfMemory);
+        }
+        push_extent(&mut self.file.extents, e);
+        if !f.uptodate {
+            self.stale
+                .try_reserve(1)
+                .map_err(|_| MemfdError::OutOfMemory)?;
+            self.stale.push(e);
+        }
+        Ok(())
+    }
+
+    /// The restored file. Folios whose contents were not up to date are
+    /// zeroed now.
+    pub fn finish<P: PhysMem>(self, p: &mut P) -> Memfd {
+        for e in &self.stale {
+            let pages = e.count.checked_shl(e.order).unwrap_or(0);
+            for i in 0..pages {
+                if let Some(fr) = p.frame_mut(e.phys.saturating_add(i.saturating_mul(PAGE_SIZE))) {
+                    fr.fill(0);
+                }
+            }
+        }
+        self.file
+    }
+
+    /// Gives back every folio adopted so far.
+    pub fn fail(self) {
+        for e in &self.file.extents {
+            self.claims
+                .release(e.phys, e.count.checked_shl(e.order).unwrap_or(0));
+        }
+    }
+}

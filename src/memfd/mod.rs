@@ -1,0 +1,724 @@
+//! memfd: an in-kernel anonymous file made of folios, and its two handed-over
+//! formats ([`v1`] and [`v2`]).
+//!
+//! A [`Memfd`] holds folios of order 0, 4 or 9 (4 KiB, 64 KiB, 2 MiB),
+//! chosen per write by alignment and size as a page cache would, and falls
+//! back to smaller ones when the allocator has no large block. In memory
+//! the folios are kept as sorted *extents*: runs of folios contiguous both
+//! in the file and in physical memory, with one order. A file that sits in
+//! one physical run is one extent, whatever its size; lookups are a binary
+//! search; restoring a file pushes its extents in order.
+//!
+//! Holes read as zeros and allocate nothing, and stay holes when the file
+//! is preserved (Linux fills them). Seals follow Linux: [`seal::SEAL`],
+//! [`seal::SHRINK`], [`seal::GROW`], [`seal::WRITE`],
+//! [`seal::FUTURE_WRITE`]. This file has no mappings, so `FUTURE_WRITE`
+//! refuses exactly what `WRITE` refuses.
+//!
+//! Handing a file over: [`Memfd::preserve`] preserves every folio at its
+//! order in the tracker; then [`v1::write`] and/or [`v2::write`] write the
+//! file's records (each format its own payload; the folios are shared).
+//! The next kernel's [`v1::read`] or [`v2::read`] checks every record,
+//! claims the folios ([`crate::claims`]) and returns a file made of the
+//! very same folios. While a file is preserved, anything that would change
+//! its folios (filling a hole, truncate, punch) is refused: the records
+//! must stay true until the kexec.
+
+mod adopt;
+#[cfg(test)]
+mod tests;
+pub mod v1;
+pub mod v2;
+
+use crate::PAGE_SIZE;
+use crate::claims::ClaimError;
+use crate::platform::{FrameAlloc, PhysMem};
+use crate::tracker::{Tracker, TrackerError};
+use crate::vmalloc::VmallocError;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// Folio orders a write may allocate, largest first.
+pub const ORDERS: [u32; 3] = [9, 4, 0];
+/// Largest folio order a reader accepts.
+pub const MAX_FOLIO_ORDER: u32 = 9;
+/// Largest file size (2^40 pages).
+pub const MAX_SIZE: u64 = 1 << 52;
+
+/// Seal bits, as Linux's `F_SEAL_*`.
+pub mod seal {
+    /// No more seals may be added.
+    pub const SEAL: u32 = 0x1;
+    /// The file may not shrink.
+    pub const SHRINK: u32 = 0x2;
+    /// The file may not grow.
+    pub const GROW: u32 = 0x4;
+    /// The contents may not change (writes and hole punches refused).
+    pub const WRITE: u32 = 0x8;
+    /// Like `WRITE` for every future writer (this file has no mappings, so
+    /// it refuses the same operations).
+    pub const FUTURE_WRITE: u32 = 0x10;
+    /// Every seal this crate knows.
+    pub const ALL: u32 = SEAL | SHRINK | GROW | WRITE | FUTURE_WRITE;
+}
+
+/// Per-folio record flags (bits 52 to 63 of a record's first word).
+pub mod flag {
+    /// The folio was written (always set by our writers).
+    pub const DIRTY: u64 = 1 << 52;
+    /// The folio's contents are valid; a folio without it is zeroed on
+    /// restore.
+    pub const UPTODATE: u64 = 1 << 53;
+    /// Where the folio's order is kept (4 bits).
+    pub const ORDER_SHIFT: u32 = 56;
+    /// The order's bits.
+    pub const ORDER_MASK: u64 = 0xf << ORDER_SHIFT;
+    /// Every bit a reader understands above the frame number.
+    pub const KNOWN: u64 = DIRTY | UPTODATE | ORDER_MASK;
+}
+
+/// Why a memfd operation, write or restore was refused. For an operation on
+/// a file, the file is unchanged; for a restore, nothing was adopted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemfdError {
+    /// A seal forbids the operation.
+    Sealed {
+        /// What was refused.
+        op: &'static str,
+        /// The seal that refuses it.
+        seal: u32,
+    },
+    /// Seal bits this crate does not know.
+    UnknownSeal {
+        /// The unknown bits.
+        bits: u32,
+    },
+    /// The operation would go past [`MAX_SIZE`].
+    TooLarge,
+    /// No free frames for a folio.
+    OutOfFrames,
+    /// No memory for the folio list.
+    OutOfMemory,
+    /// The operation would change the folios of a preserved file, or a
+    /// format was asked to write a file that is not preserved.
+    Preserved {
+        /// Whether the file is preserved.
+        preserved: bool,
+    },
+    /// The format cannot carry this file (`memfd-v1` has no seals).
+    Unrepresentable,
+    /// The header is malformed (its length, a reserved field, a size).
+    BadHeader(&'static str),
+    /// The header's counts disagree with the records.
+    CountMismatch,
+    /// A record has flag bits this reader does not know.
+    UnknownFlag {
+        /// The record's position.
+        record: u64,
+        /// The unknown bits.
+        bits: u64,
+    },
+    /// A record's order is above [`MAX_FOLIO_ORDER`].
+    BadOrder {
+        /// The record's position.
+        record: u64,
+        /// Its order.
+        order: u32,
+    },
+    /// A record's frame or file index is not aligned to its order.
+    Misaligned {
+        /// The record's position.
+        record: u64,
+    },
+    /// A record starts before the previous one ends (records are in file
+    /// order and never overlap).
+    Overlap {
+        /// The record's position.
+        record: u64,
+    },
+    /// A record lies past the file's size.
+    PastEnd {
+        /// The record's position.
+        record: u64,
+    },
+    /// A record's folios are not preserved, in scratch, or already adopted.
+    Claim {
+        /// The record's position.
+        record: u64,
+        /// Why.
+        why: ClaimError,
+    },
+    /// The record array could not be restored.
+    Vmalloc(VmallocError),
+    /// The tracker refused a folio.
+    Tracker(TrackerError),
+}
+
+impl fmt::Display for MemfdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use MemfdError::*;
+        match self {
+            Sealed { op, seal } => write!(f, "memfd: {op} refused by seal {seal:#x}"),
+            UnknownSeal { bits } => write!(f, "memfd: unknown seal bits {bits:#x}"),
+            TooLarge => write!(f, "memfd: past the largest file size ({MAX_SIZE:#x})"),
+            OutOfFrames => f.write_str("memfd: no free frames for a folio"),
+            OutOfMemory => f.write_str("memfd: no memory for the folio list"),
+            Preserved { preserved: true } => {
+                f.write_str("memfd: the file is preserved; its folios cannot change")
+            }
+            Preserved { preserved: false } => f.write_str("memfd: the file is not preserved"),
+            Unrepresentable => f.write_str("memfd: memfd-v1 cannot carry a sealed file"),
+            BadHeader(what) => write!(f, "memfd: malformed header ({what})"),
+            CountMismatch => f.write_str("memfd: the header's count disagrees with the records"),
+            UnknownFlag { record, bits } => {
+                write!(f, "memfd: record {record} has unknown flags {bits:#x}")
+            }
+            BadOrder { record, order } => {
+                write!(
+                    f,
+                    "memfd: record {record} has order {order} (at most {MAX_FOLIO_ORDER})"
+                )
+            }
+            Misaligned { record } => {
+                write!(f, "memfd: record {record} is not aligned to its order")
+            }
+            Overlap { record } => {
+                write!(
+                    f,
+                    "memfd: record {record} overlaps or precedes the previous one"
+                )
+            }
+            PastEnd { record } => write!(f, "memfd: record {record} lies past the file's size"),
+            Claim { record, why } => write!(f, "memfd: record {record}: {why}"),
+            Vmalloc(e) => write!(f, "memfd record array: {e}"),
+            Tracker(e) => write!(f, "memfd: {e}"),
+        }
+    }
+}
+
+impl From<VmallocError> for MemfdError {
+    fn from(e: VmallocError) -> Self {
+        MemfdError::Vmalloc(e)
+    }
+}
+
+/// A run of folios contiguous in the file and in physical memory, of one
+/// order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    /// File page index of the first folio.
+    pub index: u64,
+    /// Physical address of the first folio.
+    pub phys: u64,
+    /// The folios' order.
+    pub order: u32,
+    /// How many folios.
+    pub count: u64,
+}
+
+impl Extent {
+    /// Pages it covers.
+    pub const fn pages(&self) -> u64 {
+        self.count << self.order
+    }
+
+    /// File page index just past it.
+    pub const fn end(&self) -> u64 {
+        self.index + self.pages()
+    }
+
+    /// Whether `next` continues it (same order, contiguous in the file and
+    /// in physical memory).
+    pub const fn joins(&self, next: &Extent) -> bool {
+        self.order == next.order
+            && self.end() == next.index
+            && self.phys + self.pages() * PAGE_SIZE == next.phys
+    }
+
+    /// Its folios, one by one.
+    pub fn folios(&self) -> impl Iterator<Item = Extent> + '_ {
+        (0..self.count).map(move |i| Extent {
+            index: self.index + (i << self.order),
+            phys: self.phys + (i << self.order) * PAGE_SIZE,
+            order: self.order,
+            count: 1,
+        })
+    }
+}
+
+/// Appends `e` to a sorted list, joining it to the last extent if it
+/// continues it.
+fn push_extent(list: &mut Vec<Extent>, e: Extent) {
+    match list.last_mut() {
+        Some(last) if last.joins(&e) => last.count += e.count,
+        _ => list.push(e),
+    }
+}
+
+/// An anonymous in-memory file.
+#[derive(Debug, Default)]
+pub struct Memfd {
+    extents: Vec<Extent>,
+    size: u64,
+    pos: u64,
+    seals: u32,
+    preserved: bool,
+}
+
+impl Memfd {
+    /// An empty file. Without `allow_sealing` it starts sealed with
+    /// [`seal::SEAL`], as Linux's `memfd_create` without
+    /// `MFD_ALLOW_SEALING`.
+    pub fn new(allow_sealing: bool) -> Self {
+        Self {
+            seals: if allow_sealing { 0 } else { seal::SEAL },
+            ..Self::default()
+        }
+    }
+
+    /// Its size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Its file position (kept across a handover, as Linux does).
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    /// Sets the file position.
+    pub fn seek(&mut self, pos: u64) {
+        self.pos = pos;
+    }
+
+    /// Its seals.
+    pub fn seals(&self) -> u32 {
+        self.seals
+    }
+
+    /// Whether [`Memfd::preserve`] preserved it.
+    pub fn is_preserved(&self) -> bool {
+        self.preserved
+    }
+
+    /// Its extents, in file order.
+    pub fn extents(&self) -> &[Extent] {
+        &self.extents
+    }
+
+    /// Its folios, in file order.
+    pub fn folios(&self) -> impl Iterator<Item = Extent> + '_ {
+        self.extents.iter().flat_map(Extent::folios)
+    }
+
+    /// How many folios it has.
+    pub fn folio_count(&self) -> u64 {
+        self.extents.iter().map(|e| e.count).sum()
+    }
+
+    /// Bytes of memory its folios hold.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.extents.iter().map(|e| e.pages() * PAGE_SIZE).sum()
+    }
+
+    /// The extent holding file page `page`, by position.
+    fn find(&self, page: u64) -> Result<usize, usize> {
+        let i = self.extents.partition_point(|e| e.index <= page);
+        match i.checked_sub(1) {
+            Some(j) if page < self.extents[j].end() => Ok(j),
+            _ => Err(i),
+        }
+    }
+
+    /// The physical address of file byte `at` and the bytes contiguous
+    /// from there (to the end of its extent), or the bytes of hole from
+    /// there (to the next extent, or `u64::MAX`).
+    fn locate(&self, at: u64) -> (Option<u64>, u64) {
+        let page = at / PAGE_SIZE;
+        match self.find(page) {
+            Ok(j) => {
+                let e = &self.extents[j];
+                let off = at - e.index * PAGE_SIZE;
+                (Some(e.phys + off), e.pages() * PAGE_SIZE - off)
+            }
+            Err(i) => (
+                None,
+                self.extents
+                    .get(i)
+                    .map_or(u64::MAX, |e| e.index * PAGE_SIZE - at),
+            ),
+        }
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset`; holes read as zeros.
+    /// Returns the bytes read (0 at or past the end).
+    pub fn read<P: PhysMem>(&self, p: &P, offset: u64, buf: &mut [u8]) -> usize {
+        let n = self.size.saturating_sub(offset).min(buf.len() as u64) as usize;
+        let mut done = 0usize;
+        while done < n {
+            let at = offset + done as u64;
+            let (phys, run) = self.locate(at);
+            let len = run.min((n - done) as u64) as usize;
+            let dst = &mut buf[done..done + len];
+            match phys {
+                Some(ph) if p.read_bytes(ph, dst) => {}
+                _ => dst.fill(0),
+            }
+            done += len;
+        }
+        n
+    }
+
+    fn check_write(&self, what: &'static str) -> Result<(), MemfdError> {
+        for s in [seal::WRITE, seal::FUTURE_WRITE] {
+            if self.seals & s != 0 {
+                return Err(MemfdError::Sealed { op: what, seal: s });
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at `offset`, allocating folios for the holes it
+    /// touches and growing the file if it ends past the size.
+    pub fn write<P: PhysMem + FrameAlloc>(
+        &mut self,
+        p: &mut P,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<usize, MemfdError> {
+        self.check_write("write")?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&e| e <= MAX_SIZE)
+            .ok_or(MemfdError::TooLarge)?;
+        if end > self.size && self.seals & seal::GROW != 0 {
+            return Err(MemfdError::Sealed {
+                op: "grow",
+                seal: seal::GROW,
+            });
+        }
+        self.fill_holes(p, offset, end)?;
+        let mut done = 0usize;
+        while done < data.len() {
+            let at = offset + done as u64;
+            let (phys, run) = self.locate(at);
+            let len = run.min((data.len() - done) as u64) as usize;
+            if let Some(ph) = phys {
+                p.write_bytes(ph, &data[done..done + len]);
+            }
+            done += len;
+        }
+        self.size = self.size.max(end);
+        Ok(data.len())
+    }
+
+    /// Allocates folios for every hole in the pages that bytes
+    /// `[start, end)` touch; pages the write does not cover whole are
+    /// zeroed. All or nothing.
+    fn fill_holes<P: PhysMem + FrameAlloc>(
+        &mut self,
+        p: &mut P,
+        start: u64,
+        end: u64,
+    ) -> Result<(), MemfdError> {
+        let first = start / PAGE_SIZE;
+        let last = end.div_ceil(PAGE_SIZE);
+        let mut new: Vec<Extent> = Vec::new();
+        let mut page = first;
+        let undo = |p: &mut P, new: &[Extent]| {
+            for e in new {
+                p.free_frames(e.phys, e.order);
+            }
+        };
+        while page < last {
+            let limit = match self.find(page) {
+                Ok(j) => {
+                    page = self.extents[j].end();
+                    continue;
+                }
+                Err(i) => self.extents.get(i).map_or(last, |e| e.index.min(last)),
+            };
+            if self.preserved {
+                undo(p, &new);
+                return Err(MemfdError::Preserved { preserved: true });
+            }
+            let got = ORDERS.iter().find_map(|&k| {
+                let n = 1u64 << k;
+                (page.is_multiple_of(n) && page + n <= limit)
+                    .then(|| p.alloc_frames(k).map(|ph| (ph, k)))
+                    .flatten()
+            });
+            let Some((phys, order)) = got else {
+                undo(p, &new);
+                return Err(MemfdError::OutOfFrames);
+            };
+            if new.try_reserve(1).is_err() {
+                p.free_frames(phys, order);
+                undo(p, &new);
+                return Err(MemfdError::OutOfMemory);
+            }
+            for i in 0..1u64 << order {
+                let pg = page + i;
+                let whole = pg * PAGE_SIZE >= start && (pg + 1) * PAGE_SIZE <= end;
+                if !whole && let Some(f) = p.frame_mut(phys + i * PAGE_SIZE) {
+                    f.fill(0);
+                }
+            }
+            push_extent(
+                &mut new,
+                Extent {
+                    index: page,
+                    phys,
+                    order,
+                    count: 1,
+                },
+            );
+            page += 1 << order;
+        }
+        if new.is_empty() {
+            return Ok(());
+        }
+        if self.splice(first, last, &new).is_err() {
+            undo(p, &new);
+            return Err(MemfdError::OutOfMemory);
+        }
+        Ok(())
+    }
+
+    /// Replaces the extents around pages `[first, last)` with themselves
+    /// merged with `new` (sorted, inside holes of that span), joining what
+    /// continues.
+    fn splice(&mut self, first: u64, last: u64, new: &[Extent]) -> Result<(), ()> {
+        let a = self
+            .extents
+            .partition_point(|e| e.end() <= first)
+            .saturating_sub(1);
+        let b = (self.extents.partition_point(|e| e.index < last) + 1).min(self.extents.len());
+        let old = self.extents.get(a..b).unwrap_or(&[]);
+        let mut merged = Vec::new();
+        merged.try_reserve(old.len() + new.len()).map_err(|_| ())?;
+        let (mut i, mut j) = (0, 0);
+        while i < old.len() || j < new.len() {
+            let take_old = match (old.get(i), new.get(j)) {
+                (Some(o), Some(n)) => o.index < n.index,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            if take_old {
+                push_extent(&mut merged, old[i]);
+                i += 1;
+            } else {
+                push_extent(&mut merged, new[j]);
+                j += 1;
+            }
+        }
+        self.extents.try_reserve(merged.len()).map_err(|_| ())?;
+        self.extents.splice(a..b, merged);
+        Ok(())
+    }
+
+    /// Frees every folio that lies wholly inside pages `[a, b)`, splitting
+    /// extents as needed.
+    fn remove_inside<P: FrameAlloc>(
+        &mut self,
+        p: &mut P,
+        a: u64,
+        b: u64,
+    ) -> Result<(), MemfdError> {
+        if a >= b {
+            return Ok(());
+        }
+        let lo = self.extents.partition_point(|e| e.end() <= a);
+        let hi = self.extents.partition_point(|e| e.index < b);
+        if lo >= hi {
+            return Ok(());
+        }
+        let mut kept = Vec::new();
+        kept.try_reserve(2 * (hi - lo))
+            .map_err(|_| MemfdError::OutOfMemory)?;
+        let mut freed = Vec::new();
+        freed
+            .try_reserve(hi - lo)
+            .map_err(|_| MemfdError::OutOfMemory)?;
+        for e in &self.extents[lo..hi] {
+            let n = 1u64 << e.order;
+            let j0 = a.saturating_sub(e.index).div_ceil(n).min(e.count);
+            let j1 = (b.saturating_sub(e.index) / n).min(e.count);
+            if j0 >= j1 {
+                kept.push(*e);
+                continue;
+            }
+            if j0 > 0 {
+                kept.push(Extent { count: j0, ..*e });
+            }
+            freed.push(Extent {
+                index: e.index + j0 * n,
+                phys: e.phys + j0 * n * PAGE_SIZE,
+                order: e.order,
+                count: j1 - j0,
+            });
+            if j1 < e.count {
+                kept.push(Extent {
+                    index: e.index + j1 * n,
+                    phys: e.phys + j1 * n * PAGE_SIZE,
+                    order: e.order,
+                    count: e.count - j1,
+                });
+            }
+        }
+        if freed.is_empty() {
+            return Ok(());
+        }
+        if self.preserved {
+            return Err(MemfdError::Preserved { preserved: true });
+        }
+        self.extents.splice(lo..hi, kept);
+        for f in &freed {
+            for one in f.folios() {
+                p.free_frames(one.phys, one.order);
+            }
+        }
+        Ok(())
+    }
+
+    /// Zeroes the bytes `[start, end)` that folios hold.
+    fn zero<P: PhysMem>(&self, p: &mut P, start: u64, end: u64) {
+        let mut at = start;
+        while at < end {
+            let (phys, run) = self.locate(at);
+            let len = run.min(end - at);
+            if let Some(ph) = phys {
+                let mut done = 0;
+                while done < len {
+                    let a = ph + done;
+                    let off = (a % PAGE_SIZE) as usize;
+                    let n = ((PAGE_SIZE as usize - off) as u64).min(len - done);
+                    if let Some(f) = p.frame_mut(a - off as u64) {
+                        f[off..off + n as usize].fill(0);
+                    }
+                    done += n;
+                }
+            }
+            at += len;
+        }
+    }
+
+    /// Sets the size. Shrinking frees every folio wholly past the new size
+    /// and zeroes the rest of a folio the new end falls in; growing adds a
+    /// hole.
+    pub fn truncate<P: PhysMem + FrameAlloc>(
+        &mut self,
+        p: &mut P,
+        size: u64,
+    ) -> Result<(), MemfdError> {
+        if size > MAX_SIZE {
+            return Err(MemfdError::TooLarge);
+        }
+        if size < self.size && self.seals & seal::SHRINK != 0 {
+            return Err(MemfdError::Sealed {
+                op: "shrink",
+                seal: seal::SHRINK,
+            });
+        }
+        if size > self.size && self.seals & seal::GROW != 0 {
+            return Err(MemfdError::Sealed {
+                op: "grow",
+                seal: seal::GROW,
+            });
+        }
+        if size < self.size {
+            if self.preserved {
+                return Err(MemfdError::Preserved { preserved: true });
+            }
+            self.remove_inside(p, size.div_ceil(PAGE_SIZE), u64::MAX / PAGE_SIZE)?;
+            let tail = match self.find(size / PAGE_SIZE) {
+                Ok(j) => self.extents[j].end() * PAGE_SIZE,
+                Err(_) => size,
+            };
+            self.zero(p, size, tail);
+        }
+        self.size = size;
+        Ok(())
+    }
+
+    /// Punches a hole: frees every folio wholly inside `[offset, offset +
+    /// len)` and zeroes the rest of the range. The size is unchanged.
+    pub fn punch<P: PhysMem + FrameAlloc>(
+        &mut self,
+        p: &mut P,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), MemfdError> {
+        self.check_write("punch")?;
+        let end = offset
+            .checked_add(len)
+            .ok_or(MemfdError::TooLarge)?
+            .min(self.size);
+        if offset >= end {
+            return Ok(());
+        }
+        self.remove_inside(p, offset.div_ceil(PAGE_SIZE), end / PAGE_SIZE)?;
+        self.zero(p, offset, end);
+        Ok(())
+    }
+
+    /// Adds seals (Linux's `F_ADD_SEALS`).
+    pub fn add_seals(&mut self, seals: u32) -> Result<(), MemfdError> {
+        if seals & !seal::ALL != 0 {
+            return Err(MemfdError::UnknownSeal {
+                bits: seals & !seal::ALL,
+            });
+        }
+        if self.seals & seal::SEAL != 0 {
+            return Err(MemfdError::Sealed {
+                op: "add seals",
+                seal: seal::SEAL,
+            });
+        }
+        self.seals |= seals;
+        Ok(())
+    }
+
+    /// Preserves every folio at its order. All or nothing.
+    pub fn preserve(&mut self, tracker: &mut Tracker) -> Result<(), MemfdError> {
+        if self.preserved {
+            return Err(MemfdError::Preserved { preserved: true });
+        }
+        for (done, f) in self.folios().enumerate() {
+            if let Err(e) = tracker.preserve(f.phys, f.order) {
+                for g in self.folios().take(done) {
+                    let _ = tracker.unpreserve(g.phys, g.order);
+                }
+                return Err(MemfdError::Tracker(e));
+            }
+        }
+        self.preserved = true;
+        Ok(())
+    }
+
+    /// Undoes [`Memfd::preserve`].
+    pub fn unpreserve(&mut self, tracker: &mut Tracker) -> Result<(), MemfdError> {
+        if !self.preserved {
+            return Err(MemfdError::Preserved { preserved: false });
+        }
+        for f in self.folios() {
+            tracker
+                .unpreserve(f.phys, f.order)
+                .map_err(MemfdError::Tracker)?;
+        }
+        self.preserved = false;
+        Ok(())
+    }
+
+    /// Gives every folio back (unpreserve first if it was preserved). In
+    /// the next kernel, adopted folios stay claimed, so finish does not
+    /// free them again.
+    pub fn free<P: FrameAlloc>(self, p: &mut P) {
+        for f in self.folios() {
+            p.free_frames(f.phys, f.order);
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! `memfd-v1`: one 16-byte record per folio, in a linear array in preserved
+//! vmalloc, after Linux's `memfd-v1`.
+//!
+//! Descriptor (40 bytes, little-endian; travels in the handoff blob):
+//! `pos` u64, `size` u64, `folios` u64, `array` [`VmallocRoot`] (16 bytes).
+//! Record (16 bytes): word 0 = frame number (bits 0 to 51) | flags (bit 52
+//! dirty, bit 53 up to date, bits 56 to 59 the folio's order, others 0);
+//! word 1 = the folio's file page index. Records are in file order and
+//! never overlap. Bytes of the array past the last record are 0.
+//!
+//! Where it departs from Linux's record: the order is in the flags (Linux
+//! takes it from the tracker, which here records pages, not blocks); holes
+//! are not filled; v1 carries no seals, so a sealed file is refused by the
+//! writer ([`MemfdError::Unrepresentable`]) rather than silently unsealed.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use super::adopt::{Adopt, decode, encode, records_in};
+use super::{Memfd, MemfdError, seal};
+use crate::claims::Claims;
+use crate::platform::{FrameAlloc, MapFrames, PhysMem};
+use crate::ranges::Range;
+use crate::tracker::Tracker;
+use crate::vmalloc::{Vmalloc, VmallocRoot};
+use alloc::vec::Vec;
+use zerocopy::byteorder::little_endian::U64;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// The format's version string.
+pub const VERSION: &str = "memfd-v1";
+/// Bytes per record.
+pub const RECORD_BYTES: usize = 16;
+
+/// The descriptor.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct Header {
+    /// File position.
+    pub pos: U64,
+    /// File size in bytes.
+    pub size: U64,
+    /// Records (folios) in the array.
+    pub folios: U64,
+    /// The record array.
+    pub array: VmallocRoot,
+}
+
+/// One folio.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct Record {
+    /// Frame number and flags.
+    pub frame: U64,
+    /// File page index.
+    pub index: U64,
+}
+
+/// What a writer produced: the descriptor for the handoff blob, and the
+/// record array (preserved; `None` for a file without folios).
+#[derive(Debug)]
+pub struct Written {
+    /// The descriptor's bytes.
+    pub desc: Vec<u8>,
+    /// The record array.
+    pub array: Option<Vmalloc>,
+}
+
+/// Writes the records of `file` (which [`Memfd::preserve`] preserved) into
+/// a new preserved vmalloc array.
+pub fn write<P: PhysMem + FrameAlloc + MapFrames>(
+    file: &Memfd,
+    p: &mut P,
+    tracker: &mut Tracker,
+) -> Result<Written, MemfdError> {
+    if !file.is_preserved() {
+        return Err(MemfdError::Preserved { preserved: false });
+    }
+    if file.seals() & !seal::SEAL != 0 {
+        return Err(MemfdError::Unrepresentable);
+    }
+    let n = file.folio_count();
+    let bytes = usize::try_from(n)
+        .ok()
+        .and_then(|n| n.checked_mul(RECORD_BYTES))
+        .ok_or(MemfdError::OutOfMemory)?;
+    let mut array = None;
+    let mut root = VmallocRoot::default();
+    if n > 0 {
+        let mut v = Vmalloc::new(p, bytes, 0)?;
+        let out = v.bytes_mut(p);
+        for (slot, f) in out.chunks_exact_mut(RECORD_BYTES).zip(file.folios()) {
+            let rec = Record {
+                frame: encode(f.phys, f.order).into(),
+                index: f.index.into(),
+            };
+            slot.copy_from_slice(rec.as_bytes());
+        }
+        match v.preserve(p, tracker) {
+            Ok(r) => root = r,
+            Err(e) => {
+                v.free(p);
+                return Err(e.into());
+            }
+        }
+        array = Some(v);
+    }
+    let h = Header {
+        pos: file.pos().into(),
+        size: file.size().into(),
+        folios: n.into(),
+        array: root,
+    };
+    let mut desc = Vec::new();
+    desc.try_reserve_exact(core::mem::size_of::<Header>())
+        .map_err(|_| MemfdError::OutOfMemory)?;
+    desc.extend_from_slice(h.as_bytes());
+    Ok(Written { desc, array })
+}
+
+/// In the next kernel: checks the descriptor, the array and every record,
+/// claims every folio and returns the file. The array's pages are released
+/// (finish frees them). On error nothing stays claimed.
+pub fn read<P: PhysMem + MapFrames>(
+    desc: &[u8],
+    p: &mut P,
+    ram: &[Range],
+    scratch: &[Range],
+    claims: &mut Claims,
+) -> Result<Memfd, MemfdError> {
+    let h = Header::read_from_bytes(desc).map_err(|_| MemfdError::BadHeader("length"))?;
+    let n = h.folios.get();
+    if (n == 0) != (h.array.blocks.get() == 0) {
+        return Err(MemfdError::CountMismatch);
+    }
+    let array = Vmalloc::restore(p, &h.array, ram, scratch, claims)?;
+    let r = adopt_all(&h, &array, p, claims);
+    array.release(p, claims);
+    r
+}
+
+fn adopt_all<P: PhysMem + MapFrames>(
+    h: &Header,
+    array: &Vmalloc,
+    p: &mut P,
+    claims: &mut Claims,
+) -> Result<Memfd, MemfdError> {
+    let n = h.folios.get();
+    let mut a = Adopt::new(claims, h.size.get(), h.pos.get(), 0)?;
+    let r = (|| {
+        let recs: &[Record] = records_in(array.bytes(p), n)?;
+        a.reserve(recs.len())?;
+        for (i, r) in recs.iter().enumerate() {
+            let f = decode(r.frame.get(), i as u64)?;
+            a.run(i as u64, &f, r.index.get(), 1)?;
+        }
+        Ok(())
+    })();
+    match r {
+        Ok(()) => Ok(a.finish(p)),
+        Err(e) => {
+            a.fail();
+            Err(e)
+        }
+    }
+}

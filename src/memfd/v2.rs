@@ -1,0 +1,224 @@
+//! `memfd-v2`: everything `memfd-v1` has, plus seals, plus extent records,
+//! so that metadata grows with fragmentation, not with size.
+//!
+//! Descriptor (48 bytes, little-endian, the field order of Linux's
+//! `memfd-v2`): `pos` u64, `size` u64, `seals` u32, `flags` u32 = 0,
+//! `records` u64, `array` [`VmallocRoot`] (16 bytes). When `array` is all
+//! zero and `records` is at most [`INLINE_RECORDS`], the records follow the
+//! descriptor in the same bytes (a file in one physical run hands over 64
+//! bytes and allocates nothing); otherwise they are in the array, whose
+//! bytes past the last record are 0.
+//!
+//! Record (16 bytes): word 0 as in `memfd-v1` (frame number, flags, order);
+//! word 1 = file page index (bits 0 to 39) | folios in the run minus one
+//! (bits 40 to 63). The run's folios are contiguous in the file and in
+//! physical memory and share the order. Records are in file order and never
+//! overlap.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use super::adopt::{Adopt, decode, encode, records_in};
+use super::{Memfd, MemfdError};
+use crate::claims::Claims;
+use crate::platform::{FrameAlloc, MapFrames, PhysMem};
+use crate::ranges::Range;
+use crate::tracker::Tracker;
+use crate::vmalloc::{Vmalloc, VmallocRoot};
+use alloc::vec::Vec;
+use zerocopy::byteorder::little_endian::{U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// The format's version string.
+pub const VERSION: &str = "memfd-v2";
+/// Bytes per record.
+pub const RECORD_BYTES: usize = 16;
+/// Most records kept inline after the descriptor.
+pub const INLINE_RECORDS: u64 = 4;
+/// Most folios one record covers.
+pub const MAX_RUN: u64 = 1 << 24;
+/// Bits of the file page index in word 1.
+const INDEX_BITS: u32 = 40;
+
+/// The descriptor.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct Header {
+    /// File position.
+    pub pos: U64,
+    /// File size in bytes.
+    pub size: U64,
+    /// Seals ([`super::seal`]).
+    pub seals: U32,
+    /// Reserved, 0.
+    pub flags: U32,
+    /// Records.
+    pub records: U64,
+    /// The record array, or all zero for inline records.
+    pub array: VmallocRoot,
+}
+
+/// One run of folios.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct Record {
+    /// Frame number and flags of the first folio.
+    pub frame: U64,
+    /// File page index and folio count minus one.
+    pub run: U64,
+}
+
+pub use super::v1::Written;
+
+/// The records of `file`: its extents, split at [`MAX_RUN`] folios.
+fn records(file: &Memfd) -> impl Iterator<Item = Record> + '_ {
+    file.extents().iter().flat_map(|e| {
+        let mut left = e.count;
+        let mut i = 0u64;
+        core::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            let n = left.min(MAX_RUN);
+            let off = i.checked_shl(e.order).unwrap_or(0);
+            let rec = Record {
+                frame: encode(
+                    e.phys.saturating_add(off.saturating_mul(crate::PAGE_SIZE)),
+                    e.order,
+                )
+                .into(),
+                run: (e.index.saturating_add(off) | (n.saturating_sub(1) << INDEX_BITS)).into(),
+            };
+            left = left.saturating_sub(n);
+            i = i.saturating_add(n);
+            Some(rec)
+        })
+    })
+}
+
+/// Writes the records of `file` (which [`Memfd::preserve`] preserved):
+/// inline when there are few, else in a new preserved vmalloc array.
+pub fn write<P: PhysMem + FrameAlloc + MapFrames>(
+    file: &Memfd,
+    p: &mut P,
+    tracker: &mut Tracker,
+) -> Result<Written, MemfdError> {
+    if !file.is_preserved() {
+        return Err(MemfdError::Preserved { preserved: false });
+    }
+    let n = records(file).count() as u64;
+    let inline = n <= INLINE_RECORDS;
+    let mut array = None;
+    let mut root = VmallocRoot::default();
+    if !inline {
+        let bytes = usize::try_from(n)
+            .ok()
+            .and_then(|n| n.checked_mul(RECORD_BYTES))
+            .ok_or(MemfdError::OutOfMemory)?;
+        let mut v = Vmalloc::new(p, bytes, 0)?;
+        let out = v.bytes_mut(p);
+        for (slot, r) in out.chunks_exact_mut(RECORD_BYTES).zip(records(file)) {
+            slot.copy_from_slice(r.as_bytes());
+        }
+        match v.preserve(p, tracker) {
+            Ok(r) => root = r,
+            Err(e) => {
+                v.free(p);
+                return Err(e.into());
+            }
+        }
+        array = Some(v);
+    }
+    let h = Header {
+        pos: file.pos().into(),
+        size: file.size().into(),
+        seals: file.seals().into(),
+        flags: 0.into(),
+        records: n.into(),
+        array: root,
+    };
+    let mut desc = Vec::new();
+    let len = core::mem::size_of::<Header>().saturating_add(if inline {
+        (n as usize).saturating_mul(RECORD_BYTES)
+    } else {
+        0
+    });
+    desc.try_reserve_exact(len)
+        .map_err(|_| MemfdError::OutOfMemory)?;
+    desc.extend_from_slice(h.as_bytes());
+    if inline {
+        for r in records(file) {
+            desc.extend_from_slice(r.as_bytes());
+        }
+    }
+    Ok(Written { desc, array })
+}
+
+/// In the next kernel: checks the descriptor, the records (inline or in
+/// the array) and every run, claims every folio and returns the file. The
+/// array's pages are released (finish frees them). On error nothing stays
+/// claimed.
+pub fn read<P: PhysMem + MapFrames>(
+    desc: &[u8],
+    p: &mut P,
+    ram: &[Range],
+    scratch: &[Range],
+    claims: &mut Claims,
+) -> Result<Memfd, MemfdError> {
+    let (h, inline) =
+        Header::read_from_prefix(desc).map_err(|_| MemfdError::BadHeader("length"))?;
+    if h.flags.get() != 0 {
+        return Err(MemfdError::BadHeader("flags"));
+    }
+    let n = h.records.get();
+    let array = if h.array == VmallocRoot::default() {
+        if n > INLINE_RECORDS || inline.len() as u64 != n.saturating_mul(RECORD_BYTES as u64) {
+            return Err(MemfdError::CountMismatch);
+        }
+        None
+    } else {
+        if !inline.is_empty() || n <= INLINE_RECORDS {
+            return Err(MemfdError::CountMismatch);
+        }
+        Some(Vmalloc::restore(p, &h.array, ram, scratch, claims)?)
+    };
+    let r = adopt_all(&h, inline, array.as_ref(), p, claims);
+    if let Some(a) = array {
+        a.release(p, claims);
+    }
+    r
+}
+
+fn adopt_all<P: PhysMem + MapFrames>(
+    h: &Header,
+    inline: &[u8],
+    array: Option<&Vmalloc>,
+    p: &mut P,
+    claims: &mut Claims,
+) -> Result<Memfd, MemfdError> {
+    let mut a = Adopt::new(claims, h.size.get(), h.pos.get(), h.seals.get())?;
+    let r = (|| {
+        let bytes = array.map_or(inline, |v| v.bytes(p));
+        let recs: &[Record] = records_in(bytes, h.records.get())?;
+        a.reserve(recs.len())?;
+        for (i, r) in recs.iter().enumerate() {
+            let f = decode(r.frame.get(), i as u64)?;
+            let run = r.run.get();
+            let index = run & ((1u64 << INDEX_BITS).wrapping_sub(1));
+            let count = (run >> INDEX_BITS).saturating_add(1);
+            a.run(i as u64, &f, index, count)?;
+        }
+        Ok(())
+    })();
+    match r {
+        Ok(()) => Ok(a.finish(p)),
+        Err(e) => {
+            a.fail();
+            Err(e)
+        }
+    }
+}
