@@ -502,7 +502,7 @@ def machine_note():
 
 
 FUZZ_TARGETS = ["fdt_read", "fdt_roundtrip", "tracker_read", "tracker_ops", "elf_parse",
-                "handoff_read"]
+                "handoff_read", "vmalloc_read", "memfd_read"]
 
 
 def cmd_fuzz(args):
