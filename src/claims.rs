@@ -188,6 +188,24 @@ impl Claims {
     #[inline]
     pub fn claim(&mut self, phys: u64, pages: u64) -> Result<(), ClaimError> {
         let (bit, range) = self.locate(phys, pages)?;
+        // Fast path: the pages sit in one bitmap word.
+        let lo = bit % 64;
+        if lo.saturating_add(pages) <= 64 {
+            let mask = if pages == 64 {
+                u64::MAX
+            } else {
+                (1u64 << pages).wrapping_sub(1) << lo
+            };
+            let Some(w) = self.bits.get_mut((bit / 64) as usize) else {
+                return Err(ClaimError::NotPreserved { range });
+            };
+            if *w & mask != 0 {
+                return Err(ClaimError::Twice { range });
+            }
+            *w |= mask;
+            self.claimed = self.claimed.saturating_add(pages);
+            return Ok(());
+        }
         if self.any_set(bit, pages) {
             return Err(ClaimError::Twice { range });
         }
@@ -243,50 +261,69 @@ impl Claims {
         w >> (bit % 64) & 1 == 1
     }
 
-    /// The words and masks covering `n` bits from `bit`.
-    fn words(bit: u64, n: u64) -> impl Iterator<Item = (usize, u64)> {
-        let end = bit.saturating_add(n);
-        let mut at = bit;
-        core::iter::from_fn(move || {
-            if at >= end {
-                return None;
-            }
-            let lo = at % 64;
-            let take = 64u64.saturating_sub(lo).min(end.saturating_sub(at));
-            let mask = if take == 64 {
-                u64::MAX
-            } else {
-                (1u64 << take).wrapping_sub(1) << lo
-            };
-            let w = (at / 64) as usize;
-            at = at.saturating_add(take);
-            Some((w, mask))
-        })
+    /// The bitmap words covering `n > 0` bits from `bit`: the first and
+    /// last word and the masks of the bits in each (whole words between).
+    fn span(bit: u64, n: u64) -> (usize, usize, u64, u64) {
+        let last = bit.saturating_add(n).saturating_sub(1);
+        let first_mask = u64::MAX << (bit % 64);
+        let last_mask = u64::MAX >> (63u64.saturating_sub(last % 64));
+        (
+            (bit / 64) as usize,
+            (last / 64) as usize,
+            first_mask,
+            last_mask,
+        )
     }
 
     fn any_set(&self, bit: u64, n: u64) -> bool {
-        Self::words(bit, n).any(|(w, m)| self.bits.get(w).is_some_and(|x| x & m != 0))
+        let (fw, lw, fm, lm) = Self::span(bit, n);
+        let word = |i: usize| self.bits.get(i).copied().unwrap_or(0);
+        if fw == lw {
+            return word(fw) & fm & lm != 0;
+        }
+        word(fw) & fm != 0
+            || word(lw) & lm != 0
+            || self
+                .bits
+                .get(fw.saturating_add(1)..lw)
+                .is_some_and(|mid| mid.iter().any(|&x| x != 0))
     }
 
     fn count_set(&self, bit: u64, n: u64) -> u64 {
-        Self::words(bit, n)
-            .map(|(w, m)| {
-                self.bits
-                    .get(w)
-                    .map_or(0, |x| u64::from((x & m).count_ones()))
-            })
-            .sum()
+        let (fw, lw, fm, lm) = Self::span(bit, n);
+        let ones =
+            |i: usize, m: u64| u64::from((self.bits.get(i).copied().unwrap_or(0) & m).count_ones());
+        if fw == lw {
+            return ones(fw, fm & lm);
+        }
+        let mid: u64 = self
+            .bits
+            .get(fw.saturating_add(1)..lw)
+            .map_or(0, |m| m.iter().map(|x| u64::from(x.count_ones())).sum());
+        ones(fw, fm)
+            .saturating_add(ones(lw, lm))
+            .saturating_add(mid)
     }
 
     fn fill(&mut self, bit: u64, n: u64, set: bool) {
-        for (w, m) in Self::words(bit, n) {
-            if let Some(x) = self.bits.get_mut(w) {
+        let (fw, lw, fm, lm) = Self::span(bit, n);
+        let mut apply = |i: usize, m: u64| {
+            if let Some(x) = self.bits.get_mut(i) {
                 if set {
                     *x |= m;
                 } else {
                     *x &= !m;
                 }
             }
+        };
+        if fw == lw {
+            apply(fw, fm & lm);
+            return;
+        }
+        apply(fw, fm);
+        apply(lw, lm);
+        if let Some(mid) = self.bits.get_mut(fw.saturating_add(1)..lw) {
+            mid.fill(if set { u64::MAX } else { 0 });
         }
     }
 }

@@ -2,6 +2,7 @@
 //! same run, written as a table and to `target/bench/results.json`.
 
 mod fdt_bench;
+mod memfd_bench;
 mod timing;
 mod tracker_bench;
 
@@ -65,6 +66,9 @@ fn main() {
     }
     if filter.is_empty() || filter == "fdt" {
         figures.extend(fdt_bench::run());
+    }
+    if filter.is_empty() || filter == "memfd" {
+        figures.extend(memfd_bench::run());
     }
 
     println!(

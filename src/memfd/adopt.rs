@@ -80,6 +80,8 @@ pub(crate) struct Adopt<'c> {
     file: Memfd,
     /// Pages the file's size covers.
     limit: u64,
+    /// File page index past the last record.
+    prev_end: u64,
     stale: Vec<Extent>,
 }
 
@@ -109,6 +111,7 @@ impl<'c> Adopt<'c> {
                 preserved: false,
             },
             limit: size.div_ceil(PAGE_SIZE),
+            prev_end: 0,
             stale: Vec::new(),
         })
     }
@@ -135,8 +138,7 @@ impl<'c> Adopt<'c> {
         if !index.is_multiple_of(size) || !f.phys.is_multiple_of(size.saturating_mul(PAGE_SIZE)) {
             return Err(MemfdError::Misaligned { record });
         }
-        let prev_end = self.file.extents.last().map_or(0, Extent::end);
-        if index < prev_end {
+        if index < self.prev_end {
             return Err(MemfdError::Overlap { record });
         }
         // Every folio must start inside the size; the last may run past it
@@ -161,11 +163,13 @@ impl<'c> Adopt<'c> {
             order: f.order,
             count,
         };
-        if self.file.extents.try_reserve(1).is_err() {
+        // `reserve` made room for every record: this never allocates.
+        if self.file.extents.len() == self.file.extents.capacity() {
             self.claims.release(f.phys, pages);
             return Err(MemfdError::OutOfMemory);
         }
         push_extent(&mut self.file.extents, e);
+        self.prev_end = index.saturating_add(pages);
         if !f.uptodate {
             self.stale
                 .try_reserve(1)

@@ -22,8 +22,9 @@ pub struct HostMem {
     pool: Box<RangeSet<POOL_RANGES>>,
     /// Frames handed out by `alloc_frames` and not freed.
     pub allocated: u64,
-    /// Live mappings: their frames and a contiguous copy (see `MapFrames`).
-    maps: BTreeMap<u64, (Vec<u64>, Vec<u8>)>,
+    /// Live mappings: their frames, a contiguous copy (see `MapFrames`),
+    /// and whether the copy may have been written.
+    maps: BTreeMap<u64, (Vec<u64>, Vec<u8>, bool)>,
     next_virt: u64,
 }
 
@@ -137,17 +138,20 @@ impl MapFrames for HostMem {
         let virt = self.next_virt;
         self.next_virt += (frames.len() as u64 + 1) * PAGE_SIZE;
         let len = bytes.len();
-        self.maps.insert(virt, (frames.to_vec(), bytes));
+        self.maps.insert(virt, (frames.to_vec(), bytes, false));
         Ok(Mapping { virt, len })
     }
 
     fn bytes(&self, m: &Mapping) -> &[u8] {
-        self.maps.get(&m.virt).map_or(&[], |(_, b)| b.as_slice())
+        self.maps.get(&m.virt).map_or(&[], |(_, b, _)| b.as_slice())
     }
 
     fn bytes_mut(&mut self, m: &Mapping) -> &mut [u8] {
         match self.maps.get_mut(&m.virt) {
-            Some((_, b)) => b.as_mut_slice(),
+            Some((_, b, dirty)) => {
+                *dirty = true;
+                b.as_mut_slice()
+            }
             None => &mut [],
         }
     }
@@ -158,13 +162,22 @@ impl MapFrames for HostMem {
     }
 
     fn flush(&mut self, m: &Mapping) {
-        if let Some((frames, bytes)) = self.maps.remove(&m.virt) {
-            for (f, chunk) in frames.iter().zip(bytes.chunks(PAGE_SIZE as usize)) {
-                if let Some(dst) = self.frame_mut(*f) {
-                    dst.copy_from_slice(chunk);
-                }
+        // Only a copy that may have been written goes back: writing back a
+        // read-only mapping would cost the host a copy a kernel never makes.
+        let Some((frames, bytes, dirty)) = self.maps.get_mut(&m.virt) else {
+            return;
+        };
+        if !core::mem::replace(dirty, false) {
+            return;
+        }
+        let (frames, bytes) = (core::mem::take(frames), core::mem::take(bytes));
+        for (f, chunk) in frames.iter().zip(bytes.chunks(PAGE_SIZE as usize)) {
+            if let Some(dst) = self.frame_mut(*f) {
+                dst.copy_from_slice(chunk);
             }
-            self.maps.insert(m.virt, (frames, bytes));
+        }
+        if let Some(e) = self.maps.get_mut(&m.virt) {
+            (e.0, e.1) = (frames, bytes);
         }
     }
 }

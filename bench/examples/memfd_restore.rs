@@ -1,0 +1,46 @@
+//! Profiling aid: restores a 1 GiB memfd of scattered 4 KiB folios (v2) in
+//! a loop, for `perf record`.
+
+use kho::memfd::{Memfd, v2};
+use kho::platform::host::HostMem;
+use kho::ranges::Range;
+use kho::tracker::Tracker;
+
+fn main() {
+    const K: u64 = 4096;
+    let ram = Range::new(0x10_0000, 0x10_0000_0000);
+    let scratch = Range::new(0x10_0000, 0x410_0000);
+    let mut mem = HostMem::new(&[ram], Range::new(0x1000_0000, 0x10_0000_0000));
+    mem.avoid(scratch);
+    let mut f = Memfd::new(true);
+    let shape = std::env::args().nth(1).unwrap_or_default();
+    if shape == "run" {
+        let chunk = vec![3u8; 2 << 20];
+        for p in 0..512u64 {
+            f.write(&mut mem, p << 21, &chunk).unwrap();
+        }
+    } else {
+        let n = (1u64 << 30) / K;
+        for i in 0..n {
+            // Odd stride: no two folios join.
+            f.write(&mut mem, ((i * 7919) % n) * K, &[1]).unwrap();
+        }
+    }
+    let mut t = Tracker::new(&[scratch]).unwrap();
+    f.preserve(&mut t).unwrap();
+    let w = v2::write(&f, &mut mem, &mut t).unwrap();
+    let claims = mem.hand_over(&t).unwrap();
+    let rounds: u32 = std::env::args()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let mut best = f64::MAX;
+    for _ in 0..rounds {
+        let mut c = claims.clone();
+        let t = std::time::Instant::now();
+        let g = v2::read(&w.desc, &mut mem, &[ram], &[scratch], &mut c).unwrap();
+        best = best.min(t.elapsed().as_nanos() as f64);
+        std::hint::black_box(g);
+    }
+    println!("best {:.2} ns/folio", best / f.folio_count() as f64);
+}
