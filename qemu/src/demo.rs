@@ -7,6 +7,11 @@
 //! with poison and checks again, prints the blackout breakdown, then
 //! changes the data and hands it on, until `kho.hops` kexecs are done.
 //!
+//! It also carries four memfds (`files`): one of `kho.big=MiB` (default
+//! 256) filled with a pattern, a sparse one, a sealed one and one of 2 MiB
+//! folios, restored in place at each hop and checked by checksum and
+//! physical address.
+//!
 //! Command line: `kho.hops=N` (default 2), `kho.corrupt=blob|chain` (hand
 //! over a damaged blob or tracker chain: the next kernel must refuse it and
 //! boot cold), and everything after ` -- ` is the next kernel's own command
@@ -302,8 +307,12 @@ pub fn run(boot: &'static BootInfo) -> ! {
 
     // The blocks: carried over and checked, or made at cold boot.
     let mut blocks: Vec<(u64, u32, u32)> = Vec::new();
+    let mut files;
     if let Some(info) = boot.handoff {
         let recs = verify(boot, hop);
+        let kept: Vec<(u64, u32)> = recs.iter().map(|r| (r.phys.get(), r.order.get())).collect();
+        files = crate::files::restore(boot, &handoff(boot), hop, &kept);
+        let sums = crate::files::sums(&files);
         let s = info.stamps;
         let (a_work, a_jump) = (
             s.written.get().saturating_sub(s.start.get()),
@@ -333,6 +342,11 @@ pub fn run(boot: &'static BootInfo) -> ! {
         if again.len() != recs.len() {
             fail(format_args!("blocks changed while poisoning"));
         }
+        if !crate::files::recheck(&files, &sums) {
+            fail(format_args!(
+                "a restored file changed while memory was poisoned"
+            ));
+        }
         kprintln!(
             "kho hop {hop}: reused {} MiB the previous kernel did not preserve (poisoned), preserved data intact",
             reused >> 20
@@ -351,6 +365,16 @@ pub fn run(boot: &'static BootInfo) -> ! {
                 .unwrap_or_else(|| fail(format_args!("no block of order {order}")));
             blocks.push((p, order, 0));
         }
+        let big = p
+            .cmdline_value("kho.big")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256);
+        // Nothing to hand over with `kho.hops=0`: no files either.
+        files = if hops > 0 {
+            crate::files::make(big)
+        } else {
+            Vec::new()
+        };
     }
     for &(phys, order, generation) in &blocks {
         fill(phys, order, generation);
@@ -359,13 +383,35 @@ pub fn run(boot: &'static BootInfo) -> ! {
         kprintln!("kho demo: live update OK after {hop} kexecs");
         exit_qemu(ExitCode::Success);
     }
-    hand_over_blocks(boot, hop, &blocks)
+    hand_over_blocks(boot, hop, &blocks, &mut files)
+}
+
+/// The handoff this kernel was started with, parsed.
+fn handoff(boot: &BootInfo) -> Handoff<'static> {
+    let Some(info) = boot.handoff else {
+        fail(format_args!("no handoff"))
+    };
+    // SAFETY: the blob was reserved at boot and nothing writes it.
+    let blob = unsafe {
+        core::slice::from_raw_parts(
+            paging::phys_to_virt(info.blob.start) as *const u8,
+            info.blob.len() as usize,
+        )
+    };
+    let ram: Vec<Range> = boot.params.ram().collect();
+    Handoff::parse(blob, &ram).unwrap_or_else(|e| fail(format_args!("{e}")))
 }
 
 /// Preserves `blocks`, writes the handoff, and kexecs into the image
 /// module. Returns only if the kexec is refused (then the blocks are still
 /// checked and the demo ends).
-fn hand_over_blocks(boot: &'static BootInfo, hop: u32, blocks: &[(u64, u32, u32)]) -> ! {
+fn hand_over_blocks(
+    boot: &'static BootInfo,
+    hop: u32,
+    blocks: &[(u64, u32, u32)],
+    files: &mut [kho::memfd::Memfd],
+) -> ! {
+    let checks = crate::files::checks(files);
     let start = tsc::now();
     let mut t = Tracker::new(boot.scratch.areas()).unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut recs = Vec::new();
@@ -379,6 +425,7 @@ fn hand_over_blocks(boot: &'static BootInfo, hop: u32, blocks: &[(u64, u32, u32)
             sum: checksum(phys, order).into(),
         });
     }
+    let descs = crate::files::hand_over(files, &mut t);
     let intact = || {
         recs.iter()
             .all(|r| checksum(r.phys.get(), r.order.get()) == r.sum.get())
@@ -391,7 +438,8 @@ fn hand_over_blocks(boot: &'static BootInfo, hop: u32, blocks: &[(u64, u32, u32)
         |w| {
             w.subsystem(NAME, &[DEMO_V1], None, |w| {
                 w.property_struct("kho,blocks", &recs[..])
-            })
+            })?;
+            crate::files::add_node(w, &checks, &descs)
         },
         intact,
     )

@@ -5,6 +5,7 @@
 extern crate alloc;
 
 mod demo;
+mod files;
 mod tests;
 
 use kho_x86_64::exit::{ExitCode, exit_qemu};

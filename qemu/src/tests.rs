@@ -219,11 +219,12 @@ kernel_test!(
         let free0 = frames::free_bytes().1;
         let pat = |seed: u64, at: u64| (at.wrapping_mul(0x9e37_79b9) ^ seed) as u8;
         // (writes as (offset, len), final size, seals)
-        let shapes: [(&[(u64, u64)], u64, u32); 4] = [
-            (&[(0, 4 << 20)], 4 << 20, 0),                                  // 2 MiB folios
-            (&[(4096 * 3 + 5, 300_000), (5 << 20, 70_000)], 6 << 20, 0),     // mixed
-            (&[(0, 100), (5 << 20, 100), (9 << 20, 4096)], 12 << 20, 0),   // sparse
-            (&[(0, 256 << 10)], 256 << 10, seal::WRITE | seal::SHRINK),         // sealed
+        type Shape = (&'static [(u64, u64)], u64, u32);
+        let shapes: [Shape; 4] = [
+            (&[(0, 4 << 20)], 4 << 20, 0), // 2 MiB folios
+            (&[(4096 * 3 + 5, 300_000), (5 << 20, 70_000)], 6 << 20, 0), // mixed
+            (&[(0, 100), (5 << 20, 100), (9 << 20, 4096)], 12 << 20, 0), // sparse
+            (&[(0, 256 << 10)], 256 << 10, seal::WRITE | seal::SHRINK), // sealed
         ];
         let mut files = Vec::new();
         for (i, (writes, size, seals)) in shapes.iter().enumerate() {
@@ -247,14 +248,18 @@ kernel_test!(
         // The next kernel's view: the handover read back, claims over it.
         let root = handover::write(&t, &mut mem).unwrap();
         let mut log = ReserveLog::new();
-        Reader::new(&mem, root, &ram, scratch).restore(&mut log).unwrap();
+        Reader::new(&mem, root, &ram, scratch)
+            .restore(&mut log)
+            .unwrap();
         for (which, use_v1) in [(0, false), (1, true)] {
             let _ = which;
             let mut claims = Claims::new(log.of(Kept::Preserved), scratch).unwrap();
             for (i, (f, (w2, w1))) in files.iter().zip(&written).enumerate() {
                 let g = match (use_v1, w1) {
                     (false, _) => v2::read(&w2.desc, &mut mem, &ram, scratch, &mut claims).unwrap(),
-                    (true, Some(w1)) => v1::read(&w1.desc, &mut mem, &ram, scratch, &mut claims).unwrap(),
+                    (true, Some(w1)) => {
+                        v1::read(&w1.desc, &mut mem, &ram, scratch, &mut claims).unwrap()
+                    }
                     (true, None) => continue,
                 };
                 assert_eq!(g.extents(), f.extents(), "file {i}: other folios");
@@ -273,7 +278,11 @@ kernel_test!(
                     at += n as u64;
                 }
             }
-            let want: u64 = files.iter().filter(|f| !use_v1 || f.seals() == 0).map(|f| f.allocated_bytes() / PAGE_SIZE).sum();
+            let want: u64 = files
+                .iter()
+                .filter(|f| !use_v1 || f.seals() == 0)
+                .map(|f| f.allocated_bytes() / PAGE_SIZE)
+                .sum();
             assert_eq!(claims.claimed_pages(), want);
             // A corrupted descriptor: refused, nothing more claimed.
             let mut bad = written[1].0.desc.clone();

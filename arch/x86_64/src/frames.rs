@@ -152,6 +152,8 @@ pub const MAX_RESERVED: usize = 4096;
 /// when it runs), handed to [`open_general`] afterwards.
 pub struct Reserved {
     set: RangeSet<MAX_RESERVED>,
+    /// Only the preserved ranges (what objects claim from).
+    preserved_set: RangeSet<MAX_RESERVED>,
     /// Bytes reported as preserved.
     pub preserved: u64,
     /// Bytes reported as handoff metadata.
@@ -163,6 +165,7 @@ impl Reserved {
     pub const fn new() -> Self {
         Self {
             set: RangeSet::new(),
+            preserved_set: RangeSet::new(),
             preserved: 0,
             metadata: 0,
         }
@@ -171,6 +174,12 @@ impl Reserved {
     /// The reserved ranges, coalesced, in address order.
     pub fn ranges(&self) -> &[Range] {
         self.set.as_slice()
+    }
+
+    /// The preserved ranges only (no handoff metadata), coalesced: what
+    /// restored objects claim their pages from (`kho::claims`).
+    pub fn preserved_ranges(&self) -> &[Range] {
+        self.preserved_set.as_slice()
     }
 }
 
@@ -191,7 +200,12 @@ impl kho::reserve::Reserve for Reserved {
             _ => kho::reserve::ReserveError::Overlap { range },
         })?;
         match why {
-            kho::reserve::Kept::Preserved => self.preserved += range.len(),
+            kho::reserve::Kept::Preserved => {
+                // Cannot fail where `set` took the range: the same ranges
+                // minus metadata, so no more entries and no overlap.
+                let _ = self.preserved_set.insert(range);
+                self.preserved += range.len()
+            }
             kho::reserve::Kept::Metadata => self.metadata += range.len(),
         }
         Ok(())

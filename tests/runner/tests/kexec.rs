@@ -17,7 +17,16 @@ fn kernel(var: &str) -> PathBuf {
 
 /// Boots our kernel with `initrd` as the next image.
 fn run(initrd: PathBuf, cmdline: &str) -> kho_runner::Boot {
-    let mut cfg = Config::new(kernel("KHO_KERNEL"), &format!("kho.mode=demo {cmdline}"));
+    run_on(
+        kernel("KHO_KERNEL"),
+        initrd,
+        &format!("kho.big=4 {cmdline}"),
+    )
+}
+
+/// Boots `first` with `initrd` as the next image.
+fn run_on(first: PathBuf, initrd: PathBuf, cmdline: &str) -> kho_runner::Boot {
+    let mut cfg = Config::new(first, &format!("kho.mode=demo {cmdline}"));
     cfg.initrd = Some(initrd);
     cfg.timeout = Duration::from_secs(240);
     boot(&cfg).unwrap_or_else(|e| panic!("{e}"))
@@ -67,6 +76,48 @@ fn same_image_over_the_running_kernel() {
     assert_eq!(&blob[..4], &[0xd0, 0x0d, 0xfe, 0xed]);
     let f = kho::fdt::Fdt::new(blob).unwrap();
     assert!(f.root().child("demo").is_some() && f.root().child("tracker").is_some());
+}
+
+/// The memfds cross a real kexec in place: a 256 MiB one filled with a
+/// pattern, a sparse one, a sealed one and one of 2 MiB folios, each
+/// restored from its `memfd-v2` records with the same checksum and the
+/// same first folio, then checked again after every other page was
+/// poisoned, and carried on to a third kernel.
+#[test]
+fn memfds_cross_a_kexec_in_place_including_256_mib() {
+    let k = kernel("KHO_KERNEL_RELEASE");
+    let b = run_on(k.clone(), k, "kho.hops=2");
+    judge_live_update(&b, 3, "kho demo: live update OK after 2 kexecs")
+        .unwrap_or_else(|e| panic!("{e}"));
+    for hop in 1..=2 {
+        let rows = lines_with(&b, &format!("kho hop {hop}: "));
+        let row = |name: &str| {
+            rows.iter()
+                .find(|l| l.starts_with(&format!("kho hop {hop}: {name:<8} ")))
+                .unwrap_or_else(|| panic!("no row for {name}:\n{}", b.tail()))
+                .to_string()
+        };
+        let big = row("big");
+        assert!(
+            big.contains("memfd-v2   262144 KiB      128        1      64 B"),
+            "{big}"
+        );
+        assert!(row("sealed").contains("memfd-v2"));
+        assert!(row("sparse").contains("65536 KiB        4"));
+        assert!(row("huge").contains("8192 KiB        3        1"));
+        // Same checksum and same first folio at every hop.
+        for name in ["big", "sparse", "sealed", "huge"] {
+            let tail = |h: usize| {
+                lines_with(&b, &format!("kho hop {h}: {name:<8} "))[0]
+                    .split("checksum ")
+                    .nth(1)
+                    .unwrap()
+                    .to_owned()
+            };
+            assert_eq!(tail(1), tail(hop), "{name}");
+        }
+    }
+    assert_eq!(lines_with(&b, "4 files restored in").len(), 2);
 }
 
 #[test]
