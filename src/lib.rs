@@ -29,6 +29,7 @@ pub mod claims;
 pub mod elf;
 pub mod fdt;
 pub mod handoff;
+pub mod luo;
 pub mod memfd;
 pub mod platform;
 pub mod ranges;

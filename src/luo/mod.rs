@@ -1,0 +1,829 @@
+//! The live update orchestrator: objects in named sessions, handed to the
+//! next kernel with first-class versioning (`kho-luo-v1`).
+//!
+//! A [`Handler`] serves one *family* of objects (say `memfd`). It lists the
+//! [`Version`]s it can write and those it can read, best first. At freeze,
+//! [`Handler::prepare`] stores the object's data for one or more versions
+//! on a [`Prepared`] (for a memfd: both `memfd-v2` and `memfd-v1`, each its
+//! own payload). The next kernel picks, for each object, the best version
+//! both sides have ([`Luo::retrieve`]); pages only an unchosen version
+//! used are never claimed, so [`Luo::finish`] frees them.
+//!
+//! Feature bits refine a version: a payload carries the bits a reader
+//! *must* understand (`required`) and bits it *may* ignore (`optional`); a
+//! reader's [`Version::features`] are the bits it understands. A payload is
+//! readable when `required & !features == 0`.
+//!
+//! Life cycle (first kernel): [`Luo::create_session`], [`Luo::preserve`]
+//! (and [`Luo::unpreserve`] or [`Luo::cancel`] to undo), [`Luo::preflight`]
+//! against the next image's list ([`ReadList`], from its ELF note),
+//! [`Luo::freeze`] (all or nothing), [`Luo::write`] into the handoff blob,
+//! kexec. Next kernel: [`Luo::incoming`], [`Luo::retrieve`] (idempotent, in
+//! any order), [`Luo::take`], [`Luo::finish`].
+//!
+//! Nothing on the next kernel's path panics: an object no handler can read
+//! is a typed error naming the versions on both sides
+//! ([`LuoError::NoReadableVersion`]), its memory is freed at finish, and
+//! every other object still restores.
+
+pub mod memfd;
+mod node;
+#[cfg(test)]
+mod tests;
+
+pub use node::{LUO_VERSION, NODE};
+
+use crate::PAGE_SIZE;
+use crate::claims::Claims;
+use crate::fdt::WriteError;
+use crate::handoff::{Handoff, HandoffWriter};
+use crate::platform::{FrameAlloc, MapFrames, PhysMem};
+use crate::ranges::Range;
+use crate::tracker::Tracker;
+use alloc::boxed::Box;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::any::Any;
+use core::fmt;
+
+/// What a platform must give the orchestrator and its handlers.
+pub trait Platform: PhysMem + FrameAlloc + MapFrames {}
+impl<P: PhysMem + FrameAlloc + MapFrames> Platform for P {}
+
+/// One version of a family's format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Version {
+    /// Its name (`memfd-v2`).
+    pub name: &'static str,
+    /// Feature bits: for a reader, the bits it understands; for a writer,
+    /// the bits it may set.
+    pub features: u64,
+}
+
+impl Version {
+    /// A version with no feature bits.
+    pub const fn new(name: &'static str) -> Self {
+        Self { name, features: 0 }
+    }
+}
+
+/// One version's data for an object, as [`Handler::prepare`] stores it.
+#[derive(Debug)]
+pub struct Payload {
+    /// The version's name.
+    pub version: &'static str,
+    /// Feature bits every reader must understand.
+    pub required: u64,
+    /// Feature bits a reader may ignore.
+    pub optional: u64,
+    /// The bytes that go into the handoff blob (a descriptor; bulk data
+    /// stays in preserved memory that the descriptor names).
+    pub data: Vec<u8>,
+}
+
+/// What [`Handler::prepare`] stores: payloads, best version first, and
+/// whatever it must keep to undo them ([`Handler::unprepare`]).
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// The payloads.
+    pub payloads: Vec<Payload>,
+    /// The handler's own state for undoing (record arrays, say).
+    pub keep: Vec<Box<dyn Any>>,
+}
+
+/// What a handler's retrieve gets in the next kernel.
+pub struct RestoreCtx<'a> {
+    /// This kernel's RAM.
+    pub ram: &'a [Range],
+    /// The scratch areas.
+    pub scratch: &'a [Range],
+    /// The claims over preserved memory.
+    pub claims: &'a mut Claims,
+}
+
+/// A handler of one family of objects.
+pub trait Handler<P: Platform> {
+    /// The family (`memfd`).
+    fn family(&self) -> &'static str;
+    /// Versions it can write, best first.
+    fn writes(&self) -> &[Version];
+    /// Versions it can read, best first.
+    fn reads(&self) -> &[Version];
+    /// Whether `obj` is an object of this family.
+    fn owns(&self, obj: &dyn Any) -> bool;
+    /// Preserves what the object needs kept (its pages, in the tracker).
+    fn preserve(&mut self, obj: &mut dyn Any, p: &mut P, t: &mut Tracker) -> Result<(), LuoError>;
+    /// Undoes [`Handler::preserve`].
+    fn unpreserve(&mut self, obj: &mut dyn Any, p: &mut P, t: &mut Tracker)
+    -> Result<(), LuoError>;
+    /// At freeze: stores the object's data for one or more versions.
+    fn prepare(
+        &mut self,
+        obj: &mut dyn Any,
+        p: &mut P,
+        t: &mut Tracker,
+        out: &mut Prepared,
+    ) -> Result<(), LuoError>;
+    /// Undoes [`Handler::prepare`] (a failed freeze, a refused kexec).
+    fn unprepare(&mut self, obj: &mut dyn Any, prepared: Prepared, p: &mut P, t: &mut Tracker);
+    /// In the next kernel: the object from the payload of `version`.
+    fn retrieve(
+        &mut self,
+        version: &str,
+        data: &[u8],
+        p: &mut P,
+        ctx: &mut RestoreCtx<'_>,
+    ) -> Result<Box<dyn Any>, LuoError>;
+}
+
+/// Errors of the orchestrator, each naming what was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LuoError {
+    /// Two handlers for one family.
+    DuplicateFamily(String),
+    /// No handler for the family.
+    NoHandler(String),
+    /// A session of that name exists.
+    DuplicateSession(String),
+    /// No session of that name.
+    NoSession(String),
+    /// The token is already used in the session.
+    DuplicateToken {
+        /// The session.
+        session: String,
+        /// The token.
+        token: u64,
+    },
+    /// No object with that token in the session.
+    NoToken {
+        /// The session.
+        session: String,
+        /// The token.
+        token: u64,
+    },
+    /// The object is not of the family named.
+    WrongFamily(String),
+    /// The operation does not fit the life cycle (preserve after freeze,
+    /// retrieve before incoming, ...).
+    State(&'static str),
+    /// No version that both kernels have: nothing of the object can be
+    /// read. Names the versions on both sides.
+    NoReadableVersion {
+        /// The family.
+        family: String,
+        /// Versions the object was written in.
+        written: Vec<String>,
+        /// Versions the reading kernel reads.
+        reads: Vec<String>,
+    },
+    /// Preflight: these objects would be lost by the next kernel.
+    WouldLose(Vec<Loss>),
+    /// The handler refused (with its own error, as text).
+    Handler {
+        /// The family.
+        family: String,
+        /// What went wrong.
+        what: String,
+    },
+    /// The blob's `luo` node is malformed.
+    BadNode(&'static str),
+    /// The memfd handler refused, or a memfd payload is bad.
+    Memfd(crate::memfd::MemfdError),
+    /// No memory for the orchestrator's lists.
+    OutOfMemory,
+}
+
+/// An object a next kernel would not read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loss {
+    /// Its session.
+    pub session: String,
+    /// Its token.
+    pub token: u64,
+    /// Its family.
+    pub family: String,
+    /// The versions it would be written in.
+    pub written: Vec<String>,
+}
+
+fn list(v: &[String]) -> String {
+    v.join(", ")
+}
+
+impl fmt::Display for LuoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use LuoError::*;
+        match self {
+            DuplicateFamily(x) => write!(f, "luo: a handler for {x} is already registered"),
+            NoHandler(x) => write!(f, "luo: no handler for family {x}"),
+            DuplicateSession(x) => write!(f, "luo: session {x} already exists"),
+            NoSession(x) => write!(f, "luo: no session {x}"),
+            DuplicateToken { session, token } => {
+                write!(
+                    f,
+                    "luo: token {token:#x} is already used in session {session}"
+                )
+            }
+            NoToken { session, token } => {
+                write!(f, "luo: no token {token:#x} in session {session}")
+            }
+            WrongFamily(x) => write!(f, "luo: the object is not a {x}"),
+            State(x) => write!(f, "luo: {x}"),
+            NoReadableVersion {
+                family,
+                written,
+                reads,
+            } => write!(
+                f,
+                "luo: {family} written as [{}], this kernel reads [{}]: no common version",
+                list(written),
+                list(reads)
+            ),
+            WouldLose(l) => {
+                write!(f, "luo: the next kernel would lose {} object(s):", l.len())?;
+                for x in l {
+                    write!(
+                        f,
+                        " {}/{:#x} ({} as [{}])",
+                        x.session,
+                        x.token,
+                        x.family,
+                        list(&x.written)
+                    )?;
+                }
+                Ok(())
+            }
+            Handler { family, what } => write!(f, "luo: {family}: {what}"),
+            BadNode(x) => write!(f, "luo: malformed node ({x})"),
+            Memfd(e) => write!(f, "luo: {e}"),
+            OutOfMemory => f.write_str("luo: out of memory"),
+        }
+    }
+}
+
+impl From<WriteError> for LuoError {
+    fn from(_: WriteError) -> Self {
+        LuoError::BadNode("the handoff blob has no room for the luo node")
+    }
+}
+
+/// An object preserve refused, given back with the reason.
+#[derive(Debug)]
+pub struct Refused {
+    /// Why.
+    pub error: LuoError,
+    /// The object, unchanged.
+    pub object: Box<dyn Any>,
+}
+
+impl From<Refused> for LuoError {
+    fn from(r: Refused) -> Self {
+        r.error
+    }
+}
+
+/// The versions a kernel image reads, from its `kho` ELF note
+/// (`kho-reads-v1`): NUL-terminated entries `NAME` or `NAME+FEATURES`
+/// (hexadecimal feature bits it understands); empty entries (padding) are
+/// skipped.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadList<'a> {
+    bytes: &'a [u8],
+}
+
+/// The ELF note's owner name.
+pub const NOTE_NAME: &[u8; 4] = b"kho\0";
+/// The ELF note's type.
+pub const NOTE_READS: u32 = 0x4b52_0001;
+
+impl<'a> ReadList<'a> {
+    /// A list from a note's descriptor bytes; `None` if an entry is not
+    /// UTF-8 or its features are not hexadecimal.
+    pub fn parse(bytes: &'a [u8]) -> Option<Self> {
+        let l = Self { bytes };
+        for e in bytes.split(|&b| b == 0) {
+            let s = core::str::from_utf8(e).ok()?;
+            if let Some((_, feat)) = s.split_once('+') {
+                u64::from_str_radix(feat, 16).ok()?;
+            }
+        }
+        Some(l)
+    }
+
+    /// The versions, in the image's order.
+    pub fn versions(&self) -> impl Iterator<Item = (&'a str, u64)> + 'a {
+        self.bytes.split(|&b| b == 0).filter_map(|e| {
+            let s = core::str::from_utf8(e).ok().filter(|s| !s.is_empty())?;
+            Some(match s.split_once('+') {
+                Some((n, f)) => (n, u64::from_str_radix(f, 16).unwrap_or(0)),
+                None => (s, 0),
+            })
+        })
+    }
+
+    /// Whether a payload of `version` with `required` bits is readable.
+    pub fn reads(&self, version: &str, required: u64) -> bool {
+        self.versions()
+            .any(|(n, f)| n == version && required & !f == 0)
+    }
+}
+
+/// Builds a `kho` reads note at compile time: `desc` is the list of
+/// NUL-terminated entries, its length a multiple of 4 (pad with NULs).
+#[repr(C, align(4))]
+pub struct ReadsNote<const N: usize> {
+    namesz: u32,
+    descsz: u32,
+    ty: u32,
+    name: [u8; 4],
+    desc: [u8; N],
+}
+
+impl<const N: usize> ReadsNote<N> {
+    /// The note for `desc`.
+    pub const fn new(desc: &[u8; N]) -> Self {
+        assert!(
+            N.is_multiple_of(4),
+            "pad the reads list to a multiple of 4 bytes"
+        );
+        Self {
+            namesz: 4,
+            descsz: N as u32,
+            ty: NOTE_READS,
+            name: *NOTE_NAME,
+            desc: *desc,
+        }
+    }
+}
+
+/// Where an object stands.
+#[derive(Debug)]
+enum Held {
+    /// In the first kernel: the object, and its payloads once frozen.
+    Live(Box<dyn Any>, Option<Prepared>),
+    /// In the next kernel, not retrieved yet: its payloads from the blob.
+    Incoming(Vec<InPayload>),
+    /// Retrieved, from the payload of this version.
+    Restored(Box<dyn Any>, &'static str),
+    /// Retrieve failed (kept so that a second retrieve says the same).
+    Failed(LuoError),
+    /// Taken by its owner.
+    Taken,
+}
+
+/// A payload read from the blob.
+#[derive(Clone, Debug)]
+struct InPayload {
+    version: String,
+    required: u64,
+    data: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Object {
+    token: u64,
+    family: String,
+    held: Held,
+}
+
+#[derive(Debug)]
+struct Session {
+    name: String,
+    objects: Vec<Object>,
+}
+
+/// One row of [`Luo::preflight`]: what the next kernel will do with an
+/// object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Its session.
+    pub session: String,
+    /// Its token.
+    pub token: u64,
+    /// Its family.
+    pub family: String,
+    /// The version the next kernel will read, or `None`: lost.
+    pub version: Option<&'static str>,
+}
+
+/// The orchestrator of one kernel.
+pub struct Luo<P: Platform> {
+    handlers: Vec<Box<dyn Handler<P>>>,
+    sessions: Vec<Session>,
+    frozen: bool,
+}
+
+impl<P: Platform> Default for Luo<P> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P: Platform> Luo<P> {
+    /// An orchestrator with no handler and no session.
+    pub fn new() -> Self {
+        Self {
+            handlers: Vec::new(),
+            sessions: Vec::new(),
+            frozen: false,
+        }
+    }
+
+    /// Registers a handler.
+    pub fn register(&mut self, h: Box<dyn Handler<P>>) -> Result<(), LuoError> {
+        if self.handler(h.family()).is_some() {
+            return Err(LuoError::DuplicateFamily(h.family().to_string()));
+        }
+        self.handlers.push(h);
+        Ok(())
+    }
+
+    fn handler(&self, family: &str) -> Option<usize> {
+        self.handlers.iter().position(|h| h.family() == family)
+    }
+
+    /// The versions every registered handler reads, for this kernel's
+    /// reads note (`NAME+FEATURES` entries).
+    pub fn reads(&self) -> impl Iterator<Item = Version> + '_ {
+        self.handlers.iter().flat_map(|h| h.reads().iter().copied())
+    }
+
+    /// Creates an empty session.
+    pub fn create_session(&mut self, name: &str) -> Result<(), LuoError> {
+        if self.frozen {
+            return Err(LuoError::State("sessions are frozen"));
+        }
+        if self.sessions.iter().any(|s| s.name == name) {
+            return Err(LuoError::DuplicateSession(name.to_string()));
+        }
+        self.sessions.push(Session {
+            name: name.to_string(),
+            objects: Vec::new(),
+        });
+        Ok(())
+    }
+
+    fn session(&mut self, name: &str) -> Result<&mut Session, LuoError> {
+        self.sessions
+            .iter_mut()
+            .find(|s| s.name == name)
+            .ok_or_else(|| LuoError::NoSession(name.to_string()))
+    }
+
+    /// Preserves `object` of `family` under `token` in `session`. On error
+    /// the object comes back unchanged.
+    pub fn preserve(
+        &mut self,
+        session: &str,
+        token: u64,
+        family: &str,
+        mut object: Box<dyn Any>,
+        p: &mut P,
+        t: &mut Tracker,
+    ) -> Result<(), Refused> {
+        let refuse = |error, object| Err(Refused { error, object });
+        if self.frozen {
+            return refuse(LuoError::State("sessions are frozen"), object);
+        }
+        let Some(h) = self.handler(family) else {
+            return refuse(LuoError::NoHandler(family.to_string()), object);
+        };
+        if !self.handlers[h].owns(object.as_ref()) {
+            return refuse(LuoError::WrongFamily(family.to_string()), object);
+        }
+        let s = match self.session(session) {
+            Ok(s) => s,
+            Err(e) => return refuse(e, object),
+        };
+        if s.objects.iter().any(|o| o.token == token) {
+            let e = LuoError::DuplicateToken {
+                session: session.to_string(),
+                token,
+            };
+            return refuse(e, object);
+        }
+        if let Err(e) = self.handlers[h].preserve(object.as_mut(), p, t) {
+            return refuse(e, object);
+        }
+        if let Ok(s) = self.session(session) {
+            s.objects.push(Object {
+                token,
+                family: family.to_string(),
+                held: Held::Live(object, None),
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes an object back before the kexec: unpreserved, as it was.
+    pub fn unpreserve(
+        &mut self,
+        session: &str,
+        token: u64,
+        p: &mut P,
+        t: &mut Tracker,
+    ) -> Result<Box<dyn Any>, LuoError> {
+        if self.frozen {
+            return Err(LuoError::State("sessions are frozen"));
+        }
+        let s = self.session(session)?;
+        let i = s
+            .objects
+            .iter()
+            .position(|o| o.token == token)
+            .ok_or_else(|| LuoError::NoToken {
+                session: session.to_string(),
+                token,
+            })?;
+        let o = s.objects.remove(i);
+        let Held::Live(mut obj, _) = o.held else {
+            return Err(LuoError::State("only a live object can be unpreserved"));
+        };
+        let h = self
+            .handler(&o.family)
+            .ok_or(LuoError::NoHandler(o.family.clone()))?;
+        self.handlers[h].unpreserve(obj.as_mut(), p, t)?;
+        Ok(obj)
+    }
+
+    /// Cancels everything: unfreezes, unpreserves every object and gives
+    /// them all back, `(session, token, object)`.
+    pub fn cancel(&mut self, p: &mut P, t: &mut Tracker) -> Vec<(String, u64, Box<dyn Any>)> {
+        self.unfreeze(p, t);
+        let mut out = Vec::new();
+        for s in core::mem::take(&mut self.sessions) {
+            for o in s.objects {
+                if let Held::Live(mut obj, _) = o.held {
+                    if let Some(h) = self.handler(&o.family) {
+                        let _ = self.handlers[h].unpreserve(obj.as_mut(), p, t);
+                    }
+                    out.push((s.name.clone(), o.token, obj));
+                }
+            }
+        }
+        out
+    }
+
+    /// What the next kernel (reading `next`) will do with each object: the
+    /// best of its family's writable versions that `next` reads, or none.
+    pub fn preflight(&self, next: &ReadList<'_>) -> Vec<Plan> {
+        let mut plan = Vec::new();
+        for s in &self.sessions {
+            for o in &s.objects {
+                let version = self.handler(&o.family).and_then(|h| {
+                    self.handlers[h]
+                        .writes()
+                        .iter()
+                        .find(|v| next.reads(v.name, v.features))
+                        .map(|v| v.name)
+                });
+                plan.push(Plan {
+                    session: s.name.clone(),
+                    token: o.token,
+                    family: o.family.clone(),
+                    version,
+                });
+            }
+        }
+        plan
+    }
+
+    /// Freezes every object: each handler stores its payloads. If `next`
+    /// is given and `drop_lost` is false, refuses first when any object
+    /// would be lost ([`LuoError::WouldLose`]). All or nothing: a failed
+    /// freeze unfreezes what was frozen.
+    pub fn freeze(
+        &mut self,
+        p: &mut P,
+        t: &mut Tracker,
+        next: Option<&ReadList<'_>>,
+        drop_lost: bool,
+    ) -> Result<(), LuoError> {
+        if self.frozen {
+            return Err(LuoError::State("already frozen"));
+        }
+        if let Some(next) = next {
+            let lost: Vec<Loss> = self
+                .preflight(next)
+                .into_iter()
+                .filter(|x| x.version.is_none())
+                .map(|x| Loss {
+                    written: self.handler(&x.family).map_or(Vec::new(), |h| {
+                        self.handlers[h]
+                            .writes()
+                            .iter()
+                            .map(|v| v.name.to_string())
+                            .collect()
+                    }),
+                    session: x.session,
+                    token: x.token,
+                    family: x.family,
+                })
+                .collect();
+            if !lost.is_empty() && !drop_lost {
+                return Err(LuoError::WouldLose(lost));
+            }
+        }
+        let mut failed = None;
+        'all: for s in &mut self.sessions {
+            for o in &mut s.objects {
+                let Some(h) = self.handlers.iter().position(|h| h.family() == o.family) else {
+                    failed = Some(LuoError::NoHandler(o.family.clone()));
+                    break 'all;
+                };
+                if let Held::Live(obj, prep) = &mut o.held {
+                    let mut out = Prepared::default();
+                    match self.handlers[h].prepare(obj.as_mut(), p, t, &mut out) {
+                        Ok(()) if out.payloads.is_empty() => {
+                            self.handlers[h].unprepare(obj.as_mut(), out, p, t);
+                            failed = Some(LuoError::Handler {
+                                family: o.family.clone(),
+                                what: "stored no version".to_string(),
+                            });
+                            break 'all;
+                        }
+                        Ok(()) => *prep = Some(out),
+                        Err(e) => {
+                            failed = Some(e);
+                            break 'all;
+                        }
+                    }
+                }
+            }
+        }
+        self.frozen = true;
+        if let Some(e) = failed {
+            self.unfreeze(p, t);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Luo::freeze`] (a refused kexec): every payload released.
+    pub fn unfreeze(&mut self, p: &mut P, t: &mut Tracker) {
+        for s in &mut self.sessions {
+            for o in &mut s.objects {
+                if let Held::Live(obj, prep) = &mut o.held
+                    && let Some(prepared) = prep.take()
+                    && let Some(h) = self.handlers.iter_mut().find(|h| h.family() == o.family)
+                {
+                    h.unprepare(obj.as_mut(), prepared, p, t);
+                }
+            }
+        }
+        self.frozen = false;
+    }
+
+    /// Writes the frozen sessions into the handoff blob (node `luo`).
+    pub fn write(&self, w: &mut HandoffWriter<'_>) -> Result<(), LuoError> {
+        if !self.frozen {
+            return Err(LuoError::State("freeze before writing"));
+        }
+        node::write(w, &self.sessions)
+    }
+
+    /// In the next kernel: takes the sessions and objects of the handoff's
+    /// `luo` node (none if it has none). Each object waits for
+    /// [`Luo::retrieve`].
+    pub fn incoming(&mut self, h: &Handoff<'_>) -> Result<(), LuoError> {
+        if !self.sessions.is_empty() {
+            return Err(LuoError::State("incoming sessions on top of others"));
+        }
+        self.sessions = node::read(h)?;
+        Ok(())
+    }
+
+    /// The sessions and their tokens, in blob order.
+    pub fn objects(&self) -> impl Iterator<Item = (&str, u64, &str)> + '_ {
+        self.sessions.iter().flat_map(|s| {
+            s.objects
+                .iter()
+                .map(move |o| (s.name.as_str(), o.token, o.family.as_str()))
+        })
+    }
+
+    /// In the next kernel: restores the object (the first time), from the
+    /// best version both sides have, and returns it. Idempotent: later
+    /// calls return the same object, or the same error.
+    pub fn retrieve(
+        &mut self,
+        session: &str,
+        token: u64,
+        p: &mut P,
+        ctx: &mut RestoreCtx<'_>,
+    ) -> Result<(&mut dyn Any, &'static str), LuoError> {
+        let (si, oi) = self.find(session, token)?;
+        let o = &mut self.sessions[si].objects[oi];
+        if let Held::Incoming(payloads) = &o.held {
+            let result = match self.handlers.iter_mut().find(|h| h.family() == o.family) {
+                None => Err(LuoError::NoHandler(o.family.clone())),
+                Some(h) => pick(h.reads(), payloads, &o.family)
+                    .and_then(|(v, data)| h.retrieve(v, data, p, ctx).map(|obj| (obj, v))),
+            };
+            o.held = match result {
+                Ok((obj, v)) => Held::Restored(obj, v),
+                Err(e) => Held::Failed(e),
+            };
+        }
+        match &mut o.held {
+            Held::Restored(obj, v) => Ok((obj.as_mut(), *v)),
+            Held::Failed(e) => Err(e.clone()),
+            Held::Taken => Err(LuoError::State("the object was taken")),
+            Held::Live(..) => Err(LuoError::State("not an incoming object")),
+            Held::Incoming(_) => Err(LuoError::State("not retrieved")),
+        }
+    }
+
+    fn find(&self, session: &str, token: u64) -> Result<(usize, usize), LuoError> {
+        let si = self
+            .sessions
+            .iter()
+            .position(|s| s.name == session)
+            .ok_or_else(|| LuoError::NoSession(session.to_string()))?;
+        let oi = self.sessions[si]
+            .objects
+            .iter()
+            .position(|o| o.token == token)
+            .ok_or_else(|| LuoError::NoToken {
+                session: session.to_string(),
+                token,
+            })?;
+        Ok((si, oi))
+    }
+
+    /// Takes a retrieved object from the orchestrator.
+    pub fn take(&mut self, session: &str, token: u64) -> Result<Box<dyn Any>, LuoError> {
+        let (si, oi) = self.find(session, token)?;
+        let o = &mut self.sessions[si].objects[oi];
+        match core::mem::replace(&mut o.held, Held::Taken) {
+            Held::Restored(obj, _) => Ok(obj),
+            other => {
+                o.held = other;
+                Err(LuoError::State("only a retrieved object can be taken"))
+            }
+        }
+    }
+
+    /// In the next kernel, when every object that will be retrieved is:
+    /// frees every preserved page nobody claimed (payloads of unchosen
+    /// versions, record arrays, objects never retrieved or that failed).
+    /// Returns the bytes freed and the objects that were not restored.
+    pub fn finish(&mut self, p: &mut P, claims: &Claims) -> (u64, Vec<(String, u64, LuoError)>) {
+        let mut freed = 0;
+        for r in claims.unclaimed() {
+            let mut at = r.start;
+            while at < r.end {
+                let order = crate::tracker::block_order(at, r.end).min(crate::vmalloc::MAX_ORDER);
+                p.free_frames(at, order);
+                at += PAGE_SIZE << order;
+            }
+            freed += r.len();
+        }
+        let mut lost = Vec::new();
+        for s in &mut self.sessions {
+            for o in &mut s.objects {
+                let e = match &o.held {
+                    Held::Failed(e) => Some(e.clone()),
+                    Held::Incoming(_) => Some(LuoError::State("never retrieved")),
+                    _ => None,
+                };
+                if let Some(e) = e {
+                    lost.push((s.name.clone(), o.token, e));
+                    o.held = Held::Taken;
+                }
+            }
+        }
+        (freed, lost)
+    }
+}
+
+/// The best of `reads` (in the reader's order) that a payload has, with
+/// every required feature understood.
+fn pick<'a>(
+    reads: &[Version],
+    payloads: &'a [InPayload],
+    family: &str,
+) -> Result<(&'static str, &'a [u8]), LuoError> {
+    for v in reads {
+        if let Some(pl) = payloads
+            .iter()
+            .find(|pl| pl.version == v.name && pl.required & !v.features == 0)
+        {
+            return Ok((v.name, &pl.data));
+        }
+    }
+    Err(LuoError::NoReadableVersion {
+        family: family.to_string(),
+        written: payloads
+            .iter()
+            .map(|p| {
+                if p.required == 0 {
+                    p.version.clone()
+                } else {
+                    alloc::format!("{}+{:x}", p.version, p.required)
+                }
+            })
+            .collect(),
+        reads: reads.iter().map(|v| v.name.to_string()).collect(),
+    })
+}

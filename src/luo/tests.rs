@@ -1,0 +1,505 @@
+//! The orchestrator on the host: sessions and their errors, versions
+//! picked per object, unknown versions, preflight, failed freezes, cancel,
+//! feature bits, and finish giving back everything nobody adopted.
+
+use super::memfd::{MemfdHandler, V1, V2, V3_TEST};
+use super::*;
+use crate::handoff::{Handoff, HandoffWriter, Stamps};
+use crate::memfd::{Memfd, seal};
+use crate::platform::host::HostMem;
+use crate::scratch::{Scratch, ScratchRecord};
+use crate::tracker::handover;
+use alloc::vec;
+use zerocopy::IntoBytes;
+
+const RAM: Range = Range::new(0x10_0000, 0x4000_0000);
+const SCRATCH: Range = Range::new(0x20_0000, 0x420_0000);
+
+fn setup() -> (HostMem, Tracker, Scratch) {
+    let mut mem = HostMem::new(&[RAM], Range::new(0x1000_0000, 0x4000_0000));
+    let scratch = Scratch::from_records(
+        [ScratchRecord {
+            start: SCRATCH.start.into(),
+            size: SCRATCH.len().into(),
+        }]
+        .as_bytes(),
+        &[RAM],
+    )
+    .unwrap();
+    mem.avoid(SCRATCH);
+    let t = Tracker::new(scratch.areas()).unwrap();
+    (mem, t, scratch)
+}
+
+fn file(mem: &mut HostMem, len: usize, seed: u8, seals: u32) -> Box<dyn Any> {
+    let mut f = Memfd::new(true);
+    f.write(mem, 0, &vec![seed; len]).unwrap();
+    f.add_seals(seals).unwrap();
+    Box::new(f)
+}
+
+/// The blob with the frozen `luo` written, as bytes.
+fn blob(luo: &Luo<HostMem>, mem: &mut HostMem, t: &Tracker, scratch: &Scratch) -> Vec<u8> {
+    let root = handover::write(t, mem).unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root, scratch).unwrap();
+    luo.write(&mut w).unwrap();
+    let n = w.finish().unwrap().len;
+    buf.truncate(n);
+    buf
+}
+
+/// A first kernel with two sessions: `vm-1` holds a plain and a sealed
+/// file, `vm-2` a plain one. Frozen.
+fn first_kernel(writes: &[Version]) -> (HostMem, Tracker, Scratch, Luo<HostMem>, Vec<u8>) {
+    let (mut mem, mut t, scratch) = setup();
+    let mut luo = Luo::<HostMem>::new();
+    luo.register(Box::new(MemfdHandler::new(writes, &[V2, V1])))
+        .unwrap();
+    luo.create_session("vm-1").unwrap();
+    luo.create_session("vm-2").unwrap();
+    for (s, tok, len, seed, seals) in [
+        ("vm-1", 1, 300_000, 1, 0),
+        ("vm-1", 2, 70_000, 2, seal::WRITE),
+        ("vm-2", 1, 3 << 20, 3, 0),
+    ] {
+        let f = file(&mut mem, len, seed, seals);
+        luo.preserve(s, tok, FAMILY_MEMFD, f, &mut mem, &mut t)
+            .unwrap();
+    }
+    luo.freeze(&mut mem, &mut t, None, false).unwrap();
+    let b = blob(&luo, &mut mem, &t, &scratch);
+    (mem, t, scratch, luo, b)
+}
+
+const FAMILY_MEMFD: &str = super::memfd::FAMILY;
+
+fn contents(f: &Memfd, mem: &HostMem) -> Vec<u8> {
+    let mut b = vec![0; f.size() as usize];
+    f.read(mem, 0, &mut b);
+    b
+}
+
+#[test]
+fn sessions_refuse_duplicates_and_unknowns() {
+    let (mut mem, mut t, _) = setup();
+    let mut luo = Luo::<HostMem>::new();
+    luo.register(Box::new(MemfdHandler::default())).unwrap();
+    assert_eq!(
+        luo.register(Box::new(MemfdHandler::default())),
+        Err(LuoError::DuplicateFamily("memfd".into()))
+    );
+    luo.create_session("s").unwrap();
+    assert_eq!(
+        luo.create_session("s"),
+        Err(LuoError::DuplicateSession("s".into()))
+    );
+    let f = file(&mut mem, 100, 1, 0);
+    luo.preserve("s", 7, "memfd", f, &mut mem, &mut t).unwrap();
+    let again = file(&mut mem, 100, 1, 0);
+    let r = luo
+        .preserve("s", 7, "memfd", again, &mut mem, &mut t)
+        .unwrap_err();
+    assert_eq!(
+        r.error,
+        LuoError::DuplicateToken {
+            session: "s".into(),
+            token: 7
+        }
+    );
+    // The refused object comes back whole, and is not preserved.
+    assert!(!r.object.downcast_ref::<Memfd>().unwrap().is_preserved());
+    let r = luo
+        .preserve("nope", 1, "memfd", r.object, &mut mem, &mut t)
+        .unwrap_err();
+    assert_eq!(r.error, LuoError::NoSession("nope".into()));
+    let r = luo
+        .preserve("s", 1, "blockdev", r.object, &mut mem, &mut t)
+        .unwrap_err();
+    assert_eq!(r.error, LuoError::NoHandler("blockdev".into()));
+    let r = luo
+        .preserve("s", 1, "memfd", Box::new(5u32), &mut mem, &mut t)
+        .unwrap_err();
+    assert_eq!(r.error, LuoError::WrongFamily("memfd".into()));
+    assert!(matches!(
+        luo.unpreserve("s", 9, &mut mem, &mut t),
+        Err(LuoError::NoToken { token: 9, .. })
+    ));
+    // Unpreserve gives the object back unpreserved; cancel the rest.
+    let pages = t.pages();
+    let f = luo.unpreserve("s", 7, &mut mem, &mut t).unwrap();
+    assert!(!f.downcast_ref::<Memfd>().unwrap().is_preserved());
+    assert_eq!(t.pages(), pages - 1);
+    let f2 = file(&mut mem, 10_000, 2, 0);
+    luo.preserve("s", 8, "memfd", f2, &mut mem, &mut t).unwrap();
+    luo.freeze(&mut mem, &mut t, None, false).unwrap();
+    assert!(t.pages() > 3, "payload arrays preserved");
+    let back = luo.cancel(&mut mem, &mut t);
+    assert_eq!(back.len(), 1);
+    assert_eq!(t.pages(), 0, "cancel releases everything preserved");
+}
+
+#[test]
+fn the_next_kernel_picks_the_best_common_version_per_object() {
+    let (mut mem, t, scratch, _a, b) = first_kernel(&[V2, V1]);
+    let h = Handoff::parse(&b, &[RAM]).unwrap();
+    // A reader of v1 only.
+    let mut luo = Luo::<HostMem>::new();
+    luo.register(Box::new(MemfdHandler::new(&[V1], &[V1])))
+        .unwrap();
+    luo.incoming(&h).unwrap();
+    let objs: Vec<(String, u64)> = luo.objects().map(|(s, t, _)| (s.into(), t)).collect();
+    assert_eq!(
+        objs,
+        [("vm-1".into(), 1), ("vm-1".into(), 2), ("vm-2".into(), 1)]
+    );
+    let mut claims = mem.hand_over(&t).unwrap();
+    let free_before = mem.free_bytes();
+    let mut ctx = RestoreCtx {
+        ram: &[RAM],
+        scratch: scratch.areas(),
+        claims: &mut claims,
+    };
+    // In any order; the sealed file has no v1: a typed error naming both
+    // sides, and the others still restore.
+    let (f, v) = luo.retrieve("vm-2", 1, &mut mem, &mut ctx).unwrap();
+    assert_eq!(v, "memfd-v1");
+    let size = f.downcast_ref::<Memfd>().unwrap().size();
+    assert_eq!(size, 3 << 20);
+    let e = luo.retrieve("vm-1", 2, &mut mem, &mut ctx).unwrap_err();
+    assert_eq!(
+        e,
+        LuoError::NoReadableVersion {
+            family: "memfd".into(),
+            written: vec!["memfd-v2".into()],
+            reads: vec!["memfd-v1".into()],
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "luo: memfd written as [memfd-v2], this kernel reads [memfd-v1]: no common version"
+    );
+    // Idempotent: the same error, the same object.
+    assert_eq!(luo.retrieve("vm-1", 2, &mut mem, &mut ctx).unwrap_err(), e);
+    let p1 = luo.retrieve("vm-1", 1, &mut mem, &mut ctx).unwrap().0 as *const dyn Any;
+    let p2 = luo.retrieve("vm-1", 1, &mut mem, &mut ctx).unwrap().0 as *const dyn Any;
+    assert!(core::ptr::addr_eq(p1, p2));
+    let f1 = luo.take("vm-1", 1).unwrap();
+    assert_eq!(
+        contents(f1.downcast_ref::<Memfd>().unwrap(), &mem),
+        vec![1u8; 300_000]
+    );
+    let f3 = luo.take("vm-2", 1).unwrap();
+    // Finish frees the sealed file, every v2 payload's array and the v1
+    // arrays (released after reading): nothing preserved is lost.
+    let adopted = [&f1, &f3]
+        .iter()
+        .map(|f| f.downcast_ref::<Memfd>().unwrap().allocated_bytes())
+        .sum::<u64>();
+    let (freed, lost) = luo.finish(&mut mem, &claims);
+    assert_eq!(lost.len(), 1);
+    assert_eq!((lost[0].0.as_str(), lost[0].1), ("vm-1", 2));
+    let preserved: u64 = claims.preserved().map(|r| r.len()).sum();
+    assert_eq!(freed + adopted, preserved);
+    assert_eq!(mem.free_bytes(), free_before + freed);
+}
+
+#[test]
+fn old_to_new_and_new_to_new() {
+    // A writer of v1 only (an old kernel; it cannot write the sealed
+    // file, so it is not preserved there) into a reader of v2 and v1.
+    let (mut mem, mut t, scratch) = setup();
+    let mut luo = Luo::<HostMem>::new();
+    luo.register(Box::new(MemfdHandler::new(&[V1], &[V1])))
+        .unwrap();
+    luo.create_session("s").unwrap();
+    let f = file(&mut mem, 5000, 4, 0);
+    luo.preserve("s", 1, "memfd", f, &mut mem, &mut t).unwrap();
+    let sealed = file(&mut mem, 5000, 4, seal::GROW);
+    luo.preserve("s", 2, "memfd", sealed, &mut mem, &mut t)
+        .unwrap();
+    // The freeze fails on the sealed file (no version can carry it) and
+    // unfreezes the first: its v1 array is released.
+    let before = t.pages();
+    assert!(matches!(
+        luo.freeze(&mut mem, &mut t, None, false),
+        Err(LuoError::Handler { .. })
+    ));
+    assert_eq!(t.pages(), before);
+    let s = luo.unpreserve("s", 2, &mut mem, &mut t).unwrap();
+    s.downcast::<Memfd>().unwrap().free(&mut mem);
+    luo.freeze(&mut mem, &mut t, None, false).unwrap();
+    let b = blob(&luo, &mut mem, &t, &scratch);
+    let h = Handoff::parse(&b, &[RAM]).unwrap();
+    let mut next = Luo::<HostMem>::new();
+    next.register(Box::new(MemfdHandler::default())).unwrap();
+    next.incoming(&h).unwrap();
+    let mut claims = mem.hand_over(&t).unwrap();
+    let mut ctx = RestoreCtx {
+        ram: &[RAM],
+        scratch: scratch.areas(),
+        claims: &mut claims,
+    };
+    let (_, v) = next.retrieve("s", 1, &mut mem, &mut ctx).unwrap();
+    assert_eq!(v, "memfd-v1");
+}
+
+#[test]
+fn preflight_reports_and_refuses_what_would_be_lost() {
+    let (mut mem, mut t, _) = setup();
+    let mut luo = Luo::<HostMem>::new();
+    luo.register(Box::new(MemfdHandler::new(&[V3_TEST], &[V3_TEST])))
+        .unwrap();
+    luo.create_session("s").unwrap();
+    let f = file(&mut mem, 5000, 4, 0);
+    luo.preserve("s", 1, "memfd", f, &mut mem, &mut t).unwrap();
+    let old = ReadList::parse(b"memfd-v1\0kho-demo-v1\0\0\0").unwrap();
+    let plan = luo.preflight(&old);
+    assert_eq!(plan[0].version, None);
+    let e = luo.freeze(&mut mem, &mut t, Some(&old), false).unwrap_err();
+    assert!(matches!(&e, LuoError::WouldLose(l) if l.len() == 1 && l[0].written == ["memfd-v3"]));
+    assert!(!luo.frozen);
+    // Forced: the kexec may go ahead; the object is written anyway, and the
+    // next kernel gives it a typed error.
+    luo.freeze(&mut mem, &mut t, Some(&old), true).unwrap();
+    let new = ReadList::parse(b"memfd-v3\0memfd-v2\0").unwrap();
+    luo.unfreeze(&mut mem, &mut t);
+    assert_eq!(luo.preflight(&new)[0].version, Some("memfd-v3"));
+    assert!(ReadList::parse(b"memfd-v2+zz\0").is_none());
+    let feat = ReadList::parse(b"x-v1+3\0").unwrap();
+    assert!(feat.reads("x-v1", 0b10) && !feat.reads("x-v1", 0b100));
+}
+
+/// A handler of `u64` objects whose payload requires feature bits, and
+/// fails to prepare the object 13.
+struct Numbers {
+    writes: Vec<Version>,
+    reads: Vec<Version>,
+    required: u64,
+    prepared: u32,
+}
+
+impl Handler<HostMem> for Numbers {
+    fn family(&self) -> &'static str {
+        "num"
+    }
+    fn writes(&self) -> &[Version] {
+        &self.writes
+    }
+    fn reads(&self) -> &[Version] {
+        &self.reads
+    }
+    fn owns(&self, obj: &dyn Any) -> bool {
+        obj.is::<u64>()
+    }
+    fn preserve(
+        &mut self,
+        _: &mut dyn Any,
+        _: &mut HostMem,
+        _: &mut Tracker,
+    ) -> Result<(), LuoError> {
+        Ok(())
+    }
+    fn unpreserve(
+        &mut self,
+        _: &mut dyn Any,
+        _: &mut HostMem,
+        _: &mut Tracker,
+    ) -> Result<(), LuoError> {
+        Ok(())
+    }
+    fn prepare(
+        &mut self,
+        obj: &mut dyn Any,
+        _: &mut HostMem,
+        _: &mut Tracker,
+        out: &mut Prepared,
+    ) -> Result<(), LuoError> {
+        let n = *obj.downcast_ref::<u64>().unwrap();
+        if n == 13 {
+            return Err(LuoError::Handler {
+                family: "num".into(),
+                what: "13".into(),
+            });
+        }
+        self.prepared += 1;
+        for v in &self.writes {
+            out.payloads.push(Payload {
+                version: v.name,
+                required: self.required,
+                optional: 0x100,
+                data: n.to_le_bytes().to_vec(),
+            });
+        }
+        Ok(())
+    }
+    fn unprepare(&mut self, _: &mut dyn Any, _: Prepared, _: &mut HostMem, _: &mut Tracker) {
+        self.prepared -= 1;
+    }
+    fn retrieve(
+        &mut self,
+        _: &str,
+        data: &[u8],
+        _: &mut HostMem,
+        _: &mut RestoreCtx<'_>,
+    ) -> Result<Box<dyn Any>, LuoError> {
+        Ok(Box::new(u64::from_le_bytes(
+            data.try_into().map_err(|_| LuoError::BadNode("num"))?,
+        )))
+    }
+}
+
+#[test]
+fn a_failed_freeze_unfreezes_and_feature_bits_decide_readability() {
+    let (mut mem, mut t, scratch) = setup();
+    let mut luo = Luo::<HostMem>::new();
+    let v = Version {
+        name: "num-v1",
+        features: 0b11,
+    };
+    luo.register(Box::new(Numbers {
+        writes: vec![v],
+        reads: vec![v],
+        required: 0b10,
+        prepared: 0,
+    }))
+    .unwrap();
+    luo.create_session("s").unwrap();
+    for n in [1u64, 2, 13] {
+        luo.preserve("s", n, "num", Box::new(n), &mut mem, &mut t)
+            .unwrap();
+    }
+    assert!(luo.freeze(&mut mem, &mut t, None, false).is_err());
+    assert!(!luo.frozen);
+    assert!(matches!(
+        luo.write(
+            &mut HandoffWriter::new(
+                &mut [0u8; 4096],
+                0,
+                Stamps::default(),
+                &handover::write(&t, &mut mem).unwrap(),
+                &scratch
+            )
+            .unwrap()
+        ),
+        Err(LuoError::State(_))
+    ));
+    let _ = luo.unpreserve("s", 13, &mut mem, &mut t).unwrap();
+    luo.freeze(&mut mem, &mut t, None, false).unwrap();
+    let b = blob(&luo, &mut mem, &t, &scratch);
+    let h = Handoff::parse(&b, &[RAM]).unwrap();
+    let mut claims = mem.hand_over(&t).unwrap();
+    // A reader that understands bit 1: reads (optional bit 8 ignored).
+    for (features, ok) in [(0b10, true), (0b01, false)] {
+        let mut next = Luo::<HostMem>::new();
+        let r = Version {
+            name: "num-v1",
+            features,
+        };
+        next.register(Box::new(Numbers {
+            writes: vec![],
+            reads: vec![r],
+            required: 0,
+            prepared: 0,
+        }))
+        .unwrap();
+        next.incoming(&h).unwrap();
+        let mut ctx = RestoreCtx {
+            ram: &[RAM],
+            scratch: scratch.areas(),
+            claims: &mut claims,
+        };
+        let got = next.retrieve("s", 2, &mut mem, &mut ctx);
+        assert_eq!(got.is_ok(), ok, "{features:b}");
+        if let Err(e) = got {
+            assert_eq!(
+                e.to_string(),
+                "luo: num written as [num-v1+2], this kernel reads [num-v1]: no common version"
+            );
+        }
+    }
+}
+
+/// A blob whose `luo` node `body` writes (inside `session@0`).
+fn luo_blob(
+    body: impl FnOnce(&mut crate::fdt::FdtWriter<'_>) -> Result<(), WriteError>,
+) -> Vec<u8> {
+    let (mut mem, t, scratch) = setup();
+    let root = handover::write(&t, &mut mem).unwrap();
+    let mut buf = vec![0u8; 8192];
+    let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root, &scratch).unwrap();
+    w.subsystem(NODE, &[LUO_VERSION], None, |w| {
+        w.begin_node("session@0")?;
+        w.property_string("kho,name", "s")?;
+        body(w)?;
+        w.end_node()
+    })
+    .unwrap();
+    let n = w.finish().unwrap().len;
+    buf.truncate(n);
+    buf
+}
+
+fn object(
+    w: &mut crate::fdt::FdtWriter<'_>,
+    name: &str,
+    token: u64,
+    features: bool,
+) -> Result<(), WriteError> {
+    w.begin_node(name)?;
+    w.property_struct(
+        "kho,token",
+        &zerocopy::byteorder::little_endian::U64::new(token),
+    )?;
+    w.property_string("kho,family", "memfd")?;
+    w.begin_node("payload@0")?;
+    w.property_string("kho,version", "memfd-v2")?;
+    if features {
+        w.property("kho,features", &[0u8; 16])?;
+    }
+    w.property("kho,data", &[1, 2, 3])?;
+    w.end_node()?;
+    w.end_node()
+}
+
+#[test]
+fn a_malformed_luo_node_is_refused() {
+    let incoming = |b: &[u8]| {
+        let h = Handoff::parse(b, &[RAM]).unwrap();
+        Luo::<HostMem>::new().incoming(&h)
+    };
+    assert_eq!(
+        incoming(&luo_blob(|w| object(w, "object@5", 5, true))),
+        Ok(())
+    );
+    assert_eq!(
+        incoming(&luo_blob(|w| object(w, "object@5", 6, true))),
+        Err(LuoError::BadNode("object name and token differ"))
+    );
+    assert_eq!(
+        incoming(&luo_blob(|w| object(w, "object@5", 5, false))),
+        Err(LuoError::BadNode("payload kho,features"))
+    );
+    // Two objects, one token (names differ only in the unit address's
+    // spelling, which the FDT reader allows).
+    assert_eq!(
+        incoming(&luo_blob(|w| {
+            object(w, "object@5", 5, true)?;
+            object(w, "object@05", 5, true)
+        })),
+        Err(LuoError::BadNode("object name and token differ"))
+    );
+    // A node of an unknown luo version is a typed error naming both.
+    let (mut mem, t, scratch) = setup();
+    let root = handover::write(&t, &mut mem).unwrap();
+    let mut buf = vec![0u8; 8192];
+    let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root, &scratch).unwrap();
+    w.subsystem(NODE, &["kho-luo-v9"], None, |_| Ok(()))
+        .unwrap();
+    let n = w.finish().unwrap().len;
+    let h = Handoff::parse(&buf[..n], &[RAM]).unwrap();
+    assert!(matches!(
+        Luo::<HostMem>::new().incoming(&h),
+        Err(LuoError::NoReadableVersion { written, .. }) if written == ["kho-luo-v9"]
+    ));
+}
