@@ -1,22 +1,84 @@
 //! `kho`: hand memory and state from one kernel to the next across a kexec.
 //!
-//! The crate is `no_std`, architecture-neutral and free of `unsafe` outside
-//! the few places that touch physical memory through [`Platform`]-style
-//! hooks. Everything here is plain data and algorithms over byte slices, so
-//! the whole crate is built and tested on the host with `cargo test`.
+//! The crate is `no_std`, architecture-neutral and free of `unsafe`: it
+//! reaches physical memory only through the platform traits an embedding
+//! kernel implements ([`platform`]). Everything here is plain data and
+//! algorithms over byte slices, built and tested on the host.
 //!
-//! Modules:
-//! - [`ranges`]: a fixed-capacity set of disjoint physical ranges, used as
-//!   the boot-time frame allocator of the demo kernel.
-//! - [`fdt`]: the FDT v17 writer and zero-copy reader of the handoff blob.
-//! - [`scratch`]: scratch areas, chosen at cold boot and handed over.
-//! - [`reserve`]: what the next kernel keeps, reported as one transaction.
-//! - [`tracker`]: the preserved-page tracker, its handed-over form and the
-//!   next kernel's validating reader.
+//! Modules, from the bottom up:
+//! - [`platform`]: what the kernel provides (frame access, a frame
+//!   allocator, scattered frames mapped contiguously) and the restore rule.
+//! - [`ranges`], [`scratch`]: physical ranges; scratch areas, memory that
+//!   never holds preserved pages.
+//! - [`tracker`]: the preserved-page tracker and its handed-over chain.
+//! - [`fdt`], [`handoff`]: the FDT container and the root handoff blob.
+//! - [`chain`], [`vmalloc`], [`memfd`]: page-chain framing, preserved
+//!   vmalloc, and the memfd with its `memfd-v1` and `memfd-v2` formats.
+//! - [`reserve`], [`claims`]: what the next kernel keeps, and which
+//!   preserved pages each restored object adopted.
+//! - [`luo`]: the orchestrator: sessions, handlers and versions.
+//! - [`elf`]: the next kernel image, read safely (and its reads note).
+//! - [`error`]: [`Error`], which wraps every module's error.
 //!
-//! The crate uses `alloc` for the first kernel's in-memory tracker (with
-//! `try_reserve`, so running out of memory is an error, never an abort);
-//! everything the next kernel reads is walked in place without allocating.
+//! # Example: one file across a kexec
+//!
+//! The first kernel preserves a memfd in a session and writes the handoff;
+//! the next one retrieves it. `P` is the kernel's platform type.
+//!
+//! ```
+//! use kho::handoff::{Handoff, HandoffWriter, Stamps};
+//! use kho::luo::{Luo, Platform, ReadList, RestoreCtx, memfd::MemfdHandler};
+//! use kho::memfd::Memfd;
+//! use kho::ranges::Range;
+//! use kho::scratch::Scratch;
+//! use kho::tracker::{Tracker, handover};
+//!
+//! /// First kernel: returns the blob's length in `buf`; the kernel then
+//! /// places it and kexecs (see `docs/embedding.md`).
+//! fn before_kexec<P: Platform>(
+//!     p: &mut P,
+//!     scratch: &Scratch,
+//!     next_reads: &ReadList<'_>,
+//!     buf: &mut [u8],
+//! ) -> Result<usize, kho::Error> {
+//!     let mut t = Tracker::new(scratch.areas())?;
+//!     let mut luo = Luo::<P>::new();
+//!     luo.register(Box::new(MemfdHandler::default()))?;
+//!     luo.create_session("vm-1")?;
+//!     let mut f = Memfd::new(true);
+//!     f.write(p, 0, b"state that must survive")?;
+//!     luo.preserve("vm-1", 1, "memfd", Box::new(f), p, &mut t)?;
+//!     // Refuses if the next kernel could not read the file.
+//!     luo.freeze(p, &mut t, Some(next_reads), false)?;
+//!     let root = handover::write(&t, p)?;
+//!     let mut w = HandoffWriter::new(buf, 0, Stamps::default(), &root, scratch)?;
+//!     luo.write(&mut w)?;
+//!     Ok(w.finish()?.len)
+//! }
+//!
+//! /// Next kernel, once `kho::handoff::restore` reported `preserved`.
+//! fn after_kexec<P: Platform>(
+//!     p: &mut P,
+//!     h: &Handoff<'_>,
+//!     ram: &[Range],
+//!     preserved: &[Range],
+//! ) -> Result<Option<Memfd>, kho::Error> {
+//!     let mut claims = kho::claims::Claims::new(preserved.iter().copied(), h.scratch.areas())?;
+//!     let mut luo = Luo::<P>::new();
+//!     luo.register(Box::new(MemfdHandler::default()))?;
+//!     luo.incoming(h)?;
+//!     let mut ctx = RestoreCtx { ram, scratch: h.scratch.areas(), claims: &mut claims };
+//!     luo.retrieve("vm-1", 1, p, &mut ctx)?;
+//!     let file = luo.take("vm-1", 1)?;
+//!     // Everything preserved that nobody adopted goes back to `p`.
+//!     luo.finish(p, &claims);
+//!     Ok(file.downcast::<Memfd>().ok().map(|f| *f))
+//! }
+//! ```
+//!
+//! The crate uses `alloc` (always with `try_reserve` where a handed-over
+//! size decides the amount, so running out is an error, never an abort);
+//! the readers of handed-over data walk it in place.
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -27,6 +89,7 @@ extern crate std;
 pub mod chain;
 pub mod claims;
 pub mod elf;
+pub mod error;
 pub mod fdt;
 pub mod handoff;
 pub mod luo;
@@ -37,6 +100,8 @@ pub mod reserve;
 pub mod scratch;
 pub mod tracker;
 pub mod vmalloc;
+
+pub use error::Error;
 
 /// Size of the smallest page the crate deals with (4 KiB).
 pub const PAGE_SIZE: u64 = 4096;

@@ -1,0 +1,157 @@
+//! [`Error`]: one error type for an embedding kernel, wrapping every
+//! module's own, so that `?` works throughout.
+
+use core::fmt;
+
+/// Any error of the crate, by the module it comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// From reading an FDT.
+    Fdt(crate::fdt::FdtError),
+    /// From writing an FDT.
+    FdtWrite(crate::fdt::WriteError),
+    /// From a range set.
+    Range(crate::ranges::RangeError),
+    /// From mapping frames.
+    Map(crate::platform::MapError),
+    /// From reserving handed-over memory.
+    Reserve(crate::reserve::ReserveError),
+    /// From a page chain.
+    Chain(crate::chain::ChainError),
+    /// From adopting preserved pages.
+    Claim(crate::claims::ClaimError),
+    /// From the preserved-page tracker.
+    Tracker(crate::tracker::TrackerError),
+    /// From the tracker's handed-over chain.
+    Handover(crate::tracker::handover::HandoverError),
+    /// From the scratch areas.
+    Scratch(crate::scratch::ScratchError),
+    /// From the handoff blob.
+    Handoff(crate::handoff::HandoffError),
+    /// From the next kernel image.
+    Elf(crate::elf::ElfError),
+    /// From preserved vmalloc.
+    Vmalloc(crate::vmalloc::VmallocError),
+    /// From a memfd or its records.
+    Memfd(crate::memfd::MemfdError),
+    /// From the orchestrator.
+    Luo(crate::luo::LuoError),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Fdt(e) => e.fmt(f),
+            Error::FdtWrite(e) => e.fmt(f),
+            Error::Range(e) => e.fmt(f),
+            Error::Map(e) => e.fmt(f),
+            Error::Reserve(e) => e.fmt(f),
+            Error::Chain(e) => e.fmt(f),
+            Error::Claim(e) => e.fmt(f),
+            Error::Tracker(e) => e.fmt(f),
+            Error::Handover(e) => e.fmt(f),
+            Error::Scratch(e) => e.fmt(f),
+            Error::Handoff(e) => e.fmt(f),
+            Error::Elf(e) => e.fmt(f),
+            Error::Vmalloc(e) => e.fmt(f),
+            Error::Memfd(e) => e.fmt(f),
+            Error::Luo(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<crate::fdt::FdtError> for Error {
+    fn from(e: crate::fdt::FdtError) -> Self {
+        Error::Fdt(e)
+    }
+}
+
+impl From<crate::fdt::WriteError> for Error {
+    fn from(e: crate::fdt::WriteError) -> Self {
+        Error::FdtWrite(e)
+    }
+}
+
+impl From<crate::ranges::RangeError> for Error {
+    fn from(e: crate::ranges::RangeError) -> Self {
+        Error::Range(e)
+    }
+}
+
+impl From<crate::platform::MapError> for Error {
+    fn from(e: crate::platform::MapError) -> Self {
+        Error::Map(e)
+    }
+}
+
+impl From<crate::reserve::ReserveError> for Error {
+    fn from(e: crate::reserve::ReserveError) -> Self {
+        Error::Reserve(e)
+    }
+}
+
+impl From<crate::chain::ChainError> for Error {
+    fn from(e: crate::chain::ChainError) -> Self {
+        Error::Chain(e)
+    }
+}
+
+impl From<crate::claims::ClaimError> for Error {
+    fn from(e: crate::claims::ClaimError) -> Self {
+        Error::Claim(e)
+    }
+}
+
+impl From<crate::tracker::TrackerError> for Error {
+    fn from(e: crate::tracker::TrackerError) -> Self {
+        Error::Tracker(e)
+    }
+}
+
+impl From<crate::tracker::handover::HandoverError> for Error {
+    fn from(e: crate::tracker::handover::HandoverError) -> Self {
+        Error::Handover(e)
+    }
+}
+
+impl From<crate::scratch::ScratchError> for Error {
+    fn from(e: crate::scratch::ScratchError) -> Self {
+        Error::Scratch(e)
+    }
+}
+
+impl From<crate::handoff::HandoffError> for Error {
+    fn from(e: crate::handoff::HandoffError) -> Self {
+        Error::Handoff(e)
+    }
+}
+
+impl From<crate::elf::ElfError> for Error {
+    fn from(e: crate::elf::ElfError) -> Self {
+        Error::Elf(e)
+    }
+}
+
+impl From<crate::vmalloc::VmallocError> for Error {
+    fn from(e: crate::vmalloc::VmallocError) -> Self {
+        Error::Vmalloc(e)
+    }
+}
+
+impl From<crate::memfd::MemfdError> for Error {
+    fn from(e: crate::memfd::MemfdError) -> Self {
+        Error::Memfd(e)
+    }
+}
+
+impl From<crate::luo::LuoError> for Error {
+    fn from(e: crate::luo::LuoError) -> Self {
+        Error::Luo(e)
+    }
+}
+
+impl From<crate::luo::Refused> for Error {
+    fn from(r: crate::luo::Refused) -> Self {
+        Error::Luo(r.error)
+    }
+}
