@@ -34,6 +34,10 @@ KERNEL = os.path.join(ROOT, "target", TARGET, "debug", "kho-kernel")
 ALT_DIR = os.path.join(ROOT, "target", "alt")
 KERNEL_ALT = os.path.join(ALT_DIR, TARGET, "debug", "kho-kernel")
 RELEASE_KERNEL = os.path.join(ROOT, "target", TARGET, "release", "kho-kernel")
+# Builds that read and write other sets of versions (qemu/src/files.rs):
+# `old` reads and writes memfd-v1 only, `v3` writes only memfd-v3.
+VERSION_BUILDS = {"old": os.path.join(ROOT, "target", "versions", "old", "kho-kernel"),
+                  "v3": os.path.join(ROOT, "target", "versions", "v3", "kho-kernel")}
 LOGDIR = os.path.join(ROOT, "target", "kho")
 HOST_EXCLUDES = ["--exclude", "kho-x86_64", "--exclude", "kho-qemu"]
 
@@ -140,6 +144,12 @@ def setup(_args=None):
 
 def build(_args=None):
     require_cargo()
+    # The version builds share the target directory (only kho-qemu is
+    # rebuilt) and are copied out; the default build comes last.
+    for feature, path in VERSION_BUILDS.items():
+        run(["cargo", "build", "-p", "kho-qemu", "--target", TARGET, "--features", feature])
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        shutil.copyfile(KERNEL, path)
     run(["cargo", "build", "-p", "kho-qemu", "--target", TARGET])
     # The same kernel linked at 16 MiB: the "different build" to kexec into.
     run(["cargo", "build", "-p", "kho-qemu", "--target", TARGET, "--features", "alt-link",
@@ -347,7 +357,8 @@ def cmd_test(args):
     # takes minutes to fill and check it under TCG).
     run(["cargo", "build", "--release", "-p", "kho-qemu", "--target", TARGET])
     env = {"KHO_KERNEL": KERNEL, "KHO_KERNEL_ALT": KERNEL_ALT,
-           "KHO_KERNEL_RELEASE": RELEASE_KERNEL}
+           "KHO_KERNEL_RELEASE": RELEASE_KERNEL,
+           "KHO_KERNEL_OLD": VERSION_BUILDS["old"], "KHO_KERNEL_V3": VERSION_BUILDS["v3"]}
     total_p = total_f = 0
     problems = []
 

@@ -307,11 +307,12 @@ pub fn run(boot: &'static BootInfo) -> ! {
 
     // The blocks: carried over and checked, or made at cold boot.
     let mut blocks: Vec<(u64, u32, u32)> = Vec::new();
-    let mut files;
+    let files;
     if let Some(info) = boot.handoff {
         let recs = verify(boot, hop);
         let kept: Vec<(u64, u32)> = recs.iter().map(|r| (r.phys.get(), r.order.get())).collect();
-        files = crate::files::restore(boot, &handoff(boot), hop, &kept);
+        let (restored, _lost) = crate::files::restore(boot, &handoff(boot), hop, &kept);
+        files = restored;
         let sums = crate::files::sums(&files);
         let s = info.stamps;
         let (a_work, a_jump) = (
@@ -383,7 +384,7 @@ pub fn run(boot: &'static BootInfo) -> ! {
         kprintln!("kho demo: live update OK after {hop} kexecs");
         exit_qemu(ExitCode::Success);
     }
-    hand_over_blocks(boot, hop, &blocks, &mut files)
+    hand_over_blocks(boot, hop, &blocks, files)
 }
 
 /// The handoff this kernel was started with, parsed.
@@ -409,9 +410,9 @@ fn hand_over_blocks(
     boot: &'static BootInfo,
     hop: u32,
     blocks: &[(u64, u32, u32)],
-    files: &mut [kho::memfd::Memfd],
+    files: crate::files::Held,
 ) -> ! {
-    let checks = crate::files::checks(files);
+    let checks = crate::files::checks(&files);
     let start = tsc::now();
     let mut t = Tracker::new(boot.scratch.areas()).unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut recs = Vec::new();
@@ -425,7 +426,46 @@ fn hand_over_blocks(
             sum: checksum(phys, order).into(),
         });
     }
-    let descs = crate::files::hand_over(files, &mut t);
+    let mut luo = crate::files::preserve(files, &mut t);
+    // Preflight: what the next image reads, from its ELF note.
+    let force = boot.params.cmdline_value("kho.force") == Some("1");
+    if let Some(Ok(img)) = image_bytes(boot).map(kho::elf::Image::parse) {
+        let empty = kho::luo::ReadList::parse(b"").unwrap_or_else(|| fail(format_args!("")));
+        let next = match img.reads() {
+            Some(Ok(l)) => l,
+            Some(Err(())) => {
+                kprintln!("kho hop {hop}: preflight: the next image's reads note is malformed");
+                empty
+            }
+            None => {
+                kprintln!("kho hop {hop}: preflight: the next image declares no reads note");
+                empty
+            }
+        };
+        if let Err(e) = crate::files::freeze(&mut luo, &mut t, hop, &next, force) {
+            kprintln!("kho hop {hop}: preflight refused the kexec: {e}");
+            let back = crate::files::cancel(&mut luo, &mut t);
+            let ok = recs
+                .iter()
+                .all(|r| checksum(r.phys.get(), r.order.get()) == r.sum.get())
+                && crate::files::recheck(
+                    &back,
+                    &checks.iter().map(|c| c.1.sum.get()).collect::<Vec<_>>(),
+                );
+            if !ok {
+                fail(format_args!("preserved data changed"));
+            }
+            kprintln!("kho demo: kexec refused by preflight, still running, data intact");
+            exit_qemu(ExitCode::Success);
+        }
+        if force {
+            kprintln!(
+                "kho hop {hop}: preflight: forced (kho.force=1): objects the next kernel cannot read will be lost"
+            );
+        }
+    } else if let Err(e) = luo.freeze(&mut KernelMem, &mut t, None, false) {
+        fail(format_args!("freeze: {e}"));
+    }
     let intact = || {
         recs.iter()
             .all(|r| checksum(r.phys.get(), r.order.get()) == r.sum.get())
@@ -439,7 +479,7 @@ fn hand_over_blocks(
             w.subsystem(NAME, &[DEMO_V1], None, |w| {
                 w.property_struct("kho,blocks", &recs[..])
             })?;
-            crate::files::add_node(w, &checks, &descs)
+            crate::files::add_nodes(w, &luo, &checks)
         },
         intact,
     )
@@ -567,6 +607,19 @@ fn hand_over(
             exit_qemu(ExitCode::Success)
         }
     }
+}
+
+/// The image module's bytes (the next kernel), if there is one.
+fn image_bytes(boot: &BootInfo) -> Option<&'static [u8]> {
+    let image = boot.params.image_module()?;
+    // SAFETY: the module is RAM the loader handed us, reserved at boot, and
+    // nothing writes it.
+    Some(unsafe {
+        core::slice::from_raw_parts(
+            paging::phys_to_virt(image.start) as *const u8,
+            image.len() as usize,
+        )
+    })
 }
 
 /// The next kernel's command line: what follows ` -- ` in ours, or ours.

@@ -1,30 +1,67 @@
-//! The demo's files: memfds made at cold boot, carried across every kexec
-//! in place, and checked by checksum and physical address at each hop.
+//! The demo's files: memfds in two sessions, handed over by the
+//! orchestrator (`kho::luo`) with versioning, restored in place at each hop
+//! and checked by checksum and physical address.
 //!
-//! The subsystem node `memfd` lists the versions written, best first
-//! (`memfd-v2`, `memfd-v1`), and holds per file `kho,memfd-vK-N` (that
-//! version's descriptor) and one 32-byte [`FileCheck`] in `kho,checks`.
+//! What this build writes and reads is chosen by a cargo feature
+//! (`versions`): the default writes and reads `memfd-v2` and `memfd-v1`;
+//! `old` writes and reads `memfd-v1` only; `v3` writes only `memfd-v3` (a
+//! stand-in for a future version) and reads all three. The same list is in
+//! the image's `kho` ELF note (`kho-reads-v1`), which a first kernel reads
+//! before freezing (preflight).
 
+use alloc::boxed::Box;
 use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
-use kho::PAGE_SIZE;
 use kho::claims::Claims;
 use kho::fdt::WriteError;
 use kho::handoff::{Handoff, HandoffWriter};
-use kho::memfd::{Memfd, seal, v1, v2};
+#[cfg(feature = "v3")]
+use kho::luo::memfd::V3_TEST;
+use kho::luo::memfd::{MemfdHandler, V1, V2};
+use kho::luo::{Luo, ReadList, RestoreCtx, Version};
+use kho::memfd::{Memfd, seal};
 use kho::ranges::Range;
 use kho::tracker::Tracker;
 use kho_x86_64::glue::KernelMem;
-use kho_x86_64::{BootInfo, frames, kprintln, tsc};
+use kho_x86_64::{BootInfo, kprintln, tsc};
 use zerocopy::byteorder::little_endian::U64;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-/// The subsystem's node.
-pub const NAME: &str = "memfd";
-/// The versions this kernel reads, best first.
-pub const READS: [&str; 2] = [v2::VERSION, v1::VERSION];
+/// The versions this build writes, best first.
+#[cfg(not(any(feature = "old", feature = "v3")))]
+const WRITES: &[Version] = &[V2, V1];
+#[cfg(feature = "old")]
+const WRITES: &[Version] = &[V1];
+#[cfg(feature = "v3")]
+const WRITES: &[Version] = &[V3_TEST];
 
-/// What the next kernel checks of each file (32 bytes, LE).
+/// The versions this build reads, best first.
+#[cfg(not(any(feature = "old", feature = "v3")))]
+const READS: &[Version] = &[V2, V1];
+#[cfg(feature = "old")]
+const READS: &[Version] = &[V1];
+#[cfg(feature = "v3")]
+const READS: &[Version] = &[V3_TEST, V2, V1];
+
+/// The reads note: the same list as `READS` (and the demo's own formats),
+/// NUL-terminated entries padded to a multiple of 4 bytes.
+#[cfg(not(any(feature = "old", feature = "v3")))]
+const NOTE: &[u8; 44] = b"memfd-v2\0memfd-v1\0kho-luo-v1\0kho-demo-v1\0\0\0\0";
+#[cfg(feature = "old")]
+const NOTE: &[u8; 32] = b"memfd-v1\0kho-luo-v1\0kho-demo-v1\0";
+#[cfg(feature = "v3")]
+const NOTE: &[u8; 52] = b"memfd-v3\0memfd-v2\0memfd-v1\0kho-luo-v1\0kho-demo-v1\0\0\0";
+
+/// The note itself, in the image's `PT_NOTE` segment (the linker script
+/// keeps `.note.kho` there).
+#[used]
+// SAFETY: `.note.kho` holds nothing else; the linker script places it in
+// the note segment, where a loader only reads it.
+#[unsafe(link_section = ".note.kho")]
+static READS_NOTE: kho::luo::ReadsNote<{ NOTE.len() }> = kho::luo::ReadsNote::new(NOTE);
+
+/// What the next kernel checks of each file (40 bytes, LE).
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct FileCheck {
@@ -36,14 +73,33 @@ pub struct FileCheck {
     pub folios: U64,
     /// File size.
     pub size: U64,
+    /// Its token.
+    pub token: U64,
 }
 
-/// How each demo file is made: name, size, writes (offset, length), seals.
-type Spec = (&'static str, u64, &'static [(u64, u64)], u32);
+/// One demo file: session, token, name, size, writes, seals.
+type Spec = (
+    &'static str,
+    u64,
+    &'static str,
+    u64,
+    &'static [(u64, u64)],
+    u32,
+);
 const MIB: u64 = 1 << 20;
 const SPECS: [Spec; 4] = [
-    ("big", 256 * MIB, &[(0, 256 * MIB)], 0),
+    ("vm-1", 1, "big", 256 * MIB, &[(0, 256 * MIB)], 0),
     (
+        "vm-1",
+        2,
+        "sealed",
+        MIB + 8192,
+        &[(0, MIB + 8192)],
+        seal::WRITE | seal::SHRINK | seal::GROW | seal::SEAL,
+    ),
+    (
+        "vm-2",
+        1,
         "sparse",
         64 * MIB,
         &[
@@ -53,13 +109,7 @@ const SPECS: [Spec; 4] = [
         ],
         0,
     ),
-    (
-        "sealed",
-        MIB + 8192,
-        &[(0, MIB + 8192)],
-        seal::WRITE | seal::SHRINK | seal::GROW | seal::SEAL,
-    ),
-    ("huge", 8 * MIB, &[(2 * MIB, 6 * MIB)], 0),
+    ("vm-2", 2, "huge", 8 * MIB, &[(2 * MIB, 6 * MIB)], 0),
 ];
 
 fn fail(what: core::fmt::Arguments<'_>) -> ! {
@@ -71,52 +121,66 @@ fn word(file: usize, at: u64) -> u64 {
     (at ^ (file as u64) << 56).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1
 }
 
-/// Makes the demo files at cold boot; the first is `big_mib` MiB.
-pub fn make(big_mib: u64) -> Vec<Memfd> {
-    let mut mem = KernelMem;
-    let mut buf = alloc::vec![0u8; 2 * MIB as usize];
+/// A demo file in the orchestrator's hands: session, token, the file.
+pub type Held = Vec<(&'static str, u64, Memfd)>;
+
+/// The name of the file at `session`/`token`.
+fn name_of(session: &str, token: u64) -> &'static str {
     SPECS
         .iter()
-        .enumerate()
-        .map(|(i, &(name, size, writes, seals))| {
-            let big = [(0, big_mib * MIB)];
-            let (size, writes) = if i == 0 {
-                (big_mib * MIB, &big[..])
-            } else {
-                (size, writes)
-            };
-            let mut f = Memfd::new(true);
-            for &(off, len) in writes {
-                let mut at = off;
-                while at < off + len {
-                    let n = (off + len - at).min(buf.len() as u64) as usize;
-                    // Writes start 8-byte aligned or not: build the words
-                    // from the aligned address below and skip the lead.
-                    let base = at & !7;
-                    let lead = (at - base) as usize;
-                    let words = (n + lead).div_ceil(8);
-                    let mut k = 0;
-                    for w in 0..words {
-                        let bytes = word(i, base + 8 * w as u64).to_le_bytes();
-                        for (j, b) in bytes.iter().enumerate() {
-                            let pos = 8 * w + j;
-                            if pos >= lead && k < n {
-                                buf[k] = *b;
-                                k += 1;
-                            }
+        .find(|s| s.0 == session && s.1 == token)
+        .map_or("?", |s| s.2)
+}
+
+/// Makes the demo files at cold boot; the first is `big_mib` MiB. A build
+/// that writes no version with seals (`old`) makes no sealed file.
+pub fn make(big_mib: u64) -> Held {
+    let mut mem = KernelMem;
+    let mut buf = alloc::vec![0u8; 2 * MIB as usize];
+    let seals_ok = WRITES.iter().any(|v| v.name != V1.name);
+    let mut out = Vec::new();
+    for (i, &(session, token, name, size, writes, seals)) in SPECS.iter().enumerate() {
+        if seals != 0 && !seals_ok {
+            continue;
+        }
+        let big = [(0, big_mib * MIB)];
+        let (size, writes) = if i == 0 {
+            (big_mib * MIB, &big[..])
+        } else {
+            (size, writes)
+        };
+        let mut f = Memfd::new(true);
+        for &(off, len) in writes {
+            let mut at = off;
+            while at < off + len {
+                let n = (off + len - at).min(buf.len() as u64) as usize;
+                // Build the words from the aligned address below `at`.
+                let base = at & !7;
+                let lead = (at - base) as usize;
+                let mut k = 0;
+                for w in 0..(n + lead).div_ceil(8) {
+                    for (j, b) in word(i, base + 8 * w as u64)
+                        .to_le_bytes()
+                        .iter()
+                        .enumerate()
+                    {
+                        if 8 * w + j >= lead && k < n {
+                            buf[k] = *b;
+                            k += 1;
                         }
                     }
-                    f.write(&mut mem, at, &buf[..n])
-                        .unwrap_or_else(|e| fail(format_args!("file {name}: {e}")));
-                    at += n as u64;
                 }
+                f.write(&mut mem, at, &buf[..n])
+                    .unwrap_or_else(|e| fail(format_args!("file {name}: {e}")));
+                at += n as u64;
             }
-            f.truncate(&mut mem, size)
-                .and_then(|()| f.add_seals(seals))
-                .unwrap_or_else(|e| fail(format_args!("file {name}: {e}")));
-            f
-        })
-        .collect()
+        }
+        f.truncate(&mut mem, size)
+            .and_then(|()| f.add_seals(seals))
+            .unwrap_or_else(|e| fail(format_args!("file {name}: {e}")));
+        out.push((session, token, f));
+    }
+    out
 }
 
 /// The file's checksum, read through the file (holes read as zeros).
@@ -137,60 +201,95 @@ fn checksum(f: &Memfd) -> u64 {
     h
 }
 
-fn check_of(f: &Memfd) -> FileCheck {
+fn check_of(f: &Memfd, token: u64) -> FileCheck {
     FileCheck {
         sum: checksum(f).into(),
         first_phys: f.extents().first().map_or(0, |e| e.phys).into(),
         folios: f.folio_count().into(),
         size: f.size().into(),
+        token: token.into(),
     }
 }
 
-/// What the next kernel will check of each file (computed before the
-/// handoff starts: reading 256 MiB is the demo's check, not handoff work).
-pub fn checks(files: &[Memfd]) -> Vec<FileCheck> {
-    files.iter().map(check_of).collect()
+/// What the next kernel will check (computed before the handoff starts:
+/// reading 256 MiB is the demo's check, not handoff work).
+pub fn checks(files: &Held) -> Vec<(&'static str, FileCheck)> {
+    files
+        .iter()
+        .map(|(s, t, f)| (*s, check_of(f, *t)))
+        .collect()
 }
 
-/// Preserves the files and writes each in every version it can be.
-/// Returns each file's descriptors (v2, and v1 when it can carry the file).
-pub fn hand_over(files: &mut [Memfd], t: &mut Tracker) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+/// The orchestrator of this build.
+fn luo() -> Luo<KernelMem> {
+    let mut l = Luo::new();
+    l.register(Box::new(MemfdHandler::new(WRITES, READS)))
+        .unwrap_or_else(|e| fail(format_args!("{e}")));
+    l
+}
+
+/// Preserves every file in its session.
+pub fn preserve(files: Held, t: &mut Tracker) -> Luo<KernelMem> {
     let mut mem = KernelMem;
-    let mut descs = Vec::new();
-    for (i, f) in files.iter_mut().enumerate() {
-        f.preserve(t)
-            .unwrap_or_else(|e| fail(format_args!("file {i}: {e}")));
-        let w2 = v2::write(f, &mut mem, t).unwrap_or_else(|e| fail(format_args!("file {i}: {e}")));
-        // memfd-v1 cannot carry seals: a sealed file goes over in v2 only.
-        let w1 = v1::write(f, &mut mem, t).ok();
-        descs.push((w2.desc, w1.map(|w| w.desc)));
+    let mut l = luo();
+    for (session, token, f) in files {
+        if l.objects().all(|(s, _, _)| s != session) {
+            l.create_session(session)
+                .unwrap_or_else(|e| fail(format_args!("{e}")));
+        }
+        l.preserve(session, token, "memfd", Box::new(f), &mut mem, t)
+            .unwrap_or_else(|e| fail(format_args!("{}", e.error)));
     }
-    descs
+    l
 }
 
-/// Writes the node.
-pub fn add_node(
+/// Preflight and freeze: prints what the next kernel will read of each
+/// object. `Err` (the kexec must not happen) when the next image would lose
+/// an object and `force` is off.
+pub fn freeze(
+    l: &mut Luo<KernelMem>,
+    t: &mut Tracker,
+    hop: u32,
+    next: &ReadList<'_>,
+    force: bool,
+) -> Result<(), String> {
+    for p in l.preflight(next) {
+        kprintln!(
+            "kho hop {hop}: preflight: {}/{} {} ({}) -> {}",
+            p.session,
+            p.token,
+            p.family,
+            name_of(&p.session, p.token),
+            p.version.unwrap_or("NONE: the next kernel cannot read it")
+        );
+    }
+    l.freeze(&mut KernelMem, t, Some(next), force)
+        .map_err(|e| format!("{e}"))
+}
+
+/// Writes the `luo` node and the demo's checks.
+pub fn add_nodes(
     w: &mut HandoffWriter<'_>,
-    checks: &[FileCheck],
-    descs: &[(Vec<u8>, Option<Vec<u8>>)],
+    l: &Luo<KernelMem>,
+    checks: &[(&'static str, FileCheck)],
 ) -> Result<(), WriteError> {
-    w.subsystem(NAME, &READS, None, |w| {
-        w.property_struct("kho,checks", checks)?;
-        for (i, (d2, d1)) in descs.iter().enumerate() {
-            w.property(&format!("kho,memfd-v2-{i}"), d2)?;
-            if let Some(d1) = d1 {
-                w.property(&format!("kho,memfd-v1-{i}"), d1)?;
-            }
+    l.write(w).map_err(|e| {
+        kprintln!("kho demo: {e}");
+        WriteError::Unfinished
+    })?;
+    w.subsystem("files", &["kho-demo-files-v1"], None, |w| {
+        for (s, c) in checks {
+            w.property_struct(&format!("kho,check-{s}-{}", c.token.get()), c)?;
         }
         Ok(())
     })
 }
 
-/// In the next kernel: restores every file from the `memfd` node in the
-/// best version both sides have, checks it, prints a row per file. Claims
-/// `blocks` (the demo's other preserved data) first; then frees every
-/// preserved page nobody adopted.
-pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]) -> Vec<Memfd> {
+/// In the next kernel: retrieves every object of the `luo` node in the
+/// best version both sides have, checks each, prints a row per object,
+/// then finishes. Claims `blocks` (the demo's other preserved data) first.
+/// Returns the files restored (to carry on) and how many were lost.
+pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]) -> (Held, usize) {
     let mut mem = KernelMem;
     let ram: Vec<Range> = boot.params.ram().collect();
     let scratch = boot.scratch.areas();
@@ -201,100 +300,104 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
             .claim(phys, 1 << order)
             .unwrap_or_else(|e| fail(format_args!("demo block: {e}")));
     }
-    let Some(sub) = h.subsystem(NAME) else {
-        fail(format_args!("the handoff has no {NAME} subsystem"))
-    };
-    let Some(version) = sub.pick(&READS) else {
-        fail(format_args!(
-            "{NAME}: written as {:?}, this kernel reads {READS:?}",
-            sub.compatible().collect::<Vec<_>>()
-        ))
-    };
-    let checks: &[FileCheck] = sub
-        .node
-        .property("kho,checks")
-        .and_then(|p| p.as_slice_of().ok())
-        .unwrap_or_else(|| fail(format_args!("{NAME}: no kho,checks")));
+    let checks = h.subsystem("files");
+    let mut l = luo();
+    l.incoming(h).unwrap_or_else(|e| fail(format_args!("{e}")));
     kprintln!(
-        "kho hop {hop}: {:<8} {:<9} {:>10} {:>8} {:>8} {:>9}  {}",
+        "kho hop {hop}: {:<8} {:>5} {:<8} {:<9} {:>10} {:>7} {:>8}  verified",
+        "session",
+        "token",
         "file",
         "version",
         "size",
         "folios",
-        "extents",
-        "metadata",
-        "verified"
+        "metadata"
     );
+    let objects: Vec<(String, u64)> = l.objects().map(|(s, t, _)| (s.into(), t)).collect();
     let start = tsc::now();
-    let mut files = Vec::new();
-    let mut restore_ticks = 0;
-    for (i, c) in checks.iter().enumerate() {
-        let name = SPECS.get(i).map_or("?", |s| s.0);
-        // The best version this file was written in (a sealed file has no v1).
-        let (ver, desc) = READS
-            .iter()
-            .skip_while(|v| **v != version)
-            .find_map(|v| {
-                sub.node
-                    .property(&format!("kho,{v}-{i}"))
-                    .map(|p| (*v, p.value))
-            })
-            .unwrap_or_else(|| fail(format_args!("file {name}: no descriptor")));
-        let t0 = tsc::now();
-        let r = if ver == v2::VERSION {
-            v2::read(desc, &mut mem, &ram, scratch, &mut claims)
-        } else {
-            v1::read(desc, &mut mem, &ram, scratch, &mut claims)
+    let mut restored = Vec::new();
+    let mut lost = 0;
+    for (session, token) in objects {
+        let name = name_of(&session, token);
+        let mut ctx = RestoreCtx {
+            ram: &ram,
+            scratch,
+            claims: &mut claims,
         };
-        restore_ticks += tsc::now() - t0;
-        let f = r.unwrap_or_else(|e| fail(format_args!("file {name} ({ver}): {e}")));
-        let got = check_of(&f);
-        let same_place = got.first_phys == c.first_phys;
-        if got.sum != c.sum || !same_place || got.folios != c.folios || got.size != c.size {
+        if let Err(e) = l.retrieve(&session, token, &mut mem, &mut ctx) {
+            kprintln!("kho hop {hop}: {session:<8} {token:>5} {name:<8} not restored: {e}");
+            lost += 1;
+            continue;
+        }
+        let (version, meta) = l.chosen(&session, token).unwrap_or(("?", 0));
+        let f = l
+            .take(&session, token)
+            .ok()
+            .and_then(|b| b.downcast::<Memfd>().ok())
+            .unwrap_or_else(|| fail(format_args!("{session}/{token}: not a memfd")));
+        let want: Option<&FileCheck> = checks.and_then(|c| {
+            c.node
+                .property(&format!("kho,check-{session}-{token}"))
+                .and_then(|p| p.as_struct().ok())
+        });
+        let Some(want) = want else {
+            fail(format_args!("{session}/{token}: no check handed over"))
+        };
+        let got = check_of(&f, token);
+        if got.sum != want.sum
+            || got.first_phys != want.first_phys
+            || got.folios != want.folios
+            || got.size != want.size
+        {
             fail(format_args!(
-                "file {name}: {got:?} differs from what was handed over ({c:?})"
+                "{session}/{token} ({name}): {got:?} differs from {want:?}"
             ));
         }
         kprintln!(
-            "kho hop {hop}: {:<8} {:<9} {:>7} KiB {:>8} {:>8} {:>7} B  checksum {:#018x}, first folio still at {:#x}",
-            name,
-            ver,
+            "kho hop {hop}: {session:<8} {token:>5} {name:<8} {version:<9} {:>6} KiB {:>7} {:>6} B  checksum {:#018x}, first folio still at {:#x}",
             f.size() / 1024,
             f.folio_count(),
-            f.extents().len(),
-            desc.len(),
+            meta,
             got.sum.get(),
             got.first_phys.get()
         );
-        files.push(f);
+        let static_session = SPECS
+            .iter()
+            .find(|s| s.0 == session)
+            .map_or("vm-?", |s| s.0);
+        restored.push((static_session, token, *f));
     }
-    // Finish: what no object adopted (record arrays, vmalloc chains) goes
-    // back to the allocator.
-    let mut freed = 0;
-    for r in claims.unclaimed() {
-        frames::free(r.start, r.len() / PAGE_SIZE)
-            .unwrap_or_else(|e| fail(format_args!("finish: free {r}: {e:?}")));
-        freed += r.len();
-    }
+    let (freed, gone) = l.finish(&mut mem, &claims);
     kprintln!(
-        "kho hop {hop}: {} files restored in {} us ({} us in the readers), {} KiB of handed-over metadata freed at finish",
-        files.len(),
+        "kho hop {hop}: {} objects retrieved in {} us (with checksums), {} lost; finish freed {} KiB nobody adopted",
+        restored.len(),
         kho_x86_64::tsc::micros(tsc::now() - start),
-        kho_x86_64::tsc::micros(restore_ticks),
+        gone.len(),
         freed / 1024
     );
-    files
+    (restored, lost)
 }
 
 /// Checks the files again (after the rest of memory was poisoned).
-pub fn recheck(files: &[Memfd], checks_before: &[u64]) -> bool {
+pub fn recheck(files: &Held, sums: &[u64]) -> bool {
     files
         .iter()
-        .zip(checks_before)
-        .all(|(f, s)| checksum(f) == *s)
+        .zip(sums)
+        .all(|((_, _, f), s)| checksum(f) == *s)
 }
 
 /// The current checksums.
-pub fn sums(files: &[Memfd]) -> Vec<u64> {
-    files.iter().map(checksum).collect()
+pub fn sums(files: &Held) -> Vec<u64> {
+    files.iter().map(|(_, _, f)| checksum(f)).collect()
+}
+
+/// Gives the files back (a refused kexec ends the demo cleanly).
+pub fn cancel(l: &mut Luo<KernelMem>, t: &mut Tracker) -> Held {
+    l.cancel(&mut KernelMem, t)
+        .into_iter()
+        .filter_map(|(s, tok, b)| {
+            let s = SPECS.iter().find(|x| x.0 == s).map_or("vm-?", |x| x.0);
+            b.downcast::<Memfd>().ok().map(|f| (s, tok, *f))
+        })
+        .collect()
 }

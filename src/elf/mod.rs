@@ -193,6 +193,8 @@ pub struct Image<'a> {
     count: usize,
     /// The 32-bit PVH entry point (physical).
     pub pvh_entry: u64,
+    /// The descriptor of its `kho` reads note, if it has one.
+    reads: Option<&'a [u8]>,
 }
 
 fn range_of(len: u64, at: u64, total: usize) -> Option<core::ops::Range<usize>> {
@@ -202,6 +204,13 @@ fn range_of(len: u64, at: u64, total: usize) -> Option<core::ops::Range<usize>> 
 }
 
 impl<'a> Image<'a> {
+    /// The versions the image reads, from its `kho` ELF note
+    /// (`kho::luo::ReadList`): `None` if it has no note, `Some(Err(()))`
+    /// if the note is malformed.
+    pub fn reads(&self) -> Option<Result<crate::luo::ReadList<'a>, ()>> {
+        self.reads.map(|d| crate::luo::ReadList::parse(d).ok_or(()))
+    }
+
     /// Parses and checks `bytes` as a PVH kernel image.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ElfError> {
         let (eh, _) = Ehdr::ref_from_prefix(bytes).map_err(|_| ElfError::Truncated)?;
@@ -236,6 +245,7 @@ impl<'a> Image<'a> {
             segments: [Segment::default(); MAX_SEGMENTS],
             count: 0,
             pvh_entry: 0,
+            reads: None,
         };
         let mut index_of = [0usize; MAX_SEGMENTS];
         let mut entry = None;
@@ -280,8 +290,13 @@ impl<'a> Image<'a> {
                 PT_NOTE => {
                     let r = range_of(ph.filesz.get(), ph.offset.get(), bytes.len())
                         .ok_or(ElfError::SegmentOutsideFile { index })?;
-                    if let Some(e) = bytes.get(r).and_then(pvh_note) {
+                    let notes = bytes.get(r).unwrap_or(&[]);
+                    if let Some(e) = pvh_note(notes) {
                         entry = Some(e);
+                    }
+                    if let Some(d) = find_note(notes, crate::luo::NOTE_NAME, crate::luo::NOTE_READS)
+                    {
+                        img.reads = Some(d);
                     }
                 }
                 _ => {}
@@ -355,25 +370,32 @@ impl<'a> Image<'a> {
     }
 }
 
-/// The PVH entry in a note segment's bytes, if it has one.
-fn pvh_note(mut notes: &[u8]) -> Option<u64> {
+/// The descriptor of the first note of owner `name` (with its NUL) and
+/// type `ty` in a note segment's bytes.
+fn find_note<'a>(mut notes: &'a [u8], name: &[u8], ty: u32) -> Option<&'a [u8]> {
     // Each note: namesz, descsz, type (u32 each), name padded to 4, desc
     // padded to 4.
     loop {
         let (hdr, rest) = <[U32; 3]>::ref_from_prefix(notes).ok()?;
-        let [namesz, descsz, ty] = hdr.map(|x| x.get() as usize);
+        let [namesz, descsz, t] = hdr.map(|x| x.get() as usize);
         let name_len = namesz.checked_next_multiple_of(4)?;
         let desc_len = descsz.checked_next_multiple_of(4)?;
-        let name = rest.get(..namesz)?;
+        let owner = rest.get(..namesz)?;
         let desc = rest.get(name_len..name_len.checked_add(descsz)?)?;
-        if ty == XEN_ELFNOTE_PHYS32_ENTRY as usize && name == b"Xen\0" {
-            return match desc.len() {
-                4 => Some(u64::from(u32::from_le_bytes(desc.try_into().ok()?))),
-                8 => Some(u64::from_le_bytes(desc.try_into().ok()?)),
-                _ => None,
-            };
+        if t == ty as usize && owner == name {
+            return Some(desc);
         }
         notes = rest.get(name_len.checked_add(desc_len)?..)?;
+    }
+}
+
+/// The PVH entry in a note segment's bytes, if it has one.
+fn pvh_note(notes: &[u8]) -> Option<u64> {
+    let desc = find_note(notes, b"Xen\0", XEN_ELFNOTE_PHYS32_ENTRY)?;
+    match desc.len() {
+        4 => Some(u64::from(u32::from_le_bytes(desc.try_into().ok()?))),
+        8 => Some(u64::from_le_bytes(desc.try_into().ok()?)),
+        _ => None,
     }
 }
 

@@ -76,6 +76,14 @@ impl<P: Platform> Handler<P> for MemfdHandler {
         obj.is::<Memfd>()
     }
 
+    fn can_write(&self, obj: &dyn Any, version: &Version) -> bool {
+        // memfd-v1 has no seals (`SEAL` alone restores as no seals).
+        version.name != v1::VERSION
+            || obj
+                .downcast_ref::<Memfd>()
+                .is_some_and(|f| f.seals() & !crate::memfd::seal::SEAL == 0)
+    }
+
     fn preserve(&mut self, obj: &mut dyn Any, _: &mut P, t: &mut Tracker) -> Result<(), LuoError> {
         Ok(file(obj)?.preserve(t)?)
     }

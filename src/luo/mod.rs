@@ -111,6 +111,13 @@ pub trait Handler<P: Platform> {
     fn reads(&self) -> &[Version];
     /// Whether `obj` is an object of this family.
     fn owns(&self, obj: &dyn Any) -> bool;
+    /// Whether [`Handler::prepare`] will store `version` for `obj` (a
+    /// version may not carry every object: `memfd-v1` has no seals).
+    /// Preflight asks this per object.
+    fn can_write(&self, obj: &dyn Any, version: &Version) -> bool {
+        let _ = (obj, version);
+        true
+    }
     /// Preserves what the object needs kept (its pages, in the tracker).
     fn preserve(&mut self, obj: &mut dyn Any, p: &mut P, t: &mut Tracker) -> Result<(), LuoError>;
     /// Undoes [`Handler::preserve`].
@@ -363,8 +370,8 @@ enum Held {
     Live(Box<dyn Any>, Option<Prepared>),
     /// In the next kernel, not retrieved yet: its payloads from the blob.
     Incoming(Vec<InPayload>),
-    /// Retrieved, from the payload of this version.
-    Restored(Box<dyn Any>, &'static str),
+    /// Retrieved, from the payload of this version (of this many bytes).
+    Restored(Box<dyn Any>, &'static str, usize),
     /// Retrieve failed (kept so that a second retrieve says the same).
     Failed(LuoError),
     /// Taken by its owner.
@@ -570,22 +577,32 @@ impl<P: Platform> Luo<P> {
         let mut plan = Vec::new();
         for s in &self.sessions {
             for o in &s.objects {
-                let version = self.handler(&o.family).and_then(|h| {
-                    self.handlers[h]
-                        .writes()
-                        .iter()
-                        .find(|v| next.reads(v.name, v.features))
-                        .map(|v| v.name)
-                });
+                let version = self
+                    .written(o)
+                    .into_iter()
+                    .find(|v| next.reads(v.name, v.features));
                 plan.push(Plan {
                     session: s.name.clone(),
                     token: o.token,
                     family: o.family.clone(),
-                    version,
+                    version: version.map(|v| v.name),
                 });
             }
         }
         plan
+    }
+
+    /// The versions an object will be written in, best first.
+    fn written(&self, o: &Object) -> Vec<Version> {
+        let (Some(h), Held::Live(obj, _)) = (self.handler(&o.family), &o.held) else {
+            return Vec::new();
+        };
+        let h = &self.handlers[h];
+        h.writes()
+            .iter()
+            .filter(|v| h.can_write(obj.as_ref(), v))
+            .copied()
+            .collect()
     }
 
     /// Freezes every object: each handler stores its payloads. If `next`
@@ -603,23 +620,20 @@ impl<P: Platform> Luo<P> {
             return Err(LuoError::State("already frozen"));
         }
         if let Some(next) = next {
-            let lost: Vec<Loss> = self
-                .preflight(next)
-                .into_iter()
-                .filter(|x| x.version.is_none())
-                .map(|x| Loss {
-                    written: self.handler(&x.family).map_or(Vec::new(), |h| {
-                        self.handlers[h]
-                            .writes()
-                            .iter()
-                            .map(|v| v.name.to_string())
-                            .collect()
-                    }),
-                    session: x.session,
-                    token: x.token,
-                    family: x.family,
-                })
-                .collect();
+            let mut lost = Vec::new();
+            for s in &self.sessions {
+                for o in &s.objects {
+                    let written = self.written(o);
+                    if !written.iter().any(|v| next.reads(v.name, v.features)) {
+                        lost.push(Loss {
+                            session: s.name.clone(),
+                            token: o.token,
+                            family: o.family.clone(),
+                            written: written.iter().map(|v| v.name.to_string()).collect(),
+                        });
+                    }
+                }
+            }
             if !lost.is_empty() && !drop_lost {
                 return Err(LuoError::WouldLose(lost));
             }
@@ -717,16 +731,17 @@ impl<P: Platform> Luo<P> {
         if let Held::Incoming(payloads) = &o.held {
             let result = match self.handlers.iter_mut().find(|h| h.family() == o.family) {
                 None => Err(LuoError::NoHandler(o.family.clone())),
-                Some(h) => pick(h.reads(), payloads, &o.family)
-                    .and_then(|(v, data)| h.retrieve(v, data, p, ctx).map(|obj| (obj, v))),
+                Some(h) => pick(h.reads(), payloads, &o.family).and_then(|(v, data)| {
+                    h.retrieve(v, data, p, ctx).map(|obj| (obj, v, data.len()))
+                }),
             };
             o.held = match result {
-                Ok((obj, v)) => Held::Restored(obj, v),
+                Ok((obj, v, n)) => Held::Restored(obj, v, n),
                 Err(e) => Held::Failed(e),
             };
         }
         match &mut o.held {
-            Held::Restored(obj, v) => Ok((obj.as_mut(), *v)),
+            Held::Restored(obj, v, _) => Ok((obj.as_mut(), *v)),
             Held::Failed(e) => Err(e.clone()),
             Held::Taken => Err(LuoError::State("the object was taken")),
             Held::Live(..) => Err(LuoError::State("not an incoming object")),
@@ -751,12 +766,22 @@ impl<P: Platform> Luo<P> {
         Ok((si, oi))
     }
 
+    /// The version a retrieved object was restored from, and the bytes of
+    /// its payload in the blob.
+    pub fn chosen(&self, session: &str, token: u64) -> Option<(&'static str, usize)> {
+        let (si, oi) = self.find(session, token).ok()?;
+        match &self.sessions[si].objects[oi].held {
+            Held::Restored(_, v, n) => Some((v, *n)),
+            _ => None,
+        }
+    }
+
     /// Takes a retrieved object from the orchestrator.
     pub fn take(&mut self, session: &str, token: u64) -> Result<Box<dyn Any>, LuoError> {
         let (si, oi) = self.find(session, token)?;
         let o = &mut self.sessions[si].objects[oi];
         match core::mem::replace(&mut o.held, Held::Taken) {
-            Held::Restored(obj, _) => Ok(obj),
+            Held::Restored(obj, _, _) => Ok(obj),
             other => {
                 o.held = other;
                 Err(LuoError::State("only a retrieved object can be taken"))

@@ -141,7 +141,11 @@ fn sessions_refuse_duplicates_and_unknowns() {
 
 #[test]
 fn the_next_kernel_picks_the_best_common_version_per_object() {
-    let (mut mem, t, scratch, _a, b) = first_kernel(&[V2, V1]);
+    let (mut mem, t, scratch, a, b) = first_kernel(&[V2, V1]);
+    // Preflight knows the sealed file has no v1 payload.
+    let old = ReadList::parse(b"memfd-v1\0\0\0\0").unwrap();
+    let plan: Vec<Option<&str>> = a.preflight(&old).iter().map(|p| p.version).collect();
+    assert_eq!(plan, [Some("memfd-v1"), None, Some("memfd-v1")]);
     let h = Handoff::parse(&b, &[RAM]).unwrap();
     // A reader of v1 only.
     let mut luo = Luo::<HostMem>::new();

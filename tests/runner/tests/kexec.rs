@@ -90,34 +90,35 @@ fn memfds_cross_a_kexec_in_place_including_256_mib() {
     judge_live_update(&b, 3, "kho demo: live update OK after 2 kexecs")
         .unwrap_or_else(|e| panic!("{e}"));
     for hop in 1..=2 {
-        let rows = lines_with(&b, &format!("kho hop {hop}: "));
+        let r = rows(&b, hop);
         let row = |name: &str| {
-            rows.iter()
-                .find(|l| l.starts_with(&format!("kho hop {hop}: {name:<8} ")))
-                .unwrap_or_else(|| panic!("no row for {name}:\n{}", b.tail()))
-                .to_string()
+            r.iter()
+                .find(|x| x.2 == name)
+                .unwrap_or_else(|| panic!("no row for {name}: {r:?}"))
+                .clone()
         };
+        assert_eq!(r.len(), 4);
         let big = row("big");
+        assert_eq!((big.0.as_str(), big.1), ("vm-1", 1));
         assert!(
-            big.contains("memfd-v2   262144 KiB      128        1      64 B"),
-            "{big}"
+            big.3.starts_with("memfd-v2 262144 KiB 128 64 B"),
+            "{}",
+            big.3
         );
-        assert!(row("sealed").contains("memfd-v2"));
-        assert!(row("sparse").contains("65536 KiB        4"));
-        assert!(row("huge").contains("8192 KiB        3        1"));
+        assert!(row("sealed").3.starts_with("memfd-v2 "));
+        assert!(row("sparse").3.starts_with("memfd-v2 65536 KiB 4 "));
+        assert!(row("huge").3.starts_with("memfd-v2 8192 KiB 3 64 B"));
         // Same checksum and same first folio at every hop.
         for name in ["big", "sparse", "sealed", "huge"] {
             let tail = |h: usize| {
-                lines_with(&b, &format!("kho hop {h}: {name:<8} "))[0]
-                    .split("checksum ")
-                    .nth(1)
-                    .unwrap()
-                    .to_owned()
+                let x = rows(&b, h).into_iter().find(|x| x.2 == name).unwrap();
+                x.3.split("checksum ").nth(1).unwrap().to_owned()
             };
             assert_eq!(tail(1), tail(hop), "{name}");
         }
     }
-    assert_eq!(lines_with(&b, "4 files restored in").len(), 2);
+    assert_eq!(lines_with(&b, "4 objects retrieved in").len(), 2);
+    assert_eq!(lines_with(&b, "0 lost; finish freed").len(), 2);
 }
 
 #[test]
@@ -226,4 +227,146 @@ fn our_images_parse_with_their_pvh_entry() {
         let ram = [kho::ranges::Range::new(1 << 20, 512 << 20)];
         assert_eq!(img.plan(&ram, &[]), Ok(()));
     }
+}
+
+/// The rows a hop printed for its objects: `(session, token, file, rest)`.
+fn rows(b: &kho_runner::Boot, hop: usize) -> Vec<(String, u64, String, String)> {
+    let prefix = format!("kho hop {hop}: vm-");
+    b.lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(&prefix[..prefix.len() - 3]))
+        .filter(|l| l.starts_with("vm-"))
+        .map(|l| {
+            let mut it = l.split_whitespace();
+            let s = it.next().unwrap().to_owned();
+            let t = it.next().unwrap().parse().unwrap();
+            let f = it.next().unwrap().to_owned();
+            (s, t, f, it.collect::<Vec<_>>().join(" "))
+        })
+        .collect()
+}
+
+/// A kernel that reads memfd-v2 and -v1 into one that reads only v1: the
+/// sealed file exists only as v2, so preflight refuses the kexec and the
+/// first kernel keeps running with everything intact. Forced
+/// (`kho.force=1`), the sealed file gets a typed error naming both sides
+/// and the three others restore from memfd-v1.
+#[test]
+fn new_to_old_preflight_refuses_then_forced_loses_only_what_old_cannot_read() {
+    let old = kernel("KHO_KERNEL_OLD");
+    let b = run(old.clone(), "kho.hops=1");
+    judge_demo(
+        &b,
+        "kho demo: kexec refused by preflight, still running, data intact",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        lines_with(&b, "preflight: vm-1/2 memfd (sealed) -> NONE").len(),
+        1,
+        "{}",
+        b.tail()
+    );
+    assert_eq!(
+        lines_with(&b, "preflight: vm-2/1 memfd (sparse) -> memfd-v1").len(),
+        1
+    );
+    assert_eq!(
+        lines_with(&b, "preflight refused the kexec: luo: the next kernel would lose 1 object(s): vm-1/0x2 (memfd as [memfd-v2])").len(),
+        1,
+        "{}",
+        b.tail()
+    );
+
+    let b = run(old, "kho.hops=1 kho.force=1");
+    judge_live_update(&b, 2, "kho demo: live update OK after 1 kexecs")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = rows(&b, 1);
+    assert_eq!(r.len(), 4, "{r:?}");
+    for (s, t, f, rest) in &r {
+        if f == "sealed" {
+            assert_eq!(
+                rest,
+                "not restored: luo: memfd written as [memfd-v2], this kernel reads [memfd-v1]: no common version",
+                "{s}/{t}"
+            );
+        } else {
+            assert!(rest.starts_with("memfd-v1 "), "{f}: {rest}");
+            assert!(rest.contains("first folio still at"), "{f}: {rest}");
+        }
+    }
+    assert_eq!(lines_with(&b, "3 objects retrieved").len(), 1);
+    assert_eq!(
+        lines_with(&b, "1 lost; finish freed").len(),
+        1,
+        "{}",
+        b.tail()
+    );
+}
+
+/// An old kernel (memfd-v1 only; it makes no sealed file, which v1 cannot
+/// carry) into a new one: every file restores from memfd-v1.
+#[test]
+fn old_to_new_restores_everything_from_the_old_version() {
+    let mut cfg = Config::new(
+        kernel("KHO_KERNEL_OLD"),
+        "kho.mode=demo kho.big=4 kho.hops=1",
+    );
+    cfg.initrd = Some(kernel("KHO_KERNEL"));
+    cfg.timeout = Duration::from_secs(240);
+    let b = boot(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    judge_live_update(&b, 2, "kho demo: live update OK after 1 kexecs")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = rows(&b, 1);
+    let files: Vec<&str> = r.iter().map(|x| x.2.as_str()).collect();
+    assert_eq!(files, ["big", "sparse", "huge"]);
+    assert!(r.iter().all(|x| x.3.starts_with("memfd-v1 ")), "{r:?}");
+}
+
+/// A writer of memfd-v3 only into a reader of memfd-v1 only: preflight
+/// refuses; forced, every memfd gets its typed error, the demo's other
+/// preserved data still restores and checks out, and finish frees the
+/// files' memory.
+#[test]
+fn a_newer_version_only_into_an_old_reader_is_refused_then_forced() {
+    let first = kernel("KHO_KERNEL_V3");
+    let old = kernel("KHO_KERNEL_OLD");
+    let boot_v3 = |extra: &str| {
+        let mut cfg = Config::new(
+            first.clone(),
+            &format!("kho.mode=demo kho.big=4 kho.hops=1 {extra}"),
+        );
+        cfg.initrd = Some(old.clone());
+        cfg.timeout = Duration::from_secs(240);
+        boot(&cfg).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let b = boot_v3("");
+    judge_demo(
+        &b,
+        "kho demo: kexec refused by preflight, still running, data intact",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        lines_with(&b, "-> NONE: the next kernel cannot read it").len(),
+        4
+    );
+    assert_eq!(lines_with(&b, "would lose 4 object(s)").len(), 1);
+
+    let b = boot_v3("kho.force=1");
+    judge_live_update(&b, 2, "kho demo: live update OK after 1 kexecs")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = rows(&b, 1);
+    assert_eq!(r.len(), 4, "{}", b.tail());
+    for (_, _, f, rest) in &r {
+        assert_eq!(
+            rest,
+            "not restored: luo: memfd written as [memfd-v3], this kernel reads [memfd-v1]: no common version",
+            "{f}"
+        );
+    }
+    assert_eq!(
+        verified(&b, 1),
+        "kho hop 1: verified 6 blocks (2156 KiB) by checksum, generation 0"
+    );
+    assert_eq!(lines_with(&b, "0 objects retrieved").len(), 1);
+    assert_eq!(lines_with(&b, "4 lost").len(), 1);
 }
