@@ -50,7 +50,7 @@ struct BlockRecord {
     sum: U64,
 }
 
-fn fail(what: core::fmt::Arguments<'_>) -> ! {
+pub(crate) fn fail(what: core::fmt::Arguments<'_>) -> ! {
     kprintln!("kho demo: FAILED: {what}");
     exit_qemu(ExitCode::Failure)
 }
@@ -271,6 +271,9 @@ fn bench(boot: &'static BootInfo, what: &str) -> ! {
 pub fn run(boot: &'static BootInfo) -> ! {
     let p = &boot.params;
     if let Some(what) = p.cmdline_value("kho.bench") {
+        if what.starts_with("memfd-") {
+            crate::bench_memfd::run(boot, what);
+        }
         bench(boot, what);
     }
     let hops: u32 = p
@@ -488,7 +491,7 @@ fn hand_over_blocks(
 /// Writes the handoff of `t` (with the subsystems `add` writes) and kexecs
 /// into the image module. If the kexec is refused, checks `intact` and ends
 /// the demo.
-fn hand_over(
+pub(crate) fn hand_over(
     boot: &'static BootInfo,
     hop: u32,
     start: u64,

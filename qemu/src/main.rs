@@ -4,6 +4,7 @@
 
 extern crate alloc;
 
+mod bench_memfd;
 mod demo;
 mod files;
 mod tests;

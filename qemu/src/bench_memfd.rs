@@ -1,0 +1,197 @@
+//! `kho.bench=memfd-4k|memfd-2m`: the blackout of a live update of one
+//! 1 GiB memfd (4 KiB folios in 2048 physical runs, or 2 MiB folios), from the start of freeze in the first kernel to the
+//! object retrieved in the next, phase by phase, against copying the same
+//! data into one contiguous region and back, measured in the same run.
+//! What `./x.py bench` measures.
+
+use crate::demo::{fail, hand_over};
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use kho::PAGE_SIZE;
+use kho::claims::Claims;
+use kho::handoff::Handoff;
+use kho::luo::memfd::{MemfdHandler, V2};
+use kho::luo::{Luo, RestoreCtx};
+use kho::memfd::Memfd;
+use kho::ranges::Range;
+use kho::tracker::Tracker;
+use kho_x86_64::exit::{ExitCode, exit_qemu};
+use kho_x86_64::glue::KernelMem;
+use kho_x86_64::{BootInfo, frames, kprintln, paging, tsc};
+
+const GIB: u64 = 1 << 30;
+
+/// The handler: `memfd-v2` only (v1 is for old kernels; it would add a
+/// second record array to the work measured).
+fn luo() -> Luo<KernelMem> {
+    let mut l = Luo::new();
+    l.register(Box::new(MemfdHandler::new(&[V2], &[V2])))
+        .unwrap_or_else(|e| fail(format_args!("{e}")));
+    l
+}
+
+fn direct(phys: u64, len: u64) -> &'static mut [u8] {
+    // SAFETY: the caller owns [phys, phys + len), RAM mapped by the direct
+    // map, and nothing else uses it while the slice lives.
+    unsafe { core::slice::from_raw_parts_mut(paging::phys_to_virt(phys) as *mut u8, len as usize) }
+}
+
+/// Runs the bench's first or second kernel.
+pub fn run(boot: &'static BootInfo, what: &str) -> ! {
+    let small = match what {
+        "memfd-4k" => true,
+        "memfd-2m" => false,
+        other => fail(format_args!(
+            "kho.bench={other}: expected memfd-4k or memfd-2m"
+        )),
+    };
+    if boot.handoff.is_some() {
+        next(boot, what);
+    }
+    let mut mem = KernelMem;
+    // The file: 4 KiB folios with a frame left out after every 128 (2048
+    // physical runs, so 2048 records; a gap after every folio would make
+    // 262144 preserved ranges, more than the x86_64 kernel's restore
+    // keeps), or 2 MiB folios.
+    let mut f = Memfd::new(true);
+    let mut gaps: Vec<u64> = Vec::new();
+    let page = [0x5au8; PAGE_SIZE as usize];
+    let chunk = alloc::vec![0xa5u8; 2 << 20];
+    if small {
+        for i in 0..GIB / PAGE_SIZE {
+            f.write(&mut mem, i * PAGE_SIZE, &page)
+                .unwrap_or_else(|e| fail(format_args!("{e}")));
+            if i % 128 == 127 {
+                gaps.push(
+                    frames::alloc(1, PAGE_SIZE).unwrap_or_else(|| fail(format_args!("no frame"))),
+                );
+            }
+        }
+    } else {
+        for i in 0..GIB >> 21 {
+            f.write(&mut mem, i << 21, &chunk)
+                .unwrap_or_else(|e| fail(format_args!("{e}")));
+        }
+    }
+    for g in gaps {
+        frames::free(g, 1).unwrap_or_else(|e| fail(format_args!("{e:?}")));
+    }
+    let (folios, extents, first) = (
+        f.folio_count(),
+        f.extents().len(),
+        f.extents().first().map_or(0, |e| e.phys),
+    );
+    // The copy baseline: the file's bytes into one contiguous region and
+    // back, through the same direct map.
+    let buf = frames::alloc(GIB / PAGE_SIZE, 2 << 20)
+        .unwrap_or_else(|| fail(format_args!("no contiguous GiB for the copy baseline")));
+    let t0 = tsc::now();
+    let mut at = 0;
+    for e in f.extents() {
+        let n = e.pages() * PAGE_SIZE;
+        direct(buf + at, n).copy_from_slice(direct(e.phys, n));
+        at += n;
+    }
+    let t1 = tsc::now();
+    let mut at = 0;
+    for e in f.extents() {
+        let n = e.pages() * PAGE_SIZE;
+        direct(e.phys, n).copy_from_slice(direct(buf + at, n));
+        at += n;
+    }
+    let t2 = tsc::now();
+    frames::free(buf, GIB / PAGE_SIZE).unwrap_or_else(|e| fail(format_args!("{e:?}")));
+
+    let mut t = Tracker::new(boot.scratch.areas()).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let mut l = luo();
+    l.create_session("bench")
+        .unwrap_or_else(|e| fail(format_args!("{e}")));
+    l.preserve("bench", 1, "memfd", Box::new(f), &mut mem, &mut t)
+        .unwrap_or_else(|e| fail(format_args!("{}", e.error)));
+    let start = tsc::now();
+    l.freeze(&mut mem, &mut t, None, false)
+        .unwrap_or_else(|e| fail(format_args!("{e}")));
+    let frozen = tsc::now();
+    kprintln!(
+        "kho-timing hop=0 bench={what} freeze_ticks={} copy_out_ticks={} copy_back_ticks={} folios={folios} extents={extents}",
+        frozen - start,
+        t1 - t0,
+        t2 - t1
+    );
+    hand_over(
+        boot,
+        0,
+        start,
+        &t,
+        |w| {
+            l.write(w).map_err(|_| kho::fdt::WriteError::Unfinished)?;
+            w.subsystem("bench", &["kho-bench-v2"], None, |w| {
+                w.property_u64("folios", folios)?;
+                w.property_u64("first", first)
+            })
+        },
+        || true,
+    )
+}
+
+/// The second kernel: retrieve, check, print the phases.
+fn next(boot: &'static BootInfo, what: &str) -> ! {
+    let Some(info) = boot.handoff else {
+        fail(format_args!("no handoff"))
+    };
+    let t0 = tsc::now();
+    // SAFETY: the blob was reserved at boot and nothing writes it.
+    let blob = unsafe {
+        core::slice::from_raw_parts(
+            paging::phys_to_virt(info.blob.start) as *const u8,
+            info.blob.len() as usize,
+        )
+    };
+    let ram: Vec<Range> = boot.params.ram().collect();
+    let h = Handoff::parse(blob, &ram).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let preserved: Vec<Range> = kho_x86_64::start::with_reserved(|r| r.preserved_ranges().to_vec());
+    let mut claims =
+        Claims::new(preserved, boot.scratch.areas()).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let mut mem = KernelMem;
+    let mut l = luo();
+    l.incoming(&h).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let mut ctx = RestoreCtx {
+        ram: &ram,
+        scratch: boot.scratch.areas(),
+        claims: &mut claims,
+    };
+    l.retrieve("bench", 1, &mut mem, &mut ctx)
+        .unwrap_or_else(|e| fail(format_args!("{e}")));
+    let f = l
+        .take("bench", 1)
+        .ok()
+        .and_then(|b| b.downcast::<Memfd>().ok())
+        .unwrap_or_else(|| fail(format_args!("not a memfd")));
+    let t1 = tsc::now();
+    let node = h.subsystem("bench").map(|s| s.node);
+    let want = |k: &str| {
+        node.and_then(|n| n.property(k))
+            .and_then(|p| p.as_u64().ok())
+    };
+    let first = f.extents().first().map_or(0, |e| e.phys);
+    if want("folios") != Some(f.folio_count()) || want("first") != Some(first) || f.size() != GIB {
+        fail(format_args!("the file came back different"));
+    }
+    let s = info.stamps;
+    kprintln!(
+        "kho-timing hop=1 bench={what} handoff_ticks={} prep_ticks={} jump_ticks={} reserve_ticks={} retrieve_ticks={} hz={}",
+        s.written.get().saturating_sub(s.start.get()),
+        s.jump.get().saturating_sub(s.written.get()),
+        boot.entry_tsc.saturating_sub(s.jump.get()),
+        info.reserved_tsc.saturating_sub(boot.entry_tsc),
+        t1 - t0,
+        tsc::hz()
+    );
+    kprintln!(
+        "kho hop 1: verified the 1 GiB memfd ({} folios, {} extents), first folio still at {first:#x} (bench)",
+        f.folio_count(),
+        f.extents().len()
+    );
+    kprintln!("kho bench: done");
+    exit_qemu(ExitCode::Success)
+}
