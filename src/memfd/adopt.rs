@@ -67,6 +67,43 @@ pub(crate) fn records_in<R: FromBytes + zerocopy::Immutable>(
     <[R]>::ref_from_bytes(recs).map_err(|_| MemfdError::CountMismatch)
 }
 
+/// Walks the first `n` 16-byte records of a record array frame by frame
+/// (records never straddle a frame), calling `each` with the record's
+/// position and its two words; the bytes after them must be 0.
+pub(crate) fn walk_array<P: PhysMem>(
+    p: &P,
+    frames: impl Iterator<Item = u64>,
+    n: u64,
+    mut each: impl FnMut(u64, u64, u64) -> Result<(), MemfdError>,
+) -> Result<(), MemfdError> {
+    let mut i = 0u64;
+    let mut capacity = 0u64;
+    for f in frames {
+        let page = p
+            .frame(f)
+            .ok_or(MemfdError::Vmalloc(crate::vmalloc::VmallocError::Chain(
+                crate::chain::ChainError::BadPage { phys: f },
+            )))?;
+        let words = <[zerocopy::byteorder::little_endian::U64]>::ref_from_bytes(page.as_slice())
+            .map_err(|_| MemfdError::CountMismatch)?;
+        capacity = capacity.saturating_add(256);
+        for rec in words.chunks_exact(2) {
+            if let [a, b] = rec {
+                if i < n {
+                    each(i, a.get(), b.get())?;
+                } else if a.get() != 0 || b.get() != 0 {
+                    return Err(MemfdError::CountMismatch);
+                }
+            }
+            i = i.saturating_add(1);
+        }
+    }
+    if n > capacity {
+        return Err(MemfdError::CountMismatch);
+    }
+    Ok(())
+}
+
 /// Encodes a record's first word (every folio written is dirty and up to
 /// date).
 pub(crate) fn encode(phys: u64, order: u32) -> u64 {

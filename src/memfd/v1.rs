@@ -20,13 +20,13 @@
     clippy::panic
 )]
 
-use super::adopt::{Adopt, decode, encode, records_in};
+use super::adopt::{Adopt, decode, encode, walk_array};
 use super::{Memfd, MemfdError, seal};
 use crate::claims::Claims;
 use crate::platform::{FrameAlloc, MapFrames, PhysMem};
 use crate::ranges::Range;
 use crate::tracker::Tracker;
-use crate::vmalloc::{Vmalloc, VmallocRoot};
+use crate::vmalloc::{Blocks, Vmalloc, VmallocRoot};
 use alloc::vec::Vec;
 use zerocopy::byteorder::little_endian::U64;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -137,29 +137,29 @@ pub fn read<P: PhysMem + MapFrames>(
     if (n == 0) != (h.array.blocks.get() == 0) {
         return Err(MemfdError::CountMismatch);
     }
-    let array = Vmalloc::restore(p, &h.array, ram, scratch, claims)?;
+    let array = Blocks::restore(p, &h.array, ram, scratch, claims)?;
     let r = adopt_all(&h, &array, p, claims);
-    array.release(p, claims);
+    array.release(claims);
     r
 }
 
-fn adopt_all<P: PhysMem + MapFrames>(
+fn adopt_all<P: PhysMem>(
     h: &Header,
-    array: &Vmalloc,
+    array: &Blocks,
     p: &mut P,
     claims: &mut Claims,
 ) -> Result<Memfd, MemfdError> {
     let n = h.folios.get();
+    let capacity = (array.frames().count() as u64).saturating_mul(256);
+    if n > capacity {
+        return Err(MemfdError::CountMismatch);
+    }
     let mut a = Adopt::new(claims, h.size.get(), h.pos.get(), 0)?;
-    let r = (|| {
-        let recs: &[Record] = records_in(array.bytes(p), n)?;
-        a.reserve(recs.len())?;
-        for (i, r) in recs.iter().enumerate() {
-            let f = decode(r.frame.get(), i as u64)?;
-            a.run(i as u64, &f, r.index.get(), 1)?;
-        }
-        Ok(())
-    })();
+    let r = a.reserve(n as usize).and_then(|()| {
+        walk_array(p, array.frames(), n, |i, frame, index| {
+            a.run(i, &decode(frame, i)?, index, 1)
+        })
+    });
     match r {
         Ok(()) => Ok(a.finish(p)),
         Err(e) => {

@@ -22,13 +22,13 @@
     clippy::panic
 )]
 
-use super::adopt::{Adopt, decode, encode, records_in};
+use super::adopt::{Adopt, decode, encode, records_in, walk_array};
 use super::{Memfd, MemfdError};
 use crate::claims::Claims;
 use crate::platform::{FrameAlloc, MapFrames, PhysMem};
 use crate::ranges::Range;
 use crate::tracker::Tracker;
-use crate::vmalloc::{Vmalloc, VmallocRoot};
+use crate::vmalloc::{Blocks, Vmalloc, VmallocRoot};
 use alloc::vec::Vec;
 use zerocopy::byteorder::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -175,45 +175,66 @@ pub fn read<P: PhysMem + MapFrames>(
         return Err(MemfdError::BadHeader("flags"));
     }
     let n = h.records.get();
-    let array = if h.array == VmallocRoot::default() {
+    if h.array == VmallocRoot::default() {
         if n > INLINE_RECORDS || inline.len() as u64 != n.saturating_mul(RECORD_BYTES as u64) {
             return Err(MemfdError::CountMismatch);
         }
-        None
-    } else {
-        if !inline.is_empty() || n <= INLINE_RECORDS {
-            return Err(MemfdError::CountMismatch);
-        }
-        Some(Vmalloc::restore(p, &h.array, ram, scratch, claims)?)
-    };
-    let r = adopt_all(&h, inline, array.as_ref(), p, claims);
-    if let Some(a) = array {
-        a.release(p, claims);
+        let recs: &[Record] = records_in(inline, n)?;
+        return adopt_all(&h, p, claims, |each| {
+            recs.iter()
+                .enumerate()
+                .try_for_each(|(i, r)| each(i as u64, r.frame.get(), r.run.get()))
+        });
     }
+    if !inline.is_empty() || n <= INLINE_RECORDS {
+        return Err(MemfdError::CountMismatch);
+    }
+    let array = Blocks::restore(p, &h.array, ram, scratch, claims)?;
+    let capacity = (array.frames().count() as u64).saturating_mul(256);
+    let r = if n > capacity {
+        Err(MemfdError::CountMismatch)
+    } else {
+        Adopt::new(claims, h.size.get(), h.pos.get(), h.seals.get()).and_then(|mut a| {
+            let r = a.reserve(n as usize).and_then(|()| {
+                walk_array(&*p, array.frames(), n, |i, frame, run| {
+                    adopt_record(&mut a, i, frame, run)
+                })
+            });
+            match r {
+                Ok(()) => Ok(a.finish(p)),
+                Err(e) => {
+                    a.fail();
+                    Err(e)
+                }
+            }
+        })
+    };
+    array.release(claims);
     r
 }
 
-fn adopt_all<P: PhysMem + MapFrames>(
+/// Decodes and adopts record `i`.
+#[inline]
+fn adopt_record(a: &mut Adopt<'_>, i: u64, frame: u64, run: u64) -> Result<(), MemfdError> {
+    let f = decode(frame, i)?;
+    let index = run & ((1u64 << INDEX_BITS).wrapping_sub(1));
+    let count = (run >> INDEX_BITS).saturating_add(1);
+    a.run(i, &f, index, count)
+}
+
+/// Checks and adopts every record that `records` hands to its callback.
+fn adopt_all<P: PhysMem>(
     h: &Header,
-    inline: &[u8],
-    array: Option<&Vmalloc>,
     p: &mut P,
     claims: &mut Claims,
+    records: impl FnOnce(
+        &mut dyn FnMut(u64, u64, u64) -> Result<(), MemfdError>,
+    ) -> Result<(), MemfdError>,
 ) -> Result<Memfd, MemfdError> {
     let mut a = Adopt::new(claims, h.size.get(), h.pos.get(), h.seals.get())?;
-    let r = (|| {
-        let bytes = array.map_or(inline, |v| v.bytes(p));
-        let recs: &[Record] = records_in(bytes, h.records.get())?;
-        a.reserve(recs.len())?;
-        for (i, r) in recs.iter().enumerate() {
-            let f = decode(r.frame.get(), i as u64)?;
-            let run = r.run.get();
-            let index = run & ((1u64 << INDEX_BITS).wrapping_sub(1));
-            let count = (run >> INDEX_BITS).saturating_add(1);
-            a.run(i as u64, &f, index, count)?;
-        }
-        Ok(())
-    })();
+    let r = a
+        .reserve(h.records.get() as usize)
+        .and_then(|()| records(&mut |i, frame, run| adopt_record(&mut a, i, frame, run)));
     match r {
         Ok(()) => Ok(a.finish(p)),
         Err(e) => {

@@ -407,26 +407,17 @@ impl Vmalloc {
         scratch: &[Range],
         claims: &mut Claims,
     ) -> Result<Self, VmallocError> {
-        let mut chain = Vec::new();
-        let mut blocks = Vec::new();
-        let r = read_chain(p, root, ram, scratch, claims, &mut chain, &mut blocks);
-        let order = u32::from(root.order.get());
-        for &pg in &chain {
-            claims.release(pg, 1);
-        }
-        let mapping = r.and_then(|()| map_blocks(p, &blocks, order));
-        match mapping {
+        let b = Blocks::restore(p, root, ram, scratch, claims)?;
+        match map_blocks(p, &b.blocks, b.order) {
             Ok(mapping) => Ok(Self {
-                blocks,
-                order,
+                blocks: b.blocks,
+                order: b.order,
                 mapping,
                 chain: Vec::new(),
                 preserved: false,
             }),
             Err(e) => {
-                for &b in &blocks {
-                    claims.release(b, 1 << order);
-                }
+                b.release(claims);
                 Err(e)
             }
         }
@@ -439,6 +430,62 @@ impl Vmalloc {
         if self.mapping.len > 0 {
             p.unmap(self.mapping);
         }
+        for &b in &self.blocks {
+            claims.release(b, 1 << self.order);
+        }
+    }
+}
+
+/// A restored buffer's blocks, claimed but not mapped: what a reader that
+/// only walks the buffer once needs (a record array, read frame by frame
+/// through [`PhysMem`], with no mapping to make and tear down).
+#[derive(Debug)]
+pub struct Blocks {
+    /// The blocks, in buffer order.
+    pub blocks: Vec<u64>,
+    /// log2 of the frames per block.
+    pub order: u32,
+}
+
+impl Blocks {
+    /// Checks the chain `root` names and every block, and claims the
+    /// blocks (the chain pages are claimed while read, then released). On
+    /// error nothing stays claimed.
+    pub fn restore<P: PhysMem>(
+        p: &P,
+        root: &VmallocRoot,
+        ram: &[Range],
+        scratch: &[Range],
+        claims: &mut Claims,
+    ) -> Result<Self, VmallocError> {
+        let mut chain = Vec::new();
+        let mut blocks = Vec::new();
+        let r = read_chain(p, root, ram, scratch, claims, &mut chain, &mut blocks);
+        let order = u32::from(root.order.get());
+        for &pg in &chain {
+            claims.release(pg, 1);
+        }
+        match r {
+            Ok(()) => Ok(Self { blocks, order }),
+            Err(e) => {
+                for &b in &blocks {
+                    claims.release(b, 1 << order);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The buffer's 4 KiB frames, in order.
+    pub fn frames(&self) -> impl Iterator<Item = u64> + '_ {
+        let per = 1u64 << self.order;
+        self.blocks.iter().flat_map(move |&b| {
+            (0..per).map(move |i| b.saturating_add(i.saturating_mul(PAGE_SIZE)))
+        })
+    }
+
+    /// Releases the blocks (finish frees them).
+    pub fn release(self, claims: &mut Claims) {
         for &b in &self.blocks {
             claims.release(b, 1 << self.order);
         }
