@@ -4,12 +4,12 @@
 //! ```text
 //! luo {
 //!     compatible = "kho-luo-v1";
-//!     session@N {                        // N = 0, 1, ... in order
+//!     session-N {                        // N = 0, 1, ... in order
 //!         kho,name = "NAME";             // unique among sessions
-//!         object@T {                     // T = the token in hex, unique in the session
+//!         object-T {                     // T = the token in hex, unique in the session
 //!             kho,token = [LE u64];
 //!             kho,family = "FAMILY";
-//!             payload@K {                // K = 0, 1, ...: best version first
+//!             payload-K {                // K = 0, 1, ...: best version first
 //!                 kho,version = "FAMILY-vN";
 //!                 kho,features = [LE u64 required, LE u64 optional];
 //!                 kho,data = [bytes];
@@ -42,7 +42,7 @@ pub(super) fn write(w: &mut HandoffWriter<'_>, sessions: &[Session]) -> Result<(
     }
     w.subsystem(NODE, &[LUO_VERSION], None, |w| {
         for (i, s) in sessions.iter().enumerate() {
-            w.begin_node(&format!("session@{i}"))?;
+            w.begin_node(&format!("session-{i}"))?;
             w.property_string("kho,name", &s.name)?;
             for o in &s.objects {
                 if let Held::Live(_, Some(prep)) = &o.held {
@@ -61,11 +61,11 @@ fn write_object(
     o: &Object,
     prep: &super::Prepared,
 ) -> Result<(), WriteError> {
-    w.begin_node(&format!("object@{:x}", o.token))?;
+    w.begin_node(&format!("object-{:x}", o.token))?;
     w.property_struct("kho,token", &U64::new(o.token))?;
     w.property_string("kho,family", &o.family)?;
     for (k, pl) in prep.payloads.iter().enumerate() {
-        w.begin_node(&format!("payload@{k}"))?;
+        w.begin_node(&format!("payload-{k}"))?;
         w.property_string("kho,version", pl.version)?;
         w.property_struct(
             "kho,features",
@@ -114,7 +114,7 @@ pub(super) fn read(h: &Handoff<'_>) -> Result<Vec<Session>, LuoError> {
                 .and_then(|p| p.as_struct::<U64>().ok())
                 .ok_or(LuoError::BadNode("object kho,token"))?
                 .get();
-            if on.name() != format!("object@{token:x}") {
+            if on.name() != format!("object-{token:x}") {
                 return Err(LuoError::BadNode("object name and token differ"));
             }
             if objects.iter().any(|o| o.token == token) {

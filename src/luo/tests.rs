@@ -433,7 +433,7 @@ fn luo_blob(
     let mut buf = vec![0u8; 8192];
     let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root, &scratch).unwrap();
     w.subsystem(NODE, &[LUO_VERSION], None, |w| {
-        w.begin_node("session@0")?;
+        w.begin_node("session-0")?;
         w.property_string("kho,name", "s")?;
         body(w)?;
         w.end_node()
@@ -473,23 +473,23 @@ fn a_malformed_luo_node_is_refused() {
         Luo::<HostMem>::new().incoming(&h)
     };
     assert_eq!(
-        incoming(&luo_blob(|w| object(w, "object@5", 5, true))),
+        incoming(&luo_blob(|w| object(w, "object-5", 5, true))),
         Ok(())
     );
     assert_eq!(
-        incoming(&luo_blob(|w| object(w, "object@5", 6, true))),
+        incoming(&luo_blob(|w| object(w, "object-5", 6, true))),
         Err(LuoError::BadNode("object name and token differ"))
     );
     assert_eq!(
-        incoming(&luo_blob(|w| object(w, "object@5", 5, false))),
+        incoming(&luo_blob(|w| object(w, "object-5", 5, false))),
         Err(LuoError::BadNode("payload kho,features"))
     );
     // Two objects, one token (names differ only in the unit address's
     // spelling, which the FDT reader allows).
     assert_eq!(
         incoming(&luo_blob(|w| {
-            object(w, "object@5", 5, true)?;
-            object(w, "object@05", 5, true)
+            object(w, "object-5", 5, true)?;
+            object(w, "object-05", 5, true)
         })),
         Err(LuoError::BadNode("object name and token differ"))
     );
@@ -506,4 +506,61 @@ fn a_malformed_luo_node_is_refused() {
         Luo::<HostMem>::new().incoming(&h),
         Err(LuoError::NoReadableVersion { written, .. }) if written == ["kho-luo-v9"]
     ));
+}
+
+/// The `kho-luo-v1` node with `memfd-v2` and `memfd-v1` payloads (inline
+/// and array descriptors), pinned byte for byte: a layout change needs a
+/// new version string. The host fake allocates deterministically, so the
+/// blob is the same on every run.
+#[test]
+fn golden_luo_blob_pins_the_node_and_the_memfd_descriptors() {
+    let (mut mem, mut t, scratch, a, b) = first_kernel(&[V2, V1]);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/luo-v1.dtb");
+    if std::env::var_os("KHO_BLESS").is_some() {
+        std::fs::write(&path, &b).unwrap();
+    }
+    let golden = std::fs::read(&path).expect("tests/golden/luo-v1.dtb (KHO_BLESS=1 writes it)");
+    assert_eq!(
+        b, golden,
+        "the kho-luo-v1 or memfd layout changed: that needs a new version string"
+    );
+    // dtc reads it without a warning, when it is installed.
+    if let Ok(out) = std::process::Command::new("dtc")
+        .args(["-I", "dtb", "-O", "dts", "-o", "-"])
+        .arg(&path)
+        .output()
+    {
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}",
+            std::string::String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // It still restores, and unknown tokens are typed errors.
+    let h = Handoff::parse(&golden, &[RAM]).unwrap();
+    let mut next = Luo::<HostMem>::new();
+    next.register(Box::new(MemfdHandler::default())).unwrap();
+    next.incoming(&h).unwrap();
+    let mut claims = mem.hand_over(&t).unwrap();
+    let mut ctx = RestoreCtx {
+        ram: &[RAM],
+        scratch: scratch.areas(),
+        claims: &mut claims,
+    };
+    for (s, tok) in [("vm-1", 1), ("vm-1", 2), ("vm-2", 1)] {
+        let (_, v) = next.retrieve(s, tok, &mut mem, &mut ctx).unwrap();
+        assert_eq!(v, "memfd-v2");
+    }
+    assert_eq!(
+        next.retrieve("vm-2", 9, &mut mem, &mut ctx).unwrap_err(),
+        LuoError::NoToken {
+            session: "vm-2".into(),
+            token: 9
+        }
+    );
+    assert_eq!(
+        next.retrieve("vm-9", 1, &mut mem, &mut ctx).unwrap_err(),
+        LuoError::NoSession("vm-9".into())
+    );
+    drop((a, &mut t));
 }
