@@ -443,6 +443,20 @@ def timing_fields(lines, hop, bench=None):
     return out
 
 
+def bench_boot(bench, accel, memory, timeout):
+    """Boots the release kernel in `kho.bench=BENCH` mode into itself; the
+    timing fields of the first and the second kernel."""
+    status, lines = runner(["run", "--kernel", RELEASE_KERNEL, "--initrd", RELEASE_KERNEL,
+                            "--append", f"kho.bench={bench}", "--kernels", "2",
+                            "--expect", "kho bench: done", "--memory", memory,
+                            "--timeout", timeout, "--accel", accel,
+                            "--log", os.path.join(LOGDIR, f"bench-{bench}.log")],
+                           capture=True)
+    if status != 0:
+        raise Failure(f"bench {bench} failed (see above)")
+    return timing_fields(lines, 0, bench), timing_fields(lines, 1, bench)
+
+
 def bench_live_update(accel):
     """The blackout of a live update of one 1 GiB memfd through the
     orchestrator, phase by phase, against copying the same data into one
@@ -450,15 +464,7 @@ def bench_live_update(accel):
     figures = []
     print(f"\nlive update bench ({accel}), one 1 GiB memfd; ticks from the TSC")
     for bench, label in (("memfd-4k", "4 KiB folios"), ("memfd-2m", "2 MiB folios")):
-        status, lines = runner(["run", "--kernel", RELEASE_KERNEL, "--initrd", RELEASE_KERNEL,
-                                "--append", f"kho.bench={bench}", "--kernels", "2",
-                                "--expect", "kho bench: done", "--memory", "3072",
-                                "--timeout", "600", "--accel", accel,
-                                "--log", os.path.join(LOGDIR, f"bench-{bench}.log")],
-                               capture=True)
-        if status != 0:
-            raise Failure(f"live update bench {bench} failed (see above)")
-        a, b = timing_fields(lines, 0, bench), timing_fields(lines, 1, bench)
+        a, b = bench_boot(bench, accel, memory="3072", timeout="600")
         hz = float(b["hz"])
         ms = lambda ticks: float(ticks) * 1e3 / hz
         freeze = ms(a["freeze_ticks"])
@@ -504,15 +510,7 @@ def bench_kexec(machine):
     figures = []
     print(f"\nkexec bench ({accel}), 1 GiB preserved; ticks from the TSC")
     for bench, label in (("4k", "4 KiB pages"), ("2m", "2 MiB folios")):
-        status, lines = runner(["run", "--kernel", RELEASE_KERNEL, "--initrd", RELEASE_KERNEL,
-                                "--append", f"kho.bench={bench}", "--kernels", "2",
-                                "--expect", "kho bench: done", "--memory", "2560",
-                                "--timeout", "300", "--accel", accel,
-                                "--log", os.path.join(LOGDIR, f"bench-{bench}.log")],
-                               capture=True)
-        if status != 0:
-            raise Failure(f"kexec bench {bench} failed (see above)")
-        a, b = timing_fields(lines, 0, bench), timing_fields(lines, 1, bench)
+        a, b = bench_boot(bench, accel, memory="2560", timeout="300")
         hz = float(b["hz"])
         us = lambda ticks: float(ticks) * 1e6 / hz
         cold = us(a["cold_open_ticks"])

@@ -533,16 +533,8 @@ impl<P: Platform> Luo<P> {
         if self.frozen {
             return Err(LuoError::State("sessions are frozen"));
         }
-        let s = self.session(session)?;
-        let i = s
-            .objects
-            .iter()
-            .position(|o| o.token == token)
-            .ok_or_else(|| LuoError::NoToken {
-                session: session.to_string(),
-                token,
-            })?;
-        let o = s.objects.remove(i);
+        let (si, oi) = self.find(session, token)?;
+        let o = self.sessions[si].objects.remove(oi);
         let Held::Live(mut obj, _) = o.held else {
             return Err(LuoError::State("only a live object can be unpreserved"));
         };
