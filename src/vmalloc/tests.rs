@@ -9,6 +9,7 @@
 use super::*;
 use crate::platform::host::HostMem;
 use alloc::vec;
+use zerocopy::IntoBytes;
 
 const RAM: Range = Range::new(0x10_0000, 0x1000_0000);
 const SCRATCH: Range = Range::new(0x10_0000, 0x110_0000);
@@ -222,4 +223,34 @@ fn a_failed_preserve_leaves_the_tracker_as_it_was() {
     assert!(matches!(e, VmallocError::Tracker(_)));
     assert_eq!(t.pages(), 1);
     let _ = vec![0u8; 0];
+}
+
+/// `kho-vmalloc-v1` pinned byte for byte: the root, then the two chain
+/// pages of a 600-block buffer of order 1, and a `memfd-v1` record array's
+/// first page. The host fake allocates deterministically.
+#[test]
+fn golden_vmalloc_chain_and_record_array_pin_the_layout() {
+    let (mut mem, mut t) = setup();
+    let mut v = Vmalloc::new(&mut mem, 600 * 8192, 1).unwrap();
+    let root = v.preserve(&mut mem, &mut t).unwrap();
+    let mut f = crate::memfd::Memfd::new(true);
+    f.write(&mut mem, 0, &[7u8; 70_000]).unwrap();
+    f.preserve(&mut t).unwrap();
+    let w = crate::memfd::v1::write(&f, &mut mem, &mut t).unwrap();
+    let mut bytes = root.as_bytes().to_vec();
+    for pg in v.chain_pages() {
+        bytes.extend_from_slice(mem.frame(*pg).unwrap());
+    }
+    bytes.extend_from_slice(&w.desc);
+    let arr = w.array.as_ref().unwrap();
+    bytes.extend_from_slice(mem.frame(arr.blocks()[0]).unwrap());
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/vmalloc-v1.bin");
+    if std::env::var_os("KHO_BLESS").is_some() {
+        std::fs::write(&path, &bytes).unwrap();
+    }
+    let golden = std::fs::read(&path).expect("tests/golden/vmalloc-v1.bin (KHO_BLESS=1 writes it)");
+    assert!(
+        bytes == golden,
+        "the kho-vmalloc-v1 or memfd-v1 layout changed: that needs a new version string"
+    );
 }
