@@ -191,6 +191,7 @@ impl<'c> Adopt<'c> {
         if last >= self.limit {
             return Err(MemfdError::PastEnd { record });
         }
+        let count32 = u32::try_from(count).map_err(|_| MemfdError::PastEnd { record })?;
         self.claims
             .claim(f.phys, pages)
             .map_err(|why| MemfdError::Claim { record, why })?;
@@ -198,7 +199,7 @@ impl<'c> Adopt<'c> {
             index,
             phys: f.phys,
             order: f.order,
-            count,
+            count: count32,
         };
         // `reserve` made room for every record: this never allocates.
         if self.file.extents.len() == self.file.extents.capacity() {
@@ -220,7 +221,7 @@ impl<'c> Adopt<'c> {
     /// zeroed now.
     pub fn finish<P: PhysMem>(self, p: &mut P) -> Memfd {
         for e in &self.stale {
-            let pages = e.count.checked_shl(e.order).unwrap_or(0);
+            let pages = u64::from(e.count).checked_shl(e.order).unwrap_or(0);
             for i in 0..pages {
                 if let Some(fr) = p.frame_mut(e.phys.saturating_add(i.saturating_mul(PAGE_SIZE))) {
                     fr.fill(0);
@@ -234,7 +235,7 @@ impl<'c> Adopt<'c> {
     pub fn fail(self) {
         for e in &self.file.extents {
             self.claims
-                .release(e.phys, e.count.checked_shl(e.order).unwrap_or(0));
+                .release(e.phys, u64::from(e.count).checked_shl(e.order).unwrap_or(0));
         }
     }
 }

@@ -212,14 +212,15 @@ pub struct Extent {
     pub phys: u64,
     /// The folios' order.
     pub order: u32,
-    /// How many folios.
-    pub count: u64,
+    /// How many folios (a longer run is several extents; 24 bytes an
+    /// extent keeps restore's writes small).
+    pub count: u32,
 }
 
 impl Extent {
     /// Pages it covers.
     pub const fn pages(&self) -> u64 {
-        self.count << self.order
+        (self.count as u64) << self.order
     }
 
     /// File page index just past it.
@@ -237,7 +238,7 @@ impl Extent {
 
     /// Its folios, one by one.
     pub fn folios(&self) -> impl Iterator<Item = Extent> + '_ {
-        (0..self.count).map(move |i| Extent {
+        (0..u64::from(self.count)).map(move |i| Extent {
             index: self.index + (i << self.order),
             phys: self.phys + (i << self.order) * PAGE_SIZE,
             order: self.order,
@@ -247,10 +248,14 @@ impl Extent {
 }
 
 /// Appends `e` to a sorted list, joining it to the last extent if it
-/// continues it.
+/// continues it. Inlined: passed by pointer, the extent is stored field by
+/// field and reloaded as a vector, a store-forwarding stall per folio.
+#[inline(always)]
 fn push_extent(list: &mut Vec<Extent>, e: Extent) {
     match list.last_mut() {
-        Some(last) if last.joins(&e) => last.count += e.count,
+        Some(last) if last.joins(&e) && last.count.checked_add(e.count).is_some() => {
+            last.count += e.count
+        }
         _ => list.push(e),
     }
 }
@@ -313,7 +318,7 @@ impl Memfd {
 
     /// How many folios it has.
     pub fn folio_count(&self) -> u64 {
-        self.extents.iter().map(|e| e.count).sum()
+        self.extents.iter().map(|e| u64::from(e.count)).sum()
     }
 
     /// Bytes of memory its folios hold.
@@ -545,27 +550,31 @@ impl Memfd {
             .map_err(|_| MemfdError::OutOfMemory)?;
         for e in &self.extents[lo..hi] {
             let n = 1u64 << e.order;
-            let j0 = a.saturating_sub(e.index).div_ceil(n).min(e.count);
-            let j1 = (b.saturating_sub(e.index) / n).min(e.count);
+            let count = u64::from(e.count);
+            let j0 = a.saturating_sub(e.index).div_ceil(n).min(count);
+            let j1 = (b.saturating_sub(e.index) / n).min(count);
             if j0 >= j1 {
                 kept.push(*e);
                 continue;
             }
             if j0 > 0 {
-                kept.push(Extent { count: j0, ..*e });
+                kept.push(Extent {
+                    count: j0 as u32,
+                    ..*e
+                });
             }
             freed.push(Extent {
                 index: e.index + j0 * n,
                 phys: e.phys + j0 * n * PAGE_SIZE,
                 order: e.order,
-                count: j1 - j0,
+                count: (j1 - j0) as u32,
             });
-            if j1 < e.count {
+            if j1 < count {
                 kept.push(Extent {
                     index: e.index + j1 * n,
                     phys: e.phys + j1 * n * PAGE_SIZE,
                     order: e.order,
-                    count: e.count - j1,
+                    count: (count - j1) as u32,
                 });
             }
         }

@@ -77,7 +77,7 @@ pub use super::v1::Written;
 /// The records of `file`: its extents, split at [`MAX_RUN`] folios.
 fn records(file: &Memfd) -> impl Iterator<Item = Record> + '_ {
     file.extents().iter().flat_map(|e| {
-        let mut left = e.count;
+        let mut left = u64::from(e.count);
         let mut i = 0u64;
         core::iter::from_fn(move || {
             if left == 0 {
