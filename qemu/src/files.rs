@@ -16,9 +16,11 @@ use alloc::vec::Vec;
 use kho::claims::Claims;
 use kho::fdt::WriteError;
 use kho::handoff::{Handoff, HandoffWriter};
+#[cfg(not(feature = "old"))]
+use kho::luo::memfd::V2;
 #[cfg(feature = "v3")]
 use kho::luo::memfd::V3_TEST;
-use kho::luo::memfd::{MemfdHandler, V1, V2};
+use kho::luo::memfd::{MemfdHandler, V1};
 use kho::luo::{Luo, ReadList, RestoreCtx, Version};
 use kho::memfd::{Memfd, seal};
 use kho::ranges::Range;

@@ -317,6 +317,53 @@ kernel_test!(
     }
 );
 
+// Preserved vmalloc in real frames: a buffer of scattered 8 KiB blocks,
+// preserved, then restored as the next kernel would: the same blocks mapped
+// again at another virtual address, the same bytes, nothing copied.
+kernel_test!(
+    fn vmalloc_restores_the_same_frames_at_a_new_address() {
+        use kho::claims::Claims;
+        use kho::vmalloc::Vmalloc;
+        let boot = boot();
+        let scratch = boot.scratch.areas();
+        let ram: Vec<Range> = boot.params.ram().collect();
+        let mut mem = KernelMem;
+        let mut t = Tracker::new(scratch).unwrap();
+        let mut v = Vmalloc::new(&mut mem, 700 * 8192, 1).unwrap();
+        for (i, b) in v.bytes_mut(&mut mem).iter_mut().enumerate() {
+            *b = (i.wrapping_mul(31) >> 3) as u8;
+        }
+        let root = v.preserve(&mut mem, &mut t).unwrap();
+        let th = handover::write(&t, &mut mem).unwrap();
+        let mut log = ReserveLog::new();
+        Reader::new(&mem, th, &ram, scratch)
+            .restore(&mut log)
+            .unwrap();
+        let mut claims = Claims::new(log.of(Kept::Preserved), scratch).unwrap();
+        let w = Vmalloc::restore(&mut mem, &root, &ram, scratch, &mut claims).unwrap();
+        assert_eq!(w.blocks(), v.blocks());
+        assert_ne!(w.virt(), v.virt());
+        assert!(
+            w.bytes(&mem)
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == (i.wrapping_mul(31) >> 3) as u8)
+        );
+        // Written through one mapping, seen through the other: one set of
+        // frames.
+        w.bytes_mut(&mut mem)[12345] ^= 0xff;
+        assert_eq!(v.bytes(&mem)[12345], ((12345usize * 31) >> 3) as u8 ^ 0xff);
+        assert_eq!(claims.claimed_pages(), 700 * 2);
+        w.release(&mut mem, &mut claims);
+        for r in log.of(Kept::Metadata) {
+            frames::free(r.start, 1).unwrap();
+        }
+        v.unpreserve(&mut mem, &mut t).unwrap();
+        v.free(&mut mem);
+        assert_eq!(t.blocks(), 0);
+    }
+);
+
 fn boot() -> &'static kho_x86_64::BootInfo {
     kho_x86_64::start::boot_info().expect("booted")
 }
