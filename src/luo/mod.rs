@@ -784,6 +784,8 @@ impl<P: Platform> Luo<P> {
     /// In the next kernel, when every object that will be retrieved is:
     /// frees every preserved page nobody claimed (payloads of unchosen
     /// versions, record arrays, objects never retrieved or that failed).
+    /// Preserved memory restored outside the orchestrator must be claimed
+    /// in `claims` before, or it is freed too.
     /// Returns the bytes freed and the objects that were not restored.
     pub fn finish(&mut self, p: &mut P, claims: &Claims) -> (u64, Vec<(String, u64, LuoError)>) {
         let mut freed = 0;
