@@ -15,7 +15,7 @@
 //!    the handoff's own metadata is reported, or nothing is.
 //! 3. Only then hand out memory outside scratch, minus every range reported.
 //!
-//! [`host::HostMem`] implements both traits over ordinary heap memory; the
+//! `host::HostMem` (feature `host`) implements the traits over ordinary heap memory; the
 //! tests, fuzz targets and benchmarks all use it (feature `host`).
 
 #[cfg(any(test, feature = "host"))]
