@@ -322,6 +322,26 @@ def cmd_inspect(args):
                 ph, order, gen, s = struct.unpack("<QIIQ", b[24 * i:24 * i + 24])
                 line += f"\n      {ph:#x} order {order} generation {gen} checksum {s:#018x}"
         print(line)
+    # The orchestrator's objects (kho-luo-v1), one line per payload.
+    for path, props in nodes.items():
+        parts = path.split("/")
+        if len(parts) != 5 or parts[1] != "luo" or not parts[4].startswith("payload-"):
+            continue
+        sess = nodes.get("/".join(parts[:3]), {}).get("kho,name", b"?").rstrip(bytes(1)).decode()
+        obj = nodes.get("/".join(parts[:4]), {})
+        token = struct.unpack("<Q", obj["kho,token"])[0] if len(obj.get("kho,token", b"")) == 8 else "?"
+        fam = obj.get("kho,family", b"?").rstrip(bytes(1)).decode()
+        ver = props.get("kho,version", b"?").rstrip(bytes(1)).decode()
+        data = props.get("kho,data", b"")
+        line = f"  luo {sess}/{token} {fam}: {ver}, {len(data)} bytes"
+        if ver == "memfd-v1" and len(data) == 40:
+            pos, size, folios, first, blocks, order, _ = struct.unpack("<3QQIHH", data)
+            line += f"; size {size}, pos {pos}, {folios} folio records in an array of {blocks} block(s), chain at {first:#x}"
+        elif ver in ("memfd-v2", "memfd-v3") and len(data) >= 48:
+            pos, size, seals, _, recs, first, blocks, order, _ = struct.unpack("<2QIIQQIHH", data[:48])
+            where = "inline" if blocks == 0 else f"in an array of {blocks} block(s), chain at {first:#x}"
+            line += f"; size {size}, pos {pos}, seals {seals:#x}, {recs} run records {where}"
+        print(line)
 
 
 def cmd_qemu(args):
