@@ -564,3 +564,104 @@ fn golden_luo_blob_pins_the_node_and_the_memfd_descriptors() {
     );
     drop((a, &mut t));
 }
+
+mod model {
+    //! Sessions and tokens against a model: a map from session to tokens.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::format;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Create(u8),
+        Preserve(u8, u8),
+        Unpreserve(u8, u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..4).prop_map(Op::Create),
+            (0u8..4, 0u8..6).prop_map(|(s, t)| Op::Preserve(s, t)),
+            (0u8..4, 0u8..6).prop_map(|(s, t)| Op::Unpreserve(s, t)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        /// Every operation succeeds exactly when the model says so, with
+        /// the model's error; then a freeze and a handover carry exactly
+        /// the model's objects, and cancel leaves nothing preserved.
+        #[test]
+        fn sessions_and_tokens_match_a_model(ops in proptest::collection::vec(op(), 1..40)) {
+            let (mut mem, mut t, scratch) = setup();
+            let mut luo = Luo::<HostMem>::new();
+            luo.register(Box::new(MemfdHandler::default())).unwrap();
+            let mut model: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+            for o in &ops {
+                match *o {
+                    Op::Create(s) => {
+                        let name = format!("s{s}");
+                        let r = luo.create_session(&name);
+                        match model.entry(name.clone()) {
+                            std::collections::btree_map::Entry::Occupied(_) => {
+                                prop_assert_eq!(r, Err(LuoError::DuplicateSession(name)));
+                            }
+                            std::collections::btree_map::Entry::Vacant(e) => {
+                                prop_assert_eq!(r, Ok(()));
+                                e.insert(BTreeSet::new());
+                            }
+                        }
+                    }
+                    Op::Preserve(s, tok) => {
+                        let name = format!("s{s}");
+                        let f = file(&mut mem, 100 + usize::from(tok), tok, 0);
+                        let r = luo.preserve(&name, u64::from(tok), "memfd", f, &mut mem, &mut t);
+                        match model.get_mut(&name) {
+                            None => prop_assert_eq!(r.map_err(|e| e.error), Err(LuoError::NoSession(name))),
+                            Some(set) if set.contains(&u64::from(tok)) => {
+                                let e = r.unwrap_err();
+                                prop_assert_eq!(e.error, LuoError::DuplicateToken { session: name, token: u64::from(tok) });
+                                e.object.downcast::<Memfd>().unwrap().free(&mut mem);
+                            }
+                            Some(set) => {
+                                prop_assert!(r.is_ok());
+                                set.insert(u64::from(tok));
+                            }
+                        }
+                    }
+                    Op::Unpreserve(s, tok) => {
+                        let name = format!("s{s}");
+                        let r = luo.unpreserve(&name, u64::from(tok), &mut mem, &mut t);
+                        let had = model.get_mut(&name).map(|set| set.remove(&u64::from(tok)));
+                        match had {
+                            None => prop_assert_eq!(r.map(|_| ()), Err(LuoError::NoSession(name))),
+                            Some(true) => {
+                                r.unwrap().downcast::<Memfd>().unwrap().free(&mut mem);
+                            }
+                            Some(false) => {
+                                let no_token = matches!(r, Err(LuoError::NoToken { .. }));
+                                prop_assert!(no_token);
+                            }
+                        }
+                    }
+                }
+            }
+            luo.freeze(&mut mem, &mut t, None, false).unwrap();
+            let b = blob(&luo, &mut mem, &t, &scratch);
+            let h = Handoff::parse(&b, &[RAM]).unwrap();
+            let mut next = Luo::<HostMem>::new();
+            next.incoming(&h).unwrap();
+            let got: BTreeSet<(String, u64)> = next.objects().map(|(s, t, _)| (s.to_string(), t)).collect();
+            let want: BTreeSet<(String, u64)> = model
+                .iter()
+                .flat_map(|(s, set)| set.iter().map(move |t| (s.clone(), *t)))
+                .collect();
+            prop_assert_eq!(got, want);
+            for (_, _, obj) in luo.cancel(&mut mem, &mut t) {
+                obj.downcast::<Memfd>().unwrap().free(&mut mem);
+            }
+            prop_assert_eq!(t.pages(), 0);
+        }
+    }
+}

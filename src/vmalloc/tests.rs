@@ -255,3 +255,47 @@ fn golden_vmalloc_chain_and_record_array_pin_the_layout() {
         "the kho-vmalloc-v1 or memfd-v1 layout changed: that needs a new version string"
     );
 }
+
+mod model {
+    //! Against a model: a `Vec<u8>` of the same bytes.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+        /// Any size and order: the buffer holds what was written, and a
+        /// handover gives back the same blocks with the same bytes; after
+        /// unpreserve and free the allocator is where it was.
+        #[test]
+        fn buffers_round_trip_like_a_vec(
+            bytes in 0usize..3_000_000,
+            order in 0u32..=9,
+            writes in proptest::collection::vec((0usize..3_000_000, any::<u8>()), 0..64),
+        ) {
+            let (mut mem, mut t) = setup();
+            let before = mem.allocated;
+            let mut v = Vmalloc::new(&mut mem, bytes, order).unwrap();
+            prop_assert!(v.len() >= bytes && v.len().is_multiple_of(4096 << order));
+            prop_assert!(v.len() < bytes + (4096 << order) || bytes == 0);
+            let mut model = alloc::vec![0u8; v.len()];
+            for (at, b) in writes {
+                if !v.is_empty() {
+                    let at = at % v.len();
+                    v.bytes_mut(&mut mem)[at] = b;
+                    model[at] = b;
+                }
+            }
+            prop_assert!(v.bytes(&mem) == model.as_slice());
+            let root = v.preserve(&mut mem, &mut t).unwrap();
+            let mut claims = mem.hand_over(&t).unwrap();
+            let w = Vmalloc::restore(&mut mem, &root, &[RAM], &[SCRATCH], &mut claims).unwrap();
+            prop_assert_eq!(w.blocks(), v.blocks());
+            prop_assert!(w.bytes(&mem) == model.as_slice());
+            w.release(&mut mem, &mut claims);
+            v.unpreserve(&mut mem, &mut t).unwrap();
+            v.free(&mut mem);
+            prop_assert_eq!(mem.allocated, before);
+            prop_assert_eq!(t.pages(), 0);
+        }
+    }
+}
