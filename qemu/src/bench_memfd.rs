@@ -1,6 +1,7 @@
 //! `kho.bench=memfd-4k|memfd-2m`: the blackout of a live update of one
-//! 1 GiB memfd (4 KiB folios in 2048 physical runs, or 2 MiB folios), from the start of freeze in the first kernel to the
-//! object retrieved in the next, phase by phase, against copying the same
+//! memfd (1 GiB, or `kho.bench_mib`; 4 KiB folios with a gap after every
+//! 128, or 2 MiB folios), from the start of freeze in the first kernel to
+//! the object retrieved in the next, phase by phase, against copying the same
 //! data into one contiguous region and back, measured in the same run.
 //! What `./x.py bench` measures.
 
@@ -19,7 +20,15 @@ use kho_x86_64::exit::{ExitCode, exit_qemu};
 use kho_x86_64::glue::KernelMem;
 use kho_x86_64::{BootInfo, frames, kprintln, paging, tsc};
 
-const GIB: u64 = 1 << 30;
+/// The file's size: `kho.bench_mib=N` MiB, 1 GiB by default (to show the
+/// handoff work does not grow with the size, only with the records).
+fn size(boot: &BootInfo) -> u64 {
+    boot.params
+        .cmdline_value("kho.bench_mib")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&m| m >= 2 && m % 2 == 0)
+        .map_or(1 << 30, |m| m << 20)
+}
 
 /// The handler: `memfd-v2` only (v1 is for old kernels; it would add a
 /// second record array to the work measured).
@@ -49,6 +58,7 @@ pub fn run(boot: &'static BootInfo, what: &str) -> ! {
         next(boot, what);
     }
     let mut mem = KernelMem;
+    let gib = size(boot);
     // The file: 4 KiB folios with a frame left out after every 128 (2048
     // physical runs, so 2048 records; a gap after every folio would make
     // 262144 preserved ranges, more than the x86_64 kernel's restore
@@ -58,7 +68,7 @@ pub fn run(boot: &'static BootInfo, what: &str) -> ! {
     let page = [0x5au8; PAGE_SIZE as usize];
     let chunk = alloc::vec![0xa5u8; 2 << 20];
     if small {
-        for i in 0..GIB / PAGE_SIZE {
+        for i in 0..gib / PAGE_SIZE {
             f.write(&mut mem, i * PAGE_SIZE, &page)
                 .unwrap_or_else(|e| fail(format_args!("{e}")));
             if i % 128 == 127 {
@@ -68,7 +78,7 @@ pub fn run(boot: &'static BootInfo, what: &str) -> ! {
             }
         }
     } else {
-        for i in 0..GIB >> 21 {
+        for i in 0..gib >> 21 {
             f.write(&mut mem, i << 21, &chunk)
                 .unwrap_or_else(|e| fail(format_args!("{e}")));
         }
@@ -83,7 +93,7 @@ pub fn run(boot: &'static BootInfo, what: &str) -> ! {
     );
     // The copy baseline: the file's bytes into one contiguous region and
     // back, through the same direct map.
-    let buf = frames::alloc(GIB / PAGE_SIZE, 2 << 20)
+    let buf = frames::alloc(gib / PAGE_SIZE, 2 << 20)
         .unwrap_or_else(|| fail(format_args!("no contiguous GiB for the copy baseline")));
     let t0 = tsc::now();
     let mut at = 0;
@@ -100,7 +110,7 @@ pub fn run(boot: &'static BootInfo, what: &str) -> ! {
         at += n;
     }
     let t2 = tsc::now();
-    frames::free(buf, GIB / PAGE_SIZE).unwrap_or_else(|e| fail(format_args!("{e:?}")));
+    frames::free(buf, gib / PAGE_SIZE).unwrap_or_else(|e| fail(format_args!("{e:?}")));
 
     let mut t = Tracker::new(boot.scratch.areas()).unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut l = luo();
@@ -174,7 +184,10 @@ fn next(boot: &'static BootInfo, what: &str) -> ! {
             .and_then(|p| p.as_u64().ok())
     };
     let first = f.extents().first().map_or(0, |e| e.phys);
-    if want("folios") != Some(f.folio_count()) || want("first") != Some(first) || f.size() != GIB {
+    if want("folios") != Some(f.folio_count())
+        || want("first") != Some(first)
+        || f.size() != size(boot)
+    {
         fail(format_args!("the file came back different"));
     }
     let s = info.stamps;
@@ -188,7 +201,8 @@ fn next(boot: &'static BootInfo, what: &str) -> ! {
         tsc::hz()
     );
     kprintln!(
-        "kho hop 1: verified the 1 GiB memfd ({} folios, {} extents), first folio still at {first:#x} (bench)",
+        "kho hop 1: verified the {} MiB memfd ({} folios, {} extents), first folio still at {first:#x} (bench)",
+        f.size() >> 20,
         f.folio_count(),
         f.extents().len()
     );
