@@ -161,18 +161,22 @@ const fn block_bytes(order: u32) -> u64 {
     PAGE_SIZE << order
 }
 
-/// The 4 KiB frames of `blocks`, in order, for [`MapFrames::map`].
+/// The 4 KiB frames of blocks of `order`, in order: what a mapping, a
+/// zeroing pass and a frame-by-frame reader all walk.
+fn block_frames(blocks: &[u64], order: u32) -> impl Iterator<Item = u64> + '_ {
+    let per = 1u64 << order;
+    blocks.iter().flat_map(move |&b| {
+        (0..per).map(move |i| b.saturating_add(i.saturating_mul(PAGE_SIZE)))
+    })
+}
+
+/// The frames of `blocks`, collected for [`MapFrames::map`].
 fn frames_of(blocks: &[u64], order: u32) -> Result<Vec<u64>, VmallocError> {
-    let per = 1usize << order;
     let mut frames = Vec::new();
     frames
-        .try_reserve_exact(blocks.len().saturating_mul(per))
+        .try_reserve_exact(blocks.len().saturating_mul(1usize << order))
         .map_err(|_| VmallocError::OutOfMemory)?;
-    for &b in blocks {
-        for i in 0..per as u64 {
-            frames.push(b.saturating_add(i.saturating_mul(PAGE_SIZE)));
-        }
-    }
+    frames.extend(block_frames(blocks, order));
     Ok(frames)
 }
 
@@ -216,12 +220,12 @@ impl Vmalloc {
                 undo(p, &blocks);
                 return Err(VmallocError::OutOfFrames);
             };
-            blocks.push(b);
-            for i in 0..1u64 << order {
-                if let Some(f) = p.frame_mut(b.saturating_add(i.saturating_mul(PAGE_SIZE))) {
+            for f in block_frames(&[b], order) {
+                if let Some(f) = p.frame_mut(f) {
                     f.fill(0);
                 }
             }
+            blocks.push(b);
         }
         let mapping = match map_blocks(p, &blocks, order) {
             Ok(m) => m,
@@ -478,10 +482,12 @@ impl Blocks {
 
     /// The buffer's 4 KiB frames, in order.
     pub fn frames(&self) -> impl Iterator<Item = u64> + '_ {
-        let per = 1u64 << self.order;
-        self.blocks.iter().flat_map(move |&b| {
-            (0..per).map(move |i| b.saturating_add(i.saturating_mul(PAGE_SIZE)))
-        })
+        block_frames(&self.blocks, self.order)
+    }
+
+    /// How many 4 KiB frames the buffer has.
+    pub fn frame_count(&self) -> u64 {
+        (self.blocks.len() as u64).saturating_mul(1 << self.order)
     }
 
     /// Releases the blocks (finish frees them).
