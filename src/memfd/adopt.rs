@@ -11,9 +11,11 @@
 use super::{Extent, MAX_FOLIO_ORDER, MAX_SIZE, Memfd, MemfdError, flag, push_extent, seal};
 use crate::PAGE_SIZE;
 use crate::claims::Claims;
-use crate::platform::PhysMem;
+use crate::platform::{FrameAlloc, MapFrames, PhysMem};
+use crate::tracker::Tracker;
+use crate::vmalloc::{Vmalloc, VmallocRoot};
 use alloc::vec::Vec;
-use zerocopy::FromBytes;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 /// One record's decoded first word: frame, order, flags.
 pub(crate) struct Folio {
@@ -238,4 +240,54 @@ impl<'c> Adopt<'c> {
                 .release(e.phys, u64::from(e.count).checked_shl(e.order).unwrap_or(0));
         }
     }
+}
+
+/// Writes `n` records into a new record array (order-0 blocks of preserved
+/// vmalloc), preserved with its chain; all or nothing. Shared by both
+/// formats, whose arrays differ only in what a record's words mean. (Their
+/// readers stay apart: one loop shared by both measured about 5% slower
+/// per folio.)
+pub(crate) fn write_array<P, R>(
+    p: &mut P,
+    tracker: &mut Tracker,
+    n: u64,
+    records: impl Iterator<Item = R>,
+) -> Result<(Vmalloc, VmallocRoot), MemfdError>
+where
+    P: PhysMem + FrameAlloc + MapFrames,
+    R: IntoBytes + Immutable,
+{
+    let size = core::mem::size_of::<R>();
+    let bytes = usize::try_from(n)
+        .ok()
+        .and_then(|n| n.checked_mul(size))
+        .ok_or(MemfdError::OutOfMemory)?;
+    let mut v = Vmalloc::new(p, bytes, 0)?;
+    for (slot, r) in v.bytes_mut(p).chunks_exact_mut(size).zip(records) {
+        slot.copy_from_slice(r.as_bytes());
+    }
+    match v.preserve(p, tracker) {
+        Ok(root) => Ok((v, root)),
+        Err(e) => {
+            v.free(p);
+            Err(e.into())
+        }
+    }
+}
+
+/// A descriptor: the header's bytes, then `tail` (inline records).
+pub(crate) fn descriptor(
+    header: &[u8],
+    tail: impl Iterator<Item = [u8; 16]>,
+) -> Result<Vec<u8>, MemfdError> {
+    let mut desc = Vec::new();
+    desc.try_reserve_exact(header.len())
+        .map_err(|_| MemfdError::OutOfMemory)?;
+    desc.extend_from_slice(header);
+    for r in tail {
+        desc.try_reserve(r.len())
+            .map_err(|_| MemfdError::OutOfMemory)?;
+        desc.extend_from_slice(&r);
+    }
+    Ok(desc)
 }

@@ -20,7 +20,7 @@
     clippy::panic
 )]
 
-use super::adopt::{Adopt, decode, encode, walk_array};
+use super::adopt::{Adopt, decode, descriptor, encode, walk_array, write_array};
 use super::{Memfd, MemfdError, seal};
 use crate::claims::Claims;
 use crate::platform::{FrameAlloc, MapFrames, PhysMem};
@@ -84,41 +84,23 @@ pub fn write<P: PhysMem + FrameAlloc + MapFrames>(
         return Err(MemfdError::Unrepresentable);
     }
     let n = file.folio_count();
-    let bytes = usize::try_from(n)
-        .ok()
-        .and_then(|n| n.checked_mul(RECORD_BYTES))
-        .ok_or(MemfdError::OutOfMemory)?;
-    let mut array = None;
-    let mut root = VmallocRoot::default();
-    if n > 0 {
-        let mut v = Vmalloc::new(p, bytes, 0)?;
-        let out = v.bytes_mut(p);
-        for (slot, f) in out.chunks_exact_mut(RECORD_BYTES).zip(file.folios()) {
-            let rec = Record {
-                frame: encode(f.phys, f.order).into(),
-                index: f.index.into(),
-            };
-            slot.copy_from_slice(rec.as_bytes());
-        }
-        match v.preserve(p, tracker) {
-            Ok(r) => root = r,
-            Err(e) => {
-                v.free(p);
-                return Err(e.into());
-            }
-        }
-        array = Some(v);
-    }
+    let (array, root) = if n > 0 {
+        let records = file.folios().map(|f| Record {
+            frame: encode(f.phys, f.order).into(),
+            index: f.index.into(),
+        });
+        let (v, root) = write_array(p, tracker, n, records)?;
+        (Some(v), root)
+    } else {
+        (None, VmallocRoot::default())
+    };
     let h = Header {
         pos: file.pos().into(),
         size: file.size().into(),
         folios: n.into(),
         array: root,
     };
-    let mut desc = Vec::new();
-    desc.try_reserve_exact(core::mem::size_of::<Header>())
-        .map_err(|_| MemfdError::OutOfMemory)?;
-    desc.extend_from_slice(h.as_bytes());
+    let desc = descriptor(h.as_bytes(), core::iter::empty())?;
     Ok(Written { desc, array })
 }
 
@@ -150,7 +132,7 @@ fn adopt_all<P: PhysMem>(
     claims: &mut Claims,
 ) -> Result<Memfd, MemfdError> {
     let n = h.folios.get();
-    let capacity = (array.frames().count() as u64).saturating_mul(256);
+    let capacity = array.frame_count().saturating_mul(256);
     if n > capacity {
         return Err(MemfdError::CountMismatch);
     }

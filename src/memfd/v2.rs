@@ -22,14 +22,13 @@
     clippy::panic
 )]
 
-use super::adopt::{Adopt, decode, encode, records_in, walk_array};
+use super::adopt::{Adopt, decode, descriptor, encode, records_in, walk_array, write_array};
 use super::{Memfd, MemfdError};
 use crate::claims::Claims;
 use crate::platform::{FrameAlloc, MapFrames, PhysMem};
 use crate::ranges::Range;
 use crate::tracker::Tracker;
-use crate::vmalloc::{Blocks, Vmalloc, VmallocRoot};
-use alloc::vec::Vec;
+use crate::vmalloc::{Blocks, VmallocRoot};
 use zerocopy::byteorder::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -112,27 +111,12 @@ pub fn write<P: PhysMem + FrameAlloc + MapFrames>(
     }
     let n = records(file).count() as u64;
     let inline = n <= INLINE_RECORDS;
-    let mut array = None;
-    let mut root = VmallocRoot::default();
-    if !inline {
-        let bytes = usize::try_from(n)
-            .ok()
-            .and_then(|n| n.checked_mul(RECORD_BYTES))
-            .ok_or(MemfdError::OutOfMemory)?;
-        let mut v = Vmalloc::new(p, bytes, 0)?;
-        let out = v.bytes_mut(p);
-        for (slot, r) in out.chunks_exact_mut(RECORD_BYTES).zip(records(file)) {
-            slot.copy_from_slice(r.as_bytes());
-        }
-        match v.preserve(p, tracker) {
-            Ok(r) => root = r,
-            Err(e) => {
-                v.free(p);
-                return Err(e.into());
-            }
-        }
-        array = Some(v);
-    }
+    let (array, root) = if inline {
+        (None, VmallocRoot::default())
+    } else {
+        let (v, root) = write_array(p, tracker, n, records(file))?;
+        (Some(v), root)
+    };
     let h = Header {
         pos: file.pos().into(),
         size: file.size().into(),
@@ -141,20 +125,10 @@ pub fn write<P: PhysMem + FrameAlloc + MapFrames>(
         records: n.into(),
         array: root,
     };
-    let mut desc = Vec::new();
-    let len = core::mem::size_of::<Header>().saturating_add(if inline {
-        (n as usize).saturating_mul(RECORD_BYTES)
-    } else {
-        0
-    });
-    desc.try_reserve_exact(len)
-        .map_err(|_| MemfdError::OutOfMemory)?;
-    desc.extend_from_slice(h.as_bytes());
-    if inline {
-        for r in records(file) {
-            desc.extend_from_slice(r.as_bytes());
-        }
-    }
+    let tail = records(file)
+        .filter(|_| inline)
+        .map(|r| zerocopy::transmute!(r));
+    let desc = descriptor(h.as_bytes(), tail)?;
     Ok(Written { desc, array })
 }
 
@@ -190,7 +164,7 @@ pub fn read<P: PhysMem + MapFrames>(
         return Err(MemfdError::CountMismatch);
     }
     let array = Blocks::restore(p, &h.array, ram, scratch, claims)?;
-    let capacity = (array.frames().count() as u64).saturating_mul(256);
+    let capacity = array.frame_count().saturating_mul(256);
     let r = if n > capacity {
         Err(MemfdError::CountMismatch)
     } else {

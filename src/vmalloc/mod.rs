@@ -165,9 +165,9 @@ const fn block_bytes(order: u32) -> u64 {
 /// zeroing pass and a frame-by-frame reader all walk.
 fn block_frames(blocks: &[u64], order: u32) -> impl Iterator<Item = u64> + '_ {
     let per = 1u64 << order;
-    blocks.iter().flat_map(move |&b| {
-        (0..per).map(move |i| b.saturating_add(i.saturating_mul(PAGE_SIZE)))
-    })
+    blocks
+        .iter()
+        .flat_map(move |&b| (0..per).map(move |i| b.saturating_add(i.saturating_mul(PAGE_SIZE))))
 }
 
 /// The frames of `blocks`, collected for [`MapFrames::map`].
