@@ -134,6 +134,14 @@ fn name_of(session: &str, token: u64) -> &'static str {
         .map_or("?", |s| s.2)
 }
 
+/// The session name as the demo's table has it (`'static`, for `Held`).
+fn session_of(session: &str) -> &'static str {
+    SPECS
+        .iter()
+        .find(|s| s.0 == session)
+        .map_or("vm-?", |s| s.0)
+}
+
 /// Makes the demo files at cold boot; the first is `big_mib` MiB. A build
 /// that writes no version with seals (`old`) makes no sealed file.
 pub fn make(big_mib: u64) -> Held {
@@ -363,11 +371,7 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
             got.sum.get(),
             got.first_phys.get()
         );
-        let static_session = SPECS
-            .iter()
-            .find(|s| s.0 == session)
-            .map_or("vm-?", |s| s.0);
-        restored.push((static_session, token, *f));
+        restored.push((session_of(&session), token, *f));
     }
     let (freed, gone) = l.finish(&mut mem, &claims);
     kprintln!(
@@ -398,7 +402,7 @@ pub fn cancel(l: &mut Luo<KernelMem>, t: &mut Tracker) -> Held {
     l.cancel(&mut KernelMem, t)
         .into_iter()
         .filter_map(|(s, tok, b)| {
-            let s = SPECS.iter().find(|x| x.0 == s).map_or("vm-?", |x| x.0);
+            let s = session_of(&s);
             b.downcast::<Memfd>().ok().map(|f| (s, tok, *f))
         })
         .collect()
