@@ -1242,6 +1242,32 @@ fn duplicates_among_many_names_are_found_and_unique_ones_pass() {
 }
 
 #[test]
+fn repeated_names_are_found_whatever_the_size_of_the_strings_block() {
+    // The reader sizes its table of strings by their count: check each
+    // side of each size, with the repeat made by patching one string into
+    // another of the same length.
+    for n in (40..70).chain(1530..1540) {
+        let blob = Blob {
+            reservations: vec![],
+            root: Tree {
+                name: String::new(),
+                props: (0..n).map(|i| (format!("q{i:04}"), vec![])).collect(),
+                children: vec![],
+            },
+        };
+        let ok = write_blob(&blob);
+        assert_eq!(read_ours(&ok), blob, "{n} names");
+        let mut b = ok;
+        let at = b.windows(6).position(|w| w == b"q0001\0").unwrap();
+        b[at..at + 6].copy_from_slice(b"q0000\0");
+        assert!(
+            matches!(Fdt::new(&b), Err(FdtError::DuplicateProperty { .. })),
+            "{n} names"
+        );
+    }
+}
+
+#[test]
 fn node_names_use_only_the_node_name_characters() {
     // `#`, `*` and `?` are property-name characters only: dtc refuses
     // node names with them, so neither side produces or accepts one.

@@ -676,14 +676,12 @@ const DISTINCT_MAX_BYTES: usize = 16 * 1024;
 
 fn strings_info(sbytes: &[u8]) -> StringsInfo {
     let mut info = StringsInfo {
-        distinct: sbytes.len() <= DISTINCT_MAX_BYTES,
+        distinct: false,
         hint: NO_HINT,
         ends_distinct: true,
     };
     let mut last_bytes = [0u64; 4];
-    // Offsets of the full strings so far, by hash (open addressing).
-    let mut table = [u32::MAX; 2048];
-    let mut used = 0usize;
+    let mut count = 0usize;
     let mut off = 0usize;
     for name in sbytes.split(|&b| b == 0) {
         if off >= sbytes.len() {
@@ -701,30 +699,53 @@ fn strings_info(sbytes: &[u8]) -> StringsInfo {
             info.ends_distinct &= *w & bit == 0;
             *w |= bit;
         }
-        if info.distinct && !name.is_empty() {
-            used = used.saturating_add(1);
-            if used > 1536 {
-                info.distinct = false;
-            }
+        count = count.saturating_add(1);
+        off = off.saturating_add(name.len()).saturating_add(1);
+    }
+    // A table a quarter empty or more, as small as the strings allow: a
+    // small blob should not pay for clearing a large one.
+    info.distinct = if sbytes.len() > DISTINCT_MAX_BYTES {
+        false
+    } else if count <= 48 {
+        all_distinct::<64>(sbytes)
+    } else if count <= 1536 {
+        all_distinct::<2048>(sbytes)
+    } else {
+        false
+    };
+    info.ends_distinct &= info.distinct;
+    info
+}
+
+/// Whether the full strings of `sbytes` differ from one another, through an
+/// open-addressing table of their offsets with `N` slots (more than the
+/// strings).
+fn all_distinct<const N: usize>(sbytes: &[u8]) -> bool {
+    let mut table = [u32::MAX; N];
+    let mut off = 0usize;
+    for name in sbytes.split(|&b| b == 0) {
+        if off >= sbytes.len() {
+            break;
+        }
+        if !name.is_empty() {
             let mut i = name_hash(name) as usize;
-            while info.distinct {
-                let Some(slot) = table.get_mut(i % 2048) else {
-                    break;
+            loop {
+                let Some(slot) = i.checked_rem(N).and_then(|j| table.get_mut(j)) else {
+                    return false;
                 };
                 if *slot == u32::MAX {
                     *slot = off as u32;
                     break;
                 }
                 if name_at_bytes(sbytes, *slot as usize) == name {
-                    info.distinct = false;
+                    return false;
                 }
                 i = i.wrapping_add(1);
             }
         }
         off = off.saturating_add(name.len()).saturating_add(1);
     }
-    info.ends_distinct &= info.distinct;
-    info
+    true
 }
 
 fn name_at_bytes(s: &[u8], off: usize) -> &[u8] {
@@ -738,6 +759,11 @@ fn name_at_bytes(s: &[u8], off: usize) -> &[u8] {
 struct NameCache([(u32, u32, bool); 64]);
 
 impl NameCache {
+    /// An empty cache.
+    fn new() -> Self {
+        Self([(0, 0, false); 64])
+    }
+
     #[inline(always)]
     fn get(&mut self, strings: &str, nameoff: u32) -> (u32, bool) {
         let slot = (nameoff.wrapping_mul(0x9e37_79b1) >> 26) as usize;
@@ -872,14 +898,17 @@ fn validate(st: St<'_>, strings: &str, v16: bool) -> Result<(usize, u32, usize),
     let mut bodies = [0usize; MAX_DEPTH];
     let mut promised = [usize::MAX; MAX_DEPTH];
     let mut children = [Names::default(); MAX_DEPTH];
-    let mut siblings = Siblings::new();
+    // Made at the first filter hit: most blobs never need it, and zeroing
+    // it would cost more than validating a small blob.
+    let mut siblings: Option<Siblings> = None;
     // Bit `d`: the open node at depth `d` has its children in `siblings`.
     let mut indexed = 0u64;
     // The innermost node's property names (properties come before
     // subnodes, so only one node collects them at a time): a 64-bit
     // filter, kept in registers.
     let mut props = 0u64;
-    let mut names = NameCache([(0, 0, false); 64]);
+    // Only blobs whose strings repeat use it.
+    let mut names: Option<NameCache> = None;
     let info = strings_info(strings.as_bytes());
     // The innermost node has a property whose name offset points into the
     // middle of a string: its later properties are each checked by a scan.
@@ -933,10 +962,14 @@ fn validate(st: St<'_>, strings: &str, v16: bool) -> Result<(usize, u32, usize),
                     let bit = 1u64 << (parent % 64);
                     if in_filter && indexed & bit == 0 {
                         indexed |= bit;
-                        index_children(st, &mut siblings, pbegin, body, offset);
+                        let set = siblings.get_or_insert_with(Siblings::new);
+                        index_children(st, set, pbegin, body, offset);
                     }
                     let maybe = if indexed & bit != 0 {
-                        siblings.insert(pbegin, h).unwrap_or(in_filter)
+                        siblings
+                            .as_mut()
+                            .and_then(|set| set.insert(pbegin, h))
+                            .unwrap_or(in_filter)
                     } else {
                         false
                     };
@@ -978,73 +1011,86 @@ fn validate(st: St<'_>, strings: &str, v16: bool) -> Result<(usize, u32, usize),
                 fresh = false;
             }
             TOKEN_PROP => {
-                let bad = FdtError::ValueOutOfBounds { offset };
                 if depth == 0 || has_child & (1u64 << (depth.saturating_sub(1) % 64)) != 0 {
                     return Err(FdtError::UnexpectedToken { offset, token });
                 }
-                let len = st.word(off.saturating_add(4)).ok_or(bad)? as usize;
-                let nameoff = st.word(off.saturating_add(8)).ok_or(bad)?;
-                let value_at = off.checked_add(12).ok_or(bad)?;
-                let next = value_at.checked_add(align4(len).ok_or(bad)?).ok_or(bad)?;
-                if value_at.checked_add(len).is_none_or(|e| e > st.len()) {
-                    return Err(bad);
-                }
-                // The strings block was checked as a whole: a name offset is
-                // good if it is inside the block and not on a NUL.
-                match sbytes.get(nameoff as usize) {
-                    Some(&c) if c != 0 => {}
-                    _ => return Err(FdtError::BadNameOffset { offset, nameoff }),
-                }
+                // A node's properties come in a run: take the whole run in
+                // this inner loop, which keeps the node's state at hand and
+                // dispatches on a single predictable branch.
                 let node = depth.saturating_sub(1);
-                let at_start = info.ends_distinct
-                    || nameoff == 0
-                    || sbytes.get((nameoff as usize).wrapping_sub(1)) == Some(&0);
-                // The filter's key: the name offset itself when it names the
-                // property exactly (distinct full strings, offset at a
-                // start), else a hash of the name.
-                let (key, is_hint, scan) = if info.distinct {
-                    if at_start && !node_slow {
-                        (
-                            nameoff.wrapping_mul(0x9e37_79b1) >> 12,
-                            nameoff == info.hint,
-                            false,
-                        )
+                let body = bodies.get(node).copied().unwrap_or(0);
+                let mut offset = offset;
+                loop {
+                    let bad = FdtError::ValueOutOfBounds { offset };
+                    let len = st.word(off.saturating_add(4)).ok_or(bad)? as usize;
+                    let nameoff = st.word(off.saturating_add(8)).ok_or(bad)?;
+                    let value_at = off.checked_add(12).ok_or(bad)?;
+                    let next = value_at.checked_add(align4(len).ok_or(bad)?).ok_or(bad)?;
+                    if value_at.checked_add(len).is_none_or(|e| e > st.len()) {
+                        return Err(bad);
+                    }
+                    // The strings block was checked as a whole: a name
+                    // offset is good if it is inside the block and not on a
+                    // NUL.
+                    match sbytes.get(nameoff as usize) {
+                        Some(&c) if c != 0 => {}
+                        _ => return Err(FdtError::BadNameOffset { offset, nameoff }),
+                    }
+                    let at_start = info.ends_distinct
+                        || nameoff == 0
+                        || sbytes.get((nameoff as usize).wrapping_sub(1)) == Some(&0);
+                    // The filter's key: the name offset itself when it names
+                    // the property exactly (distinct full strings, offset at
+                    // a start), else a hash of the name.
+                    let (key, is_hint, scan) = if info.distinct {
+                        if at_start && !node_slow {
+                            (
+                                nameoff.wrapping_mul(0x9e37_79b1) >> 12,
+                                nameoff == info.hint,
+                                false,
+                            )
+                        } else {
+                            node_slow = true;
+                            (0, name_at(strings, nameoff as usize) == SKIP_HINT, true)
+                        }
                     } else {
-                        node_slow = true;
-                        (0, name_at(strings, nameoff as usize) == SKIP_HINT, true)
+                        let cache = names.get_or_insert_with(NameCache::new);
+                        let (h, is_hint) = cache.get(strings, nameoff);
+                        (h, is_hint, false)
+                    };
+                    let m = (1u64 << (key & 63)) | (1u64 << ((key >> 6) & 63));
+                    let seen = props & m == m;
+                    props |= m;
+                    if seen || scan {
+                        let name = name_at(strings, nameoff as usize).as_bytes();
+                        if property_named(st, sbytes, body, offset, name) {
+                            return Err(FdtError::DuplicateProperty { offset });
+                        }
                     }
-                } else {
-                    let (h, is_hint) = names.get(strings, nameoff);
-                    (h, is_hint, false)
-                };
-                let m = (1u64 << (key & 63)) | (1u64 << ((key >> 6) & 63));
-                let seen = props & m == m;
-                props |= m;
-                if seen || scan {
-                    let body = bodies.get(node).copied().unwrap_or(0);
-                    let name = name_at(strings, nameoff as usize).as_bytes();
-                    if property_named(st, sbytes, body, offset, name) {
-                        return Err(FdtError::DuplicateProperty { offset });
+                    if is_hint {
+                        // The node's BEGIN_NODE offset plus the promised
+                        // size.
+                        let b = begin.get(node).copied().unwrap_or(0);
+                        let size = st.word(value_at).unwrap_or(0) as usize;
+                        if !fresh || depth < 2 || len != 4 || size == 0 {
+                            return Err(FdtError::BadSkipHint { offset: b });
+                        }
+                        if let Some(p) = promised.get_mut(node) {
+                            *p = b
+                                .checked_add(size)
+                                .ok_or(FdtError::BadSkipHint { offset: b })?;
+                        }
+                        if hint == NO_HINT {
+                            hint = nameoff;
+                        }
                     }
+                    fresh = false;
+                    off = next;
+                    if st.word(off) != Some(TOKEN_PROP) {
+                        break;
+                    }
+                    offset = off;
                 }
-                if is_hint {
-                    // The node's BEGIN_NODE offset plus the promised size.
-                    let b = begin.get(node).copied().unwrap_or(0);
-                    let size = st.word(value_at).unwrap_or(0) as usize;
-                    if !fresh || depth < 2 || len != 4 || size == 0 {
-                        return Err(FdtError::BadSkipHint { offset: b });
-                    }
-                    if let Some(p) = promised.get_mut(node) {
-                        *p = b
-                            .checked_add(size)
-                            .ok_or(FdtError::BadSkipHint { offset: b })?;
-                    }
-                    if hint == NO_HINT {
-                        hint = nameoff;
-                    }
-                }
-                fresh = false;
-                off = next;
             }
             TOKEN_NOP => off = off.saturating_add(4),
             TOKEN_END => {
