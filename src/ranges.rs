@@ -1,11 +1,14 @@
-//! A fixed-capacity set of disjoint, sorted physical address ranges.
+//! Sets of disjoint, sorted physical address ranges.
 //!
-//! [`RangeSet`] is the free list of a boot-time frame allocator: ranges are
+//! [`Ranges`] is the free list of a boot-time frame allocator: ranges are
 //! added as free memory (`insert`), carved out when reserved (`carve`), and
-//! handed out first-fit from the lowest address (`alloc`). It never
-//! allocates; its capacity is a const generic, and an operation that would
-//! overflow it fails with [`RangeError::Full`] and leaves the set unchanged.
+//! handed out first-fit from the lowest address (`alloc`). Its slots are a
+//! fixed array ([`RangeSet`], which never allocates: for code that runs
+//! before any allocator) or a `Vec` ([`RangeVec`], whose size the input
+//! decides). An operation that would need a slot there is not fails with
+//! [`RangeError::Full`] and leaves the set unchanged.
 
+use alloc::vec::Vec;
 use core::fmt;
 
 /// A half-open physical range `[start, end)`.
@@ -85,12 +88,105 @@ impl fmt::Display for RangeError {
     }
 }
 
-/// Up to `N` disjoint, non-adjacent ranges kept sorted by address.
+/// Where a [`Ranges`] keeps its ranges: a fixed array ([`Fixed`], for
+/// code that runs before any allocator) or a `Vec` (no limit but memory).
+pub trait Slots {
+    /// The ranges held, in address order.
+    fn slice(&self) -> &[Range];
+    /// The same, writable.
+    fn slice_mut(&mut self) -> &mut [Range];
+    /// Makes room for `extra` more ranges, or fails with
+    /// [`RangeError::Full`] (holding what it holds).
+    fn room(&mut self, extra: usize) -> Result<(), RangeError>;
+    /// Inserts `r` at index `i`, after [`room`](Self::room) made room.
+    fn insert_at(&mut self, i: usize, r: Range) -> Result<(), RangeError>;
+    /// Removes the range at index `i` (if there is one).
+    fn remove_at(&mut self, i: usize);
+}
+
+/// Room for `N` ranges in an array: never allocates.
 #[derive(Clone)]
-pub struct RangeSet<const N: usize> {
+pub struct Fixed<const N: usize> {
     ranges: [Range; N],
     len: usize,
 }
+
+impl<const N: usize> Slots for Fixed<N> {
+    fn slice(&self) -> &[Range] {
+        self.ranges.get(..self.len).unwrap_or(&[])
+    }
+
+    fn slice_mut(&mut self) -> &mut [Range] {
+        self.ranges.get_mut(..self.len).unwrap_or(&mut [])
+    }
+
+    fn room(&mut self, extra: usize) -> Result<(), RangeError> {
+        match self.len.checked_add(extra) {
+            Some(n) if n <= N => Ok(()),
+            _ => Err(RangeError::Full),
+        }
+    }
+
+    fn insert_at(&mut self, i: usize, r: Range) -> Result<(), RangeError> {
+        self.room(1)?;
+        if i > self.len {
+            return Err(RangeError::Full);
+        }
+        self.ranges.copy_within(i..self.len, i + 1);
+        self.ranges[i] = r;
+        self.len += 1;
+        Ok(())
+    }
+
+    fn remove_at(&mut self, i: usize) {
+        if i < self.len {
+            self.ranges.copy_within(i + 1..self.len, i);
+            self.len -= 1;
+        }
+    }
+}
+
+impl Slots for Vec<Range> {
+    fn slice(&self) -> &[Range] {
+        self
+    }
+
+    fn slice_mut(&mut self) -> &mut [Range] {
+        self
+    }
+
+    fn room(&mut self, extra: usize) -> Result<(), RangeError> {
+        self.try_reserve(extra).map_err(|_| RangeError::Full)
+    }
+
+    fn insert_at(&mut self, i: usize, r: Range) -> Result<(), RangeError> {
+        self.room(1)?;
+        if i > self.len() {
+            return Err(RangeError::Full);
+        }
+        self.insert(i, r);
+        Ok(())
+    }
+
+    fn remove_at(&mut self, i: usize) {
+        if i < self.len() {
+            self.remove(i);
+        }
+    }
+}
+
+/// Disjoint, non-adjacent ranges kept sorted by address, in slots `S`.
+#[derive(Clone)]
+pub struct Ranges<S> {
+    slots: S,
+}
+
+/// Up to `N` ranges, in an array: what runs before any allocator uses.
+pub type RangeSet<const N: usize> = Ranges<Fixed<N>>;
+
+/// Any number of ranges, in a `Vec`: a set whose size the input decides
+/// (one range per preserved run of a handoff, say).
+pub type RangeVec = Ranges<Vec<Range>>;
 
 impl<const N: usize> Default for RangeSet<N> {
     fn default() -> Self {
@@ -98,7 +194,13 @@ impl<const N: usize> Default for RangeSet<N> {
     }
 }
 
-impl<const N: usize> fmt::Debug for RangeSet<N> {
+impl Default for RangeVec {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: Slots> fmt::Debug for Ranges<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()
     }
@@ -108,11 +210,22 @@ impl<const N: usize> RangeSet<N> {
     /// An empty set.
     pub const fn new() -> Self {
         Self {
-            ranges: [Range::new(0, 0); N],
-            len: 0,
+            slots: Fixed {
+                ranges: [Range::new(0, 0); N],
+                len: 0,
+            },
         }
     }
+}
 
+impl RangeVec {
+    /// An empty set.
+    pub const fn new() -> Self {
+        Self { slots: Vec::new() }
+    }
+}
+
+impl<S: Slots> Ranges<S> {
     /// The ranges in address order.
     pub fn iter(&self) -> impl Iterator<Item = Range> + '_ {
         self.as_slice().iter().copied()
@@ -120,17 +233,17 @@ impl<const N: usize> RangeSet<N> {
 
     /// The ranges as a sorted slice.
     pub fn as_slice(&self) -> &[Range] {
-        self.ranges.get(..self.len).unwrap_or(&[])
+        self.slots.slice()
     }
 
     /// Number of ranges held.
     pub fn len(&self) -> usize {
-        self.len
+        self.as_slice().len()
     }
 
     /// Whether the set holds no range.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.as_slice().is_empty()
     }
 
     /// Total bytes covered.
@@ -152,7 +265,8 @@ impl<const N: usize> RangeSet<N> {
     ///
     /// Fails with [`RangeError::Overlap`] if any byte of `r` is already in the
     /// set, and with [`RangeError::Full`] if a new slot is needed and none is
-    /// left; the set is unchanged on error.
+    /// left; the set is unchanged on error. Adding at the end (ranges in
+    /// address order) moves nothing.
     pub fn insert(&mut self, r: Range) -> Result<(), RangeError> {
         if r.is_empty() {
             return Err(RangeError::Empty);
@@ -178,15 +292,16 @@ impl<const N: usize> RangeSet<N> {
                 merge_right = x.start == r.end;
             }
         }
+        let s = self.slots.slice_mut();
         match (merge_left, merge_right) {
             (true, true) => {
-                let end = self.ranges[i + 1].end;
-                self.ranges[i].end = end;
-                self.remove_at(i + 1);
+                let end = s[i + 1].end;
+                s[i].end = end;
+                self.slots.remove_at(i + 1);
             }
-            (true, false) => self.ranges[i].end = r.end,
-            (false, true) => self.ranges[i].start = r.start,
-            (false, false) => self.insert_at(i, r)?,
+            (true, false) => s[i].end = r.end,
+            (false, true) => s[i].start = r.start,
+            (false, false) => self.slots.insert_at(i, r)?,
         }
         Ok(())
     }
@@ -204,26 +319,41 @@ impl<const N: usize> RangeSet<N> {
         if first >= last {
             return Ok(());
         }
-        let head = self.ranges[first];
-        let tail = self.ranges[last - 1];
+        let head = s[first];
+        let tail = s[last - 1];
         let keep_head = head.start < r.start;
         let keep_tail = tail.end > r.end;
         let removed = last - first;
         let kept = usize::from(keep_head) + usize::from(keep_tail);
-        if kept > removed && self.len == N {
-            return Err(RangeError::Full);
+        if kept > removed {
+            self.slots.room(kept - removed)?;
+        }
+        // The common cases rewrite in place: a range loses its head or
+        // tail, or one range splits in two (one insert).
+        if removed == 1 && kept == 1 {
+            let x = &mut self.slots.slice_mut()[first];
+            *x = if keep_head {
+                Range::new(head.start, r.start)
+            } else {
+                Range::new(r.end, tail.end)
+            };
+            return Ok(());
+        }
+        if removed == 1 && kept == 2 {
+            self.slots.slice_mut()[first] = Range::new(head.start, r.start);
+            return self.slots.insert_at(first + 1, Range::new(r.end, tail.end));
         }
         // Drop the touched ranges, then put back what survives.
         for _ in 0..removed {
-            self.remove_at(first);
+            self.slots.remove_at(first);
         }
         let mut at = first;
         if keep_head {
-            self.insert_at(at, Range::new(head.start, r.start))?;
+            self.slots.insert_at(at, Range::new(head.start, r.start))?;
             at += 1;
         }
         if keep_tail {
-            self.insert_at(at, Range::new(r.end, tail.end))?;
+            self.slots.insert_at(at, Range::new(r.end, tail.end))?;
         }
         Ok(())
     }
@@ -249,21 +379,6 @@ impl<const N: usize> RangeSet<N> {
         // A carve that splits a range may need one more slot.
         self.carve(Range::new(found, found + size)).ok()?;
         Some(found)
-    }
-
-    fn insert_at(&mut self, i: usize, r: Range) -> Result<(), RangeError> {
-        if self.len == N {
-            return Err(RangeError::Full);
-        }
-        self.ranges.copy_within(i..self.len, i + 1);
-        self.ranges[i] = r;
-        self.len += 1;
-        Ok(())
-    }
-
-    fn remove_at(&mut self, i: usize) {
-        self.ranges.copy_within(i + 1..self.len, i);
-        self.len -= 1;
     }
 }
 
@@ -301,45 +416,76 @@ mod tests {
         ]
     }
 
+    /// Runs `ops` on `set` and on the model; `cap` is the set's capacity
+    /// (`None`: unbounded).
+    fn run_model<S: Slots + Clone>(
+        mut set: Ranges<S>,
+        cap: Option<usize>,
+        ops: Vec<Op>,
+    ) -> Result<(), TestCaseError> {
+        let mut model = BTreeSet::new();
+        for op in ops {
+            let before = set.clone();
+            match op {
+                Op::Insert(s, e) => {
+                    let overlap = (s..e).any(|p| model.contains(&p));
+                    match set.insert(Range::new(s, e)) {
+                        Ok(()) => {
+                            prop_assert!(!overlap);
+                            model.extend(s..e);
+                        }
+                        Err(RangeError::Overlap) => prop_assert!(overlap),
+                        Err(RangeError::Full) => {
+                            prop_assert!(cap.is_some());
+                            prop_assert_eq!(set.as_slice(), before.as_slice())
+                        }
+                        Err(e) => prop_assert!(false, "unexpected {e}"),
+                    }
+                }
+                Op::Carve(s, e) => match set.carve(Range::new(s, e)) {
+                    Ok(()) => {
+                        for p in s..e {
+                            model.remove(&p);
+                        }
+                    }
+                    Err(RangeError::Full) => {
+                        prop_assert!(cap.is_some());
+                        prop_assert_eq!(set.as_slice(), before.as_slice())
+                    }
+                    Err(e) => prop_assert!(false, "unexpected {e}"),
+                },
+                Op::Alloc(l, a) => {
+                    let align = 1u64 << a;
+                    // Model answer: lowest aligned start with l free granules.
+                    let want = model
+                        .iter()
+                        .copied()
+                        .find(|&p| p % align == 0 && (p..p + l).all(|q| model.contains(&q)));
+                    match set.alloc(l, align) {
+                        Some(got) => {
+                            prop_assert_eq!(Some(got), want);
+                            for p in got..got + l {
+                                model.remove(&p);
+                            }
+                        }
+                        None => prop_assert!(want.is_none() || Some(set.len()) == cap),
+                    }
+                }
+            }
+            prop_assert_eq!(set.as_slice(), &model_ranges(&model)[..]);
+        }
+        Ok(())
+    }
+
     proptest! {
         #[test]
         fn matches_model(ops in proptest::collection::vec(op(), 1..200)) {
-            let mut set = RangeSet::<8>::new();
-            let mut model = BTreeSet::new();
-            for op in ops {
-                let before = set.clone();
-                match op {
-                    Op::Insert(s, e) => {
-                        let overlap = (s..e).any(|p| model.contains(&p));
-                        match set.insert(Range::new(s, e)) {
-                            Ok(()) => { prop_assert!(!overlap); model.extend(s..e); }
-                            Err(RangeError::Overlap) => prop_assert!(overlap),
-                            Err(RangeError::Full) => prop_assert_eq!(set.as_slice(), before.as_slice()),
-                            Err(e) => prop_assert!(false, "unexpected {e}"),
-                        }
-                    }
-                    Op::Carve(s, e) => match set.carve(Range::new(s, e)) {
-                        Ok(()) => { for p in s..e { model.remove(&p); } }
-                        Err(RangeError::Full) => prop_assert_eq!(set.as_slice(), before.as_slice()),
-                        Err(e) => prop_assert!(false, "unexpected {e}"),
-                    },
-                    Op::Alloc(l, a) => {
-                        let align = 1u64 << a;
-                        // Model answer: lowest aligned start with l free granules.
-                        let want = model.iter().copied().find(|&p| {
-                            p % align == 0 && (p..p + l).all(|q| model.contains(&q))
-                        });
-                        match set.alloc(l, align) {
-                            Some(got) => {
-                                prop_assert_eq!(Some(got), want);
-                                for p in got..got + l { model.remove(&p); }
-                            }
-                            None => prop_assert!(want.is_none() || set.len() == 8),
-                        }
-                    }
-                }
-                prop_assert_eq!(set.as_slice(), &model_ranges(&model)[..]);
-            }
+            run_model(RangeSet::<8>::new(), Some(8), ops)?;
+        }
+
+        #[test]
+        fn vec_slots_match_model_without_a_limit(ops in proptest::collection::vec(op(), 1..200)) {
+            run_model(RangeVec::new(), None, ops)?;
         }
     }
 
