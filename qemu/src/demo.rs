@@ -14,7 +14,8 @@
 //!
 //! Command line: `kho.hops=N` (default 2), `kho.corrupt=blob|chain` (hand
 //! over a damaged blob or tracker chain: the next kernel must refuse it and
-//! boot cold), and everything after ` -- ` is the next kernel's own command
+//! boot cold), `kho.scatter=N` (also preserve N single pages, none next to
+//! another: a handoff of at least N separate ranges), and everything after ` -- ` is the next kernel's own command
 //! line when it is not one of ours (`./x.py kexec`).
 
 use alloc::vec::Vec;
@@ -125,7 +126,9 @@ fn verify(boot: &BootInfo, hop: u32) -> Vec<BlockRecord> {
     for r in recs {
         let (phys, order) = (r.phys.get(), r.order.get());
         let range = Range::new(phys, phys + (PAGE_SIZE << order));
-        if order > 9 || !preserved.iter().any(|p| p.covers(range)) {
+        // The reserved ranges are sorted: the one that could cover it.
+        let at = preserved.partition_point(|p| p.end <= phys);
+        if order > 9 || !preserved.get(at).is_some_and(|p| p.covers(range)) {
             fail(format_args!(
                 "block {phys:#x} order {order} is not reserved"
             ));
@@ -369,6 +372,25 @@ pub fn run(boot: &'static BootInfo) -> ! {
                 .unwrap_or_else(|| fail(format_args!("no block of order {order}")));
             blocks.push((p, order, 0));
         }
+        // `kho.scatter=N`: N more single pages, none next to another, so
+        // the handoff preserves at least N separate ranges.
+        let scatter: u64 = p
+            .cmdline_value("kho.scatter")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut gaps = Vec::new();
+        for _ in 0..scatter {
+            let a = frames::alloc(1, PAGE_SIZE);
+            let b = frames::alloc(1, PAGE_SIZE);
+            let (Some(a), Some(b)) = (a, b) else {
+                fail(format_args!("no frames for {scatter} scattered pages"))
+            };
+            blocks.push((a, 0, 0));
+            gaps.push(b);
+        }
+        for g in gaps {
+            frames::free(g, 1).unwrap_or_else(|e| fail(format_args!("{e}")));
+        }
         let big = p
             .cmdline_value("kho.big")
             .and_then(|v| v.parse().ok())
@@ -502,7 +524,9 @@ pub(crate) fn hand_over(
     let p = &boot.params;
     let mut mem = KernelMem;
     let root = handover::write(t, &mut mem).unwrap_or_else(|e| fail(format_args!("{e}")));
-    let mut buf = alloc::vec![0u8; 16 * 1024];
+    // Room for the fixed nodes, plus a record for each preserved block
+    // (the demo's own blocks are most of them).
+    let mut buf = alloc::vec![0u8; 16 * 1024 + t.blocks() as usize * 32];
     let stamps = Stamps {
         start: start.into(),
         written: 0.into(),

@@ -8,21 +8,25 @@
 //!   Once it is open, [`alloc`] serves only from it, so nothing that may be
 //!   preserved ever comes from scratch; [`alloc_scratch`] serves memory that
 //!   will never be preserved (and that the tracker would refuse).
+//!
+//! The scratch pool is a fixed array: it works before the heap exists. The
+//! general pool opens after the heap, and keeps its ranges on the heap, so
+//! however scattered the preserved memory of a handoff is, the free memory
+//! between it can be tracked (a fixed list would refuse the handoff and
+//! lose it).
 
 use core::sync::atomic::{AtomicBool, Ordering};
 use kho::PAGE_SIZE;
-use kho::ranges::{Range, RangeError, RangeSet};
+use kho::ranges::{Range, RangeError, RangeSet, RangeVec};
 use spin::Mutex;
 
 /// Most disjoint free ranges the scratch pool tracks.
 pub const MAX_SCRATCH_RANGES: usize = 64;
-/// Most disjoint free ranges the general pool tracks; fragmentation from
-/// reserved (preserved) ranges beyond that is refused with
-/// [`RangeError::Full`].
-pub const MAX_GENERAL_RANGES: usize = 4096;
 
 static SCRATCH: Mutex<RangeSet<MAX_SCRATCH_RANGES>> = Mutex::new(RangeSet::new());
-static GENERAL: Mutex<RangeSet<MAX_GENERAL_RANGES>> = Mutex::new(RangeSet::new());
+// On the heap: taking or freeing frames may grow it (the heap never takes
+// frames from here, so the two locks never nest the other way).
+static GENERAL: Mutex<RangeVec> = Mutex::new(RangeVec::new());
 static GENERAL_OPEN: AtomicBool = AtomicBool::new(false);
 
 fn inward(r: Range) -> Option<Range> {
@@ -47,7 +51,8 @@ pub fn reserve(r: Range) -> Result<(), RangeError> {
 }
 
 /// Opens the general pool with `ram` minus `scratch` minus every range in
-/// `reserved`. Call once, after every preserved range is known.
+/// `reserved`. Call once, after the heap is up and every preserved range
+/// is known.
 pub fn open_general(
     ram: impl Iterator<Item = Range>,
     scratch: &[Range],
@@ -144,16 +149,14 @@ pub fn alloc_scratch_avoiding(count: u64, avoid: &[Range]) -> Option<u64> {
     Some(p)
 }
 
-/// Most ranges a restore may reserve in this kernel.
-pub const MAX_RESERVED: usize = 4096;
-
 /// What the next kernel reserves while it restores a handoff: a
-/// [`kho::reserve::Reserve`] over a fixed-size list (no heap exists yet
-/// when it runs), handed to [`open_general`] afterwards.
+/// [`kho::reserve::Reserve`] over lists on the heap (restore runs once the
+/// heap is up in scratch), so any number of preserved ranges fits, handed
+/// to [`open_general`] afterwards.
 pub struct Reserved {
-    set: RangeSet<MAX_RESERVED>,
+    set: RangeVec,
     /// Only the preserved ranges (what objects claim from).
-    preserved_set: RangeSet<MAX_RESERVED>,
+    preserved_set: RangeVec,
     /// Bytes reported as preserved.
     pub preserved: u64,
     /// Bytes reported as handoff metadata.
@@ -164,8 +167,8 @@ impl Reserved {
     /// An empty list.
     pub const fn new() -> Self {
         Self {
-            set: RangeSet::new(),
-            preserved_set: RangeSet::new(),
+            set: RangeVec::new(),
+            preserved_set: RangeVec::new(),
             preserved: 0,
             metadata: 0,
         }
@@ -195,15 +198,15 @@ impl kho::reserve::Reserve for Reserved {
         range: Range,
         why: kho::reserve::Kept,
     ) -> Result<(), kho::reserve::ReserveError> {
-        self.set.insert(range).map_err(|e| match e {
+        // A failed reservation fails the restore, which rolls back all.
+        let refused = |e| match e {
             RangeError::Full => kho::reserve::ReserveError::Full,
             _ => kho::reserve::ReserveError::Overlap { range },
-        })?;
+        };
+        self.set.insert(range).map_err(refused)?;
         match why {
             kho::reserve::Kept::Preserved => {
-                // Cannot fail where `set` took the range: the same ranges
-                // minus metadata, so no more entries and no overlap.
-                let _ = self.preserved_set.insert(range);
+                self.preserved_set.insert(range).map_err(refused)?;
                 self.preserved += range.len()
             }
             kho::reserve::Kept::Metadata => self.metadata += range.len(),

@@ -57,27 +57,6 @@ impl FrameAlloc for KernelMem {
     }
 }
 
-/// Physical memory during boot, before the direct map: frames below 4 GiB
-/// through the boot identity map, read-only. What the next kernel reads the
-/// handoff with before it allocates anything.
-pub struct BootMem;
-
-impl PhysMem for BootMem {
-    fn frame(&self, phys: u64) -> Option<&Frame> {
-        if !ram_frame(phys) || phys + PAGE_SIZE > 1 << 32 {
-            return None;
-        }
-        // SAFETY: an aligned RAM frame below 4 GiB, which the boot page
-        // tables identity map; nothing writes it during boot before the
-        // restore that reads it.
-        Some(unsafe { &*(phys as *const Frame) })
-    }
-
-    fn frame_mut(&mut self, _phys: u64) -> Option<&mut Frame> {
-        None
-    }
-}
-
 impl kho::platform::MapFrames for KernelMem {
     fn map(&mut self, frames: &[u64]) -> Result<kho::platform::Mapping, kho::platform::MapError> {
         if let Some(&bad) = frames.iter().find(|&&f| !ram_frame(f)) {

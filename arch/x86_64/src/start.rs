@@ -77,14 +77,10 @@ fn mask_legacy_pic() {
     }
 }
 
-/// Parses the handoff blob at `blob` (identity mapped under 4 GiB during
-/// boot) and restores it into `out`: everything handed over validated and
-/// reserved, or an error and nothing reserved.
-fn restore_handoff(
-    blob: Range,
-    ram: &[Range],
-    out: &mut Reserved,
-) -> Result<(Scratch, HandoffInfo), kho::handoff::HandoffError> {
+/// Checks where the handoff blob at `blob` lies, parses it through the
+/// boot identity map (under 4 GiB), and returns the scratch areas it names:
+/// where this kernel may allocate before it has restored anything.
+fn handed_scratch(blob: Range, ram: &[Range]) -> Result<Scratch, kho::handoff::HandoffError> {
     use kho::handoff::{Handoff, HandoffError, MAX_BLOB};
     let len = blob.len();
     if len == 0 || len > MAX_BLOB as u64 || blob.end > 1 << 32 {
@@ -94,24 +90,43 @@ fn restore_handoff(
         return Err(HandoffError::BadBlobPlace { range: blob });
     }
     // SAFETY: the blob lies in RAM below 4 GiB (checked), which the boot
-    // page tables identity map; nothing writes it while this kernel boots
-    // (no allocation happens before restore).
+    // page tables identity map; nothing has been allocated yet, so nothing
+    // writes it.
     let bytes = unsafe { core::slice::from_raw_parts(blob.start as *const u8, len as usize) };
+    Ok(Handoff::parse(bytes, ram)?.scratch)
+}
+
+/// Parses the handoff blob at `blob` again through the direct map and
+/// restores it into `out`: everything handed over validated and reserved,
+/// or an error and nothing reserved. Runs once the page tables and the heap
+/// are up, both in scratch, which holds nothing handed over.
+fn restore_handoff(
+    blob: Range,
+    ram: &[Range],
+    out: &mut Reserved,
+) -> Result<HandoffInfo, kho::handoff::HandoffError> {
+    use kho::handoff::Handoff;
+    // SAFETY: `handed_scratch` checked the blob lies in RAM, which the
+    // direct map covers; it is a boot module, reserved from both pools, so
+    // nothing allocated writes it.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            paging::phys_to_virt(blob.start) as *const u8,
+            blob.len() as usize,
+        )
+    };
     let h = Handoff::parse(bytes, ram)?;
-    let r = kho::handoff::restore(&crate::glue::BootMem, &h, blob, ram, out)?;
-    Ok((
-        h.scratch,
-        HandoffInfo {
-            blob,
-            hop: h.hop,
-            stamps: h.stamps,
-            reserved_tsc: crate::tsc::now(),
-            preserved: out.preserved,
-            metadata: out.metadata,
-            ranges: out.ranges().len(),
-            chain_pages: r.tracker.chain_pages,
-        },
-    ))
+    let r = kho::handoff::restore(&crate::glue::KernelMem, &h, blob, ram, out)?;
+    Ok(HandoffInfo {
+        blob,
+        hop: h.hop,
+        stamps: h.stamps,
+        reserved_tsc: crate::tsc::now(),
+        preserved: out.preserved,
+        metadata: out.metadata,
+        ranges: out.ranges().len(),
+        chain_pages: r.tracker.chain_pages,
+    })
 }
 
 /// What boot found, once the kernel runs.
@@ -170,21 +185,15 @@ extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
     let ram = RAM.call_once(|| params.ram().collect());
     let image_range = Range::new(image.start, image.end);
 
-    // A kernel started by kexec restores the handoff first: the blob and
-    // everything it points to are validated and reserved before anything
-    // is allocated. Any failure rolls all of it back and the kernel boots
-    // cold, saying why.
-    let mut reserved = RESERVED.lock();
-    let mut handoff = None;
+    // A kernel started by kexec learns its scratch areas from the handoff
+    // blob; until it has restored the handoff it allocates only there
+    // (page tables, heap), where the previous kernel preserved nothing.
+    // A blob that does not parse is refused: the kernel boots cold, saying
+    // why.
     let mut refused = None;
-    let handed = params
-        .module_tagged(kho::handoff::HANDOFF_MODULE)
-        .map(|blob| restore_handoff(blob, ram, &mut reserved));
-    let scratch = match handed {
-        Some(Ok((scratch, info))) => {
-            handoff = Some(info);
-            scratch
-        }
+    let blob = params.module_tagged(kho::handoff::HANDOFF_MODULE);
+    let scratch = match blob.map(|b| handed_scratch(b, ram)) {
+        Some(Ok(scratch)) => scratch,
         other => {
             if let Some(Err(e)) = other {
                 kprintln!("kho: handoff refused, booting cold: {e}");
@@ -221,6 +230,20 @@ extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
             "no contiguous run of frames large enough in scratch",
         )
     });
+    // Now the handoff: every preserved range validated and reserved, into
+    // lists on the heap (so their number has no fixed limit), or nothing
+    // reserved and a cold boot.
+    let mut reserved = RESERVED.lock();
+    let mut handoff = None;
+    if let (Some(b), None) = (blob, refused) {
+        match restore_handoff(b, ram, &mut reserved) {
+            Ok(info) => handoff = Some(info),
+            Err(e) => {
+                kprintln!("kho: handoff refused, booting cold: {e}");
+                refused = Some(e);
+            }
+        }
+    }
     // The rest of RAM opens only now, minus what the handoff reserved.
     frames::open_general(params.ram(), scratch.areas(), &keep)
         .unwrap_or_else(|e| die("opening RAM", e));

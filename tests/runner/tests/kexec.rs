@@ -121,6 +121,35 @@ fn memfds_cross_a_kexec_in_place_including_256_mib() {
     assert_eq!(lines_with(&b, "0 lost; finish freed").len(), 2);
 }
 
+/// A handoff more scattered than any fixed list: 5000 single pages, none
+/// next to another, plus the usual blocks and files, cross two kexecs.
+/// Every hop reserves them all (more than the 4096 ranges an earlier,
+/// fixed-size reservation list held: that kernel refused such a handoff
+/// and booted cold, losing it) and verifies every page by checksum.
+#[test]
+fn five_thousand_scattered_pages_cross_two_kexecs() {
+    let b = run(kernel("KHO_KERNEL"), "kho.hops=2 kho.scatter=5000");
+    judge_live_update(&b, 3, "kho demo: live update OK after 2 kexecs")
+        .unwrap_or_else(|e| panic!("{e}"));
+    for hop in 1..=2 {
+        let v = verified(&b, hop);
+        assert!(
+            v.starts_with(&format!("kho hop {hop}: verified 5006 blocks (")),
+            "{v}"
+        );
+        let l = lines_with(&b, &format!("kho hop {hop}: blackout: "));
+        let ranges: usize = l[0]
+            .split(" us (")
+            .nth(1)
+            .and_then(|t| t.split(" ranges").next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no range count in {l:?}"));
+        assert!(ranges > 4096, "hop {hop} reserved only {ranges} ranges");
+    }
+    assert_eq!(lines_with(&b, "preserved data intact").len(), 2);
+    assert!(lines_with(&b, "booting cold").is_empty());
+}
+
 #[test]
 fn a_chain_of_five_kexecs_carries_and_changes_the_data() {
     let b = run(kernel("KHO_KERNEL"), "kho.hops=5");
