@@ -84,8 +84,17 @@ fn us(ticks: u64) -> u64 {
 }
 
 /// Writes `bytes` to the log as `kho-blob HOP HEX` lines, which the runner
-/// saves as `target/kho/handoff-HOP.dtb`.
+/// saves as `target/kho/handoff-HOP.dtb`. Not a blob over 64 KiB (one with
+/// `kho.scatter` records): its hex would take most of a second of serial
+/// output between the handoff and the jump.
 fn dump_blob(hop: u32, blob: &[u8]) {
+    if blob.len() > 64 * 1024 {
+        kprintln!(
+            "kho hop {hop}: handoff blob of {} bytes not dumped (over 64 KiB)",
+            blob.len()
+        );
+        return;
+    }
     for chunk in blob.chunks(64) {
         let mut line = heapless::String::<160>::new();
         for b in chunk {
