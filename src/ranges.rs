@@ -225,6 +225,53 @@ impl RangeVec {
     }
 }
 
+impl RangeVec {
+    /// Removes every byte of every range of `cuts` at once: one pass over
+    /// both lists when `cuts` is sorted by start (a restore's reserved
+    /// ranges, say), else one [`carve`](Self::carve) each. The set is
+    /// unchanged on error.
+    pub fn carve_sorted(&mut self, cuts: &[Range]) -> Result<(), RangeError> {
+        if !cuts.windows(2).all(|w| w[0].start <= w[1].start) {
+            let before = self.slots.clone();
+            for c in cuts.iter().filter(|c| !c.is_empty()) {
+                if let Err(e) = self.carve(*c) {
+                    self.slots = before;
+                    return Err(e);
+                }
+            }
+            return Ok(());
+        }
+        let mut out = Vec::new();
+        out.try_reserve(self.len().saturating_add(cuts.len()))
+            .map_err(|_| RangeError::Full)?;
+        let mut rest = cuts;
+        for &g in self.as_slice() {
+            let mut pos = g.start;
+            // Cuts wholly before this range are done with.
+            while let [c, tail @ ..] = rest
+                && c.end <= pos
+            {
+                rest = tail;
+            }
+            for c in rest.iter().take_while(|c| c.start < g.end) {
+                // An empty cut removes nothing (and must not split).
+                if c.is_empty() {
+                    continue;
+                }
+                if c.start > pos {
+                    out.push(Range::new(pos, c.start));
+                }
+                pos = pos.max(c.end);
+            }
+            if pos < g.end {
+                out.push(Range::new(pos, g.end));
+            }
+        }
+        self.slots = out;
+        Ok(())
+    }
+}
+
 impl<S: Slots> Ranges<S> {
     /// The ranges in address order.
     pub fn iter(&self) -> impl Iterator<Item = Range> + '_ {
@@ -251,14 +298,25 @@ impl<S: Slots> Ranges<S> {
         self.iter().map(|r| r.len()).sum()
     }
 
+    /// The range holding byte `at`'s neighbourhood: the first that ends
+    /// after `at` (the only one that can hold `at` or start soonest after).
+    fn first_ending_after(&self, at: u64) -> Option<&Range> {
+        let s = self.as_slice();
+        s.get(s.partition_point(|x| x.end <= at))
+    }
+
     /// Whether every byte of `r` is in the set.
     pub fn contains(&self, r: Range) -> bool {
-        !r.is_empty() && self.iter().any(|x| x.covers(r))
+        !r.is_empty()
+            && self
+                .first_ending_after(r.start)
+                .is_some_and(|x| x.covers(r))
     }
 
     /// Whether any byte of `r` is in the set.
     pub fn intersects(&self, r: Range) -> bool {
-        self.iter().any(|x| x.overlaps(&r))
+        self.first_ending_after(r.start)
+            .is_some_and(|x| x.overlaps(&r))
     }
 
     /// Adds `r`, merging it with adjacent ranges.
@@ -272,6 +330,17 @@ impl<S: Slots> Ranges<S> {
             return Err(RangeError::Empty);
         }
         let s = self.as_slice();
+        // Ranges that arrive in address order (a restore's) go at the end
+        // without a search.
+        match s.last() {
+            Some(last) if last.end < r.start => return self.slots.insert_at(s.len(), r),
+            Some(last) if last.end == r.start => {
+                let n = s.len() - 1;
+                self.slots.slice_mut()[n].end = r.end;
+                return Ok(());
+            }
+            _ => {}
+        }
         // First range that ends at or after r.start.
         let i = s.partition_point(|x| x.end < r.start);
         let mut merge_left = false;
@@ -473,6 +542,17 @@ mod tests {
                 }
             }
             prop_assert_eq!(set.as_slice(), &model_ranges(&model)[..]);
+            // The searches, on a probe made from the op.
+            let (s, e) = match op {
+                Op::Insert(s, e) | Op::Carve(s, e) => (s, e),
+                Op::Alloc(l, a) => (u64::from(a) * 7, u64::from(a) * 7 + l),
+            };
+            let probe = Range::new(s, e);
+            prop_assert_eq!(set.intersects(probe), (s..e).any(|p| model.contains(&p)));
+            prop_assert_eq!(
+                set.contains(probe),
+                s < e && (s..e).all(|p| model.contains(&p))
+            );
         }
         Ok(())
     }
@@ -481,6 +561,28 @@ mod tests {
         #[test]
         fn matches_model(ops in proptest::collection::vec(op(), 1..200)) {
             run_model(RangeSet::<8>::new(), Some(8), ops)?;
+        }
+
+        #[test]
+        fn carving_a_sorted_list_at_once_is_carving_each(
+            frees in proptest::collection::vec((0u64..400, 1u64..30), 0..40),
+            cuts in proptest::collection::vec((0u64..400, 0u64..30), 0..40),
+            sort in any::<bool>(),
+        ) {
+            let mut set = RangeVec::new();
+            for (s, l) in frees {
+                let _ = set.insert(Range::new(s, s + l));
+            }
+            let mut cuts: Vec<Range> = cuts.into_iter().map(|(s, l)| Range::new(s, s + l)).collect();
+            if sort {
+                cuts.sort_by_key(|c| c.start);
+            }
+            let mut each = set.clone();
+            for c in cuts.iter().filter(|c| !c.is_empty()) {
+                each.carve(*c).unwrap();
+            }
+            set.carve_sorted(&cuts).unwrap();
+            prop_assert_eq!(set.as_slice(), each.as_slice());
         }
 
         #[test]

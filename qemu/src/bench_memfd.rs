@@ -133,6 +133,7 @@ pub fn run(boot: &'static BootInfo, what: &str) -> ! {
         0,
         start,
         &t,
+        0,
         |w| {
             l.write(w).map_err(|_| kho::fdt::WriteError::Unfinished)?;
             w.subsystem("bench", &["kho-bench-v2"], None, |w| {
@@ -192,11 +193,12 @@ fn next(boot: &'static BootInfo, what: &str) -> ! {
     }
     let s = info.stamps;
     kprintln!(
-        "kho-timing hop=1 bench={what} handoff_ticks={} prep_ticks={} jump_ticks={} reserve_ticks={} retrieve_ticks={} hz={}",
+        "kho-timing hop=1 bench={what} handoff_ticks={} prep_ticks={} jump_ticks={} boot_ticks={} reserve_ticks={} retrieve_ticks={} hz={}",
         s.written.get().saturating_sub(s.start.get()),
         s.jump.get().saturating_sub(s.written.get()),
         boot.entry_tsc.saturating_sub(s.jump.get()),
-        info.reserved_tsc.saturating_sub(boot.entry_tsc),
+        info.restore_tsc.saturating_sub(boot.entry_tsc),
+        info.reserved_tsc.saturating_sub(info.restore_tsc),
         t1 - t0,
         tsc::hz()
     );

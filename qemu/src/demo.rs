@@ -130,7 +130,7 @@ fn verify(boot: &BootInfo, hop: u32) -> Vec<BlockRecord> {
         .property("kho,blocks")
         .and_then(|p| p.as_slice_of().ok())
         .unwrap_or_else(|| fail(format_args!("{NAME}: no kho,blocks")));
-    let preserved: Vec<Range> = kho_x86_64::start::with_reserved(|r| r.ranges().to_vec());
+    let preserved: Vec<Range> = kho_x86_64::start::with_reserved(|r| r.preserved_ranges().to_vec());
     let mut total = 0;
     for r in recs {
         let (phys, order) = (r.phys.get(), r.order.get());
@@ -186,14 +186,18 @@ fn poison_free_memory() -> u64 {
     bytes_poisoned
 }
 
-/// `kho.bench=4k|2m`: 1 GiB preserved as 4 KiB pages or 2 MiB folios,
-/// handed over once; the next kernel prints its timing and stops. What
-/// `./x.py bench` measures.
+/// `kho.bench=4k|2m|4k-scattered`: 1 GiB preserved as 4 KiB pages or
+/// 2 MiB folios (`4k-scattered`: 4 KiB pages none next to another, so
+/// 262144 separate ranges), handed over once; the next kernel prints its
+/// timing and stops. What `./x.py bench` measures.
 fn bench(boot: &'static BootInfo, what: &str) -> ! {
-    let order = match what {
-        "4k" => 0,
-        "2m" => 9,
-        other => fail(format_args!("kho.bench={other}: expected 4k or 2m")),
+    let (order, scattered) = match what {
+        "4k" => (0, false),
+        "2m" => (9, false),
+        "4k-scattered" => (0, true),
+        other => fail(format_args!(
+            "kho.bench={other}: expected 4k, 2m or 4k-scattered"
+        )),
     };
     if let Some(info) = boot.handoff {
         let want = 1u64 << 30;
@@ -249,10 +253,21 @@ fn bench(boot: &'static BootInfo, what: &str) -> ! {
     blocks
         .try_reserve_exact(count as usize)
         .unwrap_or_else(|_| fail(format_args!("no memory for the block list")));
+    let mut gaps = Vec::new();
     for _ in 0..count {
         let p = frames::alloc(1 << order, PAGE_SIZE << order)
             .unwrap_or_else(|| fail(format_args!("1 GiB of order-{order} blocks does not fit")));
         blocks.push(p);
+        if scattered {
+            let g = frames::alloc(1, PAGE_SIZE)
+                .unwrap_or_else(|| fail(format_args!("no frame for a gap")));
+            gaps.try_reserve(1)
+                .unwrap_or_else(|_| fail(format_args!("no memory for the gap list")));
+            gaps.push(g);
+        }
+    }
+    for g in gaps {
+        frames::free(g, 1).unwrap_or_else(|e| fail(format_args!("{e}")));
     }
     let start = tsc::now();
     let mut t = Tracker::new(boot.scratch.areas()).unwrap_or_else(|e| fail(format_args!("{e}")));
@@ -270,6 +285,7 @@ fn bench(boot: &'static BootInfo, what: &str) -> ! {
         0,
         start,
         &t,
+        0,
         |w| {
             w.subsystem("bench", &["kho-bench-v1"], None, |w| {
                 w.property_u64("blocks", count)
@@ -509,6 +525,7 @@ fn hand_over_blocks(
         hop,
         start,
         &t,
+        core::mem::size_of_val(&recs[..]),
         |w| {
             w.subsystem(NAME, &[DEMO_V1], None, |w| {
                 w.property_struct("kho,blocks", &recs[..])
@@ -519,23 +536,22 @@ fn hand_over_blocks(
     )
 }
 
-/// Writes the handoff of `t` (with the subsystems `add` writes) and kexecs
-/// into the image module. If the kexec is refused, checks `intact` and ends
-/// the demo.
+/// Writes the handoff of `t` (with the subsystems `add` writes, which
+/// need at most `room` bytes beyond 16 KiB) and kexecs into the image
+/// module. If the kexec is refused, checks `intact` and ends the demo.
 pub(crate) fn hand_over(
     boot: &'static BootInfo,
     hop: u32,
     start: u64,
     t: &Tracker,
+    room: usize,
     add: impl FnOnce(&mut HandoffWriter<'_>) -> Result<(), kho::fdt::WriteError>,
     intact: impl Fn() -> bool,
 ) -> ! {
     let p = &boot.params;
     let mut mem = KernelMem;
     let root = handover::write(t, &mut mem).unwrap_or_else(|e| fail(format_args!("{e}")));
-    // Room for the fixed nodes, plus a record for each preserved block
-    // (the demo's own blocks are most of them).
-    let mut buf = alloc::vec![0u8; 16 * 1024 + t.blocks() as usize * 32];
+    let mut buf = alloc::vec![0u8; 16 * 1024 + room];
     let stamps = Stamps {
         start: start.into(),
         written: 0.into(),

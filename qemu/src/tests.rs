@@ -66,6 +66,43 @@ kernel_test!(
     }
 );
 
+// The restore's reservation lists: any number of ranges (more than the
+// 4096 a fixed list held), metadata never inside preserved memory nor the
+// other way round, and a rollback that forgets everything.
+kernel_test!(
+    fn reservations_have_no_fixed_limit_and_keep_the_kinds_apart() {
+        use kho::reserve::{Reserve, ReserveError};
+        use kho_x86_64::frames::Reserved;
+        let mut r = Reserved::new();
+        let page = |i: u64| Range::new(i * 2 * PAGE_SIZE, (i * 2 + 1) * PAGE_SIZE);
+        for i in 0..10_000 {
+            r.reserve(page(i), Kept::Preserved).unwrap();
+        }
+        r.reserve(page(10_000), Kept::Metadata).unwrap();
+        assert_eq!(r.preserved_ranges().len(), 10_000);
+        assert_eq!(r.preserved_ranges()[9_999], page(9_999));
+        assert_eq!(r.metadata_ranges(), &[page(10_000)]);
+        assert_eq!(r.range_count(), 10_001);
+        assert_eq!(r.preserved, 10_000 * PAGE_SIZE);
+        // A chain page inside preserved memory, preserved memory over
+        // metadata, the same range twice: each refused.
+        for (range, why) in [
+            (page(17), Kept::Metadata),
+            (page(10_000), Kept::Preserved),
+            (page(3), Kept::Preserved),
+        ] {
+            assert_eq!(
+                r.reserve(range, why),
+                Err(ReserveError::Overlap { range }),
+                "{range} {why:?}"
+            );
+        }
+        r.rollback();
+        assert_eq!(r.range_count(), 0);
+        assert_eq!((r.preserved, r.metadata), (0, 0));
+    }
+);
+
 kernel_test!(
     fn heap_holds_a_large_vector() {
         let v: Vec<u64> = (0..200_000u64).collect();

@@ -51,19 +51,34 @@ pub fn reserve(r: Range) -> Result<(), RangeError> {
 }
 
 /// Opens the general pool with `ram` minus `scratch` minus every range in
-/// `reserved`. Call once, after the heap is up and every preserved range
-/// is known.
+/// `keep` and in `reserved` (each kind in one pass, however many ranges a
+/// restore reserved). Call once, after the heap is up and every preserved
+/// range is known.
 pub fn open_general(
     ram: impl Iterator<Item = Range>,
     scratch: &[Range],
-    reserved: &[Range],
+    keep: &[Range],
+    reserved: &Reserved,
 ) -> Result<(), RangeError> {
     let mut g = GENERAL.lock();
     for r in ram.filter_map(inward) {
         g.insert(r)?;
     }
-    for &r in scratch.iter().chain(reserved) {
+    for &r in scratch.iter().chain(keep) {
         g.carve(r.pages_around())?;
+    }
+    let kinds = [reserved.preserved_ranges(), reserved.metadata_ranges()];
+    for list in kinds {
+        g.carve_sorted(list)?;
+    }
+    drop(g);
+    // A restore refuses anything in scratch; should a range touch it all
+    // the same, the scratch pool gives it up too.
+    let mut s = SCRATCH.lock();
+    for r in kinds.into_iter().flatten() {
+        if scratch.iter().any(|a| a.overlaps(r)) {
+            s.carve(r.pages_around())?;
+        }
     }
     GENERAL_OPEN.store(true, Ordering::SeqCst);
     Ok(())
@@ -154,9 +169,10 @@ pub fn alloc_scratch_avoiding(count: u64, avoid: &[Range]) -> Option<u64> {
 /// heap is up in scratch), so any number of preserved ranges fits, handed
 /// to [`open_general`] afterwards.
 pub struct Reserved {
-    set: RangeVec,
-    /// Only the preserved ranges (what objects claim from).
+    /// The preserved ranges (what objects claim from), coalesced.
     preserved_set: RangeVec,
+    /// Handoff metadata (the blob, tracker chain pages): a few ranges.
+    metadata_set: RangeVec,
     /// Bytes reported as preserved.
     pub preserved: u64,
     /// Bytes reported as handoff metadata.
@@ -167,22 +183,28 @@ impl Reserved {
     /// An empty list.
     pub const fn new() -> Self {
         Self {
-            set: RangeVec::new(),
             preserved_set: RangeVec::new(),
+            metadata_set: RangeVec::new(),
             preserved: 0,
             metadata: 0,
         }
     }
 
-    /// The reserved ranges, coalesced, in address order.
-    pub fn ranges(&self) -> &[Range] {
-        self.set.as_slice()
-    }
-
-    /// The preserved ranges only (no handoff metadata), coalesced: what
-    /// restored objects claim their pages from (`kho::claims`).
+    /// The preserved ranges only (no handoff metadata), coalesced, in
+    /// address order: what restored objects claim their pages from
+    /// (`kho::claims`).
     pub fn preserved_ranges(&self) -> &[Range] {
         self.preserved_set.as_slice()
+    }
+
+    /// The handoff metadata ranges, coalesced, in address order.
+    pub fn metadata_ranges(&self) -> &[Range] {
+        self.metadata_set.as_slice()
+    }
+
+    /// How many ranges are reserved, both kinds.
+    pub fn range_count(&self) -> usize {
+        self.preserved_set.len() + self.metadata_set.len()
     }
 }
 
@@ -203,12 +225,18 @@ impl kho::reserve::Reserve for Reserved {
             RangeError::Full => kho::reserve::ReserveError::Full,
             _ => kho::reserve::ReserveError::Overlap { range },
         };
-        self.set.insert(range).map_err(refused)?;
+        // No byte is both: each kind's set refuses an overlap within it,
+        // and each range is checked against the other set (a search).
+        let (own, other) = match why {
+            kho::reserve::Kept::Preserved => (&mut self.preserved_set, &self.metadata_set),
+            kho::reserve::Kept::Metadata => (&mut self.metadata_set, &self.preserved_set),
+        };
+        if other.intersects(range) {
+            return Err(kho::reserve::ReserveError::Overlap { range });
+        }
+        own.insert(range).map_err(refused)?;
         match why {
-            kho::reserve::Kept::Preserved => {
-                self.preserved_set.insert(range).map_err(refused)?;
-                self.preserved += range.len()
-            }
+            kho::reserve::Kept::Preserved => self.preserved += range.len(),
             kho::reserve::Kept::Metadata => self.metadata += range.len(),
         }
         Ok(())

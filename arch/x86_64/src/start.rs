@@ -20,6 +20,9 @@ pub struct HandoffInfo {
     pub hop: u32,
     /// The previous kernel's TSC readings.
     pub stamps: kho::handoff::Stamps,
+    /// TSC when the restore began (page tables and heap up, in scratch):
+    /// what came before is the same work as a cold boot's.
+    pub restore_tsc: u64,
     /// TSC when everything handed over was reserved.
     pub reserved_tsc: u64,
     /// Bytes reserved as preserved memory.
@@ -106,6 +109,7 @@ fn restore_handoff(
     out: &mut Reserved,
 ) -> Result<HandoffInfo, kho::handoff::HandoffError> {
     use kho::handoff::Handoff;
+    let restore_tsc = crate::tsc::now();
     // SAFETY: `handed_scratch` checked the blob lies in RAM, which the
     // direct map covers; it is a boot module, reserved from both pools, so
     // nothing allocated writes it.
@@ -121,10 +125,11 @@ fn restore_handoff(
         blob,
         hop: h.hop,
         stamps: h.stamps,
+        restore_tsc,
         reserved_tsc: crate::tsc::now(),
         preserved: out.preserved,
         metadata: out.metadata,
-        ranges: out.ranges().len(),
+        ranges: out.range_count(),
         chain_pages: r.tracker.chain_pages,
     })
 }
@@ -245,11 +250,8 @@ extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
         }
     }
     // The rest of RAM opens only now, minus what the handoff reserved.
-    frames::open_general(params.ram(), scratch.areas(), &keep)
+    frames::open_general(params.ram(), scratch.areas(), &keep, &reserved)
         .unwrap_or_else(|e| die("opening RAM", e));
-    for &r in reserved.ranges() {
-        frames::reserve(r).unwrap_or_else(|e| die("reserving handed-over memory", e));
-    }
     drop(reserved);
     let open_tsc = crate::tsc::now();
     let boot = BOOT.call_once(|| BootInfo {
