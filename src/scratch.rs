@@ -49,7 +49,9 @@ pub struct ScratchRecord {
 pub enum ScratchError {
     /// No RAM region holds the kernel image.
     ImageNotInRam,
-    /// The region holding the image is too small for the areas asked for.
+    /// Too little room for scratch: the region holding the image at cold
+    /// boot, or (a kernel's own check) handed-over areas that cannot hold
+    /// its early allocations.
     TooSmall {
         /// Bytes needed.
         needed: u64,
@@ -77,7 +79,7 @@ impl fmt::Display for ScratchError {
             ScratchError::TooSmall { needed, available } => {
                 write!(
                     f,
-                    "scratch needs {needed:#x} bytes, the image's RAM region has {available:#x}"
+                    "scratch too small: {needed:#x} bytes needed in one run, {available:#x} there"
                 )
             }
             ScratchError::BadLength { bytes } => {

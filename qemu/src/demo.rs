@@ -12,9 +12,9 @@
 //! folios, restored in place at each hop and checked by checksum and
 //! physical address.
 //!
-//! Command line: `kho.hops=N` (default 2), `kho.corrupt=blob|chain` (hand
-//! over a damaged blob or tracker chain: the next kernel must refuse it and
-//! boot cold), `kho.scatter=N` (also preserve N single pages, none next to
+//! Command line: `kho.hops=N` (default 2), `kho.corrupt=blob|chain|scratch`
+//! (hand over a damaged blob or tracker chain, or a scratch list too small
+//! to boot in: the next kernel must refuse it and boot cold), `kho.scatter=N` (also preserve N single pages, none next to
 //! another: a handoff of at least N separate ranges), and everything after ` -- ` is the next kernel's own command
 //! line when it is not one of ours (`./x.py kexec`).
 
@@ -557,7 +557,22 @@ pub(crate) fn hand_over(
         written: 0.into(),
         jump: 0.into(),
     };
-    let mut w = HandoffWriter::new(&mut buf, hop, stamps, &root, &boot.scratch)
+    // `kho.corrupt=scratch`: hand over a scratch list of one 2 MiB area
+    // at the first one's start, too small for the next kernel to boot in.
+    let ram: Vec<Range> = p.ram().collect();
+    let scratch = match p.cmdline_value("kho.corrupt") {
+        Some("scratch") => {
+            let first = boot.scratch.areas().first().map_or(0, |a| a.start);
+            let rec = kho::scratch::ScratchRecord {
+                start: first.into(),
+                size: (2u64 << 20).into(),
+            };
+            kho::scratch::Scratch::from_records(rec.as_bytes(), &ram)
+                .unwrap_or_else(|e| fail(format_args!("{e}")))
+        }
+        _ => boot.scratch,
+    };
+    let mut w = HandoffWriter::new(&mut buf, hop, stamps, &root, &scratch)
         .unwrap_or_else(|e| fail(format_args!("{e}")));
     add(&mut w).unwrap_or_else(|e| fail(format_args!("{e}")));
     let len = w.finish().unwrap_or_else(|e| fail(format_args!("{e}"))).len;
@@ -575,7 +590,6 @@ pub(crate) fn hand_over(
         .unwrap_or_else(|| fail(format_args!("no kho,tsc in our own blob")));
     // Check our own output the way the next kernel will, and learn every
     // page it must keep.
-    let ram: Vec<Range> = p.ram().collect();
     let mut log = ReserveLog::new();
     Reader::new(&mem, root, &ram, boot.scratch.areas())
         .restore(&mut log)

@@ -82,9 +82,17 @@ fn mask_legacy_pic() {
 
 /// Checks where the handoff blob at `blob` lies, parses it through the
 /// boot identity map (under 4 GiB), and returns the scratch areas it names:
-/// where this kernel may allocate before it has restored anything.
-fn handed_scratch(blob: Range, ram: &[Range]) -> Result<Scratch, kho::handoff::HandoffError> {
+/// where this kernel may allocate before it has restored anything. They
+/// must hold, clear of `keep`, one run of `need` bytes (the heap and some
+/// page tables): a kernel that cannot boot in them boots cold instead.
+fn handed_scratch(
+    blob: Range,
+    ram: &[Range],
+    keep: &[Range],
+    need: u64,
+) -> Result<Scratch, kho::handoff::HandoffError> {
     use kho::handoff::{Handoff, HandoffError, MAX_BLOB};
+    use kho::scratch::ScratchError;
     let len = blob.len();
     if len == 0 || len > MAX_BLOB as u64 || blob.end > 1 << 32 {
         return Err(HandoffError::BadBlobPlace { range: blob });
@@ -96,7 +104,27 @@ fn handed_scratch(blob: Range, ram: &[Range]) -> Result<Scratch, kho::handoff::H
     // page tables identity map; nothing has been allocated yet, so nothing
     // writes it.
     let bytes = unsafe { core::slice::from_raw_parts(blob.start as *const u8, len as usize) };
-    Ok(Handoff::parse(bytes, ram)?.scratch)
+    let scratch = Handoff::parse(bytes, ram)?.scratch;
+    let mut free: kho::ranges::RangeSet<{ frames::MAX_SCRATCH_RANGES }> =
+        kho::ranges::RangeSet::new();
+    // A set that cannot hold the areas or a split counts as no room (a
+    // refusal, never an overrun).
+    let fits = scratch
+        .areas()
+        .iter()
+        .all(|a| free.insert(a.pages_around()).is_ok())
+        && keep.iter().all(|k| free.carve(k.pages_around()).is_ok());
+    let available = match fits {
+        true => free.iter().map(|r| r.len()).max().unwrap_or(0),
+        false => 0,
+    };
+    if available < need {
+        return Err(HandoffError::Scratch(ScratchError::TooSmall {
+            needed: need,
+            available,
+        }));
+    }
+    Ok(scratch)
 }
 
 /// Parses the handoff blob at `blob` again through the direct map and
@@ -195,9 +223,19 @@ extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
     // (page tables, heap), where the previous kernel preserved nothing.
     // A blob that does not parse is refused: the kernel boots cold, saying
     // why.
+    // Never hand out: real-mode memory, the kernel image, the modules.
+    let low = Range::new(0, 1 << 20);
+    let mut keep: heapless::Vec<Range, { 2 + pvh::MAX_MODULES }> = heapless::Vec::new();
+    let _ = keep.push(low);
+    let _ = keep.push(image_range);
+    for m in &params.modules {
+        let _ = keep.push(m.range);
+    }
     let mut refused = None;
     let blob = params.module_tagged(kho::handoff::HANDOFF_MODULE);
-    let scratch = match blob.map(|b| handed_scratch(b, ram)) {
+    // The heap, 2 MiB aligned, and room for page tables.
+    let need = heap_size(&params) + (4 << 20);
+    let scratch = match blob.map(|b| handed_scratch(b, ram, &keep, need)) {
         Some(Ok(scratch)) => scratch,
         other => {
             if let Some(Err(e)) = other {
@@ -213,14 +251,6 @@ extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
     let scratch = *SCRATCH.call_once(|| scratch);
     for &a in scratch.areas() {
         frames::add_scratch(a).unwrap_or_else(|e| die("scratch", e));
-    }
-    // Never hand out: real-mode memory, the kernel image, the modules.
-    let low = Range::new(0, 1 << 20);
-    let mut keep: heapless::Vec<Range, { 2 + pvh::MAX_MODULES }> = heapless::Vec::new();
-    let _ = keep.push(low);
-    let _ = keep.push(image_range);
-    for m in &params.modules {
-        let _ = keep.push(m.range);
     }
     for &r in &keep {
         frames::reserve(r).unwrap_or_else(|e| die("reserving boot memory", e));

@@ -193,6 +193,12 @@ fn a_corrupted_handoff_means_a_cold_boot_that_says_why() {
             "chain",
             "handoff refused, booting cold: handoff tracker: tracker chain: page",
         ),
+        // Scratch that parses but cannot hold the next kernel's heap and
+        // page tables: refused before anything is allocated in it.
+        (
+            "scratch",
+            "handoff refused, booting cold: handoff scratch areas: scratch too small: ",
+        ),
     ] {
         let b = run(
             kernel("KHO_KERNEL"),
