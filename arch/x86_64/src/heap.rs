@@ -7,6 +7,9 @@ use linked_list_allocator::LockedHeap;
 #[global_allocator]
 static HEAP: LockedHeap = LockedHeap::empty();
 
+/// Alignment of the heap's frames (so a large heap can sit in 2 MiB pages).
+pub const ALIGN: u64 = 2 << 20;
+
 /// Where the heap lives.
 #[derive(Clone, Copy, Debug)]
 pub struct HeapInfo {
@@ -23,7 +26,7 @@ pub struct HeapInfo {
 /// Call once, after the direct map is live.
 pub unsafe fn init(size: u64) -> Option<HeapInfo> {
     let pages = size.div_ceil(PAGE_SIZE);
-    let phys = frames::alloc(pages, 2 << 20)?;
+    let phys = frames::alloc(pages, ALIGN)?;
     let size = pages * PAGE_SIZE;
     // SAFETY: the frames were just taken from the allocator and are mapped
     // writable by the direct map; the heap owns them from now on.

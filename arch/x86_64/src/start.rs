@@ -7,6 +7,7 @@ use crate::heap::{self, HeapInfo};
 use crate::pvh::{self, BootParams};
 use crate::{frames, gdt, kprintln, paging, trap};
 use core::fmt::Display;
+use kho::PAGE_SIZE;
 use kho::ranges::Range;
 use kho::scratch::Scratch;
 use spin::Once;
@@ -80,16 +81,23 @@ fn mask_legacy_pic() {
     }
 }
 
+/// Pages of page tables boot may take from scratch before the heap: a
+/// direct map of up to about 250 GiB of RAM in 2 MiB pages and the image in
+/// 4 KiB pages.
+const PAGE_TABLE_BUDGET: u64 = 256;
+
 /// Checks where the handoff blob at `blob` lies, parses it through the
 /// boot identity map (under 4 GiB), and returns the scratch areas it names:
 /// where this kernel may allocate before it has restored anything. They
-/// must hold, clear of `keep`, one run of `need` bytes (the heap and some
-/// page tables): a kernel that cannot boot in them boots cold instead.
+/// must hold, clear of `keep`, what boot takes there, as the frame
+/// allocator would place it: page tables (a budget of [`PAGE_TABLE_BUDGET`]
+/// pages, first fit), then a 2 MiB aligned run of `heap_bytes`. A kernel
+/// that could not boot in them boots cold instead.
 fn handed_scratch(
     blob: Range,
     ram: &[Range],
     keep: &[Range],
-    need: u64,
+    heap_bytes: u64,
 ) -> Result<Scratch, kho::handoff::HandoffError> {
     use kho::handoff::{Handoff, HandoffError, MAX_BLOB};
     use kho::scratch::ScratchError;
@@ -114,14 +122,19 @@ fn handed_scratch(
         .iter()
         .all(|a| free.insert(a.pages_around()).is_ok())
         && keep.iter().all(|k| free.carve(k.pages_around()).is_ok());
-    let available = match fits {
-        true => free.iter().map(|r| r.len()).max().unwrap_or(0),
-        false => 0,
-    };
-    if available < need {
+    // Boot's own allocations, replayed on the list in the same order and
+    // the same way (lowest address first).
+    let tables = fits && (0..PAGE_TABLE_BUDGET).all(|_| free.alloc(PAGE_SIZE, PAGE_SIZE).is_some());
+    let needed = heap_bytes.next_multiple_of(PAGE_SIZE);
+    if !(tables && free.clone().alloc(needed, heap::ALIGN).is_some()) {
+        let available = free
+            .iter()
+            .map(|r| r.end.saturating_sub(r.start.next_multiple_of(heap::ALIGN)))
+            .max()
+            .unwrap_or(0);
         return Err(HandoffError::Scratch(ScratchError::TooSmall {
-            needed: need,
-            available,
+            needed,
+            available: if tables { available } else { 0 },
         }));
     }
     Ok(scratch)
@@ -233,9 +246,7 @@ extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
     }
     let mut refused = None;
     let blob = params.module_tagged(kho::handoff::HANDOFF_MODULE);
-    // The heap, 2 MiB aligned, and room for page tables.
-    let need = heap_size(&params) + (4 << 20);
-    let scratch = match blob.map(|b| handed_scratch(b, ram, &keep, need)) {
+    let scratch = match blob.map(|b| handed_scratch(b, ram, &keep, heap_size(&params))) {
         Some(Ok(scratch)) => scratch,
         other => {
             if let Some(Err(e)) = other {
