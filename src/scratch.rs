@@ -19,7 +19,7 @@
     clippy::panic
 )]
 
-use crate::ranges::Range;
+use crate::ranges::{Range, RangeSet};
 use core::fmt;
 use zerocopy::byteorder::little_endian::U64;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -158,6 +158,56 @@ impl Scratch {
     }
 }
 
+impl Scratch {
+    /// Whether a kernel that boots in these areas can make its early
+    /// allocations there, clear of `keep` (its image, its modules, low
+    /// memory), as a first-fit allocator would make them, lowest address
+    /// first: `pages` single 4 KiB pages (page tables), then one run of
+    /// `run` bytes aligned to `align` (a heap). A next kernel checks this
+    /// before it allocates anything in handed-over scratch: if it cannot
+    /// boot there, it refuses the handoff and boots cold, rather than die.
+    ///
+    /// [`ScratchError::TooSmall`] if not: `needed` is the run, `available`
+    /// the largest aligned run left once the pages are taken.
+    pub fn holds_early(
+        &self,
+        keep: &[Range],
+        pages: u64,
+        run: u64,
+        align: u64,
+    ) -> Result<(), ScratchError> {
+        // Room for the areas and a split per kept range; a list that
+        // cannot hold a split counts as no room (a refusal, never an
+        // overrun).
+        let mut free: RangeSet<{ MAX_SCRATCH * 4 }> = RangeSet::new();
+        let page = crate::PAGE_SIZE;
+        let fits = self.areas().iter().all(|a| free.insert(*a).is_ok())
+            && keep.iter().all(|k| free.carve(k.pages_around()).is_ok())
+            && (0..pages).all(|_| free.alloc(page, page).is_some());
+        let run = run.checked_next_multiple_of(page).unwrap_or(u64::MAX);
+        if fits && free.clone().alloc(run, align).is_some() {
+            return Ok(());
+        }
+        let available = match fits && align.is_power_of_two() {
+            true => free
+                .iter()
+                .filter_map(|r| {
+                    Some(
+                        r.end
+                            .saturating_sub(r.start.checked_next_multiple_of(align)?),
+                    )
+                })
+                .max()
+                .unwrap_or(0),
+            false => 0,
+        };
+        Err(ScratchError::TooSmall {
+            needed: run,
+            available,
+        })
+    }
+}
+
 /// Chooses the scratch area at cold boot (see the module documentation):
 /// `ram` is the RAM of the memory map, `image` the kernel image, `floor` the
 /// lowest address usable (e.g. above real-mode memory).
@@ -236,6 +286,67 @@ mod tests {
         let small = [Range::new(0, 0x200_0000)];
         let s = cold_boot(&small, Range::new(0x20_0000, 0x30_0000), 0, 0).unwrap();
         assert_eq!(s.areas(), [Range::new(0, 0x200_0000)]);
+    }
+
+    fn areas(list: &[(u64, u64)]) -> Scratch {
+        let recs: std::vec::Vec<u8> = list
+            .iter()
+            .flat_map(|&(start, size)| {
+                ScratchRecord {
+                    start: start.into(),
+                    size: size.into(),
+                }
+                .as_bytes()
+                .to_vec()
+            })
+            .collect();
+        Scratch::from_records(&recs, &RAM).unwrap()
+    }
+
+    #[test]
+    fn early_allocations_are_replayed_first_fit() {
+        const MIB: u64 = 1 << 20;
+        // Scratch [2, 84) MiB, an image linked at 16 MiB splitting it: the
+        // page tables come from [2, 16), the 64 MiB heap from the piece
+        // after the image, 2 MiB aligned from 18 MiB: 66 MiB there.
+        let s = areas(&[(2 * MIB, 82 * MIB)]);
+        let image = [Range::new(16 * MIB, 16 * MIB + 0x1e8000)];
+        assert_eq!(s.holds_early(&image, 256, 64 * MIB, 2 * MIB), Ok(()));
+        assert_eq!(
+            s.holds_early(&image, 256, 67 * MIB, 2 * MIB),
+            Err(ScratchError::TooSmall {
+                needed: 67 * MIB,
+                available: 66 * MIB
+            })
+        );
+        // The page tables come first, lowest address first: with the image
+        // at the bottom, they take the start of the piece the heap needs.
+        let low = [Range::new(2 * MIB, 2 * MIB + 0x1e8000)];
+        assert_eq!(s.holds_early(&low, 0, 80 * MIB, 2 * MIB), Ok(()));
+        assert_eq!(
+            s.holds_early(&low, 256, 80 * MIB, 2 * MIB),
+            Err(ScratchError::TooSmall {
+                needed: 80 * MIB,
+                available: 78 * MIB
+            })
+        );
+        // One 2 MiB area holds no heap; kept ranges that cover it all leave
+        // nothing, not even page tables.
+        let small = areas(&[(2 * MIB, 2 * MIB)]);
+        assert_eq!(
+            small.holds_early(&[], 0, 4 * MIB, 2 * MIB),
+            Err(ScratchError::TooSmall {
+                needed: 4 * MIB,
+                available: 2 * MIB
+            })
+        );
+        assert_eq!(
+            small.holds_early(&[Range::new(0, 8 * MIB)], 1, 4096, 4096),
+            Err(ScratchError::TooSmall {
+                needed: 4096,
+                available: 0
+            })
+        );
     }
 
     proptest::proptest! {

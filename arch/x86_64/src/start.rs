@@ -7,7 +7,6 @@ use crate::heap::{self, HeapInfo};
 use crate::pvh::{self, BootParams};
 use crate::{frames, gdt, kprintln, paging, trap};
 use core::fmt::Display;
-use kho::PAGE_SIZE;
 use kho::ranges::Range;
 use kho::scratch::Scratch;
 use spin::Once;
@@ -90,9 +89,10 @@ const PAGE_TABLE_BUDGET: u64 = 256;
 /// boot identity map (under 4 GiB), and returns the scratch areas it names:
 /// where this kernel may allocate before it has restored anything. They
 /// must hold, clear of `keep`, what boot takes there, as the frame
-/// allocator would place it: page tables (a budget of [`PAGE_TABLE_BUDGET`]
-/// pages, first fit), then a 2 MiB aligned run of `heap_bytes`. A kernel
-/// that could not boot in them boots cold instead.
+/// allocator would place it (`Scratch::holds_early`): page tables (a
+/// budget of [`PAGE_TABLE_BUDGET`] pages, first fit), then a 2 MiB aligned
+/// run of `heap_bytes`. A kernel that could not boot in them boots cold
+/// instead.
 fn handed_scratch(
     blob: Range,
     ram: &[Range],
@@ -100,7 +100,6 @@ fn handed_scratch(
     heap_bytes: u64,
 ) -> Result<Scratch, kho::handoff::HandoffError> {
     use kho::handoff::{Handoff, HandoffError, MAX_BLOB};
-    use kho::scratch::ScratchError;
     let len = blob.len();
     if len == 0 || len > MAX_BLOB as u64 || blob.end > 1 << 32 {
         return Err(HandoffError::BadBlobPlace { range: blob });
@@ -113,30 +112,9 @@ fn handed_scratch(
     // writes it.
     let bytes = unsafe { core::slice::from_raw_parts(blob.start as *const u8, len as usize) };
     let scratch = Handoff::parse(bytes, ram)?.scratch;
-    let mut free: kho::ranges::RangeSet<{ frames::MAX_SCRATCH_RANGES }> =
-        kho::ranges::RangeSet::new();
-    // A set that cannot hold the areas or a split counts as no room (a
-    // refusal, never an overrun).
-    let fits = scratch
-        .areas()
-        .iter()
-        .all(|a| free.insert(a.pages_around()).is_ok())
-        && keep.iter().all(|k| free.carve(k.pages_around()).is_ok());
-    // Boot's own allocations, replayed on the list in the same order and
-    // the same way (lowest address first).
-    let tables = fits && (0..PAGE_TABLE_BUDGET).all(|_| free.alloc(PAGE_SIZE, PAGE_SIZE).is_some());
-    let needed = heap_bytes.next_multiple_of(PAGE_SIZE);
-    if !(tables && free.clone().alloc(needed, heap::ALIGN).is_some()) {
-        let available = free
-            .iter()
-            .map(|r| r.end.saturating_sub(r.start.next_multiple_of(heap::ALIGN)))
-            .max()
-            .unwrap_or(0);
-        return Err(HandoffError::Scratch(ScratchError::TooSmall {
-            needed,
-            available: if tables { available } else { 0 },
-        }));
-    }
+    scratch
+        .holds_early(keep, PAGE_TABLE_BUDGET, heap_bytes, heap::ALIGN)
+        .map_err(HandoffError::Scratch)?;
     Ok(scratch)
 }
 
