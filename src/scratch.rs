@@ -350,6 +350,34 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Any handed-over areas, kept ranges and sizes: an answer, never a
+        /// panic; and a run that fits in one area clear of everything fits.
+        #[test]
+        fn holds_early_answers_anything(
+            list in proptest::collection::vec((0u64..300, 1u64..100), 1..8),
+            keep in proptest::collection::vec((proptest::prelude::any::<u64>(), proptest::prelude::any::<u64>()), 0..6),
+            pages in 0u64..600,
+            run in proptest::prelude::any::<u64>(),
+            align_shift in 0u32..64,
+        ) {
+            let mut recs = std::vec::Vec::new();
+            let mut at = 1u64;
+            for (gap, size) in list {
+                let start = (at + gap) << 21;
+                recs.push(ScratchRecord { start: start.into(), size: (size << 21).into() });
+                at += gap + size;
+            }
+            let bytes: std::vec::Vec<u8> = recs.iter().flat_map(|r| r.as_bytes().to_vec()).collect();
+            let ram = [Range::new(0, u64::MAX)];
+            let s = Scratch::from_records(&bytes, &ram).unwrap();
+            let keep: std::vec::Vec<Range> = keep.into_iter().map(|(a, b)| Range::new(a.min(b), a.max(b))).collect();
+            let _ = s.holds_early(&keep, pages, run, 1u64 << align_shift);
+            let first = s.areas()[0];
+            proptest::prop_assert_eq!(s.holds_early(&[], 0, first.len(), 2 << 20), Ok(()));
+        }
+    }
+
+    proptest::proptest! {
         #[test]
         fn random_records_never_panic_and_what_passes_is_sound(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
             if let Ok(s) = Scratch::from_records(&bytes, &RAM) {
