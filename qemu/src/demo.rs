@@ -14,9 +14,11 @@
 //!
 //! Command line: `kho.hops=N` (default 2), `kho.corrupt=blob|chain|scratch`
 //! (hand over a damaged blob or tracker chain, or a scratch list too small
-//! to boot in: the next kernel must refuse it and boot cold), `kho.scatter=N` (also preserve N single pages, none next to
-//! another: a handoff of at least N separate ranges), and everything after ` -- ` is the next kernel's own command
-//! line when it is not one of ours (`./x.py kexec`).
+//! to boot in: the next kernel must refuse it and boot cold),
+//! `kho.scatter=N` (also preserve N single pages, none next to another: a
+//! handoff of at least N separate ranges), and everything after ` -- ` is
+//! the next kernel's own command line when it is not one of ours
+//! (`./x.py kexec`).
 
 use alloc::vec::Vec;
 use kho::PAGE_SIZE;
@@ -186,6 +188,28 @@ fn poison_free_memory() -> u64 {
     bytes_poisoned
 }
 
+/// `count` single pages, none next to another: each taken with the page
+/// after it, which is given back once all are taken.
+fn scattered_pages(count: u64) -> Vec<u64> {
+    let mut pages = Vec::new();
+    let mut gaps = Vec::new();
+    let room = usize::try_from(count).unwrap_or(usize::MAX);
+    if pages.try_reserve_exact(room).is_err() || gaps.try_reserve_exact(room).is_err() {
+        fail(format_args!("no memory for {count} scattered pages"));
+    }
+    for _ in 0..count {
+        let (Some(a), Some(b)) = (frames::alloc(1, PAGE_SIZE), frames::alloc(1, PAGE_SIZE)) else {
+            fail(format_args!("no frames for {count} scattered pages"))
+        };
+        pages.push(a);
+        gaps.push(b);
+    }
+    for g in gaps {
+        frames::free(g, 1).unwrap_or_else(|e| fail(format_args!("{e}")));
+    }
+    pages
+}
+
 /// `kho.bench=4k|2m|4k-scattered`: 1 GiB preserved as 4 KiB pages or
 /// 2 MiB folios (`4k-scattered`: 4 KiB pages none next to another, so
 /// 262144 separate ranges), handed over once; the next kernel prints its
@@ -249,26 +273,21 @@ fn bench(boot: &'static BootInfo, what: &str) -> ! {
         tsc::hz()
     );
     let count = (1u64 << 30) >> (12 + order);
-    let mut blocks = Vec::new();
-    blocks
-        .try_reserve_exact(count as usize)
-        .unwrap_or_else(|_| fail(format_args!("no memory for the block list")));
-    let mut gaps = Vec::new();
-    for _ in 0..count {
-        let p = frames::alloc(1 << order, PAGE_SIZE << order)
-            .unwrap_or_else(|| fail(format_args!("1 GiB of order-{order} blocks does not fit")));
-        blocks.push(p);
-        if scattered {
-            let g = frames::alloc(1, PAGE_SIZE)
-                .unwrap_or_else(|| fail(format_args!("no frame for a gap")));
-            gaps.try_reserve(1)
-                .unwrap_or_else(|_| fail(format_args!("no memory for the gap list")));
-            gaps.push(g);
+    let blocks = if scattered {
+        scattered_pages(count)
+    } else {
+        let mut blocks = Vec::new();
+        blocks
+            .try_reserve_exact(count as usize)
+            .unwrap_or_else(|_| fail(format_args!("no memory for the block list")));
+        for _ in 0..count {
+            let p = frames::alloc(1 << order, PAGE_SIZE << order).unwrap_or_else(|| {
+                fail(format_args!("1 GiB of order-{order} blocks does not fit"))
+            });
+            blocks.push(p);
         }
-    }
-    for g in gaps {
-        frames::free(g, 1).unwrap_or_else(|e| fail(format_args!("{e}")));
-    }
+        blocks
+    };
     let start = tsc::now();
     let mut t = Tracker::new(boot.scratch.areas()).unwrap_or_else(|e| fail(format_args!("{e}")));
     for &b in &blocks {
@@ -403,19 +422,7 @@ pub fn run(boot: &'static BootInfo) -> ! {
             .cmdline_value("kho.scatter")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let mut gaps = Vec::new();
-        for _ in 0..scatter {
-            let a = frames::alloc(1, PAGE_SIZE);
-            let b = frames::alloc(1, PAGE_SIZE);
-            let (Some(a), Some(b)) = (a, b) else {
-                fail(format_args!("no frames for {scatter} scattered pages"))
-            };
-            blocks.push((a, 0, 0));
-            gaps.push(b);
-        }
-        for g in gaps {
-            frames::free(g, 1).unwrap_or_else(|e| fail(format_args!("{e}")));
-        }
+        blocks.extend(scattered_pages(scatter).into_iter().map(|a| (a, 0, 0)));
         let big = p
             .cmdline_value("kho.big")
             .and_then(|v| v.parse().ok())
