@@ -491,7 +491,7 @@ def bench_live_update(accel):
         serialize = ms(b["handoff_ticks"]) - freeze
         # The next kernel's page tables and heap (before its restore) are
         # a cold boot's work too: part of the kexec, not of the handoff.
-        kexec = ms(b["prep_ticks"]) + ms(b["jump_ticks"]) + ms(b.get("boot_ticks", 0))
+        kexec = ms(b["prep_ticks"]) + ms(b["jump_ticks"]) + ms(b["boot_ticks"])
         reserve, retrieve = ms(b["reserve_ticks"]), ms(b["retrieve_ticks"])
         work = freeze + serialize + reserve + retrieve
         # The copy's first pass also pays for touching a fresh GiB (under a

@@ -5,7 +5,7 @@
 //! handed out first-fit from the lowest address (`alloc`). Its slots are a
 //! fixed array ([`RangeSet`], which never allocates: for code that runs
 //! before any allocator) or a `Vec` ([`RangeVec`], whose size the input
-//! decides). An operation that would need a slot there is not fails with
+//! decides). An operation that needs a slot the set cannot get fails with
 //! [`RangeError::Full`] and leaves the set unchanged.
 
 use alloc::vec::Vec;
@@ -223,9 +223,7 @@ impl RangeVec {
     pub const fn new() -> Self {
         Self { slots: Vec::new() }
     }
-}
 
-impl RangeVec {
     /// Removes every byte of every range of `cuts` at once: one pass over
     /// both lists when `cuts` is sorted by start (a restore's reserved
     /// ranges, say), else one [`carve`](Self::carve) each. The set is

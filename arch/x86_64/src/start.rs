@@ -209,11 +209,6 @@ extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
     let ram = RAM.call_once(|| params.ram().collect());
     let image_range = Range::new(image.start, image.end);
 
-    // A kernel started by kexec learns its scratch areas from the handoff
-    // blob; until it has restored the handoff it allocates only there
-    // (page tables, heap), where the previous kernel preserved nothing.
-    // A blob that does not parse is refused: the kernel boots cold, saying
-    // why.
     // Never hand out: real-mode memory, the kernel image, the modules.
     let low = Range::new(0, 1 << 20);
     let mut keep: heapless::Vec<Range, { 2 + pvh::MAX_MODULES }> = heapless::Vec::new();
@@ -222,6 +217,11 @@ extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
     for m in &params.modules {
         let _ = keep.push(m.range);
     }
+    // A kernel started by kexec learns its scratch areas from the handoff
+    // blob; until it has restored the handoff it allocates only there
+    // (page tables, heap), where the previous kernel preserved nothing.
+    // A blob that does not parse, or names scratch this kernel cannot boot
+    // in, is refused: the kernel boots cold, saying why.
     let mut refused = None;
     let blob = params.module_tagged(kho::handoff::HANDOFF_MODULE);
     let scratch = match blob.map(|b| handed_scratch(b, ram, &keep, heap_size(&params))) {
