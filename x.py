@@ -291,6 +291,9 @@ def cmd_inspect(args):
     root = nodes.get("/", {})
     print("/* kho annotations */")
     print(f"  version:  {root.get('compatible', b'').rstrip(bytes(1)).decode()}")
+    if "kho,csum" in root and len(root["kho,csum"]) == 8:
+        print(f"  checksum: kho-sum64 {struct.unpack('<Q', root['kho,csum'])[0]:#018x} "
+              "(over the whole blob, this value read as 0; checked by the next kernel)")
     if "kho,hop" in root:
         print(f"  hop:      {struct.unpack('>I', root['kho,hop'])[0]} (kexecs before this handoff)")
     if "kho,tsc" in root and len(root["kho,tsc"]) == 24:
@@ -334,11 +337,11 @@ def cmd_inspect(args):
         ver = props.get("kho,version", b"?").rstrip(bytes(1)).decode()
         data = props.get("kho,data", b"")
         line = f"  luo {sess}/{token} {fam}: {ver}, {len(data)} bytes"
-        if ver == "memfd-v1" and len(data) == 40:
-            pos, size, folios, first, blocks, order, _ = struct.unpack("<3QQIHH", data)
+        if ver == "memfd-v1" and len(data) == 48:
+            pos, size, folios, first, blocks, order, _, _ = struct.unpack("<3QQIHHQ", data)
             line += f"; size {size}, pos {pos}, {folios} folio records in an array of {blocks} block(s), chain at {first:#x}"
-        elif ver in ("memfd-v2", "memfd-v3") and len(data) >= 48:
-            pos, size, seals, _, recs, first, blocks, order, _ = struct.unpack("<2QIIQQIHH", data[:48])
+        elif ver in ("memfd-v2", "memfd-v3") and len(data) >= 56:
+            pos, size, seals, _, recs, first, blocks, order, _, _ = struct.unpack("<2QIIQQIHHQ", data[:56])
             where = "inline" if blocks == 0 else f"in an array of {blocks} block(s), chain at {first:#x}"
             line += f"; size {size}, pos {pos}, seals {seals:#x}, {recs} run records {where}"
         print(line)

@@ -4,8 +4,9 @@
 //!
 //! Each page (all little-endian): `magic u32`, `version u16`, `flags u16 =
 //! 0`, `next u64` (a higher page, or 0 on the last), `seq u32` (0, 1, ...),
-//! `words u32` (payload words used), then [`PAYLOAD_WORDS`] payload words.
-//! A record never splits across pages. Pages are linked in strictly
+//! `words u32` (payload words used), `sum u64` (`kho-sum64` of the whole
+//! page with this field read as 0), then [`PAYLOAD_WORDS`] payload words;
+//! payload words past `words` are 0. A record never splits across pages. Pages are linked in strictly
 //! increasing address order, so a cycle cannot be written and a reader can
 //! walk the chain beside anything else sorted by address.
 //!
@@ -29,8 +30,12 @@ use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligne
 
 /// Size of a chain page.
 pub const PAGE_BYTES: usize = 4096;
+/// Bytes of the page header.
+pub const HEADER_BYTES: usize = 32;
+/// Offset of the header's `sum` field.
+pub const SUM_OFFSET: usize = 24;
 /// Payload words in a chain page.
-pub const PAYLOAD_WORDS: usize = (PAGE_BYTES - 24) / 8;
+pub const PAYLOAD_WORDS: usize = (PAGE_BYTES - HEADER_BYTES) / 8;
 /// Most pages a reader accepts in one chain (2 GiB of records).
 pub const MAX_CHAIN_PAGES: u32 = 1 << 19;
 
@@ -59,6 +64,8 @@ pub struct PageHeader {
     pub seq: U32,
     /// Payload words used.
     pub words: U32,
+    /// `kho-sum64` of the page with this field read as 0.
+    pub sum: U64,
 }
 
 /// A chain page as it is written: the header, then the payload words.
@@ -112,6 +119,17 @@ pub enum ChainError {
         /// Its physical address.
         phys: u64,
     },
+    /// A page's checksum does not match its bytes (a stray write or a bit
+    /// flip since the previous kernel wrote it).
+    BadSum {
+        /// Its physical address.
+        phys: u64,
+    },
+    /// A page uses fewer words than it holds, and a word past them is not 0.
+    DirtyTail {
+        /// Its physical address.
+        phys: u64,
+    },
     /// A page links to one that is not higher (or the source gave a page
     /// twice).
     NotAscending {
@@ -143,6 +161,11 @@ impl core::fmt::Display for ChainError {
             }
             BadChainLength => f.write_str("the chain's length differs from its root"),
             BadWords { phys } => write!(f, "page {phys:#x} claims more words than it holds"),
+            BadSum { phys } => write!(
+                f,
+                "page {phys:#x} fails its checksum (changed since it was written)"
+            ),
+            DirtyTail { phys } => write!(f, "page {phys:#x} has data past its last word"),
             NotAscending { phys, next } => {
                 write!(f, "page {phys:#x} links to {next:#x}, not to a higher page")
             }
@@ -293,7 +316,10 @@ impl<'a, S: PageSink> Writer<'a, S> {
             next: next.into(),
             seq: (self.seq as u32).into(),
             words: (self.words as u32).into(),
+            sum: 0.into(),
         };
+        let sum = crate::csum::sum64(self.buf.as_bytes());
+        self.buf.header.sum = sum.into();
         let bytes: &[u8; PAGE_BYTES] = zerocopy::transmute_ref!(&self.buf);
         if !self.sink.write_page(phys, bytes) {
             return Err(ChainError::BadPage { phys });
@@ -335,6 +361,19 @@ impl<'a, S: PageSink> Writer<'a, S> {
     }
 }
 
+/// Recomputes the checksum of a chain page in place (for tools, tests and
+/// fuzz targets that change a page on purpose to reach the checks behind
+/// the checksum). A page shorter than a header is left alone.
+pub fn reseal(page: &mut [u8]) {
+    if page.len() < HEADER_BYTES {
+        return;
+    }
+    let sum = crate::csum::sum64_skipping(page, SUM_OFFSET);
+    if let Some(d) = page.get_mut(SUM_OFFSET..SUM_OFFSET.saturating_add(8)) {
+        d.copy_from_slice(&sum.to_le_bytes());
+    }
+}
+
 /// One checked page: its address and the payload words it uses.
 #[derive(Clone, Copy, Debug)]
 pub struct Page<'a> {
@@ -345,10 +384,10 @@ pub struct Page<'a> {
 }
 
 /// Reads a chain page by page, checking each before handing out its
-/// payload: aligned, inside one RAM range, outside scratch, readable, the
-/// format's magic and version, flags 0, the next sequence number, a word
-/// count within the page, a link to a higher page, and exactly `total`
-/// pages with 0 only in the last link.
+/// payload: aligned, inside one RAM range, outside scratch, readable, its
+/// checksum, the format's magic and version, flags 0, the next sequence
+/// number, a word count within the page and zeros past it, a link to a
+/// higher page, and exactly `total` pages with 0 only in the last link.
 pub struct Pages<'a, M: PageSource> {
     mem: &'a M,
     format: Format,
@@ -431,6 +470,9 @@ impl<'a, M: PageSource> Pages<'a, M> {
         let page = self.checked_page(phys)?;
         let bad = ChainError::BadHeader { phys };
         let (h, payload) = PageHeader::ref_from_prefix(page.as_slice()).map_err(|_| bad)?;
+        if crate::csum::sum64_skipping(page, SUM_OFFSET) != h.sum.get() {
+            return Err(ChainError::BadSum { phys });
+        }
         if h.magic.get() != self.format.magic
             || h.version.get() != self.format.version
             || h.flags.get() != 0
@@ -455,10 +497,11 @@ impl<'a, M: PageSource> Pages<'a, M> {
         if !last && next <= phys {
             return Err(ChainError::NotAscending { phys, next });
         }
-        let words = <[U64]>::ref_from_bytes(payload)
-            .ok()
-            .and_then(|w| w.get(..n))
-            .ok_or(bad)?;
+        let all = <[U64]>::ref_from_bytes(payload).map_err(|_| bad)?;
+        let (words, tail) = all.split_at(n.min(all.len()));
+        if tail.iter().any(|w| w.get() != 0) {
+            return Err(ChainError::DirtyTail { phys });
+        }
         self.phys = next;
         self.seq = self.seq.saturating_add(1);
         Ok(Page { phys, words })

@@ -3,18 +3,23 @@
 //! adopted goes back to the allocator.
 //!
 //! After [`crate::handoff::restore`], the next kernel knows which ranges are
-//! preserved, but not who owns them. Each subsystem that restores an object
-//! *claims* the pages it adopts ([`Claims::claim`]). A claim is refused if a
-//! page is not preserved, lies in scratch, or is already claimed: the
-//! records of a buggy (or hostile) previous kernel can then never make two
-//! objects share a page, or adopt memory that the allocator also owns. A
-//! failed restore releases what it claimed; at finish, every preserved page
-//! left unclaimed ([`Claims::unclaimed`]) is freed.
+//! preserved, but not who owns them. Every preserved page has exactly one
+//! role for the whole restore: free (nobody adopted it yet), *data* of one
+//! object ([`Claims::claim`]), or *metadata* that one reader read
+//! ([`Claims::claim_meta`]: a record array, a vmalloc chain page). A claim
+//! of either kind is refused if a page is not preserved, lies in scratch,
+//! or already has a role: the records of a buggy (or hostile) previous
+//! kernel can then never make two owners share a page, or adopt memory
+//! that the allocator also owns. A failed restore releases the data it
+//! claimed ([`Claims::release`]); metadata is never released before finish,
+//! so no later read can adopt a page another reader took as metadata.
+//! [`Claims::finish`] consumes the claims and returns what goes back to
+//! the allocator: every page that is free or metadata.
 //!
-//! One bit per preserved page (32 KiB per preserved GiB), in one bitmap
-//! indexed through the sorted list of preserved ranges; a one-entry cache
-//! makes a run of claims in the same range cost a compare and a few bit
-//! operations.
+//! Two bits per preserved page (64 KiB per preserved GiB): one bitmap of
+//! claimed pages, one of metadata pages, indexed through the sorted list of
+//! preserved ranges with scratch cut out; a one-entry cache makes a run of
+//! claims in the same range cost a compare and a few bit operations.
 #![deny(
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects,
@@ -74,28 +79,54 @@ struct Span {
     bit: u64,
 }
 
-/// The claim bitmap over the preserved ranges.
-#[derive(Clone, Debug)]
+/// The claim bitmaps over the preserved ranges.
+#[derive(Debug)]
 pub struct Claims {
     spans: Vec<Span>,
     scratch: Vec<Range>,
     bits: Vec<u64>,
+    meta: Vec<u64>,
     last: usize,
     claimed: u64,
+    meta_pages: u64,
 }
 
 impl Claims {
     /// Claims over `preserved` (any order; adjacent ranges are joined, so a
     /// folio may straddle two reported ranges), refusing anything in
-    /// `scratch`.
+    /// `scratch`: scratch is cut out of the preserved ranges first, so a
+    /// claim in scratch is refused even if the list given overlaps it.
     pub fn new(
         preserved: impl IntoIterator<Item = Range>,
         scratch: &[Range],
     ) -> Result<Self, ClaimError> {
         let mut ranges: Vec<Range> = Vec::new();
         for r in preserved {
-            ranges.try_reserve(1).map_err(|_| ClaimError::OutOfMemory)?;
-            ranges.push(r.pages_around());
+            let mut parts = [r.pages_around(), Range::new(0, 0)];
+            for s in scratch {
+                let [a, b] = parts;
+                parts = [Range::new(0, 0), Range::new(0, 0)];
+                let mut n = 0usize;
+                for part in [a, b] {
+                    for piece in [
+                        Range::new(part.start, part.end.min(s.start)),
+                        Range::new(part.start.max(s.end), part.end),
+                    ] {
+                        if piece.start < piece.end
+                            && let Some(slot) = parts.get_mut(n)
+                        {
+                            *slot = piece;
+                            n = n.saturating_add(1);
+                        }
+                    }
+                }
+            }
+            for part in parts {
+                if part.start < part.end {
+                    ranges.try_reserve(1).map_err(|_| ClaimError::OutOfMemory)?;
+                    ranges.push(part);
+                }
+            }
         }
         ranges.sort_unstable_by_key(|r| r.start);
         let mut spans: Vec<Span> = Vec::new();
@@ -124,6 +155,10 @@ impl Claims {
         bits.try_reserve_exact(words)
             .map_err(|_| ClaimError::OutOfMemory)?;
         bits.resize(words, 0);
+        let mut meta = Vec::new();
+        meta.try_reserve_exact(words)
+            .map_err(|_| ClaimError::OutOfMemory)?;
+        meta.resize(words, 0);
         let mut sc = Vec::new();
         sc.try_reserve_exact(scratch.len())
             .map_err(|_| ClaimError::OutOfMemory)?;
@@ -132,8 +167,10 @@ impl Claims {
             spans,
             scratch: sc,
             bits,
+            meta,
             last: 0,
             claimed: 0,
+            meta_pages: 0,
         })
     }
 
@@ -142,9 +179,14 @@ impl Claims {
         self.spans.iter().map(|s| s.range)
     }
 
-    /// Pages claimed now.
+    /// Pages claimed now (data and metadata).
     pub fn claimed_pages(&self) -> u64 {
         self.claimed
+    }
+
+    /// Pages claimed as data now.
+    pub fn data_pages(&self) -> u64 {
+        self.claimed.saturating_sub(self.meta_pages)
     }
 
     /// The bitmap's first bit for `pages` pages at `phys`, or why not.
@@ -184,7 +226,21 @@ impl Claims {
         Ok((bit, want))
     }
 
-    /// Claims `pages` pages from `phys`: all of them, or (on error) none.
+    /// Claims `pages` pages from `phys` as metadata of the reader that
+    /// reads them: all of them, or (on error) none. Metadata stays claimed
+    /// until [`Claims::finish`], which gives it back with the free pages;
+    /// [`Claims::release`] never releases it.
+    pub fn claim_meta(&mut self, phys: u64, pages: u64) -> Result<(), ClaimError> {
+        self.claim(phys, pages)?;
+        if let Ok((bit, _)) = self.locate(phys, pages) {
+            fill(&mut self.meta, bit, pages, true);
+            self.meta_pages = self.meta_pages.saturating_add(pages);
+        }
+        Ok(())
+    }
+
+    /// Claims `pages` pages from `phys` as an object's data: all of them,
+    /// or (on error) none.
     #[inline]
     pub fn claim(&mut self, phys: u64, pages: u64) -> Result<(), ClaimError> {
         let (bit, range) = self.locate(phys, pages)?;
@@ -206,48 +262,101 @@ impl Claims {
             self.claimed = self.claimed.saturating_add(pages);
             return Ok(());
         }
-        if self.any_set(bit, pages) {
+        if any_set(&self.bits, bit, pages) {
             return Err(ClaimError::Twice { range });
         }
-        self.fill(bit, pages, true);
+        fill(&mut self.bits, bit, pages, true);
         self.claimed = self.claimed.saturating_add(pages);
         Ok(())
     }
 
-    /// Releases pages that [`Claims::claim`] claimed (a failed restore
-    /// undoing its work, or an owner giving memory up). Pages that are not
-    /// preserved are ignored.
+    /// Releases data pages that [`Claims::claim`] claimed (a failed
+    /// restore undoing its work, or an owner giving memory up). Pages that
+    /// are not preserved are ignored, and metadata pages keep their role:
+    /// releasing them could hand a page that one reader read to another.
     pub fn release(&mut self, phys: u64, pages: u64) {
         if let Ok((bit, _)) = self.locate(phys, pages) {
-            let before = self.count_set(bit, pages);
-            self.fill(bit, pages, false);
+            if any_set(&self.meta, bit, pages) {
+                let first = phys / PAGE_SIZE;
+                for p in first..first.saturating_add(pages) {
+                    if !self.is_meta(p.saturating_mul(PAGE_SIZE)) {
+                        self.release(p.saturating_mul(PAGE_SIZE), 1);
+                    }
+                }
+                return;
+            }
+            let before = count_set(&self.bits, bit, pages);
+            fill(&mut self.bits, bit, pages, false);
             self.claimed = self.claimed.saturating_sub(before);
         }
     }
 
-    /// Whether the page at `phys` is claimed.
+    /// Whether the page at `phys` is claimed (as data or metadata).
     pub fn is_claimed(&mut self, phys: u64) -> bool {
         match self.locate(phys & !(PAGE_SIZE - 1), 1) {
-            Ok((bit, _)) => self.any_set(bit, 1),
+            Ok((bit, _)) => any_set(&self.bits, bit, 1),
             Err(_) => false,
         }
     }
 
-    /// Every run of preserved pages nobody claimed, in address order: what
-    /// the next kernel frees at finish.
+    /// Whether the page at `phys` is claimed as metadata.
+    pub fn is_meta(&mut self, phys: u64) -> bool {
+        match self.locate(phys & !(PAGE_SIZE - 1), 1) {
+            Ok((bit, _)) => any_set(&self.meta, bit, 1),
+            Err(_) => false,
+        }
+    }
+
+    /// Every run of preserved pages nobody claimed, in address order.
     pub fn unclaimed(&self) -> impl Iterator<Item = Range> + '_ {
+        self.runs(|c, _| !c)
+    }
+
+    /// Every run of pages claimed as metadata, in address order.
+    pub fn metadata(&self) -> impl Iterator<Item = Range> + '_ {
+        self.runs(|_, m| m)
+    }
+
+    /// What the next kernel gives back to its allocator at finish, in
+    /// address order: every preserved page that is free or metadata.
+    pub fn to_free(&self) -> impl Iterator<Item = Range> + '_ {
+        self.runs(|c, m| !c || m)
+    }
+
+    /// Ends the claims: consumes them (no claim can follow) and returns
+    /// what [`Claims::to_free`] lists, for the allocator.
+    pub fn finish(self) -> Vec<Range> {
+        let mut out = Vec::new();
+        for r in self.to_free() {
+            if out.try_reserve(1).is_err() {
+                break;
+            }
+            out.push(r);
+        }
+        out
+    }
+
+    /// Runs of pages for which `keep(claimed, meta)` holds.
+    fn runs<F: Fn(bool, bool) -> bool + Copy + 'static>(
+        &self,
+        keep: F,
+    ) -> impl Iterator<Item = Range> + '_ {
         self.spans.iter().flat_map(move |s| {
             let pages = s.range.len() / PAGE_SIZE;
             let mut i = 0u64;
+            let want = move |i: u64| {
+                let b = s.bit.saturating_add(i);
+                keep(get(&self.bits, b), get(&self.meta, b))
+            };
             core::iter::from_fn(move || {
-                while i < pages && self.get(s.bit.saturating_add(i)) {
+                while i < pages && !want(i) {
                     i = i.saturating_add(1);
                 }
                 if i >= pages {
                     return None;
                 }
                 let start = i;
-                while i < pages && !self.get(s.bit.saturating_add(i)) {
+                while i < pages && want(i) {
                     i = i.saturating_add(1);
                 }
                 let at = |p: u64| s.range.start.saturating_add(p.saturating_mul(PAGE_SIZE));
@@ -255,76 +364,73 @@ impl Claims {
             })
         })
     }
+}
 
-    fn get(&self, bit: u64) -> bool {
-        let w = self.bits.get((bit / 64) as usize).copied().unwrap_or(0);
-        w >> (bit % 64) & 1 == 1
+fn get(bits: &[u64], bit: u64) -> bool {
+    let w = bits.get((bit / 64) as usize).copied().unwrap_or(0);
+    w >> (bit % 64) & 1 == 1
+}
+
+/// The bitmap words covering `n > 0` bits from `bit`: the first and last
+/// word and the masks of the bits in each (whole words between).
+fn span(bit: u64, n: u64) -> (usize, usize, u64, u64) {
+    let last = bit.saturating_add(n).saturating_sub(1);
+    let first_mask = u64::MAX << (bit % 64);
+    let last_mask = u64::MAX >> (63u64.saturating_sub(last % 64));
+    (
+        (bit / 64) as usize,
+        (last / 64) as usize,
+        first_mask,
+        last_mask,
+    )
+}
+
+fn any_set(bits: &[u64], bit: u64, n: u64) -> bool {
+    let (fw, lw, fm, lm) = span(bit, n);
+    let word = |i: usize| bits.get(i).copied().unwrap_or(0);
+    if fw == lw {
+        return word(fw) & fm & lm != 0;
     }
-
-    /// The bitmap words covering `n > 0` bits from `bit`: the first and
-    /// last word and the masks of the bits in each (whole words between).
-    fn span(bit: u64, n: u64) -> (usize, usize, u64, u64) {
-        let last = bit.saturating_add(n).saturating_sub(1);
-        let first_mask = u64::MAX << (bit % 64);
-        let last_mask = u64::MAX >> (63u64.saturating_sub(last % 64));
-        (
-            (bit / 64) as usize,
-            (last / 64) as usize,
-            first_mask,
-            last_mask,
-        )
-    }
-
-    fn any_set(&self, bit: u64, n: u64) -> bool {
-        let (fw, lw, fm, lm) = Self::span(bit, n);
-        let word = |i: usize| self.bits.get(i).copied().unwrap_or(0);
-        if fw == lw {
-            return word(fw) & fm & lm != 0;
-        }
-        word(fw) & fm != 0
-            || word(lw) & lm != 0
-            || self
-                .bits
-                .get(fw.saturating_add(1)..lw)
-                .is_some_and(|mid| mid.iter().any(|&x| x != 0))
-    }
-
-    fn count_set(&self, bit: u64, n: u64) -> u64 {
-        let (fw, lw, fm, lm) = Self::span(bit, n);
-        let ones =
-            |i: usize, m: u64| u64::from((self.bits.get(i).copied().unwrap_or(0) & m).count_ones());
-        if fw == lw {
-            return ones(fw, fm & lm);
-        }
-        let mid: u64 = self
-            .bits
+    word(fw) & fm != 0
+        || word(lw) & lm != 0
+        || bits
             .get(fw.saturating_add(1)..lw)
-            .map_or(0, |m| m.iter().map(|x| u64::from(x.count_ones())).sum());
-        ones(fw, fm)
-            .saturating_add(ones(lw, lm))
-            .saturating_add(mid)
-    }
+            .is_some_and(|mid| mid.iter().any(|&x| x != 0))
+}
 
-    fn fill(&mut self, bit: u64, n: u64, set: bool) {
-        let (fw, lw, fm, lm) = Self::span(bit, n);
-        let mut apply = |i: usize, m: u64| {
-            if let Some(x) = self.bits.get_mut(i) {
-                if set {
-                    *x |= m;
-                } else {
-                    *x &= !m;
-                }
+fn count_set(bits: &[u64], bit: u64, n: u64) -> u64 {
+    let (fw, lw, fm, lm) = span(bit, n);
+    let ones = |i: usize, m: u64| u64::from((bits.get(i).copied().unwrap_or(0) & m).count_ones());
+    if fw == lw {
+        return ones(fw, fm & lm);
+    }
+    let mid: u64 = bits
+        .get(fw.saturating_add(1)..lw)
+        .map_or(0, |m| m.iter().map(|x| u64::from(x.count_ones())).sum());
+    ones(fw, fm)
+        .saturating_add(ones(lw, lm))
+        .saturating_add(mid)
+}
+
+fn fill(bits: &mut [u64], bit: u64, n: u64, set: bool) {
+    let (fw, lw, fm, lm) = span(bit, n);
+    let mut apply = |i: usize, m: u64| {
+        if let Some(x) = bits.get_mut(i) {
+            if set {
+                *x |= m;
+            } else {
+                *x &= !m;
             }
-        };
-        if fw == lw {
-            apply(fw, fm & lm);
-            return;
         }
-        apply(fw, fm);
-        apply(lw, lm);
-        if let Some(mid) = self.bits.get_mut(fw.saturating_add(1)..lw) {
-            mid.fill(if set { u64::MAX } else { 0 });
-        }
+    };
+    if fw == lw {
+        apply(fw, fm & lm);
+        return;
+    }
+    apply(fw, fm);
+    apply(lw, lm);
+    if let Some(mid) = bits.get_mut(fw.saturating_add(1)..lw) {
+        mid.fill(if set { u64::MAX } else { 0 });
     }
 }
 
@@ -389,6 +495,48 @@ mod tests {
             c.unclaimed().collect::<Vec<_>>(),
             vec![Range::new(0x10 * P, 0x30 * P)]
         );
+    }
+
+    #[test]
+    fn scratch_is_refused_even_when_the_preserved_list_overlaps_it() {
+        // Before, scratch was consulted only after a claim failed, so a
+        // preserved list overlapping scratch let a claim in scratch pass.
+        let pres = [Range::new(0x10 * P, 0x40 * P)];
+        let scratch = [Range::new(0x20 * P, 0x30 * P)];
+        let mut c = Claims::new(pres, &scratch).unwrap();
+        for (at, n) in [(0x20, 1), (0x2f, 1), (0x1f, 2), (0x10, 0x30)] {
+            assert!(
+                matches!(c.claim(at * P, n), Err(ClaimError::InScratch { .. })),
+                "{at:#x}+{n}"
+            );
+        }
+        c.claim(0x10 * P, 0x10).unwrap();
+        c.claim(0x30 * P, 0x10).unwrap();
+        assert_eq!(c.claimed_pages(), 0x20);
+        assert_eq!(c.to_free().count(), 0);
+    }
+
+    #[test]
+    fn metadata_keeps_its_role_until_finish() {
+        let pres = [Range::new(0x10 * P, 0x20 * P)];
+        let mut c = Claims::new(pres, &[]).unwrap();
+        c.claim_meta(0x10 * P, 2).unwrap();
+        c.claim(0x12 * P, 2).unwrap();
+        // No one can take metadata, and releasing it changes nothing.
+        assert!(matches!(
+            c.claim(0x11 * P, 1),
+            Err(ClaimError::Twice { .. })
+        ));
+        c.release(0x10 * P, 4);
+        assert!(c.is_meta(0x10 * P) && c.is_claimed(0x11 * P));
+        assert!(!c.is_claimed(0x12 * P));
+        assert_eq!((c.claimed_pages(), c.data_pages()), (2, 0));
+        assert!(matches!(
+            c.claim(0x11 * P, 1),
+            Err(ClaimError::Twice { .. })
+        ));
+        // Finish gives back the free pages and the metadata, once.
+        assert_eq!(c.finish(), vec![Range::new(0x10 * P, 0x20 * P)]);
     }
 
     proptest! {

@@ -70,8 +70,10 @@
 //!     let mut ctx = RestoreCtx { ram, scratch: h.scratch.areas(), claims: &mut claims };
 //!     luo.retrieve("vm-1", 1, p, &mut ctx)?;
 //!     let file = luo.take("vm-1", 1)?;
-//!     // Everything preserved that nobody adopted goes back to `p`.
-//!     luo.finish(p, &claims);
+//!     // Everything preserved that nobody adopted, and every page only
+//!     // read as metadata, goes back to `p`; the claims end here.
+//!     let done = luo.finish(p, claims)?;
+//!     assert!(done.lost.is_empty() && done.unread.is_none());
 //!     Ok(file.downcast::<Memfd>().ok().map(|f| *f))
 //! }
 //! ```
@@ -88,6 +90,7 @@ extern crate std;
 
 pub mod chain;
 pub mod claims;
+pub mod csum;
 pub mod elf;
 pub mod error;
 pub mod fdt;

@@ -182,7 +182,10 @@ impl Scratch {
         let mut free: RangeSet<{ MAX_SCRATCH * 4 }> = RangeSet::new();
         let page = crate::PAGE_SIZE;
         let fits = self.areas().iter().all(|a| free.insert(*a).is_ok())
-            && keep.iter().all(|k| free.carve(k.pages_around()).is_ok())
+            && keep
+                .iter()
+                .filter(|k| !k.is_empty())
+                .all(|k| free.carve(k.pages_around()).is_ok())
             && (0..pages).all(|_| free.alloc(page, page).is_some());
         let run = run.checked_next_multiple_of(page).unwrap_or(u64::MAX);
         if fits && free.clone().alloc(run, align).is_some() {
@@ -352,6 +355,19 @@ mod tests {
     proptest::proptest! {
         /// Any handed-over areas, kept ranges and sizes: an answer, never a
         /// panic; and a run that fits in one area clear of everything fits.
+        #[test]
+        fn holds_early_ignores_empty_kept_ranges(at in 0u64..(1 << 40)) {
+            // Before, an empty range was carved as a page (or refused),
+            // and a valid handoff could be refused: a cold boot that loses
+            // everything.
+            let rec = ScratchRecord { start: (2u64 << 21).into(), size: (64u64 << 21).into() };
+            let ram = [Range::new(0, u64::MAX)];
+            let s = Scratch::from_records(rec.as_bytes(), &ram).unwrap();
+            let keep = [Range::new(at, at), Range::new(5 << 21, 5 << 21)];
+            proptest::prop_assert_eq!(s.holds_early(&keep, 256, 32 << 20, 2 << 20), Ok(()));
+            proptest::prop_assert_eq!(s.holds_early(&[], 256, 32 << 20, 2 << 20), Ok(()));
+        }
+
         #[test]
         fn holds_early_answers_anything(
             list in proptest::collection::vec((0u64..300, 1u64..100), 1..8),

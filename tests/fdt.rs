@@ -1036,7 +1036,7 @@ fn reservations_end_at_the_first_entry_of_size_zero_as_in_dtc() {
 fn a_reservation_that_wraps_is_refused_by_reader_and_writer() {
     for (a, s) in [
         (u64::MAX - 0xfff, 0x2000),
-        (u64::MAX - 0xfff, 0x1000),
+        (u64::MAX - 0xffe, 0x1000),
         (u64::MAX, u64::MAX),
     ] {
         let b = with_reservations(&[(0x1000, 0x1000), (a, s), (0, 0)]);
@@ -1048,9 +1048,30 @@ fn a_reservation_that_wraps_is_refused_by_reader_and_writer() {
         let mut w = FdtWriter::new(&mut buf).unwrap();
         assert_eq!(w.reserve_memory(a, s), Err(WriteError::ReservationWraps));
     }
-    // The highest range that does fit is fine.
-    let b = with_reservations(&[(u64::MAX - 0xfff, 0xfff), (0, 0)]);
-    assert_eq!(Fdt::new(&b).unwrap().reservations().count(), 1);
+    // The highest ranges that do fit are fine, including one that ends
+    // exactly at 2^64 (dtc and libfdt read it too), from reader and writer.
+    for (a, s) in [
+        (u64::MAX - 0xfff, 0xfff),
+        (u64::MAX - 0xfff, 0x1000),
+        (0xffff_ffff_0000_0000, 0x1_0000_0000),
+        (u64::MAX, 1),
+    ] {
+        let b = with_reservations(&[(a, s), (0, 0)]);
+        let got: Vec<(u64, u64)> = Fdt::new(&b)
+            .unwrap()
+            .reservations()
+            .map(|r| (r.address, r.size))
+            .collect();
+        assert_eq!(got, [(a, s)]);
+        let mut buf = [0u8; 256];
+        let mut w = FdtWriter::new(&mut buf).unwrap();
+        assert_eq!(w.reserve_memory(a, s), Ok(()));
+    }
+    let b = with_reservations(&[(0xffff_ffff_0000_0000, 0x1_0000_0000), (0, 0)]);
+    assert_eq!(
+        dtc_memreserves(&b),
+        ["/memreserve/\t0xffffffff00000000 0x0000000100000000;"]
+    );
 }
 
 fn name_word(s: &str) -> u32 {

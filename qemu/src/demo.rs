@@ -559,7 +559,7 @@ pub(crate) fn hand_over(
     let mut mem = KernelMem;
     let root = handover::write(t, &mut mem).unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut buf = alloc::vec![0u8; 16 * 1024 + room];
-    let stamps = Stamps {
+    let mut stamps = Stamps {
         start: start.into(),
         written: 0.into(),
         jump: 0.into(),
@@ -590,32 +590,36 @@ pub(crate) fn hand_over(
     let blob_at = frames::alloc_below(pages, 1 << 32)
         .unwrap_or_else(|| fail(format_args!("no frames for the blob")));
     let blob = Range::new(blob_at, blob_at + len as u64);
-    let tsc_at = kho::fdt::Fdt::new(&buf)
-        .ok()
-        .and_then(|f| f.root().property("kho,tsc"))
-        .map(|p| p.value.as_ptr() as usize - buf.as_ptr() as usize)
-        .unwrap_or_else(|| fail(format_args!("no kho,tsc in our own blob")));
+    // Stamps the blob (which reseals it) and writes it to its frames;
+    // `kho.corrupt=blob` damages what is written, after the seal.
+    let corrupt_blob = p.cmdline_value("kho.corrupt") == Some("blob");
+    let publish = |buf: &mut Vec<u8>, stamps: &Stamps| {
+        kho::handoff::set_stamps(buf, stamps)
+            .unwrap_or_else(|e| fail(format_args!("stamping our own blob: {e}")));
+        let ok = if corrupt_blob {
+            let mut bad = buf.clone();
+            bad[0x48] ^= 0xff;
+            KernelMem.write_bytes(blob_at, &bad)
+        } else {
+            KernelMem.write_bytes(blob_at, buf)
+        };
+        if !ok {
+            fail(format_args!("cannot write the blob"));
+        }
+    };
     // Check our own output the way the next kernel will, and learn every
     // page it must keep.
     let mut log = ReserveLog::new();
     Reader::new(&mem, root, &ram, boot.scratch.areas())
         .restore(&mut log)
         .unwrap_or_else(|e| fail(format_args!("our own tracker chain: {e}")));
-    match p.cmdline_value("kho.corrupt") {
-        Some("blob") => buf[0x48] ^= 0xff,
-        Some("chain") => {
-            let first = root.first_page.get();
-            if let Some(f) = mem.frame_mut(first) {
-                f[0] ^= 0xff;
-            }
-        }
-        _ => {}
+    if p.cmdline_value("kho.corrupt") == Some("chain")
+        && let Some(f) = mem.frame_mut(root.first_page.get())
+    {
+        f[0] ^= 0xff;
     }
-    let written = tsc::now();
-    buf[tsc_at + 8..tsc_at + 16].copy_from_slice(&written.to_le_bytes());
-    if !mem.write_bytes(blob_at, &buf) {
-        fail(format_args!("cannot write the blob"));
-    }
+    stamps.written = tsc::now().into();
+    publish(&mut buf, &stamps);
     dump_blob(hop, &buf);
     kprintln!(
         "kho hop {hop}: preserved {} blocks ({} KiB) in {} chain pages, handoff blob {} bytes at {:#x}",
@@ -661,11 +665,8 @@ pub(crate) fn hand_over(
                 prep.span.end,
                 prep.entry
             );
-            let jump = tsc::now();
-            buf[tsc_at + 16..tsc_at + 24].copy_from_slice(&jump.to_le_bytes());
-            if !mem.write_bytes(blob_at, &buf) {
-                fail(format_args!("cannot write the blob"));
-            }
+            stamps.jump = tsc::now().into();
+            publish(&mut buf, &stamps);
             // SAFETY: the handoff is complete; everything the next kernel
             // needs is in `keep` or staged by `prepare`.
             unsafe { kexec::jump(prep) }

@@ -373,13 +373,15 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
         );
         restored.push((session_of(&session), token, *f));
     }
-    let (freed, gone) = l.finish(&mut mem, &claims);
+    let done = l
+        .finish(&mut mem, claims)
+        .unwrap_or_else(|e| fail(format_args!("finish: {e}")));
     kprintln!(
         "kho hop {hop}: {} objects retrieved in {} us (with checksums), {} lost; finish freed {} KiB nobody adopted",
         restored.len(),
         kho_x86_64::tsc::micros(tsc::now() - start),
-        gone.len(),
-        freed / 1024
+        done.lost.len(),
+        done.freed / 1024
     );
     (restored, lost)
 }

@@ -79,6 +79,12 @@ pub enum ElfError {
     },
     /// No PVH entry note (Xen note type 18 in a `PT_NOTE` segment).
     NoPvhEntry,
+    /// A note that must be unique appears twice (in one note segment or in
+    /// two): loaders could pick different ones.
+    DuplicateNote {
+        /// Which note (`PVH entry`, `kho reads`).
+        what: &'static str,
+    },
     /// The PVH entry point is not inside an executable loaded segment.
     EntryOutsideCode {
         /// The entry point.
@@ -118,6 +124,7 @@ impl fmt::Display for ElfError {
             BadAddress { index } => write!(f, "image segment {index} has a bad address"),
             SegmentsOverlap { a, b } => write!(f, "image segments {a} and {b} overlap"),
             NoPvhEntry => f.write_str("image has no PVH entry note (Xen note type 18)"),
+            DuplicateNote { what } => write!(f, "image has two {what} notes"),
             EntryOutsideCode { entry } => write!(
                 f,
                 "image PVH entry {entry:#x} is not in an executable segment"
@@ -291,12 +298,18 @@ impl<'a> Image<'a> {
                     let r = range_of(ph.filesz.get(), ph.offset.get(), bytes.len())
                         .ok_or(ElfError::SegmentOutsideFile { index })?;
                     let notes = bytes.get(r).unwrap_or(&[]);
-                    if let Some(e) = pvh_note(notes) {
-                        entry = Some(e);
-                    }
-                    if let Some(d) = find_note(notes, crate::luo::NOTE_NAME, crate::luo::NOTE_READS)
-                    {
-                        img.reads = Some(d);
+                    for (name, ty, desc) in each_note(notes) {
+                        if name == b"Xen\0" && ty == XEN_ELFNOTE_PHYS32_ENTRY {
+                            if entry.is_some() {
+                                return Err(ElfError::DuplicateNote { what: "PVH entry" });
+                            }
+                            entry = Some(pvh_entry(desc).ok_or(ElfError::NoPvhEntry)?);
+                        } else if name == crate::luo::NOTE_NAME && ty == crate::luo::NOTE_READS {
+                            if img.reads.is_some() {
+                                return Err(ElfError::DuplicateNote { what: "kho reads" });
+                            }
+                            img.reads = Some(desc);
+                        }
                     }
                 }
                 _ => {}
@@ -370,28 +383,27 @@ impl<'a> Image<'a> {
     }
 }
 
-/// The descriptor of the first note of owner `name` (with its NUL) and
-/// type `ty` in a note segment's bytes.
-fn find_note<'a>(mut notes: &'a [u8], name: &[u8], ty: u32) -> Option<&'a [u8]> {
+/// Every well-formed note of a note segment's bytes, in order: owner name
+/// (with its NUL), type, descriptor. The walk stops at the first note that
+/// does not fit.
+fn each_note(mut notes: &[u8]) -> impl Iterator<Item = (&[u8], u32, &[u8])> {
     // Each note: namesz, descsz, type (u32 each), name padded to 4, desc
     // padded to 4.
-    loop {
+    core::iter::from_fn(move || {
         let (hdr, rest) = <[U32; 3]>::ref_from_prefix(notes).ok()?;
-        let [namesz, descsz, t] = hdr.map(|x| x.get() as usize);
+        let [namesz, descsz, t] = hdr.map(|x| x.get());
+        let (namesz, descsz) = (namesz as usize, descsz as usize);
         let name_len = namesz.checked_next_multiple_of(4)?;
         let desc_len = descsz.checked_next_multiple_of(4)?;
         let owner = rest.get(..namesz)?;
         let desc = rest.get(name_len..name_len.checked_add(descsz)?)?;
-        if t == ty as usize && owner == name {
-            return Some(desc);
-        }
-        notes = rest.get(name_len.checked_add(desc_len)?..)?;
-    }
+        notes = rest.get(name_len.checked_add(desc_len)?..).unwrap_or(&[]);
+        Some((owner, t, desc))
+    })
 }
 
-/// The PVH entry in a note segment's bytes, if it has one.
-fn pvh_note(notes: &[u8]) -> Option<u64> {
-    let desc = find_note(notes, b"Xen\0", XEN_ELFNOTE_PHYS32_ENTRY)?;
+/// The PVH entry of a note's descriptor (4 or 8 bytes).
+fn pvh_entry(desc: &[u8]) -> Option<u64> {
     match desc.len() {
         4 => Some(u64::from(u32::from_le_bytes(desc.try_into().ok()?))),
         8 => Some(u64::from_le_bytes(desc.try_into().ok()?)),

@@ -189,3 +189,67 @@ proptest::proptest! {
         }
     }
 }
+
+/// Writes a note (owner `name`, type `ty`, descriptor `desc`) at `at`;
+/// returns its length.
+fn put_note(b: &mut [u8], at: usize, name: &[u8], ty: u32, desc: &[u8]) -> usize {
+    let nl = name.len().next_multiple_of(4);
+    let dl = desc.len().next_multiple_of(4);
+    for (k, w) in [name.len() as u32, desc.len() as u32, ty]
+        .iter()
+        .enumerate()
+    {
+        b[at + 4 * k..at + 4 * k + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    b[at + 12..at + 12 + name.len()].copy_from_slice(name);
+    b[at + 12 + nl..at + 12 + nl + desc.len()].copy_from_slice(desc);
+    12 + nl + dl
+}
+
+#[test]
+fn notes_that_must_be_unique_are_refused_when_repeated() {
+    // Two PVH entry notes in one segment: which would a loader take?
+    let mut b = good();
+    let n = 20;
+    put_note(&mut b, 0x400 + n, b"Xen\0", 18, &0x20_0020u32.to_le_bytes());
+    b[64 + 2 * 56 + 32..64 + 2 * 56 + 40].copy_from_slice(&40u64.to_le_bytes());
+    assert_eq!(
+        Image::parse(&b).unwrap_err(),
+        ElfError::DuplicateNote { what: "PVH entry" }
+    );
+    // Two in two note segments.
+    let mut b = build(
+        &[
+            (1, 5, 0x1000, 0x20_0000, 0x1000, 0x1000),
+            (4, 4, 0x400, 0, 20, 20),
+            (4, 4, 0x500, 0, 20, 20),
+        ],
+        0x2000,
+        Some((0x400, 0x20_0010)),
+    );
+    put_note(&mut b, 0x500, b"Xen\0", 18, &0x20_0010u32.to_le_bytes());
+    assert_eq!(
+        Image::parse(&b).unwrap_err(),
+        ElfError::DuplicateNote { what: "PVH entry" }
+    );
+    // Two kho reads notes (in two segments): preflight could judge by
+    // either list.
+    let mut b = build(
+        &[
+            (1, 5, 0x1000, 0x20_0000, 0x1000, 0x1000),
+            (4, 4, 0x400, 0, 0x40, 0x40),
+            (4, 4, 0x500, 0, 0x40, 0x40),
+        ],
+        0x2000,
+        Some((0x400, 0x20_0010)),
+    );
+    let reads = crate::luo::NOTE_READS;
+    put_note(&mut b, 0x400 + 20, b"kho\0", reads, b"memfd-v1\0\0\0\0");
+    let img = Image::parse(&b[..]).unwrap();
+    assert!(img.reads().is_some());
+    put_note(&mut b, 0x500, b"kho\0", reads, b"memfd-v2\0\0\0\0");
+    assert_eq!(
+        Image::parse(&b).unwrap_err(),
+        ElfError::DuplicateNote { what: "kho reads" }
+    );
+}

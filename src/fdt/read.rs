@@ -442,7 +442,9 @@ impl<'a> Fdt<'a> {
             e = next;
             match (a, s) {
                 (Some(_), Some(0)) => break,
-                (Some(a), Some(s)) if a.checked_add(s).is_some() => {}
+                // It may end exactly at 2^64 (dtc and libfdt read that),
+                // not past it.
+                (Some(a), Some(s)) if a.checked_add(s.saturating_sub(1)).is_some() => {}
                 _ => return Err(FdtError::BadReservation { index }),
             }
             index = index.saturating_add(1);

@@ -190,7 +190,7 @@ impl<'a> FdtWriter<'a> {
         if size == 0 {
             return Err(WriteError::EmptyReservation);
         }
-        if address.checked_add(size).is_none() {
+        if address.checked_add(size.saturating_sub(1)).is_none() {
             return Err(WriteError::ReservationWraps);
         }
         self.reserve_struct(16)?;
@@ -503,7 +503,13 @@ impl<'a> FdtWriter<'a> {
     /// Writes the END token, moves the strings block into place and fills
     /// in the header. Returns the blob's size: the first that many bytes of
     /// the buffer.
-    pub fn finish(mut self) -> Result<usize, WriteError> {
+    pub fn finish(self) -> Result<usize, WriteError> {
+        self.finish_into().map(|(n, _)| n)
+    }
+
+    /// Like [`FdtWriter::finish`], and gives the buffer back (to patch a
+    /// value in place, such as a checksum over the finished blob).
+    pub fn finish_into(mut self) -> Result<(usize, &'a mut [u8]), WriteError> {
         let Some(struct_start) = self.struct_start else {
             return Err(WriteError::Unfinished);
         };
@@ -536,6 +542,6 @@ impl<'a> FdtWriter<'a> {
         for (i, w) in words.iter().enumerate() {
             self.buf[i * 4..i * 4 + 4].copy_from_slice(&w.to_be_bytes());
         }
-        Ok(total)
+        Ok((total, self.buf))
     }
 }

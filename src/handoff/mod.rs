@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! / {
-//!     compatible = "kho-handoff-v1";
+//!     compatible = "kho-handoff-v2";
+//!     kho,csum = [8 bytes];           // kho-sum64 of the blob, this value read as 0
 //!     kho,hop = <N>;                  // kexecs before this one (0: cold boot)
 //!     kho,tsc = [24 bytes];           // TSC: handoff start, blob written, jump
 //!     tracker { compatible = "kho-tracker-v2"; kho,root = [TrackerRoot]; };
@@ -37,9 +38,9 @@ use zerocopy::byteorder::little_endian::U64;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// Version string of the handoff blob (its root `compatible`).
-pub const HANDOFF_VERSION: &str = "kho-handoff-v1";
+pub const HANDOFF_VERSION: &str = "kho-handoff-v2";
 /// The command line of the PVH module that carries the handoff blob.
-pub const HANDOFF_MODULE: &str = "kho,handoff-v1";
+pub const HANDOFF_MODULE: &str = "kho,handoff-v2";
 /// The command line of the PVH module that carries the running kernel's own
 /// image, so that the next kernel can kexec again.
 pub const IMAGE_MODULE: &str = "kho,image";
@@ -108,6 +109,27 @@ pub enum HandoffError {
     },
     /// The blob's bytes could not be read.
     Unreadable,
+    /// The blob's `kho,csum` does not match its bytes: it changed after
+    /// it was written.
+    BadSum {
+        /// The sum the blob states.
+        stated: u64,
+        /// The sum of its bytes.
+        actual: u64,
+    },
+    /// The blob lies inside preserved memory: it would be both metadata
+    /// (freed after restore) and preserved data.
+    BlobInPreserved {
+        /// The blob's pages.
+        range: Range,
+    },
+    /// Two subsystems' `kho,data` overlap: one page, two owners.
+    DataOverlap {
+        /// One subsystem's data.
+        first: Range,
+        /// The other's.
+        second: Range,
+    },
     /// The scratch list is invalid.
     Scratch(ScratchError),
     /// The tracker's chain is invalid.
@@ -132,6 +154,16 @@ impl fmt::Display for HandoffError {
                 "handoff blob at {range} is too large, outside RAM or in scratch"
             ),
             Unreadable => f.write_str("handoff blob cannot be read"),
+            BadSum { stated, actual } => write!(
+                f,
+                "handoff blob fails its checksum (states {stated:#018x}, its bytes sum to {actual:#018x}): changed after it was written"
+            ),
+            BlobInPreserved { range } => {
+                write!(f, "handoff blob at {range} lies inside preserved memory")
+            }
+            DataOverlap { first, second } => {
+                write!(f, "handoff subsystems' data {first} and {second} overlap")
+            }
             Scratch(e) => write!(f, "handoff scratch areas: {e}"),
             Tracker(e) => write!(f, "handoff tracker: {e}"),
             Reserve(e) => write!(f, "handoff reservation: {e}"),
@@ -170,6 +202,7 @@ impl<'a> HandoffWriter<'a> {
         let mut w = FdtWriter::new(buf)?;
         w.begin_node("")?;
         w.property_string("compatible", HANDOFF_VERSION)?;
+        w.property("kho,csum", &[0u8; 8])?;
         w.property_u32("kho,hop", hop)?;
         w.property_struct("kho,tsc", &stamps)?;
         w.begin_node("tracker")?;
@@ -218,13 +251,65 @@ impl<'a> HandoffWriter<'a> {
         self.w.end_node()
     }
 
-    /// Closes the root and fills in the header.
+    /// Closes the root, fills in the header and seals the blob (its
+    /// checksum). Anything that changes the blob later must reseal it
+    /// ([`set_stamps`] does).
     pub fn finish(mut self) -> Result<Written, WriteError> {
         self.w.end_node()?;
-        Ok(Written {
-            len: self.w.finish()?,
-        })
+        let (len, buf) = self.w.finish_into()?;
+        seal(buf.get_mut(..len).ok_or(WriteError::Unfinished)?)
+            .map_err(|_| WriteError::Unfinished)?;
+        Ok(Written { len })
     }
+}
+
+/// The offset of the `kho,csum` value in `blob`, with the sum it states.
+fn csum_at(fdt: &Fdt<'_>) -> Result<(usize, u64), HandoffError> {
+    let p = fdt
+        .root()
+        .property("kho,csum")
+        .ok_or(HandoffError::Missing("kho,csum"))?;
+    let v: [u8; 8] = p
+        .value
+        .try_into()
+        .map_err(|_| HandoffError::BadProperty("kho,csum"))?;
+    let at = (p.value.as_ptr() as usize).wrapping_sub(fdt.as_bytes().as_ptr() as usize);
+    Ok((at, u64::from_le_bytes(v)))
+}
+
+/// Recomputes the checksum of a written blob (after a change to it).
+pub fn seal(blob: &mut [u8]) -> Result<(), HandoffError> {
+    let (at, len) = {
+        let fdt = Fdt::new(blob)?;
+        (csum_at(&fdt)?.0, fdt.as_bytes().len())
+    };
+    let bytes = blob.get(..len).ok_or(HandoffError::Unreadable)?;
+    let sum = crate::csum::sum64_skipping(bytes, at);
+    blob.get_mut(at..at.saturating_add(8))
+        .ok_or(HandoffError::Unreadable)?
+        .copy_from_slice(&sum.to_le_bytes());
+    Ok(())
+}
+
+/// Replaces the stamps (`kho,tsc`) of a written blob and reseals it: the
+/// first kernel stamps the time it wrote the blob and the time of the
+/// jump after the blob is written.
+pub fn set_stamps(blob: &mut [u8], stamps: &Stamps) -> Result<(), HandoffError> {
+    let at = {
+        let fdt = Fdt::new(blob)?;
+        let p = fdt
+            .root()
+            .property("kho,tsc")
+            .ok_or(HandoffError::Missing("kho,tsc"))?;
+        if p.value.len() != core::mem::size_of::<Stamps>() {
+            return Err(HandoffError::BadProperty("kho,tsc"));
+        }
+        (p.value.as_ptr() as usize).wrapping_sub(fdt.as_bytes().as_ptr() as usize)
+    };
+    blob.get_mut(at..at.saturating_add(core::mem::size_of::<Stamps>()))
+        .ok_or(HandoffError::Unreadable)?
+        .copy_from_slice(stamps.as_bytes());
+    seal(blob)
 }
 
 /// A parsed handoff blob (not yet restored).
@@ -295,6 +380,24 @@ impl<'a> Handoff<'a> {
     pub fn parse(blob: &'a [u8], ram: &[Range]) -> Result<Self, HandoffError> {
         let fdt = Fdt::new(blob)?;
         let root = fdt.root();
+        // The structure is sound; now the bytes must be those written,
+        // before any value is believed. An old blob (another version) has
+        // no sum: say that rather than "no kho,csum".
+        let (at, stated) = csum_at(&fdt).map_err(|e| {
+            let ours = root
+                .property("compatible")
+                .and_then(|p| p.as_str_list().ok())
+                .is_some_and(|mut l| l.any(|c| c == HANDOFF_VERSION));
+            if ours {
+                e
+            } else {
+                HandoffError::UnknownVersion
+            }
+        })?;
+        let actual = crate::csum::sum64_skipping(fdt.as_bytes(), at);
+        if actual != stated {
+            return Err(HandoffError::BadSum { stated, actual });
+        }
         let compat = root
             .property("compatible")
             .ok_or(HandoffError::UnknownVersion)?
@@ -383,11 +486,18 @@ struct Covering<'r, R: Reserve, const N: usize> {
     out: &'r mut R,
     data: [(Range, u64); N],
     count: usize,
+    /// The blob's pages, which no preserved range may overlap.
+    blob: Range,
+    blob_hit: bool,
 }
 
 impl<R: Reserve, const N: usize> Reserve for Covering<'_, R, N> {
     fn reserve(&mut self, range: Range, why: Kept) -> Result<(), ReserveError> {
         if why == Kept::Preserved {
+            if range.overlaps(&self.blob) {
+                self.blob_hit = true;
+                return Err(ReserveError::Overlap { range });
+            }
             for (d, covered) in self.data.iter_mut().take(self.count) {
                 let lo = d.start.max(range.start);
                 let hi = d.end.min(range.end);
@@ -452,6 +562,8 @@ fn restore_inner<M: PhysMem, R: Reserve>(
         out,
         data: [(Range::new(0, 0), 0); MAX_SUBSYSTEMS],
         count: 0,
+        blob: pages,
+        blob_hit: false,
     };
     for s in handoff.subsystems() {
         if let Some(d) = s.data {
@@ -463,8 +575,27 @@ fn restore_inner<M: PhysMem, R: Reserve>(
             cov.count = cov.count.saturating_add(1);
         }
     }
+    // One owner per byte: no two subsystems' data overlap.
+    let used = cov.data.get_mut(..cov.count).unwrap_or(&mut []);
+    used.sort_unstable_by_key(|(d, _)| d.start);
+    for w in used.windows(2) {
+        if let [(a, _), (b, _)] = w
+            && a.overlaps(b)
+        {
+            return Err(HandoffError::DataOverlap {
+                first: *a,
+                second: *b,
+            });
+        }
+    }
     let reader = Reader::new(mem, handoff.tracker, ram, handoff.scratch.areas());
-    let tracker = reader.restore(&mut cov).map_err(HandoffError::Tracker)?;
+    let tracker = reader.restore(&mut cov).map_err(|e| {
+        if cov.blob_hit {
+            HandoffError::BlobInPreserved { range: pages }
+        } else {
+            HandoffError::Tracker(e)
+        }
+    })?;
     for (d, covered) in cov.data.iter().take(cov.count) {
         if *covered != d.len() {
             return Err(HandoffError::DataNotPreserved { range: *d });

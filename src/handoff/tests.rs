@@ -119,6 +119,8 @@ fn edit(blob: &[u8], f: impl Fn(&str, &str, &[u8]) -> Option<Vec<u8>>) -> Vec<u8
     rec(&mut w, fdt.root(), "", &f);
     let n = w.finish().unwrap();
     buf.truncate(n);
+    // Resealed, so the checks behind the checksum are what is tested.
+    let _ = super::seal(&mut buf);
     buf
 }
 
@@ -152,6 +154,28 @@ fn a_bad_blob_is_refused_with_a_typed_error() {
         parse_err(&drop("", "kho,hop")),
         HandoffError::Missing("kho,hop")
     );
+    assert_eq!(
+        parse_err(&drop("", "kho,csum")),
+        HandoffError::Missing("kho,csum")
+    );
+    assert_eq!(
+        parse_err(&set("", "kho,csum", b"1234")),
+        HandoffError::BadProperty("kho,csum")
+    );
+    // Any byte changed after the blob was sealed: the FDT's structure may
+    // still hold, but the sum does not.
+    let (_, blob2, _, _) = handoff();
+    for at in [8usize, 60, 100, blob2.len() / 2, blob2.len() - 1] {
+        let mut b = blob2.clone();
+        b[at] ^= 0x01;
+        assert!(
+            matches!(
+                parse_err(&b),
+                HandoffError::BadSum { .. } | HandoffError::Fdt(_)
+            ),
+            "byte {at}"
+        );
+    }
     assert_eq!(
         parse_err(&set("", "kho,tsc", b"abc")),
         HandoffError::BadProperty("kho,tsc")
@@ -244,10 +268,88 @@ fn a_failed_restore_leaves_nothing_reserved() {
     assert!(matches!(
         restore(&mem, &h, place, &RAM, &mut log),
         Err(HandoffError::Tracker(HandoverError::Chain(
-            crate::chain::ChainError::BadHeader { .. }
+            crate::chain::ChainError::BadSum { .. }
         )))
     ));
     assert!(log.ranges.is_empty());
+}
+
+#[test]
+fn the_blob_inside_preserved_memory_is_refused() {
+    // The blob's pages would be both metadata (freed after restore) and
+    // preserved data: refused, nothing reserved. Before, both were
+    // reported.
+    let (mut mem, blob, _, _) = handoff();
+    let inside = Range::new(0x900_1000, 0x900_1000 + blob.len() as u64);
+    assert!(mem.write_bytes(inside.start, &blob));
+    let h = Handoff::parse(&blob, &RAM).unwrap();
+    let mut log = ReserveLog::new();
+    assert_eq!(
+        restore(&mem, &h, inside, &RAM, &mut log),
+        Err(HandoffError::BlobInPreserved {
+            range: Range::new(0x900_1000, 0x900_2000)
+        })
+    );
+    assert!(log.ranges.is_empty());
+}
+
+#[test]
+fn two_subsystems_naming_the_same_bytes_are_refused() {
+    // One page, two owners: refused whichever node comes first.
+    let (mem, blob, place, _) = handoff();
+    let rec = |a: u64, n: u64| {
+        let mut r = alloc::vec![0u8; 16];
+        r[..8].copy_from_slice(&a.to_le_bytes());
+        r[8..].copy_from_slice(&n.to_le_bytes());
+        r
+    };
+    // The blob again, with `data` as the `empty` node's kho,data.
+    let with_empty = |data: Vec<u8>| {
+        let f = Fdt::new(&blob).unwrap();
+        let mut buf = alloc::vec![0u8; 8192];
+        let mut w = FdtWriter::new(&mut buf).unwrap();
+        w.begin_node("").unwrap();
+        for p in f.root().properties() {
+            w.property(p.name, p.value).unwrap();
+        }
+        for c in f.root().children() {
+            w.begin_node(c.name()).unwrap();
+            for p in c.properties() {
+                w.property(p.name, p.value).unwrap();
+            }
+            if c.name() == "empty" {
+                w.property("kho,data", &data).unwrap();
+            }
+            w.end_node().unwrap();
+        }
+        w.end_node().unwrap();
+        let n = w.finish().unwrap();
+        buf.truncate(n);
+        super::seal(&mut buf).unwrap();
+        buf
+    };
+    for (a, n) in [
+        (DATA.start, 0x1000),
+        (DATA.start + 0x2fff, 1),
+        (DATA.start - 0x1000, 0x1001),
+    ] {
+        let b = with_empty(rec(a, n));
+        let h = Handoff::parse(&b, &RAM).unwrap();
+        let mut log = ReserveLog::new();
+        assert!(
+            matches!(
+                restore(&mem, &h, place, &RAM, &mut log),
+                Err(HandoffError::DataOverlap { .. })
+            ),
+            "{a:#x}+{n:#x}"
+        );
+        assert!(log.ranges.is_empty());
+    }
+    // Next to it, not over it: fine (the other data must be preserved).
+    let b = with_empty(rec(0x900_0000, 0x1000));
+    let h = Handoff::parse(&b, &RAM).unwrap();
+    let mut log = ReserveLog::new();
+    assert!(restore(&mem, &h, place, &RAM, &mut log).is_ok());
 }
 
 #[test]
@@ -267,14 +369,14 @@ fn subsystems_cannot_take_reserved_names() {
 #[test]
 fn golden_handoff_pins_the_layout_and_dtc_reads_it() {
     let (_, blob, _, _) = handoff();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/handoff-v1.dtb");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/handoff-v2.dtb");
     if std::env::var_os("KHO_BLESS").is_some() {
         std::fs::write(&path, &blob).unwrap();
     }
-    let golden = std::fs::read(&path).expect("tests/golden/handoff-v1.dtb (KHO_BLESS=1 writes it)");
+    let golden = std::fs::read(&path).expect("tests/golden/handoff-v2.dtb (KHO_BLESS=1 writes it)");
     assert_eq!(
         blob, golden,
-        "the kho-handoff-v1 layout changed: that needs a new version string"
+        "the kho-handoff-v2 layout changed: that needs a new version string"
     );
     let h = Handoff::parse(&golden, &RAM).unwrap();
     assert_eq!(h.subsystem("demo").unwrap().data, Some(DATA));
@@ -290,7 +392,7 @@ fn golden_handoff_pins_the_layout_and_dtc_reads_it() {
             "{}",
             std::string::String::from_utf8_lossy(&out.stderr)
         );
-        assert!(dts.contains("compatible = \"kho-handoff-v1\";"), "{dts}");
+        assert!(dts.contains("compatible = \"kho-handoff-v2\";"), "{dts}");
         assert!(dts.contains("compatible = \"demo-v2\\0demo-v1\";"), "{dts}");
     }
 }

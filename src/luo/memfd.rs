@@ -6,6 +6,7 @@
 //! reads the versions it is configured to read, best first.
 
 use super::{Handler, LuoError, Payload, Platform, Prepared, RestoreCtx, Version};
+use crate::claims::Claims;
 use crate::memfd::{Memfd, MemfdError, v1, v2};
 use crate::tracker::Tracker;
 use crate::vmalloc::Vmalloc;
@@ -149,6 +150,14 @@ impl<P: Platform> Handler<P> for MemfdHandler {
             v2::read(data, p, ctx.ram, ctx.scratch, ctx.claims)?
         };
         Ok(Box::new(f))
+    }
+
+    fn discard(&mut self, obj: Box<dyn Any>, _: &mut P, claims: &mut Claims) {
+        if let Ok(f) = obj.downcast::<Memfd>() {
+            for x in f.folios() {
+                claims.release(x.phys, 1 << x.order);
+            }
+        }
     }
 }
 

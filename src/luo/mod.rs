@@ -19,7 +19,14 @@
 //! against the next image's list ([`ReadList`], from its ELF note),
 //! [`Luo::freeze`] (all or nothing), [`Luo::write`] into the handoff blob,
 //! kexec. Next kernel: [`Luo::incoming`], [`Luo::retrieve`] (idempotent, in
-//! any order), [`Luo::take`], [`Luo::finish`].
+//! any order), [`Luo::take`], [`Luo::finish`] (once; it consumes the
+//! claims).
+//!
+//! The outcome never depends on the order of retrieval: the first
+//! [`Luo::retrieve`] restores every incoming object, in blob order, so
+//! which of two objects that name the same page is refused is fixed by
+//! the blob, not by the caller. Objects restored but never retrieved are
+//! discarded at finish ([`Handler::discard`]) and reported lost.
 //!
 //! Nothing on the next kernel's path panics: an object no handler can read
 //! is a typed error naming the versions on both sides
@@ -133,7 +140,10 @@ pub trait Handler<P: Platform> {
     ) -> Result<(), LuoError>;
     /// Undoes [`Handler::prepare`] (a failed freeze, a refused kexec).
     fn unprepare(&mut self, obj: &mut dyn Any, prepared: Prepared, p: &mut P, t: &mut Tracker);
-    /// In the next kernel: the object from the payload of `version`.
+    /// In the next kernel: the object from the payload of `version`. It
+    /// must claim every preserved page it adopts ([`Claims::claim`], or
+    /// [`Claims::claim_meta`] for pages it only reads, such as record
+    /// arrays), and on error release the data it claimed.
     fn retrieve(
         &mut self,
         version: &str,
@@ -141,6 +151,10 @@ pub trait Handler<P: Platform> {
         p: &mut P,
         ctx: &mut RestoreCtx<'_>,
     ) -> Result<Box<dyn Any>, LuoError>;
+    /// In the next kernel, at finish: gives up a restored object that
+    /// nobody retrieved, releasing every page it claimed as data, so that
+    /// finish frees them.
+    fn discard(&mut self, obj: Box<dyn Any>, p: &mut P, claims: &mut Claims);
 }
 
 /// Errors of the orchestrator, each naming what was refused.
@@ -194,6 +208,14 @@ pub enum LuoError {
     },
     /// The blob's `luo` node is malformed.
     BadNode(&'static str),
+    /// A version is listed twice: in a handler's lists, in a reads note,
+    /// or in an object's payloads (which of two would a reader take?).
+    DuplicateVersion {
+        /// The family (or `reads` for a reads note).
+        family: String,
+        /// The version.
+        version: String,
+    },
     /// The memfd handler refused, or a memfd payload is bad.
     Memfd(crate::memfd::MemfdError),
     /// No memory for the orchestrator's lists.
@@ -262,6 +284,9 @@ impl fmt::Display for LuoError {
             }
             Handler { family, what } => write!(f, "luo: {family}: {what}"),
             BadNode(x) => write!(f, "luo: malformed node ({x})"),
+            DuplicateVersion { family, version } => {
+                write!(f, "luo: {family} lists version {version} twice")
+            }
             Memfd(e) => write!(f, "luo: {e}"),
             OutOfMemory => f.write_str("luo: out of memory"),
         }
@@ -306,12 +331,27 @@ pub const NOTE_READS: u32 = 0x4b52_0001;
 impl<'a> ReadList<'a> {
     /// A list from a note's descriptor bytes; `None` if an entry is not
     /// UTF-8 or its features are not hexadecimal.
+    ///
+    /// Also `None` if a version is listed twice (which entry's features
+    /// would count?), or if the last entry has no terminating NUL (a
+    /// truncated `memfd-v12` must not read as `memfd-v1`).
     pub fn parse(bytes: &'a [u8]) -> Option<Self> {
+        if bytes.last().is_some_and(|&b| b != 0) {
+            return None;
+        }
         let l = Self { bytes };
         for e in bytes.split(|&b| b == 0) {
             let s = core::str::from_utf8(e).ok()?;
             if let Some((_, feat)) = s.split_once('+') {
                 u64::from_str_radix(feat, 16).ok()?;
+            }
+        }
+        for (i, (name, _)) in l.versions().enumerate() {
+            if l.versions()
+                .skip(i.saturating_add(1))
+                .any(|(n, _)| n == name)
+            {
+                return None;
             }
         }
         Some(l)
@@ -370,8 +410,9 @@ enum Held {
     Live(Box<dyn Any>, Option<Prepared>),
     /// In the next kernel, not retrieved yet: its payloads from the blob.
     Incoming(Vec<InPayload>),
-    /// Retrieved, from the payload of this version (of this many bytes).
-    Restored(Box<dyn Any>, &'static str, usize),
+    /// Restored, from the payload of this version (of this many bytes);
+    /// `true` once the owner retrieved it.
+    Restored(Box<dyn Any>, &'static str, usize, bool),
     /// Retrieve failed (kept so that a second retrieve says the same).
     Failed(LuoError),
     /// Taken by its owner.
@@ -418,6 +459,25 @@ pub struct Luo<P: Platform> {
     handlers: Vec<Box<dyn Handler<P>>>,
     sessions: Vec<Session>,
     frozen: bool,
+    /// Why [`Luo::incoming`] could not read the blob's node, if it could
+    /// not: every object in it is lost, and finish says so.
+    unread: Option<LuoError>,
+    finished: bool,
+}
+
+/// What [`Luo::finish`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Finished {
+    /// Bytes given back to the allocator: preserved pages nobody adopted
+    /// and every page claimed as metadata.
+    pub freed: u64,
+    /// Objects that were not restored, each with why (`session`, `token`,
+    /// the error).
+    pub lost: Vec<(String, u64, LuoError)>,
+    /// If the blob's `luo` node could not be read at all: why. Every object
+    /// it held is lost, and none of them is in `lost` (their names could
+    /// not be trusted).
+    pub unread: Option<LuoError>,
 }
 
 impl<P: Platform> Default for Luo<P> {
@@ -433,13 +493,29 @@ impl<P: Platform> Luo<P> {
             handlers: Vec::new(),
             sessions: Vec::new(),
             frozen: false,
+            unread: None,
+            finished: false,
         }
     }
 
-    /// Registers a handler.
+    /// Registers a handler. Its lists may not name a version twice.
     pub fn register(&mut self, h: Box<dyn Handler<P>>) -> Result<(), LuoError> {
         if self.handler(h.family()).is_some() {
             return Err(LuoError::DuplicateFamily(h.family().to_string()));
+        }
+        for list in [h.writes(), h.reads()] {
+            for (i, v) in list.iter().enumerate() {
+                if list
+                    .iter()
+                    .skip(i.saturating_add(1))
+                    .any(|w| w.name == v.name)
+                {
+                    return Err(LuoError::DuplicateVersion {
+                        family: h.family().to_string(),
+                        version: v.name.to_string(),
+                    });
+                }
+            }
         }
         self.handlers.push(h);
         Ok(())
@@ -692,11 +768,19 @@ impl<P: Platform> Luo<P> {
     /// `luo` node (none if it has none). Each object waits for
     /// [`Luo::retrieve`].
     pub fn incoming(&mut self, h: &Handoff<'_>) -> Result<(), LuoError> {
-        if !self.sessions.is_empty() {
+        if !self.sessions.is_empty() || self.unread.is_some() {
             return Err(LuoError::State("incoming sessions on top of others"));
         }
-        self.sessions = node::read(h)?;
-        Ok(())
+        match node::read(h) {
+            Ok(s) => {
+                self.sessions = s;
+                Ok(())
+            }
+            Err(e) => {
+                self.unread = Some(e.clone());
+                Err(e)
+            }
+        }
     }
 
     /// The sessions and their tokens, in blob order.
@@ -708,9 +792,10 @@ impl<P: Platform> Luo<P> {
         })
     }
 
-    /// In the next kernel: restores the object (the first time), from the
-    /// best version both sides have, and returns it. Idempotent: later
-    /// calls return the same object, or the same error.
+    /// In the next kernel: returns the object, restored from the best
+    /// version both sides have. The first call restores every incoming
+    /// object in blob order (so the outcome does not depend on the order of
+    /// calls); later calls return the same object, or the same error.
     pub fn retrieve(
         &mut self,
         session: &str,
@@ -718,26 +803,42 @@ impl<P: Platform> Luo<P> {
         p: &mut P,
         ctx: &mut RestoreCtx<'_>,
     ) -> Result<(&mut dyn Any, &'static str), LuoError> {
+        if self.finished {
+            return Err(LuoError::State("finished"));
+        }
         let (si, oi) = self.find(session, token)?;
+        self.restore_all(p, ctx);
         let o = &mut self.sessions[si].objects[oi];
-        if let Held::Incoming(payloads) = &o.held {
-            let result = match self.handlers.iter_mut().find(|h| h.family() == o.family) {
-                None => Err(LuoError::NoHandler(o.family.clone())),
-                Some(h) => pick(h.reads(), payloads, &o.family).and_then(|(v, data)| {
-                    h.retrieve(v, data, p, ctx).map(|obj| (obj, v, data.len()))
-                }),
-            };
-            o.held = match result {
-                Ok((obj, v, n)) => Held::Restored(obj, v, n),
-                Err(e) => Held::Failed(e),
-            };
+        if let Held::Restored(_, _, _, seen) = &mut o.held {
+            *seen = true;
         }
         match &mut o.held {
-            Held::Restored(obj, v, _) => Ok((obj.as_mut(), *v)),
+            Held::Restored(obj, v, _, _) => Ok((obj.as_mut(), *v)),
             Held::Failed(e) => Err(e.clone()),
             Held::Taken => Err(LuoError::State("the object was taken")),
             Held::Live(..) => Err(LuoError::State("not an incoming object")),
             Held::Incoming(_) => Err(LuoError::State("not retrieved")),
+        }
+    }
+
+    /// Restores every object still incoming, in blob order.
+    fn restore_all(&mut self, p: &mut P, ctx: &mut RestoreCtx<'_>) {
+        for s in &mut self.sessions {
+            for o in &mut s.objects {
+                let Held::Incoming(payloads) = &o.held else {
+                    continue;
+                };
+                let result = match self.handlers.iter_mut().find(|h| h.family() == o.family) {
+                    None => Err(LuoError::NoHandler(o.family.clone())),
+                    Some(h) => pick(h.reads(), payloads, &o.family).and_then(|(v, data)| {
+                        h.retrieve(v, data, p, ctx).map(|obj| (obj, v, data.len()))
+                    }),
+                };
+                o.held = match result {
+                    Ok((obj, v, n)) => Held::Restored(obj, v, n, false),
+                    Err(e) => Held::Failed(e),
+                };
+            }
         }
     }
 
@@ -763,7 +864,7 @@ impl<P: Platform> Luo<P> {
     pub fn chosen(&self, session: &str, token: u64) -> Option<(&'static str, usize)> {
         let (si, oi) = self.find(session, token).ok()?;
         match &self.sessions[si].objects[oi].held {
-            Held::Restored(_, v, n) => Some((v, *n)),
+            Held::Restored(_, v, n, true) => Some((v, *n)),
             _ => None,
         }
     }
@@ -773,7 +874,7 @@ impl<P: Platform> Luo<P> {
         let (si, oi) = self.find(session, token)?;
         let o = &mut self.sessions[si].objects[oi];
         match core::mem::replace(&mut o.held, Held::Taken) {
-            Held::Restored(obj, _, _) => Ok(obj),
+            Held::Restored(obj, _, _, true) => Ok(obj),
             other => {
                 o.held = other;
                 Err(LuoError::State("only a retrieved object can be taken"))
@@ -781,15 +882,43 @@ impl<P: Platform> Luo<P> {
         }
     }
 
-    /// In the next kernel, when every object that will be retrieved is:
-    /// frees every preserved page nobody claimed (payloads of unchosen
-    /// versions, record arrays, objects never retrieved or that failed).
-    /// Preserved memory restored outside the orchestrator must be claimed
-    /// in `claims` before, or it is freed too.
-    /// Returns the bytes freed and the objects that were not restored.
-    pub fn finish(&mut self, p: &mut P, claims: &Claims) -> (u64, Vec<(String, u64, LuoError)>) {
+    /// In the next kernel, once, when every object that will be retrieved
+    /// is: discards objects restored but never retrieved, then consumes the
+    /// claims and frees every preserved page nobody adopted as data
+    /// (payloads of unchosen versions, objects never retrieved or that
+    /// failed) and every page claimed as metadata (record arrays, vmalloc
+    /// chains). Preserved memory restored outside the orchestrator must be
+    /// claimed before, or it is freed too. Taking the claims by value means
+    /// nothing can claim after finish; a second finish is
+    /// [`LuoError::State`].
+    pub fn finish(&mut self, p: &mut P, mut claims: Claims) -> Result<Finished, LuoError> {
+        if self.finished {
+            return Err(LuoError::State("finish was called before"));
+        }
+        self.finished = true;
+        let mut lost = Vec::new();
+        for s in &mut self.sessions {
+            for o in &mut s.objects {
+                let e = match core::mem::replace(&mut o.held, Held::Taken) {
+                    Held::Failed(e) => e,
+                    Held::Incoming(_) => LuoError::State("never retrieved"),
+                    Held::Restored(obj, _, _, false) => {
+                        if let Some(h) = self.handlers.iter_mut().find(|h| h.family() == o.family) {
+                            h.discard(obj, p, &mut claims);
+                        }
+                        LuoError::State("never retrieved")
+                    }
+                    other => {
+                        o.held = other;
+                        continue;
+                    }
+                };
+                lost.try_reserve(1).map_err(|_| LuoError::OutOfMemory)?;
+                lost.push((s.name.clone(), o.token, e));
+            }
+        }
         let mut freed = 0;
-        for r in claims.unclaimed() {
+        for r in claims.finish() {
             let mut at = r.start;
             while at < r.end {
                 let order = crate::tracker::block_order(at, r.end).min(crate::vmalloc::MAX_ORDER);
@@ -798,21 +927,11 @@ impl<P: Platform> Luo<P> {
             }
             freed += r.len();
         }
-        let mut lost = Vec::new();
-        for s in &mut self.sessions {
-            for o in &mut s.objects {
-                let e = match &o.held {
-                    Held::Failed(e) => Some(e.clone()),
-                    Held::Incoming(_) => Some(LuoError::State("never retrieved")),
-                    _ => None,
-                };
-                if let Some(e) = e {
-                    lost.push((s.name.clone(), o.token, e));
-                    o.held = Held::Taken;
-                }
-            }
-        }
-        (freed, lost)
+        Ok(Finished {
+            freed,
+            lost,
+            unread: self.unread.clone(),
+        })
     }
 }
 

@@ -139,6 +139,12 @@ pub(super) fn read(h: &Handoff<'_>) -> Result<Vec<Session>, LuoError> {
                     .property("kho,data")
                     .ok_or(LuoError::BadNode("payload kho,data"))?
                     .value;
+                if payloads.iter().any(|p: &InPayload| p.version == version) {
+                    return Err(LuoError::DuplicateVersion {
+                        family: family.to_string(),
+                        version: version.to_string(),
+                    });
+                }
                 payloads.push(InPayload {
                     version: version.to_string(),
                     required: feat.first().map_or(0, |f| f.get()),

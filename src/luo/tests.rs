@@ -10,7 +10,7 @@ use crate::platform::host::HostMem;
 use crate::scratch::{Scratch, ScratchRecord};
 use crate::tracker::handover;
 use alloc::vec;
-use zerocopy::IntoBytes;
+use zerocopy::{FromBytes, IntoBytes};
 
 const RAM: Range = Range::new(0x10_0000, 0x4000_0000);
 const SCRATCH: Range = Range::new(0x20_0000, 0x420_0000);
@@ -200,10 +200,11 @@ fn the_next_kernel_picks_the_best_common_version_per_object() {
         .iter()
         .map(|f| f.downcast_ref::<Memfd>().unwrap().allocated_bytes())
         .sum::<u64>();
-    let (freed, lost) = luo.finish(&mut mem, &claims);
+    let preserved: u64 = claims.preserved().map(|r| r.len()).sum();
+    let done = luo.finish(&mut mem, claims).unwrap();
+    let (freed, lost) = (done.freed, done.lost);
     assert_eq!(lost.len(), 1);
     assert_eq!((lost[0].0.as_str(), lost[0].1), ("vm-1", 2));
-    let preserved: u64 = claims.preserved().map(|r| r.len()).sum();
     assert_eq!(freed + adopted, preserved);
     assert_eq!(mem.free_bytes(), free_before + freed);
 }
@@ -296,6 +297,7 @@ impl Handler<HostMem> for Numbers {
     fn owns(&self, obj: &dyn Any) -> bool {
         obj.is::<u64>()
     }
+    fn discard(&mut self, _: Box<dyn Any>, _: &mut HostMem, _: &mut Claims) {}
     fn preserve(
         &mut self,
         _: &mut dyn Any,
@@ -664,4 +666,248 @@ mod model {
             prop_assert_eq!(t.pages(), 0);
         }
     }
+}
+
+/// Two plain files written as `memfd-v1` only (so each has a record
+/// array), in one session; then `edit` changes the blob's payload bytes of
+/// token 2 and the memory, given token 1's first array block. Resealed.
+fn two_v1_files(
+    edit: impl Fn(&mut HostMem, u64, &mut [u8]),
+) -> (HostMem, Tracker, Scratch, Vec<u8>) {
+    let (mut mem, mut t, scratch) = setup();
+    let mut luo = Luo::<HostMem>::new();
+    luo.register(Box::new(MemfdHandler::new(&[V1], &[V1])))
+        .unwrap();
+    luo.create_session("s").unwrap();
+    for (tok, len, seed) in [(1, 40_000, 1), (2, 50_000, 2)] {
+        let f = file(&mut mem, len, seed, 0);
+        luo.preserve("s", tok, FAMILY_MEMFD, f, &mut mem, &mut t)
+            .unwrap();
+    }
+    luo.freeze(&mut mem, &mut t, None, false).unwrap();
+    let b = blob(&luo, &mut mem, &t, &scratch);
+    let h = Handoff::parse(&b, &[RAM]).unwrap();
+    let desc = |tok: u64| -> Vec<u8> {
+        let n = h
+            .fdt()
+            .find_node(&alloc::format!("/luo/session-0/object-{tok:x}/payload-0"))
+            .unwrap();
+        n.property("kho,data").unwrap().value.to_vec()
+    };
+    let array_block = |d: &[u8]| -> u64 {
+        let hd = crate::memfd::v1::Header::read_from_bytes(d).unwrap();
+        let page = mem.frame(hd.array.first.get()).unwrap();
+        u64::from_le_bytes(page[32..40].try_into().unwrap())
+    };
+    let a_block = array_block(&desc(1));
+    let mut d2 = desc(2);
+    edit(&mut mem, a_block, &mut d2);
+    // The blob again with token 2's payload replaced, resealed.
+    let f = h.fdt();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut w = crate::fdt::FdtWriter::new(&mut buf).unwrap();
+    fn rec(w: &mut crate::fdt::FdtWriter<'_>, n: crate::fdt::Node<'_>, path: &str, d2: &[u8]) {
+        w.begin_node(n.name()).unwrap();
+        for p in n.properties() {
+            let v = if path == "/luo/session-0/object-2/payload-0" && p.name == "kho,data" {
+                d2
+            } else {
+                p.value
+            };
+            w.property(p.name, v).unwrap();
+        }
+        for c in n.children() {
+            rec(w, c, &alloc::format!("{path}/{}", c.name()), d2);
+        }
+        w.end_node().unwrap();
+    }
+    rec(&mut w, f.root(), "", &d2);
+    let n = w.finish().unwrap();
+    buf.truncate(n);
+    crate::handoff::seal(&mut buf).unwrap();
+    (mem, t, scratch, buf)
+}
+
+/// Token 2's first record now names token 1's record-array block, the
+/// array resealed: file 2 would read file 1's records as its data.
+fn adopt_anothers_array(mem: &mut HostMem, a_block: u64, d2: &mut [u8]) {
+    let mut hd = crate::memfd::v1::Header::read_from_bytes(d2).unwrap();
+    let chain = mem.frame(hd.array.first.get()).unwrap();
+    let b_block = u64::from_le_bytes(chain[32..40].try_into().unwrap());
+    let word = (a_block >> 12) | crate::memfd::flag::DIRTY | crate::memfd::flag::UPTODATE;
+    let page = mem.frame_mut(b_block).unwrap();
+    page[..8].copy_from_slice(&word.to_le_bytes());
+    hd.array.sum = crate::csum::sum64(mem.frame(b_block).unwrap()).into();
+    d2.copy_from_slice(hd.as_bytes());
+}
+
+#[test]
+fn one_object_never_adopts_anothers_metadata_whatever_the_order() {
+    // Before, file 1's array pages were released once it was read: file 2
+    // then adopted one as a folio (its data was file 1's records), and in
+    // the other order file 1 failed instead. Now the first retrieve
+    // restores in blob order and metadata keeps its role until finish:
+    // the same object is refused in both orders, with the same freed
+    // total.
+    let mut outcomes = Vec::new();
+    for order in [[1u64, 2], [2, 1]] {
+        let (mut mem, t, scratch, b) = two_v1_files(adopt_anothers_array);
+        let h = Handoff::parse(&b, &[RAM]).unwrap();
+        let mut luo = Luo::<HostMem>::new();
+        luo.register(Box::new(MemfdHandler::new(&[V1], &[V1])))
+            .unwrap();
+        luo.incoming(&h).unwrap();
+        let mut claims = mem.hand_over(&t).unwrap();
+        let mut ctx = RestoreCtx {
+            ram: &[RAM],
+            scratch: scratch.areas(),
+            claims: &mut claims,
+        };
+        let mut got = Vec::new();
+        for tok in order {
+            got.push((
+                tok,
+                luo.retrieve("s", tok, &mut mem, &mut ctx).map(|(_, v)| v),
+            ));
+        }
+        got.sort_by_key(|(t, _)| *t);
+        assert_eq!(got[0].1, Ok("memfd-v1"));
+        assert!(
+            matches!(
+                &got[1].1,
+                Err(LuoError::Memfd(crate::memfd::MemfdError::Claim {
+                    why: crate::claims::ClaimError::Twice { .. },
+                    ..
+                }))
+            ),
+            "{:?}",
+            got[1].1
+        );
+        let f1 = luo.take("s", 1).unwrap();
+        let done = luo.finish(&mut mem, claims).unwrap();
+        assert_eq!(done.lost.len(), 1);
+        outcomes.push((
+            got,
+            done.freed,
+            f1.downcast_ref::<Memfd>().unwrap().folio_count(),
+        ));
+    }
+    assert_eq!(outcomes[0], outcomes[1], "the outcome depends on the order");
+}
+
+#[test]
+fn finish_is_final() {
+    let (mut mem, t, scratch, _, b) = first_kernel(&[V2, V1]);
+    let h = Handoff::parse(&b, &[RAM]).unwrap();
+    let mut luo = Luo::<HostMem>::new();
+    luo.register(Box::new(MemfdHandler::default())).unwrap();
+    luo.incoming(&h).unwrap();
+    let mut claims = mem.hand_over(&t).unwrap();
+    let preserved: Vec<Range> = claims.preserved().collect();
+    let spare = Claims::new(preserved.iter().copied(), scratch.areas()).unwrap();
+    let mut ctx = RestoreCtx {
+        ram: &[RAM],
+        scratch: scratch.areas(),
+        claims: &mut claims,
+    };
+    luo.retrieve("vm-1", 1, &mut mem, &mut ctx).unwrap();
+    let free = mem.free_bytes();
+    let done = luo.finish(&mut mem, claims).unwrap();
+    assert_eq!(mem.free_bytes(), free + done.freed);
+    // Never retrieved: discarded, reported, their pages freed.
+    assert_eq!(done.lost.len(), 2);
+    // A second finish is refused and frees nothing; a claim after finish
+    // cannot be written (the claims were consumed), and a retrieve is
+    // refused.
+    assert_eq!(
+        luo.finish(&mut mem, spare),
+        Err(LuoError::State("finish was called before"))
+    );
+    assert_eq!(mem.free_bytes(), free + done.freed);
+    let mut other = Claims::new(preserved.iter().copied(), scratch.areas()).unwrap();
+    let mut ctx = RestoreCtx {
+        ram: &[RAM],
+        scratch: scratch.areas(),
+        claims: &mut other,
+    };
+    assert_eq!(
+        luo.retrieve("vm-1", 2, &mut mem, &mut ctx).map(|_| ()),
+        Err(LuoError::State("finished"))
+    );
+}
+
+#[test]
+fn a_repeated_version_is_refused_everywhere() {
+    // In a handler's lists.
+    let mut luo = Luo::<HostMem>::new();
+    assert_eq!(
+        luo.register(Box::new(MemfdHandler::new(&[V2, V2], &[V2]))),
+        Err(LuoError::DuplicateVersion {
+            family: "memfd".into(),
+            version: "memfd-v2".into()
+        })
+    );
+    assert!(matches!(
+        luo.register(Box::new(MemfdHandler::new(&[V2], &[V1, V2, V1]))),
+        Err(LuoError::DuplicateVersion { .. })
+    ));
+    // In a reads note, and an entry without its NUL (a truncated
+    // `memfd-v12` must not read as `memfd-v1`).
+    assert!(ReadList::parse(b"memfd-v1\0memfd-v2\0memfd-v1+3\0\0\0\0").is_none());
+    assert!(ReadList::parse(b"memfd-v2\0memfd-v1").is_none());
+    assert!(ReadList::parse(b"memfd-v2\0memfd-v12\0\0\0").is_some());
+    // In an object's payloads: two memfd-v2 payloads (the reader took the
+    // first, silently).
+    let (mut mem, mut t, scratch) = setup();
+    let mut a = Luo::<HostMem>::new();
+    a.register(Box::new(Numbers {
+        writes: vec![Version::new("num-v1")],
+        reads: vec![Version::new("num-v1")],
+        required: 0,
+        prepared: 0,
+    }))
+    .unwrap();
+    a.create_session("s").unwrap();
+    a.preserve("s", 1, "num", Box::new(5u64), &mut mem, &mut t)
+        .unwrap();
+    a.freeze(&mut mem, &mut t, None, false).unwrap();
+    let b = blob(&a, &mut mem, &t, &scratch);
+    // Duplicate the payload node by rewriting the blob.
+    let h = Handoff::parse(&b, &[RAM]).unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut w = crate::fdt::FdtWriter::new(&mut buf).unwrap();
+    fn rec(w: &mut crate::fdt::FdtWriter<'_>, n: crate::fdt::Node<'_>) {
+        w.begin_node(n.name()).unwrap();
+        for p in n.properties() {
+            w.property(p.name, p.value).unwrap();
+        }
+        for c in n.children() {
+            rec(w, c);
+            if c.name() == "payload-0" {
+                w.begin_node("payload-1").unwrap();
+                for p in c.properties() {
+                    w.property(p.name, p.value).unwrap();
+                }
+                w.end_node().unwrap();
+            }
+        }
+        w.end_node().unwrap();
+    }
+    rec(&mut w, h.fdt().root());
+    let n = w.finish().unwrap();
+    buf.truncate(n);
+    crate::handoff::seal(&mut buf).unwrap();
+    let h = Handoff::parse(&buf, &[RAM]).unwrap();
+    let mut l = Luo::<HostMem>::new();
+    assert_eq!(
+        l.incoming(&h),
+        Err(LuoError::DuplicateVersion {
+            family: "num".into(),
+            version: "num-v1".into()
+        })
+    );
+    // Finish reports the node as unread.
+    let claims = mem.hand_over(&t).unwrap();
+    let done = l.finish(&mut mem, claims).unwrap();
+    assert!(done.unread.is_some());
 }

@@ -11,9 +11,10 @@
 use super::{Extent, MAX_FOLIO_ORDER, MAX_SIZE, Memfd, MemfdError, flag, push_extent, seal};
 use crate::PAGE_SIZE;
 use crate::claims::Claims;
+use crate::csum::Sum64;
 use crate::platform::{FrameAlloc, MapFrames, PhysMem};
 use crate::tracker::Tracker;
-use crate::vmalloc::{Vmalloc, VmallocRoot};
+use crate::vmalloc::{Blocks, Vmalloc, VmallocRoot};
 use alloc::vec::Vec;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
@@ -69,17 +70,40 @@ pub(crate) fn records_in<R: FromBytes + zerocopy::Immutable>(
     <[R]>::ref_from_bytes(recs).map_err(|_| MemfdError::CountMismatch)
 }
 
+/// The record array of a descriptor: order-0 blocks, exactly as many as
+/// `n` records of 16 bytes need, and a checksum of its contents.
+pub(crate) fn array_of<P: PhysMem>(
+    p: &P,
+    root: &VmallocRoot,
+    n: u64,
+    ram: &[crate::ranges::Range],
+    scratch: &[crate::ranges::Range],
+    claims: &mut Claims,
+) -> Result<Blocks, MemfdError> {
+    let want = n.saturating_mul(16).div_ceil(PAGE_SIZE);
+    if root.order.get() != 0 || u64::from(root.blocks.get()) != want {
+        return Err(MemfdError::BadArray);
+    }
+    if root.flags.get() != crate::vmalloc::SUMMED {
+        return Err(MemfdError::BadArray);
+    }
+    Ok(Blocks::restore(p, root, ram, scratch, claims)?)
+}
+
 /// Walks the first `n` 16-byte records of a record array frame by frame
 /// (records never straddle a frame), calling `each` with the record's
-/// position and its two words; the bytes after them must be 0.
+/// position and its two words; the bytes after them must be 0, and the
+/// whole array's `kho-sum64` must be `sum`.
 pub(crate) fn walk_array<P: PhysMem>(
     p: &P,
     frames: impl Iterator<Item = u64>,
     n: u64,
+    sum: Option<u64>,
     mut each: impl FnMut(u64, u64, u64) -> Result<(), MemfdError>,
 ) -> Result<(), MemfdError> {
     let mut i = 0u64;
     let mut capacity = 0u64;
+    let mut s = Sum64::new();
     for f in frames {
         let page = p
             .frame(f)
@@ -91,6 +115,7 @@ pub(crate) fn walk_array<P: PhysMem>(
         capacity = capacity.saturating_add(256);
         for rec in words.chunks_exact(2) {
             if let [a, b] = rec {
+                s.block(a.get(), b.get());
                 if i < n {
                     each(i, a.get(), b.get())?;
                 } else if a.get() != 0 || b.get() != 0 {
@@ -102,6 +127,9 @@ pub(crate) fn walk_array<P: PhysMem>(
     }
     if n > capacity {
         return Err(MemfdError::CountMismatch);
+    }
+    if sum != Some(s.finish()) {
+        return Err(MemfdError::Vmalloc(crate::vmalloc::VmallocError::BadSum));
     }
     Ok(())
 }
@@ -266,7 +294,7 @@ where
     for (slot, r) in v.bytes_mut(p).chunks_exact_mut(size).zip(records) {
         slot.copy_from_slice(r.as_bytes());
     }
-    match v.preserve(p, tracker) {
+    match v.preserve_summed(p, tracker) {
         Ok(root) => Ok((v, root)),
         Err(e) => {
             v.free(p);

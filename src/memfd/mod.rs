@@ -111,6 +111,10 @@ pub enum MemfdError {
     BadHeader(&'static str),
     /// The header's counts disagree with the records.
     CountMismatch,
+    /// The record array is not of the one shape the format allows: order-0
+    /// blocks, exactly `ceil(16 x records / 4096)` of them, contents summed
+    /// (and an all-zero root when there are no records).
+    BadArray,
     /// A record has flag bits this reader does not know.
     UnknownFlag {
         /// The record's position.
@@ -168,6 +172,9 @@ impl fmt::Display for MemfdError {
             }
             Preserved { preserved: false } => f.write_str("memfd: the file is not preserved"),
             Unrepresentable => f.write_str("memfd: memfd-v1 cannot carry a sealed file"),
+            BadArray => f.write_str(
+                "memfd: the record array is not order-0 blocks, one per 256 records, with a checksum",
+            ),
             BadHeader(what) => write!(f, "memfd: malformed header ({what})"),
             CountMismatch => f.write_str("memfd: the header's count disagrees with the records"),
             UnknownFlag { record, bits } => {

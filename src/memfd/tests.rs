@@ -309,7 +309,7 @@ proptest! {
             prop_assert_eq!((g.size(), g.pos()), (f.size(), f.pos()));
             prop_assert_eq!(g.seals(), if which == 2 { seals } else { 0 });
             // Exactly the folios are adopted; the array pages go to finish.
-            prop_assert_eq!(claims.claimed_pages(), f.allocated_bytes() / K);
+            prop_assert_eq!(claims.data_pages(), f.allocated_bytes() / K);
         }
     }
 }
@@ -348,14 +348,14 @@ fn a_sparse_file_stays_sparse_and_v2_is_small() {
         (arr.blocks().len() + arr.chain_pages().len()) as u64
     );
     assert_eq!(arr.blocks().len(), (2621 * 16usize).div_ceil(4096));
-    // One physical run: 64 bytes, no array, nothing allocated.
+    // One physical run: 72 bytes, no array, nothing allocated.
     let (mut mem, mut t, f) = handed(&[(0, 64 << 20, 0)], 64 << 20, seal::WRITE);
     let before = mem.allocated;
     let w = v2::write(&f, &mut mem, &mut t).unwrap();
     assert_eq!(f.extents().len(), 1, "{:?}", f.extents());
     assert_eq!(
         (w.desc.len(), w.array.is_none(), mem.allocated),
-        (64, true, before)
+        (72, true, before)
     );
     let mut claims = mem.hand_over(&t).unwrap();
     let g = v2::read(&w.desc, &mut mem, &[RAM], &[SCRATCH], &mut claims).unwrap();
@@ -414,8 +414,8 @@ fn corrupt_read(
     };
     let mut desc = w.desc.clone();
     let hdr = match place {
-        Where::V1 => 40,
-        _ => 48,
+        Where::V1 => core::mem::size_of::<v1::Header>(),
+        _ => core::mem::size_of::<v2::Header>(),
     };
     let mut words: Vec<(u64, u64)> = match (&place, &w.array) {
         (Where::V2Inline, _) => desc[hdr..]
@@ -442,6 +442,7 @@ fn corrupt_read(
         _ => vec![],
     };
     let n0 = words.len();
+    let words0 = words.clone();
     corrupt(&mut desc, &mut words);
     match (&place, &w.array) {
         (Where::V2Inline, _) => {
@@ -453,13 +454,20 @@ fn corrupt_read(
         }
         (_, Some(a)) => {
             assert_eq!(words.len(), n0, "array records are edited in place");
+            let mut sum = crate::csum::Sum64::new();
             for (i, blk) in a.blocks().iter().enumerate() {
                 let fr = mem.frame_mut(*blk).unwrap();
                 for (j, c) in fr.chunks_mut(16).enumerate() {
                     let (x, y) = words[i * 256 + j];
                     c[..8].copy_from_slice(&x.to_le_bytes());
                     c[8..].copy_from_slice(&y.to_le_bytes());
+                    sum.block(x, y);
                 }
+            }
+            // Resealed (the array root ends the header), so the checks
+            // behind the checksum are what is tested.
+            if words != words0 {
+                desc[hdr - 8..hdr].copy_from_slice(&sum.finish().to_le_bytes());
             }
         }
         _ => {}
@@ -471,11 +479,11 @@ fn corrupt_read(
     };
     let e = r.unwrap_err();
     // Nothing adopted: every folio goes back to the allocator at finish.
-    assert_eq!(claims.claimed_pages(), 0, "{e}");
+    assert_eq!(claims.data_pages(), 0, "{e}");
     for fo in f.folios() {
         assert!(
             claims
-                .unclaimed()
+                .to_free()
                 .any(|r| r.covers(Range::new(fo.phys, fo.phys + (K << fo.order))))
         );
     }
@@ -612,13 +620,13 @@ fn a_bad_descriptor_is_refused() {
     let read1 = |mem: &mut HostMem, t: &Tracker, d: &[u8]| {
         let mut c = mem.hand_over(t).unwrap();
         let e = v1::read(d, mem, &[RAM], &[SCRATCH], &mut c).unwrap_err();
-        assert_eq!(c.claimed_pages(), 0);
+        assert_eq!(c.data_pages(), 0);
         e
     };
     let read2 = |mem: &mut HostMem, t: &Tracker, d: &[u8]| {
         let mut c = mem.hand_over(t).unwrap();
         let e = v2::read(d, mem, &[RAM], &[SCRATCH], &mut c).unwrap_err();
-        assert_eq!(c.claimed_pages(), 0);
+        assert_eq!(c.data_pages(), 0);
         e
     };
     // Lengths.
@@ -637,7 +645,19 @@ fn a_bad_descriptor_is_refused() {
     h.folios = (f.folio_count() - 1).into();
     assert_eq!(read1(&mut mem, &t, h.as_bytes()), MemfdError::CountMismatch);
     h.folios = 0.into();
-    assert_eq!(read1(&mut mem, &t, h.as_bytes()), MemfdError::CountMismatch);
+    assert_eq!(read1(&mut mem, &t, h.as_bytes()), MemfdError::BadArray);
+    // An array of another shape than the records need: a spare block, an
+    // order-1 block, no checksum.
+    let mut h = v1::Header::read_from_bytes(&w1.desc).unwrap();
+    h.array.blocks = (h.array.blocks.get() + 1).into();
+    assert_eq!(read1(&mut mem, &t, h.as_bytes()), MemfdError::BadArray);
+    let mut h = v1::Header::read_from_bytes(&w1.desc).unwrap();
+    h.array.order = 1.into();
+    assert_eq!(read1(&mut mem, &t, h.as_bytes()), MemfdError::BadArray);
+    let mut h = v1::Header::read_from_bytes(&w1.desc).unwrap();
+    h.array.flags = 0.into();
+    h.array.sum = 0.into();
+    assert_eq!(read1(&mut mem, &t, h.as_bytes()), MemfdError::BadArray);
     // Size below the records, and above the largest file.
     let mut h = v1::Header::read_from_bytes(&w1.desc).unwrap();
     h.size = 4096.into();
@@ -675,6 +695,7 @@ fn a_bad_descriptor_is_refused() {
         blocks: 1.into(),
         order: 0.into(),
         flags: 0.into(),
+        sum: 0.into(),
     };
     assert_eq!(read2(&mut mem2, &t2, &with(h)), MemfdError::CountMismatch);
     let _ = &mut t;
@@ -696,17 +717,18 @@ fn restoring_leaks_nothing_when_one_file_fails() {
     let wa = v2::write(&a, &mut mem, &mut t).unwrap();
     let wb = v2::write(&b, &mut mem, &mut t).unwrap();
     let mut db = wb.desc.clone();
-    db[48 + 16 + 8..48 + 16 + 16].copy_from_slice(&0u64.to_le_bytes()); // overlaps record 0
+    let h = core::mem::size_of::<v2::Header>();
+    db[h + 16 + 8..h + 16 + 16].copy_from_slice(&0u64.to_le_bytes()); // overlaps record 0
     let mut claims = mem.hand_over(&t).unwrap();
     let ga = v2::read(&wa.desc, &mut mem, &[RAM], &[SCRATCH], &mut claims).unwrap();
     assert!(matches!(
         v2::read(&db, &mut mem, &[RAM], &[SCRATCH], &mut claims),
         Err(MemfdError::Overlap { record: 1 })
     ));
-    assert_eq!(claims.claimed_pages(), a.allocated_bytes() / K);
-    // Finish: free everything preserved and unclaimed (a's array, all of
+    assert_eq!(claims.data_pages(), a.allocated_bytes() / K);
+    // Finish: free everything preserved and not adopted (a's array, all of
     // b), then the program frees a.
-    let unclaimed: Vec<Range> = claims.unclaimed().collect();
+    let unclaimed: Vec<Range> = claims.finish();
     for r in unclaimed {
         let mut p = r.start;
         while p < r.end {
@@ -717,4 +739,65 @@ fn restoring_leaks_nothing_when_one_file_fails() {
     ga.free(&mut mem);
     assert_eq!(mem.free_bytes(), free0, "nothing leaked");
     let _ = wb;
+}
+
+#[test]
+fn a_record_naming_its_own_array_is_refused() {
+    // Before, the array's pages were released before the records were
+    // adopted, so a record naming one was accepted and the file started
+    // with the array's bytes. Now they are metadata: `Twice`, for a block
+    // and for a chain page, in both formats.
+    for v in [1, 2] {
+        for target in ["block", "chain"] {
+            let (mut mem, mut t, f) =
+                handed(&[(0, 64 << 10, 0), (1 << 20, 64 << 10, 0)], 2 << 20, 0);
+            let w = if v == 1 {
+                v1::write(&f, &mut mem, &mut t).unwrap()
+            } else {
+                // Enough runs for an array: one record per 4 KiB folio.
+                let (m2, t2, f2) = handed(
+                    &(0..8).map(|i| (i * 0x20000, 4096, 0)).collect::<Vec<_>>(),
+                    1 << 20,
+                    0,
+                );
+                (mem, t) = (m2, t2);
+                v2::write(&f2, &mut mem, &mut t).unwrap()
+            };
+            let arr = w.array.as_ref().unwrap();
+            let phys = match target {
+                "block" => arr.blocks()[0],
+                _ => arr.chain_pages()[0],
+            };
+            let hdr = if v == 1 {
+                core::mem::size_of::<v1::Header>()
+            } else {
+                core::mem::size_of::<v2::Header>()
+            };
+            // The first record names the page (as an order-0 folio).
+            let blk = arr.blocks()[0];
+            let fr = mem.frame_mut(blk).unwrap();
+            let word = (phys >> 12) | flag::DIRTY | flag::UPTODATE;
+            fr[..8].copy_from_slice(&word.to_le_bytes());
+            let sum = crate::csum::sum64(mem.frame(blk).unwrap());
+            let mut desc = w.desc.clone();
+            desc[hdr - 8..hdr].copy_from_slice(&sum.to_le_bytes());
+            let mut claims = mem.hand_over(&t).unwrap();
+            let r = if v == 1 {
+                v1::read(&desc, &mut mem, &[RAM], &[SCRATCH], &mut claims)
+            } else {
+                v2::read(&desc, &mut mem, &[RAM], &[SCRATCH], &mut claims)
+            };
+            assert!(
+                matches!(
+                    r,
+                    Err(MemfdError::Claim {
+                        why: crate::claims::ClaimError::Twice { .. },
+                        ..
+                    })
+                ),
+                "v{v} {target}: {r:?}"
+            );
+            assert_eq!(claims.data_pages(), 0);
+        }
+    }
 }

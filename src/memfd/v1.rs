@@ -20,7 +20,7 @@
     clippy::panic
 )]
 
-use super::adopt::{Adopt, decode, descriptor, encode, walk_array, write_array};
+use super::adopt::{Adopt, array_of, decode, descriptor, encode, walk_array, write_array};
 use super::{Memfd, MemfdError, seal};
 use crate::claims::Claims;
 use crate::platform::{FrameAlloc, MapFrames, PhysMem};
@@ -116,13 +116,14 @@ pub fn read<P: PhysMem + MapFrames>(
 ) -> Result<Memfd, MemfdError> {
     let h = Header::read_from_bytes(desc).map_err(|_| MemfdError::BadHeader("length"))?;
     let n = h.folios.get();
-    if (n == 0) != (h.array.blocks.get() == 0) {
-        return Err(MemfdError::CountMismatch);
+    if n == 0 {
+        if h.array != VmallocRoot::default() {
+            return Err(MemfdError::BadArray);
+        }
+        return Adopt::new(claims, h.size.get(), h.pos.get(), 0).map(|a| a.finish(p));
     }
-    let array = Blocks::restore(p, &h.array, ram, scratch, claims)?;
-    let r = adopt_all(&h, &array, p, claims);
-    array.release(claims);
-    r
+    let array = array_of(p, &h.array, n, ram, scratch, claims)?;
+    adopt_all(&h, &array, p, claims)
 }
 
 fn adopt_all<P: PhysMem>(
@@ -138,7 +139,7 @@ fn adopt_all<P: PhysMem>(
     }
     let mut a = Adopt::new(claims, h.size.get(), h.pos.get(), 0)?;
     let r = a.reserve(n as usize).and_then(|()| {
-        walk_array(p, array.frames(), n, |i, frame, index| {
+        walk_array(p, array.frames(), n, array.sum, |i, frame, index| {
             a.run(i, &decode(frame, i)?, index, 1)
         })
     });

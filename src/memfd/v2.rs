@@ -22,13 +22,15 @@
     clippy::panic
 )]
 
-use super::adopt::{Adopt, decode, descriptor, encode, records_in, walk_array, write_array};
+use super::adopt::{
+    Adopt, array_of, decode, descriptor, encode, records_in, walk_array, write_array,
+};
 use super::{Memfd, MemfdError};
 use crate::claims::Claims;
 use crate::platform::{FrameAlloc, MapFrames, PhysMem};
 use crate::ranges::Range;
 use crate::tracker::Tracker;
-use crate::vmalloc::{Blocks, VmallocRoot};
+use crate::vmalloc::VmallocRoot;
 use zerocopy::byteorder::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -163,14 +165,14 @@ pub fn read<P: PhysMem + MapFrames>(
     if !inline.is_empty() || n <= INLINE_RECORDS {
         return Err(MemfdError::CountMismatch);
     }
-    let array = Blocks::restore(p, &h.array, ram, scratch, claims)?;
+    let array = array_of(p, &h.array, n, ram, scratch, claims)?;
     let capacity = array.frame_count().saturating_mul(256);
-    let r = if n > capacity {
+    if n > capacity {
         Err(MemfdError::CountMismatch)
     } else {
         Adopt::new(claims, h.size.get(), h.pos.get(), h.seals.get()).and_then(|mut a| {
             let r = a.reserve(n as usize).and_then(|()| {
-                walk_array(&*p, array.frames(), n, |i, frame, run| {
+                walk_array(&*p, array.frames(), n, array.sum, |i, frame, run| {
                     adopt_record(&mut a, i, frame, run)
                 })
             });
@@ -182,9 +184,7 @@ pub fn read<P: PhysMem + MapFrames>(
                 }
             }
         })
-    };
-    array.release(claims);
-    r
+    }
 }
 
 /// Decodes and adopts record `i`.

@@ -1,12 +1,13 @@
-//! The tracker's handed-over form (`kho-tracker-v2`): a chain of 4 KiB
+//! The tracker's handed-over form (`kho-tracker-v3`): a chain of 4 KiB
 //! pages of address-ordered records that the next kernel walks in place.
 //!
 //! Layout (all little-endian; see `docs/abi.md`):
 //! - [`TrackerRoot`] (32 bytes, stored by the caller, e.g. in the FDT):
 //!   first page, page count, record count, preserved page count.
-//! - Each chain page: `magic u32 = "KHOT"`, `version u16 = 2`,
+//! - Each chain page: `magic u32 = "KHOT"`, `version u16 = 3`,
 //!   `flags u16 = 0`, `next u64` (0 on the last page), `seq u32` (0, 1, ...),
-//!   `words u32` (payload words used), then up to 509 payload `u64` words.
+//!   `words u32` (payload words used), `sum u64` (the page's `kho-sum64`),
+//!   then up to 508 payload `u64` words (0 past `words`).
 //! - Records, never split across pages, strictly increasing in address and
 //!   never overlapping:
 //!   - extent: bit 63 = 0, bits 62..23 = first page frame number (40 bits),
@@ -40,11 +41,11 @@ use zerocopy::byteorder::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// Version string of this layout, for `compatible` properties.
-pub const TRACKER_VERSION: &str = "kho-tracker-v2";
+pub const TRACKER_VERSION: &str = "kho-tracker-v3";
 /// `magic` of every chain page: "KHOT" read as a little-endian `u32`.
 pub const PAGE_MAGIC: u32 = u32::from_le_bytes(*b"KHOT");
 /// `version` of every chain page.
-pub const PAGE_VERSION: u16 = 2;
+pub const PAGE_VERSION: u16 = 3;
 pub use crate::chain::{MAX_CHAIN_PAGES, PAGE_BYTES, PAYLOAD_WORDS};
 /// The tracker's page chain: its magic and version.
 const FORMAT: Format = Format {

@@ -527,8 +527,9 @@ fn a_run_past_the_physical_space_is_refused_even_if_ram_says_more() {
     assert!(Reader::new(&mem, root, &all, &[]).validate().is_ok());
     // Stretch the second extent to 2^23 pages: it now ends past 2^52.
     let page = mem.frame_mut(root.first_page.get()).unwrap();
-    let w = u64::from_le_bytes(page[32..40].try_into().unwrap());
-    page[32..40].copy_from_slice(&(w | 0x7f_ffff).to_le_bytes());
+    let w = u64::from_le_bytes(page[40..48].try_into().unwrap());
+    page[40..48].copy_from_slice(&(w | 0x7f_ffff).to_le_bytes());
+    crate::chain::reseal(page);
     let pfn = (top >> 12) - 2;
     assert_eq!(
         Reader::new(&mem, root, &all, &[]).validate(),
@@ -538,9 +539,11 @@ fn a_run_past_the_physical_space_is_refused_even_if_ram_says_more() {
     );
 }
 
+/// Resealed after `f`: the checks behind the checksum are what is tested.
 fn corrupt(f: impl Fn(&mut FakeMem, &mut TrackerRoot)) -> HandoverError {
     let (_, mut mem, mut root) = sample();
     f(&mut mem, &mut root);
+    reseal_all(&mut mem);
     let mut log = ReserveLog::new();
     let e = Reader::new(&mem, root, &RAM, &SCRATCH)
         .restore(&mut log)
@@ -552,8 +555,53 @@ fn corrupt(f: impl Fn(&mut FakeMem, &mut TrackerRoot)) -> HandoverError {
     e
 }
 
+/// Recomputes the checksum of every written page.
+fn reseal_all(mem: &mut FakeMem) {
+    let keys: Vec<u64> = mem.written_frames().collect();
+    for k in keys {
+        crate::chain::reseal(mem.frame_mut(k).unwrap());
+    }
+}
+
 fn first<'m>(mem: &'m mut FakeMem, root: &TrackerRoot) -> &'m mut [u8; PAGE_BYTES] {
     mem.frame_mut(root.first_page.get()).unwrap()
+}
+
+#[test]
+fn a_changed_chain_page_fails_its_checksum_before_anything_is_read() {
+    // Any byte of a page, header, record or unused tail, changed after the
+    // writer sealed it: BadSum, nothing reserved.
+    let (_, mem0, root) = sample();
+    let pages: Vec<u64> = mem0.written_frames().collect();
+    for &pg in &pages {
+        for at in [0usize, 9, 24, 31, 32, 100, PAGE_BYTES - 1] {
+            for x in [0x01u8, 0xff] {
+                let (_, mut mem, root) = sample();
+                mem.frame_mut(pg).unwrap()[at] ^= x;
+                let mut log = ReserveLog::new();
+                let e = Reader::new(&mem, root, &RAM, &SCRATCH).restore(&mut log);
+                assert_eq!(
+                    e.unwrap_err(),
+                    HandoverError::Chain(ChainError::BadSum { phys: pg }),
+                    "page {pg:#x} byte {at} ^ {x:#x}"
+                );
+                assert!(log.ranges.is_empty());
+            }
+        }
+    }
+    let _ = root;
+    // Resealed, data past the last word is still refused.
+    let e = corrupt(|m, _| {
+        let last = m.written_frames().max().unwrap();
+        let page = m.frame_mut(last).unwrap();
+        let n = u32::from_le_bytes(page[20..24].try_into().unwrap()) as usize;
+        assert!(n < crate::chain::PAYLOAD_WORDS);
+        page[32 + 8 * n] = 1;
+    });
+    assert!(
+        matches!(e, HandoverError::Chain(ChainError::DirtyTail { .. })),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -613,7 +661,7 @@ fn corrupted_handovers_are_typed_errors() {
     // The first record (an extent at 1 MiB): point it into scratch, outside
     // RAM, and after the next record.
     let set_word = |m: &mut FakeMem, r: &TrackerRoot, i: usize, w: u64| {
-        first(m, r)[24 + 8 * i..32 + 8 * i].copy_from_slice(&w.to_le_bytes());
+        first(m, r)[32 + 8 * i..40 + 8 * i].copy_from_slice(&w.to_le_bytes());
     };
     let e = corrupt(|m, r| set_word(m, r, 0, (0xf0u64 << 23) | 0x1f));
     assert!(matches!(e, RangeInScratch { .. }), "{e:?}");
@@ -623,7 +671,7 @@ fn corrupted_handovers_are_typed_errors() {
     assert!(matches!(e, Unordered { .. }), "{e:?}");
     // The bitmap record (word 1): misaligned region, and an empty bitmap.
     let e = corrupt(|m, r| {
-        let w = u64::from_le_bytes(first(m, r)[32..40].try_into().unwrap());
+        let w = u64::from_le_bytes(first(m, r)[40..48].try_into().unwrap());
         set_word(m, r, 1, w | (1 << 23));
     });
     assert!(matches!(e, BadRecord { word: 1, .. }), "{e:?}");
@@ -648,7 +696,7 @@ fn written_runs(mem: &FakeMem, root: &TrackerRoot) -> Vec<Range> {
     let mut phys = root.first_page.get();
     while phys != 0 {
         let page = mem.frame(phys).unwrap();
-        let word = |i: usize| u64::from_le_bytes(page[24 + 8 * i..32 + 8 * i].try_into().unwrap());
+        let word = |i: usize| u64::from_le_bytes(page[32 + 8 * i..40 + 8 * i].try_into().unwrap());
         let n = u32::from_le_bytes(page[20..24].try_into().unwrap()) as usize;
         let mut i = 0;
         while i < n {
@@ -830,7 +878,7 @@ fn out_of_memory_changes_nothing() {
 }
 
 /// The handed-over bytes of a fixed tracker: root, then every chain page in
-/// chain order. Pinned by tests/golden/tracker-v2.bin.
+/// chain order. Pinned by tests/golden/tracker-v3.bin.
 fn golden_bytes() -> Vec<u8> {
     let mut t = Tracker::new(&[Range::new(0, 2 << 20)]).unwrap();
     t.preserve_range(0x40_0000, 0x50_3000).unwrap();
@@ -854,14 +902,14 @@ fn golden_bytes() -> Vec<u8> {
 #[test]
 fn golden_handover_pins_the_layout() {
     let bytes = golden_bytes();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/tracker-v2.bin");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/tracker-v3.bin");
     if std::env::var_os("KHO_BLESS").is_some() {
         std::fs::write(&path, &bytes).unwrap();
     }
-    let golden = std::fs::read(&path).expect("tests/golden/tracker-v2.bin (KHO_BLESS=1 writes it)");
+    let golden = std::fs::read(&path).expect("tests/golden/tracker-v3.bin (KHO_BLESS=1 writes it)");
     assert_eq!(
         bytes, golden,
-        "the kho-tracker-v2 layout changed: that needs a new version string"
+        "the kho-tracker-v3 layout changed: that needs a new version string"
     );
     // And the golden bytes read back: root, then pages at 0x10_0000_0000 on.
     let root: TrackerRoot = zerocopy::FromBytes::read_from_bytes(&golden[..32]).unwrap();
@@ -896,7 +944,8 @@ fn a_chain_page_inside_a_preserved_range_is_refused_by_the_reader() {
     // Point the extent at the chain page itself: same totals, and the next
     // kernel would free preserved memory when it frees the chain.
     let chain = root.first_page.get();
-    first(&mut mem, &root)[24..32].copy_from_slice(&((chain >> 12) << 23).to_le_bytes());
+    first(&mut mem, &root)[32..40].copy_from_slice(&((chain >> 12) << 23).to_le_bytes());
+    crate::chain::reseal(first(&mut mem, &root));
     let want = HandoverError::ChainPageInPreserved { phys: chain };
     assert_eq!(Reader::new(&mem, root, &all, &[]).validate(), Err(want));
     assert_eq!(

@@ -1,4 +1,4 @@
-//! Preserved vmalloc (`kho-vmalloc-v1`): a virtually contiguous buffer made
+//! Preserved vmalloc (`kho-vmalloc-v2`): a virtually contiguous buffer made
 //! of scattered frames, handed to the next kernel in place.
 //!
 //! The first kernel allocates blocks of `2^order` frames wherever the
@@ -11,9 +11,18 @@
 //!
 //! Layout (all little-endian), documented in `docs/abi.md`:
 //! - root: `first` u64 (first chain page, 0 if there are no blocks),
-//!   `blocks` u32, `order` u16 (0 to [`MAX_ORDER`]), `flags` u16 = 0;
-//! - chain pages of magic `KHOV`, version 1: one word per block, its
-//!   physical address; every page full (509 blocks) but the last.
+//!   `blocks` u32, `order` u16 (0 to [`MAX_ORDER`]), `flags` u16 (bit 0
+//!   [`SUMMED`]), `sum` u64 (with `SUMMED`, the `kho-sum64` of the
+//!   buffer's bytes; else 0);
+//! - chain pages of magic `KHOV`, version 2 (each with its checksum): one
+//!   word per block, its physical address; every page full (508 blocks)
+//!   but the last.
+//!
+//! A buffer whose contents are fixed once preserved (a record array) is
+//! preserved with [`Vmalloc::preserve_summed`]: its reader then checks the
+//! contents too. Its chain pages and blocks are *metadata* of the reader
+//! ([`Claims::claim_meta`]); a buffer of live data has its blocks claimed
+//! as data.
 #![deny(
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects,
@@ -34,16 +43,19 @@ use zerocopy::byteorder::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// The format's version string.
-pub const VMALLOC_VERSION: &str = "kho-vmalloc-v1";
+pub const VMALLOC_VERSION: &str = "kho-vmalloc-v2";
 /// The chain's magic and version.
 pub const FORMAT: Format = Format {
     magic: u32::from_le_bytes(*b"KHOV"),
-    version: 1,
+    version: 2,
 };
 /// Largest block order (2 MiB blocks).
 pub const MAX_ORDER: u32 = 9;
 /// Most blocks one buffer may have (a chain of at most 4096 pages).
 pub const MAX_BLOCKS: u32 = 4096 * PAYLOAD_WORDS as u32;
+/// Root flag: the buffer's contents were fixed at preserve and `sum` is
+/// their `kho-sum64`.
+pub const SUMMED: u16 = 1;
 
 /// What names a preserved buffer (16 bytes, little-endian).
 #[derive(
@@ -67,8 +79,10 @@ pub struct VmallocRoot {
     pub blocks: U32,
     /// log2 of the frames per block.
     pub order: U16,
-    /// Reserved, 0.
+    /// [`SUMMED`] or 0.
     pub flags: U16,
+    /// With [`SUMMED`], the `kho-sum64` of the buffer's bytes; else 0.
+    pub sum: U64,
 }
 
 /// Why a buffer could not be made, preserved or restored.
@@ -106,6 +120,8 @@ pub enum VmallocError {
     Tracker(TrackerError),
     /// The buffer is already preserved (or, for unpreserve, is not).
     State,
+    /// The buffer's contents do not match the root's checksum.
+    BadSum,
 }
 
 impl fmt::Display for VmallocError {
@@ -129,6 +145,9 @@ impl fmt::Display for VmallocError {
             Map(e) => write!(f, "vmalloc: {e}"),
             Tracker(e) => write!(f, "vmalloc: {e}"),
             State => f.write_str("vmalloc: preserved twice, or unpreserved when not preserved"),
+            BadSum => f.write_str(
+                "vmalloc: the buffer's contents fail their checksum (changed since preserve)",
+            ),
         }
     }
 }
@@ -284,11 +303,33 @@ impl Vmalloc {
     }
 
     /// Preserves every block and writes the chain that lists them (itself
-    /// preserved). All or nothing: on error the tracker is as before.
+    /// preserved). All or nothing: on error the tracker is as before. The
+    /// contents may change until the kexec; the next kernel claims them as
+    /// data.
     pub fn preserve<P: PhysMem + FrameAlloc + MapFrames>(
         &mut self,
         p: &mut P,
         tracker: &mut Tracker,
+    ) -> Result<VmallocRoot, VmallocError> {
+        self.preserve_as(p, tracker, false)
+    }
+
+    /// Like [`Vmalloc::preserve`], for contents that are fixed from now on
+    /// (a record array): the root carries their checksum, which the next
+    /// kernel checks.
+    pub fn preserve_summed<P: PhysMem + FrameAlloc + MapFrames>(
+        &mut self,
+        p: &mut P,
+        tracker: &mut Tracker,
+    ) -> Result<VmallocRoot, VmallocError> {
+        self.preserve_as(p, tracker, true)
+    }
+
+    fn preserve_as<P: PhysMem + FrameAlloc + MapFrames>(
+        &mut self,
+        p: &mut P,
+        tracker: &mut Tracker,
+        summed: bool,
     ) -> Result<VmallocRoot, VmallocError> {
         if self.preserved {
             return Err(VmallocError::State);
@@ -303,8 +344,12 @@ impl Vmalloc {
             }
         }
         match self.write_chain(p, tracker) {
-            Ok(root) => {
+            Ok(mut root) => {
                 self.preserved = true;
+                if summed && !self.blocks.is_empty() {
+                    root.flags = SUMMED.into();
+                    root.sum = crate::csum::sum64(self.bytes(p)).into();
+                }
                 Ok(root)
             }
             Err(e) => {
@@ -326,6 +371,7 @@ impl Vmalloc {
             blocks: (self.blocks.len() as u32).into(),
             order: (self.order as u16).into(),
             flags: 0.into(),
+            sum: 0.into(),
         };
         if self.blocks.is_empty() {
             return Ok(root(0));
@@ -401,9 +447,10 @@ impl Vmalloc {
     }
 
     /// In the next kernel: checks the chain that `root` names and every
-    /// block, claims the blocks, and maps them contiguously. The chain
-    /// pages are checked and claimed while they are read, then released
-    /// (finish frees them). On error nothing stays claimed.
+    /// block, claims the blocks as data, and maps them contiguously. The
+    /// chain pages are claimed as metadata (finish frees them). With
+    /// [`SUMMED`], the contents are checked against the root's sum. On
+    /// error no block stays claimed.
     pub fn restore<P: PhysMem + MapFrames>(
         p: &mut P,
         root: &VmallocRoot,
@@ -411,20 +458,29 @@ impl Vmalloc {
         scratch: &[Range],
         claims: &mut Claims,
     ) -> Result<Self, VmallocError> {
-        let b = Blocks::restore(p, root, ram, scratch, claims)?;
-        match map_blocks(p, &b.blocks, b.order) {
-            Ok(mapping) => Ok(Self {
+        let b = Blocks::read(p, root, ram, scratch, claims, false)?;
+        let v = match map_blocks(p, &b.blocks, b.order) {
+            Ok(mapping) => Self {
                 blocks: b.blocks,
                 order: b.order,
                 mapping,
                 chain: Vec::new(),
                 preserved: false,
-            }),
+            },
             Err(e) => {
-                b.release(claims);
-                Err(e)
+                for &x in &b.blocks {
+                    claims.release(x, 1 << b.order);
+                }
+                return Err(e);
             }
+        };
+        if let Some(sum) = b.sum
+            && crate::csum::sum64(v.bytes(p)) != sum
+        {
+            v.release(p, claims);
+            return Err(VmallocError::BadSum);
         }
+        Ok(v)
     }
 
     /// In the next kernel, for a buffer only needed while restoring (a
@@ -449,12 +505,17 @@ pub struct Blocks {
     pub blocks: Vec<u64>,
     /// log2 of the frames per block.
     pub order: u32,
+    /// With [`SUMMED`], the contents' `kho-sum64`, which the reader of the
+    /// contents must check.
+    pub sum: Option<u64>,
 }
 
 impl Blocks {
-    /// Checks the chain `root` names and every block, and claims the
-    /// blocks (the chain pages are claimed while read, then released). On
-    /// error nothing stays claimed.
+    /// Checks the chain `root` names and every block, and claims the chain
+    /// pages and the blocks as metadata (a record array: finish frees
+    /// them, and no object can adopt them meanwhile). The caller checks
+    /// the contents against [`Blocks::sum`] as it reads them. On error
+    /// what was claimed stays metadata.
     pub fn restore<P: PhysMem>(
         p: &P,
         root: &VmallocRoot,
@@ -462,18 +523,33 @@ impl Blocks {
         scratch: &[Range],
         claims: &mut Claims,
     ) -> Result<Self, VmallocError> {
-        let mut chain = Vec::new();
+        Self::read(p, root, ram, scratch, claims, true)
+    }
+
+    /// Reads the chain; blocks are claimed as metadata if `meta`, else as
+    /// data (released again on error).
+    fn read<P: PhysMem>(
+        p: &P,
+        root: &VmallocRoot,
+        ram: &[Range],
+        scratch: &[Range],
+        claims: &mut Claims,
+        meta: bool,
+    ) -> Result<Self, VmallocError> {
         let mut blocks = Vec::new();
-        let r = read_chain(p, root, ram, scratch, claims, &mut chain, &mut blocks);
+        let r = read_chain(p, root, ram, scratch, claims, &mut blocks, meta);
         let order = u32::from(root.order.get());
-        for &pg in &chain {
-            claims.release(pg, 1);
-        }
         match r {
-            Ok(()) => Ok(Self { blocks, order }),
+            Ok(()) => Ok(Self {
+                blocks,
+                order,
+                sum: (root.flags.get() == SUMMED).then(|| root.sum.get()),
+            }),
             Err(e) => {
-                for &b in &blocks {
-                    claims.release(b, 1 << order);
+                if !meta {
+                    for &b in &blocks {
+                        claims.release(b, 1 << order);
+                    }
                 }
                 Err(e)
             }
@@ -489,29 +565,30 @@ impl Blocks {
     pub fn frame_count(&self) -> u64 {
         (self.blocks.len() as u64).saturating_mul(1 << self.order)
     }
-
-    /// Releases the blocks (finish frees them).
-    pub fn release(self, claims: &mut Claims) {
-        for &b in &self.blocks {
-            claims.release(b, 1 << self.order);
-        }
-    }
 }
 
-/// Reads the chain into `chain` (pages, claimed) and `blocks` (claimed).
+/// Reads the chain, claiming its pages as metadata and its blocks (into
+/// `blocks`) as metadata or data.
 fn read_chain<P: PhysMem>(
     p: &P,
     root: &VmallocRoot,
     ram: &[Range],
     scratch: &[Range],
     claims: &mut Claims,
-    chain: &mut Vec<u64>,
     blocks: &mut Vec<u64>,
+    meta: bool,
 ) -> Result<(), VmallocError> {
     let order = u32::from(root.order.get());
     let count = root.blocks.get();
     let first = root.first.get();
-    if root.flags.get() != 0
+    let flags = root.flags.get();
+    let summed = match flags {
+        0 => false,
+        SUMMED => true,
+        _ => return Err(VmallocError::BadRoot),
+    };
+    if (!summed && root.sum.get() != 0)
+        || (summed && count == 0)
         || order > MAX_ORDER
         || count > MAX_BLOCKS
         || (count == 0) != (first == 0)
@@ -525,15 +602,11 @@ fn read_chain<P: PhysMem>(
         .try_reserve_exact(count as usize)
         .map_err(|_| VmallocError::OutOfMemory)?;
     let pages_n = (count as usize).div_ceil(PAYLOAD_WORDS) as u32;
-    chain
-        .try_reserve_exact(pages_n as usize)
-        .map_err(|_| VmallocError::OutOfMemory)?;
     let mut pages = Pages::new(p, FORMAT, first, pages_n, ram, scratch)?;
     let size = block_bytes(order);
     while let Some(page) = pages.next_page() {
         let page = page?;
-        claims.claim(page.phys, 1)?;
-        chain.push(page.phys);
+        claims.claim_meta(page.phys, 1)?;
         let left = (count as usize).saturating_sub(blocks.len());
         if page.words.len() != left.min(PAYLOAD_WORDS) {
             return Err(VmallocError::CountMismatch { phys: page.phys });
@@ -543,7 +616,11 @@ fn read_chain<P: PhysMem>(
             if !b.is_multiple_of(size) {
                 return Err(VmallocError::Misaligned { phys: b });
             }
-            claims.claim(b, 1 << order)?;
+            if meta {
+                claims.claim_meta(b, 1 << order)?;
+            } else {
+                claims.claim(b, 1 << order)?;
+            }
             blocks.push(b);
         }
     }

@@ -63,19 +63,22 @@ fn a_buffer_round_trips_in_place_without_a_copy() {
                 .enumerate()
                 .all(|(i, &b)| b == pattern(i))
         );
-        // Blocks are adopted; the chain pages go back at finish.
+        // Blocks are adopted as data; the chain pages are metadata until
+        // finish, which gives them back.
         let pages = (w.blocks().len() as u64) << order;
-        assert_eq!(claims.claimed_pages(), pages);
+        assert_eq!(claims.claimed_pages(), pages + chain.len() as u64);
         for pg in &chain {
             assert!(
                 claims
-                    .unclaimed()
+                    .metadata()
                     .any(|r| r.covers(Range::new(*pg, pg + 4096)))
             );
         }
-        // A record array is released after use: finish frees all of it.
+        // Released data goes back too; metadata keeps its role.
         w.release(&mut mem, &mut claims);
-        assert_eq!(claims.claimed_pages(), 0);
+        assert_eq!(claims.claimed_pages(), chain.len() as u64);
+        let free: u64 = claims.to_free().map(|r| r.len()).sum();
+        assert_eq!(free, claims.preserved().map(|r| r.len()).sum::<u64>());
     }
 }
 
@@ -120,13 +123,56 @@ fn restore_after(
     let mut claims = mem.hand_over(&t).unwrap();
     corrupt(&mut mem, &mut root, &v);
     let e = Vmalloc::restore(&mut mem, &root, &[RAM], &[SCRATCH], &mut claims).unwrap_err();
-    assert_eq!(claims.claimed_pages(), 0, "{e}");
+    let meta: u64 = claims.metadata().map(|r| r.len() / 4096).sum();
+    assert_eq!(claims.claimed_pages(), meta, "no data stays claimed: {e}");
     e
 }
 
+/// Sets word `word` of a chain page (payload word `i` is word `4 + i`)
+/// and reseals the page, so the checks behind the checksum are reached.
 fn set_word(mem: &mut HostMem, page: u64, word: usize, value: u64) {
     let f = mem.frame_mut(page).unwrap();
     f[word * 8..word * 8 + 8].copy_from_slice(&value.to_le_bytes());
+    crate::chain::reseal(f);
+}
+
+#[test]
+fn a_changed_page_or_buffer_fails_its_checksum() {
+    let big = 1100 * 4096;
+    // A chain page changed after it was written, not resealed.
+    let e = restore_after(big, 0, |m, _, v| {
+        m.frame_mut(v.chain_pages()[1]).unwrap()[77] ^= 1
+    });
+    assert!(
+        matches!(e, VmallocError::Chain(ChainError::BadSum { .. })),
+        "{e}"
+    );
+    // A summed buffer restores when intact, and not when a byte changed.
+    for flip in [None, Some(5000usize), Some(big - 1)] {
+        let (mut mem, mut t) = setup();
+        let mut v = Vmalloc::new(&mut mem, big, 0).unwrap();
+        for (i, b) in v.bytes_mut(&mut mem).iter_mut().enumerate() {
+            *b = pattern(i);
+        }
+        let root = v.preserve_summed(&mut mem, &mut t).unwrap();
+        assert_eq!(root.flags.get(), crate::vmalloc::SUMMED);
+        if let Some(at) = flip {
+            mem.frame_mut(v.blocks()[at / 4096]).unwrap()[at % 4096] ^= 0x40;
+        }
+        let mut claims = mem.hand_over(&t).unwrap();
+        let r = Vmalloc::restore(&mut mem, &root, &[RAM], &[SCRATCH], &mut claims);
+        match flip {
+            None => assert!(r.is_ok()),
+            Some(_) => {
+                assert_eq!(r.unwrap_err(), VmallocError::BadSum);
+                let meta: u64 = claims.metadata().map(|r| r.len() / 4096).sum();
+                assert_eq!(claims.claimed_pages(), meta);
+            }
+        }
+    }
+    // A sum without the flag, or the flag without blocks, is malformed.
+    let e = restore_after(big, 0, |_, r, _| r.sum = 1.into());
+    assert_eq!(e, VmallocError::BadRoot);
 }
 
 #[test]
@@ -150,7 +196,7 @@ fn a_corrupted_chain_is_refused_and_nothing_is_adopted() {
     );
     // A block outside preserved memory, in scratch, twice, misaligned.
     let e = restore_after(big, 0, |m, _, v| {
-        set_word(m, v.chain_pages()[2], 3, 0x50_0000)
+        set_word(m, v.chain_pages()[2], 4, 0x50_0000)
     });
     assert_eq!(
         e,
@@ -159,21 +205,21 @@ fn a_corrupted_chain_is_refused_and_nothing_is_adopted() {
         })
     );
     let e = restore_after(big, 0, |m, _, v| {
-        set_word(m, v.chain_pages()[2], 3, 0xf00_0000)
+        set_word(m, v.chain_pages()[2], 4, 0xf00_0000)
     });
     assert!(
         matches!(e, VmallocError::Claim(ClaimError::NotPreserved { .. })),
         "{e}"
     );
     let e = restore_after(big, 0, |m, _, v| {
-        set_word(m, v.chain_pages()[1], 3 + 7, v.blocks()[5])
+        set_word(m, v.chain_pages()[1], 4 + 7, v.blocks()[5])
     });
     assert!(
         matches!(e, VmallocError::Claim(ClaimError::Twice { .. })),
         "{e}"
     );
     let e = restore_after(8 << 20, 9, |m, _, v| {
-        set_word(m, v.chain_pages()[0], 4, v.blocks()[1] + 4096)
+        set_word(m, v.chain_pages()[0], 5, v.blocks()[1] + 4096)
     });
     assert!(matches!(e, VmallocError::Misaligned { .. }), "{e}");
     // An order the blocks do not have: a 2 MiB block read as 4 MiB.
@@ -186,7 +232,7 @@ fn a_corrupted_chain_is_refused_and_nothing_is_adopted() {
     );
     // A chain page that is itself a data block.
     let e = restore_after(big, 0, |m, _, v| {
-        set_word(m, v.chain_pages()[0], 3, v.chain_pages()[0])
+        set_word(m, v.chain_pages()[0], 4, v.chain_pages()[0])
     });
     assert!(
         matches!(e, VmallocError::Claim(ClaimError::Twice { .. })),
@@ -194,7 +240,7 @@ fn a_corrupted_chain_is_refused_and_nothing_is_adopted() {
     );
     // Flags, a chain for no blocks, a chain page in scratch.
     assert_eq!(
-        restore_after(big, 0, |_, r, _| r.flags = 1.into()),
+        restore_after(big, 0, |_, r, _| r.flags = 2.into()),
         VmallocError::BadRoot
     );
     assert_eq!(
@@ -226,7 +272,7 @@ fn a_failed_preserve_leaves_the_tracker_as_it_was() {
     let _ = vec![0u8; 0];
 }
 
-/// `kho-vmalloc-v1` pinned byte for byte: the root, then the two chain
+/// `kho-vmalloc-v2` pinned byte for byte: the root, then the two chain
 /// pages of a 600-block buffer of order 1, and a `memfd-v1` record array's
 /// first page. The host fake allocates deterministically.
 #[test]
@@ -245,14 +291,14 @@ fn golden_vmalloc_chain_and_record_array_pin_the_layout() {
     bytes.extend_from_slice(&w.desc);
     let arr = w.array.as_ref().unwrap();
     bytes.extend_from_slice(mem.frame(arr.blocks()[0]).unwrap());
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/vmalloc-v1.bin");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/vmalloc-v2.bin");
     if std::env::var_os("KHO_BLESS").is_some() {
         std::fs::write(&path, &bytes).unwrap();
     }
-    let golden = std::fs::read(&path).expect("tests/golden/vmalloc-v1.bin (KHO_BLESS=1 writes it)");
+    let golden = std::fs::read(&path).expect("tests/golden/vmalloc-v2.bin (KHO_BLESS=1 writes it)");
     assert!(
         bytes == golden,
-        "the kho-vmalloc-v1 or memfd-v1 layout changed: that needs a new version string"
+        "the kho-vmalloc-v2 or memfd-v1 layout changed: that needs a new version string"
     );
 }
 

@@ -80,7 +80,7 @@ impl fmt::Display for KexecError {
 pub struct NextModule<'a> {
     /// Where its bytes are (left in place).
     pub range: Range,
-    /// Its command line (a tag such as `kho,handoff-v1`).
+    /// Its command line (a tag such as `kho,handoff-v2`).
     pub cmdline: &'a str,
 }
 

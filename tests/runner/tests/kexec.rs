@@ -101,13 +101,13 @@ fn memfds_cross_a_kexec_in_place_including_256_mib() {
         let big = row("big");
         assert_eq!((big.0.as_str(), big.1), ("vm-1", 1));
         assert!(
-            big.3.starts_with("memfd-v2 262144 KiB 128 64 B"),
+            big.3.starts_with("memfd-v2 262144 KiB 128 72 B"),
             "{}",
             big.3
         );
         assert!(row("sealed").3.starts_with("memfd-v2 "));
         assert!(row("sparse").3.starts_with("memfd-v2 65536 KiB 4 "));
-        assert!(row("huge").3.starts_with("memfd-v2 8192 KiB 3 64 B"));
+        assert!(row("huge").3.starts_with("memfd-v2 8192 KiB 3 72 B"));
         // Same checksum and same first folio at every hop.
         for name in ["big", "sparse", "sealed", "huge"] {
             let tail = |h: usize| {
