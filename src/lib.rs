@@ -101,6 +101,8 @@ pub mod platform;
 pub mod ranges;
 pub mod reserve;
 pub mod scratch;
+#[cfg(any(test, feature = "host"))]
+pub mod testkit;
 pub mod tracker;
 pub mod vmalloc;
 

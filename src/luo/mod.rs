@@ -471,6 +471,8 @@ pub struct Finished {
     /// Bytes given back to the allocator: preserved pages nobody adopted
     /// and every page claimed as metadata.
     pub freed: u64,
+    /// The same, as ranges in address order.
+    pub ranges: Vec<Range>,
     /// Objects that were not restored, each with why (`session`, `token`,
     /// the error).
     pub lost: Vec<(String, u64, LuoError)>,
@@ -918,7 +920,8 @@ impl<P: Platform> Luo<P> {
             }
         }
         let mut freed = 0;
-        for r in claims.finish() {
+        let ranges = claims.finish();
+        for &r in &ranges {
             let mut at = r.start;
             while at < r.end {
                 let order = crate::tracker::block_order(at, r.end).min(crate::vmalloc::MAX_ORDER);
@@ -929,6 +932,7 @@ impl<P: Platform> Luo<P> {
         }
         Ok(Finished {
             freed,
+            ranges,
             lost,
             unread: self.unread.clone(),
         })
