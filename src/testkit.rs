@@ -498,13 +498,16 @@ pub fn restore(mem: &mut HostMem, blob: &[u8], order: &[u8]) -> Outcome {
         let pages = d.pages_around();
         out.data = Some(match claims.claim(pages.start, pages.len() / 4096) {
             Ok(()) => {
-                let mut bytes = vec![0u8; d.len() as usize];
                 let mut s = crate::csum::Sum64::new();
-                for (i, b) in bytes.iter_mut().enumerate() {
-                    let a = d.start + i as u64;
-                    *b = mem.frame(a & !0xfff).map_or(0, |f| f[(a & 0xfff) as usize]);
+                let mut a = d.start;
+                while a < d.end {
+                    let n = (4096 - (a & 0xfff)).min(d.end - a);
+                    match mem.frame(a & !0xfff) {
+                        Some(f) => s.bytes(&f[(a & 0xfff) as usize..][..n as usize]),
+                        None => s.zeros(n as usize),
+                    }
+                    a += n;
                 }
-                s.bytes(&bytes);
                 owned.push((pages, "subsystem data".into()));
                 Ok(s.finish())
             }
@@ -546,8 +549,24 @@ pub fn restore(mem: &mut HostMem, blob: &[u8], order: &[u8]) -> Outcome {
                     let obj = l.take(s, *t).unwrap();
                     let who = alloc::format!("{s}/{t}");
                     let d = if let Some(f) = obj.downcast_ref::<Memfd>() {
-                        let mut bytes = vec![0u8; f.size() as usize];
-                        f.read(&*mem, 0, &mut bytes);
+                        // Its contents; a huge sparse file (a resealed
+                        // descriptor can say so) by its folios' frames.
+                        let sum = if f.size() <= 1 << 26 {
+                            let mut bytes = vec![0u8; f.size() as usize];
+                            f.read(&*mem, 0, &mut bytes);
+                            crate::csum::sum64(&bytes)
+                        } else {
+                            let mut s = crate::csum::Sum64::new();
+                            for e in f.extents() {
+                                for i in 0..e.pages() {
+                                    match mem.frame(e.phys + i * 4096) {
+                                        Some(fr) => s.bytes(fr),
+                                        None => s.zeros(4096),
+                                    }
+                                }
+                            }
+                            s.finish()
+                        };
                         for e in f.extents() {
                             owned
                                 .push((Range::new(e.phys, e.phys + e.pages() * 4096), who.clone()));
@@ -560,7 +579,7 @@ pub fn restore(mem: &mut HostMem, blob: &[u8], order: &[u8]) -> Outcome {
                                 .iter()
                                 .map(|e| (e.index, e.phys, e.order, e.count))
                                 .collect(),
-                            crate::csum::sum64(&bytes),
+                            sum,
                         )
                     } else if let Some(b) = obj.downcast_ref::<VBuf>() {
                         let size = 4096u64 << b.v.order();

@@ -23,6 +23,9 @@ struct Input {
     flips: Vec<(u16, u8)>,
     /// Bytes cut from the descriptor's end.
     cut: u8,
+    /// Reseal the array's chain pages and its sum after the page flips, so
+    /// the change reaches the checks behind the checksums.
+    reseal: bool,
 }
 
 const RAM: Range = Range::new(0x10_0000, 0x1000_0000);
@@ -30,12 +33,14 @@ const SCRATCH: Range = Range::new(0x10_0000, 0x110_0000);
 
 struct Written {
     desc: Vec<u8>,
+    /// Chain pages, then blocks.
     pages: Vec<u64>,
+    chain: usize,
 }
 
 struct State {
     mem: HostMem,
-    claims: Claims,
+    preserved: Vec<Range>,
     files: [Written; 3],
 }
 
@@ -53,11 +58,13 @@ fn file(mem: &mut HostMem, t: &mut Tracker, pieces: &[(u64, usize)], seals: u32)
 
 fn written(w: v1::Written) -> Written {
     let mut pages = vec![];
+    let mut chain = 0;
     if let Some(a) = &w.array {
         pages.extend_from_slice(a.chain_pages());
+        chain = a.chain_pages().len();
         pages.extend_from_slice(a.blocks());
     }
-    Written { desc: w.desc, pages }
+    Written { desc: w.desc, pages, chain }
 }
 
 fn state() -> State {
@@ -75,8 +82,8 @@ fn state() -> State {
         written(v2::write(&b, &mut mem, &mut t).unwrap()),
         written(v2::write(&c, &mut mem, &mut t).unwrap()),
     ];
-    let claims = mem.hand_over(&t).unwrap();
-    State { mem, claims, files }
+    let preserved = mem.hand_over(&t).unwrap().preserved().collect();
+    State { mem, preserved, files }
 }
 
 fuzz_target!(|input: Input| {
@@ -86,6 +93,7 @@ fuzz_target!(|input: Input| {
     let w = &s.files[which];
     let mut desc = w.desc.clone();
     let total = desc.len() + w.pages.len() * 4096;
+    let saved: Vec<[u8; 4096]> = w.pages.iter().map(|&p| *s.mem.frame(p).unwrap()).collect();
     let mut flips = vec![];
     for &(at, x) in &input.flips {
         let at = usize::from(at) % total;
@@ -97,20 +105,31 @@ fuzz_target!(|input: Input| {
     }
     desc.truncate(desc.len().saturating_sub(usize::from(input.cut % 8)));
     let pages = w.pages.clone();
-    let flip = |mem: &mut HostMem| {
-        for &(at, x) in &flips {
-            mem.frame_mut(pages[at / 4096]).unwrap()[at % 4096] ^= x;
+    for &(at, x) in &flips {
+        s.mem.frame_mut(pages[at / 4096]).unwrap()[at % 4096] ^= x;
+    }
+    if input.reseal && w.chain > 0 {
+        let mut sum = kho::csum::Sum64::new();
+        for (i, &p) in pages.iter().enumerate() {
+            if i < w.chain {
+                kho::chain::reseal(s.mem.frame_mut(p).unwrap());
+            } else {
+                sum.bytes(s.mem.frame(p).unwrap());
+            }
         }
-    };
-    flip(&mut s.mem);
-    let mut claims = s.claims.clone();
+        let hdr = if which == 0 { 48 } else { 56 };
+        if desc.len() >= hdr {
+            desc[hdr - 8..hdr].copy_from_slice(&sum.finish().to_le_bytes());
+        }
+    }
+    let mut claims = Claims::new(s.preserved.iter().copied(), &[SCRATCH]).unwrap();
     let r = if which == 0 {
         v1::read(&desc, &mut s.mem, &[RAM], &[SCRATCH], &mut claims)
     } else {
         v2::read(&desc, &mut s.mem, &[RAM], &[SCRATCH], &mut claims)
     };
     match r {
-        Err(_) => assert_eq!(claims.claimed_pages(), 0, "a failed restore left claims"),
+        Err(_) => assert_eq!(claims.data_pages(), 0, "a failed restore left data claimed"),
         Ok(f) => {
             let mut end = 0;
             let mut folios: Vec<(u64, u64)> = vec![];
@@ -133,8 +152,14 @@ fuzz_target!(|input: Input| {
                 assert!(w[0].0 + w[0].1 <= w[1].0, "folios overlap");
             }
             let pages: u64 = folios.iter().map(|x| x.1 / 4096).sum();
-            assert_eq!(claims.claimed_pages(), pages);
+            assert_eq!(claims.data_pages(), pages);
+            // No folio is a page of its own array (metadata keeps its role).
+            for &p in &w.pages {
+                assert!(!folios.iter().any(|&(a, n)| (a..a + n).contains(&p)));
+            }
         }
     }
-    flip(&mut s.mem);
+    for (&p, b) in w.pages.iter().zip(&saved) {
+        s.mem.frame_mut(p).unwrap().copy_from_slice(b);
+    }
 });

@@ -21,6 +21,9 @@ struct Input {
     flips: Vec<(u16, u8)>,
     /// Changes to the root: (field, value).
     root: Option<(u8, u64)>,
+    /// Reseal the pages after the flips, so the change reaches the checks
+    /// behind their checksums.
+    reseal: bool,
 }
 
 const BASE: u64 = 0x1000_0000;
@@ -71,6 +74,11 @@ fuzz_target!(|input: Input| {
     for &(at, x) in &input.flips {
         let at = usize::from(at) % total;
         mem.0.frame_mut(pages[at / PAGE_BYTES]).unwrap()[at % PAGE_BYTES] ^= x;
+    }
+    if input.reseal {
+        for &p in &pages {
+            kho::chain::reseal(mem.0.frame_mut(p).unwrap());
+        }
     }
     if let Some((field, v)) = input.root {
         match field % 5 {

@@ -20,6 +20,9 @@ struct Input {
     flips: Vec<(u16, u8)>,
     /// Changes to the root: (field, value).
     root: Option<(u8, u64)>,
+    /// Reseal the chain pages after the flips, so the change reaches the
+    /// checks behind their checksums.
+    reseal: bool,
 }
 
 const RAM: Range = Range::new(0x10_0000, 0x1000_0000);
@@ -27,7 +30,7 @@ const SCRATCH: Range = Range::new(0x10_0000, 0x110_0000);
 
 struct State {
     mem: HostMem,
-    claims: Claims,
+    preserved: Vec<Range>,
     root: VmallocRoot,
     chain: Vec<u64>,
 }
@@ -42,9 +45,9 @@ fn state() -> State {
     let root = v.preserve(&mut mem, &mut t).unwrap();
     // Some preserved memory that is no block, for records to point at.
     t.preserve_range(0x800_0000, 0x810_0000).unwrap();
-    let claims = mem.hand_over(&t).unwrap();
+    let preserved = mem.hand_over(&t).unwrap().preserved().collect();
     let chain = v.chain_pages().to_vec();
-    State { mem, claims, root, chain }
+    State { mem, preserved, root, chain }
 }
 
 fuzz_target!(|input: Input| {
@@ -56,12 +59,15 @@ fuzz_target!(|input: Input| {
         .iter()
         .map(|&(at, x)| (usize::from(at) % total, x))
         .collect();
-    let flip = |mem: &mut HostMem, chain: &[u64]| {
-        for &(at, x) in &flips {
-            mem.frame_mut(chain[at / 4096]).unwrap()[at % 4096] ^= x;
+    let saved: Vec<[u8; 4096]> = s.chain.iter().map(|&p| *s.mem.frame(p).unwrap()).collect();
+    for &(at, x) in &flips {
+        s.mem.frame_mut(s.chain[at / 4096]).unwrap()[at % 4096] ^= x;
+    }
+    if input.reseal {
+        for &p in &s.chain {
+            kho::chain::reseal(s.mem.frame_mut(p).unwrap());
         }
-    };
-    flip(&mut s.mem, &s.chain);
+    }
     let mut root = s.root;
     if let Some((field, v)) = input.root {
         match field % 4 {
@@ -71,9 +77,9 @@ fuzz_target!(|input: Input| {
             _ => root.flags = (v as u16).into(),
         }
     }
-    let mut claims = s.claims.clone();
+    let mut claims = Claims::new(s.preserved.iter().copied(), &[SCRATCH]).unwrap();
     match Vmalloc::restore(&mut s.mem, &root, &[RAM], &[SCRATCH], &mut claims) {
-        Err(_) => assert_eq!(claims.claimed_pages(), 0, "a failed restore left claims"),
+        Err(_) => assert_eq!(claims.data_pages(), 0, "a failed restore left data claimed"),
         Ok(v) => {
             let size = 4096u64 << v.order();
             let mut blocks = v.blocks().to_vec();
@@ -87,11 +93,17 @@ fuzz_target!(|input: Input| {
                 assert!(!SCRATCH.overlaps(&r));
                 assert!(claims.preserved().any(|p| p.covers(r)));
             }
-            assert_eq!(claims.claimed_pages(), blocks.len() as u64 * (size / 4096));
+            assert_eq!(claims.data_pages(), blocks.len() as u64 * (size / 4096));
             assert_eq!(v.len() as u64, blocks.len() as u64 * size);
+            // No block is a chain page (metadata keeps its role).
+            for &p in &s.chain {
+                assert!(!blocks.iter().any(|&b| (b..b + size).contains(&p)));
+            }
             v.release(&mut s.mem, &mut claims);
-            assert_eq!(claims.claimed_pages(), 0);
+            assert_eq!(claims.data_pages(), 0);
         }
     }
-    flip(&mut s.mem, &s.chain);
+    for (&p, b) in s.chain.iter().zip(&saved) {
+        s.mem.frame_mut(p).unwrap().copy_from_slice(b);
+    }
 });

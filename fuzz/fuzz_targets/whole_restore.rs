@@ -10,7 +10,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use kho::testkit::{self, Built, Shape, Verdict};
+use kho::testkit::{self, Built, Outcome, Shape, Verdict};
 use libfuzzer_sys::fuzz_target;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,22 +23,28 @@ struct Input {
     order: Vec<u8>,
 }
 
-/// Built handoffs, per shape: building one costs more than restoring it.
-fn built(shape: &[u8; 8]) -> Built {
-    static CACHE: Mutex<Option<HashMap<[u8; 8], Built>>> = Mutex::new(None);
+/// Built handoffs and their clean outcomes, per shape: building one costs
+/// more than restoring it.
+fn built(shape: &[u8; 8]) -> (Built, Outcome) {
+    static CACHE: Mutex<Option<HashMap<[u8; 8], (Built, Outcome)>>> = Mutex::new(None);
     let mut c = CACHE.lock().unwrap();
     let map = c.get_or_insert_with(HashMap::new);
     if map.len() > 256 {
         map.clear();
     }
     map.entry(*shape)
-        .or_insert_with(|| testkit::build(&Shape::from_bytes(shape)))
+        .or_insert_with(|| {
+            let b = testkit::build(&Shape::from_bytes(shape));
+            let mut m = b.mem.clone();
+            let o = testkit::restore(&mut m, &b.blob, &[]);
+            assert!(o.complete(), "a valid handoff did not restore: {o:?}");
+            (b, o)
+        })
         .clone()
 }
 
 fuzz_target!(|input: Input| {
-    let clean = built(&input.shape);
-    let mut b = clean.clone();
+    let (mut b, base) = built(&input.shape);
     let changes: Vec<_> = input.changes.iter().take(8).copied().collect();
     testkit::mutate(&mut b, &changes);
     if input.reseal {
@@ -46,14 +52,11 @@ fuzz_target!(|input: Input| {
         testkit::reseal(&mut b.mem, &mut b.blob, &pages);
         testkit::place_blob(&mut b);
     }
-    let mut m1 = b.mem.clone();
-    let first = testkit::restore(&mut m1, &b.blob, &[]);
     let mut m2 = b.mem.clone();
     let second = testkit::restore(&mut m2, &b.blob, &input.order);
+    let first = testkit::restore(&mut b.mem, &b.blob, &[]);
     assert_eq!(first, second, "the outcome depends on the order of retrieval");
     if !input.reseal && !changes.is_empty() {
-        let mut m0 = clean.mem.clone();
-        let base = testkit::restore(&mut m0, &clean.blob, &[]);
         let mut v = Verdict::default();
         v.add(&base, &first);
         assert_eq!(v.silently_wrong, 0, "read silently wrong: {first:?}");
