@@ -113,9 +113,11 @@ pub(crate) fn walk_array<P: PhysMem>(
         let words = <[zerocopy::byteorder::little_endian::U64]>::ref_from_bytes(page.as_slice())
             .map_err(|_| MemfdError::CountMismatch)?;
         capacity = capacity.saturating_add(256);
+        // The frame's sum first, in a loop of its own (four independent
+        // chains, the lanes in registers), then its records, from L1.
+        s.frame(words);
         for rec in words.chunks_exact(2) {
             if let [a, b] = rec {
-                s.block(a.get(), b.get());
                 if i < n {
                     each(i, a.get(), b.get())?;
                 } else if a.get() != 0 || b.get() != 0 {

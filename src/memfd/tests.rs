@@ -461,7 +461,8 @@ fn corrupt_read(
                     let (x, y) = words[i * 256 + j];
                     c[..8].copy_from_slice(&x.to_le_bytes());
                     c[8..].copy_from_slice(&y.to_le_bytes());
-                    sum.block(x, y);
+                    sum.bytes(&x.to_le_bytes());
+                    sum.bytes(&y.to_le_bytes());
                 }
             }
             // Resealed (the array root ends the header), so the checks

@@ -345,3 +345,45 @@ mod model {
         }
     }
 }
+
+#[test]
+fn a_block_naming_another_buffers_chain_page_is_refused_in_either_order() {
+    // Before, a buffer's chain pages were released once it was read, so a
+    // second buffer could adopt one as a block and read the first's chain
+    // as its data. Now chain pages are metadata until finish: read first,
+    // they refuse the second buffer; read second, the first buffer cannot
+    // take its own chain back. Never one page in two roles.
+    for x_first in [true, false] {
+        let (mut mem, mut t) = setup();
+        let mut x = Vmalloc::new(&mut mem, 3 * 4096, 0).unwrap();
+        let rx = x.preserve(&mut mem, &mut t).unwrap();
+        let mut y = Vmalloc::new(&mut mem, 3 * 4096, 0).unwrap();
+        let ry = y.preserve(&mut mem, &mut t).unwrap();
+        let xc = x.chain_pages()[0];
+        set_word(&mut mem, y.chain_pages()[0], 4 + 1, xc);
+        let mut claims = mem.hand_over(&t).unwrap();
+        let mut read = |root: &VmallocRoot, mem: &mut HostMem| {
+            Vmalloc::restore(mem, root, &[RAM], &[SCRATCH], &mut claims)
+                .map(|v| v.blocks().to_vec())
+        };
+        let (a, b) = if x_first {
+            let a = read(&rx, &mut mem);
+            (a, read(&ry, &mut mem))
+        } else {
+            let b = read(&ry, &mut mem);
+            (read(&rx, &mut mem), b)
+        };
+        let twice = |r: &Result<Vec<u64>, VmallocError>| {
+            matches!(r, Err(VmallocError::Claim(ClaimError::Twice { .. })))
+        };
+        if x_first {
+            assert!(a.is_ok() && twice(&b), "{a:?} {b:?}");
+        } else {
+            assert!(
+                b.as_ref().is_ok_and(|bl| bl.contains(&xc)) && twice(&a),
+                "{a:?} {b:?}"
+            );
+        }
+        assert!(claims.is_claimed(xc));
+    }
+}
