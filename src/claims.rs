@@ -243,6 +243,28 @@ impl Claims {
     /// or (on error) none.
     #[inline]
     pub fn claim(&mut self, phys: u64, pages: u64) -> Result<(), ClaimError> {
+        // Fastest path: one page in the range the last claim found.
+        if pages == 1
+            && let Some(s) = self.spans.get(self.last)
+            && s.range.start <= phys
+            && phys < s.range.end
+            && phys.is_multiple_of(PAGE_SIZE)
+        {
+            let bit = s
+                .bit
+                .saturating_add((phys.saturating_sub(s.range.start)) / PAGE_SIZE);
+            let mask = 1u64 << (bit % 64);
+            if let Some(w) = self.bits.get_mut((bit / 64) as usize) {
+                if *w & mask != 0 {
+                    return Err(ClaimError::Twice {
+                        range: Range::new(phys, phys.saturating_add(PAGE_SIZE)),
+                    });
+                }
+                *w |= mask;
+                self.claimed = self.claimed.saturating_add(1);
+                return Ok(());
+            }
+        }
         let (bit, range) = self.locate(phys, pages)?;
         // Fast path: the pages sit in one bitmap word.
         let lo = bit % 64;
