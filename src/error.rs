@@ -30,6 +30,8 @@ pub enum Error {
     Handoff(crate::handoff::HandoffError),
     /// From the next kernel image.
     Elf(crate::elf::ElfError),
+    /// From the PVH boot structures.
+    Pvh(crate::pvh::PvhError),
     /// From preserved vmalloc.
     Vmalloc(crate::vmalloc::VmallocError),
     /// From a memfd or its records.
@@ -53,6 +55,7 @@ impl fmt::Display for Error {
             Error::Scratch(e) => e.fmt(f),
             Error::Handoff(e) => e.fmt(f),
             Error::Elf(e) => e.fmt(f),
+            Error::Pvh(e) => e.fmt(f),
             Error::Vmalloc(e) => e.fmt(f),
             Error::Memfd(e) => e.fmt(f),
             Error::Luo(e) => e.fmt(f),
@@ -129,6 +132,12 @@ impl From<crate::handoff::HandoffError> for Error {
 impl From<crate::elf::ElfError> for Error {
     fn from(e: crate::elf::ElfError) -> Self {
         Error::Elf(e)
+    }
+}
+
+impl From<crate::pvh::PvhError> for Error {
+    fn from(e: crate::pvh::PvhError) -> Self {
+        Error::Pvh(e)
     }
 }
 

@@ -98,6 +98,7 @@ pub mod handoff;
 pub mod luo;
 pub mod memfd;
 pub mod platform;
+pub mod pvh;
 pub mod ranges;
 pub mod reserve;
 pub mod scratch;

@@ -20,6 +20,7 @@ use crate::{frames, paging};
 use core::fmt;
 use kho::PAGE_SIZE;
 use kho::elf::{ElfError, Image, MAX_SEGMENTS};
+use kho::pvh::{BootModule, BootRegion, PvhError};
 use kho::ranges::Range;
 
 /// Everything the trampoline touches lies below this (it runs 32-bit code).
@@ -51,6 +52,9 @@ pub enum KexecError {
     CmdlineTooLong,
     /// The trampoline page could not be mapped.
     Map,
+    /// The boot structures cannot carry what was asked (too many modules,
+    /// a module command line too long, a memory map too long).
+    Boot(PvhError),
 }
 
 impl fmt::Display for KexecError {
@@ -71,6 +75,7 @@ impl fmt::Display for KexecError {
                 crate::pvh::MAX_CMDLINE
             ),
             KexecError::Map => f.write_str("kexec: cannot map the trampoline page"),
+            KexecError::Boot(e) => write!(f, "kexec: boot structures: {e}"),
         }
     }
 }
@@ -336,50 +341,29 @@ fn build(
         at += s.file_size.next_multiple_of(PAGE_SIZE);
     }
 
-    // Boot structures: start info at +0, module list at +64, memory map at
-    // +512, module command lines at +3584, the command line in page 2.
+    // Boot structures, laid out by `kho::pvh` (the one definition the next
+    // kernel's entry reads): anything that does not fit is a typed error.
     let info = boot;
-    let modlist = boot + 64;
-    let memmap = boot + 512;
-    let modcmd = boot + 3584;
-    let cmd = boot + PAGE_SIZE;
-    let n_map = params.memory_map.len() as u64;
-    if n_map * 24 > 3584 - 512 {
-        return Err(KexecError::NoScratch { bytes: n_map * 24 });
-    }
+    let regions: alloc::vec::Vec<BootRegion> = params
+        .memory_map
+        .iter()
+        .map(|r| BootRegion {
+            range: r.range,
+            ty: r.kind.e820(),
+        })
+        .collect();
+    let mods: alloc::vec::Vec<BootModule<'_>> = modules
+        .iter()
+        .map(|m| BootModule {
+            range: m.range,
+            cmdline: m.cmdline,
+        })
+        .collect();
+    let mut pages = alloc::vec![0u8; (BOOT_PAGES * PAGE_SIZE) as usize];
+    kho::pvh::write_boot_pages(&mut pages, boot, &regions, &mods, cmdline, params.rsdp)
+        .map_err(KexecError::Boot)?;
     // SAFETY: as above, the boot pages are ours.
-    unsafe {
-        zero(boot, BOOT_PAGES * PAGE_SIZE);
-        for (i, r) in params.memory_map.iter().enumerate() {
-            let mut e = [0u8; 24];
-            e[..8].copy_from_slice(&r.range.start.to_le_bytes());
-            e[8..16].copy_from_slice(&r.range.len().to_le_bytes());
-            e[16..20].copy_from_slice(&r.kind.e820().to_le_bytes());
-            poke(memmap + 24 * i as u64, &e);
-        }
-        let mut cmd_at = modcmd;
-        for (i, m) in modules.iter().enumerate().take(7) {
-            let mut e = [0u8; 32];
-            e[..8].copy_from_slice(&m.range.start.to_le_bytes());
-            e[8..16].copy_from_slice(&m.range.len().to_le_bytes());
-            e[16..24].copy_from_slice(&cmd_at.to_le_bytes());
-            poke(modlist + 32 * i as u64, &e);
-            let c = &m.cmdline.as_bytes()[..m.cmdline.len().min(63)];
-            poke(cmd_at, c);
-            cmd_at += 64;
-        }
-        poke(cmd, cmdline.as_bytes());
-        let mut si = [0u8; 56];
-        si[..4].copy_from_slice(&crate::pvh::START_INFO_MAGIC.to_le_bytes());
-        si[4..8].copy_from_slice(&1u32.to_le_bytes());
-        si[12..16].copy_from_slice(&(modules.len().min(7) as u32).to_le_bytes());
-        si[16..24].copy_from_slice(&modlist.to_le_bytes());
-        si[24..32].copy_from_slice(&cmd.to_le_bytes());
-        si[32..40].copy_from_slice(&params.rsdp.to_le_bytes());
-        si[40..48].copy_from_slice(&memmap.to_le_bytes());
-        si[48..52].copy_from_slice(&(n_map as u32).to_le_bytes());
-        poke(info, &si);
-    }
+    unsafe { poke(boot, &pages) };
 
     // The trampoline page: code at 0, parameters at PARAMS_AT.
     let start = &raw const kho_trampoline_start as u64;

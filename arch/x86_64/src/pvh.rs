@@ -6,19 +6,22 @@
 //! module's bytes are not copied; its range is reserved instead.
 
 use core::fmt;
+use core::mem::size_of;
 use heapless::{String, Vec};
+use kho::pvh::{MemmapEntry, ModlistEntry, StartInfo};
 use kho::ranges::Range;
 
 /// `hvm_start_info.magic`.
-pub const START_INFO_MAGIC: u32 = 0x336e_c578;
+pub const START_INFO_MAGIC: u32 = kho::pvh::START_INFO_MAGIC;
 /// Most memory-map entries kept; a longer map is an error, not a truncation.
 pub const MAX_MEMMAP: usize = 128;
 /// Longest command line kept, in bytes.
 pub const MAX_CMDLINE: usize = 1024;
-/// Most modules kept; more is an error.
-pub const MAX_MODULES: usize = 8;
-/// Longest module command line kept, in bytes.
-pub const MAX_MODULE_CMDLINE: usize = 64;
+/// Most modules kept; more is an error (the same limit the writer has).
+pub const MAX_MODULES: usize = kho::pvh::MAX_MODULES;
+/// Longest module command line kept, in bytes (with room for the NUL the
+/// writer puts after at most [`kho::pvh::MAX_MODULE_CMDLINE`]).
+pub const MAX_MODULE_CMDLINE: usize = kho::pvh::MAX_MODULE_CMDLINE + 1;
 
 /// One module the loader handed over.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,7 +168,8 @@ fn check(addr: u64, len: u64) -> Result<(), PvhError> {
 ///
 /// # Safety
 /// `addr..addr + size_of::<T>()` must be identity mapped and readable.
-unsafe fn read<T: Copy>(addr: u64) -> T {
+/// (`T: FromBytes`: any bytes there are a valid `T`.)
+unsafe fn read<T: Copy + zerocopy::FromBytes>(addr: u64) -> T {
     // SAFETY: the caller guarantees the bytes are mapped; unaligned reads are
     // used because the loader promises no alignment for the fields we read.
     unsafe { core::ptr::read_unaligned(addr as *const T) }
@@ -177,40 +181,39 @@ unsafe fn read<T: Copy>(addr: u64) -> T {
 /// Must run while the boot page tables identity map the first 4 GiB, and
 /// `start_info` must be the value the PVH loader put in `%ebx`.
 pub unsafe fn read_boot_params(start_info: u64) -> Result<BootParams, PvhError> {
-    check(start_info, 56)?;
+    check(start_info, size_of::<StartInfo>() as u64)?;
     // SAFETY: every address read below was checked to lie under 4 GiB,
-    // which the boot page tables identity map.
-    let magic: u32 = unsafe { read(start_info) };
+    // which the boot page tables identity map; the types are plain bytes.
+    let si: StartInfo = unsafe { read(start_info) };
+    let magic = si.magic.get();
     if magic != START_INFO_MAGIC {
         return Err(PvhError::BadMagic(magic));
     }
-    // SAFETY: as above.
-    let (version, nr_modules, modlist, cmdline_pa, rsdp, memmap_pa, memmap_n) = unsafe {
-        (
-            read::<u32>(start_info + 4),
-            read::<u32>(start_info + 12),
-            read::<u64>(start_info + 16),
-            read::<u64>(start_info + 24),
-            read::<u64>(start_info + 32),
-            read::<u64>(start_info + 40),
-            read::<u32>(start_info + 48),
-        )
-    };
+    let (version, nr_modules, modlist, cmdline_pa, rsdp, memmap_pa, memmap_n) = (
+        si.version.get(),
+        si.nr_modules.get(),
+        si.modlist_paddr.get(),
+        si.cmdline_paddr.get(),
+        si.rsdp_paddr.get(),
+        si.memmap_paddr.get(),
+        si.memmap_entries.get(),
+    );
     if version < 1 || memmap_pa == 0 {
         return Err(PvhError::NoMemoryMap);
     }
     if memmap_n as usize > MAX_MEMMAP {
         return Err(PvhError::MemoryMapTooLong(memmap_n));
     }
-    check(memmap_pa, u64::from(memmap_n) * 24)?;
+    let esize = size_of::<MemmapEntry>() as u64;
+    check(memmap_pa, u64::from(memmap_n) * esize)?;
     let mut memory_map = Vec::new();
     for i in 0..u64::from(memmap_n) {
-        let e = memmap_pa + i * 24;
         // SAFETY: checked above.
-        let (addr, size, ty) = unsafe { (read::<u64>(e), read::<u64>(e + 8), read::<u32>(e + 16)) };
+        let e: MemmapEntry = unsafe { read(memmap_pa + i * esize) };
+        let (addr, size) = (e.addr.get(), e.size.get());
         let region = MemRegion {
             range: Range::new(addr, addr.saturating_add(size)),
-            kind: MemKind::from_e820(ty),
+            kind: MemKind::from_e820(e.ty.get()),
         };
         // Cannot fail: memmap_n <= MAX_MEMMAP.
         let _ = memory_map.push(region);
@@ -223,17 +226,17 @@ pub unsafe fn read_boot_params(start_info: u64) -> Result<BootParams, PvhError> 
         return Err(PvhError::BadModules);
     }
     if nr_modules > 0 && modlist != 0 {
-        check(modlist, 32 * u64::from(nr_modules))?;
+        let msize = size_of::<ModlistEntry>() as u64;
+        check(modlist, msize * u64::from(nr_modules))?;
         for i in 0..u64::from(nr_modules) {
-            let e = modlist + 32 * i;
             // SAFETY: checked above.
-            let (paddr, size, cmd) =
-                unsafe { (read::<u64>(e), read::<u64>(e + 8), read::<u64>(e + 16)) };
+            let e: ModlistEntry = unsafe { read(modlist + msize * i) };
+            let (paddr, size) = (e.paddr.get(), e.size.get());
             if size == 0 {
                 continue;
             }
-            let cmdline =
-                read_string::<MAX_MODULE_CMDLINE>(cmd).map_err(|_| PvhError::BadModules)?;
+            let cmdline = read_string::<MAX_MODULE_CMDLINE>(e.cmdline_paddr.get())
+                .map_err(|_| PvhError::BadModules)?;
             let m = Module {
                 range: Range::new(paddr, paddr.saturating_add(size)),
                 cmdline,

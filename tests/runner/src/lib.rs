@@ -193,7 +193,9 @@ pub fn boot(cfg: &Config) -> Result<Boot, RunnerError> {
     };
     let mut lines = Vec::new();
     let mut record = |line: String, lines: &mut Vec<String>| -> Result<(), RunnerError> {
-        if cfg.echo {
+        // Hex dumps of handoff blobs go to the log and the blob files, not
+        // the terminal (the runner says where each blob was saved).
+        if cfg.echo && !line.starts_with("kho-blob ") {
             println!("{line}");
         }
         if let Some(f) = log.as_mut() {
