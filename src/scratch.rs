@@ -11,6 +11,14 @@
 //! `floor`, if higher) to past the image plus `reserve_after` bytes, which
 //! must cover the next kernel's image growth, its boot structures and its
 //! early heap; and at least [`MIN_SCRATCH`] bytes if the region allows.
+//!
+//! How much to ask for ([`cold_boot_reserve`]): an eighth of RAM
+//! ([`RAM_FRACTION`]), never less than the early allocations need (the
+//! floor), never past the image's RAM region; or what the kernel's command
+//! line asks for (`kho.scratch=MIB` on x86_64), still with the floor. In
+//! the spirit of Linux's `kho_scratch`: scratch must grow with the machine,
+//! because the next kernel's image is staged and its early allocations are
+//! made there.
 #![deny(
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects,
@@ -211,6 +219,25 @@ impl Scratch {
     }
 }
 
+/// The default share of RAM that cold-boot scratch takes: one part in this.
+pub const RAM_FRACTION: u64 = 8;
+
+/// How many bytes past the image cold-boot scratch should reach (the
+/// `reserve_after` of [`cold_boot`]): `requested` bytes if given, else an
+/// eighth of all RAM in `ram`; never less than `early` (what the next
+/// kernel's early allocations need), and cut to what the image's RAM
+/// region holds past the image (then [`cold_boot`] still checks `early`
+/// fits).
+pub fn cold_boot_reserve(ram: &[Range], image: Range, early: u64, requested: Option<u64>) -> u64 {
+    let total: u64 = ram.iter().map(|r| r.len()).fold(0, u64::saturating_add);
+    let want = requested.unwrap_or(total / RAM_FRACTION).max(early);
+    let room = ram
+        .iter()
+        .find(|r| r.covers(image))
+        .map_or(0, |r| (r.end & !(ALIGN - 1)).saturating_sub(image.end));
+    want.min(room).max(early)
+}
+
 /// Chooses the scratch area at cold boot (see the module documentation):
 /// `ram` is the RAM of the memory map, `image` the kernel image, `floor` the
 /// lowest address usable (e.g. above real-mode memory).
@@ -263,6 +290,47 @@ pub fn cold_boot(
     clippy::arithmetic_side_effects
 )]
 mod tests {
+    #[test]
+    fn cold_boot_scratch_grows_with_ram_and_keeps_its_floor() {
+        use super::*;
+        let image = Range::new(2 << 20, 3 << 20);
+        let mib = |n: u64| n << 20;
+        let ram = |n: u64| [Range::new(1 << 20, mib(n))];
+        // An eighth of RAM, the floor below that, the region above it.
+        assert_eq!(
+            cold_boot_reserve(&ram(512), image, mib(48), None),
+            (mib(512) - mib(1)) / 8
+        );
+        assert_eq!(
+            cold_boot_reserve(&ram(2048), image, mib(48), None),
+            (mib(2048) - mib(1)) / 8
+        );
+        assert_eq!(cold_boot_reserve(&ram(128), image, mib(48), None), mib(48));
+        assert_eq!(
+            cold_boot_reserve(&ram(64), image, mib(48), Some(mib(1000))),
+            mib(64) - mib(3)
+        );
+        // Asked for: taken, but never under the floor.
+        assert_eq!(
+            cold_boot_reserve(&ram(2048), image, mib(48), Some(mib(600))),
+            mib(600)
+        );
+        assert_eq!(
+            cold_boot_reserve(&ram(2048), image, mib(48), Some(mib(8))),
+            mib(48)
+        );
+        // And cold_boot takes it: the area ends past the image by that much.
+        let r = ram(2048);
+        let s = cold_boot(
+            &r,
+            image,
+            1 << 20,
+            cold_boot_reserve(&r, image, mib(48), None),
+        )
+        .unwrap();
+        assert!(s.areas()[0].end >= image.end + (mib(2048) - mib(1)) / 8);
+    }
+
     use super::*;
 
     const RAM: [Range; 2] = [Range::new(0, 0x9f000), Range::new(0x10_0000, 0x2000_0000)];

@@ -171,8 +171,16 @@ pub fn scratch() -> Option<&'static Scratch> {
 /// Bytes the scratch area must hold past the kernel image: the heap, page
 /// tables and boot structures of this kernel, and room for a larger next
 /// kernel image.
-fn scratch_reserve(params: &BootParams) -> u64 {
-    heap_size(params) + (16 << 20)
+/// How far past the image cold-boot scratch reaches: an eighth of RAM, or
+/// `kho.scratch=MIB` from the command line; never less than the heap plus
+/// 16 MiB (page tables, boot structures, a larger next image).
+fn scratch_reserve(params: &BootParams, ram: &[Range], image: Range) -> u64 {
+    let early = heap_size(params) + (16 << 20);
+    let asked = params
+        .cmdline_value("kho.scratch")
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|mib| mib.saturating_mul(1 << 20));
+    kho::scratch::cold_boot_reserve(ram, image, early, asked)
 }
 
 unsafe extern "Rust" {
@@ -232,7 +240,8 @@ extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
                 refused = Some(e);
             }
             // Scratch at cold boot: around the kernel image.
-            kho::scratch::cold_boot(ram, image_range, 1 << 20, scratch_reserve(&params))
+            let reserve = scratch_reserve(&params, ram, image_range);
+            kho::scratch::cold_boot(ram, image_range, 1 << 20, reserve)
                 .unwrap_or_else(|e| die("choosing scratch areas", e))
         }
     };

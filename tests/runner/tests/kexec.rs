@@ -152,10 +152,27 @@ fn five_thousand_scattered_pages_cross_two_kexecs() {
 
 #[test]
 fn a_chain_of_five_kexecs_carries_and_changes_the_data() {
-    let b = run(kernel("KHO_KERNEL"), "kho.hops=5");
+    // With cold-boot scratch set by the option (120 MiB past the image;
+    // the default under 512 MiB of RAM is 80): every hop keeps the cold
+    // boot's area, whatever its own command line says.
+    let b = run(kernel("KHO_KERNEL"), "kho.hops=5 kho.scratch=120");
     let v = judge_live_update(&b, 6, "kho demo: live update OK after 5 kexecs")
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(v.len(), 6);
+    let scratch: Vec<&str> = lines_with(&b, ", scratch [")
+        .iter()
+        .map(|l| l.split(", scratch ").nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(scratch.len(), 6, "{}", b.tail());
+    assert!(scratch.iter().all(|s| *s == scratch[0]), "{scratch:?}");
+    let first = lines_with(&b, "kho hop 0: kernel at [")[0];
+    let image_end = u64::from_str_radix(
+        first.split(", 0x").nth(1).and_then(|x| x.split(')').next()).unwrap(),
+        16,
+    )
+    .unwrap();
+    let end = (image_end + (120 << 20)).next_multiple_of(2 << 20);
+    assert!(scratch[0].ends_with(&format!("end: {end:x} }}]")), "{} for {end:#x}", scratch[0]);
     // Each hop sees the data as the previous hop left it: generation i - 1.
     for hop in 1..=5 {
         assert!(
