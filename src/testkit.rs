@@ -402,21 +402,32 @@ fn payload_arrays(h: &Handoff<'_>, mem: &HostMem) -> Vec<Vec<u64>> {
                     continue;
                 };
                 let mut pages = Vec::new();
-                let mut at = root.first.get();
-                while at != 0 {
-                    pages.push(at);
-                    let Some(pg) = mem.frame(at) else { break };
-                    let n = u32::from_le_bytes(pg[20..24].try_into().unwrap()) as usize;
-                    for w in 0..n {
-                        pages.push(u64::from_le_bytes(
-                            pg[32 + 8 * w..40 + 8 * w].try_into().unwrap(),
-                        ));
-                    }
-                    at = u64::from_le_bytes(pg[8..16].try_into().unwrap());
+                for (page, blocks) in vmalloc_chain(mem, root.first.get()) {
+                    pages.push(page);
+                    pages.extend(blocks);
                 }
                 out.push(pages);
             }
         }
+    }
+    out
+}
+
+/// The pages of a vmalloc chain from `first` and the blocks each lists,
+/// as written (no checks: for building and resealing test inputs); stops
+/// at an unreadable page or after 64 pages.
+fn vmalloc_chain(mem: &HostMem, first: u64) -> Vec<(u64, Vec<u64>)> {
+    let mut out = Vec::new();
+    let mut at = first;
+    while at != 0 && out.len() < 64 {
+        let Some(pg) = mem.frame(at) else { break };
+        let n = (u32::from_le_bytes(pg[20..24].try_into().unwrap()) as usize)
+            .min(crate::chain::PAYLOAD_WORDS);
+        let blocks = (0..n)
+            .map(|w| u64::from_le_bytes(pg[32 + 8 * w..40 + 8 * w].try_into().unwrap()))
+            .collect();
+        out.push((at, blocks));
+        at = u64::from_le_bytes(pg[8..16].try_into().unwrap());
     }
     out
 }
@@ -733,23 +744,13 @@ pub fn reseal(mem: &mut HostMem, blob: &mut [u8], pages: &[u64]) {
                     continue;
                 }
                 let mut s = crate::csum::Sum64::new();
-                let mut at = root.first.get();
-                let mut guard = 0;
-                while at != 0 && guard < 64 {
-                    guard += 1;
-                    let Some(pg) = mem.frame(at) else { break };
-                    let n = (u32::from_le_bytes(pg[20..24].try_into().unwrap()) as usize).min(508);
-                    let blocks: Vec<u64> = (0..n)
-                        .map(|w| u64::from_le_bytes(pg[32 + 8 * w..40 + 8 * w].try_into().unwrap()))
-                        .collect();
-                    let next = u64::from_le_bytes(pg[8..16].try_into().unwrap());
+                for (_, blocks) in vmalloc_chain(mem, root.first.get()) {
                     for b in blocks {
                         match mem.frame(b) {
                             Some(f) => s.bytes(f),
                             None => s.zeros(4096),
                         }
                     }
-                    at = next;
                 }
                 let off = d.value.as_ptr() as usize - blob.as_ptr() as usize + root_at + 16;
                 patches.push((off, s.finish()));
@@ -843,6 +844,15 @@ impl Verdict {
 mod tests {
     use super::*;
 
+    /// A shape built, and its restore in blob order, which must be whole.
+    fn clean(shape: &Shape) -> (Built, Outcome) {
+        let b = build(shape);
+        let mut m = b.mem.clone();
+        let o = restore(&mut m, &b.blob, &[]);
+        assert!(o.complete(), "{o:?}");
+        (b, o)
+    }
+
     /// Every byte of the blob and of every metadata page (tracker chain,
     /// vmalloc chains, record arrays of both formats, chosen or not),
     /// flipped with ^0x01 and then ^0xff, one at a time: never read
@@ -850,10 +860,7 @@ mod tests {
     /// blob were.)
     #[test]
     fn flipping_any_byte_of_a_handoff_is_never_read_silently() {
-        let b = build(&Shape::all());
-        let mut m = b.mem.clone();
-        let clean = restore(&mut m, &b.blob, &[]);
-        assert!(clean.complete(), "{clean:?}");
+        let (b, clean) = clean(&Shape::all());
         assert!(b.metadata_pages.len() >= 8, "{:?}", b.metadata_pages);
         let mut v = Verdict::default();
         let targets = 1 + b.metadata_pages.len();
@@ -910,10 +917,7 @@ mod tests {
 
     #[test]
     fn a_whole_handoff_restores_in_any_order() {
-        let b = build(&Shape::all());
-        let mut m1 = b.mem.clone();
-        let first = restore(&mut m1, &b.blob, &[]);
-        assert!(first.complete(), "{first:?}");
+        let (b, first) = clean(&Shape::all());
         assert_eq!(first.objects.len(), 4);
         for order in [[3u8, 2, 1, 0], [1, 3, 0, 2]] {
             let mut m = b.mem.clone();

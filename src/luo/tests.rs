@@ -668,6 +668,43 @@ mod model {
     }
 }
 
+/// A property's new value, from its node's path, its name and old value.
+type NewValue<'f> = &'f dyn Fn(&str, &str, &[u8]) -> Vec<u8>;
+/// Nodes to add after a child (its path, the child, the writer).
+type After<'f> = &'f dyn Fn(&str, crate::fdt::Node<'_>, &mut crate::fdt::FdtWriter<'_>);
+
+/// The blob rewritten node by node, then resealed: `value` gives each
+/// property's new value (path, name, old value), and `after` may add nodes
+/// after each child (its path).
+fn rewrite(blob: &[u8], value: NewValue<'_>, after: After<'_>) -> Vec<u8> {
+    fn rec(
+        w: &mut crate::fdt::FdtWriter<'_>,
+        n: crate::fdt::Node<'_>,
+        path: &str,
+        value: NewValue<'_>,
+        after: After<'_>,
+    ) {
+        w.begin_node(n.name()).unwrap();
+        for p in n.properties() {
+            w.property(p.name, &value(path, p.name, p.value)).unwrap();
+        }
+        for c in n.children() {
+            let cp = alloc::format!("{path}/{}", c.name());
+            rec(w, c, &cp, value, after);
+            after(&cp, c, w);
+        }
+        w.end_node().unwrap();
+    }
+    let f = crate::fdt::Fdt::new(blob).unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut w = crate::fdt::FdtWriter::new(&mut buf).unwrap();
+    rec(&mut w, f.root(), "", value, after);
+    let n = w.finish().unwrap();
+    buf.truncate(n);
+    crate::handoff::seal(&mut buf).unwrap();
+    buf
+}
+
 /// Two plain files written as `memfd-v1` only (so each has a record
 /// array), in one session; then `edit` changes the blob's payload bytes of
 /// token 2 and the memory, given token 1's first array block. Resealed.
@@ -703,28 +740,17 @@ fn two_v1_files(
     let mut d2 = desc(2);
     edit(&mut mem, a_block, &mut d2);
     // The blob again with token 2's payload replaced, resealed.
-    let f = h.fdt();
-    let mut buf = vec![0u8; 64 << 10];
-    let mut w = crate::fdt::FdtWriter::new(&mut buf).unwrap();
-    fn rec(w: &mut crate::fdt::FdtWriter<'_>, n: crate::fdt::Node<'_>, path: &str, d2: &[u8]) {
-        w.begin_node(n.name()).unwrap();
-        for p in n.properties() {
-            let v = if path == "/luo/session-0/object-2/payload-0" && p.name == "kho,data" {
-                d2
+    let buf = rewrite(
+        &b,
+        &|path, name, old| {
+            if path == "/luo/session-0/object-2/payload-0" && name == "kho,data" {
+                d2.clone()
             } else {
-                p.value
-            };
-            w.property(p.name, v).unwrap();
-        }
-        for c in n.children() {
-            rec(w, c, &alloc::format!("{path}/{}", c.name()), d2);
-        }
-        w.end_node().unwrap();
-    }
-    rec(&mut w, f.root(), "", &d2);
-    let n = w.finish().unwrap();
-    buf.truncate(n);
-    crate::handoff::seal(&mut buf).unwrap();
+                old.to_vec()
+            }
+        },
+        &|_, _, _| {},
+    );
     (mem, t, scratch, buf)
 }
 
@@ -873,30 +899,15 @@ fn a_repeated_version_is_refused_everywhere() {
     a.freeze(&mut mem, &mut t, None, false).unwrap();
     let b = blob(&a, &mut mem, &t, &scratch);
     // Duplicate the payload node by rewriting the blob.
-    let h = Handoff::parse(&b, &[RAM]).unwrap();
-    let mut buf = vec![0u8; 64 << 10];
-    let mut w = crate::fdt::FdtWriter::new(&mut buf).unwrap();
-    fn rec(w: &mut crate::fdt::FdtWriter<'_>, n: crate::fdt::Node<'_>) {
-        w.begin_node(n.name()).unwrap();
-        for p in n.properties() {
-            w.property(p.name, p.value).unwrap();
-        }
-        for c in n.children() {
-            rec(w, c);
-            if c.name() == "payload-0" {
-                w.begin_node("payload-1").unwrap();
-                for p in c.properties() {
-                    w.property(p.name, p.value).unwrap();
-                }
-                w.end_node().unwrap();
+    let buf = rewrite(&b, &|_, _, old| old.to_vec(), &|path, c, w| {
+        if path.ends_with("/payload-0") {
+            w.begin_node("payload-1").unwrap();
+            for p in c.properties() {
+                w.property(p.name, p.value).unwrap();
             }
+            w.end_node().unwrap();
         }
-        w.end_node().unwrap();
-    }
-    rec(&mut w, h.fdt().root());
-    let n = w.finish().unwrap();
-    buf.truncate(n);
-    crate::handoff::seal(&mut buf).unwrap();
+    });
     let h = Handoff::parse(&buf, &[RAM]).unwrap();
     let mut l = Luo::<HostMem>::new();
     assert_eq!(

@@ -167,12 +167,20 @@ fn a_chain_of_five_kexecs_carries_and_changes_the_data() {
     assert!(scratch.iter().all(|s| *s == scratch[0]), "{scratch:?}");
     let first = lines_with(&b, "kho hop 0: kernel at [")[0];
     let image_end = u64::from_str_radix(
-        first.split(", 0x").nth(1).and_then(|x| x.split(')').next()).unwrap(),
+        first
+            .split(", 0x")
+            .nth(1)
+            .and_then(|x| x.split(')').next())
+            .unwrap(),
         16,
     )
     .unwrap();
     let end = (image_end + (120 << 20)).next_multiple_of(2 << 20);
-    assert!(scratch[0].ends_with(&format!("end: {end:x} }}]")), "{} for {end:#x}", scratch[0]);
+    assert!(
+        scratch[0].ends_with(&format!("end: {end:x} }}]")),
+        "{} for {end:#x}",
+        scratch[0]
+    );
     // Each hop sees the data as the previous hop left it: generation i - 1.
     for hop in 1..=5 {
         assert!(
