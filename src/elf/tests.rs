@@ -218,15 +218,18 @@ fn notes_that_must_be_unique_are_refused_when_repeated() {
         ElfError::DuplicateNote { what: "PVH entry" }
     );
     // Two in two note segments.
-    let mut b = build(
-        &[
-            (1, 5, 0x1000, 0x20_0000, 0x1000, 0x1000),
-            (4, 4, 0x400, 0, 20, 20),
-            (4, 4, 0x500, 0, 20, 20),
-        ],
-        0x2000,
-        Some((0x400, 0x20_0010)),
-    );
+    let two_segments = |len: u64| {
+        build(
+            &[
+                (1, 5, 0x1000, 0x20_0000, 0x1000, 0x1000),
+                (4, 4, 0x400, 0, len, len),
+                (4, 4, 0x500, 0, len, len),
+            ],
+            0x2000,
+            Some((0x400, 0x20_0010)),
+        )
+    };
+    let mut b = two_segments(20);
     put_note(&mut b, 0x500, b"Xen\0", 18, &0x20_0010u32.to_le_bytes());
     assert_eq!(
         Image::parse(&b).unwrap_err(),
@@ -234,15 +237,7 @@ fn notes_that_must_be_unique_are_refused_when_repeated() {
     );
     // Two kho reads notes (in two segments): preflight could judge by
     // either list.
-    let mut b = build(
-        &[
-            (1, 5, 0x1000, 0x20_0000, 0x1000, 0x1000),
-            (4, 4, 0x400, 0, 0x40, 0x40),
-            (4, 4, 0x500, 0, 0x40, 0x40),
-        ],
-        0x2000,
-        Some((0x400, 0x20_0010)),
-    );
+    let mut b = two_segments(0x40);
     let reads = crate::luo::NOTE_READS;
     put_note(&mut b, 0x400 + 20, b"kho\0", reads, b"memfd-v1\0\0\0\0");
     let img = Image::parse(&b[..]).unwrap();
