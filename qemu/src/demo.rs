@@ -667,6 +667,9 @@ pub(crate) fn hand_over(
             );
             stamps.jump = tsc::now().into();
             publish(&mut buf, &stamps);
+            // The blob was dumped before this stamp: the runner patches
+            // its saved copy from this line (and reseals it).
+            kprintln!("kho-jump {hop} {}", stamps.jump.get());
             // SAFETY: the handoff is complete; everything the next kernel
             // needs is in `keep` or staged by `prepare`.
             unsafe { kexec::jump(prep) }

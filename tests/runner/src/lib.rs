@@ -449,8 +449,37 @@ pub fn split_kernels(lines: &[String]) -> Vec<Vec<String>> {
     out
 }
 
-/// The handoff blobs a run printed (`kho-blob HOP HEX` lines), by hop.
+/// The handoff blobs a run printed (`kho-blob HOP HEX` lines), by hop,
+/// each with the jump stamp its kernel printed after the dump (`kho-jump
+/// HOP TSC`) put in and the blob resealed, as the next kernel got it. A
+/// blob that does not parse is left as printed.
 pub fn blobs(lines: &[String]) -> std::collections::BTreeMap<u32, Vec<u8>> {
+    let mut out = dumped_blobs(lines);
+    for l in lines {
+        let Some((hop, tsc)) = l
+            .strip_prefix("kho-jump ")
+            .and_then(|r| r.split_once(' '))
+            .and_then(|(h, t)| Some((h.parse::<u32>().ok()?, t.trim().parse::<u64>().ok()?)))
+        else {
+            continue;
+        };
+        let Some(blob) = out.get_mut(&hop) else {
+            continue;
+        };
+        let stamps = kho::fdt::Fdt::new(blob).ok().and_then(|f| {
+            let p = f.root().property("kho,tsc")?;
+            p.as_struct::<kho::handoff::Stamps>().ok().copied()
+        });
+        if let Some(mut s) = stamps {
+            s.jump = tsc.into();
+            let _ = kho::handoff::set_stamps(blob, &s);
+        }
+    }
+    out
+}
+
+/// The blobs as printed, before any stamp is put in.
+fn dumped_blobs(lines: &[String]) -> std::collections::BTreeMap<u32, Vec<u8>> {
     let mut out = std::collections::BTreeMap::<u32, Vec<u8>>::new();
     for l in lines {
         let Some(rest) = l.strip_prefix("kho-blob ") else {
@@ -549,6 +578,26 @@ mod tests {
             exit,
             elapsed: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn a_saved_blob_carries_the_jump_stamp_and_its_seal() {
+        let golden: &[u8] = include_bytes!("../../golden/handoff-v2.dtb");
+        let mut lines: Vec<String> = golden
+            .chunks(64)
+            .map(|c| {
+                let hex: String = c.iter().map(|b| format!("{b:02x}")).collect();
+                format!("kho-blob 3 {hex}")
+            })
+            .collect();
+        lines.push("kho-jump 3 987654321".into());
+        let got = &blobs(&lines)[&3];
+        let ram = [kho::ranges::Range::new(0x10_0000, 0x4000_0000)];
+        let h = kho::handoff::Handoff::parse(got, &ram).unwrap();
+        assert_eq!(h.stamps.jump.get(), 987_654_321);
+        let before = kho::handoff::Handoff::parse(golden, &ram).unwrap();
+        assert_eq!(h.stamps.written, before.stamps.written);
+        assert_eq!(got.len(), golden.len());
     }
 
     #[test]
