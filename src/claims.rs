@@ -29,7 +29,7 @@
 )]
 
 use crate::PAGE_SIZE;
-use crate::ranges::Range;
+use crate::ranges::{Range, RangeVec};
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -100,55 +100,42 @@ impl Claims {
         preserved: impl IntoIterator<Item = Range>,
         scratch: &[Range],
     ) -> Result<Self, ClaimError> {
+        let full = |_| ClaimError::OutOfMemory;
         let mut ranges: Vec<Range> = Vec::new();
         for r in preserved {
-            let mut parts = [r.pages_around(), Range::new(0, 0)];
-            for s in scratch {
-                let [a, b] = parts;
-                parts = [Range::new(0, 0), Range::new(0, 0)];
-                let mut n = 0usize;
-                for part in [a, b] {
-                    for piece in [
-                        Range::new(part.start, part.end.min(s.start)),
-                        Range::new(part.start.max(s.end), part.end),
-                    ] {
-                        if piece.start < piece.end
-                            && let Some(slot) = parts.get_mut(n)
-                        {
-                            *slot = piece;
-                            n = n.saturating_add(1);
-                        }
+            ranges.try_reserve(1).map_err(|_| ClaimError::OutOfMemory)?;
+            ranges.push(r.pages_around());
+        }
+        ranges.sort_unstable_by_key(|r| r.start);
+        // Overlapping and adjacent ranges are joined (a folio may straddle
+        // two reported ranges); then scratch is cut out, however many
+        // pieces that leaves.
+        let mut set = RangeVec::new();
+        let mut cur: Option<Range> = None;
+        for r in ranges.into_iter().filter(|r| !r.is_empty()) {
+            match cur.as_mut() {
+                Some(c) if c.end >= r.start => c.end = c.end.max(r.end),
+                _ => {
+                    if let Some(c) = cur.replace(r) {
+                        set.insert(c).map_err(full)?;
                     }
                 }
             }
-            for part in parts {
-                if part.start < part.end {
-                    ranges.try_reserve(1).map_err(|_| ClaimError::OutOfMemory)?;
-                    ranges.push(part);
-                }
-            }
         }
-        ranges.sort_unstable_by_key(|r| r.start);
+        if let Some(c) = cur {
+            set.insert(c).map_err(full)?;
+        }
+        for sc in scratch.iter().filter(|s| !s.is_empty()) {
+            set.carve(sc.pages_around()).map_err(full)?;
+        }
         let mut spans: Vec<Span> = Vec::new();
         spans
-            .try_reserve_exact(ranges.len())
+            .try_reserve_exact(set.as_slice().len())
             .map_err(|_| ClaimError::OutOfMemory)?;
         let mut bit = 0u64;
-        for r in ranges {
-            if r.is_empty() {
-                continue;
-            }
-            match spans.last_mut() {
-                Some(s) if s.range.end >= r.start => {
-                    let end = s.range.end.max(r.end);
-                    bit = bit.saturating_add((end.saturating_sub(s.range.end)) / PAGE_SIZE);
-                    s.range.end = end;
-                }
-                _ => {
-                    spans.push(Span { range: r, bit });
-                    bit = bit.saturating_add(r.len() / PAGE_SIZE);
-                }
-            }
+        for range in set.iter() {
+            spans.push(Span { range, bit });
+            bit = bit.saturating_add(range.len() / PAGE_SIZE);
         }
         let words = usize::try_from(bit.div_ceil(64)).map_err(|_| ClaimError::OutOfMemory)?;
         let mut bits = Vec::new();
@@ -233,7 +220,7 @@ impl Claims {
     pub fn claim_meta(&mut self, phys: u64, pages: u64) -> Result<(), ClaimError> {
         self.claim(phys, pages)?;
         if let Ok((bit, _)) = self.locate(phys, pages) {
-            fill(&mut self.meta, bit, pages, true);
+            fill(&mut self.meta, bit, pages);
             self.meta_pages = self.meta_pages.saturating_add(pages);
         }
         Ok(())
@@ -287,7 +274,7 @@ impl Claims {
         if any_set(&self.bits, bit, pages) {
             return Err(ClaimError::Twice { range });
         }
-        fill(&mut self.bits, bit, pages, true);
+        fill(&mut self.bits, bit, pages);
         self.claimed = self.claimed.saturating_add(pages);
         Ok(())
     }
@@ -298,18 +285,24 @@ impl Claims {
     /// releasing them could hand a page that one reader read to another.
     pub fn release(&mut self, phys: u64, pages: u64) {
         if let Ok((bit, _)) = self.locate(phys, pages) {
-            if any_set(&self.meta, bit, pages) {
-                let first = phys / PAGE_SIZE;
-                for p in first..first.saturating_add(pages) {
-                    if !self.is_meta(p.saturating_mul(PAGE_SIZE)) {
-                        self.release(p.saturating_mul(PAGE_SIZE), 1);
-                    }
+            // Clear the claimed bits that are not metadata, word by word.
+            let (fw, lw, fm, lm) = span(bit, pages);
+            let mut cleared = 0u64;
+            for i in fw..=lw {
+                let mut m = u64::MAX;
+                if i == fw {
+                    m &= fm;
                 }
-                return;
+                if i == lw {
+                    m &= lm;
+                }
+                m &= !self.meta.get(i).copied().unwrap_or(0);
+                if let Some(w) = self.bits.get_mut(i) {
+                    cleared = cleared.saturating_add(u64::from((*w & m).count_ones()));
+                    *w &= !m;
+                }
             }
-            let before = count_set(&self.bits, bit, pages);
-            fill(&mut self.bits, bit, pages, false);
-            self.claimed = self.claimed.saturating_sub(before);
+            self.claimed = self.claimed.saturating_sub(cleared);
         }
     }
 
@@ -420,29 +413,12 @@ fn any_set(bits: &[u64], bit: u64, n: u64) -> bool {
             .is_some_and(|mid| mid.iter().any(|&x| x != 0))
 }
 
-fn count_set(bits: &[u64], bit: u64, n: u64) -> u64 {
-    let (fw, lw, fm, lm) = span(bit, n);
-    let ones = |i: usize, m: u64| u64::from((bits.get(i).copied().unwrap_or(0) & m).count_ones());
-    if fw == lw {
-        return ones(fw, fm & lm);
-    }
-    let mid: u64 = bits
-        .get(fw.saturating_add(1)..lw)
-        .map_or(0, |m| m.iter().map(|x| u64::from(x.count_ones())).sum());
-    ones(fw, fm)
-        .saturating_add(ones(lw, lm))
-        .saturating_add(mid)
-}
-
-fn fill(bits: &mut [u64], bit: u64, n: u64, set: bool) {
+/// Sets `n > 0` bits from `bit`.
+fn fill(bits: &mut [u64], bit: u64, n: u64) {
     let (fw, lw, fm, lm) = span(bit, n);
     let mut apply = |i: usize, m: u64| {
         if let Some(x) = bits.get_mut(i) {
-            if set {
-                *x |= m;
-            } else {
-                *x &= !m;
-            }
+            *x |= m;
         }
     };
     if fw == lw {
@@ -452,7 +428,7 @@ fn fill(bits: &mut [u64], bit: u64, n: u64, set: bool) {
     apply(fw, fm);
     apply(lw, lm);
     if let Some(mid) = bits.get_mut(fw.saturating_add(1)..lw) {
-        mid.fill(if set { u64::MAX } else { 0 });
+        mid.fill(u64::MAX);
     }
 }
 
@@ -536,6 +512,21 @@ mod tests {
         c.claim(0x30 * P, 0x10).unwrap();
         assert_eq!(c.claimed_pages(), 0x20);
         assert_eq!(c.to_free().count(), 0);
+        // Two scratch areas inside one preserved range leave three pieces,
+        // all claimable.
+        let scratch = [
+            Range::new(0x20 * P, 0x28 * P),
+            Range::new(0x30 * P, 0x38 * P),
+        ];
+        let c = Claims::new([Range::new(0x10 * P, 0x40 * P)], &scratch).unwrap();
+        assert_eq!(
+            c.preserved().collect::<Vec<_>>(),
+            vec![
+                Range::new(0x10 * P, 0x20 * P),
+                Range::new(0x28 * P, 0x30 * P),
+                Range::new(0x38 * P, 0x40 * P)
+            ]
+        );
     }
 
     #[test]
