@@ -283,6 +283,11 @@ pub fn seal(blob: &mut [u8]) -> Result<(), HandoffError> {
         let fdt = Fdt::new(blob)?;
         (csum_at(&fdt)?.0, fdt.as_bytes().len())
     };
+    seal_at(blob, at, len)
+}
+
+/// Writes the sum of `blob[..len]` at `at`, where `kho,csum`'s value is.
+fn seal_at(blob: &mut [u8], at: usize, len: usize) -> Result<(), HandoffError> {
     let bytes = blob.get(..len).ok_or(HandoffError::Unreadable)?;
     let sum = crate::csum::sum64_skipping(bytes, at);
     blob.get_mut(at..at.saturating_add(8))
@@ -293,9 +298,9 @@ pub fn seal(blob: &mut [u8]) -> Result<(), HandoffError> {
 
 /// Replaces the stamps (`kho,tsc`) of a written blob and reseals it: the
 /// first kernel stamps the time it wrote the blob and the time of the
-/// jump after the blob is written.
+/// jump after the blob is written. One parse finds both places.
 pub fn set_stamps(blob: &mut [u8], stamps: &Stamps) -> Result<(), HandoffError> {
-    let at = {
+    let (tsc_at, sum_at, len) = {
         let fdt = Fdt::new(blob)?;
         let p = fdt
             .root()
@@ -304,12 +309,17 @@ pub fn set_stamps(blob: &mut [u8], stamps: &Stamps) -> Result<(), HandoffError> 
         if p.value.len() != core::mem::size_of::<Stamps>() {
             return Err(HandoffError::BadProperty("kho,tsc"));
         }
-        (p.value.as_ptr() as usize).wrapping_sub(fdt.as_bytes().as_ptr() as usize)
+        let base = fdt.as_bytes().as_ptr() as usize;
+        (
+            (p.value.as_ptr() as usize).wrapping_sub(base),
+            csum_at(&fdt)?.0,
+            fdt.as_bytes().len(),
+        )
     };
-    blob.get_mut(at..at.saturating_add(core::mem::size_of::<Stamps>()))
+    blob.get_mut(tsc_at..tsc_at.saturating_add(core::mem::size_of::<Stamps>()))
         .ok_or(HandoffError::Unreadable)?
         .copy_from_slice(stamps.as_bytes());
-    seal(blob)
+    seal_at(blob, sum_at, len)
 }
 
 /// A parsed handoff blob (not yet restored).

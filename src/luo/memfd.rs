@@ -154,8 +154,8 @@ impl<P: Platform> Handler<P> for MemfdHandler {
 
     fn discard(&mut self, obj: Box<dyn Any>, _: &mut P, claims: &mut Claims) {
         if let Ok(f) = obj.downcast::<Memfd>() {
-            for x in f.folios() {
-                claims.release(x.phys, 1 << x.order);
+            for e in f.extents() {
+                claims.release(e.phys, e.pages());
             }
         }
     }
