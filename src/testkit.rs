@@ -379,34 +379,60 @@ pub fn build(shape: &Shape) -> Built {
 /// The pages (chain pages and blocks) of every memfd record array named
 /// by the blob, per payload.
 fn payload_arrays(h: &Handoff<'_>, mem: &HostMem) -> Vec<Vec<u64>> {
+    memfd_array_roots(h.fdt())
+        .into_iter()
+        .map(|(_, root)| {
+            let mut pages = Vec::new();
+            for (page, blocks) in vmalloc_chain(mem, root.first.get()) {
+                pages.push(page);
+                pages.extend(blocks);
+            }
+            pages
+        })
+        .collect()
+}
+
+/// Every memfd payload in the blob's `luo` node whose descriptor names a
+/// record array: the offset in the blob of its root's `sum`, and the root.
+fn memfd_array_roots(fdt: &crate::fdt::Fdt<'_>) -> Vec<(usize, VmallocRoot)> {
+    let base = fdt.as_bytes().as_ptr() as usize;
     let mut out = Vec::new();
-    let Some(luo) = h.subsystem("luo") else {
-        return out;
-    };
-    for s in luo.node.children() {
-        for o in s.children() {
-            for p in o.children() {
-                let (Some(v), Some(d)) = (p.property("kho,version"), p.property("kho,data")) else {
-                    continue;
-                };
-                let root = match v.as_str() {
-                    Ok("memfd-v1") => crate::memfd::v1::Header::read_from_bytes(d.value)
+    let sessions = fdt
+        .root()
+        .child("luo")
+        .into_iter()
+        .flat_map(|n| n.children());
+    for o in sessions.flat_map(|s| s.children()) {
+        for p in o.children() {
+            let (Some(v), Some(d)) = (p.property("kho,version"), p.property("kho,data")) else {
+                continue;
+            };
+            let found = match v.as_str() {
+                Ok("memfd-v1") => {
+                    crate::memfd::v1::Header::read_from_bytes(d.value)
                         .ok()
-                        .map(|h| h.array),
-                    Ok("memfd-v2") => crate::memfd::v2::Header::read_from_prefix(d.value)
-                        .ok()
-                        .map(|(h, _)| h.array),
-                    _ => None,
-                };
-                let Some(root) = root.filter(|r| r.first.get() != 0) else {
-                    continue;
-                };
-                let mut pages = Vec::new();
-                for (page, blocks) in vmalloc_chain(mem, root.first.get()) {
-                    pages.push(page);
-                    pages.extend(blocks);
+                        .map(|h| {
+                            (
+                                core::mem::offset_of!(crate::memfd::v1::Header, array),
+                                h.array,
+                            )
+                        })
                 }
-                out.push(pages);
+                Ok("memfd-v2") => crate::memfd::v2::Header::read_from_prefix(d.value)
+                    .ok()
+                    .map(|(h, _)| {
+                        (
+                            core::mem::offset_of!(crate::memfd::v2::Header, array),
+                            h.array,
+                        )
+                    }),
+                _ => None,
+            };
+            if let Some((root_at, root)) = found.filter(|(_, r)| r.first.get() != 0) {
+                let sum_at = d.value.as_ptr() as usize - base
+                    + root_at
+                    + core::mem::offset_of!(VmallocRoot, sum);
+                out.push((sum_at, root));
             }
         }
     }
@@ -716,46 +742,22 @@ pub fn reseal(mem: &mut HostMem, blob: &mut [u8], pages: &[u64]) {
     let Ok(fdt) = crate::fdt::Fdt::new(blob) else {
         return;
     };
-    // Descriptor offsets in the blob and their array roots.
+    // Each summed record array's sum, recomputed from its blocks.
     let mut patches: Vec<(usize, u64)> = Vec::new();
-    for item in fdt
-        .root()
-        .child("luo")
-        .into_iter()
-        .flat_map(|n| n.children())
-    {
-        for o in item.children() {
-            for p in o.children() {
-                let (Some(v), Some(d)) = (p.property("kho,version"), p.property("kho,data")) else {
-                    continue;
-                };
-                let (root_at, root) = match v.as_str() {
-                    Ok("memfd-v1") => match crate::memfd::v1::Header::read_from_bytes(d.value) {
-                        Ok(h) => (24usize, h.array),
-                        Err(_) => continue,
-                    },
-                    Ok("memfd-v2") => match crate::memfd::v2::Header::read_from_prefix(d.value) {
-                        Ok((h, _)) => (32usize, h.array),
-                        Err(_) => continue,
-                    },
-                    _ => continue,
-                };
-                if root.first.get() == 0 || root.flags.get() != crate::vmalloc::SUMMED {
-                    continue;
+    for (sum_at, root) in memfd_array_roots(&fdt) {
+        if root.flags.get() != crate::vmalloc::SUMMED {
+            continue;
+        }
+        let mut s = crate::csum::Sum64::new();
+        for (_, blocks) in vmalloc_chain(mem, root.first.get()) {
+            for b in blocks {
+                match mem.frame(b) {
+                    Some(f) => s.bytes(f),
+                    None => s.zeros(4096),
                 }
-                let mut s = crate::csum::Sum64::new();
-                for (_, blocks) in vmalloc_chain(mem, root.first.get()) {
-                    for b in blocks {
-                        match mem.frame(b) {
-                            Some(f) => s.bytes(f),
-                            None => s.zeros(4096),
-                        }
-                    }
-                }
-                let off = d.value.as_ptr() as usize - blob.as_ptr() as usize + root_at + 16;
-                patches.push((off, s.finish()));
             }
         }
+        patches.push((sum_at, s.finish()));
     }
     for (off, sum) in patches {
         if let Some(d) = blob.get_mut(off..off + 8) {
