@@ -462,6 +462,8 @@ pub struct Luo<P: Platform> {
     /// Why [`Luo::incoming`] could not read the blob's node, if it could
     /// not: every object in it is lost, and finish says so.
     unread: Option<LuoError>,
+    /// Every incoming object has been restored (the first retrieve did).
+    restored: bool,
     finished: bool,
 }
 
@@ -496,6 +498,7 @@ impl<P: Platform> Luo<P> {
             sessions: Vec::new(),
             frozen: false,
             unread: None,
+            restored: false,
             finished: false,
         }
     }
@@ -825,6 +828,9 @@ impl<P: Platform> Luo<P> {
 
     /// Restores every object still incoming, in blob order.
     fn restore_all(&mut self, p: &mut P, ctx: &mut RestoreCtx<'_>) {
+        if core::mem::replace(&mut self.restored, true) {
+            return;
+        }
         for s in &mut self.sessions {
             for o in &mut s.objects {
                 let Held::Incoming(payloads) = &o.held else {
