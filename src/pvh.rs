@@ -367,6 +367,54 @@ mod tests {
         assert_eq!(rsdp, 0xe0000);
     }
 
+    /// The boot pages of a kexec with two modules, three memory ranges and
+    /// a command line, pinned byte for byte by `tests/golden/pvh-boot-v1.bin`
+    /// (`hvm_start_info` version 1 and the layout offsets).
+    #[test]
+    fn golden_boot_pages_pin_the_layout() {
+        let regions = [
+            BootRegion {
+                range: Range::new(0, 0x9_fc00),
+                ty: 1,
+            },
+            BootRegion {
+                range: Range::new(0xf_0000, 0x10_0000),
+                ty: 2,
+            },
+            BootRegion {
+                range: Range::new(0x10_0000, 0x2000_0000),
+                ty: 1,
+            },
+        ];
+        let modules = [
+            BootModule {
+                range: Range::new(0x1000_0000, 0x1006_4000),
+                cmdline: "kho,image",
+            },
+            BootModule {
+                range: Range::new(0x1562_b000, 0x1562_b976),
+                cmdline: "kho,handoff-v2",
+            },
+        ];
+        let mut buf = vec![0u8; 2 * 4096];
+        write_boot_pages(
+            &mut buf,
+            0x50_0000,
+            &regions,
+            &modules,
+            "kho.mode=demo kho.hops=2",
+            0xf_5a40,
+        )
+        .unwrap();
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/pvh-boot-v1.bin");
+        if std::env::var_os("KHO_BLESS").is_some() {
+            std::fs::write(&path, &buf).unwrap();
+        }
+        let golden = std::fs::read(&path).unwrap();
+        assert!(buf == golden, "the PVH boot page layout changed");
+    }
+
     #[test]
     fn what_does_not_fit_is_a_typed_error_never_a_cut() {
         let base = 0x1000;
