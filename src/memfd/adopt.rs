@@ -115,7 +115,7 @@ pub(crate) fn walk_array<P: PhysMem>(
         capacity = capacity.saturating_add(256);
         // The frame's sum first, in a loop of its own (four independent
         // chains, the lanes in registers), then its records, from L1.
-        s.frame(words);
+        sum_frame(&mut s, words);
         for rec in words.chunks_exact(2) {
             if let [a, b] = rec {
                 if i < n {
@@ -134,6 +134,13 @@ pub(crate) fn walk_array<P: PhysMem>(
         return Err(MemfdError::Vmalloc(crate::vmalloc::VmallocError::BadSum));
     }
     Ok(())
+}
+
+/// Takes one frame into `s`, out of line: inlined, the sum's lanes took
+/// the registers of the record loop around it.
+#[inline(never)]
+fn sum_frame(s: &mut Sum64, words: &[zerocopy::byteorder::little_endian::U64]) {
+    s.frame(words);
 }
 
 /// Encodes a record's first word (every folio written is dirty and up to
