@@ -635,13 +635,6 @@ pub(crate) fn hand_over(
             "no image to kexec into: boot with the next kernel as a module (-initrd)"
         ))
     };
-    // SAFETY: the module is RAM the loader handed us, reserved at boot.
-    let bytes = unsafe {
-        core::slice::from_raw_parts(
-            paging::phys_to_virt(image.start) as *const u8,
-            image.len() as usize,
-        )
-    };
     let mut keep: Vec<Range> = log.ranges.iter().map(|(r, _)| *r).collect();
     keep.push(Range::new(blob_at, blob_at + pages * PAGE_SIZE));
     keep.push(image);
@@ -656,11 +649,13 @@ pub(crate) fn hand_over(
         },
     ];
     let cmdline = next_cmdline(p.cmdline.as_str());
-    match kexec::prepare(p, bytes, &keep, &modules, cmdline) {
+    match kexec::prepare(p, image, &keep, &modules, cmdline) {
         Ok(prep) => {
             kprintln!(
-                "kho hop {hop}: kexec: {} KiB staged, next kernel at [{:#x}, {:#x}), PVH entry {:#x}, command line \"{cmdline}\"",
+                "kho hop {hop}: kexec: {} KiB staged, {} KiB from the image in place, {} list pages, next kernel at [{:#x}, {:#x}), PVH entry {:#x}, command line \"{cmdline}\"",
                 prep.staged / 1024,
+                prep.from_module / 1024,
+                prep.list_pages,
                 prep.span.start,
                 prep.span.end,
                 prep.entry

@@ -164,6 +164,71 @@ pub fn alloc_scratch_avoiding(count: u64, avoid: &[Range]) -> Option<u64> {
     Some(p)
 }
 
+/// Takes `pages` free pages, in runs of any size (scattered is fine),
+/// from the general pool (once open) and then from scratch, none of them
+/// inside `avoid`; appends the runs to `out`. Runs come back with
+/// [`free`]. Returns how many pages it could not find: on a shortfall the
+/// runs it took stay in `out`, for the caller to give back.
+pub fn take_scattered(pages: u64, avoid: &[Range], out: &mut alloc::vec::Vec<Range>) -> u64 {
+    let mut left = pages;
+    if general_open() {
+        left = take_from(&mut GENERAL.lock(), left, avoid, out);
+    }
+    if left > 0 {
+        left = take_from(&mut SCRATCH.lock(), left, avoid, out);
+    }
+    left
+}
+
+/// [`take_scattered`] over one pool.
+fn take_from<S: kho::ranges::Slots>(
+    pool: &mut kho::ranges::Ranges<S>,
+    mut left: u64,
+    avoid: &[Range],
+    out: &mut alloc::vec::Vec<Range>,
+) -> u64 {
+    let mut taken: alloc::vec::Vec<Range> = alloc::vec::Vec::new();
+    for free in pool.iter() {
+        if left == 0 {
+            break;
+        }
+        // The free run minus every avoided range, piece by piece.
+        let mut at = free.start;
+        while at < free.end && left > 0 {
+            let cut = avoid
+                .iter()
+                .map(|a| a.pages_around())
+                .filter(|a| a.end > at && a.start < free.end)
+                .min_by_key(|a| a.start);
+            let piece_end = match cut {
+                Some(a) if a.start <= at => {
+                    at = a.end;
+                    continue;
+                }
+                Some(a) => a.start,
+                None => free.end,
+            };
+            let n = ((piece_end - at) / PAGE_SIZE).min(left);
+            if n > 0 {
+                taken.push(Range::new(at, at + n * PAGE_SIZE));
+                left -= n;
+            }
+            at = piece_end;
+        }
+    }
+    for r in taken {
+        // Carving a run that is free cannot fail for want of room in a
+        // set that only shrinks at the run's ends; if it does, the run is
+        // not used.
+        if pool.carve(r).is_ok() {
+            out.push(r);
+        } else {
+            left += r.len() / PAGE_SIZE;
+        }
+    }
+    left
+}
+
 /// What the next kernel reserves while it restores a handoff: a
 /// [`kho::reserve::Reserve`] over lists on the heap (restore runs once the
 /// heap is up in scratch), so any number of preserved ranges fits, handed

@@ -1,16 +1,36 @@
-//! kexec on x86_64: load the next kernel (any ELF64 PVH image) and enter it
-//! as a cold boot would, through a trampoline.
+//! kexec on x86_64: load the next kernel (any ELF64 PVH image, of any
+//! size) and enter it as a cold boot would, through a trampoline.
 //!
-//! [`prepare`] checks the image (`kho::elf`), stages its segments in scratch,
-//! builds the next kernel's boot structures (a fresh `hvm_start_info`, the
-//! same memory map, its command line, its modules) and identity page tables,
-//! all in scratch pages clear of every destination. [`jump`] then disables
-//! interrupts and runs the trampoline from its own page: it switches to the
-//! identity tables, copies each segment to its destination (which may be
-//! where this kernel runs), zeroes the rest of each segment, drops to 32-bit
-//! protected mode with paging off and jumps to the PVH entry with `%ebx`
-//! pointing at the start info. Nothing passes from this kernel to the next
-//! but the image, its boot structures and the modules it is given.
+//! [`prepare`] checks the image (`kho::elf`) and describes every page of
+//! its segments to the trampoline in an *entry list*, as Linux's kimage
+//! does: "from here on, copy to D", "copy the page at S", "zero N pages",
+//! "the list goes on at L", "done". A page made only of the image's file
+//! bytes is copied straight from the image module (kept for the next
+//! kernel anyway); a page that is partly file bytes is staged, built in a
+//! free page of this kernel; a page of zeros costs nothing. Staged pages
+//! and list pages are free pages taken anywhere, scattered runs included,
+//! never inside a destination: so no copy can overwrite a page that a later
+//! copy reads, whatever the order, and destinations may overlap this
+//! kernel, its heap and its stack. The boot structures (a fresh
+//! `hvm_start_info`, the same memory map, the command line, the modules),
+//! identity page tables and the trampoline take a few scratch pages below
+//! 4 GiB, clear of every destination.
+//!
+//! [`jump`] then disables interrupts and runs the trampoline from its own
+//! page: it switches to the identity tables, walks the list, drops to
+//! 32-bit protected mode with paging off and jumps to the PVH entry with
+//! `%ebx` pointing at the start info. Nothing passes from this kernel to
+//! the next but the image, its boot structures and the modules it is
+//! given.
+//!
+//! Fixed limits on this path, each a typed error when exceeded: the
+//! trampoline, its tables and the boot structures lie below 4 GiB (the
+//! trampoline ends in 32-bit code and PVH passes the start info in a
+//! 32-bit register); RAM is at most 512 GiB (one page of identity
+//! tables); at most [`kho::pvh::MAX_MODULES`] modules with command lines
+//! of at most [`kho::pvh::MAX_MODULE_CMDLINE`] bytes and a command line of
+//! [`crate::pvh::MAX_CMDLINE`] bytes. The image's segments and the staged
+//! pages have no such limit: the trampoline reaches all of RAM.
 //!
 //! This module depends on the frame allocator and the page tables of this
 //! crate, never on the test harness or a demo.
@@ -22,6 +42,7 @@ use kho::PAGE_SIZE;
 use kho::elf::{ElfError, Image, MAX_SEGMENTS};
 use kho::pvh::{BootModule, BootRegion, PvhError};
 use kho::ranges::Range;
+use alloc::vec::Vec;
 
 /// Everything the trampoline touches lies below this (it runs 32-bit code).
 const LOW: u64 = 1 << 32;
@@ -41,11 +62,19 @@ pub enum KexecError {
         /// The destination.
         range: Range,
     },
-    /// Scratch has no room (below 4 GiB, clear of the destinations) for the
-    /// staged image, the boot structures or the page tables.
+    /// Scratch has no room (below 4 GiB, clear of the destinations) for
+    /// the trampoline, the boot structures or the page tables.
     NoScratch {
         /// Bytes asked for.
         bytes: u64,
+    },
+    /// Free memory (outside every destination) is short of what staging
+    /// the image and its entry list needs.
+    NoMemory {
+        /// Bytes needed.
+        bytes: u64,
+        /// Bytes of them that were free.
+        free: u64,
     },
     /// The command line is longer than a kernel reads at boot
     /// ([`crate::pvh::MAX_CMDLINE`]).
@@ -68,6 +97,10 @@ impl fmt::Display for KexecError {
             KexecError::NoScratch { bytes } => write!(
                 f,
                 "kexec: no room in scratch below 4 GiB for {bytes} bytes clear of the image"
+            ),
+            KexecError::NoMemory { bytes, free } => write!(
+                f,
+                "kexec: staging the image needs {bytes} bytes of free memory outside its destinations, {free} are free"
             ),
             KexecError::CmdlineTooLong => write!(
                 f,
@@ -93,8 +126,13 @@ pub struct NextModule<'a> {
 #[derive(Debug)]
 pub struct Prepared {
     tramp: u64,
-    /// Bytes staged (the image's file bytes).
+    /// Bytes staged: pages built here (file bytes that do not fill a page
+    /// of the module as it lies, with their zeros).
     pub staged: u64,
+    /// Bytes the trampoline copies straight from the image module.
+    pub from_module: u64,
+    /// Pages of the trampoline's entry list.
+    pub list_pages: u64,
     /// The next kernel's PVH entry.
     pub entry: u64,
     /// Where its segments go.
@@ -108,8 +146,10 @@ core::arch::global_asm!(
     .global kho_trampoline_start
 kho_trampoline_start:
     /* %rdi: the parameter block (identity address, below 4 GiB):
-       +0 cr3, +8 segment count, +16 start info, +24 entry,
-       +32 segments: (src, dst, file size, mem size) x count. */
+       +0 cr3, +8 the first entry of the list, +16 start info, +24 entry.
+       An entry is a page address with a kind in its low bits: 1 copy to
+       here from now on, 2 the list goes on here, 4 done, 8 copy this
+       page, 16 zero (entry >> 12) pages. */
     cli
     cld
     movq %rdi, %r15
@@ -117,31 +157,40 @@ kho_trampoline_start:
     andq $-4096, %rsp               /* stack: the top of this page */
     movq 0(%r15), %rax
     movq %rax, %cr3                 /* identity tables from here on */
-    movq 8(%r15), %r13
-    leaq 32(%r15), %r14
+    movq 8(%r15), %rbx              /* the list */
+    xorl %edi, %edi                 /* the destination cursor */
 1:
-    testq %r13, %r13
-    jz 2f
-    movq 0(%r14), %rsi
-    movq 8(%r14), %rdi
-    movq 16(%r14), %rcx
-    movq %rcx, %rdx
-    shrq $3, %rcx
-    rep movsq                       /* the segment's file bytes, 8 at a time */
+    movq (%rbx), %rax
+    addq $8, %rbx
+    movq %rax, %rdx
+    andq $-4096, %rdx               /* the address (or count << 12) */
+    testb $1, %al
+    jnz 10f
+    testb $2, %al
+    jnz 11f
+    testb $4, %al
+    jnz 2f
+    testb $8, %al
+    jnz 12f
+    testb $16, %al
+    jnz 13f
+    ud2                             /* no such entry: a bug, stop here */
+10:
+    movq %rdx, %rdi
+    jmp 1b
+11:
+    movq %rdx, %rbx
+    jmp 1b
+12:
+    movq %rdx, %rsi
+    movl $512, %ecx
+    rep movsq                       /* one page; the cursor moves on */
+    jmp 1b
+13:
     movq %rdx, %rcx
-    andq $7, %rcx
-    rep movsb
-    movq 24(%r14), %rcx
-    subq 16(%r14), %rcx
-    movq %rcx, %rdx
     shrq $3, %rcx
     xorl %eax, %eax
-    rep stosq                       /* and zeros up to its memory size */
-    movq %rdx, %rcx
-    andq $7, %rcx
-    rep stosb
-    addq $32, %r14
-    decq %r13
+    rep stosq                       /* count pages of zeros */
     jmp 1b
 2:
     /* The GDT's base is only known here: patch the pointer, load it. */
@@ -215,6 +264,25 @@ unsafe fn zero(phys: u64, len: u64) {
     unsafe { core::ptr::write_bytes(dst, 0, len as usize) };
 }
 
+/// Entry kinds of the trampoline's list (the low bits of a page address).
+mod entry {
+    /// Copies go to this address from now on.
+    pub const DEST: u64 = 1;
+    /// The list goes on in the page at this address.
+    pub const NEXT: u64 = 2;
+    /// The end of the list.
+    pub const DONE: u64 = 4;
+    /// Copy the page at this address to the cursor, which moves on a page.
+    pub const SOURCE: u64 = 8;
+    /// Zero `entry >> 12` pages at the cursor, which moves past them.
+    pub const ZERO: u64 = 16;
+    /// Entries in a list page (the last slot goes on or ends).
+    pub const PER_PAGE: usize = 511;
+    /// A staged page's entry before its page is chosen (bit 11 is never
+    /// set in a finished entry).
+    pub const UNSTAGED: u64 = SOURCE | 1 << 11;
+}
+
 fn scratch_pages(count: u64, avoid: &[Range]) -> Result<u64, KexecError> {
     let bytes = count * PAGE_SIZE;
     match frames::alloc_scratch_avoiding(count, avoid) {
@@ -227,21 +295,96 @@ fn scratch_pages(count: u64, avoid: &[Range]) -> Result<u64, KexecError> {
     }
 }
 
-/// Prepares a kexec into `image` (its bytes, read in place).
+/// What goes into one destination page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fill {
+    /// A page of the image module, copied as it is.
+    Module(u64),
+    /// Built in a staged page: file bytes and zeros.
+    Staged,
+    /// Zeros only.
+    Zero,
+}
+
+/// What page `page` (a destination page of segment `s`) is made of, given
+/// where the image module starts (`None`: it is not kept, stage all).
+fn fill_of(s: &kho::elf::Segment, page: u64, module: Option<u64>) -> Fill {
+    let file = Range::new(s.dest, s.dest + s.file_size);
+    let this = Range::new(page, page + PAGE_SIZE);
+    if !file.overlaps(&this) {
+        return Fill::Zero;
+    }
+    let at = s.offset + (page.max(s.dest) - s.dest);
+    match module {
+        Some(m) if file.covers(this) && (m + at).is_multiple_of(PAGE_SIZE) => Fill::Module(m + at),
+        _ => Fill::Staged,
+    }
+}
+
+/// Pages taken for one kexec, given back if it is refused.
+struct Taken {
+    runs: Vec<Range>,
+}
+
+impl Taken {
+    fn free(&self) {
+        for r in &self.runs {
+            let _ = frames::free(r.start, r.len() / PAGE_SIZE);
+        }
+    }
+
+    /// Takes `pages` free pages anywhere outside `avoid`, scattered, and
+    /// returns their addresses.
+    fn scattered(&mut self, pages: u64, avoid: &[Range]) -> Result<Vec<u64>, KexecError> {
+        let first = self.runs.len();
+        let short = frames::take_scattered(pages, avoid, &mut self.runs);
+        if short > 0 {
+            return Err(KexecError::NoMemory {
+                bytes: pages * PAGE_SIZE,
+                free: (pages - short) * PAGE_SIZE,
+            });
+        }
+        Ok(self.runs[first..]
+            .iter()
+            .flat_map(|r| (r.start..r.end).step_by(PAGE_SIZE as usize))
+            .collect())
+    }
+
+    /// Takes `count` contiguous scratch pages below 4 GiB outside `avoid`.
+    fn low(&mut self, count: u64, avoid: &[Range]) -> Result<u64, KexecError> {
+        let p = scratch_pages(count, avoid)?;
+        self.runs.push(Range::new(p, p + count * PAGE_SIZE));
+        Ok(p)
+    }
+}
+
+/// Prepares a kexec into `image`: the physical range of its ELF bytes,
+/// which this kernel owns and which stay unchanged until the jump (read
+/// through the direct map).
 ///
 /// `keep` is everything that must survive the jump besides what is staged
 /// here: preserved memory, the handoff's metadata, the modules. The image's
 /// destinations must be RAM and clear of all of it. `modules` are handed to
 /// the next kernel with their command lines, `cmdline` is its command line.
-/// On an error nothing is changed but some scratch pages, which are freed.
+/// If `image` is one of the modules, whole pages of it are copied from
+/// where it lies, not staged. On an error nothing is changed: every page
+/// taken is given back.
 pub fn prepare(
     params: &BootParams,
-    image: &[u8],
+    image: Range,
     keep: &[Range],
     modules: &[NextModule<'_>],
     cmdline: &str,
 ) -> Result<Prepared, KexecError> {
-    let img = Image::parse(image).map_err(KexecError::Image)?;
+    // SAFETY: the caller owns the image's bytes and leaves them unchanged
+    // until the jump; the direct map covers RAM.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            paging::phys_to_virt(image.start) as *const u8,
+            image.len() as usize,
+        )
+    };
+    let img = Image::parse(bytes).map_err(KexecError::Image)?;
     let ram: heapless::Vec<Range, { crate::pvh::MAX_MEMMAP }> = params.ram().collect();
     img.plan(&ram, keep).map_err(KexecError::Image)?;
     for m in modules {
@@ -260,29 +403,17 @@ pub fn prepare(
     for s in img.segments() {
         let _ = dests.push(s.pages());
     }
-    // Stage every segment's file bytes, page-aligned, in one run.
-    let staged: u64 = img
-        .segments()
+    // Pages copied from the module must stay as they are until the
+    // trampoline has read them: a module is checked clear of every
+    // destination above, and the caller keeps it.
+    let module = modules
         .iter()
-        .map(|s| s.file_size.next_multiple_of(PAGE_SIZE))
-        .sum();
-    let stage_pages = (staged / PAGE_SIZE).max(1);
-    let stage = scratch_pages(stage_pages, &dests)?;
-    let mut allocated: heapless::Vec<(u64, u64), 8> = heapless::Vec::new();
-    let _ = allocated.push((stage, stage_pages));
-    let r = build(
-        params,
-        &img,
-        &dests,
-        modules,
-        cmdline,
-        stage,
-        &mut allocated,
-    );
+        .any(|m| m.range.covers(image))
+        .then_some(image.start);
+    let mut taken = Taken { runs: Vec::new() };
+    let r = build(params, &img, &dests, modules, cmdline, module, &mut taken);
     if r.is_err() {
-        for &(p, n) in &allocated {
-            let _ = frames::free(p, n);
-        }
+        taken.free();
     }
     r
 }
@@ -293,14 +424,43 @@ fn build(
     dests: &[Range],
     modules: &[NextModule<'_>],
     cmdline: &str,
-    stage: u64,
-    allocated: &mut heapless::Vec<(u64, u64), 8>,
+    module: Option<u64>,
+    taken: &mut Taken,
 ) -> Result<Prepared, KexecError> {
-    let mut take = |count: u64| -> Result<u64, KexecError> {
-        let p = scratch_pages(count, dests)?;
-        let _ = allocated.push((p, count));
-        Ok(p)
-    };
+    // The list first, with a placeholder for each staged page.
+    let mut list: Vec<u64> = Vec::new();
+    let mut staged = 0u64;
+    let mut from_module = 0u64;
+    for s in img.segments() {
+        let pages = s.pages();
+        list.push(pages.start | entry::DEST);
+        let mut zeros = 0u64;
+        for page in (pages.start..pages.end).step_by(PAGE_SIZE as usize) {
+            let f = fill_of(s, page, module);
+            if f != Fill::Zero && zeros > 0 {
+                list.push((zeros << 12) | entry::ZERO);
+                zeros = 0;
+            }
+            match f {
+                Fill::Zero => zeros += 1,
+                Fill::Module(at) => {
+                    list.push(at | entry::SOURCE);
+                    from_module += 1;
+                }
+                Fill::Staged => {
+                    // Filled in below, once the staging pages are taken.
+                    list.push(entry::UNSTAGED);
+                    staged += 1;
+                }
+            }
+        }
+        if zeros > 0 {
+            list.push((zeros << 12) | entry::ZERO);
+        }
+    }
+    list.push(entry::DONE);
+    let list_pages = (list.len() as u64).div_ceil(entry::PER_PAGE as u64);
+
     // Identity tables over [0, top of RAM rounded to 1 GiB), 2 MiB pages.
     let gib = params.ram_end().max(LOW).div_ceil(1 << 30);
     if gib > 512 {
@@ -308,13 +468,25 @@ fn build(
             bytes: gib * PAGE_SIZE,
         });
     }
-    let tables = take(2 + gib)?;
-    let boot = take(BOOT_PAGES)?;
-    let tramp = take(1)?;
+    let tables = taken.low(2 + gib, dests)?;
+    let boot = taken.low(BOOT_PAGES, dests)?;
+    let tramp = taken.low(1, dests)?;
+    // Staged pages and list pages: any free pages outside every
+    // destination, one call so a shortfall names the whole need.
+    let all = taken
+        .scattered(staged + list_pages, dests)
+        .map_err(|e| match e {
+            KexecError::NoMemory { free, .. } => KexecError::NoMemory {
+                bytes: (staged + list_pages) * PAGE_SIZE,
+                free,
+            },
+            e => e,
+        })?;
+    let (stage, lists) = all.split_at(staged as usize);
+
     let (pml4, pdpt) = (tables, tables + PAGE_SIZE);
-    // The pages taken here were just allocated from scratch for this kexec:
-    // RAM, and nothing else uses them; that is what every `poke` and `zero`
-    // below relies on.
+    // Every page written below was just taken for this kexec: RAM that
+    // nothing else uses; that is what each `poke` and `zero` relies on.
     // SAFETY: the tables' pages are ours (see above).
     unsafe {
         zero(tables, (2 + gib) * PAGE_SIZE);
@@ -331,20 +503,57 @@ fn build(
         }
     }
 
-    // Stage the segments and describe them to the trampoline.
-    let mut segs = [[0u64; 4]; MAX_SEGMENTS];
-    let mut at = stage;
-    for (d, s) in segs.iter_mut().zip(img.segments()) {
-        // SAFETY: the staging run was taken above for exactly these bytes.
-        unsafe { poke(at, img.file_bytes(s)) };
-        *d = [at, s.dest, s.file_size, s.mem_size];
-        at += s.file_size.next_multiple_of(PAGE_SIZE);
+    // Build each staged page (its file bytes, zeros around them) and put
+    // its address in the list, in list order.
+    let mut next_stage = stage.iter();
+    let mut slot = list.iter_mut().filter(|e| **e == entry::UNSTAGED);
+    let mut page_buf = alloc::vec![0u8; PAGE_SIZE as usize];
+    for s in img.segments() {
+        let pages = s.pages();
+        let file = img.file_bytes(s);
+        for page in (pages.start..pages.end).step_by(PAGE_SIZE as usize) {
+            if fill_of(s, page, module) != Fill::Staged {
+                continue;
+            }
+            page_buf.fill(0);
+            // The file bytes that fall in this page.
+            let lo = page.max(s.dest);
+            let hi = (page + PAGE_SIZE).min(s.dest + s.file_size);
+            let from = (lo - s.dest) as usize;
+            let to = (hi - s.dest) as usize;
+            let into = (lo - page) as usize;
+            page_buf[into..into + (to - from)].copy_from_slice(&file[from..to]);
+            let (Some(&at), Some(e)) = (next_stage.next(), slot.next()) else {
+                return Err(KexecError::NoMemory {
+                    bytes: staged * PAGE_SIZE,
+                    free: 0,
+                });
+            };
+            // SAFETY: a staging page taken above.
+            unsafe { poke(at, &page_buf) };
+            *e = at | entry::SOURCE;
+        }
+    }
+
+    // The list, in its pages: each full page goes on in the next.
+    for (k, chunk) in list.chunks(entry::PER_PAGE).enumerate() {
+        let mut words = [0u64; 512];
+        words[..chunk.len()].copy_from_slice(chunk);
+        if let Some(&next) = lists.get(k + 1) {
+            words[entry::PER_PAGE] = next | entry::NEXT;
+        }
+        let mut page = [0u8; 4096];
+        for (d, w) in page.chunks_exact_mut(8).zip(words) {
+            d.copy_from_slice(&w.to_le_bytes());
+        }
+        // SAFETY: a list page taken above.
+        unsafe { poke(lists[k], &page) };
     }
 
     // Boot structures, laid out by `kho::pvh` (the one definition the next
     // kernel's entry reads): anything that does not fit is a typed error.
     let info = boot;
-    let regions: alloc::vec::Vec<BootRegion> = params
+    let regions: Vec<BootRegion> = params
         .memory_map
         .iter()
         .map(|r| BootRegion {
@@ -352,7 +561,7 @@ fn build(
             ty: r.kind.e820(),
         })
         .collect();
-    let mods: alloc::vec::Vec<BootModule<'_>> = modules
+    let mods: Vec<BootModule<'_>> = modules
         .iter()
         .map(|m| BootModule {
             range: m.range,
@@ -372,17 +581,11 @@ fn build(
     // SAFETY: the trampoline's bytes are in this kernel's text, mapped and
     // readable; `len` is its size from the linker.
     let code = unsafe { core::slice::from_raw_parts(start as *const u8, len) };
-    let mut p = [0u8; 32 + 32 * MAX_SEGMENTS];
+    let mut p = [0u8; 32];
     p[..8].copy_from_slice(&pml4.to_le_bytes());
-    p[8..16].copy_from_slice(&(img.segments().len() as u64).to_le_bytes());
+    p[8..16].copy_from_slice(&lists[0].to_le_bytes());
     p[16..24].copy_from_slice(&info.to_le_bytes());
     p[24..32].copy_from_slice(&img.pvh_entry.to_le_bytes());
-    for (i, s) in segs.iter().take(img.segments().len()).enumerate() {
-        for (k, w) in s.iter().enumerate() {
-            let o = 32 + 32 * i + 8 * k;
-            p[o..o + 8].copy_from_slice(&w.to_le_bytes());
-        }
-    }
     // SAFETY: the trampoline page is ours (taken above).
     unsafe {
         zero(tramp, PAGE_SIZE);
@@ -395,7 +598,9 @@ fn build(
     unsafe { paging::map_identity(tramp, 1) }.map_err(|_| KexecError::Map)?;
     Ok(Prepared {
         tramp,
-        staged: at - stage,
+        staged: staged * PAGE_SIZE,
+        from_module: from_module * PAGE_SIZE,
+        list_pages,
         entry: img.pvh_entry,
         span: img.span(),
     })
