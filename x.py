@@ -8,8 +8,9 @@
   ./x.py run [--hops N] [--debug]
                         the live update demo: kexec N times (default 2);
                         log in target/kho/run.log, blobs target/kho/handoff-*.dtb
-  ./x.py kexec IMAGE [--append CMDLINE]
-                        boot our kernel, which kexecs into any PVH ELF kernel
+  ./x.py kexec IMAGE [--append CMDLINE] [--expect TEXT] [--files [--force]]
+                        boot our (optimized) kernel, which kexecs into any
+                        PVH ELF kernel; stops once IMAGE printed (TEXT)
   ./x.py inspect FILE   decode a handoff blob (dtc, annotated)
   ./x.py test           every test: host (cargo test) and QEMU scenarios
   ./x.py bench          benchmarks; figures in target/bench/results.json
@@ -223,23 +224,41 @@ def cmd_run(args):
 
 
 def cmd_kexec(args):
-    """Boots our kernel with IMAGE as its next kernel: it hands over and
-    kexecs into it with the command line given (--append)."""
+    """Boots our optimized kernel with IMAGE as its next kernel: it hands
+    over and kexecs into it with the command line given (--append), shows
+    the next kernel's console, and stops once it printed a line (or the
+    --expect line). By default our kernel creates no kho objects (the
+    image may read none); --files creates the demo's four files, which
+    preflight checks against the image's reads note; --force goes ahead
+    even if the image cannot read them (they are lost)."""
     setup()
-    build()
+    require_cargo()
     accel = accel_args(args)
     append = option(args, "--append", "")
-    timeout = option(args, "--timeout", "30")
+    timeout = option(args, "--timeout", "120")
+    expect = option(args, "--expect")
+    memory = option(args, "--memory")
+    files = "--files" in args
+    force = "--force" in args
+    args = [a for a in args if a not in ("--files", "--force")]
     if len(args) != 1:
-        raise Failure("usage: ./x.py kexec IMAGE [--append CMDLINE] [--timeout S]")
+        raise Failure("usage: ./x.py kexec IMAGE [--append CMDLINE] [--expect TEXT] "
+                      "[--files [--force]] [--memory MIB] [--timeout S]")
     image = os.path.abspath(args[0])
     if not os.path.isfile(image):
         raise Failure(f"{image}: no such file")
-    status = runner(["kexec", "--kernel", KERNEL, "--initrd", image,
-                     "--append", f"kho.hops=1 -- {append}" if append else "kho.hops=1",
-                     "--timeout", timeout, "--log", os.path.join(LOGDIR, "kexec.log")] + accel)
+    run(["cargo", "build", "--release", "-p", "kho-qemu", "--target", TARGET])
+    ours = "kho.hops=1" + ("" if files else " kho.files=0") + (" kho.force=1" if force else "")
+    cmd = ["kexec", "--kernel", RELEASE_KERNEL, "--initrd", image,
+           "--append", f"{ours} -- {append}" if append else ours,
+           "--timeout", timeout, "--log", os.path.join(LOGDIR, "kexec.log")] + accel
+    if expect:
+        cmd += ["--expect", expect]
+    if memory:
+        cmd += ["--memory", memory]
+    status = runner(cmd)
     if status != 0:
-        raise Failure("the kexec did not happen (see above)")
+        raise Failure("the kexec did not complete (see above; full log in target/kho/kexec.log)")
 
 
 def fdt_parse(blob):

@@ -7,7 +7,7 @@
 //! with poison and checks again, prints the blackout breakdown, then
 //! changes the data and hands it on, until `kho.hops` kexecs are done.
 //!
-//! It also carries four memfds (`files`): one of `kho.big=MiB` (default
+//! It also carries four memfds (`files`, none with `kho.files=0`): one of `kho.big=MiB` (default
 //! 256) filled with a pattern, a sparse one, a sealed one and one of 2 MiB
 //! folios, restored in place at each hop and checked by checksum and
 //! physical address.
@@ -342,12 +342,30 @@ pub fn run(boot: &'static BootInfo) -> ! {
         }
     }
     kprintln!(
-        "kho hop {hop}: kernel at [{:#x}, {:#x}), RAM {} MiB, scratch {:x?}",
+        "kho hop {hop}: kernel at [{:#x}, {:#x}), heap at [{:#x}, {:#x}), RAM {} MiB, scratch {:x?}",
         boot.image.start,
         boot.image.end,
+        boot.heap.phys,
+        boot.heap.phys + boot.heap.size,
         ram_total >> 20,
         boot.scratch.areas()
     );
+    if let Some(extra) = kho_x86_64::start::extra_segment(p) {
+        // SAFETY: the range is RAM (checked) that boot kept for the image
+        // and nothing writes it.
+        let bytes = unsafe {
+            core::slice::from_raw_parts(
+                paging::phys_to_virt(extra.start) as *const u8,
+                extra.len() as usize,
+            )
+        };
+        kprintln!(
+            "kho hop {hop}: extra segment [{:#x}, {:#x}) kho-sum64 {:#018x}",
+            extra.start,
+            extra.end,
+            kho::csum::sum64(bytes)
+        );
+    }
     if let Some(e) = boot.refused {
         // The previous kernel's handoff was refused: this is a cold boot.
         kprintln!("kho hop {hop}: cold boot after a refused handoff: {e}");
@@ -427,8 +445,10 @@ pub fn run(boot: &'static BootInfo) -> ! {
             .cmdline_value("kho.big")
             .and_then(|v| v.parse().ok())
             .unwrap_or(256);
-        // Nothing to hand over with `kho.hops=0`: no files either.
-        files = if hops > 0 {
+        // Nothing to hand over with `kho.hops=0`: no files either; none
+        // with `kho.files=0` (`./x.py kexec` into an image that reads no
+        // kho objects).
+        files = if hops > 0 && p.cmdline_value("kho.files") != Some("0") {
             crate::files::make(big)
         } else {
             Vec::new()
@@ -649,7 +669,9 @@ pub(crate) fn hand_over(
         },
     ];
     let cmdline = next_cmdline(p.cmdline.as_str());
-    match kexec::prepare(p, image, &keep, &modules, cmdline) {
+    squeeze_free_memory(p);
+    let in_place = p.cmdline_value("kho.stage") != Some("all");
+    match kexec::prepare(p, image, &keep, &modules, cmdline, in_place) {
         Ok(prep) => {
             kprintln!(
                 "kho hop {hop}: kexec: {} KiB staged, {} KiB from the image in place, {} list pages, next kernel at [{:#x}, {:#x}), PVH entry {:#x}, command line \"{cmdline}\"",
@@ -679,6 +701,45 @@ pub(crate) fn hand_over(
             exit_qemu(ExitCode::Success)
         }
     }
+}
+
+/// Test knobs that leave the kexec less free memory: `kho.fragment=KIB`
+/// takes every free page and gives back every other run of KIB KiB (the
+/// free memory left is in runs no longer than that); `kho.hog=MIB` takes
+/// free memory until only MIB MiB is left. What they take is never given
+/// back: a kexec or an exit follows.
+fn squeeze_free_memory(p: &kho_x86_64::pvh::BootParams) {
+    let num = |k: &str| p.cmdline_value(k).and_then(|v| v.parse::<u64>().ok());
+    let (scratch, general) = frames::free_bytes();
+    let free = scratch + general;
+    let mut runs = Vec::new();
+    if let Some(kib) = num("kho.fragment") {
+        let _ = frames::take_scattered(free / PAGE_SIZE, &[], &mut runs);
+        let chunk = (kib * 1024).max(PAGE_SIZE);
+        let mut given = 0u64;
+        for r in &runs {
+            let mut at = r.start;
+            let mut k = 0u64;
+            while at < r.end {
+                let end = (at + chunk).min(r.end);
+                if k % 2 == 1 {
+                    let _ = frames::free(at, (end - at) / PAGE_SIZE);
+                    given += end - at;
+                }
+                at = end;
+                k += 1;
+            }
+        }
+        kprintln!(
+            "kho demo: fragmented free memory: {} MiB left free in runs of at most {kib} KiB",
+            given >> 20
+        );
+    } else if let Some(mib) = num("kho.hog") {
+        let take = free.saturating_sub(mib << 20) / PAGE_SIZE;
+        let _ = frames::take_scattered(take, &[], &mut runs);
+        kprintln!("kho demo: took free memory, {mib} MiB left free");
+    }
+    core::mem::forget(runs);
 }
 
 /// The image module's bytes (the next kernel), if there is one.

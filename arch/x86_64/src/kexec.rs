@@ -37,12 +37,12 @@
 
 use crate::pvh::BootParams;
 use crate::{frames, paging};
+use alloc::vec::Vec;
 use core::fmt;
 use kho::PAGE_SIZE;
 use kho::elf::{ElfError, Image, MAX_SEGMENTS};
 use kho::pvh::{BootModule, BootRegion, PvhError};
 use kho::ranges::Range;
-use alloc::vec::Vec;
 
 /// Everything the trampoline touches lies below this (it runs 32-bit code).
 const LOW: u64 = 1 << 32;
@@ -366,15 +366,17 @@ impl Taken {
 /// here: preserved memory, the handoff's metadata, the modules. The image's
 /// destinations must be RAM and clear of all of it. `modules` are handed to
 /// the next kernel with their command lines, `cmdline` is its command line.
-/// If `image` is one of the modules, whole pages of it are copied from
-/// where it lies, not staged. On an error nothing is changed: every page
-/// taken is given back.
+/// With `in_place`, if `image` is one of the modules, whole pages of it
+/// are copied from where it lies, not staged (without it, every page with
+/// file bytes is staged: slower, for tests of staging). On an error
+/// nothing is changed: every page taken is given back.
 pub fn prepare(
     params: &BootParams,
     image: Range,
     keep: &[Range],
     modules: &[NextModule<'_>],
     cmdline: &str,
+    in_place: bool,
 ) -> Result<Prepared, KexecError> {
     // SAFETY: the caller owns the image's bytes and leaves them unchanged
     // until the jump; the direct map covers RAM.
@@ -406,10 +408,7 @@ pub fn prepare(
     // Pages copied from the module must stay as they are until the
     // trampoline has read them: a module is checked clear of every
     // destination above, and the caller keeps it.
-    let module = modules
-        .iter()
-        .any(|m| m.range.covers(image))
-        .then_some(image.start);
+    let module = (in_place && modules.iter().any(|m| m.range.covers(image))).then_some(image.start);
     let mut taken = Taken { runs: Vec::new() };
     let r = build(params, &img, &dests, modules, cmdline, module, &mut taken);
     if r.is_err() {

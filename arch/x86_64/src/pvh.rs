@@ -277,12 +277,17 @@ fn read_string<const N: usize>(pa: u64) -> Result<String<N>, PvhError> {
 }
 
 impl BootParams {
-    /// The value of `key=value` on the command line, if present.
+    /// The value of `key=value` on the command line, if present. Words
+    /// after a lone `--` are not this kernel's: they are the next
+    /// kernel's command line (see the demo's kexec).
     pub fn cmdline_value(&self, key: &str) -> Option<&str> {
-        self.cmdline.split_ascii_whitespace().find_map(|w| {
-            let (k, v) = w.split_once('=')?;
-            (k == key).then_some(v)
-        })
+        self.cmdline
+            .split_ascii_whitespace()
+            .take_while(|w| *w != "--")
+            .find_map(|w| {
+                let (k, v) = w.split_once('=')?;
+                (k == key).then_some(v)
+            })
     }
 
     /// RAM ranges of the memory map, in the loader's order.

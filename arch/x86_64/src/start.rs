@@ -175,12 +175,48 @@ pub fn scratch() -> Option<&'static Scratch> {
 /// `kho.scratch=MIB` from the command line; never less than the heap plus
 /// 16 MiB (page tables, boot structures, a larger next image).
 fn scratch_reserve(params: &BootParams, ram: &[Range], image: Range) -> u64 {
-    let early = heap_size(params) + (16 << 20);
+    let mut early = heap_size(params) + (16 << 20);
+    // A next image given at boot whose segments reach further than that:
+    // scratch covers them too, with the same room past them (the next
+    // kernel is loaded there and allocates there early).
+    if let Some(next) = next_image_end(params) {
+        early = early.max(next.saturating_sub(image.end) + heap_size(params) + (16 << 20));
+    }
     let asked = params
         .cmdline_value("kho.scratch")
         .and_then(|v| v.parse::<u64>().ok())
         .map(|mib| mib.saturating_mul(1 << 20));
     kho::scratch::cold_boot_reserve(ram, image, early, asked)
+}
+
+/// Memory the image occupies beyond what its linker symbols say, named
+/// on the command line as `kho.extra=ADDR:BYTES` (hex or decimal): kept
+/// like the image itself (for an image with a segment of its own that
+/// this kernel does not link, such as the large test image that
+/// `./x.py test` builds). Checked against RAM; `None` if absent or bad.
+pub fn extra_segment(params: &BootParams) -> Option<Range> {
+    let v = params.cmdline_value("kho.extra")?;
+    let (a, b) = v.split_once(':')?;
+    let num = |t: &str| match t.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => t.parse::<u64>().ok(),
+    };
+    let (start, len) = (num(a)?, num(b)?);
+    let r = Range::new(start, start.checked_add(len)?);
+    (len > 0 && params.ram().any(|m| m.covers(r))).then_some(r)
+}
+
+/// Where the segments of the image module (the next kernel) end, if it
+/// is a loadable image below 4 GiB.
+fn next_image_end(params: &BootParams) -> Option<u64> {
+    let m = params.image_module()?;
+    if m.end > 1 << 32 {
+        return None;
+    }
+    // SAFETY: boot runs on tables that identity map the first 4 GiB; the
+    // module is RAM the loader filled, and nothing writes it yet.
+    let bytes = unsafe { core::slice::from_raw_parts(m.start as *const u8, m.len() as usize) };
+    kho::elf::Image::parse(bytes).ok().map(|i| i.span().end)
 }
 
 unsafe extern "Rust" {
@@ -219,9 +255,12 @@ extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
 
     // Never hand out: real-mode memory, the kernel image, the modules.
     let low = Range::new(0, 1 << 20);
-    let mut keep: heapless::Vec<Range, { 2 + pvh::MAX_MODULES }> = heapless::Vec::new();
+    let mut keep: heapless::Vec<Range, { 3 + pvh::MAX_MODULES }> = heapless::Vec::new();
     let _ = keep.push(low);
     let _ = keep.push(image_range);
+    if let Some(extra) = extra_segment(&params) {
+        let _ = keep.push(extra);
+    }
     for m in &params.modules {
         let _ = keep.push(m.range);
     }

@@ -50,6 +50,11 @@ pub struct Config {
     pub echo: bool,
     /// Extra QEMU arguments.
     pub extra: Vec<String>,
+    /// End the boot early, as [`Exit::Stopped`], once our kernel has
+    /// jumped (its `kho-jump` line) and the next kernel printed a line
+    /// containing this text (empty: any line at all). For kexecs into
+    /// images that never exit QEMU, such as a Linux kernel.
+    pub stop_after_jump: Option<String>,
 }
 
 impl Config {
@@ -65,6 +70,7 @@ impl Config {
             log: None,
             echo: false,
             extra: Vec::new(),
+            stop_after_jump: None,
         }
     }
 
@@ -108,6 +114,9 @@ pub enum Exit {
     Signal,
     /// QEMU outlived the timeout and was killed.
     Timeout(Duration),
+    /// The runner stopped QEMU at the line [`Config::stop_after_jump`]
+    /// waited for.
+    Stopped,
 }
 
 /// What a boot printed and how it ended.
@@ -204,10 +213,25 @@ pub fn boot(cfg: &Config) -> Result<Boot, RunnerError> {
         lines.push(line);
         Ok(())
     };
+    let mut jumped = false;
     let exit = loop {
         let left = cfg.timeout.saturating_sub(start.elapsed());
         match rx.recv_timeout(left.min(Duration::from_millis(50))) {
-            Ok(line) => record(line, &mut lines)?,
+            Ok(line) => {
+                let waited = match &cfg.stop_after_jump {
+                    Some(text) if jumped => {
+                        !line.starts_with("qemu: ") && line.contains(text.as_str())
+                    }
+                    _ => false,
+                };
+                jumped |= line.starts_with("kho-jump ");
+                record(line, &mut lines)?;
+                if waited {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break Exit::Stopped;
+                }
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {}
         }
@@ -366,6 +390,7 @@ pub fn judge_tests(boot: &Boot) -> Result<Passed, String> {
             None => format!("timed out after {t:.0?} (no test was running)"),
         }),
         Exit::Signal => Some("QEMU was killed by a signal".to_owned()),
+        Exit::Stopped => Some("stopped by the runner".to_owned()),
         Exit::Code(0) => Some(
             "QEMU exited with status 0: the guest reset or triple-faulted (-no-reboot)".to_owned(),
         ),
@@ -426,6 +451,7 @@ pub fn judge_demo(boot: &Boot, success_line: &str) -> Result<(), String> {
         }
         (Exit::Code(c), _) => format!("QEMU exited with status {c}"),
         (Exit::Signal, _) => "QEMU was killed by a signal".to_owned(),
+        (Exit::Stopped, _) => "stopped by the runner".to_owned(),
         (Exit::Timeout(t), _) => format!("timed out after {t:.0?}"),
     };
     Err(format!("{problem}\nlast serial lines:\n{}", boot.tail()))

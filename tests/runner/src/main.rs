@@ -4,18 +4,20 @@
 //! kho-runner test [--kernel K] [--harness FLAG] [--log FILE] [--timeout S] [--accel tcg|kvm]
 //! kho-runner run  [--kernel K] [--log FILE] [--timeout S] [--accel tcg|kvm] [--initrd F]
 //!                  [--append ARGS] [--kernels N] [--expect LINE] [--blobs DIR] [--memory MIB]
-//! kho-runner kexec [--kernel K] --initrd IMAGE [--append ARGS] [--timeout S]
+//! kho-runner kexec [--kernel K] --initrd IMAGE [--append ARGS] [--timeout S] [--expect TEXT]
 //! kho-runner qemu [--kernel K] [--gdb] [--accel tcg|kvm] [--] [QEMU ARGS...]
 //! ```
 //! `test` prints each kernel test and a closing `N passed, N failed` line;
 //! `run` judges a live update of `--kernels` kernels (each after the first
 //! must verify its handoff) and saves each handoff blob as
-//! `DIR/handoff-HOP.dtb`; `kexec` succeeds once our kernel has jumped into
-//! the image, whatever that image then does. Every other command exits 0
-//! only when the kernel reported success.
+//! `DIR/handoff-HOP.dtb`; `kexec` succeeds as soon as our kernel has
+//! jumped into the image and the image printed a line (with `--expect`, a
+//! line containing TEXT), and stops QEMU there; it fails with the reason
+//! (the kexec refused, or nothing printed after the jump) otherwise. Every
+//! other command exits 0 only when the kernel reported success.
 
 use kho_runner::{
-    Accel, Config, Exit, blobs, boot, default_kernel, judge_live_update, judge_tests, split_kernels,
+    Accel, Config, Exit, blobs, boot, default_kernel, judge_live_update, judge_tests,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,6 +109,42 @@ fn parse() -> Result<Args, String> {
     Ok(a)
 }
 
+/// The verdict of `kho-runner kexec`: the jump happened and the next
+/// kernel printed what was expected; or why not.
+fn judge_kexec(b: &kho_runner::Boot, expect: Option<&str>) -> ExitCode {
+    let jump = b.lines.iter().position(|l| l.starts_with("kho-jump "));
+    let Some(at) = jump else {
+        let why = b
+            .lines
+            .iter()
+            .find(|l| l.contains("refused"))
+            .cloned()
+            .unwrap_or_else(|| "our kernel never reached the jump".to_owned());
+        return fail(&format!(
+            "no kexec: {why}\nlast serial lines:\n{}",
+            b.tail()
+        ));
+    };
+    let after = b.lines.len() - at - 1;
+    match (&b.exit, expect) {
+        (Exit::Stopped, Some(t)) => {
+            println!("kho-runner: kexec done: the next kernel printed \"{t}\"");
+            ExitCode::SUCCESS
+        }
+        (Exit::Stopped, None) => {
+            println!("kho-runner: kexec done: the next kernel was entered and printed");
+            ExitCode::SUCCESS
+        }
+        (e, Some(t)) => fail(&format!(
+            "the kexec happened, but the next kernel never printed \"{t}\" ({after} lines after the jump; {e:?})\nlast serial lines:\n{}",
+            b.tail()
+        )),
+        (e, None) => fail(&format!(
+            "the kexec happened, but the next kernel printed nothing on the serial console ({e:?}): does its command line name the console (console=ttyS0 for Linux)?"
+        )),
+    }
+}
+
 fn main() -> ExitCode {
     let a = match parse() {
         Ok(a) => a,
@@ -188,32 +226,13 @@ fn main() -> ExitCode {
                 }
             }
         },
-        "kexec" => match boot(&cfg) {
-            Err(e) => fail(&e.to_string()),
-            Ok(b) => {
-                let first = split_kernels(&b.lines)
-                    .into_iter()
-                    .next()
-                    .unwrap_or_default();
-                if first
-                    .iter()
-                    .any(|l| l.contains(": kexec: ") && l.contains(" staged"))
-                {
-                    let after = match b.exit {
-                        Exit::Code(c) => format!("QEMU exited with status {c}"),
-                        Exit::Signal => "QEMU was killed by a signal".to_owned(),
-                        Exit::Timeout(t) => format!("still running after {t:.0?}, stopped"),
-                    };
-                    println!("kho-runner: kexec done; the next kernel ran, then {after}");
-                    ExitCode::SUCCESS
-                } else {
-                    fail(&format!(
-                        "our kernel did not kexec\nlast serial lines:\n{}",
-                        b.tail()
-                    ))
-                }
+        "kexec" => {
+            cfg.stop_after_jump = Some(a.expect.clone().unwrap_or_default());
+            match boot(&cfg) {
+                Err(e) => fail(&e.to_string()),
+                Ok(b) => judge_kexec(&b, a.expect.as_deref()),
             }
-        },
+        }
         "qemu" => {
             let mut c = cfg.command();
             if a.gdb {

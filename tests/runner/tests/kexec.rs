@@ -430,3 +430,185 @@ fn a_newer_version_only_into_an_old_reader_is_refused_then_forced() {
     assert_eq!(lines_with(&b, "0 objects retrieved").len(), 1);
     assert_eq!(lines_with(&b, "4 lost").len(), 1);
 }
+
+/// Where the large image's extra segment goes, and its size: clear of the
+/// kernel at 2 MiB, inside the scratch the first kernel sizes at cold boot
+/// to cover the image module's segments (and a heap past them).
+const EXTRA_AT: u64 = 16 << 20;
+const EXTRA_LEN: usize = 64 << 20;
+
+/// Our optimized kernel with one more loadable segment of `EXTRA_LEN`
+/// bytes of a pattern at `EXTRA_AT`: an image of over 64 MiB of segments
+/// in a layout our linker never made (the program headers move to the end
+/// of the file), written to a file named after `tag` (tests run in
+/// parallel). Returns its path and the `kho-sum64` of the segment.
+fn large_image(tag: &str) -> (PathBuf, u64) {
+    let mut elf = std::fs::read(kernel("KHO_KERNEL_RELEASE")).unwrap();
+    let u16_at = |e: &[u8], o: usize| u16::from_le_bytes([e[o], e[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(&elf, 0x36), u16_at(&elf, 0x38));
+    assert_eq!(phentsize, 56);
+    let old = elf[phoff..phoff + phnum * phentsize].to_vec();
+    elf.resize(elf.len().next_multiple_of(4096), 0);
+    let data_at = elf.len();
+    let mut data = Vec::with_capacity(EXTRA_LEN);
+    for i in 0..(EXTRA_LEN / 8) as u64 {
+        let w = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i >> 9);
+        data.extend_from_slice(&w.to_le_bytes());
+    }
+    let sum = kho::csum::sum64(&data);
+    elf.extend_from_slice(&data);
+    let new_phoff = elf.len();
+    elf.extend_from_slice(&old);
+    let mut ph = Vec::new();
+    ph.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    ph.extend_from_slice(&6u32.to_le_bytes()); // RW
+    ph.extend_from_slice(&(data_at as u64).to_le_bytes());
+    ph.extend_from_slice(&EXTRA_AT.to_le_bytes()); // vaddr
+    ph.extend_from_slice(&EXTRA_AT.to_le_bytes()); // paddr
+    ph.extend_from_slice(&(EXTRA_LEN as u64).to_le_bytes());
+    ph.extend_from_slice(&(EXTRA_LEN as u64).to_le_bytes());
+    ph.extend_from_slice(&4096u64.to_le_bytes());
+    elf.extend_from_slice(&ph);
+    elf[0x20..0x28].copy_from_slice(&(new_phoff as u64).to_le_bytes());
+    elf[0x38..0x3a].copy_from_slice(&((phnum + 1) as u16).to_le_bytes());
+    let path = std::env::temp_dir().join(format!("kho-large-image-{tag}-{}", std::process::id()));
+    std::fs::write(&path, &elf).unwrap();
+    (path, sum)
+}
+
+/// The command line for a kexec into the large image, which keeps its
+/// extra segment.
+fn into_large(first: &str) -> String {
+    format!("kho.hops=1 {first} -- kho.mode=demo kho.hops=1 kho.extra={EXTRA_AT:#x}:{EXTRA_LEN:#x}")
+}
+
+/// The segment line the large image printed, and the host's sum.
+fn extra_line(b: &kho_runner::Boot, sum: u64) {
+    let want = format!(
+        "kho hop 1: extra segment [{EXTRA_AT:#x}, {:#x}) kho-sum64 {sum:#018x}",
+        EXTRA_AT + EXTRA_LEN as u64
+    );
+    assert_eq!(lines_with(&b, &want).len(), 1, "{want}\n{}", b.tail());
+}
+
+/// A 66 MiB image that is not our layout, under 512 MiB of RAM while the
+/// demo's 256 MiB file (and three others) stay preserved: its segments
+/// land over the running kernel's heap, its whole pages are copied from
+/// the module in place, and it arrives bit-exact (its own sum of its
+/// extra segment) with every file verified.
+#[test]
+fn a_large_image_kexecs_under_512_mib_with_256_mib_preserved() {
+    let (image, sum) = large_image("large");
+    let k = kernel("KHO_KERNEL_RELEASE");
+    let b = run_on(k, image.clone(), &into_large(""));
+    let _ = std::fs::remove_file(&image);
+    judge_live_update(&b, 2, "kho demo: live update OK after 1 kexecs")
+        .unwrap_or_else(|e| panic!("{e}"));
+    extra_line(&b, sum);
+    let kexec = lines_with(&b, "kho hop 0: kexec: ");
+    assert!(
+        kexec[0].contains("KiB from the image in place")
+            && kexec[0].contains("next kernel at [0x200000, 0x5000000)"),
+        "{}",
+        kexec[0]
+    );
+    // The destinations cover the running kernel and its heap.
+    let at = lines_with(&b, "kho hop 0: kernel at [0x200000, ");
+    let heap = at[0].split("heap at [").nth(1).unwrap();
+    let hex = |t: &str| u64::from_str_radix(t.trim_start_matches("0x"), 16).unwrap();
+    let (lo, hi) = heap.split_once(", ").unwrap();
+    let (lo, hi) = (hex(lo), hex(hi.split(')').next().unwrap()));
+    assert!(
+        lo < EXTRA_AT + EXTRA_LEN as u64 && hi > 0x200000,
+        "{}",
+        at[0]
+    );
+    let big = rows(&b, 1).into_iter().find(|x| x.2 == "big").unwrap();
+    assert!(big.3.starts_with("memfd-v2 262144 KiB"), "{}", big.3);
+    assert_eq!(lines_with(&b, "0 lost; finish freed").len(), 1);
+}
+
+/// Every page of the large image staged (none copied in place), in free
+/// memory cut into runs of 512 KiB: the trampoline's list reaches them
+/// all, and the image arrives bit-exact.
+#[test]
+fn staging_in_fragmented_memory() {
+    let (image, sum) = large_image("fragmented");
+    let k = kernel("KHO_KERNEL_RELEASE");
+    let b = run_on(
+        k,
+        image.clone(),
+        &into_large("kho.big=64 kho.stage=all kho.fragment=512"),
+    );
+    let _ = std::fs::remove_file(&image);
+    judge_live_update(&b, 2, "kho demo: live update OK after 1 kexecs")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        lines_with(&b, "in runs of at most 512 KiB").len(),
+        1,
+        "{}",
+        b.tail()
+    );
+    let kexec = lines_with(&b, "kho hop 0: kexec: ");
+    assert!(
+        kexec[0].contains(" 0 KiB from the image in place"),
+        "{}",
+        kexec[0]
+    );
+    let staged: u64 = kexec[0]
+        .split("kexec: ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(staged >= 65536, "{}", kexec[0]);
+    extra_line(&b, sum);
+}
+
+/// An image that needs more free memory than there is: refused with the
+/// typed error that says how much, and the kernel keeps running with its
+/// data intact.
+#[test]
+fn an_image_larger_than_free_memory_is_refused_and_nothing_is_lost() {
+    let (image, _) = large_image("refused");
+    let k = kernel("KHO_KERNEL_RELEASE");
+    let b = run_on(
+        k,
+        image.clone(),
+        &into_large("kho.big=64 kho.stage=all kho.hog=16"),
+    );
+    let _ = std::fs::remove_file(&image);
+    judge_demo(
+        &b,
+        "kho demo: kexec refused, still running, preserved data intact",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let refused = lines_with(&b, "kexec refused: kexec: staging the image needs ");
+    assert_eq!(refused.len(), 1, "{}", b.tail());
+    assert!(refused[0].contains("of free memory outside its destinations"));
+}
+
+/// What `./x.py kexec` does: no kho objects by default (`kho.files=0`), and
+/// the runner stops QEMU as soon as the next kernel prints the line it
+/// waits for, however long that kernel would run.
+#[test]
+fn the_runner_stops_once_the_next_kernel_prints_the_expected_line() {
+    let mut cfg = kho_runner::Config::new(
+        kernel("KHO_KERNEL_RELEASE"),
+        "kho.mode=demo kho.hops=1 kho.files=0 -- kho.mode=demo kho.hops=0",
+    );
+    cfg.initrd = Some(kernel("KHO_KERNEL_ALT"));
+    cfg.timeout = Duration::from_secs(120);
+    cfg.stop_after_jump = Some("kho hop 1: kernel at [0x1000000, ".to_owned());
+    let b = boot(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(b.exit, Exit::Stopped, "{}", b.tail());
+    assert!(lines_with(&b, "preflight").is_empty(), "{}", b.tail());
+    assert!(lines_with(&b, "vm-").is_empty());
+    assert_eq!(lines_with(&b, "kho-jump 0 ").len(), 1);
+    // Stopped there: the next kernel never got to its end.
+    assert!(lines_with(&b, "live update OK").is_empty(), "{}", b.tail());
+}
