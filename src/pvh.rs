@@ -106,6 +106,14 @@ pub mod layout {
     pub const CMDLINE: usize = 4096;
     /// Most memory-map entries that fit.
     pub const MAX_MEMMAP: usize = (MODULE_CMDLINES - MEMMAP) / 24;
+    /// 24 bytes the kexec trampoline fills, between the module list and
+    /// the memory map: [`TRAMPOLINE_MAGIC`], then its first and its last
+    /// TSC reading (little-endian `u64`s), so the next kernel can tell the
+    /// copy from the rest of the jump. Left zero by [`super::write_boot_pages`];
+    /// any other reader ignores it.
+    pub const TRAMPOLINE_STAMPS: usize = 448;
+    /// The first word of the trampoline's stamps (`kho-tsc1`).
+    pub const TRAMPOLINE_MAGIC: u64 = u64::from_le_bytes(*b"kho-tsc1");
 }
 
 /// One module a kexec hands over.

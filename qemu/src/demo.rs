@@ -401,9 +401,13 @@ pub fn run(boot: &'static BootInfo) -> ! {
             info.chain_pages,
             tsc::hz() / 1_000_000
         );
+        // The trampoline's own stamps split the jump: the mode switch out
+        // of this kernel, the copies, the way into the next kernel.
+        let (copy_start, copy_end) = p.trampoline_tsc.unwrap_or((0, 0));
         kprintln!(
-            "kho-timing hop={hop} handoff_ticks={a_work} prep_ticks={a_jump} jump_ticks={to_entry} reserve_ticks={to_reserved} open_ticks={} hz={}",
+            "kho-timing hop={hop} handoff_ticks={a_work} prep_ticks={a_jump} jump_ticks={to_entry} reserve_ticks={to_reserved} open_ticks={} copy_start_tsc={copy_start} copy_end_tsc={copy_end} entry_tsc={} hz={}",
             boot.open_tsc.saturating_sub(boot.entry_tsc),
+            boot.entry_tsc,
             tsc::hz()
         );
         let reused = poison_free_memory();
@@ -669,10 +673,17 @@ pub(crate) fn hand_over(
         },
     ];
     let cmdline = next_cmdline(p.cmdline.as_str());
+    if p.cmdline_value("kho.kexec_floor") == Some("1") {
+        copy_floor(image);
+    }
     squeeze_free_memory(p);
     let in_place = p.cmdline_value("kho.stage") != Some("all");
-    match kexec::prepare(p, image, &keep, &modules, cmdline, in_place) {
+    let stage_tsc = tsc::now();
+    let prepared = kexec::prepare(p, image, &keep, &modules, cmdline, in_place);
+    let prepare_ticks = tsc::now() - stage_tsc;
+    match prepared {
         Ok(prep) => {
+            kprintln!("kho-timing hop={hop} stage_tsc={stage_tsc} prepare_ticks={prepare_ticks}");
             kprintln!(
                 "kho hop {hop}: kexec: {} KiB staged, {} KiB from the image in place, {} list pages, next kernel at [{:#x}, {:#x}), PVH entry {:#x}, command line \"{cmdline}\"",
                 prep.staged / 1024,
@@ -701,6 +712,54 @@ pub(crate) fn hand_over(
             exit_qemu(ExitCode::Success)
         }
     }
+}
+
+/// The physical floor of a kexec into the image at `image`: copying its
+/// segments' file bytes once, with `memcpy`, into fresh memory of this
+/// kernel (the warmer of two passes), printed as a `kho-timing` line for
+/// `./x.py bench kexec`.
+fn copy_floor(image: Range) {
+    // SAFETY: the module is RAM the loader handed us, reserved at boot,
+    // and nothing writes it.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            paging::phys_to_virt(image.start) as *const u8,
+            image.len() as usize,
+        )
+    };
+    let Ok(img) = kho::elf::Image::parse(bytes) else {
+        return;
+    };
+    let total: u64 = img.segments().iter().map(|s| s.file_size).sum();
+    let pages = total.div_ceil(PAGE_SIZE).max(1);
+    let Some(at) = frames::alloc(pages, PAGE_SIZE) else {
+        kprintln!("kho demo: no {pages} contiguous pages for the copy floor");
+        return;
+    };
+    let mut best = u64::MAX;
+    for _ in 0..2 {
+        let t = tsc::now();
+        let mut off = 0u64;
+        for s in img.segments() {
+            let src = img.file_bytes(s);
+            // SAFETY: `at` is a fresh run of `pages` frames, which the
+            // segments' file bytes fill at most; the direct map covers it.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    src.as_ptr(),
+                    paging::phys_to_virt(at + off) as *mut u8,
+                    src.len(),
+                )
+            };
+            off += src.len() as u64;
+        }
+        best = best.min(tsc::now() - t);
+    }
+    let _ = frames::free(at, pages);
+    kprintln!(
+        "kho-timing hop=0 floor_bytes={total} floor_ticks={best} hz={}",
+        tsc::hz()
+    );
 }
 
 /// Test knobs that leave the kexec less free memory: `kho.fragment=KIB`

@@ -112,6 +112,10 @@ pub struct BootParams {
     pub modules: Vec<Module, MAX_MODULES>,
     /// Physical address of the ACPI RSDP, 0 if none.
     pub rsdp: u64,
+    /// The TSC when a kho kexec trampoline began copying the image and when
+    /// it was done (stamped into the boot pages it came with); `None` at a
+    /// cold boot.
+    pub trampoline_tsc: Option<(u64, u64)>,
 }
 
 /// Why the boot parameters could not be read.
@@ -245,12 +249,22 @@ pub unsafe fn read_boot_params(start_info: u64) -> Result<BootParams, PvhError> 
         }
     }
 
+    // The trampoline's stamps, if a kho kexec brought us here.
+    let stamps = start_info + kho::pvh::layout::TRAMPOLINE_STAMPS as u64;
+    let trampoline_tsc = if check(stamps, 24).is_ok() {
+        // SAFETY: checked to lie under 4 GiB, like everything above.
+        let [magic, first, last]: [u64; 3] = unsafe { read(stamps) };
+        (magic == kho::pvh::layout::TRAMPOLINE_MAGIC).then_some((first, last))
+    } else {
+        None
+    };
     Ok(BootParams {
         start_info,
         memory_map,
         cmdline,
         modules,
         rsdp,
+        trampoline_tsc,
     })
 }
 

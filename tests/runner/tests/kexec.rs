@@ -489,7 +489,7 @@ fn extra_line(b: &kho_runner::Boot, sum: u64) {
         "kho hop 1: extra segment [{EXTRA_AT:#x}, {:#x}) kho-sum64 {sum:#018x}",
         EXTRA_AT + EXTRA_LEN as u64
     );
-    assert_eq!(lines_with(&b, &want).len(), 1, "{want}\n{}", b.tail());
+    assert_eq!(lines_with(b, &want).len(), 1, "{want}\n{}", b.tail());
 }
 
 /// A 66 MiB image that is not our layout, under 512 MiB of RAM while the
