@@ -40,7 +40,6 @@ mod tests;
 
 pub use node::{LUO_VERSION, NODE};
 
-use crate::PAGE_SIZE;
 use crate::claims::Claims;
 use crate::fdt::WriteError;
 use crate::handoff::{Handoff, HandoffWriter};
@@ -892,7 +891,8 @@ impl<P: Platform> Luo<P> {
 
     /// In the next kernel, once, when every object that will be retrieved
     /// is: discards objects restored but never retrieved, then consumes the
-    /// claims and frees every preserved page nobody adopted as data
+    /// claims and gives the platform ([`FrameAlloc::add_free`]) every
+    /// preserved page nobody adopted as data
     /// (payloads of unchosen versions, objects never retrieved or that
     /// failed) and every page claimed as metadata (record arrays, vmalloc
     /// chains). Preserved memory restored outside the orchestrator must be
@@ -903,8 +903,14 @@ impl<P: Platform> Luo<P> {
         if self.finished {
             return Err(LuoError::State("finish was called before"));
         }
-        self.finished = true;
+        // Room for every object's line in the report first: past this
+        // point nothing fails, so finish either runs whole or changes
+        // nothing (and may be called again).
+        let objects: usize = self.sessions.iter().map(|s| s.objects.len()).sum();
         let mut lost = Vec::new();
+        lost.try_reserve(objects)
+            .map_err(|_| LuoError::OutOfMemory)?;
+        self.finished = true;
         for s in &mut self.sessions {
             for o in &mut s.objects {
                 let e = match core::mem::replace(&mut o.held, Held::Taken) {
@@ -921,19 +927,16 @@ impl<P: Platform> Luo<P> {
                         continue;
                     }
                 };
-                lost.try_reserve(1).map_err(|_| LuoError::OutOfMemory)?;
+                // Reserved above: this never allocates.
                 lost.push((s.name.clone(), o.token, e));
             }
         }
         let mut freed = 0;
         let ranges = claims.finish();
+        // Memory nobody adopted is new free memory for this kernel's
+        // allocator, never the end of one of its allocations.
         for &r in &ranges {
-            let mut at = r.start;
-            while at < r.end {
-                let order = crate::tracker::block_order(at, r.end).min(crate::vmalloc::MAX_ORDER);
-                p.free_frames(at, order);
-                at += PAGE_SIZE << order;
-            }
+            p.add_free(r);
             freed += r.len();
         }
         Ok(Finished {

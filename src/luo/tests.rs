@@ -838,8 +838,15 @@ fn finish_is_final() {
     };
     luo.retrieve("vm-1", 1, &mut mem, &mut ctx).unwrap();
     let free = mem.free_bytes();
+    let (calls, added) = (mem.free_calls, mem.added.len());
     let done = luo.finish(&mut mem, claims).unwrap();
     assert_eq!(mem.free_bytes(), free + done.freed);
+    // Handed-over memory goes to the allocator as new free memory, range
+    // by range, never through `free_frames` (which may only see what it
+    // handed out: a buddy allocator would corrupt itself).
+    assert_eq!(mem.free_calls, calls);
+    assert_eq!(mem.added[added..], done.ranges[..]);
+    assert!(!done.ranges.is_empty());
     // Never retrieved: discarded, reported, their pages freed.
     assert_eq!(done.lost.len(), 2);
     // A second finish is refused and frees nothing; a claim after finish

@@ -22,6 +22,10 @@ pub struct HostMem {
     pool: Box<RangeSet<POOL_RANGES>>,
     /// Frames handed out by `alloc_frames` and not freed.
     pub allocated: u64,
+    /// Calls to `free_frames` so far.
+    pub free_calls: u64,
+    /// Every range `add_free` was given, in order.
+    pub added: Vec<Range>,
     /// Live mappings: their frames, a contiguous copy (see `MapFrames`),
     /// and whether the copy may have been written.
     maps: BTreeMap<u64, (Vec<u64>, Vec<u8>, bool)>,
@@ -38,6 +42,8 @@ impl HostMem {
             ram: ram.to_vec(),
             pool: p,
             allocated: 0,
+            free_calls: 0,
+            added: Vec::new(),
             maps: BTreeMap::new(),
             next_virt: 1 << 47,
         }
@@ -191,15 +197,26 @@ impl FrameAlloc for HostMem {
     }
 
     fn free_frames(&mut self, phys: u64, order: u32) {
+        self.free_calls += 1;
         let size = PAGE_SIZE << order;
         if self.pool.insert(Range::new(phys, phys + size)).is_ok() {
-            // Finish also gives back handed-over memory this pool never
-            // handed out (data placed by hand in a test): count what can
-            // be counted. (Issue #18 makes that a separate operation.)
+            // A restored folio that a test placed by hand was never
+            // counted: count what can be counted.
             self.allocated = self.allocated.saturating_sub(1 << order);
             for i in 0..1u64 << order {
                 self.frames.remove(&(phys + i * PAGE_SIZE));
             }
+        }
+    }
+
+    fn add_free(&mut self, range: Range) {
+        // New free memory, never counted as allocated here.
+        self.added.push(range);
+        let _ = self.pool.insert(range);
+        let mut at = range.start;
+        while at < range.end {
+            self.frames.remove(&at);
+            at += PAGE_SIZE;
         }
     }
 }

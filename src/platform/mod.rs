@@ -99,13 +99,33 @@ fn spans(phys: u64, len: usize) -> impl Iterator<Item = (u64, usize, core::ops::
 /// 1. `alloc_frames(order)` returns the address of `2^order` contiguous
 ///    frames aligned to their size, that nothing else uses, outside every
 ///    scratch area, and reachable through the same kernel's [`PhysMem`].
+///    It never returns address 0 (kho reads 0 as "none" in several
+///    records).
 /// 2. It never returns frames the kernel already handed to someone else
-///    (preserved memory included) until they are freed.
+///    (preserved memory included) until they are freed or added.
+///
+/// What kho promises in return:
+/// 1. `free_frames(phys, order)` is only ever called, once, with a
+///    naturally aligned block of `2^order` frames that kho owns: what one
+///    `alloc_frames(order)` call returned, or one folio of that order that
+///    a restored object adopted from the handoff and now drops (a memfd
+///    truncated after the kexec). This allocator never handed out the
+///    latter: a buddy allocator adds it as a free block of that order.
+/// 2. `add_free(range)` is only ever called with memory this allocator
+///    never handed out: the part of the previous kernel's handoff that no
+///    object adopted, which [`crate::luo::Luo::finish`] gives to the
+///    running kernel. Each range is page-aligned, outside scratch, given
+///    once, and may join what several separate allocations of the previous
+///    kernel were: it is new free memory, not the end of an allocation.
 pub trait FrameAlloc {
     /// `2^order` contiguous, naturally aligned frames, or `None`.
     fn alloc_frames(&mut self, order: u32) -> Option<u64>;
     /// Gives back frames that `alloc_frames(order)` returned.
     fn free_frames(&mut self, phys: u64, order: u32);
+    /// Takes handed-over memory nobody adopted as new free memory (see
+    /// the promises above): a buddy allocator splits it into the blocks it
+    /// needs; it must not treat it as the end of an allocation.
+    fn add_free(&mut self, range: crate::ranges::Range);
 }
 
 /// A virtually contiguous mapping made by [`MapFrames::map`].

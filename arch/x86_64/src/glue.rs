@@ -55,6 +55,12 @@ impl FrameAlloc for KernelMem {
         // A double free is refused by the allocator and changes nothing.
         let _ = frames::free(phys, 1 << order);
     }
+
+    fn add_free(&mut self, range: kho::ranges::Range) {
+        // The pools are range lists: new free memory of any shape joins
+        // them as it is.
+        let _ = frames::free(range.start, range.len() / PAGE_SIZE);
+    }
 }
 
 impl kho::platform::MapFrames for KernelMem {
