@@ -203,8 +203,10 @@ pub fn boot(cfg: &Config) -> Result<Boot, RunnerError> {
     let mut lines = Vec::new();
     let mut record = |line: String, lines: &mut Vec<String>| -> Result<(), RunnerError> {
         // Hex dumps of handoff blobs go to the log and the blob files, not
-        // the terminal (the runner says where each blob was saved).
-        if cfg.echo && !line.starts_with("kho-blob ") {
+        // the terminal (the runner says where each blob was saved); so do
+        // the machine-readable timing lines the benches parse.
+        let machine = ["kho-blob ", "kho-timing ", "kho-jump "];
+        if cfg.echo && !machine.iter().any(|m| line.starts_with(m)) {
             println!("{line}");
         }
         if let Some(f) = log.as_mut() {
