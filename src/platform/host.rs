@@ -1,5 +1,11 @@
 //! [`HostMem`]: physical memory faked with heap pages, for tests, fuzz
 //! targets and benchmarks on the host.
+//!
+//! Frames of the pool are found like a kernel's direct map finds them: by
+//! index, in two loads (a table per 2 MiB, a slot per frame), not by a tree
+//! search; frames elsewhere in RAM (placed by hand by a test) fall back to
+//! a sorted map. A frame is materialized on its first write; unwritten RAM
+//! reads as zeros, and a freed frame reads as zeros again.
 
 use super::{Frame, FrameAlloc, MapError, MapFrames, Mapping, PhysMem};
 use crate::PAGE_SIZE;
@@ -13,11 +19,85 @@ pub const POOL_RANGES: usize = 1024;
 
 static ZERO: Frame = [0; PAGE_SIZE as usize];
 
-/// Sparse fake physical memory: RAM ranges, frames materialized on first
-/// write (unwritten RAM reads as zeros), and a first-fit frame pool.
+/// Frames a table of the index covers (2 MiB).
+const TABLE_FRAMES: usize = 512;
+/// Bytes a table of the index covers.
+const TABLE_BYTES: u64 = TABLE_FRAMES as u64 * PAGE_SIZE;
+/// The most pool the index covers (64 GiB: 32768 table slots); frames of
+/// a larger pool beyond it go to the sorted map.
+const MAX_WINDOW: u64 = 64 << 30;
+
+/// A frame's slot: its bytes once written.
+type Slot = Option<Box<Frame>>;
+
+/// The direct index over the pool: it covers `[lo, lo + len)` exactly, and
+/// `tables[i]` holds the frames from `base + i * 2 MiB` (`base` is `lo`
+/// rounded down to 2 MiB).
+#[derive(Clone, Default)]
+struct Index {
+    lo: u64,
+    len: u64,
+    base: u64,
+    tables: Vec<Option<Box<[Slot; TABLE_FRAMES]>>>,
+}
+
+impl Index {
+    /// An index over `window` (page-aligned).
+    fn over(window: Range) -> Self {
+        // The tables grow as frames are written: a large window costs
+        // nothing until it is used.
+        Self {
+            lo: window.start,
+            len: window.len(),
+            base: window.start & !(TABLE_BYTES - 1),
+            tables: Vec::new(),
+        }
+    }
+
+    /// The table and slot of `phys`, if the index covers it.
+    #[inline]
+    fn at(&self, phys: u64) -> Option<(usize, usize)> {
+        if phys.wrapping_sub(self.lo) >= self.len || !phys.is_multiple_of(PAGE_SIZE) {
+            return None;
+        }
+        let off = phys - self.base;
+        Some((
+            (off / TABLE_BYTES) as usize,
+            ((off / PAGE_SIZE) as usize) % TABLE_FRAMES,
+        ))
+    }
+
+    /// The slot of `phys` for writing (its table made if need be).
+    fn slot_mut(&mut self, t: usize, i: usize) -> Option<&mut Slot> {
+        if t >= self.tables.len() {
+            self.tables.resize_with(t + 1, || None);
+        }
+        let table = self.tables.get_mut(t)?;
+        let table = table.get_or_insert_with(|| Box::new([const { None }; TABLE_FRAMES]));
+        table.get_mut(i)
+    }
+
+    /// Every written frame, in address order.
+    fn written(&self) -> impl Iterator<Item = u64> + '_ {
+        self.tables.iter().enumerate().flat_map(move |(t, table)| {
+            table.iter().flat_map(move |table| {
+                table.iter().enumerate().filter_map(move |(i, f)| {
+                    f.as_ref()
+                        .map(|_| self.base + t as u64 * TABLE_BYTES + i as u64 * PAGE_SIZE)
+                })
+            })
+        })
+    }
+}
+
+/// Fake physical memory: RAM ranges, frames materialized on first write
+/// (unwritten RAM reads as zeros), a first-fit frame pool, and a direct
+/// index over the pool.
 #[derive(Clone)]
 pub struct HostMem {
-    frames: BTreeMap<u64, Box<Frame>>,
+    index: Index,
+    /// Frames outside the index.
+    sparse: BTreeMap<u64, Box<Frame>>,
     ram: Vec<Range>,
     pool: Box<RangeSet<POOL_RANGES>>,
     /// Frames handed out by `alloc_frames` and not freed.
@@ -37,8 +117,20 @@ impl HostMem {
     pub fn new(ram: &[Range], pool: Range) -> Self {
         let mut p = Box::new(RangeSet::new());
         let _ = p.insert(pool);
+        // The index covers the pool (its first 64 GiB) when the pool lies
+        // in one RAM range, so that every slot it has is RAM.
+        let window = Range::new(
+            pool.start,
+            pool.end.min(pool.start.saturating_add(MAX_WINDOW)),
+        );
+        let index = if ram.iter().any(|r| r.covers(window.pages_around())) && !window.is_empty() {
+            Index::over(window.pages_around())
+        } else {
+            Index::default()
+        };
         Self {
-            frames: BTreeMap::new(),
+            index,
+            sparse: BTreeMap::new(),
             ram: ram.to_vec(),
             pool: p,
             allocated: 0,
@@ -69,16 +161,49 @@ impl HostMem {
         self.pool.total()
     }
 
-    /// Frames that were written at least once.
+    /// Frames that were written (and not freed since), in address order.
     pub fn written_frames(&self) -> impl Iterator<Item = u64> + '_ {
-        self.frames.keys().copied()
+        let (lo, hi) = (self.index.lo, self.index.lo + self.index.len);
+        self.sparse
+            .range(..lo)
+            .map(|(&a, _)| a)
+            .chain(self.index.written())
+            .chain(self.sparse.range(hi.max(lo)..).map(|(&a, _)| a))
     }
 
     /// Moves the frame at `from` to `to` (a corruption in tests: the
     /// previous kernel's pointer now names other memory).
     pub fn move_frame(&mut self, from: u64, to: u64) {
-        if let Some(f) = self.frames.remove(&from) {
-            self.frames.insert(to, f);
+        if let Some(f) = self.take(from) {
+            self.put(to, f);
+        }
+    }
+
+    /// Removes the frame at `phys` (it reads as zeros again).
+    fn take(&mut self, phys: u64) -> Option<Box<Frame>> {
+        match self.index.at(phys) {
+            Some((t, i)) => self
+                .index
+                .tables
+                .get_mut(t)
+                .and_then(|x| x.as_mut())
+                .and_then(|x| x.get_mut(i))
+                .and_then(Option::take),
+            None => self.sparse.remove(&phys),
+        }
+    }
+
+    /// Puts frame bytes at `phys`.
+    fn put(&mut self, phys: u64, f: Box<Frame>) {
+        match self.index.at(phys) {
+            Some((t, i)) => {
+                if let Some(slot) = self.index.slot_mut(t, i) {
+                    *slot = Some(f);
+                }
+            }
+            None => {
+                self.sparse.insert(phys, f);
+            }
         }
     }
 
@@ -113,18 +238,31 @@ impl HostMem {
 }
 
 impl PhysMem for HostMem {
+    #[inline]
     fn frame(&self, phys: u64) -> Option<&Frame> {
-        match self.frames.get(&phys) {
+        if let Some((t, i)) = self.index.at(phys) {
+            // Every slot of the index is RAM.
+            return Some(match self.index.tables.get(t).and_then(|x| x.as_ref()) {
+                Some(table) => table.get(i).and_then(|f| f.as_deref()).unwrap_or(&ZERO),
+                None => &ZERO,
+            });
+        }
+        match self.sparse.get(&phys) {
             Some(f) => Some(f),
             None => self.in_ram(phys).then_some(&ZERO),
         }
     }
 
+    #[inline]
     fn frame_mut(&mut self, phys: u64) -> Option<&mut Frame> {
-        if !self.frames.contains_key(&phys) && !self.in_ram(phys) {
+        if let Some((t, i)) = self.index.at(phys) {
+            let slot = self.index.slot_mut(t, i)?;
+            return Some(slot.get_or_insert_with(|| Box::new(ZERO)));
+        }
+        if !self.sparse.contains_key(&phys) && !self.in_ram(phys) {
             return None;
         }
-        Some(self.frames.entry(phys).or_insert_with(|| Box::new(ZERO)))
+        Some(self.sparse.entry(phys).or_insert_with(|| Box::new(ZERO)))
     }
 }
 
@@ -204,7 +342,7 @@ impl FrameAlloc for HostMem {
             // counted: count what can be counted.
             self.allocated = self.allocated.saturating_sub(1 << order);
             for i in 0..1u64 << order {
-                self.frames.remove(&(phys + i * PAGE_SIZE));
+                self.take(phys + i * PAGE_SIZE);
             }
         }
     }
@@ -215,7 +353,7 @@ impl FrameAlloc for HostMem {
         let _ = self.pool.insert(range);
         let mut at = range.start;
         while at < range.end {
-            self.frames.remove(&at);
+            self.take(at);
             at += PAGE_SIZE;
         }
     }
