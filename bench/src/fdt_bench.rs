@@ -349,7 +349,7 @@ pub fn run() -> Vec<Figure> {
         .collect();
 
     let mut figs = Vec::new();
-    let us = |ns: f64| ns / 1000.0;
+    let us = |ns: crate::timing::Stat| ns / 1000.0;
 
     // Build.
     let ours_build = ns_per_call(|| {
@@ -369,6 +369,7 @@ pub fn run() -> Vec<Figure> {
             baseline: peer.into(),
             baseline_value: us(v),
             better_is: "lower",
+            target: None,
         });
     }
 
@@ -391,6 +392,7 @@ pub fn run() -> Vec<Figure> {
             baseline: peer.into(),
             baseline_value: us(v),
             better_is: "lower",
+            target: None,
         });
     }
 
@@ -449,6 +451,7 @@ pub fn run() -> Vec<Figure> {
             baseline: peer.into(),
             baseline_value: us(v),
             better_is: "lower",
+            target: None,
         });
         figs.push(Figure {
             name: "fdt lookup path+property (plain blob)".into(),
@@ -457,6 +460,7 @@ pub fn run() -> Vec<Figure> {
             baseline: peer.into(),
             baseline_value: us(v),
             better_is: "lower",
+            target: None,
         });
     }
 
@@ -527,6 +531,7 @@ pub fn run() -> Vec<Figure> {
             baseline: "libfdt".into(),
             baseline_value: us(lf_build),
             better_is: "lower",
+            target: None,
         });
         figs.push(Figure {
             name: "fdt full parse".into(),
@@ -535,6 +540,7 @@ pub fn run() -> Vec<Figure> {
             baseline: "libfdt".into(),
             baseline_value: us(lf_parse),
             better_is: "lower",
+            target: None,
         });
         figs.push(Figure {
             name: "fdt lookup path+property (skip hints)".into(),
@@ -543,6 +549,7 @@ pub fn run() -> Vec<Figure> {
             baseline: "libfdt".into(),
             baseline_value: us(lf_lookup),
             better_is: "lower",
+            target: None,
         });
         figs.push(Figure {
             name: "fdt lookup path+property (plain blob)".into(),
@@ -551,6 +558,7 @@ pub fn run() -> Vec<Figure> {
             baseline: "libfdt".into(),
             baseline_value: us(lf_lookup),
             better_is: "lower",
+            target: None,
         });
     }
     println!(

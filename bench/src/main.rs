@@ -6,31 +6,78 @@ mod memfd_bench;
 mod timing;
 mod tracker_bench;
 
+use timing::Stat;
+
 use std::fmt::Write as _;
 
 /// One reported figure, compared with a peer measured in the same run.
 pub struct Figure {
     /// What was measured.
     pub name: String,
-    /// Our value.
-    pub value: f64,
+    /// Our value: median and spread.
+    pub value: Stat,
     /// Unit of both values.
     pub unit: &'static str,
-    /// The peer's name.
+    /// The peer's name. A peer that does less work than we do is named a
+    /// bound ("... (lower bound)"), not a peer.
     pub baseline: String,
-    /// The peer's value.
-    pub baseline_value: f64,
+    /// The peer's value: median and spread.
+    pub baseline_value: Stat,
     /// `"lower"` or `"higher"`.
     pub better_is: &'static str,
+    /// The target this figure must meet, if it has one.
+    pub target: Option<Target>,
+}
+
+/// A target a figure must meet.
+#[derive(Clone, Copy, Debug)]
+pub enum Target {
+    /// The ratio to the peer (medians) is at most this.
+    Ratio(f64),
+    /// Our median is at most this, in the figure's unit.
+    Value(f64),
 }
 
 impl Figure {
+    /// A figure with no target.
+    pub fn new(
+        name: String,
+        value: impl Into<Stat>,
+        unit: &'static str,
+        baseline: impl Into<String>,
+        baseline_value: impl Into<Stat>,
+    ) -> Self {
+        Figure {
+            name,
+            value: value.into(),
+            unit,
+            baseline: baseline.into(),
+            baseline_value: baseline_value.into(),
+            better_is: "lower",
+            target: None,
+        }
+    }
+
+    /// The same figure with a target.
+    pub fn with_target(mut self, t: Target) -> Self {
+        self.target = Some(t);
+        self
+    }
+
     fn ratio(&self) -> f64 {
-        if self.baseline_value == 0.0 {
+        if self.baseline_value.median == 0.0 {
             f64::NAN
         } else {
-            self.value / self.baseline_value
+            self.value.median / self.baseline_value.median
         }
+    }
+
+    /// Whether the target is met (`None`: no target).
+    fn met(&self) -> Option<bool> {
+        self.target.map(|t| match t {
+            Target::Ratio(r) => self.ratio() <= r,
+            Target::Value(v) => self.value.median <= v,
+        })
     }
 }
 
@@ -72,18 +119,29 @@ fn main() {
     }
 
     println!(
-        "\n{:<52} {:>14} {:>22} {:>14} {:>8}",
-        "figure", "ours", "peer", "peer value", "ratio"
+        "\n{:<60} {:>12} {:>7} {:<34} {:>12} {:>7} {:>7}  target",
+        "figure", "ours", "spread", "peer", "peer value", "spread", "ratio"
     );
     for f in &figures {
+        let target = match (f.target, f.met()) {
+            (Some(Target::Ratio(r)), Some(m)) => {
+                format!("ratio <= {r}: {}", if m { "met" } else { "NOT MET" })
+            }
+            (Some(Target::Value(v)), Some(m)) => {
+                format!("<= {v} {}: {}", f.unit, if m { "met" } else { "NOT MET" })
+            }
+            _ => String::new(),
+        };
         println!(
-            "{:<52} {:>10.3} {:<3} {:>22} {:>14.3} {:>8.3}",
+            "{:<60} {:>8.3} {:<3} {:>6.1}% {:<34} {:>12.3} {:>6.1}% {:>7.3}  {target}",
             f.name,
-            f.value,
+            f.value.median,
             f.unit,
+            100.0 * f.value.spread(),
             f.baseline,
-            f.baseline_value,
-            f.ratio()
+            f.baseline_value.median,
+            100.0 * f.baseline_value.spread(),
+            f.ratio(),
         );
     }
 
@@ -92,14 +150,27 @@ fn main() {
     out.push_str(&machine);
     out.push_str(",\n  \"figures\": [\n");
     for (i, f) in figures.iter().enumerate() {
+        let target = match f.target {
+            Some(Target::Ratio(r)) => format!("{{\"ratio_at_most\": {}}}", json_num(r)),
+            Some(Target::Value(v)) => format!("{{\"value_at_most\": {}}}", json_num(v)),
+            None => "null".to_owned(),
+        };
+        let met = match f.met() {
+            Some(m) => m.to_string(),
+            None => "null".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "    {{\"name\": {}, \"value\": {}, \"unit\": {}, \"baseline\": {}, \"baseline_value\": {}, \"ratio\": {}, \"better_is\": {}}}{}",
+            "    {{\"name\": {}, \"value\": {}, \"value_lo\": {}, \"value_hi\": {}, \"unit\": {}, \"baseline\": {}, \"baseline_value\": {}, \"baseline_lo\": {}, \"baseline_hi\": {}, \"ratio\": {}, \"better_is\": {}, \"target\": {target}, \"target_met\": {met}}}{}",
             json_str(&f.name),
-            json_num(f.value),
+            json_num(f.value.median),
+            json_num(f.value.lo),
+            json_num(f.value.hi),
             json_str(f.unit),
             json_str(&f.baseline),
-            json_num(f.baseline_value),
+            json_num(f.baseline_value.median),
+            json_num(f.baseline_value.lo),
+            json_num(f.baseline_value.hi),
             json_num(f.ratio()),
             json_str(f.better_is),
             if i + 1 < figures.len() { "," } else { "" }

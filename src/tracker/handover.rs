@@ -121,6 +121,12 @@ pub enum HandoverError {
     Reserve(ReserveError),
 }
 
+impl From<TrackerError> for HandoverError {
+    fn from(e: TrackerError) -> Self {
+        HandoverError::Tracker(e)
+    }
+}
+
 impl From<ChainError> for HandoverError {
     fn from(e: ChainError) -> Self {
         match e {
@@ -202,10 +208,17 @@ impl<S: PageSink> Emit for TrackerWriter<'_, S> {
 
 /// Feeds every record of the tracker, in address order, to `e`.
 fn emit_records<E: Emit>(tracker: &Tracker, e: &mut E) -> Result<(), HandoverError> {
-    let regions = tracker.sorted_regions().map_err(HandoverError::Tracker)?;
     // The extent being built: (first pfn, pages).
     let mut pending: Option<(u64, u64)> = None;
-    let push = |e: &mut E, pending: &mut Option<(u64, u64)>, pfn: u64, n: u64| {
+    /// Adds a run to the extent being built, or emits that extent and
+    /// starts another. Inlined: called once per region on the hot path.
+    #[inline(always)]
+    fn push<E: Emit>(
+        e: &mut E,
+        pending: &mut Option<(u64, u64)>,
+        pfn: u64,
+        n: u64,
+    ) -> Result<(), HandoverError> {
         if let Some((s, len)) = pending
             && s.saturating_add(*len) == pfn
             && len.saturating_add(n) <= MAX_EXTENT_PAGES
@@ -217,9 +230,9 @@ fn emit_records<E: Emit>(tracker: &Tracker, e: &mut E) -> Result<(), HandoverErr
             e.extent(s, len)?;
         }
         *pending = Some((pfn, n));
-        Ok::<(), HandoverError>(())
-    };
-    for (r, slot) in regions {
+        Ok(())
+    }
+    tracker.each_region(|r, slot| {
         // A fragmented leaf goes as a bitmap when that is smaller than its
         // extents would be; everything else as runs, coalesced.
         if let Slot::Leaf(i) = slot
@@ -235,11 +248,22 @@ fn emit_records<E: Emit>(tracker: &Tracker, e: &mut E) -> Result<(), HandoverErr
             for (d, s) in rec.iter_mut().skip(1).zip(l.pages()) {
                 *d = s;
             }
-            e.record(&rec, l.page_count())?;
-            continue;
+            return e.record(&rec, l.page_count());
         }
-        tracker.region_runs(r, slot, |pfn, n| push(e, &mut pending, pfn, n))?;
-    }
+        let base = r << (REGION_SHIFT - PAGE_SHIFT);
+        match slot {
+            // One arm per kind, the push inlined in each: a closure passed
+            // down costs a call per region.
+            Slot::Large { .. } => push(e, &mut pending, base, REGION_PAGES),
+            Slot::Inline(s) => push(
+                e,
+                &mut pending,
+                base.saturating_add(u64::from(s.off)),
+                1 << s.order,
+            ),
+            Slot::Leaf(_) => tracker.region_runs(r, slot, |pfn, n| push(e, &mut pending, pfn, n)),
+        }
+    })?;
     if let Some((s, len)) = pending.take() {
         e.extent(s, len)?;
     }

@@ -144,7 +144,9 @@ impl fmt::Display for TrackerError {
 /// One block in a region: page offset and order (below [`LARGE_ORDER`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Small {
+    /// Page offset in the region.
     off: u32,
+    /// The block's order.
     order: u32,
 }
 
@@ -648,9 +650,21 @@ impl Tracker {
         self.table.sorted().map_err(|_| TrackerError::OutOfMemory)
     }
 
+    /// Calls `f(region, slot)` for each region in address order (plain
+    /// loops: the handover writer's path).
+    fn each_region<E: From<TrackerError>>(
+        &self,
+        f: impl FnMut(u64, Slot) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.table
+            .for_each_sorted(f)
+            .map_err(|e| e.unwrap_or_else(|| TrackerError::OutOfMemory.into()))
+    }
+
     /// Calls `f(first pfn, pages)` for each run of preserved pages of the
     /// region `r` whose slot is `slot`, in address order. Shared by
     /// [`ranges`](Self::ranges) and the handover writer.
+    #[inline]
     fn region_runs<E>(
         &self,
         r: u64,

@@ -338,6 +338,38 @@ impl RegionTable {
             .flat_map(move |(k, c)| self.chunk_slots(k, c)))
     }
 
+    /// Calls `f(region, slot)` for every slot in use, in address order, in
+    /// plain loops (the writer's hot path: an iterator chain of filters
+    /// and a flattening cost several times more per region). Allocates
+    /// only the list of chunks; out of memory is `Err(None)`, an error of
+    /// `f` is `Err(Some(e))`.
+    pub(super) fn for_each_sorted<E>(
+        &self,
+        mut f: impl FnMut(u64, Slot) -> Result<(), E>,
+    ) -> Result<(), Option<E>> {
+        let mut keys: Vec<(u64, u32)> = Vec::new();
+        keys.try_reserve_exact(self.used.len()).map_err(|_| None)?;
+        for e in &self.index {
+            if e.key1 != 0 && self.used.get(e.chunk as usize).is_some_and(|&u| u != 0) {
+                keys.push((e.key1 - 1, e.chunk));
+            }
+        }
+        keys.sort_unstable();
+        for (key, c) in keys {
+            let first = c as usize * CHUNK as usize;
+            let Some(slots) = self.slots.get(first..first + CHUNK as usize) else {
+                continue;
+            };
+            let base = key * CHUNK;
+            for (o, &v) in slots.iter().enumerate() {
+                if v != 0 {
+                    f(base + o as u64, Slot::decode(v)).map_err(Some)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Every (region, slot), in no particular order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (u64, Slot)> + '_ {
         self.index
