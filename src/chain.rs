@@ -173,6 +173,8 @@ impl core::fmt::Display for ChainError {
     }
 }
 
+impl core::error::Error for ChainError {}
+
 /// Where a chain writer gets pages and how it fills them.
 pub trait PageSink {
     /// A free 4 KiB page outside every scratch area and every preserved

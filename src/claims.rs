@@ -72,6 +72,8 @@ impl fmt::Display for ClaimError {
     }
 }
 
+impl core::error::Error for ClaimError {}
+
 /// One preserved range and where its pages start in the bitmap.
 #[derive(Clone, Copy, Debug)]
 struct Span {

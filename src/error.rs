@@ -63,6 +63,30 @@ impl fmt::Display for Error {
     }
 }
 
+/// The module error each variant wraps.
+impl core::error::Error for Error {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            Error::Fdt(e) => Some(e),
+            Error::FdtWrite(e) => Some(e),
+            Error::Range(e) => Some(e),
+            Error::Map(e) => Some(e),
+            Error::Reserve(e) => Some(e),
+            Error::Chain(e) => Some(e),
+            Error::Claim(e) => Some(e),
+            Error::Tracker(e) => Some(e),
+            Error::Handover(e) => Some(e),
+            Error::Scratch(e) => Some(e),
+            Error::Handoff(e) => Some(e),
+            Error::Elf(e) => Some(e),
+            Error::Pvh(e) => Some(e),
+            Error::Vmalloc(e) => Some(e),
+            Error::Memfd(e) => Some(e),
+            Error::Luo(e) => Some(e),
+        }
+    }
+}
+
 impl From<crate::fdt::FdtError> for Error {
     fn from(e: crate::fdt::FdtError) -> Self {
         Error::Fdt(e)
@@ -162,5 +186,31 @@ impl From<crate::luo::LuoError> for Error {
 impl From<crate::luo::Refused> for Error {
     fn from(r: crate::luo::Refused) -> Self {
         Error::Luo(r.error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claims::ClaimError;
+    use crate::memfd::MemfdError;
+    use crate::ranges::Range;
+    use alloc::string::ToString;
+    use core::error::Error as _;
+
+    #[test]
+    fn every_level_names_the_error_it_wraps() {
+        let why = ClaimError::Twice {
+            range: Range::new(0x1000, 0x2000),
+        };
+        let e = Error::Memfd(MemfdError::Claim { record: 7, why });
+        let memfd = e.source().expect("the memfd error");
+        assert_eq!(
+            memfd.to_string(),
+            MemfdError::Claim { record: 7, why }.to_string()
+        );
+        let claim = memfd.source().expect("the claim error");
+        assert_eq!(claim.to_string(), why.to_string());
+        assert!(claim.source().is_none());
     }
 }

@@ -189,6 +189,8 @@ impl fmt::Display for PvhError {
     }
 }
 
+impl core::error::Error for PvhError {}
+
 fn put<T: IntoBytes + Immutable>(buf: &mut [u8], at: usize, v: &T) -> Result<(), PvhError> {
     let b = v.as_bytes();
     buf.get_mut(at..at.saturating_add(b.len()))

@@ -88,6 +88,8 @@ impl fmt::Display for RangeError {
     }
 }
 
+impl core::error::Error for RangeError {}
+
 /// Where a [`Ranges`] keeps its ranges: a fixed array ([`Fixed`], for
 /// code that runs before any allocator) or a `Vec` (no limit but memory).
 pub trait Slots {

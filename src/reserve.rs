@@ -43,6 +43,8 @@ impl fmt::Display for ReserveError {
     }
 }
 
+impl core::error::Error for ReserveError {}
+
 /// Where a reader reports what the next kernel must not hand out.
 ///
 /// The implementer records ranges tentatively; they take effect only when the

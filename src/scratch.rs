@@ -104,6 +104,8 @@ impl fmt::Display for ScratchError {
     }
 }
 
+impl core::error::Error for ScratchError {}
+
 /// The scratch areas of this boot, sorted, at most [`MAX_SCRATCH`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Scratch {

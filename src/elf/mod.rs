@@ -137,6 +137,8 @@ impl fmt::Display for ElfError {
     }
 }
 
+impl core::error::Error for ElfError {}
+
 #[derive(FromBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 struct Ehdr {

@@ -220,6 +220,8 @@ impl fmt::Display for FdtError {
     }
 }
 
+impl core::error::Error for FdtError {}
+
 /// Why a property value could not be read as the asked type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PropError {
@@ -247,6 +249,8 @@ impl fmt::Display for PropError {
         }
     }
 }
+
+impl core::error::Error for PropError {}
 
 #[derive(FromBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]

@@ -93,6 +93,8 @@ impl fmt::Display for WriteError {
     }
 }
 
+impl core::error::Error for WriteError {}
+
 /// Slots of the name-deduplication hash table.
 const DEDUP_SLOTS: usize = 1024;
 /// Past this many names, new names are found by a linear scan instead.

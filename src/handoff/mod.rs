@@ -171,6 +171,19 @@ impl fmt::Display for HandoffError {
     }
 }
 
+/// The error a variant wraps, when it wraps one.
+impl core::error::Error for HandoffError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            HandoffError::Fdt(e) => Some(e),
+            HandoffError::Scratch(e) => Some(e),
+            HandoffError::Tracker(e) => Some(e),
+            HandoffError::Reserve(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 impl From<FdtError> for HandoffError {
     fn from(e: FdtError) -> Self {
         HandoffError::Fdt(e)

@@ -292,6 +292,16 @@ impl fmt::Display for LuoError {
     }
 }
 
+/// The error a variant wraps, when it wraps one.
+impl core::error::Error for LuoError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            LuoError::Memfd(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 impl From<WriteError> for LuoError {
     fn from(_: WriteError) -> Self {
         LuoError::BadNode("the handoff blob has no room for the luo node")

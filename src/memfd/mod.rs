@@ -203,6 +203,18 @@ impl fmt::Display for MemfdError {
     }
 }
 
+/// The error a variant wraps, when it wraps one.
+impl core::error::Error for MemfdError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            MemfdError::Vmalloc(e) => Some(e),
+            MemfdError::Tracker(e) => Some(e),
+            MemfdError::Claim { why: e, .. } => Some(e),
+            _ => None,
+        }
+    }
+}
+
 impl From<VmallocError> for MemfdError {
     fn from(e: VmallocError) -> Self {
         MemfdError::Vmalloc(e)

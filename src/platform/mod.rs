@@ -158,6 +158,8 @@ impl core::fmt::Display for MapError {
     }
 }
 
+impl core::error::Error for MapError {}
+
 /// Maps scattered frames at one virtually contiguous range: what preserved
 /// vmalloc needs (a linear array made of scattered pages, used in place in
 /// both kernels).

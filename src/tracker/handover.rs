@@ -166,6 +166,18 @@ impl fmt::Display for HandoverError {
     }
 }
 
+/// The error a variant wraps, when it wraps one.
+impl core::error::Error for HandoverError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            HandoverError::Tracker(e) => Some(e),
+            HandoverError::Chain(e) => Some(e),
+            HandoverError::Reserve(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// What the record layout pass feeds: a counter of chain pages, then the
 /// writer. Both see the same records in the same order, so the count is
 /// exact.

@@ -141,6 +141,8 @@ impl fmt::Display for TrackerError {
     }
 }
 
+impl core::error::Error for TrackerError {}
+
 /// One block in a region: page offset and order (below [`LARGE_ORDER`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Small {

@@ -152,6 +152,19 @@ impl fmt::Display for VmallocError {
     }
 }
 
+/// The error a variant wraps, when it wraps one.
+impl core::error::Error for VmallocError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            VmallocError::Chain(e) => Some(e),
+            VmallocError::Claim(e) => Some(e),
+            VmallocError::Map(e) => Some(e),
+            VmallocError::Tracker(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 impl From<ChainError> for VmallocError {
     fn from(e: ChainError) -> Self {
         VmallocError::Chain(e)

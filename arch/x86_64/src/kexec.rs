@@ -113,6 +113,17 @@ impl fmt::Display for KexecError {
     }
 }
 
+/// The error a variant wraps, when it wraps one.
+impl core::error::Error for KexecError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            KexecError::Image(e) => Some(e),
+            KexecError::Boot(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// A module handed to the next kernel.
 #[derive(Clone, Copy, Debug)]
 pub struct NextModule<'a> {

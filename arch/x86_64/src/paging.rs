@@ -50,6 +50,8 @@ impl fmt::Display for PagingError {
     }
 }
 
+impl core::error::Error for PagingError {}
+
 /// Pointer to the page-table page at `phys`: identity mapped during boot,
 /// through the direct map once it is live.
 fn table_ptr(phys: u64) -> *mut PageTable {

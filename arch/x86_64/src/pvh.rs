@@ -159,6 +159,8 @@ impl fmt::Display for PvhError {
     }
 }
 
+impl core::error::Error for PvhError {}
+
 const IDENTITY_LIMIT: u64 = 1 << 32;
 
 fn check(addr: u64, len: u64) -> Result<(), PvhError> {
