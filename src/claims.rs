@@ -188,8 +188,18 @@ impl Claims {
         let end = phys.checked_add(len).ok_or(ClaimError::BadRange { phys })?;
         let want = Range::new(phys, end);
         let hit = |s: &Span| s.range.covers(want);
+        let next = self.last.saturating_add(1);
         let span = match self.spans.get(self.last) {
             Some(s) if hit(s) => *s,
+            // Readers mostly go up through memory: the next span, before a
+            // search (a file of folios each in its own preserved range).
+            _ if self.spans.get(next).is_some_and(hit) => {
+                self.last = next;
+                self.spans
+                    .get(next)
+                    .copied()
+                    .ok_or(ClaimError::BadRange { phys })?
+            }
             _ => {
                 let i = self
                     .spans
