@@ -37,7 +37,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// The demo's subsystem node and its format.
 const NAME: &str = "demo";
-const DEMO_V1: &str = "kho-demo-v1";
+pub(crate) const DEMO_V1: &str = "kho-demo-v1";
 /// Orders of the blocks the demo preserves (4 KiB to 2 MiB).
 const ORDERS: [u32; 6] = [0, 0, 3, 9, 4, 0];
 

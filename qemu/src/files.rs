@@ -46,14 +46,14 @@ const READS: &[Version] = &[V1];
 #[cfg(feature = "v3")]
 const READS: &[Version] = &[V3_TEST, V2, V1];
 
-/// The reads note: the same list as `READS` (and the demo's own formats),
-/// NUL-terminated entries padded to a multiple of 4 bytes.
-#[cfg(not(any(feature = "old", feature = "v3")))]
-const NOTE: &[u8; 44] = b"memfd-v2\0memfd-v1\0kho-luo-v1\0kho-demo-v1\0\0\0\0";
-#[cfg(feature = "old")]
-const NOTE: &[u8; 32] = b"memfd-v1\0kho-luo-v1\0kho-demo-v1\0";
-#[cfg(feature = "v3")]
-const NOTE: &[u8; 52] = b"memfd-v3\0memfd-v2\0memfd-v1\0kho-luo-v1\0kho-demo-v1\0\0\0";
+/// Every version the reads note lists: the memfd handler's read list (the
+/// constant it registers below), the orchestrator's node, the demo's own
+/// subsystem. The note is built from them at compile time.
+const NOTE_LISTS: &[&[Version]] = &[
+    READS,
+    &[Version::new(kho::luo::LUO_VERSION)],
+    &[Version::new(crate::demo::DEMO_V1)],
+];
 
 /// The note itself, in the image's `PT_NOTE` segment (the linker script
 /// keeps `.note.kho` there).
@@ -61,7 +61,8 @@ const NOTE: &[u8; 52] = b"memfd-v3\0memfd-v2\0memfd-v1\0kho-luo-v1\0kho-demo-v1\
 // SAFETY: `.note.kho` holds nothing else; the linker script places it in
 // the note segment, where a loader only reads it.
 #[unsafe(link_section = ".note.kho")]
-static READS_NOTE: kho::luo::ReadsNote<{ NOTE.len() }> = kho::luo::ReadsNote::new(NOTE);
+static READS_NOTE: kho::luo::ReadsNote<{ kho::luo::reads_len(NOTE_LISTS) }> =
+    kho::luo::ReadsNote::of(NOTE_LISTS);
 
 /// What the next kernel checks of each file (40 bytes, LE).
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]

@@ -395,6 +395,85 @@ pub struct ReadsNote<const N: usize> {
     desc: [u8; N],
 }
 
+/// Bytes of the reads list naming every version of `lists` (each name
+/// with its NUL, padded to a multiple of 4): the `N` of
+/// [`ReadsNote::of`].
+pub const fn reads_len(lists: &[&[Version]]) -> usize {
+    let mut n = 0usize;
+    let mut i = 0usize;
+    while i < lists.len() {
+        let list = lists[i];
+        let mut j = 0usize;
+        while j < list.len() {
+            n += list[j].name.len() + features_len(list[j].features) + 1;
+            j += 1;
+        }
+        i += 1;
+    }
+    n.next_multiple_of(4)
+}
+
+/// Bytes of an entry's feature suffix: `+` and the bits in lowercase hex,
+/// none for no bits.
+const fn features_len(f: u64) -> usize {
+    if f == 0 {
+        return 0;
+    }
+    1 + (64 - f.leading_zeros() as usize).div_ceil(4)
+}
+
+impl<const N: usize> ReadsNote<N> {
+    /// The note listing, in order, every version of `lists`: the read
+    /// lists of the handlers the kernel registers (each the same constant
+    /// it registers, so the note cannot disagree with them), then the
+    /// kernel's other formats. `N` must be [`reads_len`]`(lists)`; a
+    /// mismatch, an empty name or a name with a NUL fails the build.
+    pub const fn of(lists: &[&[Version]]) -> Self {
+        assert!(reads_len(lists) == N, "N must be reads_len(lists)");
+        let mut desc = [0u8; N];
+        let mut at = 0usize;
+        let mut i = 0usize;
+        while i < lists.len() {
+            let list = lists[i];
+            let mut j = 0usize;
+            while j < list.len() {
+                let b = list[j].name.as_bytes();
+                assert!(!b.is_empty(), "an empty version name");
+                let mut k = 0usize;
+                while k < b.len() {
+                    assert!(b[k] != 0, "a version name with a NUL");
+                    desc[at] = b[k];
+                    at += 1;
+                    k += 1;
+                }
+                // The reader's feature bits, as `+hex`.
+                let f = list[j].features;
+                let digits = features_len(f);
+                if digits > 0 {
+                    desc[at] = b'+';
+                    let mut d = 1usize;
+                    while d < digits {
+                        let nibble = (f >> (4 * (digits - 1 - d))) & 0xf;
+                        desc[at + d] = b"0123456789abcdef"[nibble as usize];
+                        d += 1;
+                    }
+                    at += digits;
+                }
+                // The NUL is already there.
+                at += 1;
+                j += 1;
+            }
+            i += 1;
+        }
+        Self::new(&desc)
+    }
+
+    /// The note's list of entries (what [`ReadList::parse`] reads).
+    pub const fn desc(&self) -> &[u8; N] {
+        &self.desc
+    }
+}
+
 impl<const N: usize> ReadsNote<N> {
     /// The note for `desc`.
     pub const fn new(desc: &[u8; N]) -> Self {

@@ -929,3 +929,30 @@ fn a_repeated_version_is_refused_everywhere() {
     let done = l.finish(&mut mem, claims).unwrap();
     assert!(done.unread.is_some());
 }
+
+#[test]
+fn the_reads_note_is_built_from_the_read_lists() {
+    const A: &[Version] = &[
+        Version::new("memfd-v2"),
+        Version {
+            name: "memfd-v1",
+            features: 0x1f,
+        },
+    ];
+    const B: &[Version] = &[Version::new(crate::luo::LUO_VERSION)];
+    const LISTS: &[&[Version]] = &[A, B];
+    static NOTE: crate::luo::ReadsNote<{ crate::luo::reads_len(LISTS) }> =
+        crate::luo::ReadsNote::of(LISTS);
+    assert_eq!(NOTE.desc(), b"memfd-v2\0memfd-v1+1f\0kho-luo-v1\0");
+    let l = ReadList::parse(NOTE.desc()).unwrap();
+    let got: Vec<(&str, u64)> = l.versions().collect();
+    assert_eq!(
+        got,
+        [("memfd-v2", 0), ("memfd-v1", 0x1f), ("kho-luo-v1", 0)]
+    );
+    // What a handler registered with `A` reads, the note says it reads.
+    for v in A {
+        assert!(l.reads(v.name, v.features));
+    }
+    assert!(!l.reads("memfd-v2", 1));
+}
