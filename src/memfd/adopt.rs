@@ -280,10 +280,12 @@ impl<'c> Adopt<'c> {
 }
 
 /// Writes `n` records into a new record array (order-0 blocks of preserved
-/// vmalloc), preserved with its chain; all or nothing. Shared by both
-/// formats, whose arrays differ only in what a record's words mean. (Their
-/// readers stay apart: one loop shared by both measured about 5% slower
-/// per folio.)
+/// vmalloc), preserved with its chain and its checksum; all or nothing.
+/// The array is written frame by frame through the direct map and summed
+/// as each frame is filled: no contiguous mapping, no second pass. Shared
+/// by both formats, whose arrays differ only in what a record's words
+/// mean. (Their readers stay apart: one loop shared by both measured
+/// about 5% slower per folio.)
 pub(crate) fn write_array<P, R>(
     p: &mut P,
     tracker: &mut Tracker,
@@ -299,17 +301,61 @@ where
         .ok()
         .and_then(|n| n.checked_mul(size))
         .ok_or(MemfdError::OutOfMemory)?;
-    let mut v = Vmalloc::new(p, bytes, 0)?;
-    for (slot, r) in v.bytes_mut(p).chunks_exact_mut(size).zip(records) {
-        slot.copy_from_slice(r.as_bytes());
-    }
-    match v.preserve_summed(p, tracker) {
-        Ok(root) => Ok((v, root)),
+    let v = Vmalloc::new_unmapped(p, bytes, 0)?;
+    match fill_array(p, &v, size, records) {
+        Ok(sum) => {
+            let mut v = v;
+            match v.preserve_with_sum(p, tracker, sum) {
+                Ok(root) => Ok((v, root)),
+                Err(e) => {
+                    v.free(p);
+                    Err(e.into())
+                }
+            }
+        }
         Err(e) => {
             v.free(p);
-            Err(e.into())
+            Err(e)
         }
     }
+}
+
+/// Writes `records` (each `size` bytes, never straddling a frame) into the
+/// frames of `v` in order, zeros after the last, and returns the
+/// `kho-sum64` of all the frames.
+fn fill_array<P: PhysMem, R: IntoBytes + Immutable>(
+    p: &mut P,
+    v: &Vmalloc,
+    size: usize,
+    records: impl Iterator<Item = R>,
+) -> Result<u64, MemfdError> {
+    let mut records = records.peekable();
+    let mut s = Sum64::new();
+    // Order-0 blocks: each block is a frame.
+    for &f in v.blocks() {
+        let frame =
+            p.frame_mut(f)
+                .ok_or(MemfdError::Vmalloc(crate::vmalloc::VmallocError::Map(
+                    crate::platform::MapError::BadFrame { phys: f },
+                )))?;
+        let mut used = 0usize;
+        for slot in frame.chunks_exact_mut(size) {
+            match records.next() {
+                Some(r) => {
+                    slot.copy_from_slice(r.as_bytes());
+                    used = used.saturating_add(size);
+                }
+                None => break,
+            }
+        }
+        if let Some(tail) = frame.get_mut(used..) {
+            tail.fill(0);
+        }
+        let words = <[zerocopy::byteorder::little_endian::U64]>::ref_from_bytes(frame.as_slice())
+            .map_err(|_| MemfdError::CountMismatch)?;
+        s.frame(words);
+    }
+    Ok(s.finish())
 }
 
 /// A descriptor: the header's bytes, then `tail` (inline records).

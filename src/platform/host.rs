@@ -257,12 +257,16 @@ impl PhysMem for HostMem {
     fn frame_mut(&mut self, phys: u64) -> Option<&mut Frame> {
         if let Some((t, i)) = self.index.at(phys) {
             let slot = self.index.slot_mut(t, i)?;
-            return Some(slot.get_or_insert_with(|| Box::new(ZERO)));
+            return Some(slot.get_or_insert_with(|| Box::new([0; PAGE_SIZE as usize])));
         }
         if !self.sparse.contains_key(&phys) && !self.in_ram(phys) {
             return None;
         }
-        Some(self.sparse.entry(phys).or_insert_with(|| Box::new(ZERO)))
+        Some(
+            self.sparse
+                .entry(phys)
+                .or_insert_with(|| Box::new([0; PAGE_SIZE as usize])),
+        )
     }
 }
 

@@ -275,7 +275,88 @@ impl Vmalloc {
         })
     }
 
-    /// Its length in bytes (whole blocks).
+    /// Blocks of `2^order` frames for at least `bytes` bytes, allocated
+    /// and left unmapped and unwritten: for a writer that fills every
+    /// frame itself through [`PhysMem`] (a record array written frame by
+    /// frame needs no contiguous mapping, which costs a kernel page-table
+    /// work and the host fake a copy). [`Vmalloc::len`] is 0; [`bytes`]
+    /// and [`bytes_mut`] are empty.
+    ///
+    /// [`bytes`]: Vmalloc::bytes
+    /// [`bytes_mut`]: Vmalloc::bytes_mut
+    pub fn new_unmapped<P: FrameAlloc>(
+        p: &mut P,
+        bytes: usize,
+        order: u32,
+    ) -> Result<Self, VmallocError> {
+        if order > MAX_ORDER {
+            return Err(VmallocError::TooLarge);
+        }
+        let count = (bytes as u64).div_ceil(block_bytes(order));
+        if count > u64::from(MAX_BLOCKS) {
+            return Err(VmallocError::TooLarge);
+        }
+        let mut blocks = Vec::new();
+        blocks
+            .try_reserve_exact(count as usize)
+            .map_err(|_| VmallocError::OutOfMemory)?;
+        for _ in 0..count {
+            let Some(b) = p.alloc_frames(order) else {
+                for &b in &blocks {
+                    p.free_frames(b, order);
+                }
+                return Err(VmallocError::OutOfFrames);
+            };
+            blocks.push(b);
+        }
+        Ok(Self {
+            blocks,
+            order,
+            mapping: Mapping { virt: 0, len: 0 },
+            chain: Vec::new(),
+            preserved: false,
+        })
+    }
+
+    /// Like [`Vmalloc::preserve_summed`], for contents the caller wrote
+    /// and summed itself (`sum`, the `kho-sum64` of every frame in
+    /// order): nothing is read back.
+    pub fn preserve_with_sum<P: PhysMem + FrameAlloc>(
+        &mut self,
+        p: &mut P,
+        tracker: &mut Tracker,
+        sum: u64,
+    ) -> Result<VmallocRoot, VmallocError> {
+        if self.preserved {
+            return Err(VmallocError::State);
+        }
+        for (i, &b) in self.blocks.iter().enumerate() {
+            if let Err(e) = tracker.preserve(b, self.order) {
+                for &u in self.blocks.get(..i).unwrap_or(&[]) {
+                    let _ = tracker.unpreserve(u, self.order);
+                }
+                return Err(VmallocError::Tracker(e));
+            }
+        }
+        match self.write_chain(p, tracker) {
+            Ok(mut root) => {
+                self.preserved = true;
+                if !self.blocks.is_empty() {
+                    root.flags = SUMMED.into();
+                    root.sum = sum.into();
+                }
+                Ok(root)
+            }
+            Err(e) => {
+                for &b in &self.blocks {
+                    let _ = tracker.unpreserve(b, self.order);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Its length in bytes (whole blocks; 0 if it is not mapped).
     pub fn len(&self) -> usize {
         self.mapping.len
     }
