@@ -1,5 +1,5 @@
 //! The live update's CPU work per phase for files of scattered 4 KiB
-//! folios of several sizes, for profiling (`sweep MIB`).
+//! folios of several sizes, for profiling (`sweep MIB [shuffled]`).
 use kho::memfd::{Memfd, v2};
 use kho::platform::host::HostMem;
 use kho::platform::{FrameAlloc, PhysMem};
@@ -19,11 +19,19 @@ fn main() {
     let mut mem = HostMem::new(&[ram], Range::new(0x1000_0000, 0x10_0000_0000));
     mem.avoid(scratch);
     let mut f = Memfd::new(true);
-    for p in 0..(mib << 20) / K {
-        f.write(&mut mem, p * K, &[1]).unwrap();
-        std::hint::black_box(mem.alloc_frames(0));
+    let n = (mib << 20) / K;
+    if std::env::args().nth(2).as_deref() == Some("shuffled") {
+        // Folios in an odd stride: none joins another.
+        for i in 0..n {
+            f.write(&mut mem, ((i * 7919) % n) * K, &[1]).unwrap();
+        }
+    } else {
+        for p in 0..n {
+            f.write(&mut mem, p * K, &[1]).unwrap();
+            std::hint::black_box(mem.alloc_frames(0));
+        }
     }
-    let n = f.folio_count() as f64;
+    let folios = f.folio_count() as f64;
     for _ in 0..4 {
         let t0 = Instant::now();
         let mut t = Tracker::new(&[scratch]).unwrap();
@@ -43,14 +51,15 @@ fn main() {
         let g = v2::read(&w.desc, &mut mem, &[ram], &[scratch], &mut claims).unwrap();
         let t5 = Instant::now();
         std::hint::black_box(g);
-        let per = |a: Instant, b: Instant| (b - a).as_nanos() as f64 / n;
+        let per = |a: Instant, b: Instant| (b - a).as_nanos() as f64 / folios;
         println!(
-            "{mib} MiB: preserve {:.1} write {:.1} chain {:.1} restore+claims {:.1} read {:.1} ns/folio ({} chain pages)",
+            "{mib} MiB: preserve {:.1} write {:.1} chain {:.1} restore+claims {:.1} read {:.1} total {:.1} ns/folio ({} chain pages)",
             per(t0, t1),
             per(t1, t2),
             per(t2, t3),
             per(t3, t4),
             per(t4, t5),
+            per(t0, t5),
             root.pages.get()
         );
         let mut at = root.first_page.get();
