@@ -172,13 +172,6 @@ fn vbuf(obj: &mut dyn Any) -> Result<&mut VBuf, LuoError> {
         .ok_or(LuoError::WrongFamily("vbuf".into()))
 }
 
-fn vm_err(e: crate::vmalloc::VmallocError) -> LuoError {
-    LuoError::Handler {
-        family: "vbuf".into(),
-        what: e.to_string(),
-    }
-}
-
 impl Handler<HostMem> for VBufHandler {
     fn family(&self) -> &'static str {
         "vbuf"
@@ -199,7 +192,7 @@ impl Handler<HostMem> for VBufHandler {
         t: &mut Tracker,
     ) -> Result<(), LuoError> {
         let b = vbuf(obj)?;
-        b.root = Some(b.v.preserve(p, t).map_err(vm_err)?);
+        b.root = Some(b.v.preserve(p, t)?);
         Ok(())
     }
     fn unpreserve(
@@ -208,7 +201,7 @@ impl Handler<HostMem> for VBufHandler {
         p: &mut HostMem,
         t: &mut Tracker,
     ) -> Result<(), LuoError> {
-        vbuf(obj)?.v.unpreserve(p, t).map_err(vm_err)
+        Ok(vbuf(obj)?.v.unpreserve(p, t)?)
     }
     fn prepare(
         &mut self,
@@ -229,14 +222,13 @@ impl Handler<HostMem> for VBufHandler {
     fn unprepare(&mut self, _: &mut dyn Any, _: Prepared, _: &mut HostMem, _: &mut Tracker) {}
     fn retrieve(
         &mut self,
-        _: &str,
-        data: &[u8],
+        payload: &crate::luo::PayloadIn<'_>,
         p: &mut HostMem,
         ctx: &mut RestoreCtx<'_>,
     ) -> Result<Box<dyn Any>, LuoError> {
-        let root =
-            VmallocRoot::read_from_bytes(data).map_err(|_| LuoError::BadNode("vbuf root"))?;
-        let v = Vmalloc::restore(p, &root, ctx.ram, ctx.scratch, ctx.claims).map_err(vm_err)?;
+        let root = VmallocRoot::read_from_bytes(payload.data)
+            .map_err(|_| LuoError::BadNode("vbuf root"))?;
+        let v = Vmalloc::restore(p, &root, ctx.ram, ctx.scratch, ctx.claims)?;
         Ok(Box::new(VBuf { v, root: None }))
     }
     fn discard(&mut self, obj: Box<dyn Any>, p: &mut HostMem, claims: &mut Claims) {

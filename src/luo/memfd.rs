@@ -5,7 +5,7 @@
 //! are shared, each version has its own descriptor and record array. It
 //! reads the versions it is configured to read, best first.
 
-use super::{Handler, LuoError, Payload, Platform, Prepared, RestoreCtx, Version};
+use super::{Handler, LuoError, Payload, PayloadIn, Platform, Prepared, RestoreCtx, Version};
 use crate::claims::Claims;
 use crate::memfd::{Memfd, MemfdError, v1, v2};
 use crate::tracker::Tracker;
@@ -139,12 +139,12 @@ impl<P: Platform> Handler<P> for MemfdHandler {
 
     fn retrieve(
         &mut self,
-        version: &str,
-        data: &[u8],
+        payload: &PayloadIn<'_>,
         p: &mut P,
         ctx: &mut RestoreCtx<'_>,
     ) -> Result<Box<dyn Any>, LuoError> {
-        let f = if version == v1::VERSION {
+        let data = payload.data;
+        let f = if payload.version == v1::VERSION {
             v1::read(data, p, ctx.ram, ctx.scratch, ctx.claims)?
         } else {
             v2::read(data, p, ctx.ram, ctx.scratch, ctx.claims)?

@@ -97,6 +97,20 @@ pub struct Prepared {
     pub keep: Vec<Box<dyn Any>>,
 }
 
+/// The payload a handler's retrieve reads, as the previous kernel wrote it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PayloadIn<'a> {
+    /// Its version (one of the handler's [`Handler::reads`]).
+    pub version: &'static str,
+    /// Feature bits a reader must understand (all of them are in the
+    /// handler's entry for this version).
+    pub required: u64,
+    /// Feature bits a reader may use or ignore.
+    pub optional: u64,
+    /// Its bytes.
+    pub data: &'a [u8],
+}
+
 /// What a handler's retrieve gets in the next kernel.
 pub struct RestoreCtx<'a> {
     /// This kernel's RAM.
@@ -139,14 +153,30 @@ pub trait Handler<P: Platform> {
     ) -> Result<(), LuoError>;
     /// Undoes [`Handler::prepare`] (a failed freeze, a refused kexec).
     fn unprepare(&mut self, obj: &mut dyn Any, prepared: Prepared, p: &mut P, t: &mut Tracker);
-    /// In the next kernel: the object from the payload of `version`. It
-    /// must claim every preserved page it adopts ([`Claims::claim`], or
-    /// [`Claims::claim_meta`] for pages it only reads, such as record
-    /// arrays), and on error release the data it claimed.
+    /// In the next kernel: the object from `payload`, the best one for
+    /// this handler's [`Handler::reads`] list (its version, its feature
+    /// bits, required and optional, and its bytes from the blob; the
+    /// orchestrator already checked that every required bit is one this
+    /// handler reads).
+    ///
+    /// The contract, which the orchestrator cannot check for you:
+    /// 1. Claim every preserved page the object adopts as its own
+    ///    ([`Claims::claim`] through `ctx.claims`): a page not claimed is
+    ///    given to the allocator at [`Luo::finish`], under the live object.
+    /// 2. Claim pages it only reads and then lets go, such as record
+    ///    arrays and vmalloc chains, as metadata ([`Claims::claim_meta`]):
+    ///    they stay out of reach of every other object until finish.
+    /// 3. Check every byte of the payload and every page it names before
+    ///    trusting it; a bad payload is an error, never a guess.
+    /// 4. On error, release every data page it claimed
+    ///    ([`Claims::release`]) and return the error: the object is then
+    ///    reported lost, and its pages freed at finish. Errors of kho's
+    ///    own modules convert with `?` ([`LuoError`] has `From` for claim,
+    ///    tracker, vmalloc and memfd errors); a handler's own error goes in
+    ///    [`LuoError::Handler`].
     fn retrieve(
         &mut self,
-        version: &str,
-        data: &[u8],
+        payload: &PayloadIn<'_>,
         p: &mut P,
         ctx: &mut RestoreCtx<'_>,
     ) -> Result<Box<dyn Any>, LuoError>;
@@ -217,6 +247,12 @@ pub enum LuoError {
     },
     /// The memfd handler refused, or a memfd payload is bad.
     Memfd(crate::memfd::MemfdError),
+    /// A handler's claim on preserved memory was refused.
+    Claim(crate::claims::ClaimError),
+    /// The tracker refused (a handler's preserve).
+    Tracker(crate::tracker::TrackerError),
+    /// A preserved vmalloc buffer could not be written or read.
+    Vmalloc(crate::vmalloc::VmallocError),
     /// No memory for the orchestrator's lists.
     OutOfMemory,
 }
@@ -287,6 +323,9 @@ impl fmt::Display for LuoError {
                 write!(f, "luo: {family} lists version {version} twice")
             }
             Memfd(e) => write!(f, "luo: {e}"),
+            Claim(e) => write!(f, "luo: {e}"),
+            Tracker(e) => write!(f, "luo: {e}"),
+            Vmalloc(e) => write!(f, "luo: {e}"),
             OutOfMemory => f.write_str("luo: out of memory"),
         }
     }
@@ -297,8 +336,29 @@ impl core::error::Error for LuoError {
     fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
         match self {
             LuoError::Memfd(e) => Some(e),
+            LuoError::Claim(e) => Some(e),
+            LuoError::Tracker(e) => Some(e),
+            LuoError::Vmalloc(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+impl From<crate::claims::ClaimError> for LuoError {
+    fn from(e: crate::claims::ClaimError) -> Self {
+        LuoError::Claim(e)
+    }
+}
+
+impl From<crate::tracker::TrackerError> for LuoError {
+    fn from(e: crate::tracker::TrackerError) -> Self {
+        LuoError::Tracker(e)
+    }
+}
+
+impl From<crate::vmalloc::VmallocError> for LuoError {
+    fn from(e: crate::vmalloc::VmallocError) -> Self {
+        LuoError::Vmalloc(e)
     }
 }
 
@@ -512,6 +572,7 @@ enum Held {
 struct InPayload {
     version: String,
     required: u64,
+    optional: u64,
     data: Vec<u8>,
 }
 
@@ -926,8 +987,15 @@ impl<P: Platform> Luo<P> {
                 };
                 let result = match self.handlers.iter_mut().find(|h| h.family() == o.family) {
                     None => Err(LuoError::NoHandler(o.family.clone())),
-                    Some(h) => pick(h.reads(), payloads, &o.family).and_then(|(v, data)| {
-                        h.retrieve(v, data, p, ctx).map(|obj| (obj, v, data.len()))
+                    Some(h) => pick(h.reads(), payloads, &o.family).and_then(|(v, pl)| {
+                        let payload = PayloadIn {
+                            version: v,
+                            required: pl.required,
+                            optional: pl.optional,
+                            data: &pl.data,
+                        };
+                        h.retrieve(&payload, p, ctx)
+                            .map(|obj| (obj, v, pl.data.len()))
                     }),
                 };
                 o.held = match result {
@@ -1043,13 +1111,13 @@ fn pick<'a>(
     reads: &[Version],
     payloads: &'a [InPayload],
     family: &str,
-) -> Result<(&'static str, &'a [u8]), LuoError> {
+) -> Result<(&'static str, &'a InPayload), LuoError> {
     for v in reads {
         if let Some(pl) = payloads
             .iter()
             .find(|pl| pl.version == v.name && pl.required & !v.features == 0)
         {
-            return Ok((v.name, &pl.data));
+            return Ok((v.name, pl));
         }
     }
     Err(LuoError::NoReadableVersion {

@@ -148,6 +148,7 @@ pub(super) fn read(h: &Handoff<'_>) -> Result<Vec<Session>, LuoError> {
                 payloads.push(InPayload {
                     version: version.to_string(),
                     required: feat.first().map_or(0, |f| f.get()),
+                    optional: feat.get(1).map_or(0, |f| f.get()),
                     data: data.to_vec(),
                 });
             }

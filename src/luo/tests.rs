@@ -344,13 +344,17 @@ impl Handler<HostMem> for Numbers {
     }
     fn retrieve(
         &mut self,
-        _: &str,
-        data: &[u8],
+        payload: &PayloadIn<'_>,
         _: &mut HostMem,
         _: &mut RestoreCtx<'_>,
     ) -> Result<Box<dyn Any>, LuoError> {
+        // The optional bits arrive as written (0x100 above).
+        assert_eq!(payload.optional, 0x100);
         Ok(Box::new(u64::from_le_bytes(
-            data.try_into().map_err(|_| LuoError::BadNode("num"))?,
+            payload
+                .data
+                .try_into()
+                .map_err(|_| LuoError::BadNode("num"))?,
         )))
     }
 }
