@@ -183,6 +183,9 @@ pub trait PageSink {
     /// Stores `data` in the page at `phys` (which `alloc_page` gave);
     /// `false` if it cannot.
     fn write_page(&mut self, phys: u64, data: &[u8; PAGE_BYTES]) -> bool;
+    /// Takes back a page `alloc_page` gave, which a failed write no longer
+    /// needs (every page of a write that fails comes back this way).
+    fn free_page(&mut self, phys: u64);
 }
 
 /// Any platform is a page sink: pages from its allocator, written in place.
@@ -198,6 +201,9 @@ impl<P: PhysMem + FrameAlloc> PageSink for P {
             }
             None => false,
         }
+    }
+    fn free_page(&mut self, phys: u64) {
+        self.free_frames(phys, 0);
     }
 }
 
@@ -254,27 +260,44 @@ pub fn alloc_pages<S: PageSink>(
     pages
         .try_reserve_exact(count)
         .map_err(|_| ChainError::OutOfMemory)?;
+    // On any error every page taken goes back, the bad one too.
+    let give_back = |sink: &mut S, pages: &[u64]| {
+        for &p in pages {
+            sink.free_page(p);
+        }
+    };
     for _ in 0..count {
-        let p = sink.alloc_page().ok_or(ChainError::OutOfPages)?;
-        if !p.is_multiple_of(PAGE_BYTES as u64) || p == 0 {
-            return Err(ChainError::BadPage { phys: p });
-        }
+        let Some(p) = sink.alloc_page() else {
+            give_back(sink, &pages);
+            return Err(ChainError::OutOfPages);
+        };
         let r = Range::new(p, p.saturating_add(PAGE_BYTES as u64));
-        if scratch.iter().any(|s| s.overlaps(&r)) {
-            return Err(ChainError::PageInScratch { phys: p });
-        }
-        if !accept(p) {
-            return Err(ChainError::Refused { phys: p });
+        let bad = if !p.is_multiple_of(PAGE_BYTES as u64) || p == 0 {
+            Some(ChainError::BadPage { phys: p })
+        } else if scratch.iter().any(|s| s.overlaps(&r)) {
+            Some(ChainError::PageInScratch { phys: p })
+        } else if !accept(p) {
+            Some(ChainError::Refused { phys: p })
+        } else {
+            None
+        };
+        if let Some(e) = bad {
+            sink.free_page(p);
+            give_back(sink, &pages);
+            return Err(e);
         }
         pages.push(p);
     }
     pages.sort_unstable();
-    for w in pages.windows(2) {
-        if let [a, b] = *w
-            && a == b
-        {
-            return Err(ChainError::NotAscending { phys: a, next: b });
-        }
+    let twice = pages.windows(2).find_map(|w| match *w {
+        [a, b] if a == b => Some(a),
+        _ => None,
+    });
+    if let Some(a) = twice {
+        // The sink gave one page twice: give back each page once.
+        pages.dedup();
+        give_back(sink, &pages);
+        return Err(ChainError::NotAscending { phys: a, next: a });
     }
     Ok(pages)
 }

@@ -36,6 +36,7 @@ use crate::chain::{self, ChainError, Format, Packer};
 pub use crate::chain::{PageSink, PageSource};
 use crate::ranges::Range;
 use crate::reserve::{Kept, Reserve, ReserveError};
+use alloc::vec::Vec;
 use core::fmt;
 use zerocopy::byteorder::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -294,19 +295,38 @@ pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot
     let pages = chain::alloc_pages(sink, count.pages(), tracker.scratch(), |p| {
         !tracker.is_preserved(p)
     })?;
+    let mut kept = Vec::new();
+    if kept.try_reserve_exact(pages.len()).is_err() {
+        for &p in &pages {
+            sink.free_page(p);
+        }
+        return Err(HandoverError::Tracker(TrackerError::OutOfMemory));
+    }
+    kept.extend_from_slice(&pages);
     let mut w = TrackerWriter {
         chain: chain::Writer::new(FORMAT, sink, pages),
         records: 0,
         preserved: 0,
     };
-    emit_records(tracker, &mut w)?;
-    let (first, pages) = w.chain.finish()?;
+    let written = emit_records(tracker, &mut w)
+        .and_then(|()| w.chain.finish().map_err(HandoverError::from))
+        .map(|(first, pages)| (first, pages, w.records, w.preserved));
+    let (first, pages, records, preserved) = match written {
+        Ok(x) => x,
+        Err(e) => {
+            // A failed write gives every page it took back.
+            for &p in &kept {
+                sink.free_page(p);
+            }
+            return Err(e);
+        }
+    };
     Ok(TrackerRoot {
         first_page: first.into(),
         pages: pages.into(),
         flags: 0.into(),
-        records: w.records.into(),
-        preserved_pages: w.preserved.into(),
+        records: records.into(),
+        preserved_pages: preserved.into(),
     })
 }
 

@@ -4,8 +4,8 @@
 use super::handover::{self, HandoverError, PAGE_BYTES, PageSink, PageSource, Reader, TrackerRoot};
 use super::*;
 use crate::chain::ChainError;
-use crate::platform::PhysMem;
 use crate::platform::host::HostMem;
+use crate::platform::{FrameAlloc, PhysMem};
 use crate::reserve::{Kept, ReserveLog};
 use proptest::prelude::*;
 use std::boxed::Box;
@@ -854,6 +854,7 @@ fn out_of_memory_changes_nothing() {
         fn write_page(&mut self, _: u64, _: &[u8; PAGE_BYTES]) -> bool {
             true
         }
+        fn free_page(&mut self, _: u64) {}
     }
     let (t, _, _) = sample();
     assert_eq!(
@@ -869,6 +870,7 @@ fn out_of_memory_changes_nothing() {
         fn write_page(&mut self, _: u64, _: &[u8; PAGE_BYTES]) -> bool {
             true
         }
+        fn free_page(&mut self, _: u64) {}
     }
     assert_eq!(
         handover::write(&t, &mut Scratchy).unwrap_err(),
@@ -971,6 +973,7 @@ fn a_chain_page_in_a_hole_of_a_bitmap_is_fine_but_not_in_a_run() {
         fn write_page(&mut self, _: u64, _: &[u8; PAGE_BYTES]) -> bool {
             true
         }
+        fn free_page(&mut self, _: u64) {}
     }
     // The writer: an odd page is free, an even one preserved.
     assert!(handover::write(&t, &mut At(region + 5 * PAGE)).is_ok());
@@ -1010,6 +1013,7 @@ fn the_writer_refuses_a_page_given_twice() {
         fn write_page(&mut self, _: u64, _: &[u8; PAGE_BYTES]) -> bool {
             true
         }
+        fn free_page(&mut self, _: u64) {}
     }
     assert_eq!(
         handover::write(&t, &mut Same),
@@ -1033,6 +1037,7 @@ fn the_chain_is_linked_in_increasing_address_order_whatever_the_sink_gives() {
             self.1.insert(phys, Box::new(*data));
             true
         }
+        fn free_page(&mut self, _: u64) {}
     }
     let (t, _, _) = sample();
     let mut down = Down(1 << 40, BTreeMap::new());
@@ -1101,4 +1106,78 @@ fn a_failure_after_reporting_rolls_everything_back() {
         Err(HandoverError::Reserve(crate::reserve::ReserveError::Full))
     );
     assert!(tiny.0.ranges.is_empty());
+}
+
+#[test]
+fn a_failed_write_gives_back_every_page_it_took() {
+    // Pages come from real memory; the third write fails.
+    struct Failing {
+        mem: HostMem,
+        writes: u32,
+        taken: Vec<u64>,
+        given: Vec<u64>,
+    }
+    impl PageSink for Failing {
+        fn alloc_page(&mut self) -> Option<u64> {
+            let p = self.mem.alloc_frames(0)?;
+            self.taken.push(p);
+            Some(p)
+        }
+        fn write_page(&mut self, phys: u64, data: &[u8; PAGE_BYTES]) -> bool {
+            self.writes += 1;
+            self.writes < 3 && self.mem.write_page(phys, data)
+        }
+        fn free_page(&mut self, phys: u64) {
+            self.given.push(phys);
+            self.mem.free_frames(phys, 0);
+        }
+    }
+    // Enough isolated pages for several chain pages.
+    let mut t = Tracker::new(&SCRATCH).unwrap();
+    for i in 0..3000u64 {
+        t.preserve((1 << 32) + i * ((2 << 20) + 2 * PAGE), 0)
+            .unwrap();
+    }
+    let mut sink = Failing {
+        mem: HostMem::with_pool(Range::new(1 << 40, (1 << 40) + (1 << 30))),
+        writes: 0,
+        taken: vec![],
+        given: vec![],
+    };
+    let before = sink.mem.free_bytes();
+    assert!(handover::write(&t, &mut sink).is_err());
+    assert!(sink.taken.len() >= 3, "{} pages", sink.taken.len());
+    let (mut taken, mut given) = (sink.taken.clone(), sink.given.clone());
+    taken.sort_unstable();
+    given.sort_unstable();
+    assert_eq!(given, taken);
+    assert_eq!(sink.mem.free_bytes(), before);
+    // A sink that gives a scratch page gets it back, with those before.
+    struct Scratchy2 {
+        n: u64,
+        given: Vec<u64>,
+    }
+    impl PageSink for Scratchy2 {
+        fn alloc_page(&mut self) -> Option<u64> {
+            self.n += 1;
+            Some(if self.n == 2 {
+                0x2000
+            } else {
+                (1 << 40) + self.n * PAGE
+            })
+        }
+        fn write_page(&mut self, _: u64, _: &[u8; PAGE_BYTES]) -> bool {
+            true
+        }
+        fn free_page(&mut self, phys: u64) {
+            self.given.push(phys);
+        }
+    }
+    let mut s2 = Scratchy2 {
+        n: 0,
+        given: vec![],
+    };
+    assert!(handover::write(&t, &mut s2).is_err());
+    assert_eq!(s2.given.len(), 2);
+    assert!(s2.given.contains(&0x2000));
 }
