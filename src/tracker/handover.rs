@@ -439,7 +439,8 @@ impl<'a, M: PageSource> Reader<'a, M> {
                 Some(p) if p.end == r.start => p.end = r.end,
                 _ => {
                     if let Some(p) = pending.replace(r) {
-                        sum.ranges = sum.ranges.saturating_add(1);
+                        // No more ranges than records: cannot wrap.
+                        sum.ranges = sum.ranges.wrapping_add(1);
                         out.reserve(p, Kept::Preserved)
                             .map_err(HandoverError::Reserve)?;
                     }
@@ -480,18 +481,23 @@ impl<'a, M: PageSource> Reader<'a, M> {
                     return Err(HandoverError::Unordered { phys, word: at });
                 }
                 if w & BITMAP_TAG == 0 {
-                    // Cannot overflow: below 2^40 + 2^23.
-                    let end = pfn.saturating_add(w & ((1 << 23) - 1)).saturating_add(1);
+                    // Plain wrapping arithmetic on the hot path, none of it
+                    // can wrap: `pfn` is below 2^40 and a run below 2^23
+                    // pages, so `end` is below 2^41; the pages counted
+                    // are at most 2^23 per word of at most 2^19 pages of
+                    // 508 words (below 2^51); `i` is below 508.
+                    let n = (w & ((1 << 23) - 1)).wrapping_add(1);
+                    let end = pfn.wrapping_add(n);
                     if end > limit {
                         limit = self.check_frames(pfn, end)?;
                     }
                     self.check_clear(&pages, &mut ahead, pfn, end)?;
-                    sum.pages = sum.pages.saturating_add(end.saturating_sub(pfn));
+                    sum.pages = sum.pages.wrapping_add(n);
                     floor = end;
                     if REPORT {
                         emit(&mut pending, frames(pfn, end), &mut sum, out)?;
                     }
-                    i = i.saturating_add(1);
+                    i = i.wrapping_add(1);
                 } else {
                     if w & ((1 << 23) - 1) != 0
                         || !pfn.is_multiple_of(REGION_PAGES)
@@ -549,7 +555,8 @@ impl<'a, M: PageSource> Reader<'a, M> {
                     floor = pfn.saturating_add(REGION_PAGES);
                     i = i.saturating_add(9);
                 }
-                sum.records = sum.records.saturating_add(1);
+                // At most 2^19 pages of 508 records: cannot wrap.
+                sum.records = sum.records.wrapping_add(1);
             }
         }
         if let Some(p) = pending.take() {

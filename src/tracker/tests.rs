@@ -569,20 +569,37 @@ fn first<'m>(mem: &'m mut FakeMem, root: &TrackerRoot) -> &'m mut [u8; PAGE_BYTE
 
 #[test]
 fn a_changed_chain_page_fails_its_checksum_before_anything_is_read() {
-    // Any byte of a page, header, record or unused tail, changed after the
-    // writer sealed it: BadSum, nothing reserved.
+    // Any byte of a page's header or used records, changed after the
+    // writer sealed it: BadSum; any byte of its unused tail: DirtyTail (the
+    // sum covers the used part, the tail must be zero). Nothing reserved.
     let (_, mem0, root) = sample();
     let pages: Vec<u64> = mem0.written_frames().collect();
     for &pg in &pages {
-        for at in [0usize, 9, 24, 31, 32, 100, PAGE_BYTES - 1] {
+        let used = crate::chain::summed_len(mem0.frame(pg).unwrap());
+        for at in [
+            0usize,
+            9,
+            24,
+            31,
+            32,
+            100,
+            used - 1,
+            used.min(PAGE_BYTES - 1),
+            PAGE_BYTES - 1,
+        ] {
             for x in [0x01u8, 0xff] {
                 let (_, mut mem, root) = sample();
                 mem.frame_mut(pg).unwrap()[at] ^= x;
                 let mut log = ReserveLog::new();
                 let e = Reader::new(&mem, root, &RAM, &SCRATCH).restore(&mut log);
+                let want = if at < used {
+                    ChainError::BadSum { phys: pg }
+                } else {
+                    ChainError::DirtyTail { phys: pg }
+                };
                 assert_eq!(
                     e.unwrap_err(),
-                    HandoverError::Chain(ChainError::BadSum { phys: pg }),
+                    HandoverError::Chain(want),
                     "page {pg:#x} byte {at} ^ {x:#x}"
                 );
                 assert!(log.ranges.is_empty());
