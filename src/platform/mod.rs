@@ -38,6 +38,12 @@ pub type Frame = [u8; PAGE_SIZE as usize];
 /// 3. While a returned reference lives, nothing else in the kernel writes
 ///    the frame (a device still doing DMA into handed-over memory breaks
 ///    this; see the handoff protocol in `docs/architecture.md`).
+///
+/// What kho may give it: `frame` gets addresses read from the previous
+/// kernel's data, so any value (0, unaligned, past RAM, inside a hole or a
+/// scratch area); answer `None` or the frame, never panic. `frame_mut` is
+/// only called on frames kho allocated through [`FrameAlloc`], frames a
+/// restored object adopted, or handed-over pages it is checking in place.
 pub trait PhysMem {
     /// The frame at `phys`, for reading.
     fn frame(&self, phys: u64) -> Option<&Frame>;
