@@ -42,8 +42,9 @@ pub type Frame = [u8; PAGE_SIZE as usize];
 /// What kho may give it: `frame` gets addresses read from the previous
 /// kernel's data, so any value (0, unaligned, past RAM, inside a hole or a
 /// scratch area); answer `None` or the frame, never panic. `frame_mut` is
-/// only called on frames kho allocated through [`FrameAlloc`], frames a
-/// restored object adopted, or handed-over pages it is checking in place.
+/// only called on frames kho allocated through [`FrameAlloc`] and on
+/// frames a restored object adopted (a memfd zeroes the folios that were
+/// not up to date).
 pub trait PhysMem {
     /// The frame at `phys`, for reading.
     fn frame(&self, phys: u64) -> Option<&Frame>;
