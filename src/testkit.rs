@@ -64,7 +64,7 @@ pub struct FileShape {
     /// The fill byte.
     pub seed: u8,
     /// Seals (a sealed file has no `memfd-v1` payload).
-    pub seals: u32,
+    pub seals: crate::memfd::Seals,
     /// Folios none adjacent (so `memfd-v2` needs an array).
     pub scatter: bool,
 }
@@ -90,14 +90,14 @@ impl Shape {
                     session: 0,
                     pages: 3,
                     seed: 1,
-                    seals: 0,
+                    seals: crate::memfd::Seals::empty(),
                     scatter: false,
                 },
                 FileShape {
                     session: 0,
                     pages: 6,
                     seed: 2,
-                    seals: 0,
+                    seals: crate::memfd::Seals::empty(),
                     scatter: true,
                 },
                 FileShape {
@@ -127,7 +127,7 @@ impl Shape {
                     seals: if x & 0x40 != 0 {
                         crate::memfd::seal::GROW
                     } else {
-                        0
+                        crate::memfd::Seals::empty()
                     },
                     scatter: x & 0x80 != 0,
                 }
@@ -603,7 +603,7 @@ pub fn restore(mem: &mut HostMem, blob: &[u8], order: &[u8]) -> Outcome {
                         Digest::File(
                             f.size(),
                             f.pos(),
-                            f.seals(),
+                            f.seals().bits(),
                             f.extents()
                                 .iter()
                                 .map(|e| (e.index, e.phys, e.order, e.count))

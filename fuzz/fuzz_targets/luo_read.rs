@@ -8,7 +8,7 @@ use arbitrary::Arbitrary;
 use kho::handoff::{Handoff, HandoffWriter, Stamps};
 use kho::luo::memfd::{MemfdHandler, V1, V2};
 use kho::luo::Luo;
-use kho::memfd::{seal, Memfd};
+use kho::memfd::{seal, Memfd, Seals};
 use kho::platform::host::HostMem;
 use kho::ranges::Range;
 use kho::scratch::{Scratch, ScratchRecord};
@@ -34,7 +34,11 @@ fn blob() -> &'static Vec<u8> {
         let mut t = Tracker::new(scratch.areas()).unwrap();
         let mut luo = Luo::<HostMem>::new();
         luo.register(Box::new(MemfdHandler::new(&[V2, V1], &[V2, V1]))).unwrap();
-        for (s, tok, seals) in [("a", 1u64, 0), ("a", 0x20, seal::GROW), ("b", 7, 0)] {
+        for (s, tok, seals) in [
+            ("a", 1u64, Seals::empty()),
+            ("a", 0x20, seal::GROW),
+            ("b", 7, Seals::empty()),
+        ] {
             if luo.objects().all(|(x, _, _)| x != s) {
                 luo.create_session(s).unwrap();
             }

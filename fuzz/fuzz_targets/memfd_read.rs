@@ -51,7 +51,7 @@ fn file(mem: &mut HostMem, t: &mut Tracker, pieces: &[(u64, usize)], seals: u32)
     for &(off, len) in pieces {
         f.write(mem, off, &vec![0x5a; len]).unwrap();
     }
-    f.add_seals(seals).unwrap();
+    f.add_seals(kho::memfd::Seals::from_bits_retain(seals)).unwrap();
     f.preserve(t).unwrap();
     f
 }

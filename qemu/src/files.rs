@@ -22,7 +22,7 @@ use kho::luo::memfd::V2;
 use kho::luo::memfd::V3_TEST;
 use kho::luo::memfd::{MemfdHandler, V1};
 use kho::luo::{Luo, ReadList, RestoreCtx, Version};
-use kho::memfd::{Memfd, seal};
+use kho::memfd::{Memfd, Seals, seal};
 use kho::ranges::Range;
 use kho::tracker::Tracker;
 use kho_x86_64::glue::KernelMem;
@@ -87,18 +87,28 @@ type Spec = (
     &'static str,
     u64,
     &'static [(u64, u64)],
-    u32,
+    Seals,
 );
 const MIB: u64 = 1 << 20;
 const SPECS: [Spec; 4] = [
-    ("vm-1", 1, "big", 256 * MIB, &[(0, 256 * MIB)], 0),
+    (
+        "vm-1",
+        1,
+        "big",
+        256 * MIB,
+        &[(0, 256 * MIB)],
+        Seals::empty(),
+    ),
     (
         "vm-1",
         2,
         "sealed",
         MIB + 8192,
         &[(0, MIB + 8192)],
-        seal::WRITE | seal::SHRINK | seal::GROW | seal::SEAL,
+        seal::WRITE
+            .union(seal::SHRINK)
+            .union(seal::GROW)
+            .union(seal::SEAL),
     ),
     (
         "vm-2",
@@ -110,9 +120,16 @@ const SPECS: [Spec; 4] = [
             (20 * MIB + 100, 300),
             (63 * MIB, 4096),
         ],
-        0,
+        Seals::empty(),
     ),
-    ("vm-2", 2, "huge", 8 * MIB, &[(2 * MIB, 6 * MIB)], 0),
+    (
+        "vm-2",
+        2,
+        "huge",
+        8 * MIB,
+        &[(2 * MIB, 6 * MIB)],
+        Seals::empty(),
+    ),
 ];
 
 fn fail(what: core::fmt::Arguments<'_>) -> ! {
@@ -151,7 +168,7 @@ pub fn make(big_mib: u64) -> Held {
     let seals_ok = WRITES.iter().any(|v| v.name != V1.name);
     let mut out = Vec::new();
     for (i, &(session, token, name, size, writes, seals)) in SPECS.iter().enumerate() {
-        if seals != 0 && !seals_ok {
+        if !seals.is_empty() && !seals_ok {
             continue;
         }
         let big = [(0, big_mib * MIB)];

@@ -247,7 +247,7 @@ kernel_test!(
 kernel_test!(
     fn memfds_restore_from_physical_memory_in_place() {
         use kho::claims::Claims;
-        use kho::memfd::{Memfd, seal, v1, v2};
+        use kho::memfd::{Memfd, Seals, seal, v1, v2};
         let boot = boot();
         let scratch = boot.scratch.areas();
         let ram: Vec<Range> = boot.params.ram().collect();
@@ -256,11 +256,19 @@ kernel_test!(
         let free0 = frames::free_bytes().1;
         let pat = |seed: u64, at: u64| (at.wrapping_mul(0x9e37_79b9) ^ seed) as u8;
         // (writes as (offset, len), final size, seals)
-        type Shape = (&'static [(u64, u64)], u64, u32);
+        type Shape = (&'static [(u64, u64)], u64, Seals);
         let shapes: [Shape; 4] = [
-            (&[(0, 4 << 20)], 4 << 20, 0), // 2 MiB folios
-            (&[(4096 * 3 + 5, 300_000), (5 << 20, 70_000)], 6 << 20, 0), // mixed
-            (&[(0, 100), (5 << 20, 100), (9 << 20, 4096)], 12 << 20, 0), // sparse
+            (&[(0, 4 << 20)], 4 << 20, Seals::empty()), // 2 MiB folios
+            (
+                &[(4096 * 3 + 5, 300_000), (5 << 20, 70_000)],
+                6 << 20,
+                Seals::empty(),
+            ), // mixed
+            (
+                &[(0, 100), (5 << 20, 100), (9 << 20, 4096)],
+                12 << 20,
+                Seals::empty(),
+            ), // sparse
             (&[(0, 256 << 10)], 256 << 10, seal::WRITE | seal::SHRINK), // sealed
         ];
         let mut files = Vec::new();
@@ -279,7 +287,7 @@ kernel_test!(
         for f in &files {
             let w2 = v2::write(f, &mut mem, &mut t).unwrap();
             let w1 = v1::write(f, &mut mem, &mut t).ok();
-            assert_eq!(w1.is_some(), f.seals() == 0);
+            assert_eq!(w1.is_some(), f.seals().is_empty());
             written.push((w2, w1));
         }
         // The next kernel's view: the handover read back, claims over it.
@@ -317,7 +325,7 @@ kernel_test!(
             }
             let want: u64 = files
                 .iter()
-                .filter(|f| !use_v1 || f.seals() == 0)
+                .filter(|f| !use_v1 || f.seals().is_empty())
                 .map(|f| f.allocated_bytes() / PAGE_SIZE)
                 .sum();
             // Exactly the folios are data; the record arrays are metadata

@@ -82,7 +82,7 @@ impl<P: Platform> Handler<P> for MemfdHandler {
         version.name != v1::VERSION
             || obj
                 .downcast_ref::<Memfd>()
-                .is_some_and(|f| f.seals() & !crate::memfd::seal::SEAL == 0)
+                .is_some_and(|f| f.seals().difference(crate::memfd::Seals::SEAL).is_empty())
     }
 
     fn preserve(&mut self, obj: &mut dyn Any, _: &mut P, t: &mut Tracker) -> Result<(), LuoError> {

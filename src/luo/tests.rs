@@ -34,7 +34,8 @@ fn setup() -> (HostMem, Tracker, Scratch) {
 fn file(mem: &mut HostMem, len: usize, seed: u8, seals: u32) -> Box<dyn Any> {
     let mut f = Memfd::new(true);
     f.write(mem, 0, &vec![seed; len]).unwrap();
-    f.add_seals(seals).unwrap();
+    f.add_seals(crate::memfd::Seals::from_bits_retain(seals))
+        .unwrap();
     Box::new(f)
 }
 
@@ -60,7 +61,7 @@ fn first_kernel(writes: &[Version]) -> (HostMem, Tracker, Scratch, Luo<HostMem>,
     luo.create_session("vm-2").unwrap();
     for (s, tok, len, seed, seals) in [
         ("vm-1", 1, 300_000, 1, 0),
-        ("vm-1", 2, 70_000, 2, seal::WRITE),
+        ("vm-1", 2, 70_000, 2, seal::WRITE.bits()),
         ("vm-2", 1, 3 << 20, 3, 0),
     ] {
         let f = file(&mut mem, len, seed, seals);
@@ -220,7 +221,7 @@ fn old_to_new_and_new_to_new() {
     luo.create_session("s").unwrap();
     let f = file(&mut mem, 5000, 4, 0);
     luo.preserve("s", 1, "memfd", f, &mut mem, &mut t).unwrap();
-    let sealed = file(&mut mem, 5000, 4, seal::GROW);
+    let sealed = file(&mut mem, 5000, 4, seal::GROW.bits());
     luo.preserve("s", 2, "memfd", sealed, &mut mem, &mut t)
         .unwrap();
     // The freeze fails on the sealed file (no version can carry it) and

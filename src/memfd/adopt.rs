@@ -8,7 +8,7 @@
     clippy::panic
 )]
 
-use super::{Extent, MAX_FOLIO_ORDER, MAX_SIZE, Memfd, MemfdError, flag, push_extent, seal};
+use super::{Extent, MAX_FOLIO_ORDER, MAX_SIZE, Memfd, MemfdError, Seals, flag, push_extent};
 use crate::PAGE_SIZE;
 use crate::claims::Claims;
 use crate::csum::Sum64;
@@ -172,11 +172,12 @@ impl<'c> Adopt<'c> {
         if size > MAX_SIZE {
             return Err(MemfdError::BadHeader("size"));
         }
-        if seals & !seal::ALL != 0 {
+        // The wire's bits: any this crate does not name are refused.
+        let Some(seals) = Seals::from_bits(seals) else {
             return Err(MemfdError::UnknownSeal {
-                bits: seals & !seal::ALL,
+                bits: seals & !Seals::all().bits(),
             });
-        }
+        };
         Ok(Self {
             claims,
             file: Memfd {

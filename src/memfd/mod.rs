@@ -45,21 +45,40 @@ pub const MAX_FOLIO_ORDER: u32 = 9;
 /// Largest file size (2^40 pages).
 pub const MAX_SIZE: u64 = 1 << 52;
 
-/// Seal bits, as Linux's `F_SEAL_*`.
+bitflags::bitflags! {
+    /// A memfd's seals, with Linux's `F_SEAL_*` values (the same bits on
+    /// the wire, in both memfd formats).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct Seals: u32 {
+        /// No more seals may be added.
+        const SEAL = 0x1;
+        /// The file may not shrink.
+        const SHRINK = 0x2;
+        /// The file may not grow.
+        const GROW = 0x4;
+        /// The contents may not change (writes and hole punches refused).
+        const WRITE = 0x8;
+        /// Like `WRITE` for every future writer (this file has no
+        /// mappings, so it refuses the same operations).
+        const FUTURE_WRITE = 0x10;
+    }
+}
+
+/// The seals by name, as [`Seals`] values (`seal::GROW | seal::SHRINK`).
 pub mod seal {
+    use super::Seals;
     /// No more seals may be added.
-    pub const SEAL: u32 = 0x1;
+    pub const SEAL: Seals = Seals::SEAL;
     /// The file may not shrink.
-    pub const SHRINK: u32 = 0x2;
+    pub const SHRINK: Seals = Seals::SHRINK;
     /// The file may not grow.
-    pub const GROW: u32 = 0x4;
-    /// The contents may not change (writes and hole punches refused).
-    pub const WRITE: u32 = 0x8;
-    /// Like `WRITE` for every future writer (this file has no mappings, so
-    /// it refuses the same operations).
-    pub const FUTURE_WRITE: u32 = 0x10;
+    pub const GROW: Seals = Seals::GROW;
+    /// The contents may not change.
+    pub const WRITE: Seals = Seals::WRITE;
+    /// Like `WRITE` for every future writer.
+    pub const FUTURE_WRITE: Seals = Seals::FUTURE_WRITE;
     /// Every seal this crate knows.
-    pub const ALL: u32 = SEAL | SHRINK | GROW | WRITE | FUTURE_WRITE;
+    pub const ALL: Seals = Seals::all();
 }
 
 /// Per-folio record flags (bits 52 to 63 of a record's first word).
@@ -86,7 +105,7 @@ pub enum MemfdError {
         /// What was refused.
         op: &'static str,
         /// The seal that refuses it.
-        seal: u32,
+        seal: Seals,
     },
     /// Seal bits this crate does not know.
     UnknownSeal {
@@ -162,7 +181,9 @@ impl fmt::Display for MemfdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use MemfdError::*;
         match self {
-            Sealed { op, seal } => write!(f, "memfd: {op} refused by seal {seal:#x}"),
+            Sealed { op, seal } => {
+                write!(f, "memfd: {op} refused by seal {:#x}", seal.bits())
+            }
             UnknownSeal { bits } => write!(f, "memfd: unknown seal bits {bits:#x}"),
             TooLarge => write!(f, "memfd: past the largest file size ({MAX_SIZE:#x})"),
             OutOfFrames => f.write_str("memfd: no free frames for a folio"),
@@ -285,7 +306,7 @@ pub struct Memfd {
     extents: Vec<Extent>,
     size: u64,
     pos: u64,
-    seals: u32,
+    seals: Seals,
     preserved: bool,
 }
 
@@ -295,7 +316,11 @@ impl Memfd {
     /// `MFD_ALLOW_SEALING`.
     pub fn new(allow_sealing: bool) -> Self {
         Self {
-            seals: if allow_sealing { 0 } else { seal::SEAL },
+            seals: if allow_sealing {
+                Seals::empty()
+            } else {
+                Seals::SEAL
+            },
             ..Self::default()
         }
     }
@@ -316,7 +341,7 @@ impl Memfd {
     }
 
     /// Its seals.
-    pub fn seals(&self) -> u32 {
+    pub fn seals(&self) -> Seals {
         self.seals
     }
 
@@ -395,7 +420,7 @@ impl Memfd {
 
     fn check_write(&self, what: &'static str) -> Result<(), MemfdError> {
         for s in [seal::WRITE, seal::FUTURE_WRITE] {
-            if self.seals & s != 0 {
+            if self.seals.intersects(s) {
                 return Err(MemfdError::Sealed { op: what, seal: s });
             }
         }
@@ -418,7 +443,7 @@ impl Memfd {
             .checked_add(data.len() as u64)
             .filter(|&e| e <= MAX_SIZE)
             .ok_or(MemfdError::TooLarge)?;
-        if end > self.size && self.seals & seal::GROW != 0 {
+        if end > self.size && self.seals.contains(Seals::GROW) {
             return Err(MemfdError::Sealed {
                 op: "grow",
                 seal: seal::GROW,
@@ -645,13 +670,13 @@ impl Memfd {
         if size > MAX_SIZE {
             return Err(MemfdError::TooLarge);
         }
-        if size < self.size && self.seals & seal::SHRINK != 0 {
+        if size < self.size && self.seals.contains(Seals::SHRINK) {
             return Err(MemfdError::Sealed {
                 op: "shrink",
                 seal: seal::SHRINK,
             });
         }
-        if size > self.size && self.seals & seal::GROW != 0 {
+        if size > self.size && self.seals.contains(Seals::GROW) {
             return Err(MemfdError::Sealed {
                 op: "grow",
                 seal: seal::GROW,
@@ -694,16 +719,17 @@ impl Memfd {
     }
 
     /// Adds seals (Linux's `F_ADD_SEALS`).
-    pub fn add_seals(&mut self, seals: u32) -> Result<(), MemfdError> {
-        if seals & !seal::ALL != 0 {
-            return Err(MemfdError::UnknownSeal {
-                bits: seals & !seal::ALL,
-            });
+    /// Bits no [`Seals`] names (from `Seals::from_bits_retain`) are
+    /// refused.
+    pub fn add_seals(&mut self, seals: Seals) -> Result<(), MemfdError> {
+        let unknown = seals.bits() & !Seals::all().bits();
+        if unknown != 0 {
+            return Err(MemfdError::UnknownSeal { bits: unknown });
         }
-        if self.seals & seal::SEAL != 0 {
+        if self.seals.contains(Seals::SEAL) {
             return Err(MemfdError::Sealed {
                 op: "add seals",
-                seal: seal::SEAL,
+                seal: Seals::SEAL,
             });
         }
         self.seals |= seals;

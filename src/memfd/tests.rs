@@ -95,7 +95,7 @@ fn seals_refuse_what_linux_refuses() {
     let mut f = Memfd::new(true);
     f.write(&mut mem, 0, &[1; 10000]).unwrap();
     assert_eq!(
-        f.add_seals(0x20),
+        f.add_seals(crate::memfd::Seals::from_bits_retain(0x20)),
         Err(MemfdError::UnknownSeal { bits: 0x20 })
     );
     f.add_seals(seal::SHRINK | seal::GROW).unwrap();
@@ -200,17 +200,17 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (off.clone(), 1usize..(2 << 20) + 9000, any::<u64>()).prop_map(|(o, l, s)| Op::Write(o, l, s)),
         1 => (0u64..(6 << 20)).prop_map(Op::Truncate),
         2 => (off, 1u64..(3 << 20)).prop_map(|(o, l)| Op::Punch(o, l)),
-        1 => prop_oneof![Just(seal::SHRINK), Just(seal::GROW), Just(seal::WRITE), Just(seal::SEAL), Just(0x40)].prop_map(Op::Seal),
+        1 => prop_oneof![Just(seal::SHRINK.bits()), Just(seal::GROW.bits()), Just(seal::WRITE.bits()), Just(seal::SEAL.bits()), Just(0x40)].prop_map(Op::Seal),
     ]
 }
 
 /// The model: the bytes, and the seals.
 fn apply(model: &mut Vec<u8>, seals: &mut u32, op: &Op) -> bool {
-    let w = *seals & (seal::WRITE | seal::FUTURE_WRITE) != 0;
+    let w = *seals & (seal::WRITE.bits() | seal::FUTURE_WRITE.bits()) != 0;
     match *op {
         Op::Write(o, l, s) => {
             let end = (o + l as u64) as usize;
-            if w || (end > model.len() && *seals & seal::GROW != 0) {
+            if w || (end > model.len() && *seals & seal::GROW.bits() != 0) {
                 return false;
             }
             if end > model.len() {
@@ -220,8 +220,8 @@ fn apply(model: &mut Vec<u8>, seals: &mut u32, op: &Op) -> bool {
         }
         Op::Truncate(n) => {
             let n = n as usize;
-            if (n < model.len() && *seals & seal::SHRINK != 0)
-                || (n > model.len() && *seals & seal::GROW != 0)
+            if (n < model.len() && *seals & seal::SHRINK.bits() != 0)
+                || (n > model.len() && *seals & seal::GROW.bits() != 0)
             {
                 return false;
             }
@@ -237,7 +237,7 @@ fn apply(model: &mut Vec<u8>, seals: &mut u32, op: &Op) -> bool {
             }
         }
         Op::Seal(s) => {
-            if s & !seal::ALL != 0 || *seals & seal::SEAL != 0 {
+            if s & !seal::ALL.bits() != 0 || *seals & seal::SEAL.bits() != 0 {
                 return false;
             }
             *seals |= s;
@@ -281,7 +281,7 @@ proptest! {
                 Op::Write(off, l, s) => f.write(&mut mem, off, &data(s, off, l)).map(|_| ()),
                 Op::Truncate(n) => f.truncate(&mut mem, n),
                 Op::Punch(off, l) => f.punch(&mut mem, off, l),
-                Op::Seal(s) => f.add_seals(s),
+                Op::Seal(s) => f.add_seals(crate::memfd::Seals::from_bits_retain(s)),
             };
             prop_assert_eq!(r.is_ok(), ok, "{:?}: {:?}", o, r);
             prop_assert_eq!(f.size(), model.len() as u64);
@@ -293,7 +293,7 @@ proptest! {
         f.preserve(&mut t).unwrap();
         let v2 = v2::write(&f, &mut mem, &mut t).unwrap();
         let v1 = v1::write(&f, &mut mem, &mut t);
-        prop_assert_eq!(v1.is_ok(), seals & !seal::SEAL == 0);
+        prop_assert_eq!(v1.is_ok(), seals & !seal::SEAL.bits() == 0);
         for (which, desc) in [(2, Some(&v2.desc)), (1, v1.as_ref().ok().map(|w| &w.desc))] {
             let Some(desc) = desc else { continue };
             let mut claims = mem.hand_over(&t).unwrap();
@@ -307,7 +307,7 @@ proptest! {
             prop_assert_eq!(g.extents(), f.extents());
             prop_assert!(contents(&g, &mem) == model);
             prop_assert_eq!((g.size(), g.pos()), (f.size(), f.pos()));
-            prop_assert_eq!(g.seals(), if which == 2 { seals } else { 0 });
+            prop_assert_eq!(g.seals().bits(), if which == 2 { seals } else { 0 });
             // Exactly the folios are adopted; the array pages go to finish.
             prop_assert_eq!(claims.data_pages(), f.allocated_bytes() / K);
         }
@@ -322,7 +322,8 @@ fn handed(extents: &[(u64, u64, u32)], size: u64, seals: u32) -> (HostMem, Track
         f.write(&mut mem, off, &data(9, off, len as usize)).unwrap();
     }
     f.truncate(&mut mem, size).unwrap();
-    f.add_seals(seals).unwrap();
+    f.add_seals(crate::memfd::Seals::from_bits_retain(seals))
+        .unwrap();
     f.preserve(&mut t).unwrap();
     (mem, t, f)
 }
@@ -349,7 +350,7 @@ fn a_sparse_file_stays_sparse_and_v2_is_small() {
     );
     assert_eq!(arr.blocks().len(), (2621 * 16usize).div_ceil(4096));
     // One physical run: 72 bytes, no array, nothing allocated.
-    let (mut mem, mut t, f) = handed(&[(0, 64 << 20, 0)], 64 << 20, seal::WRITE);
+    let (mut mem, mut t, f) = handed(&[(0, 64 << 20, 0)], 64 << 20, seal::WRITE.bits());
     let before = mem.allocated;
     let w = v2::write(&f, &mut mem, &mut t).unwrap();
     assert_eq!(f.extents().len(), 1, "{:?}", f.extents());
@@ -360,7 +361,7 @@ fn a_sparse_file_stays_sparse_and_v2_is_small() {
     let mut claims = mem.hand_over(&t).unwrap();
     let g = v2::read(&w.desc, &mut mem, &[RAM], &[SCRATCH], &mut claims).unwrap();
     assert_eq!(g.extents(), f.extents());
-    assert_eq!(g.seals(), seal::WRITE);
+    assert_eq!(g.seals().bits(), seal::WRITE.bits());
     // v1 refuses the sealed file rather than dropping its seals.
     assert_eq!(
         v1::write(&f, &mut mem, &mut t).unwrap_err(),
@@ -616,7 +617,7 @@ fn every_bad_record_is_refused_and_nothing_is_adopted() {
 fn a_bad_descriptor_is_refused() {
     let (mut mem, mut t, f) = handed(&[(0, 40000, 0)], 40000, 0);
     let w1 = v1::write(&f, &mut mem, &mut t).unwrap();
-    let (mut mem2, mut t2, f2) = handed(&[(0, 40000, 0)], 40000, seal::GROW);
+    let (mut mem2, mut t2, f2) = handed(&[(0, 40000, 0)], 40000, seal::GROW.bits());
     let w2 = v2::write(&f2, &mut mem2, &mut t2).unwrap();
     let read1 = |mem: &mut HostMem, t: &Tracker, d: &[u8]| {
         let mut c = mem.hand_over(t).unwrap();
@@ -675,7 +676,7 @@ fn a_bad_descriptor_is_refused() {
     let (h2, rest) = v2::Header::read_from_prefix(&w2.desc).unwrap();
     let with = |h: v2::Header| [h.as_bytes(), rest].concat();
     let mut h = h2;
-    h.seals = (seal::GROW | 0x100).into();
+    h.seals = (seal::GROW.bits() | 0x100).into();
     assert_eq!(
         read2(&mut mem2, &t2, &with(h)),
         MemfdError::UnknownSeal { bits: 0x100 }

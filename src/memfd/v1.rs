@@ -21,7 +21,7 @@
 )]
 
 use super::adopt::{Adopt, array_of, decode, descriptor, encode, walk_array, write_array};
-use super::{Memfd, MemfdError, seal};
+use super::{Memfd, MemfdError, Seals};
 use crate::claims::Claims;
 use crate::platform::{FrameAlloc, MapFrames, PhysMem};
 use crate::ranges::Range;
@@ -80,7 +80,7 @@ pub fn write<P: PhysMem + FrameAlloc + MapFrames>(
     if !file.is_preserved() {
         return Err(MemfdError::Preserved { preserved: false });
     }
-    if file.seals() & !seal::SEAL != 0 {
+    if !file.seals().difference(Seals::SEAL).is_empty() {
         return Err(MemfdError::Unrepresentable);
     }
     let n = file.folio_count();

@@ -122,7 +122,7 @@ pub fn write<P: PhysMem + FrameAlloc + MapFrames>(
     let h = Header {
         pos: file.pos().into(),
         size: file.size().into(),
-        seals: file.seals().into(),
+        seals: file.seals().bits().into(),
         flags: 0.into(),
         records: n.into(),
         array: root,
