@@ -4,8 +4,10 @@
 
 use super::memfd::{MemfdHandler, V1, V2, V3_TEST};
 use super::*;
+use crate::fdt::WriteError;
 use crate::handoff::{Handoff, HandoffWriter, Stamps};
 use crate::memfd::{Memfd, seal};
+use crate::platform::PhysMem;
 use crate::platform::host::HostMem;
 use crate::scratch::{Scratch, ScratchRecord};
 use crate::tracker::handover;

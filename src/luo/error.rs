@@ -1,0 +1,205 @@
+//! The orchestrator's errors, each naming what was refused.
+
+use crate::fdt::WriteError;
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::any::Any;
+use core::fmt;
+
+/// Errors of the orchestrator, each naming what was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LuoError {
+    /// Two handlers for one family.
+    DuplicateFamily(String),
+    /// No handler for the family.
+    NoHandler(String),
+    /// A session of that name exists.
+    DuplicateSession(String),
+    /// No session of that name.
+    NoSession(String),
+    /// The token is already used in the session.
+    DuplicateToken {
+        /// The session.
+        session: String,
+        /// The token.
+        token: u64,
+    },
+    /// No object with that token in the session.
+    NoToken {
+        /// The session.
+        session: String,
+        /// The token.
+        token: u64,
+    },
+    /// The object is not of the family named.
+    WrongFamily(String),
+    /// The operation does not fit the life cycle (preserve after freeze,
+    /// retrieve before incoming, ...).
+    State(&'static str),
+    /// No version that both kernels have: nothing of the object can be
+    /// read. Names the versions on both sides.
+    NoReadableVersion {
+        /// The family.
+        family: String,
+        /// Versions the object was written in.
+        written: Vec<String>,
+        /// Versions the reading kernel reads.
+        reads: Vec<String>,
+    },
+    /// Preflight: these objects would be lost by the next kernel.
+    WouldLose(Vec<Loss>),
+    /// The handler refused (with its own error, as text).
+    Handler {
+        /// The family.
+        family: String,
+        /// What went wrong.
+        what: String,
+    },
+    /// The blob's `luo` node is malformed.
+    BadNode(&'static str),
+    /// A version is listed twice: in a handler's lists, in a reads note,
+    /// or in an object's payloads (which of two would a reader take?).
+    DuplicateVersion {
+        /// The family (or `reads` for a reads note).
+        family: String,
+        /// The version.
+        version: String,
+    },
+    /// The memfd handler refused, or a memfd payload is bad.
+    Memfd(crate::memfd::MemfdError),
+    /// A handler's claim on preserved memory was refused.
+    Claim(crate::claims::ClaimError),
+    /// The tracker refused (a handler's preserve).
+    Tracker(crate::tracker::TrackerError),
+    /// A preserved vmalloc buffer could not be written or read.
+    Vmalloc(crate::vmalloc::VmallocError),
+    /// No memory for the orchestrator's lists.
+    OutOfMemory,
+}
+
+/// An object a next kernel would not read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loss {
+    /// Its session.
+    pub session: String,
+    /// Its token.
+    pub token: u64,
+    /// Its family.
+    pub family: String,
+    /// The versions it would be written in.
+    pub written: Vec<String>,
+}
+
+fn list(v: &[String]) -> String {
+    v.join(", ")
+}
+
+impl fmt::Display for LuoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use LuoError::*;
+        match self {
+            DuplicateFamily(x) => write!(f, "luo: a handler for {x} is already registered"),
+            NoHandler(x) => write!(f, "luo: no handler for family {x}"),
+            DuplicateSession(x) => write!(f, "luo: session {x} already exists"),
+            NoSession(x) => write!(f, "luo: no session {x}"),
+            DuplicateToken { session, token } => {
+                write!(
+                    f,
+                    "luo: token {token:#x} is already used in session {session}"
+                )
+            }
+            NoToken { session, token } => {
+                write!(f, "luo: no token {token:#x} in session {session}")
+            }
+            WrongFamily(x) => write!(f, "luo: the object is not a {x}"),
+            State(x) => write!(f, "luo: {x}"),
+            NoReadableVersion {
+                family,
+                written,
+                reads,
+            } => write!(
+                f,
+                "luo: {family} written as [{}], this kernel reads [{}]: no common version",
+                list(written),
+                list(reads)
+            ),
+            WouldLose(l) => {
+                write!(f, "luo: the next kernel would lose {} object(s):", l.len())?;
+                for x in l {
+                    write!(
+                        f,
+                        " {}/{:#x} ({} as [{}])",
+                        x.session,
+                        x.token,
+                        x.family,
+                        list(&x.written)
+                    )?;
+                }
+                Ok(())
+            }
+            Handler { family, what } => write!(f, "luo: {family}: {what}"),
+            BadNode(x) => write!(f, "luo: malformed node ({x})"),
+            DuplicateVersion { family, version } => {
+                write!(f, "luo: {family} lists version {version} twice")
+            }
+            Memfd(e) => write!(f, "luo: {e}"),
+            Claim(e) => write!(f, "luo: {e}"),
+            Tracker(e) => write!(f, "luo: {e}"),
+            Vmalloc(e) => write!(f, "luo: {e}"),
+            OutOfMemory => f.write_str("luo: out of memory"),
+        }
+    }
+}
+
+/// The error a variant wraps, when it wraps one.
+impl core::error::Error for LuoError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            LuoError::Memfd(e) => Some(e),
+            LuoError::Claim(e) => Some(e),
+            LuoError::Tracker(e) => Some(e),
+            LuoError::Vmalloc(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<crate::claims::ClaimError> for LuoError {
+    fn from(e: crate::claims::ClaimError) -> Self {
+        LuoError::Claim(e)
+    }
+}
+
+impl From<crate::tracker::TrackerError> for LuoError {
+    fn from(e: crate::tracker::TrackerError) -> Self {
+        LuoError::Tracker(e)
+    }
+}
+
+impl From<crate::vmalloc::VmallocError> for LuoError {
+    fn from(e: crate::vmalloc::VmallocError) -> Self {
+        LuoError::Vmalloc(e)
+    }
+}
+
+impl From<WriteError> for LuoError {
+    fn from(_: WriteError) -> Self {
+        LuoError::BadNode("the handoff blob has no room for the luo node")
+    }
+}
+
+/// An object preserve refused, given back with the reason.
+#[derive(Debug)]
+pub struct Refused {
+    /// Why.
+    pub error: LuoError,
+    /// The object, unchanged.
+    pub object: Box<dyn Any>,
+}
+
+impl From<Refused> for LuoError {
+    fn from(r: Refused) -> Self {
+        r.error
+    }
+}
