@@ -12,6 +12,7 @@
 //! property names). `kho`'s own payload conventions (little-endian structs,
 //! versioned `compatible` strings) are in `docs/abi.md`.
 
+mod error;
 mod read;
 mod write;
 
