@@ -231,48 +231,22 @@ impl Vmalloc {
         bytes: usize,
         order: u32,
     ) -> Result<Self, VmallocError> {
-        if order > MAX_ORDER {
-            return Err(VmallocError::TooLarge);
-        }
-        let count = (bytes as u64).div_ceil(block_bytes(order));
-        if count > u64::from(MAX_BLOCKS) {
-            return Err(VmallocError::TooLarge);
-        }
-        let mut blocks = Vec::new();
-        blocks
-            .try_reserve_exact(count as usize)
-            .map_err(|_| VmallocError::OutOfMemory)?;
-        let undo = |p: &mut P, blocks: &[u64]| {
-            for &b in blocks {
-                p.free_frames(b, order);
+        let mut v = Self::new_unmapped(p, bytes, order)?;
+        for f in block_frames(&v.blocks, order) {
+            if let Some(f) = p.frame_mut(f) {
+                f.fill(0);
             }
-        };
-        for _ in 0..count {
-            let Some(b) = p.alloc_frames(order) else {
-                undo(p, &blocks);
-                return Err(VmallocError::OutOfFrames);
-            };
-            for f in block_frames(&[b], order) {
-                if let Some(f) = p.frame_mut(f) {
-                    f.fill(0);
-                }
-            }
-            blocks.push(b);
         }
-        let mapping = match map_blocks(p, &blocks, order) {
-            Ok(m) => m,
+        match map_blocks(p, &v.blocks, order) {
+            Ok(m) => {
+                v.mapping = m;
+                Ok(v)
+            }
             Err(e) => {
-                undo(p, &blocks);
-                return Err(e);
+                v.free(p);
+                Err(e)
             }
-        };
-        Ok(Self {
-            blocks,
-            order,
-            mapping,
-            chain: Vec::new(),
-            preserved: false,
-        })
+        }
     }
 
     /// Blocks of `2^order` frames for at least `bytes` bytes, allocated
@@ -327,33 +301,12 @@ impl Vmalloc {
         tracker: &mut Tracker,
         sum: u64,
     ) -> Result<VmallocRoot, VmallocError> {
-        if self.preserved {
-            return Err(VmallocError::State);
+        let mut root = self.preserve_blocks(p, tracker)?;
+        if !self.blocks.is_empty() {
+            root.flags = SUMMED.into();
+            root.sum = sum.into();
         }
-        for (i, &b) in self.blocks.iter().enumerate() {
-            if let Err(e) = tracker.preserve(b, self.order) {
-                for &u in self.blocks.get(..i).unwrap_or(&[]) {
-                    let _ = tracker.unpreserve(u, self.order);
-                }
-                return Err(VmallocError::Tracker(e));
-            }
-        }
-        match self.write_chain(p, tracker) {
-            Ok(mut root) => {
-                self.preserved = true;
-                if !self.blocks.is_empty() {
-                    root.flags = SUMMED.into();
-                    root.sum = sum.into();
-                }
-                Ok(root)
-            }
-            Err(e) => {
-                for &b in &self.blocks {
-                    let _ = tracker.unpreserve(b, self.order);
-                }
-                Err(e)
-            }
-        }
+        Ok(root)
     }
 
     /// Its length in bytes (whole blocks; 0 if it is not mapped).
@@ -429,6 +382,24 @@ impl Vmalloc {
             return Err(VmallocError::State);
         }
         p.flush(&self.mapping);
+        let mut root = self.preserve_blocks(p, tracker)?;
+        if summed && !self.blocks.is_empty() {
+            root.flags = SUMMED.into();
+            root.sum = crate::csum::sum64(self.bytes(p)).into();
+        }
+        Ok(root)
+    }
+
+    /// Preserves the blocks and writes the chain that names them: all of
+    /// it, or (on error) none.
+    fn preserve_blocks<P: PhysMem + FrameAlloc>(
+        &mut self,
+        p: &mut P,
+        tracker: &mut Tracker,
+    ) -> Result<VmallocRoot, VmallocError> {
+        if self.preserved {
+            return Err(VmallocError::State);
+        }
         for (i, &b) in self.blocks.iter().enumerate() {
             if let Err(e) = tracker.preserve(b, self.order) {
                 for &u in self.blocks.get(..i).unwrap_or(&[]) {
@@ -438,12 +409,8 @@ impl Vmalloc {
             }
         }
         match self.write_chain(p, tracker) {
-            Ok(mut root) => {
+            Ok(root) => {
                 self.preserved = true;
-                if summed && !self.blocks.is_empty() {
-                    root.flags = SUMMED.into();
-                    root.sum = crate::csum::sum64(self.bytes(p)).into();
-                }
                 Ok(root)
             }
             Err(e) => {
