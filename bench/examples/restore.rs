@@ -6,22 +6,7 @@ mod common;
 use common::pages;
 
 fn main() {
-    let mut s = 0x2545_f491_4f6c_dd1du64;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    };
-    let mut t = kho::tracker::Tracker::new(&[]).unwrap();
-    let mut used = std::collections::HashSet::new();
-    while used.len() < 30_000 {
-        let order = (next() % 5) as u32;
-        let slot = next() % ((8u64 << 30) >> 16);
-        if used.insert(slot) {
-            t.preserve((32u64 << 30) + (slot << 16), order).unwrap();
-        }
-    }
+    let t = common::mix();
     let mut p = pages();
     let root = handover::write(&t, &mut p).unwrap();
     let ram = [Range::new(0, 1 << 52)];

@@ -5,17 +5,7 @@ mod common;
 use common::pages;
 
 fn main() {
-    let mut s = 0x2545_f491_4f6c_dd1du64;
-    let mut t = kho::tracker::Tracker::new(&[]).unwrap();
-    let mut n = 0;
-    while n < 100_000 {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        if t.preserve((s % (1 << 28)) << 12, 0).is_ok() {
-            n += 1;
-        }
-    }
+    let t = common::isolated();
     let start = std::time::Instant::now();
     let mut total = 0;
     for _ in 0..100 {
