@@ -12,12 +12,15 @@ thread_local! {
     /// Per thread, so that tests running side by side do not fail each
     /// other's allocations. Const-initialised: reading it never allocates.
     static FAIL: Cell<bool> = const { Cell::new(false) };
+    /// With `FAIL` off: allocations larger than this fail too (0: none).
+    static FAIL_ABOVE: Cell<usize> = const { Cell::new(0) };
 }
 
 // SAFETY: forwards to the system allocator, or returns null (allowed).
 unsafe impl GlobalAlloc for Failing {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if FAIL.with(Cell::get) {
+        let above = FAIL_ABOVE.with(Cell::get);
+        if FAIL.with(Cell::get) || (above != 0 && layout.size() > above) {
             return std::ptr::null_mut();
         }
         // SAFETY: same contract as ours.
@@ -108,4 +111,43 @@ fn a_chunk_that_cannot_become_dense_stays_sparse_and_correct() {
             })
         );
     }
+}
+
+/// The handover writer lays its records out once in a heap buffer; when
+/// that buffer cannot grow, it lays them out twice instead (count, then
+/// write) and produces the same chain.
+#[test]
+fn the_writer_without_memory_for_its_buffer_writes_the_same_chain() {
+    use kho::platform::PhysMem;
+    use kho::platform::host::HostMem;
+    use kho::tracker::handover;
+    // Enough isolated pages for several chain pages (a buffer of 24 KiB).
+    let mut t = Tracker::new(&[]).unwrap();
+    for i in 0..3000u64 {
+        t.preserve((1 << 32) + i * ((2 << 20) + 0x2000), 0).unwrap();
+    }
+    let pool = Range::new(1 << 40, (1 << 40) + (1 << 30));
+    let chain = |mem: &HostMem, root: &handover::TrackerRoot| -> Vec<Vec<u8>> {
+        let mut at = root.first_page.get();
+        let mut out = vec![];
+        for _ in 0..root.pages.get() {
+            let f = mem.frame(at).unwrap();
+            out.push(f.to_vec());
+            at = u64::from_le_bytes(f[8..16].try_into().unwrap());
+        }
+        out
+    };
+    let mut a = HostMem::with_pool(pool);
+    let ra = handover::write(&t, &mut a).unwrap();
+    let mut b = HostMem::with_pool(pool);
+    // Vectors past 8 KiB fail: the buffer's growth, not the small lists.
+    FAIL_ABOVE.with(|x| x.set(8 << 10));
+    let rb = handover::write(&t, &mut b);
+    FAIL_ABOVE.with(|x| x.set(0));
+    let rb = rb.unwrap();
+    assert!(ra.pages.get() >= 3);
+    assert_eq!(ra.records, rb.records);
+    assert_eq!(ra.preserved_pages, rb.preserved_pages);
+    assert_eq!(ra.pages, rb.pages);
+    assert_eq!(chain(&a, &ra), chain(&b, &rb));
 }

@@ -283,18 +283,77 @@ fn emit_records<E: Emit>(tracker: &Tracker, e: &mut E) -> Result<(), HandoverErr
     Ok(())
 }
 
+/// The records laid out once, in a buffer: their words in order, and the
+/// pages they will take.
+#[derive(Default)]
+struct Recorded {
+    words: Vec<u64>,
+    packer: Packer,
+}
+
+impl Emit for Recorded {
+    #[inline]
+    fn record(&mut self, words: &[u64], _pages: u64) -> Result<(), HandoverError> {
+        self.words
+            .try_reserve(words.len())
+            .map_err(|_| HandoverError::Tracker(TrackerError::OutOfMemory))?;
+        self.words.extend_from_slice(words);
+        self.packer.add(words.len());
+        Ok(())
+    }
+}
+
+impl Recorded {
+    /// Feeds the buffered records to `e`, in order (a record's first word
+    /// says its length: 9 words for a bitmap, else 1).
+    fn replay<E: Emit>(&self, e: &mut E) -> Result<(), HandoverError> {
+        let mut rest = self.words.as_slice();
+        while let Some(&w) = rest.first() {
+            let (rec, pages) = if w & BITMAP_TAG != 0 {
+                let rec = rest.get(..9).unwrap_or(rest);
+                let pages = rec
+                    .iter()
+                    .skip(1)
+                    .map(|m| u64::from(m.count_ones()))
+                    .fold(0u64, u64::wrapping_add);
+                (rec, pages)
+            } else {
+                (
+                    rest.get(..1).unwrap_or(rest),
+                    (w & ((1 << 23) - 1)).wrapping_add(1),
+                )
+            };
+            e.record(rec, pages)?;
+            rest = rest.get(rec.len()..).unwrap_or(&[]);
+        }
+        Ok(())
+    }
+}
+
 /// Writes the tracker's preserved set as a chain of pages from `sink` and
 /// returns the root to hand over. Pages from `sink` must be outside scratch
 /// and outside every preserved block (both checked) and stay untouched until
-/// the next kernel has read them. The records are laid out twice (once to
-/// count the pages, once to write them), so the chain can be linked in
-/// increasing address order.
+/// the next kernel has read them. The records are laid out once into a
+/// buffer on the heap (as many words as the chain's payload), which says
+/// how many pages to take, so the chain can be linked in increasing address
+/// order; without memory for the buffer they are laid out twice instead
+/// (once to count the pages, once to write them).
 pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot, HandoverError> {
-    let mut count = Packer::default();
-    emit_records(tracker, &mut count)?;
-    let pages = chain::alloc_pages(sink, count.pages(), tracker.scratch(), |p| {
-        !tracker.is_preserved(p)
-    })?;
+    let mut rec = Recorded::default();
+    let buffered = match emit_records(tracker, &mut rec) {
+        Ok(()) => true,
+        Err(HandoverError::Tracker(TrackerError::OutOfMemory)) => false,
+        Err(e) => return Err(e),
+    };
+    let count = if buffered {
+        rec.packer.pages()
+    } else {
+        rec = Recorded::default();
+        let mut count = Packer::default();
+        emit_records(tracker, &mut count)?;
+        count.pages()
+    };
+    let pages = chain::alloc_pages(sink, count, tracker.scratch(), |p| !tracker.is_preserved(p))?;
     let mut kept = Vec::new();
     if kept.try_reserve_exact(pages.len()).is_err() {
         for &p in &pages {
@@ -308,7 +367,12 @@ pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot
         records: 0,
         preserved: 0,
     };
-    let written = emit_records(tracker, &mut w)
+    let laid = if buffered {
+        rec.replay(&mut w)
+    } else {
+        emit_records(tracker, &mut w)
+    };
+    let written = laid
         .and_then(|()| w.chain.finish().map_err(HandoverError::from))
         .map(|(first, pages)| (first, pages, w.records, w.preserved));
     let (first, pages, records, preserved) = match written {
