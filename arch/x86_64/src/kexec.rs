@@ -197,50 +197,16 @@ kho_trampoline_start:
 11:
     movq %rdx, %rbx
     jmp 1b
-    /* Copies and zeroing move 64 bytes a step in plain moves, not rep
-       movs/stos: as fast on hardware, and under QEMU's TCG, which runs
-       a rep string instruction one element per step, 50 times faster. */
 12:
     movq %rdx, %rsi
-    movl $64, %ecx                  /* one page: 64 steps of 64 bytes */
-14:
-    movq 0(%rsi), %r8
-    movq 8(%rsi), %r9
-    movq 16(%rsi), %r10
-    movq 24(%rsi), %r11
-    movq %r8, 0(%rdi)
-    movq %r9, 8(%rdi)
-    movq %r10, 16(%rdi)
-    movq %r11, 24(%rdi)
-    movq 32(%rsi), %r8
-    movq 40(%rsi), %r9
-    movq 48(%rsi), %r10
-    movq 56(%rsi), %r11
-    movq %r8, 32(%rdi)
-    movq %r9, 40(%rdi)
-    movq %r10, 48(%rdi)
-    movq %r11, 56(%rdi)
-    addq $64, %rsi
-    addq $64, %rdi                  /* the cursor moves on */
-    decl %ecx
-    jnz 14b
+    movl $512, %ecx
+    rep movsq                       /* one page; the cursor moves on */
     jmp 1b
 13:
     movq %rdx, %rcx
-    shrq $6, %rcx                   /* (count << 12) / 64 steps */
+    shrq $3, %rcx                   /* (count << 12) / 8 quadwords */
     xorl %eax, %eax
-15:
-    movq %rax, 0(%rdi)
-    movq %rax, 8(%rdi)
-    movq %rax, 16(%rdi)
-    movq %rax, 24(%rdi)
-    movq %rax, 32(%rdi)
-    movq %rax, 40(%rdi)
-    movq %rax, 48(%rdi)
-    movq %rax, 56(%rdi)
-    addq $64, %rdi
-    decq %rcx
-    jnz 15b
+    rep stosq                       /* count pages of zeros */
     jmp 1b
 2:
     rdtsc
@@ -336,9 +302,6 @@ mod entry {
     pub const ZERO: u64 = 16;
     /// Entries in a list page (the last slot goes on or ends).
     pub const PER_PAGE: usize = 511;
-    /// A staged page's entry before its page is chosen (bit 11 is never
-    /// set in a finished entry).
-    pub const UNSTAGED: u64 = SOURCE | 1 << 11;
 }
 
 fn scratch_pages(count: u64, avoid: &[Range]) -> Result<u64, KexecError> {
@@ -484,9 +447,10 @@ fn build(
     module: Option<u64>,
     taken: &mut Taken,
 ) -> Result<Prepared, KexecError> {
-    // The list first, with a placeholder for each staged page.
+    // The list first; each staged page's entry is filled in once its
+    // page is taken, from `staged`: (list slot, segment, destination page).
     let mut list: Vec<u64> = Vec::new();
-    let mut staged = 0u64;
+    let mut staged: Vec<(usize, &kho::elf::Segment, u64)> = Vec::new();
     let mut from_module = 0u64;
     for s in img.segments() {
         let pages = s.pages();
@@ -505,9 +469,8 @@ fn build(
                     from_module += 1;
                 }
                 Fill::Staged => {
-                    // Filled in below, once the staging pages are taken.
-                    list.push(entry::UNSTAGED);
-                    staged += 1;
+                    staged.push((list.len(), s, page));
+                    list.push(entry::SOURCE);
                 }
             }
         }
@@ -530,16 +493,8 @@ fn build(
     let tramp = taken.low(1, dests)?;
     // Staged pages and list pages: any free pages outside every
     // destination, one call so a shortfall names the whole need.
-    let all = taken
-        .scattered(staged + list_pages, dests)
-        .map_err(|e| match e {
-            KexecError::NoMemory { free, .. } => KexecError::NoMemory {
-                bytes: (staged + list_pages) * PAGE_SIZE,
-                free,
-            },
-            e => e,
-        })?;
-    let (stage, lists) = all.split_at(staged as usize);
+    let all = taken.scattered(staged.len() as u64 + list_pages, dests)?;
+    let (stage, lists) = all.split_at(staged.len());
 
     let (pml4, pdpt) = (tables, tables + PAGE_SIZE);
     // Every page written below was just taken for this kexec: RAM that
@@ -561,35 +516,21 @@ fn build(
     }
 
     // Build each staged page (its file bytes, zeros around them) and put
-    // its address in the list, in list order.
-    let mut next_stage = stage.iter();
-    let mut slot = list.iter_mut().filter(|e| **e == entry::UNSTAGED);
+    // its address in its list slot.
     let mut page_buf = alloc::vec![0u8; PAGE_SIZE as usize];
-    for s in img.segments() {
-        let pages = s.pages();
+    for (&(slot, s, page), &at) in staged.iter().zip(stage) {
+        page_buf.fill(0);
+        // The file bytes that fall in this page.
         let file = img.file_bytes(s);
-        for page in (pages.start..pages.end).step_by(PAGE_SIZE as usize) {
-            if fill_of(s, page, module) != Fill::Staged {
-                continue;
-            }
-            page_buf.fill(0);
-            // The file bytes that fall in this page.
-            let lo = page.max(s.dest);
-            let hi = (page + PAGE_SIZE).min(s.dest + s.file_size);
-            let from = (lo - s.dest) as usize;
-            let to = (hi - s.dest) as usize;
-            let into = (lo - page) as usize;
-            page_buf[into..into + (to - from)].copy_from_slice(&file[from..to]);
-            let (Some(&at), Some(e)) = (next_stage.next(), slot.next()) else {
-                return Err(KexecError::NoMemory {
-                    bytes: staged * PAGE_SIZE,
-                    free: 0,
-                });
-            };
-            // SAFETY: a staging page taken above.
-            unsafe { poke(at, &page_buf) };
-            *e = at | entry::SOURCE;
-        }
+        let lo = page.max(s.dest);
+        let hi = (page + PAGE_SIZE).min(s.dest + s.file_size);
+        let from = (lo - s.dest) as usize;
+        let to = (hi - s.dest) as usize;
+        let into = (lo - page) as usize;
+        page_buf[into..into + (to - from)].copy_from_slice(&file[from..to]);
+        // SAFETY: a staging page taken above.
+        unsafe { poke(at, &page_buf) };
+        list[slot] = at | entry::SOURCE;
     }
 
     // The list, in its pages: each full page goes on in the next.
@@ -655,7 +596,7 @@ fn build(
     unsafe { paging::map_identity(tramp, 1) }.map_err(|_| KexecError::Map)?;
     Ok(Prepared {
         tramp,
-        staged: staged * PAGE_SIZE,
+        staged: staged.len() as u64 * PAGE_SIZE,
         from_module: from_module * PAGE_SIZE,
         list_pages,
         entry: img.pvh_entry,
