@@ -248,6 +248,24 @@ impl Packer {
     }
 }
 
+/// Gives back to `sink` the `pages` pages of a chain this kernel wrote from
+/// `first` (each header's `next` links the next): for a chain that will
+/// not be handed over after all. Stops at a page it cannot read.
+pub fn free_pages<S: PageSink + PageSource>(sink: &mut S, first: u64, pages: u32) {
+    let mut at = first;
+    for _ in 0..pages {
+        let next = sink
+            .page(at)
+            .and_then(|p| PageHeader::ref_from_prefix(p.as_slice()).ok())
+            .map(|(h, _)| h.next.get());
+        sink.free_page(at);
+        match next {
+            Some(n) if n != 0 => at = n,
+            _ => return,
+        }
+    }
+}
+
 /// Takes `count` pages from `sink`, checks each (aligned, not 0, outside
 /// `scratch`, accepted by `accept`, all distinct) and returns them sorted.
 pub fn alloc_pages<S: PageSink>(

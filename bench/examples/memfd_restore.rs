@@ -2,35 +2,25 @@
 //! a loop, for `perf record`.
 
 use kho::memfd::{Memfd, v2};
-use kho::platform::host::HostMem;
-use kho::ranges::Range;
 use kho::tracker::Tracker;
 
+mod common;
+use common::{RAM as ram, SCRATCH as scratch};
+
 fn main() {
-    const K: u64 = 4096;
-    let ram = Range::new(0x10_0000, 0x10_0000_0000);
-    let scratch = Range::new(0x10_0000, 0x410_0000);
-    let mut mem = HostMem::new(&[ram], Range::new(0x1000_0000, 0x10_0000_0000));
-    mem.avoid(scratch);
-    let mut f = Memfd::new(true);
+    let mut mem = common::file_mem();
     let shape = std::env::args().nth(1).unwrap_or_default();
-    if shape == "2m" {
+    let mut f = if shape == "2m" || shape == "run" {
+        let mut f = Memfd::new(true);
         let chunk = vec![2u8; 2 << 20];
         for i in 0..512u64 {
-            f.write(&mut mem, ((i * 97) % 512) << 21, &chunk).unwrap();
+            let at = if shape == "2m" { (i * 97) % 512 } else { i };
+            f.write(&mut mem, at << 21, &chunk).unwrap();
         }
-    } else if shape == "run" {
-        let chunk = vec![3u8; 2 << 20];
-        for p in 0..512u64 {
-            f.write(&mut mem, p << 21, &chunk).unwrap();
-        }
+        f
     } else {
-        let n = (1u64 << 30) / K;
-        for i in 0..n {
-            // Odd stride: no two folios join.
-            f.write(&mut mem, ((i * 7919) % n) * K, &[1]).unwrap();
-        }
-    }
+        common::strided_file(&mut mem, 1 << 30)
+    };
     let mut t = Tracker::new(&[scratch]).unwrap();
     f.preserve(&mut t).unwrap();
     let w = v2::write(&f, &mut mem, &mut t).unwrap();

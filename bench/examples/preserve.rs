@@ -1,21 +1,15 @@
 //! Preserve (tracker and memfd-v2 records) of a 1 GiB memfd of shuffled
 //! 4 KiB folios, in a loop, for profiling.
-use kho::memfd::{Memfd, v2};
-use kho::platform::host::HostMem;
-use kho::ranges::Range;
+use kho::memfd::v2;
 use kho::tracker::Tracker;
 
+mod common;
+use common::SCRATCH as scratch;
+
 fn main() {
-    const K: u64 = 4096;
-    let ram = Range::new(0x10_0000, 0x10_0000_0000);
-    let scratch = Range::new(0x10_0000, 0x410_0000);
-    let mut mem = HostMem::new(&[ram], Range::new(0x1000_0000, 0x10_0000_0000));
-    mem.avoid(scratch);
-    let mut f = Memfd::new(true);
-    let n = (1u64 << 30) / K;
-    for i in 0..n {
-        f.write(&mut mem, ((i * 7919) % n) * K, &[1]).unwrap();
-    }
+    let mut mem = common::file_mem();
+    let mut f = common::strided_file(&mut mem, 1 << 30);
+    let n = f.folio_count();
     let rounds: u32 = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())

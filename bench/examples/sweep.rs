@@ -1,36 +1,32 @@
 //! The live update's CPU work per phase for files of scattered 4 KiB
 //! folios of several sizes, for profiling (`sweep MIB [shuffled]`).
 use kho::memfd::{Memfd, v2};
-use kho::platform::host::HostMem;
-use kho::platform::{FrameAlloc, PhysMem};
-use kho::ranges::Range;
+use kho::platform::FrameAlloc;
 use kho::tracker::Tracker;
 use kho::tracker::handover::{self, Reader};
 use std::time::Instant;
 
+mod common;
+use common::{RAM as ram, SCRATCH as scratch};
+
 fn main() {
     const K: u64 = 4096;
-    let ram = Range::new(0x10_0000, 0x10_0000_0000);
-    let scratch = Range::new(0x10_0000, 0x410_0000);
     let mib: u64 = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(128);
-    let mut mem = HostMem::new(&[ram], Range::new(0x1000_0000, 0x10_0000_0000));
-    mem.avoid(scratch);
-    let mut f = Memfd::new(true);
-    let n = (mib << 20) / K;
-    if std::env::args().nth(2).as_deref() == Some("shuffled") {
-        // Folios in an odd stride: none joins another.
-        for i in 0..n {
-            f.write(&mut mem, ((i * 7919) % n) * K, &[1]).unwrap();
-        }
+    let mut mem = common::file_mem();
+    let mut f = if std::env::args().nth(2).as_deref() == Some("shuffled") {
+        common::strided_file(&mut mem, mib << 20)
     } else {
-        for p in 0..n {
+        // In file order, a spare frame between each two.
+        let mut f = Memfd::new(true);
+        for p in 0..(mib << 20) / K {
             f.write(&mut mem, p * K, &[1]).unwrap();
             std::hint::black_box(mem.alloc_frames(0));
         }
-    }
+        f
+    };
     let folios = f.folio_count() as f64;
     for _ in 0..4 {
         let t0 = Instant::now();
@@ -62,14 +58,7 @@ fn main() {
             per(t0, t5),
             root.pages.get()
         );
-        let mut at = root.first_page.get();
-        for _ in 0..root.pages.get() {
-            let next = mem
-                .frame(at)
-                .map_or(0, |fr| u64::from_le_bytes(fr[8..16].try_into().unwrap()));
-            mem.free_frames(at, 0);
-            at = next;
-        }
+        handover::free(&mut mem, &root);
         if let Some(mut a) = w.array {
             a.unpreserve(&mut mem, &mut t).unwrap();
             a.free(&mut mem);

@@ -17,7 +17,7 @@ fn main() {
     for _ in 0..rounds {
         let root = handover::write(&t, &mut p).unwrap();
         total += root.pages.get();
-        kho::platform::FrameAlloc::free_frames(&mut p, root.first_page.get(), 0);
+        handover::free(&mut p, &root);
     }
     let ns = start.elapsed().as_nanos() as f64 / rounds as f64;
     println!("{total} pages, {ns:.0} ns per write");

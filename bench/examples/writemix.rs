@@ -14,7 +14,7 @@ fn main() {
     for _ in 0..rounds {
         let root = handover::write(&t, &mut p).unwrap();
         total += root.pages.get();
-        common::free_chain(&mut p, &root);
+        handover::free(&mut p, &root);
     }
     let ns = start.elapsed().as_nanos() as f64 / rounds as f64 / 30_000.0;
     println!("{total} pages, {ns:.2} ns per block");

@@ -64,10 +64,6 @@ fn make(shape: &str, mem: &mut HostMem) -> Memfd {
     f
 }
 
-fn median(v: Vec<f64>) -> Stat {
-    Stat::of(v)
-}
-
 /// Linux's scheme, modelled: holes filled with zeroed 4 KiB folios, one
 /// 16-byte record per folio in a linear array (its preserve, below).
 struct LinuxModel {
@@ -105,7 +101,7 @@ fn linux_model(f: &Memfd) -> LinuxModel {
         black_box(filled);
     }
     LinuxModel {
-        preserve_ns: median(pre),
+        preserve_ns: Stat::of(pre),
         folios,
         metadata: folios * 16 + 40,
         allocated: holes * K + (folios * 16).div_ceil(K) * K,
@@ -199,7 +195,7 @@ fn copy_ns(size: u64) -> (Stat, Stat) {
         inn.push(t.elapsed().as_nanos() as f64);
     }
     black_box((&buf, &back));
-    (median(out), median(inn))
+    (Stat::of(out), Stat::of(inn))
 }
 
 /// The cost of one frame access through the host fake of physical memory
@@ -255,7 +251,6 @@ fn frame_access() -> Figure {
 /// and retrieve (the file's records checked and its folios claimed), in
 /// nanoseconds, the median of five rounds after a warm-up.
 fn live_update_ns(f: &mut Memfd, mem: &mut HostMem) -> Stat {
-    use kho::platform::{FrameAlloc, PhysMem};
     use kho::tracker::handover::{self, Reader};
     let mut samples = vec![];
     for round in 0..6 {
@@ -278,14 +273,7 @@ fn live_update_ns(f: &mut Memfd, mem: &mut HostMem) -> Stat {
         }
         // Undo, outside the time: the chain pages, the record array and
         // the tracker's hold on the file.
-        let mut at = root.first_page.get();
-        for _ in 0..root.pages.get() {
-            let next = mem
-                .frame(at)
-                .map_or(0, |fr| u64::from_le_bytes(fr[8..16].try_into().unwrap()));
-            mem.free_frames(at, 0);
-            at = next;
-        }
+        handover::free(mem, &root);
         if let Some(mut a) = w.array {
             a.unpreserve(mem, &mut t).unwrap();
             a.free(mem);
@@ -429,7 +417,7 @@ pub fn run() -> Vec<Figure> {
                 linux_rest.push(theirs);
             }
         }
-        let (pre, rest, linux_rest) = (median(pre), median(rest), median(linux_rest));
+        let (pre, rest, linux_rest) = (Stat::of(pre), Stat::of(rest), Stat::of(linux_rest));
         let lm = linux_model(&f);
         let per = |ns: Stat, n: f64| ns / n;
         let name = |what: &str| format!("memfd 1 GiB, {shape}: {what}");

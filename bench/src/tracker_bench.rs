@@ -4,7 +4,6 @@
 use crate::timing::{Stat, ns_per_call, ns_per_call_pair};
 use crate::{Figure, Target};
 use kho::platform::host::HostMem;
-use kho::platform::{FrameAlloc, PhysMem};
 use kho::ranges::Range;
 use kho::tracker::Tracker;
 use kho::tracker::handover::{self, Reader};
@@ -146,19 +145,6 @@ impl MapModel {
 }
 
 /// Chain pages: the host's fake physical memory, a pool from 2^50 up.
-/// Frees the `pages` chain pages linked from `first` (each header's `next`
-/// field, at byte 8).
-fn free_chain(mem: &mut HostMem, first: u64, pages: u32) {
-    let mut at = first;
-    for _ in 0..pages {
-        let next = mem
-            .frame(at)
-            .map_or(0, |f| u64::from_le_bytes(f[8..16].try_into().unwrap()));
-        mem.free_frames(at, 0);
-        at = next;
-    }
-}
-
 fn chain_mem() -> HostMem {
     HostMem::with_pool(Range::new(1 << 50, (1 << 50) + (1 << 40)))
 }
@@ -342,7 +328,7 @@ pub fn run() -> Vec<Figure> {
         let mut wmem = chain_mem();
         let t_write = ns_per_call(|| {
             let root = handover::write(&ours, &mut wmem).unwrap();
-            free_chain(&mut wmem, root.first_page.get(), root.pages.get());
+            handover::free(&mut wmem, &root);
             black_box(root);
         }) / n;
 

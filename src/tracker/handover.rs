@@ -394,6 +394,12 @@ pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot
     })
 }
 
+/// Gives back the chain pages of a handover this kernel wrote and will not
+/// hand over after all (a refused kexec, a benchmark's next round).
+pub fn free<S: PageSink + PageSource>(sink: &mut S, root: &TrackerRoot) {
+    chain::free_pages(sink, root.first_page.get(), root.pages.get());
+}
+
 /// What a walk of a handed-over tracker found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Summary {

@@ -1198,3 +1198,20 @@ fn a_failed_write_gives_back_every_page_it_took() {
     assert_eq!(s2.given.len(), 2);
     assert!(s2.given.contains(&0x2000));
 }
+
+#[test]
+fn a_written_chain_that_is_not_handed_over_can_be_given_back() {
+    let mut t = Tracker::new(&SCRATCH).unwrap();
+    for i in 0..3000u64 {
+        t.preserve((1 << 32) + i * ((2 << 20) + 2 * PAGE), 0)
+            .unwrap();
+    }
+    let mut mem = HostMem::with_pool(Range::new(1 << 40, (1 << 40) + (1 << 30)));
+    let before = (mem.free_bytes(), mem.allocated);
+    let root = handover::write(&t, &mut mem).unwrap();
+    assert!(root.pages.get() >= 3);
+    assert_eq!(mem.allocated, before.1 + u64::from(root.pages.get()));
+    handover::free(&mut mem, &root);
+    assert_eq!((mem.free_bytes(), mem.allocated), before);
+    assert_eq!(mem.written_frames().count(), 0);
+}

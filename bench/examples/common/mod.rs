@@ -1,13 +1,14 @@
-//! What the profiling examples share: the host's fake physical memory with
-//! a frame pool from 2^50 up, the tracker workloads, and freeing a chain.
+//! What the profiling examples share: fake physical memory for chain pages
+//! (a pool from 2^50 up) and for files, the tracker workloads, files of
+//! 4 KiB folios that never join, and a timed restore walk.
 // Each example uses some of these.
 #![allow(dead_code)]
 
+use kho::memfd::Memfd;
 use kho::platform::host::HostMem;
-use kho::platform::{FrameAlloc, PhysMem};
 use kho::ranges::Range;
 use kho::tracker::Tracker;
-use kho::tracker::handover::TrackerRoot;
+use kho::tracker::handover::{self, Reader};
 
 /// Fake physical memory for the chain pages.
 pub fn pages() -> HostMem {
@@ -53,15 +54,42 @@ pub fn mix() -> Tracker {
     t
 }
 
-/// Frees the chain pages a handover write took (each header's `next`
-/// field, at byte 8, links them).
-pub fn free_chain(mem: &mut HostMem, root: &TrackerRoot) {
-    let mut at = root.first_page.get();
-    for _ in 0..root.pages.get() {
-        let next = mem
-            .frame(at)
-            .map_or(0, |f| u64::from_le_bytes(f[8..16].try_into().unwrap()));
-        mem.free_frames(at, 0);
-        at = next;
+/// RAM of the file examples.
+pub const RAM: Range = Range::new(0x10_0000, 0x10_0000_0000);
+/// Their scratch area.
+pub const SCRATCH: Range = Range::new(0x10_0000, 0x410_0000);
+
+/// Fake physical memory for files: a pool from 256 MiB, scratch kept out.
+pub fn file_mem() -> HostMem {
+    let mut mem = HostMem::new(&[RAM], Range::new(0x1000_0000, 0x10_0000_0000));
+    mem.avoid(SCRATCH);
+    mem
+}
+
+/// A file of `bytes` bytes of 4 KiB folios written in an odd stride, so
+/// that no two folios join (each its own record).
+pub fn strided_file(mem: &mut HostMem, bytes: u64) -> Memfd {
+    let mut f = Memfd::new(true);
+    let n = bytes / 4096;
+    for i in 0..n {
+        f.write(mem, ((i * 7919) % n) * 4096, &[1]).unwrap();
     }
+    f
+}
+
+/// Restores the handover of `t` `rounds` times into a count: the bytes
+/// reserved in all, and nanoseconds per restore.
+pub fn restore_ns(t: &Tracker, rounds: u32) -> (u64, f64) {
+    let mut p = pages();
+    let root = handover::write(t, &mut p).unwrap();
+    let ram = [Range::new(0, 1 << 52)];
+    let r = Reader::new(&p, root, &ram, &[]);
+    let start = std::time::Instant::now();
+    let mut total = 0u64;
+    for _ in 0..rounds {
+        let mut c = kho::reserve::ReserveCount::default();
+        r.restore(&mut c).unwrap();
+        total += c.bytes;
+    }
+    (total, start.elapsed().as_nanos() as f64 / f64::from(rounds))
 }
