@@ -647,13 +647,8 @@ impl Tracker {
         }
     }
 
-    /// The preserved regions in address order (their table keys).
-    fn sorted_regions(&self) -> Result<impl Iterator<Item = (u64, Slot)> + '_, TrackerError> {
-        self.table.sorted().map_err(|_| TrackerError::OutOfMemory)
-    }
-
     /// Calls `f(region, slot)` for each region in address order (plain
-    /// loops: the handover writer's path).
+    /// loops, the handover writer and `ranges` alike).
     fn each_region<E: From<TrackerError>>(
         &self,
         f: impl FnMut(u64, Slot) -> Result<(), E>,
@@ -687,7 +682,7 @@ impl Tracker {
     /// blocks coalesced.
     pub fn ranges(&self) -> Result<Vec<Range>, TrackerError> {
         let mut out: Vec<Range> = Vec::new();
-        for (r, slot) in self.sorted_regions()? {
+        self.each_region(|r, slot| {
             self.region_runs(r, slot, |pfn, n| {
                 let r = Range::new(pfn << PAGE_SHIFT, (pfn + n) << PAGE_SHIFT);
                 match out.last_mut() {
@@ -698,8 +693,8 @@ impl Tracker {
                     }
                 }
                 Ok(())
-            })?;
-        }
+            })
+        })?;
         Ok(out)
     }
 }

@@ -321,26 +321,9 @@ impl RegionTable {
         self.leaves[c] = leaves;
     }
 
-    /// Every (region, slot) in address order. Allocates only the list of
-    /// chunks; fails (out of memory) with nothing changed.
-    pub(super) fn sorted(&self) -> Result<impl Iterator<Item = (u64, Slot)> + '_, ()> {
-        let mut keys: Vec<(u64, u32)> = Vec::new();
-        keys.try_reserve_exact(self.used.len()).map_err(|_| ())?;
-        keys.extend(
-            self.index
-                .iter()
-                .filter(|e| e.key1 != 0 && self.used[e.chunk as usize] != 0)
-                .map(|e| (e.key1 - 1, e.chunk)),
-        );
-        keys.sort_unstable();
-        Ok(keys
-            .into_iter()
-            .flat_map(move |(k, c)| self.chunk_slots(k, c)))
-    }
-
     /// Calls `f(region, slot)` for every slot in use, in address order, in
-    /// plain loops (the writer's hot path: an iterator chain of filters
-    /// and a flattening cost several times more per region). Allocates
+    /// plain loops (the handover writer's hot path: an iterator chain of
+    /// filters and a flattening cost several times more per region). Allocates
     /// only the list of chunks; out of memory is `Err(None)`, an error of
     /// `f` is `Err(Some(e))`.
     pub(super) fn for_each_sorted<E>(
