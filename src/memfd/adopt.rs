@@ -302,18 +302,11 @@ where
         .ok()
         .and_then(|n| n.checked_mul(size))
         .ok_or(MemfdError::OutOfMemory)?;
-    let v = Vmalloc::new_unmapped(p, bytes, 0)?;
-    match fill_array(p, &v, size, records) {
-        Ok(sum) => {
-            let mut v = v;
-            match v.preserve_with_sum(p, tracker, sum) {
-                Ok(root) => Ok((v, root)),
-                Err(e) => {
-                    v.free(p);
-                    Err(e.into())
-                }
-            }
-        }
+    let mut v = Vmalloc::new_unmapped(p, bytes, 0)?;
+    let preserved =
+        fill_array(p, &v, size, records).and_then(|sum| Ok(v.preserve_with_sum(p, tracker, sum)?));
+    match preserved {
+        Ok(root) => Ok((v, root)),
         Err(e) => {
             v.free(p);
             Err(e)
@@ -328,9 +321,8 @@ fn fill_array<P: PhysMem, R: IntoBytes + Immutable>(
     p: &mut P,
     v: &Vmalloc,
     size: usize,
-    records: impl Iterator<Item = R>,
+    mut records: impl Iterator<Item = R>,
 ) -> Result<u64, MemfdError> {
-    let mut records = records.peekable();
     let mut s = Sum64::new();
     // Order-0 blocks: each block is a frame.
     for &f in v.blocks() {
