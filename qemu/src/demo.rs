@@ -673,8 +673,10 @@ pub(crate) fn hand_over(
         },
     ];
     let cmdline = next_cmdline(p.cmdline.as_str());
-    if p.cmdline_value("kho.kexec_floor") == Some("1") {
-        copy_floor(image);
+    if p.cmdline_value("kho.kexec_floor") == Some("1")
+        && let Some(bytes) = image_bytes(boot)
+    {
+        copy_floor(bytes);
     }
     squeeze_free_memory(p);
     let in_place = p.cmdline_value("kho.stage") != Some("all");
@@ -714,19 +716,11 @@ pub(crate) fn hand_over(
     }
 }
 
-/// The physical floor of a kexec into the image at `image`: copying its
+/// The physical floor of a kexec into the image `bytes`: copying its
 /// segments' file bytes once, with `memcpy`, into fresh memory of this
 /// kernel (the warmer of two passes), printed as a `kho-timing` line for
 /// `./x.py bench kexec`.
-fn copy_floor(image: Range) {
-    // SAFETY: the module is RAM the loader handed us, reserved at boot,
-    // and nothing writes it.
-    let bytes = unsafe {
-        core::slice::from_raw_parts(
-            paging::phys_to_virt(image.start) as *const u8,
-            image.len() as usize,
-        )
-    };
+fn copy_floor(bytes: &[u8]) {
     let Ok(img) = kho::elf::Image::parse(bytes) else {
         return;
     };
