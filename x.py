@@ -618,26 +618,16 @@ def bench_kexec(machine):
     say(f"kexec figures written to {os.path.relpath(path, ROOT)}")
 
 
-def large_image(path, dest=16 << 20, size=64 << 20):
-    """Our optimized kernel with one more loadable segment of `size` bytes
-    of a pattern at `dest` (the same image the kexec tests build): a PVH
-    image of over 64 MiB in a layout our linker never made."""
-    import struct
-    with open(RELEASE_KERNEL, "rb") as f:
-        elf = bytearray(f.read())
-    phoff, = struct.unpack_from("<Q", elf, 0x20)
-    phnum, = struct.unpack_from("<H", elf, 0x38)
-    old = bytes(elf[phoff:phoff + 56 * phnum])
-    elf += b"\0" * (-len(elf) % 4096)
-    at = len(elf)
-    elf += bytes((i * 131 + (i >> 12)) & 0xff for i in range(4096)) * (size // 4096)
-    new_phoff = len(elf)
-    elf += old + struct.pack("<IIQQQQQQ", 1, 6, at, dest, dest, size, size, 4096)
-    struct.pack_into("<Q", elf, 0x20, new_phoff)
-    struct.pack_into("<H", elf, 0x38, phnum + 1)
-    with open(path, "wb") as f:
-        f.write(elf)
-    return f"kho.extra={dest:#x}:{size:#x}"
+def large_image(path):
+    """Our optimized kernel with a 64 MiB segment added (the image the kexec
+    tests build, by the same code: `kho-runner large-image`); returns the
+    option the image must be booted with."""
+    status, lines = runner(["large-image", "--kernel", RELEASE_KERNEL, "--initrd", path],
+                           capture=True)
+    extra = [l for l in lines if l.startswith("kho.extra=")]
+    if status != 0 or not extra:
+        raise Failure("cannot build the large test image (see above)")
+    return extra[0]
 
 
 def bench_kexec_images(accel):

@@ -591,6 +591,66 @@ pub fn judge_live_update(
     }
 }
 
+/// Where the large test image's extra segment goes, and its size: clear of
+/// our kernel at 2 MiB, inside the scratch a first kernel sizes at cold
+/// boot to cover its image module's segments.
+pub const EXTRA_AT: u64 = 16 << 20;
+/// Bytes of that segment.
+pub const EXTRA_LEN: usize = 64 << 20;
+
+/// Our kernel `elf` with one more loadable segment of [`EXTRA_LEN`] bytes
+/// of a pattern at [`EXTRA_AT`]: a PVH image of over 64 MiB in a layout
+/// our linker never made (the program headers move to the end of the
+/// file). Returns the image and the `kho-sum64` of the segment, which the
+/// image prints when booted with `kho.extra`.
+pub fn large_image(mut elf: Vec<u8>) -> Result<(Vec<u8>, u64), String> {
+    let field = |e: &[u8], at: usize, n: usize| -> Result<u64, String> {
+        let b = e.get(at..at + n).ok_or("not an ELF64 image")?;
+        let mut w = [0u8; 8];
+        w[..n].copy_from_slice(b);
+        Ok(u64::from_le_bytes(w))
+    };
+    let phoff = field(&elf, 0x20, 8)? as usize;
+    let (phentsize, phnum) = (
+        field(&elf, 0x36, 2)? as usize,
+        field(&elf, 0x38, 2)? as usize,
+    );
+    if phentsize != 56 {
+        return Err(format!(
+            "program header entries of {phentsize} bytes, not 56"
+        ));
+    }
+    let old = elf
+        .get(phoff..phoff + phnum * phentsize)
+        .ok_or("program headers outside the file")?
+        .to_vec();
+    elf.resize(elf.len().next_multiple_of(4096), 0);
+    let data_at = elf.len();
+    let mut data = Vec::with_capacity(EXTRA_LEN);
+    for i in 0..(EXTRA_LEN / 8) as u64 {
+        let w = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i >> 9);
+        data.extend_from_slice(&w.to_le_bytes());
+    }
+    let sum = kho::csum::sum64(&data);
+    elf.extend_from_slice(&data);
+    let new_phoff = elf.len();
+    elf.extend_from_slice(&old);
+    for word in [
+        1u64 | 6 << 32, // PT_LOAD, RW
+        data_at as u64,
+        EXTRA_AT, // vaddr
+        EXTRA_AT, // paddr
+        EXTRA_LEN as u64,
+        EXTRA_LEN as u64,
+        4096,
+    ] {
+        elf.extend_from_slice(&word.to_le_bytes());
+    }
+    elf[0x20..0x28].copy_from_slice(&(new_phoff as u64).to_le_bytes());
+    elf[0x38..0x3a].copy_from_slice(&((phnum + 1) as u16).to_le_bytes());
+    Ok((elf, sum))
+}
+
 /// The default kernel image path for a workspace root.
 pub fn default_kernel(root: &Path) -> PathBuf {
     root.join("target/x86_64-unknown-none/debug/kho-kernel")

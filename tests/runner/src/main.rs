@@ -6,6 +6,7 @@
 //!                  [--append ARGS] [--kernels N] [--expect LINE] [--blobs DIR] [--memory MIB]
 //! kho-runner kexec [--kernel K] --initrd IMAGE [--append ARGS] [--timeout S] [--expect TEXT]
 //! kho-runner qemu [--kernel K] [--gdb] [--accel tcg|kvm] [--] [QEMU ARGS...]
+//! kho-runner large-image [--kernel K] --initrd OUT
 //! ```
 //! `test` prints each kernel test and a closing `N passed, N failed` line;
 //! `run` judges a live update of `--kernels` kernels (each after the first
@@ -15,6 +16,9 @@
 //! line containing TEXT), and stops QEMU there; it fails with the reason
 //! (the kexec refused, or nothing printed after the jump) otherwise. Every
 //! other command exits 0 only when the kernel reported success.
+//! `large-image` writes K with a 64 MiB segment added to OUT
+//! ([`kho_runner::large_image`]) and prints the `kho.extra=` option the
+//! image must be booted with.
 
 use kho_runner::{
     Accel, Config, Exit, blobs, boot, default_kernel, judge_live_update, judge_tests,
@@ -233,6 +237,28 @@ fn main() -> ExitCode {
                 Ok(b) => judge_kexec(&b, a.expect.as_deref()),
             }
         }
+        "large-image" => {
+            let Some(out) = &a.initrd else {
+                return fail("large-image needs --initrd OUT");
+            };
+            let made = std::fs::read(&a.kernel)
+                .map_err(|e| format!("{}: {e}", a.kernel.display()))
+                .and_then(kho_runner::large_image)
+                .and_then(|(image, _)| {
+                    std::fs::write(out, image).map_err(|e| format!("{}: {e}", out.display()))
+                });
+            match made {
+                Ok(()) => {
+                    println!(
+                        "kho.extra={:#x}:{:#x}",
+                        kho_runner::EXTRA_AT,
+                        kho_runner::EXTRA_LEN
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
         "qemu" => {
             let mut c = cfg.command();
             if a.gdb {
@@ -252,7 +278,7 @@ fn main() -> ExitCode {
             }
         }
         other => fail(&format!(
-            "unknown command {other}: expected test, run, kexec or qemu"
+            "unknown command {other}: expected test, run, kexec, qemu or large-image"
         )),
     }
 }

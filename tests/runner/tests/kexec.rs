@@ -3,7 +3,9 @@
 //! booted". Needs `KHO_KERNEL` and `KHO_KERNEL_ALT` (the same kernel linked
 //! at 16 MiB), set by `./x.py test`, and QEMU.
 
-use kho_runner::{Config, EXIT_SUCCESS, Exit, blobs, boot, judge_demo, judge_live_update};
+use kho_runner::{
+    Config, EXIT_SUCCESS, EXTRA_AT, EXTRA_LEN, Exit, blobs, boot, judge_demo, judge_live_update,
+};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -431,49 +433,14 @@ fn a_newer_version_only_into_an_old_reader_is_refused_then_forced() {
     assert_eq!(lines_with(&b, "4 lost").len(), 1);
 }
 
-/// Where the large image's extra segment goes, and its size: clear of the
-/// kernel at 2 MiB, inside the scratch the first kernel sizes at cold boot
-/// to cover the image module's segments (and a heap past them).
-const EXTRA_AT: u64 = 16 << 20;
-const EXTRA_LEN: usize = 64 << 20;
-
-/// Our optimized kernel with one more loadable segment of `EXTRA_LEN`
-/// bytes of a pattern at `EXTRA_AT`: an image of over 64 MiB of segments
-/// in a layout our linker never made (the program headers move to the end
-/// of the file), written to a file named after `tag` (tests run in
-/// parallel). Returns its path and the `kho-sum64` of the segment.
+/// Our optimized kernel with a 64 MiB segment added
+/// (`kho_runner::large_image`), written to a file named after `tag` (tests
+/// run in parallel). Returns its path and the `kho-sum64` of the segment.
 fn large_image(tag: &str) -> (PathBuf, u64) {
-    let mut elf = std::fs::read(kernel("KHO_KERNEL_RELEASE")).unwrap();
-    let u16_at = |e: &[u8], o: usize| u16::from_le_bytes([e[o], e[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
-    let (phentsize, phnum) = (u16_at(&elf, 0x36), u16_at(&elf, 0x38));
-    assert_eq!(phentsize, 56);
-    let old = elf[phoff..phoff + phnum * phentsize].to_vec();
-    elf.resize(elf.len().next_multiple_of(4096), 0);
-    let data_at = elf.len();
-    let mut data = Vec::with_capacity(EXTRA_LEN);
-    for i in 0..(EXTRA_LEN / 8) as u64 {
-        let w = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i >> 9);
-        data.extend_from_slice(&w.to_le_bytes());
-    }
-    let sum = kho::csum::sum64(&data);
-    elf.extend_from_slice(&data);
-    let new_phoff = elf.len();
-    elf.extend_from_slice(&old);
-    let mut ph = Vec::new();
-    ph.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
-    ph.extend_from_slice(&6u32.to_le_bytes()); // RW
-    ph.extend_from_slice(&(data_at as u64).to_le_bytes());
-    ph.extend_from_slice(&EXTRA_AT.to_le_bytes()); // vaddr
-    ph.extend_from_slice(&EXTRA_AT.to_le_bytes()); // paddr
-    ph.extend_from_slice(&(EXTRA_LEN as u64).to_le_bytes());
-    ph.extend_from_slice(&(EXTRA_LEN as u64).to_le_bytes());
-    ph.extend_from_slice(&4096u64.to_le_bytes());
-    elf.extend_from_slice(&ph);
-    elf[0x20..0x28].copy_from_slice(&(new_phoff as u64).to_le_bytes());
-    elf[0x38..0x3a].copy_from_slice(&((phnum + 1) as u16).to_le_bytes());
+    let elf = std::fs::read(kernel("KHO_KERNEL_RELEASE")).unwrap();
+    let (image, sum) = kho_runner::large_image(elf).unwrap();
     let path = std::env::temp_dir().join(format!("kho-large-image-{tag}-{}", std::process::id()));
-    std::fs::write(&path, &elf).unwrap();
+    std::fs::write(&path, &image).unwrap();
     (path, sum)
 }
 
