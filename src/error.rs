@@ -183,12 +183,6 @@ impl From<crate::luo::LuoError> for Error {
     }
 }
 
-impl From<crate::luo::Refused> for Error {
-    fn from(r: crate::luo::Refused) -> Self {
-        Error::Luo(r.error)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,11 +43,11 @@
 //! ) -> Result<usize, kho::Error> {
 //!     let mut t = Tracker::new(scratch.areas())?;
 //!     let mut luo = Luo::<P>::new();
-//!     luo.register(Box::new(MemfdHandler::default()))?;
+//!     luo.register(MemfdHandler::default())?;
 //!     luo.create_session("vm-1")?;
 //!     let mut f = Memfd::new(true);
 //!     f.write(p, 0, b"state that must survive")?;
-//!     luo.preserve("vm-1", 1, "memfd", Box::new(f), p, &mut t)?;
+//!     luo.preserve("vm-1", 1, "memfd", f, p, &mut t)?;
 //!     // Refuses if the next kernel could not read the file.
 //!     luo.freeze(p, &mut t, Some(next_reads), false)?;
 //!     let root = handover::write(&t, p)?;
@@ -65,11 +65,11 @@
 //! ) -> Result<Option<Memfd>, kho::Error> {
 //!     let mut claims = kho::claims::Claims::new(preserved.iter().copied(), h.scratch.areas())?;
 //!     let mut luo = Luo::<P>::new();
-//!     luo.register(Box::new(MemfdHandler::default()))?;
+//!     luo.register(MemfdHandler::default())?;
 //!     luo.incoming(h)?;
 //!     let mut ctx = RestoreCtx { ram, scratch: h.scratch.areas(), claims: &mut claims };
-//!     luo.retrieve("vm-1", 1, p, &mut ctx)?;
-//!     let file = luo.take("vm-1", 1)?;
+//!     luo.retrieve::<Memfd>("vm-1", 1, p, &mut ctx)?;
+//!     let file = luo.take::<Memfd>("vm-1", 1)?;
 //!     // Everything preserved that nobody adopted, and every page only
 //!     // read as metadata, goes back to `p`; the claims end here.
 //!     let done = luo.finish(p, claims)?;
@@ -105,9 +105,11 @@ pub mod scratch;
 #[cfg(any(test, feature = "host"))]
 pub mod testkit;
 pub mod tracker;
+pub mod update;
 pub mod vmalloc;
 
 pub use error::Error;
+pub use update::{Freeze, Incoming, Key, Outgoing};
 
 /// Size of the smallest page the crate deals with (4 KiB).
 pub const PAGE_SIZE: u64 = 4096;

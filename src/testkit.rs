@@ -36,11 +36,9 @@ use crate::reserve::{Kept, ReserveLog};
 use crate::scratch::{Scratch, ScratchRecord};
 use crate::tracker::{Tracker, handover};
 use crate::vmalloc::{Vmalloc, VmallocRoot};
-use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
-use core::any::Any;
 use zerocopy::{FromBytes, IntoBytes};
 
 /// The fake machine's RAM.
@@ -157,6 +155,7 @@ pub struct Built {
 }
 
 /// A vmalloc buffer as an orchestrator object.
+#[derive(Debug)]
 struct VBuf {
     v: Vmalloc,
     root: Option<VmallocRoot>,
@@ -167,12 +166,9 @@ struct VBufHandler;
 
 const VBUF_V1: Version = Version::new("vbuf-v1");
 
-fn vbuf(obj: &mut dyn Any) -> Result<&mut VBuf, LuoError> {
-    obj.downcast_mut::<VBuf>()
-        .ok_or(LuoError::WrongFamily("vbuf".into()))
-}
-
 impl Handler<HostMem> for VBufHandler {
+    type Object = VBuf;
+    type Undo = ();
     fn family(&self) -> &'static str {
         "vbuf"
     }
@@ -182,35 +178,26 @@ impl Handler<HostMem> for VBufHandler {
     fn reads(&self) -> &[Version] {
         &[VBUF_V1]
     }
-    fn owns(&self, obj: &dyn Any) -> bool {
-        obj.is::<VBuf>()
-    }
-    fn preserve(
-        &mut self,
-        obj: &mut dyn Any,
-        p: &mut HostMem,
-        t: &mut Tracker,
-    ) -> Result<(), LuoError> {
-        let b = vbuf(obj)?;
+    fn preserve(&mut self, b: &mut VBuf, p: &mut HostMem, t: &mut Tracker) -> Result<(), LuoError> {
         b.root = Some(b.v.preserve(p, t)?);
         Ok(())
     }
     fn unpreserve(
         &mut self,
-        obj: &mut dyn Any,
+        b: &mut VBuf,
         p: &mut HostMem,
         t: &mut Tracker,
     ) -> Result<(), LuoError> {
-        Ok(vbuf(obj)?.v.unpreserve(p, t)?)
+        Ok(b.v.unpreserve(p, t)?)
     }
     fn prepare(
         &mut self,
-        obj: &mut dyn Any,
+        b: &mut VBuf,
         _: &mut HostMem,
         _: &mut Tracker,
-        out: &mut Prepared,
+        out: &mut Prepared<()>,
     ) -> Result<(), LuoError> {
-        let root = vbuf(obj)?.root.ok_or(LuoError::State("not preserved"))?;
+        let root = b.root.ok_or(LuoError::State("not preserved"))?;
         out.payloads.push(Payload {
             version: VBUF_V1.name,
             required: 0,
@@ -219,29 +206,26 @@ impl Handler<HostMem> for VBufHandler {
         });
         Ok(())
     }
-    fn unprepare(&mut self, _: &mut dyn Any, _: Prepared, _: &mut HostMem, _: &mut Tracker) {}
     fn retrieve(
         &mut self,
         payload: &crate::luo::PayloadIn<'_>,
         p: &mut HostMem,
         ctx: &mut RestoreCtx<'_>,
-    ) -> Result<Box<dyn Any>, LuoError> {
+    ) -> Result<VBuf, LuoError> {
         let root = VmallocRoot::read_from_bytes(payload.data)
             .map_err(|_| LuoError::BadNode("vbuf root"))?;
         let v = Vmalloc::restore(p, &root, ctx.ram, ctx.scratch, ctx.claims)?;
-        Ok(Box::new(VBuf { v, root: None }))
+        Ok(VBuf { v, root: None })
     }
-    fn discard(&mut self, obj: Box<dyn Any>, p: &mut HostMem, claims: &mut Claims) {
-        if let Ok(b) = obj.downcast::<VBuf>() {
-            b.v.release(p, claims);
-        }
+    fn discard(&mut self, b: VBuf, p: &mut HostMem, claims: &mut Claims) {
+        b.v.release(p, claims);
     }
 }
 
 fn luo() -> Luo<HostMem> {
     let mut l = Luo::new();
-    l.register(Box::new(MemfdHandler::default())).unwrap();
-    l.register(Box::new(VBufHandler)).unwrap();
+    l.register(MemfdHandler::default()).unwrap();
+    l.register(VBufHandler).unwrap();
     l
 }
 
@@ -283,7 +267,7 @@ pub fn build(shape: &Shape) -> Built {
         f.add_seals(fs.seals).unwrap();
         let s = SESSIONS[usize::from(fs.session & 1)];
         written.push((s.to_string(), i as u64 + 1, sum.finish()));
-        l.preserve(s, i as u64 + 1, "memfd", Box::new(f), &mut mem, &mut t)
+        l.preserve(s, i as u64 + 1, "memfd", f, &mut mem, &mut t)
             .unwrap();
     }
     if shape.vmalloc_pages > 0 {
@@ -296,7 +280,7 @@ pub fn build(shape: &Shape) -> Built {
             "vm-b",
             100,
             "vbuf",
-            Box::new(VBuf { v, root: None }),
+            VBuf { v, root: None },
             &mut mem,
             &mut t,
         )
@@ -338,15 +322,22 @@ pub fn build(shape: &Shape) -> Built {
     }
     let mut next = luo();
     next.incoming(&h).unwrap();
-    let objs: Vec<(String, u64)> = next.objects().map(|(s, t, _)| (s.into(), t)).collect();
+    let objs: Vec<(String, u64, bool)> = next
+        .objects()
+        .map(|(s, t, f)| (s.into(), t, f == "vbuf"))
+        .collect();
     let mut ctx = RestoreCtx {
         ram: &[RAM],
         scratch: sc.areas(),
         claims: &mut claims,
     };
     let mut probe = mem.clone();
-    for (s, t) in &objs {
-        next.retrieve(s, *t, &mut probe, &mut ctx).unwrap();
+    for (s, t, buf) in &objs {
+        if *buf {
+            next.retrieve::<VBuf>(s, *t, &mut probe, &mut ctx).unwrap();
+        } else {
+            next.retrieve::<Memfd>(s, *t, &mut probe, &mut ctx).unwrap();
+        }
     }
     metadata_pages.extend(
         claims
@@ -547,7 +538,10 @@ pub fn restore(mem: &mut HostMem, blob: &[u8], order: &[u8]) -> Outcome {
     if let Err(e) = l.incoming(&h) {
         out.unread = Some(e.to_string());
     }
-    let objs: Vec<(String, u64)> = l.objects().map(|(s, t, _)| (s.into(), t)).collect();
+    let objs: Vec<(String, u64, bool)> = l
+        .objects()
+        .map(|(s, t, f)| (s.into(), t, f == "vbuf"))
+        .collect();
     let mut seq: Vec<usize> = Vec::new();
     for &i in order {
         if !objs.is_empty() {
@@ -563,7 +557,7 @@ pub fn restore(mem: &mut HostMem, blob: &[u8], order: &[u8]) -> Outcome {
         }
     }
     let mut results: Vec<Option<Result<Digest, String>>> = vec![None; objs.len()];
-    let mut taken: Vec<Box<dyn Any>> = Vec::new();
+    let mut taken: Vec<Result<Memfd, VBuf>> = Vec::new();
     {
         let sc = h.scratch;
         let mut ctx = RestoreCtx {
@@ -572,56 +566,68 @@ pub fn restore(mem: &mut HostMem, blob: &[u8], order: &[u8]) -> Outcome {
             claims: &mut claims,
         };
         for i in seq {
-            let (s, t) = &objs[i];
-            let r = match l.retrieve(s, *t, mem, &mut ctx) {
-                Ok(_) => {
-                    let obj = l.take(s, *t).unwrap();
+            let (s, t, buf) = &objs[i];
+            let got = if *buf {
+                l.retrieve::<VBuf>(s, *t, mem, &mut ctx).map(|_| ())
+            } else {
+                l.retrieve::<Memfd>(s, *t, mem, &mut ctx).map(|_| ())
+            };
+            let r = match got {
+                Ok(()) => {
+                    let obj = if *buf {
+                        Err(l.take::<VBuf>(s, *t).unwrap())
+                    } else {
+                        Ok(l.take::<Memfd>(s, *t).unwrap())
+                    };
                     let who = alloc::format!("{s}/{t}");
-                    let d = if let Some(f) = obj.downcast_ref::<Memfd>() {
-                        // Its contents; a huge sparse file (a resealed
-                        // descriptor can say so) by its folios' frames.
-                        let sum = if f.size() <= 1 << 26 {
-                            let mut bytes = vec![0u8; f.size() as usize];
-                            f.read(&*mem, 0, &mut bytes);
-                            crate::csum::sum64(&bytes)
-                        } else {
-                            let mut s = crate::csum::Sum64::new();
-                            for e in f.extents() {
-                                for i in 0..e.pages() {
-                                    match mem.frame(e.phys + i * 4096) {
-                                        Some(fr) => s.bytes(fr),
-                                        None => s.zeros(4096),
+                    let d = match &obj {
+                        Ok(f) => {
+                            // Its contents; a huge sparse file (a resealed
+                            // descriptor can say so) by its folios' frames.
+                            let sum = if f.size() <= 1 << 26 {
+                                let mut bytes = vec![0u8; f.size() as usize];
+                                f.read(&*mem, 0, &mut bytes);
+                                crate::csum::sum64(&bytes)
+                            } else {
+                                let mut s = crate::csum::Sum64::new();
+                                for e in f.extents() {
+                                    for i in 0..e.pages() {
+                                        match mem.frame(e.phys + i * 4096) {
+                                            Some(fr) => s.bytes(fr),
+                                            None => s.zeros(4096),
+                                        }
                                     }
                                 }
+                                s.finish()
+                            };
+                            for e in f.extents() {
+                                owned.push((
+                                    Range::new(e.phys, e.phys + e.pages() * 4096),
+                                    who.clone(),
+                                ));
                             }
-                            s.finish()
-                        };
-                        for e in f.extents() {
-                            owned
-                                .push((Range::new(e.phys, e.phys + e.pages() * 4096), who.clone()));
+                            Digest::File(
+                                f.size(),
+                                f.pos(),
+                                f.seals().bits(),
+                                f.extents()
+                                    .iter()
+                                    .map(|e| (e.index, e.phys, e.order, e.count))
+                                    .collect(),
+                                sum,
+                            )
                         }
-                        Digest::File(
-                            f.size(),
-                            f.pos(),
-                            f.seals().bits(),
-                            f.extents()
-                                .iter()
-                                .map(|e| (e.index, e.phys, e.order, e.count))
-                                .collect(),
-                            sum,
-                        )
-                    } else if let Some(b) = obj.downcast_ref::<VBuf>() {
-                        let size = 4096u64 << b.v.order();
-                        for &x in b.v.blocks() {
-                            owned.push((Range::new(x, x + size), who.clone()));
+                        Err(b) => {
+                            let size = 4096u64 << b.v.order();
+                            for &x in b.v.blocks() {
+                                owned.push((Range::new(x, x + size), who.clone()));
+                            }
+                            Digest::Buf(
+                                b.v.blocks().to_vec(),
+                                b.v.order(),
+                                crate::csum::sum64(b.v.bytes(&*mem)),
+                            )
                         }
-                        Digest::Buf(
-                            b.v.blocks().to_vec(),
-                            b.v.order(),
-                            crate::csum::sum64(b.v.bytes(&*mem)),
-                        )
-                    } else {
-                        panic!("an object of no known type");
                     };
                     taken.push(obj);
                     Ok(d)
@@ -700,7 +706,7 @@ pub fn restore(mem: &mut HostMem, blob: &[u8], order: &[u8]) -> Outcome {
     out.objects = objs
         .into_iter()
         .zip(results)
-        .map(|((s, t), r)| (s, t, r.unwrap_or_else(|| Err("not retrieved".into()))))
+        .map(|((s, t, _), r)| (s, t, r.unwrap_or_else(|| Err("not retrieved".into()))))
         .collect();
     drop(taken);
     out

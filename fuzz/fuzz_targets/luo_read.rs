@@ -33,7 +33,7 @@ fn blob() -> &'static Vec<u8> {
         let scratch = Scratch::from_records(rec.as_bytes(), &[RAM]).unwrap();
         let mut t = Tracker::new(scratch.areas()).unwrap();
         let mut luo = Luo::<HostMem>::new();
-        luo.register(Box::new(MemfdHandler::new(&[V2, V1], &[V2, V1]))).unwrap();
+        luo.register(MemfdHandler::new(&[V2, V1], &[V2, V1])).unwrap();
         for (s, tok, seals) in [
             ("a", 1u64, Seals::empty()),
             ("a", 0x20, seal::GROW),
@@ -45,7 +45,7 @@ fn blob() -> &'static Vec<u8> {
             let mut f = Memfd::new(true);
             f.write(&mut mem, 0, &[1; 9000]).unwrap();
             f.add_seals(seals).unwrap();
-            luo.preserve(s, tok, "memfd", Box::new(f), &mut mem, &mut t).unwrap();
+            luo.preserve(s, tok, "memfd", f, &mut mem, &mut t).unwrap();
         }
         luo.freeze(&mut mem, &mut t, None, false).unwrap();
         let root = handover::write(&t, &mut mem).unwrap();

@@ -34,7 +34,7 @@ fn size(boot: &BootInfo) -> u64 {
 /// second record array to the work measured).
 fn luo() -> Luo<KernelMem> {
     let mut l = Luo::new();
-    l.register(Box::new(MemfdHandler::new(&[V2], &[V2])))
+    l.register(MemfdHandler::new(&[V2], &[V2]))
         .unwrap_or_else(|e| fail(format_args!("{e}")));
     l
 }
@@ -116,7 +116,7 @@ pub fn run(boot: &'static BootInfo, what: &str) -> ! {
     let mut l = luo();
     l.create_session("bench")
         .unwrap_or_else(|e| fail(format_args!("{e}")));
-    l.preserve("bench", 1, "memfd", Box::new(f), &mut mem, &mut t)
+    l.preserve("bench", 1, "memfd", f, &mut mem, &mut t)
         .unwrap_or_else(|e| fail(format_args!("{}", e.error)));
     let start = tsc::now();
     l.freeze(&mut mem, &mut t, None, false)
@@ -171,10 +171,10 @@ fn next(boot: &'static BootInfo, what: &str) -> ! {
         scratch: boot.scratch.areas(),
         claims: &mut claims,
     };
-    l.retrieve("bench", 1, &mut mem, &mut ctx)
+    l.retrieve::<Memfd>("bench", 1, &mut mem, &mut ctx)
         .unwrap_or_else(|e| fail(format_args!("{e}")));
     let f = l
-        .take("bench", 1)
+        .take::<Memfd>("bench", 1)
         .ok()
         .and_then(|b| b.downcast::<Memfd>().ok())
         .unwrap_or_else(|| fail(format_args!("not a memfd")));

@@ -251,7 +251,7 @@ pub fn checks(files: &Held) -> Vec<(&'static str, FileCheck)> {
 /// The orchestrator of this build.
 fn luo() -> Luo<KernelMem> {
     let mut l = Luo::new();
-    l.register(Box::new(MemfdHandler::new(WRITES, READS)))
+    l.register(MemfdHandler::new(WRITES, READS))
         .unwrap_or_else(|e| fail(format_args!("{e}")));
     l
 }
@@ -265,7 +265,7 @@ pub fn preserve(files: Held, t: &mut Tracker) -> Luo<KernelMem> {
             l.create_session(session)
                 .unwrap_or_else(|e| fail(format_args!("{e}")));
         }
-        l.preserve(session, token, "memfd", Box::new(f), &mut mem, t)
+        l.preserve(session, token, "memfd", f, &mut mem, t)
             .unwrap_or_else(|e| fail(format_args!("{}", e.error)));
     }
     l
@@ -352,7 +352,7 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
             scratch,
             claims: &mut claims,
         };
-        if let Err(e) = l.retrieve(&session, token, &mut mem, &mut ctx) {
+        if let Err(e) = l.retrieve::<Memfd>(&session, token, &mut mem, &mut ctx) {
             kprintln!("kho hop {hop}: {session:<8} {token:>5} {name:<8} not restored: {e}");
             lost += 1;
             continue;

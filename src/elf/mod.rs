@@ -79,6 +79,9 @@ pub enum ElfError {
     },
     /// No PVH entry note (Xen note type 18 in a `PT_NOTE` segment).
     NoPvhEntry,
+    /// The image's `kho` reads note is malformed (see
+    /// [`crate::luo::ReadList::parse`]).
+    BadReadsNote,
     /// A note that must be unique appears twice (in one note segment or in
     /// two): loaders could pick different ones.
     DuplicateNote {
@@ -124,6 +127,7 @@ impl fmt::Display for ElfError {
             BadAddress { index } => write!(f, "image segment {index} has a bad address"),
             SegmentsOverlap { a, b } => write!(f, "image segments {a} and {b} overlap"),
             NoPvhEntry => f.write_str("image has no PVH entry note (Xen note type 18)"),
+            BadReadsNote => f.write_str("image's kho reads note is malformed"),
             DuplicateNote { what } => write!(f, "image has two {what} notes"),
             EntryOutsideCode { entry } => write!(
                 f,
@@ -218,6 +222,16 @@ impl<'a> Image<'a> {
     /// if the note is malformed.
     pub fn reads(&self) -> Option<Result<crate::luo::ReadList<'a>, ()>> {
         self.reads.map(|d| crate::luo::ReadList::parse(d).ok_or(()))
+    }
+
+    /// The versions the image reads: its reads note, or the empty list if
+    /// it has none (a kernel without kho reads nothing).
+    pub fn read_list(&self) -> Result<crate::luo::ReadList<'a>, ElfError> {
+        match self.reads() {
+            None => Ok(crate::luo::ReadList::NONE),
+            Some(Ok(l)) => Ok(l),
+            Some(Err(())) => Err(ElfError::BadReadsNote),
+        }
     }
 
     /// Parses and checks `bytes` as a PVH kernel image.

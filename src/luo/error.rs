@@ -1,10 +1,9 @@
 //! The orchestrator's errors, each naming what was refused.
 
 use crate::fdt::WriteError;
-use alloc::boxed::Box;
-use alloc::string::String;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::any::Any;
 use core::fmt;
 
 /// Errors of the orchestrator, each naming what was refused.
@@ -49,13 +48,19 @@ pub enum LuoError {
     },
     /// Preflight: these objects would be lost by the next kernel.
     WouldLose(Vec<Loss>),
-    /// The handler refused (with its own error, as text).
+    /// The handler refused, with its own error (typed: see
+    /// [`HandlerError::downcast_ref`]).
     Handler {
         /// The family.
         family: String,
-        /// What went wrong.
-        what: String,
+        /// The handler's error.
+        error: HandlerError,
     },
+    /// A handler's prepare stored no version of an object.
+    NothingStored(String),
+    /// The handoff blob has no room for the `luo` node (or a node could
+    /// not be written).
+    Write(WriteError),
     /// The blob's `luo` node is malformed.
     BadNode(&'static str),
     /// A version is listed twice: in a handler's lists, in a reads note,
@@ -138,7 +143,9 @@ impl fmt::Display for LuoError {
                 }
                 Ok(())
             }
-            Handler { family, what } => write!(f, "luo: {family}: {what}"),
+            Handler { family, error } => write!(f, "luo: {family}: {error}"),
+            NothingStored(x) => write!(f, "luo: the {x} handler stored no version of an object"),
+            Write(e) => write!(f, "luo: writing the luo node: {e}"),
             BadNode(x) => write!(f, "luo: malformed node ({x})"),
             DuplicateVersion { family, version } => {
                 write!(f, "luo: {family} lists version {version} twice")
@@ -160,6 +167,8 @@ impl core::error::Error for LuoError {
             LuoError::Claim(e) => Some(e),
             LuoError::Tracker(e) => Some(e),
             LuoError::Vmalloc(e) => Some(e),
+            LuoError::Write(e) => Some(e),
+            LuoError::Handler { error, .. } => Some(error.as_error()),
             _ => None,
         }
     }
@@ -184,22 +193,77 @@ impl From<crate::vmalloc::VmallocError> for LuoError {
 }
 
 impl From<WriteError> for LuoError {
-    fn from(_: WriteError) -> Self {
-        LuoError::BadNode("the handoff blob has no room for the luo node")
+    fn from(e: WriteError) -> Self {
+        LuoError::Write(e)
     }
 }
 
+impl LuoError {
+    /// A handler's own error, kept typed: `LuoError::handler("counter",
+    /// CounterError::BadSum)`.
+    pub fn handler<E>(family: &str, error: E) -> Self
+    where
+        E: core::error::Error + Send + Sync + 'static,
+    {
+        LuoError::Handler {
+            family: family.into(),
+            error: HandlerError(Arc::new(error)),
+        }
+    }
+}
+
+/// A handler's own error, shared so that [`LuoError`] stays `Clone`.
+#[derive(Clone, Debug)]
+pub struct HandlerError(Arc<dyn core::error::Error + Send + Sync>);
+
+impl HandlerError {
+    /// The handler's error as its own type, if it is an `E`.
+    pub fn downcast_ref<E: core::error::Error + 'static>(&self) -> Option<&E> {
+        self.as_error().downcast_ref::<E>()
+    }
+
+    /// The handler's error.
+    pub fn as_error(&self) -> &(dyn core::error::Error + 'static) {
+        &*self.0
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// Two handler errors are equal when they say the same.
+impl PartialEq for HandlerError {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for HandlerError {}
+
 /// An object preserve refused, given back with the reason.
+///
+/// There is deliberately no `From<Refused<T>>` for [`LuoError`]: `?` would
+/// drop the object. Take it back (`r.object`), or drop it in so many words
+/// (`.map_err(|r| r.error)?`).
 #[derive(Debug)]
-pub struct Refused {
+pub struct Refused<T> {
     /// Why.
     pub error: LuoError,
     /// The object, unchanged.
-    pub object: Box<dyn Any>,
+    pub object: T,
 }
 
-impl From<Refused> for LuoError {
-    fn from(r: Refused) -> Self {
-        r.error
+impl<T: fmt::Debug> fmt::Display for Refused<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "refused: {}", self.error)
+    }
+}
+
+impl<T: fmt::Debug> core::error::Error for Refused<T> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        Some(&self.error)
     }
 }

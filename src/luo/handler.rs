@@ -45,14 +45,36 @@ pub struct Payload {
     pub data: Vec<u8>,
 }
 
+impl Payload {
+    /// A payload of `version` with no feature bits.
+    pub fn new(version: &'static str, data: Vec<u8>) -> Self {
+        Self {
+            version,
+            required: 0,
+            optional: 0,
+            data,
+        }
+    }
+}
+
 /// What [`Handler::prepare`] stores: payloads, best version first, and
-/// whatever it must keep to undo them ([`Handler::unprepare`]).
-#[derive(Debug, Default)]
-pub struct Prepared {
+/// whatever the handler must keep to undo them ([`Handler::unprepare`]),
+/// of its own type `U` ([`Handler::Undo`]).
+#[derive(Debug)]
+pub struct Prepared<U> {
     /// The payloads.
     pub payloads: Vec<Payload>,
     /// The handler's own state for undoing (record arrays, say).
-    pub keep: Vec<Box<dyn Any>>,
+    pub keep: Vec<U>,
+}
+
+impl<U> Default for Prepared<U> {
+    fn default() -> Self {
+        Self {
+            payloads: Vec::new(),
+            keep: Vec::new(),
+        }
+    }
 }
 
 /// The payload a handler's retrieve reads, as the previous kernel wrote it.
@@ -69,6 +91,15 @@ pub struct PayloadIn<'a> {
     pub data: &'a [u8],
 }
 
+impl PayloadIn<'_> {
+    /// The `index`th little-endian `u64` of the bytes, if they hold it.
+    pub fn u64_at(&self, index: usize) -> Option<u64> {
+        let at = index.checked_mul(8)?;
+        let word = self.data.get(at..at.checked_add(8)?)?;
+        Some(u64::from_le_bytes(word.try_into().ok()?))
+    }
+}
+
 /// What a handler's retrieve gets in the next kernel.
 pub struct RestoreCtx<'a> {
     /// This kernel's RAM.
@@ -79,38 +110,76 @@ pub struct RestoreCtx<'a> {
     pub claims: &'a mut Claims,
 }
 
-/// A handler of one family of objects.
-pub trait Handler<P: Platform> {
+/// A handler of one family of objects, all of one Rust type
+/// ([`Handler::Object`]).
+///
+/// The orchestrator calls it at each step of an object's life:
+/// [`preserve`](Self::preserve) when the object joins a session,
+/// [`prepare`](Self::prepare) at freeze (and [`unprepare`](Self::unprepare)
+/// if the kexec is refused), [`retrieve`](Self::retrieve) in the next
+/// kernel, [`discard`](Self::discard) at finish for an object restored but
+/// never retrieved.
+///
+/// Errors: every method returns [`LuoError`]. kho's own errors convert
+/// with `?` (claims, tracker, vmalloc, memfd, FDT writes); a handler's own
+/// error type goes in with [`LuoError::handler`], which keeps it typed
+/// (read it back with [`HandlerError::downcast_ref`](super::HandlerError::downcast_ref)).
+pub trait Handler<P: Platform>: 'static {
+    /// The objects of this family.
+    type Object: 'static;
+    /// What [`prepare`](Self::prepare) keeps per payload to undo it (`()`
+    /// when there is nothing to undo).
+    type Undo: 'static;
     /// The family (`memfd`).
     fn family(&self) -> &'static str;
     /// Versions it can write, best first.
     fn writes(&self) -> &[Version];
     /// Versions it can read, best first.
     fn reads(&self) -> &[Version];
-    /// Whether `obj` is an object of this family.
-    fn owns(&self, obj: &dyn Any) -> bool;
     /// Whether [`Handler::prepare`] will store `version` for `obj` (a
     /// version may not carry every object: `memfd-v1` has no seals).
     /// Preflight asks this per object.
-    fn can_write(&self, obj: &dyn Any, version: &Version) -> bool {
+    fn can_write(&self, obj: &Self::Object, version: &Version) -> bool {
         let _ = (obj, version);
         true
     }
     /// Preserves what the object needs kept (its pages, in the tracker).
-    fn preserve(&mut self, obj: &mut dyn Any, p: &mut P, t: &mut Tracker) -> Result<(), LuoError>;
-    /// Undoes [`Handler::preserve`].
-    fn unpreserve(&mut self, obj: &mut dyn Any, p: &mut P, t: &mut Tracker)
-    -> Result<(), LuoError>;
-    /// At freeze: stores the object's data for one or more versions.
-    fn prepare(
+    /// On error nothing stays preserved.
+    fn preserve(
         &mut self,
-        obj: &mut dyn Any,
+        obj: &mut Self::Object,
         p: &mut P,
         t: &mut Tracker,
-        out: &mut Prepared,
+    ) -> Result<(), LuoError>;
+    /// Undoes [`Handler::preserve`].
+    fn unpreserve(
+        &mut self,
+        obj: &mut Self::Object,
+        p: &mut P,
+        t: &mut Tracker,
+    ) -> Result<(), LuoError>;
+    /// At freeze: stores the object's data for one or more versions, best
+    /// first, each a [`Payload`] (its bytes go into the blob; bulk data
+    /// stays in preserved pages that the bytes name). Storing nothing is
+    /// an error. On error, undo what this call did.
+    fn prepare(
+        &mut self,
+        obj: &mut Self::Object,
+        p: &mut P,
+        t: &mut Tracker,
+        out: &mut Prepared<Self::Undo>,
     ) -> Result<(), LuoError>;
     /// Undoes [`Handler::prepare`] (a failed freeze, a refused kexec).
-    fn unprepare(&mut self, obj: &mut dyn Any, prepared: Prepared, p: &mut P, t: &mut Tracker);
+    /// Nothing to do by default.
+    fn unprepare(
+        &mut self,
+        obj: &mut Self::Object,
+        prepared: Prepared<Self::Undo>,
+        p: &mut P,
+        t: &mut Tracker,
+    ) {
+        let _ = (obj, prepared, p, t);
+    }
     /// In the next kernel: the object from `payload`, the best one for
     /// this handler's [`Handler::reads`] list (its version, its feature
     /// bits, required and optional, and its bytes from the blob; the
@@ -125,21 +194,148 @@ pub trait Handler<P: Platform> {
     ///    arrays and vmalloc chains, as metadata ([`Claims::claim_meta`]):
     ///    they stay out of reach of every other object until finish.
     /// 3. Check every byte of the payload and every page it names before
-    ///    trusting it; a bad payload is an error, never a guess.
+    ///    trusting it; a bad payload is an error, never a guess. An
+    ///    optional feature bit it does not know is ignored; a required one
+    ///    never reaches it.
     /// 4. On error, release every data page it claimed
     ///    ([`Claims::release`]) and return the error: the object is then
-    ///    reported lost, and its pages freed at finish. Errors of kho's
-    ///    own modules convert with `?` ([`LuoError`] has `From` for claim,
-    ///    tracker, vmalloc and memfd errors); a handler's own error goes in
-    ///    [`LuoError::Handler`].
+    ///    reported lost, and its pages freed at finish.
+    fn retrieve(
+        &mut self,
+        payload: &PayloadIn<'_>,
+        p: &mut P,
+        ctx: &mut RestoreCtx<'_>,
+    ) -> Result<Self::Object, LuoError>;
+    /// In the next kernel, at finish: gives up a restored object that
+    /// nobody retrieved, releasing every page it claimed as data
+    /// ([`Claims::release`]), so that finish frees them.
+    fn discard(&mut self, obj: Self::Object, p: &mut P, claims: &mut Claims);
+}
+
+/// What the orchestrator keeps of a prepared object: the payloads and the
+/// handler's undo state, its type erased.
+pub(super) struct Frozen {
+    pub payloads: Vec<Payload>,
+    pub keep: Box<dyn Any>,
+}
+
+impl core::fmt::Debug for Frozen {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Frozen")
+            .field("payloads", &self.payloads)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`Handler`] with its object type erased, so that one orchestrator
+/// holds handlers of many types. Only the orchestrator sees it; a wrong
+/// type is [`LuoError::WrongFamily`], never a panic.
+pub(super) trait Erased<P: Platform> {
+    fn family(&self) -> &'static str;
+    fn writes(&self) -> &[Version];
+    fn reads(&self) -> &[Version];
+    fn owns(&self, obj: &dyn Any) -> bool;
+    fn can_write(&self, obj: &dyn Any, version: &Version) -> bool;
+    fn preserve(&mut self, obj: &mut dyn Any, p: &mut P, t: &mut Tracker) -> Result<(), LuoError>;
+    fn unpreserve(&mut self, obj: &mut dyn Any, p: &mut P, t: &mut Tracker)
+    -> Result<(), LuoError>;
+    fn prepare(
+        &mut self,
+        obj: &mut dyn Any,
+        p: &mut P,
+        t: &mut Tracker,
+    ) -> Result<Frozen, LuoError>;
+    fn unprepare(&mut self, obj: &mut dyn Any, frozen: Frozen, p: &mut P, t: &mut Tracker);
     fn retrieve(
         &mut self,
         payload: &PayloadIn<'_>,
         p: &mut P,
         ctx: &mut RestoreCtx<'_>,
     ) -> Result<Box<dyn Any>, LuoError>;
-    /// In the next kernel, at finish: gives up a restored object that
-    /// nobody retrieved, releasing every page it claimed as data, so that
-    /// finish frees them.
     fn discard(&mut self, obj: Box<dyn Any>, p: &mut P, claims: &mut Claims);
+}
+
+impl<P: Platform, H: Handler<P>> Erased<P> for H {
+    fn family(&self) -> &'static str {
+        Handler::family(self)
+    }
+    fn writes(&self) -> &[Version] {
+        Handler::writes(self)
+    }
+    fn reads(&self) -> &[Version] {
+        Handler::reads(self)
+    }
+    fn owns(&self, obj: &dyn Any) -> bool {
+        obj.is::<H::Object>()
+    }
+    fn can_write(&self, obj: &dyn Any, version: &Version) -> bool {
+        obj.downcast_ref::<H::Object>()
+            .is_some_and(|o| Handler::can_write(self, o, version))
+    }
+    fn preserve(&mut self, obj: &mut dyn Any, p: &mut P, t: &mut Tracker) -> Result<(), LuoError> {
+        let family = Handler::family(self);
+        let o = obj
+            .downcast_mut::<H::Object>()
+            .ok_or(LuoError::WrongFamily(family.into()))?;
+        Handler::preserve(self, o, p, t)
+    }
+    fn unpreserve(
+        &mut self,
+        obj: &mut dyn Any,
+        p: &mut P,
+        t: &mut Tracker,
+    ) -> Result<(), LuoError> {
+        let family = Handler::family(self);
+        let o = obj
+            .downcast_mut::<H::Object>()
+            .ok_or(LuoError::WrongFamily(family.into()))?;
+        Handler::unpreserve(self, o, p, t)
+    }
+    fn prepare(
+        &mut self,
+        obj: &mut dyn Any,
+        p: &mut P,
+        t: &mut Tracker,
+    ) -> Result<Frozen, LuoError> {
+        let family = Handler::family(self);
+        let o = obj
+            .downcast_mut::<H::Object>()
+            .ok_or(LuoError::WrongFamily(family.into()))?;
+        let mut out = Prepared::<H::Undo>::default();
+        Handler::prepare(self, o, p, t, &mut out)?;
+        if out.payloads.is_empty() {
+            Handler::unprepare(self, o, out, p, t);
+            return Err(LuoError::NothingStored(family.into()));
+        }
+        let payloads = core::mem::take(&mut out.payloads);
+        Ok(Frozen {
+            payloads,
+            keep: Box::new(out.keep),
+        })
+    }
+    fn unprepare(&mut self, obj: &mut dyn Any, frozen: Frozen, p: &mut P, t: &mut Tracker) {
+        if let (Some(o), Ok(keep)) = (
+            obj.downcast_mut::<H::Object>(),
+            frozen.keep.downcast::<Vec<H::Undo>>(),
+        ) {
+            let prepared = Prepared {
+                payloads: frozen.payloads,
+                keep: *keep,
+            };
+            Handler::unprepare(self, o, prepared, p, t);
+        }
+    }
+    fn retrieve(
+        &mut self,
+        payload: &PayloadIn<'_>,
+        p: &mut P,
+        ctx: &mut RestoreCtx<'_>,
+    ) -> Result<Box<dyn Any>, LuoError> {
+        Ok(Box::new(Handler::retrieve(self, payload, p, ctx)?))
+    }
+    fn discard(&mut self, obj: Box<dyn Any>, p: &mut P, claims: &mut Claims) {
+        if let Ok(o) = obj.downcast::<H::Object>() {
+            Handler::discard(self, *o, p, claims);
+        }
+    }
 }

@@ -10,9 +10,7 @@ use crate::claims::Claims;
 use crate::memfd::{Memfd, MemfdError, v1, v2};
 use crate::tracker::Tracker;
 use crate::vmalloc::Vmalloc;
-use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::any::Any;
 
 /// The family name.
 pub const FAMILY: &str = "memfd";
@@ -49,11 +47,6 @@ impl Default for MemfdHandler {
     }
 }
 
-fn file(obj: &mut dyn Any) -> Result<&mut Memfd, LuoError> {
-    obj.downcast_mut::<Memfd>()
-        .ok_or(LuoError::WrongFamily(FAMILY.into()))
-}
-
 impl From<MemfdError> for LuoError {
     fn from(e: MemfdError) -> Self {
         LuoError::Memfd(e)
@@ -61,6 +54,11 @@ impl From<MemfdError> for LuoError {
 }
 
 impl<P: Platform> Handler<P> for MemfdHandler {
+    type Object = Memfd;
+    /// Each payload's record array (vmalloc), unpreserved and freed if the
+    /// kexec is refused.
+    type Undo = Option<Vmalloc>;
+
     fn family(&self) -> &'static str {
         FAMILY
     }
@@ -73,39 +71,26 @@ impl<P: Platform> Handler<P> for MemfdHandler {
         &self.reads
     }
 
-    fn owns(&self, obj: &dyn Any) -> bool {
-        obj.is::<Memfd>()
-    }
-
-    fn can_write(&self, obj: &dyn Any, version: &Version) -> bool {
+    fn can_write(&self, f: &Memfd, version: &Version) -> bool {
         // memfd-v1 has no seals (`SEAL` alone restores as no seals).
-        version.name != v1::VERSION
-            || obj
-                .downcast_ref::<Memfd>()
-                .is_some_and(|f| f.seals().difference(crate::memfd::Seals::SEAL).is_empty())
+        version.name != v1::VERSION || f.seals().difference(crate::memfd::Seals::SEAL).is_empty()
     }
 
-    fn preserve(&mut self, obj: &mut dyn Any, _: &mut P, t: &mut Tracker) -> Result<(), LuoError> {
-        Ok(file(obj)?.preserve(t)?)
+    fn preserve(&mut self, f: &mut Memfd, _: &mut P, t: &mut Tracker) -> Result<(), LuoError> {
+        Ok(f.preserve(t)?)
     }
 
-    fn unpreserve(
-        &mut self,
-        obj: &mut dyn Any,
-        _: &mut P,
-        t: &mut Tracker,
-    ) -> Result<(), LuoError> {
-        Ok(file(obj)?.unpreserve(t)?)
+    fn unpreserve(&mut self, f: &mut Memfd, _: &mut P, t: &mut Tracker) -> Result<(), LuoError> {
+        Ok(f.unpreserve(t)?)
     }
 
     fn prepare(
         &mut self,
-        obj: &mut dyn Any,
+        f: &mut Memfd,
         p: &mut P,
         t: &mut Tracker,
-        out: &mut Prepared,
+        out: &mut Prepared<Option<Vmalloc>>,
     ) -> Result<(), LuoError> {
-        let f = file(obj)?;
         for v in &self.writes {
             let w = match v.name {
                 n if n == v1::VERSION => match v1::write(f, p, t) {
@@ -118,7 +103,7 @@ impl<P: Platform> Handler<P> for MemfdHandler {
             let w = match w {
                 Ok(w) => w,
                 Err(e) => {
-                    self.unprepare_in(core::mem::take(out), p, t);
+                    unprepare_in(core::mem::take(out), p, t);
                     return Err(e.into());
                 }
             };
@@ -128,13 +113,19 @@ impl<P: Platform> Handler<P> for MemfdHandler {
                 optional: 0,
                 data: w.desc,
             });
-            out.keep.push(Box::new(w.array));
+            out.keep.push(w.array);
         }
         Ok(())
     }
 
-    fn unprepare(&mut self, _: &mut dyn Any, prepared: Prepared, p: &mut P, t: &mut Tracker) {
-        self.unprepare_in(prepared, p, t);
+    fn unprepare(
+        &mut self,
+        _: &mut Memfd,
+        prepared: Prepared<Option<Vmalloc>>,
+        p: &mut P,
+        t: &mut Tracker,
+    ) {
+        unprepare_in(prepared, p, t);
     }
 
     fn retrieve(
@@ -142,34 +133,26 @@ impl<P: Platform> Handler<P> for MemfdHandler {
         payload: &PayloadIn<'_>,
         p: &mut P,
         ctx: &mut RestoreCtx<'_>,
-    ) -> Result<Box<dyn Any>, LuoError> {
+    ) -> Result<Memfd, LuoError> {
         let data = payload.data;
-        let f = if payload.version == v1::VERSION {
+        Ok(if payload.version == v1::VERSION {
             v1::read(data, p, ctx.ram, ctx.scratch, ctx.claims)?
         } else {
             v2::read(data, p, ctx.ram, ctx.scratch, ctx.claims)?
-        };
-        Ok(Box::new(f))
+        })
     }
 
-    fn discard(&mut self, obj: Box<dyn Any>, _: &mut P, claims: &mut Claims) {
-        if let Ok(f) = obj.downcast::<Memfd>() {
-            for e in f.extents() {
-                claims.release(e.phys, e.pages());
-            }
+    fn discard(&mut self, f: Memfd, _: &mut P, claims: &mut Claims) {
+        for e in f.extents() {
+            claims.release(e.phys, e.pages());
         }
     }
 }
 
-impl MemfdHandler {
-    fn unprepare_in<P: Platform>(&mut self, prepared: Prepared, p: &mut P, t: &mut Tracker) {
-        for k in prepared.keep {
-            if let Ok(a) = k.downcast::<Option<Vmalloc>>()
-                && let Some(mut a) = *a
-            {
-                let _ = a.unpreserve(p, t);
-                a.free(p);
-            }
-        }
+/// Unpreserves and frees the record arrays of a refused freeze.
+fn unprepare_in<P: Platform>(prepared: Prepared<Option<Vmalloc>>, p: &mut P, t: &mut Tracker) {
+    for mut a in prepared.keep.into_iter().flatten() {
+        let _ = a.unpreserve(p, t);
+        a.free(p);
     }
 }

@@ -41,8 +41,10 @@ mod reads;
 #[cfg(test)]
 mod tests;
 
-pub use error::{Loss, LuoError, Refused};
+pub use error::{HandlerError, Loss, LuoError, Refused};
 pub use handler::{Handler, Payload, PayloadIn, Platform, Prepared, RestoreCtx, Version};
+
+use handler::{Erased, Frozen};
 pub use node::{LUO_VERSION, NODE};
 pub use reads::{NOTE_NAME, NOTE_READS, ReadList, ReadsNote, reads_len};
 
@@ -59,7 +61,7 @@ use core::any::Any;
 #[derive(Debug)]
 enum Held {
     /// In the first kernel: the object, and its payloads once frozen.
-    Live(Box<dyn Any>, Option<Prepared>),
+    Live(Box<dyn Any>, Option<Frozen>),
     /// In the next kernel, not retrieved yet: its payloads from the blob.
     Incoming(Vec<InPayload>),
     /// Restored, from the payload of this version (of this many bytes);
@@ -107,9 +109,68 @@ pub struct Plan {
     pub version: Option<&'static str>,
 }
 
+/// A registered family whose objects are `T`s: what [`Luo::register`]
+/// returns, to name the family in typed calls.
+pub struct Family<T> {
+    name: &'static str,
+    _objects: core::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> Family<T> {
+    /// The family's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl<T> Clone for Family<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Family<T> {}
+
+impl<T> PartialEq for Family<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl<T> Eq for Family<T> {}
+
+impl<T> core::fmt::Debug for Family<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Family({})", self.name)
+    }
+}
+
+/// An object given back by [`Luo::cancel`]: take it as its own type with
+/// [`Cancelled::into_object`].
+#[derive(Debug)]
+pub struct Cancelled {
+    /// Its session.
+    pub session: String,
+    /// Its token.
+    pub token: u64,
+    /// Its family.
+    pub family: String,
+    object: Box<dyn Any>,
+}
+
+impl Cancelled {
+    /// The object, if it is a `T` (else `self` back, unchanged).
+    pub fn into_object<T: Any>(self) -> Result<T, Self> {
+        match self.object.downcast::<T>() {
+            Ok(o) => Ok(*o),
+            Err(object) => Err(Self { object, ..self }),
+        }
+    }
+}
+
 /// The orchestrator of one kernel.
 pub struct Luo<P: Platform> {
-    handlers: Vec<Box<dyn Handler<P>>>,
+    handlers: Vec<Box<dyn Erased<P>>>,
     sessions: Vec<Session>,
     frozen: bool,
     /// Why [`Luo::incoming`] could not read the blob's node, if it could
@@ -156,12 +217,17 @@ impl<P: Platform> Luo<P> {
         }
     }
 
-    /// Registers a handler. Its lists may not name a version twice.
-    pub fn register(&mut self, h: Box<dyn Handler<P>>) -> Result<(), LuoError> {
-        if self.handler(h.family()).is_some() {
-            return Err(LuoError::DuplicateFamily(h.family().to_string()));
+    /// Registers a handler, for the family it names; its lists may not
+    /// name a version twice. Returns the family, typed by its objects.
+    pub fn register<H: Handler<P>>(&mut self, h: H) -> Result<Family<H::Object>, LuoError> {
+        let family = Handler::family(&h);
+        if self.restored || self.finished {
+            return Err(LuoError::State("handlers are registered before retrieve"));
         }
-        for list in [h.writes(), h.reads()] {
+        if self.handler(family).is_some() {
+            return Err(LuoError::DuplicateFamily(family.to_string()));
+        }
+        for list in [Handler::writes(&h), Handler::reads(&h)] {
             for (i, v) in list.iter().enumerate() {
                 if list
                     .iter()
@@ -169,14 +235,20 @@ impl<P: Platform> Luo<P> {
                     .any(|w| w.name == v.name)
                 {
                     return Err(LuoError::DuplicateVersion {
-                        family: h.family().to_string(),
+                        family: family.to_string(),
                         version: v.name.to_string(),
                     });
                 }
             }
         }
-        self.handlers.push(h);
-        Ok(())
+        self.handlers
+            .try_reserve(1)
+            .map_err(|_| LuoError::OutOfMemory)?;
+        self.handlers.push(Box::new(h));
+        Ok(Family {
+            name: family,
+            _objects: core::marker::PhantomData,
+        })
     }
 
     fn handler(&self, family: &str) -> Option<usize> {
@@ -213,15 +285,15 @@ impl<P: Platform> Luo<P> {
 
     /// Preserves `object` of `family` under `token` in `session`. On error
     /// the object comes back unchanged.
-    pub fn preserve(
+    pub fn preserve<T: Any>(
         &mut self,
         session: &str,
         token: u64,
         family: &str,
-        mut object: Box<dyn Any>,
+        mut object: T,
         p: &mut P,
         t: &mut Tracker,
-    ) -> Result<(), Refused> {
+    ) -> Result<(), Refused<T>> {
         let refuse = |error, object| Err(Refused { error, object });
         if self.frozen {
             return refuse(LuoError::State("sessions are frozen"), object);
@@ -229,7 +301,7 @@ impl<P: Platform> Luo<P> {
         let Some(h) = self.handler(family) else {
             return refuse(LuoError::NoHandler(family.to_string()), object);
         };
-        if !self.handlers[h].owns(object.as_ref()) {
+        if !self.handlers[h].owns(&object) {
             return refuse(LuoError::WrongFamily(family.to_string()), object);
         }
         let s = match self.session(session) {
@@ -243,45 +315,61 @@ impl<P: Platform> Luo<P> {
             };
             return refuse(e, object);
         }
-        if let Err(e) = self.handlers[h].preserve(object.as_mut(), p, t) {
+        if s.objects.try_reserve(1).is_err() {
+            return refuse(LuoError::OutOfMemory, object);
+        }
+        if let Err(e) = self.handlers[h].preserve(&mut object, p, t) {
             return refuse(e, object);
         }
         if let Ok(s) = self.session(session) {
             s.objects.push(Object {
                 token,
                 family: family.to_string(),
-                held: Held::Live(object, None),
+                held: Held::Live(Box::new(object), None),
             });
         }
         Ok(())
     }
 
-    /// Takes an object back before the kexec: unpreserved, as it was.
-    pub fn unpreserve(
+    /// Takes an object back before the kexec: unpreserved, as it was. If
+    /// it is not a `T` or cannot be unpreserved, it stays preserved.
+    pub fn unpreserve<T: Any>(
         &mut self,
         session: &str,
         token: u64,
         p: &mut P,
         t: &mut Tracker,
-    ) -> Result<Box<dyn Any>, LuoError> {
+    ) -> Result<T, LuoError> {
         if self.frozen {
             return Err(LuoError::State("sessions are frozen"));
         }
         let (si, oi) = self.find(session, token)?;
-        let o = self.sessions[si].objects.remove(oi);
-        let Held::Live(mut obj, _) = o.held else {
+        let o = &mut self.sessions[si].objects[oi];
+        let Held::Live(obj, _) = &mut o.held else {
             return Err(LuoError::State("only a live object can be unpreserved"));
         };
+        if !obj.is::<T>() {
+            return Err(LuoError::WrongFamily(o.family.clone()));
+        }
         let h = self
-            .handler(&o.family)
+            .handlers
+            .iter_mut()
+            .find(|h| h.family() == o.family)
             .ok_or(LuoError::NoHandler(o.family.clone()))?;
-        self.handlers[h].unpreserve(obj.as_mut(), p, t)?;
-        Ok(obj)
+        h.unpreserve(obj.as_mut(), p, t)?;
+        let o = self.sessions[si].objects.remove(oi);
+        match o.held {
+            Held::Live(obj, _) => obj
+                .downcast::<T>()
+                .map(|b| *b)
+                .map_err(|_| LuoError::WrongFamily(o.family)),
+            _ => Err(LuoError::State("only a live object can be unpreserved")),
+        }
     }
 
     /// Cancels everything: unfreezes, unpreserves every object and gives
-    /// them all back, `(session, token, object)`.
-    pub fn cancel(&mut self, p: &mut P, t: &mut Tracker) -> Vec<(String, u64, Box<dyn Any>)> {
+    /// them all back.
+    pub fn cancel(&mut self, p: &mut P, t: &mut Tracker) -> Vec<Cancelled> {
         self.unfreeze(p, t);
         let mut out = Vec::new();
         for s in core::mem::take(&mut self.sessions) {
@@ -290,7 +378,12 @@ impl<P: Platform> Luo<P> {
                     if let Some(h) = self.handler(&o.family) {
                         let _ = self.handlers[h].unpreserve(obj.as_mut(), p, t);
                     }
-                    out.push((s.name.clone(), o.token, obj));
+                    out.push(Cancelled {
+                        session: s.name.clone(),
+                        token: o.token,
+                        family: o.family,
+                        object: obj,
+                    });
                 }
             }
         }
@@ -372,17 +465,8 @@ impl<P: Platform> Luo<P> {
                     break 'all;
                 };
                 if let Held::Live(obj, prep) = &mut o.held {
-                    let mut out = Prepared::default();
-                    match self.handlers[h].prepare(obj.as_mut(), p, t, &mut out) {
-                        Ok(()) if out.payloads.is_empty() => {
-                            self.handlers[h].unprepare(obj.as_mut(), out, p, t);
-                            failed = Some(LuoError::Handler {
-                                family: o.family.clone(),
-                                what: "stored no version".to_string(),
-                            });
-                            break 'all;
-                        }
-                        Ok(()) => *prep = Some(out),
+                    match self.handlers[h].prepare(obj.as_mut(), p, t) {
+                        Ok(out) => *prep = Some(out),
                         Err(e) => {
                             failed = Some(e);
                             break 'all;
@@ -441,6 +525,12 @@ impl<P: Platform> Luo<P> {
         }
     }
 
+    /// Why [`Luo::incoming`] could not read the blob's node, if it could
+    /// not.
+    pub fn unread(&self) -> Option<&LuoError> {
+        self.unread.as_ref()
+    }
+
     /// The sessions and their tokens, in blob order.
     pub fn objects(&self) -> impl Iterator<Item = (&str, u64, &str)> + '_ {
         self.sessions.iter().flat_map(|s| {
@@ -454,24 +544,29 @@ impl<P: Platform> Luo<P> {
     /// version both sides have. The first call restores every incoming
     /// object in blob order (so the outcome does not depend on the order of
     /// calls); later calls return the same object, or the same error.
-    pub fn retrieve(
+    /// A `T` is the family's object type; any other type is
+    /// [`LuoError::WrongFamily`] (and the object stays restored).
+    pub fn retrieve<T: Any>(
         &mut self,
         session: &str,
         token: u64,
         p: &mut P,
         ctx: &mut RestoreCtx<'_>,
-    ) -> Result<(&mut dyn Any, &'static str), LuoError> {
+    ) -> Result<(&mut T, &'static str), LuoError> {
         if self.finished {
             return Err(LuoError::State("finished"));
         }
         let (si, oi) = self.find(session, token)?;
         self.restore_all(p, ctx);
         let o = &mut self.sessions[si].objects[oi];
-        if let Held::Restored(_, _, _, seen) = &mut o.held {
-            *seen = true;
-        }
         match &mut o.held {
-            Held::Restored(obj, v, _, _) => Ok((obj.as_mut(), *v)),
+            Held::Restored(obj, v, _, seen) => match obj.downcast_mut::<T>() {
+                Some(obj) => {
+                    *seen = true;
+                    Ok((obj, *v))
+                }
+                None => Err(LuoError::WrongFamily(o.family.clone())),
+            },
             Held::Failed(e) => Err(e.clone()),
             Held::Taken => Err(LuoError::State("the object was taken")),
             Held::Live(..) => Err(LuoError::State("not an incoming object")),
@@ -537,16 +632,23 @@ impl<P: Platform> Luo<P> {
         }
     }
 
-    /// Takes a retrieved object from the orchestrator.
-    pub fn take(&mut self, session: &str, token: u64) -> Result<Box<dyn Any>, LuoError> {
+    /// Takes a retrieved object, a `T`, from the orchestrator.
+    pub fn take<T: Any>(&mut self, session: &str, token: u64) -> Result<T, LuoError> {
         let (si, oi) = self.find(session, token)?;
         let o = &mut self.sessions[si].objects[oi];
-        match core::mem::replace(&mut o.held, Held::Taken) {
-            Held::Restored(obj, _, _, true) => Ok(obj),
-            other => {
-                o.held = other;
-                Err(LuoError::State("only a retrieved object can be taken"))
+        match &o.held {
+            Held::Restored(obj, _, _, true) if !obj.is::<T>() => {
+                return Err(LuoError::WrongFamily(o.family.clone()));
             }
+            Held::Restored(_, _, _, true) => {}
+            _ => return Err(LuoError::State("only a retrieved object can be taken")),
+        }
+        match core::mem::replace(&mut o.held, Held::Taken) {
+            Held::Restored(obj, ..) => obj
+                .downcast::<T>()
+                .map(|b| *b)
+                .map_err(|_| LuoError::WrongFamily(o.family.clone())),
+            _ => Err(LuoError::State("only a retrieved object can be taken")),
         }
     }
 

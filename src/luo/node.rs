@@ -56,11 +56,7 @@ pub(super) fn write(w: &mut HandoffWriter<'_>, sessions: &[Session]) -> Result<(
     Ok(())
 }
 
-fn write_object(
-    w: &mut FdtWriter<'_>,
-    o: &Object,
-    prep: &super::Prepared,
-) -> Result<(), WriteError> {
+fn write_object(w: &mut FdtWriter<'_>, o: &Object, prep: &super::Frozen) -> Result<(), WriteError> {
     w.begin_node(&format!("object-{:x}", o.token))?;
     w.property_struct("kho,token", &U64::new(o.token))?;
     w.property_string("kho,family", &o.family)?;

@@ -17,6 +17,9 @@ pub const NOTE_NAME: &[u8; 4] = b"kho\0";
 pub const NOTE_READS: u32 = 0x4b52_0001;
 
 impl<'a> ReadList<'a> {
+    /// The list of a kernel that reads nothing (an image with no note).
+    pub const NONE: ReadList<'static> = ReadList { bytes: b"" };
+
     /// A list from a note's descriptor bytes; `None` if an entry is not
     /// UTF-8 or its features are not hexadecimal.
     ///

@@ -33,12 +33,12 @@ fn setup() -> (HostMem, Tracker, Scratch) {
     (mem, t, scratch)
 }
 
-fn file(mem: &mut HostMem, len: usize, seed: u8, seals: u32) -> Box<dyn Any> {
+fn file(mem: &mut HostMem, len: usize, seed: u8, seals: u32) -> Memfd {
     let mut f = Memfd::new(true);
     f.write(mem, 0, &vec![seed; len]).unwrap();
     f.add_seals(crate::memfd::Seals::from_bits_retain(seals))
         .unwrap();
-    Box::new(f)
+    f
 }
 
 /// The blob with the frozen `luo` written, as bytes.
@@ -57,8 +57,7 @@ fn blob(luo: &Luo<HostMem>, mem: &mut HostMem, t: &Tracker, scratch: &Scratch) -
 fn first_kernel(writes: &[Version]) -> (HostMem, Tracker, Scratch, Luo<HostMem>, Vec<u8>) {
     let (mut mem, mut t, scratch) = setup();
     let mut luo = Luo::<HostMem>::new();
-    luo.register(Box::new(MemfdHandler::new(writes, &[V2, V1])))
-        .unwrap();
+    luo.register(MemfdHandler::new(writes, &[V2, V1])).unwrap();
     luo.create_session("vm-1").unwrap();
     luo.create_session("vm-2").unwrap();
     for (s, tok, len, seed, seals) in [
@@ -87,9 +86,9 @@ fn contents(f: &Memfd, mem: &HostMem) -> Vec<u8> {
 fn sessions_refuse_duplicates_and_unknowns() {
     let (mut mem, mut t, _) = setup();
     let mut luo = Luo::<HostMem>::new();
-    luo.register(Box::new(MemfdHandler::default())).unwrap();
+    luo.register(MemfdHandler::default()).unwrap();
     assert_eq!(
-        luo.register(Box::new(MemfdHandler::default())),
+        luo.register(MemfdHandler::default()),
         Err(LuoError::DuplicateFamily("memfd".into()))
     );
     luo.create_session("s").unwrap();
@@ -111,7 +110,7 @@ fn sessions_refuse_duplicates_and_unknowns() {
         }
     );
     // The refused object comes back whole, and is not preserved.
-    assert!(!r.object.downcast_ref::<Memfd>().unwrap().is_preserved());
+    assert!(!r.object.is_preserved());
     let r = luo
         .preserve("nope", 1, "memfd", r.object, &mut mem, &mut t)
         .unwrap_err();
@@ -121,17 +120,17 @@ fn sessions_refuse_duplicates_and_unknowns() {
         .unwrap_err();
     assert_eq!(r.error, LuoError::NoHandler("blockdev".into()));
     let r = luo
-        .preserve("s", 1, "memfd", Box::new(5u32), &mut mem, &mut t)
+        .preserve("s", 1, "memfd", 5u32, &mut mem, &mut t)
         .unwrap_err();
     assert_eq!(r.error, LuoError::WrongFamily("memfd".into()));
     assert!(matches!(
-        luo.unpreserve("s", 9, &mut mem, &mut t),
+        luo.unpreserve::<Memfd>("s", 9, &mut mem, &mut t),
         Err(LuoError::NoToken { token: 9, .. })
     ));
     // Unpreserve gives the object back unpreserved; cancel the rest.
     let pages = t.pages();
-    let f = luo.unpreserve("s", 7, &mut mem, &mut t).unwrap();
-    assert!(!f.downcast_ref::<Memfd>().unwrap().is_preserved());
+    let f = luo.unpreserve::<Memfd>("s", 7, &mut mem, &mut t).unwrap();
+    assert!(!f.is_preserved());
     assert_eq!(t.pages(), pages - 1);
     let f2 = file(&mut mem, 10_000, 2, 0);
     luo.preserve("s", 8, "memfd", f2, &mut mem, &mut t).unwrap();
@@ -152,8 +151,7 @@ fn the_next_kernel_picks_the_best_common_version_per_object() {
     let h = Handoff::parse(&b, &[RAM]).unwrap();
     // A reader of v1 only.
     let mut luo = Luo::<HostMem>::new();
-    luo.register(Box::new(MemfdHandler::new(&[V1], &[V1])))
-        .unwrap();
+    luo.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
     luo.incoming(&h).unwrap();
     let objs: Vec<(String, u64)> = luo.objects().map(|(s, t, _)| (s.into(), t)).collect();
     assert_eq!(
@@ -169,11 +167,15 @@ fn the_next_kernel_picks_the_best_common_version_per_object() {
     };
     // In any order; the sealed file has no v1: a typed error naming both
     // sides, and the others still restore.
-    let (f, v) = luo.retrieve("vm-2", 1, &mut mem, &mut ctx).unwrap();
+    let (f, v) = luo
+        .retrieve::<Memfd>("vm-2", 1, &mut mem, &mut ctx)
+        .unwrap();
     assert_eq!(v, "memfd-v1");
-    let size = f.downcast_ref::<Memfd>().unwrap().size();
+    let size = f.size();
     assert_eq!(size, 3 << 20);
-    let e = luo.retrieve("vm-1", 2, &mut mem, &mut ctx).unwrap_err();
+    let e = luo
+        .retrieve::<Memfd>("vm-1", 2, &mut mem, &mut ctx)
+        .unwrap_err();
     assert_eq!(
         e,
         LuoError::NoReadableVersion {
@@ -187,22 +189,34 @@ fn the_next_kernel_picks_the_best_common_version_per_object() {
         "luo: memfd written as [memfd-v2], this kernel reads [memfd-v1]: no common version"
     );
     // Idempotent: the same error, the same object.
-    assert_eq!(luo.retrieve("vm-1", 2, &mut mem, &mut ctx).unwrap_err(), e);
-    let p1 = luo.retrieve("vm-1", 1, &mut mem, &mut ctx).unwrap().0 as *const dyn Any;
-    let p2 = luo.retrieve("vm-1", 1, &mut mem, &mut ctx).unwrap().0 as *const dyn Any;
-    assert!(core::ptr::addr_eq(p1, p2));
-    let f1 = luo.take("vm-1", 1).unwrap();
     assert_eq!(
-        contents(f1.downcast_ref::<Memfd>().unwrap(), &mem),
-        vec![1u8; 300_000]
+        luo.retrieve::<Memfd>("vm-1", 2, &mut mem, &mut ctx)
+            .unwrap_err(),
+        e
     );
-    let f3 = luo.take("vm-2", 1).unwrap();
+    let p1 = luo
+        .retrieve::<Memfd>("vm-1", 1, &mut mem, &mut ctx)
+        .unwrap()
+        .0 as *const Memfd;
+    let p2 = luo
+        .retrieve::<Memfd>("vm-1", 1, &mut mem, &mut ctx)
+        .unwrap()
+        .0 as *const Memfd;
+    assert!(core::ptr::addr_eq(p1, p2));
+    // The wrong type is an error, and the object stays where it was.
+    let wrong = Err(LuoError::WrongFamily("memfd".into()));
+    assert_eq!(
+        luo.retrieve::<u64>("vm-1", 1, &mut mem, &mut ctx)
+            .map(|_| ()),
+        wrong
+    );
+    assert_eq!(luo.take::<u64>("vm-1", 1).map(|_| ()), wrong);
+    let f1 = luo.take::<Memfd>("vm-1", 1).unwrap();
+    assert_eq!(contents(&f1, &mem), vec![1u8; 300_000]);
+    let f3 = luo.take::<Memfd>("vm-2", 1).unwrap();
     // Finish frees the sealed file, every v2 payload's array and the v1
     // arrays (released after reading): nothing preserved is lost.
-    let adopted = [&f1, &f3]
-        .iter()
-        .map(|f| f.downcast_ref::<Memfd>().unwrap().allocated_bytes())
-        .sum::<u64>();
+    let adopted = [&f1, &f3].iter().map(|f| f.allocated_bytes()).sum::<u64>();
     let preserved: u64 = claims.preserved().map(|r| r.len()).sum();
     let done = luo.finish(&mut mem, claims).unwrap();
     let (freed, lost) = (done.freed, done.lost);
@@ -218,8 +232,7 @@ fn old_to_new_and_new_to_new() {
     // file, so it is not preserved there) into a reader of v2 and v1.
     let (mut mem, mut t, scratch) = setup();
     let mut luo = Luo::<HostMem>::new();
-    luo.register(Box::new(MemfdHandler::new(&[V1], &[V1])))
-        .unwrap();
+    luo.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
     luo.create_session("s").unwrap();
     let f = file(&mut mem, 5000, 4, 0);
     luo.preserve("s", 1, "memfd", f, &mut mem, &mut t).unwrap();
@@ -231,16 +244,16 @@ fn old_to_new_and_new_to_new() {
     let before = t.pages();
     assert!(matches!(
         luo.freeze(&mut mem, &mut t, None, false),
-        Err(LuoError::Handler { .. })
+        Err(LuoError::NothingStored(f)) if f == "memfd"
     ));
     assert_eq!(t.pages(), before);
-    let s = luo.unpreserve("s", 2, &mut mem, &mut t).unwrap();
-    s.downcast::<Memfd>().unwrap().free(&mut mem);
+    let s = luo.unpreserve::<Memfd>("s", 2, &mut mem, &mut t).unwrap();
+    s.free(&mut mem);
     luo.freeze(&mut mem, &mut t, None, false).unwrap();
     let b = blob(&luo, &mut mem, &t, &scratch);
     let h = Handoff::parse(&b, &[RAM]).unwrap();
     let mut next = Luo::<HostMem>::new();
-    next.register(Box::new(MemfdHandler::default())).unwrap();
+    next.register(MemfdHandler::default()).unwrap();
     next.incoming(&h).unwrap();
     let mut claims = mem.hand_over(&t).unwrap();
     let mut ctx = RestoreCtx {
@@ -248,7 +261,7 @@ fn old_to_new_and_new_to_new() {
         scratch: scratch.areas(),
         claims: &mut claims,
     };
-    let (_, v) = next.retrieve("s", 1, &mut mem, &mut ctx).unwrap();
+    let (_, v) = next.retrieve::<Memfd>("s", 1, &mut mem, &mut ctx).unwrap();
     assert_eq!(v, "memfd-v1");
 }
 
@@ -256,7 +269,7 @@ fn old_to_new_and_new_to_new() {
 fn preflight_reports_and_refuses_what_would_be_lost() {
     let (mut mem, mut t, _) = setup();
     let mut luo = Luo::<HostMem>::new();
-    luo.register(Box::new(MemfdHandler::new(&[V3_TEST], &[V3_TEST])))
+    luo.register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
         .unwrap();
     luo.create_session("s").unwrap();
     let f = file(&mut mem, 5000, 4, 0);
@@ -287,7 +300,21 @@ struct Numbers {
     prepared: u32,
 }
 
+/// What [`Numbers`] refuses to prepare.
+#[derive(Debug, PartialEq, Eq)]
+struct Unlucky(u64);
+
+impl core::fmt::Display for Unlucky {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} is unlucky", self.0)
+    }
+}
+
+impl core::error::Error for Unlucky {}
+
 impl Handler<HostMem> for Numbers {
+    type Object = u64;
+    type Undo = ();
     fn family(&self) -> &'static str {
         "num"
     }
@@ -297,21 +324,13 @@ impl Handler<HostMem> for Numbers {
     fn reads(&self) -> &[Version] {
         &self.reads
     }
-    fn owns(&self, obj: &dyn Any) -> bool {
-        obj.is::<u64>()
-    }
-    fn discard(&mut self, _: Box<dyn Any>, _: &mut HostMem, _: &mut Claims) {}
-    fn preserve(
-        &mut self,
-        _: &mut dyn Any,
-        _: &mut HostMem,
-        _: &mut Tracker,
-    ) -> Result<(), LuoError> {
+    fn discard(&mut self, _: u64, _: &mut HostMem, _: &mut Claims) {}
+    fn preserve(&mut self, _: &mut u64, _: &mut HostMem, _: &mut Tracker) -> Result<(), LuoError> {
         Ok(())
     }
     fn unpreserve(
         &mut self,
-        _: &mut dyn Any,
+        _: &mut u64,
         _: &mut HostMem,
         _: &mut Tracker,
     ) -> Result<(), LuoError> {
@@ -319,17 +338,13 @@ impl Handler<HostMem> for Numbers {
     }
     fn prepare(
         &mut self,
-        obj: &mut dyn Any,
+        n: &mut u64,
         _: &mut HostMem,
         _: &mut Tracker,
-        out: &mut Prepared,
+        out: &mut Prepared<()>,
     ) -> Result<(), LuoError> {
-        let n = *obj.downcast_ref::<u64>().unwrap();
-        if n == 13 {
-            return Err(LuoError::Handler {
-                family: "num".into(),
-                what: "13".into(),
-            });
+        if *n == 13 {
+            return Err(LuoError::handler("num", Unlucky(*n)));
         }
         self.prepared += 1;
         for v in &self.writes {
@@ -342,7 +357,7 @@ impl Handler<HostMem> for Numbers {
         }
         Ok(())
     }
-    fn unprepare(&mut self, _: &mut dyn Any, _: Prepared, _: &mut HostMem, _: &mut Tracker) {
+    fn unprepare(&mut self, _: &mut u64, _: Prepared<()>, _: &mut HostMem, _: &mut Tracker) {
         self.prepared -= 1;
     }
     fn retrieve(
@@ -350,15 +365,15 @@ impl Handler<HostMem> for Numbers {
         payload: &PayloadIn<'_>,
         _: &mut HostMem,
         _: &mut RestoreCtx<'_>,
-    ) -> Result<Box<dyn Any>, LuoError> {
+    ) -> Result<u64, LuoError> {
         // The optional bits arrive as written (0x100 above).
         assert_eq!(payload.optional, 0x100);
-        Ok(Box::new(u64::from_le_bytes(
+        Ok(u64::from_le_bytes(
             payload
                 .data
                 .try_into()
                 .map_err(|_| LuoError::BadNode("num"))?,
-        )))
+        ))
     }
 }
 
@@ -370,19 +385,25 @@ fn a_failed_freeze_unfreezes_and_feature_bits_decide_readability() {
         name: "num-v1",
         features: 0b11,
     };
-    luo.register(Box::new(Numbers {
+    luo.register(Numbers {
         writes: vec![v],
         reads: vec![v],
         required: 0b10,
         prepared: 0,
-    }))
+    })
     .unwrap();
     luo.create_session("s").unwrap();
     for n in [1u64, 2, 13] {
-        luo.preserve("s", n, "num", Box::new(n), &mut mem, &mut t)
-            .unwrap();
+        luo.preserve("s", n, "num", n, &mut mem, &mut t).unwrap();
     }
-    assert!(luo.freeze(&mut mem, &mut t, None, false).is_err());
+    // The handler's own error arrives typed.
+    match luo.freeze(&mut mem, &mut t, None, false) {
+        Err(LuoError::Handler { family, error }) => {
+            assert_eq!(family, "num");
+            assert_eq!(error.downcast_ref::<Unlucky>(), Some(&Unlucky(13)));
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(!luo.frozen);
     assert!(matches!(
         luo.write(
@@ -397,7 +418,12 @@ fn a_failed_freeze_unfreezes_and_feature_bits_decide_readability() {
         ),
         Err(LuoError::State(_))
     ));
-    let _ = luo.unpreserve("s", 13, &mut mem, &mut t).unwrap();
+    // The wrong type is refused and the object stays preserved.
+    assert_eq!(
+        luo.unpreserve::<u32>("s", 13, &mut mem, &mut t),
+        Err(LuoError::WrongFamily("num".into()))
+    );
+    assert_eq!(luo.unpreserve::<u64>("s", 13, &mut mem, &mut t), Ok(13));
     luo.freeze(&mut mem, &mut t, None, false).unwrap();
     let b = blob(&luo, &mut mem, &t, &scratch);
     let h = Handoff::parse(&b, &[RAM]).unwrap();
@@ -409,12 +435,12 @@ fn a_failed_freeze_unfreezes_and_feature_bits_decide_readability() {
             name: "num-v1",
             features,
         };
-        next.register(Box::new(Numbers {
+        next.register(Numbers {
             writes: vec![],
             reads: vec![r],
             required: 0,
             prepared: 0,
-        }))
+        })
         .unwrap();
         next.incoming(&h).unwrap();
         let mut ctx = RestoreCtx {
@@ -422,7 +448,7 @@ fn a_failed_freeze_unfreezes_and_feature_bits_decide_readability() {
             scratch: scratch.areas(),
             claims: &mut claims,
         };
-        let got = next.retrieve("s", 2, &mut mem, &mut ctx);
+        let got = next.retrieve::<u64>("s", 2, &mut mem, &mut ctx);
         assert_eq!(got.is_ok(), ok, "{features:b}");
         if let Err(e) = got {
             assert_eq!(
@@ -548,7 +574,7 @@ fn golden_luo_blob_pins_the_node_and_the_memfd_descriptors() {
     // It still restores, and unknown tokens are typed errors.
     let h = Handoff::parse(&golden, &[RAM]).unwrap();
     let mut next = Luo::<HostMem>::new();
-    next.register(Box::new(MemfdHandler::default())).unwrap();
+    next.register(MemfdHandler::default()).unwrap();
     next.incoming(&h).unwrap();
     let mut claims = mem.hand_over(&t).unwrap();
     let mut ctx = RestoreCtx {
@@ -557,18 +583,20 @@ fn golden_luo_blob_pins_the_node_and_the_memfd_descriptors() {
         claims: &mut claims,
     };
     for (s, tok) in [("vm-1", 1), ("vm-1", 2), ("vm-2", 1)] {
-        let (_, v) = next.retrieve(s, tok, &mut mem, &mut ctx).unwrap();
+        let (_, v) = next.retrieve::<Memfd>(s, tok, &mut mem, &mut ctx).unwrap();
         assert_eq!(v, "memfd-v2");
     }
     assert_eq!(
-        next.retrieve("vm-2", 9, &mut mem, &mut ctx).unwrap_err(),
+        next.retrieve::<Memfd>("vm-2", 9, &mut mem, &mut ctx)
+            .unwrap_err(),
         LuoError::NoToken {
             session: "vm-2".into(),
             token: 9
         }
     );
     assert_eq!(
-        next.retrieve("vm-9", 1, &mut mem, &mut ctx).unwrap_err(),
+        next.retrieve::<Memfd>("vm-9", 1, &mut mem, &mut ctx)
+            .unwrap_err(),
         LuoError::NoSession("vm-9".into())
     );
     drop((a, &mut t));
@@ -605,7 +633,7 @@ mod model {
         fn sessions_and_tokens_match_a_model(ops in proptest::collection::vec(op(), 1..40)) {
             let (mut mem, mut t, scratch) = setup();
             let mut luo = Luo::<HostMem>::new();
-            luo.register(Box::new(MemfdHandler::default())).unwrap();
+            luo.register(MemfdHandler::default()).unwrap();
             let mut model: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
             for o in &ops {
                 match *o {
@@ -631,7 +659,7 @@ mod model {
                             Some(set) if set.contains(&u64::from(tok)) => {
                                 let e = r.unwrap_err();
                                 prop_assert_eq!(e.error, LuoError::DuplicateToken { session: name, token: u64::from(tok) });
-                                e.object.downcast::<Memfd>().unwrap().free(&mut mem);
+                                e.object.free(&mut mem);
                             }
                             Some(set) => {
                                 prop_assert!(r.is_ok());
@@ -641,12 +669,12 @@ mod model {
                     }
                     Op::Unpreserve(s, tok) => {
                         let name = format!("s{s}");
-                        let r = luo.unpreserve(&name, u64::from(tok), &mut mem, &mut t);
+                        let r = luo.unpreserve::<Memfd>(&name, u64::from(tok), &mut mem, &mut t);
                         let had = model.get_mut(&name).map(|set| set.remove(&u64::from(tok)));
                         match had {
                             None => prop_assert_eq!(r.map(|_| ()), Err(LuoError::NoSession(name))),
                             Some(true) => {
-                                r.unwrap().downcast::<Memfd>().unwrap().free(&mut mem);
+                                r.unwrap().free(&mut mem);
                             }
                             Some(false) => {
                                 let no_token = matches!(r, Err(LuoError::NoToken { .. }));
@@ -667,8 +695,8 @@ mod model {
                 .flat_map(|(s, set)| set.iter().map(move |t| (s.clone(), *t)))
                 .collect();
             prop_assert_eq!(got, want);
-            for (_, _, obj) in luo.cancel(&mut mem, &mut t) {
-                obj.downcast::<Memfd>().unwrap().free(&mut mem);
+            for c in luo.cancel(&mut mem, &mut t) {
+                c.into_object::<Memfd>().unwrap().free(&mut mem);
             }
             prop_assert_eq!(t.pages(), 0);
         }
@@ -720,8 +748,7 @@ fn two_v1_files(
 ) -> (HostMem, Tracker, Scratch, Vec<u8>) {
     let (mut mem, mut t, scratch) = setup();
     let mut luo = Luo::<HostMem>::new();
-    luo.register(Box::new(MemfdHandler::new(&[V1], &[V1])))
-        .unwrap();
+    luo.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
     luo.create_session("s").unwrap();
     for (tok, len, seed) in [(1, 40_000, 1), (2, 50_000, 2)] {
         let f = file(&mut mem, len, seed, 0);
@@ -787,8 +814,7 @@ fn one_object_never_adopts_anothers_metadata_whatever_the_order() {
         let (mut mem, t, scratch, b) = two_v1_files(adopt_anothers_array);
         let h = Handoff::parse(&b, &[RAM]).unwrap();
         let mut luo = Luo::<HostMem>::new();
-        luo.register(Box::new(MemfdHandler::new(&[V1], &[V1])))
-            .unwrap();
+        luo.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
         luo.incoming(&h).unwrap();
         let mut claims = mem.hand_over(&t).unwrap();
         let mut ctx = RestoreCtx {
@@ -800,7 +826,8 @@ fn one_object_never_adopts_anothers_metadata_whatever_the_order() {
         for tok in order {
             got.push((
                 tok,
-                luo.retrieve("s", tok, &mut mem, &mut ctx).map(|(_, v)| v),
+                luo.retrieve::<Memfd>("s", tok, &mut mem, &mut ctx)
+                    .map(|(_, v)| v),
             ));
         }
         got.sort_by_key(|(t, _)| *t);
@@ -816,14 +843,10 @@ fn one_object_never_adopts_anothers_metadata_whatever_the_order() {
             "{:?}",
             got[1].1
         );
-        let f1 = luo.take("s", 1).unwrap();
+        let f1 = luo.take::<Memfd>("s", 1).unwrap();
         let done = luo.finish(&mut mem, claims).unwrap();
         assert_eq!(done.lost.len(), 1);
-        outcomes.push((
-            got,
-            done.freed,
-            f1.downcast_ref::<Memfd>().unwrap().folio_count(),
-        ));
+        outcomes.push((got, done.freed, f1.folio_count()));
     }
     assert_eq!(outcomes[0], outcomes[1], "the outcome depends on the order");
 }
@@ -833,7 +856,7 @@ fn finish_is_final() {
     let (mut mem, t, scratch, _, b) = first_kernel(&[V2, V1]);
     let h = Handoff::parse(&b, &[RAM]).unwrap();
     let mut luo = Luo::<HostMem>::new();
-    luo.register(Box::new(MemfdHandler::default())).unwrap();
+    luo.register(MemfdHandler::default()).unwrap();
     luo.incoming(&h).unwrap();
     let mut claims = mem.hand_over(&t).unwrap();
     let preserved: Vec<Range> = claims.preserved().collect();
@@ -843,7 +866,8 @@ fn finish_is_final() {
         scratch: scratch.areas(),
         claims: &mut claims,
     };
-    luo.retrieve("vm-1", 1, &mut mem, &mut ctx).unwrap();
+    luo.retrieve::<Memfd>("vm-1", 1, &mut mem, &mut ctx)
+        .unwrap();
     let free = mem.free_bytes();
     let (calls, added) = (mem.free_calls, mem.added.len());
     let done = luo.finish(&mut mem, claims).unwrap();
@@ -871,7 +895,8 @@ fn finish_is_final() {
         claims: &mut other,
     };
     assert_eq!(
-        luo.retrieve("vm-1", 2, &mut mem, &mut ctx).map(|_| ()),
+        luo.retrieve::<Memfd>("vm-1", 2, &mut mem, &mut ctx)
+            .map(|_| ()),
         Err(LuoError::State("finished"))
     );
 }
@@ -881,14 +906,14 @@ fn a_repeated_version_is_refused_everywhere() {
     // In a handler's lists.
     let mut luo = Luo::<HostMem>::new();
     assert_eq!(
-        luo.register(Box::new(MemfdHandler::new(&[V2, V2], &[V2]))),
+        luo.register(MemfdHandler::new(&[V2, V2], &[V2])),
         Err(LuoError::DuplicateVersion {
             family: "memfd".into(),
             version: "memfd-v2".into()
         })
     );
     assert!(matches!(
-        luo.register(Box::new(MemfdHandler::new(&[V2], &[V1, V2, V1]))),
+        luo.register(MemfdHandler::new(&[V2], &[V1, V2, V1])),
         Err(LuoError::DuplicateVersion { .. })
     ));
     // In a reads note, and an entry without its NUL (a truncated
@@ -900,16 +925,15 @@ fn a_repeated_version_is_refused_everywhere() {
     // first, silently).
     let (mut mem, mut t, scratch) = setup();
     let mut a = Luo::<HostMem>::new();
-    a.register(Box::new(Numbers {
+    a.register(Numbers {
         writes: vec![Version::new("num-v1")],
         reads: vec![Version::new("num-v1")],
         required: 0,
         prepared: 0,
-    }))
+    })
     .unwrap();
     a.create_session("s").unwrap();
-    a.preserve("s", 1, "num", Box::new(5u64), &mut mem, &mut t)
-        .unwrap();
+    a.preserve("s", 1, "num", 5u64, &mut mem, &mut t).unwrap();
     a.freeze(&mut mem, &mut t, None, false).unwrap();
     let b = blob(&a, &mut mem, &t, &scratch);
     // Duplicate the payload node by rewriting the blob.

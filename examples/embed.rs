@@ -1,0 +1,335 @@
+//! Embedding kho on the host: a platform of our own, a two-version object
+//! with bulk data, a memfd, two kernels and the negative cases.
+//!
+//! Written only against the public API (README, docs/embedding.md,
+//! rustdoc), the way a kernel author would. `cargo run --example embed`;
+//! `tests/embedding_example.rs` runs it and holds it to its line budget.
+//! The regions between `// region:` and `// end` are what the budget
+//! counts: the handler (at most 60 lines) and both kernels' life cycle (at
+//! most 80).
+
+use kho::luo::memfd::MemfdHandler;
+use kho::luo::{Handler, LuoError, Payload, PayloadIn, Prepared, RestoreCtx, Version};
+use kho::memfd::Memfd;
+use kho::platform::{Frame, FrameAlloc, MapError, MapFrames, Mapping, PhysMem};
+use kho::ranges::Range;
+use kho::reserve::{Kept, ReserveLog};
+use kho::tracker::Tracker;
+use kho::{Freeze, Incoming, Outgoing, handoff::Stamps};
+
+const MIB: u64 = 1 << 20;
+/// RAM of the machine: 128 MiB from 2 MiB up (scratch takes the first 64).
+const RAM: Range = Range::new(2 * MIB, 130 * MIB);
+/// Where each kernel's image lies.
+const IMAGE: Range = Range::new(2 * MIB, 3 * MIB);
+
+// ---------------------------------------------------------------------
+// The platform: RAM as frames that outlive each "kernel", and a
+// first-fit allocator that each kernel builds anew.
+
+/// Physical memory: survives the kexec.
+struct Machine {
+    frames: Vec<Frame>,
+}
+
+/// One kernel's view: the machine, its allocator, its mappings.
+struct Kernel<'m> {
+    mem: &'m mut Machine,
+    used: Vec<bool>,
+    maps: Vec<Option<(Vec<u64>, Vec<u8>)>>,
+}
+
+impl<'m> Kernel<'m> {
+    /// A kernel that may allocate anything but `taken`.
+    fn boot(mem: &'m mut Machine, taken: impl Iterator<Item = Range>) -> Self {
+        let mut k = Kernel {
+            used: vec![false; mem.frames.len()],
+            mem,
+            maps: Vec::new(),
+        };
+        for r in taken {
+            k.mark(r, true);
+        }
+        k
+    }
+    fn mark(&mut self, r: Range, used: bool) {
+        for a in (r.start..r.end).step_by(4096) {
+            self.used[((a - RAM.start) / 4096) as usize] = used;
+        }
+    }
+}
+
+impl PhysMem for Kernel<'_> {
+    fn frame(&self, phys: u64) -> Option<&Frame> {
+        let i = phys.checked_sub(RAM.start).filter(|o| o % 4096 == 0)? / 4096;
+        self.mem.frames.get(usize::try_from(i).ok()?)
+    }
+    fn frame_mut(&mut self, phys: u64) -> Option<&mut Frame> {
+        let i = phys.checked_sub(RAM.start).filter(|o| o % 4096 == 0)? / 4096;
+        self.mem.frames.get_mut(usize::try_from(i).ok()?)
+    }
+}
+
+impl FrameAlloc for Kernel<'_> {
+    fn alloc_frames(&mut self, order: u32) -> Option<u64> {
+        let n = 1usize << order;
+        let at = (0..self.used.len()).step_by(n).find(|&i| {
+            self.used
+                .get(i..i + n)
+                .is_some_and(|s| s.iter().all(|u| !u))
+        })?;
+        let r = Range::new(
+            RAM.start + at as u64 * 4096,
+            RAM.start + (at + n) as u64 * 4096,
+        );
+        self.mark(r, true);
+        Some(r.start)
+    }
+    fn free_frames(&mut self, phys: u64, order: u32) {
+        self.mark(Range::new(phys, phys + (4096 << order)), false);
+    }
+    fn add_free(&mut self, range: Range) {
+        self.mark(range, false);
+    }
+}
+
+impl MapFrames for Kernel<'_> {
+    fn map(&mut self, frames: &[u64]) -> Result<Mapping, MapError> {
+        let mut bytes = Vec::new();
+        for &f in frames {
+            bytes.extend_from_slice(self.frame(f).ok_or(MapError::BadFrame { phys: f })?);
+        }
+        let m = Mapping {
+            virt: self.maps.len() as u64,
+            len: bytes.len(),
+        };
+        self.maps.push(Some((frames.to_vec(), bytes)));
+        Ok(m)
+    }
+    fn bytes(&self, m: &Mapping) -> &[u8] {
+        self.maps[m.virt as usize].as_ref().map_or(&[], |(_, b)| b)
+    }
+    fn bytes_mut(&mut self, m: &Mapping) -> &mut [u8] {
+        self.maps[m.virt as usize]
+            .as_mut()
+            .map_or(&mut [], |(_, b)| b)
+    }
+    fn unmap(&mut self, m: Mapping) {
+        self.flush(&m);
+        self.maps[m.virt as usize] = None;
+    }
+    fn flush(&mut self, m: &Mapping) {
+        if let Some((frames, bytes)) = self.maps[m.virt as usize].take() {
+            for (f, b) in frames.iter().zip(bytes.chunks(4096)) {
+                self.frame_mut(*f).unwrap().copy_from_slice(b);
+            }
+            self.maps[m.virt as usize] = Some((frames, bytes));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// The object: a counter with a page of bulk data, in two versions.
+
+/// A counter and its page of bulk data (at `bulk`, preserved as is).
+#[derive(Debug, PartialEq)]
+struct Counter {
+    value: u64,
+    bulk: u64,
+}
+
+/// What a counter payload can get wrong.
+#[derive(Debug, PartialEq)]
+enum CounterError {
+    Short,
+    BadSum,
+}
+impl std::fmt::Display for CounterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+impl std::error::Error for CounterError {}
+
+const V2: Version = Version::new("counter-v2");
+const V1: Version = Version::new("counter-v1");
+fn sum(p: &impl PhysMem, page: u64) -> u64 {
+    p.frame(page)
+        .map_or(0, |f| f.iter().map(|&b| u64::from(b)).sum())
+}
+
+// region: handler
+/// Writes `counter-v2` (value, bulk page, its sum) and `counter-v1`
+/// (value, bulk page); reads what `reads` lists.
+struct CounterHandler {
+    reads: Vec<Version>,
+}
+
+impl<P: kho::luo::Platform> Handler<P> for CounterHandler {
+    type Object = Counter;
+    type Undo = ();
+    fn family(&self) -> &'static str {
+        "counter"
+    }
+    fn writes(&self) -> &[Version] {
+        &[V2, V1]
+    }
+    fn reads(&self) -> &[Version] {
+        &self.reads
+    }
+    fn preserve(&mut self, c: &mut Counter, _: &mut P, t: &mut Tracker) -> Result<(), LuoError> {
+        Ok(t.preserve(c.bulk, 0)?)
+    }
+    fn unpreserve(&mut self, c: &mut Counter, _: &mut P, t: &mut Tracker) -> Result<(), LuoError> {
+        Ok(t.unpreserve(c.bulk, 0)?)
+    }
+    fn prepare(
+        &mut self,
+        c: &mut Counter,
+        p: &mut P,
+        _: &mut Tracker,
+        out: &mut Prepared<()>,
+    ) -> Result<(), LuoError> {
+        let v1 = [c.value.to_le_bytes(), c.bulk.to_le_bytes()].concat();
+        let v2 = [v1.clone(), sum(p, c.bulk).to_le_bytes().to_vec()].concat();
+        out.payloads.push(Payload::new(V2.name, v2));
+        out.payloads.push(Payload::new(V1.name, v1));
+        Ok(())
+    }
+    fn retrieve(
+        &mut self,
+        pl: &PayloadIn<'_>,
+        p: &mut P,
+        ctx: &mut RestoreCtx<'_>,
+    ) -> Result<Counter, LuoError> {
+        let bad = |e| LuoError::handler("counter", e);
+        let (value, bulk) = pl
+            .u64_at(0)
+            .zip(pl.u64_at(1))
+            .ok_or(bad(CounterError::Short))?;
+        ctx.claims.claim(bulk, 1)?;
+        if pl.version == V2.name && pl.u64_at(2) != Some(sum(p, bulk)) {
+            ctx.claims.release(bulk, 1);
+            return Err(bad(CounterError::BadSum));
+        }
+        Ok(Counter { value, bulk })
+    }
+    fn discard(&mut self, c: Counter, _: &mut P, claims: &mut kho::claims::Claims) {
+        claims.release(c.bulk, 1);
+    }
+}
+// end
+
+// ---------------------------------------------------------------------
+// Two kernels.
+
+/// What the first kernel hands over: the blob's bytes and where they lie.
+struct Handed {
+    blob: Vec<u8>,
+    at: Range,
+    bulk: u64,
+}
+
+// region: life cycle
+/// The first kernel: a counter and a file in session `app`, frozen against
+/// what the next kernel reads, and the blob written into frames of its own.
+fn first_kernel(m: &mut Machine, next_reads: &[u8]) -> Result<Handed, kho::Error> {
+    let mut k = Kernel::boot(m, [IMAGE].into_iter());
+    let scratch = kho::scratch::cold_boot(&[RAM], IMAGE, RAM.start, 3 * MIB)?;
+    k.mark(Range::new(RAM.start, scratch.areas()[0].end), true);
+    let mut out = Outgoing::new(scratch)?;
+    let counters = out.register(CounterHandler {
+        reads: vec![V2, V1],
+    })?;
+    let files = out.register(MemfdHandler::default())?;
+    out.create_session("app")?;
+    let bulk = k.alloc_frames(0).unwrap();
+    k.frame_mut(bulk).unwrap().fill(7);
+    out.preserve(counters, "app", 1, Counter { value: 41, bulk }, &mut k)
+        .map_err(|r| r.error)?;
+    let mut f = Memfd::new(true);
+    f.write(&mut k, 0, b"state that must survive")?;
+    out.preserve(files, "app", 2, f, &mut k)
+        .map_err(|r| r.error)?;
+    let next = kho::luo::ReadList::parse(next_reads).unwrap();
+    out.freeze(&mut k, Freeze::NoLoss(&next))?;
+    let mut buf = vec![0u8; 64 << 10];
+    let len = out.write(&mut k, &mut buf, 0, Stamps::default())?.len;
+    let at = k.alloc_frames(4).unwrap();
+    assert!(k.write_bytes(at, &buf[..len]));
+    Ok(Handed {
+        blob: buf[..len].to_vec(),
+        at: Range::new(at, at + len as u64),
+        bulk,
+    })
+}
+
+/// The next kernel: restore, take both objects, finish.
+fn next_kernel(
+    m: &mut Machine,
+    h: &Handed,
+    reads: &[Version],
+) -> Result<(u64, Vec<u8>), kho::Error> {
+    let mut reserved = ReserveLog::new();
+    let mut inc = Incoming::new(
+        &Kernel::boot(m, [].into_iter()),
+        &h.blob,
+        h.at,
+        &[RAM],
+        &mut reserved,
+    )?;
+    let counters = inc.register(CounterHandler {
+        reads: reads.to_vec(),
+    })?;
+    let files = inc.register(MemfdHandler::default())?;
+    let mut k = Kernel::boot(m, reserved.ranges.iter().map(|(r, _)| *r).chain([IMAGE]));
+    let c = inc.take(&counters.key("app", 1), &mut k)?;
+    assert_eq!(sum(&k, c.bulk), 7 * 4096);
+    let f = inc.take(&files.key("app", 2), &mut k)?;
+    let mut text = vec![0u8; f.size() as usize];
+    f.read(&k, 0, &mut text);
+    let done = inc.finish(&mut k)?;
+    assert!(done.lost.is_empty() && done.unread.is_none());
+    Ok((c.value + 1, text))
+}
+// end
+
+fn main() {
+    let mut m = Machine {
+        frames: vec![[0u8; 4096]; (RAM.len() / 4096) as usize],
+    };
+    // 1. A next kernel that reads both versions: everything arrives.
+    let h = first_kernel(&mut m, b"counter-v2\0counter-v1\0memfd-v2\0").unwrap();
+    let (value, text) = next_kernel(&mut m, &h, &[V2, V1]).unwrap();
+    assert_eq!(
+        (value, text.as_slice()),
+        (42, &b"state that must survive"[..])
+    );
+    // 2. An older next kernel (reads counter-v1 only) gets the v1 payload.
+    let h = first_kernel(&mut m, b"counter-v1\0memfd-v1\0").unwrap();
+    assert_eq!(next_kernel(&mut m, &h, &[V1]).unwrap().0, 42);
+    // 3. A next kernel that reads no counter version: the freeze refuses.
+    let e = first_kernel(&mut m, b"memfd-v2\0").err().unwrap();
+    assert!(matches!(e, kho::Error::Luo(LuoError::WouldLose(ref l)) if l[0].family == "counter"));
+    // 4. Bulk data changed under a v2 payload: a typed error names it.
+    let h = first_kernel(&mut m, b"counter-v2\0memfd-v2\0").unwrap();
+    m.frames[((h.bulk - RAM.start) / 4096) as usize][0] ^= 1;
+    match next_kernel(&mut m, &h, &[V2]) {
+        Err(kho::Error::Luo(LuoError::Handler { family, error })) => {
+            assert_eq!(family, "counter");
+            assert_eq!(
+                error.downcast_ref::<CounterError>(),
+                Some(&CounterError::BadSum)
+            );
+        }
+        other => panic!("expected a bad sum, got {other:?}"),
+    }
+    // 5. A flipped byte in the blob: refused whole, nothing reserved.
+    let mut h = first_kernel(&mut m, b"counter-v2\0memfd-v2\0").unwrap();
+    h.blob[100] ^= 0x40;
+    let mut reserved = ReserveLog::new();
+    let k = Kernel::boot(&mut m, [].into_iter());
+    assert!(Incoming::<Kernel>::new(&k, &h.blob, h.at, &[RAM], &mut reserved).is_err());
+    assert!(reserved.of(Kept::Preserved).next().is_none());
+    println!("embed: 5 scenarios passed");
+}

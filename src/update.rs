@@ -1,0 +1,428 @@
+//! The front door: [`Outgoing`] in the kernel that kexecs, [`Incoming`] in
+//! the kernel that boots from its handoff, both typed by their objects.
+//!
+//! An embedding kernel holds one of these at a time. [`Outgoing`] owns the
+//! preserved-page tracker, the orchestrator and the scratch areas: register
+//! handlers, preserve objects in sessions, freeze against the next image's
+//! reads list, write the handoff blob. [`Incoming`] is made by one call
+//! that parses the blob, restores it (every preserved range reported to the
+//! kernel's [`Reserve`]), reads the orchestrator's node and sets up the
+//! claims; then objects are retrieved and taken by typed [`Key`]s, and
+//! [`Incoming::finish`] (which consumes it) gives back what nobody adopted.
+//!
+//! Everything here is built on the public lower layer ([`crate::luo::Luo`],
+//! [`crate::tracker::Tracker`], [`crate::handoff`], [`crate::claims`]) for
+//! kernels that need to drive the steps themselves.
+
+use crate::Error;
+use crate::claims::Claims;
+use crate::fdt::WriteError;
+use crate::handoff::{self, Handoff, HandoffWriter, Restored, Stamps, Written};
+use crate::luo::{
+    Family, Finished, Handler, Luo, LuoError, Plan, Platform, ReadList, Refused, RestoreCtx,
+    Version,
+};
+use crate::platform::PhysMem;
+use crate::ranges::Range;
+use crate::reserve::{Kept, Reserve, ReserveError};
+use crate::scratch::Scratch;
+use crate::tracker::{Tracker, handover};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::any::Any;
+
+/// One object of type `T`: its family, session and token. Made by
+/// [`Outgoing::preserve`] in the first kernel and by [`Family::key`] in
+/// the next one (the same three values name the same object).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Key<T> {
+    family: Family<T>,
+    session: String,
+    token: u64,
+}
+
+impl<T> Clone for Key<T> {
+    fn clone(&self) -> Self {
+        Self {
+            family: self.family,
+            session: self.session.clone(),
+            token: self.token,
+        }
+    }
+}
+
+impl<T> Key<T> {
+    /// Its session.
+    pub fn session(&self) -> &str {
+        &self.session
+    }
+
+    /// Its token in the session.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+}
+
+impl<T> Family<T> {
+    /// The key of this family's object `token` in `session`.
+    pub fn key(&self, session: &str, token: u64) -> Key<T> {
+        Key {
+            family: *self,
+            session: session.into(),
+            token,
+        }
+    }
+}
+
+/// How [`Outgoing::freeze`] treats objects the next kernel cannot read.
+#[derive(Clone, Copy, Debug)]
+pub enum Freeze<'a> {
+    /// Refuse the freeze ([`LuoError::WouldLose`], naming each object) if
+    /// the next kernel, which reads this list, would lose any object. The
+    /// default: get the list from the next image with
+    /// [`crate::elf::Image::read_list`].
+    NoLoss(&'a ReadList<'a>),
+    /// Freeze whatever the next kernel reads: an object it cannot read is
+    /// written anyway and reported lost there (and its memory freed).
+    AllowLoss,
+}
+
+/// The kernel that is about to kexec: its tracker, its orchestrator and
+/// its scratch areas.
+pub struct Outgoing<P: Platform> {
+    scratch: Scratch,
+    tracker: Tracker,
+    luo: Luo<P>,
+}
+
+impl<P: Platform> Outgoing<P> {
+    /// An empty outgoing side over `scratch` (from
+    /// [`crate::scratch::cold_boot`] at a cold boot, or
+    /// [`Incoming::scratch`] after a kexec: scratch never moves).
+    pub fn new(scratch: Scratch) -> Result<Self, Error> {
+        Ok(Self {
+            tracker: Tracker::new(scratch.areas())?,
+            scratch,
+            luo: Luo::new(),
+        })
+    }
+
+    /// Registers a handler; its objects are then preserved through the
+    /// [`Family`] returned.
+    pub fn register<H: Handler<P>>(&mut self, h: H) -> Result<Family<H::Object>, LuoError> {
+        self.luo.register(h)
+    }
+
+    /// Every version the registered handlers read, for a reads note
+    /// built at run time (a compiled kernel declares its own with
+    /// [`crate::luo::ReadsNote`]).
+    pub fn reads(&self) -> impl Iterator<Item = Version> + '_ {
+        self.luo.reads()
+    }
+
+    /// Creates an empty session.
+    pub fn create_session(&mut self, name: &str) -> Result<(), LuoError> {
+        self.luo.create_session(name)
+    }
+
+    /// Preserves `object` as `token` in `session`; returns its key. On
+    /// error the object comes back in the [`Refused`], unchanged.
+    pub fn preserve<T: Any>(
+        &mut self,
+        family: Family<T>,
+        session: &str,
+        token: u64,
+        object: T,
+        p: &mut P,
+    ) -> Result<Key<T>, Refused<T>> {
+        self.luo
+            .preserve(session, token, family.name(), object, p, &mut self.tracker)?;
+        Ok(family.key(session, token))
+    }
+
+    /// Takes an object back before the kexec, unpreserved.
+    pub fn unpreserve<T: Any>(&mut self, key: &Key<T>, p: &mut P) -> Result<T, LuoError> {
+        self.luo
+            .unpreserve(&key.session, key.token, p, &mut self.tracker)
+    }
+
+    /// What the next kernel (reading `next`) will do with each object.
+    pub fn preflight(&self, next: &ReadList<'_>) -> Vec<Plan> {
+        self.luo.preflight(next)
+    }
+
+    /// Freezes every object (all or nothing), by `policy`.
+    pub fn freeze(&mut self, p: &mut P, policy: Freeze<'_>) -> Result<(), LuoError> {
+        match policy {
+            Freeze::NoLoss(next) => self.luo.freeze(p, &mut self.tracker, Some(next), false),
+            Freeze::AllowLoss => self.luo.freeze(p, &mut self.tracker, None, false),
+        }
+    }
+
+    /// Undoes [`Outgoing::freeze`] (a kexec that did not happen).
+    pub fn unfreeze(&mut self, p: &mut P) {
+        self.luo.unfreeze(p, &mut self.tracker);
+    }
+
+    /// Writes the handoff blob into `buf`: the tracker's chain (into
+    /// pages from `p`), the scratch areas and the frozen objects. `hop`
+    /// counts the kexecs before this one ([`Incoming::next_hop`] after a
+    /// restore, 0 after a cold boot); `stamps` are TSC readings or zeros.
+    ///
+    /// `buf` needs 16 KiB plus every payload's bytes; too small is
+    /// [`WriteError::NoSpace`], and then nothing is kept: the chain's
+    /// pages go back to `p`, and a larger buffer may be tried.
+    pub fn write(
+        &mut self,
+        p: &mut P,
+        buf: &mut [u8],
+        hop: u32,
+        stamps: Stamps,
+    ) -> Result<Written, Error> {
+        self.write_with(p, buf, hop, stamps, |_| Ok(()))
+    }
+
+    /// [`Outgoing::write`], with the kernel's own subsystem nodes added by
+    /// `extra` ([`HandoffWriter::subsystem`]).
+    pub fn write_with(
+        &mut self,
+        p: &mut P,
+        buf: &mut [u8],
+        hop: u32,
+        stamps: Stamps,
+        extra: impl FnOnce(&mut HandoffWriter<'_>) -> Result<(), WriteError>,
+    ) -> Result<Written, Error> {
+        let root = handover::write(&self.tracker, p)?;
+        let r = (|| -> Result<Written, Error> {
+            let mut w = HandoffWriter::new(buf, hop, stamps, &root, &self.scratch)?;
+            self.luo.write(&mut w)?;
+            extra(&mut w)?;
+            Ok(w.finish()?)
+        })();
+        if r.is_err() {
+            handover::free(p, &root);
+        }
+        r
+    }
+
+    /// The tracker, to preserve memory outside any object (a kernel's own
+    /// subsystem data).
+    pub fn tracker(&mut self) -> &mut Tracker {
+        &mut self.tracker
+    }
+
+    /// The scratch areas.
+    pub fn scratch(&self) -> &Scratch {
+        &self.scratch
+    }
+
+    /// The orchestrator underneath, for what the front door does not do.
+    pub fn luo(&mut self) -> &mut Luo<P> {
+        &mut self.luo
+    }
+}
+
+/// A [`Reserve`] that also keeps the preserved ranges, for the claims.
+struct Tee<'r, R: Reserve> {
+    out: &'r mut R,
+    preserved: Vec<Range>,
+}
+
+impl<R: Reserve> Reserve for Tee<'_, R> {
+    fn reserve(&mut self, range: Range, why: Kept) -> Result<(), ReserveError> {
+        if why == Kept::Preserved {
+            self.preserved
+                .try_reserve(1)
+                .map_err(|_| ReserveError::Full)?;
+        }
+        self.out.reserve(range, why)?;
+        if why == Kept::Preserved {
+            self.preserved.push(range);
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        self.preserved.clear();
+        self.out.rollback();
+    }
+}
+
+/// The kernel booted from a handoff: what it restored, the objects waiting
+/// for their owners, and the claims on preserved memory.
+pub struct Incoming<P: Platform> {
+    luo: Luo<P>,
+    claims: Claims,
+    ram: Vec<Range>,
+    scratch: Scratch,
+    hop: u32,
+    stamps: Stamps,
+    restored: Restored,
+}
+
+impl<P: Platform> Incoming<P> {
+    /// Parses the blob `bytes` (found at `blob` in physical memory, read
+    /// through `mem`: any [`PhysMem`], not necessarily the platform),
+    /// restores it into `reserve` (every preserved range and every page of
+    /// handoff metadata, or nothing on error), reads the orchestrator's
+    /// node and sets up the claims.
+    ///
+    /// On error nothing was reserved: boot as a cold boot. A `luo` node
+    /// that cannot be read is not an error here (the memory is already
+    /// reserved): its objects are lost, [`Incoming::unread`] says why, and
+    /// [`Incoming::finish`] frees their memory.
+    ///
+    /// Call it before the kernel allocates outside scratch (the restore
+    /// rule in [`crate::platform`]); its own lists go on the heap.
+    pub fn new<M: PhysMem, R: Reserve>(
+        mem: &M,
+        bytes: &[u8],
+        blob: Range,
+        ram: &[Range],
+        reserve: &mut R,
+    ) -> Result<Self, Error> {
+        let h = Handoff::parse(bytes, ram)?;
+        let mut tee = Tee {
+            out: reserve,
+            preserved: Vec::new(),
+        };
+        let restored = handoff::restore(mem, &h, blob, ram, &mut tee)?;
+        let mut luo = Luo::new();
+        // The node's errors are kept by `luo` and reported at finish.
+        let _ = luo.incoming(&h);
+        let claims = Claims::new(tee.preserved.iter().copied(), h.scratch.areas());
+        let claims = match claims {
+            Ok(c) => c,
+            Err(e) => {
+                tee.rollback();
+                return Err(e.into());
+            }
+        };
+        let mut ram_list = Vec::new();
+        if ram_list.try_reserve_exact(ram.len()).is_err() {
+            tee.rollback();
+            return Err(LuoError::OutOfMemory.into());
+        }
+        ram_list.extend_from_slice(ram);
+        Ok(Self {
+            luo,
+            claims,
+            ram: ram_list,
+            scratch: h.scratch,
+            hop: h.hop,
+            stamps: h.stamps,
+            restored,
+        })
+    }
+
+    /// [`Incoming::new`] for a blob read through the platform (when no
+    /// direct map gives its bytes as one slice): the bytes are copied once
+    /// onto the heap (at most [`handoff::MAX_BLOB`]).
+    pub fn from_phys<M: PhysMem, R: Reserve>(
+        mem: &M,
+        blob: Range,
+        ram: &[Range],
+        reserve: &mut R,
+    ) -> Result<Self, Error> {
+        let bad = || Error::Handoff(handoff::HandoffError::BadBlobPlace { range: blob });
+        let len = usize::try_from(blob.len()).map_err(|_| bad())?;
+        if len > handoff::MAX_BLOB {
+            return Err(bad());
+        }
+        let mut bytes = Vec::new();
+        bytes
+            .try_reserve_exact(len)
+            .map_err(|_| LuoError::OutOfMemory)?;
+        bytes.resize(len, 0);
+        if !mem.read_bytes(blob.start, &mut bytes) {
+            return Err(bad());
+        }
+        Self::new(mem, &bytes, blob, ram, reserve)
+    }
+
+    /// Registers a handler (before the first retrieve).
+    pub fn register<H: Handler<P>>(&mut self, h: H) -> Result<Family<H::Object>, LuoError> {
+        self.luo.register(h)
+    }
+
+    /// The object `key`, restored from the best version both kernels have,
+    /// and that version. The first call restores every object (in blob
+    /// order, so the order of calls never changes the outcome); later
+    /// calls give the same object or the same error.
+    pub fn retrieve<T: Any>(
+        &mut self,
+        key: &Key<T>,
+        p: &mut P,
+    ) -> Result<(&mut T, &'static str), LuoError> {
+        let mut ctx = RestoreCtx {
+            ram: &self.ram,
+            scratch: self.scratch.areas(),
+            claims: &mut self.claims,
+        };
+        self.luo.retrieve(&key.session, key.token, p, &mut ctx)
+    }
+
+    /// Retrieves and takes the object `key`: it is the caller's from now
+    /// on, with every page it adopted claimed.
+    pub fn take<T: Any>(&mut self, key: &Key<T>, p: &mut P) -> Result<T, LuoError> {
+        self.retrieve(key, p)?;
+        self.luo.take(&key.session, key.token)
+    }
+
+    /// Every incoming object: session, token, family, in blob order.
+    pub fn objects(&self) -> impl Iterator<Item = (&str, u64, &str)> + '_ {
+        self.luo.objects()
+    }
+
+    /// Why the blob's `luo` node could not be read, if it could not (every
+    /// object in it is then lost).
+    pub fn unread(&self) -> Option<&LuoError> {
+        self.luo.unread()
+    }
+
+    /// The claims, for preserved memory the kernel restores outside the
+    /// orchestrator: claim it before [`Incoming::finish`], or it is freed.
+    pub fn claims(&mut self) -> &mut Claims {
+        &mut self.claims
+    }
+
+    /// The scratch areas the previous kernel handed on (hand them on
+    /// again: [`Outgoing::new`]).
+    pub fn scratch(&self) -> &Scratch {
+        &self.scratch
+    }
+
+    /// Kexecs before the one that booted this kernel.
+    pub fn hop(&self) -> u32 {
+        self.hop
+    }
+
+    /// The `hop` for this kernel's own handoff.
+    pub fn next_hop(&self) -> u32 {
+        self.hop.saturating_add(1)
+    }
+
+    /// The previous kernel's TSC readings.
+    pub fn stamps(&self) -> Stamps {
+        self.stamps
+    }
+
+    /// What the restore found (the tracker walk's summary).
+    pub fn restored(&self) -> Restored {
+        self.restored
+    }
+
+    /// Ends the handoff: objects restored but never taken or retrieved are
+    /// discarded, and every preserved page nobody adopted as data, with
+    /// every page claimed as metadata, goes to `p`
+    /// ([`crate::platform::FrameAlloc::add_free`]). Consumes the incoming
+    /// side, so nothing can claim or finish after it.
+    ///
+    /// The handoff's own metadata (the blob, the tracker's chain) is not
+    /// freed: it is the kernel's to free once it no longer needs the blob.
+    /// On error (no memory for the report) nothing is freed: the memory
+    /// stays reserved, never handed out twice.
+    pub fn finish(mut self, p: &mut P) -> Result<Finished, LuoError> {
+        self.luo.finish(p, self.claims)
+    }
+}
