@@ -19,62 +19,61 @@
 //! - [`luo`]: the orchestrator: sessions, handlers and versions.
 //! - [`elf`]: the next kernel image, read safely (and its reads note).
 //! - [`error`]: [`Error`], which wraps every module's error.
+//! - [`update`]: the front door: [`Outgoing`] and [`Incoming`], typed by
+//!   their objects.
 //!
 //! # Example: one file across a kexec
 //!
 //! The first kernel preserves a memfd in a session and writes the handoff;
-//! the next one retrieves it. `P` is the kernel's platform type.
+//! the next one takes it back. `P` is the kernel's platform type
+//! (`docs/embedding.md` says what it implements; `examples/embed.rs` is a
+//! whole one).
 //!
 //! ```
-//! use kho::handoff::{Handoff, HandoffWriter, Stamps};
-//! use kho::luo::{Luo, Platform, ReadList, RestoreCtx, memfd::MemfdHandler};
+//! use kho::handoff::Stamps;
+//! use kho::luo::{Platform, ReadList, memfd::MemfdHandler};
 //! use kho::memfd::Memfd;
 //! use kho::ranges::Range;
+//! use kho::reserve::ReserveLog;
 //! use kho::scratch::Scratch;
-//! use kho::tracker::{Tracker, handover};
+//! use kho::{Freeze, Incoming, Outgoing};
 //!
-//! /// First kernel: returns the blob's length in `buf`; the kernel then
-//! /// places it and kexecs (see `docs/embedding.md`).
+//! /// First kernel: writes the blob into `buf` and returns its length; the
+//! /// kernel then places it and kexecs.
 //! fn before_kexec<P: Platform>(
 //!     p: &mut P,
-//!     scratch: &Scratch,
+//!     scratch: Scratch,
 //!     next_reads: &ReadList<'_>,
 //!     buf: &mut [u8],
 //! ) -> Result<usize, kho::Error> {
-//!     let mut t = Tracker::new(scratch.areas())?;
-//!     let mut luo = Luo::<P>::new();
-//!     luo.register(MemfdHandler::default())?;
-//!     luo.create_session("vm-1")?;
+//!     let mut out = Outgoing::new(scratch)?;
+//!     let files = out.register(MemfdHandler::default())?;
+//!     out.create_session("vm-1")?;
 //!     let mut f = Memfd::new(true);
 //!     f.write(p, 0, b"state that must survive")?;
-//!     luo.preserve("vm-1", 1, "memfd", f, p, &mut t)?;
+//!     out.preserve(files, "vm-1", 1, f, p).map_err(|refused| refused.error)?;
 //!     // Refuses if the next kernel could not read the file.
-//!     luo.freeze(p, &mut t, Some(next_reads), false)?;
-//!     let root = handover::write(&t, p)?;
-//!     let mut w = HandoffWriter::new(buf, 0, Stamps::default(), &root, scratch)?;
-//!     luo.write(&mut w)?;
-//!     Ok(w.finish()?.len)
+//!     out.freeze(p, Freeze::NoLoss(next_reads))?;
+//!     Ok(out.write(p, buf, 0, Stamps::default())?.len)
 //! }
 //!
-//! /// Next kernel, once `kho::handoff::restore` reported `preserved`.
+//! /// Next kernel: `blob` is the handoff module's bytes, found at `at`.
 //! fn after_kexec<P: Platform>(
 //!     p: &mut P,
-//!     h: &Handoff<'_>,
+//!     blob: &[u8],
+//!     at: Range,
 //!     ram: &[Range],
-//!     preserved: &[Range],
-//! ) -> Result<Option<Memfd>, kho::Error> {
-//!     let mut claims = kho::claims::Claims::new(preserved.iter().copied(), h.scratch.areas())?;
-//!     let mut luo = Luo::<P>::new();
-//!     luo.register(MemfdHandler::default())?;
-//!     luo.incoming(h)?;
-//!     let mut ctx = RestoreCtx { ram, scratch: h.scratch.areas(), claims: &mut claims };
-//!     luo.retrieve::<Memfd>("vm-1", 1, p, &mut ctx)?;
-//!     let file = luo.take::<Memfd>("vm-1", 1)?;
-//!     // Everything preserved that nobody adopted, and every page only
-//!     // read as metadata, goes back to `p`; the claims end here.
-//!     let done = luo.finish(p, claims)?;
+//! ) -> Result<Memfd, kho::Error> {
+//!     // Every preserved range lands in `reserved`: keep the allocator
+//!     // off them (and off the handoff's metadata) from here on.
+//!     let mut reserved = ReserveLog::new();
+//!     let mut inc = Incoming::new(p, blob, at, ram, &mut reserved)?;
+//!     let files = inc.register(MemfdHandler::default())?;
+//!     let file = inc.take(&files.key("vm-1", 1), p)?;
+//!     // What nobody adopted goes back to `p`; `inc` is gone after this.
+//!     let done = inc.finish(p)?;
 //!     assert!(done.lost.is_empty() && done.unread.is_none());
-//!     Ok(file.downcast::<Memfd>().ok().map(|f| *f))
+//!     Ok(file)
 //! }
 //! ```
 //!
@@ -115,3 +114,9 @@ pub use update::{Freeze, Incoming, Key, Outgoing};
 pub const PAGE_SIZE: u64 = 4096;
 /// log2 of [`PAGE_SIZE`].
 pub const PAGE_SHIFT: u32 = 12;
+
+/// The snippets of `docs/embedding.md`, compiled and run as doc tests so
+/// that the guide cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/embedding.md")]
+pub struct EmbeddingGuide;

@@ -6,7 +6,6 @@
 //! What `./x.py bench` measures.
 
 use crate::demo::{fail, hand_over};
-use alloc::boxed::Box;
 use alloc::vec::Vec;
 use kho::PAGE_SIZE;
 use kho::claims::Claims;
@@ -175,9 +174,7 @@ fn next(boot: &'static BootInfo, what: &str) -> ! {
         .unwrap_or_else(|e| fail(format_args!("{e}")));
     let f = l
         .take::<Memfd>("bench", 1)
-        .ok()
-        .and_then(|b| b.downcast::<Memfd>().ok())
-        .unwrap_or_else(|| fail(format_args!("not a memfd")));
+        .unwrap_or_else(|e| fail(format_args!("{e}")));
     let t1 = tsc::now();
     let node = h.subsystem("bench").map(|s| s.node);
     let want = |k: &str| {

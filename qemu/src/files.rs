@@ -9,7 +9,6 @@
 //! the image's `kho` ELF note (`kho-reads-v1`), which a first kernel reads
 //! before freezing (preflight).
 
-use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -359,10 +358,8 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
         }
         let (version, meta) = l.chosen(&session, token).unwrap_or(("?", 0));
         let f = l
-            .take(&session, token)
-            .ok()
-            .and_then(|b| b.downcast::<Memfd>().ok())
-            .unwrap_or_else(|| fail(format_args!("{session}/{token}: not a memfd")));
+            .take::<Memfd>(&session, token)
+            .unwrap_or_else(|e| fail(format_args!("{session}/{token}: {e}")));
         let want: Option<&FileCheck> = checks.and_then(|c| {
             c.node
                 .property(&format!("kho,check-{session}-{token}"))
@@ -389,7 +386,7 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
             got.sum.get(),
             got.first_phys.get()
         );
-        restored.push((session_of(&session), token, *f));
+        restored.push((session_of(&session), token, f));
     }
     let done = l
         .finish(&mut mem, claims)
@@ -421,9 +418,9 @@ pub fn sums(files: &Held) -> Vec<u64> {
 pub fn cancel(l: &mut Luo<KernelMem>, t: &mut Tracker) -> Held {
     l.cancel(&mut KernelMem, t)
         .into_iter()
-        .filter_map(|(s, tok, b)| {
-            let s = session_of(&s);
-            b.downcast::<Memfd>().ok().map(|f| (s, tok, *f))
+        .filter_map(|c| {
+            let (s, tok) = (session_of(&c.session), c.token);
+            c.into_object::<Memfd>().ok().map(|f| (s, tok, f))
         })
         .collect()
 }
