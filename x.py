@@ -35,12 +35,15 @@ KERNEL = os.path.join(ROOT, "target", TARGET, "debug", "kho-kernel")
 ALT_DIR = os.path.join(ROOT, "target", "alt")
 KERNEL_ALT = os.path.join(ALT_DIR, TARGET, "debug", "kho-kernel")
 RELEASE_KERNEL = os.path.join(ROOT, "target", TARGET, "release", "kho-kernel")
+# The smallest kernel (qemu/minimal): kho and kho-x86_64 used as libraries.
+MINIMAL_KERNEL = os.path.join(ROOT, "target", TARGET, "debug", "kho-minimal")
 # Builds that read and write other sets of versions (qemu/src/files.rs):
 # `old` reads and writes memfd-v1 only, `v3` writes only memfd-v3.
 VERSION_BUILDS = {"old": os.path.join(ROOT, "target", "versions", "old", "kho-kernel"),
                   "v3": os.path.join(ROOT, "target", "versions", "v3", "kho-kernel")}
 LOGDIR = os.path.join(ROOT, "target", "kho")
-HOST_EXCLUDES = ["--exclude", "kho-x86_64", "--exclude", "kho-qemu"]
+HOST_EXCLUDES = ["--exclude", "kho-x86_64", "--exclude", "kho-qemu", "--exclude", "kho-qemu-rt",
+                 "--exclude", "kho-minimal"]
 
 # Debian packages the project needs, keyed by a command or file that shows
 # them. libfdt is only the C peer in `./x.py bench`.
@@ -151,11 +154,11 @@ def build(_args=None):
         run(["cargo", "build", "-p", "kho-qemu", "--target", TARGET, "--features", feature])
         os.makedirs(os.path.dirname(path), exist_ok=True)
         shutil.copyfile(KERNEL, path)
-    run(["cargo", "build", "-p", "kho-qemu", "--target", TARGET])
+    run(["cargo", "build", "-p", "kho-qemu", "-p", "kho-minimal", "--target", TARGET])
     # The same kernel linked at 16 MiB: the "different build" to kexec into.
     run(["cargo", "build", "-p", "kho-qemu", "--target", TARGET, "--features", "alt-link",
          "--target-dir", ALT_DIR])
-    for k in (KERNEL, KERNEL_ALT):
+    for k in (KERNEL, KERNEL_ALT, MINIMAL_KERNEL):
         if not os.path.isfile(k):
             raise Failure(f"the build did not produce {k}")
 
@@ -413,7 +416,8 @@ def cmd_test(args):
     run(["cargo", "build", "--release", "-p", "kho-qemu", "--target", TARGET])
     env = {"KHO_KERNEL": KERNEL, "KHO_KERNEL_ALT": KERNEL_ALT,
            "KHO_KERNEL_RELEASE": RELEASE_KERNEL,
-           "KHO_KERNEL_OLD": VERSION_BUILDS["old"], "KHO_KERNEL_V3": VERSION_BUILDS["v3"]}
+           "KHO_KERNEL_OLD": VERSION_BUILDS["old"], "KHO_KERNEL_V3": VERSION_BUILDS["v3"],
+           "KHO_KERNEL_MINIMAL": MINIMAL_KERNEL}
     total_p = total_f = 0
     problems = []
 
@@ -728,7 +732,8 @@ def cmd_fuzz(args):
 def cmd_clippy(_args):
     require_cargo()
     run(["cargo", "clippy", "--workspace"] + HOST_EXCLUDES + ["--all-targets", "--", "-D", "warnings"])
-    run(["cargo", "clippy", "-p", "kho", "-p", "kho-x86_64", "-p", "kho-qemu",
+    run(["cargo", "clippy", "-p", "kho", "-p", "kho-x86_64", "-p", "kho-qemu", "-p", "kho-qemu-rt",
+         "-p", "kho-minimal",
          "--target", TARGET, "--", "-D", "warnings"])
 
 

@@ -93,6 +93,8 @@ pub struct Outgoing<P: Platform> {
     scratch: Scratch,
     tracker: Tracker,
     luo: Luo<P>,
+    /// The tracker chain of the last blob written.
+    root: Option<handover::TrackerRoot>,
 }
 
 impl<P: Platform> Outgoing<P> {
@@ -104,6 +106,7 @@ impl<P: Platform> Outgoing<P> {
             tracker: Tracker::new(scratch.areas())?,
             scratch,
             luo: Luo::new(),
+            root: None,
         })
     }
 
@@ -199,10 +202,25 @@ impl<P: Platform> Outgoing<P> {
             extra(&mut w)?;
             Ok(w.finish()?)
         })();
-        if r.is_err() {
-            handover::free(p, &root);
+        match r {
+            Ok(_) => self.root = Some(root),
+            Err(_) => handover::free(p, &root),
         }
         r
+    }
+
+    /// Everything the kexec must leave in place besides the blob, read
+    /// back from the last blob's tracker chain the way the next kernel
+    /// will read it (so this is also a check of what was written): every
+    /// preserved range and every chain page. What a kexec loader is given
+    /// as memory to keep (`kho_x86_64::kexec::prepare`'s `keep`).
+    pub fn kept(&self, mem: &impl PhysMem, ram: &[Range]) -> Result<Vec<Range>, Error> {
+        let root = self.root.ok_or(LuoError::State(
+            "write the handoff before asking what it keeps",
+        ))?;
+        let mut log = crate::reserve::ReserveLog::new();
+        handover::Reader::new(mem, root, ram, self.scratch.areas()).restore(&mut log)?;
+        Ok(log.ranges.into_iter().map(|(r, _)| r).collect())
     }
 
     /// The tracker, to preserve memory outside any object (a kernel's own
@@ -257,7 +275,7 @@ pub struct Incoming<P: Platform> {
     scratch: Scratch,
     hop: u32,
     stamps: Stamps,
-    restored: Restored,
+    restored: Option<Restored>,
 }
 
 impl<P: Platform> Incoming<P> {
@@ -287,22 +305,48 @@ impl<P: Platform> Incoming<P> {
             preserved: Vec::new(),
         };
         let restored = handoff::restore(mem, &h, blob, ram, &mut tee)?;
-        let mut luo = Luo::new();
-        // The node's errors are kept by `luo` and reported at finish.
-        let _ = luo.incoming(&h);
-        let claims = Claims::new(tee.preserved.iter().copied(), h.scratch.areas());
-        let claims = match claims {
-            Ok(c) => c,
+        match Self::read(&h, tee.preserved.iter().copied(), ram, Some(restored)) {
+            Ok(inc) => Ok(inc),
             Err(e) => {
                 tee.rollback();
-                return Err(e.into());
+                Err(e)
             }
-        };
-        let mut ram_list = Vec::new();
-        if ram_list.try_reserve_exact(ram.len()).is_err() {
-            tee.rollback();
-            return Err(LuoError::OutOfMemory.into());
         }
+    }
+
+    /// For a kernel whose boot restored the handoff already (as
+    /// `kho_x86_64::start::start` does, before it opens its allocator):
+    /// reads the blob at `blob` through `mem` (one copy, at most
+    /// [`handoff::MAX_BLOB`]), its orchestrator node, and sets up the
+    /// claims over `preserved`, the ranges that restore reported as
+    /// [`Kept::Preserved`].
+    pub fn from_restored<M: PhysMem>(
+        mem: &M,
+        blob: Range,
+        ram: &[Range],
+        preserved: impl IntoIterator<Item = Range>,
+    ) -> Result<Self, Error> {
+        let bytes = read_blob(mem, blob)?;
+        let h = Handoff::parse(&bytes, ram)?;
+        Self::read(&h, preserved, ram, None)
+    }
+
+    /// The orchestrator node, the claims and the lists, from a restored
+    /// handoff.
+    fn read(
+        h: &Handoff<'_>,
+        preserved: impl IntoIterator<Item = Range>,
+        ram: &[Range],
+        restored: Option<Restored>,
+    ) -> Result<Self, Error> {
+        let mut luo = Luo::new();
+        // The node's errors are kept by `luo` and reported at finish.
+        let _ = luo.incoming(h);
+        let claims = Claims::new(preserved, h.scratch.areas())?;
+        let mut ram_list = Vec::new();
+        ram_list
+            .try_reserve_exact(ram.len())
+            .map_err(|_| LuoError::OutOfMemory)?;
         ram_list.extend_from_slice(ram);
         Ok(Self {
             luo,
@@ -324,19 +368,7 @@ impl<P: Platform> Incoming<P> {
         ram: &[Range],
         reserve: &mut R,
     ) -> Result<Self, Error> {
-        let bad = || Error::Handoff(handoff::HandoffError::BadBlobPlace { range: blob });
-        let len = usize::try_from(blob.len()).map_err(|_| bad())?;
-        if len > handoff::MAX_BLOB {
-            return Err(bad());
-        }
-        let mut bytes = Vec::new();
-        bytes
-            .try_reserve_exact(len)
-            .map_err(|_| LuoError::OutOfMemory)?;
-        bytes.resize(len, 0);
-        if !mem.read_bytes(blob.start, &mut bytes) {
-            return Err(bad());
-        }
+        let bytes = read_blob(mem, blob)?;
         Self::new(mem, &bytes, blob, ram, reserve)
     }
 
@@ -407,8 +439,9 @@ impl<P: Platform> Incoming<P> {
         self.stamps
     }
 
-    /// What the restore found (the tracker walk's summary).
-    pub fn restored(&self) -> Restored {
+    /// What the restore found (the tracker walk's summary), if this side
+    /// did the restore.
+    pub fn restored(&self) -> Option<Restored> {
         self.restored
     }
 
@@ -425,4 +458,23 @@ impl<P: Platform> Incoming<P> {
     pub fn finish(mut self, p: &mut P) -> Result<Finished, LuoError> {
         self.luo.finish(p, self.claims)
     }
+}
+
+/// The blob's bytes at `blob`, copied through `mem` (at most
+/// [`handoff::MAX_BLOB`]).
+fn read_blob<M: PhysMem>(mem: &M, blob: Range) -> Result<Vec<u8>, Error> {
+    let bad = || Error::Handoff(handoff::HandoffError::BadBlobPlace { range: blob });
+    let len = usize::try_from(blob.len()).map_err(|_| bad())?;
+    if len > handoff::MAX_BLOB {
+        return Err(bad());
+    }
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(len)
+        .map_err(|_| LuoError::OutOfMemory)?;
+    bytes.resize(len, 0);
+    if !mem.read_bytes(blob.start, &mut bytes) {
+        return Err(bad());
+    }
+    Ok(bytes)
 }

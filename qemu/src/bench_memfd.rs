@@ -15,8 +15,7 @@ use kho::luo::{Luo, RestoreCtx};
 use kho::memfd::Memfd;
 use kho::ranges::Range;
 use kho::tracker::Tracker;
-use kho_x86_64::exit::{ExitCode, exit_qemu};
-use kho_x86_64::glue::KernelMem;
+use kho_qemu_rt::exit::{ExitCode, exit_qemu};
 use kho_x86_64::{BootInfo, frames, kprintln, paging, tsc};
 
 /// The file's size: `kho.bench_mib=N` MiB, 1 GiB by default (to show the
@@ -31,7 +30,7 @@ fn size(boot: &BootInfo) -> u64 {
 
 /// The handler: `memfd-v2` only (v1 is for old kernels; it would add a
 /// second record array to the work measured).
-fn luo() -> Luo<KernelMem> {
+fn luo() -> Luo<kho_x86_64::glue::KernelMem> {
     let mut l = Luo::new();
     l.register(MemfdHandler::new(&[V2], &[V2]))
         .unwrap_or_else(|e| fail(format_args!("{e}")));
@@ -56,7 +55,7 @@ pub fn run(boot: &'static BootInfo, what: &str) -> ! {
     if boot.handoff.is_some() {
         next(boot, what);
     }
-    let mut mem = KernelMem;
+    let mut mem = crate::kmem();
     let gib = size(boot);
     // The file: 4 KiB folios with a frame left out after every 128 (2048
     // physical runs, so 2048 records; a gap after every folio would make
@@ -162,7 +161,7 @@ fn next(boot: &'static BootInfo, what: &str) -> ! {
     let preserved: Vec<Range> = kho_x86_64::start::with_reserved(|r| r.preserved_ranges().to_vec());
     let mut claims =
         Claims::new(preserved, boot.scratch.areas()).unwrap_or_else(|e| fail(format_args!("{e}")));
-    let mut mem = KernelMem;
+    let mut mem = crate::kmem();
     let mut l = luo();
     l.incoming(&h).unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut ctx = RestoreCtx {

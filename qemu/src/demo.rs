@@ -28,8 +28,7 @@ use kho::ranges::Range;
 use kho::reserve::ReserveLog;
 use kho::tracker::Tracker;
 use kho::tracker::handover::{self, Reader};
-use kho_x86_64::exit::{ExitCode, exit_qemu};
-use kho_x86_64::glue::KernelMem;
+use kho_qemu_rt::exit::{ExitCode, exit_qemu};
 use kho_x86_64::kexec::{self, NextModule};
 use kho_x86_64::{BootInfo, frames, kprintln, paging, tsc};
 use zerocopy::byteorder::little_endian::{U32, U64};
@@ -244,7 +243,7 @@ fn bench(boot: &'static BootInfo, what: &str) -> ! {
             let t0 = tsc::now();
             let mut count = kho::reserve::ReserveCount::default();
             let h = Handoff::parse(blob, &ram).unwrap_or_else(|e| fail(format_args!("{e}")));
-            kho::handoff::restore(&KernelMem, &h, info.blob, &ram, &mut count)
+            kho::handoff::restore(&crate::kmem(), &h, info.blob, &ram, &mut count)
                 .unwrap_or_else(|e| fail(format_args!("{e}")));
             warm = warm.min(tsc::now() - t0);
         }
@@ -544,7 +543,7 @@ fn hand_over_blocks(
                 "kho hop {hop}: preflight: forced (kho.force=1): objects the next kernel cannot read will be lost"
             );
         }
-    } else if let Err(e) = luo.freeze(&mut KernelMem, &mut t, None, false) {
+    } else if let Err(e) = luo.freeze(&mut crate::kmem(), &mut t, None, false) {
         fail(format_args!("freeze: {e}"));
     }
     let intact = || {
@@ -580,7 +579,7 @@ pub(crate) fn hand_over(
     intact: impl Fn() -> bool,
 ) -> ! {
     let p = &boot.params;
-    let mut mem = KernelMem;
+    let mut mem = crate::kmem();
     let root = handover::write(t, &mut mem).unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut buf = alloc::vec![0u8; 16 * 1024 + room];
     let mut stamps = Stamps {
@@ -623,9 +622,9 @@ pub(crate) fn hand_over(
         let ok = if corrupt_blob {
             let mut bad = buf.clone();
             bad[0x48] ^= 0xff;
-            KernelMem.write_bytes(blob_at, &bad)
+            crate::kmem().write_bytes(blob_at, &bad)
         } else {
-            KernelMem.write_bytes(blob_at, buf)
+            crate::kmem().write_bytes(blob_at, buf)
         };
         if !ok {
             fail(format_args!("cannot write the blob"));

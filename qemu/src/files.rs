@@ -24,7 +24,6 @@ use kho::luo::{Luo, ReadList, RestoreCtx, Version};
 use kho::memfd::{Memfd, Seals, seal};
 use kho::ranges::Range;
 use kho::tracker::Tracker;
-use kho_x86_64::glue::KernelMem;
 use kho_x86_64::{BootInfo, kprintln, tsc};
 use zerocopy::byteorder::little_endian::U64;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -133,7 +132,7 @@ const SPECS: [Spec; 4] = [
 
 fn fail(what: core::fmt::Arguments<'_>) -> ! {
     kprintln!("kho demo: FAILED: {what}");
-    kho_x86_64::exit::exit_qemu(kho_x86_64::exit::ExitCode::Failure)
+    kho_qemu_rt::exit::exit_qemu(kho_qemu_rt::exit::ExitCode::Failure)
 }
 
 fn word(file: usize, at: u64) -> u64 {
@@ -162,7 +161,7 @@ fn session_of(session: &str) -> &'static str {
 /// Makes the demo files at cold boot; the first is `big_mib` MiB. A build
 /// that writes no version with seals (`old`) makes no sealed file.
 pub fn make(big_mib: u64) -> Held {
-    let mut mem = KernelMem;
+    let mut mem = crate::kmem();
     let mut buf = alloc::vec![0u8; 2 * MIB as usize];
     let seals_ok = WRITES.iter().any(|v| v.name != V1.name);
     let mut out = Vec::new();
@@ -212,7 +211,7 @@ pub fn make(big_mib: u64) -> Held {
 
 /// The file's checksum, read through the file (holes read as zeros).
 fn checksum(f: &Memfd) -> u64 {
-    let mem = KernelMem;
+    let mem = crate::kmem();
     let mut buf = alloc::vec![0u8; 256 << 10];
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     let mut at = 0;
@@ -248,7 +247,7 @@ pub fn checks(files: &Held) -> Vec<(&'static str, FileCheck)> {
 }
 
 /// The orchestrator of this build.
-fn luo() -> Luo<KernelMem> {
+fn luo() -> Luo<kho_x86_64::glue::KernelMem> {
     let mut l = Luo::new();
     l.register(MemfdHandler::new(WRITES, READS))
         .unwrap_or_else(|e| fail(format_args!("{e}")));
@@ -256,8 +255,8 @@ fn luo() -> Luo<KernelMem> {
 }
 
 /// Preserves every file in its session.
-pub fn preserve(files: Held, t: &mut Tracker) -> Luo<KernelMem> {
-    let mut mem = KernelMem;
+pub fn preserve(files: Held, t: &mut Tracker) -> Luo<kho_x86_64::glue::KernelMem> {
+    let mut mem = crate::kmem();
     let mut l = luo();
     for (session, token, f) in files {
         if l.objects().all(|(s, _, _)| s != session) {
@@ -274,7 +273,7 @@ pub fn preserve(files: Held, t: &mut Tracker) -> Luo<KernelMem> {
 /// object. `Err` (the kexec must not happen) when the next image would lose
 /// an object and `force` is off.
 pub fn freeze(
-    l: &mut Luo<KernelMem>,
+    l: &mut Luo<kho_x86_64::glue::KernelMem>,
     t: &mut Tracker,
     hop: u32,
     next: &ReadList<'_>,
@@ -290,14 +289,14 @@ pub fn freeze(
             p.version.unwrap_or("NONE: the next kernel cannot read it")
         );
     }
-    l.freeze(&mut KernelMem, t, Some(next), force)
+    l.freeze(&mut crate::kmem(), t, Some(next), force)
         .map_err(|e| format!("{e}"))
 }
 
 /// Writes the `luo` node and the demo's checks.
 pub fn add_nodes(
     w: &mut HandoffWriter<'_>,
-    l: &Luo<KernelMem>,
+    l: &Luo<kho_x86_64::glue::KernelMem>,
     checks: &[(&'static str, FileCheck)],
 ) -> Result<(), WriteError> {
     l.write(w).map_err(|e| {
@@ -317,7 +316,7 @@ pub fn add_nodes(
 /// then finishes. Claims `blocks` (the demo's other preserved data) first.
 /// Returns the files restored (to carry on) and how many were lost.
 pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]) -> (Held, usize) {
-    let mut mem = KernelMem;
+    let mut mem = crate::kmem();
     let ram: Vec<Range> = boot.params.ram().collect();
     let scratch = boot.scratch.areas();
     let preserved: Vec<Range> = kho_x86_64::start::with_reserved(|r| r.preserved_ranges().to_vec());
@@ -415,8 +414,8 @@ pub fn sums(files: &Held) -> Vec<u64> {
 }
 
 /// Gives the files back (a refused kexec ends the demo cleanly).
-pub fn cancel(l: &mut Luo<KernelMem>, t: &mut Tracker) -> Held {
-    l.cancel(&mut KernelMem, t)
+pub fn cancel(l: &mut Luo<kho_x86_64::glue::KernelMem>, t: &mut Tracker) -> Held {
+    l.cancel(&mut crate::kmem(), t)
         .into_iter()
         .filter_map(|c| {
             let (s, tok) = (session_of(&c.session), c.token);

@@ -9,12 +9,42 @@ mod demo;
 mod files;
 mod tests;
 
-use kho_x86_64::exit::{ExitCode, exit_qemu};
-use kho_x86_64::{BootInfo, kprintln, ktest};
+use kho_qemu_rt::exit::{ExitCode, exit_qemu};
+use kho_qemu_rt::ktest;
+use kho_x86_64::glue::KernelMem;
+use kho_x86_64::heap::KernelHeap;
+use kho_x86_64::{BootInfo, kprintln};
 
-/// The kernel's main function, called by `kho_x86_64::start` after boot.
-#[unsafe(no_mangle)]
-pub fn kho_kernel_main(boot: &'static BootInfo) -> ! {
+/// The kernel heap, filled at boot in scratch.
+#[global_allocator]
+static HEAP: KernelHeap = KernelHeap::new();
+
+kho_x86_64::entry!(
+    main = kernel_main,
+    heap = HEAP,
+    fail = boot_failed,
+    trap = kho_qemu_rt::on_trap
+);
+
+/// A boot that could not finish: say why and stop QEMU.
+fn boot_failed(e: kho_x86_64::start::BootError) -> ! {
+    kprintln!("{e}");
+    exit_qemu(ExitCode::Failure)
+}
+
+/// The kho platform over this kernel's RAM (made at boot).
+pub fn kmem() -> KernelMem {
+    match kho_x86_64::start::boot_info() {
+        Some(b) => b.mem,
+        None => {
+            kprintln!("kho: memory used before boot finished");
+            exit_qemu(ExitCode::Failure)
+        }
+    }
+}
+
+/// The kernel's main function, called once boot has finished.
+fn kernel_main(boot: &'static BootInfo) -> ! {
     kprintln!("kho: kernel up, command line: \"{}\"", boot.params.cmdline);
     match boot.params.cmdline_value("kho.mode").unwrap_or("demo") {
         "demo" => demo::run(boot),

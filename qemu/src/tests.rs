@@ -6,8 +6,8 @@ use kho::ranges::Range;
 use kho::reserve::{Kept, ReserveLog};
 use kho::tracker::handover::{self, Reader};
 use kho::tracker::{Tracker, TrackerError};
-use kho_x86_64::glue::KernelMem;
-use kho_x86_64::{frames, kernel_test, paging};
+use kho_qemu_rt::kernel_test;
+use kho_x86_64::{frames, paging};
 
 fn fill(phys: u64, len: u64, seed: u64) {
     let p = paging::phys_to_virt(phys) as *mut u64;
@@ -107,7 +107,7 @@ kernel_test!(
     fn heap_holds_a_large_vector() {
         let v: Vec<u64> = (0..200_000u64).collect();
         assert_eq!(v.iter().sum::<u64>(), 200_000 * 199_999 / 2);
-        let (used, _) = kho_x86_64::heap::usage();
+        let (used, _) = crate::HEAP.usage();
         assert!(used >= 200_000 * 8);
     }
 );
@@ -182,7 +182,7 @@ kernel_test!(
             t.preserve(p, order).unwrap();
             blocks.push((p, order, i as u64));
         }
-        let root = handover::write(&t, &mut KernelMem).expect("handover written");
+        let root = handover::write(&t, &mut crate::kmem()).expect("handover written");
         let ram: alloc::vec::Vec<Range> = boot.params.ram().collect();
 
         // The next kernel's allocator: RAM outside scratch, minus what the
@@ -194,7 +194,8 @@ kernel_test!(
         for a in scratch {
             next.carve(*a).unwrap();
         }
-        let reader = Reader::new(&KernelMem, root, &ram, scratch);
+        let mem = crate::kmem();
+        let reader = Reader::new(&mem, root, &ram, scratch);
         let mut log = ReserveLog::new();
         let sum = reader.restore(&mut log).unwrap();
         let chain: alloc::vec::Vec<u64> = log.of(Kept::Metadata).map(|r| r.start).collect();
@@ -251,7 +252,7 @@ kernel_test!(
         let boot = boot();
         let scratch = boot.scratch.areas();
         let ram: Vec<Range> = boot.params.ram().collect();
-        let mut mem = KernelMem;
+        let mut mem = crate::kmem();
         let mut t = Tracker::new(scratch).unwrap();
         let free0 = frames::free_bytes().1;
         let pat = |seed: u64, at: u64| (at.wrapping_mul(0x9e37_79b9) ^ seed) as u8;
@@ -374,7 +375,7 @@ kernel_test!(
         let boot = boot();
         let scratch = boot.scratch.areas();
         let ram: Vec<Range> = boot.params.ram().collect();
-        let mut mem = KernelMem;
+        let mut mem = crate::kmem();
         let mut t = Tracker::new(scratch).unwrap();
         let mut v = Vmalloc::new(&mut mem, 700 * 8192, 1).unwrap();
         for (i, b) in v.bytes_mut(&mut mem).iter_mut().enumerate() {
@@ -465,7 +466,7 @@ kernel_test!(
 kernel_test!(
     fn scattered_frames_map_contiguously_without_a_copy() {
         use kho::platform::{MapFrames, PhysMem};
-        let mut mem = KernelMem;
+        let mut mem = crate::kmem();
         // Three frames, taken apart from each other, mapped in reverse.
         let a = frames::alloc(1, PAGE_SIZE).unwrap();
         let gap = frames::alloc(1, PAGE_SIZE).unwrap();

@@ -24,6 +24,8 @@ use spin::Mutex;
 pub const MAX_SCRATCH_RANGES: usize = 64;
 
 static SCRATCH: Mutex<RangeSet<MAX_SCRATCH_RANGES>> = Mutex::new(RangeSet::new());
+/// The scratch areas as given (the pool above is what is free in them).
+static AREAS: Mutex<RangeSet<MAX_SCRATCH_RANGES>> = Mutex::new(RangeSet::new());
 // On the heap: taking or freeing frames may grow it (the heap never takes
 // frames from here, so the two locks never nest the other way).
 static GENERAL: Mutex<RangeVec> = Mutex::new(RangeVec::new());
@@ -35,10 +37,13 @@ fn inward(r: Range) -> Option<Range> {
     (start < end).then_some(Range::new(start, end))
 }
 
-/// Adds `r` (page aligned inward) to the scratch pool.
+/// Adds the scratch area `r` (page aligned inward) to the scratch pool.
 pub fn add_scratch(r: Range) -> Result<(), RangeError> {
     match inward(r) {
-        Some(r) => SCRATCH.lock().insert(r),
+        Some(r) => {
+            AREAS.lock().insert(r)?;
+            SCRATCH.lock().insert(r)
+        }
         None => Ok(()),
     }
 }
@@ -119,7 +124,7 @@ pub fn alloc_scratch(count: u64) -> Option<u64> {
 }
 
 fn pool_of(r: Range) -> bool {
-    crate::start::scratch().is_some_and(|s| s.overlaps(r))
+    AREAS.lock().intersects(r)
 }
 
 /// Returns `count` frames at `phys` to the pool they came from. Freeing a

@@ -1,21 +1,25 @@
-//! x86_64 support for kernels that embed `kho`: boot, memory, traps, tests.
+//! x86_64 support for kernels that embed `kho`: boot, memory, traps, kexec.
 //!
-//! A kernel binary links this crate, uses `arch/x86_64/linker.ld`, and
-//! defines `#[unsafe(no_mangle)] fn kho_kernel_main(&'static BootInfo) -> !`.
-//! Boot goes: [`boot`] (PVH entry, long mode) -> [`start`] (serial, GDT,
-//! IDT, boot parameters, frame allocator, page tables, heap) -> the kernel.
+//! A library: it claims no global allocator, no panic handler and no entry
+//! point. A kernel binary links it, uses `arch/x86_64/linker.ld` (or its
+//! own script with the same sections), declares a
+//! [`heap::KernelHeap`] as its `#[global_allocator]`, and invokes
+//! [`entry!`] with its main function, its heap, a boot-failure hook and a
+//! trap hook. Boot then goes: [`boot`] (PVH entry, long mode) ->
+//! [`start::start`] (serial, GDT, IDT, boot parameters, frame allocator,
+//! page tables, heap, the handoff) -> the kernel's main. `qemu/minimal` is
+//! the smallest such kernel.
 #![no_std]
 
 extern crate alloc;
 
 pub mod boot;
-pub mod exit;
+pub mod cpu;
 pub mod frames;
 pub mod gdt;
 pub mod glue;
 pub mod heap;
 pub mod kexec;
-pub mod ktest;
 pub mod paging;
 pub mod pvh;
 pub mod serial;

@@ -1,12 +1,11 @@
 //! The Rust side of boot: from `pvh_start` to the kernel's main function.
 
 use crate::boot::{self, ImageLayout};
-use crate::exit::{ExitCode, exit_qemu};
 use crate::frames::Reserved;
-use crate::heap::{self, HeapInfo};
+use crate::heap::{self, HeapInfo, KernelHeap};
 use crate::pvh::{self, BootParams};
 use crate::{frames, gdt, kprintln, paging, trap};
-use core::fmt::Display;
+use core::fmt;
 use kho::ranges::Range;
 use kho::scratch::Scratch;
 use spin::Once;
@@ -55,6 +54,8 @@ pub struct BootInfo {
     /// Why a handoff module was present but refused (the kernel then booted
     /// cold).
     pub refused: Option<kho::handoff::HandoffError>,
+    /// The kho platform over this kernel's RAM (the token to reach frames).
+    pub mem: crate::glue::KernelMem,
 }
 
 static BOOT: Once<BootInfo> = Once::new();
@@ -123,6 +124,7 @@ fn handed_scratch(
 /// or an error and nothing reserved. Runs once the page tables and the heap
 /// are up, both in scratch, which holds nothing handed over.
 fn restore_handoff(
+    mem: &crate::glue::KernelMem,
     blob: Range,
     ram: &[Range],
     out: &mut Reserved,
@@ -139,7 +141,7 @@ fn restore_handoff(
         )
     };
     let h = Handoff::parse(bytes, ram)?;
-    let r = kho::handoff::restore(&crate::glue::KernelMem, &h, blob, ram, out)?;
+    let r = kho::handoff::restore(mem, &h, blob, ram, out)?;
     Ok(HandoffInfo {
         blob,
         hop: h.hop,
@@ -219,16 +221,36 @@ fn next_image_end(params: &BootParams) -> Option<u64> {
     kho::elf::Image::parse(bytes).ok().map(|i| i.span().end)
 }
 
-unsafe extern "Rust" {
-    /// The kernel's main function, defined by the kernel binary with
-    /// `#[unsafe(no_mangle)]`.
-    safe fn kho_kernel_main(boot: &'static BootInfo) -> !;
+/// Why boot could not finish (the kernel's `fail` hook gets it).
+#[derive(Clone, Copy, Debug)]
+pub enum BootError {
+    /// The loader's PVH start info is unreadable.
+    StartInfo(crate::pvh::PvhError),
+    /// No scratch area fits this machine.
+    Scratch(kho::scratch::ScratchError),
+    /// A range could not be given to the frame allocator.
+    Frames(&'static str, kho::ranges::RangeError),
+    /// The page tables could not be built.
+    Paging(paging::PagingError),
+    /// No contiguous run of frames in scratch holds the heap.
+    Heap,
 }
 
-fn die(what: &str, err: impl Display) -> ! {
-    kprintln!("boot: {what}: {err}");
-    exit_qemu(ExitCode::Failure)
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootError::StartInfo(e) => write!(f, "boot: PVH start info: {e}"),
+            BootError::Scratch(e) => write!(f, "boot: choosing scratch areas: {e}"),
+            BootError::Frames(what, e) => write!(f, "boot: {what}: {e}"),
+            BootError::Paging(e) => write!(f, "boot: page tables: {e}"),
+            BootError::Heap => {
+                f.write_str("boot: heap: no contiguous run of frames large enough in scratch")
+            }
+        }
+    }
 }
+
+impl core::error::Error for BootError {}
 
 /// Heap size: an eighth of RAM, between 4 and 64 MiB.
 fn heap_size(params: &BootParams) -> u64 {
@@ -236,18 +258,31 @@ fn heap_size(params: &BootParams) -> u64 {
     (ram / 8).clamp(4 << 20, 64 << 20)
 }
 
-/// Called by `pvh_start` in long mode on the boot stack.
-#[unsafe(no_mangle)]
-extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
+/// Boots: serial console, GDT, IDT (CPU exceptions end in `trap`), boot
+/// parameters, scratch, frame allocator, page tables, `heap`, and the
+/// handoff if this kernel was started by kexec (restored, or refused and a
+/// cold boot). [`crate::entry!`] calls it; a kernel with its own entry
+/// may too.
+///
+/// # Safety
+/// 1. Call once, from the PVH entry, in long mode on the boot page tables
+///    (which identity map the first 4 GiB) and the boot stack.
+/// 2. `start_info` is the physical address the loader passed in `%ebx`.
+/// 3. Nothing has allocated yet: every frame but the image and the boot
+///    modules is free.
+pub unsafe fn start(
+    start_info: u64,
+    heap: &'static KernelHeap,
+    trap: fn(&trap::Trap) -> !,
+) -> Result<&'static BootInfo, BootError> {
     let entry_tsc = crate::tsc::now();
     mask_legacy_pic();
     crate::serial::init();
     gdt::init();
-    trap::init();
+    trap::init(Some(trap));
     // SAFETY: we are on the boot page tables, which identity map 4 GiB, and
-    // `start_info` is what the loader passed in %ebx.
-    let params =
-        unsafe { pvh::read_boot_params(start_info) }.unwrap_or_else(|e| die("PVH start info", e));
+    // `start_info` is what the loader passed in %ebx (promises 1 and 2).
+    let params = unsafe { pvh::read_boot_params(start_info) }.map_err(BootError::StartInfo)?;
     let image = boot::image_layout();
 
     let ram = RAM.call_once(|| params.ram().collect());
@@ -281,34 +316,33 @@ extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
             // Scratch at cold boot: around the kernel image.
             let reserve = scratch_reserve(&params, ram, image_range);
             kho::scratch::cold_boot(ram, image_range, 1 << 20, reserve)
-                .unwrap_or_else(|e| die("choosing scratch areas", e))
+                .map_err(BootError::Scratch)?
         }
     };
     // Until the general pool opens, every allocation comes from scratch.
     let scratch = *SCRATCH.call_once(|| scratch);
     for &a in scratch.areas() {
-        frames::add_scratch(a).unwrap_or_else(|e| die("scratch", e));
+        frames::add_scratch(a).map_err(|e| BootError::Frames("scratch", e))?;
     }
     for &r in &keep {
-        frames::reserve(r).unwrap_or_else(|e| die("reserving boot memory", e));
+        frames::reserve(r).map_err(|e| BootError::Frames("reserving boot memory", e))?;
     }
     // SAFETY: called once, on the boot tables, with only free RAM in the
     // frame allocator.
-    unsafe { paging::init(&params, &image) }.unwrap_or_else(|e| die("page tables", e));
+    unsafe { paging::init(&params, &image) }.map_err(BootError::Paging)?;
+    // SAFETY: the direct map is live and maps all of RAM, read and write,
+    // for good (`paging::init`); RAM is ordinary memory; the token goes to
+    // the kernel, whose holders keep the `PhysMem` contract.
+    let mem = unsafe { crate::glue::KernelMem::new(ram) };
     // SAFETY: called once, the direct map is live.
-    let heap = unsafe { heap::init(heap_size(&params)) }.unwrap_or_else(|| {
-        die(
-            "heap",
-            "no contiguous run of frames large enough in scratch",
-        )
-    });
+    let heap = unsafe { heap::init(heap, heap_size(&params)) }.ok_or(BootError::Heap)?;
     // Now the handoff: every preserved range validated and reserved, into
     // lists on the heap (so their number has no fixed limit), or nothing
     // reserved and a cold boot.
     let mut reserved = RESERVED.lock();
     let mut handoff = None;
     if let (Some(b), None) = (blob, refused) {
-        match restore_handoff(b, ram, &mut reserved) {
+        match restore_handoff(&mem, b, ram, &mut reserved) {
             Ok(info) => handoff = Some(info),
             Err(e) => {
                 kprintln!("kho: handoff refused, booting cold: {e}");
@@ -318,7 +352,7 @@ extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
     }
     // The rest of RAM opens only now, minus what the handoff reserved.
     frames::open_general(params.ram(), scratch.areas(), &keep, &reserved)
-        .unwrap_or_else(|e| die("opening RAM", e));
+        .map_err(|e| BootError::Frames("opening RAM", e))?;
     drop(reserved);
     let open_tsc = crate::tsc::now();
     let boot = BOOT.call_once(|| BootInfo {
@@ -330,6 +364,7 @@ extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
         open_tsc,
         handoff,
         refused,
+        mem,
     });
-    kho_kernel_main(boot)
+    Ok(boot)
 }

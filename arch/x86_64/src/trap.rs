@@ -130,12 +130,21 @@ impl fmt::Display for Trap {
     }
 }
 
+/// What a CPU exception ends in: the kernel's hook ([`init`]).
+static HOOK: Once<fn(&Trap) -> !> = Once::new();
+
 extern "C" fn trap_handler(frame: &TrapFrame) -> ! {
     let trap = Trap {
         frame: *frame,
         cr2: Cr2::read_raw(),
     };
-    crate::ktest::fatal(crate::ktest::Fatal::Trap(trap))
+    match HOOK.get() {
+        Some(hook) => hook(&trap),
+        None => {
+            crate::serial::emergency(format_args!("\nkernel {trap}\n"));
+            crate::cpu::halt_forever()
+        }
+    }
 }
 
 #[unsafe(naked)]
@@ -181,8 +190,13 @@ stubs! {
 
 static IDT: Once<InterruptDescriptorTable> = Once::new();
 
-/// Builds and loads the IDT. Call once, after [`crate::gdt::init`].
-pub fn init() {
+/// Builds and loads the IDT. Call once, after [`crate::gdt::init`]. Every
+/// CPU exception then ends in `hook` (which must not return: the faulting
+/// code cannot be resumed); without one, it is printed and the CPU halts.
+pub fn init(hook: Option<fn(&Trap) -> !>) {
+    if let Some(h) = hook {
+        HOOK.call_once(|| h);
+    }
     let idt = IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
         for &(vec, stub) in STUBS {

@@ -17,11 +17,12 @@
 //! ```
 
 use crate::exit::{ExitCode, exit_qemu};
-use crate::serial;
-use crate::trap::Trap;
 use core::fmt;
 use core::panic::PanicInfo;
 use core::sync::atomic::{AtomicBool, Ordering};
+use kho_x86_64::serial;
+use kho_x86_64::trap::Trap;
+use kho_x86_64::{kprint, kprintln};
 
 /// One registered kernel test.
 #[derive(Debug)]
@@ -247,6 +248,12 @@ fn panic(info: &PanicInfo<'_>) -> ! {
     fatal(Fatal::Panic(info))
 }
 
+/// The trap hook to give `kho_x86_64::entry!`: a CPU exception fails the
+/// running test, or reports and exits QEMU.
+pub fn on_trap(t: &Trap) -> ! {
+    fatal(Fatal::Trap(*t))
+}
+
 /// Runs every test selected by `harness_flag` and exits QEMU: success if all
 /// passed, failure otherwise.
 pub fn run(harness_flag: Option<&str>) -> ! {
@@ -256,18 +263,18 @@ pub fn run(harness_flag: Option<&str>) -> ! {
             .filter(move |t| t.only_with.is_none() || t.only_with == harness_flag)
     };
     let total = selected().count();
-    crate::kprintln!("running {total} kernel tests");
+    kprintln!("running {total} kernel tests");
     let (mut passed, mut failed) = (0u32, 0u32);
     for t in selected() {
-        crate::kprint!("test {} ... ", t.name);
+        kprint!("test {} ... ", t.name);
         if run_guarded(t.run) {
-            crate::kprintln!("ok");
+            kprintln!("ok");
             passed += 1;
         } else {
             failed += 1;
         }
     }
-    crate::kprintln!("{passed} passed, {failed} failed");
+    kprintln!("{passed} passed, {failed} failed");
     exit_qemu(if failed == 0 && total > 0 {
         ExitCode::Success
     } else {

@@ -21,13 +21,5 @@ pub fn exit_qemu(code: ExitCode) -> ! {
     // SAFETY: writing to the debug-exit port stops the VM; on a machine
     // without the device the write is ignored and we halt below.
     unsafe { Port::<u32>::new(DEBUG_EXIT_PORT).write(code as u32) };
-    halt_forever()
-}
-
-/// Halts the CPU forever with interrupts off.
-pub fn halt_forever() -> ! {
-    loop {
-        x86_64::instructions::interrupts::disable();
-        x86_64::instructions::hlt();
-    }
+    kho_x86_64::cpu::halt_forever()
 }
