@@ -5,7 +5,7 @@
 //! data into one contiguous region and back, measured in the same run.
 //! What `./x.py bench` measures.
 
-use crate::demo::{fail, hand_over};
+use crate::handover::{fail, hand_over};
 use alloc::vec::Vec;
 use kho::PAGE_SIZE;
 use kho::claims::Claims;
@@ -55,7 +55,7 @@ pub fn run(boot: &'static BootInfo, what: &str) -> ! {
     if boot.handoff.is_some() {
         next(boot, what);
     }
-    let mut mem = crate::kmem();
+    let mut mem = crate::mem::kmem();
     let gib = size(boot);
     // The file: 4 KiB folios with a frame left out after every 128 (2048
     // physical runs, so 2048 records; a gap after every folio would make
@@ -161,7 +161,7 @@ fn next(boot: &'static BootInfo, what: &str) -> ! {
     let preserved: Vec<Range> = kho_x86_64::start::with_reserved(|r| r.preserved_ranges().to_vec());
     let mut claims =
         Claims::new(preserved, boot.scratch.areas()).unwrap_or_else(|e| fail(format_args!("{e}")));
-    let mut mem = crate::kmem();
+    let mut mem = crate::mem::kmem();
     let mut l = luo();
     l.incoming(&h).unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut ctx = RestoreCtx {

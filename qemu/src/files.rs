@@ -50,7 +50,7 @@ const READS: &[Version] = &[V3_TEST, V2, V1];
 const NOTE_LISTS: &[&[Version]] = &[
     READS,
     &[Version::new(kho::luo::LUO_VERSION)],
-    &[Version::new(crate::demo::DEMO_V1)],
+    &[Version::new(crate::blocks::DEMO_V1)],
 ];
 
 /// The note itself, in the image's `PT_NOTE` segment (the linker script
@@ -161,7 +161,7 @@ fn session_of(session: &str) -> &'static str {
 /// Makes the demo files at cold boot; the first is `big_mib` MiB. A build
 /// that writes no version with seals (`old`) makes no sealed file.
 pub fn make(big_mib: u64) -> Held {
-    let mut mem = crate::kmem();
+    let mut mem = crate::mem::kmem();
     let mut buf = alloc::vec![0u8; 2 * MIB as usize];
     let seals_ok = WRITES.iter().any(|v| v.name != V1.name);
     let mut out = Vec::new();
@@ -211,7 +211,7 @@ pub fn make(big_mib: u64) -> Held {
 
 /// The file's checksum, read through the file (holes read as zeros).
 fn checksum(f: &Memfd) -> u64 {
-    let mem = crate::kmem();
+    let mem = crate::mem::kmem();
     let mut buf = alloc::vec![0u8; 256 << 10];
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     let mut at = 0;
@@ -256,7 +256,7 @@ fn luo() -> Luo<kho_x86_64::glue::KernelMem> {
 
 /// Preserves every file in its session.
 pub fn preserve(files: Held, t: &mut Tracker) -> Luo<kho_x86_64::glue::KernelMem> {
-    let mut mem = crate::kmem();
+    let mut mem = crate::mem::kmem();
     let mut l = luo();
     for (session, token, f) in files {
         if l.objects().all(|(s, _, _)| s != session) {
@@ -289,7 +289,7 @@ pub fn freeze(
             p.version.unwrap_or("NONE: the next kernel cannot read it")
         );
     }
-    l.freeze(&mut crate::kmem(), t, Some(next), force)
+    l.freeze(&mut crate::mem::kmem(), t, Some(next), force)
         .map_err(|e| format!("{e}"))
 }
 
@@ -316,7 +316,7 @@ pub fn add_nodes(
 /// then finishes. Claims `blocks` (the demo's other preserved data) first.
 /// Returns the files restored (to carry on) and how many were lost.
 pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]) -> (Held, usize) {
-    let mut mem = crate::kmem();
+    let mut mem = crate::mem::kmem();
     let ram: Vec<Range> = boot.params.ram().collect();
     let scratch = boot.scratch.areas();
     let preserved: Vec<Range> = kho_x86_64::start::with_reserved(|r| r.preserved_ranges().to_vec());
@@ -415,7 +415,7 @@ pub fn sums(files: &Held) -> Vec<u64> {
 
 /// Gives the files back (a refused kexec ends the demo cleanly).
 pub fn cancel(l: &mut Luo<kho_x86_64::glue::KernelMem>, t: &mut Tracker) -> Held {
-    l.cancel(&mut crate::kmem(), t)
+    l.cancel(&mut crate::mem::kmem(), t)
         .into_iter()
         .filter_map(|c| {
             let (s, tok) = (session_of(&c.session), c.token);

@@ -5,23 +5,20 @@
 extern crate alloc;
 
 mod bench_memfd;
+mod blocks;
 mod demo;
 mod files;
+mod handover;
+mod mem;
 mod tests;
 
 use kho_qemu_rt::exit::{ExitCode, exit_qemu};
 use kho_qemu_rt::ktest;
-use kho_x86_64::glue::KernelMem;
-use kho_x86_64::heap::KernelHeap;
 use kho_x86_64::{BootInfo, kprintln};
-
-/// The kernel heap, filled at boot in scratch.
-#[global_allocator]
-static HEAP: KernelHeap = KernelHeap::new();
 
 kho_x86_64::entry!(
     main = kernel_main,
-    heap = HEAP,
+    heap = mem::HEAP,
     fail = boot_failed,
     trap = kho_qemu_rt::on_trap
 );
@@ -30,17 +27,6 @@ kho_x86_64::entry!(
 fn boot_failed(e: kho_x86_64::start::BootError) -> ! {
     kprintln!("{e}");
     exit_qemu(ExitCode::Failure)
-}
-
-/// The kho platform over this kernel's RAM (made at boot).
-pub fn kmem() -> KernelMem {
-    match kho_x86_64::start::boot_info() {
-        Some(b) => b.mem,
-        None => {
-            kprintln!("kho: memory used before boot finished");
-            exit_qemu(ExitCode::Failure)
-        }
-    }
 }
 
 /// The kernel's main function, called once boot has finished.

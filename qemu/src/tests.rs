@@ -107,7 +107,7 @@ kernel_test!(
     fn heap_holds_a_large_vector() {
         let v: Vec<u64> = (0..200_000u64).collect();
         assert_eq!(v.iter().sum::<u64>(), 200_000 * 199_999 / 2);
-        let (used, _) = crate::HEAP.usage();
+        let (used, _) = crate::mem::HEAP.usage();
         assert!(used >= 200_000 * 8);
     }
 );
@@ -182,7 +182,7 @@ kernel_test!(
             t.preserve(p, order).unwrap();
             blocks.push((p, order, i as u64));
         }
-        let root = handover::write(&t, &mut crate::kmem()).expect("handover written");
+        let root = handover::write(&t, &mut crate::mem::kmem()).expect("handover written");
         let ram: alloc::vec::Vec<Range> = boot.params.ram().collect();
 
         // The next kernel's allocator: RAM outside scratch, minus what the
@@ -194,7 +194,7 @@ kernel_test!(
         for a in scratch {
             next.carve(*a).unwrap();
         }
-        let mem = crate::kmem();
+        let mem = crate::mem::kmem();
         let reader = Reader::new(&mem, root, &ram, scratch);
         let mut log = ReserveLog::new();
         let sum = reader.restore(&mut log).unwrap();
@@ -252,7 +252,7 @@ kernel_test!(
         let boot = boot();
         let scratch = boot.scratch.areas();
         let ram: Vec<Range> = boot.params.ram().collect();
-        let mut mem = crate::kmem();
+        let mut mem = crate::mem::kmem();
         let mut t = Tracker::new(scratch).unwrap();
         let free0 = frames::free_bytes().1;
         let pat = |seed: u64, at: u64| (at.wrapping_mul(0x9e37_79b9) ^ seed) as u8;
@@ -375,7 +375,7 @@ kernel_test!(
         let boot = boot();
         let scratch = boot.scratch.areas();
         let ram: Vec<Range> = boot.params.ram().collect();
-        let mut mem = crate::kmem();
+        let mut mem = crate::mem::kmem();
         let mut t = Tracker::new(scratch).unwrap();
         let mut v = Vmalloc::new(&mut mem, 700 * 8192, 1).unwrap();
         for (i, b) in v.bytes_mut(&mut mem).iter_mut().enumerate() {
@@ -466,7 +466,7 @@ kernel_test!(
 kernel_test!(
     fn scattered_frames_map_contiguously_without_a_copy() {
         use kho::platform::{MapFrames, PhysMem};
-        let mut mem = crate::kmem();
+        let mut mem = crate::mem::kmem();
         // Three frames, taken apart from each other, mapped in reverse.
         let a = frames::alloc(1, PAGE_SIZE).unwrap();
         let gap = frames::alloc(1, PAGE_SIZE).unwrap();

@@ -5,7 +5,7 @@
 //! `hvm_start_info` structure. This code builds temporary page tables that
 //! identity-map the first 4 GiB with 2 MiB pages, enables PAE and long mode,
 //! loads a minimal GDT and calls `kho_x86_64_start` on the boot stack,
-//! which [`crate::entry!`] defines in the kernel binary: the library itself
+//! which `entry!` (in `start`) defines in the kernel binary: the library itself
 //! has no entry point, and a kernel that boots another way never links
 //! this code. Rust then replaces these tables with its own.
 
@@ -139,46 +139,6 @@ pvh_start:
     jmp 4b
     .popsection
     "#
-    };
-}
-
-/// Defines the kernel's entry: the PVH note and `pvh_start` (which the
-/// kernel's linker script names as `ENTRY`), and the Rust function it
-/// calls, which boots ([`crate::start::start`]) and then runs the kernel.
-///
-/// ```ignore
-/// #[global_allocator]
-/// static HEAP: kho_x86_64::heap::KernelHeap = kho_x86_64::heap::KernelHeap::new();
-///
-/// kho_x86_64::entry!(main = kernel_main, heap = HEAP, fail = boot_failed, trap = on_trap);
-///
-/// fn kernel_main(boot: &'static kho_x86_64::BootInfo) -> ! { /* ... */ }
-/// fn boot_failed(e: kho_x86_64::start::BootError) -> ! { /* report, stop */ }
-/// fn on_trap(t: &kho_x86_64::trap::Trap) -> ! { /* report, stop */ }
-/// ```
-///
-/// `heap` is a static [`crate::heap::KernelHeap`] (the kernel's global
-/// allocator, filled at boot in scratch); `fail` gets a boot that could not
-/// finish; `trap` is where every CPU exception ends.
-#[macro_export]
-macro_rules! entry {
-    (main = $main:path, heap = $heap:path, fail = $fail:path, trap = $trap:path $(,)?) => {
-        core::arch::global_asm!(
-            $crate::__pvh_boot_asm!(),
-            stack_size = const $crate::boot::BOOT_STACK_SIZE,
-            options(att_syntax)
-        );
-
-        /// Called by `pvh_start` in long mode on the boot stack.
-        #[unsafe(no_mangle)]
-        extern "C" fn kho_x86_64_start(start_info: u64) -> ! {
-            // SAFETY: `pvh_start` calls this once, on the boot page tables
-            // (which identity map 4 GiB), with the loader's start info.
-            match unsafe { $crate::start::start(start_info, &$heap, $trap) } {
-                Ok(boot) => $main(boot),
-                Err(e) => $fail(e),
-            }
-        }
     };
 }
 

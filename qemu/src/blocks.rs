@@ -1,0 +1,157 @@
+//! The demo's own subsystem: blocks of several orders filled with data,
+//! preserved, and checked by checksum at every hop (`kho-demo-v1`).
+
+use alloc::vec::Vec;
+use kho::PAGE_SIZE;
+use kho::handoff::Handoff;
+use kho::ranges::Range;
+use kho_x86_64::{BootInfo, frames, kprintln, paging};
+use zerocopy::byteorder::little_endian::{U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use crate::handover::fail;
+
+/// The demo's subsystem node and its format.
+pub(crate) const NAME: &str = "demo";
+pub(crate) const DEMO_V1: &str = "kho-demo-v1";
+/// Orders of the blocks the demo preserves (4 KiB to 2 MiB).
+pub(crate) const ORDERS: [u32; 6] = [0, 0, 3, 9, 4, 0];
+
+/// One preserved block, as `kho-demo-v1` records it (24 bytes, LE).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub(crate) struct BlockRecord {
+    pub(crate) phys: U64,
+    pub(crate) order: U32,
+    /// Generation of the data: bumped by every hop.
+    pub(crate) generation: U32,
+    /// Checksum of the block's bytes.
+    pub(crate) sum: U64,
+}
+
+/// The block's bytes through the direct map.
+pub(crate) fn bytes(phys: u64, order: u32) -> &'static mut [u64] {
+    let words = (PAGE_SIZE << order) as usize / 8;
+    // SAFETY: the block is RAM this kernel owns (allocated here, or
+    // preserved and reserved at boot), mapped by the direct map, aligned.
+    unsafe { core::slice::from_raw_parts_mut(paging::phys_to_virt(phys) as *mut u64, words) }
+}
+
+pub(crate) fn fill(phys: u64, order: u32, generation: u32) {
+    let seed = phys ^ (u64::from(generation) << 48);
+    for (i, w) in bytes(phys, order).iter_mut().enumerate() {
+        *w = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+pub(crate) fn checksum(phys: u64, order: u32) -> u64 {
+    bytes(phys, order)
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &w| {
+            (h ^ w).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+}
+
+/// The records of the demo subsystem in the restored handoff, each checked.
+pub(crate) fn verify(boot: &BootInfo, hop: u32) -> Vec<BlockRecord> {
+    let Some(info) = boot.handoff else {
+        fail(format_args!("no handoff"))
+    };
+    let len = info.blob.len() as usize;
+    // SAFETY: the blob was reserved at boot and nothing writes it.
+    let blob = unsafe {
+        core::slice::from_raw_parts(paging::phys_to_virt(info.blob.start) as *const u8, len)
+    };
+    let ram: Vec<Range> = boot.params.ram().collect();
+    let h = Handoff::parse(blob, &ram).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let Some(sub) = h.subsystem(NAME) else {
+        fail(format_args!("the handoff has no {NAME} subsystem"))
+    };
+    if sub.pick(&[DEMO_V1]).is_none() {
+        fail(format_args!(
+            "{NAME}: no version this kernel reads ({DEMO_V1}) among {:?}",
+            sub.compatible().collect::<Vec<_>>()
+        ));
+    }
+    let recs: &[BlockRecord] = sub
+        .node
+        .property("kho,blocks")
+        .and_then(|p| p.as_slice_of().ok())
+        .unwrap_or_else(|| fail(format_args!("{NAME}: no kho,blocks")));
+    let preserved: Vec<Range> = kho_x86_64::start::with_reserved(|r| r.preserved_ranges().to_vec());
+    let mut total = 0;
+    for r in recs {
+        let (phys, order) = (r.phys.get(), r.order.get());
+        let range = Range::new(phys, phys + (PAGE_SIZE << order));
+        // The reserved ranges are sorted: the one that could cover it.
+        let at = preserved.partition_point(|p| p.end <= phys);
+        if order > 9 || !preserved.get(at).is_some_and(|p| p.covers(range)) {
+            fail(format_args!(
+                "block {phys:#x} order {order} is not reserved"
+            ));
+        }
+        let sum = checksum(phys, order);
+        if sum != r.sum.get() {
+            fail(format_args!(
+                "block {phys:#x}: checksum {sum:#018x}, handed over {:#018x}",
+                r.sum.get()
+            ));
+        }
+        total += range.len();
+    }
+    kprintln!(
+        "kho hop {hop}: verified {} blocks ({} KiB) by checksum, generation {}",
+        recs.len(),
+        total / 1024,
+        recs.first().map_or(0, |r| r.generation.get())
+    );
+    recs.to_vec()
+}
+
+/// Takes every free frame of the general pool, fills it with poison, and
+/// gives it back: memory the previous kernel did not preserve is reused.
+pub(crate) fn poison_free_memory() -> u64 {
+    let mut taken: Vec<(u64, u64)> = Vec::new();
+    let mut bytes_poisoned = 0;
+    for order in (0..=9u32).rev() {
+        while let Some(p) = frames::alloc(1 << order, PAGE_SIZE) {
+            let len = PAGE_SIZE << order;
+            // SAFETY: just allocated, so ours; RAM under the direct map.
+            unsafe {
+                core::ptr::write_bytes(paging::phys_to_virt(p) as *mut u8, 0xa5, len as usize)
+            };
+            bytes_poisoned += len;
+            if taken.try_reserve(1).is_err() {
+                let _ = frames::free(p, 1 << order);
+                break;
+            }
+            taken.push((p, 1 << order));
+        }
+    }
+    for (p, n) in taken {
+        let _ = frames::free(p, n);
+    }
+    bytes_poisoned
+}
+
+/// `count` single pages, none next to another: each taken with the page
+/// after it, which is given back once all are taken.
+pub(crate) fn scattered_pages(count: u64) -> Vec<u64> {
+    let mut pages = Vec::new();
+    let mut gaps = Vec::new();
+    let room = usize::try_from(count).unwrap_or(usize::MAX);
+    if pages.try_reserve_exact(room).is_err() || gaps.try_reserve_exact(room).is_err() {
+        fail(format_args!("no memory for {count} scattered pages"));
+    }
+    for _ in 0..count {
+        let (Some(a), Some(b)) = (frames::alloc(1, PAGE_SIZE), frames::alloc(1, PAGE_SIZE)) else {
+            fail(format_args!("no frames for {count} scattered pages"))
+        };
+        pages.push(a);
+        gaps.push(b);
+    }
+    for g in gaps {
+        frames::free(g, 1).unwrap_or_else(|e| fail(format_args!("{e}")));
+    }
+    pages
+}

@@ -1,0 +1,121 @@
+//! The layout rules that are not the compiler's: in the kernel crates, no
+//! module imports a module that imports it back (directly or around a
+//! longer loop), and the arch library claims nothing global.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// The modules of a crate's flat `src/` directory and, for each, the
+/// modules of the same crate it names (`crate::NAME` or `use crate::{NAME`).
+fn graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut files = BTreeMap::new();
+    for e in std::fs::read_dir(src).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "rs") {
+            let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+            files.insert(name, std::fs::read_to_string(&p).unwrap());
+        }
+    }
+    let names: BTreeSet<String> = files.keys().cloned().collect();
+    let mut g = BTreeMap::new();
+    for (m, text) in &files {
+        let mut uses = BTreeSet::new();
+        for line in text.lines().map(str::trim).filter(|l| !l.starts_with("//")) {
+            for (i, _) in line.match_indices("crate::") {
+                let rest = &line[i + 7..];
+                let rest = rest.strip_prefix('{').unwrap_or(rest);
+                for word in rest
+                    .split([',', '}', ' '])
+                    .map(|w| w.split("::").next().unwrap_or(""))
+                {
+                    let w = word.trim();
+                    if names.contains(w) && w != m {
+                        uses.insert(w.to_owned());
+                    }
+                }
+            }
+        }
+        g.insert(m.clone(), uses);
+    }
+    g
+}
+
+/// A loop of module imports, if there is one.
+fn cycle(g: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        m: &str,
+        g: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|p| p == m) {
+            return Some(path[at..].to_vec());
+        }
+        if done.contains(m) {
+            return None;
+        }
+        path.push(m.to_owned());
+        for n in g.get(m).into_iter().flatten() {
+            if let Some(c) = visit(n, g, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(m.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    g.keys()
+        .find_map(|m| visit(m, g, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn no_module_of_a_kernel_crate_imports_one_that_imports_it_back() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for dir in [
+        "arch/x86_64/src",
+        "qemu/src",
+        "qemu/rt/src",
+        "qemu/minimal/src",
+    ] {
+        let g = graph(&root.join(dir));
+        assert!(
+            g.len() > 1 || dir.contains("minimal"),
+            "{dir}: no modules found"
+        );
+        if let Some(c) = cycle(&g) {
+            panic!("{dir}: import loop {}", c.join(" -> "));
+        }
+    }
+}
+
+#[test]
+fn the_arch_library_claims_nothing_global() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("arch/x86_64/src");
+    for e in std::fs::read_dir(&root).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap();
+        for claim in [
+            "#[global_allocator]",
+            "#[panic_handler]",
+            "fn kho_kernel_main",
+        ] {
+            let code = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .any(|l| l.contains(claim));
+            assert!(!code, "{}: {claim}", p.display());
+        }
+    }
+}
+
+#[test]
+fn the_cycle_finder_finds_a_cycle() {
+    let mut g = BTreeMap::new();
+    g.insert("a".to_owned(), BTreeSet::from(["b".to_owned()]));
+    g.insert("b".to_owned(), BTreeSet::from(["c".to_owned()]));
+    g.insert("c".to_owned(), BTreeSet::from(["a".to_owned()]));
+    assert_eq!(cycle(&g).map(|c| c.len()), Some(3));
+    g.insert("c".to_owned(), BTreeSet::new());
+    assert_eq!(cycle(&g), None);
+}
