@@ -5,7 +5,8 @@
 //! kernel implements ([`platform`]). Everything here is plain data and
 //! algorithms over byte slices, built and tested on the host.
 //!
-//! Modules, from the bottom up:
+//! Modules, from the bottom up ([`abi`] holds every handed-over layout,
+//! one module per format):
 //! - [`platform`]: what the kernel provides (frame access, a frame
 //!   allocator, scattered frames mapped contiguously) and the restore rule.
 //! - [`ranges`], [`scratch`]: physical ranges; scratch areas, memory that
@@ -87,6 +88,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod abi;
 pub mod chain;
 pub mod claims;
 pub mod csum;

@@ -27,30 +27,14 @@
     clippy::panic
 )]
 
+pub use crate::abi::scratch::{MAX_SCRATCH, SCRATCH_VERSION, ScratchRecord};
 use crate::ranges::{Range, RangeSet};
 use core::fmt;
-use zerocopy::byteorder::little_endian::U64;
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+use zerocopy::FromBytes;
 
-/// Version string of the handed-over scratch list.
-pub const SCRATCH_VERSION: &str = "kho-scratch-v1";
-/// Most scratch areas handed over.
-pub const MAX_SCRATCH: usize = 8;
 /// Smallest scratch area the cold-boot policy chooses, when RAM allows.
 pub const MIN_SCRATCH: u64 = 64 << 20;
 const ALIGN: u64 = 2 << 20;
-
-/// One handed-over scratch area (16 bytes, little-endian).
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
-)]
-#[repr(C)]
-pub struct ScratchRecord {
-    /// First byte, 2 MiB aligned.
-    pub start: U64,
-    /// Size in bytes, a multiple of 2 MiB, not 0.
-    pub size: U64,
-}
 
 /// Why scratch areas could not be chosen or read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -334,6 +318,7 @@ mod tests {
     }
 
     use super::*;
+    use zerocopy::IntoBytes;
 
     const RAM: [Range; 2] = [Range::new(0, 0x9f000), Range::new(0x10_0000, 0x2000_0000)];
 

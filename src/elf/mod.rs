@@ -80,7 +80,7 @@ pub enum ElfError {
     /// No PVH entry note (Xen note type 18 in a `PT_NOTE` segment).
     NoPvhEntry,
     /// The image's `kho` reads note is malformed (see
-    /// [`crate::luo::ReadList::parse`]).
+    /// [`crate::abi::reads::ReadList::parse`]).
     BadReadsNote,
     /// A note that must be unique appears twice (in one note segment or in
     /// two): loaders could pick different ones.
@@ -220,15 +220,16 @@ impl<'a> Image<'a> {
     /// The versions the image reads, from its `kho` ELF note
     /// (`kho::luo::ReadList`): `None` if it has no note, `Some(Err(()))`
     /// if the note is malformed.
-    pub fn reads(&self) -> Option<Result<crate::luo::ReadList<'a>, ()>> {
-        self.reads.map(|d| crate::luo::ReadList::parse(d).ok_or(()))
+    pub fn reads(&self) -> Option<Result<crate::abi::reads::ReadList<'a>, ()>> {
+        self.reads
+            .map(|d| crate::abi::reads::ReadList::parse(d).ok_or(()))
     }
 
     /// The versions the image reads: its reads note, or the empty list if
     /// it has none (a kernel without kho reads nothing).
-    pub fn read_list(&self) -> Result<crate::luo::ReadList<'a>, ElfError> {
+    pub fn read_list(&self) -> Result<crate::abi::reads::ReadList<'a>, ElfError> {
         match self.reads() {
-            None => Ok(crate::luo::ReadList::NONE),
+            None => Ok(crate::abi::reads::ReadList::NONE),
             Some(Ok(l)) => Ok(l),
             Some(Err(())) => Err(ElfError::BadReadsNote),
         }
@@ -320,7 +321,7 @@ impl<'a> Image<'a> {
                                 return Err(ElfError::DuplicateNote { what: "PVH entry" });
                             }
                             entry = Some(pvh_entry(desc).ok_or(ElfError::NoPvhEntry)?);
-                        } else if name == crate::luo::NOTE_NAME && ty == crate::luo::NOTE_READS {
+                        } else if name == crate::abi::reads::NOTE_NAME && ty == crate::abi::reads::NOTE_READS {
                             if img.reads.is_some() {
                                 return Err(ElfError::DuplicateNote { what: "kho reads" });
                             }

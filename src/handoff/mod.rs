@@ -27,6 +27,9 @@
     clippy::panic
 )]
 
+pub use crate::abi::handoff::{
+    DataRecord, HANDOFF_MODULE, HANDOFF_VERSION, IMAGE_MODULE, MAX_BLOB, RESERVED_NAMES, Stamps,
+};
 use crate::fdt::{Fdt, FdtError, FdtWriter, Node, StrList, WriteError};
 use crate::platform::PhysMem;
 use crate::ranges::Range;
@@ -34,56 +37,7 @@ use crate::reserve::{Kept, Reserve, ReserveError};
 use crate::scratch::{SCRATCH_VERSION, Scratch, ScratchError, ScratchRecord};
 use crate::tracker::handover::{HandoverError, Reader, Summary, TRACKER_VERSION, TrackerRoot};
 use core::fmt;
-use zerocopy::byteorder::little_endian::U64;
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
-
-/// Version string of the handoff blob (its root `compatible`).
-pub const HANDOFF_VERSION: &str = "kho-handoff-v2";
-/// The command line of the PVH module that carries the handoff blob.
-pub const HANDOFF_MODULE: &str = "kho,handoff-v2";
-/// The command line of the PVH module that carries the running kernel's own
-/// image, so that the next kernel can kexec again.
-pub const IMAGE_MODULE: &str = "kho,image";
-/// Root children with a meaning of their own; no subsystem may take them.
-pub const RESERVED_NAMES: [&str; 2] = ["tracker", "scratch"];
-/// Largest blob a reader accepts.
-pub const MAX_BLOB: usize = 1 << 20;
-
-/// A subsystem's payload: where its data lies (`kho,data`).
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
-)]
-#[repr(C)]
-pub struct DataRecord {
-    /// Physical address of the data.
-    pub phys: U64,
-    /// Its size in bytes.
-    pub size: U64,
-}
-
-/// TSC readings of the first kernel (`kho,tsc`), for the blackout breakdown.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    FromBytes,
-    IntoBytes,
-    KnownLayout,
-    Immutable,
-    Unaligned,
-)]
-#[repr(C)]
-pub struct Stamps {
-    /// When the handoff work began.
-    pub start: U64,
-    /// When the blob was written.
-    pub written: U64,
-    /// Just before the jump to the trampoline (patched in after `finish`).
-    pub jump: U64,
-}
+use zerocopy::IntoBytes;
 
 /// Errors reading or restoring a handoff.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

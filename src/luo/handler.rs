@@ -2,6 +2,7 @@
 //! frozen into payloads and retrieved, and what it is given.
 
 use super::LuoError;
+pub use crate::abi::reads::Version;
 use crate::claims::Claims;
 use crate::platform::{FrameAlloc, MapFrames, PhysMem};
 use crate::ranges::Range;
@@ -13,23 +14,6 @@ use core::any::Any;
 /// What a platform must give the orchestrator and its handlers.
 pub trait Platform: PhysMem + FrameAlloc + MapFrames {}
 impl<P: PhysMem + FrameAlloc + MapFrames> Platform for P {}
-
-/// One version of a family's format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Version {
-    /// Its name (`memfd-v2`).
-    pub name: &'static str,
-    /// Feature bits: for a reader, the bits it understands; for a writer,
-    /// the bits it may set.
-    pub features: u64,
-}
-
-impl Version {
-    /// A version with no feature bits.
-    pub const fn new(name: &'static str) -> Self {
-        Self { name, features: 0 }
-    }
-}
 
 /// One version's data for an object, as [`Handler::prepare`] stores it.
 #[derive(Debug)]

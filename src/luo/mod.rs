@@ -37,16 +37,15 @@ mod error;
 mod handler;
 pub mod memfd;
 mod node;
-mod reads;
 #[cfg(test)]
 mod tests;
 
 pub use error::{HandlerError, Loss, LuoError, Refused};
 pub use handler::{Handler, Payload, PayloadIn, Platform, Prepared, RestoreCtx, Version};
 
+pub use crate::abi::reads::{NOTE_NAME, NOTE_READS, ReadList, ReadsNote, reads_len};
 use handler::{Erased, Frozen};
 pub use node::{LUO_VERSION, NODE};
-pub use reads::{NOTE_NAME, NOTE_READS, ReadList, ReadsNote, reads_len};
 
 use crate::claims::Claims;
 use crate::handoff::{Handoff, HandoffWriter};

@@ -20,6 +20,7 @@
 //! ```
 
 use super::{Held, InPayload, LuoError, Object, Session};
+pub use crate::abi::luo::{LUO_VERSION, NODE};
 use crate::fdt::{FdtWriter, Node, WriteError};
 use crate::handoff::{Handoff, HandoffWriter};
 use alloc::format;
@@ -27,10 +28,6 @@ use alloc::string::ToString;
 use alloc::vec::Vec;
 use zerocopy::byteorder::little_endian::U64;
 
-/// The node's version.
-pub const LUO_VERSION: &str = "kho-luo-v1";
-/// The node's name.
-pub const NODE: &str = "luo";
 /// Most sessions, objects per session and payloads per object a reader
 /// takes.
 const MAX: usize = 1024;

@@ -31,6 +31,7 @@ pub mod v1;
 pub mod v2;
 
 use crate::PAGE_SIZE;
+pub use crate::abi::memfd::{FolioFlags, MAX_FOLIO_ORDER, Seals, flag, seal};
 use crate::claims::ClaimError;
 use crate::platform::{FrameAlloc, PhysMem};
 use crate::tracker::{Tracker, TrackerError};
@@ -40,61 +41,8 @@ use core::fmt;
 
 /// Folio orders a write may allocate, largest first.
 pub const ORDERS: [u32; 3] = [9, 4, 0];
-/// Largest folio order a reader accepts.
-pub const MAX_FOLIO_ORDER: u32 = 9;
 /// Largest file size (2^40 pages).
 pub const MAX_SIZE: u64 = 1 << 52;
-
-bitflags::bitflags! {
-    /// A memfd's seals, with Linux's `F_SEAL_*` values (the same bits on
-    /// the wire, in both memfd formats).
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-    pub struct Seals: u32 {
-        /// No more seals may be added.
-        const SEAL = 0x1;
-        /// The file may not shrink.
-        const SHRINK = 0x2;
-        /// The file may not grow.
-        const GROW = 0x4;
-        /// The contents may not change (writes and hole punches refused).
-        const WRITE = 0x8;
-        /// Like `WRITE` for every future writer (this file has no
-        /// mappings, so it refuses the same operations).
-        const FUTURE_WRITE = 0x10;
-    }
-}
-
-/// The seals by name, as [`Seals`] values (`seal::GROW | seal::SHRINK`).
-pub mod seal {
-    use super::Seals;
-    /// No more seals may be added.
-    pub const SEAL: Seals = Seals::SEAL;
-    /// The file may not shrink.
-    pub const SHRINK: Seals = Seals::SHRINK;
-    /// The file may not grow.
-    pub const GROW: Seals = Seals::GROW;
-    /// The contents may not change.
-    pub const WRITE: Seals = Seals::WRITE;
-    /// Like `WRITE` for every future writer.
-    pub const FUTURE_WRITE: Seals = Seals::FUTURE_WRITE;
-    /// Every seal this crate knows.
-    pub const ALL: Seals = Seals::all();
-}
-
-/// Per-folio record flags (bits 52 to 63 of a record's first word).
-pub mod flag {
-    /// The folio was written (always set by our writers).
-    pub const DIRTY: u64 = 1 << 52;
-    /// The folio's contents are valid; a folio without it is zeroed on
-    /// restore.
-    pub const UPTODATE: u64 = 1 << 53;
-    /// Where the folio's order is kept (4 bits).
-    pub const ORDER_SHIFT: u32 = 56;
-    /// The order's bits.
-    pub const ORDER_MASK: u64 = 0xf << ORDER_SHIFT;
-    /// Every bit a reader understands above the frame number.
-    pub const KNOWN: u64 = DIRTY | UPTODATE | ORDER_MASK;
-}
 
 /// Why a memfd operation, write or restore was refused. For an operation on
 /// a file, the file is unchanged; for a restore, nothing was adopted.

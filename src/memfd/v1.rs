@@ -22,43 +22,14 @@
 
 use super::adopt::{Adopt, array_of, decode, descriptor, encode, walk_array, write_array};
 use super::{Memfd, MemfdError, Seals};
+pub use crate::abi::memfd::v1::{Header, RECORD_BYTES, Record, VERSION};
 use crate::claims::Claims;
 use crate::platform::{FrameAlloc, MapFrames, PhysMem};
 use crate::ranges::Range;
 use crate::tracker::Tracker;
 use crate::vmalloc::{Blocks, Vmalloc, VmallocRoot};
 use alloc::vec::Vec;
-use zerocopy::byteorder::little_endian::U64;
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
-
-/// The format's version string.
-pub const VERSION: &str = "memfd-v1";
-/// Bytes per record.
-pub const RECORD_BYTES: usize = 16;
-
-/// The descriptor.
-#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-pub struct Header {
-    /// File position.
-    pub pos: U64,
-    /// File size in bytes.
-    pub size: U64,
-    /// Records (folios) in the array.
-    pub folios: U64,
-    /// The record array.
-    pub array: VmallocRoot,
-}
-
-/// One folio.
-#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-pub struct Record {
-    /// Frame number and flags.
-    pub frame: U64,
-    /// File page index.
-    pub index: U64,
-}
+use zerocopy::{FromBytes, IntoBytes};
 
 /// What a writer produced: the descriptor for the handoff blob, and the
 /// record array (preserved; `None` for a file without folios).

@@ -31,49 +31,12 @@ use crate::platform::{FrameAlloc, MapFrames, PhysMem};
 use crate::ranges::Range;
 use crate::tracker::Tracker;
 use crate::vmalloc::VmallocRoot;
-use zerocopy::byteorder::little_endian::{U32, U64};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
-
-/// The format's version string.
-pub const VERSION: &str = "memfd-v2";
-/// Bytes per record.
-pub const RECORD_BYTES: usize = 16;
-/// Most records kept inline after the descriptor.
-pub const INLINE_RECORDS: u64 = 4;
-/// Most folios one record covers.
-pub const MAX_RUN: u64 = 1 << 24;
-/// Bits of the file page index in word 1.
-const INDEX_BITS: u32 = 40;
-
-/// The descriptor.
-#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-pub struct Header {
-    /// File position.
-    pub pos: U64,
-    /// File size in bytes.
-    pub size: U64,
-    /// Seals ([`super::seal`]).
-    pub seals: U32,
-    /// Reserved, 0.
-    pub flags: U32,
-    /// Records.
-    pub records: U64,
-    /// The record array, or all zero for inline records.
-    pub array: VmallocRoot,
-}
-
-/// One run of folios.
-#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-pub struct Record {
-    /// Frame number and flags of the first folio.
-    pub frame: U64,
-    /// File page index and folio count minus one.
-    pub run: U64,
-}
+use zerocopy::{FromBytes, IntoBytes};
 
 pub use super::v1::Written;
+pub use crate::abi::memfd::v2::{
+    Header, INDEX_BITS, INLINE_RECORDS, MAX_RUN, RECORD_BYTES, Record, VERSION,
+};
 
 /// The records of `file`: its extents, split at [`MAX_RUN`] folios.
 fn records(file: &Memfd) -> impl Iterator<Item = Record> + '_ {

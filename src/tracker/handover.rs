@@ -38,44 +38,16 @@ use crate::ranges::Range;
 use crate::reserve::{Kept, Reserve, ReserveError};
 use alloc::vec::Vec;
 use core::fmt;
-use zerocopy::byteorder::little_endian::{U32, U64};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-/// Version string of this layout, for `compatible` properties.
-pub const TRACKER_VERSION: &str = "kho-tracker-v3";
-/// `magic` of every chain page: "KHOT" read as a little-endian `u32`.
-pub const PAGE_MAGIC: u32 = u32::from_le_bytes(*b"KHOT");
-/// `version` of every chain page.
-pub const PAGE_VERSION: u16 = 3;
+pub use crate::abi::tracker::{
+    BITMAP_TAG, MAX_EXTENT_PAGES, PAGE_MAGIC, PAGE_VERSION, PFN_MASK, TRACKER_VERSION, TrackerRoot,
+};
 pub use crate::chain::{MAX_CHAIN_PAGES, PAGE_BYTES, PAYLOAD_WORDS};
 /// The tracker's page chain: its magic and version.
 const FORMAT: Format = Format {
     magic: PAGE_MAGIC,
     version: PAGE_VERSION,
 };
-/// Most pages one extent record covers.
-pub const MAX_EXTENT_PAGES: u64 = 1 << 23;
-const BITMAP_TAG: u64 = 1 << 63;
-const PFN_MASK: u64 = (1 << 40) - 1;
-
-/// The root of a handed-over tracker: where the chain starts and what it
-/// must add up to.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
-)]
-#[repr(C)]
-pub struct TrackerRoot {
-    /// Physical address of the first chain page.
-    pub first_page: U64,
-    /// Number of chain pages.
-    pub pages: U32,
-    /// Reserved, 0.
-    pub flags: U32,
-    /// Number of records in the chain.
-    pub records: U64,
-    /// Number of preserved 4 KiB pages the records describe.
-    pub preserved_pages: U64,
-}
 
 /// Errors writing or reading the handed-over tracker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

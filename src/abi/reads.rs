@@ -1,7 +1,22 @@
 //! The reads note: the versions a kernel image can read, in its ELF
 //! note, and how a kernel builds its own at compile time.
 
-use super::Version;
+/// One version of a family's format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Version {
+    /// Its name (`memfd-v2`).
+    pub name: &'static str,
+    /// Feature bits: for a reader, the bits it understands; for a writer,
+    /// the bits it may set.
+    pub features: u64,
+}
+
+impl Version {
+    /// A version with no feature bits.
+    pub const fn new(name: &'static str) -> Self {
+        Self { name, features: 0 }
+    }
+}
 
 /// (`kho-reads-v1`): NUL-terminated entries `NAME` or `NAME+FEATURES`
 /// (hexadecimal feature bits it understands); empty entries (padding) are

@@ -1,0 +1,27 @@
+//! Every layout one kernel hands to the next, one module per format.
+//!
+//! Each versioned struct, constant and version string is defined here once
+//! (as Linux keeps `include/linux/kho/abi/`); the modules that write and
+//! read a format import its layout from here, and so does anything else
+//! that decodes it (the inspect tool, the fuzz targets). `docs/abi.md`
+//! describes each layout byte by byte; golden blobs under `tests/golden`
+//! pin them. Records are little-endian `zerocopy` types with no padding.
+//!
+//! - [`handoff`]: the root blob (`kho-handoff-v2`) and its boot modules.
+//! - [`scratch`]: scratch areas (`kho-scratch-v1`).
+//! - [`chain`]: the page-chain framing the chained formats share.
+//! - [`tracker`]: the preserved-page tracker (`kho-tracker-v3`).
+//! - [`vmalloc`]: preserved vmalloc (`kho-vmalloc-v2`).
+//! - [`memfd`]: `memfd-v1` and `memfd-v2`, seals and folio flags.
+//! - [`luo`]: the orchestrator's node (`kho-luo-v1`).
+//! - [`reads`]: the ELF note in which a kernel image lists what it reads
+//!   (`kho-reads-v1`).
+
+pub mod chain;
+pub mod handoff;
+pub mod luo;
+pub mod memfd;
+pub mod reads;
+pub mod scratch;
+pub mod tracker;
+pub mod vmalloc;
