@@ -277,109 +277,20 @@ def cmd_kexec(args):
         raise Failure("the kexec did not complete (see above; full log in target/kho/kexec.log)")
 
 
-def fdt_parse(blob):
-    """A small FDT reader: {path: {prop: bytes}}, in order."""
-    import struct
-    magic, total, off_st, off_str = struct.unpack(">4I", blob[:16])
-    if magic != 0xd00dfeed:
-        raise Failure("not an FDT blob")
-    nodes, path, off = {}, [], off_st
-    def cstr(at):
-        return blob[at:blob.index(b"\0", at)].decode()
-    while True:
-        tok, = struct.unpack(">I", blob[off:off + 4])
-        off += 4
-        if tok == 1:
-            name = cstr(off)
-            off = (off + len(name) + 4) & ~3
-            path.append(name)
-            nodes["/" + "/".join(p for p in path if p)] = {}
-        elif tok == 2:
-            path.pop()
-        elif tok == 3:
-            ln, nameoff = struct.unpack(">2I", blob[off:off + 8])
-            val = blob[off + 8:off + 8 + ln]
-            off = (off + 8 + ln + 3) & ~3
-            nodes["/" + "/".join(p for p in path if p)][cstr(off_str + nameoff)] = val
-        elif tok == 4:
-            continue
-        elif tok == 9:
-            return nodes
-        else:
-            raise Failure(f"bad FDT token {tok:#x}")
-
-
 def cmd_inspect(args):
-    """Decodes a handoff blob with dtc, then annotates what kho knows."""
-    import struct
+    """Decodes a handoff blob with dtc, then annotates what kho makes of it
+    (kho-runner inspect: the crate's own readers, no second decoder)."""
     if len(args) != 1:
         raise Failure("usage: ./x.py inspect FILE (e.g. target/kho/handoff-0.dtb)")
     setup()
-    with open(args[0], "rb") as f:
-        blob = f.read()
     r = subprocess.run(["dtc", "-I", "dtb", "-O", "dts", "-o", "-", args[0]],
                        capture_output=True, text=True)
     print(r.stdout, end="")
     if r.returncode != 0 or r.stderr:
         print(r.stderr, end="")
-    nodes = fdt_parse(blob)
-    root = nodes.get("/", {})
-    print("/* kho annotations */")
-    print(f"  version:  {root.get('compatible', b'').rstrip(bytes(1)).decode()}")
-    if "kho,csum" in root and len(root["kho,csum"]) == 8:
-        print(f"  checksum: kho-sum64 {struct.unpack('<Q', root['kho,csum'])[0]:#018x} "
-              "(over the whole blob, this value read as 0; checked by the next kernel)")
-    if "kho,hop" in root:
-        print(f"  hop:      {struct.unpack('>I', root['kho,hop'])[0]} (kexecs before this handoff)")
-    if "kho,tsc" in root and len(root["kho,tsc"]) == 24:
-        s, w, j = struct.unpack("<3Q", root["kho,tsc"])
-        jump = f"jump +{j - s}" if j else "jump not stamped yet (stamped in memory just before it)"
-        print(f"  TSC:      handoff start {s}, blob written +{w - s}, {jump} ticks")
-    t = nodes.get("/tracker", {}).get("kho,root")
-    if t and len(t) == 32:
-        first, pages, flags, records, preserved = struct.unpack("<QIIQQ", t)
-        print(f"  tracker:  chain of {pages} page(s) from {first:#x}, {records} records, "
-              f"{preserved} preserved pages ({preserved * 4096 >> 20} MiB)")
-    a = nodes.get("/scratch", {}).get("kho,areas", b"")
-    for i in range(len(a) // 16):
-        st, sz = struct.unpack("<2Q", a[16 * i:16 * i + 16])
-        print(f"  scratch:  [{st:#x}, {st + sz:#x}) {sz >> 20} MiB")
-    for path, props in nodes.items():
-        if path in ("/", "/tracker", "/scratch") or path.count("/") != 1:
-            continue
-        vers = props.get("compatible", b"").rstrip(bytes(1)).split(bytes(1))
-        line = f"  subsystem {path[1:]}: versions {', '.join(v.decode() for v in vers)}"
-        d = props.get("kho,data")
-        if d and len(d) == 16:
-            ph, sz = struct.unpack("<2Q", d)
-            line += f"; data [{ph:#x}, {ph + sz:#x})"
-        b = props.get("kho,blocks")
-        if b and len(b) % 24 == 0:
-            line += f"; {len(b) // 24} blocks:"
-            for i in range(len(b) // 24):
-                ph, order, gen, s = struct.unpack("<QIIQ", b[24 * i:24 * i + 24])
-                line += f"\n      {ph:#x} order {order} generation {gen} checksum {s:#018x}"
-        print(line)
-    # The orchestrator's objects (kho-luo-v1), one line per payload.
-    for path, props in nodes.items():
-        parts = path.split("/")
-        if len(parts) != 5 or parts[1] != "luo" or not parts[4].startswith("payload-"):
-            continue
-        sess = nodes.get("/".join(parts[:3]), {}).get("kho,name", b"?").rstrip(bytes(1)).decode()
-        obj = nodes.get("/".join(parts[:4]), {})
-        token = struct.unpack("<Q", obj["kho,token"])[0] if len(obj.get("kho,token", b"")) == 8 else "?"
-        fam = obj.get("kho,family", b"?").rstrip(bytes(1)).decode()
-        ver = props.get("kho,version", b"?").rstrip(bytes(1)).decode()
-        data = props.get("kho,data", b"")
-        line = f"  luo {sess}/{token} {fam}: {ver}, {len(data)} bytes"
-        if ver == "memfd-v1" and len(data) == 48:
-            pos, size, folios, first, blocks, order, _, _ = struct.unpack("<3QQIHHQ", data)
-            line += f"; size {size}, pos {pos}, {folios} folio records in an array of {blocks} block(s), chain at {first:#x}"
-        elif ver in ("memfd-v2", "memfd-v3") and len(data) >= 56:
-            pos, size, seals, _, recs, first, blocks, order, _, _ = struct.unpack("<2QIIQQIHHQ", data[:56])
-            where = "inline" if blocks == 0 else f"in an array of {blocks} block(s), chain at {first:#x}"
-            line += f"; size {size}, pos {pos}, seals {seals:#x}, {recs} run records {where}"
-        print(line)
+    print("/* kho annotations */", flush=True)
+    if runner(["inspect", args[0]]) != 0:
+        raise Failure(f"cannot inspect {args[0]}")
 
 
 def cmd_qemu(args):

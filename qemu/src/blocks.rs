@@ -1,33 +1,16 @@
 //! The demo's own subsystem: blocks of several orders filled with data,
 //! preserved, and checked by checksum at every hop (`kho-demo-v1`).
 
+pub(crate) use crate::demo_abi::{BlockRecord, DEMO_V1, NAME};
+use crate::handover::fail;
 use alloc::vec::Vec;
 use kho::PAGE_SIZE;
 use kho::handoff::Handoff;
 use kho::ranges::Range;
 use kho_x86_64::{BootInfo, frames, kprintln, paging};
-use zerocopy::byteorder::little_endian::{U32, U64};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use crate::handover::fail;
-
-/// The demo's subsystem node and its format.
-pub(crate) const NAME: &str = "demo";
-pub(crate) const DEMO_V1: &str = "kho-demo-v1";
 /// Orders of the blocks the demo preserves (4 KiB to 2 MiB).
 pub(crate) const ORDERS: [u32; 6] = [0, 0, 3, 9, 4, 0];
-
-/// One preserved block, as `kho-demo-v1` records it (24 bytes, LE).
-#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-pub(crate) struct BlockRecord {
-    pub(crate) phys: U64,
-    pub(crate) order: U32,
-    /// Generation of the data: bumped by every hop.
-    pub(crate) generation: U32,
-    /// Checksum of the block's bytes.
-    pub(crate) sum: U64,
-}
 
 /// The block's bytes through the direct map.
 pub(crate) fn bytes(phys: u64, order: u32) -> &'static mut [u64] {

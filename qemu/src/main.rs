@@ -7,6 +7,7 @@ extern crate alloc;
 mod bench_memfd;
 mod blocks;
 mod demo;
+mod demo_abi;
 mod files;
 mod handover;
 mod mem;

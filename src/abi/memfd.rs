@@ -70,6 +70,35 @@ pub mod flag {
     pub const KNOWN: u64 = DIRTY | UPTODATE | ORDER_MASK;
 }
 
+/// The first word of a record (both formats), taken apart: frame number in
+/// bits 0 to 51, [`FolioFlags`] in 52 to 55, the order in 56 to 59.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FolioWord {
+    /// The folio's physical address.
+    pub phys: u64,
+    /// Its order (not checked against [`MAX_FOLIO_ORDER`] here).
+    pub order: u32,
+    /// The flags this crate knows.
+    pub flags: FolioFlags,
+    /// Bits set above the frame number that no reader knows (a reader
+    /// refuses the record).
+    pub unknown: u64,
+}
+
+impl FolioWord {
+    /// Takes `word` apart.
+    #[inline]
+    pub const fn of(word: u64) -> Self {
+        let frame_bits = (1u64 << 52).wrapping_sub(1);
+        Self {
+            phys: (word & frame_bits) << 12,
+            order: ((word & flag::ORDER_MASK) >> flag::ORDER_SHIFT) as u32,
+            flags: FolioFlags::from_bits_truncate(word),
+            unknown: word & !(flag::KNOWN | frame_bits),
+        }
+    }
+}
+
 /// `memfd-v1`: one 16-byte record per folio.
 pub mod v1 {
     use crate::abi::vmalloc::VmallocRoot;
@@ -155,5 +184,17 @@ pub mod v2 {
         pub frame: U64,
         /// File page index and folio count minus one.
         pub run: U64,
+    }
+
+    /// The file page index in a record's second word.
+    #[inline]
+    pub const fn run_index(run: u64) -> u64 {
+        run & ((1u64 << INDEX_BITS).wrapping_sub(1))
+    }
+
+    /// The folio count in a record's second word.
+    #[inline]
+    pub const fn run_count(run: u64) -> u64 {
+        (run >> INDEX_BITS).saturating_add(1)
     }
 }

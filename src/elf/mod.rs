@@ -321,7 +321,9 @@ impl<'a> Image<'a> {
                                 return Err(ElfError::DuplicateNote { what: "PVH entry" });
                             }
                             entry = Some(pvh_entry(desc).ok_or(ElfError::NoPvhEntry)?);
-                        } else if name == crate::abi::reads::NOTE_NAME && ty == crate::abi::reads::NOTE_READS {
+                        } else if name == crate::abi::reads::NOTE_NAME
+                            && ty == crate::abi::reads::NOTE_READS
+                        {
                             if img.reads.is_some() {
                                 return Err(ElfError::DuplicateNote { what: "kho reads" });
                             }

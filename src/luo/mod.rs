@@ -144,6 +144,20 @@ impl<T> core::fmt::Debug for Family<T> {
     }
 }
 
+/// A payload of an object not restored yet, as the blob has it
+/// ([`Luo::payloads`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IncomingPayload<'a> {
+    /// Its version.
+    pub version: &'a str,
+    /// Feature bits a reader must understand.
+    pub required: u64,
+    /// Feature bits a reader may ignore.
+    pub optional: u64,
+    /// Its bytes.
+    pub data: &'a [u8],
+}
+
 /// An object given back by [`Luo::cancel`]: take it as its own type with
 /// [`Cancelled::into_object`].
 #[derive(Debug)]
@@ -521,6 +535,27 @@ impl<P: Platform> Luo<P> {
                 self.unread = Some(e.clone());
                 Err(e)
             }
+        }
+    }
+
+    /// The payloads of incoming object `token` in `session`, best first,
+    /// as the blob has them (empty once it is restored: for tools that
+    /// show a blob without reading its objects).
+    pub fn payloads(&self, session: &str, token: u64) -> Vec<IncomingPayload<'_>> {
+        let Ok((si, oi)) = self.find(session, token) else {
+            return Vec::new();
+        };
+        match &self.sessions[si].objects[oi].held {
+            Held::Incoming(p) => p
+                .iter()
+                .map(|p| IncomingPayload {
+                    version: &p.version,
+                    required: p.required,
+                    optional: p.optional,
+                    data: &p.data,
+                })
+                .collect(),
+            _ => Vec::new(),
         }
     }
 

@@ -34,21 +34,23 @@ pub(crate) fn decode(word: u64, record: u64) -> Result<Folio, MemfdError> {
     if word == 0 {
         return Err(MemfdError::CountMismatch);
     }
-    let unknown = word & !(flag::KNOWN | ((1u64 << 52).wrapping_sub(1)));
-    if unknown != 0 {
+    let w = crate::abi::memfd::FolioWord::of(word);
+    if w.unknown != 0 {
         return Err(MemfdError::UnknownFlag {
             record,
-            bits: unknown,
+            bits: w.unknown,
         });
     }
-    let order = ((word & flag::ORDER_MASK) >> flag::ORDER_SHIFT) as u32;
-    if order > MAX_FOLIO_ORDER {
-        return Err(MemfdError::BadOrder { record, order });
+    if w.order > MAX_FOLIO_ORDER {
+        return Err(MemfdError::BadOrder {
+            record,
+            order: w.order,
+        });
     }
     Ok(Folio {
-        phys: (word & ((1u64 << 52).wrapping_sub(1))) << 12,
-        order,
-        uptodate: word & flag::UPTODATE != 0,
+        phys: w.phys,
+        order: w.order,
+        uptodate: w.flags.contains(crate::abi::memfd::FolioFlags::UPTODATE),
     })
 }
 

@@ -154,9 +154,12 @@ pub fn read<P: PhysMem + MapFrames>(
 #[inline]
 fn adopt_record(a: &mut Adopt<'_>, i: u64, frame: u64, run: u64) -> Result<(), MemfdError> {
     let f = decode(frame, i)?;
-    let index = run & ((1u64 << INDEX_BITS).wrapping_sub(1));
-    let count = (run >> INDEX_BITS).saturating_add(1);
-    a.run(i, &f, index, count)
+    a.run(
+        i,
+        &f,
+        crate::abi::memfd::v2::run_index(run),
+        crate::abi::memfd::v2::run_count(run),
+    )
 }
 
 /// Checks and adopts every record that `records` hands to its callback.

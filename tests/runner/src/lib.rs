@@ -6,6 +6,7 @@
 //! when the kernel's closing line is missing or disagrees with its per-test
 //! lines. Failures carry the last lines of serial output.
 
+pub mod inspect;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

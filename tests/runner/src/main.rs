@@ -52,7 +52,7 @@ fn parse() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let cmd = it
         .next()
-        .ok_or("usage: kho-runner test|run|qemu [options]")?;
+        .ok_or("usage: kho-runner test|run|qemu [options] | inspect FILE")?;
     let mut a = Args {
         cmd,
         kernel: default_kernel(&root),
@@ -150,6 +150,22 @@ fn judge_kexec(b: &kho_runner::Boot, expect: Option<&str>) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // `inspect FILE` reads a saved blob; it boots nothing.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [cmd, file] = args.as_slice()
+        && cmd == "inspect"
+    {
+        return match std::fs::read(file) {
+            Ok(blob) => {
+                print!("{}", kho_runner::inspect::inspect(&blob));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kho-runner: {file}: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let a = match parse() {
         Ok(a) => a,
         Err(e) => {
