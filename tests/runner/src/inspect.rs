@@ -65,7 +65,7 @@ pub fn inspect(blob: &[u8]) -> String {
         t.first_page.get(),
         t.records.get(),
         t.preserved_pages.get(),
-        t.preserved_pages.get() * 4096 >> 20
+        (t.preserved_pages.get() * 4096) >> 20
     );
     for a in h.scratch.areas() {
         let _ = writeln!(out, "  scratch:  {a} {} MiB", a.len() >> 20);
