@@ -14,6 +14,8 @@
 
 mod error;
 mod read;
+mod tree;
+mod validate;
 mod write;
 
 pub use read::{Block, Fdt, FdtError, Node, PropError, Property, Reservation, StrList, WalkItem};

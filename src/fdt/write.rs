@@ -1,6 +1,6 @@
 //! [`FdtWriter`]: builds an FDT v17 blob in a caller-given buffer.
 
-use super::read::{Names, Siblings, name_hash};
+use super::validate::{Names, Siblings, name_hash};
 use super::{
     FDT_LAST_COMP_VERSION, FDT_MAGIC, FDT_VERSION, HEADER_SIZE, MAX_DEPTH, TOKEN_BEGIN_NODE,
     TOKEN_END, TOKEN_END_NODE, TOKEN_PROP, is_node_name_char, is_prop_name_char,
@@ -242,7 +242,12 @@ impl<'a> FdtWriter<'a> {
                 self.indexed |= bit;
                 let body = self.open[parent].2 as usize;
                 let written = self.written();
-                super::read::index_children_of(&self.buf[written], &mut self.siblings, begin, body);
+                super::validate::index_children_of(
+                    &self.buf[written],
+                    &mut self.siblings,
+                    begin,
+                    body,
+                );
             }
             let maybe = if self.indexed & bit != 0 {
                 self.siblings.insert(begin, h).unwrap_or(in_filter)
@@ -251,7 +256,7 @@ impl<'a> FdtWriter<'a> {
             };
             if maybe {
                 let body = self.open[parent].2 as usize;
-                if super::read::has_child(&self.buf[self.written()], body, name.as_bytes()) {
+                if super::validate::has_child(&self.buf[self.written()], body, name.as_bytes()) {
                     return Err(WriteError::DuplicateNode);
                 }
             }
@@ -392,7 +397,7 @@ impl<'a> FdtWriter<'a> {
         let m = (1u64 << (k >> 26)) | (1u64 << ((k >> 20) & 63));
         if self.props & m == m {
             let body = self.open[self.depth - 1].2 as usize;
-            if super::read::has_nameoff(&self.buf[self.written()], body, nameoff) {
+            if super::validate::has_nameoff(&self.buf[self.written()], body, nameoff) {
                 return Err(WriteError::DuplicateProperty);
             }
         }
