@@ -70,32 +70,45 @@ pub mod flag {
     pub const KNOWN: u64 = DIRTY | UPTODATE | ORDER_MASK;
 }
 
-/// The first word of a record (both formats), taken apart: frame number in
-/// bits 0 to 51, [`FolioFlags`] in 52 to 55, the order in 56 to 59.
+/// The first word of a record (both formats): frame number in bits 0 to
+/// 51, [`FolioFlags`] in 52 to 55, the order in 56 to 59. Each part is
+/// taken out on demand (the restore loop reads them one by one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FolioWord {
-    /// The folio's physical address.
-    pub phys: u64,
-    /// Its order (not checked against [`MAX_FOLIO_ORDER`] here).
-    pub order: u32,
-    /// The flags this crate knows.
-    pub flags: FolioFlags,
-    /// Bits set above the frame number that no reader knows (a reader
-    /// refuses the record).
-    pub unknown: u64,
-}
+pub struct FolioWord(pub u64);
 
 impl FolioWord {
-    /// Takes `word` apart.
-    #[inline]
-    pub const fn of(word: u64) -> Self {
-        let frame_bits = (1u64 << 52).wrapping_sub(1);
-        Self {
-            phys: (word & frame_bits) << 12,
-            order: ((word & flag::ORDER_MASK) >> flag::ORDER_SHIFT) as u32,
-            flags: FolioFlags::from_bits_truncate(word),
-            unknown: word & !(flag::KNOWN | frame_bits),
-        }
+    /// The frame number's bits.
+    const FRAME: u64 = (1u64 << 52).wrapping_sub(1);
+
+    /// The folio's physical address.
+    #[inline(always)]
+    pub const fn phys(self) -> u64 {
+        (self.0 & Self::FRAME) << 12
+    }
+
+    /// Its order (not checked against [`MAX_FOLIO_ORDER`] here).
+    #[inline(always)]
+    pub const fn order(self) -> u32 {
+        ((self.0 & flag::ORDER_MASK) >> flag::ORDER_SHIFT) as u32
+    }
+
+    /// The flags this crate knows.
+    #[inline(always)]
+    pub const fn flags(self) -> FolioFlags {
+        FolioFlags::from_bits_truncate(self.0)
+    }
+
+    /// Whether the folio's contents are valid.
+    #[inline(always)]
+    pub const fn uptodate(self) -> bool {
+        self.0 & flag::UPTODATE != 0
+    }
+
+    /// Bits set above the frame number that no reader knows (a reader
+    /// refuses the record).
+    #[inline(always)]
+    pub const fn unknown(self) -> u64 {
+        self.0 & !(flag::KNOWN | Self::FRAME)
     }
 }
 

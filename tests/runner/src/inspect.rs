@@ -190,16 +190,16 @@ fn memfd(version: &str, data: &[u8], out: &mut String) {
         .map(|r| &r[..n.min(r.len())])
         .unwrap_or(&[])
     {
-        let f = FolioWord::of(r.frame.get());
+        let f = FolioWord(r.frame.get());
         let run = r.run.get();
         let _ = write!(
             out,
             "\n      pages from {} of the file: {} folio(s) of order {} from {:#x}{}",
             v2::run_index(run),
             v2::run_count(run),
-            f.order,
-            f.phys,
-            if f.flags.contains(FolioFlags::UPTODATE) {
+            f.order(),
+            f.phys(),
+            if f.flags().contains(FolioFlags::UPTODATE) {
                 ""
             } else {
                 " (not up to date: zeroed on restore)"
