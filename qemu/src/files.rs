@@ -246,6 +246,19 @@ pub fn checks(files: &Held) -> Vec<(&'static str, FileCheck)> {
         .collect()
 }
 
+/// Whether the reads note lists exactly what the registered handlers read,
+/// plus this kernel's other formats: what a previous kernel's preflight
+/// will believe of this image.
+pub fn note_matches_handlers() -> bool {
+    let Some(note) = READS_NOTE.list() else {
+        return false;
+    };
+    let mut want: Vec<(&str, u64)> = luo().reads().map(|v| (v.name, v.features)).collect();
+    want.push((kho::luo::LUO_VERSION, 0));
+    want.push((crate::blocks::DEMO_V1, 0));
+    note.versions().eq(want.iter().copied())
+}
+
 /// The orchestrator of this build.
 fn luo() -> Luo<kho_x86_64::glue::KernelMem> {
     let mut l = Luo::new();

@@ -9,6 +9,12 @@ use kho::tracker::{Tracker, TrackerError};
 use kho_qemu_rt::kernel_test;
 use kho_x86_64::{frames, paging};
 
+kernel_test!(
+    fn the_reads_note_lists_what_the_registered_handlers_read() {
+        assert!(crate::files::note_matches_handlers());
+    }
+);
+
 fn fill(phys: u64, len: u64, seed: u64) {
     let p = paging::phys_to_virt(phys) as *mut u64;
     for i in 0..len / 8 {

@@ -172,6 +172,11 @@ impl<const N: usize> ReadsNote<N> {
 }
 
 impl<const N: usize> ReadsNote<N> {
+    /// The list the note holds, as a next kernel's loader reads it.
+    pub fn list(&self) -> Option<ReadList<'_>> {
+        ReadList::parse(&self.desc)
+    }
+
     /// The note for `desc`.
     pub const fn new(desc: &[u8; N]) -> Self {
         assert!(
