@@ -40,7 +40,9 @@ fn luo() -> Luo<kho_x86_64::glue::KernelMem> {
 fn direct(phys: u64, len: u64) -> &'static mut [u8] {
     // SAFETY: the caller owns [phys, phys + len), RAM mapped by the direct
     // map, and nothing else uses it while the slice lives.
-    unsafe { core::slice::from_raw_parts_mut(paging::phys_to_virt(phys) as *mut u8, len as usize) }
+    unsafe {
+        core::slice::from_raw_parts_mut(paging::phys_to_virt(phys).as_mut_ptr::<u8>(), len as usize)
+    }
 }
 
 /// Runs the bench's first or second kernel.
@@ -152,7 +154,7 @@ fn next(boot: &'static BootInfo, what: &str) -> ! {
     // SAFETY: the blob was reserved at boot and nothing writes it.
     let blob = unsafe {
         core::slice::from_raw_parts(
-            paging::phys_to_virt(info.blob.start) as *const u8,
+            paging::phys_to_virt(info.blob.start).as_ptr::<u8>(),
             info.blob.len() as usize,
         )
     };

@@ -17,7 +17,9 @@ pub(crate) fn bytes(phys: u64, order: u32) -> &'static mut [u64] {
     let words = (PAGE_SIZE << order) as usize / 8;
     // SAFETY: the block is RAM this kernel owns (allocated here, or
     // preserved and reserved at boot), mapped by the direct map, aligned.
-    unsafe { core::slice::from_raw_parts_mut(paging::phys_to_virt(phys) as *mut u64, words) }
+    unsafe {
+        core::slice::from_raw_parts_mut(paging::phys_to_virt(phys).as_mut_ptr::<u64>(), words)
+    }
 }
 
 pub(crate) fn fill(phys: u64, order: u32, generation: u32) {
@@ -43,7 +45,7 @@ pub(crate) fn verify(boot: &BootInfo, hop: u32) -> Vec<BlockRecord> {
     let len = info.blob.len() as usize;
     // SAFETY: the blob was reserved at boot and nothing writes it.
     let blob = unsafe {
-        core::slice::from_raw_parts(paging::phys_to_virt(info.blob.start) as *const u8, len)
+        core::slice::from_raw_parts(paging::phys_to_virt(info.blob.start).as_ptr::<u8>(), len)
     };
     let ram: Vec<Range> = boot.params.ram().collect();
     let h = Handoff::parse(blob, &ram).unwrap_or_else(|e| fail(format_args!("{e}")));
@@ -101,7 +103,11 @@ pub(crate) fn poison_free_memory() -> u64 {
             let len = PAGE_SIZE << order;
             // SAFETY: just allocated, so ours; RAM under the direct map.
             unsafe {
-                core::ptr::write_bytes(paging::phys_to_virt(p) as *mut u8, 0xa5, len as usize)
+                core::ptr::write_bytes(
+                    paging::phys_to_virt(p).as_mut_ptr::<u8>(),
+                    0xa5,
+                    len as usize,
+                )
             };
             bytes_poisoned += len;
             if taken.try_reserve(1).is_err() {

@@ -60,7 +60,7 @@ fn bench(boot: &'static BootInfo, what: &str) -> ! {
         let len = info.blob.len() as usize;
         // SAFETY: the blob was reserved at boot and nothing writes it.
         let blob = unsafe {
-            core::slice::from_raw_parts(paging::phys_to_virt(info.blob.start) as *const u8, len)
+            core::slice::from_raw_parts(paging::phys_to_virt(info.blob.start).as_ptr::<u8>(), len)
         };
         let ram: Vec<Range> = boot.params.ram().collect();
         let mut warm = u64::MAX;
@@ -179,7 +179,7 @@ pub fn run(boot: &'static BootInfo) -> ! {
         // and nothing writes it.
         let bytes = unsafe {
             core::slice::from_raw_parts(
-                paging::phys_to_virt(extra.start) as *const u8,
+                paging::phys_to_virt(extra.start).as_ptr::<u8>(),
                 extra.len() as usize,
             )
         };
@@ -300,7 +300,7 @@ fn handoff(boot: &BootInfo) -> Handoff<'static> {
     // SAFETY: the blob was reserved at boot and nothing writes it.
     let blob = unsafe {
         core::slice::from_raw_parts(
-            paging::phys_to_virt(info.blob.start) as *const u8,
+            paging::phys_to_virt(info.blob.start).as_ptr::<u8>(),
             info.blob.len() as usize,
         )
     };

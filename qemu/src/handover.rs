@@ -219,7 +219,7 @@ fn copy_floor(bytes: &[u8]) {
             unsafe {
                 core::ptr::copy_nonoverlapping(
                     src.as_ptr(),
-                    paging::phys_to_virt(at + off) as *mut u8,
+                    paging::phys_to_virt(at + off).as_mut_ptr::<u8>(),
                     src.len(),
                 )
             };
@@ -280,7 +280,7 @@ pub(crate) fn image_bytes(boot: &BootInfo) -> Option<&'static [u8]> {
     // nothing writes it.
     Some(unsafe {
         core::slice::from_raw_parts(
-            paging::phys_to_virt(image.start) as *const u8,
+            paging::phys_to_virt(image.start).as_ptr::<u8>(),
             image.len() as usize,
         )
     })

@@ -16,7 +16,7 @@ kernel_test!(
 );
 
 fn fill(phys: u64, len: u64, seed: u64) {
-    let p = paging::phys_to_virt(phys) as *mut u64;
+    let p = paging::phys_to_virt(phys).as_mut_ptr::<u64>();
     for i in 0..len / 8 {
         // SAFETY: the caller owns [phys, phys + len), mapped by the direct map.
         unsafe {
@@ -27,7 +27,7 @@ fn fill(phys: u64, len: u64, seed: u64) {
 }
 
 fn check(phys: u64, len: u64, seed: u64) -> bool {
-    let p = paging::phys_to_virt(phys) as *const u64;
+    let p = paging::phys_to_virt(phys).as_ptr::<u64>();
     (0..len / 8).all(|i| {
         // SAFETY: as in `fill`.
         unsafe { p.add(i as usize).read_volatile() == seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15) }
@@ -229,7 +229,7 @@ kernel_test!(
 
         // A flipped bit in the chain: restore refuses and reserves nothing.
         let first = root.first_page.get();
-        let byte = (paging::phys_to_virt(first) + 30) as *mut u8;
+        let byte = paging::phys_to_virt(first).add(30).as_mut_ptr::<u8>();
         // SAFETY: the chain page is ours (allocated through KernelMem above).
         unsafe { byte.write_volatile(byte.read_volatile() ^ 0x40) };
         let mut log = ReserveLog::new();

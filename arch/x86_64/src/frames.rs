@@ -1,5 +1,8 @@
 //! The physical frame allocator: two pools of free ranges, first fit.
 //!
+//! [`Frames`] holds the state; [`FRAMES`] is this kernel's, and the free
+//! functions lock it for one operation each.
+//!
 //! - The scratch pool holds the free part of the scratch areas. Until
 //!   [`open_general`] runs (after the preserved memory of a handoff has been
 //!   reserved), every allocation comes from it: that is what keeps early
@@ -15,7 +18,6 @@
 //! between it can be tracked (a fixed list would refuse the handoff and
 //! lose it).
 
-use core::sync::atomic::{AtomicBool, Ordering};
 use kho::PAGE_SIZE;
 use kho::ranges::{Range, RangeError, RangeSet, RangeVec};
 use spin::Mutex;
@@ -23,13 +25,23 @@ use spin::Mutex;
 /// Most disjoint free ranges the scratch pool tracks.
 pub const MAX_SCRATCH_RANGES: usize = 64;
 
-static SCRATCH: Mutex<RangeSet<MAX_SCRATCH_RANGES>> = Mutex::new(RangeSet::new());
-/// The scratch areas as given (the pool above is what is free in them).
-static AREAS: Mutex<RangeSet<MAX_SCRATCH_RANGES>> = Mutex::new(RangeSet::new());
-// On the heap: taking or freeing frames may grow it (the heap never takes
-// frames from here, so the two locks never nest the other way).
-static GENERAL: Mutex<RangeVec> = Mutex::new(RangeVec::new());
-static GENERAL_OPEN: AtomicBool = AtomicBool::new(false);
+/// The allocator's state: both pools and the scratch areas.
+pub struct Frames {
+    /// The free part of the scratch areas.
+    scratch: RangeSet<MAX_SCRATCH_RANGES>,
+    /// The scratch areas as given (`scratch` is what is free in them).
+    areas: RangeSet<MAX_SCRATCH_RANGES>,
+    /// RAM outside scratch, free (on the heap: taking or freeing frames
+    /// may grow it; the heap never takes frames from here, so its lock is
+    /// only ever taken inside this one, never the other way).
+    general: RangeVec,
+    /// Whether `general` is open (restore is done).
+    general_open: bool,
+}
+
+/// This kernel's frame allocator. The functions below lock it for one
+/// operation each.
+pub static FRAMES: Mutex<Frames> = Mutex::new(Frames::new());
 
 fn inward(r: Range) -> Option<Range> {
     let start = r.start.next_multiple_of(PAGE_SIZE);
@@ -37,155 +49,233 @@ fn inward(r: Range) -> Option<Range> {
     (start < end).then_some(Range::new(start, end))
 }
 
-/// Adds the scratch area `r` (page aligned inward) to the scratch pool.
-pub fn add_scratch(r: Range) -> Result<(), RangeError> {
-    match inward(r) {
-        Some(r) => {
-            AREAS.lock().insert(r)?;
-            SCRATCH.lock().insert(r)
-        }
-        None => Ok(()),
+impl Default for Frames {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
-/// Removes `r` from both pools, so that it is never handed out.
-pub fn reserve(r: Range) -> Result<(), RangeError> {
-    let r = r.pages_around();
-    SCRATCH.lock().carve(r)?;
-    GENERAL.lock().carve(r)
+impl Frames {
+    /// An allocator with no memory.
+    pub const fn new() -> Self {
+        Self {
+            scratch: RangeSet::new(),
+            areas: RangeSet::new(),
+            general: RangeVec::new(),
+            general_open: false,
+        }
+    }
+
+    /// Adds the scratch area `r` (page aligned inward) to the scratch pool.
+    pub fn add_scratch(&mut self, r: Range) -> Result<(), RangeError> {
+        match inward(r) {
+            Some(r) => {
+                self.areas.insert(r)?;
+                self.scratch.insert(r)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Removes `r` from both pools, so that it is never handed out.
+    pub fn reserve(&mut self, r: Range) -> Result<(), RangeError> {
+        let r = r.pages_around();
+        self.scratch.carve(r)?;
+        self.general.carve(r)
+    }
+
+    /// Opens the general pool with `ram` minus `scratch` minus every range
+    /// in `keep` and in `reserved` (each kind in one pass, however many
+    /// ranges a restore reserved). Call once, after the heap is up and
+    /// every preserved range is known.
+    pub fn open_general(
+        &mut self,
+        ram: impl Iterator<Item = Range>,
+        scratch: &[Range],
+        keep: &[Range],
+        reserved: &Reserved,
+    ) -> Result<(), RangeError> {
+        for r in ram.filter_map(inward) {
+            self.general.insert(r)?;
+        }
+        for &r in scratch.iter().chain(keep) {
+            self.general.carve(r.pages_around())?;
+        }
+        let kinds = [reserved.preserved_ranges(), reserved.metadata_ranges()];
+        for list in kinds {
+            self.general.carve_sorted(list)?;
+        }
+        // A restore refuses anything in scratch; should a range touch it
+        // all the same, the scratch pool gives it up too.
+        for r in kinds.into_iter().flatten() {
+            if scratch.iter().any(|a| a.overlaps(r)) {
+                self.scratch.carve(r.pages_around())?;
+            }
+        }
+        self.general_open = true;
+        Ok(())
+    }
+
+    /// Whether the general pool is open (restore is done).
+    pub fn general_open(&self) -> bool {
+        self.general_open
+    }
+
+    /// `count` contiguous frames aligned to `align` bytes inside `window`:
+    /// from scratch before restore, from outside scratch after.
+    pub fn alloc_in(&mut self, count: u64, align: u64, window: Range) -> Option<u64> {
+        let size = count.checked_mul(PAGE_SIZE)?;
+        let align = align.max(PAGE_SIZE);
+        if self.general_open {
+            self.general.alloc_in(size, align, window)
+        } else {
+            self.scratch.alloc_in(size, align, window)
+        }
+    }
+
+    /// Frames from scratch, for memory that is never preserved.
+    pub fn alloc_scratch(&mut self, count: u64) -> Option<u64> {
+        self.scratch.alloc(count.checked_mul(PAGE_SIZE)?, PAGE_SIZE)
+    }
+
+    /// Returns `count` frames at `phys` to the pool they came from.
+    /// Freeing a frame that is already free is refused with
+    /// [`RangeError::Overlap`].
+    pub fn free(&mut self, phys: u64, count: u64) -> Result<(), RangeError> {
+        let end = count
+            .checked_mul(PAGE_SIZE)
+            .and_then(|l| phys.checked_add(l))
+            .ok_or(RangeError::Empty)?;
+        let r = Range::new(phys, end);
+        if self.areas.intersects(r) {
+            self.scratch.insert(r)
+        } else {
+            self.general.insert(r)
+        }
+    }
+
+    /// Bytes free in the scratch pool and in the general pool.
+    pub fn free_bytes(&self) -> (u64, u64) {
+        (self.scratch.total(), self.general.total())
+    }
+
+    /// The free ranges of the general pool, in address order.
+    pub fn general_free(&self) -> impl Iterator<Item = Range> + '_ {
+        self.general.iter()
+    }
+
+    /// `count` contiguous frames from scratch, none of them in any range
+    /// of `avoid` (kexec staging must not lie where the next kernel's
+    /// segments will be copied).
+    pub fn alloc_scratch_avoiding(&mut self, count: u64, avoid: &[Range]) -> Option<u64> {
+        let size = count.checked_mul(PAGE_SIZE)?;
+        let mut view = self.scratch.clone();
+        for &r in avoid {
+            view.carve(r.pages_around()).ok()?;
+        }
+        let p = view.alloc(size, PAGE_SIZE)?;
+        self.scratch.carve(Range::new(p, p + size)).ok()?;
+        Some(p)
+    }
+
+    /// Takes `pages` free pages, in runs of any size (scattered is fine),
+    /// from the general pool (once open) and then from scratch, none of
+    /// them inside `avoid`; appends the runs to `out`. Runs come back with
+    /// [`Frames::free`]. Returns how many pages it could not find: on a
+    /// shortfall the runs it took stay in `out`, for the caller to give
+    /// back.
+    pub fn take_scattered(
+        &mut self,
+        pages: u64,
+        avoid: &[Range],
+        out: &mut alloc::vec::Vec<Range>,
+    ) -> u64 {
+        let mut left = pages;
+        if self.general_open {
+            left = take_from(&mut self.general, left, avoid, out);
+        }
+        if left > 0 {
+            left = take_from(&mut self.scratch, left, avoid, out);
+        }
+        left
+    }
 }
 
-/// Opens the general pool with `ram` minus `scratch` minus every range in
-/// `keep` and in `reserved` (each kind in one pass, however many ranges a
-/// restore reserved). Call once, after the heap is up and every preserved
-/// range is known.
+/// Adds the scratch area `r` to [`FRAMES`] ([`Frames::add_scratch`]).
+pub fn add_scratch(r: Range) -> Result<(), RangeError> {
+    FRAMES.lock().add_scratch(r)
+}
+
+/// [`Frames::reserve`] on [`FRAMES`].
+pub fn reserve(r: Range) -> Result<(), RangeError> {
+    FRAMES.lock().reserve(r)
+}
+
+/// [`Frames::open_general`] on [`FRAMES`].
 pub fn open_general(
     ram: impl Iterator<Item = Range>,
     scratch: &[Range],
     keep: &[Range],
     reserved: &Reserved,
 ) -> Result<(), RangeError> {
-    let mut g = GENERAL.lock();
-    for r in ram.filter_map(inward) {
-        g.insert(r)?;
-    }
-    for &r in scratch.iter().chain(keep) {
-        g.carve(r.pages_around())?;
-    }
-    let kinds = [reserved.preserved_ranges(), reserved.metadata_ranges()];
-    for list in kinds {
-        g.carve_sorted(list)?;
-    }
-    drop(g);
-    // A restore refuses anything in scratch; should a range touch it all
-    // the same, the scratch pool gives it up too.
-    let mut s = SCRATCH.lock();
-    for r in kinds.into_iter().flatten() {
-        if scratch.iter().any(|a| a.overlaps(r)) {
-            s.carve(r.pages_around())?;
-        }
-    }
-    GENERAL_OPEN.store(true, Ordering::SeqCst);
-    Ok(())
+    FRAMES.lock().open_general(ram, scratch, keep, reserved)
 }
 
 /// Whether the general pool is open (restore is done).
 pub fn general_open() -> bool {
-    GENERAL_OPEN.load(Ordering::SeqCst)
+    FRAMES.lock().general_open()
 }
 
 /// Allocates `count` contiguous frames aligned to `align` bytes: from
 /// scratch before restore, from outside scratch after. Not zeroed.
 pub fn alloc(count: u64, align: u64) -> Option<u64> {
-    alloc_in(count, align, Range::new(0, u64::MAX))
+    FRAMES
+        .lock()
+        .alloc_in(count, align, Range::new(0, u64::MAX))
 }
 
 /// Like [`alloc`], but only below physical address `limit`.
 pub fn alloc_below(count: u64, limit: u64) -> Option<u64> {
-    alloc_in(count, PAGE_SIZE, Range::new(0, limit))
-}
-
-/// The pool choice of [`alloc`]: scratch before restore, general after.
-fn alloc_in(count: u64, align: u64, window: Range) -> Option<u64> {
-    let size = count.checked_mul(PAGE_SIZE)?;
-    let align = align.max(PAGE_SIZE);
-    if general_open() {
-        GENERAL.lock().alloc_in(size, align, window)
-    } else {
-        SCRATCH.lock().alloc_in(size, align, window)
-    }
+    FRAMES
+        .lock()
+        .alloc_in(count, PAGE_SIZE, Range::new(0, limit))
 }
 
 /// Allocates frames from scratch, for memory that is never preserved.
 pub fn alloc_scratch(count: u64) -> Option<u64> {
-    SCRATCH
-        .lock()
-        .alloc(count.checked_mul(PAGE_SIZE)?, PAGE_SIZE)
+    FRAMES.lock().alloc_scratch(count)
 }
 
-fn pool_of(r: Range) -> bool {
-    AREAS.lock().intersects(r)
-}
-
-/// Returns `count` frames at `phys` to the pool they came from. Freeing a
-/// frame that is already free is refused with [`RangeError::Overlap`].
+/// Returns `count` frames at `phys` to the pool they came from
+/// ([`Frames::free`]).
 pub fn free(phys: u64, count: u64) -> Result<(), RangeError> {
-    let end = count
-        .checked_mul(PAGE_SIZE)
-        .and_then(|l| phys.checked_add(l))
-        .ok_or(RangeError::Empty)?;
-    let r = Range::new(phys, end);
-    if pool_of(r) {
-        SCRATCH.lock().insert(r)
-    } else {
-        GENERAL.lock().insert(r)
-    }
+    FRAMES.lock().free(phys, count)
 }
 
 /// Bytes free in the scratch pool and in the general pool.
 pub fn free_bytes() -> (u64, u64) {
-    (SCRATCH.lock().total(), GENERAL.lock().total())
+    FRAMES.lock().free_bytes()
 }
 
-/// Calls `f` on every free range of the general pool, in address order.
+/// Calls `f` on every free range of the general pool, in address order
+/// (with the allocator locked: `f` must not allocate frames).
 pub fn for_each_free(mut f: impl FnMut(Range)) {
-    for r in GENERAL.lock().iter() {
+    for r in FRAMES.lock().general_free() {
         f(r);
     }
 }
 
-/// Allocates `count` contiguous frames from scratch, none of them in any
-/// range of `avoid` (kexec staging must not lie where the next kernel's
-/// segments will be copied).
+/// [`Frames::alloc_scratch_avoiding`] on [`FRAMES`].
 pub fn alloc_scratch_avoiding(count: u64, avoid: &[Range]) -> Option<u64> {
-    let size = count.checked_mul(PAGE_SIZE)?;
-    let mut pool = SCRATCH.lock();
-    let mut view = pool.clone();
-    for &r in avoid {
-        view.carve(r.pages_around()).ok()?;
-    }
-    let p = view.alloc(size, PAGE_SIZE)?;
-    pool.carve(Range::new(p, p + size)).ok()?;
-    Some(p)
+    FRAMES.lock().alloc_scratch_avoiding(count, avoid)
 }
 
-/// Takes `pages` free pages, in runs of any size (scattered is fine),
-/// from the general pool (once open) and then from scratch, none of them
-/// inside `avoid`; appends the runs to `out`. Runs come back with
-/// [`free`]. Returns how many pages it could not find: on a shortfall the
-/// runs it took stay in `out`, for the caller to give back.
+/// [`Frames::take_scattered`] on [`FRAMES`].
 pub fn take_scattered(pages: u64, avoid: &[Range], out: &mut alloc::vec::Vec<Range>) -> u64 {
-    let mut left = pages;
-    if general_open() {
-        left = take_from(&mut GENERAL.lock(), left, avoid, out);
-    }
-    if left > 0 {
-        left = take_from(&mut SCRATCH.lock(), left, avoid, out);
-    }
-    left
+    FRAMES.lock().take_scattered(pages, avoid, out)
 }
 
-/// [`take_scattered`] over one pool.
+/// [`Frames::take_scattered`] over one pool.
 fn take_from<S: kho::ranges::Slots>(
     pool: &mut kho::ranges::Ranges<S>,
     mut left: u64,

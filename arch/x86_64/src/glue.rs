@@ -59,7 +59,7 @@ impl PhysMem for KernelMem {
         if !self.ram_frame(phys) {
             return None;
         }
-        let p = paging::phys_to_virt(phys) as *const Frame;
+        let p = paging::phys_to_virt(phys).as_ptr::<Frame>();
         // SAFETY: `phys` is an aligned RAM frame, so the direct map covers
         // it (promise 1 of `new`) and the pointer is valid and aligned for
         // 4096 bytes; nothing writes it while it is borrowed (promise 3).
@@ -70,7 +70,7 @@ impl PhysMem for KernelMem {
         if !self.ram_frame(phys) {
             return None;
         }
-        let p = paging::phys_to_virt(phys) as *mut Frame;
+        let p = paging::phys_to_virt(phys).as_mut_ptr::<Frame>();
         // SAFETY: as above; the holder owns the frame (promise 3 of `new`),
         // and `&mut self` makes this the only borrow through this token.
         Some(unsafe { &mut *p })
@@ -106,6 +106,7 @@ impl kho::platform::MapFrames for KernelMem {
         // the mapping lives (the MapFrames contract).
         let virt =
             unsafe { paging::map_frames(frames) }.map_err(|_| kho::platform::MapError::NoSpace)?;
+        let virt = virt.as_u64();
         maps.insert(virt, len);
         Ok(Mapping { virt, len })
     }
@@ -136,6 +137,11 @@ impl kho::platform::MapFrames for KernelMem {
         // SAFETY: the mapping was live (just removed from the registry, so
         // this happens once); no slice of it outlives the borrow it was
         // given under.
-        unsafe { paging::unmap_frames(m.virt, (m.len as u64) / PAGE_SIZE) };
+        unsafe {
+            paging::unmap_frames(
+                crate::addr::VirtAddr::new(m.virt),
+                (m.len as u64) / PAGE_SIZE,
+            )
+        };
     }
 }

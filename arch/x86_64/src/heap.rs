@@ -72,7 +72,7 @@ pub unsafe fn init(heap: &KernelHeap, size: u64) -> Option<HeapInfo> {
     unsafe {
         heap.0
             .lock()
-            .init(paging::phys_to_virt(phys) as *mut u8, size as usize)
+            .init(paging::phys_to_virt(phys).as_mut_ptr::<u8>(), size as usize)
     };
     Some(HeapInfo { phys, size })
 }

@@ -273,7 +273,7 @@ unsafe extern "C" {
 /// `phys..phys + bytes.len()` must be RAM this kernel owns and nothing else
 /// uses.
 unsafe fn poke(phys: u64, bytes: &[u8]) {
-    let dst = paging::phys_to_virt(phys) as *mut u8;
+    let dst = paging::phys_to_virt(phys).as_mut_ptr::<u8>();
     // SAFETY: guaranteed by the caller; the direct map covers RAM.
     unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) };
 }
@@ -283,7 +283,7 @@ unsafe fn poke(phys: u64, bytes: &[u8]) {
 /// # Safety
 /// As [`poke`].
 unsafe fn zero(phys: u64, len: u64) {
-    let dst = paging::phys_to_virt(phys) as *mut u8;
+    let dst = paging::phys_to_virt(phys).as_mut_ptr::<u8>();
     // SAFETY: guaranteed by the caller.
     unsafe { core::ptr::write_bytes(dst, 0, len as usize) };
 }
@@ -403,7 +403,7 @@ pub fn prepare(
     // until the jump; the direct map covers RAM.
     let bytes = unsafe {
         core::slice::from_raw_parts(
-            paging::phys_to_virt(image.start) as *const u8,
+            paging::phys_to_virt(image.start).as_ptr::<u8>(),
             image.len() as usize,
         )
     };

@@ -10,6 +10,7 @@
 //! Nothing else is mapped; in particular low memory is reached only through
 //! the direct map, so a stray null or small pointer faults.
 
+use crate::addr::{PhysAddr as Phys, VirtAddr as Virt};
 use crate::boot::ImageLayout;
 use crate::frames;
 use crate::pvh::BootParams;
@@ -28,8 +29,8 @@ const HUGE: u64 = 2 << 20;
 static DIRECT_MAP_LIVE: AtomicBool = AtomicBool::new(false);
 
 /// The direct-map address of physical address `phys`.
-pub const fn phys_to_virt(phys: u64) -> u64 {
-    DIRECT_MAP_BASE + phys
+pub fn phys_to_virt(phys: impl Into<Phys>) -> Virt {
+    Virt::new(DIRECT_MAP_BASE.wrapping_add(phys.into().as_u64()))
 }
 
 /// Errors while building page tables.
@@ -56,7 +57,7 @@ impl core::error::Error for PagingError {}
 /// through the direct map once it is live.
 fn table_ptr(phys: u64) -> *mut PageTable {
     if DIRECT_MAP_LIVE.load(Ordering::Relaxed) {
-        phys_to_virt(phys) as *mut PageTable
+        phys_to_virt(phys).as_mut_ptr::<PageTable>()
     } else {
         phys as *mut PageTable
     }
@@ -152,7 +153,7 @@ pub unsafe fn init(params: &BootParams, image: &ImageLayout) -> Result<(), Pagin
             unsafe {
                 map(
                     pml4,
-                    phys_to_virt(p),
+                    phys_to_virt(p).as_u64(),
                     p,
                     HUGE,
                     F::WRITABLE | F::GLOBAL | no_exec,
@@ -228,7 +229,7 @@ static VMAP_NEXT: spin::Mutex<u64> = spin::Mutex::new(VMAP_BASE);
 /// # Safety
 /// The frames must be RAM that the caller owns for as long as the mapping
 /// is used; the mapping aliases them (as the direct map does).
-pub unsafe fn map_frames(frames: &[u64]) -> Result<u64, PagingError> {
+pub unsafe fn map_frames(frames: &[u64]) -> Result<Virt, PagingError> {
     let len = frames.len() as u64 * PAGE_SIZE;
     let virt = {
         let mut next = VMAP_NEXT.lock();
@@ -261,14 +262,15 @@ pub unsafe fn map_frames(frames: &[u64]) -> Result<u64, PagingError> {
             )?
         };
     }
-    Ok(virt)
+    Ok(Virt::new(virt))
 }
 
 /// Removes `count` pages mapped by [`map_frames`] at `virt`.
 ///
 /// # Safety
 /// Nothing may use the mapping afterwards.
-pub unsafe fn unmap_frames(virt: u64, count: u64) {
+pub unsafe fn unmap_frames(virt: Virt, count: u64) {
+    let virt = virt.as_u64();
     let (root, _) = Cr3::read();
     for i in 0..count {
         let v = virt + i * PAGE_SIZE;

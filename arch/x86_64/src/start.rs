@@ -136,7 +136,7 @@ fn restore_handoff(
     // nothing allocated writes it.
     let bytes = unsafe {
         core::slice::from_raw_parts(
-            paging::phys_to_virt(blob.start) as *const u8,
+            paging::phys_to_virt(blob.start).as_ptr::<u8>(),
             blob.len() as usize,
         )
     };

@@ -103,7 +103,7 @@ fn first(boot: &'static BootInfo) -> ! {
     // pool at boot; nothing writes it.
     let image_bytes = unsafe {
         core::slice::from_raw_parts(
-            paging::phys_to_virt(image.start) as *const u8,
+            paging::phys_to_virt(image.start).as_ptr::<u8>(),
             image.len() as usize,
         )
     };
