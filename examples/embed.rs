@@ -159,8 +159,7 @@ fn sum(p: &impl PhysMem, page: u64) -> u64 {
 }
 
 // region: handler
-/// Writes `counter-v2` (value, bulk page, its sum) and `counter-v1`
-/// (value, bulk page); reads what `reads` lists.
+/// Writes `counter-v2` (value, bulk page, sum) and `-v1`; reads `reads`.
 struct CounterHandler {
     reads: Vec<Version>,
 }
@@ -183,6 +182,9 @@ impl<P: kho::luo::Platform> Handler<P> for CounterHandler {
     fn unpreserve(&mut self, c: &mut Counter, _: &mut P, t: &mut Tracker) -> Result<(), LuoError> {
         Ok(t.unpreserve(c.bulk, 0)?)
     }
+    fn footprint(&self, c: &Counter, out: &mut Vec<Range>) {
+        out.push(Range::new(c.bulk, c.bulk + 4096)); // what a kernel that cannot read it keeps
+    }
     fn prepare(
         &mut self,
         c: &mut Counter,
@@ -203,10 +205,9 @@ impl<P: kho::luo::Platform> Handler<P> for CounterHandler {
         ctx: &mut RestoreCtx<'_>,
     ) -> Result<Counter, LuoError> {
         let bad = |e| LuoError::handler("counter", e);
-        let (value, bulk) = pl
-            .u64_at(0)
-            .zip(pl.u64_at(1))
-            .ok_or(bad(CounterError::Short))?;
+        let (Some(value), Some(bulk)) = (pl.u64_at(0), pl.u64_at(1)) else {
+            return Err(bad(CounterError::Short));
+        };
         ctx.claims.claim(bulk, 1)?;
         if pl.version == V2.name && pl.u64_at(2) != Some(sum(p, bulk)) {
             ctx.claims.release(bulk, 1);
@@ -294,25 +295,67 @@ fn next_kernel(
 }
 // end
 
+/// A kernel that reads files but no counter version at all: it takes the
+/// file and carries the counter, untouched, into its own handoff.
+fn middle_kernel(m: &mut Machine, h: &Handed, next_reads: &[u8]) -> Handed {
+    let mut reserved = ReserveLog::new();
+    let k = Kernel::boot(m, [].into_iter());
+    let mut inc = Incoming::new(&k, &h.blob, h.at, &[RAM], &mut reserved).unwrap();
+    let files = inc.register(MemfdHandler::default()).unwrap();
+    let mut k = Kernel::boot(m, reserved.ranges.iter().map(|(r, _)| *r).chain([IMAGE]));
+    let f = inc.take(&files.key("app", 2), &mut k).unwrap();
+    let (scratch, hop) = (*inc.scratch(), inc.next_hop());
+    // What this kernel preserves must come from outside scratch.
+    k.mark(Range::new(RAM.start, scratch.areas()[0].end), true);
+    let done = inc.finish(&mut k).unwrap();
+    assert!(done.lost.is_empty(), "{:?}", done.lost);
+    assert_eq!(done.carried.len(), 1, "the counter is carried, not lost");
+    let mut out = Outgoing::new(scratch).unwrap();
+    let files = out.register(MemfdHandler::default()).unwrap();
+    assert!(out.carry(done.carried).is_empty());
+    out.create_session("app").unwrap();
+    out.preserve(files, "app", 2, f, &mut k).unwrap();
+    let next = kho::luo::ReadList::parse(next_reads).unwrap();
+    out.freeze(&mut k, Freeze::NoLoss(&next)).unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    let len = out
+        .write(&mut k, &mut buf, hop, Stamps::default())
+        .unwrap()
+        .len;
+    let at = k.alloc_frames(4).unwrap();
+    assert!(k.write_bytes(at, &buf[..len]));
+    Handed {
+        blob: buf[..len].to_vec(),
+        at: Range::new(at, at + len as u64),
+        bulk: h.bulk,
+    }
+}
+
 fn main() {
     let mut m = Machine {
         frames: vec![[0u8; 4096]; (RAM.len() / 4096) as usize],
     };
     // 1. A next kernel that reads both versions: everything arrives.
-    let h = first_kernel(&mut m, b"counter-v2\0counter-v1\0memfd-v2\0").unwrap();
+    let all = b"counter-v2\0counter-v1\0memfd-v2\0kho-luo-v2\0";
+    let h = first_kernel(&mut m, all).unwrap();
     let (value, text) = next_kernel(&mut m, &h, &[V2, V1]).unwrap();
     assert_eq!(
         (value, text.as_slice()),
         (42, &b"state that must survive"[..])
     );
     // 2. An older next kernel (reads counter-v1 only) gets the v1 payload.
-    let h = first_kernel(&mut m, b"counter-v1\0memfd-v1\0").unwrap();
+    let h = first_kernel(&mut m, b"counter-v1\0memfd-v1\0kho-luo-v2\0").unwrap();
     assert_eq!(next_kernel(&mut m, &h, &[V1]).unwrap().0, 42);
-    // 3. A next kernel that reads no counter version: the freeze refuses.
+    // 3. A next kernel that reads no counter version carries it, bulk page
+    //    and all, to a third kernel that reads it.
+    let h = first_kernel(&mut m, b"memfd-v2\0kho-luo-v2\0").unwrap();
+    let h = middle_kernel(&mut m, &h, all);
+    assert_eq!(next_kernel(&mut m, &h, &[V2, V1]).unwrap().0, 42);
+    // 4. A next kernel with no kho orchestrator: the freeze refuses.
     let e = first_kernel(&mut m, b"memfd-v2\0").err().unwrap();
-    assert!(matches!(e, kho::Error::Luo(LuoError::WouldLose(ref l)) if l[0].family == "counter"));
-    // 4. Bulk data changed under a v2 payload: a typed error names it.
-    let h = first_kernel(&mut m, b"counter-v2\0memfd-v2\0").unwrap();
+    assert!(matches!(e, kho::Error::Luo(LuoError::WouldLose(ref l)) if l.len() == 2));
+    // 5. Bulk data changed under a v2 payload: a typed error names it.
+    let h = first_kernel(&mut m, b"counter-v2\0memfd-v2\0kho-luo-v2\0").unwrap();
     m.frames[((h.bulk - RAM.start) / 4096) as usize][0] ^= 1;
     match next_kernel(&mut m, &h, &[V2]) {
         Err(kho::Error::Luo(LuoError::Handler { family, error })) => {
@@ -324,12 +367,12 @@ fn main() {
         }
         other => panic!("expected a bad sum, got {other:?}"),
     }
-    // 5. A flipped byte in the blob: refused whole, nothing reserved.
-    let mut h = first_kernel(&mut m, b"counter-v2\0memfd-v2\0").unwrap();
+    // 6. A flipped byte in the blob: refused whole, nothing reserved.
+    let mut h = first_kernel(&mut m, all).unwrap();
     h.blob[100] ^= 0x40;
     let mut reserved = ReserveLog::new();
     let k = Kernel::boot(&mut m, [].into_iter());
     assert!(Incoming::<Kernel>::new(&k, &h.blob, h.at, &[RAM], &mut reserved).is_err());
     assert!(reserved.of(Kept::Preserved).next().is_none());
-    println!("embed: 5 scenarios passed");
+    println!("embed: 6 scenarios passed");
 }

@@ -19,14 +19,15 @@ use crate::claims::Claims;
 use crate::fdt::WriteError;
 use crate::handoff::{self, Handoff, HandoffWriter, Restored, Stamps, Written};
 use crate::luo::{
-    Family, Finished, Handler, Luo, LuoError, Plan, Platform, ReadList, Refused, RestoreCtx,
-    Version,
+    Carried, Family, Finished, Handler, Luo, LuoError, Plan, Platform, ReadList, Refused,
+    RestoreCtx, Version,
 };
 use crate::platform::PhysMem;
 use crate::ranges::Range;
 use crate::reserve::{Kept, Reserve, ReserveError};
 use crate::scratch::Scratch;
 use crate::tracker::{Tracker, handover};
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::any::Any;
@@ -141,6 +142,26 @@ impl<P: Platform> Outgoing<P> {
         self.luo
             .preserve(session, token, family.name(), object, p, &mut self.tracker)?;
         Ok(family.key(session, token))
+    }
+
+    /// Hands on the objects the previous kernel could not read
+    /// ([`Finished::carried`], from [`Incoming::finish`]): each keeps its
+    /// pages, preserved again here, and its payloads, unchanged, in the
+    /// handoff this side writes. Returns those it could not carry, each
+    /// with why (they are lost at the kexec).
+    pub fn carry(&mut self, carried: Vec<Carried>) -> Vec<Box<Refused<Carried>>> {
+        let mut refused = Vec::new();
+        for c in carried {
+            if let Err(r) = self.luo.carry(c, &mut self.tracker) {
+                refused.push(r);
+            }
+        }
+        refused
+    }
+
+    /// Opts `session` out of carry-through ([`Luo::set_drop_unread`]).
+    pub fn set_drop_unread(&mut self, session: &str, drop: bool) -> Result<(), LuoError> {
+        self.luo.set_drop_unread(session, drop)
     }
 
     /// Takes an object back before the kexec, unpreserved.

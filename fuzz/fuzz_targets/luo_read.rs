@@ -1,13 +1,16 @@
-//! Fuzz the orchestrator's reader of the `luo` node: bytes flipped in a
-//! valid handoff blob with two sessions and objects of several payloads.
-//! Every outcome must be an error, or sessions with unique names, objects
-//! with unique tokens and at least one payload each; never a panic.
+//! Fuzz the orchestrator's reader of the `luo` node (`kho-luo-v2`): bytes
+//! flipped in a valid handoff blob with two sessions and objects of several
+//! payloads, footprints and origins. Every outcome must be an error, or
+//! sessions with unique names, objects with unique tokens and at least one
+//! payload each; never a panic. Then a kernel that reads `memfd-v1` only
+//! restores it, carrying the sealed file by its footprint: nothing it
+//! frees may overlap a carried footprint.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use kho::handoff::{Handoff, HandoffWriter, Stamps};
 use kho::luo::memfd::{MemfdHandler, V1, V2};
-use kho::luo::Luo;
+use kho::luo::{Luo, RestoreCtx};
 use kho::memfd::{seal, Memfd, Seals};
 use kho::platform::host::HostMem;
 use kho::ranges::Range;
@@ -25,8 +28,8 @@ struct Input {
 const RAM: Range = Range::new(0x10_0000, 0x4000_0000);
 const SCRATCH: Range = Range::new(0x20_0000, 0x420_0000);
 
-fn blob() -> &'static Vec<u8> {
-    static B: OnceLock<Vec<u8>> = OnceLock::new();
+fn blob() -> &'static (Vec<u8>, HostMem, Tracker, Scratch) {
+    static B: OnceLock<(Vec<u8>, HostMem, Tracker, Scratch)> = OnceLock::new();
     B.get_or_init(|| {
         let mut mem = HostMem::new(&[RAM], Range::new(0x1000_0000, 0x4000_0000));
         let rec = [ScratchRecord { start: SCRATCH.start.into(), size: SCRATCH.len().into() }];
@@ -54,12 +57,13 @@ fn blob() -> &'static Vec<u8> {
         luo.write(&mut w).unwrap();
         let n = w.finish().unwrap().len;
         buf.truncate(n);
-        buf
+        (buf, mem, t, scratch)
     })
 }
 
 fuzz_target!(|input: Input| {
-    let mut b = blob().clone();
+    let (b0, mem0, t, scratch) = blob();
+    let mut b = b0.clone();
     for &(at, x) in &input.flips {
         let at = usize::from(at) % b.len();
         b[at] ^= x;
@@ -69,10 +73,25 @@ fuzz_target!(|input: Input| {
     let _ = kho::handoff::seal(&mut b);
     let Ok(h) = Handoff::parse(&b, &[RAM]) else { return };
     let mut luo = Luo::<HostMem>::new();
-    if luo.incoming(&h).is_ok() {
-        let objs: Vec<(String, u64)> = luo.objects().map(|(s, t, _)| (s.to_owned(), t)).collect();
-        for (i, a) in objs.iter().enumerate() {
-            assert!(!objs[i + 1..].contains(a), "{a:?} twice");
+    luo.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
+    if luo.incoming(&h).is_err() {
+        return;
+    }
+    let objs: Vec<(String, u64)> = luo.objects().map(|(s, t, _)| (s.to_owned(), t)).collect();
+    for (i, a) in objs.iter().enumerate() {
+        assert!(!objs[i + 1..].contains(a), "{a:?} twice");
+    }
+    let mut mem = mem0.clone();
+    let Ok(mut claims) = mem.hand_over(t) else { return };
+    let mut ctx = RestoreCtx { ram: &[RAM], scratch: scratch.areas(), claims: &mut claims };
+    for (s, tok) in &objs {
+        let _ = luo.retrieve::<Memfd>(s, *tok, &mut mem, &mut ctx).map(|_| ());
+        let _ = luo.take::<Memfd>(s, *tok);
+    }
+    let Ok(done) = luo.finish(&mut mem, claims) else { return };
+    for c in &done.carried {
+        for f in c.footprint() {
+            assert!(done.ranges.iter().all(|r| !r.overlaps(f)), "{f} carried and freed");
         }
     }
 });

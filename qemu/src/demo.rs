@@ -331,10 +331,10 @@ fn hand_over_blocks(
             sum: checksum(phys, order).into(),
         });
     }
-    let mut luo = crate::files::preserve(files, &mut t);
+    let mut luo = crate::files::preserve(files, &mut t, hop);
     // Preflight: what the next image reads, from its ELF note.
     let force = boot.params.cmdline_value("kho.force") == Some("1");
-    if let Some(Ok(img)) = image_bytes(boot).map(kho::elf::Image::parse) {
+    if let Some(Ok(img)) = image_bytes(boot, hop).map(kho::elf::Image::parse) {
         let empty = kho::luo::ReadList::parse(b"").unwrap_or_else(|| fail(format_args!("")));
         let next = match img.reads() {
             Some(Ok(l)) => l,

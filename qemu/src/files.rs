@@ -20,7 +20,7 @@ use kho::luo::memfd::V2;
 #[cfg(feature = "v3")]
 use kho::luo::memfd::V3_TEST;
 use kho::luo::memfd::{MemfdHandler, V1};
-use kho::luo::{Luo, ReadList, RestoreCtx, Version};
+use kho::luo::{Carried, Luo, LuoError, Outcome, ReadList, RestoreCtx, Version};
 use kho::memfd::{Memfd, Seals, seal};
 use kho::ranges::Range;
 use kho::tracker::Tracker;
@@ -240,11 +240,27 @@ fn check_of(f: &Memfd, token: u64) -> FileCheck {
 /// What the next kernel will check (computed before the handoff starts:
 /// reading 256 MiB is the demo's check, not handoff work).
 pub fn checks(files: &Held) -> Vec<(&'static str, FileCheck)> {
-    files
+    let mut c: Vec<(&'static str, FileCheck)> = files
         .iter()
         .map(|(s, t, f)| (*s, check_of(f, *t)))
-        .collect()
+        .collect();
+    // The files this kernel carries keep the checks their writer made.
+    c.extend(CARRIED.lock().checks.iter().copied());
+    c
 }
+
+/// What this kernel carries without reading it: the objects (from finish)
+/// and the checks their writer handed over, for the kernel that will read
+/// them.
+struct Carry {
+    objects: Vec<Carried>,
+    checks: Vec<(&'static str, FileCheck)>,
+}
+
+static CARRIED: spin::Mutex<Carry> = spin::Mutex::new(Carry {
+    objects: Vec::new(),
+    checks: Vec::new(),
+});
 
 /// Whether the reads note lists exactly what the registered handlers read,
 /// plus this kernel's other formats: what a previous kernel's preflight
@@ -267,8 +283,9 @@ fn luo() -> Luo<kho_x86_64::glue::KernelMem> {
     l
 }
 
-/// Preserves every file in its session.
-pub fn preserve(files: Held, t: &mut Tracker) -> Luo<kho_x86_64::glue::KernelMem> {
+/// Preserves every file in its session, and hands on every object this
+/// kernel carries. `kho.drop=1` opts every session out of carry-through.
+pub fn preserve(files: Held, t: &mut Tracker, hop: u32) -> Luo<kho_x86_64::glue::KernelMem> {
     let mut mem = crate::mem::kmem();
     let mut l = luo();
     for (session, token, f) in files {
@@ -278,6 +295,23 @@ pub fn preserve(files: Held, t: &mut Tracker) -> Luo<kho_x86_64::glue::KernelMem
         }
         l.preserve(session, token, "memfd", f, &mut mem, t)
             .unwrap_or_else(|e| fail(format_args!("{}", e.error)));
+    }
+    let carried = core::mem::take(&mut CARRIED.lock().objects);
+    for c in carried {
+        let (s, tok) = (c.session.clone(), c.token);
+        match l.carry(c, t) {
+            Ok(()) => kprintln!(
+                "kho hop {hop}: {s}/{tok} ({}) handed on unread, its pages preserved again",
+                name_of(&s, tok)
+            ),
+            Err(r) => kprintln!("kho hop {hop}: {s}/{tok} cannot be carried on: {}", r.error),
+        }
+    }
+    if crate::mem::cmdline_flag("kho.drop") {
+        let sessions: Vec<String> = l.objects().map(|(s, _, _)| s.into()).collect();
+        for s in sessions {
+            let _ = l.set_drop_unread(&s, true);
+        }
     }
     l
 }
@@ -293,13 +327,17 @@ pub fn freeze(
     force: bool,
 ) -> Result<(), String> {
     for p in l.preflight(next) {
+        let what = match &p.outcome {
+            Outcome::Read(v) => v.as_str(),
+            Outcome::Carried => "CARRIED: the next kernel keeps it unread",
+            Outcome::Lost => "NONE: the next kernel cannot read it",
+        };
         kprintln!(
-            "kho hop {hop}: preflight: {}/{} {} ({}) -> {}",
+            "kho hop {hop}: preflight: {}/{} {} ({}) -> {what}",
             p.session,
             p.token,
             p.family,
             name_of(&p.session, p.token),
-            p.version.unwrap_or("NONE: the next kernel cannot read it")
         );
     }
     l.freeze(&mut crate::mem::kmem(), t, Some(next), force)
@@ -363,10 +401,35 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
             scratch,
             claims: &mut claims,
         };
-        if let Err(e) = l.retrieve::<Memfd>(&session, token, &mut mem, &mut ctx) {
-            kprintln!("kho hop {hop}: {session:<8} {token:>5} {name:<8} not restored: {e}");
-            lost += 1;
-            continue;
+        match l.retrieve::<Memfd>(&session, token, &mut mem, &mut ctx) {
+            Err(LuoError::Carried { written, .. }) => {
+                let o = l.origin(&session, token).unwrap_or_default();
+                let fp = l.footprint(&session, token).unwrap_or(&[]);
+                let kib: u64 = fp.iter().map(|r| r.len() / 1024).sum();
+                kprintln!(
+                    "kho hop {hop}: {session:<8} {token:>5} {name:<8} CARRIED: reads none of [{}]; first handed over at hop {}, carried {} time(s) before; {} KiB kept in {} extent(s)",
+                    written.join(", "),
+                    o.hop,
+                    o.carried,
+                    kib,
+                    fp.len()
+                );
+                // Its writer's check goes on with it.
+                if let Some(c) = checks.and_then(|c| {
+                    c.node
+                        .property(&format!("kho,check-{session}-{token}"))
+                        .and_then(|p| p.as_struct::<FileCheck>().ok())
+                }) {
+                    CARRIED.lock().checks.push((session_of(&session), *c));
+                }
+                continue;
+            }
+            Err(e) => {
+                kprintln!("kho hop {hop}: {session:<8} {token:>5} {name:<8} not restored: {e}");
+                lost += 1;
+                continue;
+            }
+            Ok(_) => {}
         }
         let (version, meta) = l.chosen(&session, token).unwrap_or(("?", 0));
         let f = l
@@ -404,12 +467,14 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
         .finish(&mut mem, claims)
         .unwrap_or_else(|e| fail(format_args!("finish: {e}")));
     kprintln!(
-        "kho hop {hop}: {} objects retrieved in {} us (with checksums), {} lost; finish freed {} KiB nobody adopted",
+        "kho hop {hop}: {} objects retrieved in {} us (with checksums), {} carried, {} lost; finish freed {} KiB nobody adopted",
         restored.len(),
         kho_x86_64::tsc::micros(tsc::now() - start),
+        done.carried.len(),
         done.lost.len(),
         done.freed / 1024
     );
+    CARRIED.lock().objects = done.carried;
     (restored, lost)
 }
 

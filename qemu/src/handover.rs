@@ -86,6 +86,9 @@ pub(crate) fn hand_over(
     add(&mut w).unwrap_or_else(|e| fail(format_args!("{e}")));
     let len = w.finish().unwrap_or_else(|e| fail(format_args!("{e}"))).len;
     buf.truncate(len);
+    if p.cmdline_value("kho.corrupt") == Some("footprint") {
+        corrupt_footprint(&mut buf, hop);
+    }
     // The blob goes into frames of its own below 4 GiB (the next kernel
     // reads it before its direct map exists).
     let pages = (len as u64).div_ceil(PAGE_SIZE);
@@ -132,18 +135,19 @@ pub(crate) fn hand_over(
         blob_at
     );
 
-    let Some(image) = p.image_module() else {
+    let Some(next) = next_image(boot, hop) else {
         fail(format_args!(
             "no image to kexec into: boot with the next kernel as a module (-initrd)"
         ))
     };
+    let image = next.image;
     let mut keep: Vec<Range> = log.ranges.iter().map(|(r, _)| *r).collect();
     keep.push(Range::new(blob_at, blob_at + pages * PAGE_SIZE));
-    keep.push(image);
+    keep.push(next.module);
     let modules = [
         NextModule {
-            range: image,
-            cmdline: IMAGE_MODULE,
+            range: next.module,
+            cmdline: next.tag,
         },
         NextModule {
             range: blob,
@@ -152,7 +156,7 @@ pub(crate) fn hand_over(
     ];
     let cmdline = next_cmdline(p.cmdline.as_str());
     if p.cmdline_value("kho.kexec_floor") == Some("1")
-        && let Some(bytes) = image_bytes(boot)
+        && let Some(bytes) = image_bytes(boot, hop)
     {
         copy_floor(bytes);
     }
@@ -273,17 +277,121 @@ fn squeeze_free_memory(p: &kho_x86_64::pvh::BootParams) {
     core::mem::forget(runs);
 }
 
-/// The image module's bytes (the next kernel), if there is one.
-pub(crate) fn image_bytes(boot: &BootInfo) -> Option<&'static [u8]> {
-    let image = boot.params.image_module()?;
-    // SAFETY: the module is RAM the loader handed us, reserved at boot, and
-    // nothing writes it.
-    Some(unsafe {
-        core::slice::from_raw_parts(
-            paging::phys_to_virt(image.start).as_ptr::<u8>(),
-            image.len() as usize,
+/// `kho.corrupt=footprint`: makes one run of the first session's object 2
+/// name object 1's first run instead (its last run, where that keeps the
+/// runs sorted, so that the footprint is well formed and only overlaps:
+/// a reader must refuse object 2 alone), and reseals the blob.
+fn corrupt_footprint(buf: &mut [u8], hop: u32) {
+    let at = |fdt: &kho::fdt::Fdt<'_>, path: &str| {
+        fdt.find_property(path, "kho,footprint").map(|p| {
+            let off = (p.value.as_ptr() as usize).wrapping_sub(fdt.as_bytes().as_ptr() as usize);
+            (off, p.value.to_vec())
+        })
+    };
+    let (target, victim) = {
+        let Ok(fdt) = kho::fdt::Fdt::new(buf) else {
+            return;
+        };
+        (
+            at(&fdt, "/luo/session-0/object-1"),
+            at(&fdt, "/luo/session-0/object-2"),
         )
+    };
+    let (Some((_, first)), Some((off, runs))) = (target, victim) else {
+        return;
+    };
+    let word = |b: &[u8], i: usize| {
+        b.get(i * 8..i * 8 + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let n = runs.len() / 16;
+    let start = word(&first, 0);
+    // After the run before the last, or else the first run.
+    let slot = if n >= 2 && word(&runs, 2 * (n - 2)) + word(&runs, 2 * (n - 2) + 1) * 4096 < start {
+        n - 1
+    } else {
+        0
+    };
+    if let (Some(dst), Some(src)) = (
+        buf.get_mut(off + slot * 16..off + slot * 16 + 16),
+        first.get(..16),
+    ) {
+        dst.copy_from_slice(src);
+        let _ = kho::handoff::seal(buf);
+        kprintln!("kho hop {hop}: corrupted object 2's footprint (kho.corrupt=footprint)");
+    }
+}
+
+/// The next kernel's image, and the module it lies in.
+pub(crate) struct NextImage {
+    /// The image's ELF bytes.
+    pub image: Range,
+    /// The module to hand on: the image itself, or the bundle it is in.
+    pub module: Range,
+    /// That module's command line.
+    pub tag: &'static str,
+}
+
+/// The bytes of RAM range `r` (a boot module: reserved at boot, and
+/// nothing writes it).
+fn module_bytes(r: Range) -> &'static [u8] {
+    // SAFETY: boot modules are RAM the loader handed us, reserved from
+    // every pool at boot; nothing writes them.
+    unsafe {
+        core::slice::from_raw_parts(
+            paging::phys_to_virt(r.start).as_ptr::<u8>(),
+            r.len() as usize,
+        )
+    }
+}
+
+/// Where the kernel after hop `hop` comes from. With a bundle of images
+/// (`kho-images-v1`, the module tagged `kho,images`, or an untagged one
+/// that is a bundle), `kho.route=I,J,...` names the image each hop kexecs
+/// into (the last entry repeats; default 0), and `kho.rollback=1` makes
+/// every kernel after the first go back to the image the previous kernel
+/// ran (image 0 for the cold-booted one). Without a bundle, the image
+/// module.
+pub(crate) fn next_image(boot: &BootInfo, hop: u32) -> Option<NextImage> {
+    use kho::abi::images::{Bundle, IMAGES_MODULE};
+    let p = &boot.params;
+    let bundle = p.module_tagged(IMAGES_MODULE).or_else(|| {
+        p.image_module()
+            .filter(|m| Bundle::parse(module_bytes(*m)).is_ok())
+    });
+    let Some(module) = bundle else {
+        let image = p.image_module()?;
+        return Some(NextImage {
+            image,
+            module: image,
+            tag: IMAGE_MODULE,
+        });
+    };
+    let b = Bundle::parse(module_bytes(module)).ok()?;
+    let route: Vec<usize> = p
+        .cmdline_value("kho.route")
+        .map(|r| r.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_default();
+    let at = |h: u32| route.get(h as usize).or(route.last()).copied().unwrap_or(0);
+    let index = if hop > 0 && p.cmdline_value("kho.rollback") == Some("1") {
+        // The previous kernel ran what hop `hop - 2` kexecd into (image 0
+        // for the cold-booted one).
+        hop.checked_sub(2).map_or(0, at)
+    } else {
+        at(hop)
+    };
+    let (off, len) = b.image(index)?;
+    Some(NextImage {
+        image: Range::new(module.start + off, module.start + off + len),
+        module,
+        tag: IMAGES_MODULE,
     })
+}
+
+/// The next kernel's image bytes, if there is one.
+pub(crate) fn image_bytes(boot: &BootInfo, hop: u32) -> Option<&'static [u8]> {
+    next_image(boot, hop).map(|n| module_bytes(n.image))
 }
 
 /// The next kernel's command line: what follows ` -- ` in ours, or ours.

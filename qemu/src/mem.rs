@@ -19,3 +19,8 @@ pub fn kmem() -> KernelMem {
         }
     }
 }
+
+/// Whether the command line says `NAME=1`.
+pub fn cmdline_flag(name: &str) -> bool {
+    kho_x86_64::start::boot_info().is_some_and(|b| b.params.cmdline_value(name) == Some("1"))
+}

@@ -16,9 +16,12 @@
 //! - [`luo`]: the orchestrator's node (`kho-luo-v1`).
 //! - [`reads`]: the ELF note in which a kernel image lists what it reads
 //!   (`kho-reads-v1`).
+//! - [`images`]: a bundle of kernel images in one boot module
+//!   (`kho-images-v1`), for chains of kexecs between builds.
 
 pub mod chain;
 pub mod handoff;
+pub mod images;
 pub mod luo;
 pub mod memfd;
 pub mod reads;

@@ -147,6 +147,7 @@ impl From<FdtError> for HandoffError {
 /// Writes a handoff blob into a caller buffer.
 pub struct HandoffWriter<'a> {
     w: FdtWriter<'a>,
+    hop: u32,
 }
 
 /// What [`HandoffWriter::finish`] wrote.
@@ -189,7 +190,12 @@ impl<'a> HandoffWriter<'a> {
         }
         w.property_struct("kho,areas", recs.get(..n).unwrap_or(&[]))?;
         w.end_node()?;
-        Ok(Self { w })
+        Ok(Self { w, hop })
+    }
+
+    /// The blob's hop count (kexecs before this handoff).
+    pub fn hop(&self) -> u32 {
+        self.hop
     }
 
     /// Adds a subsystem node `name` with its `compatible` versions (best

@@ -81,6 +81,40 @@ pub enum LuoError {
     Vmalloc(crate::vmalloc::VmallocError),
     /// No memory for the orchestrator's lists.
     OutOfMemory,
+    /// An object this kernel cannot read could not be carried: its
+    /// footprint names a page that is not preserved, lies in scratch, or
+    /// belongs to another owner. The object is dropped; nothing else is
+    /// touched.
+    Footprint {
+        /// Its session.
+        session: String,
+        /// Its token.
+        token: u64,
+        /// Its family.
+        family: String,
+        /// Why the footprint was refused.
+        error: crate::claims::ClaimError,
+    },
+    /// An object this kernel cannot read could not be carried: its
+    /// footprint is malformed (unsorted, overlapping itself, empty runs,
+    /// unaligned or overflowing). The object is dropped; nothing else is
+    /// touched.
+    BadFootprint {
+        /// Its session.
+        session: String,
+        /// Its token.
+        token: u64,
+        /// Its family.
+        family: String,
+    },
+    /// The object is carried by this kernel (it reads none of its
+    /// versions): it goes on to the next handoff untouched.
+    Carried {
+        /// Its family.
+        family: String,
+        /// The versions it was written in.
+        written: Vec<String>,
+    },
 }
 
 /// An object a next kernel would not read.
@@ -155,6 +189,28 @@ impl fmt::Display for LuoError {
             Tracker(e) => write!(f, "luo: {e}"),
             Vmalloc(e) => write!(f, "luo: {e}"),
             OutOfMemory => f.write_str("luo: out of memory"),
+            Footprint {
+                session,
+                token,
+                family,
+                error,
+            } => write!(
+                f,
+                "luo: {session}/{token:#x} ({family}) cannot be carried: its footprint is refused: {error}"
+            ),
+            BadFootprint {
+                session,
+                token,
+                family,
+            } => write!(
+                f,
+                "luo: {session}/{token:#x} ({family}) cannot be carried: its footprint is malformed"
+            ),
+            Carried { family, written } => write!(
+                f,
+                "luo: {family} written as [{}] is carried, not read, by this kernel",
+                list(written)
+            ),
         }
     }
 }
@@ -168,6 +224,7 @@ impl core::error::Error for LuoError {
             LuoError::Tracker(e) => Some(e),
             LuoError::Vmalloc(e) => Some(e),
             LuoError::Write(e) => Some(e),
+            LuoError::Footprint { error, .. } => Some(error),
             LuoError::Handler { error, .. } => Some(error.as_error()),
             _ => None,
         }

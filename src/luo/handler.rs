@@ -50,6 +50,11 @@ pub struct Prepared<U> {
     pub payloads: Vec<Payload>,
     /// The handler's own state for undoing (record arrays, say).
     pub keep: Vec<U>,
+    /// Preserved pages the payloads name besides the object's own
+    /// ([`Handler::footprint`]): record arrays, chain pages. They join
+    /// the object's footprint, so a kernel that cannot read the payloads
+    /// still keeps them.
+    pub footprint: Vec<Range>,
 }
 
 impl<U> Default for Prepared<U> {
@@ -57,6 +62,7 @@ impl<U> Default for Prepared<U> {
         Self {
             payloads: Vec::new(),
             keep: Vec::new(),
+            footprint: Vec::new(),
         }
     }
 }
@@ -135,6 +141,17 @@ pub trait Handler<P: Platform>: 'static {
         p: &mut P,
         t: &mut Tracker,
     ) -> Result<(), LuoError>;
+    /// The object's footprint: every physical range of preserved pages
+    /// it owns (the pages its retrieve claims as data), in any order.
+    /// Asked once, after [`Handler::preserve`], while the object cannot
+    /// change its pages; it goes into the handoff in a form every kho
+    /// reader understands, so that a kernel that cannot read the object
+    /// still keeps all of it. Pages of payload metadata go in
+    /// [`Prepared::footprint`] instead. Nothing by default: an object
+    /// that owns no pages.
+    fn footprint(&self, obj: &Self::Object, out: &mut Vec<Range>) {
+        let _ = (obj, out);
+    }
     /// Undoes [`Handler::preserve`].
     fn unpreserve(
         &mut self,
@@ -201,6 +218,8 @@ pub trait Handler<P: Platform>: 'static {
 pub(super) struct Frozen {
     pub payloads: Vec<Payload>,
     pub keep: Box<dyn Any>,
+    /// The payloads' metadata pages ([`Prepared::footprint`]).
+    pub footprint: Vec<Range>,
 }
 
 impl core::fmt::Debug for Frozen {
@@ -220,6 +239,7 @@ pub(super) trait Erased<P: Platform> {
     fn reads(&self) -> &[Version];
     fn owns(&self, obj: &dyn Any) -> bool;
     fn can_write(&self, obj: &dyn Any, version: &Version) -> bool;
+    fn footprint(&self, obj: &dyn Any, out: &mut Vec<Range>);
     fn preserve(&mut self, obj: &mut dyn Any, p: &mut P, t: &mut Tracker) -> Result<(), LuoError>;
     fn unpreserve(&mut self, obj: &mut dyn Any, p: &mut P, t: &mut Tracker)
     -> Result<(), LuoError>;
@@ -255,6 +275,11 @@ impl<P: Platform, H: Handler<P>> Erased<P> for H {
     fn can_write(&self, obj: &dyn Any, version: &Version) -> bool {
         obj.downcast_ref::<H::Object>()
             .is_some_and(|o| Handler::can_write(self, o, version))
+    }
+    fn footprint(&self, obj: &dyn Any, out: &mut Vec<Range>) {
+        if let Some(o) = obj.downcast_ref::<H::Object>() {
+            Handler::footprint(self, o, out);
+        }
     }
     fn preserve(&mut self, obj: &mut dyn Any, p: &mut P, t: &mut Tracker) -> Result<(), LuoError> {
         let family = Handler::family(self);
@@ -294,6 +319,7 @@ impl<P: Platform, H: Handler<P>> Erased<P> for H {
         let payloads = core::mem::take(&mut out.payloads);
         Ok(Frozen {
             payloads,
+            footprint: core::mem::take(&mut out.footprint),
             keep: Box::new(out.keep),
         })
     }
@@ -305,6 +331,7 @@ impl<P: Platform, H: Handler<P>> Erased<P> for H {
             let prepared = Prepared {
                 payloads: frozen.payloads,
                 keep: *keep,
+                footprint: frozen.footprint,
             };
             Handler::unprepare(self, o, prepared, p, t);
         }

@@ -8,6 +8,7 @@
 use super::{Handler, LuoError, Payload, PayloadIn, Platform, Prepared, RestoreCtx, Version};
 use crate::claims::Claims;
 use crate::memfd::{Memfd, MemfdError, v1, v2};
+use crate::ranges::Range;
 use crate::tracker::Tracker;
 use crate::vmalloc::Vmalloc;
 use alloc::vec::Vec;
@@ -80,6 +81,14 @@ impl<P: Platform> Handler<P> for MemfdHandler {
         Ok(f.preserve(t)?)
     }
 
+    fn footprint(&self, f: &Memfd, out: &mut Vec<Range>) {
+        out.extend(
+            f.extents()
+                .iter()
+                .map(|e| Range::new(e.phys, e.phys.saturating_add(e.pages() * crate::PAGE_SIZE))),
+        );
+    }
+
     fn unpreserve(&mut self, f: &mut Memfd, _: &mut P, t: &mut Tracker) -> Result<(), LuoError> {
         Ok(f.unpreserve(t)?)
     }
@@ -113,6 +122,15 @@ impl<P: Platform> Handler<P> for MemfdHandler {
                 optional: 0,
                 data: w.desc,
             });
+            if let Some(a) = &w.array {
+                let block = crate::PAGE_SIZE << a.order();
+                let blocks = a.blocks().iter().map(|&b| Range::new(b, b + block));
+                let chain = a
+                    .chain_pages()
+                    .iter()
+                    .map(|&c| Range::new(c, c + crate::PAGE_SIZE));
+                out.footprint.extend(blocks.chain(chain));
+            }
             out.keep.push(w.array);
         }
         Ok(())

@@ -40,6 +40,7 @@ mod node;
 #[cfg(test)]
 mod tests;
 
+pub use crate::abi::luo::LUO_V1;
 pub use error::{HandlerError, Loss, LuoError, Refused};
 pub use handler::{Handler, Payload, PayloadIn, Platform, Prepared, RestoreCtx, Version};
 
@@ -47,6 +48,7 @@ pub use crate::abi::reads::{NOTE_NAME, NOTE_READS, ReadList, ReadsNote, reads_le
 use handler::{Erased, Frozen};
 pub use node::{LUO_VERSION, NODE};
 
+use crate::abi::luo as abi;
 use crate::claims::Claims;
 use crate::handoff::{Handoff, HandoffWriter};
 use crate::ranges::Range;
@@ -68,12 +70,15 @@ enum Held {
     Restored(Box<dyn Any>, &'static str, usize, bool),
     /// Retrieve failed (kept so that a second retrieve says the same).
     Failed(LuoError),
+    /// Carried: this kernel cannot read it, keeps every page of its
+    /// footprint and hands its payloads on unchanged.
+    Carried(Vec<InPayload>),
     /// Taken by its owner.
     Taken,
 }
 
 /// A payload read from the blob.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct InPayload {
     version: String,
     required: u64,
@@ -86,12 +91,107 @@ struct Object {
     token: u64,
     family: String,
     held: Held,
+    /// Every page the object owns as data, as sorted disjoint ranges: from
+    /// its handler at preserve, or from the blob (empty if the blob gave
+    /// none: such an object cannot be carried).
+    footprint: Vec<Range>,
+    /// Where it comes from (for an object preserved here, set at write).
+    origin: Origin,
+    /// The blob gave a footprint that is malformed: the object can be
+    /// read, never carried.
+    bad_footprint: bool,
 }
 
 #[derive(Debug)]
 struct Session {
     name: String,
     objects: Vec<Object>,
+    /// Objects no kernel can read are dropped, not carried.
+    drop_unread: bool,
+    /// Made by [`Luo::create_session`] (not only to hold carried objects).
+    explicit: bool,
+}
+
+/// Where an object comes from: the hop of the handoff that first held it,
+/// and how many kernels have carried it since without reading it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The `hop` of the first handoff that held it.
+    pub hop: u32,
+    /// Kernels that carried it without reading it.
+    pub carried: u32,
+}
+
+/// What the next kernel will do with an object ([`Plan::outcome`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It reads the object, from this version.
+    Read(String),
+    /// It cannot read the object and keeps it for a later kernel: every
+    /// page stays preserved, the payloads go on unchanged.
+    Carried,
+    /// It loses the object: it has no kho orchestrator that can read the
+    /// node, or it cannot read the object and may not (session opted out)
+    /// or cannot (no footprint) carry it.
+    Lost,
+}
+
+/// An object a kernel carried without reading it, between
+/// [`Luo::finish`] (which hands it out in [`Finished::carried`]) and
+/// [`Luo::carry`] (which makes it part of the next handoff). Its pages are
+/// claimed: finish never frees them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Carried {
+    /// Its session.
+    pub session: String,
+    /// Its token.
+    pub token: u64,
+    /// Its family.
+    pub family: String,
+    /// Where it comes from (not counting this kernel).
+    pub origin: Origin,
+    drop_unread: bool,
+    payloads: Vec<InPayload>,
+    footprint: Vec<Range>,
+}
+
+impl Carried {
+    /// The ranges it owns (sorted, disjoint).
+    pub fn footprint(&self) -> &[Range] {
+        &self.footprint
+    }
+
+    /// Its payloads' versions, best first.
+    pub fn versions(&self) -> impl Iterator<Item = &str> + '_ {
+        self.payloads.iter().map(|p| p.version.as_str())
+    }
+}
+
+/// The footprint written for `o`: its own, with its payloads' pages once
+/// frozen.
+fn footprint_of(o: &Object) -> Vec<Range> {
+    match &o.held {
+        Held::Live(_, Some(f)) if !f.footprint.is_empty() => {
+            let mut all = o.footprint.clone();
+            all.extend_from_slice(&f.footprint);
+            merged(all)
+        }
+        _ => o.footprint.clone(),
+    }
+}
+
+/// Sorts `v` and joins ranges that touch or overlap.
+fn merged(mut v: Vec<Range>) -> Vec<Range> {
+    v.retain(|r| !r.is_empty());
+    v.sort_unstable_by_key(|r| r.start);
+    let mut out: Vec<Range> = Vec::with_capacity(v.len());
+    for r in v {
+        match out.last_mut() {
+            Some(last) if last.end >= r.start => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 /// One row of [`Luo::preflight`]: what the next kernel will do with an
@@ -104,8 +204,18 @@ pub struct Plan {
     pub token: u64,
     /// Its family.
     pub family: String,
-    /// The version the next kernel will read, or `None`: lost.
-    pub version: Option<&'static str>,
+    /// Read (and from which version), carried, or lost.
+    pub outcome: Outcome,
+}
+
+impl Plan {
+    /// The version the next kernel will read, if it reads the object.
+    pub fn version(&self) -> Option<&str> {
+        match &self.outcome {
+            Outcome::Read(v) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 /// A registered family whose objects are `T`s: what [`Luo::register`]
@@ -209,6 +319,11 @@ pub struct Finished {
     /// it held is lost, and none of them is in `lost` (their names could
     /// not be trusted).
     pub unread: Option<LuoError>,
+    /// Objects this kernel could not read and keeps for a later one:
+    /// their pages stay claimed (never freed, never given to the
+    /// allocator). Hand them to the next handoff with [`Luo::carry`], or
+    /// they are lost at the next kexec.
+    pub carried: Vec<Carried>,
 }
 
 impl<P: Platform> Default for Luo<P> {
@@ -275,17 +390,41 @@ impl<P: Platform> Luo<P> {
     }
 
     /// Creates an empty session.
+    /// A session that only holds objects carried from the previous kernel
+    /// ([`Luo::carry`]) is taken over: this kernel's objects join them.
     pub fn create_session(&mut self, name: &str) -> Result<(), LuoError> {
         if self.frozen {
             return Err(LuoError::State("sessions are frozen"));
         }
-        if self.sessions.iter().any(|s| s.name == name) {
-            return Err(LuoError::DuplicateSession(name.to_string()));
+        if let Some(s) = self.sessions.iter_mut().find(|s| s.name == name) {
+            if s.explicit {
+                return Err(LuoError::DuplicateSession(name.to_string()));
+            }
+            s.explicit = true;
+            return Ok(());
         }
+        self.sessions
+            .try_reserve(1)
+            .map_err(|_| LuoError::OutOfMemory)?;
         self.sessions.push(Session {
             name: name.to_string(),
             objects: Vec::new(),
+            drop_unread: false,
+            explicit: true,
         });
+        Ok(())
+    }
+
+    /// Opts `session` out of carry-through (or back in): when a later
+    /// kernel cannot read one of its objects, the object is dropped and
+    /// its memory freed, instead of kept for a kernel that can. For data
+    /// that must not outlive a kernel able to check it (keys, leases);
+    /// everything else is better carried.
+    pub fn set_drop_unread(&mut self, session: &str, drop: bool) -> Result<(), LuoError> {
+        if self.frozen {
+            return Err(LuoError::State("sessions are frozen"));
+        }
+        self.session(session)?.drop_unread = drop;
         Ok(())
     }
 
@@ -334,11 +473,19 @@ impl<P: Platform> Luo<P> {
         if let Err(e) = self.handlers[h].preserve(&mut object, p, t) {
             return refuse(e, object);
         }
+        // The footprint, while the object's pages cannot change (and
+        // outside the blackout: freeze only adds its payloads' pages).
+        let mut footprint = Vec::new();
+        self.handlers[h].footprint(&object, &mut footprint);
+        let footprint = merged(footprint);
         if let Ok(s) = self.session(session) {
             s.objects.push(Object {
                 token,
                 family: family.to_string(),
                 held: Held::Live(Box::new(object), None),
+                footprint,
+                origin: Origin::default(),
+                bad_footprint: false,
             });
         }
         Ok(())
@@ -382,50 +529,147 @@ impl<P: Platform> Luo<P> {
 
     /// Cancels everything: unfreezes, unpreserves every object and gives
     /// them all back.
+    /// Objects carried from the previous kernel stay (preserved, in their
+    /// sessions): they are not this kernel's to give back.
     pub fn cancel(&mut self, p: &mut P, t: &mut Tracker) -> Vec<Cancelled> {
         self.unfreeze(p, t);
         let mut out = Vec::new();
-        for s in core::mem::take(&mut self.sessions) {
+        let mut kept = Vec::new();
+        for mut s in core::mem::take(&mut self.sessions) {
+            let mut stay = Vec::new();
             for o in s.objects {
-                if let Held::Live(mut obj, _) = o.held {
-                    if let Some(h) = self.handler(&o.family) {
-                        let _ = self.handlers[h].unpreserve(obj.as_mut(), p, t);
+                match o.held {
+                    Held::Live(mut obj, _) => {
+                        if let Some(h) = self.handler(&o.family) {
+                            let _ = self.handlers[h].unpreserve(obj.as_mut(), p, t);
+                        }
+                        out.push(Cancelled {
+                            session: s.name.clone(),
+                            token: o.token,
+                            family: o.family,
+                            object: obj,
+                        });
                     }
-                    out.push(Cancelled {
-                        session: s.name.clone(),
-                        token: o.token,
-                        family: o.family,
-                        object: obj,
-                    });
+                    Held::Carried(_) => stay.push(o),
+                    _ => {}
                 }
             }
+            if !stay.is_empty() {
+                s.objects = stay;
+                s.explicit = false;
+                kept.push(s);
+            }
         }
+        self.sessions = kept;
         out
     }
 
-    /// What the next kernel (reading `next`) will do with each object: the
-    /// best of its family's writable versions that `next` reads, or none.
+    /// Makes an object the previous kernel carried (from
+    /// [`Finished::carried`]) part of this kernel's handoff: every range
+    /// of its footprint preserved in `t`, its payloads handed on
+    /// unchanged, its carry count one more. It joins its session (made if
+    /// needed; [`Luo::create_session`] may take it over). On error nothing
+    /// changed and the object comes back.
+    pub fn carry(&mut self, c: Carried, t: &mut Tracker) -> Result<(), Box<Refused<Carried>>> {
+        let refuse = |error, object| Err(Box::new(Refused { error, object }));
+        if self.frozen {
+            return refuse(LuoError::State("sessions are frozen"), c);
+        }
+        if let Some(s) = self.sessions.iter().find(|s| s.name == c.session)
+            && s.objects.iter().any(|o| o.token == c.token)
+        {
+            let e = LuoError::DuplicateToken {
+                session: c.session.clone(),
+                token: c.token,
+            };
+            return refuse(e, c);
+        }
+        if self.sessions.try_reserve(1).is_err() {
+            return refuse(LuoError::OutOfMemory, c);
+        }
+        for (i, r) in c.footprint.iter().enumerate() {
+            if let Err(e) = t.preserve_range(r.start, r.end) {
+                for r in c.footprint.iter().take(i) {
+                    let _ = t.unpreserve_range(r.start, r.end);
+                }
+                return refuse(e.into(), c);
+            }
+        }
+        let si = match self.sessions.iter().position(|s| s.name == c.session) {
+            Some(i) => i,
+            None => {
+                self.sessions.push(Session {
+                    name: c.session.clone(),
+                    objects: Vec::new(),
+                    drop_unread: c.drop_unread,
+                    explicit: false,
+                });
+                self.sessions.len() - 1
+            }
+        };
+        self.sessions[si].objects.push(Object {
+            token: c.token,
+            family: c.family,
+            held: Held::Carried(c.payloads),
+            footprint: c.footprint,
+            origin: Origin {
+                hop: c.origin.hop,
+                carried: c.origin.carried.saturating_add(1),
+            },
+            bad_footprint: false,
+        });
+        Ok(())
+    }
+
+    /// What the next kernel (reading `next`) will do with each object:
+    /// read it (the best of its versions that `next` reads), carry it, or
+    /// lose it.
     pub fn preflight(&self, next: &ReadList<'_>) -> Vec<Plan> {
         let mut plan = Vec::new();
         for s in &self.sessions {
             for o in &s.objects {
-                let version = self
-                    .written(o)
-                    .into_iter()
-                    .find(|v| next.reads(v.name, v.features));
                 plan.push(Plan {
                     session: s.name.clone(),
                     token: o.token,
                     family: o.family.clone(),
-                    version: version.map(|v| v.name),
+                    outcome: self.outcome(s, o, next),
                 });
             }
         }
         plan
     }
 
-    /// The versions an object will be written in, best first.
-    fn written(&self, o: &Object) -> Vec<Version> {
+    /// [`Outcome`] of `o` for a next kernel that reads `next`.
+    fn outcome(&self, s: &Session, o: &Object, next: &ReadList<'_>) -> Outcome {
+        if !next.reads(LUO_VERSION, 0) {
+            return Outcome::Lost;
+        }
+        if let Some((v, _)) = self
+            .written(o)
+            .into_iter()
+            .find(|(v, req)| next.reads(v, *req))
+        {
+            return Outcome::Read(v);
+        }
+        // A footprint too large for the node is not written: not carried.
+        let carriable =
+            !o.footprint.is_empty() && footprint_of(o).len() <= abi::MAX_FOOTPRINT_EXTENTS;
+        if s.drop_unread || !carriable {
+            Outcome::Lost
+        } else {
+            Outcome::Carried
+        }
+    }
+
+    /// The versions an object will be written in, best first, with the
+    /// feature bits a reader needs.
+    fn written(&self, o: &Object) -> Vec<(String, u64)> {
+        if let Held::Carried(payloads) = &o.held {
+            return payloads
+                .iter()
+                .map(|p| (p.version.clone(), p.required))
+                .collect();
+        }
         let (Some(h), Held::Live(obj, _)) = (self.handler(&o.family), &o.held) else {
             return Vec::new();
         };
@@ -433,7 +677,7 @@ impl<P: Platform> Luo<P> {
         h.writes()
             .iter()
             .filter(|v| h.can_write(obj.as_ref(), v))
-            .copied()
+            .map(|v| (v.name.to_string(), 0))
             .collect()
     }
 
@@ -455,13 +699,12 @@ impl<P: Platform> Luo<P> {
             let mut lost = Vec::new();
             for s in &self.sessions {
                 for o in &s.objects {
-                    let written = self.written(o);
-                    if !written.iter().any(|v| next.reads(v.name, v.features)) {
+                    if self.outcome(s, o, next) == Outcome::Lost {
                         lost.push(Loss {
                             session: s.name.clone(),
                             token: o.token,
                             family: o.family.clone(),
-                            written: written.iter().map(|v| v.name.to_string()).collect(),
+                            written: self.written(o).into_iter().map(|(v, _)| v).collect(),
                         });
                     }
                 }
@@ -473,6 +716,9 @@ impl<P: Platform> Luo<P> {
         let mut failed = None;
         'all: for s in &mut self.sessions {
             for o in &mut s.objects {
+                if matches!(o.held, Held::Carried(_)) {
+                    continue;
+                }
                 let Some(h) = self.handlers.iter().position(|h| h.family() == o.family) else {
                     failed = Some(LuoError::NoHandler(o.family.clone()));
                     break 'all;
@@ -559,6 +805,20 @@ impl<P: Platform> Luo<P> {
         }
     }
 
+    /// Where object `token` of `session` comes from (for an incoming or
+    /// carried object, as its blob said).
+    pub fn origin(&self, session: &str, token: u64) -> Option<Origin> {
+        let (si, oi) = self.find(session, token).ok()?;
+        Some(self.sessions[si].objects[oi].origin)
+    }
+
+    /// The footprint of object `token` of `session` (empty if it has
+    /// none: it cannot be carried).
+    pub fn footprint(&self, session: &str, token: u64) -> Option<&[Range]> {
+        let (si, oi) = self.find(session, token).ok()?;
+        Some(&self.sessions[si].objects[oi].footprint)
+    }
+
     /// Why [`Luo::incoming`] could not read the blob's node, if it could
     /// not.
     pub fn unread(&self) -> Option<&LuoError> {
@@ -605,22 +865,42 @@ impl<P: Platform> Luo<P> {
             Held::Taken => Err(LuoError::State("the object was taken")),
             Held::Live(..) => Err(LuoError::State("not an incoming object")),
             Held::Incoming(_) => Err(LuoError::State("not retrieved")),
+            Held::Carried(p) => Err(LuoError::Carried {
+                family: o.family.clone(),
+                written: p.iter().map(InPayload::name).collect(),
+            }),
         }
     }
 
-    /// Restores every object still incoming, in blob order.
+    /// Restores every object still incoming, in blob order; then carries,
+    /// in blob order, every object no handler here can read. Readers
+    /// claim first, so a carried object's footprint can never take a page
+    /// from an object this kernel reads.
     fn restore_all(&mut self, p: &mut P, ctx: &mut RestoreCtx<'_>) {
         if core::mem::replace(&mut self.restored, true) {
             return;
         }
-        for s in &mut self.sessions {
-            for o in &mut s.objects {
+        let mut unread: Vec<(usize, usize, LuoError)> = Vec::new();
+        for (si, s) in self.sessions.iter_mut().enumerate() {
+            for (oi, o) in s.objects.iter_mut().enumerate() {
                 let Held::Incoming(payloads) = &o.held else {
                     continue;
                 };
-                let result = match self.handlers.iter_mut().find(|h| h.family() == o.family) {
+                let h = self.handlers.iter_mut().find(|h| h.family() == o.family);
+                let picked = match h {
                     None => Err(LuoError::NoHandler(o.family.clone())),
-                    Some(h) => pick(h.reads(), payloads, &o.family).and_then(|(v, pl)| {
+                    Some(h) => pick(h.reads(), payloads, &o.family).map(|pl| (h, pl)),
+                };
+                let result = match picked {
+                    Err(e) => {
+                        if unread.try_reserve(1).is_ok() {
+                            unread.push((si, oi, e));
+                        } else {
+                            o.held = Held::Failed(LuoError::OutOfMemory);
+                        }
+                        continue;
+                    }
+                    Ok((h, (v, pl))) => {
                         let payload = PayloadIn {
                             version: v,
                             required: pl.required,
@@ -629,13 +909,44 @@ impl<P: Platform> Luo<P> {
                         };
                         h.retrieve(&payload, p, ctx)
                             .map(|obj| (obj, v, pl.data.len()))
-                    }),
+                    }
                 };
                 o.held = match result {
                     Ok((obj, v, n)) => Held::Restored(obj, v, n, false),
                     Err(e) => Held::Failed(e),
                 };
             }
+        }
+        for (si, oi, why) in unread {
+            let Some(s) = self.sessions.get_mut(si) else {
+                continue;
+            };
+            let drop = s.drop_unread;
+            let session = s.name.clone();
+            let Some(o) = s.objects.get_mut(oi) else {
+                continue;
+            };
+            o.held = match core::mem::replace(&mut o.held, Held::Taken) {
+                Held::Incoming(_) if !drop && o.bad_footprint => {
+                    Held::Failed(LuoError::BadFootprint {
+                        session,
+                        token: o.token,
+                        family: o.family.clone(),
+                    })
+                }
+                Held::Incoming(payloads) if !drop && !o.footprint.is_empty() => {
+                    match claim_all(ctx.claims, &o.footprint) {
+                        Ok(()) => Held::Carried(payloads),
+                        Err(error) => Held::Failed(LuoError::Footprint {
+                            session,
+                            token: o.token,
+                            family: o.family.clone(),
+                            error,
+                        }),
+                    }
+                }
+                _ => Held::Failed(why),
+            };
         }
     }
 
@@ -707,10 +1018,27 @@ impl<P: Platform> Luo<P> {
         let mut lost = Vec::new();
         lost.try_reserve(objects)
             .map_err(|_| LuoError::OutOfMemory)?;
+        let mut carried = Vec::new();
+        carried
+            .try_reserve(objects)
+            .map_err(|_| LuoError::OutOfMemory)?;
         self.finished = true;
         for s in &mut self.sessions {
             for o in &mut s.objects {
                 let e = match core::mem::replace(&mut o.held, Held::Taken) {
+                    Held::Carried(payloads) => {
+                        // Its pages stay claimed: never freed here.
+                        carried.push(Carried {
+                            session: s.name.clone(),
+                            token: o.token,
+                            family: o.family.clone(),
+                            origin: o.origin,
+                            drop_unread: s.drop_unread,
+                            payloads,
+                            footprint: core::mem::take(&mut o.footprint),
+                        });
+                        continue;
+                    }
                     Held::Failed(e) => e,
                     Held::Incoming(_) => LuoError::State("never retrieved"),
                     Held::Restored(obj, _, _, false) => {
@@ -741,7 +1069,32 @@ impl<P: Platform> Luo<P> {
             ranges,
             lost,
             unread: self.unread.clone(),
+            carried,
         })
+    }
+}
+
+/// Claims every range of `footprint` as data, or none.
+fn claim_all(claims: &mut Claims, footprint: &[Range]) -> Result<(), crate::claims::ClaimError> {
+    for (i, r) in footprint.iter().enumerate() {
+        if let Err(e) = claims.claim(r.start, r.len() / crate::PAGE_SIZE) {
+            for r in footprint.iter().take(i) {
+                claims.release(r.start, r.len() / crate::PAGE_SIZE);
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+impl InPayload {
+    /// `VERSION`, or `VERSION+REQUIRED` when it needs feature bits.
+    fn name(&self) -> String {
+        if self.required == 0 {
+            self.version.clone()
+        } else {
+            alloc::format!("{}+{:x}", self.version, self.required)
+        }
     }
 }
 
@@ -762,16 +1115,7 @@ fn pick<'a>(
     }
     Err(LuoError::NoReadableVersion {
         family: family.to_string(),
-        written: payloads
-            .iter()
-            .map(|p| {
-                if p.required == 0 {
-                    p.version.clone()
-                } else {
-                    alloc::format!("{}+{:x}", p.version, p.required)
-                }
-            })
-            .collect(),
+        written: payloads.iter().map(InPayload::name).collect(),
         reads: reads.iter().map(|v| v.name.to_string()).collect(),
     })
 }

@@ -19,13 +19,18 @@
 //! };
 //! ```
 
-use super::{Held, InPayload, LuoError, Object, Session};
+use super::{Held, InPayload, LuoError, Object, Origin, Session, footprint_of};
+use crate::abi::luo::{
+    Extent, LUO_V1, MAX_FOOTPRINT_EXTENTS, Origin as OriginRec, SESSION_DROP_UNREAD,
+};
 pub use crate::abi::luo::{LUO_VERSION, NODE};
 use crate::fdt::{FdtWriter, Node, WriteError};
 use crate::handoff::{Handoff, HandoffWriter};
+use crate::ranges::Range;
 use alloc::format;
 use alloc::string::ToString;
 use alloc::vec::Vec;
+use zerocopy::byteorder::little_endian::U32;
 use zerocopy::byteorder::little_endian::U64;
 
 /// Most sessions, objects per session and payloads per object a reader
@@ -33,18 +38,23 @@ use zerocopy::byteorder::little_endian::U64;
 const MAX: usize = 1024;
 
 pub(super) fn write(w: &mut HandoffWriter<'_>, sessions: &[Session]) -> Result<(), LuoError> {
-    let frozen = |o: &Object| matches!(&o.held, Held::Live(_, Some(_)));
+    let frozen = |o: &Object| matches!(&o.held, Held::Live(_, Some(_)) | Held::Carried(_));
     if !sessions.iter().all(|s| s.objects.iter().all(frozen)) {
         return Err(LuoError::State("an object is not frozen"));
     }
+    let hop = w.hop();
     w.subsystem(NODE, &[LUO_VERSION], None, |w| {
         for (i, s) in sessions.iter().enumerate() {
             w.begin_node(&format!("session-{i}"))?;
             w.property_string("kho,name", &s.name)?;
+            let flags = if s.drop_unread {
+                SESSION_DROP_UNREAD
+            } else {
+                0
+            };
+            w.property_struct("kho,flags", &U32::new(flags))?;
             for o in &s.objects {
-                if let Held::Live(_, Some(prep)) = &o.held {
-                    write_object(w, o, prep)?;
-                }
+                write_object(w, o, hop)?;
             }
             w.end_node()?;
         }
@@ -53,21 +63,106 @@ pub(super) fn write(w: &mut HandoffWriter<'_>, sessions: &[Session]) -> Result<(
     Ok(())
 }
 
-fn write_object(w: &mut FdtWriter<'_>, o: &Object, prep: &super::Frozen) -> Result<(), WriteError> {
+/// One payload's fields, whichever kind of object it comes from.
+struct Out<'a> {
+    version: &'a str,
+    required: u64,
+    optional: u64,
+    data: &'a [u8],
+}
+
+fn write_object(w: &mut FdtWriter<'_>, o: &Object, hop: u32) -> Result<(), WriteError> {
+    let (origin, payloads): (Origin, alloc::vec::Vec<Out<'_>>) = match &o.held {
+        Held::Live(_, Some(prep)) => (
+            Origin { hop, carried: 0 },
+            prep.payloads
+                .iter()
+                .map(|p| Out {
+                    version: p.version,
+                    required: p.required,
+                    optional: p.optional,
+                    data: &p.data,
+                })
+                .collect(),
+        ),
+        Held::Carried(p) => (
+            o.origin,
+            p.iter()
+                .map(|p| Out {
+                    version: &p.version,
+                    required: p.required,
+                    optional: p.optional,
+                    data: &p.data,
+                })
+                .collect(),
+        ),
+        _ => return Ok(()),
+    };
     w.begin_node(&format!("object-{:x}", o.token))?;
     w.property_struct("kho,token", &U64::new(o.token))?;
     w.property_string("kho,family", &o.family)?;
-    for (k, pl) in prep.payloads.iter().enumerate() {
+    w.property_struct(
+        "kho,origin",
+        &OriginRec {
+            hop: origin.hop.into(),
+            carried: origin.carried.into(),
+        },
+    )?;
+    let footprint = footprint_of(o);
+    if !footprint.is_empty() && footprint.len() <= MAX_FOOTPRINT_EXTENTS {
+        let recs: alloc::vec::Vec<Extent> = footprint
+            .iter()
+            .map(|r| Extent {
+                start: r.start.into(),
+                pages: (r.len() / crate::PAGE_SIZE).into(),
+            })
+            .collect();
+        w.property_struct("kho,footprint", recs.as_slice())?;
+    }
+    for (k, pl) in payloads.iter().enumerate() {
         w.begin_node(&format!("payload-{k}"))?;
         w.property_string("kho,version", pl.version)?;
         w.property_struct(
             "kho,features",
             &[U64::new(pl.required), U64::new(pl.optional)],
         )?;
-        w.property("kho,data", &pl.data)?;
+        w.property("kho,data", pl.data)?;
         w.end_node()?;
     }
     w.end_node()
+}
+
+/// An object's footprint as the blob gives it: sorted, disjoint, page
+/// aligned, no empty extent, no overflow; at most
+/// [`MAX_FOOTPRINT_EXTENTS`]. Absent: empty (not carriable).
+fn footprint(on: &Node<'_>) -> Result<alloc::vec::Vec<Range>, LuoError> {
+    let bad = LuoError::BadNode("object kho,footprint");
+    let Some(p) = on.property("kho,footprint") else {
+        return Ok(alloc::vec::Vec::new());
+    };
+    let recs: &[Extent] = p.as_slice_of().map_err(|_| bad.clone())?;
+    if recs.is_empty() || recs.len() > MAX_FOOTPRINT_EXTENTS {
+        return Err(bad);
+    }
+    let mut out = alloc::vec::Vec::new();
+    out.try_reserve_exact(recs.len())
+        .map_err(|_| LuoError::OutOfMemory)?;
+    let mut end = 0u64;
+    for r in recs {
+        let (start, pages) = (r.start.get(), r.pages.get());
+        let stop = pages
+            .checked_mul(crate::PAGE_SIZE)
+            .and_then(|len| start.checked_add(len))
+            .filter(|_| pages > 0 && start % crate::PAGE_SIZE == 0)
+            .ok_or(bad.clone())?;
+        // Sorted and disjoint; touching runs would have been one.
+        if !out.is_empty() && start <= end {
+            return Err(bad);
+        }
+        end = stop;
+        out.push(Range::new(start, stop));
+    }
+    Ok(out)
 }
 
 fn str_prop<'a>(n: &Node<'a>, name: &str, what: &'static str) -> Result<&'a str, LuoError> {
@@ -81,19 +176,31 @@ pub(super) fn read(h: &Handoff<'_>) -> Result<Vec<Session>, LuoError> {
     let Some(sub) = h.subsystem(NODE) else {
         return Ok(Vec::new());
     };
-    if sub.pick(&[LUO_VERSION]).is_none() {
+    let Some(version) = sub.pick(&[LUO_VERSION, LUO_V1]) else {
         return Err(LuoError::NoReadableVersion {
             family: NODE.to_string(),
             written: sub.compatible().map(|c| c.to_string()).collect(),
-            reads: alloc::vec![LUO_VERSION.to_string()],
+            reads: alloc::vec![LUO_VERSION.to_string(), LUO_V1.to_string()],
         });
-    }
+    };
+    let v2 = version == LUO_VERSION;
     let mut sessions: Vec<Session> = Vec::new();
     for sn in sub.node.children() {
         if sessions.len() >= MAX {
             return Err(LuoError::BadNode("too many sessions"));
         }
         let name = str_prop(&sn, "kho,name", "session kho,name")?;
+        let flags = if v2 {
+            sn.property("kho,flags")
+                .and_then(|p| p.as_struct::<U32>().ok())
+                .ok_or(LuoError::BadNode("session kho,flags"))?
+                .get()
+        } else {
+            0
+        };
+        if flags & !SESSION_DROP_UNREAD != 0 {
+            return Err(LuoError::BadNode("session kho,flags"));
+        }
         if sessions.iter().any(|s| s.name == name) {
             return Err(LuoError::DuplicateSession(name.to_string()));
         }
@@ -117,6 +224,27 @@ pub(super) fn read(h: &Handoff<'_>) -> Result<Vec<Session>, LuoError> {
                 });
             }
             let family = str_prop(&on, "kho,family", "object kho,family")?;
+            let (origin, footprint) = if v2 {
+                let o = on
+                    .property("kho,origin")
+                    .and_then(|p| p.as_struct::<OriginRec>().ok())
+                    .ok_or(LuoError::BadNode("object kho,origin"))?;
+                let origin = Origin {
+                    hop: o.hop.get(),
+                    carried: o.carried.get(),
+                };
+                (origin, footprint(&on))
+            } else {
+                (Origin::default(), Ok(alloc::vec::Vec::new()))
+            };
+            // A malformed footprint drops this object's carrying, not the
+            // node (the object may still be read).
+            let bad_footprint = matches!(footprint, Err(LuoError::BadNode(_)));
+            let footprint = match footprint {
+                Ok(f) => f,
+                Err(LuoError::BadNode(_)) => alloc::vec::Vec::new(),
+                Err(e) => return Err(e),
+            };
             let mut payloads = Vec::new();
             for pn in on.children() {
                 if payloads.len() >= MAX {
@@ -152,11 +280,16 @@ pub(super) fn read(h: &Handoff<'_>) -> Result<Vec<Session>, LuoError> {
                 token,
                 family: family.to_string(),
                 held: Held::Incoming(payloads),
+                footprint,
+                origin,
+                bad_footprint,
             });
         }
         sessions.push(Session {
             name: name.to_string(),
             objects,
+            drop_unread: flags & SESSION_DROP_UNREAD != 0,
+            explicit: true,
         });
     }
     Ok(sessions)

@@ -145,9 +145,18 @@ fn sessions_refuse_duplicates_and_unknowns() {
 fn the_next_kernel_picks_the_best_common_version_per_object() {
     let (mut mem, t, scratch, a, b) = first_kernel(&[V2, V1]);
     // Preflight knows the sealed file has no v1 payload.
-    let old = ReadList::parse(b"memfd-v1\0\0\0\0").unwrap();
-    let plan: Vec<Option<&str>> = a.preflight(&old).iter().map(|p| p.version).collect();
-    assert_eq!(plan, [Some("memfd-v1"), None, Some("memfd-v1")]);
+    // It is carried, not lost, by a kernel whose orchestrator carries.
+    let old = ReadList::parse(b"memfd-v1\0kho-luo-v2\0\0\0").unwrap();
+    let plan: Vec<Outcome> = a.preflight(&old).into_iter().map(|p| p.outcome).collect();
+    let v1 = || Outcome::Read("memfd-v1".into());
+    assert_eq!(plan, [v1(), Outcome::Carried, v1()]);
+    // A kernel with no orchestrator that reads this node loses them all.
+    let none = ReadList::parse(b"memfd-v1\0kho-luo-v1\0").unwrap();
+    assert!(
+        a.preflight(&none)
+            .iter()
+            .all(|p| p.outcome == Outcome::Lost)
+    );
     let h = Handoff::parse(&b, &[RAM]).unwrap();
     // A reader of v1 only.
     let mut luo = Luo::<HostMem>::new();
@@ -165,8 +174,8 @@ fn the_next_kernel_picks_the_best_common_version_per_object() {
         scratch: scratch.areas(),
         claims: &mut claims,
     };
-    // In any order; the sealed file has no v1: a typed error naming both
-    // sides, and the others still restore.
+    // In any order; the sealed file has no v1: this kernel carries it
+    // (a typed answer naming its versions), and the others restore.
     let (f, v) = luo
         .retrieve::<Memfd>("vm-2", 1, &mut mem, &mut ctx)
         .unwrap();
@@ -178,15 +187,14 @@ fn the_next_kernel_picks_the_best_common_version_per_object() {
         .unwrap_err();
     assert_eq!(
         e,
-        LuoError::NoReadableVersion {
+        LuoError::Carried {
             family: "memfd".into(),
             written: vec!["memfd-v2".into()],
-            reads: vec!["memfd-v1".into()],
         }
     );
     assert_eq!(
         e.to_string(),
-        "luo: memfd written as [memfd-v2], this kernel reads [memfd-v1]: no common version"
+        "luo: memfd written as [memfd-v2] is carried, not read, by this kernel"
     );
     // Idempotent: the same error, the same object.
     assert_eq!(
@@ -214,16 +222,24 @@ fn the_next_kernel_picks_the_best_common_version_per_object() {
     let f1 = luo.take::<Memfd>("vm-1", 1).unwrap();
     assert_eq!(contents(&f1, &mem), vec![1u8; 300_000]);
     let f3 = luo.take::<Memfd>("vm-2", 1).unwrap();
-    // Finish frees the sealed file, every v2 payload's array and the v1
-    // arrays (released after reading): nothing preserved is lost.
+    // Finish frees every v2 payload's array of the files it read and the
+    // v1 arrays (released after reading); the sealed file and its v2
+    // array are carried, not freed: nothing preserved is lost.
     let adopted = [&f1, &f3].iter().map(|f| f.allocated_bytes()).sum::<u64>();
     let preserved: u64 = claims.preserved().map(|r| r.len()).sum();
     let done = luo.finish(&mut mem, claims).unwrap();
-    let (freed, lost) = (done.freed, done.lost);
-    assert_eq!(lost.len(), 1);
-    assert_eq!((lost[0].0.as_str(), lost[0].1), ("vm-1", 2));
-    assert_eq!(freed + adopted, preserved);
-    assert_eq!(mem.free_bytes(), free_before + freed);
+    assert!(done.lost.is_empty(), "{:?}", done.lost);
+    assert_eq!(done.carried.len(), 1);
+    let c = &done.carried[0];
+    assert_eq!((c.session.as_str(), c.token), ("vm-1", 2));
+    assert_eq!(c.versions().collect::<Vec<_>>(), ["memfd-v2"]);
+    let carried: u64 = c.footprint().iter().map(|r| r.len()).sum();
+    assert!(carried >= 70_000, "the file's pages at least");
+    assert_eq!(done.freed + adopted + carried, preserved);
+    assert_eq!(mem.free_bytes(), free_before + done.freed);
+    for r in &done.ranges {
+        assert!(c.footprint().iter().all(|f| !f.overlaps(r)), "{r} freed");
+    }
 }
 
 #[test]
@@ -274,18 +290,28 @@ fn preflight_reports_and_refuses_what_would_be_lost() {
     luo.create_session("s").unwrap();
     let f = file(&mut mem, 5000, 4, 0);
     luo.preserve("s", 1, "memfd", f, &mut mem, &mut t).unwrap();
+    // Carried by a kernel that reads this orchestrator's node...
+    let carrier = ReadList::parse(b"memfd-v1\0kho-luo-v2\0").unwrap();
+    assert_eq!(luo.preflight(&carrier)[0].outcome, Outcome::Carried);
+    // ... unless its session opts out.
+    luo.set_drop_unread("s", true).unwrap();
+    assert_eq!(luo.preflight(&carrier)[0].outcome, Outcome::Lost);
+    luo.set_drop_unread("s", false).unwrap();
+    luo.freeze(&mut mem, &mut t, Some(&carrier), false).unwrap();
+    luo.unfreeze(&mut mem, &mut t);
+    // Lost by a kernel with no orchestrator node it reads.
     let old = ReadList::parse(b"memfd-v1\0kho-demo-v1\0\0\0").unwrap();
     let plan = luo.preflight(&old);
-    assert_eq!(plan[0].version, None);
+    assert_eq!(plan[0].outcome, Outcome::Lost);
     let e = luo.freeze(&mut mem, &mut t, Some(&old), false).unwrap_err();
     assert!(matches!(&e, LuoError::WouldLose(l) if l.len() == 1 && l[0].written == ["memfd-v3"]));
     assert!(!luo.frozen);
     // Forced: the kexec may go ahead; the object is written anyway, and the
     // next kernel gives it a typed error.
     luo.freeze(&mut mem, &mut t, Some(&old), true).unwrap();
-    let new = ReadList::parse(b"memfd-v3\0memfd-v2\0").unwrap();
+    let new = ReadList::parse(b"memfd-v3\0memfd-v2\0kho-luo-v2\0").unwrap();
     luo.unfreeze(&mut mem, &mut t);
-    assert_eq!(luo.preflight(&new)[0].version, Some("memfd-v3"));
+    assert_eq!(luo.preflight(&new)[0].version(), Some("memfd-v3"));
     assert!(ReadList::parse(b"memfd-v2+zz\0").is_none());
     let feat = ReadList::parse(b"x-v1+3\0").unwrap();
     assert!(feat.reads("x-v1", 0b10) && !feat.reads("x-v1", 0b100));
@@ -467,7 +493,9 @@ fn luo_blob(
     let root = handover::write(&t, &mut mem).unwrap();
     let mut buf = vec![0u8; 8192];
     let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root, &scratch).unwrap();
-    w.subsystem(NODE, &[LUO_VERSION], None, |w| {
+    // `kho-luo-v1`: the session and object properties these tests break
+    // are the ones both versions share.
+    w.subsystem(NODE, &[LUO_V1], None, |w| {
         w.begin_node("session-0")?;
         w.property_string("kho,name", "s")?;
         body(w)?;
@@ -543,21 +571,21 @@ fn a_malformed_luo_node_is_refused() {
     ));
 }
 
-/// The `kho-luo-v1` node with `memfd-v2` and `memfd-v1` payloads (inline
-/// and array descriptors), pinned byte for byte: a layout change needs a
-/// new version string. The host fake allocates deterministically, so the
-/// blob is the same on every run.
+/// The `kho-luo-v2` node with `memfd-v2` and `memfd-v1` payloads (inline
+/// and array descriptors), footprints and origins, pinned byte for byte: a
+/// layout change needs a new version string. The host fake allocates
+/// deterministically, so the blob is the same on every run.
 #[test]
 fn golden_luo_blob_pins_the_node_and_the_memfd_descriptors() {
     let (mut mem, mut t, scratch, a, b) = first_kernel(&[V2, V1]);
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/luo-v1.dtb");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/luo-v2.dtb");
     if std::env::var_os("KHO_BLESS").is_some() {
         std::fs::write(&path, &b).unwrap();
     }
-    let golden = std::fs::read(&path).expect("tests/golden/luo-v1.dtb (KHO_BLESS=1 writes it)");
+    let golden = std::fs::read(&path).expect("tests/golden/luo-v2.dtb (KHO_BLESS=1 writes it)");
     assert_eq!(
         b, golden,
-        "the kho-luo-v1 or memfd layout changed: that needs a new version string"
+        "the kho-luo-v2 or memfd layout changed: that needs a new version string"
     );
     // dtc reads it without a warning, when it is installed.
     if let Ok(out) = std::process::Command::new("dtc")
@@ -974,16 +1002,296 @@ fn the_reads_note_is_built_from_the_read_lists() {
     const LISTS: &[&[Version]] = &[A, B];
     static NOTE: crate::luo::ReadsNote<{ crate::luo::reads_len(LISTS) }> =
         crate::luo::ReadsNote::of(LISTS);
-    assert_eq!(NOTE.desc(), b"memfd-v2\0memfd-v1+1f\0kho-luo-v1\0");
+    assert_eq!(NOTE.desc(), b"memfd-v2\0memfd-v1+1f\0kho-luo-v2\0");
     let l = ReadList::parse(NOTE.desc()).unwrap();
     let got: Vec<(&str, u64)> = l.versions().collect();
     assert_eq!(
         got,
-        [("memfd-v2", 0), ("memfd-v1", 0x1f), ("kho-luo-v1", 0)]
+        [("memfd-v2", 0), ("memfd-v1", 0x1f), ("kho-luo-v2", 0)]
     );
     // What a handler registered with `A` reads, the note says it reads.
     for v in A {
         assert!(l.reads(v.name, v.features));
     }
     assert!(!l.reads("memfd-v2", 1));
+}
+
+/// The blob with the frozen `luo` written at `hop`.
+fn blob_at_hop(
+    luo: &Luo<HostMem>,
+    mem: &mut HostMem,
+    t: &Tracker,
+    scratch: &Scratch,
+    hop: u32,
+) -> Vec<u8> {
+    let root = handover::write(t, mem).unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut w = HandoffWriter::new(&mut buf, hop, Stamps::default(), &root, scratch).unwrap();
+    luo.write(&mut w).unwrap();
+    let n = w.finish().unwrap().len;
+    buf.truncate(n);
+    buf
+}
+
+/// A kernel reading `reads` over `b`: restores what it reads, takes
+/// nothing, finishes; returns what it carried.
+fn carrier(
+    mem: &mut HostMem,
+    t: &Tracker,
+    scratch: &Scratch,
+    b: &[u8],
+    reads: &[Version],
+) -> Finished {
+    let h = Handoff::parse(b, &[RAM]).unwrap();
+    let mut luo = Luo::<HostMem>::new();
+    luo.register(MemfdHandler::new(reads, reads)).unwrap();
+    luo.incoming(&h).unwrap();
+    let mut claims = mem.hand_over(t).unwrap();
+    let mut ctx = RestoreCtx {
+        ram: &[RAM],
+        scratch: scratch.areas(),
+        claims: &mut claims,
+    };
+    let objs: Vec<(String, u64)> = luo.objects().map(|(s, t, _)| (s.into(), t)).collect();
+    for (s, tok) in &objs {
+        if let Ok((f, _)) = luo.retrieve::<Memfd>(s, *tok, mem, &mut ctx) {
+            let _ = f.size();
+        }
+        let _ = luo.take::<Memfd>(s, *tok);
+    }
+    luo.finish(mem, claims).unwrap()
+}
+
+/// A `memfd-v3` file through a kernel that reads `memfd-v1` only, twice,
+/// then into a `memfd-v3` reader: the same bytes in the same first folio,
+/// the origin hop kept and the carry count 2; and nothing the carriers
+/// freed overlaps it.
+#[test]
+fn an_unreadable_object_is_carried_through_two_kernels_bit_exact() {
+    let (mut mem, mut t, scratch) = setup();
+    let mut luo = Luo::<HostMem>::new();
+    luo.register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
+        .unwrap();
+    luo.create_session("s").unwrap();
+    let f = file(&mut mem, 200_000, 9, 0);
+    let want = contents(&f, &mem);
+    let first = f.extents()[0].phys;
+    luo.preserve("s", 7, FAMILY_MEMFD, f, &mut mem, &mut t)
+        .unwrap();
+    let carrier_reads = ReadList::parse(b"memfd-v1\0kho-luo-v2\0").unwrap();
+    assert_eq!(luo.preflight(&carrier_reads)[0].outcome, Outcome::Carried);
+    luo.freeze(&mut mem, &mut t, Some(&carrier_reads), false)
+        .unwrap();
+    let mut b = blob_at_hop(&luo, &mut mem, &t, &scratch, 3);
+    for hop in [4, 5] {
+        let done = carrier(&mut mem, &t, &scratch, &b, &[V1]);
+        assert!(done.lost.is_empty(), "{:?}", done.lost);
+        assert_eq!(done.carried.len(), 1);
+        for r in &done.ranges {
+            assert!(done.carried[0].footprint().iter().all(|f| !f.overlaps(r)));
+        }
+        // Poison everything the carrier gave back.
+        for r in &done.ranges {
+            for p in (r.start..r.end).step_by(4096) {
+                if let Some(fr) = mem.frame_mut(p) {
+                    fr.fill(0xa5);
+                }
+            }
+        }
+        let mut next = Luo::<HostMem>::new();
+        next.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
+        t = Tracker::new(scratch.areas()).unwrap();
+        for c in done.carried {
+            next.carry(c, &mut t).unwrap();
+        }
+        next.freeze(&mut mem, &mut t, Some(&carrier_reads), false)
+            .unwrap();
+        b = blob_at_hop(&next, &mut mem, &t, &scratch, hop);
+    }
+    // The origin and the count, as the blob says.
+    let h = Handoff::parse(&b, &[RAM]).unwrap();
+    let mut last = Luo::<HostMem>::new();
+    last.register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
+        .unwrap();
+    last.incoming(&h).unwrap();
+    let origin = last.origin("s", 7).unwrap();
+    assert_eq!(origin, Origin { hop: 3, carried: 2 });
+    let mut claims = mem.hand_over(&t).unwrap();
+    let mut ctx = RestoreCtx {
+        ram: &[RAM],
+        scratch: scratch.areas(),
+        claims: &mut claims,
+    };
+    let (g, v) = last.retrieve::<Memfd>("s", 7, &mut mem, &mut ctx).unwrap();
+    assert_eq!(v, "memfd-v3");
+    assert_eq!(g.extents()[0].phys, first);
+    let got = contents(g, &mem);
+    assert_eq!(got, want);
+}
+
+/// A carried object whose footprint names another object's page, or a
+/// page nobody preserved, is dropped with a typed error naming it; the
+/// object that is read keeps its pages, and a good carried one is kept.
+#[test]
+fn a_bad_footprint_drops_that_object_only() {
+    for bad in ["overlap", "unpreserved"] {
+        let (mut mem, mut t, scratch) = setup();
+        let mut luo = Luo::<HostMem>::new();
+        luo.register(MemfdHandler::new(&[V3_TEST, V1], &[V3_TEST]))
+            .unwrap();
+        luo.create_session("s").unwrap();
+        let readable = file(&mut mem, 10_000, 1, 0);
+        let read_page = readable.extents()[0].phys;
+        luo.preserve("s", 1, FAMILY_MEMFD, readable, &mut mem, &mut t)
+            .unwrap();
+        // Sealed: no v1 payload, so a v1 reader carries it.
+        for tok in [2, 3] {
+            let f = file(&mut mem, 10_000, 2, seal::WRITE.bits());
+            luo.preserve("s", tok, FAMILY_MEMFD, f, &mut mem, &mut t)
+                .unwrap();
+        }
+        // Object 2's footprint made to name object 1's first page, or a
+        // page outside every preserved range.
+        let target = if bad == "overlap" {
+            read_page
+        } else {
+            0x3f00_0000
+        };
+        let (si, oi) = luo.find("s", 2).unwrap();
+        luo.sessions[si].objects[oi].footprint = vec![Range::new(target, target + 4096)];
+        luo.freeze(&mut mem, &mut t, None, false).unwrap();
+        let b = blob(&luo, &mut mem, &t, &scratch);
+        let h = Handoff::parse(&b, &[RAM]).unwrap();
+        let mut next = Luo::<HostMem>::new();
+        next.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
+        next.incoming(&h).unwrap();
+        let mut claims = mem.hand_over(&t).unwrap();
+        let mut ctx = RestoreCtx {
+            ram: &[RAM],
+            scratch: scratch.areas(),
+            claims: &mut claims,
+        };
+        let (f1, _) = next.retrieve::<Memfd>("s", 1, &mut mem, &mut ctx).unwrap();
+        assert_eq!(f1.extents()[0].phys, read_page);
+        match next.retrieve::<Memfd>("s", 2, &mut mem, &mut ctx) {
+            Err(LuoError::Footprint { session, token, .. }) => {
+                assert_eq!((session.as_str(), token), ("s", 2), "{bad}")
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+        assert!(matches!(
+            next.retrieve::<Memfd>("s", 3, &mut mem, &mut ctx),
+            Err(LuoError::Carried { .. })
+        ));
+        let _ = next.take::<Memfd>("s", 1).unwrap();
+        let done = next.finish(&mut mem, claims).unwrap();
+        assert_eq!(done.lost.len(), 1);
+        assert_eq!(done.carried.len(), 1);
+        assert_eq!(done.carried[0].token, 3);
+    }
+}
+
+/// A session that opts out: its unreadable object is dropped and its
+/// memory freed; preflight says so.
+#[test]
+fn a_session_that_opts_out_is_dropped_not_carried() {
+    let (mut mem, mut t, scratch) = setup();
+    let mut luo = Luo::<HostMem>::new();
+    luo.register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
+        .unwrap();
+    luo.create_session("keys").unwrap();
+    luo.set_drop_unread("keys", true).unwrap();
+    let f = file(&mut mem, 10_000, 1, 0);
+    luo.preserve("keys", 1, FAMILY_MEMFD, f, &mut mem, &mut t)
+        .unwrap();
+    let carrier_reads = ReadList::parse(b"memfd-v1\0kho-luo-v2\0").unwrap();
+    assert_eq!(luo.preflight(&carrier_reads)[0].outcome, Outcome::Lost);
+    luo.freeze(&mut mem, &mut t, None, false).unwrap();
+    let b = blob(&luo, &mut mem, &t, &scratch);
+    let done = carrier(&mut mem, &t, &scratch, &b, &[V1]);
+    assert!(done.carried.is_empty());
+    assert_eq!(done.lost.len(), 1);
+    assert!(matches!(done.lost[0].2, LuoError::NoReadableVersion { .. }));
+    assert!(done.freed >= 12 << 10);
+}
+
+/// Malformed v2 object properties are refused as a whole node.
+#[test]
+fn a_malformed_footprint_or_origin_is_refused() {
+    let v2_object = |origin: bool, extents: &[(u64, u64)]| {
+        let recs: Vec<crate::abi::luo::Extent> = extents
+            .iter()
+            .map(|&(s, p)| crate::abi::luo::Extent {
+                start: s.into(),
+                pages: p.into(),
+            })
+            .collect();
+        let (mut mem, t, scratch) = setup();
+        let root = handover::write(&t, &mut mem).unwrap();
+        let mut buf = vec![0u8; 8192];
+        let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root, &scratch).unwrap();
+        w.subsystem(NODE, &[LUO_VERSION], None, |w| {
+            w.begin_node("session-0")?;
+            w.property_string("kho,name", "s")?;
+            w.property("kho,flags", &[0u8; 4])?;
+            w.begin_node("object-1")?;
+            w.property("kho,token", &1u64.to_le_bytes())?;
+            w.property_string("kho,family", "memfd")?;
+            if origin {
+                w.property("kho,origin", &[0u8; 8])?;
+            }
+            if !recs.is_empty() {
+                w.property_struct("kho,footprint", recs.as_slice())?;
+            }
+            w.begin_node("payload-0")?;
+            w.property_string("kho,version", "memfd-v2")?;
+            w.property("kho,features", &[0u8; 16])?;
+            w.property("kho,data", &[1, 2, 3])?;
+            w.end_node()?;
+            w.end_node()?;
+            w.end_node()
+        })
+        .unwrap();
+        let n = w.finish().unwrap().len;
+        buf.truncate(n);
+        let h = Handoff::parse(&buf, &[RAM]).unwrap();
+        let mut luo = Luo::<HostMem>::new();
+        luo.incoming(&h)?;
+        // No handler reads it: carried, or refused for its footprint.
+        let mut claims = Claims::new([Range::new(0x1000_0000, 0x1001_0000)], &[]).unwrap();
+        let mut ctx = RestoreCtx {
+            ram: &[RAM],
+            scratch: &[],
+            claims: &mut claims,
+        };
+        match luo.retrieve::<Memfd>("s", 1, &mut mem, &mut ctx) {
+            Err(LuoError::Carried { .. }) => Ok(()),
+            Err(e) => Err(e),
+            Ok(_) => panic!("read without a handler"),
+        }
+    };
+    assert_eq!(
+        v2_object(true, &[(0x1000_0000, 2), (0x1000_3000, 1)]),
+        Ok(())
+    );
+    assert!(matches!(v2_object(true, &[]), Err(LuoError::NoHandler(_))));
+    let bad_fp = Err(LuoError::BadFootprint {
+        session: "s".into(),
+        token: 1,
+        family: "memfd".into(),
+    });
+    for extents in [
+        &[(0x1000_3000, 1), (0x1000_0000, 2)][..], // unsorted
+        &[(0x1000_0000, 2), (0x1000_1000, 1)],     // overlapping
+        &[(0x1000_0000, 2), (0x1000_2000, 1)],     // touching: should be one
+        &[(0x1000_0000, 0)],                       // empty
+        &[(0x1000_0800, 1)],                       // unaligned
+        &[(u64::MAX - 4095, 2)],                   // overflowing
+    ] {
+        assert_eq!(v2_object(true, extents), bad_fp, "{extents:x?}");
+    }
+    assert_eq!(
+        v2_object(false, &[(0x1000_0000, 1)]),
+        Err(LuoError::BadNode("object kho,origin"))
+    );
 }

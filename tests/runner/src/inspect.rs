@@ -124,6 +124,25 @@ fn objects(h: &Handoff<'_>, out: &mut String) {
         .map(|(s, t, f)| (s.to_owned(), t, f.to_owned()))
         .collect();
     for (session, token, family) in objects {
+        let origin = luo.origin(&session, token).unwrap_or_default();
+        let fp = luo.footprint(&session, token).unwrap_or(&[]);
+        let _ = write!(
+            out,
+            "  luo {session}/{token} {family}: first handed over at hop {}, carried {} time(s) since; ",
+            origin.hop, origin.carried
+        );
+        if fp.is_empty() {
+            let _ = writeln!(out, "no footprint (cannot be carried)");
+        } else {
+            let pages: u64 = fp.iter().map(|r| r.len() / 4096).sum();
+            let _ = writeln!(
+                out,
+                "footprint {} extent(s), {} pages from {:#x}",
+                fp.len(),
+                pages,
+                fp[0].start
+            );
+        }
         for p in luo.payloads(&session, token) {
             let _ = write!(
                 out,
@@ -223,8 +242,9 @@ mod tests {
     /// a layout or a reader shows here.
     #[test]
     fn the_golden_luo_blob_decodes_to_its_objects_and_runs() {
-        let out = inspect(&golden("luo-v1.dtb"));
+        let out = inspect(&golden("luo-v2.dtb"));
         for line in [
+            "  luo vm-1/2 memfd: first handed over at hop 0, carried 0 time(s) since; footprint 2 extent(s), 18 pages from 0x1004a000",
             "  version:  kho-handoff-v2",
             "  luo vm-1/2 memfd: memfd-v2, 88 bytes; size 70000, pos 0, seals 0x8, 2 run records inline:",
             "      pages from 16 of the file: 2 folio(s) of order 0 from 0x1004a000",
@@ -235,10 +255,22 @@ mod tests {
         assert!(out.contains("checksum: kho-sum64 0x"), "{out}");
     }
 
+    /// The previous node version still decodes (without origins or
+    /// footprints).
+    #[test]
+    fn the_golden_v1_blob_still_decodes() {
+        let out = inspect(&golden("luo-v1.dtb"));
+        assert!(out.contains("; no footprint (cannot be carried)"), "{out}");
+        assert!(
+            out.contains("  luo vm-2/1 memfd: memfd-v2, 88 bytes;"),
+            "{out}"
+        );
+    }
+
     /// A flipped byte: refused, with the reason, and nothing decoded.
     #[test]
     fn a_damaged_blob_is_refused_with_its_reason() {
-        let mut b = golden("luo-v1.dtb");
+        let mut b = golden("luo-v2.dtb");
         let n = b.len();
         b[n / 2] ^= 0x10;
         let out = inspect(&b);

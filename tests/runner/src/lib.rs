@@ -657,6 +657,20 @@ pub fn default_kernel(root: &Path) -> PathBuf {
     root.join("target/x86_64-unknown-none/debug/kho-kernel")
 }
 
+/// Writes a bundle of the kernel images at `paths` (`kho-images-v1`, the
+/// module a chain of kexecs between builds picks its next kernel from) to
+/// `out`, and returns `out`.
+pub fn bundle(paths: &[PathBuf], out: &Path) -> Result<PathBuf, String> {
+    let images: Vec<Vec<u8>> = paths
+        .iter()
+        .map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())))
+        .collect::<Result<_, _>>()?;
+    let refs: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+    let b = kho::abi::images::Bundle::build(&refs).map_err(|e| e.to_string())?;
+    std::fs::write(out, b).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(out.to_path_buf())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -309,14 +309,45 @@ fn rows(b: &kho_runner::Boot, hop: usize) -> Vec<(String, u64, String, String)> 
 }
 
 /// A kernel that reads memfd-v2 and -v1 into one that reads only v1: the
-/// sealed file exists only as v2, so preflight refuses the kexec and the
-/// first kernel keeps running with everything intact. Forced
-/// (`kho.force=1`), the sealed file gets a typed error naming both sides
-/// and the three others restore from memfd-v1.
+/// sealed file exists only as v2, so the old kernel carries it (preflight
+/// says so and lets the kexec go) and restores the three others from
+/// memfd-v1. With every session opted out of carrying (`kho.drop=1`),
+/// preflight refuses the kexec and the first kernel keeps running with
+/// everything intact; forced (`kho.force=1`), the sealed file gets a typed
+/// error naming both sides and is lost.
 #[test]
-fn new_to_old_preflight_refuses_then_forced_loses_only_what_old_cannot_read() {
+fn new_to_old_carries_what_old_cannot_read_and_refuses_only_an_opted_out_loss() {
     let old = kernel("KHO_KERNEL_OLD");
     let b = run(old.clone(), "kho.hops=1");
+    judge_live_update(&b, 2, "kho demo: live update OK after 1 kexecs")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        lines_with(&b, "preflight: vm-1/2 memfd (sealed) -> CARRIED").len(),
+        1,
+        "{}",
+        b.tail()
+    );
+    let r = rows(&b, 1);
+    assert_eq!(r.len(), 4, "{r:?}");
+    for (s, t, f, rest) in &r {
+        if f == "sealed" {
+            assert!(
+                rest.starts_with("CARRIED: reads none of [memfd-v2]; first handed over at hop 0, carried 0 time(s) before;"),
+                "{s}/{t}: {rest}"
+            );
+        } else {
+            assert!(rest.starts_with("memfd-v1 "), "{f}: {rest}");
+        }
+    }
+    assert_eq!(lines_with(&b, "3 objects retrieved").len(), 1);
+    assert_eq!(
+        lines_with(&b, "1 carried, 0 lost;").len(),
+        1,
+        "{}",
+        b.tail()
+    );
+
+    let b = run(old.clone(), "kho.hops=1 kho.drop=1");
     judge_demo(
         &b,
         "kho demo: kexec refused by preflight, still running, data intact",
@@ -339,7 +370,7 @@ fn new_to_old_preflight_refuses_then_forced_loses_only_what_old_cannot_read() {
         b.tail()
     );
 
-    let b = run(old, "kho.hops=1 kho.force=1");
+    let b = run(old, "kho.hops=1 kho.drop=1 kho.force=1");
     judge_live_update(&b, 2, "kho demo: live update OK after 1 kexecs")
         .unwrap_or_else(|e| panic!("{e}"));
     let r = rows(&b, 1);
@@ -358,7 +389,7 @@ fn new_to_old_preflight_refuses_then_forced_loses_only_what_old_cannot_read() {
     }
     assert_eq!(lines_with(&b, "3 objects retrieved").len(), 1);
     assert_eq!(
-        lines_with(&b, "1 lost; finish freed").len(),
+        lines_with(&b, "0 carried, 1 lost; finish freed").len(),
         1,
         "{}",
         b.tail()
@@ -384,10 +415,10 @@ fn old_to_new_restores_everything_from_the_old_version() {
     assert!(r.iter().all(|x| x.3.starts_with("memfd-v1 ")), "{r:?}");
 }
 
-/// A writer of memfd-v3 only into a reader of memfd-v1 only: preflight
-/// refuses; forced, every memfd gets its typed error, the demo's other
-/// preserved data still restores and checks out, and finish frees the
-/// files' memory.
+/// A writer of memfd-v3 only into a reader of memfd-v1 only, every
+/// session opted out of carrying: preflight refuses; forced, every memfd
+/// gets its typed error, the demo's other preserved data still restores
+/// and checks out, and finish frees the files' memory.
 #[test]
 fn a_newer_version_only_into_an_old_reader_is_refused_then_forced() {
     let first = kernel("KHO_KERNEL_V3");
@@ -395,7 +426,7 @@ fn a_newer_version_only_into_an_old_reader_is_refused_then_forced() {
     let boot_v3 = |extra: &str| {
         let mut cfg = Config::new(
             first.clone(),
-            &format!("kho.mode=demo kho.big=4 kho.hops=1 {extra}"),
+            &format!("kho.mode=demo kho.big=4 kho.hops=1 kho.drop=1 {extra}"),
         );
         cfg.initrd = Some(old.clone());
         cfg.timeout = Duration::from_secs(240);
@@ -430,7 +461,7 @@ fn a_newer_version_only_into_an_old_reader_is_refused_then_forced() {
         "kho hop 1: verified 6 blocks (2156 KiB) by checksum, generation 0"
     );
     assert_eq!(lines_with(&b, "0 objects retrieved").len(), 1);
-    assert_eq!(lines_with(&b, "4 lost").len(), 1);
+    assert_eq!(lines_with(&b, "0 carried, 4 lost").len(), 1);
 }
 
 /// Our optimized kernel with a 64 MiB segment added

@@ -1,0 +1,177 @@
+//! A bundle of kernel images in one boot module (`kho-images-v1`), so that
+//! a chain of kexecs can go from one build to another and back: each
+//! kernel passes the bundle on unchanged and picks its successor from it.
+//!
+//! ```text
+//! page 0:  ImagesHeader, then `count` ImageEntry records
+//! then:    each image's ELF bytes, starting on a 4 KiB boundary
+//! ```
+//!
+//! Images start on page boundaries so that a kexec can copy their pages
+//! in place, straight from the module.
+
+use alloc::vec::Vec;
+use zerocopy::byteorder::little_endian::{U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// The bundle's magic, its first 8 bytes.
+pub const IMAGES_MAGIC: [u8; 8] = *b"KHOIMGS1";
+/// The command line of the boot module that carries a bundle.
+pub const IMAGES_MODULE: &str = "kho,images";
+/// Most images in a bundle (their records fit in the first page).
+pub const MAX_IMAGES: usize = 255;
+/// Alignment of every image in the bundle.
+pub const IMAGE_ALIGN: usize = 4096;
+
+/// The bundle's header (16 bytes, LE).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct ImagesHeader {
+    /// [`IMAGES_MAGIC`].
+    pub magic: [u8; 8],
+    /// Images in the bundle.
+    pub count: U32,
+    /// Reserved, 0.
+    pub flags: U32,
+}
+
+/// Where one image lies in the bundle (16 bytes, LE).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct ImageEntry {
+    /// Offset from the bundle's start, a multiple of [`IMAGE_ALIGN`].
+    pub offset: U64,
+    /// Bytes.
+    pub len: U64,
+}
+
+/// Why bytes are not a bundle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImagesError {
+    /// No [`IMAGES_MAGIC`]: not a bundle (perhaps a single image).
+    NotABundle,
+    /// The header or a record is malformed: flags set, no image, too many,
+    /// an image unaligned, empty, past the end, or overlapping another.
+    Malformed,
+}
+
+impl core::fmt::Display for ImagesError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ImagesError::NotABundle => f.write_str("not a kho image bundle"),
+            ImagesError::Malformed => f.write_str("malformed kho image bundle"),
+        }
+    }
+}
+
+impl core::error::Error for ImagesError {}
+
+/// A checked bundle: the offsets and lengths of its images.
+#[derive(Clone, Copy, Debug)]
+pub struct Bundle<'a> {
+    entries: &'a [ImageEntry],
+}
+
+impl<'a> Bundle<'a> {
+    /// Reads and checks a bundle: every image page aligned, non-empty,
+    /// inside `bytes`, after the header page, and not overlapping another.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, ImagesError> {
+        let (h, rest) =
+            ImagesHeader::ref_from_prefix(bytes).map_err(|_| ImagesError::NotABundle)?;
+        if h.magic != IMAGES_MAGIC {
+            return Err(ImagesError::NotABundle);
+        }
+        let count = usize::try_from(h.count.get()).map_err(|_| ImagesError::Malformed)?;
+        if h.flags.get() != 0 || count == 0 || count > MAX_IMAGES {
+            return Err(ImagesError::Malformed);
+        }
+        let (entries, _) = <[ImageEntry]>::ref_from_prefix_with_elems(rest, count)
+            .map_err(|_| ImagesError::Malformed)?;
+        let mut end = IMAGE_ALIGN as u64;
+        for e in entries {
+            let (off, len) = (e.offset.get(), e.len.get());
+            let stop = off.checked_add(len).ok_or(ImagesError::Malformed)?;
+            if len == 0 || off % IMAGE_ALIGN as u64 != 0 || off < end || stop > bytes.len() as u64 {
+                return Err(ImagesError::Malformed);
+            }
+            end = stop;
+        }
+        Ok(Self { entries })
+    }
+
+    /// Images in the bundle.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it has no image (never, once parsed).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Image `i` as (offset, length) in the bundle.
+    pub fn image(&self, i: usize) -> Option<(u64, u64)> {
+        self.entries.get(i).map(|e| (e.offset.get(), e.len.get()))
+    }
+
+    /// Writes a bundle of `images` (at least one, at most
+    /// [`MAX_IMAGES`]).
+    pub fn build(images: &[&[u8]]) -> Result<Vec<u8>, ImagesError> {
+        if images.is_empty() || images.len() > MAX_IMAGES {
+            return Err(ImagesError::Malformed);
+        }
+        let mut out = alloc::vec![0u8; IMAGE_ALIGN];
+        let header = ImagesHeader {
+            magic: IMAGES_MAGIC,
+            count: (images.len() as u32).into(),
+            flags: 0.into(),
+        };
+        let mut at = 16;
+        out[..16].copy_from_slice(header.as_bytes());
+        for img in images {
+            let offset = out.len() as u64;
+            let e = ImageEntry {
+                offset: offset.into(),
+                len: (img.len() as u64).into(),
+            };
+            out[at..at + 16].copy_from_slice(e.as_bytes());
+            at += 16;
+            out.extend_from_slice(img);
+            out.resize(out.len().next_multiple_of(IMAGE_ALIGN), 0);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bundle_round_trips_and_bad_ones_are_refused() {
+        let a = [1u8; 5000];
+        let b = [2u8; 10];
+        let bytes = Bundle::build(&[&a, &b]).unwrap();
+        let bundle = Bundle::parse(&bytes).unwrap();
+        assert_eq!(bundle.len(), 2);
+        let (off, len) = bundle.image(1).unwrap();
+        assert_eq!(off % 4096, 0);
+        assert_eq!(&bytes[off as usize..(off + len) as usize], &b);
+        assert_eq!(bundle.image(2), None);
+        assert_eq!(Bundle::parse(&a).unwrap_err(), ImagesError::NotABundle);
+        // Every byte of the header page flipped: refused or still sound.
+        for at in 0..48 {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x41;
+            if let Ok(x) = Bundle::parse(&bad) {
+                for i in 0..x.len() {
+                    let (o, l) = x.image(i).unwrap();
+                    assert!(o % 4096 == 0 && o + l <= bad.len() as u64 && l > 0);
+                }
+            }
+        }
+        let mut short = bytes.clone();
+        short.truncate(bytes.len() - 4096);
+        assert_eq!(Bundle::parse(&short).unwrap_err(), ImagesError::Malformed);
+    }
+}
