@@ -210,8 +210,9 @@ def option(args, name, default=None):
 
 
 def cmd_run(args):
-    """The main job: a live update. Our kernel is its own next image; it
-    kexecs --hops times, each next kernel verifying the handed-over data."""
+    """The main job: a live update. Our kernel kexecs into the `old` build
+    and back (a rollback) --hops times, each next kernel verifying the
+    handed-over data; what the old build cannot read, it carries."""
     setup()
     build()
     accel = accel_args(args)
@@ -227,8 +228,16 @@ def cmd_run(args):
     for old in os.listdir(LOGDIR):
         if old.startswith("handoff-") and old.endswith(".dtb"):
             os.remove(os.path.join(LOGDIR, old))
-    status = runner(["run", "--kernel", kernel, "--initrd", kernel,
-                     "--append", f"kho.hops={hops}", "--kernels", str(hops + 1),
+    # The chain is an update and a rollback: this build, then the `old`
+    # build (reads memfd-v1 only: it carries the sealed file, written as
+    # memfd-v2 only, without reading it), then back to this build, which
+    # reads everything again. Both images travel in one bundle.
+    bundle = os.path.join(LOGDIR, "run-images.bin")
+    if runner(["bundle", bundle, kernel, VERSION_BUILDS["old"]]) != 0:
+        raise Failure("cannot write the image bundle")
+    status = runner(["run", "--kernel", kernel, "--initrd", bundle,
+                     "--append", f"kho.hops={hops} kho.route=1 kho.rollback=1",
+                     "--kernels", str(hops + 1),
                      "--expect", f"kho demo: live update OK after {hops} kexecs",
                      "--blobs", LOGDIR, "--timeout", str(60 + 60 * hops),
                      "--log", os.path.join(LOGDIR, "run.log")] + accel + args)

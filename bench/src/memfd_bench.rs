@@ -283,6 +283,144 @@ fn live_update_ns(f: &mut Memfd, mem: &mut HostMem) -> Stat {
     Stat::of(samples)
 }
 
+/// The memfd handler with its footprint left out: the orchestrator's live
+/// update without footprints, the peer that isolates what they cost.
+struct NoFootprint(kho::luo::memfd::MemfdHandler);
+
+impl kho::luo::Handler<HostMem> for NoFootprint {
+    type Object = Memfd;
+    type Undo = Option<kho::vmalloc::Vmalloc>;
+    fn family(&self) -> &'static str {
+        kho::luo::Handler::<HostMem>::family(&self.0)
+    }
+    fn writes(&self) -> &[kho::luo::Version] {
+        kho::luo::Handler::<HostMem>::writes(&self.0)
+    }
+    fn reads(&self) -> &[kho::luo::Version] {
+        kho::luo::Handler::<HostMem>::reads(&self.0)
+    }
+    fn preserve(&mut self, f: &mut Memfd, p: &mut HostMem, t: &mut Tracker) -> Result<(), kho::luo::LuoError> {
+        self.0.preserve(f, p, t)
+    }
+    fn unpreserve(&mut self, f: &mut Memfd, p: &mut HostMem, t: &mut Tracker) -> Result<(), kho::luo::LuoError> {
+        self.0.unpreserve(f, p, t)
+    }
+    fn prepare(
+        &mut self,
+        f: &mut Memfd,
+        p: &mut HostMem,
+        t: &mut Tracker,
+        out: &mut kho::luo::Prepared<Self::Undo>,
+    ) -> Result<(), kho::luo::LuoError> {
+        self.0.prepare(f, p, t, out)?;
+        out.footprint.clear();
+        Ok(())
+    }
+    fn unprepare(&mut self, f: &mut Memfd, prep: kho::luo::Prepared<Self::Undo>, p: &mut HostMem, t: &mut Tracker) {
+        self.0.unprepare(f, prep, p, t)
+    }
+    fn retrieve(
+        &mut self,
+        pl: &kho::luo::PayloadIn<'_>,
+        p: &mut HostMem,
+        ctx: &mut kho::luo::RestoreCtx<'_>,
+    ) -> Result<Memfd, kho::luo::LuoError> {
+        self.0.retrieve(pl, p, ctx)
+    }
+    fn discard(&mut self, f: Memfd, p: &mut HostMem, claims: &mut kho::claims::Claims) {
+        self.0.discard(f, p, claims)
+    }
+}
+
+/// One live update of `f` through the orchestrator, its handler `H`:
+/// the file preserved in a session outside the time (a workload still
+/// runs then), then timed: freeze, the tracker's chain and the blob
+/// written, the blob parsed and restored, the `luo` node read, the file
+/// retrieved and taken. Returns the nanoseconds and the file, unpreserved.
+fn luo_update<H: kho::luo::Handler<HostMem, Object = Memfd>>(
+    h: H,
+    f: Memfd,
+    mem: &mut HostMem,
+    reader: kho::luo::memfd::MemfdHandler,
+) -> (f64, Memfd) {
+    use kho::handoff::{Handoff, HandoffWriter, Stamps};
+    use kho::luo::Luo;
+    use kho::tracker::handover::{self, Reader};
+    // The blob's scratch list: 2 MiB aligned, as the format wants (the
+    // tracker and the reader use SCRATCH itself).
+    let scratch = kho::scratch::Scratch::from_records(
+        zerocopy::IntoBytes::as_bytes(&[kho::scratch::ScratchRecord {
+            start: (2u64 << 20).into(),
+            size: (64u64 << 20).into(),
+        }]),
+        &[RAM],
+    )
+    .unwrap();
+    let mut t = Tracker::new(&[SCRATCH]).unwrap();
+    let mut luo = Luo::<HostMem>::new();
+    luo.register(h).unwrap();
+    luo.create_session("s").unwrap();
+    luo.preserve("s", 1, "memfd", f, mem, &mut t).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let start = Instant::now();
+    luo.freeze(mem, &mut t, None, false).unwrap();
+    let root = handover::write(&t, mem).unwrap();
+    let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root, &scratch).unwrap();
+    luo.write(&mut w).unwrap();
+    let len = w.finish().unwrap().len;
+    let h = Handoff::parse(&buf[..len], &[RAM]).unwrap();
+    let mut log = kho::reserve::ReserveLog::new();
+    Reader::new(&*mem, root, &[RAM], &[SCRATCH])
+        .restore(&mut log)
+        .unwrap();
+    let mut claims =
+        kho::claims::Claims::new(log.of(kho::reserve::Kept::Preserved), &[SCRATCH]).unwrap();
+    let mut next = Luo::<HostMem>::new();
+    next.register(reader).unwrap();
+    next.incoming(&h).unwrap();
+    let mut ctx = kho::luo::RestoreCtx {
+        ram: &[RAM],
+        scratch: &[SCRATCH],
+        claims: &mut claims,
+    };
+    next.retrieve::<Memfd>("s", 1, mem, &mut ctx).unwrap();
+    let g = next.take::<Memfd>("s", 1).unwrap();
+    let ns = start.elapsed().as_nanos() as f64;
+    black_box(g);
+    // Undo, outside the time.
+    handover::free(mem, &root);
+    let mut back = luo.cancel(mem, &mut t);
+    let f = back.pop().unwrap().into_object::<Memfd>().unwrap();
+    (ns, f)
+}
+
+/// The footprints' share of the orchestrator's live update: with and
+/// without them, rounds interleaved.
+fn footprint_cost(shape: &str) -> Figure {
+    use kho::luo::memfd::MemfdHandler;
+    let mut mem = HostMem::new(&[RAM], POOL);
+    mem.avoid(SCRATCH);
+    let mut f = make(shape, &mut mem);
+    let (mut with, mut without) = (vec![], vec![]);
+    for round in 0..10 {
+        let (a, g) = luo_update(MemfdHandler::default(), f, &mut mem, MemfdHandler::default());
+        let (b, g) = luo_update(NoFootprint(MemfdHandler::default()), g, &mut mem, MemfdHandler::default());
+        f = g;
+        if round > 0 {
+            with.push(a);
+            without.push(b);
+        }
+    }
+    Figure::new(
+        format!("live update 1 GiB memfd, {shape}, through the orchestrator: blackout (freeze, write, restore, retrieve)"),
+        Stat::of(with) / 1e6,
+        "ms",
+        "the same without footprints",
+        Stat::of(without) / 1e6,
+    )
+    .with_target(Target::Ratio(1.02))
+}
+
 /// A file of `size` bytes of 4 KiB folios none of which joins another
 /// (a spare frame between each two), written in file order.
 fn scattered_file(size: u64, mem: &mut HostMem) -> Memfd {
@@ -300,6 +438,9 @@ fn scattered_file(size: u64, mem: &mut HostMem) -> Memfd {
 /// sizes from 128 MiB to 4 GiB, which must stay flat.
 fn live_update(copy: Stat) -> Vec<Figure> {
     let mut figs = vec![];
+    for shape in ["4 KiB folios", "2 MiB folios"] {
+        figs.push(footprint_cost(shape));
+    }
     for (shape, target) in [("4 KiB folios", 0.02), ("2 MiB folios", 0.002)] {
         let mut mem = HostMem::new(&[RAM], POOL);
         mem.avoid(SCRATCH);

@@ -168,16 +168,21 @@ impl Carried {
 }
 
 /// The footprint written for `o`: its own, with its payloads' pages once
-/// frozen.
-fn footprint_of(o: &Object) -> Vec<Range> {
-    match &o.held {
+/// frozen; `None` when it has none, or more extents than the node takes
+/// (then nothing is copied: a file of scattered folios pays nothing).
+fn footprint_of(o: &Object) -> Option<Vec<Range>> {
+    if o.footprint.is_empty() || o.footprint.len() > abi::MAX_FOOTPRINT_EXTENTS {
+        return None;
+    }
+    let all = match &o.held {
         Held::Live(_, Some(f)) if !f.footprint.is_empty() => {
             let mut all = o.footprint.clone();
             all.extend_from_slice(&f.footprint);
             merged(all)
         }
         _ => o.footprint.clone(),
-    }
+    };
+    (all.len() <= abi::MAX_FOOTPRINT_EXTENTS).then_some(all)
 }
 
 /// Sorts `v` and joins ranges that touch or overlap.
@@ -652,8 +657,7 @@ impl<P: Platform> Luo<P> {
             return Outcome::Read(v);
         }
         // A footprint too large for the node is not written: not carried.
-        let carriable =
-            !o.footprint.is_empty() && footprint_of(o).len() <= abi::MAX_FOOTPRINT_EXTENTS;
+        let carriable = footprint_of(o).is_some();
         if s.drop_unread || !carriable {
             Outcome::Lost
         } else {

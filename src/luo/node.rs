@@ -108,8 +108,7 @@ fn write_object(w: &mut FdtWriter<'_>, o: &Object, hop: u32) -> Result<(), Write
             carried: origin.carried.into(),
         },
     )?;
-    let footprint = footprint_of(o);
-    if !footprint.is_empty() && footprint.len() <= MAX_FOOTPRINT_EXTENTS {
+    if let Some(footprint) = footprint_of(o) {
         let recs: alloc::vec::Vec<Extent> = footprint
             .iter()
             .map(|r| Extent {

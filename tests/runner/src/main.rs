@@ -52,7 +52,7 @@ fn parse() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let cmd = it
         .next()
-        .ok_or("usage: kho-runner test|run|qemu [options] | inspect FILE")?;
+        .ok_or("usage: kho-runner test|run|qemu [options] | inspect FILE | bundle OUT IMAGE...")?;
     let mut a = Args {
         cmd,
         kernel: default_kernel(&root),
@@ -152,6 +152,20 @@ fn judge_kexec(b: &kho_runner::Boot, expect: Option<&str>) -> ExitCode {
 fn main() -> ExitCode {
     // `inspect FILE` reads a saved blob; it boots nothing.
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // `bundle OUT IMAGE...` writes a kho-images-v1 bundle; it boots nothing.
+    if let [cmd, out, images @ ..] = args.as_slice()
+        && cmd == "bundle"
+        && !images.is_empty()
+    {
+        let paths: Vec<PathBuf> = images.iter().map(PathBuf::from).collect();
+        return match kho_runner::bundle(&paths, std::path::Path::new(out)) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kho-runner: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let [cmd, file] = args.as_slice()
         && cmd == "inspect"
     {
