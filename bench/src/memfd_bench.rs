@@ -299,10 +299,20 @@ impl kho::luo::Handler<HostMem> for NoFootprint {
     fn reads(&self) -> &[kho::luo::Version] {
         kho::luo::Handler::<HostMem>::reads(&self.0)
     }
-    fn preserve(&mut self, f: &mut Memfd, p: &mut HostMem, t: &mut Tracker) -> Result<(), kho::luo::LuoError> {
+    fn preserve(
+        &mut self,
+        f: &mut Memfd,
+        p: &mut HostMem,
+        t: &mut Tracker,
+    ) -> Result<(), kho::luo::LuoError> {
         self.0.preserve(f, p, t)
     }
-    fn unpreserve(&mut self, f: &mut Memfd, p: &mut HostMem, t: &mut Tracker) -> Result<(), kho::luo::LuoError> {
+    fn unpreserve(
+        &mut self,
+        f: &mut Memfd,
+        p: &mut HostMem,
+        t: &mut Tracker,
+    ) -> Result<(), kho::luo::LuoError> {
         self.0.unpreserve(f, p, t)
     }
     fn prepare(
@@ -316,7 +326,13 @@ impl kho::luo::Handler<HostMem> for NoFootprint {
         out.footprint.clear();
         Ok(())
     }
-    fn unprepare(&mut self, f: &mut Memfd, prep: kho::luo::Prepared<Self::Undo>, p: &mut HostMem, t: &mut Tracker) {
+    fn unprepare(
+        &mut self,
+        f: &mut Memfd,
+        prep: kho::luo::Prepared<Self::Undo>,
+        p: &mut HostMem,
+        t: &mut Tracker,
+    ) {
         self.0.unprepare(f, prep, p, t)
     }
     fn retrieve(
@@ -403,8 +419,18 @@ fn footprint_cost(shape: &str) -> Figure {
     let mut f = make(shape, &mut mem);
     let (mut with, mut without) = (vec![], vec![]);
     for round in 0..10 {
-        let (a, g) = luo_update(MemfdHandler::default(), f, &mut mem, MemfdHandler::default());
-        let (b, g) = luo_update(NoFootprint(MemfdHandler::default()), g, &mut mem, MemfdHandler::default());
+        let (a, g) = luo_update(
+            MemfdHandler::default(),
+            f,
+            &mut mem,
+            MemfdHandler::default(),
+        );
+        let (b, g) = luo_update(
+            NoFootprint(MemfdHandler::default()),
+            g,
+            &mut mem,
+            MemfdHandler::default(),
+        );
         f = g;
         if round > 0 {
             with.push(a);

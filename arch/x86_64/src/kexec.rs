@@ -379,6 +379,71 @@ impl Taken {
     }
 }
 
+/// The next kernel's image, and the module it lies in.
+pub struct NextImage {
+    /// The image's ELF bytes.
+    pub image: Range,
+    /// The module to hand on: the image itself, or the bundle it is in.
+    pub module: Range,
+    /// That module's command line.
+    pub tag: &'static str,
+}
+
+/// The bytes of boot module `r` (RAM the loader handed over, reserved from
+/// every pool at boot, which nothing writes), through the direct map.
+pub fn module_bytes(r: Range) -> &'static [u8] {
+    // SAFETY: boot modules are RAM the loader handed us, reserved from
+    // every pool at boot; nothing writes them.
+    unsafe {
+        core::slice::from_raw_parts(
+            paging::phys_to_virt(r.start).as_ptr::<u8>(),
+            r.len() as usize,
+        )
+    }
+}
+
+/// Where the kernel after hop `hop` comes from. With a bundle of images
+/// (`kho-images-v1`, the module tagged `kho,images`, or an untagged one
+/// that is a bundle), `kho.route=I,J,...` names the image each hop kexecs
+/// into (the last entry repeats; default 0), and `kho.rollback=1` makes
+/// every kernel after the first go back to the image the previous kernel
+/// ran (image 0 for the cold-booted one). Without a bundle, the image
+/// module.
+pub fn next_image(p: &BootParams, hop: u32) -> Option<NextImage> {
+    use kho::abi::images::{Bundle, IMAGES_MODULE};
+    let bundle = p.module_tagged(IMAGES_MODULE).or_else(|| {
+        p.image_module()
+            .filter(|m| Bundle::parse(module_bytes(*m)).is_ok())
+    });
+    let Some(module) = bundle else {
+        let image = p.image_module()?;
+        return Some(NextImage {
+            image,
+            module: image,
+            tag: kho::handoff::IMAGE_MODULE,
+        });
+    };
+    let b = Bundle::parse(module_bytes(module)).ok()?;
+    let route: Vec<usize> = p
+        .cmdline_value("kho.route")
+        .map(|r| r.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_default();
+    let at = |h: u32| route.get(h as usize).or(route.last()).copied().unwrap_or(0);
+    let index = if hop > 0 && p.cmdline_value("kho.rollback") == Some("1") {
+        // The previous kernel ran what hop `hop - 2` kexecd into (image 0
+        // for the cold-booted one).
+        hop.checked_sub(2).map_or(0, at)
+    } else {
+        at(hop)
+    };
+    let (off, len) = b.image(index)?;
+    Some(NextImage {
+        image: Range::new(module.start + off, module.start + off + len),
+        module,
+        tag: IMAGES_MODULE,
+    })
+}
+
 /// Prepares a kexec into `image`: the physical range of its ELF bytes,
 /// which this kernel owns and which stay unchanged until the jump (read
 /// through the direct map).
