@@ -164,6 +164,46 @@ impl<P: Platform> Outgoing<P> {
         self.luo.set_drop_unread(session, drop)
     }
 
+    /// Gives shared state (a pool behind many objects, say) as `token` of
+    /// `session`: preserved with its first dependent
+    /// ([`Outgoing::preserve_with`]), restored first in the next kernel,
+    /// finished after its last dependent ([`Luo::share`]).
+    pub fn share<T: Any>(
+        &mut self,
+        family: Family<T>,
+        session: &str,
+        token: u64,
+        object: T,
+    ) -> Result<Key<T>, Refused<T>> {
+        self.luo.share(session, token, family.name(), object)?;
+        Ok(family.key(session, token))
+    }
+
+    /// [`Outgoing::preserve`] for an object that depends on the shared
+    /// state `needs` ([`Luo::preserve_with`]): in the next kernel it is
+    /// read only if that is, and its handler's
+    /// [`Handler::retrieve_dependent`] gets it.
+    pub fn preserve_with<T: Any, S>(
+        &mut self,
+        family: Family<T>,
+        session: &str,
+        token: u64,
+        object: T,
+        needs: &Key<S>,
+        p: &mut P,
+    ) -> Result<Key<T>, Refused<T>> {
+        self.luo.preserve_with(
+            session,
+            token,
+            family.name(),
+            object,
+            (&needs.session, needs.token),
+            p,
+            &mut self.tracker,
+        )?;
+        Ok(family.key(session, token))
+    }
+
     /// Takes an object back before the kexec, unpreserved.
     pub fn unpreserve<T: Any>(&mut self, key: &Key<T>, p: &mut P) -> Result<T, LuoError> {
         self.luo

@@ -107,6 +107,19 @@ pub enum LuoError {
         /// Its family.
         family: String,
     },
+    /// An object depends on shared state this kernel did not read (or
+    /// that is not in the blob): it is not read either, and is carried
+    /// with it when it can be.
+    SharedUnread {
+        /// Its session.
+        session: String,
+        /// Its token.
+        token: u64,
+        /// The shared object's session.
+        shared_session: String,
+        /// The shared object's token.
+        shared_token: u64,
+    },
     /// The object is carried by this kernel (it reads none of its
     /// versions): it goes on to the next handoff untouched.
     Carried {
@@ -205,6 +218,15 @@ impl fmt::Display for LuoError {
             } => write!(
                 f,
                 "luo: {session}/{token:#x} ({family}) cannot be carried: its footprint is malformed"
+            ),
+            SharedUnread {
+                session,
+                token,
+                shared_session,
+                shared_token,
+            } => write!(
+                f,
+                "luo: {session}/{token:#x} is not read: the shared state it depends on, {shared_session}/{shared_token:#x}, is not read here"
             ),
             Carried { family, written } => write!(
                 f,

@@ -207,10 +207,43 @@ pub trait Handler<P: Platform>: 'static {
         p: &mut P,
         ctx: &mut RestoreCtx<'_>,
     ) -> Result<Self::Object, LuoError>;
+    /// [`Handler::retrieve`] for an object that depends on shared state
+    /// ([`Luo::preserve_with`](super::Luo::preserve_with)): the shared
+    /// object is restored first and lent here (`shared.get::<T>()`), so
+    /// the dependent can take its part of it (a file its folios from a
+    /// pool). By default the shared state is not needed.
+    fn retrieve_dependent(
+        &mut self,
+        payload: &PayloadIn<'_>,
+        shared: &mut Shared<'_>,
+        p: &mut P,
+        ctx: &mut RestoreCtx<'_>,
+    ) -> Result<Self::Object, LuoError> {
+        let _ = shared;
+        self.retrieve(payload, p, ctx)
+    }
     /// In the next kernel, at finish: gives up a restored object that
     /// nobody retrieved, releasing every page it claimed as data
-    /// ([`Claims::release`]), so that finish frees them.
+    /// ([`Claims::release`]), so that finish frees them. Dependents are
+    /// discarded before the shared state they depend on.
     fn discard(&mut self, obj: Self::Object, p: &mut P, claims: &mut Claims);
+}
+
+/// Shared state restored before its dependents, lent to
+/// [`Handler::retrieve_dependent`].
+pub struct Shared<'a> {
+    obj: &'a mut dyn Any,
+}
+
+impl<'a> Shared<'a> {
+    pub(super) fn new(obj: &'a mut dyn Any) -> Self {
+        Self { obj }
+    }
+
+    /// The shared object, if it is a `T`.
+    pub fn get<T: Any>(&mut self) -> Option<&mut T> {
+        self.obj.downcast_mut::<T>()
+    }
 }
 
 /// What the orchestrator keeps of a prepared object: the payloads and the
@@ -253,6 +286,7 @@ pub(super) trait Erased<P: Platform> {
     fn retrieve(
         &mut self,
         payload: &PayloadIn<'_>,
+        shared: Option<&mut Shared<'_>>,
         p: &mut P,
         ctx: &mut RestoreCtx<'_>,
     ) -> Result<Box<dyn Any>, LuoError>;
@@ -339,10 +373,14 @@ impl<P: Platform, H: Handler<P>> Erased<P> for H {
     fn retrieve(
         &mut self,
         payload: &PayloadIn<'_>,
+        shared: Option<&mut Shared<'_>>,
         p: &mut P,
         ctx: &mut RestoreCtx<'_>,
     ) -> Result<Box<dyn Any>, LuoError> {
-        Ok(Box::new(Handler::retrieve(self, payload, p, ctx)?))
+        Ok(Box::new(match shared {
+            Some(s) => Handler::retrieve_dependent(self, payload, s, p, ctx)?,
+            None => Handler::retrieve(self, payload, p, ctx)?,
+        }))
     }
     fn discard(&mut self, obj: Box<dyn Any>, p: &mut P, claims: &mut Claims) {
         if let Ok(o) = obj.downcast::<H::Object>() {

@@ -42,7 +42,7 @@ mod tests;
 
 pub use crate::abi::luo::LUO_V1;
 pub use error::{HandlerError, Loss, LuoError, Refused};
-pub use handler::{Handler, Payload, PayloadIn, Platform, Prepared, RestoreCtx, Version};
+pub use handler::{Handler, Payload, PayloadIn, Platform, Prepared, RestoreCtx, Shared, Version};
 
 pub use crate::abi::reads::{NOTE_NAME, NOTE_READS, ReadList, ReadsNote, reads_len};
 use handler::{Erased, Frozen};
@@ -73,6 +73,9 @@ enum Held {
     /// Carried: this kernel cannot read it, keeps every page of its
     /// footprint and hands its payloads on unchanged.
     Carried(Vec<InPayload>),
+    /// Shared state given with [`Luo::share`], not preserved until its
+    /// first dependent is.
+    Pending(Box<dyn Any>),
     /// Taken by its owner.
     Taken,
 }
@@ -100,6 +103,11 @@ struct Object {
     /// The blob gave a footprint that is malformed: the object can be
     /// read, never carried.
     bad_footprint: bool,
+    /// The shared object (session, token) it depends on.
+    needs: Option<(String, u64)>,
+    /// Given with [`Luo::share`]: preserved with its first dependent,
+    /// unpreserved with its last.
+    lazy: bool,
 }
 
 #[derive(Debug)]
@@ -153,6 +161,7 @@ pub struct Carried {
     drop_unread: bool,
     payloads: Vec<InPayload>,
     footprint: Vec<Range>,
+    needs: Option<(String, u64)>,
 }
 
 impl Carried {
@@ -491,13 +500,155 @@ impl<P: Platform> Luo<P> {
                 footprint,
                 origin: Origin::default(),
                 bad_footprint: false,
+                needs: None,
+                lazy: false,
             });
         }
         Ok(())
     }
 
+    /// Gives shared state (one huge-page pool behind many files, say) as
+    /// object `token` of `session`: it is not preserved now, but with its
+    /// first dependent ([`Luo::preserve_with`]), restored in the next
+    /// kernel before any dependent, and discarded after the last. On
+    /// error the object comes back unchanged.
+    pub fn share<T: Any>(
+        &mut self,
+        session: &str,
+        token: u64,
+        family: &str,
+        object: T,
+    ) -> Result<(), Refused<T>> {
+        let refuse = |error, object| Err(Refused { error, object });
+        if self.frozen {
+            return refuse(LuoError::State("sessions are frozen"), object);
+        }
+        let Some(h) = self.handler(family) else {
+            return refuse(LuoError::NoHandler(family.to_string()), object);
+        };
+        if !self.handlers[h].owns(&object) {
+            return refuse(LuoError::WrongFamily(family.to_string()), object);
+        }
+        let s = match self.session(session) {
+            Ok(s) => s,
+            Err(e) => return refuse(e, object),
+        };
+        if s.objects.iter().any(|o| o.token == token) {
+            let e = LuoError::DuplicateToken {
+                session: session.to_string(),
+                token,
+            };
+            return refuse(e, object);
+        }
+        if s.objects.try_reserve(1).is_err() {
+            return refuse(LuoError::OutOfMemory, object);
+        }
+        s.objects.push(Object {
+            token,
+            family: family.to_string(),
+            held: Held::Pending(Box::new(object)),
+            footprint: Vec::new(),
+            origin: Origin::default(),
+            bad_footprint: false,
+            needs: None,
+            lazy: true,
+        });
+        Ok(())
+    }
+
+    /// [`Luo::preserve`] for an object that depends on shared state,
+    /// object `needs` (session, token) of this orchestrator: preserved
+    /// first if it is not yet (given with [`Luo::share`]). In the next
+    /// kernel the shared object is restored first and lent to the
+    /// dependent's [`Handler::retrieve_dependent`]; if it cannot be read,
+    /// the dependent is not read either
+    /// ([`LuoError::SharedUnread`], naming both) and is carried with it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn preserve_with<T: Any>(
+        &mut self,
+        session: &str,
+        token: u64,
+        family: &str,
+        object: T,
+        needs: (&str, u64),
+        p: &mut P,
+        t: &mut Tracker,
+    ) -> Result<(), Refused<T>> {
+        let refuse = |error, object| Err(Refused { error, object });
+        let (si, oi) = match self.find(needs.0, needs.1) {
+            Ok(x) => x,
+            Err(e) => return refuse(e, object),
+        };
+        if self.sessions[si].objects[oi].needs.is_some() {
+            return refuse(
+                LuoError::State("shared state may not depend on another"),
+                object,
+            );
+        }
+        let was_pending = matches!(self.sessions[si].objects[oi].held, Held::Pending(_));
+        if was_pending && let Err(e) = self.preserve_pending(si, oi, p, t) {
+            return refuse(e, object);
+        }
+        match self.preserve(session, token, family, object, p, t) {
+            Ok(()) => {
+                if let Ok((a, b)) = self.find(session, token) {
+                    self.sessions[a].objects[b].needs = Some((needs.0.to_string(), needs.1));
+                }
+                Ok(())
+            }
+            Err(r) => {
+                if was_pending {
+                    self.unpreserve_to_pending(si, oi, p, t);
+                }
+                Err(r)
+            }
+        }
+    }
+
+    /// Preserves the pending shared object at `(si, oi)`.
+    fn preserve_pending(
+        &mut self,
+        si: usize,
+        oi: usize,
+        p: &mut P,
+        t: &mut Tracker,
+    ) -> Result<(), LuoError> {
+        let o = &mut self.sessions[si].objects[oi];
+        let Held::Pending(obj) = &mut o.held else {
+            return Ok(());
+        };
+        let h = self
+            .handlers
+            .iter_mut()
+            .find(|h| h.family() == o.family)
+            .ok_or(LuoError::NoHandler(o.family.clone()))?;
+        h.preserve(obj.as_mut(), p, t)?;
+        let mut footprint = Vec::new();
+        h.footprint(obj.as_ref(), &mut footprint);
+        o.footprint = merged(footprint);
+        if let Held::Pending(obj) = core::mem::replace(&mut o.held, Held::Taken) {
+            o.held = Held::Live(obj, None);
+        }
+        Ok(())
+    }
+
+    /// Unpreserves the live shared object at `(si, oi)`, back to pending.
+    fn unpreserve_to_pending(&mut self, si: usize, oi: usize, p: &mut P, t: &mut Tracker) {
+        let o = &mut self.sessions[si].objects[oi];
+        if let Held::Live(obj, None) = &mut o.held
+            && let Some(h) = self.handlers.iter_mut().find(|h| h.family() == o.family)
+            && h.unpreserve(obj.as_mut(), p, t).is_ok()
+            && let Held::Live(obj, _) = core::mem::replace(&mut o.held, Held::Taken)
+        {
+            o.held = Held::Pending(obj);
+            o.footprint.clear();
+        }
+    }
+
     /// Takes an object back before the kexec: unpreserved, as it was. If
-    /// it is not a `T` or cannot be unpreserved, it stays preserved.
+    /// it is not a `T` or cannot be unpreserved, it stays preserved. Shared
+    /// state given with [`Luo::share`] goes back to waiting for a
+    /// dependent when its last one is taken back.
     pub fn unpreserve<T: Any>(
         &mut self,
         session: &str,
@@ -523,6 +674,13 @@ impl<P: Platform> Luo<P> {
             .ok_or(LuoError::NoHandler(o.family.clone()))?;
         h.unpreserve(obj.as_mut(), p, t)?;
         let o = self.sessions[si].objects.remove(oi);
+        if let Some((ns, nt)) = &o.needs
+            && let Ok((a, b)) = self.find(ns, *nt)
+            && self.sessions[a].objects[b].lazy
+            && !self.has_dependents(ns, *nt)
+        {
+            self.unpreserve_to_pending(a, b, p, t);
+        }
         match o.held {
             Held::Live(obj, _) => obj
                 .downcast::<T>()
@@ -530,6 +688,17 @@ impl<P: Platform> Luo<P> {
                 .map_err(|_| LuoError::WrongFamily(o.family)),
             _ => Err(LuoError::State("only a live object can be unpreserved")),
         }
+    }
+
+    /// Whether any object depends on object `token` of `session`.
+    fn has_dependents(&self, session: &str, token: u64) -> bool {
+        self.sessions.iter().any(|s| {
+            s.objects.iter().any(|o| {
+                o.needs
+                    .as_ref()
+                    .is_some_and(|(a, b)| a == session && *b == token)
+            })
+        })
     }
 
     /// Cancels everything: unfreezes, unpreserves every object and gives
@@ -556,6 +725,12 @@ impl<P: Platform> Luo<P> {
                         });
                     }
                     Held::Carried(_) => stay.push(o),
+                    Held::Pending(obj) => out.push(Cancelled {
+                        session: s.name.clone(),
+                        token: o.token,
+                        family: o.family,
+                        object: obj,
+                    }),
                     _ => {}
                 }
             }
@@ -622,17 +797,22 @@ impl<P: Platform> Luo<P> {
                 carried: c.origin.carried.saturating_add(1),
             },
             bad_footprint: false,
+            needs: c.needs,
+            lazy: false,
         });
         Ok(())
     }
 
     /// What the next kernel (reading `next`) will do with each object:
     /// read it (the best of its versions that `next` reads), carry it, or
-    /// lose it.
+    /// lose it. A dependent is read only if its shared state is.
     pub fn preflight(&self, next: &ReadList<'_>) -> Vec<Plan> {
         let mut plan = Vec::new();
         for s in &self.sessions {
             for o in &s.objects {
+                if matches!(o.held, Held::Pending(_)) {
+                    continue;
+                }
                 plan.push(Plan {
                     session: s.name.clone(),
                     token: o.token,
@@ -648,6 +828,26 @@ impl<P: Platform> Luo<P> {
     fn outcome(&self, s: &Session, o: &Object, next: &ReadList<'_>) -> Outcome {
         if !next.reads(LUO_VERSION, 0) {
             return Outcome::Lost;
+        }
+        // Shared state it depends on, read or not, decides first.
+        if let Some((ns, nt)) = &o.needs {
+            let shared = self
+                .sessions
+                .iter()
+                .find(|x| &x.name == ns)
+                .and_then(|x| x.objects.iter().find(|y| y.token == *nt).map(|y| (x, y)));
+            match shared.map(|(x, y)| self.outcome(x, y, next)) {
+                Some(Outcome::Read(_)) => {}
+                Some(Outcome::Carried) => {
+                    let carriable = !s.drop_unread && footprint_of(o).is_some();
+                    return if carriable {
+                        Outcome::Carried
+                    } else {
+                        Outcome::Lost
+                    };
+                }
+                _ => return Outcome::Lost,
+            }
         }
         if let Some((v, _)) = self
             .written(o)
@@ -873,52 +1073,123 @@ impl<P: Platform> Luo<P> {
                 family: o.family.clone(),
                 written: p.iter().map(InPayload::name).collect(),
             }),
+            Held::Pending(_) => Err(LuoError::State("not an incoming object")),
         }
     }
 
-    /// Restores every object still incoming, in blob order; then carries,
-    /// in blob order, every object no handler here can read. Readers
-    /// claim first, so a carried object's footprint can never take a page
-    /// from an object this kernel reads.
+    /// Restores every object still incoming: first every object others
+    /// depend on (shared state), then the rest, each in blob order, a
+    /// dependent with its shared object lent to it; then carries, in blob
+    /// order, every object no handler here can read (and every dependent
+    /// of shared state that is carried or failed: it is not read without
+    /// it). Readers claim first, so a carried object's footprint can never
+    /// take a page from an object this kernel reads.
     fn restore_all(&mut self, p: &mut P, ctx: &mut RestoreCtx<'_>) {
         if core::mem::replace(&mut self.restored, true) {
             return;
         }
+        let mut order: Vec<(usize, usize)> = Vec::new();
+        let shared = |s: &Self, si: usize, oi: usize| {
+            let o = &s.sessions[si].objects[oi];
+            s.has_dependents(&s.sessions[si].name, o.token)
+        };
+        for pass in [true, false] {
+            for si in 0..self.sessions.len() {
+                for oi in 0..self.sessions[si].objects.len() {
+                    if shared(self, si, oi) == pass && order.try_reserve(1).is_ok() {
+                        order.push((si, oi));
+                    }
+                }
+            }
+        }
         let mut unread: Vec<(usize, usize, LuoError)> = Vec::new();
-        for (si, s) in self.sessions.iter_mut().enumerate() {
-            for (oi, o) in s.objects.iter_mut().enumerate() {
-                let Held::Incoming(payloads) = &o.held else {
-                    continue;
+        for (si, oi) in order {
+            if !matches!(self.sessions[si].objects[oi].held, Held::Incoming(_)) {
+                continue;
+            }
+            // The shared object it needs, taken out while it is lent.
+            let needs = self.sessions[si].objects[oi].needs.clone();
+            let mut lent: Option<(usize, usize, Box<dyn Any>)> = None;
+            if let Some((ns, nt)) = &needs {
+                let at = self.find(ns, *nt).ok();
+                let state = at.map(|(a, b)| &self.sessions[a].objects[b].held);
+                let why = || LuoError::SharedUnread {
+                    session: self.sessions[si].name.clone(),
+                    token: self.sessions[si].objects[oi].token,
+                    shared_session: ns.clone(),
+                    shared_token: *nt,
                 };
-                let h = self.handlers.iter_mut().find(|h| h.family() == o.family);
-                let picked = match h {
-                    None => Err(LuoError::NoHandler(o.family.clone())),
-                    Some(h) => pick(h.reads(), payloads, &o.family).map(|pl| (h, pl)),
-                };
-                let result = match picked {
-                    Err(e) => {
+                match (at, state) {
+                    (Some((a, b)), Some(Held::Restored(..))) => {
+                        if let Held::Restored(obj, v, n, seen) =
+                            core::mem::replace(&mut self.sessions[a].objects[b].held, Held::Taken)
+                        {
+                            // Put back below, with its version and size.
+                            self.sessions[a].objects[b].held =
+                                Held::Restored(Box::new(()), v, n, seen);
+                            lent = Some((a, b, obj));
+                        }
+                    }
+                    (_, Some(Held::Failed(_))) | (None, _) => {
+                        self.sessions[si].objects[oi].held = Held::Failed(why());
+                        continue;
+                    }
+                    _ => {
+                        // Not read here (carried, or never retrieved):
+                        // carried with it.
+                        let e = why();
                         if unread.try_reserve(1).is_ok() {
                             unread.push((si, oi, e));
-                        } else {
-                            o.held = Held::Failed(LuoError::OutOfMemory);
                         }
                         continue;
                     }
-                    Ok((h, (v, pl))) => {
-                        let payload = PayloadIn {
-                            version: v,
-                            required: pl.required,
-                            optional: pl.optional,
-                            data: &pl.data,
-                        };
-                        h.retrieve(&payload, p, ctx)
-                            .map(|obj| (obj, v, pl.data.len()))
+                }
+            }
+            let s = &mut self.sessions[si];
+            let o = &mut s.objects[oi];
+            let Held::Incoming(payloads) = &o.held else {
+                continue;
+            };
+            let h = self.handlers.iter_mut().find(|h| h.family() == o.family);
+            let picked = match h {
+                None => Err(LuoError::NoHandler(o.family.clone())),
+                Some(h) => pick(h.reads(), payloads, &o.family).map(|pl| (h, pl)),
+            };
+            let result = match picked {
+                Err(e) => {
+                    if unread.try_reserve(1).is_ok() {
+                        unread.push((si, oi, e));
+                    } else {
+                        o.held = Held::Failed(LuoError::OutOfMemory);
                     }
-                };
-                o.held = match result {
-                    Ok((obj, v, n)) => Held::Restored(obj, v, n, false),
-                    Err(e) => Held::Failed(e),
-                };
+                    Err(None)
+                }
+                Ok((h, (v, pl))) => {
+                    let payload = PayloadIn {
+                        version: v,
+                        required: pl.required,
+                        optional: pl.optional,
+                        data: &pl.data,
+                    };
+                    let r = match &mut lent {
+                        Some((_, _, obj)) => {
+                            let mut sh = Shared::new(obj.as_mut());
+                            h.retrieve(&payload, Some(&mut sh), p, ctx)
+                        }
+                        None => h.retrieve(&payload, None, p, ctx),
+                    };
+                    r.map(|obj| (obj, v, pl.data.len())).map_err(Some)
+                }
+            };
+            match result {
+                Ok((obj, v, n)) => o.held = Held::Restored(obj, v, n, false),
+                Err(Some(e)) => o.held = Held::Failed(e),
+                Err(None) => {}
+            }
+            if let Some((a, b, obj)) = lent
+                && let Held::Restored(slot, ..) = &mut self.sessions[a].objects[b].held
+            {
+                *slot = obj;
             }
         }
         for (si, oi, why) in unread {
@@ -1027,37 +1298,46 @@ impl<P: Platform> Luo<P> {
             .try_reserve(objects)
             .map_err(|_| LuoError::OutOfMemory)?;
         self.finished = true;
-        for s in &mut self.sessions {
-            for o in &mut s.objects {
-                let e = match core::mem::replace(&mut o.held, Held::Taken) {
-                    Held::Carried(payloads) => {
-                        // Its pages stay claimed: never freed here.
-                        carried.push(Carried {
-                            session: s.name.clone(),
-                            token: o.token,
-                            family: o.family.clone(),
-                            origin: o.origin,
-                            drop_unread: s.drop_unread,
-                            payloads,
-                            footprint: core::mem::take(&mut o.footprint),
-                        });
+        // Dependents first: shared state is finished after the last.
+        for dependents in [true, false] {
+            for s in &mut self.sessions {
+                for o in &mut s.objects {
+                    if o.needs.is_some() != dependents {
                         continue;
                     }
-                    Held::Failed(e) => e,
-                    Held::Incoming(_) => LuoError::State("never retrieved"),
-                    Held::Restored(obj, _, _, false) => {
-                        if let Some(h) = self.handlers.iter_mut().find(|h| h.family() == o.family) {
-                            h.discard(obj, p, &mut claims);
+                    let e = match core::mem::replace(&mut o.held, Held::Taken) {
+                        Held::Carried(payloads) => {
+                            // Its pages stay claimed: never freed here.
+                            carried.push(Carried {
+                                session: s.name.clone(),
+                                token: o.token,
+                                family: o.family.clone(),
+                                origin: o.origin,
+                                drop_unread: s.drop_unread,
+                                payloads,
+                                footprint: core::mem::take(&mut o.footprint),
+                                needs: o.needs.take(),
+                            });
+                            continue;
                         }
-                        LuoError::State("never retrieved")
-                    }
-                    other => {
-                        o.held = other;
-                        continue;
-                    }
-                };
-                // Reserved above: this never allocates.
-                lost.push((s.name.clone(), o.token, e));
+                        Held::Failed(e) => e,
+                        Held::Incoming(_) => LuoError::State("never retrieved"),
+                        Held::Restored(obj, _, _, false) => {
+                            if let Some(h) =
+                                self.handlers.iter_mut().find(|h| h.family() == o.family)
+                            {
+                                h.discard(obj, p, &mut claims);
+                            }
+                            LuoError::State("never retrieved")
+                        }
+                        other => {
+                            o.held = other;
+                            continue;
+                        }
+                    };
+                    // Reserved above: this never allocates.
+                    lost.push((s.name.clone(), o.token, e));
+                }
             }
         }
         let mut freed = 0;

@@ -38,7 +38,12 @@ use zerocopy::byteorder::little_endian::U64;
 const MAX: usize = 1024;
 
 pub(super) fn write(w: &mut HandoffWriter<'_>, sessions: &[Session]) -> Result<(), LuoError> {
-    let frozen = |o: &Object| matches!(&o.held, Held::Live(_, Some(_)) | Held::Carried(_));
+    let frozen = |o: &Object| {
+        matches!(
+            &o.held,
+            Held::Live(_, Some(_)) | Held::Carried(_) | Held::Pending(_)
+        )
+    };
     if !sessions.iter().all(|s| s.objects.iter().all(frozen)) {
         return Err(LuoError::State("an object is not frozen"));
     }
@@ -101,6 +106,10 @@ fn write_object(w: &mut FdtWriter<'_>, o: &Object, hop: u32) -> Result<(), Write
     w.begin_node(&format!("object-{:x}", o.token))?;
     w.property_struct("kho,token", &U64::new(o.token))?;
     w.property_string("kho,family", &o.family)?;
+    if let Some((session, token)) = &o.needs {
+        w.property_string("kho,needs-session", session)?;
+        w.property_struct("kho,needs-token", &U64::new(*token))?;
+    }
     w.property_struct(
         "kho,origin",
         &OriginRec {
@@ -275,6 +284,25 @@ pub(super) fn read(h: &Handoff<'_>) -> Result<Vec<Session>, LuoError> {
             if payloads.is_empty() {
                 return Err(LuoError::BadNode("an object has no payload"));
             }
+            let needs = match (
+                on.property("kho,needs-session"),
+                on.property("kho,needs-token"),
+            ) {
+                (None, None) => None,
+                (Some(s), Some(t)) => {
+                    let s = s
+                        .as_str()
+                        .ok()
+                        .filter(|s| !s.is_empty())
+                        .ok_or(LuoError::BadNode("object kho,needs-session"))?;
+                    let t = t
+                        .as_struct::<U64>()
+                        .map_err(|_| LuoError::BadNode("object kho,needs-token"))?
+                        .get();
+                    Some((s.to_string(), t))
+                }
+                _ => return Err(LuoError::BadNode("object kho,needs")),
+            };
             objects.push(Object {
                 token,
                 family: family.to_string(),
@@ -282,6 +310,8 @@ pub(super) fn read(h: &Handoff<'_>) -> Result<Vec<Session>, LuoError> {
                 footprint,
                 origin,
                 bad_footprint,
+                needs,
+                lazy: false,
             });
         }
         sessions.push(Session {
@@ -290,6 +320,23 @@ pub(super) fn read(h: &Handoff<'_>) -> Result<Vec<Session>, LuoError> {
             drop_unread: flags & SESSION_DROP_UNREAD != 0,
             explicit: true,
         });
+    }
+    // What an object needs exists, is another object, and needs nothing
+    // itself (shared state is one level deep).
+    for s in &sessions {
+        for o in &s.objects {
+            if let Some((ns, nt)) = &o.needs {
+                let target = sessions
+                    .iter()
+                    .find(|x| &x.name == ns)
+                    .and_then(|x| x.objects.iter().find(|y| y.token == *nt));
+                let ok =
+                    target.is_some_and(|t| t.needs.is_none()) && !(ns == &s.name && *nt == o.token);
+                if !ok {
+                    return Err(LuoError::BadNode("object kho,needs"));
+                }
+            }
+        }
     }
     Ok(sessions)
 }

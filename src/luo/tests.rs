@@ -1295,3 +1295,313 @@ fn a_malformed_footprint_or_origin_is_refused() {
         Err(LuoError::BadNode("object kho,origin"))
     );
 }
+
+const POOL_V1: Version = Version::new("pool-v1");
+const DEP_V1: Version = Version::new("dep-v1");
+
+/// Shared state: a pool of pages that dependents draw from.
+#[derive(Debug)]
+struct Pool {
+    pages: Vec<u64>,
+}
+
+/// The pool's handler (`pool-v1`: its page addresses), which records the
+/// order of discards in `log`.
+struct PoolHandler {
+    log: std::rc::Rc<core::cell::RefCell<Vec<&'static str>>>,
+}
+
+impl Handler<HostMem> for PoolHandler {
+    type Object = Pool;
+    type Undo = ();
+    fn family(&self) -> &'static str {
+        "pool"
+    }
+    fn writes(&self) -> &[Version] {
+        &[POOL_V1]
+    }
+    fn reads(&self) -> &[Version] {
+        &[POOL_V1]
+    }
+    fn preserve(&mut self, o: &mut Pool, _: &mut HostMem, t: &mut Tracker) -> Result<(), LuoError> {
+        for &p in &o.pages {
+            t.preserve(p, 0)?;
+        }
+        Ok(())
+    }
+    fn unpreserve(
+        &mut self,
+        o: &mut Pool,
+        _: &mut HostMem,
+        t: &mut Tracker,
+    ) -> Result<(), LuoError> {
+        for &p in &o.pages {
+            t.unpreserve(p, 0)?;
+        }
+        Ok(())
+    }
+    fn footprint(&self, o: &Pool, out: &mut Vec<Range>) {
+        out.extend(o.pages.iter().map(|&p| Range::new(p, p + 4096)));
+    }
+    fn prepare(
+        &mut self,
+        o: &mut Pool,
+        _: &mut HostMem,
+        _: &mut Tracker,
+        out: &mut Prepared<()>,
+    ) -> Result<(), LuoError> {
+        let data = o.pages.iter().flat_map(|p| p.to_le_bytes()).collect();
+        out.payloads.push(Payload::new("pool-v1", data));
+        Ok(())
+    }
+    fn retrieve(
+        &mut self,
+        pl: &PayloadIn<'_>,
+        _: &mut HostMem,
+        ctx: &mut RestoreCtx<'_>,
+    ) -> Result<Pool, LuoError> {
+        let pages: Vec<u64> = (0..pl.data.len() / 8)
+            .filter_map(|i| pl.u64_at(i))
+            .collect();
+        for &p in &pages {
+            ctx.claims.claim(p, 1)?;
+        }
+        Ok(Pool { pages })
+    }
+    fn discard(&mut self, o: Pool, _: &mut HostMem, claims: &mut Claims) {
+        self.log.borrow_mut().push("pool");
+        for p in o.pages {
+            claims.release(p, 1);
+        }
+    }
+}
+
+/// A dependent: the index of its page in the pool; restored, the page.
+struct Dep;
+
+impl Handler<HostMem> for Dep {
+    type Object = (u64, u64);
+    type Undo = ();
+    fn family(&self) -> &'static str {
+        "dep"
+    }
+    fn writes(&self) -> &[Version] {
+        &[DEP_V1]
+    }
+    fn reads(&self) -> &[Version] {
+        &[DEP_V1]
+    }
+    fn preserve(
+        &mut self,
+        _: &mut (u64, u64),
+        _: &mut HostMem,
+        _: &mut Tracker,
+    ) -> Result<(), LuoError> {
+        Ok(())
+    }
+    fn unpreserve(
+        &mut self,
+        _: &mut (u64, u64),
+        _: &mut HostMem,
+        _: &mut Tracker,
+    ) -> Result<(), LuoError> {
+        Ok(())
+    }
+    fn footprint(&self, o: &(u64, u64), out: &mut Vec<Range>) {
+        // What it owns: nothing of the pool's, one page of its own.
+        out.push(Range::new(o.1, o.1 + 4096));
+    }
+    fn prepare(
+        &mut self,
+        o: &mut (u64, u64),
+        _: &mut HostMem,
+        _: &mut Tracker,
+        out: &mut Prepared<()>,
+    ) -> Result<(), LuoError> {
+        out.payloads
+            .push(Payload::new("dep-v1", o.0.to_le_bytes().to_vec()));
+        Ok(())
+    }
+    fn retrieve(
+        &mut self,
+        _: &PayloadIn<'_>,
+        _: &mut HostMem,
+        _: &mut RestoreCtx<'_>,
+    ) -> Result<(u64, u64), LuoError> {
+        Err(LuoError::State("a dep is only read with its pool"))
+    }
+    fn retrieve_dependent(
+        &mut self,
+        pl: &PayloadIn<'_>,
+        shared: &mut Shared<'_>,
+        _: &mut HostMem,
+        _: &mut RestoreCtx<'_>,
+    ) -> Result<(u64, u64), LuoError> {
+        let i = pl.u64_at(0).ok_or(LuoError::BadNode("dep"))?;
+        let pool = shared
+            .get::<Pool>()
+            .ok_or(LuoError::BadNode("dep's pool"))?;
+        let page = *pool
+            .pages
+            .get(i as usize)
+            .ok_or(LuoError::BadNode("dep index"))?;
+        Ok((i, page))
+    }
+    fn discard(&mut self, _: (u64, u64), _: &mut HostMem, _: &mut Claims) {}
+}
+
+/// Shared state is preserved with its first dependent and back to
+/// pending without one; restored before its dependents whatever the blob
+/// order, lent to them, and finished after them; a next kernel that cannot
+/// read it reads none of its dependents (an error naming both) and carries
+/// them all.
+#[test]
+fn shared_state_comes_first_and_its_dependents_follow_it() {
+    let (mut mem, mut t, scratch) = setup();
+    let log = std::rc::Rc::new(core::cell::RefCell::new(Vec::new()));
+    let mut luo = Luo::<HostMem>::new();
+    luo.register(PoolHandler { log: log.clone() }).unwrap();
+    luo.register(Dep).unwrap();
+    luo.create_session("deps").unwrap();
+    luo.create_session("shared").unwrap();
+    let pages: Vec<u64> = (0..3)
+        .map(|_| crate::platform::FrameAlloc::alloc_frames(&mut mem, 0).unwrap())
+        .collect();
+    let own = crate::platform::FrameAlloc::alloc_frames(&mut mem, 0).unwrap();
+    luo.share(
+        "shared",
+        1,
+        "pool",
+        Pool {
+            pages: pages.clone(),
+        },
+    )
+    .unwrap();
+    assert_eq!(t.pages(), 0, "not preserved before a dependent");
+    luo.preserve_with(
+        "deps",
+        5,
+        "dep",
+        (2u64, own),
+        ("shared", 1),
+        &mut mem,
+        &mut t,
+    )
+    .unwrap();
+    assert_eq!(t.pages(), 3);
+    assert_eq!(
+        luo.unpreserve::<(u64, u64)>("deps", 5, &mut mem, &mut t),
+        Ok((2, own))
+    );
+    assert_eq!(t.pages(), 0, "back to pending with its last dependent");
+    luo.preserve_with(
+        "deps",
+        5,
+        "dep",
+        (2u64, own),
+        ("shared", 1),
+        &mut mem,
+        &mut t,
+    )
+    .unwrap();
+    t.preserve(own, 0).unwrap();
+    luo.freeze(&mut mem, &mut t, None, false).unwrap();
+    let b = blob(&luo, &mut mem, &t, &scratch);
+    let h = Handoff::parse(&b, &[RAM]).unwrap();
+
+    // A kernel that reads both: the pool first (the dependent comes first
+    // in the blob), lent to the dependent; discarded after it. (On a copy
+    // of memory: the second kernel below starts from the same handoff.)
+    let saved = mem.clone();
+    let mut next = Luo::<HostMem>::new();
+    next.register(PoolHandler { log: log.clone() }).unwrap();
+    next.register(Dep).unwrap();
+    next.incoming(&h).unwrap();
+    let mut claims = mem.hand_over(&t).unwrap();
+    let mut ctx = RestoreCtx {
+        ram: &[RAM],
+        scratch: scratch.areas(),
+        claims: &mut claims,
+    };
+    let (d, _) = next
+        .retrieve::<(u64, u64)>("deps", 5, &mut mem, &mut ctx)
+        .unwrap();
+    assert_eq!(*d, (2, pages[2]));
+    let done = next.finish(&mut mem, claims).unwrap();
+    assert_eq!(done.lost.len(), 1, "the pool was never retrieved");
+    assert_eq!(*log.borrow(), ["pool"]);
+
+    // A kernel without the pool's handler: the dependent is not read
+    // (naming both) and both are carried.
+    let mut mem = saved;
+    let mut next = Luo::<HostMem>::new();
+    next.register(Dep).unwrap();
+    next.incoming(&h).unwrap();
+    let mut claims = mem.hand_over(&t).unwrap();
+    let mut ctx = RestoreCtx {
+        ram: &[RAM],
+        scratch: scratch.areas(),
+        claims: &mut claims,
+    };
+    let e = next
+        .retrieve::<(u64, u64)>("deps", 5, &mut mem, &mut ctx)
+        .unwrap_err();
+    assert!(matches!(e, LuoError::Carried { .. }), "{e}");
+    let done = next.finish(&mut mem, claims).unwrap();
+    assert!(done.lost.is_empty(), "{:?}", done.lost);
+    assert_eq!(done.carried.len(), 2);
+    // Preflight: the dependent follows its pool.
+    let carrier = ReadList::parse(b"dep-v1\0kho-luo-v2\0").unwrap();
+    let plan = luo.preflight(&carrier);
+    assert!(
+        plan.iter().all(|p| p.outcome == Outcome::Carried),
+        "{plan:?}"
+    );
+}
+
+/// A node whose object needs a missing or chained object is refused.
+#[test]
+fn a_need_for_a_missing_object_is_refused() {
+    let (mut mem, mut t, scratch) = setup();
+    let mut luo = Luo::<HostMem>::new();
+    luo.register(PoolHandler {
+        log: Default::default(),
+    })
+    .unwrap();
+    luo.register(Dep).unwrap();
+    luo.create_session("s").unwrap();
+    let page = crate::platform::FrameAlloc::alloc_frames(&mut mem, 0).unwrap();
+    luo.share("s", 1, "pool", Pool { pages: vec![page] })
+        .unwrap();
+    luo.preserve_with("s", 2, "dep", (0u64, page), ("s", 1), &mut mem, &mut t)
+        .unwrap();
+    // A dependent of a dependent is refused at preserve.
+    let r = luo.preserve_with("s", 3, "dep", (0u64, page), ("s", 2), &mut mem, &mut t);
+    assert!(matches!(
+        r,
+        Err(Refused {
+            error: LuoError::State(_),
+            ..
+        })
+    ));
+    luo.freeze(&mut mem, &mut t, None, false).unwrap();
+    let mut b = blob(&luo, &mut mem, &t, &scratch);
+    // The need renamed to a token nobody has: refused, node and all.
+    let at = b
+        .windows(16)
+        .position(|w| w == b"kho,needs-token\0")
+        .unwrap();
+    let _ = at;
+    let fdt = crate::fdt::Fdt::new(&b).unwrap();
+    let p = fdt
+        .find_property("/luo/session-0/object-2", "kho,needs-token")
+        .unwrap();
+    let off = p.value.as_ptr() as usize - b.as_ptr() as usize;
+    b[off] = 9;
+    crate::handoff::seal(&mut b).unwrap();
+    let h = Handoff::parse(&b, &[RAM]).unwrap();
+    assert_eq!(
+        Luo::<HostMem>::new().incoming(&h),
+        Err(LuoError::BadNode("object kho,needs"))
+    );
+}
