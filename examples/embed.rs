@@ -312,7 +312,7 @@ fn middle_kernel(m: &mut Machine, h: &Handed, next_reads: &[u8]) -> Handed {
     assert_eq!(done.carried.len(), 1, "the counter is carried, not lost");
     let mut out = Outgoing::new(scratch).unwrap();
     let files = out.register(MemfdHandler::default()).unwrap();
-    assert!(out.carry(done.carried).is_empty());
+    assert!(out.carry(done.carried, &mut k).is_empty());
     out.create_session("app").unwrap();
     out.preserve(files, "app", 2, f, &mut k).unwrap();
     let next = kho::luo::ReadList::parse(next_reads).unwrap();

@@ -149,10 +149,10 @@ impl<P: Platform> Outgoing<P> {
     /// pages, preserved again here, and its payloads, unchanged, in the
     /// handoff this side writes. Returns those it could not carry, each
     /// with why (they are lost at the kexec).
-    pub fn carry(&mut self, carried: Vec<Carried>) -> Vec<Box<Refused<Carried>>> {
+    pub fn carry(&mut self, carried: Vec<Carried>, p: &mut P) -> Vec<Box<Refused<Carried>>> {
         let mut refused = Vec::new();
         for c in carried {
-            if let Err(r) = self.luo.carry(c, &mut self.tracker) {
+            if let Err(r) = self.luo.carry(c, p, &mut self.tracker) {
                 refused.push(r);
             }
         }

@@ -9,6 +9,7 @@
 //! the image's `kho` ELF note (`kho-reads-v1`), which a first kernel reads
 //! before freezing (preflight).
 
+use crate::pool::{Pool, PoolHandler, PoolMem};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -45,10 +46,11 @@ const READS: &[Version] = &[V1];
 const READS: &[Version] = &[V3_TEST, V2, V1];
 
 /// Every version the reads note lists: the memfd handler's read list (the
-/// constant it registers below), the orchestrator's node, the demo's own
-/// subsystem. The note is built from them at compile time.
+/// constant it registers below), the pool's, the orchestrator's node, the
+/// demo's own subsystem. The note is built from them at compile time.
 const NOTE_LISTS: &[&[Version]] = &[
     READS,
+    &[crate::pool::POOL_V1],
     &[Version::new(kho::luo::LUO_VERSION)],
     &[Version::new(crate::blocks::DEMO_V1)],
 ];
@@ -144,6 +146,9 @@ pub type Held = Vec<(&'static str, u64, Memfd)>;
 
 /// The name of the file at `session`/`token`.
 fn name_of(session: &str, token: u64) -> &'static str {
+    if session == crate::pool::SESSION {
+        return "pool";
+    }
     SPECS
         .iter()
         .find(|s| s.0 == session && s.1 == token)
@@ -162,6 +167,9 @@ fn session_of(session: &str) -> &'static str {
 /// that writes no version with seals (`old`) makes no sealed file.
 pub fn make(big_mib: u64) -> Held {
     let mut mem = crate::mem::kmem();
+    // The pool the 2 MiB-folio file draws from (shared state).
+    let mut pool =
+        Pool::new(POOL_BLOCKS).unwrap_or_else(|| fail(format_args!("no blocks for the pool")));
     let mut buf = alloc::vec![0u8; 2 * MIB as usize];
     let seals_ok = WRITES.iter().any(|v| v.name != V1.name);
     let mut out = Vec::new();
@@ -196,8 +204,16 @@ pub fn make(big_mib: u64) -> Held {
                         }
                     }
                 }
-                f.write(&mut mem, at, &buf[..n])
-                    .unwrap_or_else(|e| fail(format_args!("file {name}: {e}")));
+                let written = if name == POOL_USER {
+                    let mut pm = PoolMem {
+                        pool: &mut pool,
+                        mem,
+                    };
+                    f.write(&mut pm, at, &buf[..n])
+                } else {
+                    f.write(&mut mem, at, &buf[..n])
+                };
+                written.unwrap_or_else(|e| fail(format_args!("file {name}: {e}")));
                 at += n as u64;
             }
         }
@@ -206,8 +222,16 @@ pub fn make(big_mib: u64) -> Held {
             .unwrap_or_else(|e| fail(format_args!("file {name}: {e}")));
         out.push((session, token, f));
     }
+    *POOL.lock() = Some(pool);
     out
 }
+
+/// The file that draws its 2 MiB folios from the pool.
+const POOL_USER: &str = "huge";
+/// Blocks the pool starts with.
+const POOL_BLOCKS: usize = 5;
+/// The pool, between its restore (or its making) and its preservation.
+static POOL: spin::Mutex<Option<Pool>> = spin::Mutex::new(None);
 
 /// The file's checksum, read through the file (holes read as zeros).
 fn checksum(f: &Memfd) -> u64 {
@@ -280,6 +304,8 @@ fn luo() -> Luo<kho_x86_64::glue::KernelMem> {
     let mut l = Luo::new();
     l.register(MemfdHandler::new(WRITES, READS))
         .unwrap_or_else(|e| fail(format_args!("{e}")));
+    l.register(PoolHandler)
+        .unwrap_or_else(|e| fail(format_args!("{e}")));
     l
 }
 
@@ -288,18 +314,38 @@ fn luo() -> Luo<kho_x86_64::glue::KernelMem> {
 pub fn preserve(files: Held, t: &mut Tracker, hop: u32) -> Luo<kho_x86_64::glue::KernelMem> {
     let mut mem = crate::mem::kmem();
     let mut l = luo();
+    // The pool first: preserved with its first dependent.
+    if let Some(pool) = POOL.lock().take() {
+        l.create_session(crate::pool::SESSION)
+            .and_then(|()| {
+                l.share(
+                    crate::pool::SESSION,
+                    crate::pool::TOKEN,
+                    crate::pool::FAMILY,
+                    pool,
+                )
+                .map_err(|r| r.error)
+            })
+            .unwrap_or_else(|e| fail(format_args!("pool: {e}")));
+    }
+    let has_pool = l.objects().any(|(_, _, f)| f == crate::pool::FAMILY);
     for (session, token, f) in files {
         if l.objects().all(|(s, _, _)| s != session) {
             l.create_session(session)
                 .unwrap_or_else(|e| fail(format_args!("{e}")));
         }
-        l.preserve(session, token, "memfd", f, &mut mem, t)
-            .unwrap_or_else(|e| fail(format_args!("{}", e.error)));
+        let r = if has_pool && name_of(session, token) == POOL_USER {
+            let needs = (crate::pool::SESSION, crate::pool::TOKEN);
+            l.preserve_with(session, token, "memfd", f, needs, &mut mem, t)
+        } else {
+            l.preserve(session, token, "memfd", f, &mut mem, t)
+        };
+        r.unwrap_or_else(|e| fail(format_args!("{}", e.error)));
     }
     let carried = core::mem::take(&mut CARRIED.lock().objects);
     for c in carried {
         let (s, tok) = (c.session.clone(), c.token);
-        match l.carry(c, t) {
+        match l.carry(c, &mut mem, t) {
             Ok(()) => kprintln!(
                 "kho hop {hop}: {s}/{tok} ({}) handed on unread, its pages preserved again",
                 name_of(&s, tok)
@@ -390,11 +436,36 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
         "folios",
         "metadata"
     );
-    let objects: Vec<(String, u64)> = l.objects().map(|(s, t, _)| (s.into(), t)).collect();
+    let objects: Vec<(String, u64, String)> = l
+        .objects()
+        .map(|(s, t, f)| (s.into(), t, f.into()))
+        .collect();
     let start = tsc::now();
     let mut restored = Vec::new();
     let mut lost = 0;
-    for (session, token) in objects {
+    for (session, token, family) in objects {
+        if family == crate::pool::FAMILY {
+            let mut ctx = RestoreCtx {
+                ram: &ram,
+                scratch,
+                claims: &mut claims,
+            };
+            let got = l
+                .retrieve::<Pool>(&session, token, &mut mem, &mut ctx)
+                .map(|(_, v)| v)
+                .and_then(|v| l.take::<Pool>(&session, token).map(|p| (v, p)));
+            match got {
+                Ok((v, pool)) => {
+                    kprintln!(
+                        "kho hop {hop}: shared pool {session}/{token}: {v}, {} free 2 MiB block(s) restored before its dependents",
+                        pool.free.len()
+                    );
+                    *POOL.lock() = Some(pool);
+                }
+                Err(e) => kprintln!("kho hop {hop}: shared pool {session}/{token}: {e}"),
+            }
+            continue;
+        }
         let name = name_of(&session, token);
         let mut ctx = RestoreCtx {
             ram: &ram,

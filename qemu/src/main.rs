@@ -11,6 +11,7 @@ mod demo_abi;
 mod files;
 mod handover;
 mod mem;
+mod pool;
 mod tests;
 
 use kho_qemu_rt::exit::{ExitCode, exit_qemu};

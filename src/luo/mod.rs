@@ -750,7 +750,12 @@ impl<P: Platform> Luo<P> {
     /// unchanged, its carry count one more. It joins its session (made if
     /// needed; [`Luo::create_session`] may take it over). On error nothing
     /// changed and the object comes back.
-    pub fn carry(&mut self, c: Carried, t: &mut Tracker) -> Result<(), Box<Refused<Carried>>> {
+    pub fn carry(
+        &mut self,
+        c: Carried,
+        p: &mut P,
+        t: &mut Tracker,
+    ) -> Result<(), Box<Refused<Carried>>> {
         let refuse = |error, object| Err(Box::new(Refused { error, object }));
         if self.frozen {
             return refuse(LuoError::State("sessions are frozen"), c);
@@ -766,6 +771,27 @@ impl<P: Platform> Luo<P> {
         }
         if self.sessions.try_reserve(1).is_err() {
             return refuse(LuoError::OutOfMemory, c);
+        }
+        // Its shared state must go with it: preserved now if it waits for
+        // a dependent; absent, the object cannot be handed on.
+        if let Some((ns, nt)) = &c.needs {
+            match self.find(ns, *nt) {
+                Ok((a, b)) if matches!(self.sessions[a].objects[b].held, Held::Pending(_)) => {
+                    if let Err(e) = self.preserve_pending(a, b, p, t) {
+                        return refuse(e, c);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    let e = LuoError::SharedUnread {
+                        session: c.session.clone(),
+                        token: c.token,
+                        shared_session: ns.clone(),
+                        shared_token: *nt,
+                    };
+                    return refuse(e, c);
+                }
+            }
         }
         for (i, r) in c.footprint.iter().enumerate() {
             if let Err(e) = t.preserve_range(r.start, r.end) {
@@ -898,6 +924,27 @@ impl<P: Platform> Luo<P> {
     ) -> Result<(), LuoError> {
         if self.frozen {
             return Err(LuoError::State("already frozen"));
+        }
+        // Every dependent's shared state goes into the same handoff.
+        for s in &self.sessions {
+            for o in &s.objects {
+                if let Some((ns, nt)) = &o.needs {
+                    let there = self.find(ns, *nt).is_ok_and(|(a, b)| {
+                        matches!(
+                            self.sessions[a].objects[b].held,
+                            Held::Live(..) | Held::Carried(_)
+                        )
+                    });
+                    if !there {
+                        return Err(LuoError::SharedUnread {
+                            session: s.name.clone(),
+                            token: o.token,
+                            shared_session: ns.clone(),
+                            shared_token: *nt,
+                        });
+                    }
+                }
+            }
         }
         if let Some(next) = next {
             let mut lost = Vec::new();

@@ -1102,7 +1102,7 @@ fn an_unreadable_object_is_carried_through_two_kernels_bit_exact() {
         next.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
         t = Tracker::new(scratch.areas()).unwrap();
         for c in done.carried {
-            next.carry(c, &mut t).unwrap();
+            next.carry(c, &mut mem, &mut t).unwrap();
         }
         next.freeze(&mut mem, &mut t, Some(&carrier_reads), false)
             .unwrap();
