@@ -277,8 +277,8 @@ fn squeeze_free_memory(p: &kho_x86_64::pvh::BootParams) {
     core::mem::forget(runs);
 }
 
-/// `kho.corrupt=footprint`: makes one run of the first session's object 2
-/// name object 1's first run instead (its last run, where that keeps the
+/// `kho.corrupt=footprint`: makes one run of session vm-1's object 2 name
+/// object 1's first run instead (its last run, where that keeps the
 /// runs sorted, so that the footprint is well formed and only overlaps:
 /// a reader must refuse object 2 alone), and reseals the blob.
 fn corrupt_footprint(buf: &mut [u8], hop: u32) {
@@ -292,9 +292,20 @@ fn corrupt_footprint(buf: &mut [u8], hop: u32) {
         let Ok(fdt) = kho::fdt::Fdt::new(buf) else {
             return;
         };
+        // The session named vm-1, wherever it comes in the node.
+        let Some(session) = fdt.find_node("/luo").and_then(|luo| {
+            luo.children().find(|s| {
+                s.property("kho,name")
+                    .and_then(|p| p.as_str().ok())
+                    .is_some_and(|n| n == "vm-1")
+            })
+        }) else {
+            return;
+        };
+        let base = alloc::format!("/luo/{}", session.name());
         (
-            at(&fdt, "/luo/session-0/object-1"),
-            at(&fdt, "/luo/session-0/object-2"),
+            at(&fdt, &alloc::format!("{base}/object-1")),
+            at(&fdt, &alloc::format!("{base}/object-2")),
         )
     };
     let (Some((_, first)), Some((off, runs))) = (target, victim) else {

@@ -40,6 +40,9 @@ impl Pool {
         for _ in 0..n {
             free.push(kho_x86_64::frames::alloc(BLOCK / 4096, BLOCK)?);
         }
+        // Served from the end: lowest address first, so that a file's
+        // folios lie in address order (one run where they are adjacent).
+        free.reverse();
         Some(Self { free })
     }
 }

@@ -12,7 +12,8 @@
 //!             kho,token = [LE u64];
 //!             kho,family = "FAMILY";
 //!             kho,origin = [LE u32 hop, LE u32 carried];
-//!             kho,footprint = [Extent...];   // absent: the object cannot be carried
+//!             kho,footprint = [Extent...];   // absent with no array: cannot be carried
+//!             kho,footprint-array = [FootprintArray]; // optional: the data extents
 //!             payload-K {                // K = 0, 1, ...: best version first
 //!                 kho,version = "FAMILY-vN";
 //!                 kho,features = [LE u64 required, LE u64 optional];
@@ -37,9 +38,30 @@ pub const LUO_V1: &str = "kho-luo-v1";
 pub const SESSION_DROP_UNREAD: u32 = 1;
 
 /// Most extents an object's footprint lists inline (64 KiB). An object
-/// whose pages form more separate runs is written without a footprint:
-/// it is read or lost, never carried.
+/// whose pages form more separate runs (a file of scattered 4 KiB folios)
+/// has its data extents in a preserved array instead
+/// ([`FootprintArray`]).
 pub const MAX_FOOTPRINT_EXTENTS: usize = 4096;
+
+/// Most extents a footprint array holds (16 Mi: 256 MiB of records).
+pub const MAX_FOOTPRINT_ARRAY: u64 = 1 << 24;
+
+/// `kho,footprint-array` (24 bytes, LE): an object's data extents in a
+/// summed `kho-vmalloc-v2` buffer of [`Extent`] records, written when the
+/// object is preserved (outside the blackout). The object's
+/// `kho,footprint` then lists only the pages its payloads name. The
+/// array's own pages are no object's: a kernel reads them only to carry
+/// the object, and frees them at finish.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct FootprintArray {
+    /// The buffer.
+    pub root: crate::abi::vmalloc::VmallocRoot,
+    /// Extents in it, at most [`MAX_FOOTPRINT_ARRAY`].
+    pub extents: U64,
+}
 
 /// One run of pages an object owns (16 bytes, LE): data it adopts in the
 /// next kernel and metadata its payloads name (record arrays, chains).

@@ -57,6 +57,7 @@ use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::any::Any;
+use zerocopy::FromBytes;
 
 /// Where an object stands.
 #[derive(Debug)]
@@ -108,6 +109,53 @@ struct Object {
     /// Given with [`Luo::share`]: preserved with its first dependent,
     /// unpreserved with its last.
     lazy: bool,
+    /// A footprint too long to list inline, written to a preserved array
+    /// when the object was preserved (or carried).
+    fp_array: Option<(crate::vmalloc::Vmalloc, crate::vmalloc::VmallocRoot)>,
+    /// From the blob: the footprint array's root and extent count.
+    fp_in: Option<(crate::vmalloc::VmallocRoot, u64)>,
+}
+
+/// Writes `o`'s footprint to a preserved array if it is too long to list
+/// inline (at preserve: outside the blackout).
+fn stage_array<P: Platform>(o: &mut Object, p: &mut P, t: &mut Tracker) -> Result<(), LuoError> {
+    if o.footprint.len() <= abi::MAX_FOOTPRINT_EXTENTS || o.fp_array.is_some() {
+        return Ok(());
+    }
+    if o.footprint.len() as u64 > abi::MAX_FOOTPRINT_ARRAY {
+        // Too many runs even for an array: not carriable.
+        return Ok(());
+    }
+    let bytes = o.footprint.len() * 16;
+    let mut v = crate::vmalloc::Vmalloc::new(p, bytes, 0)?;
+    {
+        let buf = v.bytes_mut(p);
+        for (r, out) in o.footprint.iter().zip(buf.chunks_exact_mut(16)) {
+            let e = abi::Extent {
+                start: r.start.into(),
+                pages: (r.len() / crate::PAGE_SIZE).into(),
+            };
+            out.copy_from_slice(zerocopy::IntoBytes::as_bytes(&e));
+        }
+    }
+    match v.preserve_summed(p, t) {
+        Ok(root) => {
+            o.fp_array = Some((v, root));
+            Ok(())
+        }
+        Err(e) => {
+            v.free(p);
+            Err(e.into())
+        }
+    }
+}
+
+/// Unpreserves and frees `o`'s footprint array, if it has one.
+fn drop_array<P: Platform>(o: &mut Object, p: &mut P, t: &mut Tracker) {
+    if let Some((mut v, _)) = o.fp_array.take() {
+        let _ = v.unpreserve(p, t);
+        v.free(p);
+    }
 }
 
 #[derive(Debug)]
@@ -180,6 +228,13 @@ impl Carried {
 /// frozen; `None` when it has none, or more extents than the node takes
 /// (then nothing is copied: a file of scattered folios pays nothing).
 fn footprint_of(o: &Object) -> Option<Vec<Range>> {
+    if o.fp_array.is_some() {
+        // The data extents are in the array; inline, the payloads' pages.
+        return match &o.held {
+            Held::Live(_, Some(f)) if !f.footprint.is_empty() => Some(merged(f.footprint.clone())),
+            _ => None,
+        };
+    }
     if o.footprint.is_empty() || o.footprint.len() > abi::MAX_FOOTPRINT_EXTENTS {
         return None;
     }
@@ -192,6 +247,11 @@ fn footprint_of(o: &Object) -> Option<Vec<Range>> {
         _ => o.footprint.clone(),
     };
     (all.len() <= abi::MAX_FOOTPRINT_EXTENTS).then_some(all)
+}
+
+/// Whether `o`'s footprint is written (inline, or in an array).
+fn carriable(o: &Object) -> bool {
+    o.fp_array.is_some() || footprint_of(o).is_some()
 }
 
 /// Sorts `v` and joins ranges that touch or overlap.
@@ -491,18 +551,25 @@ impl<P: Platform> Luo<P> {
         // outside the blackout: freeze only adds its payloads' pages).
         let mut footprint = Vec::new();
         self.handlers[h].footprint(&object, &mut footprint);
-        let footprint = merged(footprint);
+        let mut o = Object {
+            token,
+            family: family.to_string(),
+            held: Held::Taken,
+            footprint: merged(footprint),
+            origin: Origin::default(),
+            bad_footprint: false,
+            needs: None,
+            lazy: false,
+            fp_array: None,
+            fp_in: None,
+        };
+        if let Err(e) = stage_array(&mut o, p, t) {
+            let _ = self.handlers[h].unpreserve(&mut object, p, t);
+            return refuse(e, object);
+        }
+        o.held = Held::Live(Box::new(object), None);
         if let Ok(s) = self.session(session) {
-            s.objects.push(Object {
-                token,
-                family: family.to_string(),
-                held: Held::Live(Box::new(object), None),
-                footprint,
-                origin: Origin::default(),
-                bad_footprint: false,
-                needs: None,
-                lazy: false,
-            });
+            s.objects.push(o);
         }
         Ok(())
     }
@@ -552,6 +619,8 @@ impl<P: Platform> Luo<P> {
             bad_footprint: false,
             needs: None,
             lazy: true,
+            fp_array: None,
+            fp_in: None,
         });
         Ok(())
     }
@@ -614,21 +683,27 @@ impl<P: Platform> Luo<P> {
         t: &mut Tracker,
     ) -> Result<(), LuoError> {
         let o = &mut self.sessions[si].objects[oi];
-        let Held::Pending(obj) = &mut o.held else {
+        let Held::Pending(mut obj) = core::mem::replace(&mut o.held, Held::Taken) else {
             return Ok(());
         };
-        let h = self
-            .handlers
-            .iter_mut()
-            .find(|h| h.family() == o.family)
-            .ok_or(LuoError::NoHandler(o.family.clone()))?;
-        h.preserve(obj.as_mut(), p, t)?;
+        let Some(h) = self.handlers.iter_mut().find(|h| h.family() == o.family) else {
+            o.held = Held::Pending(obj);
+            return Err(LuoError::NoHandler(o.family.clone()));
+        };
+        if let Err(e) = h.preserve(obj.as_mut(), p, t) {
+            o.held = Held::Pending(obj);
+            return Err(e);
+        }
         let mut footprint = Vec::new();
         h.footprint(obj.as_ref(), &mut footprint);
         o.footprint = merged(footprint);
-        if let Held::Pending(obj) = core::mem::replace(&mut o.held, Held::Taken) {
-            o.held = Held::Live(obj, None);
+        if let Err(e) = stage_array(o, p, t) {
+            let _ = h.unpreserve(obj.as_mut(), p, t);
+            o.footprint.clear();
+            o.held = Held::Pending(obj);
+            return Err(e);
         }
+        o.held = Held::Live(obj, None);
         Ok(())
     }
 
@@ -642,6 +717,7 @@ impl<P: Platform> Luo<P> {
         {
             o.held = Held::Pending(obj);
             o.footprint.clear();
+            drop_array(o, p, t);
         }
     }
 
@@ -673,7 +749,8 @@ impl<P: Platform> Luo<P> {
             .find(|h| h.family() == o.family)
             .ok_or(LuoError::NoHandler(o.family.clone()))?;
         h.unpreserve(obj.as_mut(), p, t)?;
-        let o = self.sessions[si].objects.remove(oi);
+        let mut o = self.sessions[si].objects.remove(oi);
+        drop_array(&mut o, p, t);
         if let Some((ns, nt)) = &o.needs
             && let Ok((a, b)) = self.find(ns, *nt)
             && self.sessions[a].objects[b].lazy
@@ -711,7 +788,10 @@ impl<P: Platform> Luo<P> {
         let mut kept = Vec::new();
         for mut s in core::mem::take(&mut self.sessions) {
             let mut stay = Vec::new();
-            for o in s.objects {
+            for mut o in s.objects {
+                if !matches!(o.held, Held::Carried(_)) {
+                    drop_array(&mut o, p, t);
+                }
                 match o.held {
                     Held::Live(mut obj, _) => {
                         if let Some(h) = self.handler(&o.family) {
@@ -813,7 +893,7 @@ impl<P: Platform> Luo<P> {
                 self.sessions.len() - 1
             }
         };
-        self.sessions[si].objects.push(Object {
+        let mut o = Object {
             token: c.token,
             family: c.family,
             held: Held::Carried(c.payloads),
@@ -825,7 +905,29 @@ impl<P: Platform> Luo<P> {
             bad_footprint: false,
             needs: c.needs,
             lazy: false,
-        });
+            fp_array: None,
+            fp_in: None,
+        };
+        if let Err(e) = stage_array(&mut o, p, t) {
+            for r in &o.footprint {
+                let _ = t.unpreserve_range(r.start, r.end);
+            }
+            let Held::Carried(payloads) = o.held else {
+                return Ok(());
+            };
+            let c = Carried {
+                session: self.sessions[si].name.clone(),
+                token: o.token,
+                family: o.family,
+                origin: c.origin,
+                drop_unread: c.drop_unread,
+                payloads,
+                footprint: o.footprint,
+                needs: o.needs,
+            };
+            return refuse(e, c);
+        }
+        self.sessions[si].objects.push(o);
         Ok(())
     }
 
@@ -865,7 +967,7 @@ impl<P: Platform> Luo<P> {
             match shared.map(|(x, y)| self.outcome(x, y, next)) {
                 Some(Outcome::Read(_)) => {}
                 Some(Outcome::Carried) => {
-                    let carriable = !s.drop_unread && footprint_of(o).is_some();
+                    let carriable = !s.drop_unread && carriable(o);
                     return if carriable {
                         Outcome::Carried
                     } else {
@@ -882,8 +984,7 @@ impl<P: Platform> Luo<P> {
         {
             return Outcome::Read(v);
         }
-        // A footprint too large for the node is not written: not carried.
-        let carriable = footprint_of(o).is_some();
+        let carriable = carriable(o);
         if s.drop_unread || !carriable {
             Outcome::Lost
         } else {
@@ -1068,6 +1169,13 @@ impl<P: Platform> Luo<P> {
     pub fn footprint(&self, session: &str, token: u64) -> Option<&[Range]> {
         let (si, oi) = self.find(session, token).ok()?;
         Some(&self.sessions[si].objects[oi].footprint)
+    }
+
+    /// How many data extents an incoming object's footprint array holds,
+    /// if its footprint has one.
+    pub fn footprint_array(&self, session: &str, token: u64) -> Option<u64> {
+        let (si, oi) = self.find(session, token).ok()?;
+        self.sessions[si].objects[oi].fp_in.map(|(_, n)| n)
     }
 
     /// Why [`Luo::incoming`] could not read the blob's node, if it could
@@ -1256,7 +1364,22 @@ impl<P: Platform> Luo<P> {
                         family: o.family.clone(),
                     })
                 }
-                Held::Incoming(payloads) if !drop && !o.footprint.is_empty() => {
+                Held::Incoming(payloads)
+                    if !drop && (!o.footprint.is_empty() || o.fp_in.is_some()) =>
+                {
+                    let full = match o.fp_in {
+                        None => Ok(core::mem::take(&mut o.footprint)),
+                        Some((root, n)) => read_array(p, ctx, &root, n, &o.footprint),
+                    };
+                    let Ok(full) = full else {
+                        o.held = Held::Failed(LuoError::BadFootprint {
+                            session,
+                            token: o.token,
+                            family: o.family.clone(),
+                        });
+                        continue;
+                    };
+                    o.footprint = full;
                     match claim_all(ctx.claims, &o.footprint) {
                         Ok(()) => Held::Carried(payloads),
                         Err(error) => Held::Failed(LuoError::Footprint {
@@ -1403,6 +1526,37 @@ impl<P: Platform> Luo<P> {
             carried,
         })
     }
+}
+
+/// The full footprint of an object whose data extents are in an array:
+/// the array read (and let go: finish frees its pages), its extents
+/// checked, and `inline` (the payloads' pages) merged in, disjoint.
+fn read_array<P: Platform>(
+    p: &mut P,
+    ctx: &mut RestoreCtx<'_>,
+    root: &crate::vmalloc::VmallocRoot,
+    n: u64,
+    inline: &[Range],
+) -> Result<Vec<Range>, LuoError> {
+    let v = crate::vmalloc::Vmalloc::restore(p, root, ctx.ram, ctx.scratch, ctx.claims)?;
+    let len = usize::try_from(n.saturating_mul(16)).map_err(|_| LuoError::OutOfMemory)?;
+    let recs = v
+        .bytes(p)
+        .get(..len)
+        .and_then(|b| <[abi::Extent]>::ref_from_bytes(b).ok())
+        .ok_or(LuoError::BadNode("object kho,footprint-array"))
+        .and_then(node::extents);
+    v.release(p, ctx.claims);
+    let data = recs?;
+    let mut all = data;
+    all.try_reserve(inline.len())
+        .map_err(|_| LuoError::OutOfMemory)?;
+    all.extend_from_slice(inline);
+    all.sort_unstable_by_key(|r| r.start);
+    if all.windows(2).any(|w| w[0].end > w[1].start) {
+        return Err(LuoError::BadNode("object kho,footprint-array"));
+    }
+    Ok(all)
 }
 
 /// Claims every range of `footprint` as data, or none.

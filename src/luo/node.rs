@@ -117,6 +117,15 @@ fn write_object(w: &mut FdtWriter<'_>, o: &Object, hop: u32) -> Result<(), Write
             carried: origin.carried.into(),
         },
     )?;
+    if let Some(root) = o.fp_array.as_ref().map(|(_, r)| *r) {
+        w.property_struct(
+            "kho,footprint-array",
+            &crate::abi::luo::FootprintArray {
+                root,
+                extents: (o.footprint.len() as u64).into(),
+            },
+        )?;
+    }
     if let Some(footprint) = footprint_of(o) {
         let recs: alloc::vec::Vec<Extent> = footprint
             .iter()
@@ -152,6 +161,13 @@ fn footprint(on: &Node<'_>) -> Result<alloc::vec::Vec<Range>, LuoError> {
     if recs.is_empty() || recs.len() > MAX_FOOTPRINT_EXTENTS {
         return Err(bad);
     }
+    extents(recs)
+}
+
+/// Checked extents: sorted, disjoint and not touching, page aligned, no
+/// empty one, no overflow.
+pub(super) fn extents(recs: &[Extent]) -> Result<alloc::vec::Vec<Range>, LuoError> {
+    let bad = LuoError::BadNode("object kho,footprint");
     let mut out = alloc::vec::Vec::new();
     out.try_reserve_exact(recs.len())
         .map_err(|_| LuoError::OutOfMemory)?;
@@ -245,9 +261,21 @@ pub(super) fn read(h: &Handoff<'_>) -> Result<Vec<Session>, LuoError> {
             } else {
                 (Origin::default(), Ok(alloc::vec::Vec::new()))
             };
+            let fp_in = match on.property("kho,footprint-array") {
+                None => Ok(None),
+                Some(p) => p
+                    .as_struct::<crate::abi::luo::FootprintArray>()
+                    .ok()
+                    .filter(|a| {
+                        (1..=crate::abi::luo::MAX_FOOTPRINT_ARRAY).contains(&a.extents.get())
+                    })
+                    .map(|a| Some((a.root, a.extents.get())))
+                    .ok_or(()),
+            };
             // A malformed footprint drops this object's carrying, not the
             // node (the object may still be read).
-            let bad_footprint = matches!(footprint, Err(LuoError::BadNode(_)));
+            let bad_footprint = matches!(footprint, Err(LuoError::BadNode(_))) || fp_in.is_err();
+            let fp_in = fp_in.unwrap_or(None);
             let footprint = match footprint {
                 Ok(f) => f,
                 Err(LuoError::BadNode(_)) => alloc::vec::Vec::new(),
@@ -312,6 +340,8 @@ pub(super) fn read(h: &Handoff<'_>) -> Result<Vec<Session>, LuoError> {
                 bad_footprint,
                 needs,
                 lazy: false,
+                fp_array: None,
+                fp_in,
             });
         }
         sessions.push(Session {

@@ -1605,3 +1605,67 @@ fn a_need_for_a_missing_object_is_refused() {
         Err(LuoError::BadNode("object kho,needs"))
     );
 }
+
+/// A file of 5000 scattered folios (more runs than a footprint lists
+/// inline): its footprint goes in a preserved array, and it is carried
+/// through a kernel that cannot read it and read, bit-exact and in place,
+/// by one that can.
+#[test]
+fn a_scattered_file_is_carried_through_its_footprint_array() {
+    let (mut mem, mut t, scratch) = setup();
+    let mut f = Memfd::new(true);
+    for i in 0..5000u64 {
+        f.write(&mut mem, i * 4096, &[(i % 251) as u8 + 1]).unwrap();
+        let _ = crate::platform::FrameAlloc::alloc_frames(&mut mem, 0);
+    }
+    let want = contents(&f, &mem);
+    let first = f.extents()[0].phys;
+    let mut luo = Luo::<HostMem>::new();
+    luo.register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
+        .unwrap();
+    luo.create_session("s").unwrap();
+    luo.preserve("s", 1, FAMILY_MEMFD, f, &mut mem, &mut t)
+        .unwrap();
+    let carrier_reads = ReadList::parse(b"memfd-v1\0kho-luo-v2\0").unwrap();
+    assert_eq!(luo.preflight(&carrier_reads)[0].outcome, Outcome::Carried);
+    luo.freeze(&mut mem, &mut t, None, false).unwrap();
+    let b = blob_at_hop(&luo, &mut mem, &t, &scratch, 0);
+    assert!(
+        b.len() < 64 << 10,
+        "the footprint is not inline: {} bytes",
+        b.len()
+    );
+    let done = carrier(&mut mem, &t, &scratch, &b, &[V1]);
+    assert!(done.lost.is_empty(), "{:?}", done.lost);
+    assert_eq!(done.carried.len(), 1);
+    assert!(done.carried[0].footprint().len() >= 5000);
+    for r in &done.ranges {
+        for p in (r.start..r.end).step_by(4096) {
+            if let Some(fr) = mem.frame_mut(p) {
+                fr.fill(0x5a);
+            }
+        }
+    }
+    let mut next = Luo::<HostMem>::new();
+    next.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
+    let mut t2 = Tracker::new(scratch.areas()).unwrap();
+    for c in done.carried {
+        next.carry(c, &mut mem, &mut t2).unwrap();
+    }
+    next.freeze(&mut mem, &mut t2, None, false).unwrap();
+    let b = blob_at_hop(&next, &mut mem, &t2, &scratch, 1);
+    let h = Handoff::parse(&b, &[RAM]).unwrap();
+    let mut last = Luo::<HostMem>::new();
+    last.register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
+        .unwrap();
+    last.incoming(&h).unwrap();
+    let mut claims = mem.hand_over(&t2).unwrap();
+    let mut ctx = RestoreCtx {
+        ram: &[RAM],
+        scratch: scratch.areas(),
+        claims: &mut claims,
+    };
+    let (g, _) = last.retrieve::<Memfd>("s", 1, &mut mem, &mut ctx).unwrap();
+    assert_eq!(g.extents()[0].phys, first);
+    assert_eq!(contents(g, &mem), want);
+}

@@ -131,7 +131,13 @@ fn objects(h: &Handoff<'_>, out: &mut String) {
             "  luo {session}/{token} {family}: first handed over at hop {}, carried {} time(s) since; ",
             origin.hop, origin.carried
         );
-        if fp.is_empty() {
+        if let Some(n) = luo.footprint_array(&session, token) {
+            let _ = writeln!(
+                out,
+                "footprint in a preserved array of {n} extent(s), {} more inline",
+                fp.len()
+            );
+        } else if fp.is_empty() {
             let _ = writeln!(out, "no footprint (cannot be carried)");
         } else {
             let pages: u64 = fp.iter().map(|r| r.len() / 4096).sum();
