@@ -293,6 +293,12 @@ pub(super) trait Erased<P: Platform> {
     fn discard(&mut self, obj: Box<dyn Any>, p: &mut P, claims: &mut Claims);
 }
 
+/// `obj` as the family's object type, or [`LuoError::WrongFamily`].
+fn typed<'o, T: 'static>(obj: &'o mut dyn Any, family: &str) -> Result<&'o mut T, LuoError> {
+    obj.downcast_mut::<T>()
+        .ok_or_else(|| LuoError::WrongFamily(family.into()))
+}
+
 impl<P: Platform, H: Handler<P>> Erased<P> for H {
     fn family(&self) -> &'static str {
         Handler::family(self)
@@ -316,10 +322,7 @@ impl<P: Platform, H: Handler<P>> Erased<P> for H {
         }
     }
     fn preserve(&mut self, obj: &mut dyn Any, p: &mut P, t: &mut Tracker) -> Result<(), LuoError> {
-        let family = Handler::family(self);
-        let o = obj
-            .downcast_mut::<H::Object>()
-            .ok_or(LuoError::WrongFamily(family.into()))?;
+        let o = typed::<H::Object>(obj, Handler::family(self))?;
         Handler::preserve(self, o, p, t)
     }
     fn unpreserve(
@@ -328,10 +331,7 @@ impl<P: Platform, H: Handler<P>> Erased<P> for H {
         p: &mut P,
         t: &mut Tracker,
     ) -> Result<(), LuoError> {
-        let family = Handler::family(self);
-        let o = obj
-            .downcast_mut::<H::Object>()
-            .ok_or(LuoError::WrongFamily(family.into()))?;
+        let o = typed::<H::Object>(obj, Handler::family(self))?;
         Handler::unpreserve(self, o, p, t)
     }
     fn prepare(
@@ -340,15 +340,12 @@ impl<P: Platform, H: Handler<P>> Erased<P> for H {
         p: &mut P,
         t: &mut Tracker,
     ) -> Result<Frozen, LuoError> {
-        let family = Handler::family(self);
-        let o = obj
-            .downcast_mut::<H::Object>()
-            .ok_or(LuoError::WrongFamily(family.into()))?;
+        let o = typed::<H::Object>(obj, Handler::family(self))?;
         let mut out = Prepared::<H::Undo>::default();
         Handler::prepare(self, o, p, t, &mut out)?;
         if out.payloads.is_empty() {
             Handler::unprepare(self, o, out, p, t);
-            return Err(LuoError::NothingStored(family.into()));
+            return Err(LuoError::NothingStored(Handler::family(self).into()));
         }
         let payloads = core::mem::take(&mut out.payloads);
         Ok(Frozen {

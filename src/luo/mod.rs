@@ -116,6 +116,25 @@ struct Object {
     fp_in: Option<(crate::vmalloc::VmallocRoot, u64)>,
 }
 
+impl Object {
+    /// Object `token` of `family`, held as `held`: no footprint yet, no
+    /// origin, needing nothing.
+    fn new(token: u64, family: String, held: Held) -> Self {
+        Self {
+            token,
+            family,
+            held,
+            footprint: Vec::new(),
+            origin: Origin::default(),
+            bad_footprint: false,
+            needs: None,
+            lazy: false,
+            fp_array: None,
+            fp_in: None,
+        }
+    }
+}
+
 /// Writes `o`'s footprint to a preserved array if it is too long to list
 /// inline (at preserve: outside the blackout).
 fn stage_array<P: Platform>(o: &mut Object, p: &mut P, t: &mut Tracker) -> Result<(), LuoError> {
@@ -521,29 +540,10 @@ impl<P: Platform> Luo<P> {
         t: &mut Tracker,
     ) -> Result<(), Refused<T>> {
         let refuse = |error, object| Err(Refused { error, object });
-        if self.frozen {
-            return refuse(LuoError::State("sessions are frozen"), object);
-        }
-        let Some(h) = self.handler(family) else {
-            return refuse(LuoError::NoHandler(family.to_string()), object);
-        };
-        if !self.handlers[h].owns(&object) {
-            return refuse(LuoError::WrongFamily(family.to_string()), object);
-        }
-        let s = match self.session(session) {
-            Ok(s) => s,
+        let h = match self.admit(session, token, family, &object) {
+            Ok(h) => h,
             Err(e) => return refuse(e, object),
         };
-        if s.objects.iter().any(|o| o.token == token) {
-            let e = LuoError::DuplicateToken {
-                session: session.to_string(),
-                token,
-            };
-            return refuse(e, object);
-        }
-        if s.objects.try_reserve(1).is_err() {
-            return refuse(LuoError::OutOfMemory, object);
-        }
         if let Err(e) = self.handlers[h].preserve(&mut object, p, t) {
             return refuse(e, object);
         }
@@ -551,18 +551,8 @@ impl<P: Platform> Luo<P> {
         // outside the blackout: freeze only adds its payloads' pages).
         let mut footprint = Vec::new();
         self.handlers[h].footprint(&object, &mut footprint);
-        let mut o = Object {
-            token,
-            family: family.to_string(),
-            held: Held::Taken,
-            footprint: merged(footprint),
-            origin: Origin::default(),
-            bad_footprint: false,
-            needs: None,
-            lazy: false,
-            fp_array: None,
-            fp_in: None,
-        };
+        let mut o = Object::new(token, family.to_string(), Held::Taken);
+        o.footprint = merged(footprint);
         if let Err(e) = stage_array(&mut o, p, t) {
             let _ = self.handlers[h].unpreserve(&mut object, p, t);
             return refuse(e, object);
@@ -586,43 +576,48 @@ impl<P: Platform> Luo<P> {
         family: &str,
         object: T,
     ) -> Result<(), Refused<T>> {
-        let refuse = |error, object| Err(Refused { error, object });
+        if let Err(error) = self.admit(session, token, family, &object) {
+            return Err(Refused { error, object });
+        }
+        let mut o = Object::new(token, family.to_string(), Held::Pending(Box::new(object)));
+        o.lazy = true;
+        if let Ok(s) = self.session(session) {
+            s.objects.push(o);
+        }
+        Ok(())
+    }
+
+    /// Whether an object may join `session` as `token` of `family`: not
+    /// frozen, a handler for the family that owns the object, the session
+    /// there, the token free in it, and room for one more. Returns the
+    /// handler's index.
+    fn admit(
+        &mut self,
+        session: &str,
+        token: u64,
+        family: &str,
+        object: &dyn Any,
+    ) -> Result<usize, LuoError> {
         if self.frozen {
-            return refuse(LuoError::State("sessions are frozen"), object);
+            return Err(LuoError::State("sessions are frozen"));
         }
-        let Some(h) = self.handler(family) else {
-            return refuse(LuoError::NoHandler(family.to_string()), object);
-        };
-        if !self.handlers[h].owns(&object) {
-            return refuse(LuoError::WrongFamily(family.to_string()), object);
+        let h = self
+            .handler(family)
+            .ok_or_else(|| LuoError::NoHandler(family.to_string()))?;
+        if !self.handlers[h].owns(object) {
+            return Err(LuoError::WrongFamily(family.to_string()));
         }
-        let s = match self.session(session) {
-            Ok(s) => s,
-            Err(e) => return refuse(e, object),
-        };
+        let s = self.session(session)?;
         if s.objects.iter().any(|o| o.token == token) {
-            let e = LuoError::DuplicateToken {
+            return Err(LuoError::DuplicateToken {
                 session: session.to_string(),
                 token,
-            };
-            return refuse(e, object);
+            });
         }
-        if s.objects.try_reserve(1).is_err() {
-            return refuse(LuoError::OutOfMemory, object);
-        }
-        s.objects.push(Object {
-            token,
-            family: family.to_string(),
-            held: Held::Pending(Box::new(object)),
-            footprint: Vec::new(),
-            origin: Origin::default(),
-            bad_footprint: false,
-            needs: None,
-            lazy: true,
-            fp_array: None,
-            fp_in: None,
-        });
-        Ok(())
+        s.objects
+            .try_reserve(1)
+            .map_err(|_| LuoError::OutOfMemory)?;
+        Ok(h)
     }
 
     /// [`Luo::preserve`] for an object that depends on shared state,
@@ -893,21 +888,13 @@ impl<P: Platform> Luo<P> {
                 self.sessions.len() - 1
             }
         };
-        let mut o = Object {
-            token: c.token,
-            family: c.family,
-            held: Held::Carried(c.payloads),
-            footprint: c.footprint,
-            origin: Origin {
-                hop: c.origin.hop,
-                carried: c.origin.carried.saturating_add(1),
-            },
-            bad_footprint: false,
-            needs: c.needs,
-            lazy: false,
-            fp_array: None,
-            fp_in: None,
+        let mut o = Object::new(c.token, c.family, Held::Carried(c.payloads));
+        o.footprint = c.footprint;
+        o.origin = Origin {
+            hop: c.origin.hop,
+            carried: c.origin.carried.saturating_add(1),
         };
+        o.needs = c.needs;
         if let Err(e) = stage_array(&mut o, p, t) {
             for r in &o.footprint {
                 let _ = t.unpreserve_range(r.start, r.end);
@@ -1244,15 +1231,25 @@ impl<P: Platform> Luo<P> {
             return;
         }
         let mut order: Vec<(usize, usize)> = Vec::new();
-        let shared = |s: &Self, si: usize, oi: usize| {
-            let o = &s.sessions[si].objects[oi];
-            s.has_dependents(&s.sessions[si].name, o.token)
-        };
-        for pass in [true, false] {
-            for si in 0..self.sessions.len() {
-                for oi in 0..self.sessions[si].objects.len() {
-                    if shared(self, si, oi) == pass && order.try_reserve(1).is_ok() {
-                        order.push((si, oi));
+        {
+            // What some object needs, sorted once: a lookup per object,
+            // not a scan of every object per object.
+            let mut needed: Vec<(&str, u64)> = Vec::new();
+            for o in self.sessions.iter().flat_map(|s| &s.objects) {
+                if let Some((ns, nt)) = &o.needs
+                    && needed.try_reserve(1).is_ok()
+                {
+                    needed.push((ns.as_str(), *nt));
+                }
+            }
+            needed.sort_unstable();
+            for pass in [true, false] {
+                for (si, s) in self.sessions.iter().enumerate() {
+                    for (oi, o) in s.objects.iter().enumerate() {
+                        let shared = needed.binary_search(&(s.name.as_str(), o.token)).is_ok();
+                        if shared == pass && order.try_reserve(1).is_ok() {
+                            order.push((si, oi));
+                        }
                     }
                 }
             }

@@ -331,18 +331,13 @@ pub(super) fn read(h: &Handoff<'_>) -> Result<Vec<Session>, LuoError> {
                 }
                 _ => return Err(LuoError::BadNode("object kho,needs")),
             };
-            objects.push(Object {
-                token,
-                family: family.to_string(),
-                held: Held::Incoming(payloads),
-                footprint,
-                origin,
-                bad_footprint,
-                needs,
-                lazy: false,
-                fp_array: None,
-                fp_in,
-            });
+            let mut o = Object::new(token, family.to_string(), Held::Incoming(payloads));
+            o.footprint = footprint;
+            o.origin = origin;
+            o.bad_footprint = bad_footprint;
+            o.needs = needs;
+            o.fp_in = fp_in;
+            objects.push(o);
         }
         sessions.push(Session {
             name: name.to_string(),
@@ -353,18 +348,29 @@ pub(super) fn read(h: &Handoff<'_>) -> Result<Vec<Session>, LuoError> {
     }
     // What an object needs exists, is another object, and needs nothing
     // itself (shared state is one level deep).
+    // Every object as (session, token, needs something), sorted once: a
+    // lookup per need, not a scan of the node.
+    let mut all: Vec<(&str, u64, bool)> = Vec::new();
+    all.try_reserve(sessions.iter().map(|s| s.objects.len()).sum())
+        .map_err(|_| LuoError::OutOfMemory)?;
     for s in &sessions {
-        for o in &s.objects {
-            if let Some((ns, nt)) = &o.needs {
-                let target = sessions
-                    .iter()
-                    .find(|x| &x.name == ns)
-                    .and_then(|x| x.objects.iter().find(|y| y.token == *nt));
-                let ok =
-                    target.is_some_and(|t| t.needs.is_none()) && !(ns == &s.name && *nt == o.token);
-                if !ok {
-                    return Err(LuoError::BadNode("object kho,needs"));
-                }
+        all.extend(
+            s.objects
+                .iter()
+                .map(|o| (s.name.as_str(), o.token, o.needs.is_some())),
+        );
+    }
+    all.sort_unstable();
+    for o in sessions.iter().flat_map(|s| &s.objects) {
+        if let Some((ns, nt)) = &o.needs {
+            // Sessions and tokens are unique: at most one match, and one
+            // that needs nothing is never the object itself.
+            let i = all.partition_point(|&(a, b, _)| (a, b) < (ns.as_str(), *nt));
+            let ok = all
+                .get(i)
+                .is_some_and(|&(a, b, needs)| a == ns && b == *nt && !needs);
+            if !ok {
+                return Err(LuoError::BadNode("object kho,needs"));
             }
         }
     }
