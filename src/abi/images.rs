@@ -147,6 +147,29 @@ impl<'a> Bundle<'a> {
 mod tests {
     use super::*;
 
+    /// Two small images in a bundle, pinned byte for byte: a layout
+    /// change needs a new version string.
+    #[test]
+    fn golden_bundle_pins_the_layout() {
+        let a: std::vec::Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let b = b"second image";
+        let bytes = Bundle::build(&[&a, b]).unwrap();
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/images-v1.bin");
+        if std::env::var_os("KHO_BLESS").is_some() {
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let golden =
+            std::fs::read(&path).expect("tests/golden/images-v1.bin (KHO_BLESS=1 writes it)");
+        assert_eq!(
+            bytes, golden,
+            "the kho-images-v1 layout changed: that needs a new version string"
+        );
+        let parsed = Bundle::parse(&golden).unwrap();
+        assert_eq!(parsed.image(0), Some((4096, 5000)));
+        assert_eq!(parsed.image(1), Some((12288, 12)));
+    }
+
     #[test]
     fn a_bundle_round_trips_and_bad_ones_are_refused() {
         let a = [1u8; 5000];

@@ -1669,3 +1669,60 @@ fn a_scattered_file_is_carried_through_its_footprint_array() {
     assert_eq!(g.extents()[0].phys, first);
     assert_eq!(contents(g, &mem), want);
 }
+
+/// The `kho-luo-v2` properties the first golden has no use for, pinned
+/// too: a dependent's `kho,needs-*`, a session's flags set, and a
+/// footprint too long to list inline (`kho,footprint-array`, beside the
+/// payloads' pages inline). Deterministic on the host fake.
+#[test]
+fn golden_luo_blob_pins_shared_state_and_the_footprint_array() {
+    let (mut mem, mut t, scratch) = setup();
+    let mut luo = Luo::<HostMem>::new();
+    luo.register(MemfdHandler::default()).unwrap();
+    luo.register(PoolHandler {
+        log: Default::default(),
+    })
+    .unwrap();
+    luo.register(Dep).unwrap();
+    luo.create_session("files").unwrap();
+    luo.create_session("keys").unwrap();
+    luo.set_drop_unread("keys", true).unwrap();
+    let mut f = Memfd::new(true);
+    for i in 0..5000u64 {
+        f.write(&mut mem, i * 4096, &[1]).unwrap();
+        let _ = crate::platform::FrameAlloc::alloc_frames(&mut mem, 0);
+    }
+    luo.preserve("files", 1, FAMILY_MEMFD, f, &mut mem, &mut t)
+        .unwrap();
+    let page = crate::platform::FrameAlloc::alloc_frames(&mut mem, 0).unwrap();
+    let own = crate::platform::FrameAlloc::alloc_frames(&mut mem, 0).unwrap();
+    luo.share("keys", 1, "pool", Pool { pages: vec![page] })
+        .unwrap();
+    luo.preserve_with("keys", 2, "dep", (0u64, own), ("keys", 1), &mut mem, &mut t)
+        .unwrap();
+    t.preserve(own, 0).unwrap();
+    luo.freeze(&mut mem, &mut t, None, false).unwrap();
+    let b = blob(&luo, &mut mem, &t, &scratch);
+    for prop in [
+        &b"kho,footprint-array"[..],
+        b"kho,needs-session",
+        b"kho,needs-token",
+    ] {
+        assert!(b.windows(prop.len()).any(|w| w == prop), "no {prop:?}");
+    }
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/luo-v2-shared.dtb");
+    if std::env::var_os("KHO_BLESS").is_some() {
+        std::fs::write(&path, &b).unwrap();
+    }
+    let golden =
+        std::fs::read(&path).expect("tests/golden/luo-v2-shared.dtb (KHO_BLESS=1 writes it)");
+    assert_eq!(
+        b, golden,
+        "the kho-luo-v2 layout changed: that needs a new version string"
+    );
+    let h = Handoff::parse(&golden, &[RAM]).unwrap();
+    let mut next = Luo::<HostMem>::new();
+    next.incoming(&h).unwrap();
+    assert_eq!(next.footprint_array("files", 1), Some(5000));
+}
