@@ -11,8 +11,8 @@
 //! walk the chain beside anything else sorted by address.
 //!
 //! A format names its magic and version ([`Format`]); the writer
-//! ([`Writer`]) fills pages the caller allocated ([`alloc_pages`], after a
-//! count with [`Packer`]); the reader ([`Pages`]) checks every page before it
+//! ([`Writer`]) fills pages the caller allocated ([`alloc_pages`], after
+//! counting them; records never split across pages); the reader ([`Pages`]) checks every page before it
 //! hands out its payload.
 #![deny(
     clippy::indexing_slicing,
@@ -185,32 +185,6 @@ pub trait PageSource {
     fn page(&self, phys: u64) -> Option<&[u8; PAGE_BYTES]>;
 }
 
-/// Counts the pages records need (records never split across pages).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Packer {
-    full: u32,
-    words: usize,
-}
-
-impl Packer {
-    /// Adds a record of `len` words.
-    #[inline]
-    pub fn add(&mut self, len: usize) {
-        let end = self.words.saturating_add(len);
-        if end > PAYLOAD_WORDS {
-            self.full = self.full.saturating_add(1);
-            self.words = len;
-        } else {
-            self.words = end;
-        }
-    }
-
-    /// Pages needed so far (at least one).
-    pub fn pages(&self) -> usize {
-        (self.full as usize).saturating_add(1)
-    }
-}
-
 /// Gives back to `sink` the `pages` pages of a chain this kernel wrote from
 /// `first` (each header's `next` links the next): for a chain that will
 /// not be handed over after all. Stops at a page it cannot read.
@@ -339,10 +313,7 @@ impl<'a, S: PageSink> Writer<'a, S> {
     pub fn record(&mut self, words: &[u64]) -> Result<(), ChainError> {
         let mut end = self.words.saturating_add(words.len());
         if end > PAYLOAD_WORDS {
-            self.flush()?;
-            self.buf.payload = [U64::ZERO; PAYLOAD_WORDS];
-            self.words = 0;
-            self.seq = self.seq.saturating_add(1);
+            self.next_page()?;
             end = words.len();
         }
         if let Some(dst) = self.buf.payload.get_mut(self.words..end) {
@@ -352,6 +323,27 @@ impl<'a, S: PageSink> Writer<'a, S> {
         }
         self.words = end;
         Ok(())
+    }
+
+    /// Ends the current page: the next record starts a new one.
+    pub fn next_page(&mut self) -> Result<(), ChainError> {
+        self.flush()?;
+        self.buf.payload = [U64::ZERO; PAYLOAD_WORDS];
+        self.words = 0;
+        self.seq = self.seq.saturating_add(1);
+        Ok(())
+    }
+
+    /// Adds `n` to the last word written (wrapping), if there is one: a
+    /// record that grows after it is written.
+    pub fn add_to_last(&mut self, n: u64) {
+        if let Some(w) = self
+            .words
+            .checked_sub(1)
+            .and_then(|i| self.buf.payload.get_mut(i))
+        {
+            *w = w.get().wrapping_add(n).into();
+        }
     }
 
     /// Writes the last page. Returns the first page and the page count; a

@@ -29,10 +29,10 @@
     clippy::panic
 )]
 
-use super::leaf::{map_runs, map_span};
+use super::leaf::{Edges, map_runs, map_span};
 use super::table::Slot;
 use super::{PAGE_SHIFT, REGION_PAGES, REGION_SHIFT, Tracker, TrackerError};
-use crate::chain::{self, ChainError, Format, Packer};
+use crate::chain::{self, ChainError, Format};
 pub use crate::chain::{PageSink, PageSource};
 use crate::ranges::Range;
 use crate::reserve::{Kept, Reserve, ReserveError};
@@ -151,155 +151,196 @@ impl core::error::Error for HandoverError {
     }
 }
 
-/// What the record layout pass feeds: a counter of chain pages, then the
-/// writer. Both see the same records in the same order, so the count is
-/// exact.
-trait Emit {
-    /// Appends a record of `words` that describes `pages` preserved pages.
-    fn record(&mut self, words: &[u64], pages: u64) -> Result<(), HandoverError>;
+/// Where the record layout goes: a buffer (the usual case), a page counter
+/// or, without memory for the buffer, the chain itself. The layout decides
+/// where pages break (records never split), so all three agree.
+trait Words {
+    /// Makes room for `n` more words.
+    fn reserve(&mut self, n: usize) -> Result<(), HandoverError>;
+    /// Ends the current chain page; the next word starts a new one.
+    fn page_break(&mut self) -> Result<(), HandoverError>;
+    /// Appends a word to the current page (after `reserve`).
+    fn push(&mut self, w: u64) -> Result<(), HandoverError>;
+    /// Adds `n` to the last word pushed (an extent grown by `n` pages).
+    fn grow_last(&mut self, n: u64);
+}
 
-    /// Appends an extent record of `pages` pages from frame `first`.
-    #[inline]
-    fn extent(&mut self, first: u64, pages: u64) -> Result<(), HandoverError> {
-        self.record(&[(first & PFN_MASK) << 23 | pages.saturating_sub(1)], pages)
+/// The records laid out once, in a buffer: their words in order, and
+/// where each chain page after the first starts.
+#[derive(Default)]
+struct Layout {
+    words: Vec<u64>,
+    /// Index in `words` of each later page's first record.
+    breaks: Vec<usize>,
+}
+
+const OOM: HandoverError = HandoverError::Tracker(TrackerError::OutOfMemory);
+
+impl Words for Layout {
+    #[inline(always)]
+    fn reserve(&mut self, n: usize) -> Result<(), HandoverError> {
+        self.words.try_reserve(n).map_err(|_| OOM)
+    }
+    #[inline(always)]
+    fn page_break(&mut self) -> Result<(), HandoverError> {
+        self.breaks.try_reserve(1).map_err(|_| OOM)?;
+        self.breaks.push(self.words.len());
+        Ok(())
+    }
+    #[inline(always)]
+    fn push(&mut self, w: u64) -> Result<(), HandoverError> {
+        self.words.push(w);
+        Ok(())
+    }
+    #[inline(always)]
+    fn grow_last(&mut self, n: u64) {
+        if let Some(w) = self.words.last_mut() {
+            *w = w.wrapping_add(n);
+        }
     }
 }
 
-impl Emit for Packer {
-    #[inline]
-    fn record(&mut self, words: &[u64], _pages: u64) -> Result<(), HandoverError> {
-        self.add(words.len());
+impl Layout {
+    /// Chain pages the records take (at least one).
+    fn pages(&self) -> usize {
+        self.breaks.len().saturating_add(1)
+    }
+
+    /// Writes the laid-out records a page at a time.
+    fn write<S: PageSink>(&self, chain: &mut chain::Writer<'_, S>) -> Result<(), ChainError> {
+        let mut from = 0;
+        for &to in self
+            .breaks
+            .iter()
+            .chain(core::iter::once(&self.words.len()))
+        {
+            // Each page's words end at a record boundary and fit a page,
+            // so the writer takes them as one record.
+            chain.record(self.words.get(from..to).unwrap_or(&[]))?;
+            from = to;
+        }
         Ok(())
     }
 }
 
-/// The chain writer, with the totals the root states.
-struct TrackerWriter<'a, S: PageSink> {
-    chain: chain::Writer<'a, S>,
+/// Counts the chain pages a layout takes.
+struct PageCount(usize);
+
+impl Words for PageCount {
+    fn reserve(&mut self, _: usize) -> Result<(), HandoverError> {
+        Ok(())
+    }
+    fn page_break(&mut self) -> Result<(), HandoverError> {
+        self.0 = self.0.saturating_add(1);
+        Ok(())
+    }
+    fn push(&mut self, _: u64) -> Result<(), HandoverError> {
+        Ok(())
+    }
+    fn grow_last(&mut self, _: u64) {}
+}
+
+/// Writes a layout straight into the chain, a word at a time.
+impl<S: PageSink> Words for chain::Writer<'_, S> {
+    fn reserve(&mut self, _: usize) -> Result<(), HandoverError> {
+        Ok(())
+    }
+    fn page_break(&mut self) -> Result<(), HandoverError> {
+        Ok(self.next_page()?)
+    }
+    fn push(&mut self, w: u64) -> Result<(), HandoverError> {
+        Ok(self.record(&[w])?)
+    }
+    fn grow_last(&mut self, n: u64) {
+        self.add_to_last(n);
+    }
+}
+
+/// What a layout states in the root.
+#[derive(Clone, Copy, Default)]
+struct Totals {
     records: u64,
-    /// Preserved pages described so far.
     preserved: u64,
 }
 
-impl<S: PageSink> Emit for TrackerWriter<'_, S> {
-    #[inline]
-    fn record(&mut self, words: &[u64], pages: u64) -> Result<(), HandoverError> {
-        self.chain.record(words)?;
-        self.records = self.records.saturating_add(1);
-        self.preserved = self.preserved.saturating_add(pages);
-        Ok(())
-    }
-}
-
-/// Feeds every record of the tracker, in address order, to `e`.
-fn emit_records<E: Emit>(tracker: &Tracker, e: &mut E) -> Result<(), HandoverError> {
-    // The extent being built: (first pfn, pages).
-    let mut pending: Option<(u64, u64)> = None;
-    /// Adds a run to the extent being built, or emits that extent and
-    /// starts another. Inlined: called once per region on the hot path.
-    #[inline(always)]
-    fn push<E: Emit>(
-        e: &mut E,
-        pending: &mut Option<(u64, u64)>,
-        pfn: u64,
-        n: u64,
-    ) -> Result<(), HandoverError> {
-        if let Some((s, len)) = pending
-            && s.saturating_add(*len) == pfn
-            && len.saturating_add(n) <= MAX_EXTENT_PAGES
-        {
-            *len = len.saturating_add(n);
-            return Ok(());
-        }
-        if let Some((s, len)) = pending.take() {
-            e.extent(s, len)?;
-        }
-        *pending = Some((pfn, n));
-        Ok(())
-    }
-    tracker.each_region(|r, slot| {
-        // A fragmented leaf goes as a bitmap when that is smaller than its
-        // extents would be; everything else as runs, coalesced.
-        if let Slot::Leaf(i) = slot
-            && let Some(l) = tracker.leaves.get(i)
-            && l.run_count() > 9
-        {
-            if let Some((s, len)) = pending.take() {
-                e.extent(s, len)?;
-            }
-            let base = r << (REGION_SHIFT - PAGE_SHIFT);
-            let mut rec = [0u64; 9];
-            rec[0] = BITMAP_TAG | (base & PFN_MASK) << 23;
-            for (d, s) in rec.iter_mut().skip(1).zip(l.pages()) {
-                *d = s;
-            }
-            return e.record(&rec, l.page_count());
-        }
-        let base = r << (REGION_SHIFT - PAGE_SHIFT);
-        match slot {
-            // One arm per kind, the push inlined in each: a closure passed
-            // down costs a call per region.
-            Slot::Large { .. } => push(e, &mut pending, base, REGION_PAGES),
-            Slot::Inline(s) => push(
-                e,
-                &mut pending,
-                base.saturating_add(u64::from(s.off)),
-                1 << s.order,
-            ),
-            Slot::Leaf(_) => tracker.region_runs(r, slot, |pfn, n| push(e, &mut pending, pfn, n)),
-        }
-    })?;
-    if let Some((s, len)) = pending.take() {
-        e.extent(s, len)?;
-    }
-    Ok(())
-}
-
-/// The records laid out once, in a buffer: their words in order, and the
-/// pages they will take.
-#[derive(Default)]
-struct Recorded {
-    words: Vec<u64>,
-    packer: Packer,
-}
-
-impl Emit for Recorded {
-    #[inline]
-    fn record(&mut self, words: &[u64], _pages: u64) -> Result<(), HandoverError> {
-        self.words
-            .try_reserve(words.len())
-            .map_err(|_| HandoverError::Tracker(TrackerError::OutOfMemory))?;
-        self.words.extend_from_slice(words);
-        self.packer.add(words.len());
-        Ok(())
-    }
-}
-
-impl Recorded {
-    /// Feeds the buffered records to `e`, in order (a record's first word
-    /// says its length: 9 words for a bitmap, else 1).
-    fn replay<E: Emit>(&self, e: &mut E) -> Result<(), HandoverError> {
-        let mut rest = self.words.as_slice();
-        while let Some(&w) = rest.first() {
-            let (rec, pages) = if w & BITMAP_TAG != 0 {
-                let rec = rest.get(..9).unwrap_or(rest);
-                let pages = rec
-                    .iter()
-                    .skip(1)
-                    .map(|m| u64::from(m.count_ones()))
-                    .fold(0u64, u64::wrapping_add);
-                (rec, pages)
+/// Lays out every record of the tracker, in address order, into `out`:
+/// runs of preserved pages as extents (adjacent runs coalesced, across
+/// regions too), a region of more than 9 runs as a bitmap (9 words, which
+/// is then smaller). One pass, its state in locals: this is the handover's
+/// hot path, a few instructions a run.
+fn lay_out<W: Words>(tracker: &Tracker, out: &mut W) -> Result<Totals, HandoverError> {
+    let mut t = Totals::default();
+    // Words used in the current chain page.
+    let mut fill = 0usize;
+    // The last record, if it is an extent: where it ends and its pages.
+    // `u64::MAX` (no frame ends there) after a bitmap or at the start.
+    let mut last_end = u64::MAX;
+    let mut last_len = 0u64;
+    // None of the arithmetic below can wrap: frame numbers are below 2^40,
+    // an extent below 2^23 pages, a page holds 508 words, and the counts
+    // are bounded by the tracker's memory.
+    macro_rules! run {
+        ($pfn:expr, $n:expr) => {{
+            let (pfn, n): (u64, u64) = ($pfn, $n);
+            t.preserved = t.preserved.wrapping_add(n);
+            if pfn == last_end && last_len.wrapping_add(n) <= MAX_EXTENT_PAGES {
+                out.grow_last(n);
+                last_end = last_end.wrapping_add(n);
+                last_len = last_len.wrapping_add(n);
             } else {
-                (
-                    rest.get(..1).unwrap_or(rest),
-                    (w & ((1 << 23) - 1)).wrapping_add(1),
-                )
-            };
-            e.record(rec, pages)?;
-            rest = rest.get(rec.len()..).unwrap_or(&[]);
-        }
-        Ok(())
+                if fill == PAYLOAD_WORDS {
+                    out.page_break()?;
+                    fill = 0;
+                }
+                out.push((pfn & PFN_MASK) << 23 | n.wrapping_sub(1))?;
+                fill = fill.wrapping_add(1);
+                t.records = t.records.wrapping_add(1);
+                last_end = pfn.wrapping_add(n);
+                last_len = n;
+            }
+        }};
     }
+    for (first, slots) in tracker.sorted_chunks()? {
+        for (r, &v) in (first..).zip(slots) {
+            if v == 0 {
+                continue;
+            }
+            // A region adds at most 9 words.
+            out.reserve(9)?;
+            let base = r << (REGION_SHIFT - PAGE_SHIFT);
+            match Slot::decode(v) {
+                Slot::Large { .. } => run!(base, REGION_PAGES),
+                Slot::Inline(s) => run!(base.wrapping_add(u64::from(s.off)), 1 << s.order),
+                Slot::Leaf(i) => {
+                    let map = tracker.leaf_pages(i);
+                    let edges = Edges::of(&map);
+                    let runs = edges.count();
+                    if runs > 9 {
+                        if fill.wrapping_add(9) > PAYLOAD_WORDS {
+                            out.page_break()?;
+                            fill = 0;
+                        }
+                        out.push(BITMAP_TAG | (base & PFN_MASK) << 23)?;
+                        let mut pages = 0u64;
+                        for m in map {
+                            out.push(m)?;
+                            pages = pages.wrapping_add(u64::from(m.count_ones()));
+                        }
+                        fill = fill.wrapping_add(9);
+                        t.records = t.records.wrapping_add(1);
+                        t.preserved = t.preserved.wrapping_add(pages);
+                        last_end = u64::MAX;
+                    } else {
+                        edges.each::<HandoverError>(runs, |s, n| {
+                            run!(base.wrapping_add(u64::from(s)), u64::from(n));
+                            Ok(())
+                        })?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(t)
 }
 
 /// Writes the tracker's preserved set as a chain of pages from `sink` and
@@ -309,21 +350,41 @@ impl Recorded {
 /// buffer on the heap (as many words as the chain's payload), which says
 /// how many pages to take, so the chain can be linked in increasing address
 /// order; without memory for the buffer they are laid out twice instead
-/// (once to count the pages, once to write them).
+/// (once to count the pages, once straight into the chain).
 pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot, HandoverError> {
-    let mut rec = Recorded::default();
-    let buffered = match emit_records(tracker, &mut rec) {
-        Ok(()) => true,
-        Err(HandoverError::Tracker(TrackerError::OutOfMemory)) => false,
-        Err(e) => return Err(e),
-    };
-    let count = if buffered {
-        rec.packer.pages()
-    } else {
-        rec = Recorded::default();
-        let mut count = Packer::default();
-        emit_records(tracker, &mut count)?;
-        count.pages()
+    let mut lay = Layout::default();
+    match lay_out(tracker, &mut lay) {
+        Ok(t) => write_chain(tracker, sink, Some((lay, t))),
+        Err(e) if e == OOM => write_chain(tracker, sink, None),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`write`] without the buffer: the records laid out twice, once to count
+/// the pages and once straight into the chain (what `write` does when the
+/// heap cannot hold the buffer). The chain is the same, byte for byte.
+#[cfg(test)]
+pub(super) fn write_unbuffered<S: PageSink>(
+    tracker: &Tracker,
+    sink: &mut S,
+) -> Result<TrackerRoot, HandoverError> {
+    write_chain(tracker, sink, None)
+}
+
+/// Takes the chain's pages and writes the records into them: from the
+/// layout if there is one, else laid out again straight into the chain.
+fn write_chain<S: PageSink>(
+    tracker: &Tracker,
+    sink: &mut S,
+    buffered: Option<(Layout, Totals)>,
+) -> Result<TrackerRoot, HandoverError> {
+    let count = match &buffered {
+        Some((lay, _)) => lay.pages(),
+        None => {
+            let mut count = PageCount(1);
+            lay_out(tracker, &mut count)?;
+            count.0
+        }
     };
     let pages = chain::alloc_pages(sink, count, tracker.scratch(), |p| !tracker.is_preserved(p))?;
     let mut kept = Vec::new();
@@ -331,23 +392,19 @@ pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot
         for &p in &pages {
             sink.free_page(p);
         }
-        return Err(HandoverError::Tracker(TrackerError::OutOfMemory));
+        return Err(OOM);
     }
     kept.extend_from_slice(&pages);
-    let mut w = TrackerWriter {
-        chain: chain::Writer::new(FORMAT, sink, pages),
-        records: 0,
-        preserved: 0,
+    let mut w = chain::Writer::new(FORMAT, sink, pages);
+    let laid = match &buffered {
+        Some((lay, t)) => lay.write(&mut w).map(|()| *t).map_err(HandoverError::from),
+        None => lay_out(tracker, &mut w),
     };
-    let laid = if buffered {
-        rec.replay(&mut w)
-    } else {
-        emit_records(tracker, &mut w)
-    };
-    let written = laid
-        .and_then(|()| w.chain.finish().map_err(HandoverError::from))
-        .map(|(first, pages)| (first, pages, w.records, w.preserved));
-    let (first, pages, records, preserved) = match written {
+    let written = laid.and_then(|t| {
+        let (first, pages) = w.finish()?;
+        Ok((first, pages, t))
+    });
+    let (first, pages, t) = match written {
         Ok(x) => x,
         Err(e) => {
             // A failed write gives every page it took back.
@@ -361,8 +418,8 @@ pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot
         first_page: first.into(),
         pages: pages.into(),
         flags: 0.into(),
-        records: records.into(),
-        preserved_pages: preserved.into(),
+        records: t.records.into(),
+        preserved_pages: t.preserved.into(),
     })
 }
 

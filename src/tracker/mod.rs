@@ -658,6 +658,20 @@ impl Tracker {
             .map_err(|e| e.unwrap_or_else(|| TrackerError::OutOfMemory.into()))
     }
 
+    /// The chunks with a region in use, in address order: each chunk's
+    /// first region and its 512 encoded slots.
+    fn sorted_chunks(&self) -> Result<Vec<(u64, &[u32])>, TrackerError> {
+        self.table
+            .sorted_chunks()
+            .map_err(|()| TrackerError::OutOfMemory)
+    }
+
+    /// The page map of leaf `i` (from a slot `Leaf(i)`), word by word.
+    #[inline(always)]
+    fn leaf_pages(&self, i: u32) -> [u64; 8] {
+        self.leaves[i].pages()
+    }
+
     /// Calls `f(first pfn, pages)` for each run of preserved pages of the
     /// region `r` whose slot is `slot`, in address order. Shared by
     /// [`ranges`](Self::ranges) and the handover writer.

@@ -40,7 +40,7 @@ impl Slot {
         }
     }
 
-    fn decode(v: u32) -> Slot {
+    pub(super) fn decode(v: u32) -> Slot {
         match v & TAG_MASK {
             TAG_INLINE => Slot::Inline(Small::unpack(v as u16)),
             TAG_LEAF => Slot::Leaf(v & !TAG_MASK),
@@ -321,29 +321,38 @@ impl RegionTable {
         self.leaves[c] = leaves;
     }
 
-    /// Calls `f(region, slot)` for every slot in use, in address order, in
-    /// plain loops (the handover writer's hot path: an iterator chain of
-    /// filters and a flattening cost several times more per region). Allocates
-    /// only the list of chunks; out of memory is `Err(None)`, an error of
-    /// `f` is `Err(Some(e))`.
-    pub(super) fn for_each_sorted<E>(
-        &self,
-        mut f: impl FnMut(u64, Slot) -> Result<(), E>,
-    ) -> Result<(), Option<E>> {
+    /// The chunks with a slot in use, in address order: each chunk's first
+    /// region and its 512 slots (decode each non-zero one with
+    /// [`Slot::decode`]). Allocates only the list; out of memory is `Err`.
+    /// The handover writer loops over these itself, so its state stays in
+    /// registers (through a callback it lived in memory).
+    pub(super) fn sorted_chunks(&self) -> Result<Vec<(u64, &[u32])>, ()> {
         let mut keys: Vec<(u64, u32)> = Vec::new();
-        keys.try_reserve_exact(self.used.len()).map_err(|_| None)?;
+        keys.try_reserve_exact(self.used.len()).map_err(|_| ())?;
         for e in &self.index {
             if e.key1 != 0 && self.used.get(e.chunk as usize).is_some_and(|&u| u != 0) {
                 keys.push((e.key1 - 1, e.chunk));
             }
         }
         keys.sort_unstable();
+        let mut out = Vec::new();
+        out.try_reserve_exact(keys.len()).map_err(|_| ())?;
         for (key, c) in keys {
             let first = c as usize * CHUNK as usize;
-            let Some(slots) = self.slots.get(first..first + CHUNK as usize) else {
-                continue;
-            };
-            let base = key * CHUNK;
+            if let Some(slots) = self.slots.get(first..first + CHUNK as usize) {
+                out.push((key * CHUNK, slots));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Calls `f(region, slot)` for every slot in use, in address order.
+    /// Out of memory is `Err(None)`, an error of `f` is `Err(Some(e))`.
+    pub(super) fn for_each_sorted<E>(
+        &self,
+        mut f: impl FnMut(u64, Slot) -> Result<(), E>,
+    ) -> Result<(), Option<E>> {
+        for (base, slots) in self.sorted_chunks().map_err(|()| None)? {
             for (o, &v) in slots.iter().enumerate() {
                 if v != 0 {
                     f(base + o as u64, Slot::decode(v)).map_err(Some)?;
