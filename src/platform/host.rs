@@ -2,10 +2,11 @@
 //! targets and benchmarks on the host.
 //!
 //! Frames of the pool are found like a kernel's direct map finds them: by
-//! index, in two loads (a table per 2 MiB, a slot per frame), not by a tree
-//! search; frames elsewhere in RAM (placed by hand by a test) fall back to
-//! a sorted map. A frame is materialized on its first write; unwritten RAM
-//! reads as zeros, and a freed frame reads as zeros again.
+//! index and offset, in one load (a table per 2 MiB holds its 512 frames
+//! inline), not by a tree search; frames elsewhere in RAM (placed by hand
+//! by a test) fall back to a sorted map. A table is made, zeroed, on the
+//! first write to any of its frames; unwritten RAM reads as zeros, and a
+//! freed frame reads as zeros again.
 
 use super::{Frame, FrameAlloc, MapError, MapFrames, Mapping, PhysMem};
 use crate::PAGE_SIZE;
@@ -23,39 +24,39 @@ static ZERO: Frame = [0; PAGE_SIZE as usize];
 const TABLE_FRAMES: usize = 512;
 /// Bytes a table of the index covers.
 const TABLE_BYTES: u64 = TABLE_FRAMES as u64 * PAGE_SIZE;
-/// The most pool the index covers (64 GiB: 32768 table slots); frames of
-/// a larger pool beyond it go to the sorted map.
+/// The most pool the index covers (64 GiB: 32768 tables); frames of a
+/// larger pool beyond it go to the sorted map.
 const MAX_WINDOW: u64 = 64 << 30;
 
-/// A frame's slot: its bytes once written.
-type Slot = Option<Box<Frame>>;
-
 /// The direct index over the pool: it covers `[lo, lo + len)` exactly, and
-/// `tables[i]` holds the frames from `base + i * 2 MiB` (`base` is `lo`
-/// rounded down to 2 MiB).
+/// `tables[t]` holds the 512 frames from `base + t * 2 MiB` inline (`base`
+/// is `lo` rounded down to 2 MiB), `written[t]` which of them were written
+/// since they were last zeroed.
 #[derive(Clone, Default)]
 struct Index {
     lo: u64,
     len: u64,
     base: u64,
-    tables: Vec<Option<Box<[Slot; TABLE_FRAMES]>>>,
+    tables: Vec<Option<Box<[Frame]>>>,
+    written: Vec<[u64; TABLE_FRAMES / 64]>,
 }
 
 impl Index {
     /// An index over `window` (page-aligned).
     fn over(window: Range) -> Self {
-        // The tables grow as frames are written: a large window costs
+        // The tables are made as frames are written: a large window costs
         // nothing until it is used.
         Self {
             lo: window.start,
             len: window.len(),
             base: window.start & !(TABLE_BYTES - 1),
             tables: Vec::new(),
+            written: Vec::new(),
         }
     }
 
-    /// The table and slot of `phys`, if the index covers it.
-    #[inline]
+    /// The table and frame of `phys`, if the index covers it.
+    #[inline(always)]
     fn at(&self, phys: u64) -> Option<(usize, usize)> {
         if phys.wrapping_sub(self.lo) >= self.len || !phys.is_multiple_of(PAGE_SIZE) {
             return None;
@@ -67,25 +68,58 @@ impl Index {
         ))
     }
 
-    /// The slot of `phys` for writing (its table made if need be).
-    fn slot_mut(&mut self, t: usize, i: usize) -> Option<&mut Slot> {
+    /// Frame `i` of table `t` (zeros if its table was never made).
+    #[inline(always)]
+    fn frame(&self, t: usize, i: usize) -> &Frame {
+        match self.tables.get(t) {
+            Some(Some(table)) => table.get(i).unwrap_or(&ZERO),
+            _ => &ZERO,
+        }
+    }
+
+    /// Frame `i` of table `t` for writing (the table made if need be).
+    #[inline]
+    fn frame_mut(&mut self, t: usize, i: usize) -> Option<&mut Frame> {
         if t >= self.tables.len() {
             self.tables.resize_with(t + 1, || None);
+            self.written.resize(t + 1, [0; TABLE_FRAMES / 64]);
         }
+        let w = self.written.get_mut(t)?.get_mut(i / 64)?;
+        *w |= 1 << (i % 64);
         let table = self.tables.get_mut(t)?;
-        let table = table.get_or_insert_with(|| Box::new([const { None }; TABLE_FRAMES]));
+        // Zeroed by the allocator (`vec!` of zeros asks for zeroed memory,
+        // which the host gives lazily), not written here.
+        let table =
+            table.get_or_insert_with(|| alloc::vec![[0; PAGE_SIZE as usize]; TABLE_FRAMES].into());
         table.get_mut(i)
+    }
+
+    /// Zeroes frame `i` of table `t` if it was written; whether it was.
+    fn clear(&mut self, t: usize, i: usize) -> bool {
+        let Some(w) = self.written.get_mut(t).and_then(|w| w.get_mut(i / 64)) else {
+            return false;
+        };
+        if *w & (1 << (i % 64)) == 0 {
+            return false;
+        }
+        *w &= !(1 << (i % 64));
+        if let Some(f) = self
+            .tables
+            .get_mut(t)
+            .and_then(|x| x.as_mut())
+            .and_then(|x| x.get_mut(i))
+        {
+            f.fill(0);
+        }
+        true
     }
 
     /// Every written frame, in address order.
     fn written(&self) -> impl Iterator<Item = u64> + '_ {
-        self.tables.iter().enumerate().flat_map(move |(t, table)| {
-            table.iter().flat_map(move |table| {
-                table.iter().enumerate().filter_map(move |(i, f)| {
-                    f.as_ref()
-                        .map(|_| self.base + t as u64 * TABLE_BYTES + i as u64 * PAGE_SIZE)
-                })
-            })
+        self.written.iter().enumerate().flat_map(move |(t, w)| {
+            (0..TABLE_FRAMES)
+                .filter(move |&i| w[i / 64] >> (i % 64) & 1 != 0)
+                .map(move |i| self.base + t as u64 * TABLE_BYTES + i as u64 * PAGE_SIZE)
         })
     }
 }
@@ -172,37 +206,26 @@ impl HostMem {
     }
 
     /// Moves the frame at `from` to `to` (a corruption in tests: the
-    /// previous kernel's pointer now names other memory).
+    /// previous kernel's pointer now names other memory): `to` gets its
+    /// bytes, `from` reads as zeros.
     pub fn move_frame(&mut self, from: u64, to: u64) {
-        if let Some(f) = self.take(from) {
-            self.put(to, f);
+        let Some(bytes) = self.frame(from).map(|f| Box::new(*f)) else {
+            return;
+        };
+        self.clear(from);
+        if let Some(f) = self.frame_mut(to) {
+            f.copy_from_slice(&bytes[..]);
         }
     }
 
-    /// Removes the frame at `phys` (it reads as zeros again).
-    fn take(&mut self, phys: u64) -> Option<Box<Frame>> {
-        match self.index.at(phys) {
-            Some((t, i)) => self
-                .index
-                .tables
-                .get_mut(t)
-                .and_then(|x| x.as_mut())
-                .and_then(|x| x.get_mut(i))
-                .and_then(Option::take),
-            None => self.sparse.remove(&phys),
-        }
-    }
-
-    /// Puts frame bytes at `phys`.
-    fn put(&mut self, phys: u64, f: Box<Frame>) {
+    /// Makes the frame at `phys` read as zeros again.
+    fn clear(&mut self, phys: u64) {
         match self.index.at(phys) {
             Some((t, i)) => {
-                if let Some(slot) = self.index.slot_mut(t, i) {
-                    *slot = Some(f);
-                }
+                self.index.clear(t, i);
             }
             None => {
-                self.sparse.insert(phys, f);
+                self.sparse.remove(&phys);
             }
         }
     }
@@ -238,14 +261,11 @@ impl HostMem {
 }
 
 impl PhysMem for HostMem {
-    #[inline]
+    #[inline(always)]
     fn frame(&self, phys: u64) -> Option<&Frame> {
         if let Some((t, i)) = self.index.at(phys) {
-            // Every slot of the index is RAM.
-            return Some(match self.index.tables.get(t).and_then(|x| x.as_ref()) {
-                Some(table) => table.get(i).and_then(|f| f.as_deref()).unwrap_or(&ZERO),
-                None => &ZERO,
-            });
+            // Every frame of the index is RAM.
+            return Some(self.index.frame(t, i));
         }
         match self.sparse.get(&phys) {
             Some(f) => Some(f),
@@ -256,8 +276,7 @@ impl PhysMem for HostMem {
     #[inline]
     fn frame_mut(&mut self, phys: u64) -> Option<&mut Frame> {
         if let Some((t, i)) = self.index.at(phys) {
-            let slot = self.index.slot_mut(t, i)?;
-            return Some(slot.get_or_insert_with(|| Box::new([0; PAGE_SIZE as usize])));
+            return self.index.frame_mut(t, i);
         }
         if !self.sparse.contains_key(&phys) && !self.in_ram(phys) {
             return None;
@@ -346,7 +365,7 @@ impl FrameAlloc for HostMem {
             // counted: count what can be counted.
             self.allocated = self.allocated.saturating_sub(1 << order);
             for i in 0..1u64 << order {
-                self.take(phys + i * PAGE_SIZE);
+                self.clear(phys + i * PAGE_SIZE);
             }
         }
     }
@@ -357,7 +376,7 @@ impl FrameAlloc for HostMem {
         let _ = self.pool.insert(range);
         let mut at = range.start;
         while at < range.end {
-            self.take(at);
+            self.clear(at);
             at += PAGE_SIZE;
         }
     }
