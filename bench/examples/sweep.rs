@@ -28,7 +28,10 @@ fn main() {
         f
     };
     let folios = f.folio_count() as f64;
-    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
     for _ in 0..rounds {
         let t0 = Instant::now();
         let mut t = Tracker::new(&[scratch]).unwrap();
