@@ -259,7 +259,7 @@ mod tests {
             [
                 (1 << 40, 0, MAX_RUN),
                 ((1 << 40) + (MAX_RUN << 12), MAX_RUN, MAX_RUN),
-                ((1 << 40) + (2 * MAX_RUN << 12), 2 * MAX_RUN, 5),
+                ((1 << 40) + ((2 * MAX_RUN) << 12), 2 * MAX_RUN, 5),
                 (1 << 42, long + 4, 3),
             ]
         );
