@@ -18,6 +18,8 @@ fn main() {
             f.write(&mut mem, at << 21, &chunk).unwrap();
         }
         f
+    } else if shape == "random" {
+        common::shuffled_file(&mut mem, 1 << 30)
     } else {
         common::strided_file(&mut mem, 1 << 30)
     };

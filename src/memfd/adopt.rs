@@ -205,8 +205,10 @@ impl<'c> Adopt<'c> {
     }
 
     /// Checks and adopts record `record`: `count` folios of one order from
-    /// `f.phys`, at file page `index`.
-    #[inline]
+    /// `f.phys`, at file page `index`. Always inlined into the record
+    /// loop: as a call (which some binaries made it) the loop's state
+    /// went through memory, at twice the cost per folio.
+    #[inline(always)]
     pub fn run(
         &mut self,
         record: u64,
