@@ -276,6 +276,49 @@ impl<'c> Adopt<'c> {
         self.file
     }
 
+    /// [`run`](Self::run) for a record of one 4 KiB folio (order 0, one
+    /// folio), what a fragmented file is made of: the same checks, less
+    /// to check (a frame number is page aligned, one page is aligned
+    /// anywhere in the file, and its last page is its first).
+    #[inline(always)]
+    pub fn page(
+        &mut self,
+        record: u64,
+        phys: u64,
+        index: u64,
+        uptodate: bool,
+    ) -> Result<(), MemfdError> {
+        if index < self.prev_end {
+            return Err(MemfdError::Overlap { record });
+        }
+        if index >= self.limit {
+            return Err(MemfdError::PastEnd { record });
+        }
+        self.claims
+            .claim(phys, 1)
+            .map_err(|why| MemfdError::Claim { record, why })?;
+        if self.file.extents.len() == self.file.extents.capacity() {
+            self.claims.release(phys, 1);
+            return Err(MemfdError::OutOfMemory);
+        }
+        let e = Extent {
+            index,
+            phys,
+            order: 0,
+            count: 1,
+        };
+        push_extent(&mut self.file.extents, e);
+        // Below the limit, which is below 2^52: cannot wrap.
+        self.prev_end = index.wrapping_add(1);
+        if !uptodate {
+            self.stale
+                .try_reserve(1)
+                .map_err(|_| MemfdError::OutOfMemory)?;
+            self.stale.push(e);
+        }
+        Ok(())
+    }
+
     /// Gives back every folio adopted so far.
     pub fn fail(self) {
         for e in &self.file.extents {

@@ -179,15 +179,17 @@ pub fn read<P: PhysMem + MapFrames>(
 }
 
 /// Decodes and adopts record `i`.
-#[inline]
+#[inline(always)]
 fn adopt_record(a: &mut Adopt<'_>, i: u64, frame: u64, run: u64) -> Result<(), MemfdError> {
     let f = decode(frame, i)?;
-    a.run(
-        i,
-        &f,
+    let (index, count) = (
         crate::abi::memfd::v2::run_index(run),
         crate::abi::memfd::v2::run_count(run),
-    )
+    );
+    if f.order == 0 && count == 1 {
+        return a.page(i, f.phys, index, f.uptodate);
+    }
+    a.run(i, &f, index, count)
 }
 
 /// Checks and adopts every record that `records` hands to its callback.
