@@ -118,8 +118,12 @@ pub fn write<P: PhysMem + FrameAlloc + MapFrames>(
         records: n.into(),
         array: root,
     };
-    let tail = records(file)
-        .filter(|_| inline)
+    // Inline records only: a file whose records went to the array walks
+    // none of them again.
+    let tail = inline
+        .then(|| records(file))
+        .into_iter()
+        .flatten()
         .map(|r| zerocopy::transmute!(r));
     let desc = descriptor(h.as_bytes(), tail)?;
     Ok(Written { desc, array })
