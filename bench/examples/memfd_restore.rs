@@ -19,7 +19,14 @@ fn main() {
         }
         f
     } else if shape == "random" {
-        common::shuffled_file(&mut mem, std::env::var("MIB").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(1024) << 20)
+        common::shuffled_file(
+            &mut mem,
+            std::env::var("MIB")
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(1024)
+                << 20,
+        )
     } else {
         common::strided_file(&mut mem, 1 << 30)
     };

@@ -135,7 +135,7 @@ pub fn run(boot: &'static BootInfo, what: &str) -> ! {
         &t,
         0,
         |w| {
-            l.write(w).map_err(|_| kho::fdt::WriteError::Unfinished)?;
+            l.write(w).map_err(crate::files::write_error)?;
             w.subsystem("bench", &["kho-bench-v2"], None, |w| {
                 w.property_u64("folios", folios)?;
                 w.property_u64("first", first)

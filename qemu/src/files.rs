@@ -390,16 +390,26 @@ pub fn freeze(
         .map_err(|e| format!("{e}"))
 }
 
+/// The writer's error behind a failed `luo` node write (a full buffer
+/// stays `NoSpace`, so the caller can grow it); any other failure is
+/// printed and ends the blob.
+pub fn write_error(e: kho::luo::LuoError) -> WriteError {
+    match e {
+        kho::luo::LuoError::Write(w) => w,
+        e => {
+            kprintln!("kho: writing the luo node: {e}");
+            WriteError::Unfinished
+        }
+    }
+}
+
 /// Writes the `luo` node and the demo's checks.
 pub fn add_nodes(
     w: &mut HandoffWriter<'_>,
     l: &Luo<kho_x86_64::glue::KernelMem>,
     checks: &[(&'static str, FileCheck)],
 ) -> Result<(), WriteError> {
-    l.write(w).map_err(|e| {
-        kprintln!("kho demo: {e}");
-        WriteError::Unfinished
-    })?;
+    l.write(w).map_err(write_error)?;
     w.subsystem("files", &["kho-demo-files-v1"], None, |w| {
         for (s, c) in checks {
             w.property_struct(&format!("kho,check-{s}-{}", c.token.get()), c)?;

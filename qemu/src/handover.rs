@@ -48,13 +48,16 @@ fn dump_blob(hop: u32, blob: &[u8]) {
 /// Writes the handoff of `t` (with the subsystems `add` writes, which
 /// need at most `room` bytes beyond 16 KiB) and kexecs into the image
 /// module. If the kexec is refused, checks `intact` and ends the demo.
+/// The largest handoff blob this kernel writes.
+const MAX_BLOB: usize = 16 << 20;
+
 pub(crate) fn hand_over(
     boot: &'static BootInfo,
     hop: u32,
     start: u64,
     t: &Tracker,
     room: usize,
-    add: impl FnOnce(&mut HandoffWriter<'_>) -> Result<(), kho::fdt::WriteError>,
+    mut add: impl FnMut(&mut HandoffWriter<'_>) -> Result<(), kho::fdt::WriteError>,
     intact: impl Fn() -> bool,
 ) -> ! {
     let p = &boot.params;
@@ -81,10 +84,24 @@ pub(crate) fn hand_over(
         }
         _ => boot.scratch,
     };
-    let mut w = HandoffWriter::new(&mut buf, hop, stamps, &root, &scratch)
-        .unwrap_or_else(|e| fail(format_args!("{e}")));
-    add(&mut w).unwrap_or_else(|e| fail(format_args!("{e}")));
-    let len = w.finish().unwrap_or_else(|e| fail(format_args!("{e}"))).len;
+    // The blob's size is known once it is written (a footprint of
+    // thousands of extents takes tens of KiB): a buffer too small is
+    // grown to what the writer says it needs, and the blob written again.
+    let len = loop {
+        let written = {
+            let mut w = HandoffWriter::new(&mut buf, hop, stamps, &root, &scratch)
+                .unwrap_or_else(|e| fail(format_args!("{e}")));
+            add(&mut w).and_then(|()| w.finish().map(|b| b.len))
+        };
+        match written {
+            Ok(len) => break len,
+            Err(kho::fdt::WriteError::NoSpace { needed }) if buf.len() < MAX_BLOB => {
+                let size = needed.max(buf.len() * 2).min(MAX_BLOB);
+                buf = alloc::vec![0u8; size];
+            }
+            Err(e) => fail(format_args!("{e}")),
+        }
+    };
     buf.truncate(len);
     if p.cmdline_value("kho.corrupt") == Some("footprint") {
         corrupt_footprint(&mut buf, hop);
