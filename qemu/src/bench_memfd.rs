@@ -62,7 +62,14 @@ pub fn run(boot: &'static BootInfo, what: &str) -> ! {
     // The file: 4 KiB folios with a frame left out after every 128 (2048
     // physical runs, so 2048 records; a gap after every folio would make
     // 262144 preserved ranges, more than the x86_64 kernel's restore
-    // keeps), or 2 MiB folios.
+    // keeps), or 2 MiB folios. `kho.bench_gap=N` leaves the frame out
+    // after every N instead (a test's small file of many runs).
+    let gap = boot
+        .params
+        .cmdline_value("kho.bench_gap")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&g| g >= 1)
+        .unwrap_or(128);
     let mut f = Memfd::new(true);
     let mut gaps: Vec<u64> = Vec::new();
     let page = [0x5au8; PAGE_SIZE as usize];
@@ -71,7 +78,7 @@ pub fn run(boot: &'static BootInfo, what: &str) -> ! {
         for i in 0..gib / PAGE_SIZE {
             f.write(&mut mem, i * PAGE_SIZE, &page)
                 .unwrap_or_else(|e| fail(format_args!("{e}")));
-            if i % 128 == 127 {
+            if i % gap == gap - 1 {
                 gaps.push(
                     frames::alloc(1, PAGE_SIZE).unwrap_or_else(|| fail(format_args!("no frame"))),
                 );

@@ -610,3 +610,42 @@ fn the_runner_stops_once_the_next_kernel_prints_the_expected_line() {
     // Stopped there: the next kernel never got to its end.
     assert!(lines_with(&b, "live update OK").is_empty(), "{}", b.tail());
 }
+
+/// A handoff blob larger than the first buffer the kernel tries: a file
+/// of 2048 physical runs has a footprint of 2048 extents listed inline
+/// (32 KiB), which once failed the write ("root node not opened and
+/// closed"); the blob is now written again at the size it needs, and the
+/// next kernel restores the file from it.
+#[test]
+fn a_blob_larger_than_the_first_buffer_is_handed_over() {
+    let k = kernel("KHO_KERNEL");
+    let mut cfg = Config::new(
+        k.clone(),
+        "kho.mode=demo kho.bench=memfd-4k kho.bench_mib=16 kho.bench_gap=2",
+    );
+    cfg.initrd = Some(k);
+    cfg.timeout = Duration::from_secs(240);
+    let b = boot(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(b.exit, Exit::Code(EXIT_SUCCESS), "{}", b.tail());
+    // The blob the first kernel wrote: over 32 KiB.
+    let blob = lines_with(&b, "kho hop 0: preserved ");
+    let bytes: usize = blob[0]
+        .split("handoff blob ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no blob size in {blob:?}"));
+    assert!(bytes > 32 << 10, "blob of {bytes} bytes");
+    // The next kernel has the file the first one wrote: as many folios
+    // and extents (a gap after every second folio: over 2048 runs).
+    let written = lines_with(&b, "kho-timing hop=0 bench=memfd-4k");
+    let extents: usize = written[0]
+        .split("extents=")
+        .nth(1)
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no extent count in {written:?}"));
+    assert!(extents >= 2048, "{extents} extents");
+    assert!(written[0].contains("folios=4096 "), "{written:?}");
+    let want = format!("kho hop 1: verified the 16 MiB memfd (4096 folios, {extents} extents)");
+    assert_eq!(lines_with(&b, &want).len(), 1, "{}", b.tail());
+}
