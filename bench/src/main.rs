@@ -3,6 +3,7 @@
 
 mod fdt_bench;
 mod memfd_bench;
+mod shuffle;
 mod timing;
 mod tracker_bench;
 

@@ -17,18 +17,7 @@ const RAM: Range = Range::new(0x10_0000, 0x10_0000_0000);
 const SCRATCH: Range = Range::new(0x10_0000, 0x410_0000);
 const POOL: Range = Range::new(0x1000_0000, 0x10_0000_0000);
 
-/// A small deterministic shuffle (xorshift), so folios land out of order.
-fn shuffled(n: u64) -> Vec<u64> {
-    let mut v: Vec<u64> = (0..n).collect();
-    let mut s = 0x9e37_79b9_7f4a_7c15u64;
-    for i in (1..v.len()).rev() {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        v.swap(i, (s % (i as u64 + 1)) as usize);
-    }
-    v
-}
+use crate::shuffle::shuffled;
 
 /// A 1 GiB file of one shape.
 fn make(shape: &str, mem: &mut HostMem) -> Memfd {

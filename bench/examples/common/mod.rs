@@ -77,21 +77,15 @@ pub fn strided_file(mem: &mut HostMem, bytes: u64) -> Memfd {
     f
 }
 
+#[path = "../../src/shuffle.rs"]
+mod shuffle;
+
 /// A file of `bytes` bytes of 4 KiB folios written in a random order (the
 /// bench's shuffle): no stride a prefetcher could follow.
 pub fn shuffled_file(mem: &mut HostMem, bytes: u64) -> Memfd {
-    let n = bytes / 4096;
-    let mut v: Vec<u64> = (0..n).collect();
-    let mut s = 0x9e37_79b9_7f4a_7c15u64;
-    for i in (1..v.len()).rev() {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        v.swap(i, (s % (i as u64 + 1)) as usize);
-    }
     let mut f = Memfd::new(true);
     f.truncate(mem, bytes).unwrap();
-    for p in v {
+    for p in shuffle::shuffled(bytes / 4096) {
         f.write(mem, p * 4096, &[1]).unwrap();
     }
     f
