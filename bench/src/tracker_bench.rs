@@ -419,7 +419,7 @@ pub fn run() -> Vec<Figure> {
             "restore walk",
             t_restore,
             "ns/block",
-            "btreemap",
+            "btreemap: visiting its keys, nothing checked (a bound, not a peer)",
             t_mwalk,
         ));
     }
