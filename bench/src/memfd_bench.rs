@@ -654,7 +654,7 @@ pub fn run() -> Vec<Figure> {
             name: name("preserve ns/folio"),
             value: per(pre, folios),
             unit: "ns",
-            baseline: "linux model, same file".into(),
+            baseline: "linux model, same file: its holes filled, our tracker, records pushed to a heap array (no preserved array, no checksum: a bound)".into(),
             baseline_value: per(lm.preserve_ns, folios),
             better_is: "lower",
             target: None,
