@@ -334,18 +334,6 @@ impl<'a, S: PageSink> Writer<'a, S> {
         Ok(())
     }
 
-    /// Adds `n` to the last word written (wrapping), if there is one: a
-    /// record that grows after it is written.
-    pub fn add_to_last(&mut self, n: u64) {
-        if let Some(w) = self
-            .words
-            .checked_sub(1)
-            .and_then(|i| self.buf.payload.get_mut(i))
-        {
-            *w = w.get().wrapping_add(n).into();
-        }
-    }
-
     /// Writes the last page. Returns the first page and the page count; a
     /// count other than the pages given means the caller counted wrong.
     pub fn finish(mut self) -> Result<(u64, u32), ChainError> {

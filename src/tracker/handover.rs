@@ -161,8 +161,6 @@ trait Words {
     fn page_break(&mut self) -> Result<(), HandoverError>;
     /// Appends a word to the current page (after `reserve`).
     fn push(&mut self, w: u64) -> Result<(), HandoverError>;
-    /// Adds `n` to the last word pushed (an extent grown by `n` pages).
-    fn grow_last(&mut self, n: u64);
 }
 
 /// The records laid out once, in a buffer: their words in order, and
@@ -191,12 +189,6 @@ impl Words for Layout {
     fn push(&mut self, w: u64) -> Result<(), HandoverError> {
         self.words.push(w);
         Ok(())
-    }
-    #[inline(always)]
-    fn grow_last(&mut self, n: u64) {
-        if let Some(w) = self.words.last_mut() {
-            *w = w.wrapping_add(n);
-        }
     }
 }
 
@@ -237,7 +229,6 @@ impl Words for PageCount {
     fn push(&mut self, _: u64) -> Result<(), HandoverError> {
         Ok(())
     }
-    fn grow_last(&mut self, _: u64) {}
 }
 
 /// Writes a layout straight into the chain, a word at a time.
@@ -250,9 +241,6 @@ impl<S: PageSink> Words for chain::Writer<'_, S> {
     }
     fn push(&mut self, w: u64) -> Result<(), HandoverError> {
         Ok(self.record(&[w])?)
-    }
-    fn grow_last(&mut self, n: u64) {
-        self.add_to_last(n);
     }
 }
 
@@ -272,31 +260,37 @@ fn lay_out<W: Words>(tracker: &Tracker, out: &mut W) -> Result<Totals, HandoverE
     let mut t = Totals::default();
     // Words used in the current chain page.
     let mut fill = 0usize;
-    // The last record, if it is an extent: where it ends and its pages.
-    // `u64::MAX` (no frame ends there) after a bitmap or at the start.
-    let mut last_end = u64::MAX;
-    let mut last_len = 0u64;
+    // The extent being built: first frame and pages (0 pages: none). It
+    // stays in registers while runs extend it (a file of 2 MiB folios is
+    // one extent of hundreds of regions) and is written when it ends.
+    let (mut start, mut len) = (0u64, 0u64);
     // None of the arithmetic below can wrap: frame numbers are below 2^40,
     // an extent below 2^23 pages, a page holds 508 words, and the counts
     // are bounded by the tracker's memory.
+    macro_rules! emit {
+        ($start:expr, $len:expr) => {{
+            out.reserve(1)?;
+            if fill == PAYLOAD_WORDS {
+                out.page_break()?;
+                fill = 0;
+            }
+            out.push(($start & PFN_MASK) << 23 | $len.wrapping_sub(1))?;
+            fill = fill.wrapping_add(1);
+            t.records = t.records.wrapping_add(1);
+        }};
+    }
     macro_rules! run {
         ($pfn:expr, $n:expr) => {{
             let (pfn, n): (u64, u64) = ($pfn, $n);
             t.preserved = t.preserved.wrapping_add(n);
-            if pfn == last_end && last_len.wrapping_add(n) <= MAX_EXTENT_PAGES {
-                out.grow_last(n);
-                last_end = last_end.wrapping_add(n);
-                last_len = last_len.wrapping_add(n);
+            if len != 0 && pfn == start.wrapping_add(len) && len.wrapping_add(n) <= MAX_EXTENT_PAGES
+            {
+                len = len.wrapping_add(n);
             } else {
-                if fill == PAYLOAD_WORDS {
-                    out.page_break()?;
-                    fill = 0;
+                if len != 0 {
+                    emit!(start, len);
                 }
-                out.push((pfn & PFN_MASK) << 23 | n.wrapping_sub(1))?;
-                fill = fill.wrapping_add(1);
-                t.records = t.records.wrapping_add(1);
-                last_end = pfn.wrapping_add(n);
-                last_len = n;
+                (start, len) = (pfn, n);
             }
         }};
     }
@@ -305,8 +299,6 @@ fn lay_out<W: Words>(tracker: &Tracker, out: &mut W) -> Result<Totals, HandoverE
             if v == 0 {
                 continue;
             }
-            // A region adds at most 9 words.
-            out.reserve(9)?;
             let base = r << (REGION_SHIFT - PAGE_SHIFT);
             match Slot::decode(v) {
                 Slot::Large { .. } => run!(base, REGION_PAGES),
@@ -316,6 +308,11 @@ fn lay_out<W: Words>(tracker: &Tracker, out: &mut W) -> Result<Totals, HandoverE
                     let edges = Edges::of(&map);
                     let runs = edges.count();
                     if runs > 9 {
+                        if len != 0 {
+                            emit!(start, len);
+                            len = 0;
+                        }
+                        out.reserve(9)?;
                         if fill.wrapping_add(9) > PAYLOAD_WORDS {
                             out.page_break()?;
                             fill = 0;
@@ -329,7 +326,6 @@ fn lay_out<W: Words>(tracker: &Tracker, out: &mut W) -> Result<Totals, HandoverE
                         fill = fill.wrapping_add(9);
                         t.records = t.records.wrapping_add(1);
                         t.preserved = t.preserved.wrapping_add(pages);
-                        last_end = u64::MAX;
                     } else {
                         edges.each::<HandoverError>(runs, |s, n| {
                             run!(base.wrapping_add(u64::from(s)), u64::from(n));
@@ -340,6 +336,10 @@ fn lay_out<W: Words>(tracker: &Tracker, out: &mut W) -> Result<Totals, HandoverE
             }
         }
     }
+    if len != 0 {
+        emit!(start, len);
+    }
+    debug_assert!(fill <= PAYLOAD_WORDS);
     Ok(t)
 }
 
