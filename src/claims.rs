@@ -196,36 +196,30 @@ impl Claims {
         let end = phys.checked_add(len).ok_or(ClaimError::BadRange { phys })?;
         let want = Range::new(phys, end);
         let hit = |s: &Span| s.range.covers(want);
-        let next = self.last.saturating_add(1);
-        let span = match self.spans.get(self.last) {
-            Some(s) if hit(s) => *s,
+        let span = if hit(&self.cur) {
+            self.cur
+        } else {
             // Readers mostly go up through memory: the next span, before a
             // search (a file of folios each in its own preserved range).
-            _ if self.spans.get(next).is_some_and(hit) => {
-                self.last = next;
-                self.cur = self.spans.get(next).copied().unwrap_or(self.cur);
+            let next = self.last.saturating_add(1);
+            let i = if self.spans.get(next).is_some_and(hit) {
+                next
+            } else {
                 self.spans
-                    .get(next)
-                    .copied()
-                    .ok_or(ClaimError::BadRange { phys })?
-            }
-            _ => {
-                let i = self
-                    .spans
                     .partition_point(|s| s.range.end <= phys)
-                    .min(self.spans.len());
-                match self.spans.get(i) {
-                    Some(s) if hit(s) => {
-                        self.last = i;
-                        self.cur = *s;
-                        *s
+                    .min(self.spans.len())
+            };
+            match self.spans.get(i) {
+                Some(&s) if hit(&s) => {
+                    self.last = i;
+                    self.cur = s;
+                    s
+                }
+                _ => {
+                    if self.scratch.iter().any(|s| s.overlaps(&want)) {
+                        return Err(ClaimError::InScratch { range: want });
                     }
-                    _ => {
-                        if self.scratch.iter().any(|s| s.overlaps(&want)) {
-                            return Err(ClaimError::InScratch { range: want });
-                        }
-                        return Err(ClaimError::NotPreserved { range: want });
-                    }
+                    return Err(ClaimError::NotPreserved { range: want });
                 }
             }
         };

@@ -237,23 +237,37 @@ impl<'c> Adopt<'c> {
             return Err(MemfdError::PastEnd { record });
         }
         let count32 = u32::try_from(count).map_err(|_| MemfdError::PastEnd { record })?;
-        self.claims
-            .claim(f.phys, pages)
-            .map_err(|why| MemfdError::Claim { record, why })?;
         let e = Extent {
             index,
             phys: f.phys,
             order: f.order,
             count: count32,
         };
+        self.adopt(record, e, pages, f.uptodate)
+    }
+
+    /// What [`run`](Self::run) and [`page`](Self::page) do once a record
+    /// passed their checks: claims the `pages` pages of `e`, adds `e` to
+    /// the file, and notes it for zeroing if it was not up to date.
+    #[inline(always)]
+    fn adopt(
+        &mut self,
+        record: u64,
+        e: Extent,
+        pages: u64,
+        uptodate: bool,
+    ) -> Result<(), MemfdError> {
+        self.claims
+            .claim(e.phys, pages)
+            .map_err(|why| MemfdError::Claim { record, why })?;
         // `reserve` made room for every record: this never allocates.
         if self.file.extents.len() == self.file.extents.capacity() {
-            self.claims.release(f.phys, pages);
+            self.claims.release(e.phys, pages);
             return Err(MemfdError::OutOfMemory);
         }
         push_extent(&mut self.file.extents, e);
-        self.prev_end = index.saturating_add(pages);
-        if !f.uptodate {
+        self.prev_end = e.index.saturating_add(pages);
+        if !uptodate {
             self.stale
                 .try_reserve(1)
                 .map_err(|_| MemfdError::OutOfMemory)?;
@@ -294,29 +308,13 @@ impl<'c> Adopt<'c> {
         if index >= self.limit {
             return Err(MemfdError::PastEnd { record });
         }
-        self.claims
-            .claim(phys, 1)
-            .map_err(|why| MemfdError::Claim { record, why })?;
-        if self.file.extents.len() == self.file.extents.capacity() {
-            self.claims.release(phys, 1);
-            return Err(MemfdError::OutOfMemory);
-        }
         let e = Extent {
             index,
             phys,
             order: 0,
             count: 1,
         };
-        push_extent(&mut self.file.extents, e);
-        // Below the limit, which is below 2^52: cannot wrap.
-        self.prev_end = index.wrapping_add(1);
-        if !uptodate {
-            self.stale
-                .try_reserve(1)
-                .map_err(|_| MemfdError::OutOfMemory)?;
-            self.stale.push(e);
-        }
-        Ok(())
+        self.adopt(record, e, 1, uptodate)
     }
 
     /// Gives back every folio adopted so far.
