@@ -267,16 +267,23 @@ fn lay_out<W: Words>(tracker: &Tracker, out: &mut W) -> Result<Totals, HandoverE
     // None of the arithmetic below can wrap: frame numbers are below 2^40,
     // an extent below 2^23 pages, a page holds 508 words, and the counts
     // are bounded by the tracker's memory.
-    macro_rules! emit {
-        ($start:expr, $len:expr) => {{
-            out.reserve(1)?;
-            if fill == PAYLOAD_WORDS {
+    // Starts a record of `$words` words: room for them, on this page or
+    // the next (records never split), and counted.
+    macro_rules! open {
+        ($words:expr) => {{
+            out.reserve($words)?;
+            if fill.wrapping_add($words) > PAYLOAD_WORDS {
                 out.page_break()?;
                 fill = 0;
             }
-            out.push(($start & PFN_MASK) << 23 | $len.wrapping_sub(1))?;
-            fill = fill.wrapping_add(1);
+            fill = fill.wrapping_add($words);
             t.records = t.records.wrapping_add(1);
+        }};
+    }
+    macro_rules! emit {
+        ($start:expr, $len:expr) => {{
+            open!(1);
+            out.push(($start & PFN_MASK) << 23 | $len.wrapping_sub(1))?;
         }};
     }
     macro_rules! run {
@@ -312,19 +319,13 @@ fn lay_out<W: Words>(tracker: &Tracker, out: &mut W) -> Result<Totals, HandoverE
                             emit!(start, len);
                             len = 0;
                         }
-                        out.reserve(9)?;
-                        if fill.wrapping_add(9) > PAYLOAD_WORDS {
-                            out.page_break()?;
-                            fill = 0;
-                        }
+                        open!(9);
                         out.push(BITMAP_TAG | (base & PFN_MASK) << 23)?;
                         let mut pages = 0u64;
                         for m in map {
                             out.push(m)?;
                             pages = pages.wrapping_add(u64::from(m.count_ones()));
                         }
-                        fill = fill.wrapping_add(9);
-                        t.records = t.records.wrapping_add(1);
                         t.preserved = t.preserved.wrapping_add(pages);
                     } else {
                         edges.each::<HandoverError>(runs, |s, n| {
