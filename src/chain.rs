@@ -12,8 +12,8 @@
 //!
 //! A format names its magic and version ([`Format`]); the writer
 //! ([`Writer`]) fills pages the caller allocated ([`alloc_pages`], after
-//! counting them; records never split across pages); the reader ([`Pages`]) checks every page before it
-//! hands out its payload.
+//! counting them; records never split across pages); the reader
+//! ([`Pages`]) checks every page before it hands out its payload.
 #![deny(
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects,

@@ -200,13 +200,13 @@ fn floor(mem: &HostMem, frames: &[u64], n: usize) -> Vec<kho::memfd::Extent> {
             if out.len() == n {
                 return out;
             }
-            let a = u64::from_le_bytes(rec[..8].try_into().unwrap());
+            let a = kho::abi::memfd::FolioWord(u64::from_le_bytes(rec[..8].try_into().unwrap()));
             let b = u64::from_le_bytes(rec[8..].try_into().unwrap());
             out.push(kho::memfd::Extent {
-                index: b & ((1 << 40) - 1),
-                phys: (a & ((1 << 52) - 1)) << 12,
-                order: ((a >> 56) & 15) as u32,
-                count: ((b >> 40) + 1) as u32,
+                index: kho::abi::memfd::v2::run_index(b),
+                phys: a.phys(),
+                order: a.order(),
+                count: kho::abi::memfd::v2::run_count(b) as u32,
             });
         }
     }

@@ -94,13 +94,13 @@ impl Index {
         table.get_mut(i)
     }
 
-    /// Zeroes frame `i` of table `t` if it was written; whether it was.
-    fn clear(&mut self, t: usize, i: usize) -> bool {
+    /// Zeroes frame `i` of table `t` if it was written.
+    fn clear(&mut self, t: usize, i: usize) {
         let Some(w) = self.written.get_mut(t).and_then(|w| w.get_mut(i / 64)) else {
-            return false;
+            return;
         };
         if *w & (1 << (i % 64)) == 0 {
-            return false;
+            return;
         }
         *w &= !(1 << (i % 64));
         if let Some(f) = self
@@ -111,7 +111,6 @@ impl Index {
         {
             f.fill(0);
         }
-        true
     }
 
     /// Every written frame, in address order.
@@ -221,9 +220,7 @@ impl HostMem {
     /// Makes the frame at `phys` read as zeros again.
     fn clear(&mut self, phys: u64) {
         match self.index.at(phys) {
-            Some((t, i)) => {
-                self.index.clear(t, i);
-            }
+            Some((t, i)) => self.index.clear(t, i),
             None => {
                 self.sparse.remove(&phys);
             }

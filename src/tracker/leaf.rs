@@ -425,8 +425,8 @@ mod tests {
     }
 
     proptest! {
-        /// `runs`, the edges' count and runs, and `map_span` agree with a page-by-page
-        /// scan.
+        /// `runs`, the edges' count and runs, and `map_span` agree with a
+        /// page-by-page scan.
         #[test]
         fn runs_match_a_bit_scan(maps in proptest::array::uniform8(word())) {
             let mut l = Leaf::default();
