@@ -26,7 +26,7 @@
 
 use crate::claims::Claims;
 use crate::handoff::{self, Handoff, HandoffWriter, Stamps};
-use crate::luo::memfd::MemfdHandler;
+use crate::luo::memfd::{FAMILY as MEMFD, MemfdHandler};
 use crate::luo::{Handler, Luo, LuoError, Payload, Prepared, RestoreCtx, Version};
 use crate::memfd::Memfd;
 use crate::platform::host::HostMem;
@@ -334,9 +334,11 @@ pub fn build(shape: &Shape) -> Built {
     let mut probe = mem.clone();
     for (s, t, buf) in &objs {
         if *buf {
-            next.retrieve::<VBuf>(s, *t, &mut probe, &mut ctx).unwrap();
+            next.retrieve::<VBuf>(s, *t, "vbuf", &mut probe, &mut ctx)
+                .unwrap();
         } else {
-            next.retrieve::<Memfd>(s, *t, &mut probe, &mut ctx).unwrap();
+            next.retrieve::<Memfd>(s, *t, MEMFD, &mut probe, &mut ctx)
+                .unwrap();
         }
     }
     metadata_pages.extend(
@@ -568,16 +570,16 @@ pub fn restore(mem: &mut HostMem, blob: &[u8], order: &[u8]) -> Outcome {
         for i in seq {
             let (s, t, buf) = &objs[i];
             let got = if *buf {
-                l.retrieve::<VBuf>(s, *t, mem, &mut ctx).map(|_| ())
+                l.retrieve::<VBuf>(s, *t, "vbuf", mem, &mut ctx).map(|_| ())
             } else {
-                l.retrieve::<Memfd>(s, *t, mem, &mut ctx).map(|_| ())
+                l.retrieve::<Memfd>(s, *t, MEMFD, mem, &mut ctx).map(|_| ())
             };
             let r = match got {
                 Ok(()) => {
                     let obj = if *buf {
-                        Err(l.take::<VBuf>(s, *t).unwrap())
+                        Err(l.take::<VBuf>(s, *t, "vbuf").unwrap())
                     } else {
-                        Ok(l.take::<Memfd>(s, *t).unwrap())
+                        Ok(l.take::<Memfd>(s, *t, MEMFD).unwrap())
                     };
                     let who = alloc::format!("{s}/{t}");
                     let d = match &obj {
@@ -660,7 +662,7 @@ pub fn restore(mem: &mut HostMem, blob: &[u8], order: &[u8]) -> Outcome {
         );
     }
     let joined: Vec<Range> = claims.preserved().collect();
-    let done = l.finish(mem, claims).unwrap();
+    let done = l.finish(mem, claims, &ram, h.scratch.areas()).unwrap();
     // What finish kept for a later kernel (objects this one could not
     // read): inside preserved memory, and no page of it also someone's
     // data, metadata or the handoff's own.

@@ -148,10 +148,18 @@ impl<P: Platform> Outgoing<P> {
     /// ([`Finished::carried`], from [`Incoming::finish`]): each keeps its
     /// pages, preserved again here, and its payloads, unchanged, in the
     /// handoff this side writes. Returns those it could not carry, each
-    /// with why (they are lost at the kexec).
+    /// with why (they are lost at the kexec unless carried again, or
+    /// given up with [`Carried::discard`]).
+    ///
+    /// Any order: shared state is carried before the objects that depend
+    /// on it. A dependent whose shared state this kernel *read* (not
+    /// carried) goes on only if that state is given again, under the same
+    /// session and token ([`Outgoing::share`]), before this call.
     pub fn carry(&mut self, carried: Vec<Carried>, p: &mut P) -> Vec<Box<Refused<Carried>>> {
         let mut refused = Vec::new();
-        for c in carried {
+        let (shared, dependents): (Vec<Carried>, Vec<Carried>) =
+            carried.into_iter().partition(|c| c.needs().is_none());
+        for c in shared.into_iter().chain(dependents) {
             if let Err(r) = self.luo.carry(c, p, &mut self.tracker) {
                 refused.push(r);
             }
@@ -206,8 +214,13 @@ impl<P: Platform> Outgoing<P> {
 
     /// Takes an object back before the kexec, unpreserved.
     pub fn unpreserve<T: Any>(&mut self, key: &Key<T>, p: &mut P) -> Result<T, LuoError> {
-        self.luo
-            .unpreserve(&key.session, key.token, p, &mut self.tracker)
+        self.luo.unpreserve(
+            &key.session,
+            key.token,
+            key.family.name(),
+            p,
+            &mut self.tracker,
+        )
     }
 
     /// What the next kernel (reading `next`) will do with each object.
@@ -452,14 +465,15 @@ impl<P: Platform> Incoming<P> {
             scratch: self.scratch.areas(),
             claims: &mut self.claims,
         };
-        self.luo.retrieve(&key.session, key.token, p, &mut ctx)
+        self.luo
+            .retrieve(&key.session, key.token, key.family.name(), p, &mut ctx)
     }
 
     /// Retrieves and takes the object `key`: it is the caller's from now
     /// on, with every page it adopted claimed.
     pub fn take<T: Any>(&mut self, key: &Key<T>, p: &mut P) -> Result<T, LuoError> {
         self.retrieve(key, p)?;
-        self.luo.take(&key.session, key.token)
+        self.luo.take(&key.session, key.token, key.family.name())
     }
 
     /// Every incoming object: session, token, family, in blob order.
@@ -517,7 +531,8 @@ impl<P: Platform> Incoming<P> {
     /// On error (no memory for the report) nothing is freed: the memory
     /// stays reserved, never handed out twice.
     pub fn finish(mut self, p: &mut P) -> Result<Finished, LuoError> {
-        self.luo.finish(p, self.claims)
+        self.luo
+            .finish(p, self.claims, &self.ram, self.scratch.areas())
     }
 }
 

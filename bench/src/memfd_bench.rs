@@ -421,8 +421,9 @@ fn luo_update<H: kho::luo::Handler<HostMem, Object = Memfd>>(
         scratch: &[SCRATCH],
         claims: &mut claims,
     };
-    next.retrieve::<Memfd>("s", 1, mem, &mut ctx).unwrap();
-    let g = next.take::<Memfd>("s", 1).unwrap();
+    next.retrieve::<Memfd>("s", 1, kho::luo::memfd::FAMILY, mem, &mut ctx)
+        .unwrap();
+    let g = next.take::<Memfd>("s", 1, kho::luo::memfd::FAMILY).unwrap();
     let ns = start.elapsed().as_nanos() as f64;
     black_box(g);
     // Undo, outside the time.

@@ -85,10 +85,10 @@ fuzz_target!(|input: Input| {
     let Ok(mut claims) = mem.hand_over(t) else { return };
     let mut ctx = RestoreCtx { ram: &[RAM], scratch: scratch.areas(), claims: &mut claims };
     for (s, tok) in &objs {
-        let _ = luo.retrieve::<Memfd>(s, *tok, &mut mem, &mut ctx).map(|_| ());
-        let _ = luo.take::<Memfd>(s, *tok);
+        let _ = luo.retrieve::<Memfd>(s, *tok, kho::luo::memfd::FAMILY, &mut mem, &mut ctx).map(|_| ());
+        let _ = luo.take::<Memfd>(s, *tok, kho::luo::memfd::FAMILY);
     }
-    let Ok(done) = luo.finish(&mut mem, claims) else { return };
+    let Ok(done) = luo.finish(&mut mem, claims, &[RAM], scratch.areas()) else { return };
     for c in &done.carried {
         for f in c.footprint() {
             assert!(done.ranges.iter().all(|r| !r.overlaps(f)), "{f} carried and freed");

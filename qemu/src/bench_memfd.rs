@@ -178,10 +178,10 @@ fn next(boot: &'static BootInfo, what: &str) -> ! {
         scratch: boot.scratch.areas(),
         claims: &mut claims,
     };
-    l.retrieve::<Memfd>("bench", 1, &mut mem, &mut ctx)
+    l.retrieve::<Memfd>("bench", 1, kho::luo::memfd::FAMILY, &mut mem, &mut ctx)
         .unwrap_or_else(|e| fail(format_args!("{e}")));
     let f = l
-        .take::<Memfd>("bench", 1)
+        .take::<Memfd>("bench", 1, kho::luo::memfd::FAMILY)
         .unwrap_or_else(|e| fail(format_args!("{e}")));
     let t1 = tsc::now();
     let node = h.subsystem("bench").map(|s| s.node);

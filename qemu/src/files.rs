@@ -461,9 +461,9 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
                 claims: &mut claims,
             };
             let got = l
-                .retrieve::<Pool>(&session, token, &mut mem, &mut ctx)
+                .retrieve::<Pool>(&session, token, &family, &mut mem, &mut ctx)
                 .map(|(_, v)| v)
-                .and_then(|v| l.take::<Pool>(&session, token).map(|p| (v, p)));
+                .and_then(|v| l.take::<Pool>(&session, token, &family).map(|p| (v, p)));
             match got {
                 Ok((v, pool)) => {
                     kprintln!(
@@ -482,7 +482,7 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
             scratch,
             claims: &mut claims,
         };
-        match l.retrieve::<Memfd>(&session, token, &mut mem, &mut ctx) {
+        match l.retrieve::<Memfd>(&session, token, &family, &mut mem, &mut ctx) {
             Err(LuoError::Carried { written, .. }) => {
                 let o = l.origin(&session, token).unwrap_or_default();
                 let fp = l.footprint(&session, token).unwrap_or(&[]);
@@ -514,7 +514,7 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
         }
         let (version, meta) = l.chosen(&session, token).unwrap_or(("?", 0));
         let f = l
-            .take::<Memfd>(&session, token)
+            .take::<Memfd>(&session, token, &family)
             .unwrap_or_else(|e| fail(format_args!("{session}/{token}: {e}")));
         let want: Option<&FileCheck> = checks.and_then(|c| {
             c.node
@@ -545,7 +545,7 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
         restored.push((session_of(&session), token, f));
     }
     let done = l
-        .finish(&mut mem, claims)
+        .finish(&mut mem, claims, &ram, scratch)
         .unwrap_or_else(|e| fail(format_args!("finish: {e}")));
     kprintln!(
         "kho hop {hop}: {} objects retrieved in {} us (with checksums), {} carried, {} lost; finish freed {} KiB nobody adopted",

@@ -53,6 +53,9 @@ pub enum ImagesError {
     /// The header or a record is malformed: flags set, no image, too many,
     /// an image unaligned, empty, past the end, or overlapping another.
     Malformed,
+    /// [`Bundle::build`]: image `N` (from 0) is empty; a bundle never
+    /// holds an empty image (its reader refuses one).
+    EmptyImage(usize),
 }
 
 impl core::fmt::Display for ImagesError {
@@ -60,6 +63,9 @@ impl core::fmt::Display for ImagesError {
         match self {
             ImagesError::NotABundle => f.write_str("not a kho image bundle"),
             ImagesError::Malformed => f.write_str("malformed kho image bundle"),
+            ImagesError::EmptyImage(i) => {
+                write!(f, "kho image bundle: image {i} is empty")
+            }
         }
     }
 }
@@ -115,10 +121,14 @@ impl<'a> Bundle<'a> {
     }
 
     /// Writes a bundle of `images` (at least one, at most
-    /// [`MAX_IMAGES`]).
+    /// [`MAX_IMAGES`], none empty): exactly what [`Bundle::parse`]
+    /// accepts.
     pub fn build(images: &[&[u8]]) -> Result<Vec<u8>, ImagesError> {
         if images.is_empty() || images.len() > MAX_IMAGES {
             return Err(ImagesError::Malformed);
+        }
+        if let Some(i) = images.iter().position(|i| i.is_empty()) {
+            return Err(ImagesError::EmptyImage(i));
         }
         let mut out = alloc::vec![0u8; IMAGE_ALIGN];
         let header = ImagesHeader {
@@ -146,6 +156,28 @@ impl<'a> Bundle<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What build writes, parse reads: an empty image is refused at
+    /// build (naming it), never written for the reader to refuse; every
+    /// bundle build accepts parses to the same images.
+    #[test]
+    fn build_writes_only_what_parse_reads() {
+        assert_eq!(Bundle::build(&[b"a", b""]), Err(ImagesError::EmptyImage(1)));
+        assert_eq!(Bundle::build(&[]), Err(ImagesError::Malformed));
+        for lens in [&[1usize][..], &[4096, 1], &[5000, 4097, 3]] {
+            let imgs: std::vec::Vec<std::vec::Vec<u8>> =
+                lens.iter().map(|&n| std::vec![7u8; n]).collect();
+            let refs: std::vec::Vec<&[u8]> = imgs.iter().map(|v| v.as_slice()).collect();
+            let bytes = Bundle::build(&refs).unwrap();
+            let b = Bundle::parse(&bytes).unwrap();
+            assert_eq!(b.len(), lens.len());
+            for (i, &n) in lens.iter().enumerate() {
+                let (off, len) = b.image(i).unwrap();
+                assert_eq!(len, n as u64);
+                assert_eq!(&bytes[off as usize..][..n], refs[i]);
+            }
+        }
+    }
 
     /// Two small images in a bundle, pinned byte for byte: a layout
     /// change needs a new version string.

@@ -1,6 +1,7 @@
 //! The orchestrator's errors, each naming what was refused.
 
 use crate::fdt::WriteError;
+use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -106,6 +107,8 @@ pub enum LuoError {
         token: u64,
         /// Its family.
         family: String,
+        /// What is wrong with it.
+        why: &'static str,
     },
     /// An object depends on shared state this kernel did not read (or
     /// that is not in the blob): it is not read either, and is carried
@@ -127,6 +130,31 @@ pub enum LuoError {
         family: String,
         /// The versions it was written in.
         written: Vec<String>,
+    },
+    /// Finish: the object was restored but nobody retrieved it; it was
+    /// discarded and its memory freed.
+    NeverRetrieved,
+    /// Finish: the object was retrieved but never taken; nobody can take
+    /// it after finish, so it was discarded and its memory freed.
+    NotTaken,
+    /// The blob's `luo` node could not be read (the error says why), so
+    /// no object of it is here: every one of them is lost.
+    NodeUnread(Box<LuoError>),
+    /// Freeze: the next image's reads note does not list the
+    /// orchestrator's node version (`kho-luo-v2`), so that kernel cannot
+    /// read the node and every object would be lost.
+    NextReadsNoNode {
+        /// The objects that would be lost.
+        objects: usize,
+    },
+    /// Preserve: the object's footprint has more runs than a node lists
+    /// inline, and its footprint array (a preserved vmalloc buffer,
+    /// mapped through the platform's `MapFrames`) could not be written.
+    FootprintArray {
+        /// The runs in its footprint.
+        runs: usize,
+        /// Why the array could not be written.
+        error: crate::vmalloc::VmallocError,
     },
 }
 
@@ -215,9 +243,10 @@ impl fmt::Display for LuoError {
                 session,
                 token,
                 family,
+                why,
             } => write!(
                 f,
-                "luo: {session}/{token:#x} ({family}) cannot be carried: its footprint is malformed"
+                "luo: {session}/{token:#x} ({family}) cannot be carried: its footprint is malformed ({why})"
             ),
             SharedUnread {
                 session,
@@ -233,6 +262,26 @@ impl fmt::Display for LuoError {
                 "luo: {family} written as [{}] is carried, not read, by this kernel",
                 list(written)
             ),
+            NeverRetrieved => f.write_str(
+                "luo: restored but never retrieved: discarded at finish, its memory freed",
+            ),
+            NotTaken => f.write_str(
+                "luo: retrieved but never taken before finish: discarded, its memory freed",
+            ),
+            NodeUnread(e) => write!(
+                f,
+                "luo: the handoff's luo node could not be read, so none of its objects is here: {e}"
+            ),
+            NextReadsNoNode { objects } => write!(
+                f,
+                "luo: the next image's reads note does not list {}: it cannot read the luo node, so all {objects} object(s) would be lost",
+                crate::abi::luo::LUO_VERSION
+            ),
+            FootprintArray { runs, error } => write!(
+                f,
+                "luo: the object's footprint has {runs} runs, more than {} listed inline, and its footprint array could not be written (the platform's MapFrames maps it): {error}",
+                crate::abi::luo::MAX_FOOTPRINT_EXTENTS
+            ),
         }
     }
 }
@@ -247,6 +296,8 @@ impl core::error::Error for LuoError {
             LuoError::Vmalloc(e) => Some(e),
             LuoError::Write(e) => Some(e),
             LuoError::Footprint { error, .. } => Some(error),
+            LuoError::FootprintArray { error, .. } => Some(error),
+            LuoError::NodeUnread(e) => Some(&**e),
             LuoError::Handler { error, .. } => Some(error.as_error()),
             _ => None,
         }

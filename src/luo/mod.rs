@@ -146,7 +146,11 @@ fn stage_array<P: Platform>(o: &mut Object, p: &mut P, t: &mut Tracker) -> Resul
         return Ok(());
     }
     let bytes = o.footprint.len() * 16;
-    let mut v = crate::vmalloc::Vmalloc::new(p, bytes, 0)?;
+    let mut v =
+        crate::vmalloc::Vmalloc::new(p, bytes, 0).map_err(|error| LuoError::FootprintArray {
+            runs: o.footprint.len(),
+            error,
+        })?;
     {
         let buf = v.bytes_mut(p);
         for (r, out) in o.footprint.iter().zip(buf.chunks_exact_mut(16)) {
@@ -162,9 +166,12 @@ fn stage_array<P: Platform>(o: &mut Object, p: &mut P, t: &mut Tracker) -> Resul
             o.fp_array = Some((v, root));
             Ok(())
         }
-        Err(e) => {
+        Err(error) => {
             v.free(p);
-            Err(e.into())
+            Err(LuoError::FootprintArray {
+                runs: o.footprint.len(),
+                error,
+            })
         }
     }
 }
@@ -240,6 +247,28 @@ impl Carried {
     /// Its payloads' versions, best first.
     pub fn versions(&self) -> impl Iterator<Item = &str> + '_ {
         self.payloads.iter().map(|p| p.version.as_str())
+    }
+
+    /// The shared object (session, token) it depends on, if any.
+    pub fn needs(&self) -> Option<(&str, u64)> {
+        self.needs.as_ref().map(|(s, t)| (s.as_str(), *t))
+    }
+
+    /// Gives the object up on purpose: every range of its footprint goes
+    /// to `p`'s allocator ([`FrameAlloc::add_free`](crate::platform::FrameAlloc::add_free)),
+    /// as finish gives what nobody adopted. Returns the bytes freed.
+    ///
+    /// This is the only way to free a carried object's pages: they are
+    /// claimed by this kernel, and nothing else knows which they are.
+    /// Discard a dependent with (or before) its shared state: a carried
+    /// dependent needs it to be handed on.
+    pub fn discard(self, p: &mut impl crate::platform::FrameAlloc) -> u64 {
+        let mut freed = 0u64;
+        for &r in &self.footprint {
+            p.add_free(r);
+            freed = freed.saturating_add(r.len());
+        }
+        freed
     }
 }
 
@@ -724,13 +753,14 @@ impl<P: Platform> Luo<P> {
         &mut self,
         session: &str,
         token: u64,
+        family: &str,
         p: &mut P,
         t: &mut Tracker,
     ) -> Result<T, LuoError> {
         if self.frozen {
             return Err(LuoError::State("sessions are frozen"));
         }
-        let (si, oi) = self.find(session, token)?;
+        let (si, oi) = self.find_of(session, token, family)?;
         let o = &mut self.sessions[si].objects[oi];
         let Held::Live(obj, _) = &mut o.held else {
             return Err(LuoError::State("only a live object can be unpreserved"));
@@ -1035,6 +1065,16 @@ impl<P: Platform> Luo<P> {
             }
         }
         if let Some(next) = next {
+            let objects = self
+                .sessions
+                .iter()
+                .flat_map(|s| &s.objects)
+                .filter(|o| !matches!(o.held, Held::Pending(_)))
+                .count();
+            if !drop_lost && objects > 0 && !next.reads(LUO_VERSION, 0) {
+                // Every object would be lost for one reason: say that one.
+                return Err(LuoError::NextReadsNoNode { objects });
+            }
             let mut lost = Vec::new();
             for s in &self.sessions {
                 for o in &s.objects {
@@ -1190,13 +1230,14 @@ impl<P: Platform> Luo<P> {
         &mut self,
         session: &str,
         token: u64,
+        family: &str,
         p: &mut P,
         ctx: &mut RestoreCtx<'_>,
     ) -> Result<(&mut T, &'static str), LuoError> {
         if self.finished {
             return Err(LuoError::State("finished"));
         }
-        let (si, oi) = self.find(session, token)?;
+        let (si, oi) = self.find_of(session, token, family)?;
         self.restore_all(p, ctx);
         let o = &mut self.sessions[si].objects[oi];
         match &mut o.held {
@@ -1344,7 +1385,32 @@ impl<P: Platform> Luo<P> {
                 *slot = obj;
             }
         }
+        // Shared state comes first in `unread` (as in `order`), so a
+        // dependent held back by it sees how it ended: carried with it if
+        // it was carried, lost with it otherwise (as preflight says).
         for (si, oi, why) in unread {
+            if let LuoError::SharedUnread {
+                shared_session,
+                shared_token,
+                ..
+            } = &why
+            {
+                let shared_carried =
+                    self.find(shared_session, *shared_token)
+                        .is_ok_and(|(a, b)| {
+                            matches!(self.sessions[a].objects[b].held, Held::Carried(_))
+                        });
+                if !shared_carried {
+                    if let Some(o) = self
+                        .sessions
+                        .get_mut(si)
+                        .and_then(|s| s.objects.get_mut(oi))
+                    {
+                        o.held = Held::Failed(why);
+                    }
+                    continue;
+                }
+            }
             let Some(s) = self.sessions.get_mut(si) else {
                 continue;
             };
@@ -1359,6 +1425,7 @@ impl<P: Platform> Luo<P> {
                         session,
                         token: o.token,
                         family: o.family.clone(),
+                        why: "its footprint property is malformed",
                     })
                 }
                 Held::Incoming(payloads)
@@ -1368,13 +1435,17 @@ impl<P: Platform> Luo<P> {
                         None => Ok(core::mem::take(&mut o.footprint)),
                         Some((root, n)) => read_array(p, ctx, &root, n, &o.footprint),
                     };
-                    let Ok(full) = full else {
-                        o.held = Held::Failed(LuoError::BadFootprint {
-                            session,
-                            token: o.token,
-                            family: o.family.clone(),
-                        });
-                        continue;
+                    let full = match full {
+                        Ok(full) => full,
+                        Err(why) => {
+                            o.held = Held::Failed(LuoError::BadFootprint {
+                                session,
+                                token: o.token,
+                                family: o.family.clone(),
+                                why,
+                            });
+                            continue;
+                        }
                     };
                     o.footprint = full;
                     match claim_all(ctx.claims, &o.footprint) {
@@ -1392,7 +1463,22 @@ impl<P: Platform> Luo<P> {
         }
     }
 
+    /// Object `token` of `session`, if it is of `family` (else
+    /// [`LuoError::WrongFamily`]): a key of one family never reaches an
+    /// object of another, even one of the same Rust type.
+    fn find_of(&self, session: &str, token: u64, family: &str) -> Result<(usize, usize), LuoError> {
+        let (si, oi) = self.find(session, token)?;
+        if self.sessions[si].objects[oi].family != family {
+            return Err(LuoError::WrongFamily(family.to_string()));
+        }
+        Ok((si, oi))
+    }
+
     fn find(&self, session: &str, token: u64) -> Result<(usize, usize), LuoError> {
+        if let Some(e) = &self.unread {
+            // Nothing was read from the node: say why, not "no session".
+            return Err(LuoError::NodeUnread(Box::new(e.clone())));
+        }
         let si = self
             .sessions
             .iter()
@@ -1419,9 +1505,9 @@ impl<P: Platform> Luo<P> {
         }
     }
 
-    /// Takes a retrieved object, a `T`, from the orchestrator.
-    pub fn take<T: Any>(&mut self, session: &str, token: u64) -> Result<T, LuoError> {
-        let (si, oi) = self.find(session, token)?;
+    /// Takes a retrieved object, a `T` of `family`, from the orchestrator.
+    pub fn take<T: Any>(&mut self, session: &str, token: u64, family: &str) -> Result<T, LuoError> {
+        let (si, oi) = self.find_of(session, token, family)?;
         let o = &mut self.sessions[si].objects[oi];
         match &o.held {
             Held::Restored(obj, _, _, true) if !obj.is::<T>() => {
@@ -1449,10 +1535,28 @@ impl<P: Platform> Luo<P> {
     /// claimed before, or it is freed too. Taking the claims by value means
     /// nothing can claim after finish; a second finish is
     /// [`LuoError::State`].
-    pub fn finish(&mut self, p: &mut P, mut claims: Claims) -> Result<Finished, LuoError> {
+    ///
+    /// Every incoming object is restored first if no retrieve did it yet
+    /// (`ram` and `scratch` as for [`Luo::retrieve`]): what this kernel
+    /// carries never depends on what it retrieved.
+    pub fn finish(
+        &mut self,
+        p: &mut P,
+        mut claims: Claims,
+        ram: &[Range],
+        scratch: &[Range],
+    ) -> Result<Finished, LuoError> {
         if self.finished {
             return Err(LuoError::State("finish was called before"));
         }
+        self.restore_all(
+            p,
+            &mut RestoreCtx {
+                ram,
+                scratch,
+                claims: &mut claims,
+            },
+        );
         // Room for every object's line in the report first: past this
         // point nothing fails, so finish either runs whole or changes
         // nothing (and may be called again).
@@ -1466,6 +1570,12 @@ impl<P: Platform> Luo<P> {
             .map_err(|_| LuoError::OutOfMemory)?;
         self.finished = true;
         // Dependents first: shared state is finished after the last.
+        // Carried objects are listed the other way round (shared state
+        // first), the order in which a later kernel carries them on.
+        let mut carried_dependents = Vec::new();
+        carried_dependents
+            .try_reserve(objects)
+            .map_err(|_| LuoError::OutOfMemory)?;
         for dependents in [true, false] {
             for s in &mut self.sessions {
                 for o in &mut s.objects {
@@ -1475,7 +1585,12 @@ impl<P: Platform> Luo<P> {
                     let e = match core::mem::replace(&mut o.held, Held::Taken) {
                         Held::Carried(payloads) => {
                             // Its pages stay claimed: never freed here.
-                            carried.push(Carried {
+                            let to = if dependents {
+                                &mut carried_dependents
+                            } else {
+                                &mut carried
+                            };
+                            to.push(Carried {
                                 session: s.name.clone(),
                                 token: o.token,
                                 family: o.family.clone(),
@@ -1488,14 +1603,21 @@ impl<P: Platform> Luo<P> {
                             continue;
                         }
                         Held::Failed(e) => e,
-                        Held::Incoming(_) => LuoError::State("never retrieved"),
-                        Held::Restored(obj, _, _, false) => {
+                        // Restore left none incoming; kept for safety.
+                        Held::Incoming(_) => LuoError::NeverRetrieved,
+                        Held::Restored(obj, _, _, seen) => {
+                            // Nobody can take it after finish: given up,
+                            // its pages freed below.
                             if let Some(h) =
                                 self.handlers.iter_mut().find(|h| h.family() == o.family)
                             {
                                 h.discard(obj, p, &mut claims);
                             }
-                            LuoError::State("never retrieved")
+                            if seen {
+                                LuoError::NotTaken
+                            } else {
+                                LuoError::NeverRetrieved
+                            }
                         }
                         other => {
                             o.held = other;
@@ -1507,6 +1629,7 @@ impl<P: Platform> Luo<P> {
                 }
             }
         }
+        carried.append(&mut carried_dependents);
         let mut freed = 0;
         let ranges = claims.finish();
         // Memory nobody adopted is new free memory for this kernel's
@@ -1525,35 +1648,71 @@ impl<P: Platform> Luo<P> {
     }
 }
 
-/// The full footprint of an object whose data extents are in an array:
-/// the array read (and let go: finish frees its pages), its extents
-/// checked, and `inline` (the payloads' pages) merged in, disjoint.
+/// The full footprint of an object whose data extents are in an array,
+/// in canonical form (sorted, disjoint, touching runs joined): the
+/// array's blocks claimed as metadata (they stay so until finish frees
+/// them, so no footprint can name them as data), its shape checked
+/// (order 0, exactly the blocks `n` extents need, summed, zero after the
+/// last extent), its extents checked, and `inline` (the payloads' pages)
+/// merged in, disjoint from them.
 fn read_array<P: Platform>(
     p: &mut P,
     ctx: &mut RestoreCtx<'_>,
     root: &crate::vmalloc::VmallocRoot,
     n: u64,
     inline: &[Range],
-) -> Result<Vec<Range>, LuoError> {
-    let v = crate::vmalloc::Vmalloc::restore(p, root, ctx.ram, ctx.scratch, ctx.claims)?;
-    let len = usize::try_from(n.saturating_mul(16)).map_err(|_| LuoError::OutOfMemory)?;
-    let recs = v
-        .bytes(p)
-        .get(..len)
-        .and_then(|b| <[abi::Extent]>::ref_from_bytes(b).ok())
-        .ok_or(LuoError::BadNode("object kho,footprint-array"))
-        .and_then(node::extents);
-    v.release(p, ctx.claims);
-    let data = recs?;
-    let mut all = data;
+) -> Result<Vec<Range>, &'static str> {
+    let want = n.saturating_mul(16).div_ceil(crate::PAGE_SIZE);
+    if root.order.get() != 0 || u64::from(root.blocks.get()) != want {
+        return Err("its array's shape does not fit its extent count");
+    }
+    if root.flags.get() != crate::vmalloc::SUMMED {
+        return Err("its array is not summed");
+    }
+    let b = crate::vmalloc::Blocks::restore(p, root, ctx.ram, ctx.scratch, ctx.claims)
+        .map_err(|_| "its array's chain or blocks are refused")?;
+    let mut recs: Vec<abi::Extent> = Vec::new();
+    recs.try_reserve_exact(usize::try_from(n).map_err(|_| "its array is too long")?)
+        .map_err(|_| "no memory to read its array")?;
+    let mut sum = crate::csum::Sum64::new();
+    let mut tail_clean = true;
+    for f in b.frames() {
+        let frame = p
+            .frame(f)
+            .ok_or("its array names a page that cannot be read")?;
+        let words = <[zerocopy::byteorder::little_endian::U64]>::ref_from_bytes(frame.as_slice())
+            .map_err(|_| "its array names a page that cannot be read")?;
+        sum.frame(words);
+        for e in <[abi::Extent]>::ref_from_bytes(frame.as_slice())
+            .map_err(|_| "its array names a page that cannot be read")?
+        {
+            if (recs.len() as u64) < n {
+                recs.push(*e);
+            } else if e.start.get() != 0 || e.pages.get() != 0 {
+                tail_clean = false;
+            }
+        }
+    }
+    // The sum first: a flipped byte is a checksum failure, whatever it hit.
+    if b.sum != Some(sum.finish()) {
+        return Err("its array's checksum does not match");
+    }
+    if !tail_clean || (recs.len() as u64) != n {
+        return Err("its array holds other than its extent count");
+    }
+    let mut all =
+        node::extents(&recs).map_err(|_| "its array's extents are not sorted and disjoint")?;
     all.try_reserve(inline.len())
-        .map_err(|_| LuoError::OutOfMemory)?;
+        .map_err(|_| "no memory to read its array")?;
     all.extend_from_slice(inline);
     all.sort_unstable_by_key(|r| r.start);
     if all.windows(2).any(|w| w[0].end > w[1].start) {
-        return Err(LuoError::BadNode("object kho,footprint-array"));
+        return Err("its inline extents overlap its array's");
     }
-    Ok(all)
+    // Canonical: a payload page between two data runs joins them, so
+    // the footprint written on (inline or in a new array) is one that
+    // every reader accepts, through any number of kernels.
+    Ok(merged(all))
 }
 
 /// Claims every range of `footprint` as data, or none.

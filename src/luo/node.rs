@@ -261,7 +261,9 @@ pub(super) fn read(h: &Handoff<'_>) -> Result<Vec<Session>, LuoError> {
             } else {
                 (Origin::default(), Ok(alloc::vec::Vec::new()))
             };
-            let fp_in = match on.property("kho,footprint-array") {
+            // v1 has no footprint array: one there is not read (nothing
+            // in a v1 node can be carried).
+            let fp_in = match on.property("kho,footprint-array").filter(|_| v2) {
                 None => Ok(None),
                 Some(p) => p
                     .as_struct::<crate::abi::luo::FootprintArray>()

@@ -124,12 +124,14 @@ fn sessions_refuse_duplicates_and_unknowns() {
         .unwrap_err();
     assert_eq!(r.error, LuoError::WrongFamily("memfd".into()));
     assert!(matches!(
-        luo.unpreserve::<Memfd>("s", 9, &mut mem, &mut t),
+        luo.unpreserve::<Memfd>("s", 9, FAMILY_MEMFD, &mut mem, &mut t),
         Err(LuoError::NoToken { token: 9, .. })
     ));
     // Unpreserve gives the object back unpreserved; cancel the rest.
     let pages = t.pages();
-    let f = luo.unpreserve::<Memfd>("s", 7, &mut mem, &mut t).unwrap();
+    let f = luo
+        .unpreserve::<Memfd>("s", 7, FAMILY_MEMFD, &mut mem, &mut t)
+        .unwrap();
     assert!(!f.is_preserved());
     assert_eq!(t.pages(), pages - 1);
     let f2 = file(&mut mem, 10_000, 2, 0);
@@ -177,13 +179,13 @@ fn the_next_kernel_picks_the_best_common_version_per_object() {
     // In any order; the sealed file has no v1: this kernel carries it
     // (a typed answer naming its versions), and the others restore.
     let (f, v) = luo
-        .retrieve::<Memfd>("vm-2", 1, &mut mem, &mut ctx)
+        .retrieve::<Memfd>("vm-2", 1, FAMILY_MEMFD, &mut mem, &mut ctx)
         .unwrap();
     assert_eq!(v, "memfd-v1");
     let size = f.size();
     assert_eq!(size, 3 << 20);
     let e = luo
-        .retrieve::<Memfd>("vm-1", 2, &mut mem, &mut ctx)
+        .retrieve::<Memfd>("vm-1", 2, FAMILY_MEMFD, &mut mem, &mut ctx)
         .unwrap_err();
     assert_eq!(
         e,
@@ -198,36 +200,38 @@ fn the_next_kernel_picks_the_best_common_version_per_object() {
     );
     // Idempotent: the same error, the same object.
     assert_eq!(
-        luo.retrieve::<Memfd>("vm-1", 2, &mut mem, &mut ctx)
+        luo.retrieve::<Memfd>("vm-1", 2, FAMILY_MEMFD, &mut mem, &mut ctx)
             .unwrap_err(),
         e
     );
     let p1 = luo
-        .retrieve::<Memfd>("vm-1", 1, &mut mem, &mut ctx)
+        .retrieve::<Memfd>("vm-1", 1, FAMILY_MEMFD, &mut mem, &mut ctx)
         .unwrap()
         .0 as *const Memfd;
     let p2 = luo
-        .retrieve::<Memfd>("vm-1", 1, &mut mem, &mut ctx)
+        .retrieve::<Memfd>("vm-1", 1, FAMILY_MEMFD, &mut mem, &mut ctx)
         .unwrap()
         .0 as *const Memfd;
     assert!(core::ptr::addr_eq(p1, p2));
     // The wrong type is an error, and the object stays where it was.
     let wrong = Err(LuoError::WrongFamily("memfd".into()));
     assert_eq!(
-        luo.retrieve::<u64>("vm-1", 1, &mut mem, &mut ctx)
+        luo.retrieve::<u64>("vm-1", 1, FAMILY_MEMFD, &mut mem, &mut ctx)
             .map(|_| ()),
         wrong
     );
-    assert_eq!(luo.take::<u64>("vm-1", 1).map(|_| ()), wrong);
-    let f1 = luo.take::<Memfd>("vm-1", 1).unwrap();
+    assert_eq!(luo.take::<u64>("vm-1", 1, FAMILY_MEMFD).map(|_| ()), wrong);
+    let f1 = luo.take::<Memfd>("vm-1", 1, FAMILY_MEMFD).unwrap();
     assert_eq!(contents(&f1, &mem), vec![1u8; 300_000]);
-    let f3 = luo.take::<Memfd>("vm-2", 1).unwrap();
+    let f3 = luo.take::<Memfd>("vm-2", 1, FAMILY_MEMFD).unwrap();
     // Finish frees every v2 payload's array of the files it read and the
     // v1 arrays (released after reading); the sealed file and its v2
     // array are carried, not freed: nothing preserved is lost.
     let adopted = [&f1, &f3].iter().map(|f| f.allocated_bytes()).sum::<u64>();
     let preserved: u64 = claims.preserved().map(|r| r.len()).sum();
-    let done = luo.finish(&mut mem, claims).unwrap();
+    let done = luo
+        .finish(&mut mem, claims, &[RAM], scratch.areas())
+        .unwrap();
     assert!(done.lost.is_empty(), "{:?}", done.lost);
     assert_eq!(done.carried.len(), 1);
     let c = &done.carried[0];
@@ -263,7 +267,9 @@ fn old_to_new_and_new_to_new() {
         Err(LuoError::NothingStored(f)) if f == "memfd"
     ));
     assert_eq!(t.pages(), before);
-    let s = luo.unpreserve::<Memfd>("s", 2, &mut mem, &mut t).unwrap();
+    let s = luo
+        .unpreserve::<Memfd>("s", 2, FAMILY_MEMFD, &mut mem, &mut t)
+        .unwrap();
     s.free(&mut mem);
     luo.freeze(&mut mem, &mut t, None, false).unwrap();
     let b = blob(&luo, &mut mem, &t, &scratch);
@@ -277,7 +283,9 @@ fn old_to_new_and_new_to_new() {
         scratch: scratch.areas(),
         claims: &mut claims,
     };
-    let (_, v) = next.retrieve::<Memfd>("s", 1, &mut mem, &mut ctx).unwrap();
+    let (_, v) = next
+        .retrieve::<Memfd>("s", 1, FAMILY_MEMFD, &mut mem, &mut ctx)
+        .unwrap();
     assert_eq!(v, "memfd-v1");
 }
 
@@ -303,8 +311,17 @@ fn preflight_reports_and_refuses_what_would_be_lost() {
     let old = ReadList::parse(b"memfd-v1\0kho-demo-v1\0\0\0").unwrap();
     let plan = luo.preflight(&old);
     assert_eq!(plan[0].outcome, Outcome::Lost);
+    // The one reason, named: the next image cannot read the node at all.
     let e = luo.freeze(&mut mem, &mut t, Some(&old), false).unwrap_err();
+    assert_eq!(e, LuoError::NextReadsNoNode { objects: 1 });
+    assert!(e.to_string().contains("does not list kho-luo-v2"), "{e}");
+    // A node it reads, a version it does not, and the session opted out.
+    luo.set_drop_unread("s", true).unwrap();
+    let e = luo
+        .freeze(&mut mem, &mut t, Some(&carrier), false)
+        .unwrap_err();
     assert!(matches!(&e, LuoError::WouldLose(l) if l.len() == 1 && l[0].written == ["memfd-v3"]));
+    luo.set_drop_unread("s", false).unwrap();
     assert!(!luo.frozen);
     // Forced: the kexec may go ahead; the object is written anyway, and the
     // next kernel gives it a typed error.
@@ -446,10 +463,13 @@ fn a_failed_freeze_unfreezes_and_feature_bits_decide_readability() {
     ));
     // The wrong type is refused and the object stays preserved.
     assert_eq!(
-        luo.unpreserve::<u32>("s", 13, &mut mem, &mut t),
+        luo.unpreserve::<u32>("s", 13, "num", &mut mem, &mut t),
         Err(LuoError::WrongFamily("num".into()))
     );
-    assert_eq!(luo.unpreserve::<u64>("s", 13, &mut mem, &mut t), Ok(13));
+    assert_eq!(
+        luo.unpreserve::<u64>("s", 13, "num", &mut mem, &mut t),
+        Ok(13)
+    );
     luo.freeze(&mut mem, &mut t, None, false).unwrap();
     let b = blob(&luo, &mut mem, &t, &scratch);
     let h = Handoff::parse(&b, &[RAM]).unwrap();
@@ -474,7 +494,7 @@ fn a_failed_freeze_unfreezes_and_feature_bits_decide_readability() {
             scratch: scratch.areas(),
             claims: &mut claims,
         };
-        let got = next.retrieve::<u64>("s", 2, &mut mem, &mut ctx);
+        let got = next.retrieve::<u64>("s", 2, "num", &mut mem, &mut ctx);
         assert_eq!(got.is_ok(), ok, "{features:b}");
         if let Err(e) = got {
             assert_eq!(
@@ -611,11 +631,13 @@ fn golden_luo_blob_pins_the_node_and_the_memfd_descriptors() {
         claims: &mut claims,
     };
     for (s, tok) in [("vm-1", 1), ("vm-1", 2), ("vm-2", 1)] {
-        let (_, v) = next.retrieve::<Memfd>(s, tok, &mut mem, &mut ctx).unwrap();
+        let (_, v) = next
+            .retrieve::<Memfd>(s, tok, FAMILY_MEMFD, &mut mem, &mut ctx)
+            .unwrap();
         assert_eq!(v, "memfd-v2");
     }
     assert_eq!(
-        next.retrieve::<Memfd>("vm-2", 9, &mut mem, &mut ctx)
+        next.retrieve::<Memfd>("vm-2", 9, FAMILY_MEMFD, &mut mem, &mut ctx)
             .unwrap_err(),
         LuoError::NoToken {
             session: "vm-2".into(),
@@ -623,7 +645,7 @@ fn golden_luo_blob_pins_the_node_and_the_memfd_descriptors() {
         }
     );
     assert_eq!(
-        next.retrieve::<Memfd>("vm-9", 1, &mut mem, &mut ctx)
+        next.retrieve::<Memfd>("vm-9", 1, FAMILY_MEMFD, &mut mem, &mut ctx)
             .unwrap_err(),
         LuoError::NoSession("vm-9".into())
     );
@@ -697,7 +719,7 @@ mod model {
                     }
                     Op::Unpreserve(s, tok) => {
                         let name = format!("s{s}");
-                        let r = luo.unpreserve::<Memfd>(&name, u64::from(tok), &mut mem, &mut t);
+                        let r = luo.unpreserve::<Memfd>(&name, u64::from(tok), FAMILY_MEMFD, &mut mem, &mut t);
                         let had = model.get_mut(&name).map(|set| set.remove(&u64::from(tok)));
                         match had {
                             None => prop_assert_eq!(r.map(|_| ()), Err(LuoError::NoSession(name))),
@@ -854,7 +876,7 @@ fn one_object_never_adopts_anothers_metadata_whatever_the_order() {
         for tok in order {
             got.push((
                 tok,
-                luo.retrieve::<Memfd>("s", tok, &mut mem, &mut ctx)
+                luo.retrieve::<Memfd>("s", tok, FAMILY_MEMFD, &mut mem, &mut ctx)
                     .map(|(_, v)| v),
             ));
         }
@@ -871,8 +893,10 @@ fn one_object_never_adopts_anothers_metadata_whatever_the_order() {
             "{:?}",
             got[1].1
         );
-        let f1 = luo.take::<Memfd>("s", 1).unwrap();
-        let done = luo.finish(&mut mem, claims).unwrap();
+        let f1 = luo.take::<Memfd>("s", 1, FAMILY_MEMFD).unwrap();
+        let done = luo
+            .finish(&mut mem, claims, &[RAM], scratch.areas())
+            .unwrap();
         assert_eq!(done.lost.len(), 1);
         outcomes.push((got, done.freed, f1.folio_count()));
     }
@@ -894,11 +918,13 @@ fn finish_is_final() {
         scratch: scratch.areas(),
         claims: &mut claims,
     };
-    luo.retrieve::<Memfd>("vm-1", 1, &mut mem, &mut ctx)
+    luo.retrieve::<Memfd>("vm-1", 1, FAMILY_MEMFD, &mut mem, &mut ctx)
         .unwrap();
     let free = mem.free_bytes();
     let (calls, added) = (mem.free_calls, mem.added.len());
-    let done = luo.finish(&mut mem, claims).unwrap();
+    let done = luo
+        .finish(&mut mem, claims, &[RAM], scratch.areas())
+        .unwrap();
     assert_eq!(mem.free_bytes(), free + done.freed);
     // Handed-over memory goes to the allocator as new free memory, range
     // by range, never through `free_frames` (which may only see what it
@@ -906,13 +932,22 @@ fn finish_is_final() {
     assert_eq!(mem.free_calls, calls);
     assert_eq!(mem.added[added..], done.ranges[..]);
     assert!(!done.ranges.is_empty());
-    // Never retrieved: discarded, reported, their pages freed.
-    assert_eq!(done.lost.len(), 2);
+    // Never retrieved, or retrieved and never taken: discarded, reported,
+    // their pages freed (nobody can take them after finish).
+    assert_eq!(done.lost.len(), 3);
+    for (s, tok, e) in &done.lost {
+        let want = if (s.as_str(), *tok) == ("vm-1", 1) {
+            LuoError::NotTaken
+        } else {
+            LuoError::NeverRetrieved
+        };
+        assert_eq!(*e, want, "{s}/{tok}");
+    }
     // A second finish is refused and frees nothing; a claim after finish
     // cannot be written (the claims were consumed), and a retrieve is
     // refused.
     assert_eq!(
-        luo.finish(&mut mem, spare),
+        luo.finish(&mut mem, spare, &[RAM], scratch.areas()),
         Err(LuoError::State("finish was called before"))
     );
     assert_eq!(mem.free_bytes(), free + done.freed);
@@ -923,7 +958,7 @@ fn finish_is_final() {
         claims: &mut other,
     };
     assert_eq!(
-        luo.retrieve::<Memfd>("vm-1", 2, &mut mem, &mut ctx)
+        luo.retrieve::<Memfd>("vm-1", 2, FAMILY_MEMFD, &mut mem, &mut ctx)
             .map(|_| ()),
         Err(LuoError::State("finished"))
     );
@@ -985,7 +1020,7 @@ fn a_repeated_version_is_refused_everywhere() {
     );
     // Finish reports the node as unread.
     let claims = mem.hand_over(&t).unwrap();
-    let done = l.finish(&mut mem, claims).unwrap();
+    let done = l.finish(&mut mem, claims, &[RAM], scratch.areas()).unwrap();
     assert!(done.unread.is_some());
 }
 
@@ -1054,12 +1089,12 @@ fn carrier(
     };
     let objs: Vec<(String, u64)> = luo.objects().map(|(s, t, _)| (s.into(), t)).collect();
     for (s, tok) in &objs {
-        if let Ok((f, _)) = luo.retrieve::<Memfd>(s, *tok, mem, &mut ctx) {
+        if let Ok((f, _)) = luo.retrieve::<Memfd>(s, *tok, FAMILY_MEMFD, mem, &mut ctx) {
             let _ = f.size();
         }
-        let _ = luo.take::<Memfd>(s, *tok);
+        let _ = luo.take::<Memfd>(s, *tok, FAMILY_MEMFD);
     }
-    luo.finish(mem, claims).unwrap()
+    luo.finish(mem, claims, &[RAM], scratch.areas()).unwrap()
 }
 
 /// A `memfd-v3` file through a kernel that reads `memfd-v1` only, twice,
@@ -1122,7 +1157,9 @@ fn an_unreadable_object_is_carried_through_two_kernels_bit_exact() {
         scratch: scratch.areas(),
         claims: &mut claims,
     };
-    let (g, v) = last.retrieve::<Memfd>("s", 7, &mut mem, &mut ctx).unwrap();
+    let (g, v) = last
+        .retrieve::<Memfd>("s", 7, FAMILY_MEMFD, &mut mem, &mut ctx)
+        .unwrap();
     assert_eq!(v, "memfd-v3");
     assert_eq!(g.extents()[0].phys, first);
     let got = contents(g, &mem);
@@ -1171,20 +1208,24 @@ fn a_bad_footprint_drops_that_object_only() {
             scratch: scratch.areas(),
             claims: &mut claims,
         };
-        let (f1, _) = next.retrieve::<Memfd>("s", 1, &mut mem, &mut ctx).unwrap();
+        let (f1, _) = next
+            .retrieve::<Memfd>("s", 1, FAMILY_MEMFD, &mut mem, &mut ctx)
+            .unwrap();
         assert_eq!(f1.extents()[0].phys, read_page);
-        match next.retrieve::<Memfd>("s", 2, &mut mem, &mut ctx) {
+        match next.retrieve::<Memfd>("s", 2, FAMILY_MEMFD, &mut mem, &mut ctx) {
             Err(LuoError::Footprint { session, token, .. }) => {
                 assert_eq!((session.as_str(), token), ("s", 2), "{bad}")
             }
             other => panic!("{bad}: {other:?}"),
         }
         assert!(matches!(
-            next.retrieve::<Memfd>("s", 3, &mut mem, &mut ctx),
+            next.retrieve::<Memfd>("s", 3, FAMILY_MEMFD, &mut mem, &mut ctx),
             Err(LuoError::Carried { .. })
         ));
-        let _ = next.take::<Memfd>("s", 1).unwrap();
-        let done = next.finish(&mut mem, claims).unwrap();
+        let _ = next.take::<Memfd>("s", 1, FAMILY_MEMFD).unwrap();
+        let done = next
+            .finish(&mut mem, claims, &[RAM], scratch.areas())
+            .unwrap();
         assert_eq!(done.lost.len(), 1);
         assert_eq!(done.carried.len(), 1);
         assert_eq!(done.carried[0].token, 3);
@@ -1264,7 +1305,7 @@ fn a_malformed_footprint_or_origin_is_refused() {
             scratch: &[],
             claims: &mut claims,
         };
-        match luo.retrieve::<Memfd>("s", 1, &mut mem, &mut ctx) {
+        match luo.retrieve::<Memfd>("s", 1, FAMILY_MEMFD, &mut mem, &mut ctx) {
             Err(LuoError::Carried { .. }) => Ok(()),
             Err(e) => Err(e),
             Ok(_) => panic!("read without a handler"),
@@ -1279,6 +1320,7 @@ fn a_malformed_footprint_or_origin_is_refused() {
         session: "s".into(),
         token: 1,
         family: "memfd".into(),
+        why: "its footprint property is malformed",
     });
     for extents in [
         &[(0x1000_3000, 1), (0x1000_0000, 2)][..], // unsorted
@@ -1490,7 +1532,7 @@ fn shared_state_comes_first_and_its_dependents_follow_it() {
     .unwrap();
     assert_eq!(t.pages(), 3);
     assert_eq!(
-        luo.unpreserve::<(u64, u64)>("deps", 5, &mut mem, &mut t),
+        luo.unpreserve::<(u64, u64)>("deps", 5, "dep", &mut mem, &mut t),
         Ok((2, own))
     );
     assert_eq!(t.pages(), 0, "back to pending with its last dependent");
@@ -1524,10 +1566,13 @@ fn shared_state_comes_first_and_its_dependents_follow_it() {
         claims: &mut claims,
     };
     let (d, _) = next
-        .retrieve::<(u64, u64)>("deps", 5, &mut mem, &mut ctx)
+        .retrieve::<(u64, u64)>("deps", 5, "dep", &mut mem, &mut ctx)
         .unwrap();
     assert_eq!(*d, (2, pages[2]));
-    let done = next.finish(&mut mem, claims).unwrap();
+    next.take::<(u64, u64)>("deps", 5, "dep").unwrap();
+    let done = next
+        .finish(&mut mem, claims, &[RAM], scratch.areas())
+        .unwrap();
     assert_eq!(done.lost.len(), 1, "the pool was never retrieved");
     assert_eq!(*log.borrow(), ["pool"]);
 
@@ -1544,10 +1589,12 @@ fn shared_state_comes_first_and_its_dependents_follow_it() {
         claims: &mut claims,
     };
     let e = next
-        .retrieve::<(u64, u64)>("deps", 5, &mut mem, &mut ctx)
+        .retrieve::<(u64, u64)>("deps", 5, "dep", &mut mem, &mut ctx)
         .unwrap_err();
     assert!(matches!(e, LuoError::Carried { .. }), "{e}");
-    let done = next.finish(&mut mem, claims).unwrap();
+    let done = next
+        .finish(&mut mem, claims, &[RAM], scratch.areas())
+        .unwrap();
     assert!(done.lost.is_empty(), "{:?}", done.lost);
     assert_eq!(done.carried.len(), 2);
     // Preflight: the dependent follows its pool.
@@ -1665,7 +1712,9 @@ fn a_scattered_file_is_carried_through_its_footprint_array() {
         scratch: scratch.areas(),
         claims: &mut claims,
     };
-    let (g, _) = last.retrieve::<Memfd>("s", 1, &mut mem, &mut ctx).unwrap();
+    let (g, _) = last
+        .retrieve::<Memfd>("s", 1, FAMILY_MEMFD, &mut mem, &mut ctx)
+        .unwrap();
     assert_eq!(g.extents()[0].phys, first);
     assert_eq!(contents(g, &mem), want);
 }
@@ -1726,3 +1775,5 @@ fn golden_luo_blob_pins_shared_state_and_the_footprint_array() {
     next.incoming(&h).unwrap();
     assert_eq!(next.footprint_array("files", 1), Some(5000));
 }
+
+mod carry;
