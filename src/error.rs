@@ -87,6 +87,21 @@ impl core::error::Error for Error {
     }
 }
 
+impl Error {
+    /// For a blob written into a buffer too small
+    /// ([`WriteError::NoSpace`](crate::fdt::WriteError::NoSpace), however
+    /// it was reached): the bytes needed. [`crate::Outgoing::write`] gives
+    /// the whole blob's size.
+    pub fn needed(&self) -> Option<usize> {
+        use crate::fdt::WriteError::NoSpace;
+        match self {
+            Error::FdtWrite(NoSpace { needed })
+            | Error::Luo(crate::luo::LuoError::Write(NoSpace { needed })) => Some(*needed),
+            _ => None,
+        }
+    }
+}
+
 impl From<crate::fdt::FdtError> for Error {
     fn from(e: crate::fdt::FdtError) -> Self {
         Error::Fdt(e)

@@ -247,8 +247,10 @@ impl<P: Platform> Outgoing<P> {
     /// restore, 0 after a cold boot); `stamps` are TSC readings or zeros.
     ///
     /// `buf` needs 16 KiB plus every payload's bytes; too small is
-    /// [`WriteError::NoSpace`], and then nothing is kept: the chain's
-    /// pages go back to `p`, and a larger buffer may be tried.
+    /// [`WriteError::NoSpace`] with the exact size the blob needs (up to
+    /// [`handoff::MAX_BLOB`]: [`Error::needed`]), and then nothing is
+    /// kept: the chain's pages go back to `p`, and a buffer of that size
+    /// may be tried.
     pub fn write(
         &mut self,
         p: &mut P,
@@ -267,15 +269,45 @@ impl<P: Platform> Outgoing<P> {
         buf: &mut [u8],
         hop: u32,
         stamps: Stamps,
-        extra: impl FnOnce(&mut HandoffWriter<'_>) -> Result<(), WriteError>,
+        mut extra: impl FnMut(&mut HandoffWriter<'_>) -> Result<(), WriteError>,
     ) -> Result<Written, Error> {
         let root = handover::write(&self.tracker, p)?;
-        let r = (|| -> Result<Written, Error> {
+        let mut attempt = |buf: &mut [u8]| -> Result<Written, Error> {
             let mut w = HandoffWriter::new(buf, hop, stamps, &root, &self.scratch)?;
             self.luo.write(&mut w)?;
             extra(&mut w)?;
             Ok(w.finish()?)
-        })();
+        };
+        let r = match attempt(buf) {
+            Err(e) => match e.needed() {
+                // Too small: measured on the heap, so the caller learns
+                // the whole size at once, not one item's worth.
+                Some(at_least) => {
+                    let mut size = at_least.max(buf.len().saturating_mul(2));
+                    loop {
+                        if size > handoff::MAX_BLOB {
+                            break Err(e);
+                        }
+                        let mut v = Vec::new();
+                        if v.try_reserve_exact(size).is_err() {
+                            break Err(e);
+                        }
+                        v.resize(size, 0);
+                        match attempt(&mut v) {
+                            Ok(w) => {
+                                break Err(Error::FdtWrite(WriteError::NoSpace { needed: w.len }));
+                            }
+                            Err(again) => match again.needed() {
+                                Some(n) => size = n.max(size.saturating_mul(2)),
+                                None => break Err(again),
+                            },
+                        }
+                    }
+                }
+                None => Err(e),
+            },
+            ok => ok,
+        };
         match r {
             Ok(_) => self.root = Some(root),
             Err(_) => handover::free(p, &root),

@@ -7,6 +7,11 @@
 //! and at finish (panicking on a breach); here the two orders must give
 //! the same outcome, and an unresealed change must never be read
 //! silently.
+//!
+//! An input with a `chain` runs a chain of kernels instead: a first
+//! kernel's memfds through up to four carrying kernels with drawn reads,
+//! each hop checked against preflight with the ownership oracle of
+//! `kho::testkit::chain` (panicking on a broken promise).
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -21,6 +26,7 @@ struct Input {
     changes: Vec<(u8, u16, u8)>,
     reseal: bool,
     order: Vec<u8>,
+    chain: Option<Vec<u8>>,
 }
 
 /// Built handoffs and their clean outcomes, per shape: building one costs
@@ -44,6 +50,10 @@ fn built(shape: &[u8; 8]) -> (Built, Outcome) {
 }
 
 fuzz_target!(|input: Input| {
+    if let Some(chain) = &input.chain {
+        testkit::chain::run(&testkit::chain::ChainSpec::from_bytes(chain));
+        return;
+    }
     let (mut b, base) = built(&input.shape);
     let changes: Vec<_> = input.changes.iter().take(8).copied().collect();
     testkit::mutate(&mut b, &changes);

@@ -994,11 +994,15 @@ impl<P: Platform> Luo<P> {
                 _ => return Outcome::Lost,
             }
         }
-        if let Some((v, _)) = self
-            .written(o)
-            .into_iter()
-            .find(|(v, req)| next.reads(v, *req))
-        {
+        // The reader's order decides, as its handler picks: the first
+        // version of its list that the object has, features understood.
+        let written = self.written(o);
+        if let Some(v) = next.versions().find_map(|(name, features)| {
+            written
+                .iter()
+                .find(|(v, req)| v == name && req & !features == 0)
+                .map(|(v, _)| v.clone())
+        }) {
             return Outcome::Read(v);
         }
         let carriable = carriable(o);

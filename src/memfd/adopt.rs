@@ -107,7 +107,9 @@ pub(crate) fn walk_array<P: PhysMem>(
     let mut i = 0u64;
     let mut capacity = 0u64;
     let mut s = Sum64::new();
-    for f in frames {
+    let mut frames = frames;
+    let mut failed = None;
+    'walk: for f in frames.by_ref() {
         let page = p
             .frame(f)
             .ok_or(MemfdError::Vmalloc(crate::vmalloc::VmallocError::Chain(
@@ -122,13 +124,20 @@ pub(crate) fn walk_array<P: PhysMem>(
         for rec in words.chunks_exact(2) {
             if let [a, b] = rec {
                 if i < n {
-                    each(i, a.get(), b.get())?;
+                    if let Err(e) = each(i, a.get(), b.get()) {
+                        failed = Some(e);
+                        break 'walk;
+                    }
                 } else if a.get() != 0 || b.get() != 0 {
-                    return Err(MemfdError::CountMismatch);
+                    failed = Some(MemfdError::CountMismatch);
+                    break 'walk;
                 }
             }
             i = i.saturating_add(1);
         }
+    }
+    if let Some(e) = failed {
+        return Err(verdict(p, frames, s, sum, e));
     }
     if n > capacity {
         return Err(MemfdError::CountMismatch);
@@ -137,6 +146,32 @@ pub(crate) fn walk_array<P: PhysMem>(
         return Err(MemfdError::Vmalloc(crate::vmalloc::VmallocError::BadSum));
     }
     Ok(())
+}
+
+/// What a record the walk refused says: if the array's sum does not hold
+/// (the rest of its frames summed here), the array was changed, and that
+/// is the error (a flipped byte in a record is a checksum failure, not
+/// whatever the changed record happened to break); else `e`.
+#[cold]
+fn verdict<P: PhysMem>(
+    p: &P,
+    rest: impl Iterator<Item = u64>,
+    mut s: Sum64,
+    sum: Option<u64>,
+    e: MemfdError,
+) -> MemfdError {
+    for f in rest {
+        match p.frame(f).map(|page| {
+            <[zerocopy::byteorder::little_endian::U64]>::ref_from_bytes(page.as_slice())
+        }) {
+            Some(Ok(words)) => s.frame(words),
+            _ => return e,
+        }
+    }
+    if sum != Some(s.finish()) {
+        return MemfdError::Vmalloc(crate::vmalloc::VmallocError::BadSum);
+    }
+    e
 }
 
 /// Takes one frame into `s`, out of line: inlined, the sum's lanes took

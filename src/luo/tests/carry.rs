@@ -559,3 +559,113 @@ fn a_footprint_stays_readable_through_any_number_of_carries() {
     }
     assert_eq!(read_file(&mut mem, &t, &scratch, &b, "s", 1), (want, first));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+    /// Preflight is a promise: over random first kernels and chains of up
+    /// to four carrying kernels with random reads, what preflight says
+    /// of each object is what the next kernel does, an object carried
+    /// arrives bit-exact where it is read, and every preserved page has
+    /// one role at every hop (`testkit::chain`).
+    #[test]
+    fn preflight_is_a_promise(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+        crate::testkit::chain::run(&crate::testkit::chain::ChainSpec::from_bytes(&bytes));
+    }
+}
+
+/// Chains the property test might not draw: every object carried by
+/// every kernel before the last (no handler, or a version it lacks), in
+/// both sessions, and a file whose footprint needs an array.
+#[test]
+fn chosen_chains_keep_their_promises() {
+    use crate::testkit::chain::{ChainSpec, HopSpec, ObjectSpec, run};
+    let obj = |session, folios, scattered| ObjectSpec {
+        session,
+        folios,
+        scattered,
+    };
+    let hop = |reads, order, handler| HopSpec {
+        reads,
+        order,
+        handler,
+    };
+    let chains = [
+        // Written v3 only, read by v1-only and handler-less kernels.
+        (
+            1,
+            false,
+            vec![obj(0, 3, true), obj(1, 20, false)],
+            vec![
+                hop(4, 0, true),
+                hop(0, 0, false),
+                hop(4, 3, true),
+                hop(6, 5, true),
+            ],
+        ),
+        // Session 1 opts out: its object is lost at the first hop.
+        (
+            1,
+            true,
+            vec![obj(0, 2, false), obj(1, 2, false)],
+            vec![hop(2, 0, true)],
+        ),
+        // Written v3, v2, v1; readers that prefer v1 over v3.
+        (
+            7,
+            false,
+            vec![obj(0, 5, true), obj(1, 9, true)],
+            vec![hop(5, 5, true), hop(3, 2, true)],
+        ),
+        // A footprint array (4100 runs) carried twice.
+        (
+            1,
+            false,
+            vec![obj(0, 4100, true)],
+            vec![hop(4, 0, true), hop(0, 0, false)],
+        ),
+    ];
+    for (writes, drop_session, objects, hops) in chains {
+        let r = run(&ChainSpec {
+            writes,
+            drop_session,
+            objects,
+            hops,
+            order: vec![1, 0, 2],
+        });
+        assert!(r.read + r.lost > 0, "{r:?}");
+    }
+}
+
+/// A blob written into a buffer too small says the exact size it needs,
+/// however large (here a footprint of 3000 extents inline, about 48 KiB),
+/// and nothing is kept: the same write at that size succeeds.
+#[test]
+fn write_says_the_size_the_blob_needs() {
+    let (mut mem, _, scratch) = setup();
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let fd = out
+        .register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
+        .unwrap();
+    out.create_session("s").unwrap();
+    let f = scattered(&mut mem, 3000);
+    out.preserve(fd, "s", 1, f, &mut mem).unwrap();
+    out.freeze(&mut mem, Freeze::AllowLoss).unwrap();
+    let allocated = mem.allocated;
+    let mut small = vec![0u8; 16 << 10];
+    let e = out
+        .write(&mut mem, &mut small, 0, Stamps::default())
+        .unwrap_err();
+    let need = e.needed().unwrap();
+    assert!(need > 40 << 10, "{need}");
+    assert_eq!(mem.allocated, allocated, "the chain kept after a failed write");
+    let mut buf = vec![0u8; need];
+    let w = out.write(&mut mem, &mut buf, 0, Stamps::default()).unwrap();
+    assert_eq!(w.len, need);
+    let mut short = vec![0u8; need - 1];
+    assert_eq!(
+        out.write(&mut mem, &mut short, 0, Stamps::default())
+            .unwrap_err()
+            .needed(),
+        Some(need)
+    );
+}

@@ -24,6 +24,8 @@
     clippy::panic
 )]
 
+pub mod chain;
+
 use crate::claims::Claims;
 use crate::handoff::{self, Handoff, HandoffWriter, Stamps};
 use crate::luo::memfd::{FAMILY as MEMFD, MemfdHandler};
