@@ -1,6 +1,7 @@
 //! A chain of 4 KiB pages carrying records of 64-bit words across a kexec:
 //! the framing every handed-over format too large for the handoff blob
-//! shares (the tracker's `kho-tracker-v2` today).
+//! shares (the tracker's `kho-tracker-v3`, preserved vmalloc's
+//! `kho-vmalloc-v2`).
 //!
 //! Each page (all little-endian): `magic u32`, `version u16`, `flags u16 =
 //! 0`, `next u64` (a higher page, or 0 on the last), `seq u32` (0, 1, ...),

@@ -16,6 +16,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// The bundle's magic, its first 8 bytes.
 pub const IMAGES_MAGIC: [u8; 8] = *b"KHOIMGS1";
+/// The bundle's version string (its magic says the same in 8 bytes).
+pub const IMAGES_VERSION: &str = "kho-images-v1";
 /// The command line of the boot module that carries a bundle.
 pub const IMAGES_MODULE: &str = "kho,images";
 /// Most images in a bundle (their records fit in the first page).

@@ -46,12 +46,14 @@ pub const MAX_FOOTPRINT_EXTENTS: usize = 4096;
 /// Most extents a footprint array holds (16 Mi: 256 MiB of records).
 pub const MAX_FOOTPRINT_ARRAY: u64 = 1 << 24;
 
-/// `kho,footprint-array` (24 bytes, LE): an object's data extents in a
+/// `kho,footprint-array` (32 bytes, LE): an object's data extents in a
 /// summed `kho-vmalloc-v2` buffer of [`Extent`] records, written when the
 /// object is preserved (outside the blackout). The object's
 /// `kho,footprint` then lists only the pages its payloads name. The
-/// array's own pages are no object's: a kernel reads them only to carry
-/// the object, and frees them at finish.
+/// array's own pages are no object's: a kernel reads them (as metadata)
+/// only to carry the object, and frees them at finish. Its shape is
+/// checked: order-0 blocks, exactly as many as the extents need, summed,
+/// zero after the last extent.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
 )]

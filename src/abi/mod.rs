@@ -13,7 +13,8 @@
 //! - [`tracker`]: the preserved-page tracker (`kho-tracker-v3`).
 //! - [`vmalloc`]: preserved vmalloc (`kho-vmalloc-v2`).
 //! - [`memfd`]: `memfd-v1` and `memfd-v2`, seals and folio flags.
-//! - [`luo`]: the orchestrator's node (`kho-luo-v1`).
+//! - [`luo`]: the orchestrator's node (`kho-luo-v2`; `kho-luo-v1` still
+//!   read).
 //! - [`reads`]: the ELF note in which a kernel image lists what it reads
 //!   (`kho-reads-v1`).
 //! - [`images`]: a bundle of kernel images in one boot module

@@ -28,6 +28,9 @@ pub struct ReadList<'a> {
 
 /// The ELF note's owner name.
 pub const NOTE_NAME: &[u8; 4] = b"kho\0";
+/// The reads note's version string (its layout is named by the note's
+/// owner and type, [`NOTE_NAME`] and [`NOTE_READS`]).
+pub const READS_VERSION: &str = "kho-reads-v1";
 /// The ELF note's type.
 pub const NOTE_READS: u32 = 0x4b52_0001;
 

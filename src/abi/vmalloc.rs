@@ -24,7 +24,7 @@ pub const MAX_BLOCKS: u32 = 4096 * PAYLOAD_WORDS as u32;
 /// their `kho-sum64`.
 pub const SUMMED: u16 = 1;
 
-/// What names a preserved buffer (16 bytes, little-endian).
+/// What names a preserved buffer (24 bytes, little-endian).
 #[derive(
     Clone,
     Copy,

@@ -1,4 +1,4 @@
-//! The handoff blob (`kho-handoff-v1`): the root FDT that tells the next
+//! The handoff blob (`kho-handoff-v2`): the root FDT that tells the next
 //! kernel everything that was handed over, and the one call that restores
 //! it.
 //!
@@ -8,7 +8,7 @@
 //!     kho,csum = [8 bytes];           // kho-sum64 of the blob, this value read as 0
 //!     kho,hop = <N>;                  // kexecs before this one (0: cold boot)
 //!     kho,tsc = [24 bytes];           // TSC: handoff start, blob written, jump
-//!     tracker { compatible = "kho-tracker-v2"; kho,root = [TrackerRoot]; };
+//!     tracker { compatible = "kho-tracker-v3"; kho,root = [TrackerRoot]; };
 //!     scratch { compatible = "kho-scratch-v1"; kho,areas = [ScratchRecord...]; };
 //!     NAME { compatible = "NAME-vK", ...; kho,data = [phys, size]; ... };  // one per subsystem
 //! };

@@ -1,5 +1,5 @@
 //! The live update orchestrator: objects in named sessions, handed to the
-//! next kernel with first-class versioning (`kho-luo-v1`).
+//! next kernel with first-class versioning (`kho-luo-v2`).
 //!
 //! A [`Handler`] serves one *family* of objects (say `memfd`). It lists the
 //! [`Version`]s it can write and those it can read, best first. At freeze,

@@ -1,23 +1,6 @@
-//! The `luo` node of the handoff blob (`kho-luo-v1`): sessions, objects and
-//! their payloads, one version each.
-//!
-//! ```text
-//! luo {
-//!     compatible = "kho-luo-v1";
-//!     session-N {                        // N = 0, 1, ... in order
-//!         kho,name = "NAME";             // unique among sessions
-//!         object-T {                     // T = the token in hex, unique in the session
-//!             kho,token = [LE u64];
-//!             kho,family = "FAMILY";
-//!             payload-K {                // K = 0, 1, ...: best version first
-//!                 kho,version = "FAMILY-vN";
-//!                 kho,features = [LE u64 required, LE u64 optional];
-//!                 kho,data = [bytes];
-//!             };
-//!         };
-//!     };
-//! };
-//! ```
+//! The `luo` node of the handoff blob (`kho-luo-v2`, and `kho-luo-v1`
+//! still read): its writer and reader, side by side. The layout is
+//! [`crate::abi::luo`]'s; docs/abi.md says what refuses a node.
 
 use super::{Held, InPayload, LuoError, Object, Origin, Session, footprint_of};
 use crate::abi::luo::{

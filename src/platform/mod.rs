@@ -127,7 +127,10 @@ fn spans(phys: u64, len: usize) -> impl Iterator<Item = (u64, usize, core::ops::
 pub trait FrameAlloc {
     /// `2^order` contiguous, naturally aligned frames, or `None`.
     fn alloc_frames(&mut self, order: u32) -> Option<u64>;
-    /// Gives back frames that `alloc_frames(order)` returned.
+    /// Gives back frames that `alloc_frames(order)` returned, or a folio
+    /// of that order that a restored object adopted after the kexec and
+    /// now drops (this allocator never handed it out: add it as a free
+    /// block of that order; promise 1 above).
     fn free_frames(&mut self, phys: u64, order: u32);
     /// Takes handed-over memory nobody adopted as new free memory (see
     /// the promises above): a buddy allocator splits it into the blocks it
