@@ -39,10 +39,7 @@ const NOT_ABI: &[&str] = &[
 ];
 
 /// Retired or made-up strings, allowed only on a line that says why.
-const HISTORY: &[(&str, &str)] = &[
-    ("kho-handoff-v1", "never sees"),
-    ("memfd-v12", "truncated"),
-];
+const HISTORY: &[(&str, &str)] = &[("kho-handoff-v1", "never sees"), ("memfd-v12", "truncated")];
 
 /// The version-like tokens of `line`: `name-vN`, where name is lowercase
 /// letters, digits, `-` and `,`; not part of a path or a file name.
@@ -67,7 +64,8 @@ fn tokens(line: &str) -> Vec<String> {
             }
             let before = start.checked_sub(1).map(|k| b[k]);
             let after = b.get(end).copied();
-            let ext = after == Some(b'.') && b.get(end + 1).is_some_and(|c| c.is_ascii_alphabetic());
+            let ext =
+                after == Some(b'.') && b.get(end + 1).is_some_and(|c| c.is_ascii_alphabetic());
             let word = after.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_');
             let name = &line[start..end];
             if before != Some(b'/')
@@ -145,7 +143,11 @@ fn every_version_string_in_the_docs_is_a_constant_of_kho_abi() {
             }
         }
     }
-    assert!(bad.is_empty(), "version strings that kho::abi does not define:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "version strings that kho::abi does not define:\n{}",
+        bad.join("\n")
+    );
     // The scan sees what it should: the current versions, named.
     for v in ["kho-luo-v2", "kho-tracker-v3", "memfd-v2", "kho,handoff-v2"] {
         assert!(seen.contains(v), "{v} not found: the scan is broken");
@@ -164,7 +166,10 @@ fn every_version_string_in_the_docs_is_a_constant_of_kho_abi() {
 
 #[test]
 fn the_scanner_finds_versions_and_skips_paths() {
-    assert_eq!(tokens("a `kho-luo-v2` node, `kho,handoff-v2`."), ["kho-luo-v2", "kho,handoff-v2"]);
+    assert_eq!(
+        tokens("a `kho-luo-v2` node, `kho,handoff-v2`."),
+        ["kho-luo-v2", "kho,handoff-v2"]
+    );
     assert!(tokens("tests/golden/luo-v2.dtb and pvh-boot-v1.bin").is_empty());
     assert_eq!(tokens("reads memfd-v1 only"), ["memfd-v1"]);
 }

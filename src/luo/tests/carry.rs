@@ -657,7 +657,10 @@ fn write_says_the_size_the_blob_needs() {
         .unwrap_err();
     let need = e.needed().unwrap();
     assert!(need > 40 << 10, "{need}");
-    assert_eq!(mem.allocated, allocated, "the chain kept after a failed write");
+    assert_eq!(
+        mem.allocated, allocated,
+        "the chain kept after a failed write"
+    );
     let mut buf = vec![0u8; need];
     let w = out.write(&mut mem, &mut buf, 0, Stamps::default()).unwrap();
     assert_eq!(w.len, need);
@@ -668,4 +671,94 @@ fn write_says_the_size_the_blob_needs() {
             .needed(),
         Some(need)
     );
+}
+
+/// The host fake with a `map` that always fails: a platform without
+/// virtual space for a footprint array.
+struct NoMap(HostMem);
+
+impl PhysMem for NoMap {
+    fn frame(&self, phys: u64) -> Option<&crate::platform::Frame> {
+        self.0.frame(phys)
+    }
+    fn frame_mut(&mut self, phys: u64) -> Option<&mut crate::platform::Frame> {
+        self.0.frame_mut(phys)
+    }
+}
+
+impl FrameAlloc for NoMap {
+    fn alloc_frames(&mut self, order: u32) -> Option<u64> {
+        self.0.alloc_frames(order)
+    }
+    fn free_frames(&mut self, phys: u64, order: u32) {
+        self.0.free_frames(phys, order)
+    }
+    fn add_free(&mut self, range: Range) {
+        self.0.add_free(range)
+    }
+}
+
+impl crate::platform::MapFrames for NoMap {
+    fn map(&mut self, _: &[u64]) -> Result<crate::platform::Mapping, crate::platform::MapError> {
+        Err(crate::platform::MapError::NoSpace)
+    }
+    fn bytes(&self, m: &crate::platform::Mapping) -> &[u8] {
+        self.0.bytes(m)
+    }
+    fn bytes_mut(&mut self, m: &crate::platform::Mapping) -> &mut [u8] {
+        self.0.bytes_mut(m)
+    }
+    fn unmap(&mut self, m: crate::platform::Mapping) {
+        self.0.unmap(m)
+    }
+}
+
+/// Errors that name their cause: a preserve that fails because the
+/// platform cannot map a footprint array says so (and gives the file back,
+/// unpreserved); a take after a node that could not be read points at the
+/// node, not at a missing session.
+#[test]
+fn errors_name_their_cause() {
+    let (mem, mut t, scratch) = setup();
+    let mut mem = NoMap(mem);
+    let mut luo = Luo::<NoMap>::new();
+    luo.register(MemfdHandler::default()).unwrap();
+    luo.create_session("s").unwrap();
+    let f = scattered(&mut mem.0, 4200);
+    let r = luo
+        .preserve("s", 1, FAMILY_MEMFD, f, &mut mem, &mut t)
+        .unwrap_err();
+    assert!(
+        matches!(r.error, LuoError::FootprintArray { runs: 4200, .. }),
+        "{}",
+        r.error
+    );
+    assert!(r.error.to_string().contains("MapFrames"), "{}", r.error);
+    assert!(!r.object.is_preserved());
+    assert_eq!(t.pages(), 0);
+
+    // A node this kernel cannot read (an unknown version), then a take.
+    let (mut mem, t, scratch2, _, mut b) = first_kernel(&[V2, V1]);
+    let at = b.windows(10).position(|w| w == b"kho-luo-v2").unwrap();
+    b[at..at + 10].copy_from_slice(b"kho-luo-v9");
+    crate::handoff::seal(&mut b).unwrap();
+    let h = Handoff::parse(&b, &[RAM]).unwrap();
+    let mut next = Luo::<HostMem>::new();
+    next.register(MemfdHandler::default()).unwrap();
+    assert!(next.incoming(&h).is_err());
+    let mut claims = mem.hand_over(&t).unwrap();
+    let mut ctx = RestoreCtx {
+        ram: &[RAM],
+        scratch: scratch2.areas(),
+        claims: &mut claims,
+    };
+    let e = next
+        .retrieve::<Memfd>("vm-1", 1, FAMILY_MEMFD, &mut mem, &mut ctx)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(&e, LuoError::NodeUnread(inner) if matches!(**inner, LuoError::NoReadableVersion { .. })),
+        "{e}"
+    );
+    let _ = scratch;
 }
