@@ -351,9 +351,13 @@ fn main() {
     let h = first_kernel(&mut m, b"memfd-v2\0kho-luo-v2\0").unwrap();
     let h = middle_kernel(&mut m, &h, all);
     assert_eq!(next_kernel(&mut m, &h, &[V2, V1]).unwrap().0, 42);
-    // 4. A next kernel with no kho orchestrator: the freeze refuses.
+    // 4. A next kernel with no kho orchestrator: the freeze refuses, and
+    //    says that is why (all objects, one cause).
     let e = first_kernel(&mut m, b"memfd-v2\0").err().unwrap();
-    assert!(matches!(e, kho::Error::Luo(LuoError::WouldLose(ref l)) if l.len() == 2));
+    assert!(matches!(
+        e,
+        kho::Error::Luo(LuoError::NextReadsNoNode { objects: 2 })
+    ));
     // 5. Bulk data changed under a v2 payload: a typed error names it.
     let h = first_kernel(&mut m, b"counter-v2\0memfd-v2\0kho-luo-v2\0").unwrap();
     m.frames[((h.bulk - RAM.start) / 4096) as usize][0] ^= 1;

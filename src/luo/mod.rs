@@ -23,10 +23,12 @@
 //! claims).
 //!
 //! The outcome never depends on the order of retrieval: the first
-//! [`Luo::retrieve`] restores every incoming object, in blob order, so
-//! which of two objects that name the same page is refused is fixed by
-//! the blob, not by the caller. Objects restored but never retrieved are
-//! discarded at finish ([`Handler::discard`]) and reported lost.
+//! [`Luo::retrieve`] (or [`Luo::finish`], if none) restores every incoming
+//! object, in blob order, so which of two objects that name the same page
+//! is refused is fixed by the blob, not by the caller, and what is carried
+//! does not depend on what was retrieved. Objects restored but never
+//! retrieved, or retrieved but never taken, are discarded at finish
+//! ([`Handler::discard`]) and reported lost.
 //!
 //! Nothing on the next kernel's path panics: an object no handler can read
 //! is a typed error naming the versions on both sides

@@ -39,7 +39,10 @@ pub struct Config {
     pub cmdline: String,
     /// Guest RAM in MiB.
     pub memory_mib: u32,
-    /// Wall-clock limit for the whole boot.
+    /// The guest's time limit, counted as the CPU time QEMU uses (under
+    /// TCG, the guest's progress): a busy machine stretches the wall
+    /// clock, not this. A guest that burns no CPU (halted) is still
+    /// stopped after [`WALL_FACTOR`] times this in wall-clock time.
     pub timeout: Duration,
     /// Accelerator.
     pub accel: Accel,
@@ -101,6 +104,26 @@ impl Config {
     }
 }
 
+/// How many times [`Config::timeout`] a boot may take in wall-clock time
+/// (for a guest that burns no CPU), however busy the machine.
+pub const WALL_FACTOR: u32 = 10;
+
+/// CPU time used so far by process `pid`, all its threads (Linux: their
+/// `schedstat`); `None` where that cannot be read.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut ns = 0u64;
+    for t in tasks.flatten() {
+        let s = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        ns += s
+            .split_whitespace()
+            .next()
+            .and_then(|x| x.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(Duration::from_nanos(ns))
+}
+
 /// The QEMU binary: `$KHO_QEMU` or `qemu-system-x86_64`.
 pub fn qemu_binary() -> String {
     std::env::var("KHO_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".to_owned())
@@ -113,7 +136,8 @@ pub enum Exit {
     Code(i32),
     /// QEMU was killed by a signal.
     Signal,
-    /// QEMU outlived the timeout and was killed.
+    /// QEMU used up its time limit ([`Config::timeout`], in CPU time; or
+    /// [`WALL_FACTOR`] times it in wall-clock time) and was killed.
     Timeout(Duration),
     /// The runner stopped QEMU at the line [`Config::stop_after_jump`]
     /// waited for.
@@ -129,9 +153,29 @@ pub struct Boot {
     pub exit: Exit,
     /// Wall-clock time of the boot.
     pub elapsed: Duration,
+    /// CPU time QEMU used (what [`Config::timeout`] limits; the wall
+    /// clock where the host cannot say).
+    pub cpu: Duration,
 }
 
 impl Boot {
+    /// Why a boot that timed out was stopped, in both clocks: the guest's
+    /// (QEMU's CPU time, which the limit counts) and the wall clock
+    /// (which a busy machine stretches).
+    pub fn timed_out(&self) -> String {
+        match self.exit {
+            Exit::Timeout(t) if self.cpu >= t => format!(
+                "timed out: the guest used its {t:.0?} of CPU time ({:.0?} of wall-clock time)",
+                self.elapsed
+            ),
+            Exit::Timeout(t) => format!(
+                "timed out: {:.0?} of wall-clock time ({WALL_FACTOR} x its limit of {t:.0?}) with only {:.1?} of CPU time used: the guest stalled (halted?), or the machine is starved",
+                self.elapsed, self.cpu
+            ),
+            _ => String::new(),
+        }
+    }
+
     /// The last [`TAIL_LINES`] serial lines, indented, for failure messages.
     pub fn tail(&self) -> String {
         let start = self.lines.len().saturating_sub(TAIL_LINES);
@@ -184,6 +228,11 @@ pub fn boot(cfg: &Config) -> Result<Boot, RunnerError> {
             ))
         })?;
     let start = Instant::now();
+    let pid = child.id();
+    // The guest's time: QEMU's CPU time, or the wall clock if the host
+    // cannot say.
+    let used = || cpu_time(pid).unwrap_or_else(|| start.elapsed());
+    let mut cpu = Duration::ZERO;
     let (tx, rx) = mpsc::channel::<String>();
     let out = child.stdout.take().expect("stdout is piped");
     let err = child.stderr.take().expect("stderr is piped");
@@ -218,8 +267,7 @@ pub fn boot(cfg: &Config) -> Result<Boot, RunnerError> {
     };
     let mut jumped = false;
     let exit = loop {
-        let left = cfg.timeout.saturating_sub(start.elapsed());
-        match rx.recv_timeout(left.min(Duration::from_millis(50))) {
+        match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(line) => {
                 let waited = match &cfg.stop_after_jump {
                     Some(text) if jumped => {
@@ -244,7 +292,8 @@ pub fn boot(cfg: &Config) -> Result<Boot, RunnerError> {
                 None => Exit::Signal,
             };
         }
-        if start.elapsed() >= cfg.timeout {
+        cpu = used().max(cpu);
+        if cpu >= cfg.timeout || start.elapsed() >= cfg.timeout.saturating_mul(WALL_FACTOR) {
             let _ = child.kill();
             let _ = child.wait();
             break Exit::Timeout(cfg.timeout);
@@ -260,6 +309,7 @@ pub fn boot(cfg: &Config) -> Result<Boot, RunnerError> {
         lines,
         exit,
         elapsed: start.elapsed(),
+        cpu,
     })
 }
 
@@ -388,9 +438,9 @@ pub fn judge_tests(boot: &Boot) -> Result<Passed, String> {
         );
     }
     let problem = match &boot.exit {
-        Exit::Timeout(t) => Some(match &rep.unfinished {
-            Some(name) => format!("timed out after {:.0?} while running kernel test {name}", t),
-            None => format!("timed out after {t:.0?} (no test was running)"),
+        Exit::Timeout(_) => Some(match &rep.unfinished {
+            Some(name) => format!("{} while running kernel test {name}", boot.timed_out()),
+            None => format!("{} (no test was running)", boot.timed_out()),
         }),
         Exit::Signal => Some("QEMU was killed by a signal".to_owned()),
         Exit::Stopped => Some("stopped by the runner".to_owned()),
@@ -455,7 +505,7 @@ pub fn judge_demo(boot: &Boot, success_line: &str) -> Result<(), String> {
         (Exit::Code(c), _) => format!("QEMU exited with status {c}"),
         (Exit::Signal, _) => "QEMU was killed by a signal".to_owned(),
         (Exit::Stopped, _) => "stopped by the runner".to_owned(),
-        (Exit::Timeout(t), _) => format!("timed out after {t:.0?}"),
+        (Exit::Timeout(_), _) => boot.timed_out(),
     };
     Err(format!("{problem}\nlast serial lines:\n{}", boot.tail()))
 }
@@ -680,6 +730,7 @@ mod tests {
             lines: lines.iter().map(|s| s.to_string()).collect(),
             exit,
             elapsed: Duration::ZERO,
+            cpu: Duration::ZERO,
         }
     }
 
@@ -773,13 +824,24 @@ mod tests {
 
     #[test]
     fn timeout_names_running_test() {
-        let b = boot(
+        let mut b = boot(
             &["test a ... ok", "test slow ... "],
             Exit::Timeout(Duration::from_secs(5)),
         );
+        // The guest used its time: what the message says, in both clocks.
+        b.cpu = Duration::from_secs(5);
+        b.elapsed = Duration::from_secs(12);
         let e = judge_tests(&b).unwrap_err();
         assert!(
-            e.contains("timed out after 5s while running kernel test slow"),
+            e.contains("timed out: the guest used its 5s of CPU time (12s of wall-clock time) while running kernel test slow"),
+            "{e}"
+        );
+        // It burnt no CPU: stopped by the wall clock, and said so.
+        b.cpu = Duration::from_millis(100);
+        b.elapsed = Duration::from_secs(50);
+        let e = judge_tests(&b).unwrap_err();
+        assert!(
+            e.contains("50s of wall-clock time (10 x its limit of 5s)"),
             "{e}"
         );
     }
