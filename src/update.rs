@@ -19,7 +19,7 @@ use crate::claims::Claims;
 use crate::fdt::WriteError;
 use crate::handoff::{self, Handoff, HandoffWriter, Restored, Stamps, Written};
 use crate::luo::{
-    Carried, Family, Finished, Handler, Luo, LuoError, Plan, Platform, ReadList, Refused,
+    Carried, Family, Finished, Handler, Info, Luo, LuoError, Plan, Platform, ReadList, Refused,
     RestoreCtx, Version,
 };
 use crate::platform::PhysMem;
@@ -506,6 +506,13 @@ impl<P: Platform> Incoming<P> {
     pub fn take<T: Any>(&mut self, key: &Key<T>, p: &mut P) -> Result<T, LuoError> {
         self.retrieve(key, p)?;
         self.luo.take(&key.session, key.token, key.family.name())
+    }
+
+    /// What is known of the object `key`: where it comes from (first hop,
+    /// carry count), its footprint, and once restored (by the first
+    /// retrieve or take) the version it came in and what became of it.
+    pub fn info<T>(&self, key: &Key<T>) -> Result<Info, LuoError> {
+        self.luo.info(&key.session, key.token, key.family.name())
     }
 
     /// Every incoming object: session, token, family, in blob order.

@@ -412,8 +412,18 @@ pub fn run() -> Vec<Figure> {
         let fm = build_faithful(&c, pages);
         let mut walked = 0u64;
         fm.walk(&mut |_, o| walked += 1 << o);
-        assert_eq!(walked, ours.pages(), "{}: the faithful model differs", c.name);
-        assert_eq!(fm.used - 1, pages, "{}: the two models' trees differ", c.name);
+        assert_eq!(
+            walked,
+            ours.pages(),
+            "{}: the faithful model differs",
+            c.name
+        );
+        assert_eq!(
+            fm.used - 1,
+            pages,
+            "{}: the two models' trees differ",
+            c.name
+        );
 
         // Preserve: ns per call, building the whole set each time; ours
         // and the Linux model's samples interleaved.

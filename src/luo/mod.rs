@@ -116,6 +116,9 @@ struct Object {
     fp_array: Option<(crate::vmalloc::Vmalloc, crate::vmalloc::VmallocRoot)>,
     /// From the blob: the footprint array's root and extent count.
     fp_in: Option<(crate::vmalloc::VmallocRoot, u64)>,
+    /// Restored here: from this version, a payload of this many bytes
+    /// (kept after the object is taken).
+    chosen: Option<(&'static str, usize)>,
 }
 
 impl Object {
@@ -133,6 +136,7 @@ impl Object {
             lazy: false,
             fp_array: None,
             fp_in: None,
+            chosen: None,
         }
     }
 }
@@ -204,6 +208,41 @@ pub struct Origin {
     pub hop: u32,
     /// Kernels that carried it without reading it.
     pub carried: u32,
+}
+
+/// What is known of one incoming object ([`Luo::info`],
+/// [`crate::Incoming::info`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Info {
+    /// The hop of the first handoff that held it, and how many kernels
+    /// carried it since without reading it.
+    pub origin: Origin,
+    /// The version it was restored from, once restored here.
+    pub version: Option<&'static str>,
+    /// The bytes of that version's payload in the blob, once restored.
+    pub payload_bytes: Option<usize>,
+    /// Runs of pages in its footprint as the blob gives it (inline and in
+    /// its footprint array; 0: it cannot be carried), or as this kernel
+    /// carries it.
+    pub footprint_runs: u64,
+    /// What became of it here so far.
+    pub state: State,
+}
+
+/// What became of an incoming object ([`Info::state`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Not restored yet: the first retrieve (or finish) restores it.
+    Waiting,
+    /// Restored, waiting to be taken (finish discards it otherwise).
+    Restored,
+    /// Taken by its owner.
+    Taken,
+    /// Carried: this kernel reads none of its versions and keeps it for
+    /// a later one.
+    Carried,
+    /// Not restored, and why (it is lost at finish).
+    Failed(LuoError),
 }
 
 /// What the next kernel will do with an object ([`Plan::outcome`]).
@@ -1381,7 +1420,10 @@ impl<P: Platform> Luo<P> {
                 }
             };
             match result {
-                Ok((obj, v, n)) => o.held = Held::Restored(obj, v, n, false),
+                Ok((obj, v, n)) => {
+                    o.chosen = Some((v, n));
+                    o.held = Held::Restored(obj, v, n, false);
+                }
                 Err(Some(e)) => o.held = Held::Failed(e),
                 Err(None) => {}
             }
@@ -1509,6 +1551,36 @@ impl<P: Platform> Luo<P> {
             Held::Restored(_, v, n, true) => Some((v, *n)),
             _ => None,
         }
+    }
+
+    /// What is known of incoming object `token` of `session`, of
+    /// `family`: its origin, its footprint, and (once restored) the
+    /// version it came in and what became of it here.
+    pub fn info(&self, session: &str, token: u64, family: &str) -> Result<Info, LuoError> {
+        let (si, oi) = self.find_of(session, token, family)?;
+        let o = &self.sessions[si].objects[oi];
+        let state = match &o.held {
+            Held::Incoming(_) => State::Waiting,
+            Held::Restored(..) => State::Restored,
+            Held::Taken if o.chosen.is_some() => State::Taken,
+            Held::Carried(_) => State::Carried,
+            Held::Failed(e) => State::Failed(e.clone()),
+            Held::Live(..) | Held::Pending(_) | Held::Taken => {
+                return Err(LuoError::State("not an incoming object"));
+            }
+        };
+        Ok(Info {
+            origin: o.origin,
+            version: o.chosen.map(|(v, _)| v),
+            payload_bytes: o.chosen.map(|(_, n)| n),
+            // A carried object's footprint is whole (array read); else
+            // the blob's inline runs and its array's count.
+            footprint_runs: match o.held {
+                Held::Carried(_) => o.footprint.len() as u64,
+                _ => (o.footprint.len() as u64).saturating_add(o.fp_in.map_or(0, |(_, n)| n)),
+            },
+            state,
+        })
     }
 
     /// Takes a retrieved object, a `T` of `family`, from the orchestrator.

@@ -22,7 +22,7 @@
 
 use crate::handoff::Stamps;
 use crate::luo::memfd::{FAMILY, MemfdHandler, V1, V2, V3_TEST};
-use crate::luo::{Finished, Outcome, ReadList, Version};
+use crate::luo::{Finished, Outcome, ReadList, State, Version};
 use crate::memfd::Memfd;
 use crate::platform::host::HostMem;
 use crate::platform::{FrameAlloc, PhysMem};
@@ -337,6 +337,12 @@ pub fn run(spec: &ChainSpec) -> ChainReport {
                 (Outcome::Read(v), Ok(g)) => {
                     assert_eq!(v, g, "{who}: read from another version than preflight said");
                     let f = inc.take(&t.key, &mut mem).expect("take");
+                    let info = inc.info(&t.key).expect("info");
+                    assert_eq!(
+                        (info.version, info.state, info.origin.carried),
+                        (Some(g), State::Taken, t.carries),
+                        "{who}: info"
+                    );
                     assert_eq!(
                         (
                             sum_of(&f, &mem),
@@ -354,6 +360,18 @@ pub fn run(spec: &ChainSpec) -> ChainReport {
                 }
                 (Outcome::Read(v), Err(e)) => panic!("{who}: preflight said read from {v}: {e}"),
                 (o, Ok(g)) => panic!("{who}: preflight said {o:?}, read from {g}"),
+                (Outcome::Carried, Err(_)) if fam.is_some() => {
+                    let info = inc.info(&t.key).expect("info");
+                    assert_eq!(
+                        (info.state, info.origin.carried, info.version),
+                        (State::Carried, t.carries, None),
+                        "{who}: info"
+                    );
+                    assert!(
+                        info.footprint_runs > 0,
+                        "{who}: carried without a footprint"
+                    );
+                }
                 (_, Err(_)) => {}
             }
         }
