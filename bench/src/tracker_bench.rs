@@ -103,15 +103,7 @@ impl LinuxModel {
                 continue;
             }
             if self.leaf[n] {
-                let mut b = w;
-                while b != 0 {
-                    let bit = b.trailing_zeros() as u64;
-                    b &= b - 1;
-                    let key = (prefix << LEAF_BITS) | (i as u64 * 64 + bit);
-                    let order = 52 - (63 - key.leading_zeros());
-                    let phys = (key & ((1u64 << (52 - order)) - 1)) << (12 + order);
-                    f(phys, order);
-                }
+                leaf_word(prefix, i, w, f);
             } else {
                 let child = w as usize - 1;
                 let next = (prefix << 9) | i as u64;
@@ -122,6 +114,21 @@ impl LinuxModel {
                 }
             }
         }
+    }
+}
+
+/// Reports the blocks of word `i` of a leaf (bits `w`) under `prefix`, as
+/// both models' walks decode them from the key.
+#[inline(always)]
+fn leaf_word(prefix: u64, i: usize, w: u64, f: &mut impl FnMut(u64, u32)) {
+    let mut b = w;
+    while b != 0 {
+        let bit = b.trailing_zeros() as u64;
+        b &= b - 1;
+        let key = (prefix << LEAF_BITS) | (i as u64 * 64 + bit);
+        let order = 52 - (63 - key.leading_zeros());
+        let phys = (key & ((1u64 << (52 - order)) - 1)) << (12 + order);
+        f(phys, order);
     }
 }
 
@@ -209,15 +216,7 @@ impl FaithfulModel {
                 continue;
             }
             if depth == 0 {
-                let mut b = w;
-                while b != 0 {
-                    let bit = b.trailing_zeros() as u64;
-                    b &= b - 1;
-                    let key = (prefix << LEAF_BITS) | (i as u64 * 64 + bit);
-                    let order = 52 - (63 - key.leading_zeros());
-                    let phys = (key & ((1u64 << (52 - order)) - 1)) << (12 + order);
-                    f(phys, order);
-                }
+                leaf_word(prefix, i, w, f);
             } else {
                 self.walk_node((w >> 12) as usize, depth - 1, (prefix << 9) | i as u64, f);
             }
@@ -473,31 +472,23 @@ pub fn run() -> Vec<Figure> {
         let mut log = kho::reserve::ReserveLog::new();
         reader.restore(&mut log).unwrap();
         assert_eq!(log.bytes(kho::reserve::Kept::Preserved) >> 12, ours.pages());
-        let (t_restore, t_lwalk) = ns_per_call_pair(
-            || {
-                let mut c = kho::reserve::ReserveCount::default();
-                black_box(reader.restore(&mut c).unwrap());
-                black_box(c.bytes);
-            },
-            || {
-                let mut s = 0u64;
-                lm.walk(&mut |p, _| s += p);
-                black_box(s);
-            },
-        );
+        // Ours, interleaved with each model's walk in turn.
+        let restore = || {
+            let mut c = kho::reserve::ReserveCount::default();
+            black_box(reader.restore(&mut c).unwrap());
+            black_box(c.bytes);
+        };
+        let (t_restore, t_lwalk) = ns_per_call_pair(restore, || {
+            let mut s = 0u64;
+            lm.walk(&mut |p, _| s += p);
+            black_box(s);
+        });
         let (t_restore, t_lwalk) = (t_restore / n, t_lwalk / n);
-        let (t_restore2, t_fwalk) = ns_per_call_pair(
-            || {
-                let mut c = kho::reserve::ReserveCount::default();
-                black_box(reader.restore(&mut c).unwrap());
-                black_box(c.bytes);
-            },
-            || {
-                let mut s = 0u64;
-                fm.walk(&mut |p, _| s += p);
-                black_box(s);
-            },
-        );
+        let (t_restore2, t_fwalk) = ns_per_call_pair(restore, || {
+            let mut s = 0u64;
+            fm.walk(&mut |p, _| s += p);
+            black_box(s);
+        });
         let (t_restore2, t_fwalk) = (t_restore2 / n, t_fwalk / n);
         let t_mwalk = ns_per_call(|| {
             let mut s = 0u64;

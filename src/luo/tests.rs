@@ -337,6 +337,7 @@ fn preflight_reports_and_refuses_what_would_be_lost() {
 /// A handler of `u64` objects whose payload requires feature bits, and
 /// fails to prepare the object 13.
 struct Numbers {
+    family: &'static str,
     writes: Vec<Version>,
     reads: Vec<Version>,
     required: u64,
@@ -359,7 +360,7 @@ impl Handler<HostMem> for Numbers {
     type Object = u64;
     type Undo = ();
     fn family(&self) -> &'static str {
-        "num"
+        self.family
     }
     fn writes(&self) -> &[Version] {
         &self.writes
@@ -429,6 +430,7 @@ fn a_failed_freeze_unfreezes_and_feature_bits_decide_readability() {
         features: 0b11,
     };
     luo.register(Numbers {
+        family: "num",
         writes: vec![v],
         reads: vec![v],
         required: 0b10,
@@ -482,6 +484,7 @@ fn a_failed_freeze_unfreezes_and_feature_bits_decide_readability() {
             features,
         };
         next.register(Numbers {
+            family: "num",
             writes: vec![],
             reads: vec![r],
             required: 0,
@@ -989,6 +992,7 @@ fn a_repeated_version_is_refused_everywhere() {
     let (mut mem, mut t, scratch) = setup();
     let mut a = Luo::<HostMem>::new();
     a.register(Numbers {
+        family: "num",
         writes: vec![Version::new("num-v1")],
         reads: vec![Version::new("num-v1")],
         required: 0,

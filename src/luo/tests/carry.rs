@@ -117,6 +117,16 @@ fn scattered(mem: &mut HostMem, n: u64) -> Memfd {
 
 const CARRIER: &[u8] = b"memfd-v1\0kho-luo-v2\0";
 
+/// A first kernel's orchestrator that writes (and reads) `memfd-v3`
+/// only, with an empty session `s`.
+fn writer_of_v3() -> Luo<HostMem> {
+    let mut luo = Luo::<HostMem>::new();
+    luo.register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
+        .unwrap();
+    luo.create_session("s").unwrap();
+    luo
+}
+
 /// Case 1: A kernel that calls finish without a retrieve, with no handler for
 /// the family or none at all, carries every object preflight said it
 /// would; a later kernel reads it bit-exact.
@@ -124,10 +134,7 @@ const CARRIER: &[u8] = b"memfd-v1\0kho-luo-v2\0";
 fn a_kernel_that_retrieves_nothing_still_carries() {
     for handlers in [false, true] {
         let (mut mem, mut t, scratch) = setup();
-        let mut luo = Luo::<HostMem>::new();
-        luo.register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
-            .unwrap();
-        luo.create_session("s").unwrap();
+        let mut luo = writer_of_v3();
         let f = file(&mut mem, 200_000, 9, 0);
         let want = contents(&f, &mem);
         let first = f.extents()[0].phys;
@@ -184,10 +191,7 @@ fn rewrite_array(luo: &mut Luo<HostMem>, mem: &mut HostMem, extents: Vec<Range>)
 fn a_footprint_arrays_blocks_are_never_data() {
     for own in [true, false] {
         let (mut mem, mut t, scratch) = setup();
-        let mut luo = Luo::<HostMem>::new();
-        luo.register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
-            .unwrap();
-        luo.create_session("s").unwrap();
+        let mut luo = writer_of_v3();
         let small = file(&mut mem, 8192, 3, 0);
         let f = scattered(&mut mem, 4200);
         luo.preserve("s", 1, FAMILY_MEMFD, f, &mut mem, &mut t)
@@ -242,10 +246,7 @@ fn an_unsummed_or_changed_footprint_array_is_refused() {
         (false, "its array's checksum does not match"),
     ] {
         let (mut mem, mut t, scratch) = setup();
-        let mut luo = Luo::<HostMem>::new();
-        luo.register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
-            .unwrap();
-        luo.create_session("s").unwrap();
+        let mut luo = writer_of_v3();
         let f = scattered(&mut mem, 4200);
         luo.preserve("s", 1, FAMILY_MEMFD, f, &mut mem, &mut t)
             .unwrap();
@@ -283,10 +284,7 @@ fn an_unsummed_or_changed_footprint_array_is_refused() {
 #[test]
 fn a_v1_node_carries_nothing() {
     let (mut mem, mut t, scratch) = setup();
-    let mut luo = Luo::<HostMem>::new();
-    luo.register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
-        .unwrap();
-    luo.create_session("s").unwrap();
+    let mut luo = writer_of_v3();
     let f = scattered(&mut mem, 4200);
     luo.preserve("s", 1, FAMILY_MEMFD, f, &mut mem, &mut t)
         .unwrap();
@@ -391,55 +389,17 @@ fn a_dependent_of_dropped_shared_state_is_lost_as_preflight_says() {
     assert!(matches!(dep.2, LuoError::SharedUnread { .. }), "{}", dep.2);
 }
 
-/// A handler of plain numbers under a family name of its choosing: two
-/// families whose objects are the same Rust type.
-struct Tag(&'static str);
-
-const TAG_V1: Version = Version::new("tag-v1");
-
-impl Handler<HostMem> for Tag {
-    type Object = u64;
-    type Undo = ();
-    fn family(&self) -> &'static str {
-        self.0
+/// Numbers under a family name of its choosing: two families whose
+/// objects are the same Rust type.
+fn numbers(family: &'static str) -> Numbers {
+    let v = Version::new("num-v1");
+    Numbers {
+        family,
+        writes: vec![v],
+        reads: vec![v],
+        required: 0,
+        prepared: 0,
     }
-    fn writes(&self) -> &[Version] {
-        &[TAG_V1]
-    }
-    fn reads(&self) -> &[Version] {
-        &[TAG_V1]
-    }
-    fn preserve(&mut self, _: &mut u64, _: &mut HostMem, _: &mut Tracker) -> Result<(), LuoError> {
-        Ok(())
-    }
-    fn unpreserve(
-        &mut self,
-        _: &mut u64,
-        _: &mut HostMem,
-        _: &mut Tracker,
-    ) -> Result<(), LuoError> {
-        Ok(())
-    }
-    fn prepare(
-        &mut self,
-        o: &mut u64,
-        _: &mut HostMem,
-        _: &mut Tracker,
-        out: &mut Prepared<()>,
-    ) -> Result<(), LuoError> {
-        out.payloads
-            .push(Payload::new("tag-v1", o.to_le_bytes().to_vec()));
-        Ok(())
-    }
-    fn retrieve(
-        &mut self,
-        pl: &PayloadIn<'_>,
-        _: &mut HostMem,
-        _: &mut RestoreCtx<'_>,
-    ) -> Result<u64, LuoError> {
-        pl.u64_at(0).ok_or(LuoError::BadNode("tag"))
-    }
-    fn discard(&mut self, _: u64, _: &mut HostMem, _: &mut Claims) {}
 }
 
 /// Places `blob` in frames of `mem` (as a kexec loader would) and boots
@@ -465,8 +425,8 @@ fn incoming(mem: &mut HostMem, blob: &[u8]) -> Incoming<HostMem> {
 fn keys_keep_to_their_family_and_finish_leaves_nothing_behind() {
     let (mut mem, _, scratch) = setup();
     let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
-    let a = out.register(Tag("a")).unwrap();
-    let b = out.register(Tag("b")).unwrap();
+    let a = out.register(numbers("a")).unwrap();
+    let b = out.register(numbers("b")).unwrap();
     let fd = out.register(MemfdHandler::default()).unwrap();
     out.create_session("s").unwrap();
     let ka = out.preserve(a, "s", 1, 10, &mut mem).unwrap();
@@ -489,8 +449,8 @@ fn keys_keep_to_their_family_and_finish_leaves_nothing_behind() {
         .unwrap()
         .len;
     let mut inc = incoming(&mut mem, &buf[..n]);
-    let a = inc.register(Tag("a")).unwrap();
-    let b = inc.register(Tag("b")).unwrap();
+    let a = inc.register(numbers("a")).unwrap();
+    let b = inc.register(numbers("b")).unwrap();
     let fd = inc.register(MemfdHandler::default()).unwrap();
     assert_eq!(
         inc.take(&b.key("s", 1), &mut mem),
@@ -522,10 +482,7 @@ fn keys_keep_to_their_family_and_finish_leaves_nothing_behind() {
 #[test]
 fn a_footprint_stays_readable_through_any_number_of_carries() {
     let (mut mem, mut t, scratch) = setup();
-    let mut luo = Luo::<HostMem>::new();
-    luo.register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
-        .unwrap();
-    luo.create_session("s").unwrap();
+    let mut luo = writer_of_v3();
     let f = scattered(&mut mem, 4200);
     let want = contents(&f, &mem);
     let first = f.extents()[0].phys;
