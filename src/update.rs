@@ -10,12 +10,13 @@
 //! claims; then objects are retrieved and taken by typed [`Key`]s, and
 //! [`Incoming::finish`] (which consumes it) gives back what nobody adopted.
 //!
-//! Everything here is built on the public lower layer ([`crate::luo::Luo`],
-//! [`crate::tracker::Tracker`], [`crate::handoff`], [`crate::claims`]) for
-//! kernels that need to drive the steps themselves.
+//! Everything here is built on the lower layer ([`crate::luo::Luo`],
+//! [`crate::tracker::Tracker`], [`crate::handoff`], [`crate::claims`]); the
+//! front door does not hand out those parts (a kernel's own preserved data
+//! goes through [`Outgoing::preserve_frames`] and [`Incoming::claim`]).
 
 use crate::Error;
-use crate::claims::Claims;
+use crate::claims::{ClaimError, Claims};
 use crate::fdt::WriteError;
 use crate::handoff::{self, Handoff, HandoffWriter, Restored, Stamps, Written};
 use crate::luo::{
@@ -26,7 +27,7 @@ use crate::platform::PhysMem;
 use crate::ranges::Range;
 use crate::reserve::{Kept, Reserve, ReserveError};
 use crate::scratch::Scratch;
-use crate::tracker::{Tracker, handover};
+use crate::tracker::{Tracker, TrackerError, handover};
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -329,10 +330,28 @@ impl<P: Platform> Outgoing<P> {
         Ok(log.ranges.into_iter().map(|(r, _)| r).collect())
     }
 
-    /// The tracker, to preserve memory outside any object (a kernel's own
-    /// subsystem data).
-    pub fn tracker(&mut self) -> &mut Tracker {
-        &mut self.tracker
+    /// Preserves `2^order` frames at `phys` outside any object (a
+    /// kernel's own subsystem data, which it restores itself and claims
+    /// with [`Incoming::claim`]). Strict, as the tracker is: misaligned,
+    /// overlapping, twice or in scratch is an error that changes nothing.
+    pub fn preserve_frames(&mut self, phys: u64, order: u32) -> Result<(), TrackerError> {
+        self.tracker.preserve(phys, order)
+    }
+
+    /// Undoes [`Outgoing::preserve_frames`].
+    pub fn unpreserve_frames(&mut self, phys: u64, order: u32) -> Result<(), TrackerError> {
+        self.tracker.unpreserve(phys, order)
+    }
+
+    /// Preserves the pages of `range` (page aligned) outside any object,
+    /// as the fewest blocks.
+    pub fn preserve_range(&mut self, range: Range) -> Result<(), TrackerError> {
+        self.tracker.preserve_range(range.start, range.end)
+    }
+
+    /// Undoes [`Outgoing::preserve_range`].
+    pub fn unpreserve_range(&mut self, range: Range) -> Result<(), TrackerError> {
+        self.tracker.unpreserve_range(range.start, range.end)
     }
 
     /// The scratch areas.
@@ -340,9 +359,11 @@ impl<P: Platform> Outgoing<P> {
         &self.scratch
     }
 
-    /// The orchestrator underneath, for what the front door does not do.
-    pub fn luo(&mut self) -> &mut Luo<P> {
-        &mut self.luo
+    /// The tracker, for the crate's own tests (no embedder needs more
+    /// than [`Outgoing::preserve_frames`] and its kin).
+    #[cfg(test)]
+    pub(crate) fn tracker_mut(&mut self) -> &mut Tracker {
+        &mut self.tracker
     }
 }
 
@@ -526,10 +547,24 @@ impl<P: Platform> Incoming<P> {
         self.luo.unread()
     }
 
-    /// The claims, for preserved memory the kernel restores outside the
-    /// orchestrator: claim it before [`Incoming::finish`], or it is freed.
-    pub fn claims(&mut self) -> &mut Claims {
-        &mut self.claims
+    /// Claims `pages` preserved pages at `phys` as the kernel's own data
+    /// (memory it restores outside the orchestrator, preserved with
+    /// [`Outgoing::preserve_frames`]): claim it before
+    /// [`Incoming::finish`], or finish frees it. All or nothing; a page
+    /// not preserved, in scratch or already claimed is an error.
+    pub fn claim(&mut self, phys: u64, pages: u64) -> Result<(), ClaimError> {
+        self.claims.claim(phys, pages)
+    }
+
+    /// Claims `pages` preserved pages at `phys` as metadata the kernel
+    /// only reads: finish frees them, and no object can adopt them.
+    pub fn claim_meta(&mut self, phys: u64, pages: u64) -> Result<(), ClaimError> {
+        self.claims.claim_meta(phys, pages)
+    }
+
+    /// Every preserved range the restore reported, in address order.
+    pub fn preserved(&self) -> impl Iterator<Item = Range> + '_ {
+        self.claims.preserved()
     }
 
     /// The scratch areas the previous kernel handed on (hand them on

@@ -215,7 +215,7 @@ fn kexec(out: &mut Outgoing<HostMem>, mem: &mut HostMem, hop: u32) -> Incoming<H
 fn own_page(out: &mut Outgoing<HostMem>, mem: &mut HostMem, tag: u8) -> u64 {
     let p = mem.alloc_frames(0).expect("a page");
     mem.frame_mut(p).expect("the page").fill(tag);
-    out.tracker().preserve(p, 0).expect("preserve own page");
+    out.preserve_frames(p, 0).expect("preserve own page");
     p
 }
 
@@ -301,8 +301,8 @@ pub fn run(spec: &ChainSpec) -> ChainReport {
                 .is_some_and(|f| f.iter().all(|&b| b == hop as u8 ^ 0x5c)),
             "hop {hop}: own page changed"
         );
-        inc.claims().claim(page, 1).expect("own page claimed");
-        let preserved: Vec<Range> = inc.claims().preserved().collect();
+        inc.claim(page, 1).expect("own page claimed");
+        let preserved: Vec<Range> = inc.preserved().collect();
         // Take in the drawn order.
         let mut seq: Vec<usize> = Vec::new();
         for &i in &spec.order {

@@ -72,7 +72,7 @@ fn hand_on(
         .unwrap()
         .len;
     buf.truncate(n);
-    let t = core::mem::replace(out.tracker(), Tracker::new(scratch.areas()).unwrap());
+    let t = core::mem::replace(out.tracker_mut(), Tracker::new(scratch.areas()).unwrap());
     (t, buf)
 }
 
