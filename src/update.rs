@@ -20,8 +20,8 @@ use crate::claims::{ClaimError, Claims};
 use crate::fdt::WriteError;
 use crate::handoff::{self, Handoff, HandoffWriter, Restored, Stamps, Written};
 use crate::luo::{
-    Carried, Family, Finished, Handler, Info, Luo, LuoError, Plan, Platform, ReadList, Refused,
-    RestoreCtx, Version,
+    Cancelled, Carried, Family, Finished, Handler, Info, Luo, LuoError, Plan, Platform, ReadList,
+    Refused, RestoreCtx, Version,
 };
 use crate::platform::PhysMem;
 use crate::ranges::Range;
@@ -240,6 +240,17 @@ impl<P: Platform> Outgoing<P> {
     /// Undoes [`Outgoing::freeze`] (a kexec that did not happen).
     pub fn unfreeze(&mut self, p: &mut P) {
         self.luo.unfreeze(p, &mut self.tracker);
+    }
+
+    /// Gives up the kexec: unfreezes, frees the last blob's tracker chain
+    /// (if one was written), and gives back every object, unpreserved
+    /// ([`Cancelled::into_object`]). Objects carried from the previous
+    /// kernel stay, preserved: they are not this kernel's to give back.
+    pub fn cancel(&mut self, p: &mut P) -> Vec<Cancelled> {
+        if let Some(root) = self.root.take() {
+            handover::free(p, &root);
+        }
+        self.luo.cancel(p, &mut self.tracker)
     }
 
     /// Writes the handoff blob into `buf`: the tracker's chain (into

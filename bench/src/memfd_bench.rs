@@ -363,11 +363,12 @@ impl kho::luo::Handler<HostMem> for NoFootprint {
     }
 }
 
-/// One live update of `f` through the orchestrator, its handler `H`:
-/// the file preserved in a session outside the time (a workload still
-/// runs then), then timed: freeze, the tracker's chain and the blob
-/// written, the blob parsed and restored, the `luo` node read, the file
-/// retrieved and taken. Returns the nanoseconds and the file, unpreserved.
+/// One live update of `f` through the front door, its handler `H`: the
+/// file preserved in a session outside the time (a workload still runs
+/// then), then timed: freeze, the handoff written (the tracker's chain and
+/// the blob), the next kernel's `Incoming` (the blob parsed, the tracker
+/// restored, the `luo` node read, the claims set up), the file taken.
+/// Returns the nanoseconds and the file, given back by `cancel`.
 fn luo_update<H: kho::luo::Handler<HostMem, Object = Memfd>>(
     h: H,
     f: Memfd,
@@ -375,11 +376,9 @@ fn luo_update<H: kho::luo::Handler<HostMem, Object = Memfd>>(
     reader: kho::luo::memfd::MemfdHandler,
     cold: bool,
 ) -> (f64, Memfd) {
-    use kho::handoff::{Handoff, HandoffWriter, Stamps};
-    use kho::luo::Luo;
-    use kho::tracker::handover::{self, Reader};
-    // The blob's scratch list: 2 MiB aligned, as the format wants (the
-    // tracker and the reader use SCRATCH itself).
+    use kho::handoff::Stamps;
+    use kho::{Freeze, Incoming, Outgoing};
+    // 2 MiB aligned scratch, as the format wants; the files lie above it.
     let scratch = kho::scratch::Scratch::from_records(
         zerocopy::IntoBytes::as_bytes(&[kho::scratch::ScratchRecord {
             start: (2u64 << 20).into(),
@@ -388,11 +387,12 @@ fn luo_update<H: kho::luo::Handler<HostMem, Object = Memfd>>(
         &[RAM],
     )
     .unwrap();
-    let mut t = Tracker::new(&[SCRATCH]).unwrap();
-    let mut luo = Luo::<HostMem>::new();
-    luo.register(h).unwrap();
-    luo.create_session("s").unwrap();
-    luo.preserve("s", 1, "memfd", f, mem, &mut t).unwrap();
+    // Where the blob would lie: RAM nothing here uses (the top 2 MiB).
+    let blob_at = Range::new(RAM.end - (2 << 20), RAM.end);
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let fam = out.register(h).unwrap();
+    out.create_session("s").unwrap();
+    let key = out.preserve(fam, "s", 1, f, mem).unwrap();
     let mut buf = vec![0u8; 1 << 20];
     // The blackout starts long after preserve: nothing preserve touched
     // (with footprints of scattered folios, a 4 MiB array more) is left
@@ -401,34 +401,17 @@ fn luo_update<H: kho::luo::Handler<HostMem, Object = Memfd>>(
         evict_caches();
     }
     let start = Instant::now();
-    luo.freeze(mem, &mut t, None, false).unwrap();
-    let root = handover::write(&t, mem).unwrap();
-    let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root, &scratch).unwrap();
-    luo.write(&mut w).unwrap();
-    let len = w.finish().unwrap().len;
-    let h = Handoff::parse(&buf[..len], &[RAM]).unwrap();
-    let mut log = kho::reserve::ReserveLog::new();
-    Reader::new(&*mem, root, &[RAM], &[SCRATCH])
-        .restore(&mut log)
-        .unwrap();
-    let mut claims =
-        kho::claims::Claims::new(log.of(kho::reserve::Kept::Preserved), &[SCRATCH]).unwrap();
-    let mut next = Luo::<HostMem>::new();
-    next.register(reader).unwrap();
-    next.incoming(&h).unwrap();
-    let mut ctx = kho::luo::RestoreCtx {
-        ram: &[RAM],
-        scratch: &[SCRATCH],
-        claims: &mut claims,
-    };
-    next.retrieve::<Memfd>("s", 1, kho::luo::memfd::FAMILY, mem, &mut ctx)
-        .unwrap();
-    let g = next.take::<Memfd>("s", 1, kho::luo::memfd::FAMILY).unwrap();
+    out.freeze(mem, Freeze::AllowLoss).unwrap();
+    let len = out.write(mem, &mut buf, 0, Stamps::default()).unwrap().len;
+    let place = Range::new(blob_at.start, blob_at.start + len as u64);
+    let mut count = kho::reserve::ReserveCount::default();
+    let mut inc = Incoming::new(&*mem, &buf[..len], place, &[RAM], &mut count).unwrap();
+    let fam = inc.register(reader).unwrap();
+    let g = inc.take(&fam.key(key.session(), key.token()), mem).unwrap();
     let ns = start.elapsed().as_nanos() as f64;
     black_box(g);
     // Undo, outside the time.
-    handover::free(mem, &root);
-    let mut back = luo.cancel(mem, &mut t);
+    let mut back = out.cancel(mem);
     let f = back.pop().unwrap().into_object::<Memfd>().unwrap();
     (ns, f)
 }
