@@ -719,3 +719,32 @@ fn errors_name_their_cause() {
     );
     let _ = scratch;
 }
+
+/// A carried object given up on purpose: `Carried::discard` hands every
+/// page of its footprint to the allocator as new free memory, once, and
+/// the object is no longer handed on.
+#[test]
+fn a_carried_object_can_be_given_up() {
+    let (mut mem, mut t, scratch) = setup();
+    let mut luo = writer_of_v3();
+    let f = file(&mut mem, 200_000, 9, 0);
+    luo.preserve("s", 7, FAMILY_MEMFD, f, &mut mem, &mut t)
+        .unwrap();
+    luo.freeze(&mut mem, &mut t, None, false).unwrap();
+    let b = blob_at_hop(&luo, &mut mem, &t, &scratch, 0);
+    let done = finish_only(&mut mem, &t, &scratch, &b, |_| {});
+    let mut carried = checked(&mut mem, done);
+    let c = carried.pop().unwrap();
+    let fp: Vec<Range> = c.footprint().to_vec();
+    let bytes: u64 = fp.iter().map(|r| r.len()).sum();
+    assert!(bytes >= 200_000);
+    let added = mem.added.len();
+    assert_eq!(c.discard(&mut mem), bytes);
+    assert_eq!(mem.added[added..], fp[..]);
+    // Nothing is left to hand on.
+    let (_, b2) = hand_on(&mut mem, &scratch, carried, 1);
+    let h = Handoff::parse(&b2, &[RAM]).unwrap();
+    let mut next = Luo::<HostMem>::new();
+    next.incoming(&h).unwrap();
+    assert_eq!(next.objects().count(), 0);
+}
