@@ -39,6 +39,9 @@ RELEASE_KERNEL = os.path.join(ROOT, "target", TARGET, "release", "kho-kernel")
 MINIMAL_KERNEL = os.path.join(ROOT, "target", TARGET, "debug", "kho-minimal")
 # Builds that read and write other sets of versions (qemu/src/files.rs):
 # `old` reads and writes memfd-v1 only, `v3` writes only memfd-v3.
+# The optimized `old` build, for `./x.py run` (every image it boots is
+# optimized: a debug kernel takes tens of seconds a hop under TCG).
+RELEASE_OLD = os.path.join(ROOT, "target", "versions-release", "old", "kho-kernel")
 VERSION_BUILDS = {"old": os.path.join(ROOT, "target", "versions", "old", "kho-kernel"),
                   "v3": os.path.join(ROOT, "target", "versions", "v3", "kho-kernel")}
 LOGDIR = os.path.join(ROOT, "target", "kho")
@@ -217,13 +220,19 @@ def cmd_run(args):
     build()
     accel = accel_args(args)
     hops = int(option(args, "--hops", "2"))
-    kernel = KERNEL
+    kernel, old_image = KERNEL, VERSION_BUILDS["old"]
     if "--debug" in args:
         args.remove("--debug")
     else:
-        # The demo shows timings: the optimized kernel (tests use debug).
+        # The demo shows timings: optimized kernels, both builds (tests use
+        # debug). The `old` build first: the builds share a target
+        # directory, and the default one must be what stays there.
+        run(["cargo", "build", "--release", "-p", "kho-qemu", "--target", TARGET,
+             "--features", "old"])
+        os.makedirs(os.path.dirname(RELEASE_OLD), exist_ok=True)
+        shutil.copyfile(RELEASE_KERNEL, RELEASE_OLD)
         run(["cargo", "build", "--release", "-p", "kho-qemu", "--target", TARGET])
-        kernel = RELEASE_KERNEL
+        kernel, old_image = RELEASE_KERNEL, RELEASE_OLD
     os.makedirs(LOGDIR, exist_ok=True)
     for old in os.listdir(LOGDIR):
         if old.startswith("handoff-") and old.endswith(".dtb"):
@@ -233,8 +242,14 @@ def cmd_run(args):
     # memfd-v2 only, without reading it), then back to this build, which
     # reads everything again. Both images travel in one bundle.
     bundle = os.path.join(LOGDIR, "run-images.bin")
-    if runner(["bundle", bundle, kernel, VERSION_BUILDS["old"]]) != 0:
+    if runner(["bundle", bundle, kernel, old_image]) != 0:
         raise Failure("cannot write the image bundle")
+    # kho.route=1 sends the first hop into image 1; kho.rollback=1 sends
+    # every later one back to the image the kernel before it ran.
+    ran = ["this build"]
+    for h in range(hops):
+        ran.append("the old build" if h == 0 else ran[h - 1])
+    say("hops: " + "; ".join(f"{h} -> {ran[h + 1]}" for h in range(hops)))
     status = runner(["run", "--kernel", kernel, "--initrd", bundle,
                      "--append", f"kho.hops={hops} kho.route=1 kho.rollback=1",
                      "--kernels", str(hops + 1),
