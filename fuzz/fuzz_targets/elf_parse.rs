@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(!s.pages().overlaps(&t.pages()));
         }
     }
-    assert!(segs.iter().any(|s| s.exec && s.dest <= img.pvh_entry && img.pvh_entry < s.dest + s.file_size));
+    assert!(
+        segs.iter()
+            .any(|s| s.exec && s.dest <= img.pvh_entry && img.pvh_entry < s.dest + s.file_size)
+    );
     let ram = [Range::new(0x10_0000, 0x4000_0000)];
     let preserved = [Range::new(0x800_0000, 0x900_0000)];
     if img.plan(&ram, &preserved).is_ok() {

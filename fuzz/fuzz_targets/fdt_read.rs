@@ -16,8 +16,16 @@ fn walk(n: Node<'_>, budget: &mut u32) {
         if let Ok(l) = p.as_str_list() {
             let _ = l.count();
         }
-        assert!(names.insert(p.name), "property {} twice in one node", p.name);
-        assert_eq!(n.property(p.name), Some(p), "lookup disagrees with the walk");
+        assert!(
+            names.insert(p.name),
+            "property {} twice in one node",
+            p.name
+        );
+        assert_eq!(
+            n.property(p.name),
+            Some(p),
+            "lookup disagrees with the walk"
+        );
     }
     let mut kids = HashSet::new();
     for c in n.children() {
@@ -25,7 +33,11 @@ fn walk(n: Node<'_>, budget: &mut u32) {
         if *budget == 0 {
             return;
         }
-        assert!(kids.insert(c.name()), "child {} twice in one node", c.name());
+        assert!(
+            kids.insert(c.name()),
+            "child {} twice in one node",
+            c.name()
+        );
         // An exact name (with its unit address) finds this very child.
         if c.name().contains('@') {
             let found = n.child(c.name()).expect("a child is not found by its name");

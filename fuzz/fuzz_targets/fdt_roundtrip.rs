@@ -35,7 +35,10 @@ fn write(w: &mut FdtWriter<'_>, t: &Tree, root: bool) -> Result<(), kho::fdt::Wr
 fn read(n: Node<'_>) -> Tree {
     Tree {
         name: n.name().to_owned(),
-        props: n.properties().map(|p| (p.name.to_owned(), p.value.to_vec())).collect(),
+        props: n
+            .properties()
+            .map(|p| (p.name.to_owned(), p.value.to_vec()))
+            .collect(),
         children: n.children().map(read).collect(),
     }
 }
@@ -48,7 +51,8 @@ fn strip(t: &mut Tree) {
 /// Whether a lookup of `want` may return the child called `name` (the
 /// reader's rule: exact, or `want` plus a unit address).
 fn matches(name: &str, want: &str) -> bool {
-    name == want || (!want.contains('@') && name.strip_prefix(want).is_some_and(|r| r.starts_with('@')))
+    name == want
+        || (!want.contains('@') && name.strip_prefix(want).is_some_and(|r| r.starts_with('@')))
 }
 
 /// Checks every node reachable by an unambiguous path: lookup returns the
@@ -56,11 +60,18 @@ fn matches(name: &str, want: &str) -> bool {
 /// followed (`a` may match `a@1` and `a@2`; exact names are unique).
 fn check_paths(f: &Fdt<'_>, t: &Tree, path: String) {
     for c in &t.children {
-        if t.children.iter().filter(|x| matches(&x.name, &c.name)).count() != 1 {
+        if t.children
+            .iter()
+            .filter(|x| matches(&x.name, &c.name))
+            .count()
+            != 1
+        {
             continue;
         }
         let p = format!("{path}/{}", c.name);
-        let n = f.find_node(&p).expect("a written node is not found by path");
+        let n = f
+            .find_node(&p)
+            .expect("a written node is not found by path");
         assert_eq!(n.name(), c.name);
         check_paths(f, c, p);
     }
@@ -74,7 +85,11 @@ fn unique(t: &Tree) -> bool {
 
 fuzz_target!(|input: Input| {
     let mut buf = vec![0u8; usize::from(input.buf_len)];
-    let made = if input.hints { FdtWriter::with_skip_hints(&mut buf) } else { FdtWriter::new(&mut buf) };
+    let made = if input.hints {
+        FdtWriter::with_skip_hints(&mut buf)
+    } else {
+        FdtWriter::new(&mut buf)
+    };
     let Ok(mut w) = made else { return };
     for &(a, s) in &input.reservations {
         if w.reserve_memory(a, s).is_err() {
@@ -89,7 +104,12 @@ fuzz_target!(|input: Input| {
     // children of the same name (it refuses those), and every
     // reservation's end fits in 64 bits.
     assert!(unique(&input.root), "the writer accepted a repeated name");
-    assert!(input.reservations.iter().all(|&(a, s)| a.checked_add(s).is_some()));
+    assert!(
+        input
+            .reservations
+            .iter()
+            .all(|&(a, s)| a.checked_add(s).is_some())
+    );
     let f = Fdt::new(&buf[..n]).expect("the writer produced a blob the reader refuses");
     let mut want = input.root.clone();
     want.name = String::new();

@@ -23,7 +23,9 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn check(data: &[u8]) {
-    let Ok(h) = Handoff::parse(data, &RAM) else { return };
+    let Ok(h) = Handoff::parse(data, &RAM) else {
+        return;
+    };
     for a in h.scratch.areas() {
         assert!(RAM[0].covers(*a));
     }

@@ -11,11 +11,11 @@ use arbitrary::Arbitrary;
 use kho::handoff::{Handoff, HandoffWriter, Stamps};
 use kho::luo::memfd::{MemfdHandler, V1, V2};
 use kho::luo::{Luo, RestoreCtx};
-use kho::memfd::{seal, Memfd, Seals};
+use kho::memfd::{Memfd, Seals, seal};
 use kho::platform::host::HostMem;
 use kho::ranges::Range;
 use kho::scratch::{Scratch, ScratchRecord};
-use kho::tracker::{handover, Tracker};
+use kho::tracker::{Tracker, handover};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 use zerocopy::IntoBytes;
@@ -32,11 +32,15 @@ fn blob() -> &'static (Vec<u8>, HostMem, Tracker, Scratch) {
     static B: OnceLock<(Vec<u8>, HostMem, Tracker, Scratch)> = OnceLock::new();
     B.get_or_init(|| {
         let mut mem = HostMem::new(&[RAM], Range::new(0x1000_0000, 0x4000_0000));
-        let rec = [ScratchRecord { start: SCRATCH.start.into(), size: SCRATCH.len().into() }];
+        let rec = [ScratchRecord {
+            start: SCRATCH.start.into(),
+            size: SCRATCH.len().into(),
+        }];
         let scratch = Scratch::from_records(rec.as_bytes(), &[RAM]).unwrap();
         let mut t = Tracker::new(scratch.areas()).unwrap();
         let mut luo = Luo::<HostMem>::new();
-        luo.register(MemfdHandler::new(&[V2, V1], &[V2, V1])).unwrap();
+        luo.register(MemfdHandler::new(&[V2, V1], &[V2, V1]))
+            .unwrap();
         for (s, tok, seals) in [
             ("a", 1u64, Seals::empty()),
             ("a", 0x20, seal::GROW),
@@ -71,7 +75,9 @@ fuzz_target!(|input: Input| {
     // Resealed: this target is about the node's structure (whole_restore
     // fuzzes the checksum).
     let _ = kho::handoff::seal(&mut b);
-    let Ok(h) = Handoff::parse(&b, &[RAM]) else { return };
+    let Ok(h) = Handoff::parse(&b, &[RAM]) else {
+        return;
+    };
     let mut luo = Luo::<HostMem>::new();
     luo.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
     if luo.incoming(&h).is_err() {
@@ -82,16 +88,29 @@ fuzz_target!(|input: Input| {
         assert!(!objs[i + 1..].contains(a), "{a:?} twice");
     }
     let mut mem = mem0.clone();
-    let Ok(mut claims) = mem.hand_over(t) else { return };
-    let mut ctx = RestoreCtx { ram: &[RAM], scratch: scratch.areas(), claims: &mut claims };
+    let Ok(mut claims) = mem.hand_over(t) else {
+        return;
+    };
+    let mut ctx = RestoreCtx {
+        ram: &[RAM],
+        scratch: scratch.areas(),
+        claims: &mut claims,
+    };
     for (s, tok) in &objs {
-        let _ = luo.retrieve::<Memfd>(s, *tok, kho::luo::memfd::FAMILY, &mut mem, &mut ctx).map(|_| ());
+        let _ = luo
+            .retrieve::<Memfd>(s, *tok, kho::luo::memfd::FAMILY, &mut mem, &mut ctx)
+            .map(|_| ());
         let _ = luo.take::<Memfd>(s, *tok, kho::luo::memfd::FAMILY);
     }
-    let Ok(done) = luo.finish(&mut mem, claims, &[RAM], scratch.areas()) else { return };
+    let Ok(done) = luo.finish(&mut mem, claims, &[RAM], scratch.areas()) else {
+        return;
+    };
     for c in &done.carried {
         for f in c.footprint() {
-            assert!(done.ranges.iter().all(|r| !r.overlaps(f)), "{f} carried and freed");
+            assert!(
+                done.ranges.iter().all(|r| !r.overlaps(f)),
+                "{f} carried and freed"
+            );
         }
     }
 });

@@ -7,9 +7,9 @@
 
 use arbitrary::Arbitrary;
 use kho::claims::Claims;
-use kho::memfd::{v1, v2, Memfd};
-use kho::platform::host::HostMem;
+use kho::memfd::{Memfd, v1, v2};
 use kho::platform::PhysMem;
+use kho::platform::host::HostMem;
 use kho::ranges::Range;
 use kho::tracker::Tracker;
 use libfuzzer_sys::fuzz_target;
@@ -51,7 +51,8 @@ fn file(mem: &mut HostMem, t: &mut Tracker, pieces: &[(u64, usize)], seals: u32)
     for &(off, len) in pieces {
         f.write(mem, off, &vec![0x5a; len]).unwrap();
     }
-    f.add_seals(kho::memfd::Seals::from_bits_retain(seals)).unwrap();
+    f.add_seals(kho::memfd::Seals::from_bits_retain(seals))
+        .unwrap();
     f.preserve(t).unwrap();
     f
 }
@@ -64,7 +65,11 @@ fn written(w: v1::Written) -> Written {
         chain = a.chain_pages().len();
         pages.extend_from_slice(a.blocks());
     }
-    Written { desc: w.desc, pages, chain }
+    Written {
+        desc: w.desc,
+        pages,
+        chain,
+    }
 }
 
 fn state() -> State {
@@ -83,7 +88,11 @@ fn state() -> State {
         written(v2::write(&c, &mut mem, &mut t).unwrap()),
     ];
     let preserved = mem.hand_over(&t).unwrap().preserved().collect();
-    State { mem, preserved, files }
+    State {
+        mem,
+        preserved,
+        files,
+    }
 }
 
 fuzz_target!(|input: Input| {

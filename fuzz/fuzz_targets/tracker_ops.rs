@@ -5,8 +5,8 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use kho::ranges::Range;
 use kho::platform::host::HostMem;
+use kho::ranges::Range;
 use kho::reserve::{Kept, ReserveLog};
 use kho::tracker::handover::{self, Reader};
 use kho::tracker::{MAX_ORDER, PHYS_BITS, Tracker, TrackerError, range_blocks};
@@ -129,7 +129,11 @@ fuzz_target!(|input: (u8, Vec<Op>)| {
             }
             Op::Unpreserve(a, o) => {
                 let (a, o) = (a.get(), u32::from(o % 24));
-                assert_eq!(t.unpreserve(a, o), m.unpreserve(a, o), "unpreserve {a:#x} {o}");
+                assert_eq!(
+                    t.unpreserve(a, o),
+                    m.unpreserve(a, o),
+                    "unpreserve {a:#x} {o}"
+                );
             }
             Op::PreserveRange(a, n) => {
                 let start = a.get() & !0xfff;
@@ -144,7 +148,11 @@ fuzz_target!(|input: (u8, Vec<Op>)| {
                         .try_for_each(|(p, o)| m.preserve(p, o))
                         .inspect_err(|_| m.0 = before),
                 };
-                assert_eq!(t.preserve_range(start, end), want, "range {start:#x}..{end:#x}");
+                assert_eq!(
+                    t.preserve_range(start, end),
+                    want,
+                    "range {start:#x}..{end:#x}"
+                );
             }
             Op::Query(a) => {
                 let a = a.get();
@@ -163,10 +171,15 @@ fuzz_target!(|input: (u8, Vec<Op>)| {
     }
     let root = handover::write(&t, &mut mem).unwrap();
     let mut log = ReserveLog::new();
-    Reader::new(&mem, root, &ram, &[SCRATCH]).restore(&mut log).unwrap();
+    Reader::new(&mem, root, &ram, &[SCRATCH])
+        .restore(&mut log)
+        .unwrap();
     let got: Vec<Range> = log.of(Kept::Preserved).collect();
     assert_eq!(got, want);
     for c in log.of(Kept::Metadata) {
-        assert!(!want.iter().any(|p| p.overlaps(&c)), "chain page {c:x?} is preserved");
+        assert!(
+            !want.iter().any(|p| p.overlaps(&c)),
+            "chain page {c:x?} is preserved"
+        );
     }
 });

@@ -6,11 +6,11 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use kho::ranges::Range;
-use kho::tracker::Tracker;
 use kho::platform::host::HostMem;
 use kho::platform::{Frame, PhysMem};
+use kho::ranges::Range;
 use kho::reserve::{Kept, ReserveLog};
+use kho::tracker::Tracker;
 use kho::tracker::handover::{self, PAGE_BYTES, Reader, TrackerRoot};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
@@ -119,7 +119,10 @@ fuzz_target!(|input: Input| {
             // The same bytes validate the same way (the validation pass
             // does not coalesce, so it counts no ranges).
             let v = reader.validate().expect("restored, but does not validate");
-            assert_eq!((v.pages, v.records, v.chain_pages), (sum.pages, sum.records, sum.chain_pages));
+            assert_eq!(
+                (v.pages, v.records, v.chain_pages),
+                (sum.pages, sum.records, sum.chain_pages)
+            );
         }
     }
 });

@@ -6,8 +6,8 @@
 
 use arbitrary::Arbitrary;
 use kho::claims::Claims;
-use kho::platform::host::HostMem;
 use kho::platform::PhysMem;
+use kho::platform::host::HostMem;
 use kho::ranges::Range;
 use kho::tracker::Tracker;
 use kho::vmalloc::{Vmalloc, VmallocRoot};
@@ -47,7 +47,12 @@ fn state() -> State {
     t.preserve_range(0x800_0000, 0x810_0000).unwrap();
     let preserved = mem.hand_over(&t).unwrap().preserved().collect();
     let chain = v.chain_pages().to_vec();
-    State { mem, preserved, root, chain }
+    State {
+        mem,
+        preserved,
+        root,
+        chain,
+    }
 }
 
 fuzz_target!(|input: Input| {

@@ -65,7 +65,10 @@ fuzz_target!(|input: Input| {
     let mut m2 = b.mem.clone();
     let second = testkit::restore(&mut m2, &b.blob, &input.order);
     let first = testkit::restore(&mut b.mem, &b.blob, &[]);
-    assert_eq!(first, second, "the outcome depends on the order of retrieval");
+    assert_eq!(
+        first, second,
+        "the outcome depends on the order of retrieval"
+    );
     if !input.reseal && !changes.is_empty() {
         let mut v = Verdict::default();
         v.add(&base, &first);
