@@ -321,7 +321,12 @@ impl<P: Platform> Outgoing<P> {
             ok => ok,
         };
         match r {
-            Ok(_) => self.root = Some(root),
+            // A blob written again replaces the last one: its chain goes.
+            Ok(_) => {
+                if let Some(old) = self.root.replace(root) {
+                    handover::free(p, &old);
+                }
+            }
             Err(_) => handover::free(p, &root),
         }
         r

@@ -7,8 +7,9 @@
 //! [`entry!`] with its main function, its heap, a boot-failure hook and a
 //! trap hook. Boot then goes: [`boot`] (PVH entry, long mode) ->
 //! [`start::start`] (serial, GDT, IDT, boot parameters, frame allocator,
-//! page tables, heap, the handoff) -> the kernel's main. `qemu/minimal` is
-//! the smallest such kernel.
+//! page tables, heap, the handoff) -> the kernel's main, which ends a live
+//! update with one call, [`handover::hand_over`]. `qemu/minimal` is the
+//! smallest such kernel.
 #![no_std]
 
 extern crate alloc;
@@ -19,6 +20,7 @@ pub mod cpu;
 pub mod frames;
 pub mod gdt;
 pub mod glue;
+pub mod handover;
 pub mod heap;
 pub mod kexec;
 pub mod paging;

@@ -13,16 +13,15 @@
 extern crate alloc;
 
 use alloc::vec::Vec;
-use kho::handoff::{HANDOFF_MODULE, IMAGE_MODULE, Stamps};
 use kho::luo::memfd::MemfdHandler;
 use kho::luo::{Platform, ReadsNote, Version, reads_len};
 use kho::memfd::Memfd;
-use kho::platform::PhysMem;
 use kho::ranges::Range;
-use kho::{Freeze, Incoming, Outgoing, PAGE_SIZE};
+use kho::{Freeze, Incoming, Outgoing};
 use kho_qemu_rt::exit::{ExitCode, exit_qemu};
-use kho_x86_64::kexec::{self, NextModule};
-use kho_x86_64::{BootInfo, frames, kprintln, paging};
+use kho_x86_64::handover::hand_over;
+use kho_x86_64::kexec;
+use kho_x86_64::{BootInfo, kprintln};
 
 #[global_allocator]
 static HEAP: kho_x86_64::heap::KernelHeap = kho_x86_64::heap::KernelHeap::new();
@@ -96,59 +95,24 @@ fn first(boot: &'static BootInfo) -> ! {
     out.preserve(files, SESSION, TOKEN, f, &mut p)
         .unwrap_or_else(|r| fail(r.error));
 
-    let Some(image) = boot.params.image_module() else {
+    let Some(next) = kexec::next_image(&boot.params, 0) else {
         fail("no image module to kexec into (boot with -initrd)")
     };
-    // SAFETY: the module is RAM the loader handed us, kept out of every
-    // pool at boot; nothing writes it.
-    let image_bytes = unsafe {
-        core::slice::from_raw_parts(
-            paging::phys_to_virt(image.start).as_ptr::<u8>(),
-            image.len() as usize,
-        )
-    };
-    let reads = kho::elf::Image::parse(image_bytes)
+    let reads = kho::elf::Image::parse(kexec::module_bytes(next.image))
         .and_then(|i| i.read_list())
         .unwrap_or_else(|e| fail(e));
     out.freeze(&mut p, Freeze::NoLoss(&reads))
         .unwrap_or_else(|e| fail(e));
-
-    let mut buf = alloc::vec![0u8; 64 << 10];
-    let len = out
-        .write(&mut p, &mut buf, 0, Stamps::default())
-        .unwrap_or_else(|e| fail(e))
-        .len;
-    let pages = (len as u64).div_ceil(PAGE_SIZE);
-    let at = frames::alloc_below(pages, 1 << 32).unwrap_or_else(|| fail("no frames for the blob"));
-    if !p.write_bytes(at, &buf[..len]) {
-        fail("cannot write the blob");
-    }
-    let blob = Range::new(at, at + len as u64);
-    let ram: Vec<Range> = boot.params.ram().collect();
-    let mut keep = out.kept(&p, &ram).unwrap_or_else(|e| fail(e));
-    keep.push(Range::new(at, at + pages * PAGE_SIZE));
-    keep.push(image);
     kprintln!(
         "minimal: preserved {FILE_BYTES} bytes, sum {sum:#018x}, first folio at {first_folio:#x}"
     );
-
-    let modules = [
-        NextModule {
-            range: image,
-            cmdline: IMAGE_MODULE,
-        },
-        NextModule {
-            range: blob,
-            cmdline: HANDOFF_MODULE,
-        },
-    ];
-    let cmdline = boot.params.cmdline.as_str();
-    let prepared = kexec::prepare(&boot.params, image, &keep, &modules, cmdline, true)
-        .unwrap_or_else(|e| fail(e));
     kprintln!("minimal: kexec into the image module");
-    // SAFETY: the handoff is written; everything the next kernel needs
-    // (preserved memory, the chain, the blob, the image) is in `keep`.
-    unsafe { kexec::jump(prepared) }
+    // Returns only if the kexec did not happen.
+    let cmdline = boot.params.cmdline.as_str();
+    match hand_over(&mut out, &mut p, &boot.params, &next, cmdline, 0) {
+        Err(e) => fail(e),
+        Ok(never) => match never {},
+    }
 }
 
 /// The second boot: the handoff restored at boot; take the file back and
