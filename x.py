@@ -366,6 +366,16 @@ def cmd_test(args):
         if f == 0:
             total_f += 1  # a build failure runs no test but is a failure
 
+    # 1b. The arch library's doc tests on the host: among them the
+    #     compile_fail tests that hold its memory token unique.
+    status, lines = run_capture(["cargo", "test", "--doc", "-p", "kho-x86_64"], env=env)
+    p, f = count_cargo(lines)
+    total_p, total_f = total_p + p, total_f + f
+    if status != 0:
+        problems.append("kho-x86_64 doc tests")
+        if f == 0:
+            total_f += 1
+
     # 2. The in-kernel test suite, each kernel test counted.
     status, lines = runner(["test", "--kernel", KERNEL, "--log",
                             os.path.join(LOGDIR, "test.log")] + accel, env=env, capture=True)

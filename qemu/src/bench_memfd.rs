@@ -76,7 +76,7 @@ pub fn run(boot: &'static BootInfo, what: &str) -> ! {
     let chunk = alloc::vec![0xa5u8; 2 << 20];
     if small {
         for i in 0..gib / PAGE_SIZE {
-            f.write(&mut mem, i * PAGE_SIZE, &page)
+            f.write(&mut *mem, i * PAGE_SIZE, &page)
                 .unwrap_or_else(|e| fail(format_args!("{e}")));
             if i % gap == gap - 1 {
                 gaps.push(
@@ -86,7 +86,7 @@ pub fn run(boot: &'static BootInfo, what: &str) -> ! {
         }
     } else {
         for i in 0..gib >> 21 {
-            f.write(&mut mem, i << 21, &chunk)
+            f.write(&mut *mem, i << 21, &chunk)
                 .unwrap_or_else(|e| fail(format_args!("{e}")));
         }
     }
@@ -123,12 +123,14 @@ pub fn run(boot: &'static BootInfo, what: &str) -> ! {
     let mut l = luo();
     l.create_session("bench")
         .unwrap_or_else(|e| fail(format_args!("{e}")));
-    l.preserve("bench", 1, "memfd", f, &mut mem, &mut t)
+    l.preserve("bench", 1, "memfd", f, &mut *mem, &mut t)
         .unwrap_or_else(|e| fail(format_args!("{}", e.error)));
     let start = tsc::now();
-    l.freeze(&mut mem, &mut t, None, false)
+    l.freeze(&mut *mem, &mut t, None, false)
         .unwrap_or_else(|e| fail(format_args!("{e}")));
     let frozen = tsc::now();
+    // `hand_over` takes the memory token itself.
+    drop(mem);
     kprintln!(
         "kho-timing hop=0 bench={what} freeze_ticks={} copy_out_ticks={} copy_back_ticks={} folios={folios} extents={extents}",
         frozen - start,
@@ -178,7 +180,7 @@ fn next(boot: &'static BootInfo, what: &str) -> ! {
         scratch: boot.scratch.areas(),
         claims: &mut claims,
     };
-    l.retrieve::<Memfd>("bench", 1, kho::luo::memfd::FAMILY, &mut mem, &mut ctx)
+    l.retrieve::<Memfd>("bench", 1, kho::luo::memfd::FAMILY, &mut *mem, &mut ctx)
         .unwrap_or_else(|e| fail(format_args!("{e}")));
     let f = l
         .take::<Memfd>("bench", 1, kho::luo::memfd::FAMILY)

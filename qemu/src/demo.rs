@@ -68,7 +68,7 @@ fn bench(boot: &'static BootInfo, what: &str) -> ! {
             let t0 = tsc::now();
             let mut count = kho::reserve::ReserveCount::default();
             let h = Handoff::parse(blob, &ram).unwrap_or_else(|e| fail(format_args!("{e}")));
-            kho::handoff::restore(&crate::mem::kmem(), &h, info.blob, &ram, &mut count)
+            kho::handoff::restore(&*crate::mem::kmem(), &h, info.blob, &ram, &mut count)
                 .unwrap_or_else(|e| fail(format_args!("{e}")));
             warm = warm.min(tsc::now() - t0);
         }
@@ -368,7 +368,7 @@ fn hand_over_blocks(
                 "kho hop {hop}: preflight: forced (kho.force=1): objects the next kernel cannot read will be lost"
             );
         }
-    } else if let Err(e) = luo.freeze(&mut crate::mem::kmem(), &mut t, None, false) {
+    } else if let Err(e) = luo.freeze(&mut *crate::mem::kmem(), &mut t, None, false) {
         fail(format_args!("freeze: {e}"));
     }
     let intact = || {

@@ -25,6 +25,7 @@ use kho::luo::{Carried, Luo, LuoError, Outcome, ReadList, RestoreCtx, Version};
 use kho::memfd::{Memfd, Seals, seal};
 use kho::ranges::Range;
 use kho::tracker::Tracker;
+use kho_x86_64::glue::KernelMem;
 use kho_x86_64::{BootInfo, kprintln, tsc};
 use zerocopy::byteorder::little_endian::U64;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -207,17 +208,17 @@ pub fn make(big_mib: u64) -> Held {
                 let written = if name == POOL_USER {
                     let mut pm = PoolMem {
                         pool: &mut pool,
-                        mem,
+                        mem: &mut mem,
                     };
                     f.write(&mut pm, at, &buf[..n])
                 } else {
-                    f.write(&mut mem, at, &buf[..n])
+                    f.write(&mut *mem, at, &buf[..n])
                 };
                 written.unwrap_or_else(|e| fail(format_args!("file {name}: {e}")));
                 at += n as u64;
             }
         }
-        f.truncate(&mut mem, size)
+        f.truncate(&mut *mem, size)
             .and_then(|()| f.add_seals(seals))
             .unwrap_or_else(|e| fail(format_args!("file {name}: {e}")));
         out.push((session, token, f));
@@ -234,13 +235,12 @@ const POOL_BLOCKS: usize = 5;
 static POOL: spin::Mutex<Option<Pool>> = spin::Mutex::new(None);
 
 /// The file's checksum, read through the file (holes read as zeros).
-fn checksum(f: &Memfd) -> u64 {
-    let mem = crate::mem::kmem();
+fn checksum(f: &Memfd, mem: &KernelMem) -> u64 {
     let mut buf = alloc::vec![0u8; 256 << 10];
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     let mut at = 0;
     while at < f.size() {
-        let n = f.read(&mem, at, &mut buf);
+        let n = f.read(mem, at, &mut buf);
         for c in buf[..n].chunks(8) {
             let mut w = [0u8; 8];
             w[..c.len()].copy_from_slice(c);
@@ -251,9 +251,9 @@ fn checksum(f: &Memfd) -> u64 {
     h
 }
 
-fn check_of(f: &Memfd, token: u64) -> FileCheck {
+fn check_of(f: &Memfd, token: u64, mem: &KernelMem) -> FileCheck {
     FileCheck {
-        sum: checksum(f).into(),
+        sum: checksum(f, mem).into(),
         first_phys: f.extents().first().map_or(0, |e| e.phys).into(),
         folios: f.folio_count().into(),
         size: f.size().into(),
@@ -264,9 +264,10 @@ fn check_of(f: &Memfd, token: u64) -> FileCheck {
 /// What the next kernel will check (computed before the handoff starts:
 /// reading 256 MiB is the demo's check, not handoff work).
 pub fn checks(files: &Held) -> Vec<(&'static str, FileCheck)> {
+    let mem = crate::mem::kmem();
     let mut c: Vec<(&'static str, FileCheck)> = files
         .iter()
-        .map(|(s, t, f)| (*s, check_of(f, *t)))
+        .map(|(s, t, f)| (*s, check_of(f, *t, &mem)))
         .collect();
     // The files this kernel carries keep the checks their writer made.
     c.extend(CARRIED.lock().checks.iter().copied());
@@ -336,16 +337,16 @@ pub fn preserve(files: Held, t: &mut Tracker, hop: u32) -> Luo<kho_x86_64::glue:
         }
         let r = if has_pool && name_of(session, token) == POOL_USER {
             let needs = (crate::pool::SESSION, crate::pool::TOKEN);
-            l.preserve_with(session, token, "memfd", f, needs, &mut mem, t)
+            l.preserve_with(session, token, "memfd", f, needs, &mut *mem, t)
         } else {
-            l.preserve(session, token, "memfd", f, &mut mem, t)
+            l.preserve(session, token, "memfd", f, &mut *mem, t)
         };
         r.unwrap_or_else(|e| fail(format_args!("{}", e.error)));
     }
     let carried = core::mem::take(&mut CARRIED.lock().objects);
     for c in carried {
         let (s, tok) = (c.session.clone(), c.token);
-        match l.carry(c, &mut mem, t) {
+        match l.carry(c, &mut *mem, t) {
             Ok(()) => kprintln!(
                 "kho hop {hop}: {s}/{tok} ({}) handed on unread, its pages preserved again",
                 name_of(&s, tok)
@@ -386,7 +387,7 @@ pub fn freeze(
             name_of(&p.session, p.token),
         );
     }
-    l.freeze(&mut crate::mem::kmem(), t, Some(next), force)
+    l.freeze(&mut *crate::mem::kmem(), t, Some(next), force)
         .map_err(|e| format!("{e}"))
 }
 
@@ -461,7 +462,7 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
                 claims: &mut claims,
             };
             let got = l
-                .retrieve::<Pool>(&session, token, &family, &mut mem, &mut ctx)
+                .retrieve::<Pool>(&session, token, &family, &mut *mem, &mut ctx)
                 .map(|(_, v)| v)
                 .and_then(|v| l.take::<Pool>(&session, token, &family).map(|p| (v, p)));
             match got {
@@ -482,7 +483,7 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
             scratch,
             claims: &mut claims,
         };
-        match l.retrieve::<Memfd>(&session, token, &family, &mut mem, &mut ctx) {
+        match l.retrieve::<Memfd>(&session, token, &family, &mut *mem, &mut ctx) {
             Err(LuoError::Carried { written, .. }) => {
                 let o = l.origin(&session, token).unwrap_or_default();
                 let fp = l.footprint(&session, token).unwrap_or(&[]);
@@ -524,7 +525,7 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
         let Some(want) = want else {
             fail(format_args!("{session}/{token}: no check handed over"))
         };
-        let got = check_of(&f, token);
+        let got = check_of(&f, token, &mem);
         if got.sum != want.sum
             || got.first_phys != want.first_phys
             || got.folios != want.folios
@@ -545,7 +546,7 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
         restored.push((session_of(&session), token, f));
     }
     let done = l
-        .finish(&mut mem, claims, &ram, scratch)
+        .finish(&mut *mem, claims, &ram, scratch)
         .unwrap_or_else(|e| fail(format_args!("finish: {e}")));
     kprintln!(
         "kho hop {hop}: {} objects retrieved in {} us (with checksums), {} carried, {} lost; finish freed {} KiB nobody adopted",
@@ -561,20 +562,22 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
 
 /// Checks the files again (after the rest of memory was poisoned).
 pub fn recheck(files: &Held, sums: &[u64]) -> bool {
+    let mem = crate::mem::kmem();
     files
         .iter()
         .zip(sums)
-        .all(|((_, _, f), s)| checksum(f) == *s)
+        .all(|((_, _, f), s)| checksum(f, &mem) == *s)
 }
 
 /// The current checksums.
 pub fn sums(files: &Held) -> Vec<u64> {
-    files.iter().map(|(_, _, f)| checksum(f)).collect()
+    let mem = crate::mem::kmem();
+    files.iter().map(|(_, _, f)| checksum(f, &mem)).collect()
 }
 
 /// Gives the files back (a refused kexec ends the demo cleanly).
 pub fn cancel(l: &mut Luo<kho_x86_64::glue::KernelMem>, t: &mut Tracker) -> Held {
-    l.cancel(&mut crate::mem::kmem(), t)
+    l.cancel(&mut *crate::mem::kmem(), t)
         .into_iter()
         .filter_map(|c| {
             let (s, tok) = (session_of(&c.session), c.token);

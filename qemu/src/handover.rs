@@ -61,8 +61,10 @@ pub(crate) fn hand_over(
     intact: impl Fn() -> bool,
 ) -> ! {
     let p = &boot.params;
-    let mut mem = crate::mem::kmem();
-    let root = handover::write(t, &mut mem).unwrap_or_else(|e| fail(format_args!("{e}")));
+    // The memory token is taken for each step that needs it, never across
+    // `add` (which reads the files through it).
+    let root =
+        handover::write(t, &mut *crate::mem::kmem()).unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut buf = alloc::vec![0u8; 16 * 1024 + room];
     let mut stamps = Stamps {
         start: start.into(),
@@ -132,7 +134,8 @@ pub(crate) fn hand_over(
     // Check our own output the way the next kernel will, and learn every
     // page it must keep.
     let mut log = ReserveLog::new();
-    Reader::new(&mem, root, &ram, boot.scratch.areas())
+    let mut mem = crate::mem::kmem();
+    Reader::new(&*mem, root, &ram, boot.scratch.areas())
         .restore(&mut log)
         .unwrap_or_else(|e| fail(format_args!("our own tracker chain: {e}")));
     if p.cmdline_value("kho.corrupt") == Some("chain")
@@ -140,6 +143,7 @@ pub(crate) fn hand_over(
     {
         f[0] ^= 0xff;
     }
+    drop(mem);
     stamps.written = tsc::now().into();
     publish(&mut buf, &stamps);
     dump_blob(hop, &buf);

@@ -31,8 +31,10 @@ fn boot_failed(e: kho_x86_64::start::BootError) -> ! {
     exit_qemu(ExitCode::Failure)
 }
 
-/// The kernel's main function, called once boot has finished.
-fn kernel_main(boot: &'static BootInfo) -> ! {
+/// The kernel's main function, called once boot has finished, with the
+/// one token to RAM.
+fn kernel_main(boot: &'static BootInfo, mem: kho_x86_64::glue::KernelMem) -> ! {
+    mem::install(mem);
     kprintln!("kho: kernel up, command line: \"{}\"", boot.params.cmdline);
     match boot.params.cmdline_value("kho.mode").unwrap_or("demo") {
         "demo" => demo::run(boot),

@@ -144,8 +144,8 @@ impl Handler<KernelMem> for PoolHandler {
 pub struct PoolMem<'a> {
     /// The pool.
     pub pool: &'a mut Pool,
-    /// The platform.
-    pub mem: KernelMem,
+    /// The platform (this kernel's one token to RAM, lent).
+    pub mem: &'a mut KernelMem,
 }
 
 impl PhysMem for PoolMem<'_> {

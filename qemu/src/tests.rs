@@ -188,7 +188,7 @@ kernel_test!(
             t.preserve(p, order).unwrap();
             blocks.push((p, order, i as u64));
         }
-        let root = handover::write(&t, &mut crate::mem::kmem()).expect("handover written");
+        let root = handover::write(&t, &mut *crate::mem::kmem()).expect("handover written");
         let ram: alloc::vec::Vec<Range> = boot.params.ram().collect();
 
         // The next kernel's allocator: RAM outside scratch, minus what the
@@ -201,7 +201,7 @@ kernel_test!(
             next.carve(*a).unwrap();
         }
         let mem = crate::mem::kmem();
-        let reader = Reader::new(&mem, root, &ram, scratch);
+        let reader = Reader::new(&*mem, root, &ram, scratch);
         let mut log = ReserveLog::new();
         let sum = reader.restore(&mut log).unwrap();
         let chain: alloc::vec::Vec<u64> = log.of(Kept::Metadata).map(|r| r.start).collect();
@@ -283,24 +283,24 @@ kernel_test!(
             let mut f = Memfd::new(true);
             for &(off, len) in *writes {
                 let data: Vec<u8> = (off..off + len).map(|a| pat(i as u64, a)).collect();
-                f.write(&mut mem, off, &data).unwrap();
+                f.write(&mut *mem, off, &data).unwrap();
             }
-            f.truncate(&mut mem, *size).unwrap();
+            f.truncate(&mut *mem, *size).unwrap();
             f.add_seals(*seals).unwrap();
             f.preserve(&mut t).unwrap();
             files.push(f);
         }
         let mut written = Vec::new();
         for f in &files {
-            let w2 = v2::write(f, &mut mem, &mut t).unwrap();
-            let w1 = v1::write(f, &mut mem, &mut t).ok();
+            let w2 = v2::write(f, &mut *mem, &mut t).unwrap();
+            let w1 = v1::write(f, &mut *mem, &mut t).ok();
             assert_eq!(w1.is_some(), f.seals().is_empty());
             written.push((w2, w1));
         }
         // The next kernel's view: the handover read back, claims over it.
-        let root = handover::write(&t, &mut mem).unwrap();
+        let root = handover::write(&t, &mut *mem).unwrap();
         let mut log = ReserveLog::new();
-        Reader::new(&mem, root, &ram, scratch)
+        Reader::new(&*mem, root, &ram, scratch)
             .restore(&mut log)
             .unwrap();
         for (which, use_v1) in [(0, false), (1, true)] {
@@ -308,9 +308,11 @@ kernel_test!(
             let mut claims = Claims::new(log.of(Kept::Preserved), scratch).unwrap();
             for (i, (f, (w2, w1))) in files.iter().zip(&written).enumerate() {
                 let g = match (use_v1, w1) {
-                    (false, _) => v2::read(&w2.desc, &mut mem, &ram, scratch, &mut claims).unwrap(),
+                    (false, _) => {
+                        v2::read(&w2.desc, &mut *mem, &ram, scratch, &mut claims).unwrap()
+                    }
                     (true, Some(w1)) => {
-                        v1::read(&w1.desc, &mut mem, &ram, scratch, &mut claims).unwrap()
+                        v1::read(&w1.desc, &mut *mem, &ram, scratch, &mut claims).unwrap()
                     }
                     (true, None) => continue,
                 };
@@ -319,7 +321,7 @@ kernel_test!(
                 let mut buf = alloc::vec![0u8; 64 << 10];
                 let mut at = 0;
                 while at < g.size() {
-                    let n = g.read(&mem, at, &mut buf);
+                    let n = g.read(&*mem, at, &mut buf);
                     let (writes, _, _) = shapes[i];
                     for (k, &b) in buf[..n].iter().enumerate() {
                         let a = at + k as u64;
@@ -343,7 +345,7 @@ kernel_test!(
             bad[24] = 0x77; // records count
             let before = claims.claimed_pages();
             let mut fresh = Claims::new(log.of(Kept::Preserved), scratch).unwrap();
-            assert!(v2::read(&bad, &mut mem, &ram, scratch, &mut fresh).is_err());
+            assert!(v2::read(&bad, &mut *mem, &ram, scratch, &mut fresh).is_err());
             assert_eq!(fresh.data_pages(), 0);
             let _ = before;
         }
@@ -353,13 +355,13 @@ kernel_test!(
         }
         for (w2, w1) in written {
             for mut a in [w2.array, w1.and_then(|w| w.array)].into_iter().flatten() {
-                a.unpreserve(&mut mem, &mut t).unwrap();
-                a.free(&mut mem);
+                a.unpreserve(&mut *mem, &mut t).unwrap();
+                a.free(&mut *mem);
             }
         }
         for mut f in files {
             f.unpreserve(&mut t).unwrap();
-            f.free(&mut mem);
+            f.free(&mut *mem);
         }
         assert_eq!(t.blocks(), 0);
         // Every folio, array and chain page is back. The vmap area keeps the
@@ -383,39 +385,39 @@ kernel_test!(
         let ram: Vec<Range> = boot.params.ram().collect();
         let mut mem = crate::mem::kmem();
         let mut t = Tracker::new(scratch).unwrap();
-        let mut v = Vmalloc::new(&mut mem, 700 * 8192, 1).unwrap();
-        for (i, b) in v.bytes_mut(&mut mem).iter_mut().enumerate() {
+        let mut v = Vmalloc::new(&mut *mem, 700 * 8192, 1).unwrap();
+        for (i, b) in v.bytes_mut(&mut *mem).iter_mut().enumerate() {
             *b = (i.wrapping_mul(31) >> 3) as u8;
         }
-        let root = v.preserve(&mut mem, &mut t).unwrap();
-        let th = handover::write(&t, &mut mem).unwrap();
+        let root = v.preserve(&mut *mem, &mut t).unwrap();
+        let th = handover::write(&t, &mut *mem).unwrap();
         let mut log = ReserveLog::new();
-        Reader::new(&mem, th, &ram, scratch)
+        Reader::new(&*mem, th, &ram, scratch)
             .restore(&mut log)
             .unwrap();
         let mut claims = Claims::new(log.of(Kept::Preserved), scratch).unwrap();
-        let w = Vmalloc::restore(&mut mem, &root, &ram, scratch, &mut claims).unwrap();
+        let w = Vmalloc::restore(&mut *mem, &root, &ram, scratch, &mut claims).unwrap();
         assert_eq!(w.blocks(), v.blocks());
         assert_ne!(w.virt(), v.virt());
         assert!(
-            w.bytes(&mem)
+            w.bytes(&*mem)
                 .iter()
                 .enumerate()
                 .all(|(i, &b)| b == (i.wrapping_mul(31) >> 3) as u8)
         );
         // Written through one mapping, seen through the other: one set of
         // frames.
-        w.bytes_mut(&mut mem)[12345] ^= 0xff;
-        assert_eq!(v.bytes(&mem)[12345], ((12345usize * 31) >> 3) as u8 ^ 0xff);
+        w.bytes_mut(&mut *mem)[12345] ^= 0xff;
+        assert_eq!(v.bytes(&*mem)[12345], ((12345usize * 31) >> 3) as u8 ^ 0xff);
         // The blocks are data; the two chain pages metadata.
         assert_eq!(claims.data_pages(), 700 * 2);
         assert_eq!(claims.claimed_pages(), 700 * 2 + 2);
-        w.release(&mut mem, &mut claims);
+        w.release(&mut *mem, &mut claims);
         for r in log.of(Kept::Metadata) {
             frames::free(r.start, 1).unwrap();
         }
-        v.unpreserve(&mut mem, &mut t).unwrap();
-        v.free(&mut mem);
+        v.unpreserve(&mut *mem, &mut t).unwrap();
+        v.free(&mut *mem);
         assert_eq!(t.blocks(), 0);
     }
 );

@@ -12,12 +12,40 @@ use spin::Mutex;
 /// direct map, and frames from [`frames::alloc`] (scratch before restore,
 /// outside scratch after).
 ///
-/// A token: safe code gets one only from boot ([`crate::BootInfo::mem`]),
-/// which made it with [`KernelMem::new`] once the direct map was live.
-#[derive(Clone, Copy, Debug)]
+/// A token: safe code gets one only from boot, which makes it once with
+/// [`KernelMem::new`] when the direct map is live and hands it to the
+/// kernel's main by value. It cannot be copied, so `&mut KernelMem` is the
+/// only way to write a frame, and two writers of one frame cannot exist:
+///
+/// ```compile_fail,E0382
+/// fn two_writers(mem: kho_x86_64::glue::KernelMem) {
+///     let copy = mem; // moves: `mem` is gone
+///     let again = mem; // error[E0382]: use of moved value
+///     let _ = (copy, again);
+/// }
+/// ```
+///
+/// ```compile_fail,E0599
+/// fn cloned(mem: &kho_x86_64::glue::KernelMem) -> kho_x86_64::glue::KernelMem {
+///     mem.clone() // error: `KernelMem` is not `Clone`
+/// }
+/// ```
+#[derive(Debug)]
 pub struct KernelMem {
     ram: &'static [Range],
 }
+
+// Not `Clone` (so not `Copy`), checked on every build: were it `Clone`,
+// the item below would be ambiguous and the build would fail.
+const _: () = {
+    trait AmbiguousIfClone<A> {
+        fn item() {}
+    }
+    impl<T: ?Sized> AmbiguousIfClone<()> for T {}
+    struct IsClone;
+    impl<T: ?Sized + Clone> AmbiguousIfClone<IsClone> for T {}
+    let _ = <KernelMem as AmbiguousIfClone<_>>::item;
+};
 
 impl KernelMem {
     /// The platform over `ram`.

@@ -54,8 +54,6 @@ pub struct BootInfo {
     /// Why a handoff module was present but refused (the kernel then booted
     /// cold).
     pub refused: Option<kho::handoff::HandoffError>,
-    /// The kho platform over this kernel's RAM (the token to reach frames).
-    pub mem: crate::glue::KernelMem,
 }
 
 static BOOT: Once<BootInfo> = Once::new();
@@ -268,7 +266,8 @@ fn heap_size(params: &BootParams) -> u64 {
 ///
 /// kho_x86_64::entry!(main = kernel_main, heap = HEAP, fail = boot_failed, trap = on_trap);
 ///
-/// fn kernel_main(boot: &'static kho_x86_64::BootInfo) -> ! { /* ... */ }
+/// // `mem` is the one token to RAM (not `Copy`): pass `&mut mem` down.
+/// fn kernel_main(boot: &'static kho_x86_64::BootInfo, mem: kho_x86_64::glue::KernelMem) -> ! { /* ... */ }
 /// fn boot_failed(e: kho_x86_64::start::BootError) -> ! { /* report, stop */ }
 /// fn on_trap(t: &kho_x86_64::trap::Trap) -> ! { /* report, stop */ }
 /// ```
@@ -291,7 +290,7 @@ macro_rules! entry {
             // SAFETY: `pvh_start` calls this once, on the boot page tables
             // (which identity map 4 GiB), with the loader's start info.
             match unsafe { $crate::start::start(start_info, &$heap, $trap) } {
-                Ok(boot) => $main(boot),
+                Ok((boot, mem)) => $main(boot, mem),
                 Err(e) => $fail(e),
             }
         }
@@ -301,8 +300,9 @@ macro_rules! entry {
 /// Boots: serial console, GDT, IDT (CPU exceptions end in `trap`), boot
 /// parameters, scratch, frame allocator, page tables, `heap`, and the
 /// handoff if this kernel was started by kexec (restored, or refused and a
-/// cold boot). [`crate::entry!`] calls it; a kernel with its own entry
-/// may too.
+/// cold boot). Returns what boot found and the one token to RAM
+/// ([`crate::glue::KernelMem`], made here once). [`crate::entry!`] calls
+/// it; a kernel with its own entry may too.
 ///
 /// # Safety
 /// 1. Call once, from the PVH entry, in long mode on the boot page tables
@@ -314,7 +314,7 @@ pub unsafe fn start(
     start_info: u64,
     heap: &'static KernelHeap,
     trap: fn(&trap::Trap) -> !,
-) -> Result<&'static BootInfo, BootError> {
+) -> Result<(&'static BootInfo, crate::glue::KernelMem), BootError> {
     let entry_tsc = crate::tsc::now();
     mask_legacy_pic();
     crate::serial::init();
@@ -404,7 +404,7 @@ pub unsafe fn start(
         open_tsc,
         handoff,
         refused,
-        mem,
     });
-    Ok(boot)
+    // The one token to RAM, for the kernel's main, by value.
+    Ok((boot, mem))
 }

@@ -19,6 +19,7 @@ use kho::memfd::Memfd;
 use kho::ranges::Range;
 use kho::{Freeze, Incoming, Outgoing};
 use kho_qemu_rt::exit::{ExitCode, exit_qemu};
+use kho_x86_64::glue::KernelMem;
 use kho_x86_64::handover::hand_over;
 use kho_x86_64::kexec;
 use kho_x86_64::{BootInfo, kprintln};
@@ -72,17 +73,16 @@ fn digest(f: &Memfd, p: &impl Platform) -> (u64, u64) {
     (sum, f.extents().first().map_or(0, |e| e.phys))
 }
 
-fn main(boot: &'static BootInfo) -> ! {
+fn main(boot: &'static BootInfo, mem: KernelMem) -> ! {
     match boot.handoff {
-        None => first(boot),
-        Some(info) => next(boot, info.blob),
+        None => first(boot, mem),
+        Some(info) => next(boot, mem, info.blob),
     }
 }
 
 /// The first boot: a file in a session, frozen against the next image's
 /// reads note, the handoff written, and a kexec into the image module.
-fn first(boot: &'static BootInfo) -> ! {
-    let mut p = boot.mem;
+fn first(boot: &'static BootInfo, mut p: KernelMem) -> ! {
     let mut out = Outgoing::new(boot.scratch).unwrap_or_else(|e| fail(e));
     let files = out
         .register(MemfdHandler::default())
@@ -117,8 +117,7 @@ fn first(boot: &'static BootInfo) -> ! {
 
 /// The second boot: the handoff restored at boot; take the file back and
 /// check it, then give back what nobody adopted.
-fn next(boot: &'static BootInfo, blob: Range) -> ! {
-    let mut p = boot.mem;
+fn next(boot: &'static BootInfo, mut p: KernelMem, blob: Range) -> ! {
     let ram: Vec<Range> = boot.params.ram().collect();
     let preserved: Vec<Range> = kho_x86_64::start::with_reserved(|r| r.preserved_ranges().to_vec());
     let mut inc = Incoming::from_restored(&p, blob, &ram, preserved).unwrap_or_else(|e| fail(e));
