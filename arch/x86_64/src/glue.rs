@@ -43,7 +43,7 @@ const _: () = {
     }
     impl<T: ?Sized> AmbiguousIfClone<()> for T {}
     struct IsClone;
-    impl<T: ?Sized + Clone> AmbiguousIfClone<IsClone> for T {}
+    impl<T: Clone> AmbiguousIfClone<IsClone> for T {}
     let _ = <KernelMem as AmbiguousIfClone<_>>::item;
 };
 
