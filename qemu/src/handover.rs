@@ -357,7 +357,7 @@ fn corrupt_footprint(buf: &mut [u8], hop: u32) {
 
 /// The next kernel's image bytes, if there is one.
 pub(crate) fn image_bytes(boot: &BootInfo, hop: u32) -> Option<&'static [u8]> {
-    kexec::next_image(&boot.params, hop).map(|n| kexec::module_bytes(n.image))
+    kexec::next_image(&boot.params, hop).and_then(|n| kexec::module_bytes(n.image))
 }
 
 /// The next kernel's command line: what follows ` -- ` in ours, or ours.

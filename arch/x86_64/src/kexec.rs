@@ -84,6 +84,12 @@ pub enum KexecError {
     /// The boot structures cannot carry what was asked (too many modules,
     /// a module command line too long, a memory map too long).
     Boot(PvhError),
+    /// The image does not lie inside one of this boot's modules (the only
+    /// memory whose bytes stay unchanged until the jump).
+    NotAModule {
+        /// The range asked for.
+        range: Range,
+    },
 }
 
 impl fmt::Display for KexecError {
@@ -109,6 +115,10 @@ impl fmt::Display for KexecError {
             ),
             KexecError::Map => f.write_str("kexec: cannot map the trampoline page"),
             KexecError::Boot(e) => write!(f, "kexec: boot structures: {e}"),
+            KexecError::NotAModule { range } => write!(
+                f,
+                "kexec: the image {range} does not lie inside a boot module"
+            ),
         }
     }
 }
@@ -389,17 +399,24 @@ pub struct NextImage {
     pub tag: &'static str,
 }
 
-/// The bytes of boot module `r` (RAM the loader handed over, reserved from
-/// every pool at boot, which nothing writes), through the direct map.
-pub fn module_bytes(r: Range) -> &'static [u8] {
-    // SAFETY: boot modules are RAM the loader handed us, reserved from
-    // every pool at boot; nothing writes them.
-    unsafe {
+/// The bytes of `r`, if it lies inside one of this boot's modules (RAM the
+/// loader handed over, reserved from every pool at boot, which nothing
+/// writes), through the direct map; `None` for any other range (or before
+/// boot finished), whose bytes something may be writing.
+pub fn module_bytes(r: Range) -> Option<&'static [u8]> {
+    let boot = crate::start::boot_info()?;
+    if r.is_empty() || !boot.params.modules.iter().any(|m| m.range.covers(r)) {
+        return None;
+    }
+    // SAFETY: `r` lies inside a boot module: RAM the loader handed us
+    // (so the direct map covers it), reserved from every pool at boot, so
+    // nothing allocates or writes it for the kernel's life.
+    Some(unsafe {
         core::slice::from_raw_parts(
             paging::phys_to_virt(r.start).as_ptr::<u8>(),
             r.len() as usize,
         )
-    }
+    })
 }
 
 /// Where the kernel after hop `hop` comes from. With a bundle of images
@@ -413,7 +430,7 @@ pub fn next_image(p: &BootParams, hop: u32) -> Option<NextImage> {
     use kho::abi::images::{Bundle, IMAGES_MODULE};
     let bundle = p.module_tagged(IMAGES_MODULE).or_else(|| {
         p.image_module()
-            .filter(|m| Bundle::parse(module_bytes(*m)).is_ok())
+            .filter(|m| module_bytes(*m).is_some_and(|b| Bundle::parse(b).is_ok()))
     });
     let Some(module) = bundle else {
         let image = p.image_module()?;
@@ -423,7 +440,7 @@ pub fn next_image(p: &BootParams, hop: u32) -> Option<NextImage> {
             tag: kho::handoff::IMAGE_MODULE,
         });
     };
-    let b = Bundle::parse(module_bytes(module)).ok()?;
+    let b = Bundle::parse(module_bytes(module)?).ok()?;
     let route: Vec<usize> = p
         .cmdline_value("kho.route")
         .map(|r| r.split(',').filter_map(|x| x.parse().ok()).collect())
@@ -445,8 +462,9 @@ pub fn next_image(p: &BootParams, hop: u32) -> Option<NextImage> {
 }
 
 /// Prepares a kexec into `image`: the physical range of its ELF bytes,
-/// which this kernel owns and which stay unchanged until the jump (read
-/// through the direct map).
+/// inside one of this boot's modules (the memory that stays unchanged
+/// until the jump; anything else is [`KexecError::NotAModule`]), read
+/// through the direct map.
 ///
 /// `keep` is everything that must survive the jump besides what is staged
 /// here: preserved memory, the handoff's metadata, the modules. The image's
@@ -464,14 +482,8 @@ pub fn prepare(
     cmdline: &str,
     in_place: bool,
 ) -> Result<Prepared, KexecError> {
-    // SAFETY: the caller owns the image's bytes and leaves them unchanged
-    // until the jump; the direct map covers RAM.
-    let bytes = unsafe {
-        core::slice::from_raw_parts(
-            paging::phys_to_virt(image.start).as_ptr::<u8>(),
-            image.len() as usize,
-        )
-    };
+    // Only a module's bytes are known to stay unchanged until the jump.
+    let bytes = module_bytes(image).ok_or(KexecError::NotAModule { range: image })?;
     let img = Image::parse(bytes).map_err(KexecError::Image)?;
     let ram: heapless::Vec<Range, { crate::pvh::MAX_MEMMAP }> = params.ram().collect();
     img.plan(&ram, keep).map_err(KexecError::Image)?;

@@ -98,7 +98,9 @@ fn first(boot: &'static BootInfo, mut p: KernelMem) -> ! {
     let Some(next) = kexec::next_image(&boot.params, 0) else {
         fail("no image module to kexec into (boot with -initrd)")
     };
-    let reads = kho::elf::Image::parse(kexec::module_bytes(next.image))
+    let image =
+        kexec::module_bytes(next.image).unwrap_or_else(|| fail("the image is not a module"));
+    let reads = kho::elf::Image::parse(image)
         .and_then(|i| i.read_list())
         .unwrap_or_else(|e| fail(e));
     out.freeze(&mut p, Freeze::NoLoss(&reads))
