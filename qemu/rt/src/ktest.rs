@@ -242,7 +242,7 @@ pub fn fatal(what: Fatal<'_>) -> ! {
     exit_qemu(ExitCode::Failure)
 }
 
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", feature = "panic-handler"))]
 #[panic_handler]
 fn panic(info: &PanicInfo<'_>) -> ! {
     fatal(Fatal::Panic(info))
