@@ -56,14 +56,8 @@ const NOTE_LISTS: &[&[Version]] = &[
     &[Version::new(crate::blocks::DEMO_V1)],
 ];
 
-/// The note itself, in the image's `PT_NOTE` segment (the linker script
-/// keeps `.note.kho` there).
-#[used]
-// SAFETY: `.note.kho` holds nothing else; the linker script places it in
-// the note segment, where a loader only reads it.
-#[unsafe(link_section = ".note.kho")]
-static READS_NOTE: kho::luo::ReadsNote<{ kho::luo::reads_len(NOTE_LISTS) }> =
-    kho::luo::ReadsNote::of(NOTE_LISTS);
+// The note itself, in the image's `PT_NOTE` segment.
+kho_x86_64::reads_note!(READS_NOTE, NOTE_LISTS);
 
 /// What the next kernel checks of each file (40 bytes, LE).
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]

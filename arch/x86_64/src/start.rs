@@ -256,6 +256,33 @@ fn heap_size(params: &BootParams) -> u64 {
     (ram / 8).clamp(4 << 20, 64 << 20)
 }
 
+/// Declares what the kernel reads: its `kho` reads note
+/// ([`kho::luo::ReadsNote`]) built at compile time from `lists` (a
+/// `&[&[kho::luo::Version]]`: the read lists its handlers are registered
+/// with, then its other formats), placed in `.note.kho`, which
+/// `arch/x86_64/linker.ld` keeps in the image's `PT_NOTE` segment. A
+/// previous kernel reads it before the kexec (preflight).
+///
+/// ```ignore
+/// const LISTS: &[&[kho::luo::Version]] = &[
+///     &[kho::luo::memfd::V2, kho::luo::memfd::V1],
+///     &[kho::luo::Version::new(kho::luo::LUO_VERSION)],
+/// ];
+/// kho_x86_64::reads_note!(READS_NOTE, LISTS); // a static of that name
+/// ```
+#[macro_export]
+macro_rules! reads_note {
+    ($vis:vis $name:ident, $lists:expr) => {
+        /// This kernel's `kho` reads note.
+        #[used]
+        // SAFETY: `.note.kho` holds nothing else; the linker script places
+        // it in the note segment, where a loader only reads it.
+        #[unsafe(link_section = ".note.kho")]
+        $vis static $name: kho::luo::ReadsNote<{ kho::luo::reads_len($lists) }> =
+            kho::luo::ReadsNote::of($lists);
+    };
+}
+
 /// Defines the kernel's entry: the PVH note and `pvh_start` (which the
 /// kernel's linker script names as `ENTRY`), and the Rust function it
 /// calls, which boots ([`crate::start::start`]) and then runs the kernel.

@@ -9,12 +9,13 @@
 //! with success.
 #![no_std]
 #![no_main]
+#![deny(unsafe_code)]
 
 extern crate alloc;
 
 use alloc::vec::Vec;
 use kho::luo::memfd::MemfdHandler;
-use kho::luo::{Platform, ReadsNote, Version, reads_len};
+use kho::luo::{Platform, Version};
 use kho::memfd::Memfd;
 use kho::ranges::Range;
 use kho::{Freeze, Incoming, Outgoing};
@@ -40,9 +41,7 @@ const NOTE_LISTS: &[&[Version]] = &[
     &[kho::luo::memfd::V2, kho::luo::memfd::V1],
     &[Version::new(kho::luo::LUO_VERSION)],
 ];
-#[used]
-#[unsafe(link_section = ".note.kho")]
-static READS_NOTE: ReadsNote<{ reads_len(NOTE_LISTS) }> = ReadsNote::of(NOTE_LISTS);
+kho_x86_64::reads_note!(READS_NOTE, NOTE_LISTS);
 
 /// The file's size, and its session and token.
 const FILE_BYTES: usize = 3 << 20;
