@@ -109,19 +109,22 @@ impl Config {
 pub const WALL_FACTOR: u32 = 10;
 
 /// CPU time used so far by process `pid`, all its threads (Linux: their
-/// `schedstat`); `None` where that cannot be read.
+/// `schedstat`); `None` where no thread's can be read (a host without
+/// scheduler statistics: the caller then counts the wall clock).
 fn cpu_time(pid: u32) -> Option<Duration> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut ns = 0u64;
+    let mut ns = None;
     for t in tasks.flatten() {
         let s = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-        ns += s
+        if let Some(n) = s
             .split_whitespace()
             .next()
             .and_then(|x| x.parse::<u64>().ok())
-            .unwrap_or(0);
+        {
+            ns = Some(ns.unwrap_or(0) + n);
+        }
     }
-    Some(Duration::from_nanos(ns))
+    ns.map(Duration::from_nanos)
 }
 
 /// The QEMU binary: `$KHO_QEMU` or `qemu-system-x86_64`.
@@ -731,6 +734,23 @@ mod tests {
             exit,
             elapsed: Duration::ZERO,
             cpu: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn cpu_time_counts_a_process_or_says_it_cannot() {
+        // No such process: nothing to count.
+        assert_eq!(cpu_time(u32::MAX), None);
+        // This process, after some work: more than nothing, where the host
+        // keeps scheduler statistics (else `None`, and the wall clock
+        // counts instead).
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        if let Some(t) = cpu_time(std::process::id()) {
+            assert!(t > Duration::ZERO, "{t:?}");
         }
     }
 
