@@ -253,7 +253,7 @@ fn first_kernel(m: &mut Machine, next_reads: &[u8]) -> Result<Handed, kho::Error
     out.preserve(files, "app", 2, f, &mut k)
         .map_err(|r| r.error)?;
     let next = kho::luo::ReadList::parse(next_reads).unwrap();
-    out.freeze(&mut k, Freeze::NoLoss(&next))?;
+    let mut out = out.freeze(&mut k, Freeze::NoLoss(&next))?;
     let mut buf = vec![0u8; 64 << 10];
     let len = out.write(&mut k, &mut buf, 0, Stamps::default())?.len;
     let at = k.alloc_frames(4).unwrap();
@@ -284,9 +284,9 @@ fn next_kernel(
     })?;
     let files = inc.register(MemfdHandler::default())?;
     let mut k = Kernel::boot(m, reserved.ranges.iter().map(|(r, _)| *r).chain([IMAGE]));
-    let c = inc.take(&counters.key("app", 1), &mut k)?;
+    let (c, _version) = inc.take(&counters.key("app", 1), &mut k)?;
     assert_eq!(sum(&k, c.bulk), 7 * 4096);
-    let f = inc.take(&files.key("app", 2), &mut k)?;
+    let (f, _) = inc.take(&files.key("app", 2), &mut k)?;
     let mut text = vec![0u8; f.size() as usize];
     f.read(&k, 0, &mut text);
     let done = inc.finish(&mut k)?;
@@ -303,7 +303,7 @@ fn middle_kernel(m: &mut Machine, h: &Handed, next_reads: &[u8]) -> Handed {
     let mut inc = Incoming::new(&k, &h.blob, h.at, &[RAM], &mut reserved).unwrap();
     let files = inc.register(MemfdHandler::default()).unwrap();
     let mut k = Kernel::boot(m, reserved.ranges.iter().map(|(r, _)| *r).chain([IMAGE]));
-    let f = inc.take(&files.key("app", 2), &mut k).unwrap();
+    let (f, _) = inc.take(&files.key("app", 2), &mut k).unwrap();
     let (scratch, hop) = (*inc.scratch(), inc.next_hop());
     // What this kernel preserves must come from outside scratch.
     k.mark(Range::new(RAM.start, scratch.areas()[0].end), true);
@@ -316,7 +316,7 @@ fn middle_kernel(m: &mut Machine, h: &Handed, next_reads: &[u8]) -> Handed {
     out.create_session("app").unwrap();
     out.preserve(files, "app", 2, f, &mut k).unwrap();
     let next = kho::luo::ReadList::parse(next_reads).unwrap();
-    out.freeze(&mut k, Freeze::NoLoss(&next)).unwrap();
+    let mut out = out.freeze(&mut k, Freeze::NoLoss(&next)).unwrap();
     let mut buf = vec![0u8; 64 << 10];
     let len = out
         .write(&mut k, &mut buf, hop, Stamps::default())

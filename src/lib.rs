@@ -54,8 +54,8 @@
 //!     f.write(p, 0, b"state that must survive")?;
 //!     out.preserve(files, "vm-1", 1, f, p).map_err(|refused| refused.error)?;
 //!     // Refuses if the next kernel could not read the file.
-//!     out.freeze(p, Freeze::NoLoss(next_reads))?;
-//!     Ok(out.write(p, buf, 0, Stamps::default())?.len)
+//!     let mut frozen = out.freeze(p, Freeze::NoLoss(next_reads))?;
+//!     Ok(frozen.write(p, buf, 0, Stamps::default())?.len)
 //! }
 //!
 //! /// Next kernel: `blob` is the handoff module's bytes, found at `at`.
@@ -70,7 +70,7 @@
 //!     let mut reserved = ReserveLog::new();
 //!     let mut inc = Incoming::new(p, blob, at, ram, &mut reserved)?;
 //!     let files = inc.register(MemfdHandler::default())?;
-//!     let file = inc.take(&files.key("vm-1", 1), p)?;
+//!     let (file, _version) = inc.take(&files.key("vm-1", 1), p)?;
 //!     // What nobody adopted goes back to `p`; `inc` is gone after this.
 //!     let done = inc.finish(p)?;
 //!     assert!(done.lost.is_empty() && done.unread.is_none());
@@ -110,7 +110,7 @@ pub mod update;
 pub mod vmalloc;
 
 pub use error::Error;
-pub use update::{Freeze, Incoming, Key, Outgoing};
+pub use update::{Freeze, Frozen, Incoming, Key, NotFrozen, Outgoing};
 
 /// Size of the smallest page the crate deals with (4 KiB).
 pub const PAGE_SIZE: u64 = 4096;

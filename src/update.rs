@@ -95,8 +95,6 @@ pub struct Outgoing<P: Platform> {
     scratch: Scratch,
     tracker: Tracker,
     luo: Luo<P>,
-    /// The tracker chain of the last blob written.
-    root: Option<handover::TrackerRoot>,
 }
 
 impl<P: Platform> Outgoing<P> {
@@ -108,7 +106,6 @@ impl<P: Platform> Outgoing<P> {
             tracker: Tracker::new(scratch.areas())?,
             scratch,
             luo: Luo::new(),
-            root: None,
         })
     }
 
@@ -123,6 +120,12 @@ impl<P: Platform> Outgoing<P> {
     /// [`crate::luo::ReadsNote`]).
     pub fn reads(&self) -> impl Iterator<Item = Version> + '_ {
         self.luo.reads()
+    }
+
+    /// Every object held here, preserved or carried: session, token,
+    /// family, session by session.
+    pub fn objects(&self) -> impl Iterator<Item = (&str, u64, &str)> + '_ {
+        self.luo.objects()
     }
 
     /// Creates an empty session.
@@ -229,30 +232,111 @@ impl<P: Platform> Outgoing<P> {
         self.luo.preflight(next)
     }
 
-    /// Freezes every object (all or nothing), by `policy`.
-    pub fn freeze(&mut self, p: &mut P, policy: Freeze<'_>) -> Result<(), LuoError> {
-        match policy {
-            Freeze::NoLoss(next) => self.luo.freeze(p, &mut self.tracker, Some(next), false),
-            Freeze::AllowLoss => self.luo.freeze(p, &mut self.tracker, None, false),
+    /// Freezes every object (all or nothing), by `policy`: the side that
+    /// is frozen can only write the handoff, say what it keeps, or thaw.
+    /// On refusal nothing changed, and the outgoing side comes back with
+    /// why ([`NotFrozen`]).
+    pub fn freeze(mut self, p: &mut P, policy: Freeze<'_>) -> Result<Frozen<P>, NotFrozen<P>> {
+        let next = match policy {
+            Freeze::NoLoss(next) => Some(next),
+            Freeze::AllowLoss => None,
+        };
+        match self.luo.freeze(p, &mut self.tracker, next, false) {
+            Ok(()) => Ok(Frozen {
+                out: self,
+                root: None,
+            }),
+            Err(error) => Err(NotFrozen {
+                outgoing: Box::new(self),
+                error,
+            }),
         }
     }
 
-    /// Undoes [`Outgoing::freeze`] (a kexec that did not happen).
-    pub fn unfreeze(&mut self, p: &mut P) {
-        self.luo.unfreeze(p, &mut self.tracker);
-    }
-
-    /// Gives up the kexec: unfreezes, frees the last blob's tracker chain
-    /// (if one was written), and gives back every object, unpreserved
+    /// Gives up the kexec: every object comes back, unpreserved
     /// ([`Cancelled::into_object`]). Objects carried from the previous
     /// kernel stay, preserved: they are not this kernel's to give back.
     pub fn cancel(&mut self, p: &mut P) -> Vec<Cancelled> {
-        if let Some(root) = self.root.take() {
-            handover::free(p, &root);
-        }
         self.luo.cancel(p, &mut self.tracker)
     }
 
+    /// Preserves `2^order` frames at `phys` outside any object (a
+    /// kernel's own subsystem data, which it restores itself and claims
+    /// with [`Incoming::claim`]). Strict, as the tracker is: misaligned,
+    /// overlapping, twice or in scratch is an error that changes nothing.
+    pub fn preserve_frames(&mut self, phys: u64, order: u32) -> Result<(), TrackerError> {
+        self.tracker.preserve(phys, order)
+    }
+
+    /// Undoes [`Outgoing::preserve_frames`].
+    pub fn unpreserve_frames(&mut self, phys: u64, order: u32) -> Result<(), TrackerError> {
+        self.tracker.unpreserve(phys, order)
+    }
+
+    /// Preserves the pages of `range` (page aligned) outside any object,
+    /// as the fewest blocks.
+    pub fn preserve_range(&mut self, range: Range) -> Result<(), TrackerError> {
+        self.tracker.preserve_range(range.start, range.end)
+    }
+
+    /// Undoes [`Outgoing::preserve_range`].
+    pub fn unpreserve_range(&mut self, range: Range) -> Result<(), TrackerError> {
+        self.tracker.unpreserve_range(range.start, range.end)
+    }
+
+    /// The scratch areas.
+    pub fn scratch(&self) -> &Scratch {
+        &self.scratch
+    }
+}
+
+/// Why [`Outgoing::freeze`] refused: the error, and the outgoing side
+/// back, unchanged (every object still preserved and live).
+pub struct NotFrozen<P: Platform> {
+    /// The outgoing side, as it was before the freeze.
+    pub outgoing: Box<Outgoing<P>>,
+    /// Why the freeze was refused.
+    pub error: LuoError,
+}
+
+impl<P: Platform> core::fmt::Debug for NotFrozen<P> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("NotFrozen")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Platform> core::fmt::Display for NotFrozen<P> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "freeze refused: {}", self.error)
+    }
+}
+
+impl<P: Platform> core::error::Error for NotFrozen<P> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<P: Platform> From<NotFrozen<P>> for Error {
+    fn from(n: NotFrozen<P>) -> Self {
+        Error::Luo(n.error)
+    }
+}
+
+/// The outgoing side once frozen ([`Outgoing::freeze`]): every object's
+/// data is final, so all that remains is to write the handoff, learn what
+/// the kexec must keep, and jump; or to thaw (a kexec that did not
+/// happen). Nothing can be preserved, unpreserved or carried while
+/// frozen: those calls are not here.
+pub struct Frozen<P: Platform> {
+    out: Outgoing<P>,
+    /// The tracker chain of the last blob written.
+    root: Option<handover::TrackerRoot>,
+}
+
+impl<P: Platform> Frozen<P> {
     /// Writes the handoff blob into `buf`: the tracker's chain (into
     /// pages from `p`), the scratch areas and the frozen objects. `hop`
     /// counts the kexecs before this one ([`Incoming::next_hop`] after a
@@ -283,10 +367,10 @@ impl<P: Platform> Outgoing<P> {
         stamps: Stamps,
         mut extra: impl FnMut(&mut HandoffWriter<'_>) -> Result<(), WriteError>,
     ) -> Result<Written, Error> {
-        let root = handover::write(&self.tracker, p)?;
+        let root = handover::write(&self.out.tracker, p)?;
         let mut attempt = |buf: &mut [u8]| -> Result<Written, Error> {
-            let mut w = HandoffWriter::new(buf, hop, stamps, &root, &self.scratch)?;
-            self.luo.write(&mut w)?;
+            let mut w = HandoffWriter::new(buf, hop, stamps, &root, &self.out.scratch)?;
+            self.out.luo.write(&mut w)?;
             extra(&mut w)?;
             Ok(w.finish()?)
         };
@@ -342,44 +426,30 @@ impl<P: Platform> Outgoing<P> {
             "write the handoff before asking what it keeps",
         ))?;
         let mut log = crate::reserve::ReserveLog::new();
-        handover::Reader::new(mem, root, ram, self.scratch.areas()).restore(&mut log)?;
+        handover::Reader::new(mem, root, ram, self.out.scratch.areas()).restore(&mut log)?;
         Ok(log.ranges.into_iter().map(|(r, _)| r).collect())
-    }
-
-    /// Preserves `2^order` frames at `phys` outside any object (a
-    /// kernel's own subsystem data, which it restores itself and claims
-    /// with [`Incoming::claim`]). Strict, as the tracker is: misaligned,
-    /// overlapping, twice or in scratch is an error that changes nothing.
-    pub fn preserve_frames(&mut self, phys: u64, order: u32) -> Result<(), TrackerError> {
-        self.tracker.preserve(phys, order)
-    }
-
-    /// Undoes [`Outgoing::preserve_frames`].
-    pub fn unpreserve_frames(&mut self, phys: u64, order: u32) -> Result<(), TrackerError> {
-        self.tracker.unpreserve(phys, order)
-    }
-
-    /// Preserves the pages of `range` (page aligned) outside any object,
-    /// as the fewest blocks.
-    pub fn preserve_range(&mut self, range: Range) -> Result<(), TrackerError> {
-        self.tracker.preserve_range(range.start, range.end)
-    }
-
-    /// Undoes [`Outgoing::preserve_range`].
-    pub fn unpreserve_range(&mut self, range: Range) -> Result<(), TrackerError> {
-        self.tracker.unpreserve_range(range.start, range.end)
     }
 
     /// The scratch areas.
     pub fn scratch(&self) -> &Scratch {
-        &self.scratch
+        &self.out.scratch
     }
 
-    /// The tracker, for the crate's own tests (no embedder needs more
-    /// than [`Outgoing::preserve_frames`] and its kin).
+    /// The tracker, for the crate's own tests.
     #[cfg(test)]
     pub(crate) fn tracker_mut(&mut self) -> &mut Tracker {
-        &mut self.tracker
+        &mut self.out.tracker
+    }
+
+    /// Back to an outgoing side (a kexec that did not happen): the last
+    /// blob's tracker chain goes back to `p`, every object is thawed and
+    /// live again, still preserved.
+    pub fn thaw(mut self, p: &mut P) -> Outgoing<P> {
+        if let Some(root) = self.root.take() {
+            handover::free(p, &root);
+        }
+        self.out.luo.unfreeze(p, &mut self.out.tracker);
+        self.out
     }
 }
 
@@ -538,11 +608,12 @@ impl<P: Platform> Incoming<P> {
             .retrieve(&key.session, key.token, key.family.name(), p, &mut ctx)
     }
 
-    /// Retrieves and takes the object `key`: it is the caller's from now
-    /// on, with every page it adopted claimed.
-    pub fn take<T: Any>(&mut self, key: &Key<T>, p: &mut P) -> Result<T, LuoError> {
-        self.retrieve(key, p)?;
-        self.luo.take(&key.session, key.token, key.family.name())
+    /// Retrieves and takes the object `key`, with the version it came in:
+    /// it is the caller's from now on, with every page it adopted claimed.
+    pub fn take<T: Any>(&mut self, key: &Key<T>, p: &mut P) -> Result<(T, &'static str), LuoError> {
+        let (_, version) = self.retrieve(key, p)?;
+        let object = self.luo.take(&key.session, key.token, key.family.name())?;
+        Ok((object, version))
     }
 
     /// What is known of the object `key`: where it comes from (first hop,

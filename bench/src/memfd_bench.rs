@@ -401,7 +401,7 @@ fn luo_update<H: kho::luo::Handler<HostMem, Object = Memfd>>(
         evict_caches();
     }
     let start = Instant::now();
-    out.freeze(mem, Freeze::AllowLoss).unwrap();
+    let mut out = out.freeze(mem, Freeze::AllowLoss).unwrap();
     let len = out.write(mem, &mut buf, 0, Stamps::default()).unwrap().len;
     let place = Range::new(blob_at.start, blob_at.start + len as u64);
     let mut count = kho::reserve::ReserveCount::default();
@@ -411,7 +411,7 @@ fn luo_update<H: kho::luo::Handler<HostMem, Object = Memfd>>(
     let ns = start.elapsed().as_nanos() as f64;
     black_box(g);
     // Undo, outside the time.
-    let mut back = out.cancel(mem);
+    let mut back = out.thaw(mem).cancel(mem);
     let f = back.pop().unwrap().into_object::<Memfd>().unwrap();
     (ns, f)
 }

@@ -8,14 +8,13 @@
 use crate::handover::{fail, hand_over};
 use alloc::vec::Vec;
 use kho::PAGE_SIZE;
-use kho::claims::Claims;
 use kho::handoff::Handoff;
 use kho::luo::memfd::{MemfdHandler, V2};
-use kho::luo::{Luo, RestoreCtx};
 use kho::memfd::Memfd;
 use kho::ranges::Range;
-use kho::tracker::Tracker;
+use kho::{Freeze, Outgoing};
 use kho_qemu_rt::exit::{ExitCode, exit_qemu};
+use kho_x86_64::glue::KernelMem;
 use kho_x86_64::{BootInfo, frames, kprintln, paging, tsc};
 
 /// The file's size: `kho.bench_mib=N` MiB, 1 GiB by default (to show the
@@ -30,11 +29,8 @@ fn size(boot: &BootInfo) -> u64 {
 
 /// The handler: `memfd-v2` only (v1 is for old kernels; it would add a
 /// second record array to the work measured).
-fn luo() -> Luo<kho_x86_64::glue::KernelMem> {
-    let mut l = Luo::new();
-    l.register(MemfdHandler::new(&[V2], &[V2]))
-        .unwrap_or_else(|e| fail(format_args!("{e}")));
-    l
+fn handler() -> MemfdHandler {
+    MemfdHandler::new(&[V2], &[V2])
 }
 
 fn direct(phys: u64, len: u64) -> &'static mut [u8] {
@@ -119,21 +115,25 @@ pub fn run(boot: &'static BootInfo, what: &str) -> ! {
     let t2 = tsc::now();
     frames::free(buf, gib / PAGE_SIZE).unwrap_or_else(|e| fail(format_args!("{e:?}")));
 
-    let mut t = Tracker::new(boot.scratch.areas()).unwrap_or_else(|e| fail(format_args!("{e}")));
-    let mut l = luo();
-    l.create_session("bench")
+    let mut out: Outgoing<KernelMem> =
+        Outgoing::new(boot.scratch).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let files = out
+        .register(handler())
         .unwrap_or_else(|e| fail(format_args!("{e}")));
-    l.preserve("bench", 1, "memfd", f, &mut *mem, &mut t)
+    out.create_session("bench")
+        .unwrap_or_else(|e| fail(format_args!("{e}")));
+    out.preserve(files, "bench", 1, f, &mut *mem)
         .unwrap_or_else(|e| fail(format_args!("{}", e.error)));
     let start = tsc::now();
-    l.freeze(&mut *mem, &mut t, None, false)
+    let frozen = out
+        .freeze(&mut *mem, Freeze::AllowLoss)
         .unwrap_or_else(|e| fail(format_args!("{e}")));
-    let frozen = tsc::now();
+    let frozen_tsc = tsc::now();
     // `hand_over` takes the memory token itself.
     drop(mem);
     kprintln!(
         "kho-timing hop=0 bench={what} freeze_ticks={} copy_out_ticks={} copy_back_ticks={} folios={folios} extents={extents}",
-        frozen - start,
+        frozen_tsc - start,
         t1 - t0,
         t2 - t1
     );
@@ -141,10 +141,8 @@ pub fn run(boot: &'static BootInfo, what: &str) -> ! {
         boot,
         0,
         start,
-        &t,
-        0,
+        frozen,
         |w| {
-            l.write(w).map_err(crate::files::write_error)?;
             w.subsystem("bench", &["kho-bench-v2"], None, |w| {
                 w.property_u64("folios", folios)?;
                 w.property_u64("first", first)
@@ -160,32 +158,24 @@ fn next(boot: &'static BootInfo, what: &str) -> ! {
         fail(format_args!("no handoff"))
     };
     let t0 = tsc::now();
-    // SAFETY: the blob was reserved at boot and nothing writes it.
-    let blob = unsafe {
-        core::slice::from_raw_parts(
-            paging::phys_to_virt(info.blob.start).as_ptr::<u8>(),
-            info.blob.len() as usize,
-        )
-    };
-    let ram: Vec<Range> = boot.params.ram().collect();
-    let h = Handoff::parse(blob, &ram).unwrap_or_else(|e| fail(format_args!("{e}")));
-    let preserved: Vec<Range> = kho_x86_64::start::with_reserved(|r| r.preserved_ranges().to_vec());
-    let mut claims =
-        Claims::new(preserved, boot.scratch.areas()).unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut mem = crate::mem::kmem();
-    let mut l = luo();
-    l.incoming(&h).unwrap_or_else(|e| fail(format_args!("{e}")));
-    let mut ctx = RestoreCtx {
-        ram: &ram,
-        scratch: boot.scratch.areas(),
-        claims: &mut claims,
+    let mut inc = match boot.incoming(&mem) {
+        Some(Ok(inc)) => inc,
+        Some(Err(e)) => fail(format_args!("{e}")),
+        None => fail(format_args!("no handoff")),
     };
-    l.retrieve::<Memfd>("bench", 1, kho::luo::memfd::FAMILY, &mut *mem, &mut ctx)
+    let files = inc
+        .register(handler())
         .unwrap_or_else(|e| fail(format_args!("{e}")));
-    let f = l
-        .take::<Memfd>("bench", 1, kho::luo::memfd::FAMILY)
+    let (f, _) = inc
+        .take(&files.key("bench", 1), &mut *mem)
         .unwrap_or_else(|e| fail(format_args!("{e}")));
     let t1 = tsc::now();
+    let blob = info
+        .blob_bytes()
+        .unwrap_or_else(|| fail(format_args!("the blob is not a module")));
+    let ram: Vec<Range> = boot.params.ram().collect();
+    let h = Handoff::parse(blob, &ram).unwrap_or_else(|e| fail(format_args!("{e}")));
     let node = h.subsystem("bench").map(|s| s.node);
     let want = |k: &str| {
         node.and_then(|n| n.property(k))

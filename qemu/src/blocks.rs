@@ -42,11 +42,9 @@ pub(crate) fn verify(boot: &BootInfo, hop: u32) -> Vec<BlockRecord> {
     let Some(info) = boot.handoff else {
         fail(format_args!("no handoff"))
     };
-    let len = info.blob.len() as usize;
-    // SAFETY: the blob was reserved at boot and nothing writes it.
-    let blob = unsafe {
-        core::slice::from_raw_parts(paging::phys_to_virt(info.blob.start).as_ptr::<u8>(), len)
-    };
+    let blob = info
+        .blob_bytes()
+        .unwrap_or_else(|| fail(format_args!("the blob is not a module")));
     let ram: Vec<Range> = boot.params.ram().collect();
     let h = Handoff::parse(blob, &ram).unwrap_or_else(|e| fail(format_args!("{e}")));
     let Some(sub) = h.subsystem(NAME) else {

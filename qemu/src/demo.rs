@@ -24,9 +24,10 @@ use alloc::vec::Vec;
 use kho::PAGE_SIZE;
 use kho::handoff::Handoff;
 use kho::ranges::Range;
-use kho::tracker::Tracker;
+use kho::{Freeze, Outgoing};
 use kho_qemu_rt::exit::{ExitCode, exit_qemu};
-use kho_x86_64::{BootInfo, frames, kprintln, paging, tsc};
+use kho_x86_64::glue::KernelMem;
+use kho_x86_64::{BootInfo, frames, kprintln, tsc};
 
 use crate::blocks::DEMO_V1;
 use crate::blocks::{
@@ -57,11 +58,9 @@ fn bench(boot: &'static BootInfo, what: &str) -> ! {
         }
         // The same restore again, warm: what it costs once its code has run
         // (under TCG the first run also pays for translating that code).
-        let len = info.blob.len() as usize;
-        // SAFETY: the blob was reserved at boot and nothing writes it.
-        let blob = unsafe {
-            core::slice::from_raw_parts(paging::phys_to_virt(info.blob.start).as_ptr::<u8>(), len)
-        };
+        let blob = info
+            .blob_bytes()
+            .unwrap_or_else(|| fail(format_args!("the blob is not a module")));
         let ram: Vec<Range> = boot.params.ram().collect();
         let mut warm = u64::MAX;
         for _ in 0..5 {
@@ -113,9 +112,10 @@ fn bench(boot: &'static BootInfo, what: &str) -> ! {
         blocks
     };
     let start = tsc::now();
-    let mut t = Tracker::new(boot.scratch.areas()).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let mut out: Outgoing<KernelMem> =
+        Outgoing::new(boot.scratch).unwrap_or_else(|e| fail(format_args!("{e}")));
     for &b in &blocks {
-        t.preserve(b, order)
+        out.preserve_frames(b, order)
             .unwrap_or_else(|e| fail(format_args!("preserve {b:#x}: {e}")));
     }
     let preserved = tsc::now();
@@ -123,12 +123,14 @@ fn bench(boot: &'static BootInfo, what: &str) -> ! {
         "kho-timing hop=0 bench={what} preserve_ticks={} blocks={count}",
         preserved - start
     );
+    let frozen = out
+        .freeze(&mut *crate::mem::kmem(), Freeze::AllowLoss)
+        .unwrap_or_else(|e| fail(format_args!("{e}")));
     hand_over(
         boot,
         0,
         start,
-        &t,
-        0,
+        frozen,
         |w| {
             w.subsystem("bench", &["kho-bench-v1"], None, |w| {
                 w.property_u64("blocks", count)
@@ -175,14 +177,8 @@ pub fn run(boot: &'static BootInfo) -> ! {
         boot.scratch.areas()
     );
     if let Some(extra) = kho_x86_64::start::extra_segment(p) {
-        // SAFETY: the range is RAM (checked) that boot kept for the image
-        // and nothing writes it.
-        let bytes = unsafe {
-            core::slice::from_raw_parts(
-                paging::phys_to_virt(extra.start).as_ptr::<u8>(),
-                extra.len() as usize,
-            )
-        };
+        let bytes = kho_x86_64::start::extra_segment_bytes()
+            .unwrap_or_else(|| fail(format_args!("the extra segment is not readable")));
         kprintln!(
             "kho hop {hop}: extra segment [{:#x}, {:#x}) kho-sum64 {:#018x}",
             extra.start,
@@ -297,13 +293,9 @@ fn handoff(boot: &BootInfo) -> Handoff<'static> {
     let Some(info) = boot.handoff else {
         fail(format_args!("no handoff"))
     };
-    // SAFETY: the blob was reserved at boot and nothing writes it.
-    let blob = unsafe {
-        core::slice::from_raw_parts(
-            paging::phys_to_virt(info.blob.start).as_ptr::<u8>(),
-            info.blob.len() as usize,
-        )
-    };
+    let blob = info
+        .blob_bytes()
+        .unwrap_or_else(|| fail(format_args!("the blob is not a module")));
     let ram: Vec<Range> = boot.params.ram().collect();
     Handoff::parse(blob, &ram).unwrap_or_else(|e| fail(format_args!("{e}")))
 }
@@ -319,10 +311,12 @@ fn hand_over_blocks(
 ) -> ! {
     let checks = crate::files::checks(&files);
     let start = tsc::now();
-    let mut t = Tracker::new(boot.scratch.areas()).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let mut out: Outgoing<KernelMem> =
+        Outgoing::new(crate::handover::scratch(boot)).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let fams = crate::files::Families::register_out(&mut out);
     let mut recs = Vec::new();
     for &(phys, order, generation) in blocks {
-        t.preserve(phys, order)
+        out.preserve_frames(phys, order)
             .unwrap_or_else(|e| fail(format_args!("preserve {phys:#x}: {e}")));
         recs.push(BlockRecord {
             phys: phys.into(),
@@ -331,10 +325,10 @@ fn hand_over_blocks(
             sum: checksum(phys, order).into(),
         });
     }
-    let mut luo = crate::files::preserve(files, &mut t, hop);
+    crate::files::preserve(&mut out, &fams, files, hop);
     // Preflight: what the next image reads, from its ELF note.
     let force = boot.params.cmdline_value("kho.force") == Some("1");
-    if let Some(Ok(img)) = image_bytes(boot, hop).map(kho::elf::Image::parse) {
+    let frozen = if let Some(Ok(img)) = image_bytes(boot, hop).map(kho::elf::Image::parse) {
         let empty = kho::luo::ReadList::parse(b"").unwrap_or_else(|| fail(format_args!("")));
         let next = match img.reads() {
             Some(Ok(l)) => l,
@@ -347,30 +341,40 @@ fn hand_over_blocks(
                 empty
             }
         };
-        if let Err(e) = crate::files::freeze(&mut luo, &mut t, hop, &next, force) {
-            kprintln!("kho hop {hop}: preflight refused the kexec: {e}");
-            let back = crate::files::cancel(&mut luo, &mut t);
-            let ok = recs
-                .iter()
-                .all(|r| checksum(r.phys.get(), r.order.get()) == r.sum.get())
-                && crate::files::recheck(
-                    &back,
-                    &checks.iter().map(|c| c.1.sum.get()).collect::<Vec<_>>(),
-                );
-            if !ok {
-                fail(format_args!("preserved data changed"));
+        match crate::files::freeze(out, hop, &next, force) {
+            Ok(frozen) => {
+                if force {
+                    kprintln!(
+                        "kho hop {hop}: preflight: forced (kho.force=1): objects the next kernel cannot read will be lost"
+                    );
+                }
+                frozen
             }
-            kprintln!("kho demo: kexec refused by preflight, still running, data intact");
-            exit_qemu(ExitCode::Success);
+            Err(refused) => {
+                kprintln!(
+                    "kho hop {hop}: preflight refused the kexec: {}",
+                    refused.error
+                );
+                let mut out = refused.outgoing;
+                let back = crate::files::cancel(&mut out);
+                let ok = recs
+                    .iter()
+                    .all(|r| checksum(r.phys.get(), r.order.get()) == r.sum.get())
+                    && crate::files::recheck(
+                        &back,
+                        &checks.iter().map(|c| c.1.sum.get()).collect::<Vec<_>>(),
+                    );
+                if !ok {
+                    fail(format_args!("preserved data changed"));
+                }
+                kprintln!("kho demo: kexec refused by preflight, still running, data intact");
+                exit_qemu(ExitCode::Success);
+            }
         }
-        if force {
-            kprintln!(
-                "kho hop {hop}: preflight: forced (kho.force=1): objects the next kernel cannot read will be lost"
-            );
-        }
-    } else if let Err(e) = luo.freeze(&mut *crate::mem::kmem(), &mut t, None, false) {
-        fail(format_args!("freeze: {e}"));
-    }
+    } else {
+        out.freeze(&mut *crate::mem::kmem(), Freeze::AllowLoss)
+            .unwrap_or_else(|e| fail(format_args!("freeze: {e}")))
+    };
     let intact = || {
         recs.iter()
             .all(|r| checksum(r.phys.get(), r.order.get()) == r.sum.get())
@@ -379,13 +383,12 @@ fn hand_over_blocks(
         boot,
         hop,
         start,
-        &t,
-        core::mem::size_of_val(&recs[..]),
+        frozen,
         |w| {
             w.subsystem(NAME, &[DEMO_V1], None, |w| {
                 w.property_struct("kho,blocks", &recs[..])
             })?;
-            crate::files::add_nodes(w, &luo, &checks)
+            crate::files::add_nodes(w, &checks)
         },
         intact,
     )

@@ -13,7 +13,6 @@ use crate::pool::{Pool, PoolHandler, PoolMem};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use kho::claims::Claims;
 use kho::fdt::WriteError;
 use kho::handoff::{Handoff, HandoffWriter};
 #[cfg(not(feature = "old"))]
@@ -21,10 +20,9 @@ use kho::luo::memfd::V2;
 #[cfg(feature = "v3")]
 use kho::luo::memfd::V3_TEST;
 use kho::luo::memfd::{MemfdHandler, V1};
-use kho::luo::{Carried, Luo, LuoError, Outcome, ReadList, RestoreCtx, Version};
+use kho::luo::{Carried, Family, LuoError, Outcome, ReadList, Version};
 use kho::memfd::{Memfd, Seals, seal};
-use kho::ranges::Range;
-use kho::tracker::Tracker;
+use kho::{Freeze, Frozen, Incoming, NotFrozen, Outgoing};
 use kho_x86_64::glue::KernelMem;
 use kho_x86_64::{BootInfo, kprintln, tsc};
 use zerocopy::byteorder::little_endian::U64;
@@ -288,86 +286,118 @@ pub fn note_matches_handlers() -> bool {
     let Some(note) = READS_NOTE.list() else {
         return false;
     };
-    let mut want: Vec<(&str, u64)> = luo().reads().map(|v| (v.name, v.features)).collect();
+    let Some(scratch) = kho_x86_64::start::scratch() else {
+        return false;
+    };
+    let Ok(mut out) = Outgoing::new(*scratch) else {
+        return false;
+    };
+    let _ = Families::register_out(&mut out);
+    let mut want: Vec<(&str, u64)> = out.reads().map(|v| (v.name, v.features)).collect();
     want.push((kho::luo::LUO_VERSION, 0));
     want.push((crate::blocks::DEMO_V1, 0));
     note.versions().eq(want.iter().copied())
 }
 
-/// The orchestrator of this build.
-fn luo() -> Luo<kho_x86_64::glue::KernelMem> {
-    let mut l = Luo::new();
-    l.register(MemfdHandler::new(WRITES, READS))
-        .unwrap_or_else(|e| fail(format_args!("{e}")));
-    l.register(PoolHandler)
-        .unwrap_or_else(|e| fail(format_args!("{e}")));
-    l
+/// The families of this build's handlers: the memfds (what this build
+/// writes and reads) and the pool.
+pub struct Families {
+    memfd: Family<Memfd>,
+    pool: Family<Pool>,
+}
+
+impl Families {
+    /// Registers the handlers on the outgoing side.
+    pub fn register_out(out: &mut Outgoing<KernelMem>) -> Self {
+        let memfd = out
+            .register(MemfdHandler::new(WRITES, READS))
+            .unwrap_or_else(|e| fail(format_args!("{e}")));
+        let pool = out
+            .register(PoolHandler)
+            .unwrap_or_else(|e| fail(format_args!("{e}")));
+        Self { memfd, pool }
+    }
+
+    /// Registers the same handlers on the incoming side.
+    fn register_in(inc: &mut Incoming<KernelMem>) -> Self {
+        let memfd = inc
+            .register(MemfdHandler::new(WRITES, READS))
+            .unwrap_or_else(|e| fail(format_args!("{e}")));
+        let pool = inc
+            .register(PoolHandler)
+            .unwrap_or_else(|e| fail(format_args!("{e}")));
+        Self { memfd, pool }
+    }
 }
 
 /// Preserves every file in its session, and hands on every object this
 /// kernel carries. `kho.drop=1` opts every session out of carry-through.
-pub fn preserve(files: Held, t: &mut Tracker, hop: u32) -> Luo<kho_x86_64::glue::KernelMem> {
+pub fn preserve(out: &mut Outgoing<KernelMem>, fams: &Families, files: Held, hop: u32) {
     let mut mem = crate::mem::kmem();
-    let mut l = luo();
+    let mut sessions: Vec<&str> = Vec::new();
     // The pool first: preserved with its first dependent.
-    if let Some(pool) = POOL.lock().take() {
-        l.create_session(crate::pool::SESSION)
+    let pool = POOL.lock().take().map(|pool| {
+        out.create_session(crate::pool::SESSION)
+            .map_err(kho::Error::from)
             .and_then(|()| {
-                l.share(
-                    crate::pool::SESSION,
-                    crate::pool::TOKEN,
-                    crate::pool::FAMILY,
-                    pool,
-                )
-                .map_err(|r| r.error)
+                out.share(fams.pool, crate::pool::SESSION, crate::pool::TOKEN, pool)
+                    .map_err(|r| r.error.into())
             })
-            .unwrap_or_else(|e| fail(format_args!("pool: {e}")));
+            .unwrap_or_else(|e| fail(format_args!("pool: {e}")))
+    });
+    if pool.is_some() {
+        sessions.push(crate::pool::SESSION);
     }
-    let has_pool = l.objects().any(|(_, _, f)| f == crate::pool::FAMILY);
     for (session, token, f) in files {
-        if l.objects().all(|(s, _, _)| s != session) {
-            l.create_session(session)
+        if !sessions.contains(&session) {
+            out.create_session(session)
                 .unwrap_or_else(|e| fail(format_args!("{e}")));
+            sessions.push(session);
         }
-        let r = if has_pool && name_of(session, token) == POOL_USER {
-            let needs = (crate::pool::SESSION, crate::pool::TOKEN);
-            l.preserve_with(session, token, "memfd", f, needs, &mut *mem, t)
-        } else {
-            l.preserve(session, token, "memfd", f, &mut *mem, t)
+        let r = match &pool {
+            Some(needs) if name_of(session, token) == POOL_USER => {
+                out.preserve_with(fams.memfd, session, token, f, needs, &mut *mem)
+            }
+            _ => out.preserve(fams.memfd, session, token, f, &mut *mem),
         };
         r.unwrap_or_else(|e| fail(format_args!("{}", e.error)));
     }
     let carried = core::mem::take(&mut CARRIED.lock().objects);
-    for c in carried {
-        let (s, tok) = (c.session.clone(), c.token);
-        match l.carry(c, &mut *mem, t) {
-            Ok(()) => kprintln!(
+    let names: Vec<(String, u64)> = carried
+        .iter()
+        .map(|c| (c.session.clone(), c.token))
+        .collect();
+    let refused = out.carry(carried, &mut *mem);
+    for (s, tok) in names {
+        match refused
+            .iter()
+            .find(|r| r.object.session == s && r.object.token == tok)
+        {
+            None => kprintln!(
                 "kho hop {hop}: {s}/{tok} ({}) handed on unread, its pages preserved again",
                 name_of(&s, tok)
             ),
-            Err(r) => kprintln!("kho hop {hop}: {s}/{tok} cannot be carried on: {}", r.error),
+            Some(r) => kprintln!("kho hop {hop}: {s}/{tok} cannot be carried on: {}", r.error),
         }
     }
     if crate::mem::cmdline_flag("kho.drop") {
-        let sessions: Vec<String> = l.objects().map(|(s, _, _)| s.into()).collect();
+        let sessions: Vec<String> = out.objects().map(|(s, _, _)| s.into()).collect();
         for s in sessions {
-            let _ = l.set_drop_unread(&s, true);
+            let _ = out.set_drop_unread(&s, true);
         }
     }
-    l
 }
 
 /// Preflight and freeze: prints what the next kernel will read of each
 /// object. `Err` (the kexec must not happen) when the next image would lose
-/// an object and `force` is off.
+/// an object and `force` is off: the outgoing side comes back, with why.
 pub fn freeze(
-    l: &mut Luo<kho_x86_64::glue::KernelMem>,
-    t: &mut Tracker,
+    out: Outgoing<KernelMem>,
     hop: u32,
     next: &ReadList<'_>,
     force: bool,
-) -> Result<(), String> {
-    for p in l.preflight(next) {
+) -> Result<Frozen<KernelMem>, NotFrozen<KernelMem>> {
+    for p in out.preflight(next) {
         let what = match &p.outcome {
             Outcome::Read(v) => v.as_str(),
             Outcome::Carried => "CARRIED: the next kernel keeps it unread",
@@ -381,30 +411,19 @@ pub fn freeze(
             name_of(&p.session, p.token),
         );
     }
-    l.freeze(&mut *crate::mem::kmem(), t, Some(next), force)
-        .map_err(|e| format!("{e}"))
+    let policy = if force {
+        Freeze::AllowLoss
+    } else {
+        Freeze::NoLoss(next)
+    };
+    out.freeze(&mut *crate::mem::kmem(), policy)
 }
 
-/// The writer's error behind a failed `luo` node write (a full buffer
-/// stays `NoSpace`, so the caller can grow it); any other failure is
-/// printed and ends the blob.
-pub fn write_error(e: kho::luo::LuoError) -> WriteError {
-    match e {
-        kho::luo::LuoError::Write(w) => w,
-        e => {
-            kprintln!("kho: writing the luo node: {e}");
-            WriteError::Unfinished
-        }
-    }
-}
-
-/// Writes the `luo` node and the demo's checks.
+/// Writes the demo's checks of its files.
 pub fn add_nodes(
     w: &mut HandoffWriter<'_>,
-    l: &Luo<kho_x86_64::glue::KernelMem>,
     checks: &[(&'static str, FileCheck)],
 ) -> Result<(), WriteError> {
-    l.write(w).map_err(write_error)?;
     w.subsystem("files", &["kho-demo-files-v1"], None, |w| {
         for (s, c) in checks {
             w.property_struct(&format!("kho,check-{s}-{}", c.token.get()), c)?;
@@ -413,24 +432,27 @@ pub fn add_nodes(
     })
 }
 
-/// In the next kernel: retrieves every object of the `luo` node in the
-/// best version both sides have, checks each, prints a row per object,
-/// then finishes. Claims `blocks` (the demo's other preserved data) first.
-/// Returns the files restored (to carry on) and how many were lost.
+/// In the next kernel: takes every object of the `luo` node in the best
+/// version both sides have, through the front door, checks each, prints a
+/// row per object, then finishes. Claims `blocks` (the demo's other
+/// preserved data) first. Returns the files restored (to carry on) and how
+/// many were lost.
 pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]) -> (Held, usize) {
     let mut mem = crate::mem::kmem();
-    let ram: Vec<Range> = boot.params.ram().collect();
-    let scratch = boot.scratch.areas();
-    let preserved: Vec<Range> = kho_x86_64::start::with_reserved(|r| r.preserved_ranges().to_vec());
-    let mut claims = Claims::new(preserved, scratch).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let mut inc = match boot.incoming(&mem) {
+        Some(Ok(inc)) => inc,
+        Some(Err(e)) => fail(format_args!("{e}")),
+        None => fail(format_args!("no handoff")),
+    };
     for &(phys, order) in blocks {
-        claims
-            .claim(phys, 1 << order)
+        inc.claim(phys, 1 << order)
             .unwrap_or_else(|e| fail(format_args!("demo block: {e}")));
     }
+    if let Some(e) = inc.unread() {
+        fail(format_args!("{e}"));
+    }
+    let fams = Families::register_in(&mut inc);
     let checks = h.subsystem("files");
-    let mut l = luo();
-    l.incoming(h).unwrap_or_else(|e| fail(format_args!("{e}")));
     kprintln!(
         "kho hop {hop}: {:<8} {:>5} {:<8} {:<9} {:>10} {:>7} {:>8}  verified",
         "session",
@@ -441,7 +463,7 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
         "folios",
         "metadata"
     );
-    let objects: Vec<(String, u64, String)> = l
+    let objects: Vec<(String, u64, String)> = inc
         .objects()
         .map(|(s, t, f)| (s.into(), t, f.into()))
         .collect();
@@ -450,17 +472,8 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
     let mut lost = 0;
     for (session, token, family) in objects {
         if family == crate::pool::FAMILY {
-            let mut ctx = RestoreCtx {
-                ram: &ram,
-                scratch,
-                claims: &mut claims,
-            };
-            let got = l
-                .retrieve::<Pool>(&session, token, &family, &mut *mem, &mut ctx)
-                .map(|(_, v)| v)
-                .and_then(|v| l.take::<Pool>(&session, token, &family).map(|p| (v, p)));
-            match got {
-                Ok((v, pool)) => {
+            match inc.take(&fams.pool.key(&session, token), &mut *mem) {
+                Ok((pool, v)) => {
                     kprintln!(
                         "kho hop {hop}: shared pool {session}/{token}: {v}, {} free 2 MiB block(s) restored before its dependents",
                         pool.free.len()
@@ -472,23 +485,19 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
             continue;
         }
         let name = name_of(&session, token);
-        let mut ctx = RestoreCtx {
-            ram: &ram,
-            scratch,
-            claims: &mut claims,
-        };
-        match l.retrieve::<Memfd>(&session, token, &family, &mut *mem, &mut ctx) {
+        let key = fams.memfd.key(&session, token);
+        match inc.retrieve(&key, &mut *mem) {
             Err(LuoError::Carried { written, .. }) => {
-                let o = l.origin(&session, token).unwrap_or_default();
-                let fp = l.footprint(&session, token).unwrap_or(&[]);
-                let kib: u64 = fp.iter().map(|r| r.len() / 1024).sum();
+                let info = inc
+                    .info(&key)
+                    .unwrap_or_else(|e| fail(format_args!("{session}/{token}: {e}")));
                 kprintln!(
                     "kho hop {hop}: {session:<8} {token:>5} {name:<8} CARRIED: reads none of [{}]; first handed over at hop {}, carried {} time(s) before; {} KiB kept in {} extent(s)",
                     written.join(", "),
-                    o.hop,
-                    o.carried,
-                    kib,
-                    fp.len()
+                    info.origin.hop,
+                    info.origin.carried,
+                    info.footprint_bytes / 1024,
+                    info.footprint_runs
                 );
                 // Its writer's check goes on with it.
                 if let Some(c) = checks.and_then(|c| {
@@ -507,9 +516,13 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
             }
             Ok(_) => {}
         }
-        let (version, meta) = l.chosen(&session, token).unwrap_or(("?", 0));
-        let f = l
-            .take::<Memfd>(&session, token, &family)
+        let meta = inc
+            .info(&key)
+            .ok()
+            .and_then(|i| i.payload_bytes)
+            .unwrap_or(0);
+        let (f, version) = inc
+            .take(&key, &mut *mem)
             .unwrap_or_else(|e| fail(format_args!("{session}/{token}: {e}")));
         let want: Option<&FileCheck> = checks.and_then(|c| {
             c.node
@@ -539,8 +552,8 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
         );
         restored.push((session_of(&session), token, f));
     }
-    let done = l
-        .finish(&mut *mem, claims, &ram, scratch)
+    let done = inc
+        .finish(&mut *mem)
         .unwrap_or_else(|e| fail(format_args!("finish: {e}")));
     kprintln!(
         "kho hop {hop}: {} objects retrieved in {} us (with checksums), {} carried, {} lost; finish freed {} KiB nobody adopted",
@@ -570,8 +583,8 @@ pub fn sums(files: &Held) -> Vec<u64> {
 }
 
 /// Gives the files back (a refused kexec ends the demo cleanly).
-pub fn cancel(l: &mut Luo<kho_x86_64::glue::KernelMem>, t: &mut Tracker) -> Held {
-    l.cancel(&mut *crate::mem::kmem(), t)
+pub fn cancel(out: &mut Outgoing<KernelMem>) -> Held {
+    out.cancel(&mut *crate::mem::kmem())
         .into_iter()
         .filter_map(|c| {
             let (s, tok) = (session_of(&c.session), c.token);

@@ -3,15 +3,15 @@
 //! module; and the failure exit they all use.
 
 use alloc::vec::Vec;
-use kho::PAGE_SIZE;
-use kho::handoff::{HANDOFF_MODULE, HandoffWriter, Stamps};
+use kho::handoff::HandoffWriter;
 use kho::platform::PhysMem;
 use kho::ranges::Range;
-use kho::reserve::ReserveLog;
-use kho::tracker::Tracker;
-use kho::tracker::handover::{self, Reader};
+use kho::scratch::Scratch;
+use kho::{Frozen, PAGE_SIZE};
 use kho_qemu_rt::exit::{ExitCode, exit_qemu};
-use kho_x86_64::kexec::{self, NextModule};
+use kho_x86_64::glue::KernelMem;
+use kho_x86_64::handover::{self, HandOverError, Options, Staged};
+use kho_x86_64::kexec;
 use kho_x86_64::{BootInfo, frames, kprintln, paging, tsc};
 use zerocopy::IntoBytes;
 
@@ -45,178 +45,124 @@ fn dump_blob(hop: u32, blob: &[u8]) {
     }
 }
 
-/// Writes the handoff of `t` (with the subsystems `add` writes, which
-/// need at most `room` bytes beyond 16 KiB) and kexecs into the image
-/// module. If the kexec is refused, checks `intact` and ends the demo.
-/// The largest handoff blob this kernel writes.
-const MAX_BLOB: usize = 16 << 20;
+/// The scratch areas this kernel hands on: its own, or with
+/// `kho.corrupt=scratch` a list of one 2 MiB area at the first one's
+/// start, too small for the next kernel to boot in.
+pub(crate) fn scratch(boot: &BootInfo) -> Scratch {
+    if boot.params.cmdline_value("kho.corrupt") != Some("scratch") {
+        return boot.scratch;
+    }
+    let ram: Vec<Range> = boot.params.ram().collect();
+    let first = boot.scratch.areas().first().map_or(0, |a| a.start);
+    let rec = kho::scratch::ScratchRecord {
+        start: first.into(),
+        size: (2u64 << 20).into(),
+    };
+    Scratch::from_records(rec.as_bytes(), &ram).unwrap_or_else(|e| fail(format_args!("{e}")))
+}
 
+/// Hands over `out` (with the kernel's own subsystem nodes that `extra`
+/// writes) through `kho_x86_64::handover`, with this kernel's test knobs
+/// as its hooks, and kexecs into the next image. If the kexec is refused,
+/// checks `intact` and ends the demo.
 pub(crate) fn hand_over(
     boot: &'static BootInfo,
     hop: u32,
     start: u64,
-    t: &Tracker,
-    room: usize,
-    mut add: impl FnMut(&mut HandoffWriter<'_>) -> Result<(), kho::fdt::WriteError>,
+    mut out: Frozen<KernelMem>,
+    mut extra: impl FnMut(&mut HandoffWriter<'_>) -> Result<(), kho::fdt::WriteError>,
     intact: impl Fn() -> bool,
 ) -> ! {
     let p = &boot.params;
-    // The memory token is taken for each step that needs it, never across
-    // `add` (which reads the files through it).
-    let root =
-        handover::write(t, &mut *crate::mem::kmem()).unwrap_or_else(|e| fail(format_args!("{e}")));
-    let mut buf = alloc::vec![0u8; 16 * 1024 + room];
-    let mut stamps = Stamps {
-        start: start.into(),
-        written: 0.into(),
-        jump: 0.into(),
-    };
-    // `kho.corrupt=scratch`: hand over a scratch list of one 2 MiB area
-    // at the first one's start, too small for the next kernel to boot in.
-    let ram: Vec<Range> = p.ram().collect();
-    let scratch = match p.cmdline_value("kho.corrupt") {
-        Some("scratch") => {
-            let first = boot.scratch.areas().first().map_or(0, |a| a.start);
-            let rec = kho::scratch::ScratchRecord {
-                start: first.into(),
-                size: (2u64 << 20).into(),
-            };
-            kho::scratch::Scratch::from_records(rec.as_bytes(), &ram)
-                .unwrap_or_else(|e| fail(format_args!("{e}")))
-        }
-        _ => boot.scratch,
-    };
-    // The blob's size is known once it is written (a footprint of
-    // thousands of extents takes tens of KiB): a buffer too small is
-    // grown to what the writer says it needs, and the blob written again.
-    let len = loop {
-        let written = {
-            let mut w = HandoffWriter::new(&mut buf, hop, stamps, &root, &scratch)
-                .unwrap_or_else(|e| fail(format_args!("{e}")));
-            add(&mut w).and_then(|()| w.finish().map(|b| b.len))
-        };
-        match written {
-            Ok(len) => break len,
-            Err(kho::fdt::WriteError::NoSpace { needed }) if buf.len() < MAX_BLOB => {
-                let size = needed.max(buf.len() * 2).min(MAX_BLOB);
-                buf = alloc::vec![0u8; size];
-            }
-            Err(e) => fail(format_args!("{e}")),
-        }
-    };
-    buf.truncate(len);
-    if p.cmdline_value("kho.corrupt") == Some("footprint") {
-        corrupt_footprint(&mut buf, hop);
-    }
-    // The blob goes into frames of its own below 4 GiB (the next kernel
-    // reads it before its direct map exists).
-    let pages = (len as u64).div_ceil(PAGE_SIZE);
-    let blob_at = frames::alloc_below(pages, 1 << 32)
-        .unwrap_or_else(|| fail(format_args!("no frames for the blob")));
-    let blob = Range::new(blob_at, blob_at + len as u64);
-    // Stamps the blob (which reseals it) and writes it to its frames;
-    // `kho.corrupt=blob` damages what is written, after the seal.
-    let corrupt_blob = p.cmdline_value("kho.corrupt") == Some("blob");
-    let publish = |buf: &mut Vec<u8>, stamps: &Stamps| {
-        kho::handoff::set_stamps(buf, stamps)
-            .unwrap_or_else(|e| fail(format_args!("stamping our own blob: {e}")));
-        let ok = if corrupt_blob {
-            let mut bad = buf.clone();
-            bad[0x48] ^= 0xff;
-            crate::mem::kmem().write_bytes(blob_at, &bad)
-        } else {
-            crate::mem::kmem().write_bytes(blob_at, buf)
-        };
-        if !ok {
-            fail(format_args!("cannot write the blob"));
-        }
-    };
-    // Check our own output the way the next kernel will, and learn every
-    // page it must keep.
-    let mut log = ReserveLog::new();
-    let mut mem = crate::mem::kmem();
-    Reader::new(&*mem, root, &ram, boot.scratch.areas())
-        .restore(&mut log)
-        .unwrap_or_else(|e| fail(format_args!("our own tracker chain: {e}")));
-    if p.cmdline_value("kho.corrupt") == Some("chain")
-        && let Some(f) = mem.frame_mut(root.first_page.get())
-    {
-        f[0] ^= 0xff;
-    }
-    drop(mem);
-    stamps.written = tsc::now().into();
-    publish(&mut buf, &stamps);
-    dump_blob(hop, &buf);
-    kprintln!(
-        "kho hop {hop}: preserved {} blocks ({} KiB) in {} chain pages, handoff blob {} bytes at {:#x}",
-        t.blocks(),
-        t.pages() * 4,
-        root.pages.get(),
-        len,
-        blob_at
-    );
-
     let Some(next) = kexec::next_image(p, hop) else {
         fail(format_args!(
             "no image to kexec into: boot with the next kernel as a module (-initrd)"
         ))
     };
-    let image = next.image;
-    let mut keep: Vec<Range> = log.ranges.iter().map(|(r, _)| *r).collect();
-    keep.push(Range::new(blob_at, blob_at + pages * PAGE_SIZE));
-    keep.push(next.module);
-    let modules = [
-        NextModule {
-            range: next.module,
-            cmdline: next.tag,
-        },
-        NextModule {
-            range: blob,
-            cmdline: HANDOFF_MODULE,
-        },
-    ];
-    let cmdline = next_cmdline(p.cmdline.as_str());
-    if p.cmdline_value("kho.kexec_floor") == Some("1")
-        && let Some(bytes) = image_bytes(boot, hop)
-    {
-        copy_floor(bytes);
-    }
-    squeeze_free_memory(p);
-    let in_place = p.cmdline_value("kho.stage") != Some("all");
-    let stage_tsc = tsc::now();
-    let prepared = kexec::prepare(p, image, &keep, &modules, cmdline, in_place);
-    let prepare_ticks = tsc::now() - stage_tsc;
-    match prepared {
-        Ok(prep) => {
-            kprintln!("kho-timing hop={hop} stage_tsc={stage_tsc} prepare_ticks={prepare_ticks}");
-            kprintln!(
-                "kho hop {hop}: kexec: {} KiB staged, {} KiB from the image in place, {} list pages, next kernel at [{:#x}, {:#x}), PVH entry {:#x}, command line \"{cmdline}\"",
-                prep.staged / 1024,
-                prep.from_module / 1024,
-                prep.list_pages,
-                prep.span.start,
-                prep.span.end,
-                prep.entry
-            );
-            stamps.jump = tsc::now().into();
-            publish(&mut buf, &stamps);
-            // The blob was dumped before this stamp: the runner patches
-            // its saved copy from this line (and reseals it).
-            kprintln!("kho-jump {hop} {}", stamps.jump.get());
-            // SAFETY: the handoff is complete; everything the next kernel
-            // needs is in `keep` or staged by `prepare`.
-            unsafe { kexec::jump(prep) }
+    let corrupt = p.cmdline_value("kho.corrupt");
+    let mut before_stage = || {
+        if p.cmdline_value("kho.kexec_floor") == Some("1")
+            && let Some(bytes) = image_bytes(boot, hop)
+        {
+            copy_floor(bytes);
         }
-        Err(e) => {
-            kprintln!("kho hop {hop}: kexec refused: {e}");
-            // Still running, nothing lost: every block still checks out.
-            if !intact() {
-                fail(format_args!("preserved data changed"));
+        squeeze_free_memory(p);
+    };
+    let mut before_jump = |mem: &mut KernelMem, s: &Staged| {
+        let mut blob = alloc::vec![0u8; s.blob.len() as usize];
+        if !mem.read_bytes(s.blob.start, &mut blob) {
+            fail(format_args!("cannot read the blob back"));
+        }
+        kprintln!(
+            "kho hop {hop}: preserved {} KiB in {} ranges (with the tracker's chain), handoff blob {} bytes at {:#x}",
+            s.kept / 1024,
+            s.kept_ranges,
+            blob.len(),
+            s.blob.start
+        );
+        kprintln!(
+            "kho-timing hop={hop} stage_tsc={} prepare_ticks={}",
+            s.stage_tsc,
+            s.prepare_ticks
+        );
+        kprintln!(
+            "kho hop {hop}: kexec: {} KiB staged, {} KiB from the image in place, {} list pages, next kernel at [{:#x}, {:#x}), PVH entry {:#x}, command line \"{}\"",
+            s.staged / 1024,
+            s.from_module / 1024,
+            s.list_pages,
+            s.span.start,
+            s.span.end,
+            s.entry,
+            next_cmdline(p.cmdline.as_str())
+        );
+        // The damage a test asked for, written over the blob as placed:
+        // a resealed footprint (well formed, overlapping) is in the blob
+        // the log shows; a flipped byte after the seal is not.
+        let mut damaged = corrupt == Some("footprint") && corrupt_footprint(&mut blob, hop);
+        dump_blob(hop, &blob);
+        kprintln!("kho-jump {hop} {}", s.stamps.jump.get());
+        damaged |= match corrupt {
+            Some("blob") => {
+                blob[0x48] ^= 0xff;
+                true
             }
-            kprintln!("kho demo: kexec refused, still running, preserved data intact");
-            exit_qemu(ExitCode::Success)
+            Some("chain") => {
+                let ram: Vec<Range> = p.ram().collect();
+                let first = kho::handoff::Handoff::parse(&blob, &ram)
+                    .map(|h| h.tracker.first_page.get())
+                    .unwrap_or_else(|e| fail(format_args!("our own blob: {e}")));
+                if let Some(f) = mem.frame_mut(first) {
+                    f[0] ^= 0xff;
+                }
+                false
+            }
+            _ => false,
+        };
+        if damaged && !mem.write_bytes(s.blob.start, &blob) {
+            fail(format_args!("cannot write the blob"));
         }
+    };
+    let opts = Options {
+        extra: Some(&mut extra),
+        before_stage: Some(&mut before_stage),
+        before_jump: Some(&mut before_jump),
+        stage_all: p.cmdline_value("kho.stage") == Some("all"),
+        start_tsc: Some(start),
+    };
+    let cmdline = next_cmdline(p.cmdline.as_str());
+    let mut mem = crate::mem::kmem();
+    let Err(e) = handover::hand_over_with(&mut out, &mut mem, p, &next, cmdline, hop, opts);
+    drop(mem);
+    match e {
+        HandOverError::Kexec(e) => kprintln!("kho hop {hop}: kexec refused: {e}"),
+        e => kprintln!("kho hop {hop}: kexec refused: {e}"),
     }
+    // Still running, nothing lost: every block still checks out.
+    if !intact() {
+        fail(format_args!("preserved data changed"));
+    }
+    kprintln!("kho demo: kexec refused, still running, preserved data intact");
+    exit_qemu(ExitCode::Success)
 }
 
 /// The physical floor of a kexec into the image `bytes`: copying its
@@ -302,7 +248,7 @@ fn squeeze_free_memory(p: &kho_x86_64::pvh::BootParams) {
 /// object 1's first run instead (its last run, where that keeps the
 /// runs sorted, so that the footprint is well formed and only overlaps:
 /// a reader must refuse object 2 alone), and reseals the blob.
-fn corrupt_footprint(buf: &mut [u8], hop: u32) {
+fn corrupt_footprint(buf: &mut [u8], hop: u32) -> bool {
     let at = |fdt: &kho::fdt::Fdt<'_>, path: &str| {
         fdt.find_property(path, "kho,footprint").map(|p| {
             let off = (p.value.as_ptr() as usize).wrapping_sub(fdt.as_bytes().as_ptr() as usize);
@@ -311,7 +257,7 @@ fn corrupt_footprint(buf: &mut [u8], hop: u32) {
     };
     let (target, victim) = {
         let Ok(fdt) = kho::fdt::Fdt::new(buf) else {
-            return;
+            return false;
         };
         // The session named vm-1, wherever it comes in the node.
         let Some(session) = fdt.find_node("/luo").and_then(|luo| {
@@ -321,7 +267,7 @@ fn corrupt_footprint(buf: &mut [u8], hop: u32) {
                     .is_some_and(|n| n == "vm-1")
             })
         }) else {
-            return;
+            return false;
         };
         let base = alloc::format!("/luo/{}", session.name());
         (
@@ -330,7 +276,7 @@ fn corrupt_footprint(buf: &mut [u8], hop: u32) {
         )
     };
     let (Some((_, first)), Some((off, runs))) = (target, victim) else {
-        return;
+        return false;
     };
     let word = |b: &[u8], i: usize| {
         b.get(i * 8..i * 8 + 8)
@@ -352,12 +298,14 @@ fn corrupt_footprint(buf: &mut [u8], hop: u32) {
         dst.copy_from_slice(src);
         let _ = kho::handoff::seal(buf);
         kprintln!("kho hop {hop}: corrupted object 2's footprint (kho.corrupt=footprint)");
+        return true;
     }
+    false
 }
 
 /// The next kernel's image bytes, if there is one.
 pub(crate) fn image_bytes(boot: &BootInfo, hop: u32) -> Option<&'static [u8]> {
-    kexec::next_image(&boot.params, hop).and_then(|n| kexec::module_bytes(n.image))
+    kexec::next_image(&boot.params, hop).and_then(|n| kho_x86_64::start::module_bytes(n.image))
 }
 
 /// The next kernel's command line: what follows ` -- ` in ours, or ours.

@@ -41,6 +41,7 @@ pub mod memfd;
 mod node;
 #[cfg(test)]
 mod tests;
+mod view;
 
 pub use crate::abi::luo::LUO_V1;
 pub use error::{HandlerError, Loss, LuoError, Refused};
@@ -49,6 +50,7 @@ pub use handler::{Handler, Payload, PayloadIn, Platform, Prepared, RestoreCtx, S
 pub use crate::abi::reads::{NOTE_NAME, NOTE_READS, ReadList, ReadsNote, reads_len};
 use handler::{Erased, Frozen};
 pub use node::{LUO_VERSION, NODE};
+pub use view::{NodeView, ObjectView};
 
 use crate::abi::luo as abi;
 use crate::claims::Claims;
@@ -225,6 +227,9 @@ pub struct Info {
     /// its footprint array; 0: it cannot be carried), or as this kernel
     /// carries it.
     pub footprint_runs: u64,
+    /// Bytes of its footprint, once it is whole here (carried); before,
+    /// the inline runs' bytes only.
+    pub footprint_bytes: u64,
     /// What became of it here so far.
     pub state: State,
 }
@@ -1579,6 +1584,7 @@ impl<P: Platform> Luo<P> {
                 Held::Carried(_) => o.footprint.len() as u64,
                 _ => (o.footprint.len() as u64).saturating_add(o.fp_in.map_or(0, |(_, n)| n)),
             },
+            footprint_bytes: o.footprint.iter().map(|r| r.len()).sum(),
             state,
         })
     }

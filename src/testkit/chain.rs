@@ -29,7 +29,7 @@ use crate::platform::{FrameAlloc, PhysMem};
 use crate::ranges::Range;
 use crate::reserve::ReserveLog;
 use crate::scratch::{Scratch, ScratchRecord};
-use crate::update::{Freeze, Incoming, Key, Outgoing};
+use crate::update::{Freeze, Frozen, Incoming, Key, Outgoing};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
@@ -184,7 +184,7 @@ fn sum_of(f: &Memfd, mem: &HostMem) -> u64 {
 
 /// Writes the handoff of `out`, places it in frames as a loader would,
 /// and boots the next kernel's front door from it.
-fn kexec(out: &mut Outgoing<HostMem>, mem: &mut HostMem, hop: u32) -> Incoming<HostMem> {
+fn kexec(out: &mut Frozen<HostMem>, mem: &mut HostMem, hop: u32) -> Incoming<HostMem> {
     // 16 KiB holds most chains; a larger blob is written again at the
     // exact size the writer asks for.
     let mut buf = vec![0u8; 16 << 10];
@@ -284,9 +284,10 @@ pub fn run(spec: &ChainSpec) -> ChainReport {
             "hop {hop}: preflight lists every object"
         );
         let page = own_page(&mut out, &mut mem, hop as u8 ^ 0x5c);
-        out.freeze(&mut mem, Freeze::AllowLoss)
+        let mut frozen = out
+            .freeze(&mut mem, Freeze::AllowLoss)
             .unwrap_or_else(|e| panic!("hop {hop}: freeze: {e}"));
-        let mut inc = kexec(&mut out, &mut mem, hop);
+        let mut inc = kexec(&mut frozen, &mut mem, hop);
         let fam = if h.handler {
             Some(
                 inc.register(MemfdHandler::new(&reads, &reads))
@@ -336,7 +337,7 @@ pub fn run(spec: &ChainSpec) -> ChainReport {
             match (want, got) {
                 (Outcome::Read(v), Ok(g)) => {
                     assert_eq!(v, g, "{who}: read from another version than preflight said");
-                    let f = inc.take(&t.key, &mut mem).expect("take");
+                    let (f, _) = inc.take(&t.key, &mut mem).expect("take");
                     let info = inc.info(&t.key).expect("info");
                     assert_eq!(
                         (info.version, info.state, info.origin.carried),

@@ -10,14 +10,16 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::convert::Infallible;
 use core::fmt;
+use kho::fdt::WriteError;
+use kho::handoff::HandoffWriter;
 use kho::handoff::{HANDOFF_MODULE, Stamps};
 use kho::platform::PhysMem;
 use kho::ranges::Range;
-use kho::{Outgoing, PAGE_SIZE};
+use kho::{Frozen, PAGE_SIZE};
 
 /// Why [`hand_over`] did not kexec. The kernel is still running and
-/// nothing preserved changed; `out` is still frozen (unfreeze it to go on,
-/// or cancel it), and the frames taken for the blob were given back.
+/// nothing preserved changed; `out` is still frozen (thaw it to go on:
+/// [`Frozen::thaw`]), and the frames taken for the blob were given back.
 #[derive(Debug)]
 pub enum HandOverError {
     /// The handoff blob could not be written (the error says why).
@@ -62,6 +64,62 @@ impl core::error::Error for HandOverError {
     }
 }
 
+/// What the kexec is about to do, given to [`Options::before_jump`] once
+/// everything is in place: the last moment the kernel runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Staged {
+    /// Where the handoff blob lies (its bytes, stamped and sealed).
+    pub blob: Range,
+    /// The blob's stamps as placed (the jump stamp is the last reading).
+    pub stamps: Stamps,
+    /// Bytes the next kernel will find preserved or in the tracker's
+    /// chain ([`Frozen::kept`]), and in how many ranges.
+    pub kept: u64,
+    /// Those ranges.
+    pub kept_ranges: usize,
+    /// Bytes staged (pages built by [`kexec::prepare`]).
+    pub staged: u64,
+    /// Bytes the trampoline copies straight from the image module.
+    pub from_module: u64,
+    /// Pages of the trampoline's entry list.
+    pub list_pages: u64,
+    /// The next kernel's PVH entry.
+    pub entry: u64,
+    /// Where its segments go.
+    pub span: Range,
+    /// The TSC when staging began.
+    pub stage_tsc: u64,
+    /// Ticks [`kexec::prepare`] took.
+    pub prepare_ticks: u64,
+}
+
+/// Writes a kernel's own subsystem nodes into the blob ([`Options::extra`]).
+pub type ExtraNodes<'a> = dyn FnMut(&mut HandoffWriter<'_>) -> Result<(), WriteError> + 'a;
+
+/// Runs right before the jump ([`Options::before_jump`]).
+pub type BeforeJump<'a> = dyn FnMut(&mut KernelMem, &Staged) + 'a;
+
+/// The kernel's own part of a hand-over, all optional
+/// ([`Options::default`] is a plain hand-over).
+#[derive(Default)]
+pub struct Options<'a> {
+    /// The kernel's own subsystem nodes, written into the blob after the
+    /// objects ([`HandoffWriter::subsystem`]).
+    pub extra: Option<&'a mut ExtraNodes<'a>>,
+    /// Runs after the blob is placed and before the image is staged (a
+    /// kernel's last bookkeeping, or a test that takes memory away).
+    pub before_stage: Option<&'a mut dyn FnMut()>,
+    /// Runs once everything is in place, right before the jump, with the
+    /// memory token (to log the blob, say). What it writes goes to the
+    /// next kernel as it is: a test's way to hand over damage on purpose.
+    pub before_jump: Option<&'a mut BeforeJump<'a>>,
+    /// Stage every page of the image (slower; for tests of staging) rather
+    /// than copying whole pages from the module where it lies.
+    pub stage_all: bool,
+    /// The TSC reading the blob's `start` stamp takes (default: now).
+    pub start_tsc: Option<u64>,
+}
+
 /// Hands over and kexecs: the frozen objects of `out` written into a
 /// handoff blob (`hop` counts the kexecs before this one:
 /// [`kho::Incoming::next_hop`], or 0 after a cold boot; its stamps are
@@ -75,22 +133,40 @@ impl core::error::Error for HandOverError {
 /// next kernel would need was touched. The next image comes from
 /// [`kexec::next_image`] (the image module, or one of a bundle).
 pub fn hand_over(
-    out: &mut Outgoing<KernelMem>,
+    out: &mut Frozen<KernelMem>,
     mem: &mut KernelMem,
     params: &BootParams,
     next: &NextImage,
     cmdline: &str,
     hop: u32,
 ) -> Result<Infallible, HandOverError> {
-    let start = tsc::now();
+    hand_over_with(out, mem, params, next, cmdline, hop, Options::default())
+}
+
+/// [`hand_over`] with the kernel's own [`Options`].
+pub fn hand_over_with(
+    out: &mut Frozen<KernelMem>,
+    mem: &mut KernelMem,
+    params: &BootParams,
+    next: &NextImage,
+    cmdline: &str,
+    hop: u32,
+    mut opts: Options<'_>,
+) -> Result<Infallible, HandOverError> {
+    let start = opts.start_tsc.unwrap_or_else(tsc::now);
+    let mut no_extra = |_: &mut HandoffWriter<'_>| Ok(());
+    let extra: &mut ExtraNodes<'_> = match opts.extra.take() {
+        Some(e) => e,
+        None => &mut no_extra,
+    };
     // Most blobs fit; a larger one is written again at the size it asks.
     let mut buf = vec![0u8; 64 << 10];
-    let len = match out.write(mem, &mut buf, hop, Stamps::default()) {
+    let len = match out.write_with(mem, &mut buf, hop, Stamps::default(), &mut *extra) {
         Ok(w) => w.len,
         Err(e) => {
             let need = e.needed().ok_or(HandOverError::Write(e))?;
             buf.resize(need, 0);
-            out.write(mem, &mut buf, hop, Stamps::default())
+            out.write_with(mem, &mut buf, hop, Stamps::default(), &mut *extra)
                 .map_err(HandOverError::Write)?
                 .len
         }
@@ -107,6 +183,7 @@ pub fn hand_over(
     let mut keep = out
         .kept(mem, &ram)
         .map_err(|e| give_back(HandOverError::Kept(e)))?;
+    let (kept, kept_ranges) = (keep.iter().map(|r| r.len()).sum(), keep.len());
     keep.push(Range::new(at, at + pages * PAGE_SIZE));
     keep.push(next.module);
     let modules = [
@@ -132,12 +209,40 @@ pub fn hand_over(
     if !mem.write_bytes(at, &buf) {
         return Err(give_back(HandOverError::BlobPlace));
     }
-    let prepared = kexec::prepare(params, next.image, &keep, &modules, cmdline, true)
-        .map_err(|e| give_back(HandOverError::Kexec(e)))?;
+    if let Some(f) = opts.before_stage.as_mut() {
+        f();
+    }
+    let stage_tsc = tsc::now();
+    let prepared = kexec::prepare(
+        params,
+        next.image,
+        &keep,
+        &modules,
+        cmdline,
+        !opts.stage_all,
+    )
+    .map_err(|e| give_back(HandOverError::Kexec(e)))?;
+    let prepare_ticks = tsc::now().saturating_sub(stage_tsc);
     stamps.jump = tsc::now().into();
     let _ = kho::handoff::set_stamps(&mut buf, &stamps);
     // The same frames took these bytes a moment ago.
     let _ = mem.write_bytes(at, &buf);
+    if let Some(f) = opts.before_jump.as_mut() {
+        let staged = Staged {
+            blob,
+            stamps,
+            kept,
+            kept_ranges,
+            staged: prepared.staged,
+            from_module: prepared.from_module,
+            list_pages: prepared.list_pages,
+            entry: prepared.entry,
+            span: prepared.span,
+            stage_tsc,
+            prepare_ticks,
+        };
+        f(mem, &staged);
+    }
     // SAFETY: the handoff is complete and in its frames; everything the
     // next kernel needs is in `keep` (preserved memory, the tracker's
     // chain, the blob, the image's module) or staged by `prepare`.

@@ -36,6 +36,7 @@
 //! crate, never on the test harness or a demo.
 
 use crate::pvh::BootParams;
+use crate::start::module_bytes;
 use crate::{frames, paging};
 use alloc::vec::Vec;
 use core::fmt;
@@ -397,26 +398,6 @@ pub struct NextImage {
     pub module: Range,
     /// That module's command line.
     pub tag: &'static str,
-}
-
-/// The bytes of `r`, if it lies inside one of this boot's modules (RAM the
-/// loader handed over, reserved from every pool at boot, which nothing
-/// writes), through the direct map; `None` for any other range (or before
-/// boot finished), whose bytes something may be writing.
-pub fn module_bytes(r: Range) -> Option<&'static [u8]> {
-    let boot = crate::start::boot_info()?;
-    if r.is_empty() || !boot.params.modules.iter().any(|m| m.range.covers(r)) {
-        return None;
-    }
-    // SAFETY: `r` lies inside a boot module: RAM the loader handed us
-    // (so the direct map covers it), reserved from every pool at boot, so
-    // nothing allocates or writes it for the kernel's life.
-    Some(unsafe {
-        core::slice::from_raw_parts(
-            paging::phys_to_virt(r.start).as_ptr::<u8>(),
-            r.len() as usize,
-        )
-    })
 }
 
 /// Where the kernel after hop `hop` comes from. With a bundle of images

@@ -56,6 +56,30 @@ pub struct BootInfo {
     pub refused: Option<kho::handoff::HandoffError>,
 }
 
+impl HandoffInfo {
+    /// The blob's bytes, in place: a boot module, reserved at boot, which
+    /// nothing writes ([`module_bytes`]). `None` only before
+    /// boot finished.
+    pub fn blob_bytes(&self) -> Option<&'static [u8]> {
+        module_bytes(self.blob)
+    }
+}
+
+impl BootInfo {
+    /// The front door's incoming side for the handoff boot restored, if
+    /// there was one: its claims over exactly the ranges boot reserved as
+    /// preserved ([`kho::Incoming::from_restored`]; the blob is not walked
+    /// a second time). Register handlers on it, take objects, finish.
+    pub fn incoming(
+        &self,
+        mem: &crate::glue::KernelMem,
+    ) -> Option<Result<kho::Incoming<crate::glue::KernelMem>, kho::Error>> {
+        let h = self.handoff?;
+        let preserved: alloc::vec::Vec<Range> = with_reserved(|r| r.preserved_ranges().to_vec());
+        Some(kho::Incoming::from_restored(mem, h.blob, ram(), preserved))
+    }
+}
+
 static BOOT: Once<BootInfo> = Once::new();
 static SCRATCH: Once<Scratch> = Once::new();
 static RAM: Once<heapless::Vec<Range, { pvh::MAX_MEMMAP }>> = Once::new();
@@ -204,6 +228,39 @@ pub fn extra_segment(params: &BootParams) -> Option<Range> {
     let (start, len) = (num(a)?, num(b)?);
     let r = Range::new(start, start.checked_add(len)?);
     (len > 0 && params.ram().any(|m| m.covers(r))).then_some(r)
+}
+
+/// The bytes of this boot's extra segment ([`extra_segment`]), through
+/// the direct map: kept from every pool at boot, like the image, so
+/// nothing allocates or writes it. `None` before boot finished, or without
+/// one.
+pub fn extra_segment_bytes() -> Option<&'static [u8]> {
+    let r = extra_segment(&boot_info()?.params)?;
+    let len = usize::try_from(r.len()).ok()?;
+    // SAFETY: `r` is RAM (checked by `extra_segment`), so the direct map
+    // covers it; boot kept it from every pool, so nothing allocates or
+    // writes it for the kernel's life, and the slice may be 'static.
+    Some(unsafe { core::slice::from_raw_parts(paging::phys_to_virt(r.start).as_ptr::<u8>(), len) })
+}
+
+/// The bytes of `r`, if it lies inside one of this boot's modules (RAM the
+/// loader handed over, reserved from every pool at boot, which nothing
+/// writes), through the direct map; `None` for any other range (or before
+/// boot finished), whose bytes something may be writing.
+pub fn module_bytes(r: Range) -> Option<&'static [u8]> {
+    let boot = boot_info()?;
+    if r.is_empty() || !boot.params.modules.iter().any(|m| m.range.covers(r)) {
+        return None;
+    }
+    // SAFETY: `r` lies inside a boot module: RAM the loader handed us
+    // (so the direct map covers it), reserved from every pool at boot, so
+    // nothing allocates or writes it for the kernel's life.
+    Some(unsafe {
+        core::slice::from_raw_parts(
+            paging::phys_to_virt(r.start).as_ptr::<u8>(),
+            r.len() as usize,
+        )
+    })
 }
 
 /// Where the segments of the image module (the next kernel) end, if it

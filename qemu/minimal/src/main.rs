@@ -97,12 +97,13 @@ fn first(boot: &'static BootInfo, mut p: KernelMem) -> ! {
     let Some(next) = kexec::next_image(&boot.params, 0) else {
         fail("no image module to kexec into (boot with -initrd)")
     };
-    let image =
-        kexec::module_bytes(next.image).unwrap_or_else(|| fail("the image is not a module"));
+    let image = kho_x86_64::start::module_bytes(next.image)
+        .unwrap_or_else(|| fail("the image is not a module"));
     let reads = kho::elf::Image::parse(image)
         .and_then(|i| i.read_list())
         .unwrap_or_else(|e| fail(e));
-    out.freeze(&mut p, Freeze::NoLoss(&reads))
+    let mut out = out
+        .freeze(&mut p, Freeze::NoLoss(&reads))
         .unwrap_or_else(|e| fail(e));
     kprintln!(
         "minimal: preserved {FILE_BYTES} bytes, sum {sum:#018x}, first folio at {first_folio:#x}"
@@ -126,8 +127,7 @@ fn next(boot: &'static BootInfo, mut p: KernelMem, blob: Range) -> ! {
         .register(MemfdHandler::default())
         .unwrap_or_else(|e| fail(e));
     let key = files.key(SESSION, TOKEN);
-    let (_, version) = inc.retrieve(&key, &mut p).unwrap_or_else(|e| fail(e));
-    let f = inc.take(&key, &mut p).unwrap_or_else(|e| fail(e));
+    let (f, version) = inc.take(&key, &mut p).unwrap_or_else(|e| fail(e));
     let (sum, first_folio) = digest(&f, &p);
     let mut want = alloc::vec![0u8; FILE_BYTES];
     f.read(&p, 0, &mut want);

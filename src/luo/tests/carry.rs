@@ -65,7 +65,7 @@ fn hand_on(
     let mut out = Outgoing::<HostMem>::new(*scratch).unwrap();
     let refused = out.carry(carried, mem);
     assert!(refused.is_empty(), "{:?}", refused[0].error);
-    out.freeze(mem, Freeze::AllowLoss).unwrap();
+    let mut out = out.freeze(mem, Freeze::AllowLoss).unwrap();
     let mut buf = vec![0u8; 256 << 10];
     let n = out
         .write(mem, &mut buf, hop, Stamps::default())
@@ -442,7 +442,7 @@ fn keys_keep_to_their_family_and_finish_leaves_nothing_behind() {
         .map(|e| Range::new(e.phys, e.phys + e.pages() * 4096))
         .collect();
     let kf = out.preserve(fd, "s", 3, f, &mut mem).unwrap();
-    out.freeze(&mut mem, Freeze::AllowLoss).unwrap();
+    let mut out = out.freeze(&mut mem, Freeze::AllowLoss).unwrap();
     let mut buf = vec![0u8; 64 << 10];
     let n = out
         .write(&mut mem, &mut buf, 0, Stamps::default())
@@ -456,12 +456,12 @@ fn keys_keep_to_their_family_and_finish_leaves_nothing_behind() {
         inc.take(&b.key("s", 1), &mut mem),
         Err(LuoError::WrongFamily("b".into()))
     );
-    assert_eq!(inc.take(&a.key("s", 1), &mut mem), Ok(10));
+    assert_eq!(inc.take(&a.key("s", 1), &mut mem), Ok((10, "num-v1")));
     assert_eq!(
         inc.take(&ka, &mut mem),
         Err(LuoError::State("the object was taken"))
     );
-    assert_eq!(inc.take(&kb, &mut mem), Ok(20));
+    assert_eq!(inc.take(&kb, &mut mem), Ok((20, "num-v1")));
     // Retrieved, never taken.
     assert_eq!(
         inc.retrieve(&fd.key("s", 3), &mut mem).unwrap().1,
@@ -606,7 +606,7 @@ fn write_says_the_size_the_blob_needs() {
     out.create_session("s").unwrap();
     let f = scattered(&mut mem, 3000);
     out.preserve(fd, "s", 1, f, &mut mem).unwrap();
-    out.freeze(&mut mem, Freeze::AllowLoss).unwrap();
+    let mut out = out.freeze(&mut mem, Freeze::AllowLoss).unwrap();
     let allocated = mem.allocated;
     let mut small = vec![0u8; 16 << 10];
     let e = out

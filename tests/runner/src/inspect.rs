@@ -1,11 +1,10 @@
 //! `kho-runner inspect FILE`: a handoff blob decoded by the crate's own
-//! readers and layouts (`kho::handoff`, `kho::luo`, `kho::abi`), so that no
+//! readers and layouts (`kho::handoff`, `kho::luo::NodeView`, `kho::abi`), so that no
 //! format is decoded a second time anywhere.
 
 use kho::abi::memfd::{FolioFlags, FolioWord, v1, v2};
 use kho::handoff::Handoff;
-use kho::luo::Luo;
-use kho::platform::host::HostMem;
+use kho::luo::NodeView;
 use kho::ranges::Range;
 use std::fmt::Write;
 use zerocopy::FromBytes;
@@ -111,27 +110,24 @@ pub fn inspect(blob: &[u8]) -> String {
 /// The orchestrator's objects, one line per payload, memfd payloads
 /// decoded (inline `memfd-v2` runs included).
 fn objects(h: &Handoff<'_>, out: &mut String) {
-    let mut luo = Luo::<HostMem>::new();
-    if let Err(e) = luo.incoming(h) {
-        let _ = writeln!(
-            out,
-            "  luo: REFUSED: {e} (every object in it would be lost)"
-        );
-        return;
-    }
-    let objects: Vec<(String, u64, String)> = luo
-        .objects()
-        .map(|(s, t, f)| (s.to_owned(), t, f.to_owned()))
-        .collect();
-    for (session, token, family) in objects {
-        let origin = luo.origin(&session, token).unwrap_or_default();
-        let fp = luo.footprint(&session, token).unwrap_or(&[]);
+    let view = match NodeView::read(h) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = writeln!(
+                out,
+                "  luo: REFUSED: {e} (every object in it would be lost)"
+            );
+            return;
+        }
+    };
+    for o in view.objects() {
+        let (session, token, family, fp) = (o.session, o.token, o.family, o.footprint);
         let _ = write!(
             out,
             "  luo {session}/{token} {family}: first handed over at hop {}, carried {} time(s) since; ",
-            origin.hop, origin.carried
+            o.origin.hop, o.origin.carried
         );
-        if let Some(n) = luo.footprint_array(&session, token) {
+        if let Some(n) = o.footprint_array {
             let _ = writeln!(
                 out,
                 "footprint in a preserved array of {n} extent(s), {} more inline",
@@ -149,7 +145,7 @@ fn objects(h: &Handoff<'_>, out: &mut String) {
                 fp[0].start
             );
         }
-        for p in luo.payloads(&session, token) {
+        for p in &o.payloads {
             let _ = write!(
                 out,
                 "  luo {session}/{token} {family}: {}, {} bytes",
