@@ -376,6 +376,16 @@ def cmd_test(args):
         if f == 0:
             total_f += 1
 
+    # 1c. The two libraries' documentation builds with no warning: no
+    #     link to an item that is gone or private (counted as one test).
+    status, _ = run_capture(["cargo", "doc", "--no-deps", "-p", "kho", "-p", "kho-x86_64"],
+                            env=dict(env, RUSTDOCFLAGS="-D warnings"))
+    if status == 0:
+        total_p += 1
+    else:
+        problems.append("rustdoc warnings (cargo doc -p kho -p kho-x86_64)")
+        total_f += 1
+
     # 2. The in-kernel test suite, each kernel test counted.
     status, lines = runner(["test", "--kernel", KERNEL, "--log",
                             os.path.join(LOGDIR, "test.log")] + accel, env=env, capture=True)

@@ -90,7 +90,7 @@ impl core::error::Error for Error {
 impl Error {
     /// For a blob written into a buffer too small
     /// ([`WriteError::NoSpace`](crate::fdt::WriteError::NoSpace), however
-    /// it was reached): the bytes needed. [`crate::Outgoing::write`] gives
+    /// it was reached): the bytes needed. [`crate::Frozen::write`] gives
     /// the whole blob's size.
     pub fn needed(&self) -> Option<usize> {
         use crate::fdt::WriteError::NoSpace;

@@ -10,7 +10,7 @@
 //! claims; then objects are retrieved and taken by typed [`Key`]s, and
 //! [`Incoming::finish`] (which consumes it) gives back what nobody adopted.
 //!
-//! Everything here is built on the lower layer ([`crate::luo::Luo`],
+//! Everything here is built on the lower layer (the orchestrator,
 //! [`crate::tracker::Tracker`], [`crate::handoff`], [`crate::claims`]); the
 //! front door does not hand out those parts (a kernel's own preserved data
 //! goes through [`Outgoing::preserve_frames`] and [`Incoming::claim`]).
@@ -171,7 +171,7 @@ impl<P: Platform> Outgoing<P> {
         refused
     }
 
-    /// Opts `session` out of carry-through ([`Luo::set_drop_unread`]).
+    /// Opts `session` out of carry-through ([`Outgoing::set_drop_unread`](crate::Outgoing::set_drop_unread)).
     pub fn set_drop_unread(&mut self, session: &str, drop: bool) -> Result<(), LuoError> {
         self.luo.set_drop_unread(session, drop)
     }
@@ -179,7 +179,7 @@ impl<P: Platform> Outgoing<P> {
     /// Gives shared state (a pool behind many objects, say) as `token` of
     /// `session`: preserved with its first dependent
     /// ([`Outgoing::preserve_with`]), restored first in the next kernel,
-    /// finished after its last dependent ([`Luo::share`]).
+    /// finished after its last dependent ([`Outgoing::share`](crate::Outgoing::share)).
     pub fn share<T: Any>(
         &mut self,
         family: Family<T>,
@@ -192,7 +192,7 @@ impl<P: Platform> Outgoing<P> {
     }
 
     /// [`Outgoing::preserve`] for an object that depends on the shared
-    /// state `needs` ([`Luo::preserve_with`]): in the next kernel it is
+    /// state `needs` ([`Outgoing::preserve_with`](crate::Outgoing::preserve_with)): in the next kernel it is
     /// read only if that is, and its handler's
     /// [`Handler::retrieve_dependent`] gets it.
     pub fn preserve_with<T: Any, S>(
@@ -357,7 +357,7 @@ impl<P: Platform> Frozen<P> {
         self.write_with(p, buf, hop, stamps, |_| Ok(()))
     }
 
-    /// [`Outgoing::write`], with the kernel's own subsystem nodes added by
+    /// [`Frozen::write`], with the kernel's own subsystem nodes added by
     /// `extra` ([`HandoffWriter::subsystem`]).
     pub fn write_with(
         &mut self,

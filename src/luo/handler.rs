@@ -190,7 +190,7 @@ pub trait Handler<P: Platform>: 'static {
     /// The contract, which the orchestrator cannot check for you:
     /// 1. Claim every preserved page the object adopts as its own
     ///    ([`Claims::claim`] through `ctx.claims`): a page not claimed is
-    ///    given to the allocator at [`Luo::finish`](super::Luo::finish), under the live object.
+    ///    given to the allocator at [`Incoming::finish`](crate::Incoming::finish), under the live object.
     /// 2. Claim pages it only reads and then lets go, such as record
     ///    arrays and vmalloc chains, as metadata ([`Claims::claim_meta`]):
     ///    they stay out of reach of every other object until finish.
@@ -208,7 +208,7 @@ pub trait Handler<P: Platform>: 'static {
         ctx: &mut RestoreCtx<'_>,
     ) -> Result<Self::Object, LuoError>;
     /// [`Handler::retrieve`] for an object that depends on shared state
-    /// ([`Luo::preserve_with`](super::Luo::preserve_with)): the shared
+    /// ([`Outgoing::preserve_with`](crate::Outgoing::preserve_with)): the shared
     /// object is restored first and lent here (`shared.get::<T>()`), so
     /// the dependent can take its part of it (a file its folios from a
     /// pool). By default the shared state is not needed.

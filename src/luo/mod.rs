@@ -1,33 +1,36 @@
 //! The live update orchestrator: objects in named sessions, handed to the
-//! next kernel with first-class versioning (`kho-luo-v2`).
+//! next kernel with first-class versioning (`kho-luo-v2`). Kernels reach it
+//! through the front door ([`crate::Outgoing`], [`crate::Incoming`]); this
+//! module holds what a handler author needs and the orchestrator itself,
+//! which is internal.
 //!
 //! A [`Handler`] serves one *family* of objects (say `memfd`). It lists the
 //! [`Version`]s it can write and those it can read, best first. At freeze,
 //! [`Handler::prepare`] stores the object's data for one or more versions
 //! on a [`Prepared`] (for a memfd: both `memfd-v2` and `memfd-v1`, each its
 //! own payload). The next kernel picks, for each object, the best version
-//! both sides have ([`Luo::retrieve`]); pages only an unchosen version
-//! used are never claimed, so [`Luo::finish`] frees them.
+//! both sides have ([`crate::Incoming::take`]); pages only an unchosen
+//! version used are never claimed, so [`crate::Incoming::finish`] frees
+//! them.
 //!
 //! Feature bits refine a version: a payload carries the bits a reader
 //! *must* understand (`required`) and bits it *may* ignore (`optional`); a
 //! reader's [`Version::features`] are the bits it understands. A payload is
 //! readable when `required & !features == 0`.
 //!
-//! Life cycle (first kernel): [`Luo::create_session`], [`Luo::preserve`]
-//! (and [`Luo::unpreserve`] or [`Luo::cancel`] to undo), [`Luo::preflight`]
-//! against the next image's list ([`ReadList`], from its ELF note),
-//! [`Luo::freeze`] (all or nothing), [`Luo::write`] into the handoff blob,
-//! kexec. Next kernel: [`Luo::incoming`], [`Luo::retrieve`] (idempotent, in
-//! any order), [`Luo::take`], [`Luo::finish`] (once; it consumes the
-//! claims).
+//! Life cycle (first kernel): `create_session`, `preserve` (and
+//! `unpreserve` or `cancel` to undo), `preflight` against the next image's
+//! list ([`ReadList`], from its ELF note), `freeze` (all or nothing, into a
+//! [`crate::Frozen`]), `write` into the handoff blob, kexec. Next kernel:
+//! [`crate::Incoming`] reads the node, then `retrieve` (idempotent, in any
+//! order), `take`, `finish` (once; it consumes the incoming side).
 //!
 //! The outcome never depends on the order of retrieval: the first
-//! [`Luo::retrieve`] (or [`Luo::finish`], if none) restores every incoming
-//! object, in blob order, so which of two objects that name the same page
-//! is refused is fixed by the blob, not by the caller, and what is carried
-//! does not depend on what was retrieved. Objects restored but never
-//! retrieved, or retrieved but never taken, are discarded at finish
+//! retrieve (or finish, if none) restores every incoming object, in blob
+//! order, so which of two objects that name the same page is refused is
+//! fixed by the blob, not by the caller, and what is carried does not
+//! depend on what was retrieved. Objects restored but never retrieved, or
+//! retrieved but never taken, are discarded at finish
 //! ([`Handler::discard`]) and reported lost.
 //!
 //! Nothing on the next kernel's path panics: an object no handler can read
@@ -212,7 +215,7 @@ pub struct Origin {
     pub carried: u32,
 }
 
-/// What is known of one incoming object ([`Luo::info`],
+/// What is known of one incoming object ([`Incoming::info`](crate::Incoming::info),
 /// [`crate::Incoming::info`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Info {
@@ -265,8 +268,8 @@ pub enum Outcome {
 }
 
 /// An object a kernel carried without reading it, between
-/// [`Luo::finish`] (which hands it out in [`Finished::carried`]) and
-/// [`Luo::carry`] (which makes it part of the next handoff). Its pages are
+/// [`Incoming::finish`](crate::Incoming::finish) (which hands it out in [`Finished::carried`]) and
+/// [`Outgoing::carry`](crate::Outgoing::carry) (which makes it part of the next handoff). Its pages are
 /// claimed: finish never frees them.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Carried {
@@ -362,7 +365,7 @@ fn merged(mut v: Vec<Range>) -> Vec<Range> {
     out
 }
 
-/// One row of [`Luo::preflight`]: what the next kernel will do with an
+/// One row of [`Outgoing::preflight`](crate::Outgoing::preflight): what the next kernel will do with an
 /// object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
@@ -386,7 +389,7 @@ impl Plan {
     }
 }
 
-/// A registered family whose objects are `T`s: what [`Luo::register`]
+/// A registered family whose objects are `T`s: what [`Outgoing::register`](crate::Outgoing::register)
 /// returns, to name the family in typed calls.
 pub struct Family<T> {
     name: &'static str,
@@ -423,7 +426,7 @@ impl<T> core::fmt::Debug for Family<T> {
 }
 
 /// A payload of an object not restored yet, as the blob has it
-/// ([`Luo::payloads`]).
+/// ([`NodeView::objects`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IncomingPayload<'a> {
     /// Its version.
@@ -436,7 +439,7 @@ pub struct IncomingPayload<'a> {
     pub data: &'a [u8],
 }
 
-/// An object given back by [`Luo::cancel`]: take it as its own type with
+/// An object given back by [`Outgoing::cancel`](crate::Outgoing::cancel): take it as its own type with
 /// [`Cancelled::into_object`].
 #[derive(Debug)]
 pub struct Cancelled {
@@ -460,7 +463,7 @@ impl Cancelled {
 }
 
 /// The orchestrator of one kernel.
-pub struct Luo<P: Platform> {
+pub(crate) struct Luo<P: Platform> {
     handlers: Vec<Box<dyn Erased<P>>>,
     sessions: Vec<Session>,
     frozen: bool,
@@ -472,7 +475,7 @@ pub struct Luo<P: Platform> {
     finished: bool,
 }
 
-/// What [`Luo::finish`] did.
+/// What [`Incoming::finish`](crate::Incoming::finish) did.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Finished {
     /// Bytes given back to the allocator: preserved pages nobody adopted
@@ -489,7 +492,7 @@ pub struct Finished {
     pub unread: Option<LuoError>,
     /// Objects this kernel could not read and keeps for a later one:
     /// their pages stay claimed (never freed, never given to the
-    /// allocator). Hand them to the next handoff with [`Luo::carry`], or
+    /// allocator). Hand them to the next handoff with [`Outgoing::carry`](crate::Outgoing::carry), or
     /// they are lost at the next kexec.
     pub carried: Vec<Carried>,
 }
@@ -1213,43 +1216,17 @@ impl<P: Platform> Luo<P> {
         }
     }
 
-    /// The payloads of incoming object `token` in `session`, best first,
-    /// as the blob has them (empty once it is restored: for tools that
-    /// show a blob without reading its objects).
-    pub fn payloads(&self, session: &str, token: u64) -> Vec<IncomingPayload<'_>> {
-        let Ok((si, oi)) = self.find(session, token) else {
-            return Vec::new();
-        };
-        match &self.sessions[si].objects[oi].held {
-            Held::Incoming(p) => p
-                .iter()
-                .map(|p| IncomingPayload {
-                    version: &p.version,
-                    required: p.required,
-                    optional: p.optional,
-                    data: &p.data,
-                })
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
-
     /// Where object `token` of `session` comes from (for an incoming or
     /// carried object, as its blob said).
+    #[cfg(test)]
     pub fn origin(&self, session: &str, token: u64) -> Option<Origin> {
         let (si, oi) = self.find(session, token).ok()?;
         Some(self.sessions[si].objects[oi].origin)
     }
 
-    /// The footprint of object `token` of `session` (empty if it has
-    /// none: it cannot be carried).
-    pub fn footprint(&self, session: &str, token: u64) -> Option<&[Range]> {
-        let (si, oi) = self.find(session, token).ok()?;
-        Some(&self.sessions[si].objects[oi].footprint)
-    }
-
     /// How many data extents an incoming object's footprint array holds,
     /// if its footprint has one.
+    #[cfg(test)]
     pub fn footprint_array(&self, session: &str, token: u64) -> Option<u64> {
         let (si, oi) = self.find(session, token).ok()?;
         self.sessions[si].objects[oi].fp_in.map(|(_, n)| n)
@@ -1546,16 +1523,6 @@ impl<P: Platform> Luo<P> {
                 token,
             })?;
         Ok((si, oi))
-    }
-
-    /// The version a retrieved object was restored from, and the bytes of
-    /// its payload in the blob.
-    pub fn chosen(&self, session: &str, token: u64) -> Option<(&'static str, usize)> {
-        let (si, oi) = self.find(session, token).ok()?;
-        match &self.sessions[si].objects[oi].held {
-            Held::Restored(_, v, n, true) => Some((v, *n)),
-            _ => None,
-        }
     }
 
     /// What is known of incoming object `token` of `session`, of

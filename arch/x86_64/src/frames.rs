@@ -8,7 +8,7 @@
 //!   reserved), every allocation comes from it: that is what keeps early
 //!   boot off preserved memory.
 //! - The general pool holds RAM outside scratch, minus what was reserved.
-//!   Once it is open, [`alloc`] serves only from it, so nothing that may be
+//!   Once it is open, [`alloc()`] serves only from it, so nothing that may be
 //!   preserved ever comes from scratch; [`alloc_scratch`] serves memory that
 //!   will never be preserved (and that the tracker would refuse).
 //!
@@ -234,7 +234,7 @@ pub fn alloc(count: u64, align: u64) -> Option<u64> {
         .alloc_in(count, align, Range::new(0, u64::MAX))
 }
 
-/// Like [`alloc`], but only below physical address `limit`.
+/// Like [`alloc()`], but only below physical address `limit`.
 pub fn alloc_below(count: u64, limit: u64) -> Option<u64> {
     FRAMES
         .lock()

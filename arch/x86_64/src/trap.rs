@@ -1,9 +1,9 @@
 //! CPU exceptions: naked entry stubs, the IDT, and the fatal-trap report.
 //!
 //! Every exception is fatal in this kernel (interrupts are never enabled).
-//! The report names the vector, error code, RIP and CR2 and hands over to
-//! [`crate::ktest::fatal`], which fails the running kernel test or exits
-//! QEMU with failure. A double fault runs on its own stack, so a stack
+//! The report names the vector, error code, RIP and CR2 and goes to the
+//! kernel's trap hook ([`init`]; `kho_qemu_rt::on_trap` fails the running
+//! kernel test or exits QEMU with failure). A double fault runs on its own stack, so a stack
 //! overflow into the guard page is reported too, never a silent reboot.
 
 use core::fmt;
