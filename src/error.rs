@@ -3,7 +3,56 @@
 
 use core::fmt;
 
-/// Any error of the crate, by the module it comes from.
+/// What a caller can do about an [`Error`]: the five situations a kernel
+/// acts on, whichever module the error came from ([`Error::kind`]). The
+/// module's own error, with every detail, stays the error's `source()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Out of memory (frames, heap, or a full fixed table). Nothing
+    /// changed: free memory or preserve less, and try again.
+    OutOfMemory,
+    /// Handed-over data (a blob, the tracker's chain, a record array, a
+    /// footprint, an image) is corrupt or malformed. Nothing was believed:
+    /// boot cold, or do without the one object it names.
+    Corrupt,
+    /// No version both kernels have: of the handoff, or of an object (or
+    /// of the shared state it depends on). Never a misread: the object is
+    /// lost or carried.
+    NoCommonVersion,
+    /// Preflight refused the freeze: the next kernel would lose objects
+    /// (each named), or reads no orchestrator node at all. Unpreserve
+    /// them, or freeze allowing loss.
+    WouldLose,
+    /// This kernel reads none of the object's versions: it stays
+    /// preserved and goes on to a later kernel (not an error of the data).
+    Carried,
+    /// A buffer was too small; [`Error::needed`] says how large.
+    NoSpace,
+    /// A handler's own error ([`crate::luo::HandlerError`]).
+    Handler,
+    /// A call the state does not allow, or an argument out of its domain
+    /// (misaligned, twice, unknown key, wrong family): a bug of the caller.
+    Misuse,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::OutOfMemory => "out of memory",
+            ErrorKind::Corrupt => "corrupt handed-over data",
+            ErrorKind::NoCommonVersion => "no common version",
+            ErrorKind::WouldLose => "refused by preflight",
+            ErrorKind::Carried => "carried, not read",
+            ErrorKind::NoSpace => "buffer too small",
+            ErrorKind::Handler => "handler error",
+            ErrorKind::Misuse => "misuse",
+        })
+    }
+}
+
+/// Any error of the crate, by the module it comes from; [`Error::kind`]
+/// says what a caller can do about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Error {
     /// From reading an FDT.
@@ -88,6 +137,30 @@ impl core::error::Error for Error {
 }
 
 impl Error {
+    /// What a caller can do about this error, whichever module it came
+    /// from.
+    pub fn kind(&self) -> ErrorKind {
+        use crate::error::kinds::*;
+        match self {
+            Error::Fdt(_) => ErrorKind::Corrupt,
+            Error::FdtWrite(e) => write(e),
+            Error::Range(e) => range(e),
+            Error::Map(e) => map(e),
+            Error::Reserve(e) => reserve(e),
+            Error::Chain(e) => chain(e),
+            Error::Claim(e) => claim(e),
+            Error::Tracker(e) => tracker(e),
+            Error::Handover(e) => handover(e),
+            Error::Scratch(e) => scratch(e),
+            Error::Handoff(e) => handoff(e),
+            Error::Elf(_) => ErrorKind::Corrupt,
+            Error::Pvh(_) => ErrorKind::Misuse,
+            Error::Vmalloc(e) => vmalloc(e),
+            Error::Memfd(e) => memfd(e),
+            Error::Luo(e) => e.kind(),
+        }
+    }
+
     /// For a blob written into a buffer too small
     /// ([`WriteError::NoSpace`](crate::fdt::WriteError::NoSpace), however
     /// it was reached): the bytes needed. [`crate::Frozen::write`] gives
@@ -221,5 +294,131 @@ mod tests {
         let claim = memfd.source().expect("the claim error");
         assert_eq!(claim.to_string(), why.to_string());
         assert!(claim.source().is_none());
+    }
+}
+
+/// The kind of each module's errors (one function per module error, used
+/// by [`Error::kind`] and [`crate::luo::LuoError::kind`]).
+pub(crate) mod kinds {
+    use super::ErrorKind::{self, *};
+    use crate::chain::ChainError;
+    use crate::claims::ClaimError;
+    use crate::fdt::WriteError;
+    use crate::handoff::HandoffError;
+    use crate::memfd::MemfdError;
+    use crate::platform::MapError;
+    use crate::ranges::RangeError;
+    use crate::reserve::ReserveError;
+    use crate::scratch::ScratchError;
+    use crate::tracker::TrackerError;
+    use crate::tracker::handover::HandoverError;
+    use crate::vmalloc::VmallocError;
+
+    pub(crate) fn write(e: &WriteError) -> ErrorKind {
+        match e {
+            WriteError::NoSpace { .. } => NoSpace,
+            _ => Misuse,
+        }
+    }
+
+    pub(crate) fn range(e: &RangeError) -> ErrorKind {
+        match e {
+            RangeError::Full => OutOfMemory,
+            _ => Misuse,
+        }
+    }
+
+    /// A frame that cannot be mapped names memory the data should not.
+    pub(crate) fn map(e: &MapError) -> ErrorKind {
+        match e {
+            MapError::NoSpace => OutOfMemory,
+            MapError::BadFrame { .. } => Corrupt,
+        }
+    }
+
+    /// Overlapping handed-over ranges are the data's fault.
+    pub(crate) fn reserve(e: &ReserveError) -> ErrorKind {
+        match e {
+            ReserveError::Full => OutOfMemory,
+            ReserveError::Overlap { .. } => Corrupt,
+        }
+    }
+
+    pub(crate) fn chain(e: &ChainError) -> ErrorKind {
+        match e {
+            ChainError::OutOfPages | ChainError::OutOfMemory => OutOfMemory,
+            _ => Corrupt,
+        }
+    }
+
+    /// Claims are made from handed-over records: a page they may not
+    /// have is the records' fault.
+    pub(crate) fn claim(e: &ClaimError) -> ErrorKind {
+        match e {
+            ClaimError::OutOfMemory => OutOfMemory,
+            _ => Corrupt,
+        }
+    }
+
+    /// The tracker is given addresses by its caller.
+    pub(crate) fn tracker(e: &TrackerError) -> ErrorKind {
+        match e {
+            TrackerError::OutOfMemory => OutOfMemory,
+            _ => Misuse,
+        }
+    }
+
+    /// Reading the chain: whatever the tracker refuses came from it.
+    pub(crate) fn handover(e: &HandoverError) -> ErrorKind {
+        match e {
+            HandoverError::Tracker(TrackerError::OutOfMemory) => OutOfMemory,
+            HandoverError::Chain(c) => chain(c),
+            HandoverError::Reserve(r) => reserve(r),
+            _ => Corrupt,
+        }
+    }
+
+    pub(crate) fn scratch(e: &ScratchError) -> ErrorKind {
+        match e {
+            ScratchError::ImageNotInRam => Misuse,
+            ScratchError::TooSmall { .. } => OutOfMemory,
+            _ => Corrupt,
+        }
+    }
+
+    pub(crate) fn handoff(e: &HandoffError) -> ErrorKind {
+        match e {
+            HandoffError::UnknownVersion => NoCommonVersion,
+            HandoffError::Scratch(s) => scratch(s),
+            HandoffError::Tracker(h) => handover(h),
+            HandoffError::Reserve(r) => reserve(r),
+            _ => Corrupt,
+        }
+    }
+
+    pub(crate) fn vmalloc(e: &VmallocError) -> ErrorKind {
+        match e {
+            VmallocError::OutOfFrames | VmallocError::OutOfMemory => OutOfMemory,
+            VmallocError::TooLarge | VmallocError::State => Misuse,
+            VmallocError::Chain(c) => chain(c),
+            VmallocError::Claim(c) => claim(c),
+            VmallocError::Map(m) => map(m),
+            VmallocError::Tracker(t) => tracker(t),
+            _ => Corrupt,
+        }
+    }
+
+    pub(crate) fn memfd(e: &MemfdError) -> ErrorKind {
+        match e {
+            MemfdError::OutOfFrames | MemfdError::OutOfMemory => OutOfMemory,
+            MemfdError::Sealed { .. }
+            | MemfdError::UnknownSeal { .. }
+            | MemfdError::TooLarge
+            | MemfdError::Preserved { .. }
+            | MemfdError::Unrepresentable => Misuse,
+            MemfdError::Vmalloc(v) => vmalloc(v),
+            MemfdError::Tracker(t) => tracker(t),
+            _ => Corrupt,
+        }
     }
 }

@@ -52,7 +52,7 @@
 //!     out.create_session("vm-1")?;
 //!     let mut f = Memfd::new(true);
 //!     f.write(p, 0, b"state that must survive")?;
-//!     out.preserve(files, "vm-1", 1, f, p).map_err(|refused| refused.error)?;
+//!     out.preserve(files, "vm-1", 1, f, p)?;
 //!     // Refuses if the next kernel could not read the file.
 //!     let mut frozen = out.freeze(p, Freeze::NoLoss(next_reads))?;
 //!     Ok(frozen.write(p, buf, 0, Stamps::default())?.len)
@@ -109,7 +109,7 @@ pub mod tracker;
 pub mod update;
 pub mod vmalloc;
 
-pub use error::Error;
+pub use error::{Error, ErrorKind};
 pub use update::{Freeze, Frozen, Incoming, Key, NotFrozen, Outgoing};
 
 /// Size of the smallest page the crate deals with (4 KiB).

@@ -175,6 +175,43 @@ fn list(v: &[String]) -> String {
     v.join(", ")
 }
 
+impl LuoError {
+    /// What a caller can do about this error ([`crate::Error::kind`]).
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind::*;
+        use crate::error::kinds;
+        match self {
+            LuoError::NoReadableVersion { .. }
+            | LuoError::SharedUnread { .. }
+            | LuoError::NoHandler(_) => NoCommonVersion,
+            LuoError::WouldLose(_) | LuoError::NextReadsNoNode { .. } => WouldLose,
+            LuoError::Carried { .. } => Carried,
+            LuoError::Handler { .. } => Handler,
+            LuoError::OutOfMemory => OutOfMemory,
+            LuoError::Write(w) => kinds::write(w),
+            LuoError::BadNode(_) | LuoError::Footprint { .. } | LuoError::BadFootprint { .. } => {
+                Corrupt
+            }
+            LuoError::Memfd(m) => kinds::memfd(m),
+            LuoError::Claim(c) => kinds::claim(c),
+            LuoError::Tracker(t) => kinds::tracker(t),
+            LuoError::Vmalloc(v) | LuoError::FootprintArray { error: v, .. } => kinds::vmalloc(v),
+            LuoError::NodeUnread(e) => e.kind(),
+            LuoError::DuplicateFamily(_)
+            | LuoError::DuplicateSession(_)
+            | LuoError::NoSession(_)
+            | LuoError::DuplicateToken { .. }
+            | LuoError::NoToken { .. }
+            | LuoError::WrongFamily(_)
+            | LuoError::State(_)
+            | LuoError::NothingStored(_)
+            | LuoError::DuplicateVersion { .. }
+            | LuoError::NeverRetrieved
+            | LuoError::NotTaken => Misuse,
+        }
+    }
+}
+
 impl fmt::Display for LuoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use LuoError::*;
@@ -375,9 +412,10 @@ impl Eq for HandlerError {}
 
 /// An object preserve refused, given back with the reason.
 ///
-/// There is deliberately no `From<Refused<T>>` for [`LuoError`]: `?` would
-/// drop the object. Take it back (`r.object`), or drop it in so many words
-/// (`.map_err(|r| r.error)?`).
+/// `?` into a [`crate::Error`] works (`From<Refused<T>>`), and drops the
+/// object: nothing preserved is touched, but memory the object owns (a
+/// memfd's folios) stays allocated and unused. Where that matters, take it
+/// back (`r.object`) and free or retry it.
 #[derive(Debug)]
 pub struct Refused<T> {
     /// Why.
@@ -389,6 +427,13 @@ pub struct Refused<T> {
 impl<T: fmt::Debug> fmt::Display for Refused<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "refused: {}", self.error)
+    }
+}
+
+impl<T> From<Refused<T>> for crate::Error {
+    /// Keeps the reason; drops the object (see [`Refused`]).
+    fn from(r: Refused<T>) -> Self {
+        crate::Error::Luo(r.error)
     }
 }
 

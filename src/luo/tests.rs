@@ -1781,3 +1781,4 @@ fn golden_luo_blob_pins_shared_state_and_the_footprint_array() {
 }
 
 mod carry;
+mod front;

@@ -1,0 +1,109 @@
+//! The front door's error kinds: each situation a kernel acts on, reached
+//! the way a kernel reaches it, says so through `kind()` with the module's
+//! error kept as its source.
+
+use super::*;
+use crate::error::{Error, ErrorKind};
+use crate::platform::FrameAlloc;
+use crate::reserve::ReserveLog;
+use crate::update::{Freeze, Incoming, Outgoing};
+use core::error::Error as _;
+
+/// A frozen first kernel with one `memfd-v2`-only file (in a session
+/// that opts out of carrying, with `drop`), and its blob.
+fn v2_only(mem: &mut HostMem, scratch: Scratch, drop: bool) -> Vec<u8> {
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let files = out.register(MemfdHandler::new(&[V2], &[V2])).unwrap();
+    out.create_session("s").unwrap();
+    out.set_drop_unread("s", drop).unwrap();
+    let f = file(mem, 5000, 3, 0);
+    out.preserve(files, "s", 1, f, mem).unwrap();
+    let mut frozen = out.freeze(mem, Freeze::AllowLoss).unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    let n = frozen
+        .write(mem, &mut buf, 0, Stamps::default())
+        .unwrap()
+        .len;
+    buf.truncate(n);
+    buf
+}
+
+/// Places `blob` in frames and makes the next kernel's incoming side.
+fn boot(mem: &mut HostMem, blob: &[u8]) -> Result<Incoming<HostMem>, Error> {
+    let at = mem.alloc_frames(4).unwrap();
+    assert!(mem.write_bytes(at, blob));
+    let place = Range::new(at, at + blob.len() as u64);
+    Incoming::new(&*mem, blob, place, &[RAM], &mut ReserveLog::new())
+}
+
+#[test]
+fn every_kind_is_reached_through_the_front_door() {
+    // Refused by preflight: the next kernel reads nothing.
+    let (mut mem, _, scratch) = setup();
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let files = out.register(MemfdHandler::default()).unwrap();
+    out.create_session("s").unwrap();
+    let f = file(&mut mem, 5000, 1, 0);
+    let key = out.preserve(files, "s", 1, f, &mut mem).unwrap();
+    let nothing = ReadList::parse(b"").unwrap();
+    let refused = out
+        .freeze(&mut mem, Freeze::NoLoss(&nothing))
+        .err()
+        .unwrap();
+    assert_eq!(refused.error.kind(), ErrorKind::WouldLose);
+    let e: Error = refused.into();
+    assert_eq!(e.kind(), ErrorKind::WouldLose);
+    assert!(
+        e.source().is_some(),
+        "the orchestrator's error is the source"
+    );
+
+    // Misuse: a key whose object is not there.
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let files2 = out.register(MemfdHandler::default()).unwrap();
+    let e = out.unpreserve(&files2.key("s", 9), &mut mem).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Misuse);
+    let _ = key;
+
+    // A buffer too small: NoSpace, with the size needed.
+    let (mut mem, _, scratch) = setup();
+    let blob = v2_only(&mut mem, scratch, true);
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    out.register(MemfdHandler::default()).unwrap();
+    let mut frozen = out.freeze(&mut mem, Freeze::AllowLoss).unwrap();
+    let e = frozen
+        .write(&mut mem, &mut [0u8; 64], 0, Stamps::default())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NoSpace);
+    assert!(e.needed().is_some());
+
+    // No common version: a v1-only reader of a v2-only file its writer
+    // would not have carried.
+    let mut inc = boot(&mut mem, &blob).unwrap();
+    let v1 = inc.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
+    let e = inc.take(&v1.key("s", 1), &mut mem).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NoCommonVersion, "{e}");
+    assert_eq!(Error::from(e).kind(), ErrorKind::NoCommonVersion);
+
+    // Carried: the same reader keeps a file its writer lets it carry.
+    let (mut mem, _, scratch) = setup();
+    let blob = v2_only(&mut mem, scratch, false);
+    let mut inc = boot(&mut mem, &blob).unwrap();
+    let v1 = inc.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
+    let e = inc.take(&v1.key("s", 1), &mut mem).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Carried, "{e}");
+
+    // Corrupt: one byte of the blob changed after its seal.
+    let (mut mem, _, scratch) = setup();
+    let mut blob = v2_only(&mut mem, scratch, false);
+    blob[0x48] ^= 0xff;
+    let e = boot(&mut mem, &blob).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+
+    // Out of memory: a memfd that cannot get a frame.
+    let (mut mem, _, _) = setup();
+    while mem.alloc_frames(0).is_some() {}
+    let mut f = Memfd::new(true);
+    let e: Error = f.write(&mut mem, 0, &[1; 10]).unwrap_err().into();
+    assert_eq!(e.kind(), ErrorKind::OutOfMemory, "{e}");
+}
