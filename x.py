@@ -366,9 +366,10 @@ def cmd_test(args):
         if f == 0:
             total_f += 1  # a build failure runs no test but is a failure
 
-    # 1b. The arch library's doc tests on the host: among them the
-    #     compile_fail tests that hold its memory token unique.
-    status, lines = run_capture(["cargo", "test", "--doc", "-p", "kho-x86_64"], env=env)
+    # 1b. The arch library's unit and doc tests on the host: the PVH boot
+    #     pages against their golden, and the compile_fail tests that hold
+    #     its memory token unique.
+    status, lines = run_capture(["cargo", "test", "-p", "kho-x86_64"], env=env)
     p, f = count_cargo(lines)
     total_p, total_f = total_p + p, total_f + f
     if status != 0:

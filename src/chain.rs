@@ -12,7 +12,7 @@
 //! walk the chain beside anything else sorted by address.
 //!
 //! A format names its magic and version ([`Format`]); the writer
-//! ([`Writer`]) fills pages the caller allocated ([`alloc_pages`], after
+//! ([`Writer`]) fills pages the caller allocated (`alloc_pages`, after
 //! counting them; records never split across pages); the reader
 //! ([`Pages`]) checks every page before it hands out its payload.
 #![deny(
@@ -23,7 +23,7 @@
     clippy::panic
 )]
 
-pub use crate::abi::chain::{
+pub(crate) use crate::abi::chain::{
     Format, HEADER_BYTES, MAX_CHAIN_PAGES, PAGE_BYTES, PAYLOAD_WORDS, PageHeader, SUM_OFFSET,
 };
 use crate::platform::{FrameAlloc, PhysMem};
@@ -189,7 +189,7 @@ pub trait PageSource {
 /// Gives back to `sink` the `pages` pages of a chain this kernel wrote from
 /// `first` (each header's `next` links the next): for a chain that will
 /// not be handed over after all. Stops at a page it cannot read.
-pub fn free_pages<S: PageSink + PageSource>(sink: &mut S, first: u64, pages: u32) {
+pub(crate) fn free_pages<S: PageSink + PageSource>(sink: &mut S, first: u64, pages: u32) {
     let mut at = first;
     for _ in 0..pages {
         let next = sink
@@ -206,7 +206,7 @@ pub fn free_pages<S: PageSink + PageSource>(sink: &mut S, first: u64, pages: u32
 
 /// Takes `count` pages from `sink`, checks each (aligned, not 0, outside
 /// `scratch`, accepted by `accept`, all distinct) and returns them sorted.
-pub fn alloc_pages<S: PageSink>(
+pub(crate) fn alloc_pages<S: PageSink>(
     sink: &mut S,
     count: usize,
     scratch: &[Range],
@@ -258,7 +258,7 @@ pub fn alloc_pages<S: PageSink>(
     Ok(pages)
 }
 
-/// Writes records into the pages given (sorted, as [`alloc_pages`] returns
+/// Writes records into the pages given (sorted, as `alloc_pages` returns
 /// them); page `seq` links to page `seq + 1`.
 pub struct Writer<'a, S: PageSink> {
     format: Format,
@@ -271,7 +271,7 @@ pub struct Writer<'a, S: PageSink> {
 
 impl<'a, S: PageSink> Writer<'a, S> {
     /// A writer of `format` into `pages` through `sink`.
-    pub fn new(format: Format, sink: &'a mut S, pages: Vec<u64>) -> Self {
+    pub(crate) fn new(format: Format, sink: &'a mut S, pages: Vec<u64>) -> Self {
         Self {
             format,
             sink,
@@ -311,7 +311,7 @@ impl<'a, S: PageSink> Writer<'a, S> {
 
     /// Appends a record of `words` (at most [`PAYLOAD_WORDS`]).
     #[inline]
-    pub fn record(&mut self, words: &[u64]) -> Result<(), ChainError> {
+    pub(crate) fn record(&mut self, words: &[u64]) -> Result<(), ChainError> {
         let mut end = self.words.saturating_add(words.len());
         if end > PAYLOAD_WORDS {
             self.next_page()?;
@@ -327,7 +327,7 @@ impl<'a, S: PageSink> Writer<'a, S> {
     }
 
     /// Ends the current page: the next record starts a new one.
-    pub fn next_page(&mut self) -> Result<(), ChainError> {
+    pub(crate) fn next_page(&mut self) -> Result<(), ChainError> {
         self.flush()?;
         self.buf.payload = [U64::ZERO; PAYLOAD_WORDS];
         self.words = 0;
@@ -337,7 +337,7 @@ impl<'a, S: PageSink> Writer<'a, S> {
 
     /// Writes the last page. Returns the first page and the page count; a
     /// count other than the pages given means the caller counted wrong.
-    pub fn finish(mut self) -> Result<(u64, u32), ChainError> {
+    pub(crate) fn finish(mut self) -> Result<(u64, u32), ChainError> {
         self.flush()?;
         if self.seq.saturating_add(1) != self.pages.len() {
             return Err(ChainError::BadChainLength);
@@ -353,7 +353,7 @@ impl<'a, S: PageSink> Writer<'a, S> {
 /// it says are used (`words`, at most [`PAYLOAD_WORDS`]). The words past
 /// them must be zero, which the reader checks on its own
 /// ([`ChainError::DirtyTail`]): a mostly empty page costs little to check.
-pub fn summed_len(page: &[u8]) -> usize {
+pub(crate) fn summed_len(page: &[u8]) -> usize {
     let words = page
         .get(20..24)
         .and_then(|b| <[u8; 4]>::try_from(b).ok())
@@ -368,7 +368,7 @@ pub fn summed_len(page: &[u8]) -> usize {
 /// `sum` field read as 0 (the same value as
 /// `csum::sum64_skipping(&page[..summed_len(page)], SUM_OFFSET)`, on the
 /// fast path: whole 64-byte groups read as words, in a pass of their own).
-pub fn page_sum(page: &[u8; PAGE_BYTES]) -> u64 {
+pub(crate) fn page_sum(page: &[u8; PAGE_BYTES]) -> u64 {
     let len = summed_len(page);
     let Ok(words) = <[U64]>::ref_from_bytes(page.as_slice()) else {
         return crate::csum::sum64_skipping(page.get(..len).unwrap_or(&[]), SUM_OFFSET);
@@ -446,7 +446,7 @@ pub struct Pages<'a, M: PageSource> {
 
 impl<'a, M: PageSource> Pages<'a, M> {
     /// A reader of `total` pages from `first`.
-    pub fn new(
+    pub(crate) fn new(
         mem: &'a M,
         format: Format,
         first: u64,
@@ -470,7 +470,7 @@ impl<'a, M: PageSource> Pages<'a, M> {
 
     /// The page at `phys`, once it is checked to be aligned, inside RAM and
     /// outside scratch.
-    pub fn checked_page(&self, phys: u64) -> Result<&'a [u8; PAGE_BYTES], ChainError> {
+    pub(crate) fn checked_page(&self, phys: u64) -> Result<&'a [u8; PAGE_BYTES], ChainError> {
         let pr = Range::new(phys, phys.saturating_add(PAGE_BYTES as u64));
         if !phys.is_multiple_of(PAGE_BYTES as u64)
             || phys == 0
@@ -486,7 +486,7 @@ impl<'a, M: PageSource> Pages<'a, M> {
 
     /// The link of the checked page at `phys` (for a second walker that
     /// runs ahead of the first); it must be higher than `phys`.
-    pub fn link(&self, phys: u64) -> Result<u64, ChainError> {
+    pub(crate) fn link(&self, phys: u64) -> Result<u64, ChainError> {
         let page = self.checked_page(phys)?;
         let (h, _) = PageHeader::ref_from_prefix(page.as_slice())
             .map_err(|_| ChainError::BadHeader { phys })?;
@@ -498,13 +498,13 @@ impl<'a, M: PageSource> Pages<'a, M> {
     }
 
     /// The pages in the chain.
-    pub fn total(&self) -> u32 {
+    pub(crate) fn total(&self) -> u32 {
         self.total
     }
 
     /// The next page, checked; `None` after the last.
     #[inline]
-    pub fn next_page(&mut self) -> Option<Result<Page<'a>, ChainError>> {
+    pub(crate) fn next_page(&mut self) -> Option<Result<Page<'a>, ChainError>> {
         if self.seq >= self.total {
             return None;
         }

@@ -13,7 +13,7 @@
 //! that the allocator also owns. A failed restore releases the data it
 //! claimed ([`Claims::release`]); metadata is never released before finish,
 //! so no later read can adopt a page another reader took as metadata.
-//! [`Claims::finish`] consumes the claims and returns what goes back to
+//! `Claims::finish` consumes the claims and returns what goes back to
 //! the allocator: every page that is free or metadata.
 //!
 //! Two bits per preserved page (64 KiB per preserved GiB): one bitmap of
@@ -231,7 +231,7 @@ impl Claims {
 
     /// Claims `pages` pages from `phys` as metadata of the reader that
     /// reads them: all of them, or (on error) none. Metadata stays claimed
-    /// until [`Claims::finish`], which gives it back with the free pages;
+    /// until `Claims::finish`, which gives it back with the free pages;
     /// [`Claims::release`] never releases it.
     pub fn claim_meta(&mut self, phys: u64, pages: u64) -> Result<(), ClaimError> {
         self.claim(phys, pages)?;
@@ -350,7 +350,8 @@ impl Claims {
     }
 
     /// Whether the page at `phys` is claimed (as data or metadata).
-    pub fn is_claimed(&mut self, phys: u64) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_claimed(&mut self, phys: u64) -> bool {
         match self.locate(phys & !(PAGE_SIZE - 1), 1) {
             Ok((bit, _)) => any_set(&self.bits, bit, 1),
             Err(_) => false,
@@ -358,7 +359,8 @@ impl Claims {
     }
 
     /// Whether the page at `phys` is claimed as metadata.
-    pub fn is_meta(&mut self, phys: u64) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_meta(&mut self, phys: u64) -> bool {
         match self.locate(phys & !(PAGE_SIZE - 1), 1) {
             Ok((bit, _)) => any_set(&self.meta, bit, 1),
             Err(_) => false,
@@ -366,24 +368,26 @@ impl Claims {
     }
 
     /// Every run of preserved pages nobody claimed, in address order.
-    pub fn unclaimed(&self) -> impl Iterator<Item = Range> + '_ {
+    #[cfg(test)]
+    pub(crate) fn unclaimed(&self) -> impl Iterator<Item = Range> + '_ {
         self.runs(|c, _| !c)
     }
 
     /// Every run of pages claimed as metadata, in address order.
-    pub fn metadata(&self) -> impl Iterator<Item = Range> + '_ {
+    #[cfg(any(test, feature = "host"))]
+    pub(crate) fn metadata(&self) -> impl Iterator<Item = Range> + '_ {
         self.runs(|_, m| m)
     }
 
     /// What the next kernel gives back to its allocator at finish, in
     /// address order: every preserved page that is free or metadata.
-    pub fn to_free(&self) -> impl Iterator<Item = Range> + '_ {
+    pub(crate) fn to_free(&self) -> impl Iterator<Item = Range> + '_ {
         self.runs(|c, m| !c || m)
     }
 
     /// Ends the claims: consumes them (no claim can follow) and returns
     /// what [`Claims::to_free`] lists, for the allocator.
-    pub fn finish(self) -> Vec<Range> {
+    pub(crate) fn finish(self) -> Vec<Range> {
         let mut out = Vec::new();
         for r in self.to_free() {
             if out.try_reserve(1).is_err() {

@@ -140,7 +140,7 @@ impl Sum64 {
     }
 
     /// Takes `n` zero bytes.
-    pub fn zeros(&mut self, n: usize) {
+    pub(crate) fn zeros(&mut self, n: usize) {
         for _ in 0..n / 16 {
             self.bytes(&[0u8; 16]);
         }
@@ -215,7 +215,7 @@ pub fn sum64(bytes: &[u8]) -> u64 {
 
 /// `kho-sum64` of `bytes` with the 8 bytes at `at` taken as zero (where the
 /// sum itself is stored).
-pub fn sum64_skipping(bytes: &[u8], at: usize) -> u64 {
+pub(crate) fn sum64_skipping(bytes: &[u8], at: usize) -> u64 {
     let mut s = Sum64::new();
     let (head, rest) = bytes.split_at(at.min(bytes.len()));
     s.bytes(head);

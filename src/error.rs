@@ -79,8 +79,6 @@ pub enum Error {
     Handoff(crate::handoff::HandoffError),
     /// From the next kernel image.
     Elf(crate::elf::ElfError),
-    /// From the PVH boot structures.
-    Pvh(crate::pvh::PvhError),
     /// From preserved vmalloc.
     Vmalloc(crate::vmalloc::VmallocError),
     /// From a memfd or its records.
@@ -104,7 +102,6 @@ impl fmt::Display for Error {
             Error::Scratch(e) => e.fmt(f),
             Error::Handoff(e) => e.fmt(f),
             Error::Elf(e) => e.fmt(f),
-            Error::Pvh(e) => e.fmt(f),
             Error::Vmalloc(e) => e.fmt(f),
             Error::Memfd(e) => e.fmt(f),
             Error::Luo(e) => e.fmt(f),
@@ -128,7 +125,6 @@ impl core::error::Error for Error {
             Error::Scratch(e) => Some(e),
             Error::Handoff(e) => Some(e),
             Error::Elf(e) => Some(e),
-            Error::Pvh(e) => Some(e),
             Error::Vmalloc(e) => Some(e),
             Error::Memfd(e) => Some(e),
             Error::Luo(e) => Some(e),
@@ -154,7 +150,6 @@ impl Error {
             Error::Scratch(e) => scratch(e),
             Error::Handoff(e) => handoff(e),
             Error::Elf(_) => ErrorKind::Corrupt,
-            Error::Pvh(_) => ErrorKind::Misuse,
             Error::Vmalloc(e) => vmalloc(e),
             Error::Memfd(e) => memfd(e),
             Error::Luo(e) => e.kind(),
@@ -244,12 +239,6 @@ impl From<crate::handoff::HandoffError> for Error {
 impl From<crate::elf::ElfError> for Error {
     fn from(e: crate::elf::ElfError) -> Self {
         Error::Elf(e)
-    }
-}
-
-impl From<crate::pvh::PvhError> for Error {
-    fn from(e: crate::pvh::PvhError) -> Self {
-        Error::Pvh(e)
     }
 }
 

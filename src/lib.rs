@@ -19,8 +19,9 @@
 //!   preserved pages each restored object adopted.
 //! - [`luo`]: the orchestrator: sessions, handlers and versions.
 //! - [`elf`]: the next kernel image, read safely (and its reads note).
-//! - [`error`]: [`Error`], which wraps every module's error.
-//! - [`update`]: the front door: [`Outgoing`] and [`Incoming`], typed by
+//! - [`Error`] and [`ErrorKind`]: one error type that wraps every module's error,
+//!   and what a caller can do about it.
+//! - The front door: [`Outgoing`], [`Frozen`] and [`Incoming`], typed by
 //!   their objects.
 //!
 //! # Example: one file across a kexec
@@ -93,20 +94,19 @@ pub mod chain;
 pub mod claims;
 pub mod csum;
 pub mod elf;
-pub mod error;
+mod error;
 pub mod fdt;
 pub mod handoff;
 pub mod luo;
 pub mod memfd;
 pub mod platform;
-pub mod pvh;
 pub mod ranges;
 pub mod reserve;
 pub mod scratch;
 #[cfg(any(test, feature = "host"))]
 pub mod testkit;
 pub mod tracker;
-pub mod update;
+mod update;
 pub mod vmalloc;
 
 pub use error::{Error, ErrorKind};

@@ -306,7 +306,8 @@ impl<S: Slots> Ranges<S> {
     }
 
     /// Whether every byte of `r` is in the set.
-    pub fn contains(&self, r: Range) -> bool {
+    #[cfg(test)]
+    pub(crate) fn contains(&self, r: Range) -> bool {
         !r.is_empty()
             && self
                 .first_ending_after(r.start)

@@ -109,7 +109,7 @@ impl Scratch {
     }
 
     /// The handed-over form: one [`ScratchRecord`] per area.
-    pub fn records(&self) -> impl Iterator<Item = ScratchRecord> + '_ {
+    pub(crate) fn records(&self) -> impl Iterator<Item = ScratchRecord> + '_ {
         self.areas().iter().map(|a| ScratchRecord {
             start: a.start.into(),
             size: a.len().into(),

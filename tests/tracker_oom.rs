@@ -127,7 +127,7 @@ fn the_writer_without_memory_for_its_buffer_writes_the_same_chain() {
         t.preserve((1 << 32) + i * ((2 << 20) + 0x2000), 0).unwrap();
     }
     let pool = Range::new(1 << 40, (1 << 40) + (1 << 30));
-    let chain = |mem: &HostMem, root: &handover::TrackerRoot| -> Vec<Vec<u8>> {
+    let chain = |mem: &HostMem, root: &kho::abi::tracker::TrackerRoot| -> Vec<Vec<u8>> {
         let mut at = root.first_page.get();
         let mut out = vec![];
         for _ in 0..root.pages.get() {

@@ -6,12 +6,14 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
+use kho::abi::chain::PAGE_BYTES;
+use kho::abi::tracker::TrackerRoot;
 use kho::platform::host::HostMem;
 use kho::platform::{Frame, PhysMem};
 use kho::ranges::Range;
 use kho::reserve::{Kept, ReserveLog};
 use kho::tracker::Tracker;
-use kho::tracker::handover::{self, PAGE_BYTES, Reader, TrackerRoot};
+use kho::tracker::handover::{self, Reader};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 

@@ -100,14 +100,14 @@ impl FolioWord {
 
     /// Whether the folio's contents are valid.
     #[inline(always)]
-    pub const fn uptodate(self) -> bool {
+    pub(crate) const fn uptodate(self) -> bool {
         self.0 & flag::UPTODATE != 0
     }
 
     /// Bits set above the frame number that no reader knows (a reader
     /// refuses the record).
     #[inline(always)]
-    pub const fn unknown(self) -> u64 {
+    pub(crate) const fn unknown(self) -> u64 {
         self.0 & !(flag::KNOWN | Self::FRAME)
     }
 }

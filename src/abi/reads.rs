@@ -78,7 +78,7 @@ impl<'a> ReadList<'a> {
     }
 
     /// Whether a payload of `version` with `required` bits is readable.
-    pub fn reads(&self, version: &str, required: u64) -> bool {
+    pub(crate) fn reads(&self, version: &str, required: u64) -> bool {
         self.versions()
             .any(|(n, f)| n == version && required & !f == 0)
     }
@@ -169,7 +169,8 @@ impl<const N: usize> ReadsNote<N> {
     }
 
     /// The note's list of entries (what [`ReadList::parse`] reads).
-    pub const fn desc(&self) -> &[u8; N] {
+    #[cfg(test)]
+    pub(crate) const fn desc(&self) -> &[u8; N] {
         &self.desc
     }
 }
@@ -181,7 +182,7 @@ impl<const N: usize> ReadsNote<N> {
     }
 
     /// The note for `desc`.
-    pub const fn new(desc: &[u8; N]) -> Self {
+    pub(crate) const fn new(desc: &[u8; N]) -> Self {
         assert!(
             N.is_multiple_of(4),
             "pad the reads list to a multiple of 4 bytes"

@@ -382,7 +382,8 @@ impl<'a> Image<'a> {
     }
 
     /// Bytes of memory the image occupies (sum of its segments' pages).
-    pub fn mem_bytes(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn mem_bytes(&self) -> u64 {
         self.segments().iter().map(|s| s.pages().len()).sum()
     }
 

@@ -18,7 +18,9 @@ mod tree;
 mod validate;
 mod write;
 
-pub use read::{Block, Fdt, FdtError, Node, PropError, Property, Reservation, StrList, WalkItem};
+pub use error::{Block, FdtError, PropError};
+pub use read::{Fdt, Reservation};
+pub use tree::{Node, Property, StrList, WalkItem};
 pub use write::{FdtWriter, WriteError};
 
 /// `magic` of every FDT header.

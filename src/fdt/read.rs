@@ -14,8 +14,8 @@
     clippy::panic
 )]
 
-pub use super::error::{Block, FdtError, PropError};
-pub use super::tree::{Node, Property, StrList, WalkItem};
+use super::error::{Block, FdtError};
+use super::tree::{Node, Property};
 use super::validate::*;
 use super::{FDT_LAST_COMP_VERSION, FDT_MAGIC, FDT_VERSION, HEADER_SIZE, is_prop_name_char};
 use zerocopy::byteorder::big_endian::U32;

@@ -516,7 +516,7 @@ impl<'a> FdtWriter<'a> {
 
     /// Like [`FdtWriter::finish`], and gives the buffer back (to patch a
     /// value in place, such as a checksum over the finished blob).
-    pub fn finish_into(mut self) -> Result<(usize, &'a mut [u8]), WriteError> {
+    pub(crate) fn finish_into(mut self) -> Result<(usize, &'a mut [u8]), WriteError> {
         let Some(struct_start) = self.struct_start else {
             return Err(WriteError::Unfinished);
         };

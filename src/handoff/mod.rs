@@ -150,7 +150,7 @@ pub struct HandoffWriter<'a> {
     hop: u32,
 }
 
-/// What [`HandoffWriter::finish`] wrote.
+/// What `HandoffWriter::finish` wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Written {
     /// Bytes of the blob (its first `len` bytes of the buffer).
@@ -160,7 +160,7 @@ pub struct Written {
 impl<'a> HandoffWriter<'a> {
     /// Starts a blob: the root with its version, hop count, stamps, the
     /// tracker's root and the scratch areas.
-    pub fn new(
+    pub(crate) fn new(
         buf: &'a mut [u8],
         hop: u32,
         stamps: Stamps,
@@ -194,7 +194,7 @@ impl<'a> HandoffWriter<'a> {
     }
 
     /// The blob's hop count (kexecs before this handoff).
-    pub fn hop(&self) -> u32 {
+    pub(crate) fn hop(&self) -> u32 {
         self.hop
     }
 
@@ -227,7 +227,7 @@ impl<'a> HandoffWriter<'a> {
     /// Closes the root, fills in the header and seals the blob (its
     /// checksum). Anything that changes the blob later must reseal it
     /// ([`set_stamps`] does).
-    pub fn finish(mut self) -> Result<Written, WriteError> {
+    pub(crate) fn finish(mut self) -> Result<Written, WriteError> {
         self.w.end_node()?;
         let (len, buf) = self.w.finish_into()?;
         seal(buf.get_mut(..len).ok_or(WriteError::Unfinished)?)

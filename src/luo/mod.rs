@@ -505,7 +505,7 @@ impl<P: Platform> Default for Luo<P> {
 
 impl<P: Platform> Luo<P> {
     /// An orchestrator with no handler and no session.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             handlers: Vec::new(),
             sessions: Vec::new(),
@@ -518,7 +518,7 @@ impl<P: Platform> Luo<P> {
 
     /// Registers a handler, for the family it names; its lists may not
     /// name a version twice. Returns the family, typed by its objects.
-    pub fn register<H: Handler<P>>(&mut self, h: H) -> Result<Family<H::Object>, LuoError> {
+    pub(crate) fn register<H: Handler<P>>(&mut self, h: H) -> Result<Family<H::Object>, LuoError> {
         let family = Handler::family(&h);
         if self.restored || self.finished {
             return Err(LuoError::State("handlers are registered before retrieve"));
@@ -556,14 +556,14 @@ impl<P: Platform> Luo<P> {
 
     /// The versions every registered handler reads, for this kernel's
     /// reads note (`NAME+FEATURES` entries).
-    pub fn reads(&self) -> impl Iterator<Item = Version> + '_ {
+    pub(crate) fn reads(&self) -> impl Iterator<Item = Version> + '_ {
         self.handlers.iter().flat_map(|h| h.reads().iter().copied())
     }
 
     /// Creates an empty session.
     /// A session that only holds objects carried from the previous kernel
     /// ([`Luo::carry`]) is taken over: this kernel's objects join them.
-    pub fn create_session(&mut self, name: &str) -> Result<(), LuoError> {
+    pub(crate) fn create_session(&mut self, name: &str) -> Result<(), LuoError> {
         if self.frozen {
             return Err(LuoError::State("sessions are frozen"));
         }
@@ -591,7 +591,7 @@ impl<P: Platform> Luo<P> {
     /// its memory freed, instead of kept for a kernel that can. For data
     /// that must not outlive a kernel able to check it (keys, leases);
     /// everything else is better carried.
-    pub fn set_drop_unread(&mut self, session: &str, drop: bool) -> Result<(), LuoError> {
+    pub(crate) fn set_drop_unread(&mut self, session: &str, drop: bool) -> Result<(), LuoError> {
         if self.frozen {
             return Err(LuoError::State("sessions are frozen"));
         }
@@ -608,7 +608,7 @@ impl<P: Platform> Luo<P> {
 
     /// Preserves `object` of `family` under `token` in `session`. On error
     /// the object comes back unchanged.
-    pub fn preserve<T: Any>(
+    pub(crate) fn preserve<T: Any>(
         &mut self,
         session: &str,
         token: u64,
@@ -647,7 +647,7 @@ impl<P: Platform> Luo<P> {
     /// first dependent ([`Luo::preserve_with`]), restored in the next
     /// kernel before any dependent, and discarded after the last. On
     /// error the object comes back unchanged.
-    pub fn share<T: Any>(
+    pub(crate) fn share<T: Any>(
         &mut self,
         session: &str,
         token: u64,
@@ -706,7 +706,7 @@ impl<P: Platform> Luo<P> {
     /// the dependent is not read either
     /// ([`LuoError::SharedUnread`], naming both) and is carried with it.
     #[allow(clippy::too_many_arguments)]
-    pub fn preserve_with<T: Any>(
+    pub(crate) fn preserve_with<T: Any>(
         &mut self,
         session: &str,
         token: u64,
@@ -798,7 +798,7 @@ impl<P: Platform> Luo<P> {
     /// it is not a `T` or cannot be unpreserved, it stays preserved. Shared
     /// state given with [`Luo::share`] goes back to waiting for a
     /// dependent when its last one is taken back.
-    pub fn unpreserve<T: Any>(
+    pub(crate) fn unpreserve<T: Any>(
         &mut self,
         session: &str,
         token: u64,
@@ -856,7 +856,7 @@ impl<P: Platform> Luo<P> {
     /// them all back.
     /// Objects carried from the previous kernel stay (preserved, in their
     /// sessions): they are not this kernel's to give back.
-    pub fn cancel(&mut self, p: &mut P, t: &mut Tracker) -> Vec<Cancelled> {
+    pub(crate) fn cancel(&mut self, p: &mut P, t: &mut Tracker) -> Vec<Cancelled> {
         self.unfreeze(p, t);
         let mut out = Vec::new();
         let mut kept = Vec::new();
@@ -904,7 +904,7 @@ impl<P: Platform> Luo<P> {
     /// unchanged, its carry count one more. It joins its session (made if
     /// needed; [`Luo::create_session`] may take it over). On error nothing
     /// changed and the object comes back.
-    pub fn carry(
+    pub(crate) fn carry(
         &mut self,
         c: Carried,
         p: &mut P,
@@ -1000,7 +1000,7 @@ impl<P: Platform> Luo<P> {
     /// What the next kernel (reading `next`) will do with each object:
     /// read it (the best of its versions that `next` reads), carry it, or
     /// lose it. A dependent is read only if its shared state is.
-    pub fn preflight(&self, next: &ReadList<'_>) -> Vec<Plan> {
+    pub(crate) fn preflight(&self, next: &ReadList<'_>) -> Vec<Plan> {
         let mut plan = Vec::new();
         for s in &self.sessions {
             for o in &s.objects {
@@ -1086,7 +1086,7 @@ impl<P: Platform> Luo<P> {
     /// is given and `drop_lost` is false, refuses first when any object
     /// would be lost ([`LuoError::WouldLose`]). All or nothing: a failed
     /// freeze unfreezes what was frozen.
-    pub fn freeze(
+    pub(crate) fn freeze(
         &mut self,
         p: &mut P,
         t: &mut Tracker,
@@ -1175,7 +1175,7 @@ impl<P: Platform> Luo<P> {
     }
 
     /// Undoes [`Luo::freeze`] (a refused kexec): every payload released.
-    pub fn unfreeze(&mut self, p: &mut P, t: &mut Tracker) {
+    pub(crate) fn unfreeze(&mut self, p: &mut P, t: &mut Tracker) {
         for s in &mut self.sessions {
             for o in &mut s.objects {
                 if let Held::Live(obj, prep) = &mut o.held
@@ -1190,7 +1190,7 @@ impl<P: Platform> Luo<P> {
     }
 
     /// Writes the frozen sessions into the handoff blob (node `luo`).
-    pub fn write(&self, w: &mut HandoffWriter<'_>) -> Result<(), LuoError> {
+    pub(crate) fn write(&self, w: &mut HandoffWriter<'_>) -> Result<(), LuoError> {
         if !self.frozen {
             return Err(LuoError::State("freeze before writing"));
         }
@@ -1200,7 +1200,7 @@ impl<P: Platform> Luo<P> {
     /// In the next kernel: takes the sessions and objects of the handoff's
     /// `luo` node (none if it has none). Each object waits for
     /// [`Luo::retrieve`].
-    pub fn incoming(&mut self, h: &Handoff<'_>) -> Result<(), LuoError> {
+    pub(crate) fn incoming(&mut self, h: &Handoff<'_>) -> Result<(), LuoError> {
         if !self.sessions.is_empty() || self.unread.is_some() {
             return Err(LuoError::State("incoming sessions on top of others"));
         }
@@ -1219,7 +1219,7 @@ impl<P: Platform> Luo<P> {
     /// Where object `token` of `session` comes from (for an incoming or
     /// carried object, as its blob said).
     #[cfg(test)]
-    pub fn origin(&self, session: &str, token: u64) -> Option<Origin> {
+    pub(crate) fn origin(&self, session: &str, token: u64) -> Option<Origin> {
         let (si, oi) = self.find(session, token).ok()?;
         Some(self.sessions[si].objects[oi].origin)
     }
@@ -1227,19 +1227,19 @@ impl<P: Platform> Luo<P> {
     /// How many data extents an incoming object's footprint array holds,
     /// if its footprint has one.
     #[cfg(test)]
-    pub fn footprint_array(&self, session: &str, token: u64) -> Option<u64> {
+    pub(crate) fn footprint_array(&self, session: &str, token: u64) -> Option<u64> {
         let (si, oi) = self.find(session, token).ok()?;
         self.sessions[si].objects[oi].fp_in.map(|(_, n)| n)
     }
 
     /// Why [`Luo::incoming`] could not read the blob's node, if it could
     /// not.
-    pub fn unread(&self) -> Option<&LuoError> {
+    pub(crate) fn unread(&self) -> Option<&LuoError> {
         self.unread.as_ref()
     }
 
     /// The sessions and their tokens, in blob order.
-    pub fn objects(&self) -> impl Iterator<Item = (&str, u64, &str)> + '_ {
+    pub(crate) fn objects(&self) -> impl Iterator<Item = (&str, u64, &str)> + '_ {
         self.sessions.iter().flat_map(|s| {
             s.objects
                 .iter()
@@ -1253,7 +1253,7 @@ impl<P: Platform> Luo<P> {
     /// calls); later calls return the same object, or the same error.
     /// A `T` is the family's object type; any other type is
     /// [`LuoError::WrongFamily`] (and the object stays restored).
-    pub fn retrieve<T: Any>(
+    pub(crate) fn retrieve<T: Any>(
         &mut self,
         session: &str,
         token: u64,
@@ -1528,7 +1528,7 @@ impl<P: Platform> Luo<P> {
     /// What is known of incoming object `token` of `session`, of
     /// `family`: its origin, its footprint, and (once restored) the
     /// version it came in and what became of it here.
-    pub fn info(&self, session: &str, token: u64, family: &str) -> Result<Info, LuoError> {
+    pub(crate) fn info(&self, session: &str, token: u64, family: &str) -> Result<Info, LuoError> {
         let (si, oi) = self.find_of(session, token, family)?;
         let o = &self.sessions[si].objects[oi];
         let state = match &o.held {
@@ -1557,7 +1557,12 @@ impl<P: Platform> Luo<P> {
     }
 
     /// Takes a retrieved object, a `T` of `family`, from the orchestrator.
-    pub fn take<T: Any>(&mut self, session: &str, token: u64, family: &str) -> Result<T, LuoError> {
+    pub(crate) fn take<T: Any>(
+        &mut self,
+        session: &str,
+        token: u64,
+        family: &str,
+    ) -> Result<T, LuoError> {
         let (si, oi) = self.find_of(session, token, family)?;
         let o = &mut self.sessions[si].objects[oi];
         match &o.held {
@@ -1590,7 +1595,7 @@ impl<P: Platform> Luo<P> {
     /// Every incoming object is restored first if no retrieve did it yet
     /// (`ram` and `scratch` as for [`Luo::retrieve`]): what this kernel
     /// carries never depends on what it retrieved.
-    pub fn finish(
+    pub(crate) fn finish(
         &mut self,
         p: &mut P,
         mut claims: Claims,

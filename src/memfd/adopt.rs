@@ -201,7 +201,7 @@ pub(crate) struct Adopt<'c> {
 
 impl<'c> Adopt<'c> {
     /// Starts a file of `size` bytes at `pos`, sealed with `seals`.
-    pub fn new(
+    pub(crate) fn new(
         claims: &'c mut Claims,
         size: u64,
         pos: u64,
@@ -232,7 +232,7 @@ impl<'c> Adopt<'c> {
     }
 
     /// Room for `n` more extents.
-    pub fn reserve(&mut self, n: usize) -> Result<(), MemfdError> {
+    pub(crate) fn reserve(&mut self, n: usize) -> Result<(), MemfdError> {
         self.file
             .extents
             .try_reserve(n)
@@ -244,7 +244,7 @@ impl<'c> Adopt<'c> {
     /// loop: as a call (which some binaries made it) the loop's state
     /// went through memory, at twice the cost per folio.
     #[inline(always)]
-    pub fn run(
+    pub(crate) fn run(
         &mut self,
         record: u64,
         f: &Folio,
@@ -313,7 +313,7 @@ impl<'c> Adopt<'c> {
 
     /// The restored file. Folios whose contents were not up to date are
     /// zeroed now.
-    pub fn finish<P: PhysMem>(self, p: &mut P) -> Memfd {
+    pub(crate) fn finish<P: PhysMem>(self, p: &mut P) -> Memfd {
         for e in &self.stale {
             let pages = u64::from(e.count).checked_shl(e.order).unwrap_or(0);
             for i in 0..pages {
@@ -330,7 +330,7 @@ impl<'c> Adopt<'c> {
     /// to check (a frame number is page aligned, one page is aligned
     /// anywhere in the file, and its last page is its first).
     #[inline(always)]
-    pub fn page(
+    pub(crate) fn page(
         &mut self,
         record: u64,
         phys: u64,
@@ -353,7 +353,7 @@ impl<'c> Adopt<'c> {
     }
 
     /// Gives back every folio adopted so far.
-    pub fn fail(self) {
+    pub(crate) fn fail(self) {
         for e in &self.file.extents {
             self.claims
                 .release(e.phys, u64::from(e.count).checked_shl(e.order).unwrap_or(0));

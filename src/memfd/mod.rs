@@ -218,7 +218,7 @@ impl Extent {
 
     /// Whether `next` continues it (same order, contiguous in the file and
     /// in physical memory).
-    pub const fn joins(&self, next: &Extent) -> bool {
+    pub(crate) const fn joins(&self, next: &Extent) -> bool {
         self.order == next.order
             && self.end() == next.index
             && self.phys + self.pages() * PAGE_SIZE == next.phys
@@ -294,7 +294,7 @@ impl Memfd {
     }
 
     /// Whether [`Memfd::preserve`] preserved it.
-    pub fn is_preserved(&self) -> bool {
+    pub(crate) fn is_preserved(&self) -> bool {
         self.preserved
     }
 

@@ -33,7 +33,7 @@ use crate::tracker::Tracker;
 use crate::vmalloc::VmallocRoot;
 use zerocopy::{FromBytes, IntoBytes};
 
-pub use super::v1::Written;
+pub(crate) use super::v1::Written;
 pub use crate::abi::memfd::v2::{
     Header, INDEX_BITS, INLINE_RECORDS, MAX_RUN, RECORD_BYTES, Record, VERSION,
 };

@@ -33,16 +33,16 @@ use super::leaf::{Edges, map_runs, map_span};
 use super::table::Slot;
 use super::{PAGE_SHIFT, REGION_PAGES, REGION_SHIFT, Tracker, TrackerError};
 use crate::chain::{self, ChainError, Format};
-pub use crate::chain::{PageSink, PageSource};
+pub(crate) use crate::chain::{PageSink, PageSource};
 use crate::ranges::Range;
 use crate::reserve::{Kept, Reserve, ReserveError};
 use alloc::vec::Vec;
 use core::fmt;
 
-pub use crate::abi::tracker::{
+pub(crate) use crate::abi::tracker::{
     BITMAP_TAG, MAX_EXTENT_PAGES, PAGE_MAGIC, PAGE_VERSION, PFN_MASK, TRACKER_VERSION, TrackerRoot,
 };
-pub use crate::chain::{MAX_CHAIN_PAGES, PAGE_BYTES, PAYLOAD_WORDS};
+pub(crate) use crate::chain::{PAGE_BYTES, PAYLOAD_WORDS};
 /// The tracker's page chain: its magic and version.
 const FORMAT: Format = Format {
     magic: PAGE_MAGIC,

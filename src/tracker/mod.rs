@@ -259,7 +259,7 @@ impl Tracker {
     }
 
     /// The scratch areas this tracker refuses.
-    pub fn scratch(&self) -> &[Range] {
+    pub(crate) fn scratch(&self) -> &[Range] {
         &self.scratch
     }
 
@@ -737,7 +737,7 @@ pub fn range_blocks(
 
 /// Order of the largest aligned block at page-aligned `p` that fits before
 /// `end`.
-pub fn block_order(p: u64, end: u64) -> u32 {
+pub(crate) fn block_order(p: u64, end: u64) -> u32 {
     let align = (p >> PAGE_SHIFT).trailing_zeros();
     let fit = 63 - ((end - p) >> PAGE_SHIFT).leading_zeros();
     align.min(fit).min(MAX_ORDER)

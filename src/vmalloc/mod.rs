@@ -19,7 +19,7 @@
 //!   but the last.
 //!
 //! A buffer whose contents are fixed once preserved (a record array) is
-//! preserved with [`Vmalloc::preserve_summed`]: its reader then checks the
+//! preserved with `Vmalloc::preserve_summed`: its reader then checks the
 //! contents too. Its chain pages and blocks are *metadata* of the reader
 //! ([`Claims::claim_meta`]); a buffer of live data has its blocks claimed
 //! as data.
@@ -216,7 +216,7 @@ impl Vmalloc {
     ///
     /// [`bytes`]: Vmalloc::bytes
     /// [`bytes_mut`]: Vmalloc::bytes_mut
-    pub fn new_unmapped<P: FrameAlloc>(
+    pub(crate) fn new_unmapped<P: FrameAlloc>(
         p: &mut P,
         bytes: usize,
         order: u32,
@@ -253,7 +253,7 @@ impl Vmalloc {
     /// Like [`Vmalloc::preserve_summed`], for contents the caller wrote
     /// and summed itself (`sum`, the `kho-sum64` of every frame in
     /// order): nothing is read back.
-    pub fn preserve_with_sum<P: PhysMem + FrameAlloc>(
+    pub(crate) fn preserve_with_sum<P: PhysMem + FrameAlloc>(
         &mut self,
         p: &mut P,
         tracker: &mut Tracker,
@@ -322,7 +322,7 @@ impl Vmalloc {
     /// Like [`Vmalloc::preserve`], for contents that are fixed from now on
     /// (a record array): the root carries their checksum, which the next
     /// kernel checks.
-    pub fn preserve_summed<P: PhysMem + FrameAlloc + MapFrames>(
+    pub(crate) fn preserve_summed<P: PhysMem + FrameAlloc + MapFrames>(
         &mut self,
         p: &mut P,
         tracker: &mut Tracker,
@@ -535,7 +535,7 @@ impl Blocks {
     /// them, and no object can adopt them meanwhile). The caller checks
     /// the contents against [`Blocks::sum`] as it reads them. On error
     /// what was claimed stays metadata.
-    pub fn restore<P: PhysMem>(
+    pub(crate) fn restore<P: PhysMem>(
         p: &P,
         root: &VmallocRoot,
         ram: &[Range],
@@ -576,12 +576,12 @@ impl Blocks {
     }
 
     /// The buffer's 4 KiB frames, in order.
-    pub fn frames(&self) -> impl Iterator<Item = u64> + '_ {
+    pub(crate) fn frames(&self) -> impl Iterator<Item = u64> + '_ {
         block_frames(&self.blocks, self.order)
     }
 
     /// How many 4 KiB frames the buffer has.
-    pub fn frame_count(&self) -> u64 {
+    pub(crate) fn frame_count(&self) -> u64 {
         (self.blocks.len() as u64).saturating_mul(1 << self.order)
     }
 }

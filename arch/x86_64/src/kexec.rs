@@ -27,14 +27,15 @@
 //! trampoline, its tables and the boot structures lie below 4 GiB (the
 //! trampoline ends in 32-bit code and PVH passes the start info in a
 //! 32-bit register); RAM is at most 512 GiB (one page of identity
-//! tables); at most [`kho::pvh::MAX_MODULES`] modules with command lines
-//! of at most [`kho::pvh::MAX_MODULE_CMDLINE`] bytes and a command line of
+//! tables); at most [`crate::bootpages::MAX_MODULES`] modules with command lines
+//! of at most [`crate::bootpages::MAX_MODULE_CMDLINE`] bytes and a command line of
 //! [`crate::pvh::MAX_CMDLINE`] bytes. The image's segments and the staged
 //! pages have no such limit: the trampoline reaches all of RAM.
 //!
 //! This module depends on the frame allocator and the page tables of this
 //! crate, never on the test harness or a demo.
 
+use crate::bootpages::{BootModule, BootPagesError, BootRegion};
 use crate::pvh::BootParams;
 use crate::start::module_bytes;
 use crate::{frames, paging};
@@ -42,7 +43,6 @@ use alloc::vec::Vec;
 use core::fmt;
 use kho::PAGE_SIZE;
 use kho::elf::{ElfError, Image, MAX_SEGMENTS};
-use kho::pvh::{BootModule, BootRegion, PvhError};
 use kho::ranges::Range;
 
 /// Everything the trampoline touches lies below this (it runs 32-bit code).
@@ -84,7 +84,7 @@ pub enum KexecError {
     Map,
     /// The boot structures cannot carry what was asked (too many modules,
     /// a module command line too long, a memory map too long).
-    Boot(PvhError),
+    Boot(BootPagesError),
     /// The image does not lie inside one of this boot's modules (the only
     /// memory whose bytes stay unchanged until the jump).
     NotAModule {
@@ -268,8 +268,8 @@ kho_trampoline_start:
 kho_trampoline_end:
     .popsection
     "#,
-    stamps = const kho::pvh::layout::TRAMPOLINE_STAMPS,
-    magic = const kho::pvh::layout::TRAMPOLINE_MAGIC,
+    stamps = const crate::bootpages::layout::TRAMPOLINE_STAMPS,
+    magic = const crate::bootpages::layout::TRAMPOLINE_MAGIC,
     options(att_syntax)
 );
 
@@ -606,7 +606,7 @@ fn build(
         unsafe { poke(lists[k], &page) };
     }
 
-    // Boot structures, laid out by `kho::pvh` (the one definition the next
+    // Boot structures, laid out by `crate::bootpages` (the one definition the next
     // kernel's entry reads): anything that does not fit is a typed error.
     let info = boot;
     let regions: Vec<BootRegion> = params
@@ -625,7 +625,7 @@ fn build(
         })
         .collect();
     let mut pages = alloc::vec![0u8; (BOOT_PAGES * PAGE_SIZE) as usize];
-    kho::pvh::write_boot_pages(&mut pages, boot, &regions, &mods, cmdline, params.rsdp)
+    crate::bootpages::write_boot_pages(&mut pages, boot, &regions, &mods, cmdline, params.rsdp)
         .map_err(KexecError::Boot)?;
     // SAFETY: as above, the boot pages are ours.
     unsafe { poke(boot, &pages) };

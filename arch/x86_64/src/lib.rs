@@ -13,9 +13,12 @@
 #![no_std]
 
 extern crate alloc;
+#[cfg(test)]
+extern crate std;
 
 pub mod addr;
 pub mod boot;
+pub mod bootpages;
 pub mod cpu;
 pub mod frames;
 pub mod gdt;

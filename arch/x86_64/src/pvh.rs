@@ -5,23 +5,23 @@
 //! image here, before the frame allocator may hand that memory out. The
 //! module's bytes are not copied; its range is reserved instead.
 
+use crate::bootpages::{MemmapEntry, ModlistEntry, StartInfo};
 use core::fmt;
 use core::mem::size_of;
 use heapless::{String, Vec};
-use kho::pvh::{MemmapEntry, ModlistEntry, StartInfo};
 use kho::ranges::Range;
 
 /// `hvm_start_info.magic`.
-pub const START_INFO_MAGIC: u32 = kho::pvh::START_INFO_MAGIC;
+pub const START_INFO_MAGIC: u32 = crate::bootpages::START_INFO_MAGIC;
 /// Most memory-map entries kept; a longer map is an error, not a truncation.
 pub const MAX_MEMMAP: usize = 128;
 /// Longest command line kept, in bytes.
 pub const MAX_CMDLINE: usize = 1024;
 /// Most modules kept; more is an error (the same limit the writer has).
-pub const MAX_MODULES: usize = kho::pvh::MAX_MODULES;
+pub const MAX_MODULES: usize = crate::bootpages::MAX_MODULES;
 /// Longest module command line kept, in bytes (with room for the NUL the
-/// writer puts after at most [`kho::pvh::MAX_MODULE_CMDLINE`]).
-pub const MAX_MODULE_CMDLINE: usize = kho::pvh::MAX_MODULE_CMDLINE + 1;
+/// writer puts after at most [`crate::bootpages::MAX_MODULE_CMDLINE`]).
+pub const MAX_MODULE_CMDLINE: usize = crate::bootpages::MAX_MODULE_CMDLINE + 1;
 
 /// One module the loader handed over.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -252,11 +252,11 @@ pub unsafe fn read_boot_params(start_info: u64) -> Result<BootParams, PvhError> 
     }
 
     // The trampoline's stamps, if a kho kexec brought us here.
-    let stamps = start_info + kho::pvh::layout::TRAMPOLINE_STAMPS as u64;
+    let stamps = start_info + crate::bootpages::layout::TRAMPOLINE_STAMPS as u64;
     let trampoline_tsc = if check(stamps, 24).is_ok() {
         // SAFETY: checked to lie under 4 GiB, like everything above.
         let [magic, first, last]: [u64; 3] = unsafe { read(stamps) };
-        (magic == kho::pvh::layout::TRAMPOLINE_MAGIC).then_some((first, last))
+        (magic == crate::bootpages::layout::TRAMPOLINE_MAGIC).then_some((first, last))
     } else {
         None
     };

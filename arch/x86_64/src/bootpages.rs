@@ -1,5 +1,5 @@
 //! The PVH boot structures (`hvm_start_info` version 1, its module list and
-//! memory map), defined once: the kexec that writes them for the next
+//! memory map) a kexec writes for the next kernel, defined once: the kexec that writes them for the next
 //! kernel and the entry code that reads them use these types, not offsets.
 //!
 //! Layouts (little-endian, as the PVH protocol defines them for x86):
@@ -18,8 +18,8 @@
     clippy::panic
 )]
 
-use crate::ranges::Range;
 use core::fmt;
+use kho::ranges::Range;
 use zerocopy::byteorder::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -136,7 +136,7 @@ pub struct BootRegion {
 
 /// Why the boot pages could not be written. Nothing is cut silently.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PvhError {
+pub enum BootPagesError {
     /// More modules than [`MAX_MODULES`].
     TooManyModules {
         /// How many were given.
@@ -163,38 +163,38 @@ pub enum PvhError {
     Buffer,
 }
 
-impl fmt::Display for PvhError {
+impl fmt::Display for BootPagesError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PvhError::TooManyModules { given } => {
+            BootPagesError::TooManyModules { given } => {
                 write!(f, "{given} modules, at most {MAX_MODULES} fit")
             }
-            PvhError::ModuleCmdline { index } => write!(
+            BootPagesError::ModuleCmdline { index } => write!(
                 f,
                 "module {index}: command line over {MAX_MODULE_CMDLINE} bytes or with a NUL"
             ),
-            PvhError::MemoryMapTooLong { given } => write!(
+            BootPagesError::MemoryMapTooLong { given } => write!(
                 f,
                 "{given} memory-map entries, at most {} fit",
                 layout::MAX_MEMMAP
             ),
-            PvhError::Cmdline { len } => {
+            BootPagesError::Cmdline { len } => {
                 write!(
                     f,
                     "a command line of {len} bytes does not fit the boot pages"
                 )
             }
-            PvhError::Buffer => f.write_str("boot pages too small or at a bad address"),
+            BootPagesError::Buffer => f.write_str("boot pages too small or at a bad address"),
         }
     }
 }
 
-impl core::error::Error for PvhError {}
+impl core::error::Error for BootPagesError {}
 
-fn put<T: IntoBytes + Immutable>(buf: &mut [u8], at: usize, v: &T) -> Result<(), PvhError> {
+fn put<T: IntoBytes + Immutable>(buf: &mut [u8], at: usize, v: &T) -> Result<(), BootPagesError> {
     let b = v.as_bytes();
     buf.get_mut(at..at.saturating_add(b.len()))
-        .ok_or(PvhError::Buffer)?
+        .ok_or(BootPagesError::Buffer)?
         .copy_from_slice(b);
     Ok(())
 }
@@ -210,27 +210,27 @@ pub fn write_boot_pages(
     modules: &[BootModule<'_>],
     cmdline: &str,
     rsdp: u64,
-) -> Result<(), PvhError> {
+) -> Result<(), BootPagesError> {
     if buf.len() < 2 * 4096 || base.checked_add(buf.len() as u64).is_none() {
-        return Err(PvhError::Buffer);
+        return Err(BootPagesError::Buffer);
     }
     if modules.len() > MAX_MODULES {
-        return Err(PvhError::TooManyModules {
+        return Err(BootPagesError::TooManyModules {
             given: modules.len(),
         });
     }
     if regions.len() > layout::MAX_MEMMAP {
-        return Err(PvhError::MemoryMapTooLong {
+        return Err(BootPagesError::MemoryMapTooLong {
             given: regions.len(),
         });
     }
     let room = buf.len().saturating_sub(layout::CMDLINE);
     if cmdline.len() >= room || cmdline.as_bytes().contains(&0) {
-        return Err(PvhError::Cmdline { len: cmdline.len() });
+        return Err(BootPagesError::Cmdline { len: cmdline.len() });
     }
     for (index, m) in modules.iter().enumerate() {
         if m.cmdline.len() > MAX_MODULE_CMDLINE || m.cmdline.as_bytes().contains(&0) {
-            return Err(PvhError::ModuleCmdline { index });
+            return Err(BootPagesError::ModuleCmdline { index });
         }
     }
     buf.fill(0);
@@ -260,11 +260,11 @@ pub fn write_boot_pages(
             &e,
         )?;
         buf.get_mut(cmd_off..cmd_off.saturating_add(m.cmdline.len()))
-            .ok_or(PvhError::Buffer)?
+            .ok_or(BootPagesError::Buffer)?
             .copy_from_slice(m.cmdline.as_bytes());
     }
     buf.get_mut(layout::CMDLINE..layout::CMDLINE.saturating_add(cmdline.len()))
-        .ok_or(PvhError::Buffer)?
+        .ok_or(BootPagesError::Buffer)?
         .copy_from_slice(cmdline.as_bytes());
     let si = StartInfo {
         magic: START_INFO_MAGIC.into(),
@@ -416,8 +416,8 @@ mod tests {
             0xf_5a40,
         )
         .unwrap();
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/pvh-boot-v1.bin");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/golden/pvh-boot-v1.bin");
         if std::env::var_os("KHO_BLESS").is_some() {
             std::fs::write(&path, &buf).unwrap();
         }
@@ -436,12 +436,12 @@ mod tests {
         let nine = [m("a"); 9];
         assert_eq!(
             write_boot_pages(&mut buf, base, &[], &nine, "", 0),
-            Err(PvhError::TooManyModules { given: 9 })
+            Err(BootPagesError::TooManyModules { given: 9 })
         );
         let s64: &'static str = "0123456789012345678901234567890123456789012345678901234567890123";
         assert_eq!(
             write_boot_pages(&mut buf, base, &[], &[m("ok"), m(s64)], "", 0),
-            Err(PvhError::ModuleCmdline { index: 1 })
+            Err(BootPagesError::ModuleCmdline { index: 1 })
         );
         let map = vec![
             BootRegion {
@@ -452,18 +452,18 @@ mod tests {
         ];
         assert_eq!(
             write_boot_pages(&mut buf, base, &map, &[], "", 0),
-            Err(PvhError::MemoryMapTooLong {
+            Err(BootPagesError::MemoryMapTooLong {
                 given: layout::MAX_MEMMAP + 1
             })
         );
         let long = "x".repeat(4096);
         assert_eq!(
             write_boot_pages(&mut buf, base, &[], &[], &long, 0),
-            Err(PvhError::Cmdline { len: 4096 })
+            Err(BootPagesError::Cmdline { len: 4096 })
         );
         assert_eq!(
             write_boot_pages(&mut buf[..4096], base, &[], &[], "", 0),
-            Err(PvhError::Buffer)
+            Err(BootPagesError::Buffer)
         );
     }
 }
