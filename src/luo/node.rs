@@ -2,7 +2,8 @@
 //! still read): its writer and reader, side by side. The layout is
 //! [`crate::abi::luo`]'s; docs/abi.md says what refuses a node.
 
-use super::{Held, InPayload, LuoError, Object, Origin, Session, footprint_of};
+use super::carry::footprint_of;
+use super::{Held, InPayload, LuoError, Object, Origin, Session};
 use crate::abi::luo::{
     Extent, LUO_V1, MAX_FOOTPRINT_EXTENTS, Origin as OriginRec, SESSION_DROP_UNREAD,
 };

@@ -4,12 +4,14 @@
 
 use super::memfd::{MemfdHandler, V1, V2, V3_TEST};
 use super::*;
+use crate::claims::Claims;
 use crate::fdt::WriteError;
 use crate::handoff::{Handoff, HandoffWriter, Stamps};
 use crate::memfd::{Memfd, seal};
 use crate::platform::PhysMem;
 use crate::platform::host::HostMem;
 use crate::scratch::{Scratch, ScratchRecord};
+use crate::tracker::Tracker;
 use crate::tracker::handover;
 use alloc::vec;
 use zerocopy::{FromBytes, IntoBytes};
