@@ -1,0 +1,381 @@
+//! The kernel that kexecs: [`Outgoing`] while objects are preserved,
+//! [`Frozen`] once they are final.
+
+use super::{Freeze, Key};
+use crate::Error;
+use crate::fdt::WriteError;
+use crate::handoff::{self, HandoffWriter, Stamps, Written};
+use crate::luo::{
+    Cancelled, Carried, Family, Handler, Luo, LuoError, Plan, Platform, ReadList, Refused, Version,
+};
+use crate::platform::PhysMem;
+use crate::ranges::Range;
+use crate::scratch::Scratch;
+use crate::tracker::{Tracker, TrackerError, handover};
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::any::Any;
+
+/// The kernel that is about to kexec: its tracker, its orchestrator and
+/// its scratch areas.
+pub struct Outgoing<P: Platform> {
+    scratch: Scratch,
+    tracker: Tracker,
+    luo: Luo<P>,
+}
+
+impl<P: Platform> Outgoing<P> {
+    /// An empty outgoing side over `scratch` (from
+    /// [`crate::scratch::cold_boot`] at a cold boot, or
+    /// [`Incoming::scratch`](crate::Incoming::scratch) after a kexec: scratch never moves).
+    pub fn new(scratch: Scratch) -> Result<Self, Error> {
+        Ok(Self {
+            tracker: Tracker::new(scratch.areas())?,
+            scratch,
+            luo: Luo::new(),
+        })
+    }
+
+    /// Registers a handler; its objects are then preserved through the
+    /// [`Family`] returned.
+    pub fn register<H: Handler<P>>(&mut self, h: H) -> Result<Family<H::Object>, LuoError> {
+        self.luo.register(h)
+    }
+
+    /// Every version the registered handlers read, for a reads note
+    /// built at run time (a compiled kernel declares its own with
+    /// [`crate::luo::ReadsNote`]).
+    pub fn reads(&self) -> impl Iterator<Item = Version> + '_ {
+        self.luo.reads()
+    }
+
+    /// Every object held here, preserved or carried: session, token,
+    /// family, session by session.
+    pub fn objects(&self) -> impl Iterator<Item = (&str, u64, &str)> + '_ {
+        self.luo.objects()
+    }
+
+    /// Creates an empty session.
+    pub fn create_session(&mut self, name: &str) -> Result<(), LuoError> {
+        self.luo.create_session(name)
+    }
+
+    /// Preserves `object` as `token` in `session`; returns its key. On
+    /// error the object comes back in the [`Refused`], unchanged.
+    pub fn preserve<T: Any>(
+        &mut self,
+        family: Family<T>,
+        session: &str,
+        token: u64,
+        object: T,
+        p: &mut P,
+    ) -> Result<Key<T>, Refused<T>> {
+        self.luo
+            .preserve(session, token, family.name(), object, p, &mut self.tracker)?;
+        Ok(family.key(session, token))
+    }
+
+    /// Hands on the objects the previous kernel could not read
+    /// ([`Finished::carried`](crate::luo::Finished::carried), from [`Incoming::finish`](crate::Incoming::finish)): each keeps its
+    /// pages, preserved again here, and its payloads, unchanged, in the
+    /// handoff this side writes. Returns those it could not carry, each
+    /// with why (they are lost at the kexec unless carried again, or
+    /// given up with [`Carried::discard`]).
+    ///
+    /// Any order: shared state is carried before the objects that depend
+    /// on it. A dependent whose shared state this kernel *read* (not
+    /// carried) goes on only if that state is given again, under the same
+    /// session and token ([`Outgoing::share`](crate::Outgoing::share)), before this call.
+    pub fn carry(&mut self, carried: Vec<Carried>, p: &mut P) -> Vec<Box<Refused<Carried>>> {
+        let mut refused = Vec::new();
+        let (shared, dependents): (Vec<Carried>, Vec<Carried>) =
+            carried.into_iter().partition(|c| c.needs().is_none());
+        for c in shared.into_iter().chain(dependents) {
+            if let Err(r) = self.luo.carry(c, p, &mut self.tracker) {
+                refused.push(r);
+            }
+        }
+        refused
+    }
+
+    /// Opts `session` out of carry-through ([`Outgoing::set_drop_unread`](crate::Outgoing::set_drop_unread)(crate::Outgoing::set_drop_unread)).
+    pub fn set_drop_unread(&mut self, session: &str, drop: bool) -> Result<(), LuoError> {
+        self.luo.set_drop_unread(session, drop)
+    }
+
+    /// Gives shared state (a pool behind many objects, say) as `token` of
+    /// `session`: preserved with its first dependent
+    /// ([`Outgoing::preserve_with`](crate::Outgoing::preserve_with)), restored first in the next kernel,
+    /// finished after its last dependent ([`Outgoing::share`](crate::Outgoing::share)(crate::Outgoing::share)).
+    pub fn share<T: Any>(
+        &mut self,
+        family: Family<T>,
+        session: &str,
+        token: u64,
+        object: T,
+    ) -> Result<Key<T>, Refused<T>> {
+        self.luo.share(session, token, family.name(), object)?;
+        Ok(family.key(session, token))
+    }
+
+    /// [`Outgoing::preserve`](crate::Outgoing::preserve) for an object that depends on the shared
+    /// state `needs` ([`Outgoing::preserve_with`](crate::Outgoing::preserve_with)(crate::Outgoing::preserve_with)): in the next kernel it is
+    /// read only if that is, and its handler's
+    /// [`Handler::retrieve_dependent`] gets it.
+    pub fn preserve_with<T: Any, S>(
+        &mut self,
+        family: Family<T>,
+        session: &str,
+        token: u64,
+        object: T,
+        needs: &Key<S>,
+        p: &mut P,
+    ) -> Result<Key<T>, Refused<T>> {
+        self.luo.preserve_with(
+            session,
+            token,
+            family.name(),
+            object,
+            (&needs.session, needs.token),
+            p,
+            &mut self.tracker,
+        )?;
+        Ok(family.key(session, token))
+    }
+
+    /// Takes an object back before the kexec, unpreserved.
+    pub fn unpreserve<T: Any>(&mut self, key: &Key<T>, p: &mut P) -> Result<T, LuoError> {
+        self.luo.unpreserve(
+            &key.session,
+            key.token,
+            key.family.name(),
+            p,
+            &mut self.tracker,
+        )
+    }
+
+    /// What the next kernel (reading `next`) will do with each object.
+    pub fn preflight(&self, next: &ReadList<'_>) -> Vec<Plan> {
+        self.luo.preflight(next)
+    }
+
+    /// Freezes every object (all or nothing), by `policy`: the side that
+    /// is frozen can only write the handoff, say what it keeps, or thaw.
+    /// On refusal nothing changed, and the outgoing side comes back with
+    /// why ([`NotFrozen`]).
+    pub fn freeze(mut self, p: &mut P, policy: Freeze<'_>) -> Result<Frozen<P>, NotFrozen<P>> {
+        let next = match policy {
+            Freeze::NoLoss(next) => Some(next),
+            Freeze::AllowLoss => None,
+        };
+        match self.luo.freeze(p, &mut self.tracker, next, false) {
+            Ok(()) => Ok(Frozen {
+                out: self,
+                root: None,
+            }),
+            Err(error) => Err(NotFrozen {
+                outgoing: Box::new(self),
+                error,
+            }),
+        }
+    }
+
+    /// Gives up the kexec: every object comes back, unpreserved
+    /// ([`Cancelled::into_object`]). Objects carried from the previous
+    /// kernel stay, preserved: they are not this kernel's to give back.
+    pub fn cancel(&mut self, p: &mut P) -> Vec<Cancelled> {
+        self.luo.cancel(p, &mut self.tracker)
+    }
+
+    /// Preserves `2^order` frames at `phys` outside any object (a
+    /// kernel's own subsystem data, which it restores itself and claims
+    /// with [`Incoming::claim`](crate::Incoming::claim)). Strict, as the tracker is: misaligned,
+    /// overlapping, twice or in scratch is an error that changes nothing.
+    pub fn preserve_frames(&mut self, phys: u64, order: u32) -> Result<(), TrackerError> {
+        self.tracker.preserve(phys, order)
+    }
+
+    /// Undoes [`Outgoing::preserve_frames`](crate::Outgoing::preserve_frames).
+    pub fn unpreserve_frames(&mut self, phys: u64, order: u32) -> Result<(), TrackerError> {
+        self.tracker.unpreserve(phys, order)
+    }
+
+    /// Preserves the pages of `range` (page aligned) outside any object,
+    /// as the fewest blocks.
+    pub fn preserve_range(&mut self, range: Range) -> Result<(), TrackerError> {
+        self.tracker.preserve_range(range.start, range.end)
+    }
+
+    /// Undoes [`Outgoing::preserve_range`](crate::Outgoing::preserve_range).
+    pub fn unpreserve_range(&mut self, range: Range) -> Result<(), TrackerError> {
+        self.tracker.unpreserve_range(range.start, range.end)
+    }
+
+    /// The scratch areas.
+    pub fn scratch(&self) -> &Scratch {
+        &self.scratch
+    }
+}
+
+/// Why [`Outgoing::freeze`](crate::Outgoing::freeze) refused: the error, and the outgoing side
+/// back, unchanged (every object still preserved and live).
+pub struct NotFrozen<P: Platform> {
+    /// The outgoing side, as it was before the freeze.
+    pub outgoing: Box<Outgoing<P>>,
+    /// Why the freeze was refused.
+    pub error: LuoError,
+}
+
+impl<P: Platform> core::fmt::Debug for NotFrozen<P> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("NotFrozen")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Platform> core::fmt::Display for NotFrozen<P> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "freeze refused: {}", self.error)
+    }
+}
+
+impl<P: Platform> core::error::Error for NotFrozen<P> {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<P: Platform> From<NotFrozen<P>> for Error {
+    fn from(n: NotFrozen<P>) -> Self {
+        Error::Luo(n.error)
+    }
+}
+
+/// The outgoing side once frozen ([`Outgoing::freeze`](crate::Outgoing::freeze)): every object's
+/// data is final, so all that remains is to write the handoff, learn what
+/// the kexec must keep, and jump; or to thaw (a kexec that did not
+/// happen). Nothing can be preserved, unpreserved or carried while
+/// frozen: those calls are not here.
+pub struct Frozen<P: Platform> {
+    out: Outgoing<P>,
+    /// The tracker chain of the last blob written.
+    root: Option<handover::TrackerRoot>,
+}
+
+impl<P: Platform> Frozen<P> {
+    /// Writes the handoff blob into `buf`: the tracker's chain (into
+    /// pages from `p`), the scratch areas and the frozen objects. `hop`
+    /// counts the kexecs before this one ([`Incoming::next_hop`](crate::Incoming::next_hop) after a
+    /// restore, 0 after a cold boot); `stamps` are TSC readings or zeros.
+    ///
+    /// `buf` needs 16 KiB plus every payload's bytes; too small is
+    /// [`WriteError::NoSpace`] with the exact size the blob needs (up to
+    /// [`handoff::MAX_BLOB`]: [`Error::needed`]), and then nothing is
+    /// kept: the chain's pages go back to `p`, and a buffer of that size
+    /// may be tried.
+    pub fn write(
+        &mut self,
+        p: &mut P,
+        buf: &mut [u8],
+        hop: u32,
+        stamps: Stamps,
+    ) -> Result<Written, Error> {
+        self.write_with(p, buf, hop, stamps, |_| Ok(()))
+    }
+
+    /// [`Frozen::write`](crate::Frozen::write), with the kernel's own subsystem nodes added by
+    /// `extra` ([`HandoffWriter::subsystem`]).
+    pub fn write_with(
+        &mut self,
+        p: &mut P,
+        buf: &mut [u8],
+        hop: u32,
+        stamps: Stamps,
+        mut extra: impl FnMut(&mut HandoffWriter<'_>) -> Result<(), WriteError>,
+    ) -> Result<Written, Error> {
+        let root = handover::write(&self.out.tracker, p)?;
+        let mut attempt = |buf: &mut [u8]| -> Result<Written, Error> {
+            let mut w = HandoffWriter::new(buf, hop, stamps, &root, &self.out.scratch)?;
+            self.out.luo.write(&mut w)?;
+            extra(&mut w)?;
+            Ok(w.finish()?)
+        };
+        let r = match attempt(buf) {
+            Err(e) => match e.needed() {
+                // Too small: measured on the heap, so the caller learns
+                // the whole size at once, not one item's worth.
+                Some(at_least) => {
+                    let mut size = at_least.max(buf.len().saturating_mul(2));
+                    loop {
+                        if size > handoff::MAX_BLOB {
+                            break Err(e);
+                        }
+                        let mut v = Vec::new();
+                        if v.try_reserve_exact(size).is_err() {
+                            break Err(e);
+                        }
+                        v.resize(size, 0);
+                        match attempt(&mut v) {
+                            Ok(w) => {
+                                break Err(Error::FdtWrite(WriteError::NoSpace { needed: w.len }));
+                            }
+                            Err(again) => match again.needed() {
+                                Some(n) => size = n.max(size.saturating_mul(2)),
+                                None => break Err(again),
+                            },
+                        }
+                    }
+                }
+                None => Err(e),
+            },
+            ok => ok,
+        };
+        match r {
+            // A blob written again replaces the last one: its chain goes.
+            Ok(_) => {
+                if let Some(old) = self.root.replace(root) {
+                    handover::free(p, &old);
+                }
+            }
+            Err(_) => handover::free(p, &root),
+        }
+        r
+    }
+
+    /// Everything the kexec must leave in place besides the blob, read
+    /// back from the last blob's tracker chain the way the next kernel
+    /// will read it (so this is also a check of what was written): every
+    /// preserved range and every chain page. What a kexec loader is given
+    /// as memory to keep (`kho_x86_64::kexec::prepare`'s `keep`).
+    pub fn kept(&self, mem: &impl PhysMem, ram: &[Range]) -> Result<Vec<Range>, Error> {
+        let root = self.root.ok_or(LuoError::State(
+            "write the handoff before asking what it keeps",
+        ))?;
+        let mut log = crate::reserve::ReserveLog::new();
+        handover::Reader::new(mem, root, ram, self.out.scratch.areas()).restore(&mut log)?;
+        Ok(log.ranges.into_iter().map(|(r, _)| r).collect())
+    }
+
+    /// The scratch areas.
+    pub fn scratch(&self) -> &Scratch {
+        &self.out.scratch
+    }
+
+    /// The tracker, for the crate's own tests.
+    #[cfg(test)]
+    pub(crate) fn tracker_mut(&mut self) -> &mut Tracker {
+        &mut self.out.tracker
+    }
+
+    /// Back to an outgoing side (a kexec that did not happen): the last
+    /// blob's tracker chain goes back to `p`, every object is thawed and
+    /// live again, still preserved.
+    pub fn thaw(mut self, p: &mut P) -> Outgoing<P> {
+        if let Some(root) = self.root.take() {
+            handover::free(p, &root);
+        }
+        self.out.luo.unfreeze(p, &mut self.out.tracker);
+        self.out
+    }
+}
