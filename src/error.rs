@@ -286,6 +286,53 @@ mod tests {
     }
 }
 
+impl crate::luo::LuoError {
+    /// What a caller can do about this error ([`Error::kind`]).
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind::*;
+        use crate::error::kinds;
+        match self {
+            crate::luo::LuoError::NoReadableVersion { .. }
+            | crate::luo::LuoError::SharedUnread { .. }
+            | crate::luo::LuoError::NoHandler(_) => NoCommonVersion,
+            crate::luo::LuoError::WouldLose(_) | crate::luo::LuoError::NextReadsNoNode { .. } => {
+                WouldLose
+            }
+            crate::luo::LuoError::Carried { .. } => Carried,
+            crate::luo::LuoError::Handler { .. } => Handler,
+            crate::luo::LuoError::OutOfMemory => OutOfMemory,
+            crate::luo::LuoError::Write(w) => kinds::write(w),
+            crate::luo::LuoError::BadNode(_)
+            | crate::luo::LuoError::Footprint { .. }
+            | crate::luo::LuoError::BadFootprint { .. } => Corrupt,
+            crate::luo::LuoError::Memfd(m) => kinds::memfd(m),
+            crate::luo::LuoError::Claim(c) => kinds::claim(c),
+            crate::luo::LuoError::Tracker(t) => kinds::tracker(t),
+            crate::luo::LuoError::Vmalloc(v)
+            | crate::luo::LuoError::FootprintArray { error: v, .. } => kinds::vmalloc(v),
+            crate::luo::LuoError::NodeUnread(e) => e.kind(),
+            crate::luo::LuoError::DuplicateFamily(_)
+            | crate::luo::LuoError::DuplicateSession(_)
+            | crate::luo::LuoError::NoSession(_)
+            | crate::luo::LuoError::DuplicateToken { .. }
+            | crate::luo::LuoError::NoToken { .. }
+            | crate::luo::LuoError::WrongFamily(_)
+            | crate::luo::LuoError::State(_)
+            | crate::luo::LuoError::NothingStored(_)
+            | crate::luo::LuoError::DuplicateVersion { .. }
+            | crate::luo::LuoError::NeverRetrieved
+            | crate::luo::LuoError::NotTaken => Misuse,
+        }
+    }
+}
+
+impl<T> From<crate::luo::Refused<T>> for Error {
+    /// Keeps the reason; drops the object (see [`crate::luo::Refused`]).
+    fn from(r: crate::luo::Refused<T>) -> Self {
+        Error::Luo(r.error)
+    }
+}
+
 /// The kind of each module's errors (one function per module error, used
 /// by [`Error::kind`] and [`crate::luo::LuoError::kind`]).
 pub(crate) mod kinds {

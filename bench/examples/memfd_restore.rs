@@ -2,6 +2,7 @@
 //! a loop, for `perf record`.
 
 use kho::memfd::{Memfd, v2};
+use kho::testkit::HandOver;
 use kho::tracker::Tracker;
 
 mod common;

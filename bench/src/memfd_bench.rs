@@ -7,6 +7,7 @@ use crate::{Figure, Target};
 use kho::memfd::{Memfd, v2};
 use kho::platform::host::HostMem;
 use kho::ranges::Range;
+use kho::testkit::HandOver;
 use kho::tracker::Tracker;
 use std::hint::black_box;
 use std::time::Instant;

@@ -11,6 +11,7 @@ use kho::memfd::{Memfd, v1, v2};
 use kho::platform::PhysMem;
 use kho::platform::host::HostMem;
 use kho::ranges::Range;
+use kho::testkit::HandOver;
 use kho::tracker::Tracker;
 use libfuzzer_sys::fuzz_target;
 use std::sync::Mutex;

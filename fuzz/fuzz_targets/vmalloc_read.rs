@@ -9,6 +9,7 @@ use kho::claims::Claims;
 use kho::platform::PhysMem;
 use kho::platform::host::HostMem;
 use kho::ranges::Range;
+use kho::testkit::HandOver;
 use kho::tracker::Tracker;
 use kho::vmalloc::{Vmalloc, VmallocRoot};
 use libfuzzer_sys::fuzz_target;

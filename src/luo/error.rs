@@ -175,43 +175,6 @@ fn list(v: &[String]) -> String {
     v.join(", ")
 }
 
-impl LuoError {
-    /// What a caller can do about this error ([`crate::Error::kind`]).
-    pub fn kind(&self) -> crate::error::ErrorKind {
-        use crate::error::ErrorKind::*;
-        use crate::error::kinds;
-        match self {
-            LuoError::NoReadableVersion { .. }
-            | LuoError::SharedUnread { .. }
-            | LuoError::NoHandler(_) => NoCommonVersion,
-            LuoError::WouldLose(_) | LuoError::NextReadsNoNode { .. } => WouldLose,
-            LuoError::Carried { .. } => Carried,
-            LuoError::Handler { .. } => Handler,
-            LuoError::OutOfMemory => OutOfMemory,
-            LuoError::Write(w) => kinds::write(w),
-            LuoError::BadNode(_) | LuoError::Footprint { .. } | LuoError::BadFootprint { .. } => {
-                Corrupt
-            }
-            LuoError::Memfd(m) => kinds::memfd(m),
-            LuoError::Claim(c) => kinds::claim(c),
-            LuoError::Tracker(t) => kinds::tracker(t),
-            LuoError::Vmalloc(v) | LuoError::FootprintArray { error: v, .. } => kinds::vmalloc(v),
-            LuoError::NodeUnread(e) => e.kind(),
-            LuoError::DuplicateFamily(_)
-            | LuoError::DuplicateSession(_)
-            | LuoError::NoSession(_)
-            | LuoError::DuplicateToken { .. }
-            | LuoError::NoToken { .. }
-            | LuoError::WrongFamily(_)
-            | LuoError::State(_)
-            | LuoError::NothingStored(_)
-            | LuoError::DuplicateVersion { .. }
-            | LuoError::NeverRetrieved
-            | LuoError::NotTaken => Misuse,
-        }
-    }
-}
-
 impl fmt::Display for LuoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use LuoError::*;
@@ -412,7 +375,7 @@ impl Eq for HandlerError {}
 
 /// An object preserve refused, given back with the reason.
 ///
-/// `?` into a [`crate::Error`] works (`From<Refused<T>>`), and drops the
+/// `?` into a `kho::Error` works (`From<Refused<T>>`), and drops the
 /// object: nothing preserved is touched, but memory the object owns (a
 /// memfd's folios) stays allocated and unused. Where that matters, take it
 /// back (`r.object`) and free or retry it.
@@ -427,13 +390,6 @@ pub struct Refused<T> {
 impl<T: fmt::Debug> fmt::Display for Refused<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "refused: {}", self.error)
-    }
-}
-
-impl<T> From<Refused<T>> for crate::Error {
-    /// Keeps the reason; drops the object (see [`Refused`]).
-    fn from(r: Refused<T>) -> Self {
-        crate::Error::Luo(r.error)
     }
 }
 

@@ -11,6 +11,7 @@ use crate::memfd::{Memfd, seal};
 use crate::platform::PhysMem;
 use crate::platform::host::HostMem;
 use crate::scratch::{Scratch, ScratchRecord};
+use crate::testkit::HandOver;
 use crate::tracker::Tracker;
 use crate::tracker::handover;
 use alloc::vec;

@@ -12,6 +12,7 @@ use super::*;
 use crate::claims::Claims;
 use crate::platform::host::HostMem;
 use crate::ranges::Range;
+use crate::testkit::HandOver;
 use crate::vmalloc::VmallocRoot;
 use alloc::boxed::Box;
 use alloc::vec;

@@ -863,5 +863,39 @@ impl Verdict {
     }
 }
 
+/// What a kexec does to the preserved set, on the host
+/// ([`HandOver::hand_over`]). Here, not in [`HostMem`], so that the
+/// platform never depends on the tracker it serves.
+pub trait HandOver {
+    /// Writes the tracker's handover into this memory as the first kernel
+    /// would, reads it back as the next kernel does (then frees its chain
+    /// pages, as the next kernel may), and returns the next kernel's claims
+    /// over the preserved ranges it reported.
+    fn hand_over(
+        &mut self,
+        tracker: &crate::tracker::Tracker,
+    ) -> Result<crate::claims::Claims, crate::tracker::handover::HandoverError>;
+}
+
+impl HandOver for HostMem {
+    fn hand_over(
+        &mut self,
+        tracker: &crate::tracker::Tracker,
+    ) -> Result<crate::claims::Claims, crate::tracker::handover::HandoverError> {
+        use crate::platform::FrameAlloc;
+        use crate::tracker::handover::{self, Reader};
+        let root = handover::write(tracker, self)?;
+        let mut log = crate::reserve::ReserveLog::new();
+        let ram: Vec<Range> = self.ram().to_vec();
+        Reader::new(self, root, &ram, tracker.scratch()).restore(&mut log)?;
+        let meta: Vec<Range> = log.of(crate::reserve::Kept::Metadata).collect();
+        for r in meta {
+            self.free_frames(r.start, 0);
+        }
+        crate::claims::Claims::new(log.of(crate::reserve::Kept::Preserved), tracker.scratch())
+            .map_err(|_| crate::chain::ChainError::OutOfMemory.into())
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@
 
 use super::*;
 use crate::platform::host::HostMem;
+use crate::testkit::HandOver;
 use alloc::vec;
 use zerocopy::IntoBytes;
 

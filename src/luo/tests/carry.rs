@@ -6,6 +6,7 @@ use super::*;
 use crate::claims::ClaimError;
 use crate::platform::FrameAlloc;
 use crate::reserve::ReserveLog;
+use crate::testkit::HandOver;
 use crate::update::{Freeze, Incoming, Outgoing};
 
 /// Fills every page of `ranges` with a pattern: what a kernel that got
