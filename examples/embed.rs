@@ -8,9 +8,9 @@
 //! counts: the handler (at most 60 lines) and both kernels' life cycle (at
 //! most 80).
 
-use kho::luo::memfd::MemfdHandler;
 use kho::luo::{Handler, LuoError, Payload, PayloadIn, Prepared, RestoreCtx, Version};
 use kho::memfd::Memfd;
+use kho::memfd::MemfdHandler;
 use kho::platform::{Frame, FrameAlloc, MapError, MapFrames, Mapping, PhysMem};
 use kho::ranges::Range;
 use kho::reserve::{Kept, ReserveLog};

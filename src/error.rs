@@ -299,13 +299,18 @@ impl crate::luo::LuoError {
                 WouldLose
             }
             crate::luo::LuoError::Carried { .. } => Carried,
-            crate::luo::LuoError::Handler { .. } => Handler,
+            // kho's own handlers' errors keep their module's kind.
+            crate::luo::LuoError::Handler { error, .. } => {
+                match error.downcast_ref::<crate::memfd::MemfdError>() {
+                    Some(m) => kinds::memfd(m),
+                    None => Handler,
+                }
+            }
             crate::luo::LuoError::OutOfMemory => OutOfMemory,
             crate::luo::LuoError::Write(w) => kinds::write(w),
             crate::luo::LuoError::BadNode(_)
             | crate::luo::LuoError::Footprint { .. }
             | crate::luo::LuoError::BadFootprint { .. } => Corrupt,
-            crate::luo::LuoError::Memfd(m) => kinds::memfd(m),
             crate::luo::LuoError::Claim(c) => kinds::claim(c),
             crate::luo::LuoError::Tracker(t) => kinds::tracker(t),
             crate::luo::LuoError::Vmalloc(v)

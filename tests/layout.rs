@@ -45,7 +45,10 @@ fn graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         }
         let text = module_text(&p);
         if !text.is_empty() {
-            files.entry(stem).or_insert_with(String::new).push_str(&text);
+            files
+                .entry(stem)
+                .or_insert_with(String::new)
+                .push_str(&text);
         }
     }
     let names: BTreeSet<String> = files.keys().cloned().collect();

@@ -301,7 +301,7 @@ fn live_update_ns(f: &mut Memfd, mem: &mut HostMem) -> Stat {
 
 /// The memfd handler with its footprint left out: the orchestrator's live
 /// update without footprints, the peer that isolates what they cost.
-struct NoFootprint(kho::luo::memfd::MemfdHandler);
+struct NoFootprint(kho::memfd::MemfdHandler);
 
 impl kho::luo::Handler<HostMem> for NoFootprint {
     type Object = Memfd;
@@ -374,7 +374,7 @@ fn luo_update<H: kho::luo::Handler<HostMem, Object = Memfd>>(
     h: H,
     f: Memfd,
     mem: &mut HostMem,
-    reader: kho::luo::memfd::MemfdHandler,
+    reader: kho::memfd::MemfdHandler,
     cold: bool,
 ) -> (f64, Memfd) {
     use kho::handoff::Stamps;
@@ -434,7 +434,7 @@ fn evict_caches() {
 /// The footprints' share of the orchestrator's live update: with and
 /// without them, rounds interleaved.
 fn footprint_cost(shape: &str) -> Figure {
-    use kho::luo::memfd::MemfdHandler;
+    use kho::memfd::MemfdHandler;
     let mut mem = HostMem::new(&[RAM], POOL);
     mem.avoid(SCRATCH);
     let mut f = make(shape, &mut mem);

@@ -9,8 +9,8 @@
 
 use arbitrary::Arbitrary;
 use kho::handoff::{Handoff, Stamps};
-use kho::luo::memfd::{MemfdHandler, V1, V2};
 use kho::memfd::{Memfd, Seals, seal};
+use kho::memfd::{MemfdHandler, V1, V2};
 use kho::platform::host::HostMem;
 use kho::platform::{FrameAlloc, PhysMem};
 use kho::ranges::Range;

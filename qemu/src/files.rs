@@ -15,13 +15,13 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use kho::fdt::WriteError;
 use kho::handoff::{Handoff, HandoffWriter};
-#[cfg(not(feature = "old"))]
-use kho::luo::memfd::V2;
-#[cfg(feature = "v3")]
-use kho::luo::memfd::V3_TEST;
-use kho::luo::memfd::{MemfdHandler, V1};
 use kho::luo::{Carried, Family, LuoError, Outcome, ReadList, Version};
+#[cfg(not(feature = "old"))]
+use kho::memfd::V2;
+#[cfg(feature = "v3")]
+use kho::memfd::V3_TEST;
 use kho::memfd::{Memfd, Seals, seal};
+use kho::memfd::{MemfdHandler, V1};
 use kho::{Freeze, Frozen, Incoming, NotFrozen, Outgoing};
 use kho_x86_64::glue::KernelMem;
 use kho_x86_64::{BootInfo, kprintln, tsc};

@@ -72,8 +72,6 @@ pub enum LuoError {
         /// The version.
         version: String,
     },
-    /// The memfd handler refused, or a memfd payload is bad.
-    Memfd(crate::memfd::MemfdError),
     /// A handler's claim on preserved memory was refused.
     Claim(crate::claims::ClaimError),
     /// The tracker refused (a handler's preserve).
@@ -225,7 +223,6 @@ impl fmt::Display for LuoError {
             DuplicateVersion { family, version } => {
                 write!(f, "luo: {family} lists version {version} twice")
             }
-            Memfd(e) => write!(f, "luo: {e}"),
             Claim(e) => write!(f, "luo: {e}"),
             Tracker(e) => write!(f, "luo: {e}"),
             Vmalloc(e) => write!(f, "luo: {e}"),
@@ -290,7 +287,6 @@ impl fmt::Display for LuoError {
 impl core::error::Error for LuoError {
     fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
         match self {
-            LuoError::Memfd(e) => Some(e),
             LuoError::Claim(e) => Some(e),
             LuoError::Tracker(e) => Some(e),
             LuoError::Vmalloc(e) => Some(e),

@@ -43,7 +43,6 @@ mod error;
 mod finish;
 mod freeze;
 mod handler;
-pub mod memfd;
 mod node;
 mod outgoing;
 mod restore;

@@ -2,12 +2,12 @@
 //! picked per object, unknown versions, preflight, failed freezes, cancel,
 //! feature bits, and finish giving back everything nobody adopted.
 
-use super::memfd::{MemfdHandler, V1, V2, V3_TEST};
 use super::*;
 use crate::claims::Claims;
 use crate::fdt::WriteError;
 use crate::handoff::{Handoff, HandoffWriter, Stamps};
 use crate::memfd::{Memfd, seal};
+use crate::memfd::{MemfdHandler, V1, V2, V3_TEST};
 use crate::platform::PhysMem;
 use crate::platform::host::HostMem;
 use crate::scratch::{Scratch, ScratchRecord};
@@ -77,7 +77,7 @@ fn first_kernel(writes: &[Version]) -> (HostMem, Tracker, Scratch, Luo<HostMem>,
     (mem, t, scratch, luo, b)
 }
 
-const FAMILY_MEMFD: &str = super::memfd::FAMILY;
+const FAMILY_MEMFD: &str = crate::memfd::FAMILY;
 
 fn contents(f: &Memfd, mem: &HostMem) -> Vec<u8> {
     let mut b = vec![0; f.size() as usize];
@@ -888,17 +888,21 @@ fn one_object_never_adopts_anothers_metadata_whatever_the_order() {
         }
         got.sort_by_key(|(t, _)| *t);
         assert_eq!(got[0].1, Ok("memfd-v1"));
+        let e = got[1].1.as_ref().unwrap_err();
         assert!(
             matches!(
-                &got[1].1,
-                Err(LuoError::Memfd(crate::memfd::MemfdError::Claim {
+                match e {
+                    LuoError::Handler { error, .. } => error.downcast_ref(),
+                    _ => None,
+                },
+                Some(crate::memfd::MemfdError::Claim {
                     why: crate::claims::ClaimError::Twice { .. },
                     ..
-                }))
+                })
             ),
-            "{:?}",
-            got[1].1
+            "{e:?}"
         );
+        assert_eq!(e.kind(), crate::ErrorKind::Corrupt);
         let f1 = luo.take::<Memfd>("s", 1, FAMILY_MEMFD).unwrap();
         let done = luo
             .finish(&mut mem, claims, &[RAM], scratch.areas())

@@ -25,6 +25,7 @@
 //! must stay true until the kexec.
 
 mod adopt;
+mod handler;
 #[cfg(test)]
 mod tests;
 pub mod v1;
@@ -38,6 +39,7 @@ use crate::tracker::{Tracker, TrackerError};
 use crate::vmalloc::VmallocError;
 use alloc::vec::Vec;
 use core::fmt;
+pub use handler::{FAMILY, MemfdHandler, V1, V2, V3_TEST};
 
 /// Folio orders a write may allocate, largest first.
 pub const ORDERS: [u32; 3] = [9, 4, 0];

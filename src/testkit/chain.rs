@@ -21,9 +21,9 @@
 //! Any breach panics, naming the hop and the object.
 
 use crate::handoff::Stamps;
-use crate::luo::memfd::{FAMILY, MemfdHandler, V1, V2, V3_TEST};
 use crate::luo::{Finished, Outcome, ReadList, State, Version};
 use crate::memfd::Memfd;
+use crate::memfd::{FAMILY, MemfdHandler, V1, V2, V3_TEST};
 use crate::platform::host::HostMem;
 use crate::platform::{FrameAlloc, PhysMem};
 use crate::ranges::Range;

@@ -28,9 +28,9 @@ pub mod chain;
 
 use crate::claims::Claims;
 use crate::handoff::{self, Handoff, HandoffWriter, Stamps};
-use crate::luo::memfd::{FAMILY as MEMFD, MemfdHandler};
 use crate::luo::{Handler, Luo, LuoError, Payload, Prepared, RestoreCtx, Version};
 use crate::memfd::Memfd;
+use crate::memfd::{FAMILY as MEMFD, MemfdHandler};
 use crate::platform::host::HostMem;
 use crate::platform::{FrameAlloc, PhysMem};
 use crate::ranges::Range;

@@ -322,7 +322,7 @@ fn heap_size(params: &BootParams) -> u64 {
 ///
 /// ```ignore
 /// const LISTS: &[&[kho::luo::Version]] = &[
-///     &[kho::luo::memfd::V2, kho::luo::memfd::V1],
+///     &[kho::memfd::V2, kho::memfd::V1],
 ///     &[kho::luo::Version::new(kho::luo::LUO_VERSION)],
 /// ];
 /// kho_x86_64::reads_note!(READS_NOTE, LISTS); // a static of that name

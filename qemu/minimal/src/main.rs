@@ -14,9 +14,9 @@
 extern crate alloc;
 
 use alloc::vec::Vec;
-use kho::luo::memfd::MemfdHandler;
 use kho::luo::{Platform, Version};
 use kho::memfd::Memfd;
+use kho::memfd::MemfdHandler;
 use kho::ranges::Range;
 use kho::{Freeze, Incoming, Outgoing};
 use kho_qemu_rt::exit::{ExitCode, exit_qemu};
@@ -38,7 +38,7 @@ kho_x86_64::entry!(
 /// What this kernel reads: the memfd handler's versions and the
 /// orchestrator's node. The previous kernel checks it before the kexec.
 const NOTE_LISTS: &[&[Version]] = &[
-    &[kho::luo::memfd::V2, kho::luo::memfd::V1],
+    &[kho::memfd::V2, kho::memfd::V1],
     &[Version::new(kho::luo::LUO_VERSION)],
 ];
 kho_x86_64::reads_note!(READS_NOTE, NOTE_LISTS);

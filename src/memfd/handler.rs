@@ -5,9 +5,9 @@
 //! are shared, each version has its own descriptor and record array. It
 //! reads the versions it is configured to read, best first.
 
-use super::{Handler, LuoError, Payload, PayloadIn, Platform, Prepared, RestoreCtx, Version};
+use super::{Memfd, MemfdError, v1, v2};
 use crate::claims::Claims;
-use crate::memfd::{Memfd, MemfdError, v1, v2};
+use crate::luo::{Handler, LuoError, Payload, PayloadIn, Platform, Prepared, RestoreCtx, Version};
 use crate::ranges::Range;
 use crate::tracker::Tracker;
 use crate::vmalloc::Vmalloc;
@@ -48,10 +48,10 @@ impl Default for MemfdHandler {
     }
 }
 
-impl From<MemfdError> for LuoError {
-    fn from(e: MemfdError) -> Self {
-        LuoError::Memfd(e)
-    }
+/// A memfd error as the orchestrator reports it: the handler's own error
+/// (its kind is the memfd error's: [`crate::ErrorKind`]).
+fn luo(e: MemfdError) -> LuoError {
+    LuoError::handler(FAMILY, e)
 }
 
 impl<P: Platform> Handler<P> for MemfdHandler {
@@ -78,7 +78,7 @@ impl<P: Platform> Handler<P> for MemfdHandler {
     }
 
     fn preserve(&mut self, f: &mut Memfd, _: &mut P, t: &mut Tracker) -> Result<(), LuoError> {
-        Ok(f.preserve(t)?)
+        f.preserve(t).map_err(luo)
     }
 
     fn footprint(&self, f: &Memfd, out: &mut Vec<Range>) {
@@ -90,7 +90,7 @@ impl<P: Platform> Handler<P> for MemfdHandler {
     }
 
     fn unpreserve(&mut self, f: &mut Memfd, _: &mut P, t: &mut Tracker) -> Result<(), LuoError> {
-        Ok(f.unpreserve(t)?)
+        f.unpreserve(t).map_err(luo)
     }
 
     fn prepare(
@@ -113,7 +113,7 @@ impl<P: Platform> Handler<P> for MemfdHandler {
                 Ok(w) => w,
                 Err(e) => {
                     unprepare_in(core::mem::take(out), p, t);
-                    return Err(e.into());
+                    return Err(luo(e));
                 }
             };
             out.payloads.push(Payload {
@@ -154,9 +154,9 @@ impl<P: Platform> Handler<P> for MemfdHandler {
     ) -> Result<Memfd, LuoError> {
         let data = payload.data;
         Ok(if payload.version == v1::VERSION {
-            v1::read(data, p, ctx.ram, ctx.scratch, ctx.claims)?
+            v1::read(data, p, ctx.ram, ctx.scratch, ctx.claims).map_err(luo)?
         } else {
-            v2::read(data, p, ctx.ram, ctx.scratch, ctx.claims)?
+            v2::read(data, p, ctx.ram, ctx.scratch, ctx.claims).map_err(luo)?
         })
     }
 
