@@ -33,7 +33,8 @@
 //!
 //! ```
 //! use kho::handoff::Stamps;
-//! use kho::luo::{Platform, ReadList, memfd::MemfdHandler};
+//! use kho::luo::{Platform, ReadList};
+//! use kho::memfd::MemfdHandler;
 //! use kho::memfd::Memfd;
 //! use kho::ranges::Range;
 //! use kho::reserve::ReserveLog;

@@ -1,5 +1,12 @@
-//! Holds the embedding example to the line budget of issue 18: a handler
-//! in at most 60 lines, both kernels' life cycle in at most 80, no `Any`.
+//! Holds the embedding example to its line budget (issue 27): a handler
+//! that checks everything (two versions, a v1-only index page that it
+//! preserves, frees on a refused kexec and claims as metadata, every
+//! payload and page checked whole) in at most 80 lines, both kernels' life
+//! cycle in at most 60, no `Any`.
+//!
+//! Lines are counted as rustfmt leaves them, between `// region: NAME` and
+//! the next `// end` (markers excluded), doc comments and blank lines
+//! included.
 
 /// The example's source.
 const SOURCE: &str = include_str!("../examples/embed.rs");
@@ -13,15 +20,28 @@ fn region(name: &str) -> Vec<&'static str> {
 }
 
 #[test]
-fn the_handler_fits_in_60_lines() {
-    let n = region("handler").len();
-    assert!((30..=60).contains(&n), "handler: {n} lines");
+fn a_handler_that_checks_everything_fits_in_80_lines() {
+    let lines = region("handler");
+    let n = lines.len();
+    assert!((40..=80).contains(&n), "handler: {n} lines");
+    // A handler of that kind: what it must do is in the region.
+    let text = lines.join("\n");
+    for must in [
+        "fn unprepare",         // frees the index page on a refused kexec
+        "claim_meta(index",     // the index page is metadata of the reader
+        "pl.words()",           // every payload checked whole
+        "le_words(&f[..24])",   // the index page checked whole
+        "CounterError::BadSum", // the bulk data checked
+        "claims.release(bulk",  // and let go when it fails
+    ] {
+        assert!(text.contains(must), "the handler lacks {must}");
+    }
 }
 
 #[test]
-fn both_life_cycles_fit_in_80_lines() {
+fn both_life_cycles_fit_in_60_lines() {
     let n = region("life cycle").len();
-    assert!((30..=80).contains(&n), "life cycle: {n} lines");
+    assert!((30..=60).contains(&n), "life cycle: {n} lines");
 }
 
 #[test]

@@ -15,7 +15,7 @@ use kho::ranges::Range;
 use kho::{Freeze, Outgoing};
 use kho_qemu_rt::exit::{ExitCode, exit_qemu};
 use kho_x86_64::glue::KernelMem;
-use kho_x86_64::{BootInfo, frames, kprintln, paging, tsc};
+use kho_x86_64::{BootInfo, frames, kprintln, tsc};
 
 /// The file's size: `kho.bench_mib=N` MiB, 1 GiB by default (to show the
 /// handoff work does not grow with the size, only with the records).
@@ -31,14 +31,6 @@ fn size(boot: &BootInfo) -> u64 {
 /// second record array to the work measured).
 fn handler() -> MemfdHandler {
     MemfdHandler::new(&[V2], &[V2])
-}
-
-fn direct(phys: u64, len: u64) -> &'static mut [u8] {
-    // SAFETY: the caller owns [phys, phys + len), RAM mapped by the direct
-    // map, and nothing else uses it while the slice lives.
-    unsafe {
-        core::slice::from_raw_parts_mut(paging::phys_to_virt(phys).as_mut_ptr::<u8>(), len as usize)
-    }
 }
 
 /// Runs the bench's first or second kernel.
@@ -102,14 +94,18 @@ pub fn run(boot: &'static BootInfo, what: &str) -> ! {
     let mut at = 0;
     for e in f.extents() {
         let n = e.pages() * PAGE_SIZE;
-        direct(buf + at, n).copy_from_slice(direct(e.phys, n));
+        if !mem.copy(e.phys, buf + at, n) {
+            fail(format_args!("the copy baseline: frames not ours"));
+        }
         at += n;
     }
     let t1 = tsc::now();
     let mut at = 0;
     for e in f.extents() {
         let n = e.pages() * PAGE_SIZE;
-        direct(e.phys, n).copy_from_slice(direct(buf + at, n));
+        if !mem.copy(buf + at, e.phys, n) {
+            fail(format_args!("the copy baseline: frames not ours"));
+        }
         at += n;
     }
     let t2 = tsc::now();

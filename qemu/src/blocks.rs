@@ -7,32 +7,36 @@ use alloc::vec::Vec;
 use kho::PAGE_SIZE;
 use kho::handoff::Handoff;
 use kho::ranges::Range;
-use kho_x86_64::{BootInfo, frames, kprintln, paging};
+use kho_x86_64::{BootInfo, frames, kprintln};
 
 /// Orders of the blocks the demo preserves (4 KiB to 2 MiB).
 pub(crate) const ORDERS: [u32; 6] = [0, 0, 3, 9, 4, 0];
 
-/// The block's bytes through the direct map.
-pub(crate) fn bytes(phys: u64, order: u32) -> &'static mut [u64] {
-    let words = (PAGE_SIZE << order) as usize / 8;
-    // SAFETY: the block is RAM this kernel owns (allocated here, or
-    // preserved and reserved at boot), mapped by the direct map, aligned.
-    unsafe {
-        core::slice::from_raw_parts_mut(paging::phys_to_virt(phys).as_mut_ptr::<u64>(), words)
-    }
+/// The block's range.
+fn block(phys: u64, order: u32) -> Range {
+    Range::new(phys, phys + (PAGE_SIZE << order))
 }
 
 pub(crate) fn fill(phys: u64, order: u32, generation: u32) {
     let seed = phys ^ (u64::from(generation) << 48);
-    for (i, w) in bytes(phys, order).iter_mut().enumerate() {
-        *w = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut mem = crate::mem::kmem();
+    let Some(bytes) = mem.run_mut(block(phys, order)) else {
+        fail(format_args!("block {phys:#x} is not ours to write"))
+    };
+    for (i, w) in bytes.chunks_exact_mut(8).enumerate() {
+        w.copy_from_slice(&(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_le_bytes());
     }
 }
 
 pub(crate) fn checksum(phys: u64, order: u32) -> u64 {
-    bytes(phys, order)
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, &w| {
+    let mem = crate::mem::kmem();
+    let Some(bytes) = mem.run(block(phys, order)) else {
+        fail(format_args!("block {phys:#x} is not ours to read"))
+    };
+    bytes
+        .chunks_exact(8)
+        .map(|w| u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]))
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, w| {
             (h ^ w).wrapping_mul(0x0000_0100_0000_01b3)
         })
 }
@@ -96,17 +100,15 @@ pub(crate) fn verify(boot: &BootInfo, hop: u32) -> Vec<BlockRecord> {
 pub(crate) fn poison_free_memory() -> u64 {
     let mut taken: Vec<(u64, u64)> = Vec::new();
     let mut bytes_poisoned = 0;
+    let mut mem = crate::mem::kmem();
     for order in (0..=9u32).rev() {
         while let Some(p) = frames::alloc(1 << order, PAGE_SIZE) {
             let len = PAGE_SIZE << order;
-            // SAFETY: just allocated, so ours; RAM under the direct map.
-            unsafe {
-                core::ptr::write_bytes(
-                    paging::phys_to_virt(p).as_mut_ptr::<u8>(),
-                    0xa5,
-                    len as usize,
-                )
-            };
+            // Just allocated, so ours.
+            match mem.run_mut(block(p, order)) {
+                Some(b) => b.fill(0xa5),
+                None => fail(format_args!("frames {p:#x} are not ours to write")),
+            }
             bytes_poisoned += len;
             if taken.try_reserve(1).is_err() {
                 let _ = frames::free(p, 1 << order);

@@ -12,7 +12,7 @@ use kho_qemu_rt::exit::{ExitCode, exit_qemu};
 use kho_x86_64::glue::KernelMem;
 use kho_x86_64::handover::{self, HandOverError, Options, Staged};
 use kho_x86_64::kexec;
-use kho_x86_64::{BootInfo, frames, kprintln, paging, tsc};
+use kho_x86_64::{BootInfo, frames, kprintln, tsc};
 use zerocopy::IntoBytes;
 
 pub(crate) fn fail(what: core::fmt::Arguments<'_>) -> ! {
@@ -80,11 +80,11 @@ pub(crate) fn hand_over(
         ))
     };
     let corrupt = p.cmdline_value("kho.corrupt");
-    let mut before_stage = || {
+    let mut before_stage = |mem: &mut KernelMem| {
         if p.cmdline_value("kho.kexec_floor") == Some("1")
             && let Some(bytes) = image_bytes(boot, hop)
         {
-            copy_floor(bytes);
+            copy_floor(mem, bytes);
         }
         squeeze_free_memory(p);
     };
@@ -169,7 +169,7 @@ pub(crate) fn hand_over(
 /// segments' file bytes once, with `memcpy`, into fresh memory of this
 /// kernel (the warmer of two passes), printed as a `kho-timing` line for
 /// `./x.py bench kexec`.
-fn copy_floor(bytes: &[u8]) {
+fn copy_floor(mem: &mut KernelMem, bytes: &[u8]) {
     let Ok(img) = kho::elf::Image::parse(bytes) else {
         return;
     };
@@ -180,23 +180,21 @@ fn copy_floor(bytes: &[u8]) {
         return;
     };
     let mut best = u64::MAX;
-    for _ in 0..2 {
-        let t = tsc::now();
-        let mut off = 0u64;
-        for s in img.segments() {
-            let src = img.file_bytes(s);
-            // SAFETY: `at` is a fresh run of `pages` frames, which the
-            // segments' file bytes fill at most; the direct map covers it.
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    src.as_ptr(),
-                    paging::phys_to_virt(at + off).as_mut_ptr::<u8>(),
-                    src.len(),
-                )
-            };
-            off += src.len() as u64;
+    if let Some(dst) = mem.run_mut(Range::new(at, at + pages * PAGE_SIZE)) {
+        for _ in 0..2 {
+            let t = tsc::now();
+            let mut off = 0usize;
+            for s in img.segments() {
+                let src = img.file_bytes(s);
+                // A fresh run of `pages` frames, which the segments' file
+                // bytes fill at most.
+                if let Some(d) = dst.get_mut(off..off + src.len()) {
+                    d.copy_from_slice(src);
+                }
+                off += src.len();
+            }
+            best = best.min(tsc::now() - t);
         }
-        best = best.min(tsc::now() - t);
     }
     let _ = frames::free(at, pages);
     kprintln!(

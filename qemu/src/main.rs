@@ -1,6 +1,9 @@
 //! The kho kernel for QEMU: `kho.mode=demo` (default) or `kho.mode=test`.
 #![no_std]
 #![no_main]
+// Memory is reached through the token (`kho_x86_64::glue::KernelMem`);
+// the one exception is named where it is (a test that faults on purpose).
+#![deny(unsafe_code)]
 
 extern crate alloc;
 

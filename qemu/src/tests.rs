@@ -2,12 +2,14 @@
 
 use alloc::vec::Vec;
 use kho::PAGE_SIZE;
+use kho::platform::PhysMem;
 use kho::ranges::Range;
 use kho::reserve::{Kept, ReserveLog};
 use kho::tracker::handover::{self, Reader};
 use kho::tracker::{Tracker, TrackerError};
 use kho_qemu_rt::kernel_test;
-use kho_x86_64::{frames, paging};
+use kho_x86_64::frames;
+use kho_x86_64::glue::KernelMem;
 
 kernel_test!(
     fn the_reads_note_lists_what_the_registered_handlers_read() {
@@ -16,22 +18,25 @@ kernel_test!(
 );
 
 fn fill(phys: u64, len: u64, seed: u64) {
-    let p = paging::phys_to_virt(phys).as_mut_ptr::<u64>();
-    for i in 0..len / 8 {
-        // SAFETY: the caller owns [phys, phys + len), mapped by the direct map.
-        unsafe {
-            p.add(i as usize)
-                .write_volatile(seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
-        };
+    let mut mem = crate::mem::kmem();
+    let bytes = mem
+        .run_mut(Range::new(phys, phys + len))
+        .expect("our frames");
+    for (i, w) in bytes.chunks_exact_mut(8).enumerate() {
+        w.copy_from_slice(&(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_le_bytes());
     }
 }
 
+fn check_in(mem: &KernelMem, phys: u64, len: u64, seed: u64) -> bool {
+    let bytes = mem.run(Range::new(phys, phys + len)).expect("our frames");
+    bytes
+        .chunks_exact(8)
+        .enumerate()
+        .all(|(i, w)| w == (seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_le_bytes())
+}
+
 fn check(phys: u64, len: u64, seed: u64) -> bool {
-    let p = paging::phys_to_virt(phys).as_ptr::<u64>();
-    (0..len / 8).all(|i| {
-        // SAFETY: as in `fill`.
-        unsafe { p.add(i as usize).read_volatile() == seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15) }
-    })
+    check_in(&crate::mem::kmem(), phys, len, seed)
 }
 
 kernel_test!(
@@ -68,7 +73,9 @@ kernel_test!(
         frames::reserve(kho::ranges::Range::new(top, r.end)).unwrap();
         fill(top, PAGE_SIZE, 7);
         assert!(check(top, PAGE_SIZE, 7));
-        frames::free(top, 1).unwrap();
+        // Reserved memory never goes back to a pool (this page stays out
+        // for the rest of the run).
+        assert!(frames::free(top, 1).is_err());
     }
 );
 
@@ -222,16 +229,16 @@ kernel_test!(
                 "preserved block {p:#x} is free in the next allocator"
             );
             assert!(
-                check(p, PAGE_SIZE << order, seed),
+                check_in(&mem, p, PAGE_SIZE << order, seed),
                 "contents of {p:#x} changed"
             );
         }
 
         // A flipped bit in the chain: restore refuses and reserves nothing.
+        let mut mem = mem;
         let first = root.first_page.get();
-        let byte = paging::phys_to_virt(first).add(30).as_mut_ptr::<u8>();
-        // SAFETY: the chain page is ours (allocated through KernelMem above).
-        unsafe { byte.write_volatile(byte.read_volatile() ^ 0x40) };
+        mem.frame_mut(first).expect("our chain page")[30] ^= 0x40;
+        let reader = Reader::new(&*mem, root, &ram, scratch);
         let mut log = ReserveLog::new();
         assert!(reader.restore(&mut log).is_err());
         assert!(log.ranges.is_empty());
@@ -443,7 +450,11 @@ kernel_test!(
     fn harness_page_faults_on_purpose() {
         // Nothing is mapped at this address.
         let p = 0x0000_7000_dead_b000 as *const u64;
-        // SAFETY: not safe at all: this read faults on purpose.
+        // The one exception to this crate's `deny(unsafe_code)`: the
+        // harness's own test of a page fault needs a read that faults.
+        #[allow(unsafe_code)]
+        // SAFETY: not safe at all: this read faults on purpose, and the
+        // trap handler ends the test before it returns.
         let v = unsafe { p.read_volatile() };
         assert_eq!(v, 0);
     }
@@ -498,5 +509,35 @@ kernel_test!(
         for (f, n) in [(a, 1), (gap, 1), (b, 1), (c, 4)] {
             frames::free(f, n).unwrap();
         }
+    }
+);
+
+kernel_test!(
+    fn the_token_refuses_memory_rust_holds() {
+        let boot = kho_x86_64::start::boot_info().expect("booted");
+        let heap = boot.heap.phys;
+        let image = boot.image.start & !(PAGE_SIZE - 1);
+        {
+            let mut mem = crate::mem::kmem();
+            // The heap and the image hold Rust's own objects: neither read
+            // nor written through the token, nor mapped.
+            assert!(mem.frame(heap).is_none() && mem.frame_mut(heap).is_none());
+            assert!(mem.frame(image).is_none() && mem.frame_mut(image).is_none());
+            assert!(mem.run_mut(Range::new(heap, heap + PAGE_SIZE)).is_none());
+            assert!(!mem.copy(heap, heap + PAGE_SIZE, 8));
+            // A boot module is read in place: readable, never writable.
+            if let Some(m) = boot.params.modules.first() {
+                let p = m.range.start & !(PAGE_SIZE - 1);
+                assert!(mem.frame(p).is_some() && mem.frame_mut(p).is_none());
+            }
+            // A frame of one's own: both.
+            let f = frames::alloc(1, PAGE_SIZE).expect("a frame");
+            assert!(mem.frame_mut(f).is_some() && mem.frame(f).is_some());
+            frames::free(f, 1).expect("free");
+        }
+        // The heap, the image and real-mode memory never go back to a pool.
+        assert!(frames::free(heap, 1).is_err());
+        assert!(frames::free(image, 1).is_err());
+        assert!(frames::free(0x1000, 1).is_err());
     }
 );

@@ -88,6 +88,31 @@ impl PayloadIn<'_> {
         let word = self.data.get(at..at.checked_add(8)?)?;
         Some(u64::from_le_bytes(word.try_into().ok()?))
     }
+
+    /// The bytes as exactly `N` little-endian `u64`s: `None` if they are
+    /// any other length (a payload checked whole in one call).
+    pub fn words<const N: usize>(&self) -> Option<[u64; N]> {
+        le_words(self.data)
+    }
+}
+
+/// `words` as little-endian bytes: a payload of whole words, the writer's
+/// side of [`PayloadIn::words`].
+pub fn le_bytes(words: &[u64]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// `bytes` as exactly `N` little-endian `u64`s, or `None` if they are any
+/// other length (for a page a payload names, say).
+pub fn le_words<const N: usize>(bytes: &[u8]) -> Option<[u64; N]> {
+    if bytes.len() != N.checked_mul(8)? {
+        return None;
+    }
+    let mut out = [0u64; N];
+    for (w, b) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+        *w = u64::from_le_bytes(b.try_into().ok()?);
+    }
+    Some(out)
 }
 
 /// What a handler's retrieve gets in the next kernel.
@@ -111,7 +136,7 @@ pub struct RestoreCtx<'a> {
 /// never retrieved.
 ///
 /// Errors: every method returns [`LuoError`]. kho's own errors convert
-/// with `?` (claims, tracker, vmalloc, memfd, FDT writes); a handler's own
+/// with `?` (claims, tracker, vmalloc, FDT writes); a handler's own
 /// error type goes in with [`LuoError::handler`], which keeps it typed
 /// (read it back with [`HandlerError::downcast_ref`](super::HandlerError::downcast_ref)).
 pub trait Handler<P: Platform>: 'static {

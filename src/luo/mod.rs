@@ -52,7 +52,10 @@ mod view;
 
 pub use crate::abi::luo::LUO_V1;
 pub use error::{HandlerError, Loss, LuoError, Refused};
-pub use handler::{Handler, Payload, PayloadIn, Platform, Prepared, RestoreCtx, Shared, Version};
+pub use handler::{
+    Handler, Payload, PayloadIn, Platform, Prepared, RestoreCtx, Shared, Version, le_bytes,
+    le_words,
+};
 
 pub use crate::abi::reads::{NOTE_NAME, NOTE_READS, ReadList, ReadsNote, reads_len};
 use handler::{Erased, Frozen};

@@ -1,6 +1,6 @@
 //! The physical frame allocator: two pools of free ranges, first fit.
 //!
-//! [`Frames`] holds the state; [`FRAMES`] is this kernel's, and the free
+//! [`Frames`] holds the state; `FRAMES` is this kernel's, and the free
 //! functions lock it for one operation each.
 //!
 //! - The scratch pool holds the free part of the scratch areas. Until
@@ -37,11 +37,20 @@ pub struct Frames {
     general: RangeVec,
     /// Whether `general` is open (restore is done).
     general_open: bool,
+    /// Memory that is never free: what boot reserved (the image, the
+    /// modules, real-mode memory) and the heap. A free that names it is
+    /// refused, so no safe call can put the heap or a module back in a
+    /// pool to be handed out a second time.
+    fixed: RangeSet<MAX_FIXED>,
 }
 
+/// Most ranges [`Frames`] keeps as never free.
+const MAX_FIXED: usize = 16;
+
 /// This kernel's frame allocator. The functions below lock it for one
-/// operation each.
-pub static FRAMES: Mutex<Frames> = Mutex::new(Frames::new());
+/// operation each; it is not public, so no code outside them can take it
+/// apart.
+static FRAMES: Mutex<Frames> = Mutex::new(Frames::new());
 
 fn inward(r: Range) -> Option<Range> {
     let start = r.start.next_multiple_of(PAGE_SIZE);
@@ -63,6 +72,7 @@ impl Frames {
             areas: RangeSet::new(),
             general: RangeVec::new(),
             general_open: false,
+            fixed: RangeSet::new(),
         }
     }
 
@@ -77,11 +87,22 @@ impl Frames {
         }
     }
 
-    /// Removes `r` from both pools, so that it is never handed out.
+    /// Removes `r` from both pools, so that it is never handed out, nor
+    /// taken back by [`Frames::free`].
     pub fn reserve(&mut self, r: Range) -> Result<(), RangeError> {
         let r = r.pages_around();
         self.scratch.carve(r)?;
-        self.general.carve(r)
+        self.general.carve(r)?;
+        self.fix(r)
+    }
+
+    /// Marks `r` (already out of the pools: the heap) as never free.
+    pub fn fix(&mut self, r: Range) -> Result<(), RangeError> {
+        // The union with what is fixed already (modules may overlap the
+        // image's pages, say).
+        let r = r.pages_around();
+        self.fixed.carve(r)?;
+        self.fixed.insert(r)
     }
 
     /// Opens the general pool with `ram` minus `scratch` minus every range
@@ -147,6 +168,9 @@ impl Frames {
             .and_then(|l| phys.checked_add(l))
             .ok_or(RangeError::Empty)?;
         let r = Range::new(phys, end);
+        if self.fixed.intersects(r) {
+            return Err(RangeError::Overlap);
+        }
         if self.areas.intersects(r) {
             self.scratch.insert(r)
         } else {
@@ -201,17 +225,22 @@ impl Frames {
     }
 }
 
-/// Adds the scratch area `r` to [`FRAMES`] ([`Frames::add_scratch`]).
+/// Adds the scratch area `r` to `FRAMES` ([`Frames::add_scratch`]).
 pub fn add_scratch(r: Range) -> Result<(), RangeError> {
     FRAMES.lock().add_scratch(r)
 }
 
-/// [`Frames::reserve`] on [`FRAMES`].
+/// [`Frames::reserve`] on `FRAMES`.
 pub fn reserve(r: Range) -> Result<(), RangeError> {
     FRAMES.lock().reserve(r)
 }
 
-/// [`Frames::open_general`] on [`FRAMES`].
+/// [`Frames::fix`] on `FRAMES`.
+pub fn fix(r: Range) -> Result<(), RangeError> {
+    FRAMES.lock().fix(r)
+}
+
+/// [`Frames::open_general`] on `FRAMES`.
 pub fn open_general(
     ram: impl Iterator<Item = Range>,
     scratch: &[Range],
@@ -265,12 +294,12 @@ pub fn for_each_free(mut f: impl FnMut(Range)) {
     }
 }
 
-/// [`Frames::alloc_scratch_avoiding`] on [`FRAMES`].
+/// [`Frames::alloc_scratch_avoiding`] on `FRAMES`.
 pub fn alloc_scratch_avoiding(count: u64, avoid: &[Range]) -> Option<u64> {
     FRAMES.lock().alloc_scratch_avoiding(count, avoid)
 }
 
-/// [`Frames::take_scattered`] on [`FRAMES`].
+/// [`Frames::take_scattered`] on `FRAMES`.
 pub fn take_scattered(pages: u64, avoid: &[Range], out: &mut alloc::vec::Vec<Range>) -> u64 {
     FRAMES.lock().take_scattered(pages, avoid, out)
 }

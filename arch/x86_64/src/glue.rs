@@ -33,6 +33,13 @@ use spin::Mutex;
 #[derive(Debug)]
 pub struct KernelMem {
     ram: &'static [Range],
+    /// Memory Rust code holds references into (the kernel image with its
+    /// statics and stacks, the heap): never read or written through the
+    /// token.
+    rust: [Range; 2],
+    /// Memory read in place as `&'static [u8]` (the boot modules, the
+    /// extra segment): read, never written, through the token.
+    shared: &'static [Range],
 }
 
 // Not `Clone` (so not `Copy`), checked on every build: were it `Clone`,
@@ -55,13 +62,100 @@ impl KernelMem {
     ///    byte of `ram`, readable and writable, for the rest of the
     ///    kernel's life.
     /// 2. `ram` is ordinary memory (no device registers).
-    /// 3. Whoever holds a `KernelMem` writes through
+    /// 3. `rust` holds every range outside the frame allocator that Rust
+    ///    code holds references into (the kernel image, the heap), and
+    ///    `shared` every range handed out as `&'static [u8]` (modules):
+    ///    the token refuses the first for reading and writing, the second
+    ///    for writing.
+    /// 4. Whoever holds a `KernelMem` writes through
     ///    [`PhysMem::frame_mut`] only frames it owns (allocated from
     ///    [`frames`], or adopted from the handoff), and reads through
     ///    [`PhysMem::frame`] only frames nothing writes meanwhile: the
-    ///    contract of [`PhysMem`], which kho keeps.
-    pub unsafe fn new(ram: &'static [Range]) -> Self {
-        Self { ram }
+    ///    contract of [`PhysMem`], which kho keeps. (Frames the allocator
+    ///    handed to someone else, page tables among them, are the one
+    ///    thing the token cannot tell apart: this promise covers them.)
+    pub unsafe fn new(ram: &'static [Range], rust: [Range; 2], shared: &'static [Range]) -> Self {
+        Self { ram, rust, shared }
+    }
+
+    /// Whether the frame at `phys` may be read through the token.
+    fn readable(&self, phys: u64) -> bool {
+        self.ram_frame(phys) && !self.rust.iter().any(|r| touches(*r, phys))
+    }
+
+    /// Whether the frame at `phys` may be written through the token.
+    fn writable(&self, phys: u64) -> bool {
+        self.readable(phys) && !self.shared.iter().any(|r| touches(*r, phys))
+    }
+
+    /// Whether every page of `range` lies in one RAM range and may be
+    /// read (and, with `write`, written) through the token: checked per
+    /// range, not per page.
+    fn usable(&self, range: Range, write: bool) -> bool {
+        let pages = range.pages_around();
+        let in_ram = self.ram.iter().any(|r| r.covers(pages));
+        let rust = self.rust.iter().any(|r| r.overlaps(&pages));
+        let shared = write && self.shared.iter().any(|r| r.overlaps(&pages));
+        !range.is_empty() && in_ram && !rust && !shared
+    }
+
+    /// The bytes of `range` (RAM this kernel owns, as for
+    /// [`PhysMem::frame_mut`]) as one slice, through the direct map:
+    /// `None` if any page of it may not be written through the token.
+    pub fn run_mut(&mut self, range: Range) -> Option<&mut [u8]> {
+        let len = usize::try_from(range.len()).ok()?;
+        if !self.usable(range, true) {
+            return None;
+        }
+        // SAFETY: every page of `range` is RAM the direct map covers
+        // (promise 1), outside what Rust or anyone else references
+        // (promise 3), owned by the holder (promise 4); `&mut self` makes
+        // this the only borrow through the token.
+        Some(unsafe {
+            core::slice::from_raw_parts_mut(
+                paging::phys_to_virt(range.start).as_mut_ptr::<u8>(),
+                len,
+            )
+        })
+    }
+
+    /// The bytes of `range` as one slice, for reading (as for
+    /// [`PhysMem::frame`]): `None` if any page of it may not be read
+    /// through the token.
+    pub fn run(&self, range: Range) -> Option<&[u8]> {
+        let len = usize::try_from(range.len()).ok()?;
+        if !self.usable(range, false) {
+            return None;
+        }
+        // SAFETY: as in `run_mut`, for reading: nothing writes these pages
+        // while the borrow of `self` lives (promise 4).
+        Some(unsafe {
+            core::slice::from_raw_parts(paging::phys_to_virt(range.start).as_ptr::<u8>(), len)
+        })
+    }
+
+    /// Copies `len` bytes from `src` to `dst` (RAM this kernel owns, as
+    /// for [`KernelMem::run_mut`]; the two may overlap). False, and nothing
+    /// copied, if either may not be used through the token.
+    pub fn copy(&mut self, src: u64, dst: u64, len: u64) -> bool {
+        let (Some(src_end), Some(dst_end)) = (src.checked_add(len), dst.checked_add(len)) else {
+            return false;
+        };
+        if !self.usable(Range::new(src, src_end), true)
+            || !self.usable(Range::new(dst, dst_end), true)
+        {
+            return false;
+        }
+        // SAFETY: both ranges are writable through the token (checked just
+        // above), so mapped and owned by the holder; `copy` allows overlap.
+        unsafe {
+            core::ptr::copy(
+                paging::phys_to_virt(src).as_ptr::<u8>(),
+                paging::phys_to_virt(dst).as_mut_ptr::<u8>(),
+                len as usize,
+            )
+        };
+        true
     }
 
     /// Whether `phys` is a 4 KiB frame inside RAM, which the direct map
@@ -74,6 +168,11 @@ impl KernelMem {
     }
 }
 
+/// Whether `r` has a byte in the frame at `phys`.
+fn touches(r: Range, phys: u64) -> bool {
+    r.start < phys.saturating_add(PAGE_SIZE) && phys < r.end
+}
+
 /// The live mappings (`virt` to `len`): a [`Mapping`] not made by
 /// [`KernelMem`]'s `map`, or already unmapped, names no bytes.
 static MAPS: Mutex<BTreeMap<u64, usize>> = Mutex::new(BTreeMap::new());
@@ -84,7 +183,7 @@ fn live(m: &Mapping) -> bool {
 
 impl PhysMem for KernelMem {
     fn frame(&self, phys: u64) -> Option<&Frame> {
-        if !self.ram_frame(phys) {
+        if !self.readable(phys) {
             return None;
         }
         let p = paging::phys_to_virt(phys).as_ptr::<Frame>();
@@ -95,7 +194,7 @@ impl PhysMem for KernelMem {
     }
 
     fn frame_mut(&mut self, phys: u64) -> Option<&mut Frame> {
-        if !self.ram_frame(phys) {
+        if !self.writable(phys) {
             return None;
         }
         let p = paging::phys_to_virt(phys).as_mut_ptr::<Frame>();
@@ -125,7 +224,7 @@ impl FrameAlloc for KernelMem {
 
 impl kho::platform::MapFrames for KernelMem {
     fn map(&mut self, frames: &[u64]) -> Result<Mapping, kho::platform::MapError> {
-        if let Some(&bad) = frames.iter().find(|&&f| !self.ram_frame(f)) {
+        if let Some(&bad) = frames.iter().find(|&&f| !self.writable(f)) {
             return Err(kho::platform::MapError::BadFrame { phys: bad });
         }
         let len = frames.len() * PAGE_SIZE as usize;

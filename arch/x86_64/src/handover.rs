@@ -96,6 +96,9 @@ pub struct Staged {
 /// Writes a kernel's own subsystem nodes into the blob ([`Options::extra`]).
 pub type ExtraNodes<'a> = dyn FnMut(&mut HandoffWriter<'_>) -> Result<(), WriteError> + 'a;
 
+/// Runs before the image is staged ([`Options::before_stage`]).
+pub type BeforeStage<'a> = dyn FnMut(&mut KernelMem) + 'a;
+
 /// Runs right before the jump ([`Options::before_jump`]).
 pub type BeforeJump<'a> = dyn FnMut(&mut KernelMem, &Staged) + 'a;
 
@@ -106,9 +109,10 @@ pub struct Options<'a> {
     /// The kernel's own subsystem nodes, written into the blob after the
     /// objects ([`HandoffWriter::subsystem`]).
     pub extra: Option<&'a mut ExtraNodes<'a>>,
-    /// Runs after the blob is placed and before the image is staged (a
-    /// kernel's last bookkeeping, or a test that takes memory away).
-    pub before_stage: Option<&'a mut dyn FnMut()>,
+    /// Runs after the blob is placed and before the image is staged, with
+    /// the memory token (a kernel's last bookkeeping, or a test that takes
+    /// memory away).
+    pub before_stage: Option<&'a mut BeforeStage<'a>>,
     /// Runs once everything is in place, right before the jump, with the
     /// memory token (to log the blob, say). What it writes goes to the
     /// next kernel as it is: a test's way to hand over damage on purpose.
@@ -210,7 +214,7 @@ pub fn hand_over_with(
         return Err(give_back(HandOverError::BlobPlace));
     }
     if let Some(f) = opts.before_stage.as_mut() {
-        f();
+        f(mem);
     }
     let stage_tsc = tsc::now();
     let prepared = kexec::prepare(

@@ -84,6 +84,8 @@ static BOOT: Once<BootInfo> = Once::new();
 static SCRATCH: Once<Scratch> = Once::new();
 static RAM: Once<heapless::Vec<Range, { pvh::MAX_MEMMAP }>> = Once::new();
 static RESERVED: spin::Mutex<Reserved> = spin::Mutex::new(Reserved::new());
+/// The ranges read in place (modules, the extra segment), for the token.
+static SHARED: Once<heapless::Vec<Range, { 2 + pvh::MAX_MODULES }>> = Once::new();
 
 /// The ranges reserved from the handoff at boot (empty on a cold boot).
 pub fn with_reserved<T>(f: impl FnOnce(&Reserved) -> T) -> T {
@@ -454,12 +456,21 @@ pub unsafe fn start(
     // SAFETY: called once, on the boot tables, with only free RAM in the
     // frame allocator.
     unsafe { paging::init(&params, &image) }.map_err(BootError::Paging)?;
-    // SAFETY: the direct map is live and maps all of RAM, read and write,
-    // for good (`paging::init`); RAM is ordinary memory; the token goes to
-    // the kernel, whose holders keep the `PhysMem` contract.
-    let mem = unsafe { crate::glue::KernelMem::new(ram) };
     // SAFETY: called once, the direct map is live.
     let heap = unsafe { heap::init(heap, heap_size(&params)) }.ok_or(BootError::Heap)?;
+    let heap_range = Range::new(heap.phys, heap.phys + heap.size);
+    frames::fix(heap_range).map_err(|e| BootError::Frames("fixing the heap", e))?;
+    // What the token never hands out: the image and the heap (Rust holds
+    // references into both) are neither read nor written through it; the
+    // modules and the extra segment (read in place as `&'static [u8]`)
+    // are not written.
+    let shared = SHARED.call_once(|| keep.iter().skip(1).copied().collect());
+    // SAFETY: the direct map is live and maps all of RAM, read and write,
+    // for good (`paging::init`); RAM is ordinary memory; `image_range` and
+    // `heap_range` are all the memory Rust code holds references into
+    // outside frames the kernel allocates, and `shared` every range read
+    // in place by `module_bytes` and `extra_segment_bytes`.
+    let mem = unsafe { crate::glue::KernelMem::new(ram, [image_range, heap_range], shared) };
     // Now the handoff: every preserved range validated and reserved, into
     // lists on the heap (so their number has no fixed limit), or nothing
     // reserved and a cold boot.

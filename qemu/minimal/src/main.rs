@@ -17,8 +17,7 @@ use alloc::vec::Vec;
 use kho::luo::{Platform, Version};
 use kho::memfd::Memfd;
 use kho::memfd::MemfdHandler;
-use kho::ranges::Range;
-use kho::{Freeze, Incoming, Outgoing};
+use kho::{Freeze, Outgoing};
 use kho_qemu_rt::exit::{ExitCode, exit_qemu};
 use kho_x86_64::glue::KernelMem;
 use kho_x86_64::handover::hand_over;
@@ -75,7 +74,7 @@ fn digest(f: &Memfd, p: &impl Platform) -> (u64, u64) {
 fn main(boot: &'static BootInfo, mem: KernelMem) -> ! {
     match boot.handoff {
         None => first(boot, mem),
-        Some(info) => next(boot, mem, info.blob),
+        Some(_) => next(boot, mem),
     }
 }
 
@@ -119,10 +118,11 @@ fn first(boot: &'static BootInfo, mut p: KernelMem) -> ! {
 
 /// The second boot: the handoff restored at boot; take the file back and
 /// check it, then give back what nobody adopted.
-fn next(boot: &'static BootInfo, mut p: KernelMem, blob: Range) -> ! {
-    let ram: Vec<Range> = boot.params.ram().collect();
-    let preserved: Vec<Range> = kho_x86_64::start::with_reserved(|r| r.preserved_ranges().to_vec());
-    let mut inc = Incoming::from_restored(&p, blob, &ram, preserved).unwrap_or_else(|e| fail(e));
+fn next(boot: &'static BootInfo, mut p: KernelMem) -> ! {
+    let Some(inc) = boot.incoming(&p) else {
+        fail("no handoff")
+    };
+    let mut inc = inc.unwrap_or_else(|e| fail(e));
     let files = inc
         .register(MemfdHandler::default())
         .unwrap_or_else(|e| fail(e));

@@ -107,3 +107,21 @@ fn every_kind_is_reached_through_the_front_door() {
     let e: Error = f.write(&mut mem, 0, &[1; 10]).unwrap_err().into();
     assert_eq!(e.kind(), ErrorKind::OutOfMemory, "{e}");
 }
+
+#[test]
+fn words_are_read_back_only_at_their_exact_length() {
+    let bytes = le_bytes(&[1, u64::MAX]);
+    assert_eq!(bytes.len(), 16);
+    assert_eq!(le_words::<2>(&bytes), Some([1, u64::MAX]));
+    assert_eq!(le_words::<1>(&bytes), None, "longer than asked");
+    assert_eq!(le_words::<3>(&bytes), None, "shorter than asked");
+    assert_eq!(le_words::<2>(&bytes[..15]), None, "a word cut short");
+    let pl = PayloadIn {
+        version: "v",
+        required: 0,
+        optional: 0,
+        data: &bytes,
+    };
+    assert_eq!(pl.words::<2>(), Some([1, u64::MAX]));
+    assert_eq!(pl.words::<1>(), None);
+}
