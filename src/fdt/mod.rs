@@ -14,6 +14,7 @@
 
 mod error;
 mod read;
+mod strings;
 mod tree;
 mod validate;
 mod write;

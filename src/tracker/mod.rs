@@ -24,8 +24,11 @@
 //! address-ordered records (coalesced extents and, for fragmented regions,
 //! bitmaps), which the next kernel walks in place.
 
+mod error;
 pub mod handover;
+pub use error::TrackerError;
 mod leaf;
+mod query;
 mod table;
 
 use crate::ranges::Range;
@@ -45,103 +48,6 @@ pub const REGION_PAGES: u64 = 1 << (REGION_SHIFT - PAGE_SHIFT);
 /// Smallest order whose blocks cover whole regions.
 const LARGE_ORDER: u32 = REGION_SHIFT - PAGE_SHIFT;
 const PAGE_SHIFT: u32 = crate::PAGE_SHIFT;
-
-/// Why a tracker operation was refused. The tracker is unchanged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TrackerError {
-    /// The order is above [`MAX_ORDER`].
-    OrderTooLarge {
-        /// The order asked for.
-        order: u32,
-    },
-    /// The address is not aligned to the block's size.
-    Misaligned {
-        /// Start of the block.
-        phys: u64,
-        /// Order of the block.
-        order: u32,
-    },
-    /// The block reaches past the 52-bit physical address space.
-    OutOfRange {
-        /// Start of the block.
-        phys: u64,
-    },
-    /// The exact block is already preserved.
-    AlreadyPreserved {
-        /// Start of the block.
-        phys: u64,
-        /// Order of the block.
-        order: u32,
-    },
-    /// The block overlaps a preserved block of another size or place (a page
-    /// inside a preserved folio, or a folio over a preserved page).
-    Overlap {
-        /// Start of the block.
-        phys: u64,
-        /// Order of the block.
-        order: u32,
-    },
-    /// The block lies (partly) in a scratch area, which never holds
-    /// preserved memory.
-    InScratch {
-        /// Start of the block.
-        phys: u64,
-        /// Order of the block.
-        order: u32,
-    },
-    /// Unpreserve of a block that is not preserved as exactly that block.
-    NotPreserved {
-        /// Start of the block.
-        phys: u64,
-        /// Order of the block.
-        order: u32,
-    },
-    /// A byte range that is empty, inverted or not page aligned.
-    BadRange {
-        /// Start of the range.
-        start: u64,
-        /// End of the range.
-        end: u64,
-    },
-    /// No memory for the tracker's own structures.
-    OutOfMemory,
-}
-
-impl fmt::Display for TrackerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use TrackerError::*;
-        match *self {
-            OrderTooLarge { order } => write!(f, "order {order} is above the maximum {MAX_ORDER}"),
-            Misaligned { phys, order } => {
-                write!(f, "block {phys:#x} is not aligned to order {order}")
-            }
-            OutOfRange { phys } => write!(
-                f,
-                "block {phys:#x} reaches past the {PHYS_BITS}-bit physical space"
-            ),
-            AlreadyPreserved { phys, order } => {
-                write!(f, "block {phys:#x} order {order} is already preserved")
-            }
-            Overlap { phys, order } => write!(
-                f,
-                "block {phys:#x} order {order} overlaps a preserved block"
-            ),
-            InScratch { phys, order } => {
-                write!(f, "block {phys:#x} order {order} is in a scratch area")
-            }
-            NotPreserved { phys, order } => {
-                write!(f, "block {phys:#x} order {order} is not preserved")
-            }
-            BadRange { start, end } => write!(
-                f,
-                "bad range [{start:#x}, {end:#x}): empty or not page aligned"
-            ),
-            OutOfMemory => f.write_str("out of memory for the tracker"),
-        }
-    }
-}
-
-impl core::error::Error for TrackerError {}
 
 /// One block in a region: page offset and order (below [`LARGE_ORDER`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -613,103 +519,6 @@ impl Tracker {
             self.unpreserve(p, o)?;
         }
         Ok(())
-    }
-
-    /// Whether `[phys, 2^order pages)` is preserved as exactly one block.
-    pub fn is_block(&self, phys: u64, order: u32) -> bool {
-        if self.check(phys, order).is_err() {
-            return false;
-        }
-        let region = phys >> REGION_SHIFT;
-        match self.table.get(region) {
-            Some(Slot::Large { head, order: o }) => {
-                order >= LARGE_ORDER && head == chunk_offset(region) && o == order
-            }
-            Some(Slot::Leaf(i)) if order < LARGE_ORDER => {
-                self.leaves[i].is_block(Small::at(phys, order))
-            }
-            Some(Slot::Inline(e)) if order < LARGE_ORDER => e == Small::at(phys, order),
-            _ => false,
-        }
-    }
-
-    /// Whether the page holding `addr` is preserved.
-    pub fn is_preserved(&self, addr: u64) -> bool {
-        if addr >= 1u64 << PHYS_BITS {
-            return false;
-        }
-        let off = Small::at(addr, 0).off;
-        match self.table.get(addr >> REGION_SHIFT) {
-            None => false,
-            Some(Slot::Large { .. }) => true,
-            Some(Slot::Leaf(i)) => self.leaves[i].page(off),
-            Some(Slot::Inline(e)) => e.off <= off && off < e.end(),
-        }
-    }
-
-    /// Calls `f(region, slot)` for each region in address order (plain
-    /// loops, the handover writer and `ranges` alike).
-    fn each_region<E: From<TrackerError>>(
-        &self,
-        f: impl FnMut(u64, Slot) -> Result<(), E>,
-    ) -> Result<(), E> {
-        self.table
-            .for_each_sorted(f)
-            .map_err(|e| e.unwrap_or_else(|| TrackerError::OutOfMemory.into()))
-    }
-
-    /// The chunks with a region in use, in address order: each chunk's
-    /// first region and its 512 encoded slots.
-    fn sorted_chunks(&self) -> Result<Vec<(u64, &[u32])>, TrackerError> {
-        self.table
-            .sorted_chunks()
-            .map_err(|()| TrackerError::OutOfMemory)
-    }
-
-    /// The page map of leaf `i` (from a slot `Leaf(i)`), word by word.
-    #[inline(always)]
-    fn leaf_pages(&self, i: u32) -> [u64; 8] {
-        self.leaves[i].pages()
-    }
-
-    /// Calls `f(first pfn, pages)` for each run of preserved pages of the
-    /// region `r` whose slot is `slot`, in address order. Shared by
-    /// [`ranges`](Self::ranges) and the handover writer.
-    #[inline]
-    fn region_runs<E>(
-        &self,
-        r: u64,
-        slot: Slot,
-        mut f: impl FnMut(u64, u64) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let base = r << (REGION_SHIFT - PAGE_SHIFT);
-        match slot {
-            Slot::Large { .. } => f(base, REGION_PAGES),
-            Slot::Inline(s) => f(base + u64::from(s.off), 1 << s.order),
-            Slot::Leaf(i) => self.leaves[i]
-                .runs()
-                .try_for_each(|(s, n)| f(base + u64::from(s), u64::from(n))),
-        }
-    }
-
-    /// The preserved memory as byte ranges in address order, adjacent
-    /// blocks coalesced.
-    pub fn ranges(&self) -> Result<Vec<Range>, TrackerError> {
-        let mut out: Vec<Range> = Vec::new();
-        self.each_region(|r, slot| {
-            self.region_runs(r, slot, |pfn, n| {
-                let r = Range::new(pfn << PAGE_SHIFT, (pfn + n) << PAGE_SHIFT);
-                match out.last_mut() {
-                    Some(last) if last.end == r.start => last.end = r.end,
-                    _ => {
-                        out.try_reserve(1).map_err(|_| TrackerError::OutOfMemory)?;
-                        out.push(r);
-                    }
-                }
-                Ok(())
-            })
-        })?;
-        Ok(out)
     }
 }
 
