@@ -2,6 +2,7 @@
 //! same run, written as a table and to `target/bench/results.json`.
 
 mod fdt_bench;
+mod kernel_bench;
 mod memfd_bench;
 mod shuffle;
 mod timing;
@@ -118,6 +119,22 @@ fn main() {
     if filter.is_empty() || filter == "memfd" {
         figures.extend(memfd_bench::run());
     }
+    let machine = std::env::var("KHO_BENCH_MACHINE").unwrap_or_else(|_| "null".to_owned());
+    let mut kexec_accel = None;
+    if filter.is_empty() || filter == "kexec" {
+        // The machine note says whether /dev/kvm is there (`x.py` writes it).
+        let kvm = machine.replace(' ', "").contains("\"kvm\":true");
+        match kernel_bench::run_all(&kernel_bench::Paths::of_workspace(), kvm) {
+            Ok((f, accel, why)) => {
+                figures.extend(f);
+                kexec_accel = Some((accel, why));
+            }
+            Err(e) => {
+                eprintln!("kho-bench: the kernel benches failed: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
 
     println!(
         "\n{:<60} {:>12} {:>7} {:<34} {:>12} {:>7} {:>7}  target",
@@ -146,9 +163,20 @@ fn main() {
         );
     }
 
-    let machine = std::env::var("KHO_BENCH_MACHINE").unwrap_or_else(|_| "null".to_owned());
     let mut out = String::from("{\n  \"machine\": ");
     out.push_str(&machine);
+    if let Some((accel, why)) = &kexec_accel {
+        let accel = match accel {
+            kho_runner::Accel::Tcg => "tcg",
+            kho_runner::Accel::Kvm => "kvm",
+        };
+        let _ = write!(
+            out,
+            ",\n  \"kexec_accel\": {},\n  \"kexec_accel_why\": {}",
+            json_str(accel),
+            json_str(why)
+        );
+    }
     out.push_str(",\n  \"figures\": [\n");
     for (i, f) in figures.iter().enumerate() {
         let target = match f.target {
