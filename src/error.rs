@@ -72,7 +72,7 @@ pub enum Error {
     /// From the preserved-page tracker.
     Tracker(crate::tracker::TrackerError),
     /// From the tracker's handed-over chain.
-    Handover(crate::tracker::handover::HandoverError),
+    TrackerChain(crate::tracker::chain::TrackerChainError),
     /// From the scratch areas.
     Scratch(crate::scratch::ScratchError),
     /// From the handoff blob.
@@ -98,7 +98,7 @@ impl fmt::Display for Error {
             Error::Chain(e) => e.fmt(f),
             Error::Claim(e) => e.fmt(f),
             Error::Tracker(e) => e.fmt(f),
-            Error::Handover(e) => e.fmt(f),
+            Error::TrackerChain(e) => e.fmt(f),
             Error::Scratch(e) => e.fmt(f),
             Error::Handoff(e) => e.fmt(f),
             Error::Elf(e) => e.fmt(f),
@@ -121,7 +121,7 @@ impl core::error::Error for Error {
             Error::Chain(e) => Some(e),
             Error::Claim(e) => Some(e),
             Error::Tracker(e) => Some(e),
-            Error::Handover(e) => Some(e),
+            Error::TrackerChain(e) => Some(e),
             Error::Scratch(e) => Some(e),
             Error::Handoff(e) => Some(e),
             Error::Elf(e) => Some(e),
@@ -146,7 +146,7 @@ impl Error {
             Error::Chain(e) => chain(e),
             Error::Claim(e) => claim(e),
             Error::Tracker(e) => tracker(e),
-            Error::Handover(e) => handover(e),
+            Error::TrackerChain(e) => tracker_chain(e),
             Error::Scratch(e) => scratch(e),
             Error::Handoff(e) => handoff(e),
             Error::Elf(_) => ErrorKind::Corrupt,
@@ -218,9 +218,9 @@ impl From<crate::tracker::TrackerError> for Error {
     }
 }
 
-impl From<crate::tracker::handover::HandoverError> for Error {
-    fn from(e: crate::tracker::handover::HandoverError) -> Self {
-        Error::Handover(e)
+impl From<crate::tracker::chain::TrackerChainError> for Error {
+    fn from(e: crate::tracker::chain::TrackerChainError) -> Self {
+        Error::TrackerChain(e)
     }
 }
 
@@ -352,7 +352,7 @@ pub(crate) mod kinds {
     use crate::reserve::ReserveError;
     use crate::scratch::ScratchError;
     use crate::tracker::TrackerError;
-    use crate::tracker::handover::HandoverError;
+    use crate::tracker::chain::TrackerChainError;
     use crate::vmalloc::VmallocError;
 
     pub(crate) fn write(e: &WriteError) -> ErrorKind {
@@ -410,11 +410,11 @@ pub(crate) mod kinds {
     }
 
     /// Reading the chain: whatever the tracker refuses came from it.
-    pub(crate) fn handover(e: &HandoverError) -> ErrorKind {
+    pub(crate) fn tracker_chain(e: &TrackerChainError) -> ErrorKind {
         match e {
-            HandoverError::Tracker(TrackerError::OutOfMemory) => OutOfMemory,
-            HandoverError::Chain(c) => chain(c),
-            HandoverError::Reserve(r) => reserve(r),
+            TrackerChainError::Tracker(TrackerError::OutOfMemory) => OutOfMemory,
+            TrackerChainError::Chain(c) => chain(c),
+            TrackerChainError::Reserve(r) => reserve(r),
             _ => Corrupt,
         }
     }
@@ -431,7 +431,7 @@ pub(crate) mod kinds {
         match e {
             HandoffError::UnknownVersion => NoCommonVersion,
             HandoffError::Scratch(s) => scratch(s),
-            HandoffError::Tracker(h) => handover(h),
+            HandoffError::Tracker(h) => tracker_chain(h),
             HandoffError::Reserve(r) => reserve(r),
             _ => Corrupt,
         }

@@ -120,7 +120,7 @@ fn a_chunk_that_cannot_become_dense_stays_sparse_and_correct() {
 fn the_writer_without_memory_for_its_buffer_writes_the_same_chain() {
     use kho::platform::PhysMem;
     use kho::platform::host::HostMem;
-    use kho::tracker::handover;
+    use kho::tracker::chain;
     // Enough isolated pages for several chain pages (a buffer of 24 KiB).
     let mut t = Tracker::new(&[]).unwrap();
     for i in 0..3000u64 {
@@ -138,14 +138,14 @@ fn the_writer_without_memory_for_its_buffer_writes_the_same_chain() {
         out
     };
     let mut a = HostMem::with_pool(pool);
-    let ra = handover::write(&t, &mut a).unwrap();
+    let ra = chain::write(&t, &mut a).unwrap();
     let mut b = HostMem::with_pool(pool);
     // The fake's 2 MiB table of frames where the chain goes, made before
     // allocations start failing: the writer's memory is what is tested.
     b.frame_mut(pool.start).unwrap();
     // Vectors past 8 KiB fail: the buffer's growth, not the small lists.
     FAIL_ABOVE.with(|x| x.set(8 << 10));
-    let rb = handover::write(&t, &mut b);
+    let rb = chain::write(&t, &mut b);
     FAIL_ABOVE.with(|x| x.set(0));
     let rb = rb.unwrap();
     assert!(ra.pages.get() >= 3);

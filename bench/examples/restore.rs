@@ -1,6 +1,6 @@
 //! Restore of the mix workload's handover, for profiling the reader.
 use kho::ranges::Range;
-use kho::tracker::handover::{self, Reader};
+use kho::tracker::chain::{self, Reader};
 
 mod common;
 use common::pages;
@@ -8,7 +8,7 @@ use common::pages;
 fn main() {
     let t = common::mix();
     let mut p = pages();
-    let root = handover::write(&t, &mut p).unwrap();
+    let root = chain::write(&t, &mut p).unwrap();
     let ram = [Range::new(0, 1 << 52)];
     let r = Reader::new(&p, root, &ram, &[]);
     let mut total = 0u64;

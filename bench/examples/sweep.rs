@@ -3,7 +3,7 @@
 use kho::memfd::{Memfd, v2};
 use kho::platform::FrameAlloc;
 use kho::tracker::Tracker;
-use kho::tracker::handover::{self, Reader};
+use kho::tracker::chain::{self, Reader};
 use std::time::Instant;
 
 mod common;
@@ -39,7 +39,7 @@ fn main() {
         let t1 = Instant::now();
         let w = v2::write(&f, &mut mem, &mut t).unwrap();
         let t2 = Instant::now();
-        let root = handover::write(&t, &mut mem).unwrap();
+        let root = chain::write(&t, &mut mem).unwrap();
         let t3 = Instant::now();
         let mut log = kho::reserve::ReserveLog::new();
         Reader::new(&mem, root, &[ram], &[scratch])
@@ -62,7 +62,7 @@ fn main() {
             per(t0, t5),
             root.pages.get()
         );
-        handover::free(&mut mem, &root);
+        chain::free(&mut mem, &root);
         if let Some(mut a) = w.array {
             a.unpreserve(&mut mem, &mut t).unwrap();
             a.free(&mut mem);

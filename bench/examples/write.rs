@@ -1,5 +1,5 @@
 //! Handover write of 100k isolated pages, for profiling the writer.
-use kho::tracker::handover;
+use kho::tracker::chain;
 
 mod common;
 use common::pages;
@@ -10,7 +10,7 @@ fn main() {
     let mut total = 0;
     for _ in 0..100 {
         let mut p = pages();
-        total += handover::write(&t, &mut p).unwrap().pages.get();
+        total += chain::write(&t, &mut p).unwrap().pages.get();
     }
     let ns = start.elapsed().as_nanos() as f64 / 100.0 / 100_000.0;
     println!("{total} pages, {ns:.2} ns per block");

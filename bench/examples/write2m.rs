@@ -1,6 +1,6 @@
 //! Handover write of 1 GiB preserved as 2 MiB folios, for profiling the
 //! writer's per-write costs.
-use kho::tracker::handover;
+use kho::tracker::chain;
 
 mod common;
 use common::pages;
@@ -15,9 +15,9 @@ fn main() {
     let rounds = 200_000;
     let mut p = pages();
     for _ in 0..rounds {
-        let root = handover::write(&t, &mut p).unwrap();
+        let root = chain::write(&t, &mut p).unwrap();
         total += root.pages.get();
-        handover::free(&mut p, &root);
+        chain::free(&mut p, &root);
     }
     let ns = start.elapsed().as_nanos() as f64 / rounds as f64;
     println!("{total} pages, {ns:.0} ns per write");

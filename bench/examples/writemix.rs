@@ -1,6 +1,6 @@
 //! Handover write of the mix workload (blocks of order 0 to 4 scattered
 //! over 8 GiB), for profiling the writer.
-use kho::tracker::handover;
+use kho::tracker::chain;
 
 mod common;
 use common::pages;
@@ -12,9 +12,9 @@ fn main() {
     let start = std::time::Instant::now();
     let mut total = 0;
     for _ in 0..rounds {
-        let root = handover::write(&t, &mut p).unwrap();
+        let root = chain::write(&t, &mut p).unwrap();
         total += root.pages.get();
-        handover::free(&mut p, &root);
+        chain::free(&mut p, &root);
     }
     let ns = start.elapsed().as_nanos() as f64 / rounds as f64 / 30_000.0;
     println!("{total} pages, {ns:.2} ns per block");

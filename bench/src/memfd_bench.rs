@@ -267,14 +267,14 @@ fn frame_access() -> Figure {
 /// and retrieve (the file's records checked and its folios claimed), in
 /// nanoseconds, the median of five rounds after a warm-up.
 fn live_update_ns(f: &mut Memfd, mem: &mut HostMem) -> Stat {
-    use kho::tracker::handover::{self, Reader};
+    use kho::tracker::chain::{self, Reader};
     let mut samples = vec![];
     for round in 0..6 {
         let start = Instant::now();
         let mut t = Tracker::new(&[SCRATCH]).unwrap();
         f.preserve(&mut t).unwrap();
         let w = v2::write(f, mem, &mut t).unwrap();
-        let root = handover::write(&t, mem).unwrap();
+        let root = chain::write(&t, mem).unwrap();
         let mut log = kho::reserve::ReserveLog::new();
         Reader::new(&*mem, root, &[RAM], &[SCRATCH])
             .restore(&mut log)
@@ -289,7 +289,7 @@ fn live_update_ns(f: &mut Memfd, mem: &mut HostMem) -> Stat {
         }
         // Undo, outside the time: the chain pages, the record array and
         // the tracker's hold on the file.
-        handover::free(mem, &root);
+        chain::free(mem, &root);
         if let Some(mut a) = w.array {
             a.unpreserve(mem, &mut t).unwrap();
             a.free(mem);

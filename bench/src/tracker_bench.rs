@@ -6,7 +6,7 @@ use crate::{Figure, Target};
 use kho::platform::host::HostMem;
 use kho::ranges::Range;
 use kho::tracker::Tracker;
-use kho::tracker::handover::{self, Reader};
+use kho::tracker::chain::{self, Reader};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 
@@ -454,14 +454,14 @@ pub fn run() -> Vec<Figure> {
         // its preserve is the whole cost our preserve plus write compares
         // with.
         let mut pages = chain_mem();
-        let root = handover::write(&ours, &mut pages).unwrap();
+        let root = chain::write(&ours, &mut pages).unwrap();
         let ours_bytes = root.pages.get() as f64 * 4096.0 + 32.0;
         // One fake memory for every write, its chain pages freed after
         // each (a fresh fake per write cost more than the write).
         let mut wmem = chain_mem();
         let t_write = ns_per_call(|| {
-            let root = handover::write(&ours, &mut wmem).unwrap();
-            handover::free(&mut wmem, &root);
+            let root = chain::write(&ours, &mut wmem).unwrap();
+            chain::free(&mut wmem, &root);
             black_box(root);
         }) / n;
 

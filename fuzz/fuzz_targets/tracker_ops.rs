@@ -8,7 +8,7 @@ use arbitrary::Arbitrary;
 use kho::platform::host::HostMem;
 use kho::ranges::Range;
 use kho::reserve::{Kept, ReserveLog};
-use kho::tracker::handover::{self, Reader};
+use kho::tracker::chain::{self, Reader};
 use kho::tracker::{MAX_ORDER, PHYS_BITS, Tracker, TrackerError, range_blocks};
 use libfuzzer_sys::fuzz_target;
 use std::collections::BTreeMap;
@@ -169,7 +169,7 @@ fuzz_target!(|input: (u8, Vec<Op>)| {
     for r in &want {
         mem.avoid(*r);
     }
-    let root = handover::write(&t, &mut mem).unwrap();
+    let root = chain::write(&t, &mut mem).unwrap();
     let mut log = ReserveLog::new();
     Reader::new(&mem, root, &ram, &[SCRATCH])
         .restore(&mut log)

@@ -13,7 +13,7 @@ use kho::platform::{Frame, PhysMem};
 use kho::ranges::Range;
 use kho::reserve::{Kept, ReserveLog};
 use kho::tracker::Tracker;
-use kho::tracker::handover::{self, Reader};
+use kho::tracker::chain::{self as tracker_chain, Reader};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
@@ -62,7 +62,7 @@ fn valid() -> &'static (Mem, TrackerRoot) {
             t.preserve(0x1_0000_0000 + i * (3 << 20), 0).unwrap();
         }
         let mut m = HostMem::new(&RAM, Range::new(BASE, BASE + (64 << 20)));
-        let root = handover::write(&t, &mut m).unwrap();
+        let root = tracker_chain::write(&t, &mut m).unwrap();
         (Mem(m), root)
     })
 }

@@ -5,7 +5,7 @@ use kho::PAGE_SIZE;
 use kho::platform::PhysMem;
 use kho::ranges::Range;
 use kho::reserve::{Kept, ReserveLog};
-use kho::tracker::handover::{self, Reader};
+use kho::tracker::chain::{self, Reader};
 use kho::tracker::{Tracker, TrackerError};
 use kho_qemu_rt::kernel_test;
 use kho_x86_64::frames;
@@ -195,7 +195,7 @@ kernel_test!(
             t.preserve(p, order).unwrap();
             blocks.push((p, order, i as u64));
         }
-        let root = handover::write(&t, &mut *crate::mem::kmem()).expect("handover written");
+        let root = chain::write(&t, &mut *crate::mem::kmem()).expect("handover written");
         let ram: alloc::vec::Vec<Range> = boot.params.ram().collect();
 
         // The next kernel's allocator: RAM outside scratch, minus what the
@@ -305,7 +305,7 @@ kernel_test!(
             written.push((w2, w1));
         }
         // The next kernel's view: the handover read back, claims over it.
-        let root = handover::write(&t, &mut *mem).unwrap();
+        let root = chain::write(&t, &mut *mem).unwrap();
         let mut log = ReserveLog::new();
         Reader::new(&*mem, root, &ram, scratch)
             .restore(&mut log)
@@ -397,7 +397,7 @@ kernel_test!(
             *b = (i.wrapping_mul(31) >> 3) as u8;
         }
         let root = v.preserve(&mut *mem, &mut t).unwrap();
-        let th = handover::write(&t, &mut *mem).unwrap();
+        let th = chain::write(&t, &mut *mem).unwrap();
         let mut log = ReserveLog::new();
         Reader::new(&*mem, th, &ram, scratch)
             .restore(&mut log)

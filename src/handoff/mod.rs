@@ -35,7 +35,7 @@ use crate::platform::PhysMem;
 use crate::ranges::Range;
 use crate::reserve::{Kept, Reserve, ReserveError};
 use crate::scratch::{SCRATCH_VERSION, Scratch, ScratchError, ScratchRecord};
-use crate::tracker::handover::{HandoverError, Reader, Summary, TRACKER_VERSION, TrackerRoot};
+use crate::tracker::chain::{Reader, Summary, TRACKER_VERSION, TrackerChainError, TrackerRoot};
 use core::fmt;
 use zerocopy::IntoBytes;
 
@@ -87,7 +87,7 @@ pub enum HandoffError {
     /// The scratch list is invalid.
     Scratch(ScratchError),
     /// The tracker's chain is invalid.
-    Tracker(HandoverError),
+    Tracker(TrackerChainError),
     /// The reservation store refused a range.
     Reserve(ReserveError),
 }

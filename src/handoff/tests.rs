@@ -12,7 +12,7 @@ use super::*;
 use crate::platform::host::HostMem;
 use crate::reserve::ReserveLog;
 use crate::tracker::Tracker;
-use crate::tracker::handover;
+use crate::tracker::chain as tracker_chain;
 use alloc::vec::Vec;
 
 const RAM: [Range; 1] = [Range::new(0x10_0000, 0x4000_0000)];
@@ -35,7 +35,7 @@ fn handoff() -> (HostMem, Vec<u8>, Range, Tracker) {
     let mut t = Tracker::new(scratch.areas()).unwrap();
     t.preserve_range(DATA.start, DATA.end).unwrap();
     t.preserve(0x900_0000, 9).unwrap();
-    let root = handover::write(&t, &mut mem).unwrap();
+    let root = tracker_chain::write(&t, &mut mem).unwrap();
     let mut buf = alloc::vec![0u8; 4096];
     let stamps = Stamps {
         start: 100.into(),
@@ -267,7 +267,7 @@ fn a_failed_restore_leaves_nothing_reserved() {
     mem.frame_mut(first).unwrap()[0] ^= 1;
     assert!(matches!(
         restore(&mem, &h, place, &RAM, &mut log),
-        Err(HandoffError::Tracker(HandoverError::Chain(
+        Err(HandoffError::Tracker(TrackerChainError::Chain(
             crate::chain::ChainError::BadSum { .. }
         )))
     ));

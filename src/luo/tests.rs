@@ -13,7 +13,7 @@ use crate::platform::host::HostMem;
 use crate::scratch::{Scratch, ScratchRecord};
 use crate::testkit::HandOver;
 use crate::tracker::Tracker;
-use crate::tracker::handover;
+use crate::tracker::chain;
 use alloc::vec;
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -46,7 +46,7 @@ fn file(mem: &mut HostMem, len: usize, seed: u8, seals: u32) -> Memfd {
 
 /// The blob with the frozen `luo` written, as bytes.
 fn blob(luo: &Luo<HostMem>, mem: &mut HostMem, t: &Tracker, scratch: &Scratch) -> Vec<u8> {
-    let root = handover::write(t, mem).unwrap();
+    let root = chain::write(t, mem).unwrap();
     let mut buf = vec![0u8; 64 << 10];
     let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root, scratch).unwrap();
     luo.write(&mut w).unwrap();
@@ -459,7 +459,7 @@ fn a_failed_freeze_unfreezes_and_feature_bits_decide_readability() {
                 &mut [0u8; 4096],
                 0,
                 Stamps::default(),
-                &handover::write(&t, &mut mem).unwrap(),
+                &chain::write(&t, &mut mem).unwrap(),
                 &scratch
             )
             .unwrap()
@@ -516,7 +516,7 @@ fn luo_blob(
     body: impl FnOnce(&mut crate::fdt::FdtWriter<'_>) -> Result<(), WriteError>,
 ) -> Vec<u8> {
     let (mut mem, t, scratch) = setup();
-    let root = handover::write(&t, &mut mem).unwrap();
+    let root = chain::write(&t, &mut mem).unwrap();
     let mut buf = vec![0u8; 8192];
     let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root, &scratch).unwrap();
     // `kho-luo-v1`: the session and object properties these tests break
@@ -584,7 +584,7 @@ fn a_malformed_luo_node_is_refused() {
     );
     // A node of an unknown luo version is a typed error naming both.
     let (mut mem, t, scratch) = setup();
-    let root = handover::write(&t, &mut mem).unwrap();
+    let root = chain::write(&t, &mut mem).unwrap();
     let mut buf = vec![0u8; 8192];
     let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root, &scratch).unwrap();
     w.subsystem(NODE, &["kho-luo-v9"], None, |_| Ok(()))
@@ -1070,7 +1070,7 @@ fn blob_at_hop(
     scratch: &Scratch,
     hop: u32,
 ) -> Vec<u8> {
-    let root = handover::write(t, mem).unwrap();
+    let root = chain::write(t, mem).unwrap();
     let mut buf = vec![0u8; 64 << 10];
     let mut w = HandoffWriter::new(&mut buf, hop, Stamps::default(), &root, scratch).unwrap();
     luo.write(&mut w).unwrap();
@@ -1279,7 +1279,7 @@ fn a_malformed_footprint_or_origin_is_refused() {
             })
             .collect();
         let (mut mem, t, scratch) = setup();
-        let root = handover::write(&t, &mut mem).unwrap();
+        let root = chain::write(&t, &mut mem).unwrap();
         let mut buf = vec![0u8; 8192];
         let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root, &scratch).unwrap();
         w.subsystem(NODE, &[LUO_VERSION], None, |w| {

@@ -38,7 +38,8 @@ use crate::platform::{FrameAlloc, PhysMem};
 use crate::ranges::Range;
 use crate::reserve::{Kept, ReserveLog};
 use crate::scratch::{Scratch, ScratchRecord};
-use crate::tracker::{Tracker, handover};
+use crate::tracker::Tracker;
+use crate::tracker::chain as tracker_chain;
 use crate::vmalloc::{Vmalloc, VmallocRoot};
 use alloc::string::{String, ToString};
 use alloc::vec;
@@ -297,7 +298,7 @@ pub fn build(shape: &Shape) -> Built {
         t.preserve_range(data.start, data.end).unwrap();
     }
     l.freeze(&mut mem, &mut t, None, false).unwrap();
-    let root = handover::write(&t, &mut mem).unwrap();
+    let root = tracker_chain::write(&t, &mut mem).unwrap();
     let mut buf = vec![0u8; 64 << 10];
     let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root, &sc).unwrap();
     l.write(&mut w).unwrap();
@@ -311,7 +312,7 @@ pub fn build(shape: &Shape) -> Built {
     // Every metadata page: what the next kernel reads as such.
     let mut metadata_pages: Vec<u64> = Vec::new();
     let mut log = ReserveLog::new();
-    handover::Reader::new(&mem, root, &[RAM], sc.areas())
+    tracker_chain::Reader::new(&mem, root, &[RAM], sc.areas())
         .restore(&mut log)
         .unwrap();
     metadata_pages.extend(

@@ -316,17 +316,17 @@ pub trait HandOver {
     fn hand_over(
         &mut self,
         tracker: &crate::tracker::Tracker,
-    ) -> Result<crate::claims::Claims, crate::tracker::handover::HandoverError>;
+    ) -> Result<crate::claims::Claims, crate::tracker::chain::TrackerChainError>;
 }
 
 impl HandOver for HostMem {
     fn hand_over(
         &mut self,
         tracker: &crate::tracker::Tracker,
-    ) -> Result<crate::claims::Claims, crate::tracker::handover::HandoverError> {
+    ) -> Result<crate::claims::Claims, crate::tracker::chain::TrackerChainError> {
         use crate::platform::FrameAlloc;
-        use crate::tracker::handover::{self, Reader};
-        let root = handover::write(tracker, self)?;
+        use crate::tracker::chain::{self as tracker_chain, Reader};
+        let root = tracker_chain::write(tracker, self)?;
         let mut log = crate::reserve::ReserveLog::new();
         let ram: Vec<Range> = self.ram().to_vec();
         Reader::new(self, root, &ram, tracker.scratch()).restore(&mut log)?;

@@ -166,7 +166,7 @@ impl Leaf {
 
 /// Runs of set bits of a 512-bit map (word `i` holds bits `64i..`), as
 /// `(first bit, count)` in order, found a word at a time; a run may cross
-/// words. Shared by leaves and the handover reader's bitmap records.
+/// words. Shared by leaves and the chain reader's bitmap records.
 pub(super) fn map_runs(map: [u64; 8]) -> impl Iterator<Item = (u32, u32)> {
     let mut w = 0usize;
     // What is left of word `w`: bits of runs already reported cleared.

@@ -20,12 +20,12 @@
 //! tracker is dropped); running out of it is a typed error with no partial
 //! state.
 //!
-//! At handover, [`handover`] writes the preserved set as a chain of pages of
+//! At handover, [`chain`] writes the preserved set as a chain of pages of
 //! address-ordered records (coalesced extents and, for fragmented regions,
 //! bitmaps), which the next kernel walks in place.
 
+pub mod chain;
 mod error;
-pub mod handover;
 pub use error::TrackerError;
 mod leaf;
 mod query;

@@ -37,7 +37,7 @@ impl Tracker {
     }
 
     /// Calls `f(region, slot)` for each region in address order (plain
-    /// loops, the handover writer and `ranges` alike).
+    /// loops, the chain writer and `ranges` alike).
     pub(super) fn each_region<E: From<TrackerError>>(
         &self,
         f: impl FnMut(u64, Slot) -> Result<(), E>,
@@ -63,7 +63,7 @@ impl Tracker {
 
     /// Calls `f(first pfn, pages)` for each run of preserved pages of the
     /// region `r` whose slot is `slot`, in address order. Shared by
-    /// [`ranges`](Self::ranges) and the handover writer.
+    /// [`ranges`](Self::ranges) and the chain writer.
     #[inline]
     pub(super) fn region_runs<E>(
         &self,

@@ -1,7 +1,9 @@
 //! Tracker tests: property tests against a plain model, the handover round
 //! trip, and corrupted handovers.
 
-use super::handover::{self, HandoverError, PAGE_BYTES, PageSink, PageSource, Reader, TrackerRoot};
+use super::chain::{
+    self as tracker_chain, PAGE_BYTES, PageSink, PageSource, Reader, TrackerChainError, TrackerRoot,
+};
 use super::*;
 use crate::chain::ChainError;
 use crate::platform::host::HostMem;
@@ -199,7 +201,7 @@ fn run_ops(ops: &[Op], scratch: &[Range], dense_at: usize) -> Result<(), TestCas
     prop_assert_eq!(t.ranges().unwrap(), m.ranges());
     // The handover carries exactly the same ranges.
     let mut mem = mem_at(1 << 40);
-    let root = handover::write(&t, &mut mem).unwrap();
+    let root = tracker_chain::write(&t, &mut mem).unwrap();
     let ram = [Range::new(0, 1 << 41)];
     let (pages, got, sum) = restore(&Reader::new(&mem, root, &ram, scratch)).unwrap();
     prop_assert_eq!(&got, &m.ranges());
@@ -214,7 +216,7 @@ fn run_ops(ops: &[Op], scratch: &[Range], dense_at: usize) -> Result<(), TestCas
 /// differs, if any.
 fn unbuffered_differs(t: &Tracker, mem: &FakeMem, root: TrackerRoot) -> Option<u64> {
     let mut again = mem_at(1 << 40);
-    let root2 = handover::write_unbuffered(t, &mut again).unwrap();
+    let root2 = tracker_chain::write_unbuffered(t, &mut again).unwrap();
     if root2 != root {
         return Some(0);
     }
@@ -253,7 +255,7 @@ fn the_unbuffered_writer_writes_the_same_chain() {
         }
     }
     let mut mem = mem_at(1 << 40);
-    let root = handover::write(&t, &mut mem).unwrap();
+    let root = tracker_chain::write(&t, &mut mem).unwrap();
     assert!(root.pages.get() > 3, "{root:?}");
     assert_eq!(unbuffered_differs(&t, &mem, root), None);
 }
@@ -518,7 +520,7 @@ pub(crate) fn mem_at(base: u64) -> HostMem {
 /// and the summary. On an error, checks that nothing stayed reserved.
 pub(crate) fn restore(
     reader: &Reader<'_, FakeMem>,
-) -> Result<(Vec<u64>, Vec<Range>, handover::Summary), HandoverError> {
+) -> Result<(Vec<u64>, Vec<Range>, tracker_chain::Summary), TrackerChainError> {
     let mut log = ReserveLog::new();
     match reader.restore(&mut log) {
         Ok(sum) => Ok((
@@ -546,7 +548,7 @@ fn sample() -> (Tracker, FakeMem, TrackerRoot) {
         t.preserve((8 << 30) + i * (3 << 20), 0).unwrap();
     }
     let mut mem = mem_at(1 << 40);
-    let root = handover::write(&t, &mut mem).unwrap();
+    let root = tracker_chain::write(&t, &mut mem).unwrap();
     (t, mem, root)
 }
 
@@ -572,7 +574,7 @@ fn a_run_past_the_physical_space_is_refused_even_if_ram_says_more() {
     t.preserve(1 << 20, 0).unwrap();
     t.preserve(top - 2 * PAGE, 0).unwrap();
     let mut mem = mem_at(1 << 40);
-    let root = handover::write(&t, &mut mem).unwrap();
+    let root = tracker_chain::write(&t, &mut mem).unwrap();
     let all = [Range::new(0, u64::MAX)];
     assert!(Reader::new(&mem, root, &all, &[]).validate().is_ok());
     // Stretch the second extent to 2^23 pages: it now ends past 2^52.
@@ -583,14 +585,14 @@ fn a_run_past_the_physical_space_is_refused_even_if_ram_says_more() {
     let pfn = (top >> 12) - 2;
     assert_eq!(
         Reader::new(&mem, root, &all, &[]).validate(),
-        Err(HandoverError::RangeNotInRam {
+        Err(TrackerChainError::RangeNotInRam {
             range: Range::new(pfn << 12, (pfn + (1 << 23)) << 12)
         })
     );
 }
 
 /// Resealed after `f`: the checks behind the checksum are what is tested.
-fn corrupt(f: impl Fn(&mut FakeMem, &mut TrackerRoot)) -> HandoverError {
+fn corrupt(f: impl Fn(&mut FakeMem, &mut TrackerRoot)) -> TrackerChainError {
     let (_, mut mem, mut root) = sample();
     f(&mut mem, &mut root);
     reseal_all(&mut mem);
@@ -649,7 +651,7 @@ fn a_changed_chain_page_fails_its_checksum_before_anything_is_read() {
                 };
                 assert_eq!(
                     e.unwrap_err(),
-                    HandoverError::Chain(want),
+                    TrackerChainError::Chain(want),
                     "page {pg:#x} byte {at} ^ {x:#x}"
                 );
                 assert!(log.ranges.is_empty());
@@ -666,14 +668,14 @@ fn a_changed_chain_page_fails_its_checksum_before_anything_is_read() {
         page[32 + 8 * n] = 1;
     });
     assert!(
-        matches!(e, HandoverError::Chain(ChainError::DirtyTail { .. })),
+        matches!(e, TrackerChainError::Chain(ChainError::DirtyTail { .. })),
         "{e:?}"
     );
 }
 
 #[test]
 fn corrupted_handovers_are_typed_errors() {
-    use HandoverError::*;
+    use TrackerChainError::*;
     assert_eq!(corrupt(|_, r| r.pages = 0.into()), BadRoot);
     assert_eq!(corrupt(|_, r| r.flags = 1.into()), BadRoot);
     assert_eq!(
@@ -851,7 +853,7 @@ proptest! {
             }
         }
         let mut mem = mem_at(1 << 40);
-        let root = handover::write(&t, &mut mem).unwrap();
+        let root = tracker_chain::write(&t, &mut mem).unwrap();
         let runs = written_runs(&mem, &root);
         let range = |&(a, b): &(Bound, Bound)| {
             let (a, b) = (resolve(a, &runs), resolve(b, &runs));
@@ -868,9 +870,9 @@ proptest! {
             .into_iter()
             .find_map(|r| {
                 if r.end > 1 << PHYS_BITS || !ram.iter().any(|x| x.covers(r)) {
-                    Some(HandoverError::RangeNotInRam { range: r })
+                    Some(TrackerChainError::RangeNotInRam { range: r })
                 } else if scratch.iter().any(|s| s.overlaps(&r)) {
-                    Some(HandoverError::RangeInScratch { range: r })
+                    Some(TrackerChainError::RangeInScratch { range: r })
                 } else {
                     None
                 }
@@ -925,8 +927,8 @@ fn out_of_memory_changes_nothing() {
     }
     let (t, _, _) = sample();
     assert_eq!(
-        handover::write(&t, &mut Empty).unwrap_err(),
-        HandoverError::Chain(ChainError::OutOfPages)
+        tracker_chain::write(&t, &mut Empty).unwrap_err(),
+        TrackerChainError::Chain(ChainError::OutOfPages)
     );
     // A sink that hands out a scratch page is refused.
     struct Scratchy;
@@ -940,8 +942,8 @@ fn out_of_memory_changes_nothing() {
         fn free_page(&mut self, _: u64) {}
     }
     assert_eq!(
-        handover::write(&t, &mut Scratchy).unwrap_err(),
-        HandoverError::Chain(ChainError::PageInScratch { phys: 0x2000 })
+        tracker_chain::write(&t, &mut Scratchy).unwrap_err(),
+        TrackerChainError::Chain(ChainError::PageInScratch { phys: 0x2000 })
     );
     let _ = vec![0u8; 1];
 }
@@ -957,7 +959,7 @@ fn golden_bytes() -> Vec<u8> {
     t.preserve(1 << 30, 18).unwrap();
     t.preserve(0x7_0000_0000, 0).unwrap();
     let mut mem = mem_at(0x10_0000_0000);
-    let root = handover::write(&t, &mut mem).unwrap();
+    let root = tracker_chain::write(&t, &mut mem).unwrap();
     let mut out = zerocopy::IntoBytes::as_bytes(&root).to_vec();
     let mut p = root.first_page.get();
     while p != 0 {
@@ -1001,7 +1003,7 @@ fn one_extent() -> (FakeMem, TrackerRoot) {
     let mut t = Tracker::new(&[]).unwrap();
     t.preserve(0x11_0000, 0).unwrap();
     let mut mem = mem_at(1 << 40);
-    let root = handover::write(&t, &mut mem).unwrap();
+    let root = tracker_chain::write(&t, &mut mem).unwrap();
     (mem, root)
 }
 
@@ -1015,7 +1017,7 @@ fn a_chain_page_inside_a_preserved_range_is_refused_by_the_reader() {
     let chain = root.first_page.get();
     first(&mut mem, &root)[32..40].copy_from_slice(&((chain >> 12) << 23).to_le_bytes());
     crate::chain::reseal(first(&mut mem, &root));
-    let want = HandoverError::ChainPageInPreserved { phys: chain };
+    let want = TrackerChainError::ChainPageInPreserved { phys: chain };
     assert_eq!(Reader::new(&mem, root, &all, &[]).validate(), Err(want));
     assert_eq!(
         restore(&Reader::new(&mem, root, &all, &[])).unwrap_err(),
@@ -1043,17 +1045,17 @@ fn a_chain_page_in_a_hole_of_a_bitmap_is_fine_but_not_in_a_run() {
         fn free_page(&mut self, _: u64) {}
     }
     // The writer: an odd page is free, an even one preserved.
-    assert!(handover::write(&t, &mut At(region + 5 * PAGE)).is_ok());
+    assert!(tracker_chain::write(&t, &mut At(region + 5 * PAGE)).is_ok());
     assert_eq!(
-        handover::write(&t, &mut At(region + 6 * PAGE)),
-        Err(HandoverError::ChainPageInPreserved {
+        tracker_chain::write(&t, &mut At(region + 6 * PAGE)),
+        Err(TrackerChainError::ChainPageInPreserved {
             phys: region + 6 * PAGE
         })
     );
     // The reader: write the chain at an odd page, then move it to an even
     // one behind the writer's back.
     let mut mem = mem_at(region + 5 * PAGE);
-    let root = handover::write(&t, &mut mem).unwrap();
+    let root = tracker_chain::write(&t, &mut mem).unwrap();
     let all = [Range::new(0x1000, 1 << 41)];
     let (pages, got, _) = restore(&Reader::new(&mem, root, &all, &[])).unwrap();
     assert_eq!(pages, [region + 5 * PAGE]);
@@ -1063,7 +1065,7 @@ fn a_chain_page_in_a_hole_of_a_bitmap_is_fine_but_not_in_a_run() {
     moved.first_page = (region + 6 * PAGE).into();
     assert_eq!(
         restore(&Reader::new(&mem, moved, &all, &[])).unwrap_err(),
-        HandoverError::ChainPageInPreserved {
+        TrackerChainError::ChainPageInPreserved {
             phys: region + 6 * PAGE
         }
     );
@@ -1083,8 +1085,8 @@ fn the_writer_refuses_a_page_given_twice() {
         fn free_page(&mut self, _: u64) {}
     }
     assert_eq!(
-        handover::write(&t, &mut Same),
-        Err(HandoverError::Chain(ChainError::NotAscending {
+        tracker_chain::write(&t, &mut Same),
+        Err(TrackerChainError::Chain(ChainError::NotAscending {
             phys: 1 << 40,
             next: 1 << 40
         }))
@@ -1108,7 +1110,7 @@ fn the_chain_is_linked_in_increasing_address_order_whatever_the_sink_gives() {
     }
     let (t, _, _) = sample();
     let mut down = Down(1 << 40, BTreeMap::new());
-    let root = handover::write(&t, &mut down).unwrap();
+    let root = tracker_chain::write(&t, &mut down).unwrap();
     let mut mem = HostMem::new(&[Range::new(1 << 39, 1 << 40)], Range::new(0, 0));
     for (p, f) in down.1 {
         assert!(mem.write_bytes(p, &f[..]));
@@ -1146,7 +1148,7 @@ fn a_failure_after_reporting_rolls_everything_back() {
     root.preserved_pages = (root.preserved_pages.get() + 1).into();
     let mut hw = HighWater::default();
     let e = Reader::new(&mem, root, &RAM, &SCRATCH).restore(&mut hw);
-    assert_eq!(e, Err(HandoverError::CountMismatch));
+    assert_eq!(e, Err(TrackerChainError::CountMismatch));
     assert!(
         hw.most > 1000,
         "it reported {} ranges before failing",
@@ -1170,7 +1172,9 @@ fn a_failure_after_reporting_rolls_everything_back() {
     let mut tiny = Tiny(ReserveLog::new());
     assert_eq!(
         Reader::new(&mem, root, &RAM, &SCRATCH).restore(&mut tiny),
-        Err(HandoverError::Reserve(crate::reserve::ReserveError::Full))
+        Err(TrackerChainError::Reserve(
+            crate::reserve::ReserveError::Full
+        ))
     );
     assert!(tiny.0.ranges.is_empty());
 }
@@ -1212,7 +1216,7 @@ fn a_failed_write_gives_back_every_page_it_took() {
         given: vec![],
     };
     let before = sink.mem.free_bytes();
-    assert!(handover::write(&t, &mut sink).is_err());
+    assert!(tracker_chain::write(&t, &mut sink).is_err());
     assert!(sink.taken.len() >= 3, "{} pages", sink.taken.len());
     let (mut taken, mut given) = (sink.taken.clone(), sink.given.clone());
     taken.sort_unstable();
@@ -1244,7 +1248,7 @@ fn a_failed_write_gives_back_every_page_it_took() {
         n: 0,
         given: vec![],
     };
-    assert!(handover::write(&t, &mut s2).is_err());
+    assert!(tracker_chain::write(&t, &mut s2).is_err());
     assert_eq!(s2.given.len(), 2);
     assert!(s2.given.contains(&0x2000));
 }
@@ -1258,10 +1262,10 @@ fn a_written_chain_that_is_not_handed_over_can_be_given_back() {
     }
     let mut mem = HostMem::with_pool(Range::new(1 << 40, (1 << 40) + (1 << 30)));
     let before = (mem.free_bytes(), mem.allocated);
-    let root = handover::write(&t, &mut mem).unwrap();
+    let root = tracker_chain::write(&t, &mut mem).unwrap();
     assert!(root.pages.get() >= 3);
     assert_eq!(mem.allocated, before.1 + u64::from(root.pages.get()));
-    handover::free(&mut mem, &root);
+    tracker_chain::free(&mut mem, &root);
     assert_eq!((mem.free_bytes(), mem.allocated), before);
     assert_eq!(mem.written_frames().count(), 0);
 }

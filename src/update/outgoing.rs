@@ -11,7 +11,7 @@ use crate::luo::{
 use crate::platform::PhysMem;
 use crate::ranges::Range;
 use crate::scratch::Scratch;
-use crate::tracker::{Tracker, TrackerError, handover};
+use crate::tracker::{Tracker, TrackerError, chain};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::any::Any;
@@ -260,7 +260,7 @@ impl<P: Platform> From<NotFrozen<P>> for Error {
 pub struct Frozen<P: Platform> {
     out: Outgoing<P>,
     /// The tracker chain of the last blob written.
-    root: Option<handover::TrackerRoot>,
+    root: Option<chain::TrackerRoot>,
 }
 
 impl<P: Platform> Frozen<P> {
@@ -294,7 +294,7 @@ impl<P: Platform> Frozen<P> {
         stamps: Stamps,
         mut extra: impl FnMut(&mut HandoffWriter<'_>) -> Result<(), WriteError>,
     ) -> Result<Written, Error> {
-        let root = handover::write(&self.out.tracker, p)?;
+        let root = chain::write(&self.out.tracker, p)?;
         let mut attempt = |buf: &mut [u8]| -> Result<Written, Error> {
             let mut w = HandoffWriter::new(buf, hop, stamps, &root, &self.out.scratch)?;
             self.out.luo.write(&mut w)?;
@@ -335,10 +335,10 @@ impl<P: Platform> Frozen<P> {
             // A blob written again replaces the last one: its chain goes.
             Ok(_) => {
                 if let Some(old) = self.root.replace(root) {
-                    handover::free(p, &old);
+                    chain::free(p, &old);
                 }
             }
-            Err(_) => handover::free(p, &root),
+            Err(_) => chain::free(p, &root),
         }
         r
     }
@@ -353,7 +353,7 @@ impl<P: Platform> Frozen<P> {
             "write the handoff before asking what it keeps",
         ))?;
         let mut log = crate::reserve::ReserveLog::new();
-        handover::Reader::new(mem, root, ram, self.out.scratch.areas()).restore(&mut log)?;
+        chain::Reader::new(mem, root, ram, self.out.scratch.areas()).restore(&mut log)?;
         Ok(log.ranges.into_iter().map(|(r, _)| r).collect())
     }
 
@@ -373,7 +373,7 @@ impl<P: Platform> Frozen<P> {
     /// live again, still preserved.
     pub fn thaw(mut self, p: &mut P) -> Outgoing<P> {
         if let Some(root) = self.root.take() {
-            handover::free(p, &root);
+            chain::free(p, &root);
         }
         self.out.luo.unfreeze(p, &mut self.out.tracker);
         self.out

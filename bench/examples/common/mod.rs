@@ -8,7 +8,7 @@ use kho::memfd::Memfd;
 use kho::platform::host::HostMem;
 use kho::ranges::Range;
 use kho::tracker::Tracker;
-use kho::tracker::handover::{self, Reader};
+use kho::tracker::chain::{self, Reader};
 
 /// Fake physical memory for the chain pages.
 pub fn pages() -> HostMem {
@@ -95,7 +95,7 @@ pub fn shuffled_file(mem: &mut HostMem, bytes: u64) -> Memfd {
 /// reserved in all, and nanoseconds per restore.
 pub fn restore_ns(t: &Tracker, rounds: u32) -> (u64, f64) {
     let mut p = pages();
-    let root = handover::write(t, &mut p).unwrap();
+    let root = chain::write(t, &mut p).unwrap();
     let ram = [Range::new(0, 1 << 52)];
     let r = Reader::new(&p, root, &ram, &[]);
     let start = std::time::Instant::now();

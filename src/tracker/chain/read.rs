@@ -60,7 +60,7 @@ impl<'a, M: PageSource> Reader<'a, M> {
     }
 
     /// Walks the whole chain without side effects, checking everything.
-    pub fn validate(&self) -> Result<Summary, HandoverError> {
+    pub fn validate(&self) -> Result<Summary, TrackerChainError> {
         self.walk_impl::<false, _>(&mut NoReserve)
     }
 
@@ -69,7 +69,7 @@ impl<'a, M: PageSource> Reader<'a, M> {
     /// [`Kept::Preserved`], address order, coalesced) to `out` as it goes.
     /// On any error it calls `out.rollback()` before returning it, so the
     /// caller acts on the whole map or on nothing.
-    pub fn restore(&self, out: &mut impl Reserve) -> Result<Summary, HandoverError> {
+    pub fn restore(&self, out: &mut impl Reserve) -> Result<Summary, TrackerChainError> {
         let r = self.walk_impl::<true, _>(out);
         if r.is_err() {
             out.rollback();
@@ -82,10 +82,10 @@ impl<'a, M: PageSource> Reader<'a, M> {
     fn walk_impl<const REPORT: bool, R: Reserve>(
         &self,
         out: &mut R,
-    ) -> Result<Summary, HandoverError> {
+    ) -> Result<Summary, TrackerChainError> {
         let root = self.root;
         if root.flags.get() != 0 {
-            return Err(HandoverError::BadRoot);
+            return Err(TrackerChainError::BadRoot);
         }
         let mut pages = chain::Pages::new(
             self.mem,
@@ -106,7 +106,7 @@ impl<'a, M: PageSource> Reader<'a, M> {
             r: Range,
             sum: &mut Summary,
             out: &mut R,
-        ) -> Result<(), HandoverError> {
+        ) -> Result<(), TrackerChainError> {
             match pending {
                 Some(p) if p.end == r.start => p.end = r.end,
                 _ => {
@@ -114,7 +114,7 @@ impl<'a, M: PageSource> Reader<'a, M> {
                         // No more ranges than records: cannot wrap.
                         sum.ranges = sum.ranges.wrapping_add(1);
                         out.reserve(p, Kept::Preserved)
-                            .map_err(HandoverError::Reserve)?;
+                            .map_err(TrackerChainError::Reserve)?;
                     }
                 }
             }
@@ -139,7 +139,7 @@ impl<'a, M: PageSource> Reader<'a, M> {
             if REPORT {
                 let r = Range::new(phys, phys.saturating_add(PAGE_BYTES as u64));
                 out.reserve(r, Kept::Metadata)
-                    .map_err(HandoverError::Reserve)?;
+                    .map_err(TrackerChainError::Reserve)?;
             }
             sum.chain_pages = sum.chain_pages.saturating_add(1);
             let nwords = words.len();
@@ -147,10 +147,10 @@ impl<'a, M: PageSource> Reader<'a, M> {
             let mut i = 0usize;
             while i < nwords {
                 let at = i as u32;
-                let w = word(i).ok_or(HandoverError::BadRecord { phys, word: at })?;
+                let w = word(i).ok_or(TrackerChainError::BadRecord { phys, word: at })?;
                 let pfn = (w >> 23) & PFN_MASK;
                 if pfn < floor {
-                    return Err(HandoverError::Unordered { phys, word: at });
+                    return Err(TrackerChainError::Unordered { phys, word: at });
                 }
                 if w & BITMAP_TAG == 0 {
                     // Plain wrapping arithmetic on the hot path, none of it
@@ -175,17 +175,17 @@ impl<'a, M: PageSource> Reader<'a, M> {
                         || !pfn.is_multiple_of(REGION_PAGES)
                         || i.saturating_add(9) > nwords
                     {
-                        return Err(HandoverError::BadRecord { phys, word: at });
+                        return Err(TrackerChainError::BadRecord { phys, word: at });
                     }
                     let mut map = [0u64; 8];
                     for (k, m) in map.iter_mut().enumerate() {
                         *m = word(i.saturating_add(1).saturating_add(k))
-                            .ok_or(HandoverError::BadRecord { phys, word: at })?;
+                            .ok_or(TrackerChainError::BadRecord { phys, word: at })?;
                     }
                     // The span from the first set bit to the last: if it
                     // passes, every run does.
                     let Some((lo, hi)) = map_span(&map) else {
-                        return Err(HandoverError::BadRecord { phys, word: at });
+                        return Err(TrackerChainError::BadRecord { phys, word: at });
                     };
                     let (lo, hi) = (
                         pfn.saturating_add(u64::from(lo)),
@@ -234,10 +234,10 @@ impl<'a, M: PageSource> Reader<'a, M> {
         if let Some(p) = pending.take() {
             sum.ranges = sum.ranges.saturating_add(1);
             out.reserve(p, Kept::Preserved)
-                .map_err(HandoverError::Reserve)?;
+                .map_err(TrackerChainError::Reserve)?;
         }
         if sum.records != root.records.get() || sum.pages != root.preserved_pages.get() {
-            return Err(HandoverError::CountMismatch);
+            return Err(TrackerChainError::CountMismatch);
         }
         Ok(sum)
     }
@@ -252,13 +252,13 @@ impl<'a, M: PageSource> Reader<'a, M> {
         ahead: &mut Ahead,
         first: u64,
         end: u64,
-    ) -> Result<(), HandoverError> {
+    ) -> Result<(), TrackerChainError> {
         let (start, end) = (first << PAGE_SHIFT, end << PAGE_SHIFT);
         while ahead.phys != 0 && ahead.phys.saturating_add(PAGE_BYTES as u64) <= start {
             Self::advance(pages, ahead)?;
         }
         if ahead.phys != 0 && ahead.phys < end {
-            return Err(HandoverError::ChainPageInPreserved { phys: ahead.phys });
+            return Err(TrackerChainError::ChainPageInPreserved { phys: ahead.phys });
         }
         Ok(())
     }
@@ -267,7 +267,7 @@ impl<'a, M: PageSource> Reader<'a, M> {
     /// checked as the main walk checks it; the main walk then checks every
     /// header field again when it gets there.
     #[cold]
-    fn advance(pages: &chain::Pages<'a, M>, ahead: &mut Ahead) -> Result<(), HandoverError> {
+    fn advance(pages: &chain::Pages<'a, M>, ahead: &mut Ahead) -> Result<(), TrackerChainError> {
         ahead.seq = ahead.seq.saturating_add(1);
         if ahead.seq >= pages.total() {
             ahead.phys = 0;
@@ -282,9 +282,9 @@ impl<'a, M: PageSource> Reader<'a, M> {
     /// stay so (the end of that RAM range, or the next scratch area), or
     /// the error.
     #[cold]
-    fn check_frames(&self, first: u64, end: u64) -> Result<u64, HandoverError> {
+    fn check_frames(&self, first: u64, end: u64) -> Result<u64, TrackerChainError> {
         let range = frames(first, end);
-        let not_ram = HandoverError::RangeNotInRam { range };
+        let not_ram = TrackerChainError::RangeNotInRam { range };
         // Frames of the physical address space: the limit never passes it.
         let space = 1 << (crate::tracker::PHYS_BITS - PAGE_SHIFT);
         if end > space {
@@ -306,7 +306,7 @@ impl<'a, M: PageSource> Reader<'a, M> {
                 continue;
             }
             if ss < end && first < se {
-                return Err(HandoverError::RangeInScratch { range });
+                return Err(TrackerChainError::RangeInScratch { range });
             }
             if ss >= end {
                 limit = limit.min(ss);

@@ -54,7 +54,7 @@ const FORMAT: Format = Format {
 
 /// Errors writing or reading the handed-over tracker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HandoverError {
+pub enum TrackerChainError {
     /// The tracker could not be read (out of memory sorting it).
     Tracker(TrackerError),
     /// The page chain is invalid, or no page could be had for it.
@@ -97,26 +97,26 @@ pub enum HandoverError {
     Reserve(ReserveError),
 }
 
-impl From<TrackerError> for HandoverError {
+impl From<TrackerError> for TrackerChainError {
     fn from(e: TrackerError) -> Self {
-        HandoverError::Tracker(e)
+        TrackerChainError::Tracker(e)
     }
 }
 
-impl From<ChainError> for HandoverError {
+impl From<ChainError> for TrackerChainError {
     fn from(e: ChainError) -> Self {
         match e {
-            ChainError::OutOfMemory => HandoverError::Tracker(TrackerError::OutOfMemory),
-            ChainError::Refused { phys } => HandoverError::ChainPageInPreserved { phys },
-            ChainError::BadLength => HandoverError::BadRoot,
-            e => HandoverError::Chain(e),
+            ChainError::OutOfMemory => TrackerChainError::Tracker(TrackerError::OutOfMemory),
+            ChainError::Refused { phys } => TrackerChainError::ChainPageInPreserved { phys },
+            ChainError::BadLength => TrackerChainError::BadRoot,
+            e => TrackerChainError::Chain(e),
         }
     }
 }
 
-impl fmt::Display for HandoverError {
+impl fmt::Display for TrackerChainError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use HandoverError::*;
+        use TrackerChainError::*;
         match self {
             Tracker(e) => write!(f, "tracker: {e}"),
             Chain(e) => write!(f, "tracker chain: {e}"),
@@ -143,12 +143,12 @@ impl fmt::Display for HandoverError {
 }
 
 /// The error a variant wraps, when it wraps one.
-impl core::error::Error for HandoverError {
+impl core::error::Error for TrackerChainError {
     fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
         match self {
-            HandoverError::Tracker(e) => Some(e),
-            HandoverError::Chain(e) => Some(e),
-            HandoverError::Reserve(e) => Some(e),
+            TrackerChainError::Tracker(e) => Some(e),
+            TrackerChainError::Chain(e) => Some(e),
+            TrackerChainError::Reserve(e) => Some(e),
             _ => None,
         }
     }
@@ -159,11 +159,11 @@ impl core::error::Error for HandoverError {
 /// where pages break (records never split), so all three agree.
 trait Words {
     /// Makes room for `n` more words.
-    fn reserve(&mut self, n: usize) -> Result<(), HandoverError>;
+    fn reserve(&mut self, n: usize) -> Result<(), TrackerChainError>;
     /// Ends the current chain page; the next word starts a new one.
-    fn page_break(&mut self) -> Result<(), HandoverError>;
+    fn page_break(&mut self) -> Result<(), TrackerChainError>;
     /// Appends a word to the current page (after `reserve`).
-    fn push(&mut self, w: u64) -> Result<(), HandoverError>;
+    fn push(&mut self, w: u64) -> Result<(), TrackerChainError>;
 }
 
 /// The records laid out once, in a buffer: their words in order, and
@@ -175,21 +175,21 @@ struct Layout {
     breaks: Vec<usize>,
 }
 
-const OOM: HandoverError = HandoverError::Tracker(TrackerError::OutOfMemory);
+const OOM: TrackerChainError = TrackerChainError::Tracker(TrackerError::OutOfMemory);
 
 impl Words for Layout {
     #[inline(always)]
-    fn reserve(&mut self, n: usize) -> Result<(), HandoverError> {
+    fn reserve(&mut self, n: usize) -> Result<(), TrackerChainError> {
         self.words.try_reserve(n).map_err(|_| OOM)
     }
     #[inline(always)]
-    fn page_break(&mut self) -> Result<(), HandoverError> {
+    fn page_break(&mut self) -> Result<(), TrackerChainError> {
         self.breaks.try_reserve(1).map_err(|_| OOM)?;
         self.breaks.push(self.words.len());
         Ok(())
     }
     #[inline(always)]
-    fn push(&mut self, w: u64) -> Result<(), HandoverError> {
+    fn push(&mut self, w: u64) -> Result<(), TrackerChainError> {
         self.words.push(w);
         Ok(())
     }
@@ -222,27 +222,27 @@ impl Layout {
 struct PageCount(usize);
 
 impl Words for PageCount {
-    fn reserve(&mut self, _: usize) -> Result<(), HandoverError> {
+    fn reserve(&mut self, _: usize) -> Result<(), TrackerChainError> {
         Ok(())
     }
-    fn page_break(&mut self) -> Result<(), HandoverError> {
+    fn page_break(&mut self) -> Result<(), TrackerChainError> {
         self.0 = self.0.saturating_add(1);
         Ok(())
     }
-    fn push(&mut self, _: u64) -> Result<(), HandoverError> {
+    fn push(&mut self, _: u64) -> Result<(), TrackerChainError> {
         Ok(())
     }
 }
 
 /// Writes a layout straight into the chain, a word at a time.
 impl<S: PageSink> Words for chain::Writer<'_, S> {
-    fn reserve(&mut self, _: usize) -> Result<(), HandoverError> {
+    fn reserve(&mut self, _: usize) -> Result<(), TrackerChainError> {
         Ok(())
     }
-    fn page_break(&mut self) -> Result<(), HandoverError> {
+    fn page_break(&mut self) -> Result<(), TrackerChainError> {
         Ok(self.next_page()?)
     }
-    fn push(&mut self, w: u64) -> Result<(), HandoverError> {
+    fn push(&mut self, w: u64) -> Result<(), TrackerChainError> {
         Ok(self.record(&[w])?)
     }
 }
@@ -257,9 +257,9 @@ struct Totals {
 /// Lays out every record of the tracker, in address order, into `out`:
 /// runs of preserved pages as extents (adjacent runs coalesced, across
 /// regions too), a region of more than 9 runs as a bitmap (9 words, which
-/// is then smaller). One pass, its state in locals: this is the handover's
+/// is then smaller). One pass, its state in locals: this is the chain writer's
 /// hot path, a few instructions a run.
-fn lay_out<W: Words>(tracker: &Tracker, out: &mut W) -> Result<Totals, HandoverError> {
+fn lay_out<W: Words>(tracker: &Tracker, out: &mut W) -> Result<Totals, TrackerChainError> {
     let mut t = Totals::default();
     // Words used in the current chain page.
     let mut fill = 0usize;
@@ -331,7 +331,7 @@ fn lay_out<W: Words>(tracker: &Tracker, out: &mut W) -> Result<Totals, HandoverE
                         }
                         t.preserved = t.preserved.wrapping_add(pages);
                     } else {
-                        edges.each::<HandoverError>(runs, |s, n| {
+                        edges.each::<TrackerChainError>(runs, |s, n| {
                             run!(base.wrapping_add(u64::from(s)), u64::from(n));
                             Ok(())
                         })?;
@@ -355,7 +355,10 @@ fn lay_out<W: Words>(tracker: &Tracker, out: &mut W) -> Result<Totals, HandoverE
 /// how many pages to take, so the chain can be linked in increasing address
 /// order; without memory for the buffer they are laid out twice instead
 /// (once to count the pages, once straight into the chain).
-pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot, HandoverError> {
+pub fn write<S: PageSink>(
+    tracker: &Tracker,
+    sink: &mut S,
+) -> Result<TrackerRoot, TrackerChainError> {
     let mut lay = Layout::default();
     match lay_out(tracker, &mut lay) {
         Ok(t) => write_chain(tracker, sink, Some((lay, t))),
@@ -371,7 +374,7 @@ pub fn write<S: PageSink>(tracker: &Tracker, sink: &mut S) -> Result<TrackerRoot
 pub(super) fn write_unbuffered<S: PageSink>(
     tracker: &Tracker,
     sink: &mut S,
-) -> Result<TrackerRoot, HandoverError> {
+) -> Result<TrackerRoot, TrackerChainError> {
     write_chain(tracker, sink, None)
 }
 
@@ -381,7 +384,7 @@ fn write_chain<S: PageSink>(
     tracker: &Tracker,
     sink: &mut S,
     buffered: Option<(Layout, Totals)>,
-) -> Result<TrackerRoot, HandoverError> {
+) -> Result<TrackerRoot, TrackerChainError> {
     let count = match &buffered {
         Some((lay, _)) => lay.pages(),
         None => {
@@ -401,7 +404,10 @@ fn write_chain<S: PageSink>(
     kept.extend_from_slice(&pages);
     let mut w = chain::Writer::new(FORMAT, sink, pages);
     let laid = match &buffered {
-        Some((lay, t)) => lay.write(&mut w).map(|()| *t).map_err(HandoverError::from),
+        Some((lay, t)) => lay
+            .write(&mut w)
+            .map(|()| *t)
+            .map_err(TrackerChainError::from),
         None => lay_out(tracker, &mut w),
     };
     let written = laid.and_then(|t| {
@@ -427,7 +433,7 @@ fn write_chain<S: PageSink>(
     })
 }
 
-/// Gives back the chain pages of a handover this kernel wrote and will not
+/// Gives back the chain pages this kernel wrote and will not
 /// hand over after all (a refused kexec, a benchmark's next round).
 pub fn free<S: PageSink + PageSource>(sink: &mut S, root: &TrackerRoot) {
     chain::free_pages(sink, root.first_page.get(), root.pages.get());
