@@ -299,6 +299,7 @@ fn next_kernel(
     let counters = inc.register(CounterHandler { reads })?;
     let files = inc.register(MemfdHandler::default())?;
     let mut k = Kernel::boot(m, reserved.ranges.iter().map(|(r, _)| *r).chain([IMAGE]));
+    let mut inc = inc.restore(&mut k); // every object, now
     let (c, _version) = inc.take(&counters.key("app", 1), &mut k)?;
     assert_eq!(sum(&k, c.bulk), 7 * 4096);
     let (f, _) = inc.take(&files.key("app", 2), &mut k)?;
@@ -318,6 +319,7 @@ fn middle_kernel(m: &mut Machine, h: &Handed, next_reads: &[u8]) -> Handed {
     let mut inc = Incoming::new(&k, &h.blob, h.at, &[RAM], &mut reserved).unwrap();
     let files = inc.register(MemfdHandler::default()).unwrap();
     let mut k = Kernel::boot(m, reserved.ranges.iter().map(|(r, _)| *r).chain([IMAGE]));
+    let mut inc = inc.restore(&mut k);
     let (f, _) = inc.take(&files.key("app", 2), &mut k).unwrap();
     let (scratch, hop) = (*inc.scratch(), inc.next_hop());
     // What this kernel preserves must come from outside scratch.

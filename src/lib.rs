@@ -72,6 +72,8 @@
 //!     let mut reserved = ReserveLog::new();
 //!     let mut inc = Incoming::new(p, blob, at, ram, &mut reserved)?;
 //!     let files = inc.register(MemfdHandler::default())?;
+//!     // Every object restored now, with the handlers registered.
+//!     let mut inc = inc.restore(p);
 //!     let (file, _version) = inc.take(&files.key("vm-1", 1), p)?;
 //!     // What nobody adopted goes back to `p`; `inc` is gone after this.
 //!     let done = inc.finish(p)?;
@@ -111,7 +113,7 @@ mod update;
 pub mod vmalloc;
 
 pub use error::{Error, ErrorKind};
-pub use update::{Freeze, Frozen, Incoming, Key, NotFrozen, Outgoing};
+pub use update::{Freeze, Frozen, Incoming, Key, NotFrozen, Outgoing, Restored};
 
 /// Size of the smallest page the crate deals with (4 KiB).
 pub const PAGE_SIZE: u64 = 4096;

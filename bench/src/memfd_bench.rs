@@ -408,6 +408,7 @@ fn luo_update<H: kho::luo::Handler<HostMem, Object = Memfd>>(
     let mut count = kho::reserve::ReserveCount::default();
     let mut inc = Incoming::new(&*mem, &buf[..len], place, &[RAM], &mut count).unwrap();
     let fam = inc.register(reader).unwrap();
+    let mut inc = inc.restore(mem);
     let g = inc.take(&fam.key(key.session(), key.token()), mem).unwrap();
     let ns = start.elapsed().as_nanos() as f64;
     black_box(g);

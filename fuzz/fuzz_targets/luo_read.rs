@@ -96,6 +96,7 @@ fuzz_target!(|input: Input| {
     for (i, a) in objs.iter().enumerate() {
         assert!(!objs[i + 1..].contains(a), "{a:?} twice");
     }
+    let mut inc = inc.restore(&mut mem);
     for (s, tok) in &objs {
         let _ = inc.take(&files.key(s, *tok), &mut mem);
     }

@@ -163,6 +163,7 @@ fn next(boot: &'static BootInfo, what: &str) -> ! {
     let files = inc
         .register(handler())
         .unwrap_or_else(|e| fail(format_args!("{e}")));
+    let mut inc = inc.restore(&mut *mem);
     let (f, _) = inc
         .take(&files.key("bench", 1), &mut *mem)
         .unwrap_or_else(|e| fail(format_args!("{e}")));

@@ -452,6 +452,8 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
         fail(format_args!("{e}"));
     }
     let fams = Families::register_in(&mut inc);
+    // Every object restored now, the demo's own blocks claimed before.
+    let mut inc = inc.restore(&mut *mem);
     let checks = h.subsystem("files");
     kprintln!(
         "kho hop {hop}: {:<8} {:>5} {:<8} {:<9} {:>10} {:>7} {:>8}  verified",

@@ -500,7 +500,7 @@ pub const MAX_SUBSYSTEMS: usize = 64;
 
 /// What [`restore`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Restored {
+pub struct RestoreSummary {
     /// The tracker walk's summary.
     pub tracker: Summary,
 }
@@ -516,7 +516,7 @@ pub fn restore<M: PhysMem>(
     blob: Range,
     ram: &[Range],
     out: &mut impl Reserve,
-) -> Result<Restored, HandoffError> {
+) -> Result<RestoreSummary, HandoffError> {
     let r = restore_inner(mem, handoff, blob, ram, out);
     if r.is_err() {
         out.rollback();
@@ -530,7 +530,7 @@ fn restore_inner<M: PhysMem, R: Reserve>(
     blob: Range,
     ram: &[Range],
     out: &mut R,
-) -> Result<Restored, HandoffError> {
+) -> Result<RestoreSummary, HandoffError> {
     let pages = blob.pages_around();
     if blob.len() > MAX_BLOB as u64
         || blob.is_empty()
@@ -584,7 +584,7 @@ fn restore_inner<M: PhysMem, R: Reserve>(
             return Err(HandoffError::DataNotPreserved { range: *d });
         }
     }
-    Ok(Restored { tracker })
+    Ok(RestoreSummary { tracker })
 }
 
 #[cfg(test)]

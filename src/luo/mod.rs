@@ -9,8 +9,8 @@
 //! [`Handler::prepare`] stores the object's data for one or more versions
 //! on a [`Prepared`] (for a memfd: both `memfd-v2` and `memfd-v1`, each its
 //! own payload). The next kernel picks, for each object, the best version
-//! both sides have ([`crate::Incoming::take`]); pages only an unchosen
-//! version used are never claimed, so [`crate::Incoming::finish`] frees
+//! both sides have ([`crate::Restored::take`]); pages only an unchosen
+//! version used are never claimed, so [`crate::Restored::finish`] frees
 //! them.
 //!
 //! Feature bits refine a version: a payload carries the bits a reader
@@ -224,7 +224,7 @@ pub enum Outcome {
 }
 
 /// An object a kernel carried without reading it, between
-/// [`Incoming::finish`](crate::Incoming::finish) (which hands it out in [`Finished::carried`]) and
+/// [`Restored::finish`](crate::Restored::finish)(crate::Restored::finish) (which hands it out in [`Finished::carried`]) and
 /// [`Outgoing::carry`](crate::Outgoing::carry) (which makes it part of the next handoff). Its pages are
 /// claimed: finish never frees them.
 #[derive(Debug, PartialEq, Eq)]
@@ -387,7 +387,7 @@ pub(crate) struct Luo<P: Platform> {
     finished: bool,
 }
 
-/// What [`Incoming::finish`](crate::Incoming::finish) did.
+/// What [`Restored::finish`](crate::Restored::finish)(crate::Restored::finish) did.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Finished {
     /// Bytes given back to the allocator: preserved pages nobody adopted

@@ -201,7 +201,7 @@ impl<P: Platform> Luo<P> {
     /// of shared state that is carried or failed: it is not read without
     /// it). Readers claim first, so a carried object's footprint can never
     /// take a page from an object this kernel reads.
-    pub(super) fn restore_all(&mut self, p: &mut P, ctx: &mut RestoreCtx<'_>) {
+    pub(crate) fn restore_all(&mut self, p: &mut P, ctx: &mut RestoreCtx<'_>) {
         if core::mem::replace(&mut self.restored, true) {
             return;
         }

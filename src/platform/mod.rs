@@ -120,7 +120,7 @@ fn spans(phys: u64, len: usize) -> impl Iterator<Item = (u64, usize, core::ops::
 ///    latter: a buddy allocator adds it as a free block of that order.
 /// 2. `add_free(range)` is only ever called with memory this allocator
 ///    never handed out: the part of the previous kernel's handoff that no
-///    object adopted, which [`crate::Incoming::finish`] gives to the
+///    object adopted, which [`crate::Restored::finish`] gives to the
 ///    running kernel. Each range is page-aligned, outside scratch, given
 ///    once, and may join what several separate allocations of the previous
 ///    kernel were: it is new free memory, not the end of an allocation.

@@ -304,6 +304,7 @@ pub fn run(spec: &ChainSpec) -> ChainReport {
         );
         inc.claim(page, 1).expect("own page claimed");
         let preserved: Vec<Range> = inc.preserved().collect();
+        let mut inc = inc.restore(&mut mem);
         // Take in the drawn order.
         let mut seq: Vec<usize> = Vec::new();
         for &i in &spec.order {

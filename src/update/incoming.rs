@@ -4,7 +4,7 @@
 use super::Key;
 use crate::Error;
 use crate::claims::{ClaimError, Claims};
-use crate::handoff::{self, Handoff, Restored, Stamps};
+use crate::handoff::{self, Handoff, RestoreSummary, Stamps};
 use crate::luo::{Family, Finished, Handler, Info, Luo, LuoError, Platform, RestoreCtx};
 use crate::platform::PhysMem;
 use crate::ranges::Range;
@@ -47,7 +47,7 @@ pub struct Incoming<P: Platform> {
     scratch: Scratch,
     hop: u32,
     stamps: Stamps,
-    restored: Option<Restored>,
+    restored: Option<RestoreSummary>,
 }
 
 impl<P: Platform> Incoming<P> {
@@ -60,7 +60,7 @@ impl<P: Platform> Incoming<P> {
     /// On error nothing was reserved: boot as a cold boot. A `luo` node
     /// that cannot be read is not an error here (the memory is already
     /// reserved): its objects are lost, [`Incoming::unread`](crate::Incoming::unread) says why, and
-    /// [`Incoming::finish`](crate::Incoming::finish) frees their memory.
+    /// [`Restored::finish`](crate::Restored::finish)(crate::Restored::finish) frees their memory.
     ///
     /// Call it before the kernel allocates outside scratch (the restore
     /// rule in [`crate::platform`]); its own lists go on the heap.
@@ -109,7 +109,7 @@ impl<P: Platform> Incoming<P> {
         h: &Handoff<'_>,
         preserved: impl IntoIterator<Item = Range>,
         ram: &[Range],
-        restored: Option<Restored>,
+        restored: Option<RestoreSummary>,
     ) -> Result<Self, Error> {
         let mut luo = Luo::new();
         // The node's errors are kept by `luo` and reported at finish.
@@ -149,32 +149,6 @@ impl<P: Platform> Incoming<P> {
         self.luo.register(h)
     }
 
-    /// The object `key`, restored from the best version both kernels have,
-    /// and that version. The first call restores every object (in blob
-    /// order, so the order of calls never changes the outcome); later
-    /// calls give the same object or the same error.
-    pub fn retrieve<T: Any>(
-        &mut self,
-        key: &Key<T>,
-        p: &mut P,
-    ) -> Result<(&mut T, &'static str), LuoError> {
-        let mut ctx = RestoreCtx {
-            ram: &self.ram,
-            scratch: self.scratch.areas(),
-            claims: &mut self.claims,
-        };
-        self.luo
-            .retrieve(&key.session, key.token, key.family.name(), p, &mut ctx)
-    }
-
-    /// Retrieves and takes the object `key`, with the version it came in:
-    /// it is the caller's from now on, with every page it adopted claimed.
-    pub fn take<T: Any>(&mut self, key: &Key<T>, p: &mut P) -> Result<(T, &'static str), LuoError> {
-        let (_, version) = self.retrieve(key, p)?;
-        let object = self.luo.take(&key.session, key.token, key.family.name())?;
-        Ok((object, version))
-    }
-
     /// What is known of the object `key`: where it comes from (first hop,
     /// carry count), its footprint, and once restored (by the first
     /// retrieve or take) the version it came in and what became of it.
@@ -196,7 +170,7 @@ impl<P: Platform> Incoming<P> {
     /// Claims `pages` preserved pages at `phys` as the kernel's own data
     /// (memory it restores outside the orchestrator, preserved with
     /// [`Outgoing::preserve_frames`](crate::Outgoing::preserve_frames)): claim it before
-    /// [`Incoming::finish`](crate::Incoming::finish), or finish frees it. All or nothing; a page
+    /// [`Restored::finish`](crate::Restored::finish)(crate::Restored::finish), or finish frees it. All or nothing; a page
     /// not preserved, in scratch or already claimed is an error.
     pub fn claim(&mut self, phys: u64, pages: u64) -> Result<(), ClaimError> {
         self.claims.claim(phys, pages)
@@ -236,8 +210,98 @@ impl<P: Platform> Incoming<P> {
 
     /// What the restore found (the tracker walk's summary), if this side
     /// did the restore.
-    pub fn restored(&self) -> Option<Restored> {
+    pub fn restored(&self) -> Option<RestoreSummary> {
         self.restored
+    }
+
+    /// Restores every object now, in blob order (shared state first), with
+    /// the handlers registered so far; an object none of them reads is
+    /// carried (or lost, as preflight said). Register every handler and
+    /// claim the kernel's own data ([`Incoming::claim`]) first: what is
+    /// claimed, no object can adopt. Consumes the incoming side: a handler
+    /// registered later could not change what was restored.
+    pub fn restore(mut self, p: &mut P) -> Restored<P> {
+        let mut ctx = RestoreCtx {
+            ram: &self.ram,
+            scratch: self.scratch.areas(),
+            claims: &mut self.claims,
+        };
+        self.luo.restore_all(p, &mut ctx);
+        Restored { inc: self }
+    }
+}
+
+/// The incoming side once every object is restored ([`Incoming::restore`]):
+/// take each object (typed by its [`Key`]), then [`Restored::finish`].
+pub struct Restored<P: Platform> {
+    inc: Incoming<P>,
+}
+
+impl<P: Platform> Restored<P> {
+    /// The object `key`, as restored from the best version both kernels
+    /// have, and that version; the same object or the same error each
+    /// time.
+    pub fn retrieve<T: Any>(
+        &mut self,
+        key: &Key<T>,
+        p: &mut P,
+    ) -> Result<(&mut T, &'static str), LuoError> {
+        let mut ctx = RestoreCtx {
+            ram: &self.inc.ram,
+            scratch: self.inc.scratch.areas(),
+            claims: &mut self.inc.claims,
+        };
+        self.inc
+            .luo
+            .retrieve(&key.session, key.token, key.family.name(), p, &mut ctx)
+    }
+
+    /// Retrieves and takes the object `key`, with the version it came in:
+    /// it is the caller's from now on, with every page it adopted claimed.
+    pub fn take<T: Any>(&mut self, key: &Key<T>, p: &mut P) -> Result<(T, &'static str), LuoError> {
+        let (_, version) = self.retrieve(key, p)?;
+        let object = self
+            .inc
+            .luo
+            .take(&key.session, key.token, key.family.name())?;
+        Ok((object, version))
+    }
+
+    /// What is known of the object `key` ([`Incoming::info`]): by now the
+    /// version it came in and what became of it.
+    pub fn info<T>(&self, key: &Key<T>) -> Result<Info, LuoError> {
+        self.inc.info(key)
+    }
+
+    /// Every incoming object: session, token, family, in blob order.
+    pub fn objects(&self) -> impl Iterator<Item = (&str, u64, &str)> + '_ {
+        self.inc.objects()
+    }
+
+    /// Why the blob's `luo` node could not be read, if it could not.
+    pub fn unread(&self) -> Option<&LuoError> {
+        self.inc.unread()
+    }
+
+    /// [`Incoming::claim`], after the restore: a page an object adopted
+    /// cannot be claimed again.
+    pub fn claim(&mut self, phys: u64, pages: u64) -> Result<(), ClaimError> {
+        self.inc.claim(phys, pages)
+    }
+
+    /// [`Incoming::claim_meta`], after the restore.
+    pub fn claim_meta(&mut self, phys: u64, pages: u64) -> Result<(), ClaimError> {
+        self.inc.claim_meta(phys, pages)
+    }
+
+    /// The scratch areas the previous kernel handed on.
+    pub fn scratch(&self) -> &Scratch {
+        self.inc.scratch()
+    }
+
+    /// The `hop` for this kernel's own handoff.
+    pub fn next_hop(&self) -> u32 {
+        self.inc.next_hop()
     }
 
     /// Ends the handoff: objects restored but never taken or retrieved are
@@ -250,9 +314,9 @@ impl<P: Platform> Incoming<P> {
     /// freed: it is the kernel's to free once it no longer needs the blob.
     /// On error (no memory for the report) nothing is freed: the memory
     /// stays reserved, never handed out twice.
-    pub fn finish(mut self, p: &mut P) -> Result<Finished, LuoError> {
-        self.luo
-            .finish(p, self.claims, &self.ram, self.scratch.areas())
+    pub fn finish(self, p: &mut P) -> Result<Finished, LuoError> {
+        let mut inc = self.inc;
+        inc.luo.finish(p, inc.claims, &inc.ram, inc.scratch.areas())
     }
 }
 

@@ -7,8 +7,12 @@
 //! reads list, write the handoff blob. [`Incoming`] is made by one call
 //! that parses the blob, restores it (every preserved range reported to the
 //! kernel's [`Reserve`]), reads the orchestrator's node and sets up the
-//! claims; then objects are retrieved and taken by typed [`Key`]s, and
-//! [`Incoming::finish`](crate::Incoming::finish) (which consumes it) gives back what nobody adopted.
+//! claims; handlers are registered and the kernel's own data claimed;
+//! [`Incoming::restore`](crate::Incoming::restore) then restores every
+//! object at once into a [`Restored`], whose objects are taken by typed
+//! [`Key`]s, and whose `finish` (which consumes it) gives back what nobody
+//! adopted. Each phase is its own type: a call that does not belong to it
+//! does not compile.
 //!
 //! Everything here is built on the lower layer (the orchestrator,
 //! [`crate::tracker::Tracker`], [`crate::handoff`], [`crate::claims`]); the
@@ -18,7 +22,7 @@
 mod incoming;
 mod outgoing;
 
-pub use incoming::Incoming;
+pub use incoming::{Incoming, Restored};
 pub use outgoing::{Frozen, NotFrozen, Outgoing};
 
 use crate::luo::{Family, ReadList};

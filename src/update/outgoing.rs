@@ -76,7 +76,7 @@ impl<P: Platform> Outgoing<P> {
     }
 
     /// Hands on the objects the previous kernel could not read
-    /// ([`Finished::carried`](crate::luo::Finished::carried), from [`Incoming::finish`](crate::Incoming::finish)): each keeps its
+    /// ([`Finished::carried`](crate::luo::Finished::carried), from [`Restored::finish`](crate::Restored::finish)(crate::Restored::finish)): each keeps its
     /// pages, preserved again here, and its payloads, unchanged, in the
     /// handoff this side writes. Returns those it could not carry, each
     /// with why (they are lost at the kexec unless carried again, or

@@ -127,6 +127,7 @@ fn next(boot: &'static BootInfo, mut p: KernelMem) -> ! {
         .register(MemfdHandler::default())
         .unwrap_or_else(|e| fail(e));
     let key = files.key(SESSION, TOKEN);
+    let mut inc = inc.restore(&mut p);
     let (f, version) = inc.take(&key, &mut p).unwrap_or_else(|e| fail(e));
     let (sum, first_folio) = digest(&f, &p);
     let mut want = alloc::vec![0u8; FILE_BYTES];

@@ -453,6 +453,7 @@ fn keys_keep_to_their_family_and_finish_leaves_nothing_behind() {
     let a = inc.register(numbers("a")).unwrap();
     let b = inc.register(numbers("b")).unwrap();
     let fd = inc.register(MemfdHandler::default()).unwrap();
+    let mut inc = inc.restore(&mut mem);
     assert_eq!(
         inc.take(&b.key("s", 1), &mut mem),
         Err(LuoError::WrongFamily("b".into()))

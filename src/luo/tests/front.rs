@@ -81,6 +81,7 @@ fn every_kind_is_reached_through_the_front_door() {
     // would not have carried.
     let mut inc = boot(&mut mem, &blob).unwrap();
     let v1 = inc.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
+    let mut inc = inc.restore(&mut mem);
     let e = inc.take(&v1.key("s", 1), &mut mem).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NoCommonVersion, "{e}");
     assert_eq!(Error::from(e).kind(), ErrorKind::NoCommonVersion);
@@ -90,6 +91,7 @@ fn every_kind_is_reached_through_the_front_door() {
     let blob = v2_only(&mut mem, scratch, false);
     let mut inc = boot(&mut mem, &blob).unwrap();
     let v1 = inc.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
+    let mut inc = inc.restore(&mut mem);
     let e = inc.take(&v1.key("s", 1), &mut mem).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Carried, "{e}");
 
