@@ -3,13 +3,13 @@
 //! shares (the tracker's `kho-tracker-v3`, preserved vmalloc's
 //! `kho-vmalloc-v2`).
 //!
-//! Each page (all little-endian): `magic u32`, `version u16`, `flags u16 =
-//! 0`, `next u64` (a higher page, or 0 on the last), `seq u32` (0, 1, ...),
-//! `words u32` (payload words used), `sum u64` (`kho-sum64` of the whole
-//! page with this field read as 0), then [`PAYLOAD_WORDS`] payload words;
-//! payload words past `words` are 0. A record never splits across pages. Pages are linked in strictly
-//! increasing address order, so a cycle cannot be written and a reader can
-//! walk the chain beside anything else sorted by address.
+//! Each page (all little-endian): `magic u32`, `version u16`, `flags u16 = 0`,
+//! `next u64` (a higher page, or 0 on the last), `seq u32` (0, 1, ...), `words
+//! u32` (payload words used), `sum u64` (`kho-sum64` of the whole page with
+//! this field read as 0), then [`PAYLOAD_WORDS`] payload words; payload words
+//! past `words` are 0. A record never splits across pages. Pages are linked in
+//! strictly increasing address order, so a cycle cannot be written and a reader
+//! can walk the chain beside anything else sorted by address.
 //!
 //! A format names its magic and version ([`Format`]); the writer
 //! ([`Writer`]) fills pages the caller allocated (`alloc_pages`, after

@@ -60,16 +60,16 @@ impl<P: Platform> Luo<P> {
         }
     }
 
-    /// In the next kernel, once, when every object that will be retrieved
-    /// is: discards objects restored but never retrieved, then consumes the
-    /// claims and gives the platform ([`FrameAlloc::add_free`](crate::platform::FrameAlloc::add_free)) every
-    /// preserved page nobody adopted as data
-    /// (payloads of unchosen versions, objects never retrieved or that
-    /// failed) and every page claimed as metadata (record arrays, vmalloc
-    /// chains). Preserved memory restored outside the orchestrator must be
-    /// claimed before, or it is freed too. Taking the claims by value means
-    /// nothing can claim after finish; a second finish is
-    /// [`LuoError::State`].
+    /// In the next kernel, once, when every object that will be retrieved is:
+    /// discards objects restored but never retrieved, then consumes the claims
+    /// and gives the platform
+    /// ([`FrameAlloc::add_free`](crate::platform::FrameAlloc::add_free)) every
+    /// preserved page nobody adopted as data (payloads of unchosen versions,
+    /// objects never retrieved or that failed) and every page claimed as
+    /// metadata (record arrays, vmalloc chains). Preserved memory restored
+    /// outside the orchestrator must be claimed before, or it is freed too.
+    /// Taking the claims by value means nothing can claim after finish; a
+    /// second finish is [`LuoError::State`].
     ///
     /// Every incoming object is restored first if no retrieve did it yet
     /// (`ram` and `scratch` as for [`Luo::retrieve`]): what this kernel

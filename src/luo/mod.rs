@@ -224,9 +224,10 @@ pub enum Outcome {
 }
 
 /// An object a kernel carried without reading it, between
-/// [`Restored::finish`](crate::Restored::finish)(crate::Restored::finish) (which hands it out in [`Finished::carried`]) and
-/// [`Outgoing::carry`](crate::Outgoing::carry) (which makes it part of the next handoff). Its pages are
-/// claimed: finish never frees them.
+/// [`Restored::finish`](crate::Restored::finish) (which hands it out in
+/// [`Finished::carried`]) and [`Outgoing::carry`](crate::Outgoing::carry)
+/// (which makes it part of the next handoff). Its pages are claimed: finish
+/// never frees them.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Carried {
     /// Its session.
@@ -277,8 +278,8 @@ impl Carried {
     }
 }
 
-/// One row of [`Outgoing::preflight`](crate::Outgoing::preflight): what the next kernel will do with an
-/// object.
+/// One row of [`Outgoing::preflight`](crate::Outgoing::preflight): what the
+/// next kernel will do with an object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// Its session.
@@ -301,8 +302,9 @@ impl Plan {
     }
 }
 
-/// A registered family whose objects are `T`s: what [`Outgoing::register`](crate::Outgoing::register)
-/// returns, to name the family in typed calls.
+/// A registered family whose objects are `T`s: what
+/// [`Outgoing::register`](crate::Outgoing::register) returns, to name the
+/// family in typed calls.
 pub struct Family<T> {
     name: &'static str,
     _objects: core::marker::PhantomData<fn() -> T>,
@@ -351,8 +353,8 @@ pub struct IncomingPayload<'a> {
     pub data: &'a [u8],
 }
 
-/// An object given back by [`Outgoing::cancel`](crate::Outgoing::cancel): take it as its own type with
-/// [`Cancelled::into_object`].
+/// An object given back by [`Outgoing::cancel`](crate::Outgoing::cancel): take
+/// it as its own type with [`Cancelled::into_object`].
 #[derive(Debug)]
 pub struct Cancelled {
     /// Its session.
@@ -387,7 +389,7 @@ pub(crate) struct Luo<P: Platform> {
     finished: bool,
 }
 
-/// What [`Restored::finish`](crate::Restored::finish)(crate::Restored::finish) did.
+/// What [`Restored::finish`](crate::Restored::finish) did.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Finished {
     /// Bytes given back to the allocator: preserved pages nobody adopted
@@ -402,10 +404,11 @@ pub struct Finished {
     /// it held is lost, and none of them is in `lost` (their names could
     /// not be trusted).
     pub unread: Option<LuoError>,
-    /// Objects this kernel could not read and keeps for a later one:
-    /// their pages stay claimed (never freed, never given to the
-    /// allocator). Hand them to the next handoff with [`Outgoing::carry`](crate::Outgoing::carry), or
-    /// they are lost at the next kexec.
+    /// Objects this kernel could not read and keeps for a later one: their
+    /// pages stay claimed (never freed, never given to the allocator). Hand
+    /// them to the next handoff with
+    /// [`Outgoing::carry`](crate::Outgoing::carry), or they are lost at the
+    /// next kexec.
     pub carried: Vec<Carried>,
 }
 

@@ -1,10 +1,11 @@
 //! The platform boundary: what an embedding kernel provides to `kho`.
 //!
-//! `kho` never touches physical memory by itself. A kernel gives it access
-//! to frames ([`PhysMem`]), separately a source of frames ([`FrameAlloc`]),
-//! and a way to map scattered frames contiguously ([`MapFrames`]). Access and management are kept apart, as rust-vmm's
-//! `vm-memory` does: a reader of handed-over data needs only [`PhysMem`],
-//! and gets nothing that could allocate or free.
+//! `kho` never touches physical memory by itself. A kernel gives it access to
+//! frames ([`PhysMem`]), separately a source of frames ([`FrameAlloc`]), and a
+//! way to map scattered frames contiguously ([`MapFrames`]). Access and
+//! management are kept apart, as rust-vmm's `vm-memory` does: a reader of
+//! handed-over data needs only [`PhysMem`], and gets nothing that could
+//! allocate or free.
 //!
 //! The protocol every embedding kernel follows (the *restore rule*):
 //!

@@ -59,8 +59,8 @@ impl<P: Platform> Incoming<P> {
     ///
     /// On error nothing was reserved: boot as a cold boot. A `luo` node
     /// that cannot be read is not an error here (the memory is already
-    /// reserved): its objects are lost, [`Incoming::unread`](crate::Incoming::unread) says why, and
-    /// [`Restored::finish`](crate::Restored::finish)(crate::Restored::finish) frees their memory.
+    /// reserved): its objects are lost, [`Incoming::unread`] says why, and
+    /// [`Restored::finish`] frees their memory.
     ///
     /// Call it before the kernel allocates outside scratch (the restore
     /// rule in [`crate::platform`]); its own lists go on the heap.
@@ -131,7 +131,7 @@ impl<P: Platform> Incoming<P> {
         })
     }
 
-    /// [`Incoming::new`](crate::Incoming::new) for a blob read through the platform (when no
+    /// [`Incoming::new`] for a blob read through the platform (when no
     /// direct map gives its bytes as one slice): the bytes are copied once
     /// onto the heap (at most [`handoff::MAX_BLOB`]).
     pub fn from_phys<M: PhysMem, R: Reserve>(
@@ -170,7 +170,7 @@ impl<P: Platform> Incoming<P> {
     /// Claims `pages` preserved pages at `phys` as the kernel's own data
     /// (memory it restores outside the orchestrator, preserved with
     /// [`Outgoing::preserve_frames`](crate::Outgoing::preserve_frames)): claim it before
-    /// [`Restored::finish`](crate::Restored::finish)(crate::Restored::finish), or finish frees it. All or nothing; a page
+    /// [`Restored::finish`], or finish frees it. All or nothing; a page
     /// not preserved, in scratch or already claimed is an error.
     pub fn claim(&mut self, phys: u64, pages: u64) -> Result<(), ClaimError> {
         self.claims.claim(phys, pages)

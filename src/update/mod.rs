@@ -8,7 +8,7 @@
 //! that parses the blob, restores it (every preserved range reported to the
 //! kernel's [`Reserve`]), reads the orchestrator's node and sets up the
 //! claims; handlers are registered and the kernel's own data claimed;
-//! [`Incoming::restore`](crate::Incoming::restore) then restores every
+//! [`Incoming::restore`] then restores every
 //! object at once into a [`Restored`], whose objects are taken by typed
 //! [`Key`]s, and whose `finish` (which consumes it) gives back what nobody
 //! adopted. Each phase is its own type: a call that does not belong to it
@@ -17,7 +17,7 @@
 //! Everything here is built on the lower layer (the orchestrator,
 //! [`crate::tracker::Tracker`], [`crate::handoff`], [`crate::claims`]); the
 //! front door does not hand out those parts (a kernel's own preserved data
-//! goes through [`Outgoing::preserve_frames`](crate::Outgoing::preserve_frames) and [`Incoming::claim`](crate::Incoming::claim)).
+//! goes through [`Outgoing::preserve_frames`] and [`Incoming::claim`]).
 
 mod incoming;
 mod outgoing;
@@ -29,7 +29,7 @@ use crate::luo::{Family, ReadList};
 use alloc::string::String;
 
 /// One object of type `T`: its family, session and token. Made by
-/// [`Outgoing::preserve`](crate::Outgoing::preserve) in the first kernel and by [`Family::key`] in
+/// [`Outgoing::preserve`] in the first kernel and by [`Family::key`] in
 /// the next one (the same three values name the same object).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Key<T> {
@@ -71,12 +71,13 @@ impl<T> Family<T> {
     }
 }
 
-/// How [`Outgoing::freeze`](crate::Outgoing::freeze) treats objects the next kernel cannot read.
+/// How [`Outgoing::freeze`] treats objects the next kernel cannot read.
 #[derive(Clone, Copy, Debug)]
 pub enum Freeze<'a> {
-    /// Refuse the freeze ([`LuoError::WouldLose`](crate::luo::LuoError::WouldLose), naming each object) if
-    /// the next kernel, which reads this list, would lose any object. The
-    /// default: get the list from the next image with
+    /// Refuse the freeze
+    /// ([`LuoError::WouldLose`](crate::luo::LuoError::WouldLose), naming each
+    /// object) if the next kernel, which reads this list, would lose any
+    /// object. The default: get the list from the next image with
     /// [`crate::elf::Image::read_list`].
     NoLoss(&'a ReadList<'a>),
     /// Freeze whatever the next kernel reads: an object it cannot read is

@@ -76,16 +76,17 @@ impl<P: Platform> Outgoing<P> {
     }
 
     /// Hands on the objects the previous kernel could not read
-    /// ([`Finished::carried`](crate::luo::Finished::carried), from [`Restored::finish`](crate::Restored::finish)(crate::Restored::finish)): each keeps its
-    /// pages, preserved again here, and its payloads, unchanged, in the
-    /// handoff this side writes. Returns those it could not carry, each
-    /// with why (they are lost at the kexec unless carried again, or
-    /// given up with [`Carried::discard`]).
+    /// ([`Finished::carried`](crate::luo::Finished::carried), from
+    /// [`Restored::finish`](crate::Restored::finish)): each keeps its pages,
+    /// preserved again here, and its payloads, unchanged, in the handoff this
+    /// side writes. Returns those it could not carry, each with why (they are
+    /// lost at the kexec unless carried again, or given up with
+    /// [`Carried::discard`]).
     ///
     /// Any order: shared state is carried before the objects that depend
     /// on it. A dependent whose shared state this kernel *read* (not
     /// carried) goes on only if that state is given again, under the same
-    /// session and token ([`Outgoing::share`](crate::Outgoing::share)), before this call.
+    /// session and token ([`Outgoing::share`]), before this call.
     pub fn carry(&mut self, carried: Vec<Carried>, p: &mut P) -> Vec<Box<Refused<Carried>>> {
         let mut refused = Vec::new();
         let (shared, dependents): (Vec<Carried>, Vec<Carried>) =
@@ -98,15 +99,15 @@ impl<P: Platform> Outgoing<P> {
         refused
     }
 
-    /// Opts `session` out of carry-through ([`Outgoing::set_drop_unread`](crate::Outgoing::set_drop_unread)(crate::Outgoing::set_drop_unread)).
+    /// Opts `session` out of carry-through ([`Outgoing::set_drop_unread`]).
     pub fn set_drop_unread(&mut self, session: &str, drop: bool) -> Result<(), LuoError> {
         self.luo.set_drop_unread(session, drop)
     }
 
     /// Gives shared state (a pool behind many objects, say) as `token` of
     /// `session`: preserved with its first dependent
-    /// ([`Outgoing::preserve_with`](crate::Outgoing::preserve_with)), restored first in the next kernel,
-    /// finished after its last dependent ([`Outgoing::share`](crate::Outgoing::share)(crate::Outgoing::share)).
+    /// ([`Outgoing::preserve_with`]), restored first in the next kernel,
+    /// finished after its last dependent ([`Outgoing::share`]).
     pub fn share<T: Any>(
         &mut self,
         family: Family<T>,
@@ -118,8 +119,8 @@ impl<P: Platform> Outgoing<P> {
         Ok(family.key(session, token))
     }
 
-    /// [`Outgoing::preserve`](crate::Outgoing::preserve) for an object that depends on the shared
-    /// state `needs` ([`Outgoing::preserve_with`](crate::Outgoing::preserve_with)(crate::Outgoing::preserve_with)): in the next kernel it is
+    /// [`Outgoing::preserve`] for an object that depends on the shared
+    /// state `needs` ([`Outgoing::preserve_with`]): in the next kernel it is
     /// read only if that is, and its handler's
     /// [`Handler::retrieve_dependent`] gets it.
     pub fn preserve_with<T: Any, S>(
@@ -195,7 +196,7 @@ impl<P: Platform> Outgoing<P> {
         self.tracker.preserve(phys, order)
     }
 
-    /// Undoes [`Outgoing::preserve_frames`](crate::Outgoing::preserve_frames).
+    /// Undoes [`Outgoing::preserve_frames`].
     pub fn unpreserve_frames(&mut self, phys: u64, order: u32) -> Result<(), TrackerError> {
         self.tracker.unpreserve(phys, order)
     }
@@ -206,7 +207,7 @@ impl<P: Platform> Outgoing<P> {
         self.tracker.preserve_range(range.start, range.end)
     }
 
-    /// Undoes [`Outgoing::preserve_range`](crate::Outgoing::preserve_range).
+    /// Undoes [`Outgoing::preserve_range`].
     pub fn unpreserve_range(&mut self, range: Range) -> Result<(), TrackerError> {
         self.tracker.unpreserve_range(range.start, range.end)
     }
@@ -217,7 +218,7 @@ impl<P: Platform> Outgoing<P> {
     }
 }
 
-/// Why [`Outgoing::freeze`](crate::Outgoing::freeze) refused: the error, and the outgoing side
+/// Why [`Outgoing::freeze`] refused: the error, and the outgoing side
 /// back, unchanged (every object still preserved and live).
 pub struct NotFrozen<P: Platform> {
     /// The outgoing side, as it was before the freeze.
@@ -252,7 +253,7 @@ impl<P: Platform> From<NotFrozen<P>> for Error {
     }
 }
 
-/// The outgoing side once frozen ([`Outgoing::freeze`](crate::Outgoing::freeze)): every object's
+/// The outgoing side once frozen ([`Outgoing::freeze`]): every object's
 /// data is final, so all that remains is to write the handoff, learn what
 /// the kexec must keep, and jump; or to thaw (a kexec that did not
 /// happen). Nothing can be preserved, unpreserved or carried while
@@ -284,7 +285,7 @@ impl<P: Platform> Frozen<P> {
         self.write_with(p, buf, hop, stamps, |_| Ok(()))
     }
 
-    /// [`Frozen::write`](crate::Frozen::write), with the kernel's own subsystem nodes added by
+    /// [`Frozen::write`], with the kernel's own subsystem nodes added by
     /// `extra` ([`HandoffWriter::subsystem`]).
     pub fn write_with(
         &mut self,
