@@ -311,6 +311,15 @@ impl core::error::Error for BootError {}
 
 /// Heap size: an eighth of RAM, between 4 and 64 MiB.
 fn heap_size(params: &BootParams) -> u64 {
+    // `kho.heap=MIB`: the kernel's own choice (1 MiB to 1 TiB); else an
+    // eighth of RAM, 4 to 64 MiB.
+    if let Some(mib) = params
+        .cmdline_value("kho.heap")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|m| (1..=1 << 20).contains(m))
+    {
+        return mib << 20;
+    }
     let ram: u64 = params.ram().map(|r| r.len()).sum();
     (ram / 8).clamp(4 << 20, 64 << 20)
 }

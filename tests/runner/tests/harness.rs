@@ -117,6 +117,28 @@ fn demo_boots_and_prints_the_memory_map() {
 }
 
 #[test]
+fn the_heap_is_the_size_the_command_line_asks() {
+    // `kho.heap=MIB` overrides the default (an eighth of RAM, 4 to 64 MiB:
+    // about 64 MiB of this 512 MiB guest).
+    let size = |cmdline: &str| {
+        let b = boot_with(cmdline, 60);
+        judge_demo(&b, "kho demo: live update OK after 0 kexecs").unwrap_or_else(|e| panic!("{e}"));
+        let line = b
+            .lines
+            .iter()
+            .find_map(|l| l.split_once("heap at [").map(|(_, r)| r.to_owned()))
+            .unwrap_or_else(|| panic!("no heap line: {:?}", b.lines));
+        let (a, rest) = line.split_once(", ").expect("heap range");
+        let e = rest.split(')').next().expect("heap end");
+        let n = |h: &str| u64::from_str_radix(h.trim_start_matches("0x"), 16).expect("hex");
+        n(e) - n(a)
+    };
+    let default = size("kho.mode=demo kho.hops=0");
+    assert!((60 << 20..=64 << 20).contains(&default), "{default}");
+    assert_eq!(size("kho.mode=demo kho.hops=0 kho.heap=6"), 6 << 20);
+}
+
+#[test]
 fn unknown_mode_is_a_failure() {
     let b = boot_with("kho.mode=bogus", 60);
     assert_eq!(b.exit, Exit::Code(EXIT_FAILURE));
