@@ -214,9 +214,10 @@ pub trait Handler<P: Platform>: 'static {
     ///
     /// The contract, which the orchestrator cannot check for you:
     /// 1. Claim every preserved page the object adopts as its own
-    /// ([`Claims::claim`] through `ctx.claims`): a page not claimed is given to
-    /// the allocator at [`Restored::finish`](crate::Restored::finish), under
-    /// the live object.
+    ///    ([`Claims::claim`] through `ctx.claims`): a page not claimed is
+    ///    given to the allocator at
+    ///    [`Restored::finish`](crate::Restored::finish), under the live
+    ///    object.
     /// 2. Claim pages it only reads and then lets go, such as record
     ///    arrays and vmalloc chains, as metadata ([`Claims::claim_meta`]):
     ///    they stay out of reach of every other object until finish.
