@@ -11,7 +11,7 @@ use kho::{Frozen, PAGE_SIZE};
 use kho_qemu_rt::exit::{ExitCode, exit_qemu};
 use kho_x86_64::glue::KernelMem;
 use kho_x86_64::handover::{self, HandOverError, Options, Staged};
-use kho_x86_64::kexec;
+use kho_x86_64::kexec::{self, KernelFrames, StageFrames};
 use kho_x86_64::{BootInfo, frames, kprintln, tsc};
 use zerocopy::IntoBytes;
 
@@ -142,12 +142,14 @@ pub(crate) fn hand_over(
             fail(format_args!("cannot write the blob"));
         }
     };
+    let mut counted = Counted::default();
     let opts = Options {
         extra: Some(&mut extra),
         before_stage: Some(&mut before_stage),
         before_jump: Some(&mut before_jump),
         stage_all: p.cmdline_value("kho.stage") == Some("all"),
         start_tsc: Some(start),
+        frames: Some(&mut counted),
     };
     let cmdline = next_cmdline(p.cmdline.as_str());
     let mut mem = crate::mem::kmem();
@@ -157,12 +159,63 @@ pub(crate) fn hand_over(
         HandOverError::Kexec(e) => kprintln!("kho hop {hop}: kexec refused: {e}"),
         e => kprintln!("kho hop {hop}: kexec refused: {e}"),
     }
+    // A refused kexec gives back every page it took, through the same
+    // allocator it took them from.
+    if counted.taken != counted.given {
+        fail(format_args!(
+            "the stager took {} pages and gave back {}",
+            counted.taken, counted.given
+        ));
+    }
+    kprintln!(
+        "kho hop {hop}: the stager took {} pages and gave them all back",
+        counted.taken
+    );
     // Still running, nothing lost: every block still checks out.
     if !intact() {
         fail(format_args!("preserved data changed"));
     }
     kprintln!("kho demo: kexec refused, still running, preserved data intact");
     exit_qemu(ExitCode::Success)
+}
+
+/// The hand-over's pages, through this kernel's own allocator, counted:
+/// what a kernel with an allocator of its own does
+/// ([`kexec::StageFrames`]), and a check that a refused kexec gives back
+/// all it took.
+#[derive(Default)]
+struct Counted {
+    taken: u64,
+    given: u64,
+}
+
+impl StageFrames for Counted {
+    fn low(&mut self, count: u64, avoid: &[Range]) -> Option<u64> {
+        let p = KernelFrames.low(count, avoid)?;
+        self.taken += count;
+        Some(p)
+    }
+
+    fn scattered(&mut self, pages: u64, avoid: &[Range], out: &mut Vec<Range>) -> u64 {
+        let before = out.len();
+        let short = KernelFrames.scattered(pages, avoid, out);
+        self.taken += out[before..]
+            .iter()
+            .map(|r| r.len() / PAGE_SIZE)
+            .sum::<u64>();
+        short
+    }
+
+    fn give_back(&mut self, phys: u64, count: u64) {
+        self.given += count;
+        KernelFrames.give_back(phys, count);
+    }
+
+    fn blob(&mut self, count: u64) -> Option<u64> {
+        let p = KernelFrames.blob(count)?;
+        self.taken += count;
+        Some(p)
+    }
 }
 
 /// The physical floor of a kexec into the image `bytes`: copying its

@@ -3,9 +3,9 @@
 //! rebuild (blob placement, keep list, modules, staging, jump).
 
 use crate::glue::KernelMem;
-use crate::kexec::{self, KexecError, NextImage, NextModule};
+use crate::kexec::{self, KernelFrames, KexecError, NextImage, NextModule, StageFrames};
 use crate::pvh::BootParams;
-use crate::{frames, tsc};
+use crate::tsc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::convert::Infallible;
@@ -120,6 +120,10 @@ pub struct Options<'a> {
     /// Stage every page of the image (slower; for tests of staging) rather
     /// than copying whole pages from the module where it lies.
     pub stage_all: bool,
+    /// Where the blob's frames and the stager's pages come from (default:
+    /// this crate's frame allocator, [`kexec::KernelFrames`]); every page
+    /// goes back to it if the kexec is refused.
+    pub frames: Option<&'a mut dyn StageFrames>,
     /// The TSC reading the blob's `start` stamp takes (default: now).
     pub start_tsc: Option<u64>,
 }
@@ -177,16 +181,26 @@ pub fn hand_over_with(
     };
     buf.truncate(len);
     let pages = (len as u64).div_ceil(PAGE_SIZE);
-    let at = frames::alloc_below(pages, 1 << 32).ok_or(HandOverError::NoBlobFrames { pages })?;
-    let give_back = |e| {
-        let _ = frames::free(at, pages);
+    // The blob's frames: below 4 GiB (the next kernel reads it before its
+    // direct map exists), kept by the kexec.
+    let mut own = KernelFrames;
+    let stage: &mut dyn StageFrames = match opts.frames.take() {
+        Some(f) => f,
+        None => &mut own,
+    };
+    let at = stage
+        .blob(pages)
+        .ok_or(HandOverError::NoBlobFrames { pages })?;
+    // Every error from here gives the blob's frames back.
+    let give_back = |stage: &mut dyn StageFrames, e: HandOverError| {
+        stage.give_back(at, pages);
         e
     };
     let blob = Range::new(at, at + len as u64);
     let ram: Vec<Range> = params.ram().collect();
     let mut keep = out
         .kept(mem, &ram)
-        .map_err(|e| give_back(HandOverError::Kept(e)))?;
+        .map_err(|e| give_back(stage, HandOverError::Kept(e)))?;
     let (kept, kept_ranges) = (keep.iter().map(|r| r.len()).sum(), keep.len());
     keep.push(Range::new(at, at + pages * PAGE_SIZE));
     keep.push(next.module);
@@ -211,13 +225,14 @@ pub fn hand_over_with(
     // Our own blob, just written: stamping it cannot fail.
     let _ = kho::handoff::set_stamps(&mut buf, &stamps);
     if !mem.write_bytes(at, &buf) {
-        return Err(give_back(HandOverError::BlobPlace));
+        return Err(give_back(stage, HandOverError::BlobPlace));
     }
     if let Some(f) = opts.before_stage.as_mut() {
         f(mem);
     }
     let stage_tsc = tsc::now();
-    let prepared = kexec::prepare(
+    let prepared = kexec::prepare_with(
+        &mut *stage,
         params,
         next.image,
         &keep,
@@ -225,7 +240,7 @@ pub fn hand_over_with(
         cmdline,
         !opts.stage_all,
     )
-    .map_err(|e| give_back(HandOverError::Kexec(e)))?;
+    .map_err(|e| give_back(&mut *stage, HandOverError::Kexec(e)))?;
     let prepare_ticks = tsc::now().saturating_sub(stage_tsc);
     stamps.jump = tsc::now().into();
     let _ = kho::handoff::set_stamps(&mut buf, &stamps);

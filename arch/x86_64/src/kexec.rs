@@ -201,15 +201,58 @@ mod entry {
     pub const PER_PAGE: usize = 511;
 }
 
-fn scratch_pages(count: u64, avoid: &[Range]) -> Result<u64, KexecError> {
-    let bytes = count * PAGE_SIZE;
-    match frames::alloc_scratch_avoiding(count, avoid) {
-        Some(p) if p + bytes <= LOW => Ok(p),
-        Some(p) => {
+/// Where a kexec takes the pages it builds (the trampoline, its tables,
+/// the boot structures, staged pages and the entry list), and gives them
+/// back if it is refused. [`KernelFrames`] is this crate's frame
+/// allocator; a kernel with an allocator of its own implements this.
+pub trait StageFrames {
+    /// `count` contiguous free pages ending below 4 GiB, none inside
+    /// `avoid` (the trampoline ends in 32-bit code, and PVH passes the
+    /// start info in a 32-bit register). Memory the next kernel may reuse
+    /// once it runs: neither preserved nor kept.
+    fn low(&mut self, count: u64, avoid: &[Range]) -> Option<u64>;
+    /// `pages` free pages in runs of any size, none inside `avoid`,
+    /// appended to `out`; returns how many it could not find (what it took
+    /// stays in `out`, to be given back).
+    fn scattered(&mut self, pages: u64, avoid: &[Range], out: &mut Vec<Range>) -> u64;
+    /// Gives back `count` pages at `phys`, taken by any method here.
+    fn give_back(&mut self, phys: u64, count: u64);
+    /// `count` contiguous free pages ending below 4 GiB for the handoff
+    /// blob ([`crate::handover::hand_over`]), which the kexec keeps and
+    /// the next kernel reserves. By default [`StageFrames::low`].
+    fn blob(&mut self, count: u64) -> Option<u64> {
+        self.low(count, &[])
+    }
+}
+
+/// This crate's frame allocator ([`frames`]) as the stager's: low pages
+/// from scratch, scattered ones from anywhere free, the blob's from the
+/// general pool below 4 GiB.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelFrames;
+
+impl StageFrames for KernelFrames {
+    fn low(&mut self, count: u64, avoid: &[Range]) -> Option<u64> {
+        let p = frames::alloc_scratch_avoiding(count, avoid)?;
+        if p.checked_add(count.checked_mul(PAGE_SIZE)?)? <= LOW {
+            Some(p)
+        } else {
             let _ = frames::free(p, count);
-            Err(KexecError::NoScratch { bytes })
+            None
         }
-        None => Err(KexecError::NoScratch { bytes }),
+    }
+
+    fn scattered(&mut self, pages: u64, avoid: &[Range], out: &mut Vec<Range>) -> u64 {
+        frames::take_scattered(pages, avoid, out)
+    }
+
+    fn give_back(&mut self, phys: u64, count: u64) {
+        let _ = frames::free(phys, count);
+    }
+
+    /// From the general pool, not scratch.
+    fn blob(&mut self, count: u64) -> Option<u64> {
+        frames::alloc_below(count, LOW)
     }
 }
 
@@ -240,22 +283,24 @@ fn fill_of(s: &kho::elf::Segment, page: u64, module: Option<u64>) -> Fill {
 }
 
 /// Pages taken for one kexec, given back if it is refused.
-struct Taken {
+struct Taken<'f> {
     runs: Vec<Range>,
+    frames: &'f mut dyn StageFrames,
 }
 
-impl Taken {
-    fn free(&self) {
+impl Taken<'_> {
+    fn free(&mut self) {
         for r in &self.runs {
-            let _ = frames::free(r.start, r.len() / PAGE_SIZE);
+            self.frames.give_back(r.start, r.len() / PAGE_SIZE);
         }
+        self.runs.clear();
     }
 
     /// Takes `pages` free pages anywhere outside `avoid`, scattered, and
     /// returns their addresses.
     fn scattered(&mut self, pages: u64, avoid: &[Range]) -> Result<Vec<u64>, KexecError> {
         let first = self.runs.len();
-        let short = frames::take_scattered(pages, avoid, &mut self.runs);
+        let short = self.frames.scattered(pages, avoid, &mut self.runs);
         if short > 0 {
             return Err(KexecError::NoMemory {
                 bytes: pages * PAGE_SIZE,
@@ -268,10 +313,14 @@ impl Taken {
             .collect())
     }
 
-    /// Takes `count` contiguous scratch pages below 4 GiB outside `avoid`.
+    /// Takes `count` contiguous pages below 4 GiB outside `avoid`.
     fn low(&mut self, count: u64, avoid: &[Range]) -> Result<u64, KexecError> {
-        let p = scratch_pages(count, avoid)?;
-        self.runs.push(Range::new(p, p + count * PAGE_SIZE));
+        let bytes = count * PAGE_SIZE;
+        let p = self
+            .frames
+            .low(count, avoid)
+            .ok_or(KexecError::NoScratch { bytes })?;
+        self.runs.push(Range::new(p, p + bytes));
         Ok(p)
     }
 }
@@ -349,6 +398,28 @@ pub fn prepare(
     cmdline: &str,
     in_place: bool,
 ) -> Result<Prepared, KexecError> {
+    prepare_with(
+        &mut KernelFrames,
+        params,
+        image,
+        keep,
+        modules,
+        cmdline,
+        in_place,
+    )
+}
+
+/// [`prepare`], taking the pages it builds from `frames` (and giving every
+/// one back to it if the kexec is refused).
+pub fn prepare_with(
+    frames: &mut dyn StageFrames,
+    params: &BootParams,
+    image: Range,
+    keep: &[Range],
+    modules: &[NextModule<'_>],
+    cmdline: &str,
+    in_place: bool,
+) -> Result<Prepared, KexecError> {
     // Only a module's bytes are known to stay unchanged until the jump.
     let bytes = module_bytes(image).ok_or(KexecError::NotAModule { range: image })?;
     let img = Image::parse(bytes).map_err(KexecError::Image)?;
@@ -374,7 +445,10 @@ pub fn prepare(
     // trampoline has read them: a module is checked clear of every
     // destination above, and the caller keeps it.
     let module = (in_place && modules.iter().any(|m| m.range.covers(image))).then_some(image.start);
-    let mut taken = Taken { runs: Vec::new() };
+    let mut taken = Taken {
+        runs: Vec::new(),
+        frames,
+    };
     let r = build(params, &img, &dests, modules, cmdline, module, &mut taken);
     if r.is_err() {
         taken.free();
@@ -389,7 +463,7 @@ fn build(
     modules: &[NextModule<'_>],
     cmdline: &str,
     module: Option<u64>,
-    taken: &mut Taken,
+    taken: &mut Taken<'_>,
 ) -> Result<Prepared, KexecError> {
     // The list first; each staged page's entry is filled in once its
     // page is taken, from `staged`: (list slot, segment, destination page).

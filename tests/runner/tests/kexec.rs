@@ -588,6 +588,22 @@ fn an_image_larger_than_free_memory_is_refused_and_nothing_is_lost() {
     let refused = lines_with(&b, "kexec refused: kexec: staging the image needs ");
     assert_eq!(refused.len(), 1, "{}", b.tail());
     assert!(refused[0].contains("of free memory outside its destinations"));
+    // Every page the hand-over took (the blob's, the trampoline's, what
+    // staging got before it ran short) went back to the allocator it came
+    // from (the demo stages through its own `StageFrames`, which counts).
+    let back = lines_with(&b, "the stager took ");
+    let taken: u64 = back
+        .first()
+        .and_then(|l| l.split("the stager took ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no stager line: {}", b.tail()));
+    assert!(taken > 3, "{}", back[0]);
+    assert!(
+        back[0].ends_with("pages and gave them all back"),
+        "{}",
+        back[0]
+    );
 }
 
 /// What `./x.py kexec` does: no kho objects by default (`kho.files=0`), and
