@@ -22,6 +22,7 @@
 Options for run/test/qemu: --accel kvm (uses /dev/kvm; tests default to TCG).
 """
 
+import fcntl
 import json
 import os
 import re
@@ -500,12 +501,42 @@ COMMANDS = {
 }
 
 
+class exclusive:
+    """Holds target/x.py.lock for the commands that build kernels and share
+    target/kho (build, run, kexec, test, bench): a second x.py in the same
+    checkout waits for the first instead of copying a kernel the first is
+    rebuilding or overwriting its logs."""
+
+    SHARED = ("build", "run", "kexec", "test", "bench", "qemu")
+
+    def __init__(self, cmd):
+        self.cmd, self.f = cmd, None
+
+    def __enter__(self):
+        if self.cmd not in self.SHARED:
+            return self
+        os.makedirs(os.path.join(ROOT, "target"), exist_ok=True)
+        self.f = open(os.path.join(ROOT, "target", "x.py.lock"), "w")
+        try:
+            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say("another x.py is building or testing in this checkout: waiting for it")
+            fcntl.flock(self.f, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.f:
+            self.f.close()
+        return False
+
+
 def main(argv):
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help") or argv[1] not in COMMANDS:
         print(__doc__)
         return 0 if len(argv) >= 2 and argv[1] in ("-h", "--help", "help") else 2
     try:
-        COMMANDS[argv[1]](list(argv[2:]))
+        with exclusive(argv[1]):
+            COMMANDS[argv[1]](list(argv[2:]))
     except Failure as e:
         say(f"error: {e}")
         return 1
