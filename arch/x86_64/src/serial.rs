@@ -62,8 +62,24 @@ impl Write for Serial {
     }
 }
 
-/// The console, shared by the print macros.
-pub static CONSOLE: Mutex<Serial> = Mutex::new(Serial::new(COM1));
+/// The console, shared by the print macros (private: no code outside
+/// them can hold it).
+static CONSOLE: Mutex<Serial> = Mutex::new(Serial::new(COM1));
+
+/// Takes the console back from a holder that will never run again (a
+/// test harness resuming after a trap that interrupted a print).
+///
+/// # Safety
+/// 1. The holder of the console lock, if any, never runs again (its
+///    frames were abandoned by a long jump on this, the only, CPU).
+/// 2. Interrupts are off, so nothing else takes the lock meanwhile.
+pub unsafe fn take_console_back() {
+    if CONSOLE.is_locked() {
+        // SAFETY: promises 1 and 2: the lock's holder is gone; the
+        // console's state is a port number, always consistent.
+        unsafe { CONSOLE.force_unlock() };
+    }
+}
 
 /// Initializes COM1. Printing before this still works on QEMU, whose UART
 /// needs no setup, but real hardware wants it.

@@ -226,13 +226,10 @@ pub fn fatal(what: Fatal<'_>) -> ! {
         serial::emergency(format_args!("FAILED\n    "));
         let _ = fmt::write(&mut Indented, format_args!("{what}"));
         serial::emergency(format_args!("\n"));
-        // The interrupted code may hold the console lock; its state is a
-        // port number, always consistent, so taking it over is sound.
-        if serial::CONSOLE.is_locked() {
-            // SAFETY: single CPU, interrupts off: the holder was abandoned
-            // and will never run again.
-            unsafe { serial::CONSOLE.force_unlock() };
-        }
+        // The interrupted code may hold the console lock.
+        // SAFETY: single CPU, interrupts off: the holder was abandoned
+        // and will never run again.
+        unsafe { serial::take_console_back() };
         IN_FATAL.store(false, Ordering::SeqCst);
         // SAFETY: ARMED was set, so RECOVERY holds the state of a
         // `try_call` that is still on the stack below us.
