@@ -107,40 +107,15 @@ fn json_num(x: f64) -> String {
     }
 }
 
-fn main() {
-    let filter = std::env::args().nth(1).unwrap_or_default();
-    let mut figures = Vec::new();
-    if filter.is_empty() || filter == "tracker" {
-        figures.extend(tracker_bench::run());
-    }
-    if filter.is_empty() || filter == "fdt" {
-        figures.extend(fdt_bench::run());
-    }
-    if filter.is_empty() || filter == "memfd" {
-        figures.extend(memfd_bench::run());
-    }
-    let machine = std::env::var("KHO_BENCH_MACHINE").unwrap_or_else(|_| "null".to_owned());
-    let mut kexec_accel = None;
-    if filter.is_empty() || filter == "kexec" {
-        // The machine note says whether /dev/kvm is there (`x.py` writes it).
-        let kvm = machine.replace(' ', "").contains("\"kvm\":true");
-        match kernel_bench::run_all(&kernel_bench::Paths::of_workspace(), kvm) {
-            Ok((f, accel, why)) => {
-                figures.extend(f);
-                kexec_accel = Some((accel, why));
-            }
-            Err(e) => {
-                eprintln!("kho-bench: the kernel benches failed: {e}");
-                std::process::exit(1);
-            }
-        }
-    }
-
-    println!(
+/// The table every figure is printed in.
+fn table(figures: &[Figure]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "\n{:<60} {:>12} {:>7} {:<34} {:>12} {:>7} {:>7}  target",
         "figure", "ours", "spread", "peer", "peer value", "spread", "ratio"
     );
-    for f in &figures {
+    for f in figures {
         let target = match (f.target, f.met()) {
             (Some(Target::Ratio(r)), Some(m)) => {
                 format!("ratio <= {r}: {}", if m { "met" } else { "NOT MET" })
@@ -150,7 +125,8 @@ fn main() {
             }
             _ => String::new(),
         };
-        println!(
+        let _ = writeln!(
+            out,
             "{:<60} {:>8.3} {:<3} {:>6.1}% {:<34} {:>12.3} {:>6.1}% {:>7.3}  {target}",
             f.name,
             f.value.median,
@@ -162,9 +138,17 @@ fn main() {
             f.ratio(),
         );
     }
+    out
+}
 
+/// `results.json`: the machine, the kexec accelerator, every figure.
+fn json(
+    figures: &[Figure],
+    machine: &str,
+    kexec_accel: &Option<(kho_runner::Accel, String)>,
+) -> String {
     let mut out = String::from("{\n  \"machine\": ");
-    out.push_str(&machine);
+    out.push_str(machine);
     if let Some((accel, why)) = &kexec_accel {
         let accel = match accel {
             kho_runner::Accel::Tcg => "tcg",
@@ -206,9 +190,78 @@ fn main() {
         );
     }
     out.push_str("  ]\n}\n");
+    out
+}
+
+fn main() {
+    let filter = std::env::args().nth(1).unwrap_or_default();
+    let mut figures = Vec::new();
+    if filter.is_empty() || filter == "tracker" {
+        figures.extend(tracker_bench::run());
+    }
+    if filter.is_empty() || filter == "fdt" {
+        figures.extend(fdt_bench::run());
+    }
+    if filter.is_empty() || filter == "memfd" {
+        figures.extend(memfd_bench::run());
+    }
+    let machine = std::env::var("KHO_BENCH_MACHINE").unwrap_or_else(|_| "null".to_owned());
+    let mut kexec_accel = None;
+    if filter.is_empty() || filter == "kexec" {
+        // The machine note says whether /dev/kvm is there (`x.py` writes it).
+        let kvm = machine.replace(' ', "").contains("\"kvm\":true");
+        match kernel_bench::run_all(&kernel_bench::Paths::of_workspace(), kvm) {
+            Ok((f, accel, why)) => {
+                figures.extend(f);
+                kexec_accel = Some((accel, why));
+            }
+            Err(e) => {
+                eprintln!("kho-bench: the kernel benches failed: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+
+    print!("{}", table(&figures));
+    let out = json(&figures, &machine, &kexec_accel);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir).expect("create target/bench");
     let path = dir.join("results.json");
     std::fs::write(&path, out).expect("write results.json");
     println!("\nwrote {}", path.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every figure the table prints is in `results.json`, and nothing else
+    /// is: one list feeds both.
+    #[test]
+    fn every_printed_figure_is_in_the_json() {
+        let figures = vec![
+            Figure::new("a \"quoted\" figure".into(), 1.5, "ns", "peer", 3.0)
+                .with_target(Target::Ratio(1.0)),
+            Figure::new("a figure without peer".into(), 2.0, "ms", "", f64::NAN),
+        ];
+        let printed = table(&figures);
+        let written = json(&figures, "null", &None);
+        for f in &figures {
+            assert!(printed.contains(&f.name), "{} not printed", f.name);
+            assert!(
+                written.contains(&json_str(&f.name)),
+                "{} not written",
+                f.name
+            );
+        }
+        assert_eq!(written.matches("\"name\": ").count(), figures.len());
+        assert_eq!(
+            printed
+                .lines()
+                .filter(|l| l.contains(" ns ") || l.contains(" ms "))
+                .count(),
+            2
+        );
+        assert!(written.contains("\"target_met\": true"));
+    }
 }
