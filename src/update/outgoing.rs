@@ -355,7 +355,14 @@ impl<P: Platform> Frozen<P> {
         ))?;
         let mut log = crate::reserve::ReserveLog::new();
         chain::Reader::new(mem, root, ram, self.out.scratch.areas()).restore(&mut log)?;
-        Ok(log.ranges.into_iter().map(|(r, _)| r).collect())
+        // One allocation of the exact size, with room for the two ranges
+        // a loader adds (the blob, the image): no copy of a list that can
+        // hold hundreds of thousands of ranges.
+        let mut kept = Vec::new();
+        kept.try_reserve_exact(log.ranges.len().saturating_add(2))
+            .map_err(|_| LuoError::OutOfMemory)?;
+        kept.extend(log.ranges.iter().map(|(r, _)| *r));
+        Ok(kept)
     }
 
     /// The scratch areas.
