@@ -78,14 +78,13 @@ impl KernelMem {
         Self { ram, rust, shared }
     }
 
-    /// Whether the frame at `phys` may be read through the token.
-    fn readable(&self, phys: u64) -> bool {
-        self.ram_frame(phys) && !self.rust.iter().any(|r| touches(*r, phys))
-    }
-
-    /// Whether the frame at `phys` may be written through the token.
-    fn writable(&self, phys: u64) -> bool {
-        self.readable(phys) && !self.shared.iter().any(|r| touches(*r, phys))
+    /// Whether the 4 KiB frame at `phys` may be read (and, with `write`,
+    /// written) through the token: aligned, and [`KernelMem::usable`].
+    fn frame_ok(&self, phys: u64, write: bool) -> bool {
+        phys.is_multiple_of(PAGE_SIZE)
+            && phys
+                .checked_add(PAGE_SIZE)
+                .is_some_and(|end| self.usable(Range::new(phys, end), write))
     }
 
     /// Whether every page of `range` lies in one RAM range and may be
@@ -157,20 +156,6 @@ impl KernelMem {
         };
         true
     }
-
-    /// Whether `phys` is a 4 KiB frame inside RAM, which the direct map
-    /// covers.
-    fn ram_frame(&self, phys: u64) -> bool {
-        phys.is_multiple_of(PAGE_SIZE)
-            && phys
-                .checked_add(PAGE_SIZE)
-                .is_some_and(|end| self.ram.iter().any(|r| r.covers(Range::new(phys, end))))
-    }
-}
-
-/// Whether `r` has a byte in the frame at `phys`.
-fn touches(r: Range, phys: u64) -> bool {
-    r.start < phys.saturating_add(PAGE_SIZE) && phys < r.end
 }
 
 /// The live mappings (`virt` to `len`): a [`Mapping`] not made by
@@ -183,23 +168,25 @@ fn live(m: &Mapping) -> bool {
 
 impl PhysMem for KernelMem {
     fn frame(&self, phys: u64) -> Option<&Frame> {
-        if !self.readable(phys) {
+        if !self.frame_ok(phys, false) {
             return None;
         }
         let p = paging::phys_to_virt(phys).as_ptr::<Frame>();
         // SAFETY: `phys` is an aligned RAM frame, so the direct map covers
         // it (promise 1 of `new`) and the pointer is valid and aligned for
-        // 4096 bytes; nothing writes it while it is borrowed (promise 3).
+        // 4096 bytes; it is not memory Rust references (promise 3), and
+        // nothing writes it while it is borrowed (promise 4).
         Some(unsafe { &*p })
     }
 
     fn frame_mut(&mut self, phys: u64) -> Option<&mut Frame> {
-        if !self.writable(phys) {
+        if !self.frame_ok(phys, true) {
             return None;
         }
         let p = paging::phys_to_virt(phys).as_mut_ptr::<Frame>();
-        // SAFETY: as above; the holder owns the frame (promise 3 of `new`),
-        // and `&mut self` makes this the only borrow through this token.
+        // SAFETY: as above, and not lent out as `&'static [u8]` (promise 3
+        // of `new`); the holder owns the frame (promise 4), and `&mut self`
+        // makes this the only borrow through this token.
         Some(unsafe { &mut *p })
     }
 }
@@ -224,7 +211,7 @@ impl FrameAlloc for KernelMem {
 
 impl kho::platform::MapFrames for KernelMem {
     fn map(&mut self, frames: &[u64]) -> Result<Mapping, kho::platform::MapError> {
-        if let Some(&bad) = frames.iter().find(|&&f| !self.writable(f)) {
+        if let Some(&bad) = frames.iter().find(|&&f| !self.frame_ok(f, true)) {
             return Err(kho::platform::MapError::BadFrame { phys: bad });
         }
         let len = frames.len() * PAGE_SIZE as usize;
