@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-/// What a caller can do about an [`Error`]: the five situations a kernel
+/// What a caller can do about an [`Error`]: the few situations a kernel
 /// acts on, whichever module the error came from ([`Error::kind`]). The
 /// module's own error, with every detail, stays the error's `source()`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

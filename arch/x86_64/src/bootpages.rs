@@ -1,5 +1,5 @@
 //! The PVH boot structures (`hvm_start_info` version 1, its module list and
-//! memory map) a kexec writes for the next kernel, defined once: the kexec that writes them for the next
+//! memory map), defined once: the kexec that writes them for the next
 //! kernel and the entry code that reads them use these types, not offsets.
 //!
 //! Layouts (little-endian, as the PVH protocol defines them for x86):

@@ -67,7 +67,7 @@ impl core::error::Error for HandOverError {
 /// What the kexec is about to do, given to [`Options::before_jump`] once
 /// everything is in place: the last moment the kernel runs.
 #[derive(Clone, Copy, Debug)]
-pub struct Staged {
+pub struct Staged<'a> {
     /// Where the handoff blob lies (its bytes, stamped and sealed).
     pub blob: Range,
     /// The blob's stamps as placed (the jump stamp is the last reading).
@@ -77,16 +77,9 @@ pub struct Staged {
     pub kept: u64,
     /// Those ranges.
     pub kept_ranges: usize,
-    /// Bytes staged (pages built by [`kexec::prepare`]).
-    pub staged: u64,
-    /// Bytes the trampoline copies straight from the image module.
-    pub from_module: u64,
-    /// Pages of the trampoline's entry list.
-    pub list_pages: u64,
-    /// The next kernel's PVH entry.
-    pub entry: u64,
-    /// Where its segments go.
-    pub span: Range,
+    /// What [`kexec::prepare`] staged: bytes built, bytes copied from the
+    /// image module, list pages, where the segments go, the entry.
+    pub prepared: &'a kexec::Prepared,
     /// The TSC when staging began.
     pub stage_tsc: u64,
     /// Ticks [`kexec::prepare`] took.
@@ -100,7 +93,7 @@ pub type ExtraNodes<'a> = dyn FnMut(&mut HandoffWriter<'_>) -> Result<(), WriteE
 pub type BeforeStage<'a> = dyn FnMut(&mut KernelMem) + 'a;
 
 /// Runs right before the jump ([`Options::before_jump`]).
-pub type BeforeJump<'a> = dyn FnMut(&mut KernelMem, &Staged) + 'a;
+pub type BeforeJump<'a> = dyn FnMut(&mut KernelMem, &Staged<'_>) + 'a;
 
 /// The kernel's own part of a hand-over, all optional
 /// ([`Options::default`] is a plain hand-over).
@@ -252,11 +245,7 @@ pub fn hand_over_with(
             stamps,
             kept,
             kept_ranges,
-            staged: prepared.staged,
-            from_module: prepared.from_module,
-            list_pages: prepared.list_pages,
-            entry: prepared.entry,
-            span: prepared.span,
+            prepared: &prepared,
             stage_tsc,
             prepare_ticks,
         };
