@@ -455,6 +455,14 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
     // Every object restored now, the demo's own blocks claimed before.
     let mut inc = inc.restore(&mut *mem);
     let checks = h.subsystem("files");
+    // The check the writer handed over for one file.
+    let check_of_file = |session: &str, token: u64| -> Option<&FileCheck> {
+        checks.as_ref().and_then(|c| {
+            c.node
+                .property(&format!("kho,check-{session}-{token}"))
+                .and_then(|p| p.as_struct().ok())
+        })
+    };
     kprintln!(
         "kho hop {hop}: {:<8} {:>5} {:<8} {:<9} {:>10} {:>7} {:>8}  verified",
         "session",
@@ -502,11 +510,7 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
                     info.footprint_runs
                 );
                 // Its writer's check goes on with it.
-                if let Some(c) = checks.and_then(|c| {
-                    c.node
-                        .property(&format!("kho,check-{session}-{token}"))
-                        .and_then(|p| p.as_struct::<FileCheck>().ok())
-                }) {
+                if let Some(c) = check_of_file(&session, token) {
                     CARRIED.lock().checks.push((session_of(&session), *c));
                 }
                 continue;
@@ -526,12 +530,7 @@ pub fn restore(boot: &BootInfo, h: &Handoff<'_>, hop: u32, blocks: &[(u64, u32)]
         let (f, version) = inc
             .take(&key, &mut *mem)
             .unwrap_or_else(|e| fail(format_args!("{session}/{token}: {e}")));
-        let want: Option<&FileCheck> = checks.and_then(|c| {
-            c.node
-                .property(&format!("kho,check-{session}-{token}"))
-                .and_then(|p| p.as_struct().ok())
-        });
-        let Some(want) = want else {
+        let Some(want) = check_of_file(&session, token) else {
             fail(format_args!("{session}/{token}: no check handed over"))
         };
         let got = check_of(&f, token, &mem);
