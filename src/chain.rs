@@ -405,6 +405,7 @@ pub(crate) fn page_sum(page: &[u8; PAGE_BYTES]) -> u64 {
 /// Recomputes the checksum of a chain page in place (for tools, tests and
 /// fuzz targets that change a page on purpose to reach the checks behind
 /// the checksum). A page shorter than a header is left alone.
+#[cfg(any(test, feature = "host"))]
 pub fn reseal(page: &mut [u8]) {
     if page.len() < HEADER_BYTES {
         return;

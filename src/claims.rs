@@ -374,7 +374,7 @@ impl Claims {
     }
 
     /// Every run of pages claimed as metadata, in address order.
-    #[cfg(any(test, feature = "host"))]
+    #[cfg(test)]
     pub(crate) fn metadata(&self) -> impl Iterator<Item = Range> + '_ {
         self.runs(|_, m| m)
     }

@@ -326,7 +326,8 @@ impl crate::luo::LuoError {
             | crate::luo::LuoError::NothingStored(_)
             | crate::luo::LuoError::DuplicateVersion { .. }
             | crate::luo::LuoError::NeverRetrieved
-            | crate::luo::LuoError::NotTaken => Misuse,
+            | crate::luo::LuoError::NotTaken
+            | crate::luo::LuoError::Taken { .. } => Misuse,
         }
     }
 }

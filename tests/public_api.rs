@@ -4,9 +4,12 @@
 //! The listing is every `pub` item of every non-test source file (not
 //! `pub(crate)` or `pub(super)`): modules, types, traits, functions and
 //! methods (with the type or trait they belong to), constants, statics,
-//! type aliases, re-exports and struct fields. Items of a private module
-//! are listed too (a `pub use` may reach them), so the listing is an upper
-//! bound of what a user can name. Modules built only for tests or the
+//! type aliases, re-exports and struct fields, each by the path a user
+//! writes. An item of a private module is listed where a `pub use` makes
+//! it nameable (`kho::update::outgoing::Outgoing::freeze` is listed as
+//! `kho::Outgoing::freeze`), and not at all if none does (it is the
+//! crate's own, however it is spelled); the `use` lines of private
+//! modules are left out with them. Modules built only for tests or the
 //! `host` feature (`testkit`, `platform::host`) are left out: an embedding
 //! kernel never builds them.
 //!
@@ -108,7 +111,9 @@ fn list_file(module: &str, text: &str, out: &mut Vec<String>) {
         {
             break;
         }
-        if line.starts_with("#[cfg(test)]") {
+        // Built only for tests, or for the host fake (tools and fuzz
+        // targets): not what an embedding kernel builds.
+        if line.starts_with("#[cfg(test)]") || line == "#[cfg(any(test, feature = \"host\"))]" {
             skip_next = true;
             continue;
         }
@@ -184,16 +189,158 @@ fn list_file(module: &str, text: &str, out: &mut Vec<String>) {
     }
 }
 
+/// The private modules a file declares (`mod x;`, `pub(crate) mod x;`,
+/// not under `#[cfg(test)]`), as full paths.
+fn private_modules(module: &str, text: &str, out: &mut Vec<String>) {
+    let mut test_only = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("#[cfg(test)]") {
+            test_only = true;
+            continue;
+        }
+        let decl = line
+            .strip_prefix("pub(crate) ")
+            .or_else(|| line.strip_prefix("pub(super) "))
+            .unwrap_or(line);
+        if !test_only
+            && !line.starts_with("pub mod")
+            && let Some(name) = decl.strip_prefix("mod ").and_then(|r| name_after(r, ""))
+        {
+            out.push(format!("{module}::{name}"));
+        }
+        test_only = false;
+    }
+}
+
+/// What one `use` tree (`a::{b::C, D as E}`) written in `module` brings in:
+/// (full source path, name it gets in `module`).
+fn use_pairs(module: &str, tree: &str, out: &mut Vec<(String, String)>) {
+    fn walk(prefix: &str, tree: &str, module: &str, out: &mut Vec<(String, String)>) {
+        let tree = tree.trim();
+        if tree.is_empty() {
+            return;
+        }
+        if let Some(open) = tree.find('{') {
+            let head = tree[..open].trim_end_matches("::");
+            let inner = &tree[open + 1..tree.rfind('}').unwrap_or(tree.len())];
+            let base = join(prefix, head);
+            // Split on the commas of this level only.
+            let (mut depth, mut start) = (0usize, 0usize);
+            for (i, c) in inner.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        walk(&base, &inner[start..i], module, out);
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
+            }
+            walk(&base, &inner[start..], module, out);
+            return;
+        }
+        let (path, name) = match tree.split_once(" as ") {
+            Some((p, n)) => (p.trim(), n.trim()),
+            None => (tree, tree.rsplit("::").next().unwrap_or(tree)),
+        };
+        out.push((join(prefix, path), format!("{module}::{name}")));
+    }
+    fn join(prefix: &str, tail: &str) -> String {
+        match (prefix.is_empty(), tail.is_empty()) {
+            (_, true) => prefix.to_owned(),
+            (true, false) => tail.to_owned(),
+            (false, false) => format!("{prefix}::{tail}"),
+        }
+    }
+    let mut raw = Vec::new();
+    walk("", tree, module, &mut raw);
+    let parent = module.rsplit_once("::").map_or("kho", |(p, _)| p);
+    for (src, name) in raw {
+        let full = if let Some(r) = src.strip_prefix("crate::") {
+            format!("kho::{r}")
+        } else if let Some(r) = src.strip_prefix("super::") {
+            format!("{parent}::{r}")
+        } else if let Some(r) = src.strip_prefix("self::") {
+            format!("{module}::{r}")
+        } else {
+            format!("{module}::{src}")
+        };
+        out.push((full, name));
+    }
+}
+
+/// Whether `path` goes through one of the `private` modules.
+fn hidden(path: &str, private: &[String]) -> bool {
+    private.iter().any(|m| {
+        path == m
+            || path
+                .strip_prefix(m.as_str())
+                .is_some_and(|r| r.starts_with("::"))
+    })
+}
+
+/// `path` as a user names it: the longest prefix a `pub use` re-exports
+/// replaced by its public name, again until nothing changes; `None` if it
+/// still goes through a private module.
+fn resolve(path: &str, aliases: &[(String, String)], private: &[String]) -> Option<String> {
+    let mut p = path.to_owned();
+    for _ in 0..8 {
+        if !hidden(&p, private) {
+            return Some(p);
+        }
+        let best = aliases
+            .iter()
+            .filter(|(src, _)| {
+                p == *src
+                    || p.strip_prefix(src.as_str())
+                        .is_some_and(|r| r.starts_with("::"))
+            })
+            .max_by_key(|(src, _)| src.len())?;
+        p = format!("{}{}", best.1, &p[best.0.len()..]);
+    }
+    None
+}
+
 /// The listing of the crate under `root`.
 fn listing(root: &Path) -> String {
     let mut files = Vec::new();
     sources(&root.join("src"), &mut files);
-    let mut items = Vec::new();
+    let mut raw = Vec::new();
+    let mut private = Vec::new();
     for f in &files {
         let rel = f.strip_prefix(root.join("src")).unwrap();
         let text = std::fs::read_to_string(f).unwrap();
-        list_file(&module_of(rel), &text, &mut items);
+        list_file(&module_of(rel), &text, &mut raw);
+        private_modules(&module_of(rel), &text, &mut private);
     }
+    // Every re-export, a private module's too: `kho::Outgoing` is
+    // `update::outgoing::Outgoing` through `update`'s `pub use`.
+    let mut aliases = Vec::new();
+    for l in &raw {
+        if let Some((module, tree)) = l.split_once(" use ") {
+            use_pairs(module, tree, &mut aliases);
+        }
+    }
+    let mut items: Vec<String> = raw
+        .iter()
+        .filter_map(|l| match l.split_once(" use ") {
+            Some((module, _)) => (!hidden(module, &private)).then(|| l.clone()),
+            None => {
+                let (path, kind) = l.split_once(' ')?;
+                // A field: the struct's path, then `.field`.
+                let (owner, field) = match path.split_once('.') {
+                    Some((o, f)) => (o, Some(f)),
+                    None => (path, None),
+                };
+                let owner = resolve(owner, &aliases, &private)?;
+                Some(match field {
+                    Some(f) => format!("{owner}.{f} {kind}"),
+                    None => format!("{owner} {kind}"),
+                })
+            }
+        })
+        .collect();
     items.sort();
     items.dedup();
     let fns = items.iter().filter(|l| l.ends_with(" fn")).count();
@@ -272,6 +419,24 @@ mod tests {
     let mut out = Vec::new();
     list_file("kho::m", text, &mut out);
     out.sort();
+    let mut private = Vec::new();
+    private_modules("kho::m", text, &mut private);
+    assert_eq!(private, ["kho::m::b"]);
+    let mut aliases = Vec::new();
+    use_pairs("kho", "m::{b::C, d::{E as F, G}}", &mut aliases);
+    assert_eq!(
+        aliases,
+        [
+            ("kho::m::b::C".to_owned(), "kho::C".to_owned()),
+            ("kho::m::d::E".to_owned(), "kho::F".to_owned()),
+            ("kho::m::d::G".to_owned(), "kho::G".to_owned()),
+        ]
+    );
+    assert_eq!(
+        resolve("kho::m::b::C::new", &aliases, &private).as_deref(),
+        Some("kho::C::new")
+    );
+    assert_eq!(resolve("kho::m::b::H", &aliases, &private), None);
     assert_eq!(
         out,
         [

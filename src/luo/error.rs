@@ -135,6 +135,14 @@ pub enum LuoError {
     /// Finish: the object was retrieved but never taken; nobody can take
     /// it after finish, so it was discarded and its memory freed.
     NotTaken,
+    /// The object was taken already (by [`crate::Restored::take`]): it is
+    /// its owner's, and the orchestrator no longer holds it.
+    Taken {
+        /// Its session.
+        session: String,
+        /// Its token.
+        token: u64,
+    },
     /// The blob's `luo` node could not be read (the error says why), so
     /// no object of it is here: every one of them is lost.
     NodeUnread(Box<LuoError>),
@@ -264,6 +272,10 @@ impl fmt::Display for LuoError {
             ),
             NotTaken => f.write_str(
                 "luo: retrieved but never taken before finish: discarded, its memory freed",
+            ),
+            Taken { session, token } => write!(
+                f,
+                "luo: {session}/{token:#x} was taken already: it is its owner's now"
             ),
             NodeUnread(e) => write!(
                 f,

@@ -49,6 +49,12 @@ impl<P: Platform> Luo<P> {
                 return Err(LuoError::WrongFamily(o.family.clone()));
             }
             Held::Restored(_, _, _, true) => {}
+            Held::Taken => {
+                return Err(LuoError::Taken {
+                    session: session.into(),
+                    token,
+                });
+            }
             _ => return Err(LuoError::State("only a retrieved object can be taken")),
         }
         match core::mem::replace(&mut o.held, Held::Taken) {

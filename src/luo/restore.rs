@@ -132,22 +132,6 @@ impl<P: Platform> Luo<P> {
         }
     }
 
-    /// Where object `token` of `session` comes from (for an incoming or
-    /// carried object, as its blob said).
-    #[cfg(test)]
-    pub(crate) fn origin(&self, session: &str, token: u64) -> Option<Origin> {
-        let (si, oi) = self.find(session, token).ok()?;
-        Some(self.sessions[si].objects[oi].origin)
-    }
-
-    /// How many data extents an incoming object's footprint array holds,
-    /// if its footprint has one.
-    #[cfg(test)]
-    pub(crate) fn footprint_array(&self, session: &str, token: u64) -> Option<u64> {
-        let (si, oi) = self.find(session, token).ok()?;
-        self.sessions[si].objects[oi].fp_in.map(|(_, n)| n)
-    }
-
     /// Why [`Luo::incoming`] could not read the blob's node, if it could
     /// not.
     pub(crate) fn unread(&self) -> Option<&LuoError> {
@@ -183,7 +167,10 @@ impl<P: Platform> Luo<P> {
                 None => Err(LuoError::WrongFamily(o.family.clone())),
             },
             Held::Failed(e) => Err(e.clone()),
-            Held::Taken => Err(LuoError::State("the object was taken")),
+            Held::Taken => Err(LuoError::Taken {
+                session: session.into(),
+                token,
+            }),
             Held::Live(..) => Err(LuoError::State("not an incoming object")),
             Held::Incoming(_) => Err(LuoError::State("not retrieved")),
             Held::Carried(p) => Err(LuoError::Carried {

@@ -1,26 +1,30 @@
-//! The orchestrator on the host: sessions and their errors, versions
-//! picked per object, unknown versions, preflight, failed freezes, cancel,
-//! feature bits, and finish giving back everything nobody adopted.
+//! The orchestrator on the host, driven through the front door a kernel
+//! uses (`Outgoing`, `Frozen`, `Incoming`, `Restored`): sessions and their
+//! errors, versions picked per object, unknown versions, preflight, failed
+//! freezes, cancel, feature bits, and finish giving back everything nobody
+//! adopted. Only the blobs these tests damage are built below the door.
 
 use super::*;
+use crate::Error;
 use crate::claims::Claims;
 use crate::fdt::WriteError;
 use crate::handoff::{Handoff, HandoffWriter, Stamps};
 use crate::memfd::{Memfd, seal};
 use crate::memfd::{MemfdHandler, V1, V2, V3_TEST};
-use crate::platform::PhysMem;
 use crate::platform::host::HostMem;
+use crate::platform::{FrameAlloc, PhysMem};
+use crate::reserve::ReserveLog;
 use crate::scratch::{Scratch, ScratchRecord};
-use crate::testkit::HandOver;
 use crate::tracker::Tracker;
 use crate::tracker::chain;
+use crate::update::{Freeze, Frozen, Incoming, Outgoing};
 use alloc::vec;
 use zerocopy::{FromBytes, IntoBytes};
 
 const RAM: Range = Range::new(0x10_0000, 0x4000_0000);
 const SCRATCH: Range = Range::new(0x20_0000, 0x420_0000);
 
-fn setup() -> (HostMem, Tracker, Scratch) {
+fn setup() -> (HostMem, Scratch) {
     let mut mem = HostMem::new(&[RAM], Range::new(0x1000_0000, 0x4000_0000));
     let scratch = Scratch::from_records(
         [ScratchRecord {
@@ -32,8 +36,7 @@ fn setup() -> (HostMem, Tracker, Scratch) {
     )
     .unwrap();
     mem.avoid(SCRATCH);
-    let t = Tracker::new(scratch.areas()).unwrap();
-    (mem, t, scratch)
+    (mem, scratch)
 }
 
 fn file(mem: &mut HostMem, len: usize, seed: u8, seals: u32) -> Memfd {
@@ -44,40 +47,62 @@ fn file(mem: &mut HostMem, len: usize, seed: u8, seals: u32) -> Memfd {
     f
 }
 
-/// The blob with the frozen `luo` written, as bytes.
-fn blob(luo: &Luo<HostMem>, mem: &mut HostMem, t: &Tracker, scratch: &Scratch) -> Vec<u8> {
-    let root = chain::write(t, mem).unwrap();
-    let mut buf = vec![0u8; 64 << 10];
-    let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root, scratch).unwrap();
-    luo.write(&mut w).unwrap();
-    let n = w.finish().unwrap().len;
+/// The blob of `frozen`, written at `hop`, as bytes.
+fn write(frozen: &mut Frozen<HostMem>, mem: &mut HostMem, hop: u32) -> Vec<u8> {
+    let mut buf = vec![0u8; 256 << 10];
+    let n = frozen
+        .write(mem, &mut buf, hop, Stamps::default())
+        .unwrap()
+        .len;
     buf.truncate(n);
     buf
 }
 
+/// Freezes `out` (whatever the next kernel reads) and writes its blob at
+/// `hop`.
+fn freeze(out: Outgoing<HostMem>, mem: &mut HostMem, hop: u32) -> (Frozen<HostMem>, Vec<u8>) {
+    let mut frozen = out.freeze(mem, Freeze::AllowLoss).unwrap();
+    let b = write(&mut frozen, mem, hop);
+    (frozen, b)
+}
+
+/// The next kernel: places `blob` in frames of `mem` and makes the
+/// incoming side from it, as a kernel does at boot.
+fn boot(mem: &mut HostMem, blob: &[u8]) -> Result<Incoming<HostMem>, Error> {
+    let order = blob
+        .len()
+        .div_ceil(4096)
+        .next_power_of_two()
+        .trailing_zeros();
+    let at = mem.alloc_frames(order).unwrap();
+    assert!(mem.write_bytes(at, blob));
+    let place = Range::new(at, at + blob.len() as u64);
+    Incoming::new(&*mem, blob, place, &[RAM], &mut ReserveLog::new())
+}
+
+/// An empty tracker chain in `mem`, for blobs built by hand.
+fn empty_chain(mem: &mut HostMem, scratch: &Scratch) -> chain::TrackerRoot {
+    chain::write(&Tracker::new(scratch.areas()).unwrap(), mem).unwrap()
+}
+
 /// A first kernel with two sessions: `vm-1` holds a plain and a sealed
-/// file, `vm-2` a plain one. Frozen.
-fn first_kernel(writes: &[Version]) -> (HostMem, Tracker, Scratch, Luo<HostMem>, Vec<u8>) {
-    let (mut mem, mut t, scratch) = setup();
-    let mut luo = Luo::<HostMem>::new();
-    luo.register(MemfdHandler::new(writes, &[V2, V1])).unwrap();
-    luo.create_session("vm-1").unwrap();
-    luo.create_session("vm-2").unwrap();
+/// file, `vm-2` a plain one; not frozen yet.
+fn first_kernel(writes: &[Version]) -> (HostMem, Scratch, Outgoing<HostMem>) {
+    let (mut mem, scratch) = setup();
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let files = out.register(MemfdHandler::new(writes, &[V2, V1])).unwrap();
+    out.create_session("vm-1").unwrap();
+    out.create_session("vm-2").unwrap();
     for (s, tok, len, seed, seals) in [
         ("vm-1", 1, 300_000, 1, 0),
         ("vm-1", 2, 70_000, 2, seal::WRITE.bits()),
         ("vm-2", 1, 3 << 20, 3, 0),
     ] {
         let f = file(&mut mem, len, seed, seals);
-        luo.preserve(s, tok, FAMILY_MEMFD, f, &mut mem, &mut t)
-            .unwrap();
+        out.preserve(files, s, tok, f, &mut mem).unwrap();
     }
-    luo.freeze(&mut mem, &mut t, None, false).unwrap();
-    let b = blob(&luo, &mut mem, &t, &scratch);
-    (mem, t, scratch, luo, b)
+    (mem, scratch, out)
 }
-
-const FAMILY_MEMFD: &str = crate::memfd::FAMILY;
 
 fn contents(f: &Memfd, mem: &HostMem) -> Vec<u8> {
     let mut b = vec![0; f.size() as usize];
@@ -87,24 +112,22 @@ fn contents(f: &Memfd, mem: &HostMem) -> Vec<u8> {
 
 #[test]
 fn sessions_refuse_duplicates_and_unknowns() {
-    let (mut mem, mut t, _) = setup();
-    let mut luo = Luo::<HostMem>::new();
-    luo.register(MemfdHandler::default()).unwrap();
+    let (mut mem, scratch) = setup();
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let files = out.register(MemfdHandler::default()).unwrap();
     assert_eq!(
-        luo.register(MemfdHandler::default()),
+        out.register(MemfdHandler::default()).map(|_| ()),
         Err(LuoError::DuplicateFamily("memfd".into()))
     );
-    luo.create_session("s").unwrap();
+    out.create_session("s").unwrap();
     assert_eq!(
-        luo.create_session("s"),
+        out.create_session("s"),
         Err(LuoError::DuplicateSession("s".into()))
     );
     let f = file(&mut mem, 100, 1, 0);
-    luo.preserve("s", 7, "memfd", f, &mut mem, &mut t).unwrap();
+    let key = out.preserve(files, "s", 7, f, &mut mem).unwrap();
     let again = file(&mut mem, 100, 1, 0);
-    let r = luo
-        .preserve("s", 7, "memfd", again, &mut mem, &mut t)
-        .unwrap_err();
+    let r = out.preserve(files, "s", 7, again, &mut mem).unwrap_err();
     assert_eq!(
         r.error,
         LuoError::DuplicateToken {
@@ -114,82 +137,68 @@ fn sessions_refuse_duplicates_and_unknowns() {
     );
     // The refused object comes back whole, and is not preserved.
     assert!(!r.object.is_preserved());
-    let r = luo
-        .preserve("nope", 1, "memfd", r.object, &mut mem, &mut t)
+    let r = out
+        .preserve(files, "nope", 1, r.object, &mut mem)
         .unwrap_err();
     assert_eq!(r.error, LuoError::NoSession("nope".into()));
-    let r = luo
-        .preserve("s", 1, "blockdev", r.object, &mut mem, &mut t)
-        .unwrap_err();
-    assert_eq!(r.error, LuoError::NoHandler("blockdev".into()));
-    let r = luo
-        .preserve("s", 1, "memfd", 5u32, &mut mem, &mut t)
-        .unwrap_err();
-    assert_eq!(r.error, LuoError::WrongFamily("memfd".into()));
+    r.object.free(&mut mem);
     assert!(matches!(
-        luo.unpreserve::<Memfd>("s", 9, FAMILY_MEMFD, &mut mem, &mut t),
+        out.unpreserve(&files.key("s", 9), &mut mem),
         Err(LuoError::NoToken { token: 9, .. })
     ));
     // Unpreserve gives the object back unpreserved; cancel the rest.
-    let pages = t.pages();
-    let f = luo
-        .unpreserve::<Memfd>("s", 7, FAMILY_MEMFD, &mut mem, &mut t)
-        .unwrap();
+    let pages = out.tracker().pages();
+    let f = out.unpreserve(&key, &mut mem).unwrap();
     assert!(!f.is_preserved());
-    assert_eq!(t.pages(), pages - 1);
+    assert_eq!(out.tracker().pages(), pages - 1);
     let f2 = file(&mut mem, 10_000, 2, 0);
-    luo.preserve("s", 8, "memfd", f2, &mut mem, &mut t).unwrap();
-    luo.freeze(&mut mem, &mut t, None, false).unwrap();
-    assert!(t.pages() > 3, "payload arrays preserved");
-    let back = luo.cancel(&mut mem, &mut t);
+    out.preserve(files, "s", 8, f2, &mut mem).unwrap();
+    let frozen = out.freeze(&mut mem, Freeze::AllowLoss).unwrap();
+    assert!(frozen.tracker().pages() > 3, "payload arrays preserved");
+    let mut out = frozen.thaw(&mut mem);
+    let back = out.cancel(&mut mem);
     assert_eq!(back.len(), 1);
-    assert_eq!(t.pages(), 0, "cancel releases everything preserved");
+    assert_eq!(
+        out.tracker().pages(),
+        0,
+        "cancel releases everything preserved"
+    );
 }
 
 #[test]
 fn the_next_kernel_picks_the_best_common_version_per_object() {
-    let (mut mem, t, scratch, a, b) = first_kernel(&[V2, V1]);
+    let (mut mem, _, out) = first_kernel(&[V2, V1]);
     // Preflight knows the sealed file has no v1 payload.
     // It is carried, not lost, by a kernel whose orchestrator carries.
     let old = ReadList::parse(b"memfd-v1\0kho-luo-v2\0\0\0").unwrap();
-    let plan: Vec<Outcome> = a.preflight(&old).into_iter().map(|p| p.outcome).collect();
+    let plan: Vec<Outcome> = out.preflight(&old).into_iter().map(|p| p.outcome).collect();
     let v1 = || Outcome::Read("memfd-v1".into());
     assert_eq!(plan, [v1(), Outcome::Carried, v1()]);
     // A kernel with no orchestrator that reads this node loses them all.
     let none = ReadList::parse(b"memfd-v1\0kho-luo-v1\0").unwrap();
     assert!(
-        a.preflight(&none)
+        out.preflight(&none)
             .iter()
             .all(|p| p.outcome == Outcome::Lost)
     );
-    let h = Handoff::parse(&b, &[RAM]).unwrap();
+    let (_frozen, b) = freeze(out, &mut mem, 0);
     // A reader of v1 only.
-    let mut luo = Luo::<HostMem>::new();
-    luo.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
-    luo.incoming(&h).unwrap();
-    let objs: Vec<(String, u64)> = luo.objects().map(|(s, t, _)| (s.into(), t)).collect();
+    let mut inc = boot(&mut mem, &b).unwrap();
+    let files = inc.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
+    let objs: Vec<(String, u64)> = inc.objects().map(|(s, t, _)| (s.into(), t)).collect();
     assert_eq!(
         objs,
         [("vm-1".into(), 1), ("vm-1".into(), 2), ("vm-2".into(), 1)]
     );
-    let mut claims = mem.hand_over(&t).unwrap();
+    let preserved: u64 = inc.preserved().map(|r| r.len()).sum();
     let free_before = mem.free_bytes();
-    let mut ctx = RestoreCtx {
-        ram: &[RAM],
-        scratch: scratch.areas(),
-        claims: &mut claims,
-    };
+    let mut inc = inc.restore(&mut mem);
     // In any order; the sealed file has no v1: this kernel carries it
     // (a typed answer naming its versions), and the others restore.
-    let (f, v) = luo
-        .retrieve::<Memfd>("vm-2", 1, FAMILY_MEMFD, &mut mem, &mut ctx)
-        .unwrap();
+    let (f, v) = inc.retrieve(&files.key("vm-2", 1), &mut mem).unwrap();
     assert_eq!(v, "memfd-v1");
-    let size = f.size();
-    assert_eq!(size, 3 << 20);
-    let e = luo
-        .retrieve::<Memfd>("vm-1", 2, FAMILY_MEMFD, &mut mem, &mut ctx)
-        .unwrap_err();
+    assert_eq!(f.size(), 3 << 20);
+    let e = inc.take(&files.key("vm-1", 2), &mut mem).unwrap_err();
     assert_eq!(
         e,
         LuoError::Carried {
@@ -203,38 +212,29 @@ fn the_next_kernel_picks_the_best_common_version_per_object() {
     );
     // Idempotent: the same error, the same object.
     assert_eq!(
-        luo.retrieve::<Memfd>("vm-1", 2, FAMILY_MEMFD, &mut mem, &mut ctx)
-            .unwrap_err(),
+        inc.retrieve(&files.key("vm-1", 2), &mut mem).unwrap_err(),
         e
     );
-    let p1 = luo
-        .retrieve::<Memfd>("vm-1", 1, FAMILY_MEMFD, &mut mem, &mut ctx)
-        .unwrap()
-        .0 as *const Memfd;
-    let p2 = luo
-        .retrieve::<Memfd>("vm-1", 1, FAMILY_MEMFD, &mut mem, &mut ctx)
-        .unwrap()
-        .0 as *const Memfd;
+    let p1 = inc.retrieve(&files.key("vm-1", 1), &mut mem).unwrap().0 as *const Memfd;
+    let p2 = inc.retrieve(&files.key("vm-1", 1), &mut mem).unwrap().0 as *const Memfd;
     assert!(core::ptr::addr_eq(p1, p2));
-    // The wrong type is an error, and the object stays where it was.
-    let wrong = Err(LuoError::WrongFamily("memfd".into()));
-    assert_eq!(
-        luo.retrieve::<u64>("vm-1", 1, FAMILY_MEMFD, &mut mem, &mut ctx)
-            .map(|_| ()),
-        wrong
-    );
-    assert_eq!(luo.take::<u64>("vm-1", 1, FAMILY_MEMFD).map(|_| ()), wrong);
-    let f1 = luo.take::<Memfd>("vm-1", 1, FAMILY_MEMFD).unwrap();
+    let (f1, v) = inc.take(&files.key("vm-1", 1), &mut mem).unwrap();
+    assert_eq!(v, "memfd-v1");
     assert_eq!(contents(&f1, &mem), vec![1u8; 300_000]);
-    let f3 = luo.take::<Memfd>("vm-2", 1, FAMILY_MEMFD).unwrap();
+    // Taken is taken: a second take is refused, naming why.
+    assert_eq!(
+        inc.take(&files.key("vm-1", 1), &mut mem).map(|_| ()),
+        Err(LuoError::Taken {
+            session: "vm-1".into(),
+            token: 1
+        })
+    );
+    let (f3, _) = inc.take(&files.key("vm-2", 1), &mut mem).unwrap();
     // Finish frees every v2 payload's array of the files it read and the
     // v1 arrays (released after reading); the sealed file and its v2
     // array are carried, not freed: nothing preserved is lost.
     let adopted = [&f1, &f3].iter().map(|f| f.allocated_bytes()).sum::<u64>();
-    let preserved: u64 = claims.preserved().map(|r| r.len()).sum();
-    let done = luo
-        .finish(&mut mem, claims, &[RAM], scratch.areas())
-        .unwrap();
+    let done = inc.finish(&mut mem).unwrap();
     assert!(done.lost.is_empty(), "{:?}", done.lost);
     assert_eq!(done.carried.len(), 1);
     let c = &done.carried[0];
@@ -253,85 +253,79 @@ fn the_next_kernel_picks_the_best_common_version_per_object() {
 fn old_to_new_and_new_to_new() {
     // A writer of v1 only (an old kernel; it cannot write the sealed
     // file, so it is not preserved there) into a reader of v2 and v1.
-    let (mut mem, mut t, scratch) = setup();
-    let mut luo = Luo::<HostMem>::new();
-    luo.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
-    luo.create_session("s").unwrap();
+    let (mut mem, scratch) = setup();
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let files = out.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
+    out.create_session("s").unwrap();
     let f = file(&mut mem, 5000, 4, 0);
-    luo.preserve("s", 1, "memfd", f, &mut mem, &mut t).unwrap();
+    out.preserve(files, "s", 1, f, &mut mem).unwrap();
     let sealed = file(&mut mem, 5000, 4, seal::GROW.bits());
-    luo.preserve("s", 2, "memfd", sealed, &mut mem, &mut t)
-        .unwrap();
+    let sealed = out.preserve(files, "s", 2, sealed, &mut mem).unwrap();
     // The freeze fails on the sealed file (no version can carry it) and
     // unfreezes the first: its v1 array is released.
-    let before = t.pages();
-    assert!(matches!(
-        luo.freeze(&mut mem, &mut t, None, false),
-        Err(LuoError::NothingStored(f)) if f == "memfd"
-    ));
-    assert_eq!(t.pages(), before);
-    let s = luo
-        .unpreserve::<Memfd>("s", 2, FAMILY_MEMFD, &mut mem, &mut t)
-        .unwrap();
-    s.free(&mut mem);
-    luo.freeze(&mut mem, &mut t, None, false).unwrap();
-    let b = blob(&luo, &mut mem, &t, &scratch);
-    let h = Handoff::parse(&b, &[RAM]).unwrap();
-    let mut next = Luo::<HostMem>::new();
-    next.register(MemfdHandler::default()).unwrap();
-    next.incoming(&h).unwrap();
-    let mut claims = mem.hand_over(&t).unwrap();
-    let mut ctx = RestoreCtx {
-        ram: &[RAM],
-        scratch: scratch.areas(),
-        claims: &mut claims,
-    };
-    let (_, v) = next
-        .retrieve::<Memfd>("s", 1, FAMILY_MEMFD, &mut mem, &mut ctx)
-        .unwrap();
+    let before = out.tracker().pages();
+    let refused = out.freeze(&mut mem, Freeze::AllowLoss).unwrap_err();
+    assert!(matches!(&refused.error, LuoError::NothingStored(f) if f == "memfd"));
+    let mut out = *refused.outgoing;
+    assert_eq!(out.tracker().pages(), before);
+    out.unpreserve(&sealed, &mut mem).unwrap().free(&mut mem);
+    let (_frozen, b) = freeze(out, &mut mem, 0);
+    let mut inc = boot(&mut mem, &b).unwrap();
+    let files = inc.register(MemfdHandler::default()).unwrap();
+    let mut inc = inc.restore(&mut mem);
+    let (_, v) = inc.take(&files.key("s", 1), &mut mem).unwrap();
     assert_eq!(v, "memfd-v1");
 }
 
 #[test]
 fn preflight_reports_and_refuses_what_would_be_lost() {
-    let (mut mem, mut t, _) = setup();
-    let mut luo = Luo::<HostMem>::new();
-    luo.register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
+    let (mut mem, scratch) = setup();
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let files = out
+        .register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
         .unwrap();
-    luo.create_session("s").unwrap();
+    out.create_session("s").unwrap();
     let f = file(&mut mem, 5000, 4, 0);
-    luo.preserve("s", 1, "memfd", f, &mut mem, &mut t).unwrap();
+    out.preserve(files, "s", 1, f, &mut mem).unwrap();
     // Carried by a kernel that reads this orchestrator's node...
     let carrier = ReadList::parse(b"memfd-v1\0kho-luo-v2\0").unwrap();
-    assert_eq!(luo.preflight(&carrier)[0].outcome, Outcome::Carried);
+    assert_eq!(out.preflight(&carrier)[0].outcome, Outcome::Carried);
     // ... unless its session opts out.
-    luo.set_drop_unread("s", true).unwrap();
-    assert_eq!(luo.preflight(&carrier)[0].outcome, Outcome::Lost);
-    luo.set_drop_unread("s", false).unwrap();
-    luo.freeze(&mut mem, &mut t, Some(&carrier), false).unwrap();
-    luo.unfreeze(&mut mem, &mut t);
+    out.set_drop_unread("s", true).unwrap();
+    assert_eq!(out.preflight(&carrier)[0].outcome, Outcome::Lost);
+    out.set_drop_unread("s", false).unwrap();
+    let out = out
+        .freeze(&mut mem, Freeze::NoLoss(&carrier))
+        .unwrap()
+        .thaw(&mut mem);
     // Lost by a kernel with no orchestrator node it reads.
     let old = ReadList::parse(b"memfd-v1\0kho-demo-v1\0\0\0").unwrap();
-    let plan = luo.preflight(&old);
+    let plan = out.preflight(&old);
     assert_eq!(plan[0].outcome, Outcome::Lost);
     // The one reason, named: the next image cannot read the node at all.
-    let e = luo.freeze(&mut mem, &mut t, Some(&old), false).unwrap_err();
-    assert_eq!(e, LuoError::NextReadsNoNode { objects: 1 });
-    assert!(e.to_string().contains("does not list kho-luo-v2"), "{e}");
+    let e = out.freeze(&mut mem, Freeze::NoLoss(&old)).unwrap_err();
+    assert_eq!(e.error, LuoError::NextReadsNoNode { objects: 1 });
+    assert!(
+        e.error.to_string().contains("does not list kho-luo-v2"),
+        "{e}"
+    );
     // A node it reads, a version it does not, and the session opted out.
-    luo.set_drop_unread("s", true).unwrap();
-    let e = luo
-        .freeze(&mut mem, &mut t, Some(&carrier), false)
-        .unwrap_err();
-    assert!(matches!(&e, LuoError::WouldLose(l) if l.len() == 1 && l[0].written == ["memfd-v3"]));
-    luo.set_drop_unread("s", false).unwrap();
-    assert!(!luo.frozen);
+    let mut out = *e.outgoing;
+    out.set_drop_unread("s", true).unwrap();
+    let e = out.freeze(&mut mem, Freeze::NoLoss(&carrier)).unwrap_err();
+    assert!(
+        matches!(&e.error, LuoError::WouldLose(l) if l.len() == 1 && l[0].written == ["memfd-v3"])
+    );
+    let mut out = *e.outgoing;
+    out.set_drop_unread("s", false).unwrap();
     // Forced: the kexec may go ahead; the object is written anyway, and the
     // next kernel gives it a typed error.
-    luo.freeze(&mut mem, &mut t, Some(&old), true).unwrap();
+    let out = out
+        .freeze(&mut mem, Freeze::AllowLoss)
+        .unwrap()
+        .thaw(&mut mem);
     let new = ReadList::parse(b"memfd-v3\0memfd-v2\0kho-luo-v2\0").unwrap();
-    luo.unfreeze(&mut mem, &mut t);
-    assert_eq!(luo.preflight(&new)[0].version(), Some("memfd-v3"));
+    assert_eq!(out.preflight(&new)[0].version(), Some("memfd-v3"));
     assert!(ReadList::parse(b"memfd-v2+zz\0").is_none());
     let feat = ReadList::parse(b"x-v1+3\0").unwrap();
     assert!(feat.reads("x-v1", 0b10) && !feat.reads("x-v1", 0b100));
@@ -424,83 +418,72 @@ impl Handler<HostMem> for Numbers {
     }
 }
 
+/// A [`Numbers`] of `family` that writes and reads `num-v1` only.
+fn numbers(family: &'static str) -> Numbers {
+    Numbers {
+        family,
+        writes: vec![Version::new("num-v1")],
+        reads: vec![Version::new("num-v1")],
+        required: 0,
+        prepared: 0,
+    }
+}
+
 #[test]
 fn a_failed_freeze_unfreezes_and_feature_bits_decide_readability() {
-    let (mut mem, mut t, scratch) = setup();
-    let mut luo = Luo::<HostMem>::new();
+    let (mut mem, scratch) = setup();
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
     let v = Version {
         name: "num-v1",
         features: 0b11,
     };
-    luo.register(Numbers {
-        family: "num",
-        writes: vec![v],
-        reads: vec![v],
-        required: 0b10,
-        prepared: 0,
-    })
-    .unwrap();
-    luo.create_session("s").unwrap();
+    let nums = out
+        .register(Numbers {
+            family: "num",
+            writes: vec![v],
+            reads: vec![v],
+            required: 0b10,
+            prepared: 0,
+        })
+        .unwrap();
+    out.create_session("s").unwrap();
     for n in [1u64, 2, 13] {
-        luo.preserve("s", n, "num", n, &mut mem, &mut t).unwrap();
+        out.preserve(nums, "s", n, n, &mut mem).unwrap();
     }
-    // The handler's own error arrives typed.
-    match luo.freeze(&mut mem, &mut t, None, false) {
-        Err(LuoError::Handler { family, error }) => {
-            assert_eq!(family, "num");
+    // The handler's own error arrives typed, and the outgoing side comes
+    // back whole: every object live again, as before the freeze.
+    let refused = out.freeze(&mut mem, Freeze::AllowLoss).unwrap_err();
+    match &refused.error {
+        LuoError::Handler { family, error } => {
+            assert_eq!(*family, "num");
             assert_eq!(error.downcast_ref::<Unlucky>(), Some(&Unlucky(13)));
         }
         other => panic!("{other:?}"),
     }
-    assert!(!luo.frozen);
-    assert!(matches!(
-        luo.write(
-            &mut HandoffWriter::new(
-                &mut [0u8; 4096],
-                0,
-                Stamps::default(),
-                &chain::write(&t, &mut mem).unwrap(),
-                &scratch
-            )
-            .unwrap()
-        ),
-        Err(LuoError::State(_))
-    ));
-    // The wrong type is refused and the object stays preserved.
-    assert_eq!(
-        luo.unpreserve::<u32>("s", 13, "num", &mut mem, &mut t),
-        Err(LuoError::WrongFamily("num".into()))
-    );
-    assert_eq!(
-        luo.unpreserve::<u64>("s", 13, "num", &mut mem, &mut t),
-        Ok(13)
-    );
-    luo.freeze(&mut mem, &mut t, None, false).unwrap();
-    let b = blob(&luo, &mut mem, &t, &scratch);
-    let h = Handoff::parse(&b, &[RAM]).unwrap();
-    let mut claims = mem.hand_over(&t).unwrap();
+    assert_eq!(refused.error.kind(), crate::ErrorKind::Handler);
+    let mut out = *refused.outgoing;
+    assert_eq!(out.unpreserve(&nums.key("s", 13), &mut mem), Ok(13));
+    let (_frozen, b) = freeze(out, &mut mem, 0);
     // A reader that understands bit 1: reads (optional bit 8 ignored).
+    let saved = mem.clone();
     for (features, ok) in [(0b10, true), (0b01, false)] {
-        let mut next = Luo::<HostMem>::new();
+        let mut mem = saved.clone();
+        let mut inc = boot(&mut mem, &b).unwrap();
         let r = Version {
             name: "num-v1",
             features,
         };
-        next.register(Numbers {
-            family: "num",
-            writes: vec![],
-            reads: vec![r],
-            required: 0,
-            prepared: 0,
-        })
-        .unwrap();
-        next.incoming(&h).unwrap();
-        let mut ctx = RestoreCtx {
-            ram: &[RAM],
-            scratch: scratch.areas(),
-            claims: &mut claims,
-        };
-        let got = next.retrieve::<u64>("s", 2, "num", &mut mem, &mut ctx);
+        let nums = inc
+            .register(Numbers {
+                family: "num",
+                writes: vec![],
+                reads: vec![r],
+                required: 0,
+                prepared: 0,
+            })
+            .unwrap();
+        let mut inc = inc.restore(&mut mem);
+        let got = inc.take(&nums.key("s", 2), &mut mem);
         assert_eq!(got.is_ok(), ok, "{features:b}");
         if let Err(e) = got {
             assert_eq!(
@@ -513,10 +496,11 @@ fn a_failed_freeze_unfreezes_and_feature_bits_decide_readability() {
 
 /// A blob whose `luo` node `body` writes (inside `session@0`).
 fn luo_blob(
+    mem: &mut HostMem,
     body: impl FnOnce(&mut crate::fdt::FdtWriter<'_>) -> Result<(), WriteError>,
 ) -> Vec<u8> {
-    let (mut mem, t, scratch) = setup();
-    let root = chain::write(&t, &mut mem).unwrap();
+    let (_, scratch) = setup();
+    let root = empty_chain(mem, &scratch);
     let mut buf = vec![0u8; 8192];
     let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root, &scratch).unwrap();
     // `kho-luo-v1`: the session and object properties these tests break
@@ -555,44 +539,52 @@ fn object(
     w.end_node()
 }
 
+/// Why the next kernel could not read the `luo` node of `blob` (booted
+/// into `mem`), if it could not: the blob itself is sound, so the boot
+/// succeeds either way, and finish says the same.
+fn unread(mem: &mut HostMem, blob: &[u8]) -> Result<(), LuoError> {
+    let inc = boot(mem, blob).unwrap();
+    let why = inc.unread().cloned();
+    let done = inc.restore(mem).finish(mem).unwrap();
+    assert_eq!(done.unread, why);
+    why.map_or(Ok(()), Err)
+}
+
 #[test]
 fn a_malformed_luo_node_is_refused() {
-    let incoming = |b: &[u8]| {
-        let h = Handoff::parse(b, &[RAM]).unwrap();
-        Luo::<HostMem>::new().incoming(&h)
+    let (mut mem, _) = setup();
+    let mut check = |body: &dyn Fn(&mut crate::fdt::FdtWriter<'_>) -> Result<(), WriteError>| {
+        let b = luo_blob(&mut mem, body);
+        unread(&mut mem, &b)
     };
+    assert_eq!(check(&|w| object(w, "object-5", 5, true)), Ok(()));
     assert_eq!(
-        incoming(&luo_blob(|w| object(w, "object-5", 5, true))),
-        Ok(())
-    );
-    assert_eq!(
-        incoming(&luo_blob(|w| object(w, "object-5", 6, true))),
+        check(&|w| object(w, "object-5", 6, true)),
         Err(LuoError::BadNode("object name and token differ"))
     );
     assert_eq!(
-        incoming(&luo_blob(|w| object(w, "object-5", 5, false))),
+        check(&|w| object(w, "object-5", 5, false)),
         Err(LuoError::BadNode("payload kho,features"))
     );
     // Two objects, one token (names differ only in the unit address's
     // spelling, which the FDT reader allows).
     assert_eq!(
-        incoming(&luo_blob(|w| {
+        check(&|w| {
             object(w, "object-5", 5, true)?;
             object(w, "object-05", 5, true)
-        })),
+        }),
         Err(LuoError::BadNode("object name and token differ"))
     );
     // A node of an unknown luo version is a typed error naming both.
-    let (mut mem, t, scratch) = setup();
-    let root = chain::write(&t, &mut mem).unwrap();
+    let (_, scratch) = setup();
+    let root = empty_chain(&mut mem, &scratch);
     let mut buf = vec![0u8; 8192];
     let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root, &scratch).unwrap();
     w.subsystem(NODE, &["kho-luo-v9"], None, |_| Ok(()))
         .unwrap();
     let n = w.finish().unwrap().len;
-    let h = Handoff::parse(&buf[..n], &[RAM]).unwrap();
     assert!(matches!(
-        Luo::<HostMem>::new().incoming(&h),
+        unread(&mut mem, &buf[..n]),
         Err(LuoError::NoReadableVersion { written, .. }) if written == ["kho-luo-v9"]
     ));
 }
@@ -603,7 +595,8 @@ fn a_malformed_luo_node_is_refused() {
 /// deterministically, so the blob is the same on every run.
 #[test]
 fn golden_luo_blob_pins_the_node_and_the_memfd_descriptors() {
-    let (mut mem, mut t, scratch, a, b) = first_kernel(&[V2, V1]);
+    let (mut mem, _, out) = first_kernel(&[V2, V1]);
+    let (_frozen, b) = freeze(out, &mut mem, 0);
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/luo-v2.dtb");
     if std::env::var_os("KHO_BLESS").is_some() {
         std::fs::write(&path, &b).unwrap();
@@ -626,36 +619,24 @@ fn golden_luo_blob_pins_the_node_and_the_memfd_descriptors() {
         );
     }
     // It still restores, and unknown tokens are typed errors.
-    let h = Handoff::parse(&golden, &[RAM]).unwrap();
-    let mut next = Luo::<HostMem>::new();
-    next.register(MemfdHandler::default()).unwrap();
-    next.incoming(&h).unwrap();
-    let mut claims = mem.hand_over(&t).unwrap();
-    let mut ctx = RestoreCtx {
-        ram: &[RAM],
-        scratch: scratch.areas(),
-        claims: &mut claims,
-    };
+    let mut inc = boot(&mut mem, &golden).unwrap();
+    let files = inc.register(MemfdHandler::default()).unwrap();
+    let mut inc = inc.restore(&mut mem);
     for (s, tok) in [("vm-1", 1), ("vm-1", 2), ("vm-2", 1)] {
-        let (_, v) = next
-            .retrieve::<Memfd>(s, tok, FAMILY_MEMFD, &mut mem, &mut ctx)
-            .unwrap();
+        let (_, v) = inc.take(&files.key(s, tok), &mut mem).unwrap();
         assert_eq!(v, "memfd-v2");
     }
     assert_eq!(
-        next.retrieve::<Memfd>("vm-2", 9, FAMILY_MEMFD, &mut mem, &mut ctx)
-            .unwrap_err(),
-        LuoError::NoToken {
+        inc.take(&files.key("vm-2", 9), &mut mem).map(|_| ()),
+        Err(LuoError::NoToken {
             session: "vm-2".into(),
             token: 9
-        }
+        })
     );
     assert_eq!(
-        next.retrieve::<Memfd>("vm-9", 1, FAMILY_MEMFD, &mut mem, &mut ctx)
-            .unwrap_err(),
-        LuoError::NoSession("vm-9".into())
+        inc.take(&files.key("vm-9", 1), &mut mem).map(|_| ()),
+        Err(LuoError::NoSession("vm-9".into()))
     );
-    drop((a, &mut t));
 }
 
 mod model {
@@ -687,15 +668,15 @@ mod model {
         /// the model's objects, and cancel leaves nothing preserved.
         #[test]
         fn sessions_and_tokens_match_a_model(ops in proptest::collection::vec(op(), 1..40)) {
-            let (mut mem, mut t, scratch) = setup();
-            let mut luo = Luo::<HostMem>::new();
-            luo.register(MemfdHandler::default()).unwrap();
+            let (mut mem, scratch) = setup();
+            let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+            let files = out.register(MemfdHandler::default()).unwrap();
             let mut model: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
             for o in &ops {
                 match *o {
                     Op::Create(s) => {
                         let name = format!("s{s}");
-                        let r = luo.create_session(&name);
+                        let r = out.create_session(&name);
                         match model.entry(name.clone()) {
                             std::collections::btree_map::Entry::Occupied(_) => {
                                 prop_assert_eq!(r, Err(LuoError::DuplicateSession(name)));
@@ -709,9 +690,13 @@ mod model {
                     Op::Preserve(s, tok) => {
                         let name = format!("s{s}");
                         let f = file(&mut mem, 100 + usize::from(tok), tok, 0);
-                        let r = luo.preserve(&name, u64::from(tok), "memfd", f, &mut mem, &mut t);
+                        let r = out.preserve(files, &name, u64::from(tok), f, &mut mem);
                         match model.get_mut(&name) {
-                            None => prop_assert_eq!(r.map_err(|e| e.error), Err(LuoError::NoSession(name))),
+                            None => {
+                                let e = r.unwrap_err();
+                                prop_assert_eq!(e.error, LuoError::NoSession(name));
+                                e.object.free(&mut mem);
+                            }
                             Some(set) if set.contains(&u64::from(tok)) => {
                                 let e = r.unwrap_err();
                                 prop_assert_eq!(e.error, LuoError::DuplicateToken { session: name, token: u64::from(tok) });
@@ -725,7 +710,7 @@ mod model {
                     }
                     Op::Unpreserve(s, tok) => {
                         let name = format!("s{s}");
-                        let r = luo.unpreserve::<Memfd>(&name, u64::from(tok), FAMILY_MEMFD, &mut mem, &mut t);
+                        let r = out.unpreserve(&files.key(&name, u64::from(tok)), &mut mem);
                         let had = model.get_mut(&name).map(|set| set.remove(&u64::from(tok)));
                         match had {
                             None => prop_assert_eq!(r.map(|_| ()), Err(LuoError::NoSession(name))),
@@ -740,21 +725,21 @@ mod model {
                     }
                 }
             }
-            luo.freeze(&mut mem, &mut t, None, false).unwrap();
-            let b = blob(&luo, &mut mem, &t, &scratch);
-            let h = Handoff::parse(&b, &[RAM]).unwrap();
-            let mut next = Luo::<HostMem>::new();
-            next.incoming(&h).unwrap();
-            let got: BTreeSet<(String, u64)> = next.objects().map(|(s, t, _)| (s.to_string(), t)).collect();
+            let mut frozen = out.freeze(&mut mem, Freeze::AllowLoss).unwrap();
+            let b = write(&mut frozen, &mut mem, 0);
+            let mut next_mem = mem.clone();
+            let mut out = frozen.thaw(&mut mem);
+            let inc = boot(&mut next_mem, &b).unwrap();
+            let got: BTreeSet<(String, u64)> = inc.objects().map(|(s, t, _)| (s.to_string(), t)).collect();
             let want: BTreeSet<(String, u64)> = model
                 .iter()
                 .flat_map(|(s, set)| set.iter().map(move |t| (s.clone(), *t)))
                 .collect();
             prop_assert_eq!(got, want);
-            for c in luo.cancel(&mut mem, &mut t) {
+            for c in out.cancel(&mut mem) {
                 c.into_object::<Memfd>().unwrap().free(&mut mem);
             }
-            prop_assert_eq!(t.pages(), 0);
+            prop_assert_eq!(out.tracker().pages(), 0);
         }
     }
 }
@@ -796,23 +781,35 @@ fn rewrite(blob: &[u8], value: NewValue<'_>, after: After<'_>) -> Vec<u8> {
     buf
 }
 
+/// The blob with property `name` of the node at `path` set to `new`,
+/// resealed.
+fn with_property(blob: &[u8], path: &str, name: &str, new: &[u8]) -> Vec<u8> {
+    rewrite(
+        blob,
+        &|p, n, old| {
+            if p == path && n == name {
+                new.to_vec()
+            } else {
+                old.to_vec()
+            }
+        },
+        &|_, _, _| {},
+    )
+}
+
 /// Two plain files written as `memfd-v1` only (so each has a record
 /// array), in one session; then `edit` changes the blob's payload bytes of
 /// token 2 and the memory, given token 1's first array block. Resealed.
-fn two_v1_files(
-    edit: impl Fn(&mut HostMem, u64, &mut [u8]),
-) -> (HostMem, Tracker, Scratch, Vec<u8>) {
-    let (mut mem, mut t, scratch) = setup();
-    let mut luo = Luo::<HostMem>::new();
-    luo.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
-    luo.create_session("s").unwrap();
+fn two_v1_files(edit: impl Fn(&mut HostMem, u64, &mut [u8])) -> (HostMem, Vec<u8>) {
+    let (mut mem, scratch) = setup();
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let files = out.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
+    out.create_session("s").unwrap();
     for (tok, len, seed) in [(1, 40_000, 1), (2, 50_000, 2)] {
         let f = file(&mut mem, len, seed, 0);
-        luo.preserve("s", tok, FAMILY_MEMFD, f, &mut mem, &mut t)
-            .unwrap();
+        out.preserve(files, "s", tok, f, &mut mem).unwrap();
     }
-    luo.freeze(&mut mem, &mut t, None, false).unwrap();
-    let b = blob(&luo, &mut mem, &t, &scratch);
+    let (_frozen, b) = freeze(out, &mut mem, 0);
     let h = Handoff::parse(&b, &[RAM]).unwrap();
     let desc = |tok: u64| -> Vec<u8> {
         let n = h
@@ -830,18 +827,8 @@ fn two_v1_files(
     let mut d2 = desc(2);
     edit(&mut mem, a_block, &mut d2);
     // The blob again with token 2's payload replaced, resealed.
-    let buf = rewrite(
-        &b,
-        &|path, name, old| {
-            if path == "/luo/session-0/object-2/payload-0" && name == "kho,data" {
-                d2.clone()
-            } else {
-                old.to_vec()
-            }
-        },
-        &|_, _, _| {},
-    );
-    (mem, t, scratch, buf)
+    let buf = with_property(&b, "/luo/session-0/object-2/payload-0", "kho,data", &d2);
+    (mem, buf)
 }
 
 /// Token 2's first record now names token 1's record-array block, the
@@ -861,29 +848,20 @@ fn adopt_anothers_array(mem: &mut HostMem, a_block: u64, d2: &mut [u8]) {
 fn one_object_never_adopts_anothers_metadata_whatever_the_order() {
     // Before, file 1's array pages were released once it was read: file 2
     // then adopted one as a folio (its data was file 1's records), and in
-    // the other order file 1 failed instead. Now the first retrieve
-    // restores in blob order and metadata keeps its role until finish:
-    // the same object is refused in both orders, with the same freed
-    // total.
+    // the other order file 1 failed instead. Now the restore goes in blob
+    // order and metadata keeps its role until finish: the same object is
+    // refused in both orders, with the same freed total.
     let mut outcomes = Vec::new();
     for order in [[1u64, 2], [2, 1]] {
-        let (mut mem, t, scratch, b) = two_v1_files(adopt_anothers_array);
-        let h = Handoff::parse(&b, &[RAM]).unwrap();
-        let mut luo = Luo::<HostMem>::new();
-        luo.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
-        luo.incoming(&h).unwrap();
-        let mut claims = mem.hand_over(&t).unwrap();
-        let mut ctx = RestoreCtx {
-            ram: &[RAM],
-            scratch: scratch.areas(),
-            claims: &mut claims,
-        };
+        let (mut mem, b) = two_v1_files(adopt_anothers_array);
+        let mut inc = boot(&mut mem, &b).unwrap();
+        let files = inc.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
+        let mut inc = inc.restore(&mut mem);
         let mut got = Vec::new();
         for tok in order {
             got.push((
                 tok,
-                luo.retrieve::<Memfd>("s", tok, FAMILY_MEMFD, &mut mem, &mut ctx)
-                    .map(|(_, v)| v),
+                inc.retrieve(&files.key("s", tok), &mut mem).map(|(_, v)| v),
             ));
         }
         got.sort_by_key(|(t, _)| *t);
@@ -903,10 +881,8 @@ fn one_object_never_adopts_anothers_metadata_whatever_the_order() {
             "{e:?}"
         );
         assert_eq!(e.kind(), crate::ErrorKind::Corrupt);
-        let f1 = luo.take::<Memfd>("s", 1, FAMILY_MEMFD).unwrap();
-        let done = luo
-            .finish(&mut mem, claims, &[RAM], scratch.areas())
-            .unwrap();
+        let (f1, _) = inc.take(&files.key("s", 1), &mut mem).unwrap();
+        let done = inc.finish(&mut mem).unwrap();
         assert_eq!(done.lost.len(), 1);
         outcomes.push((got, done.freed, f1.folio_count()));
     }
@@ -914,27 +890,16 @@ fn one_object_never_adopts_anothers_metadata_whatever_the_order() {
 }
 
 #[test]
-fn finish_is_final() {
-    let (mut mem, t, scratch, _, b) = first_kernel(&[V2, V1]);
-    let h = Handoff::parse(&b, &[RAM]).unwrap();
-    let mut luo = Luo::<HostMem>::new();
-    luo.register(MemfdHandler::default()).unwrap();
-    luo.incoming(&h).unwrap();
-    let mut claims = mem.hand_over(&t).unwrap();
-    let preserved: Vec<Range> = claims.preserved().collect();
-    let spare = Claims::new(preserved.iter().copied(), scratch.areas()).unwrap();
-    let mut ctx = RestoreCtx {
-        ram: &[RAM],
-        scratch: scratch.areas(),
-        claims: &mut claims,
-    };
-    luo.retrieve::<Memfd>("vm-1", 1, FAMILY_MEMFD, &mut mem, &mut ctx)
-        .unwrap();
+fn finish_gives_back_what_nobody_took() {
+    let (mut mem, _, out) = first_kernel(&[V2, V1]);
+    let (_frozen, b) = freeze(out, &mut mem, 0);
+    let mut inc = boot(&mut mem, &b).unwrap();
+    let files = inc.register(MemfdHandler::default()).unwrap();
+    let mut inc = inc.restore(&mut mem);
+    inc.retrieve(&files.key("vm-1", 1), &mut mem).unwrap();
     let free = mem.free_bytes();
     let (calls, added) = (mem.free_calls, mem.added.len());
-    let done = luo
-        .finish(&mut mem, claims, &[RAM], scratch.areas())
-        .unwrap();
+    let done = inc.finish(&mut mem).unwrap();
     assert_eq!(mem.free_bytes(), free + done.freed);
     // Handed-over memory goes to the allocator as new free memory, range
     // by range, never through `free_frames` (which may only see what it
@@ -942,8 +907,9 @@ fn finish_is_final() {
     assert_eq!(mem.free_calls, calls);
     assert_eq!(mem.added[added..], done.ranges[..]);
     assert!(!done.ranges.is_empty());
-    // Never retrieved, or retrieved and never taken: discarded, reported,
-    // their pages freed (nobody can take them after finish).
+    // Retrieved and never taken, or never retrieved: discarded, reported,
+    // their pages freed (nobody can take them after finish, which consumed
+    // the restored side: a second finish does not compile).
     assert_eq!(done.lost.len(), 3);
     for (s, tok, e) in &done.lost {
         let want = if (s.as_str(), *tok) == ("vm-1", 1) {
@@ -953,40 +919,23 @@ fn finish_is_final() {
         };
         assert_eq!(*e, want, "{s}/{tok}");
     }
-    // A second finish is refused and frees nothing; a claim after finish
-    // cannot be written (the claims were consumed), and a retrieve is
-    // refused.
-    assert_eq!(
-        luo.finish(&mut mem, spare, &[RAM], scratch.areas()),
-        Err(LuoError::State("finish was called before"))
-    );
-    assert_eq!(mem.free_bytes(), free + done.freed);
-    let mut other = Claims::new(preserved.iter().copied(), scratch.areas()).unwrap();
-    let mut ctx = RestoreCtx {
-        ram: &[RAM],
-        scratch: scratch.areas(),
-        claims: &mut other,
-    };
-    assert_eq!(
-        luo.retrieve::<Memfd>("vm-1", 2, FAMILY_MEMFD, &mut mem, &mut ctx)
-            .map(|_| ()),
-        Err(LuoError::State("finished"))
-    );
 }
 
 #[test]
 fn a_repeated_version_is_refused_everywhere() {
     // In a handler's lists.
-    let mut luo = Luo::<HostMem>::new();
+    let (mut mem, scratch) = setup();
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
     assert_eq!(
-        luo.register(MemfdHandler::new(&[V2, V2], &[V2])),
+        out.register(MemfdHandler::new(&[V2, V2], &[V2]))
+            .map(|_| ()),
         Err(LuoError::DuplicateVersion {
             family: "memfd".into(),
             version: "memfd-v2".into()
         })
     );
     assert!(matches!(
-        luo.register(MemfdHandler::new(&[V2], &[V1, V2, V1])),
+        out.register(MemfdHandler::new(&[V2], &[V1, V2, V1])),
         Err(LuoError::DuplicateVersion { .. })
     ));
     // In a reads note, and an entry without its NUL (a truncated
@@ -994,22 +943,12 @@ fn a_repeated_version_is_refused_everywhere() {
     assert!(ReadList::parse(b"memfd-v1\0memfd-v2\0memfd-v1+3\0\0\0\0").is_none());
     assert!(ReadList::parse(b"memfd-v2\0memfd-v1").is_none());
     assert!(ReadList::parse(b"memfd-v2\0memfd-v12\0\0\0").is_some());
-    // In an object's payloads: two memfd-v2 payloads (the reader took the
+    // In an object's payloads: two num-v1 payloads (the reader took the
     // first, silently).
-    let (mut mem, mut t, scratch) = setup();
-    let mut a = Luo::<HostMem>::new();
-    a.register(Numbers {
-        family: "num",
-        writes: vec![Version::new("num-v1")],
-        reads: vec![Version::new("num-v1")],
-        required: 0,
-        prepared: 0,
-    })
-    .unwrap();
-    a.create_session("s").unwrap();
-    a.preserve("s", 1, "num", 5u64, &mut mem, &mut t).unwrap();
-    a.freeze(&mut mem, &mut t, None, false).unwrap();
-    let b = blob(&a, &mut mem, &t, &scratch);
+    let nums = out.register(numbers("num")).unwrap();
+    out.create_session("s").unwrap();
+    out.preserve(nums, "s", 1, 5u64, &mut mem).unwrap();
+    let (_frozen, b) = freeze(out, &mut mem, 0);
     // Duplicate the payload node by rewriting the blob.
     let buf = rewrite(&b, &|_, _, old| old.to_vec(), &|path, c, w| {
         if path.ends_with("/payload-0") {
@@ -1020,19 +959,14 @@ fn a_repeated_version_is_refused_everywhere() {
             w.end_node().unwrap();
         }
     });
-    let h = Handoff::parse(&buf, &[RAM]).unwrap();
-    let mut l = Luo::<HostMem>::new();
+    // Finish reports the node as unread.
     assert_eq!(
-        l.incoming(&h),
+        unread(&mut mem, &buf),
         Err(LuoError::DuplicateVersion {
             family: "num".into(),
             version: "num-v1".into()
         })
     );
-    // Finish reports the node as unread.
-    let claims = mem.hand_over(&t).unwrap();
-    let done = l.finish(&mut mem, claims, &[RAM], scratch.areas()).unwrap();
-    assert!(done.unread.is_some());
 }
 
 #[test]
@@ -1062,50 +996,34 @@ fn the_reads_note_is_built_from_the_read_lists() {
     assert!(!l.reads("memfd-v2", 1));
 }
 
-/// The blob with the frozen `luo` written at `hop`.
-fn blob_at_hop(
-    luo: &Luo<HostMem>,
-    mem: &mut HostMem,
-    t: &Tracker,
-    scratch: &Scratch,
-    hop: u32,
-) -> Vec<u8> {
-    let root = chain::write(t, mem).unwrap();
-    let mut buf = vec![0u8; 64 << 10];
-    let mut w = HandoffWriter::new(&mut buf, hop, Stamps::default(), &root, scratch).unwrap();
-    luo.write(&mut w).unwrap();
-    let n = w.finish().unwrap().len;
-    buf.truncate(n);
-    buf
+/// A kernel reading `reads` over `b`: restores what it reads, takes
+/// every file it can, finishes; returns what it carried.
+fn carrier(mem: &mut HostMem, b: &[u8], reads: &[Version]) -> Finished {
+    let mut inc = boot(mem, b).unwrap();
+    let files = inc.register(MemfdHandler::new(reads, reads)).unwrap();
+    let objs: Vec<(String, u64)> = inc.objects().map(|(s, t, _)| (s.into(), t)).collect();
+    let mut inc = inc.restore(mem);
+    for (s, tok) in &objs {
+        let _ = inc.take(&files.key(s, *tok), mem);
+    }
+    inc.finish(mem).unwrap()
 }
 
-/// A kernel reading `reads` over `b`: restores what it reads, takes
-/// nothing, finishes; returns what it carried.
-fn carrier(
+/// The next hop's handoff from a kernel that only carries `carried`,
+/// frozen for a next kernel that reads `next`.
+fn carry_on(
     mem: &mut HostMem,
-    t: &Tracker,
-    scratch: &Scratch,
-    b: &[u8],
-    reads: &[Version],
-) -> Finished {
-    let h = Handoff::parse(b, &[RAM]).unwrap();
-    let mut luo = Luo::<HostMem>::new();
-    luo.register(MemfdHandler::new(reads, reads)).unwrap();
-    luo.incoming(&h).unwrap();
-    let mut claims = mem.hand_over(t).unwrap();
-    let mut ctx = RestoreCtx {
-        ram: &[RAM],
-        scratch: scratch.areas(),
-        claims: &mut claims,
-    };
-    let objs: Vec<(String, u64)> = luo.objects().map(|(s, t, _)| (s.into(), t)).collect();
-    for (s, tok) in &objs {
-        if let Ok((f, _)) = luo.retrieve::<Memfd>(s, *tok, FAMILY_MEMFD, mem, &mut ctx) {
-            let _ = f.size();
-        }
-        let _ = luo.take::<Memfd>(s, *tok, FAMILY_MEMFD);
-    }
-    luo.finish(mem, claims, &[RAM], scratch.areas()).unwrap()
+    scratch: Scratch,
+    carried: Vec<Carried>,
+    next: &ReadList<'_>,
+    hop: u32,
+) -> Vec<u8> {
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    out.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
+    let refused = out.carry(carried, mem);
+    assert!(refused.is_empty(), "{:?}", refused[0].error);
+    let mut frozen = out.freeze(mem, Freeze::NoLoss(next)).unwrap();
+    write(&mut frozen, mem, hop)
 }
 
 /// A `memfd-v3` file through a kernel that reads `memfd-v1` only, twice,
@@ -1114,23 +1032,24 @@ fn carrier(
 /// freed overlaps it.
 #[test]
 fn an_unreadable_object_is_carried_through_two_kernels_bit_exact() {
-    let (mut mem, mut t, scratch) = setup();
-    let mut luo = Luo::<HostMem>::new();
-    luo.register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
+    let (mut mem, scratch) = setup();
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let files = out
+        .register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
         .unwrap();
-    luo.create_session("s").unwrap();
+    out.create_session("s").unwrap();
     let f = file(&mut mem, 200_000, 9, 0);
     let want = contents(&f, &mem);
     let first = f.extents()[0].phys;
-    luo.preserve("s", 7, FAMILY_MEMFD, f, &mut mem, &mut t)
-        .unwrap();
+    out.preserve(files, "s", 7, f, &mut mem).unwrap();
     let carrier_reads = ReadList::parse(b"memfd-v1\0kho-luo-v2\0").unwrap();
-    assert_eq!(luo.preflight(&carrier_reads)[0].outcome, Outcome::Carried);
-    luo.freeze(&mut mem, &mut t, Some(&carrier_reads), false)
+    assert_eq!(out.preflight(&carrier_reads)[0].outcome, Outcome::Carried);
+    let mut frozen = out
+        .freeze(&mut mem, Freeze::NoLoss(&carrier_reads))
         .unwrap();
-    let mut b = blob_at_hop(&luo, &mut mem, &t, &scratch, 3);
+    let mut b = write(&mut frozen, &mut mem, 3);
     for hop in [4, 5] {
-        let done = carrier(&mut mem, &t, &scratch, &b, &[V1]);
+        let done = carrier(&mut mem, &b, &[V1]);
         assert!(done.lost.is_empty(), "{:?}", done.lost);
         assert_eq!(done.carried.len(), 1);
         for r in &done.ranges {
@@ -1144,37 +1063,23 @@ fn an_unreadable_object_is_carried_through_two_kernels_bit_exact() {
                 }
             }
         }
-        let mut next = Luo::<HostMem>::new();
-        next.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
-        t = Tracker::new(scratch.areas()).unwrap();
-        for c in done.carried {
-            next.carry(c, &mut mem, &mut t).unwrap();
-        }
-        next.freeze(&mut mem, &mut t, Some(&carrier_reads), false)
-            .unwrap();
-        b = blob_at_hop(&next, &mut mem, &t, &scratch, hop);
+        b = carry_on(&mut mem, scratch, done.carried, &carrier_reads, hop);
     }
     // The origin and the count, as the blob says.
-    let h = Handoff::parse(&b, &[RAM]).unwrap();
-    let mut last = Luo::<HostMem>::new();
-    last.register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
+    let mut inc = boot(&mut mem, &b).unwrap();
+    let files = inc
+        .register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
         .unwrap();
-    last.incoming(&h).unwrap();
-    let origin = last.origin("s", 7).unwrap();
-    assert_eq!(origin, Origin { hop: 3, carried: 2 });
-    let mut claims = mem.hand_over(&t).unwrap();
-    let mut ctx = RestoreCtx {
-        ram: &[RAM],
-        scratch: scratch.areas(),
-        claims: &mut claims,
-    };
-    let (g, v) = last
-        .retrieve::<Memfd>("s", 7, FAMILY_MEMFD, &mut mem, &mut ctx)
-        .unwrap();
+    let key = files.key("s", 7);
+    assert_eq!(
+        inc.info(&key).unwrap().origin,
+        Origin { hop: 3, carried: 2 }
+    );
+    let mut inc = inc.restore(&mut mem);
+    let (g, v) = inc.take(&key, &mut mem).unwrap();
     assert_eq!(v, "memfd-v3");
     assert_eq!(g.extents()[0].phys, first);
-    let got = contents(g, &mem);
-    assert_eq!(got, want);
+    assert_eq!(contents(&g, &mem), want);
 }
 
 /// A carried object whose footprint names another object's page, or a
@@ -1183,21 +1088,21 @@ fn an_unreadable_object_is_carried_through_two_kernels_bit_exact() {
 #[test]
 fn a_bad_footprint_drops_that_object_only() {
     for bad in ["overlap", "unpreserved"] {
-        let (mut mem, mut t, scratch) = setup();
-        let mut luo = Luo::<HostMem>::new();
-        luo.register(MemfdHandler::new(&[V3_TEST, V1], &[V3_TEST]))
+        let (mut mem, scratch) = setup();
+        let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+        let files = out
+            .register(MemfdHandler::new(&[V3_TEST, V1], &[V3_TEST]))
             .unwrap();
-        luo.create_session("s").unwrap();
+        out.create_session("s").unwrap();
         let readable = file(&mut mem, 10_000, 1, 0);
         let read_page = readable.extents()[0].phys;
-        luo.preserve("s", 1, FAMILY_MEMFD, readable, &mut mem, &mut t)
-            .unwrap();
+        out.preserve(files, "s", 1, readable, &mut mem).unwrap();
         // Sealed: no v1 payload, so a v1 reader carries it.
         for tok in [2, 3] {
             let f = file(&mut mem, 10_000, 2, seal::WRITE.bits());
-            luo.preserve("s", tok, FAMILY_MEMFD, f, &mut mem, &mut t)
-                .unwrap();
+            out.preserve(files, "s", tok, f, &mut mem).unwrap();
         }
+        let (_frozen, b) = freeze(out, &mut mem, 0);
         // Object 2's footprint made to name object 1's first page, or a
         // page outside every preserved range.
         let target = if bad == "overlap" {
@@ -1205,38 +1110,32 @@ fn a_bad_footprint_drops_that_object_only() {
         } else {
             0x3f00_0000
         };
-        let (si, oi) = luo.find("s", 2).unwrap();
-        luo.sessions[si].objects[oi].footprint = vec![Range::new(target, target + 4096)];
-        luo.freeze(&mut mem, &mut t, None, false).unwrap();
-        let b = blob(&luo, &mut mem, &t, &scratch);
-        let h = Handoff::parse(&b, &[RAM]).unwrap();
-        let mut next = Luo::<HostMem>::new();
-        next.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
-        next.incoming(&h).unwrap();
-        let mut claims = mem.hand_over(&t).unwrap();
-        let mut ctx = RestoreCtx {
-            ram: &[RAM],
-            scratch: scratch.areas(),
-            claims: &mut claims,
+        let fp = crate::abi::luo::Extent {
+            start: target.into(),
+            pages: 1u64.into(),
         };
-        let (f1, _) = next
-            .retrieve::<Memfd>("s", 1, FAMILY_MEMFD, &mut mem, &mut ctx)
-            .unwrap();
+        let b = with_property(
+            &b,
+            "/luo/session-0/object-2",
+            "kho,footprint",
+            fp.as_bytes(),
+        );
+        let mut inc = boot(&mut mem, &b).unwrap();
+        let files = inc.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
+        let mut inc = inc.restore(&mut mem);
+        let (f1, _) = inc.take(&files.key("s", 1), &mut mem).unwrap();
         assert_eq!(f1.extents()[0].phys, read_page);
-        match next.retrieve::<Memfd>("s", 2, FAMILY_MEMFD, &mut mem, &mut ctx) {
+        match inc.take(&files.key("s", 2), &mut mem) {
             Err(LuoError::Footprint { session, token, .. }) => {
                 assert_eq!((session.as_str(), token), ("s", 2), "{bad}")
             }
-            other => panic!("{bad}: {other:?}"),
+            other => panic!("{bad}: {:?}", other.map(|_| ())),
         }
         assert!(matches!(
-            next.retrieve::<Memfd>("s", 3, FAMILY_MEMFD, &mut mem, &mut ctx),
+            inc.take(&files.key("s", 3), &mut mem),
             Err(LuoError::Carried { .. })
         ));
-        let _ = next.take::<Memfd>("s", 1, FAMILY_MEMFD).unwrap();
-        let done = next
-            .finish(&mut mem, claims, &[RAM], scratch.areas())
-            .unwrap();
+        let done = inc.finish(&mut mem).unwrap();
         assert_eq!(done.lost.len(), 1);
         assert_eq!(done.carried.len(), 1);
         assert_eq!(done.carried[0].token, 3);
@@ -1247,20 +1146,19 @@ fn a_bad_footprint_drops_that_object_only() {
 /// memory freed; preflight says so.
 #[test]
 fn a_session_that_opts_out_is_dropped_not_carried() {
-    let (mut mem, mut t, scratch) = setup();
-    let mut luo = Luo::<HostMem>::new();
-    luo.register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
+    let (mut mem, scratch) = setup();
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let files = out
+        .register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
         .unwrap();
-    luo.create_session("keys").unwrap();
-    luo.set_drop_unread("keys", true).unwrap();
+    out.create_session("keys").unwrap();
+    out.set_drop_unread("keys", true).unwrap();
     let f = file(&mut mem, 10_000, 1, 0);
-    luo.preserve("keys", 1, FAMILY_MEMFD, f, &mut mem, &mut t)
-        .unwrap();
+    out.preserve(files, "keys", 1, f, &mut mem).unwrap();
     let carrier_reads = ReadList::parse(b"memfd-v1\0kho-luo-v2\0").unwrap();
-    assert_eq!(luo.preflight(&carrier_reads)[0].outcome, Outcome::Lost);
-    luo.freeze(&mut mem, &mut t, None, false).unwrap();
-    let b = blob(&luo, &mut mem, &t, &scratch);
-    let done = carrier(&mut mem, &t, &scratch, &b, &[V1]);
+    assert_eq!(out.preflight(&carrier_reads)[0].outcome, Outcome::Lost);
+    let (_frozen, b) = freeze(out, &mut mem, 0);
+    let done = carrier(&mut mem, &b, &[V1]);
     assert!(done.carried.is_empty());
     assert_eq!(done.lost.len(), 1);
     assert!(matches!(done.lost[0].2, LuoError::NoReadableVersion { .. }));
@@ -1270,6 +1168,9 @@ fn a_session_that_opts_out_is_dropped_not_carried() {
 /// Malformed v2 object properties are refused as a whole node.
 #[test]
 fn a_malformed_footprint_or_origin_is_refused() {
+    // Preserved outside the fake's pool, so that no handoff page lands
+    // there.
+    const KEPT: Range = Range::new(0x800_0000, 0x801_0000);
     let v2_object = |origin: bool, extents: &[(u64, u64)]| {
         let recs: Vec<crate::abi::luo::Extent> = extents
             .iter()
@@ -1278,7 +1179,9 @@ fn a_malformed_footprint_or_origin_is_refused() {
                 pages: p.into(),
             })
             .collect();
-        let (mut mem, t, scratch) = setup();
+        let (mut mem, scratch) = setup();
+        let mut t = Tracker::new(scratch.areas()).unwrap();
+        t.preserve_range(KEPT.start, KEPT.end).unwrap();
         let root = chain::write(&t, &mut mem).unwrap();
         let mut buf = vec![0u8; 8192];
         let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root, &scratch).unwrap();
@@ -1306,26 +1209,21 @@ fn a_malformed_footprint_or_origin_is_refused() {
         .unwrap();
         let n = w.finish().unwrap().len;
         buf.truncate(n);
-        let h = Handoff::parse(&buf, &[RAM]).unwrap();
-        let mut luo = Luo::<HostMem>::new();
-        luo.incoming(&h)?;
+        unread(&mut mem.clone(), &buf)?;
         // No handler reads it: carried, or refused for its footprint.
-        let mut claims = Claims::new([Range::new(0x1000_0000, 0x1001_0000)], &[]).unwrap();
-        let mut ctx = RestoreCtx {
-            ram: &[RAM],
-            scratch: &[],
-            claims: &mut claims,
-        };
-        match luo.retrieve::<Memfd>("s", 1, FAMILY_MEMFD, &mut mem, &mut ctx) {
-            Err(LuoError::Carried { .. }) => Ok(()),
-            Err(e) => Err(e),
-            Ok(_) => panic!("read without a handler"),
+        let done = boot(&mut mem, &buf)
+            .unwrap()
+            .restore(&mut mem)
+            .finish(&mut mem);
+        let mut done = done.unwrap();
+        match (done.carried.len(), done.lost.pop()) {
+            (1, None) => Ok(()),
+            (0, Some((_, _, e))) => Err(e),
+            other => panic!("{other:?}"),
         }
     };
-    assert_eq!(
-        v2_object(true, &[(0x1000_0000, 2), (0x1000_3000, 1)]),
-        Ok(())
-    );
+    assert_eq!(v2_object(true, &[(0x800_0000, 2), (0x800_3000, 1)]), Ok(()));
+    // No footprint and no handler: it cannot be carried, so it is lost.
     assert!(matches!(v2_object(true, &[]), Err(LuoError::NoHandler(_))));
     let bad_fp = Err(LuoError::BadFootprint {
         session: "s".into(),
@@ -1334,17 +1232,17 @@ fn a_malformed_footprint_or_origin_is_refused() {
         why: "its footprint property is malformed",
     });
     for extents in [
-        &[(0x1000_3000, 1), (0x1000_0000, 2)][..], // unsorted
-        &[(0x1000_0000, 2), (0x1000_1000, 1)],     // overlapping
-        &[(0x1000_0000, 2), (0x1000_2000, 1)],     // touching: should be one
-        &[(0x1000_0000, 0)],                       // empty
-        &[(0x1000_0800, 1)],                       // unaligned
-        &[(u64::MAX - 4095, 2)],                   // overflowing
+        &[(0x800_3000, 1), (0x800_0000, 2)][..], // unsorted
+        &[(0x800_0000, 2), (0x800_1000, 1)],     // overlapping
+        &[(0x800_0000, 2), (0x800_2000, 1)],     // touching: should be one
+        &[(0x800_0000, 0)],                      // empty
+        &[(0x800_0800, 1)],                      // unaligned
+        &[(u64::MAX - 4095, 2)],                 // overflowing
     ] {
         assert_eq!(v2_object(true, extents), bad_fp, "{extents:x?}");
     }
     assert_eq!(
-        v2_object(false, &[(0x1000_0000, 1)]),
+        v2_object(false, &[(0x800_0000, 1)]),
         Err(LuoError::BadNode("object kho,origin"))
     );
 }
@@ -1510,156 +1408,109 @@ impl Handler<HostMem> for Dep {
 /// them all.
 #[test]
 fn shared_state_comes_first_and_its_dependents_follow_it() {
-    let (mut mem, mut t, scratch) = setup();
+    let (mut mem, scratch) = setup();
     let log = std::rc::Rc::new(core::cell::RefCell::new(Vec::new()));
-    let mut luo = Luo::<HostMem>::new();
-    luo.register(PoolHandler { log: log.clone() }).unwrap();
-    luo.register(Dep).unwrap();
-    luo.create_session("deps").unwrap();
-    luo.create_session("shared").unwrap();
-    let pages: Vec<u64> = (0..3)
-        .map(|_| crate::platform::FrameAlloc::alloc_frames(&mut mem, 0).unwrap())
-        .collect();
-    let own = crate::platform::FrameAlloc::alloc_frames(&mut mem, 0).unwrap();
-    luo.share(
-        "shared",
-        1,
-        "pool",
-        Pool {
-            pages: pages.clone(),
-        },
-    )
-    .unwrap();
-    assert_eq!(t.pages(), 0, "not preserved before a dependent");
-    luo.preserve_with(
-        "deps",
-        5,
-        "dep",
-        (2u64, own),
-        ("shared", 1),
-        &mut mem,
-        &mut t,
-    )
-    .unwrap();
-    assert_eq!(t.pages(), 3);
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let pools = out.register(PoolHandler { log: log.clone() }).unwrap();
+    let deps = out.register(Dep).unwrap();
+    out.create_session("deps").unwrap();
+    out.create_session("shared").unwrap();
+    let pages: Vec<u64> = (0..3).map(|_| mem.alloc_frames(0).unwrap()).collect();
+    let own = mem.alloc_frames(0).unwrap();
+    let pool = out
+        .share(
+            pools,
+            "shared",
+            1,
+            Pool {
+                pages: pages.clone(),
+            },
+        )
+        .unwrap();
+    assert_eq!(out.tracker().pages(), 0, "not preserved before a dependent");
+    let dep = out
+        .preserve_with(deps, "deps", 5, (2u64, own), &pool, &mut mem)
+        .unwrap();
+    assert_eq!(out.tracker().pages(), 3);
+    assert_eq!(out.unpreserve(&dep, &mut mem), Ok((2, own)));
     assert_eq!(
-        luo.unpreserve::<(u64, u64)>("deps", 5, "dep", &mut mem, &mut t),
-        Ok((2, own))
+        out.tracker().pages(),
+        0,
+        "back to pending with its last dependent"
     );
-    assert_eq!(t.pages(), 0, "back to pending with its last dependent");
-    luo.preserve_with(
-        "deps",
-        5,
-        "dep",
-        (2u64, own),
-        ("shared", 1),
-        &mut mem,
-        &mut t,
-    )
-    .unwrap();
-    t.preserve(own, 0).unwrap();
-    luo.freeze(&mut mem, &mut t, None, false).unwrap();
-    let b = blob(&luo, &mut mem, &t, &scratch);
-    let h = Handoff::parse(&b, &[RAM]).unwrap();
+    out.preserve_with(deps, "deps", 5, (2u64, own), &pool, &mut mem)
+        .unwrap();
+    out.preserve_frames(own, 0).unwrap();
+    // Preflight: the dependent follows its pool.
+    let carrier = ReadList::parse(b"dep-v1\0kho-luo-v2\0").unwrap();
+    let plan = out.preflight(&carrier);
+    assert!(
+        plan.iter().all(|p| p.outcome == Outcome::Carried),
+        "{plan:?}"
+    );
+    let (_frozen, b) = freeze(out, &mut mem, 0);
 
     // A kernel that reads both: the pool first (the dependent comes first
     // in the blob), lent to the dependent; discarded after it. (On a copy
     // of memory: the second kernel below starts from the same handoff.)
     let saved = mem.clone();
-    let mut next = Luo::<HostMem>::new();
-    next.register(PoolHandler { log: log.clone() }).unwrap();
-    next.register(Dep).unwrap();
-    next.incoming(&h).unwrap();
-    let mut claims = mem.hand_over(&t).unwrap();
-    let mut ctx = RestoreCtx {
-        ram: &[RAM],
-        scratch: scratch.areas(),
-        claims: &mut claims,
-    };
-    let (d, _) = next
-        .retrieve::<(u64, u64)>("deps", 5, "dep", &mut mem, &mut ctx)
-        .unwrap();
-    assert_eq!(*d, (2, pages[2]));
-    next.take::<(u64, u64)>("deps", 5, "dep").unwrap();
-    let done = next
-        .finish(&mut mem, claims, &[RAM], scratch.areas())
-        .unwrap();
-    assert_eq!(done.lost.len(), 1, "the pool was never retrieved");
+    let mut inc = boot(&mut mem, &b).unwrap();
+    inc.register(PoolHandler { log: log.clone() }).unwrap();
+    let deps = inc.register(Dep).unwrap();
+    let mut inc = inc.restore(&mut mem);
+    let (d, _) = inc.take(&deps.key("deps", 5), &mut mem).unwrap();
+    assert_eq!(d, (2, pages[2]));
+    let done = inc.finish(&mut mem).unwrap();
+    assert_eq!(done.lost.len(), 1, "the pool was never taken");
     assert_eq!(*log.borrow(), ["pool"]);
 
     // A kernel without the pool's handler: the dependent is not read
     // (naming both) and both are carried.
     let mut mem = saved;
-    let mut next = Luo::<HostMem>::new();
-    next.register(Dep).unwrap();
-    next.incoming(&h).unwrap();
-    let mut claims = mem.hand_over(&t).unwrap();
-    let mut ctx = RestoreCtx {
-        ram: &[RAM],
-        scratch: scratch.areas(),
-        claims: &mut claims,
-    };
-    let e = next
-        .retrieve::<(u64, u64)>("deps", 5, "dep", &mut mem, &mut ctx)
-        .unwrap_err();
+    let mut inc = boot(&mut mem, &b).unwrap();
+    let deps = inc.register(Dep).unwrap();
+    let mut inc = inc.restore(&mut mem);
+    let e = inc.take(&deps.key("deps", 5), &mut mem).unwrap_err();
     assert!(matches!(e, LuoError::Carried { .. }), "{e}");
-    let done = next
-        .finish(&mut mem, claims, &[RAM], scratch.areas())
-        .unwrap();
+    let done = inc.finish(&mut mem).unwrap();
     assert!(done.lost.is_empty(), "{:?}", done.lost);
     assert_eq!(done.carried.len(), 2);
-    // Preflight: the dependent follows its pool.
-    let carrier = ReadList::parse(b"dep-v1\0kho-luo-v2\0").unwrap();
-    let plan = luo.preflight(&carrier);
-    assert!(
-        plan.iter().all(|p| p.outcome == Outcome::Carried),
-        "{plan:?}"
-    );
 }
 
 /// A node whose object needs a missing or chained object is refused.
 #[test]
 fn a_need_for_a_missing_object_is_refused() {
-    let (mut mem, mut t, scratch) = setup();
-    let mut luo = Luo::<HostMem>::new();
-    luo.register(PoolHandler {
-        log: Default::default(),
-    })
-    .unwrap();
-    luo.register(Dep).unwrap();
-    luo.create_session("s").unwrap();
-    let page = crate::platform::FrameAlloc::alloc_frames(&mut mem, 0).unwrap();
-    luo.share("s", 1, "pool", Pool { pages: vec![page] })
-        .unwrap();
-    luo.preserve_with("s", 2, "dep", (0u64, page), ("s", 1), &mut mem, &mut t)
-        .unwrap();
-    // A dependent of a dependent is refused at preserve.
-    let r = luo.preserve_with("s", 3, "dep", (0u64, page), ("s", 2), &mut mem, &mut t);
-    assert!(matches!(
-        r,
-        Err(Refused {
-            error: LuoError::State(_),
-            ..
+    let (mut mem, scratch) = setup();
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let pools = out
+        .register(PoolHandler {
+            log: Default::default(),
         })
-    ));
-    luo.freeze(&mut mem, &mut t, None, false).unwrap();
-    let mut b = blob(&luo, &mut mem, &t, &scratch);
+        .unwrap();
+    let deps = out.register(Dep).unwrap();
+    out.create_session("s").unwrap();
+    let page = mem.alloc_frames(0).unwrap();
+    let pool = out
+        .share(pools, "s", 1, Pool { pages: vec![page] })
+        .unwrap();
+    let dep = out
+        .preserve_with(deps, "s", 2, (0u64, page), &pool, &mut mem)
+        .unwrap();
+    // A dependent of a dependent is refused at preserve, as misuse.
+    let r = out
+        .preserve_with(deps, "s", 3, (0u64, page), &dep, &mut mem)
+        .unwrap_err();
+    assert_eq!(r.error.kind(), crate::ErrorKind::Misuse, "{}", r.error);
+    let (_frozen, b) = freeze(out, &mut mem, 0);
     // The need renamed to a token nobody has: refused, node and all.
-    let at = b
-        .windows(16)
-        .position(|w| w == b"kho,needs-token\0")
-        .unwrap();
-    let _ = at;
-    let fdt = crate::fdt::Fdt::new(&b).unwrap();
-    let p = fdt
-        .find_property("/luo/session-0/object-2", "kho,needs-token")
-        .unwrap();
-    let off = p.value.as_ptr() as usize - b.as_ptr() as usize;
-    b[off] = 9;
-    crate::handoff::seal(&mut b).unwrap();
-    let h = Handoff::parse(&b, &[RAM]).unwrap();
+    let b = with_property(
+        &b,
+        "/luo/session-0/object-2",
+        "kho,needs-token",
+        &9u64.to_le_bytes(),
+    );
     assert_eq!(
-        Luo::<HostMem>::new().incoming(&h),
+        unread(&mut mem, &b),
         Err(LuoError::BadNode("object kho,needs"))
     );
 }
@@ -1670,30 +1521,29 @@ fn a_need_for_a_missing_object_is_refused() {
 /// by one that can.
 #[test]
 fn a_scattered_file_is_carried_through_its_footprint_array() {
-    let (mut mem, mut t, scratch) = setup();
+    let (mut mem, scratch) = setup();
     let mut f = Memfd::new(true);
     for i in 0..5000u64 {
         f.write(&mut mem, i * 4096, &[(i % 251) as u8 + 1]).unwrap();
-        let _ = crate::platform::FrameAlloc::alloc_frames(&mut mem, 0);
+        let _ = mem.alloc_frames(0);
     }
     let want = contents(&f, &mem);
     let first = f.extents()[0].phys;
-    let mut luo = Luo::<HostMem>::new();
-    luo.register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let files = out
+        .register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
         .unwrap();
-    luo.create_session("s").unwrap();
-    luo.preserve("s", 1, FAMILY_MEMFD, f, &mut mem, &mut t)
-        .unwrap();
+    out.create_session("s").unwrap();
+    out.preserve(files, "s", 1, f, &mut mem).unwrap();
     let carrier_reads = ReadList::parse(b"memfd-v1\0kho-luo-v2\0").unwrap();
-    assert_eq!(luo.preflight(&carrier_reads)[0].outcome, Outcome::Carried);
-    luo.freeze(&mut mem, &mut t, None, false).unwrap();
-    let b = blob_at_hop(&luo, &mut mem, &t, &scratch, 0);
+    assert_eq!(out.preflight(&carrier_reads)[0].outcome, Outcome::Carried);
+    let (_frozen, b) = freeze(out, &mut mem, 0);
     assert!(
         b.len() < 64 << 10,
         "the footprint is not inline: {} bytes",
         b.len()
     );
-    let done = carrier(&mut mem, &t, &scratch, &b, &[V1]);
+    let done = carrier(&mut mem, &b, &[V1]);
     assert!(done.lost.is_empty(), "{:?}", done.lost);
     assert_eq!(done.carried.len(), 1);
     assert!(done.carried[0].footprint().len() >= 5000);
@@ -1704,30 +1554,16 @@ fn a_scattered_file_is_carried_through_its_footprint_array() {
             }
         }
     }
-    let mut next = Luo::<HostMem>::new();
-    next.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
-    let mut t2 = Tracker::new(scratch.areas()).unwrap();
-    for c in done.carried {
-        next.carry(c, &mut mem, &mut t2).unwrap();
-    }
-    next.freeze(&mut mem, &mut t2, None, false).unwrap();
-    let b = blob_at_hop(&next, &mut mem, &t2, &scratch, 1);
-    let h = Handoff::parse(&b, &[RAM]).unwrap();
-    let mut last = Luo::<HostMem>::new();
-    last.register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
+    let any = ReadList::parse(b"memfd-v3\0kho-luo-v2\0").unwrap();
+    let b = carry_on(&mut mem, scratch, done.carried, &any, 1);
+    let mut inc = boot(&mut mem, &b).unwrap();
+    let files = inc
+        .register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
         .unwrap();
-    last.incoming(&h).unwrap();
-    let mut claims = mem.hand_over(&t2).unwrap();
-    let mut ctx = RestoreCtx {
-        ram: &[RAM],
-        scratch: scratch.areas(),
-        claims: &mut claims,
-    };
-    let (g, _) = last
-        .retrieve::<Memfd>("s", 1, FAMILY_MEMFD, &mut mem, &mut ctx)
-        .unwrap();
+    let mut inc = inc.restore(&mut mem);
+    let (g, _) = inc.take(&files.key("s", 1), &mut mem).unwrap();
     assert_eq!(g.extents()[0].phys, first);
-    assert_eq!(contents(g, &mem), want);
+    assert_eq!(contents(&g, &mem), want);
 }
 
 /// The `kho-luo-v2` properties the first golden has no use for, pinned
@@ -1736,33 +1572,33 @@ fn a_scattered_file_is_carried_through_its_footprint_array() {
 /// payloads' pages inline). Deterministic on the host fake.
 #[test]
 fn golden_luo_blob_pins_shared_state_and_the_footprint_array() {
-    let (mut mem, mut t, scratch) = setup();
-    let mut luo = Luo::<HostMem>::new();
-    luo.register(MemfdHandler::default()).unwrap();
-    luo.register(PoolHandler {
-        log: Default::default(),
-    })
-    .unwrap();
-    luo.register(Dep).unwrap();
-    luo.create_session("files").unwrap();
-    luo.create_session("keys").unwrap();
-    luo.set_drop_unread("keys", true).unwrap();
+    let (mut mem, scratch) = setup();
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let files = out.register(MemfdHandler::default()).unwrap();
+    let pools = out
+        .register(PoolHandler {
+            log: Default::default(),
+        })
+        .unwrap();
+    let deps = out.register(Dep).unwrap();
+    out.create_session("files").unwrap();
+    out.create_session("keys").unwrap();
+    out.set_drop_unread("keys", true).unwrap();
     let mut f = Memfd::new(true);
     for i in 0..5000u64 {
         f.write(&mut mem, i * 4096, &[1]).unwrap();
-        let _ = crate::platform::FrameAlloc::alloc_frames(&mut mem, 0);
+        let _ = mem.alloc_frames(0);
     }
-    luo.preserve("files", 1, FAMILY_MEMFD, f, &mut mem, &mut t)
+    out.preserve(files, "files", 1, f, &mut mem).unwrap();
+    let page = mem.alloc_frames(0).unwrap();
+    let own = mem.alloc_frames(0).unwrap();
+    let pool = out
+        .share(pools, "keys", 1, Pool { pages: vec![page] })
         .unwrap();
-    let page = crate::platform::FrameAlloc::alloc_frames(&mut mem, 0).unwrap();
-    let own = crate::platform::FrameAlloc::alloc_frames(&mut mem, 0).unwrap();
-    luo.share("keys", 1, "pool", Pool { pages: vec![page] })
+    out.preserve_with(deps, "keys", 2, (0u64, own), &pool, &mut mem)
         .unwrap();
-    luo.preserve_with("keys", 2, "dep", (0u64, own), ("keys", 1), &mut mem, &mut t)
-        .unwrap();
-    t.preserve(own, 0).unwrap();
-    luo.freeze(&mut mem, &mut t, None, false).unwrap();
-    let b = blob(&luo, &mut mem, &t, &scratch);
+    out.preserve_frames(own, 0).unwrap();
+    let (_frozen, b) = freeze(out, &mut mem, 0);
     for prop in [
         &b"kho,footprint-array"[..],
         b"kho,needs-session",
@@ -1781,11 +1617,15 @@ fn golden_luo_blob_pins_shared_state_and_the_footprint_array() {
         b, golden,
         "the kho-luo-v2 layout changed: that needs a new version string"
     );
-    let h = Handoff::parse(&golden, &[RAM]).unwrap();
-    let mut next = Luo::<HostMem>::new();
-    next.incoming(&h).unwrap();
-    assert_eq!(next.footprint_array("files", 1), Some(5000));
+    let mut inc = boot(&mut mem, &golden).unwrap();
+    let files = inc.register(MemfdHandler::default()).unwrap();
+    let info = inc.info(&files.key("files", 1)).unwrap();
+    assert_eq!(info.footprint_runs, FOOTPRINT_RUNS);
 }
+
+/// Runs of the golden's scattered file: its 5000 folios, in the array,
+/// and its payload's record array, inline.
+const FOOTPRINT_RUNS: u64 = 5001;
 
 mod carry;
 mod front;

@@ -29,17 +29,17 @@ mod restore;
 pub use restore::{Digest, HandOver, Outcome, restore};
 
 use crate::claims::Claims;
-use crate::handoff::{self, Handoff, HandoffWriter, Stamps};
-use crate::luo::{Handler, Luo, LuoError, Payload, Prepared, RestoreCtx, Version};
+use crate::handoff::{self, Handoff, Stamps};
+use crate::luo::{Handler, LuoError, Payload, Prepared, RestoreCtx, Version};
 use crate::memfd::Memfd;
-use crate::memfd::{FAMILY as MEMFD, MemfdHandler};
+use crate::memfd::MemfdHandler;
 use crate::platform::host::HostMem;
 use crate::platform::{FrameAlloc, PhysMem};
 use crate::ranges::Range;
 use crate::reserve::{Kept, ReserveLog};
 use crate::scratch::{Scratch, ScratchRecord};
 use crate::tracker::Tracker;
-use crate::tracker::chain as tracker_chain;
+use crate::update::{Freeze, Incoming, Outgoing};
 use crate::vmalloc::{Vmalloc, VmallocRoot};
 use alloc::string::{String, ToString};
 use alloc::vec;
@@ -227,13 +227,6 @@ impl Handler<HostMem> for VBufHandler {
     }
 }
 
-fn luo() -> Luo<HostMem> {
-    let mut l = Luo::new();
-    l.register(MemfdHandler::default()).unwrap();
-    l.register(VBufHandler).unwrap();
-    l
-}
-
 fn scratch() -> Scratch {
     let rec = ScratchRecord {
         start: SCRATCH.start.into(),
@@ -249,10 +242,11 @@ const SESSIONS: [&str; 2] = ["vm-a", "vm-b"];
 pub fn build(shape: &Shape) -> Built {
     let mut mem = HostMem::new(&[RAM], POOL);
     let sc = scratch();
-    let mut t = Tracker::new(sc.areas()).unwrap();
-    let mut l = luo();
+    let mut out = Outgoing::<HostMem>::new(sc).unwrap();
+    let files = out.register(MemfdHandler::default()).unwrap();
+    let bufs = out.register(VBufHandler).unwrap();
     for s in SESSIONS {
-        l.create_session(s).unwrap();
+        out.create_session(s).unwrap();
     }
     let mut spacers = Vec::new();
     let mut written = Vec::new();
@@ -272,8 +266,7 @@ pub fn build(shape: &Shape) -> Built {
         f.add_seals(fs.seals).unwrap();
         let s = SESSIONS[usize::from(fs.session & 1)];
         written.push((s.to_string(), i as u64 + 1, sum.finish()));
-        l.preserve(s, i as u64 + 1, "memfd", f, &mut mem, &mut t)
-            .unwrap();
+        out.preserve(files, s, i as u64 + 1, f, &mut mem).unwrap();
     }
     if shape.vmalloc_pages > 0 {
         let v = Vmalloc::new(&mut mem, usize::from(shape.vmalloc_pages) * 4096, 0).unwrap();
@@ -281,80 +274,65 @@ pub fn build(shape: &Shape) -> Built {
             *b = (i * 7 + 3) as u8;
         }
         written.push(("vm-b".to_string(), 100, crate::csum::sum64(v.bytes(&mem))));
-        l.preserve(
-            "vm-b",
-            100,
-            "vbuf",
-            VBuf { v, root: None },
-            &mut mem,
-            &mut t,
-        )
-        .unwrap();
+        out.preserve(bufs, "vm-b", 100, VBuf { v, root: None }, &mut mem)
+            .unwrap();
     }
     let data = Range::new(DATA_AT, DATA_AT + u64::from(shape.data_pages) * 4096);
     if !data.is_empty() {
         let bytes: Vec<u8> = (0..data.len()).map(|i| (i * 13 + 5) as u8).collect();
         assert!(mem.write_bytes(data.start, &bytes));
-        t.preserve_range(data.start, data.end).unwrap();
+        out.preserve_range(data).unwrap();
     }
-    l.freeze(&mut mem, &mut t, None, false).unwrap();
-    let root = tracker_chain::write(&t, &mut mem).unwrap();
+    let mut frozen = out.freeze(&mut mem, Freeze::AllowLoss).unwrap();
     let mut buf = vec![0u8; 64 << 10];
-    let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root, &sc).unwrap();
-    l.write(&mut w).unwrap();
-    if !data.is_empty() {
-        w.subsystem("data", &["data-v1"], Some(data), |_| Ok(()))
-            .unwrap();
-    }
-    let n = w.finish().unwrap().len;
+    let n = frozen
+        .write_with(&mut mem, &mut buf, 0, Stamps::default(), |w| {
+            if data.is_empty() {
+                return Ok(());
+            }
+            w.subsystem("data", &["data-v1"], Some(data), |_| Ok(()))
+        })
+        .unwrap()
+        .len;
     buf.truncate(n);
     assert!(mem.write_bytes(BLOB_AT, &buf));
-    // Every metadata page: what the next kernel reads as such.
-    let mut metadata_pages: Vec<u64> = Vec::new();
+    // Every metadata page: what the next kernel reads as such, found by
+    // a next kernel on a copy of this memory that takes every object:
+    // the tracker chain it reserves as metadata, and what its finish
+    // gives back (the readers' metadata, and the arrays of payloads not
+    // chosen: nothing else is preserved and left unadopted).
+    let mut probe = mem.clone();
     let mut log = ReserveLog::new();
-    tracker_chain::Reader::new(&mem, root, &[RAM], sc.areas())
-        .restore(&mut log)
-        .unwrap();
-    metadata_pages.extend(
-        log.of(Kept::Metadata)
-            .flat_map(|r| (r.start..r.end).step_by(4096)),
-    );
-    let h = Handoff::parse(&buf, &[RAM]).unwrap();
-    let preserved: Vec<Range> = log.of(Kept::Preserved).collect();
-    let mut claims = Claims::new(preserved, sc.areas()).unwrap();
+    let place = Range::new(BLOB_AT, BLOB_AT + buf.len() as u64);
+    let mut inc = Incoming::new(&probe, &buf, place, &[RAM], &mut log).unwrap();
+    let mut metadata_pages: Vec<u64> = log
+        .of(Kept::Metadata)
+        .filter(|r| !r.overlaps(&place))
+        .flat_map(|r| (r.start..r.end).step_by(4096))
+        .collect();
     if !data.is_empty() {
-        claims.claim(data.start, data.len() / 4096).unwrap();
+        inc.claim(data.start, data.len() / 4096).unwrap();
     }
-    let mut next = luo();
-    next.incoming(&h).unwrap();
-    let objs: Vec<(String, u64, bool)> = next
+    let files = inc.register(MemfdHandler::default()).unwrap();
+    let bufs = inc.register(VBufHandler).unwrap();
+    let objs: Vec<(String, u64, bool)> = inc
         .objects()
         .map(|(s, t, f)| (s.into(), t, f == "vbuf"))
         .collect();
-    let mut ctx = RestoreCtx {
-        ram: &[RAM],
-        scratch: sc.areas(),
-        claims: &mut claims,
-    };
-    let mut probe = mem.clone();
+    let mut inc = inc.restore(&mut probe);
     for (s, t, buf) in &objs {
         if *buf {
-            next.retrieve::<VBuf>(s, *t, "vbuf", &mut probe, &mut ctx)
-                .unwrap();
+            inc.take(&bufs.key(s, *t), &mut probe).unwrap();
         } else {
-            next.retrieve::<Memfd>(s, *t, MEMFD, &mut probe, &mut ctx)
-                .unwrap();
+            inc.take(&files.key(s, *t), &mut probe).unwrap();
         }
     }
+    let done = inc.finish(&mut probe).unwrap();
     metadata_pages.extend(
-        claims
-            .metadata()
+        done.ranges
+            .iter()
             .flat_map(|r| (r.start..r.end).step_by(4096)),
     );
-    // Record arrays of the payloads not chosen are metadata too.
-    for pl in payload_arrays(&h, &mem) {
-        metadata_pages.extend(pl);
-    }
     metadata_pages.sort_unstable();
     metadata_pages.dedup();
     let _ = spacers;
@@ -364,22 +342,6 @@ pub fn build(shape: &Shape) -> Built {
         metadata_pages,
         written,
     }
-}
-
-/// The pages (chain pages and blocks) of every memfd record array named
-/// by the blob, per payload.
-fn payload_arrays(h: &Handoff<'_>, mem: &HostMem) -> Vec<Vec<u64>> {
-    memfd_array_roots(h.fdt())
-        .into_iter()
-        .map(|(_, root)| {
-            let mut pages = Vec::new();
-            for (page, blocks) in vmalloc_chain(mem, root.first.get()) {
-                pages.push(page);
-                pages.extend(blocks);
-            }
-            pages
-        })
-        .collect()
 }
 
 /// Every memfd payload in the blob's `luo` node whose descriptor names a

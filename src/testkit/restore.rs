@@ -51,34 +51,27 @@ pub fn restore(mem: &mut HostMem, blob: &[u8], order: &[u8]) -> Outcome {
         freed: Vec::new(),
     };
     let ram = [RAM];
-    let h = match Handoff::parse(blob, &ram) {
-        Ok(h) => h,
-        Err(e) => {
-            out.refused = Some(e.to_string());
-            return out;
-        }
-    };
     let place = Range::new(BLOB_AT, BLOB_AT + blob.len() as u64);
     let mut log = ReserveLog::new();
-    if let Err(e) = handoff::restore(&*mem, &h, place, &ram, &mut log) {
-        assert!(log.ranges.is_empty(), "a failed restore left reservations");
-        out.refused = Some(e.to_string());
-        return out;
-    }
-    let preserved: Vec<Range> = log.of(Kept::Preserved).collect();
-    let kept_meta: Vec<Range> = log.of(Kept::Metadata).collect();
-    let mut claims = match Claims::new(preserved.iter().copied(), h.scratch.areas()) {
-        Ok(c) => c,
+    let mut inc = match Incoming::<HostMem>::new(&*mem, blob, place, &ram, &mut log) {
+        Ok(inc) => inc,
         Err(e) => {
+            assert!(log.ranges.is_empty(), "a failed restore left reservations");
             out.refused = Some(e.to_string());
             return out;
         }
     };
+    // The blob is sound (the door parsed it): the subsystem's range.
+    let data = Handoff::parse(blob, &ram)
+        .ok()
+        .and_then(|h| h.subsystem("data").and_then(|s| s.data));
+    let preserved: Vec<Range> = log.of(Kept::Preserved).collect();
+    let kept_meta: Vec<Range> = log.of(Kept::Metadata).collect();
     // Owners of data: (range, who).
     let mut owned: Vec<(Range, String)> = Vec::new();
-    if let Some(d) = h.subsystem("data").and_then(|s| s.data) {
+    if let Some(d) = data {
         let pages = d.pages_around();
-        out.data = Some(match claims.claim(pages.start, pages.len() / 4096) {
+        out.data = Some(match inc.claim(pages.start, pages.len() / 4096) {
             Ok(()) => {
                 let mut s = crate::csum::Sum64::new();
                 let mut a = d.start;
@@ -96,14 +89,17 @@ pub fn restore(mem: &mut HostMem, blob: &[u8], order: &[u8]) -> Outcome {
             Err(e) => Err(e.to_string()),
         });
     }
-    let mut l = luo();
-    if let Err(e) = l.incoming(&h) {
+    let files = inc.register(MemfdHandler::default()).unwrap();
+    let bufs = inc.register(VBufHandler).unwrap();
+    if let Some(e) = inc.unread() {
         out.unread = Some(e.to_string());
     }
-    let objs: Vec<(String, u64, bool)> = l
+    let joined: Vec<Range> = inc.preserved().collect();
+    let objs: Vec<(String, u64, bool)> = inc
         .objects()
         .map(|(s, t, f)| (s.into(), t, f == "vbuf"))
         .collect();
+    let mut inc = inc.restore(mem);
     let mut seq: Vec<usize> = Vec::new();
     for &i in order {
         if !objs.is_empty() {
@@ -121,26 +117,15 @@ pub fn restore(mem: &mut HostMem, blob: &[u8], order: &[u8]) -> Outcome {
     let mut results: Vec<Option<Result<Digest, String>>> = vec![None; objs.len()];
     let mut taken: Vec<Result<Memfd, VBuf>> = Vec::new();
     {
-        let sc = h.scratch;
-        let mut ctx = RestoreCtx {
-            ram: &ram,
-            scratch: sc.areas(),
-            claims: &mut claims,
-        };
         for i in seq {
             let (s, t, buf) = &objs[i];
             let got = if *buf {
-                l.retrieve::<VBuf>(s, *t, "vbuf", mem, &mut ctx).map(|_| ())
+                inc.take(&bufs.key(s, *t), mem).map(|(b, _)| Err(b))
             } else {
-                l.retrieve::<Memfd>(s, *t, MEMFD, mem, &mut ctx).map(|_| ())
+                inc.take(&files.key(s, *t), mem).map(|(f, _)| Ok(f))
             };
             let r = match got {
-                Ok(()) => {
-                    let obj = if *buf {
-                        Err(l.take::<VBuf>(s, *t, "vbuf").unwrap())
-                    } else {
-                        Ok(l.take::<Memfd>(s, *t, MEMFD).unwrap())
-                    };
+                Ok(obj) => {
                     let who = alloc::format!("{s}/{t}");
                     let d = match &obj {
                         Ok(f) => {
@@ -199,11 +184,12 @@ pub fn restore(mem: &mut HostMem, blob: &[u8], order: &[u8]) -> Outcome {
             results[i] = Some(r);
         }
     }
-    // The rule: data owners, claimed metadata, the handoff's own metadata
-    // and (after finish, below) what is carried pairwise disjoint; data
-    // inside preserved memory.
+    // The rule: data owners, the handoff's own metadata and (after
+    // finish, below) what is carried pairwise disjoint; data inside
+    // preserved memory. The metadata the readers claimed is what finish
+    // frees besides the pages nobody adopted, so the check of what finish
+    // gave back (below) holds it apart from every owner's data too.
     let mut roles: Vec<(Range, String)> = owned.clone();
-    roles.extend(claims.metadata().map(|r| (r, "metadata".to_string())));
     roles.extend(
         kept_meta
             .iter()
@@ -211,7 +197,7 @@ pub fn restore(mem: &mut HostMem, blob: &[u8], order: &[u8]) -> Outcome {
     );
     for (r, who) in &owned {
         assert!(
-            preserved.iter().any(|p| p.covers(*r)) || claims.preserved().any(|p| p.covers(*r)),
+            preserved.iter().any(|p| p.covers(*r)) || joined.iter().any(|p| p.covers(*r)),
             "{who} owns {r}, which is not preserved"
         );
     }
@@ -221,8 +207,7 @@ pub fn restore(mem: &mut HostMem, blob: &[u8], order: &[u8]) -> Outcome {
             "metadata {m} inside preserved memory"
         );
     }
-    let joined: Vec<Range> = claims.preserved().collect();
-    let done = l.finish(mem, claims, &ram, h.scratch.areas()).unwrap();
+    let done = inc.finish(mem).unwrap();
     // What finish kept for a later kernel (objects this one could not
     // read): inside preserved memory, and no page of it also someone's
     // data, metadata or the handoff's own.

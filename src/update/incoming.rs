@@ -50,6 +50,22 @@ pub struct Incoming<P: Platform> {
     restored: Option<RestoreSummary>,
 }
 
+impl<P: Platform> core::fmt::Debug for Incoming<P> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Incoming")
+            .field("hop", &self.hop)
+            .field("objects", &self.luo.objects().count())
+            .field("unread", &self.luo.unread())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Platform> core::fmt::Debug for Restored<P> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_tuple("Restored").field(&self.inc).finish()
+    }
+}
+
 impl<P: Platform> Incoming<P> {
     /// Parses the blob `bytes` (found at `blob` in physical memory, read
     /// through `mem`: any [`PhysMem`], not necessarily the platform),
@@ -314,6 +330,15 @@ impl<P: Platform> Restored<P> {
     /// freed: it is the kernel's to free once it no longer needs the blob.
     /// On error (no memory for the report) nothing is freed: the memory
     /// stays reserved, never handed out twice.
+    ///
+    /// Finish is once: a second call does not compile.
+    ///
+    /// ```compile_fail,E0382
+    /// fn twice<P: kho::luo::Platform>(r: kho::Restored<P>, p: &mut P) {
+    ///     let _ = r.finish(p);
+    ///     let _ = r.finish(p);
+    /// }
+    /// ```
     pub fn finish(self, p: &mut P) -> Result<Finished, LuoError> {
         let mut inc = self.inc;
         inc.luo.finish(p, inc.claims, &inc.ram, inc.scratch.areas())

@@ -216,6 +216,12 @@ impl<P: Platform> Outgoing<P> {
     pub fn scratch(&self) -> &Scratch {
         &self.scratch
     }
+
+    /// The tracker, for the crate's own tests to count what is preserved.
+    #[cfg(test)]
+    pub(crate) fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
 }
 
 /// Why [`Outgoing::freeze`] refused: the error, and the outgoing side
@@ -258,10 +264,34 @@ impl<P: Platform> From<NotFrozen<P>> for Error {
 /// the kexec must keep, and jump; or to thaw (a kexec that did not
 /// happen). Nothing can be preserved, unpreserved or carried while
 /// frozen: those calls are not here.
+///
+/// ```compile_fail,E0599
+/// fn late<P: kho::luo::Platform>(f: &mut kho::Frozen<P>, p: &mut P) {
+///     let _ = f.preserve_frames(0x10_0000, 0);
+/// }
+/// ```
 pub struct Frozen<P: Platform> {
     out: Outgoing<P>,
     /// The tracker chain of the last blob written.
     root: Option<chain::TrackerRoot>,
+}
+
+impl<P: Platform> core::fmt::Debug for Outgoing<P> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("objects", &self.luo.objects().count())
+            .field("tracker", &self.tracker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Platform> core::fmt::Debug for Frozen<P> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Frozen")
+            .field("outgoing", &self.out)
+            .field("written", &self.root.is_some())
+            .finish()
+    }
 }
 
 impl<P: Platform> Frozen<P> {
@@ -370,10 +400,10 @@ impl<P: Platform> Frozen<P> {
         &self.out.scratch
     }
 
-    /// The tracker, for the crate's own tests.
+    /// The tracker, for the crate's own tests to count what is preserved.
     #[cfg(test)]
-    pub(crate) fn tracker_mut(&mut self) -> &mut Tracker {
-        &mut self.out.tracker
+    pub(crate) fn tracker(&self) -> &Tracker {
+        &self.out.tracker
     }
 
     /// Back to an outgoing side (a kexec that did not happen): the last

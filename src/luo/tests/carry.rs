@@ -1,13 +1,12 @@
 //! Carrying keeps its promises: each way an object was lost, stranded or
 //! given a second role on a path the demo never takes, as a test that
-//! failed before its fix.
+//! failed before its fix. Every kernel here is the front door; a damaged
+//! footprint is damaged where a stray write or a bad writer would leave
+//! it: in the blob or in the array's memory.
 
 use super::*;
+use crate::abi::luo::FootprintArray;
 use crate::claims::ClaimError;
-use crate::platform::FrameAlloc;
-use crate::reserve::ReserveLog;
-use crate::testkit::HandOver;
-use crate::update::{Freeze, Incoming, Outgoing};
 
 /// Fills every page of `ranges` with a pattern: what a kernel that got
 /// them back from finish may do with them.
@@ -21,21 +20,12 @@ fn poison(mem: &mut HostMem, ranges: &[Range]) {
     }
 }
 
-/// A kernel over `b` whose handlers `reg` registers: retrieves nothing,
+/// A kernel over `b` whose handlers `reg` registers: takes nothing,
 /// finishes.
-fn finish_only(
-    mem: &mut HostMem,
-    t: &Tracker,
-    scratch: &Scratch,
-    b: &[u8],
-    reg: impl FnOnce(&mut Luo<HostMem>),
-) -> Finished {
-    let h = Handoff::parse(b, &[RAM]).unwrap();
-    let mut luo = Luo::<HostMem>::new();
-    reg(&mut luo);
-    luo.incoming(&h).unwrap();
-    let claims = mem.hand_over(t).unwrap();
-    luo.finish(mem, claims, &[RAM], scratch.areas()).unwrap()
+fn finish_only(mem: &mut HostMem, b: &[u8], reg: impl FnOnce(&mut Incoming<HostMem>)) -> Finished {
+    let mut inc = boot(mem, b).unwrap();
+    reg(&mut inc);
+    inc.restore(mem).finish(mem).unwrap()
 }
 
 /// Checks what finish did: nothing it freed is in a carried footprint
@@ -55,54 +45,26 @@ fn checked(mem: &mut HostMem, done: Finished) -> Vec<Carried> {
     done.carried
 }
 
-/// The next handoff from a kernel that only carries `carried` (through
-/// the front door, in the order given): its tracker and blob.
-fn hand_on(
-    mem: &mut HostMem,
-    scratch: &Scratch,
-    carried: Vec<Carried>,
-    hop: u32,
-) -> (Tracker, Vec<u8>) {
+/// The next handoff from a kernel that only carries `carried` (in the
+/// order given): its blob.
+fn hand_on(mem: &mut HostMem, scratch: &Scratch, carried: Vec<Carried>, hop: u32) -> Vec<u8> {
     let mut out = Outgoing::<HostMem>::new(*scratch).unwrap();
     let refused = out.carry(carried, mem);
     assert!(refused.is_empty(), "{:?}", refused[0].error);
-    let mut out = out.freeze(mem, Freeze::AllowLoss).unwrap();
-    let mut buf = vec![0u8; 256 << 10];
-    let n = out
-        .write(mem, &mut buf, hop, Stamps::default())
-        .unwrap()
-        .len;
-    buf.truncate(n);
-    let t = core::mem::replace(out.tracker_mut(), Tracker::new(scratch.areas()).unwrap());
-    (t, buf)
+    freeze(out, mem, hop).1
 }
 
 /// Reads memfd object `token` of `s` from `b` with a `memfd-v3` reader:
 /// its contents and first folio.
-fn read_file(
-    mem: &mut HostMem,
-    t: &Tracker,
-    scratch: &Scratch,
-    b: &[u8],
-    s: &str,
-    token: u64,
-) -> (Vec<u8>, u64) {
-    let h = Handoff::parse(b, &[RAM]).unwrap();
-    let mut last = Luo::<HostMem>::new();
-    last.register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
+fn read_file(mem: &mut HostMem, b: &[u8], s: &str, token: u64) -> (Vec<u8>, u64) {
+    let mut inc = boot(mem, b).unwrap();
+    let files = inc
+        .register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
         .unwrap();
-    last.incoming(&h).unwrap();
-    let mut claims = mem.hand_over(t).unwrap();
-    let mut ctx = RestoreCtx {
-        ram: &[RAM],
-        scratch: scratch.areas(),
-        claims: &mut claims,
-    };
-    let (g, v) = last
-        .retrieve::<Memfd>(s, token, FAMILY_MEMFD, mem, &mut ctx)
-        .unwrap();
+    let mut inc = inc.restore(mem);
+    let (g, v) = inc.take(&files.key(s, token), mem).unwrap();
     assert_eq!(v, "memfd-v3");
-    (contents(g, mem), g.extents()[0].phys)
+    (contents(&g, mem), g.extents()[0].phys)
 }
 
 /// A file of `n` 4 KiB folios with a page allocated (and left) between
@@ -118,14 +80,15 @@ fn scattered(mem: &mut HostMem, n: u64) -> Memfd {
 
 const CARRIER: &[u8] = b"memfd-v1\0kho-luo-v2\0";
 
-/// A first kernel's orchestrator that writes (and reads) `memfd-v3`
-/// only, with an empty session `s`.
-fn writer_of_v3() -> Luo<HostMem> {
-    let mut luo = Luo::<HostMem>::new();
-    luo.register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
+/// A first kernel's outgoing side that writes (and reads) `memfd-v3`
+/// only, with an empty session `s`, and its family.
+fn writer_of_v3(scratch: Scratch) -> (Outgoing<HostMem>, Family<Memfd>) {
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let files = out
+        .register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
         .unwrap();
-    luo.create_session("s").unwrap();
-    luo
+    out.create_session("s").unwrap();
+    (out, files)
 }
 
 /// Case 1: A kernel that calls finish without a retrieve, with no handler for
@@ -134,54 +97,98 @@ fn writer_of_v3() -> Luo<HostMem> {
 #[test]
 fn a_kernel_that_retrieves_nothing_still_carries() {
     for handlers in [false, true] {
-        let (mut mem, mut t, scratch) = setup();
-        let mut luo = writer_of_v3();
+        let (mut mem, scratch) = setup();
+        let (mut out, files) = writer_of_v3(scratch);
         let f = file(&mut mem, 200_000, 9, 0);
         let want = contents(&f, &mem);
         let first = f.extents()[0].phys;
-        luo.preserve("s", 7, FAMILY_MEMFD, f, &mut mem, &mut t)
-            .unwrap();
+        out.preserve(files, "s", 7, f, &mut mem).unwrap();
         let reads = ReadList::parse(CARRIER).unwrap();
-        assert_eq!(luo.preflight(&reads)[0].outcome, Outcome::Carried);
-        luo.freeze(&mut mem, &mut t, Some(&reads), false).unwrap();
-        let b = blob_at_hop(&luo, &mut mem, &t, &scratch, 0);
-        let done = finish_only(&mut mem, &t, &scratch, &b, |l| {
+        assert_eq!(out.preflight(&reads)[0].outcome, Outcome::Carried);
+        let mut frozen = out.freeze(&mut mem, Freeze::NoLoss(&reads)).unwrap();
+        let b = write(&mut frozen, &mut mem, 0);
+        let done = finish_only(&mut mem, &b, |inc| {
             if handlers {
-                l.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
+                inc.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
             }
         });
         assert!(done.lost.is_empty(), "{:?}", done.lost);
         assert_eq!(done.carried.len(), 1);
         let carried = checked(&mut mem, done);
-        let (t2, b2) = hand_on(&mut mem, &scratch, carried, 1);
-        assert_eq!(
-            read_file(&mut mem, &t2, &scratch, &b2, "s", 7),
-            (want, first)
-        );
+        let b2 = hand_on(&mut mem, &scratch, carried, 1);
+        assert_eq!(read_file(&mut mem, &b2, "s", 7), (want, first));
     }
 }
 
-/// The footprint array's blocks and root of the object at (0, 0).
-fn array_of(luo: &Luo<HostMem>) -> (Vec<u64>, crate::vmalloc::VmallocRoot) {
-    let (v, root) = luo.sessions[0].objects[0].fp_array.as_ref().unwrap();
-    (v.blocks().to_vec(), *root)
+/// The footprint array of `/luo/session-0/object-{token}` in blob `b`:
+/// its property, its blocks (from its first chain page) and its extents
+/// (from its blocks).
+fn array_of(mem: &HostMem, b: &[u8], token: u64) -> (FootprintArray, Vec<u64>, Vec<Range>) {
+    let h = Handoff::parse(b, &[RAM]).unwrap();
+    let p = h
+        .fdt()
+        .find_property(
+            &alloc::format!("/luo/session-0/object-{token:x}"),
+            "kho,footprint-array",
+        )
+        .unwrap();
+    let fa = FootprintArray::read_from_bytes(p.value).unwrap();
+    let chain = mem.frame(fa.root.first.get()).unwrap();
+    let blocks: Vec<u64> = (0..fa.root.blocks.get() as usize)
+        .map(|i| u64::from_le_bytes(chain[32 + i * 8..40 + i * 8].try_into().unwrap()))
+        .collect();
+    let extents = (0..fa.extents.get() as usize)
+        .map(|i| {
+            let at = i * 16;
+            let page = mem.frame(blocks[at / 4096]).unwrap();
+            let o = at % 4096;
+            let start = u64::from_le_bytes(page[o..o + 8].try_into().unwrap());
+            let pages = u64::from_le_bytes(page[o + 8..o + 16].try_into().unwrap());
+            Range::new(start, start + pages * 4096)
+        })
+        .collect();
+    (fa, blocks, extents)
 }
 
-/// Writes `extents` into the footprint array of the object at (0, 0) and
-/// sums it again, as a writer that made them would.
-fn rewrite_array(luo: &mut Luo<HostMem>, mem: &mut HostMem, extents: Vec<Range>) {
-    let o = &mut luo.sessions[0].objects[0];
-    let (v, root) = o.fp_array.as_mut().unwrap();
-    let mut bytes = vec![0u8; v.blocks().len() * 4096];
+/// The inline footprint (`kho,footprint`) of object `token` of blob `b`.
+fn inline_footprint(b: &[u8], token: u64) -> Vec<Range> {
+    let h = Handoff::parse(b, &[RAM]).unwrap();
+    let p = h
+        .fdt()
+        .find_property(
+            &alloc::format!("/luo/session-0/object-{token:x}"),
+            "kho,footprint",
+        )
+        .unwrap();
+    p.value
+        .chunks_exact(16)
+        .map(|c| {
+            let e = crate::abi::luo::Extent::read_from_bytes(c).unwrap();
+            Range::new(e.start.get(), e.start.get() + e.pages.get() * 4096)
+        })
+        .collect()
+}
+
+/// Writes `extents` into the footprint array of object 1 of blob `b` and
+/// sums it again in the blob, resealed, as a writer that made them would.
+fn rewrite_array(mem: &mut HostMem, b: &[u8], extents: &[Range]) -> Vec<u8> {
+    let (mut fa, blocks, old) = array_of(mem, b, 1);
+    assert_eq!(old.len(), extents.len());
+    let mut bytes = vec![0u8; blocks.len() * 4096];
     for (r, out) in extents.iter().zip(bytes.chunks_exact_mut(16)) {
         out[..8].copy_from_slice(&r.start.to_le_bytes());
         out[8..].copy_from_slice(&(r.len() / 4096).to_le_bytes());
     }
-    for (&b, page) in v.blocks().iter().zip(bytes.chunks_exact(4096)) {
-        mem.frame_mut(b).unwrap().copy_from_slice(page);
+    for (&blk, page) in blocks.iter().zip(bytes.chunks_exact(4096)) {
+        mem.frame_mut(blk).unwrap().copy_from_slice(page);
     }
-    root.sum = crate::csum::sum64(&bytes).into();
-    o.footprint = extents;
+    fa.root.sum = crate::csum::sum64(&bytes).into();
+    with_property(
+        b,
+        "/luo/session-0/object-1",
+        "kho,footprint-array",
+        fa.as_bytes(),
+    )
 }
 
 /// Case 2: A footprint array's own blocks are metadata until finish: an array
@@ -191,31 +198,40 @@ fn rewrite_array(luo: &mut Luo<HostMem>, mem: &mut HostMem, extents: Vec<Range>)
 #[test]
 fn a_footprint_arrays_blocks_are_never_data() {
     for own in [true, false] {
-        let (mut mem, mut t, scratch) = setup();
-        let mut luo = writer_of_v3();
+        let (mut mem, scratch) = setup();
+        let (mut out, files) = writer_of_v3(scratch);
         let small = file(&mut mem, 8192, 3, 0);
         let f = scattered(&mut mem, 4200);
-        luo.preserve("s", 1, FAMILY_MEMFD, f, &mut mem, &mut t)
-            .unwrap();
-        luo.preserve("s", 2, FAMILY_MEMFD, small, &mut mem, &mut t)
-            .unwrap();
-        let (blocks, _) = array_of(&luo);
+        out.preserve(files, "s", 1, f, &mut mem).unwrap();
+        out.preserve(files, "s", 2, small, &mut mem).unwrap();
+        let (_frozen, b) = freeze(out, &mut mem, 0);
+        let (_, blocks, mut ext) = array_of(&mem, &b, 1);
         let block = Range::new(blocks[0], blocks[0] + 4096);
-        if own {
+        let b = if own {
             // The array's last data extent replaced by its own block.
-            let mut ext = luo.sessions[0].objects[0].footprint.clone();
             ext.pop();
             ext.push(block);
             ext.sort_unstable_by_key(|r| r.start);
-            rewrite_array(&mut luo, &mut mem, ext);
+            rewrite_array(&mut mem, &b, &ext)
         } else {
-            let o = &mut luo.sessions[0].objects[1];
-            o.footprint.push(block);
-            o.footprint = merged(core::mem::take(&mut o.footprint));
-        }
-        luo.freeze(&mut mem, &mut t, None, false).unwrap();
-        let b = blob_at_hop(&luo, &mut mem, &t, &scratch, 0);
-        let done = finish_only(&mut mem, &t, &scratch, &b, |_| {});
+            // Object 2's inline footprint names the block too.
+            let mut fp = inline_footprint(&b, 2);
+            fp.push(block);
+            let fp: Vec<crate::abi::luo::Extent> = merged(fp)
+                .iter()
+                .map(|r| crate::abi::luo::Extent {
+                    start: r.start.into(),
+                    pages: (r.len() / 4096).into(),
+                })
+                .collect();
+            with_property(
+                &b,
+                "/luo/session-0/object-2",
+                "kho,footprint",
+                fp.as_bytes(),
+            )
+        };
+        let done = finish_only(&mut mem, &b, |_| {});
         let dropped = if own { 1 } else { 2 };
         assert_eq!(done.lost.len(), 1, "{:?}", done.lost);
         let (s, tok, e) = &done.lost[0];
@@ -246,23 +262,27 @@ fn an_unsummed_or_changed_footprint_array_is_refused() {
         (true, "its array is not summed"),
         (false, "its array's checksum does not match"),
     ] {
-        let (mut mem, mut t, scratch) = setup();
-        let mut luo = writer_of_v3();
+        let (mut mem, scratch) = setup();
+        let (mut out, files) = writer_of_v3(scratch);
         let f = scattered(&mut mem, 4200);
-        luo.preserve("s", 1, FAMILY_MEMFD, f, &mut mem, &mut t)
-            .unwrap();
-        let (blocks, _) = array_of(&luo);
-        if unsummed {
-            let root = &mut luo.sessions[0].objects[0].fp_array.as_mut().unwrap().1;
-            root.flags = 0.into();
-            root.sum = 0.into();
+        out.preserve(files, "s", 1, f, &mut mem).unwrap();
+        let (_frozen, b) = freeze(out, &mut mem, 0);
+        let (mut fa, blocks, _) = array_of(&mem, &b, 1);
+        let b = if unsummed {
+            fa.root.flags = 0.into();
+            fa.root.sum = 0.into();
+            with_property(
+                &b,
+                "/luo/session-0/object-1",
+                "kho,footprint-array",
+                fa.as_bytes(),
+            )
         } else {
             // A stray write: the first extent now starts a page later.
             mem.frame_mut(blocks[0]).unwrap()[1] ^= 0x10;
-        }
-        luo.freeze(&mut mem, &mut t, None, false).unwrap();
-        let b = blob_at_hop(&luo, &mut mem, &t, &scratch, 0);
-        let done = finish_only(&mut mem, &t, &scratch, &b, |_| {});
+            b
+        };
+        let done = finish_only(&mut mem, &b, |_| {});
         assert!(done.carried.is_empty());
         assert_eq!(
             done.lost,
@@ -284,18 +304,16 @@ fn an_unsummed_or_changed_footprint_array_is_refused() {
 /// it: v1 has none.
 #[test]
 fn a_v1_node_carries_nothing() {
-    let (mut mem, mut t, scratch) = setup();
-    let mut luo = writer_of_v3();
+    let (mut mem, scratch) = setup();
+    let (mut out, files) = writer_of_v3(scratch);
     let f = scattered(&mut mem, 4200);
-    luo.preserve("s", 1, FAMILY_MEMFD, f, &mut mem, &mut t)
-        .unwrap();
-    luo.freeze(&mut mem, &mut t, None, false).unwrap();
-    let mut b = blob_at_hop(&luo, &mut mem, &t, &scratch, 0);
+    out.preserve(files, "s", 1, f, &mut mem).unwrap();
+    let (_frozen, mut b) = freeze(out, &mut mem, 0);
     let at = b.windows(10).position(|w| w == b"kho-luo-v2").unwrap();
     b[at..at + 10].copy_from_slice(b"kho-luo-v1");
     crate::handoff::seal(&mut b).unwrap();
     assert!(b.windows(19).any(|w| w == b"kho,footprint-array"));
-    let done = finish_only(&mut mem, &t, &scratch, &b, |_| {});
+    let done = finish_only(&mut mem, &b, |_| {});
     assert!(done.carried.is_empty());
     assert!(
         matches!(&done.lost[..], [(_, 1, LuoError::NoHandler(_))]),
@@ -306,33 +324,36 @@ fn a_v1_node_carries_nothing() {
 
 /// The first kernel of the shared-state cases: a pool (in session
 /// `pool`, opted out of carrying if `drop`) and a dependent that draws
-/// page 2 of it (in session `deps`). Frozen; the blob.
-fn pool_and_dependent(drop: bool) -> (HostMem, Tracker, Scratch, Luo<HostMem>, Vec<u8>, Vec<u64>) {
-    let (mut mem, mut t, scratch) = setup();
+/// page 2 of it (in session `deps`). Frozen; what preflight said for a
+/// kernel that reads only the orchestrator's node, the blob and the
+/// pool's pages.
+fn pool_and_dependent(drop: bool) -> (HostMem, Scratch, Vec<Plan>, Vec<u8>, Vec<u64>) {
+    let (mut mem, scratch) = setup();
     let log = std::rc::Rc::new(core::cell::RefCell::new(Vec::new()));
-    let mut luo = Luo::<HostMem>::new();
-    luo.register(PoolHandler { log }).unwrap();
-    luo.register(Dep).unwrap();
-    luo.create_session("deps").unwrap();
-    luo.create_session("pool").unwrap();
-    luo.set_drop_unread("pool", drop).unwrap();
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let pools = out.register(PoolHandler { log }).unwrap();
+    let deps = out.register(Dep).unwrap();
+    out.create_session("deps").unwrap();
+    out.create_session("pool").unwrap();
+    out.set_drop_unread("pool", drop).unwrap();
     let pages: Vec<u64> = (0..4).map(|_| mem.alloc_frames(0).unwrap()).collect();
     let own = mem.alloc_frames(0).unwrap();
-    luo.share(
-        "pool",
-        1,
-        "pool",
-        Pool {
-            pages: pages.clone(),
-        },
-    )
-    .unwrap();
-    luo.preserve_with("deps", 5, "dep", (2u64, own), ("pool", 1), &mut mem, &mut t)
+    let pool = out
+        .share(
+            pools,
+            "pool",
+            1,
+            Pool {
+                pages: pages.clone(),
+            },
+        )
         .unwrap();
-    t.preserve(own, 0).unwrap();
-    luo.freeze(&mut mem, &mut t, None, false).unwrap();
-    let b = blob(&luo, &mut mem, &t, &scratch);
-    (mem, t, scratch, luo, b, pages)
+    out.preserve_with(deps, "deps", 5, (2u64, own), &pool, &mut mem)
+        .unwrap();
+    out.preserve_frames(own, 0).unwrap();
+    let plan = out.preflight(&ReadList::parse(b"kho-luo-v2\0").unwrap());
+    let (_frozen, b) = freeze(out, &mut mem, 0);
+    (mem, scratch, plan, b, pages)
 }
 
 /// Case 5: A carried dependent is handed on with its shared state in the call
@@ -341,8 +362,8 @@ fn pool_and_dependent(drop: bool) -> (HostMem, Tracker, Scratch, Luo<HostMem>, V
 #[test]
 fn a_carried_dependent_is_handed_on_in_any_order() {
     for reversed in [false, true] {
-        let (mut mem, t, scratch, _, b, pages) = pool_and_dependent(false);
-        let done = finish_only(&mut mem, &t, &scratch, &b, |_| {});
+        let (mut mem, scratch, _, b, pages) = pool_and_dependent(false);
+        let done = finish_only(&mut mem, &b, |_| {});
         assert!(done.lost.is_empty(), "{:?}", done.lost);
         let mut carried = checked(&mut mem, done);
         // Finish lists shared state before what depends on it.
@@ -351,24 +372,16 @@ fn a_carried_dependent_is_handed_on_in_any_order() {
         if reversed {
             carried.reverse();
         }
-        let (t2, b2) = hand_on(&mut mem, &scratch, carried, 1);
-        let h = Handoff::parse(&b2, &[RAM]).unwrap();
+        let b2 = hand_on(&mut mem, &scratch, carried, 1);
         let log = std::rc::Rc::new(core::cell::RefCell::new(Vec::new()));
-        let mut last = Luo::<HostMem>::new();
-        last.register(PoolHandler { log }).unwrap();
-        last.register(Dep).unwrap();
-        last.incoming(&h).unwrap();
-        assert_eq!(last.origin("deps", 5).unwrap().carried, 1);
-        let mut claims = mem.hand_over(&t2).unwrap();
-        let mut ctx = RestoreCtx {
-            ram: &[RAM],
-            scratch: scratch.areas(),
-            claims: &mut claims,
-        };
-        let (d, _) = last
-            .retrieve::<(u64, u64)>("deps", 5, "dep", &mut mem, &mut ctx)
-            .unwrap();
-        assert_eq!(*d, (2, pages[2]));
+        let mut inc = boot(&mut mem, &b2).unwrap();
+        inc.register(PoolHandler { log }).unwrap();
+        let deps = inc.register(Dep).unwrap();
+        let key = deps.key("deps", 5);
+        assert_eq!(inc.info(&key).unwrap().origin.carried, 1);
+        let mut inc = inc.restore(&mut mem);
+        let (d, _) = inc.take(&key, &mut mem).unwrap();
+        assert_eq!(d, (2, pages[2]));
     }
 }
 
@@ -377,11 +390,9 @@ fn a_carried_dependent_is_handed_on_in_any_order() {
 /// are freed, not stranded in a carried object nobody can hand on.
 #[test]
 fn a_dependent_of_dropped_shared_state_is_lost_as_preflight_says() {
-    let (mut mem, t, scratch, luo, b, _) = pool_and_dependent(true);
-    let reads = ReadList::parse(b"kho-luo-v2\0").unwrap();
-    let plan = luo.preflight(&reads);
+    let (mut mem, _, plan, b, _) = pool_and_dependent(true);
     assert!(plan.iter().all(|p| p.outcome == Outcome::Lost), "{plan:?}");
-    let done = finish_only(&mut mem, &t, &scratch, &b, |_| {});
+    let done = finish_only(&mut mem, &b, |_| {});
     assert!(done.carried.is_empty(), "{:?}", done.carried);
     let lost: Vec<(&str, u64)> = done.lost.iter().map(|(s, t, _)| (s.as_str(), *t)).collect();
     assert_eq!(lost.len(), 2, "{:?}", done.lost);
@@ -390,41 +401,12 @@ fn a_dependent_of_dropped_shared_state_is_lost_as_preflight_says() {
     assert!(matches!(dep.2, LuoError::SharedUnread { .. }), "{}", dep.2);
 }
 
-/// Numbers under a family name of its choosing: two families whose
-/// objects are the same Rust type.
-fn numbers(family: &'static str) -> Numbers {
-    let v = Version::new("num-v1");
-    Numbers {
-        family,
-        writes: vec![v],
-        reads: vec![v],
-        required: 0,
-        prepared: 0,
-    }
-}
-
-/// Places `blob` in frames of `mem` (as a kexec loader would) and boots
-/// the front door's next kernel from it.
-fn incoming(mem: &mut HostMem, blob: &[u8]) -> Incoming<HostMem> {
-    let order = blob
-        .len()
-        .div_ceil(4096)
-        .next_power_of_two()
-        .trailing_zeros();
-    let at = mem.alloc_frames(order).unwrap();
-    assert!(mem.write_bytes(at, blob));
-    let place = Range::new(at, at + blob.len() as u64);
-    let mut log = ReserveLog::new();
-    Incoming::new(&*mem, blob, place, &[RAM], &mut log).unwrap()
-}
-
-/// Case 7 and 8: Through the front door: a key of one family never reaches an
-/// object of another of the same Rust type (take, unpreserve); an object
-/// retrieved but not taken is discarded at finish, reported, and its
-/// pages freed.
+/// Case 7 and 8: A key of one family never reaches an object of another
+/// of the same Rust type (take, unpreserve); an object retrieved but not
+/// taken is discarded at finish, reported, and its pages freed.
 #[test]
 fn keys_keep_to_their_family_and_finish_leaves_nothing_behind() {
-    let (mut mem, _, scratch) = setup();
+    let (mut mem, scratch) = setup();
     let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
     let a = out.register(numbers("a")).unwrap();
     let b = out.register(numbers("b")).unwrap();
@@ -442,14 +424,9 @@ fn keys_keep_to_their_family_and_finish_leaves_nothing_behind() {
         .iter()
         .map(|e| Range::new(e.phys, e.phys + e.pages() * 4096))
         .collect();
-    let kf = out.preserve(fd, "s", 3, f, &mut mem).unwrap();
-    let mut out = out.freeze(&mut mem, Freeze::AllowLoss).unwrap();
-    let mut buf = vec![0u8; 64 << 10];
-    let n = out
-        .write(&mut mem, &mut buf, 0, Stamps::default())
-        .unwrap()
-        .len;
-    let mut inc = incoming(&mut mem, &buf[..n]);
+    out.preserve(fd, "s", 3, f, &mut mem).unwrap();
+    let (_frozen, blob) = freeze(out, &mut mem, 0);
+    let mut inc = boot(&mut mem, &blob).unwrap();
     let a = inc.register(numbers("a")).unwrap();
     let b = inc.register(numbers("b")).unwrap();
     let fd = inc.register(MemfdHandler::default()).unwrap();
@@ -461,7 +438,10 @@ fn keys_keep_to_their_family_and_finish_leaves_nothing_behind() {
     assert_eq!(inc.take(&a.key("s", 1), &mut mem), Ok((10, "num-v1")));
     assert_eq!(
         inc.take(&ka, &mut mem),
-        Err(LuoError::State("the object was taken"))
+        Err(LuoError::Taken {
+            session: "s".into(),
+            token: 1
+        })
     );
     assert_eq!(inc.take(&kb, &mut mem), Ok((20, "num-v1")));
     // Retrieved, never taken.
@@ -474,7 +454,6 @@ fn keys_keep_to_their_family_and_finish_leaves_nothing_behind() {
     for r in &pages {
         assert!(done.ranges.iter().any(|f| f.covers(*r)), "{r} not freed");
     }
-    let _ = kf;
 }
 
 /// Case 10: One canonical footprint: a record array page that lands between
@@ -483,30 +462,26 @@ fn keys_keep_to_their_family_and_finish_leaves_nothing_behind() {
 /// survives any number of carries and arrives bit-exact.
 #[test]
 fn a_footprint_stays_readable_through_any_number_of_carries() {
-    let (mut mem, mut t, scratch) = setup();
-    let mut luo = writer_of_v3();
+    let (mut mem, scratch) = setup();
+    let (mut out, files) = writer_of_v3(scratch);
     let f = scattered(&mut mem, 4200);
     let want = contents(&f, &mem);
     let first = f.extents()[0].phys;
-    luo.preserve("s", 1, FAMILY_MEMFD, f, &mut mem, &mut t)
-        .unwrap();
+    out.preserve(files, "s", 1, f, &mut mem).unwrap();
     // The page between the first two folios, given back after preserve.
     let gap = first + 4096;
     mem.free_frames(gap, 0);
     let reads = ReadList::parse(CARRIER).unwrap();
-    luo.freeze(&mut mem, &mut t, Some(&reads), false).unwrap();
-    match &luo.sessions[0].objects[0].held {
-        Held::Live(_, Some(prep)) => assert!(
-            prep.footprint.iter().any(|r| r.start == gap),
-            "the record array did not land in the gap: {:x?}",
-            prep.footprint
-        ),
-        _ => unreachable!(),
-    }
-    let mut b = blob_at_hop(&luo, &mut mem, &t, &scratch, 0);
+    let mut frozen = out.freeze(&mut mem, Freeze::NoLoss(&reads)).unwrap();
+    let mut b = write(&mut frozen, &mut mem, 0);
+    let fp = inline_footprint(&b, 1);
+    assert!(
+        fp.iter().any(|r| r.start == gap),
+        "the record array did not land in the gap: {fp:x?}"
+    );
     for hop in 1..=3 {
-        let done = finish_only(&mut mem, &t, &scratch, &b, |l| {
-            l.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
+        let done = finish_only(&mut mem, &b, |inc| {
+            inc.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
         });
         assert!(done.lost.is_empty(), "hop {hop}: {:?}", done.lost);
         let carried = checked(&mut mem, done);
@@ -514,9 +489,9 @@ fn a_footprint_stays_readable_through_any_number_of_carries() {
         let fp = carried[0].footprint();
         assert!(fp.windows(2).all(|w| w[0].end < w[1].start));
         assert!(fp.iter().any(|r| r.start == first && r.end > gap + 4096));
-        (t, b) = hand_on(&mut mem, &scratch, carried, hop);
+        b = hand_on(&mut mem, &scratch, carried, hop);
     }
-    assert_eq!(read_file(&mut mem, &t, &scratch, &b, "s", 1), (want, first));
+    assert_eq!(read_file(&mut mem, &b, "s", 1), (want, first));
 }
 
 proptest::proptest! {
@@ -600,7 +575,7 @@ fn chosen_chains_keep_their_promises() {
 /// and nothing is kept: the same write at that size succeeds.
 #[test]
 fn write_says_the_size_the_blob_needs() {
-    let (mut mem, _, scratch) = setup();
+    let (mut mem, scratch) = setup();
     let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
     let fd = out
         .register(MemfdHandler::new(&[V3_TEST], &[V3_TEST]))
@@ -678,15 +653,13 @@ impl crate::platform::MapFrames for NoMap {
 /// node, not at a missing session.
 #[test]
 fn errors_name_their_cause() {
-    let (mem, mut t, scratch) = setup();
+    let (mem, scratch) = setup();
     let mut mem = NoMap(mem);
-    let mut luo = Luo::<NoMap>::new();
-    luo.register(MemfdHandler::default()).unwrap();
-    luo.create_session("s").unwrap();
+    let mut out = Outgoing::<NoMap>::new(scratch).unwrap();
+    let files = out.register(MemfdHandler::default()).unwrap();
+    out.create_session("s").unwrap();
     let f = scattered(&mut mem.0, 4200);
-    let r = luo
-        .preserve("s", 1, FAMILY_MEMFD, f, &mut mem, &mut t)
-        .unwrap_err();
+    let r = out.preserve(files, "s", 1, f, &mut mem).unwrap_err();
     assert!(
         matches!(r.error, LuoError::FootprintArray { runs: 4200, .. }),
         "{}",
@@ -694,32 +667,26 @@ fn errors_name_their_cause() {
     );
     assert!(r.error.to_string().contains("MapFrames"), "{}", r.error);
     assert!(!r.object.is_preserved());
-    assert_eq!(t.pages(), 0);
+    assert_eq!(out.tracker().pages(), 0);
 
     // A node this kernel cannot read (an unknown version), then a take.
-    let (mut mem, t, scratch2, _, mut b) = first_kernel(&[V2, V1]);
+    let (mut mem, _, out) = first_kernel(&[V2, V1]);
+    let (_frozen, mut b) = freeze(out, &mut mem, 0);
     let at = b.windows(10).position(|w| w == b"kho-luo-v2").unwrap();
     b[at..at + 10].copy_from_slice(b"kho-luo-v9");
     crate::handoff::seal(&mut b).unwrap();
-    let h = Handoff::parse(&b, &[RAM]).unwrap();
-    let mut next = Luo::<HostMem>::new();
-    next.register(MemfdHandler::default()).unwrap();
-    assert!(next.incoming(&h).is_err());
-    let mut claims = mem.hand_over(&t).unwrap();
-    let mut ctx = RestoreCtx {
-        ram: &[RAM],
-        scratch: scratch2.areas(),
-        claims: &mut claims,
-    };
-    let e = next
-        .retrieve::<Memfd>("vm-1", 1, FAMILY_MEMFD, &mut mem, &mut ctx)
+    let mut inc = boot(&mut mem, &b).unwrap();
+    let files = inc.register(MemfdHandler::default()).unwrap();
+    assert!(inc.unread().is_some());
+    let mut inc = inc.restore(&mut mem);
+    let e = inc
+        .take(&files.key("vm-1", 1), &mut mem)
         .map(|_| ())
         .unwrap_err();
     assert!(
         matches!(&e, LuoError::NodeUnread(inner) if matches!(**inner, LuoError::NoReadableVersion { .. })),
         "{e}"
     );
-    let _ = scratch;
 }
 
 /// A carried object given up on purpose: `Carried::discard` hands every
@@ -727,14 +694,12 @@ fn errors_name_their_cause() {
 /// the object is no longer handed on.
 #[test]
 fn a_carried_object_can_be_given_up() {
-    let (mut mem, mut t, scratch) = setup();
-    let mut luo = writer_of_v3();
+    let (mut mem, scratch) = setup();
+    let (mut out, files) = writer_of_v3(scratch);
     let f = file(&mut mem, 200_000, 9, 0);
-    luo.preserve("s", 7, FAMILY_MEMFD, f, &mut mem, &mut t)
-        .unwrap();
-    luo.freeze(&mut mem, &mut t, None, false).unwrap();
-    let b = blob_at_hop(&luo, &mut mem, &t, &scratch, 0);
-    let done = finish_only(&mut mem, &t, &scratch, &b, |_| {});
+    out.preserve(files, "s", 7, f, &mut mem).unwrap();
+    let (_frozen, b) = freeze(out, &mut mem, 0);
+    let done = finish_only(&mut mem, &b, |_| {});
     let mut carried = checked(&mut mem, done);
     let c = carried.pop().unwrap();
     let fp: Vec<Range> = c.footprint().to_vec();
@@ -744,9 +709,7 @@ fn a_carried_object_can_be_given_up() {
     assert_eq!(c.discard(&mut mem), bytes);
     assert_eq!(mem.added[added..], fp[..]);
     // Nothing is left to hand on.
-    let (_, b2) = hand_on(&mut mem, &scratch, carried, 1);
-    let h = Handoff::parse(&b2, &[RAM]).unwrap();
-    let mut next = Luo::<HostMem>::new();
-    next.incoming(&h).unwrap();
-    assert_eq!(next.objects().count(), 0);
+    let b2 = hand_on(&mut mem, &scratch, carried, 1);
+    let inc = boot(&mut mem, &b2).unwrap();
+    assert_eq!(inc.objects().count(), 0);
 }

@@ -5,8 +5,6 @@
 use super::*;
 use crate::error::{Error, ErrorKind};
 use crate::platform::FrameAlloc;
-use crate::reserve::ReserveLog;
-use crate::update::{Freeze, Incoming, Outgoing};
 use core::error::Error as _;
 
 /// A frozen first kernel with one `memfd-v2`-only file (in a session
@@ -28,18 +26,10 @@ fn v2_only(mem: &mut HostMem, scratch: Scratch, drop: bool) -> Vec<u8> {
     buf
 }
 
-/// Places `blob` in frames and makes the next kernel's incoming side.
-fn boot(mem: &mut HostMem, blob: &[u8]) -> Result<Incoming<HostMem>, Error> {
-    let at = mem.alloc_frames(4).unwrap();
-    assert!(mem.write_bytes(at, blob));
-    let place = Range::new(at, at + blob.len() as u64);
-    Incoming::new(&*mem, blob, place, &[RAM], &mut ReserveLog::new())
-}
-
 #[test]
 fn every_kind_is_reached_through_the_front_door() {
     // Refused by preflight: the next kernel reads nothing.
-    let (mut mem, _, scratch) = setup();
+    let (mut mem, scratch) = setup();
     let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
     let files = out.register(MemfdHandler::default()).unwrap();
     out.create_session("s").unwrap();
@@ -66,7 +56,7 @@ fn every_kind_is_reached_through_the_front_door() {
     let _ = key;
 
     // A buffer too small: NoSpace, with the size needed.
-    let (mut mem, _, scratch) = setup();
+    let (mut mem, scratch) = setup();
     let blob = v2_only(&mut mem, scratch, true);
     let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
     out.register(MemfdHandler::default()).unwrap();
@@ -87,7 +77,7 @@ fn every_kind_is_reached_through_the_front_door() {
     assert_eq!(Error::from(e).kind(), ErrorKind::NoCommonVersion);
 
     // Carried: the same reader keeps a file its writer lets it carry.
-    let (mut mem, _, scratch) = setup();
+    let (mut mem, scratch) = setup();
     let blob = v2_only(&mut mem, scratch, false);
     let mut inc = boot(&mut mem, &blob).unwrap();
     let v1 = inc.register(MemfdHandler::new(&[V1], &[V1])).unwrap();
@@ -96,14 +86,14 @@ fn every_kind_is_reached_through_the_front_door() {
     assert_eq!(e.kind(), ErrorKind::Carried, "{e}");
 
     // Corrupt: one byte of the blob changed after its seal.
-    let (mut mem, _, scratch) = setup();
+    let (mut mem, scratch) = setup();
     let mut blob = v2_only(&mut mem, scratch, false);
     blob[0x48] ^= 0xff;
     let e = boot(&mut mem, &blob).err().unwrap();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
 
     // Out of memory: a memfd that cannot get a frame.
-    let (mut mem, _, _) = setup();
+    let (mut mem, _) = setup();
     while mem.alloc_frames(0).is_some() {}
     let mut f = Memfd::new(true);
     let e: Error = f.write(&mut mem, 0, &[1; 10]).unwrap_err().into();
