@@ -534,6 +534,33 @@ kernel_test!(
             let f = frames::alloc(1, PAGE_SIZE).expect("a frame");
             assert!(mem.frame_mut(f).is_some() && mem.frame(f).is_some());
             frames::free(f, 1).expect("free");
+            // Page tables, made at boot or later (a mapping of scattered
+            // frames needs new ones, from the heap): the live root and
+            // every table under a fresh mapping are out of the token's
+            // reach, so no safe write can change a mapping.
+            let root = kho_x86_64::paging::tables_of(0)[0];
+            assert!(mem.frame(root).is_none() && mem.frame_mut(root).is_none());
+            let pages = [
+                frames::alloc(1, PAGE_SIZE).expect("a frame"),
+                frames::alloc(1, PAGE_SIZE).expect("a frame"),
+            ];
+            let m = kho::platform::MapFrames::map(&mut *mem, &pages).expect("mapped");
+            let virt = kho::platform::MapFrames::bytes(&*mem, &m).as_ptr() as u64;
+            let tables = kho_x86_64::paging::tables_of(virt);
+            assert_eq!(tables.len(), 4, "a 4 KiB mapping walks four tables");
+            for t in tables {
+                assert!(
+                    mem.frame(t).is_none() && mem.frame_mut(t).is_none(),
+                    "table {t:#x}"
+                );
+            }
+            kho::platform::MapFrames::unmap(&mut *mem, m);
+            for p in pages {
+                frames::free(p, 1).expect("free");
+            }
+            for t in kho_x86_64::paging::boot_tables() {
+                assert!(frames::free(t.start, 1).is_err(), "a boot table freed");
+            }
         }
         // The heap, the image and real-mode memory never go back to a pool.
         assert!(frames::free(heap, 1).is_err());

@@ -34,9 +34,9 @@ use spin::Mutex;
 pub struct KernelMem {
     ram: &'static [Range],
     /// Memory Rust code holds references into (the kernel image with its
-    /// statics and stacks, the heap): never read or written through the
-    /// token.
-    rust: [Range; 2],
+    /// statics and stacks, the heap) and the page tables made before the
+    /// heap: never read or written through the token.
+    rust: &'static [Range],
     /// Memory read in place as `&'static [u8]` (the boot modules, the
     /// extra segment): read, never written, through the token.
     shared: &'static [Range],
@@ -63,18 +63,23 @@ impl KernelMem {
     ///    kernel's life.
     /// 2. `ram` is ordinary memory (no device registers).
     /// 3. `rust` holds every range outside the frame allocator that Rust
-    ///    code holds references into (the kernel image, the heap), and
-    ///    `shared` every range handed out as `&'static [u8]` (modules):
-    ///    the token refuses the first for reading and writing, the second
-    ///    for writing.
-    /// 4. Whoever holds a `KernelMem` writes through
-    ///    [`PhysMem::frame_mut`] only frames it owns (allocated from
-    ///    [`frames`], or adopted from the handoff), and reads through
-    ///    [`PhysMem::frame`] only frames nothing writes meanwhile: the
-    ///    contract of [`PhysMem`], which kho keeps. (Frames the allocator
-    ///    handed to someone else, page tables among them, are the one
-    ///    thing the token cannot tell apart: this promise covers them.)
-    pub unsafe fn new(ram: &'static [Range], rust: [Range; 2], shared: &'static [Range]) -> Self {
+    ///    code holds references into (the kernel image, the heap) and
+    ///    every page table outside the heap, and `shared` every range
+    ///    handed out as `&'static [u8]` (modules): the token refuses the
+    ///    first for reading and writing, the second for writing.
+    /// 4. Every other access to RAM goes through the token: nothing else
+    ///    holds a reference or a pointer into a frame outside `rust` and
+    ///    `shared` while a borrow of the token can reach it (kho reaches
+    ///    frames only through [`PhysMem`] and [`kho::platform::MapFrames`], which borrow
+    ///    the token). Which frames belong to whom is then a matter of
+    ///    correctness, not of memory safety: writing a frame another
+    ///    object owns corrupts that object, never Rust's own memory or a
+    ///    mapping.
+    pub unsafe fn new(
+        ram: &'static [Range],
+        rust: &'static [Range],
+        shared: &'static [Range],
+    ) -> Self {
         Self { ram, rust, shared }
     }
 
@@ -108,7 +113,8 @@ impl KernelMem {
         }
         // SAFETY: every page of `range` is RAM the direct map covers
         // (promise 1), outside what Rust or anyone else references
-        // (promise 3), owned by the holder (promise 4); `&mut self` makes
+        // (promise 3), reached by nothing but the token (promise 4);
+        // `&mut self` makes
         // this the only borrow through the token.
         Some(unsafe {
             core::slice::from_raw_parts_mut(
@@ -185,8 +191,8 @@ impl PhysMem for KernelMem {
         }
         let p = paging::phys_to_virt(phys).as_mut_ptr::<Frame>();
         // SAFETY: as above, and not lent out as `&'static [u8]` (promise 3
-        // of `new`); the holder owns the frame (promise 4), and `&mut self`
-        // makes this the only borrow through this token.
+        // of `new`); nothing but the token reaches the frame (promise 4),
+        // and `&mut self` makes this the only borrow through this token.
         Some(unsafe { &mut *p })
     }
 }

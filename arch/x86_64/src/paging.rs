@@ -9,6 +9,13 @@
 //!
 //! Nothing else is mapped; in particular low memory is reached only through
 //! the direct map, so a stray null or small pointer faults.
+//!
+//! Page-table pages are never frames a safe caller can reach: those made
+//! during boot, before the heap, are recorded ([`boot_tables`]) so that
+//! boot can fix them in the frame allocator and make the RAM token refuse
+//! them; once [`tables_on_heap`] has run, every new one is a page of the
+//! heap, which the token refuses too. So no write through
+//! [`crate::glue::KernelMem`] can change a mapping.
 
 use crate::addr::{PhysAddr as Phys, VirtAddr as Virt};
 use crate::boot::ImageLayout;
@@ -17,6 +24,7 @@ use crate::pvh::BootParams;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 use kho::PAGE_SIZE;
+use kho::ranges::Range;
 use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::registers::model_specific::{Efer, EferFlags};
 use x86_64::structures::paging::{PageTable, PageTableFlags as F, PhysFrame};
@@ -27,6 +35,30 @@ pub const DIRECT_MAP_BASE: u64 = 0xffff_8000_0000_0000;
 const HUGE: u64 = 2 << 20;
 
 static DIRECT_MAP_LIVE: AtomicBool = AtomicBool::new(false);
+
+/// Most runs of page-table pages taken before the heap (they come from the
+/// scratch pool one after another, so usually one or two runs).
+pub const MAX_BOOT_TABLE_RUNS: usize = 8;
+
+/// The page-table pages taken before the heap, as runs.
+static BOOT_TABLES: spin::Mutex<heapless::Vec<Range, MAX_BOOT_TABLE_RUNS>> =
+    spin::Mutex::new(heapless::Vec::new());
+
+/// Whether new page-table pages come from the heap.
+static TABLES_ON_HEAP: AtomicBool = AtomicBool::new(false);
+
+/// The page-table pages made before [`tables_on_heap`], as runs of
+/// frames: boot fixes them in the frame allocator and hands them to the
+/// RAM token as memory it refuses.
+pub fn boot_tables() -> heapless::Vec<Range, MAX_BOOT_TABLE_RUNS> {
+    BOOT_TABLES.lock().clone()
+}
+
+/// From now on, page-table pages are pages of the heap (the global
+/// allocator must be live: boot calls this right after the heap opens).
+pub fn tables_on_heap() {
+    TABLES_ON_HEAP.store(true, Ordering::Relaxed);
+}
 
 /// The direct-map address of physical address `phys`.
 pub fn phys_to_virt(phys: impl Into<Phys>) -> Virt {
@@ -64,6 +96,19 @@ fn table_ptr(phys: u64) -> *mut PageTable {
 }
 
 fn new_table() -> Result<u64, PagingError> {
+    if TABLES_ON_HEAP.load(Ordering::Relaxed) {
+        let layout = core::alloc::Layout::from_size_align(PAGE_SIZE as usize, PAGE_SIZE as usize)
+            .map_err(|_| PagingError::OutOfFrames)?;
+        // SAFETY: the layout has a non-zero size. The page is never freed:
+        // it is a page table for as long as the kernel runs.
+        let virt = unsafe { alloc::alloc::alloc_zeroed(layout) };
+        if virt.is_null() {
+            return Err(PagingError::OutOfFrames);
+        }
+        // The heap lies in the direct map, so its pages' physical
+        // addresses are their offsets in it.
+        return Ok((virt as u64).wrapping_sub(DIRECT_MAP_BASE));
+    }
     // Below 4 GiB while only the boot identity map exists.
     let phys = if DIRECT_MAP_LIVE.load(Ordering::Relaxed) {
         frames::alloc(1, PAGE_SIZE)
@@ -71,6 +116,15 @@ fn new_table() -> Result<u64, PagingError> {
         frames::alloc_below(1, 1 << 32)
     }
     .ok_or(PagingError::OutOfFrames)?;
+    {
+        let mut runs = BOOT_TABLES.lock();
+        match runs.last_mut() {
+            Some(r) if r.end == phys => r.end += PAGE_SIZE,
+            _ => runs
+                .push(Range::new(phys, phys + PAGE_SIZE))
+                .map_err(|_| PagingError::OutOfFrames)?,
+        }
+    }
     // SAFETY: the frame was just taken from the allocator, so nothing else
     // uses it, and `table_ptr` gives a mapped, page-aligned address for it.
     unsafe { (*table_ptr(phys)).zero() };
@@ -263,6 +317,29 @@ pub unsafe fn map_frames(frames: &[u64]) -> Result<Virt, PagingError> {
         };
     }
     Ok(Virt::new(virt))
+}
+
+/// The page-table pages the live tree walks through to translate `virt`,
+/// root first (four for a 4 KiB page, fewer where a huge page or an
+/// unused entry ends the walk): what a test checks the token refuses.
+pub fn tables_of(virt: u64) -> heapless::Vec<u64, 4> {
+    let (root, _) = Cr3::read();
+    let mut out = heapless::Vec::new();
+    let mut t = root.start_address().as_u64();
+    for level in [4, 3, 2, 1] {
+        let _ = out.push(t);
+        if level == 1 {
+            break;
+        }
+        // SAFETY: `t` is a table of the live tree, reached through the
+        // direct map; only read here, single CPU, interrupts off.
+        let e = unsafe { &(&*table_ptr(t))[idx(virt, level)] };
+        if e.is_unused() || e.flags().contains(F::HUGE_PAGE) {
+            break;
+        }
+        t = e.addr().as_u64();
+    }
+    out
 }
 
 /// Removes `count` pages mapped by [`map_frames`] at `virt`.

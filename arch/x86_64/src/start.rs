@@ -85,6 +85,7 @@ static SCRATCH: Once<Scratch> = Once::new();
 static RAM: Once<heapless::Vec<Range, { pvh::MAX_MEMMAP }>> = Once::new();
 static RESERVED: spin::Mutex<Reserved> = spin::Mutex::new(Reserved::new());
 /// The ranges read in place (modules, the extra segment), for the token.
+static RUST: Once<heapless::Vec<Range, { 2 + paging::MAX_BOOT_TABLE_RUNS }>> = Once::new();
 static SHARED: Once<heapless::Vec<Range, { 2 + pvh::MAX_MODULES }>> = Once::new();
 
 /// The ranges reserved from the handoff at boot (empty on a cold boot).
@@ -469,17 +470,34 @@ pub unsafe fn start(
     let heap = unsafe { heap::init(heap, heap_size(&params)) }.ok_or(BootError::Heap)?;
     let heap_range = Range::new(heap.phys, heap.phys + heap.size);
     frames::fix(heap_range).map_err(|e| BootError::Frames("fixing the heap", e))?;
+    // Page tables from now on are heap pages; those made before are fixed
+    // and refused by the token, as the heap is.
+    paging::tables_on_heap();
+    let tables = paging::boot_tables();
+    for &t in &tables {
+        frames::fix(t).map_err(|e| BootError::Frames("fixing the page tables", e))?;
+    }
+    let rust = RUST.call_once(|| {
+        let mut v: heapless::Vec<Range, { 2 + paging::MAX_BOOT_TABLE_RUNS }> = heapless::Vec::new();
+        let _ = v.push(image_range);
+        let _ = v.push(heap_range);
+        for &t in &tables {
+            let _ = v.push(t);
+        }
+        v
+    });
     // What the token never hands out: the image and the heap (Rust holds
-    // references into both) are neither read nor written through it; the
-    // modules and the extra segment (read in place as `&'static [u8]`)
-    // are not written.
+    // references into both) and the page tables are neither read nor
+    // written through it; the modules and the extra segment (read in
+    // place as `&'static [u8]`) are not written.
     let shared = SHARED.call_once(|| keep.iter().skip(1).copied().collect());
     // SAFETY: the direct map is live and maps all of RAM, read and write,
-    // for good (`paging::init`); RAM is ordinary memory; `image_range` and
-    // `heap_range` are all the memory Rust code holds references into
-    // outside frames the kernel allocates, and `shared` every range read
-    // in place by `module_bytes` and `extra_segment_bytes`.
-    let mem = unsafe { crate::glue::KernelMem::new(ram, [image_range, heap_range], shared) };
+    // for good (`paging::init`); RAM is ordinary memory; `rust` (the image,
+    // the heap, the boot page tables) is all the memory that Rust code
+    // holds references into or that the CPU reads as page tables outside
+    // the heap, and `shared` every range read in place by `module_bytes`
+    // and `extra_segment_bytes`.
+    let mem = unsafe { crate::glue::KernelMem::new(ram, rust, shared) };
     // Now the handoff: every preserved range validated and reserved, into
     // lists on the heap (so their number has no fixed limit), or nothing
     // reserved and a cold boot.
