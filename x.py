@@ -477,7 +477,7 @@ def cmd_clippy(_args):
     require_cargo()
     run(["cargo", "clippy", "--workspace"] + HOST_EXCLUDES + ["--all-targets", "--", "-D", "warnings"])
     run(["cargo", "clippy", "-p", "kho", "-p", "kho-x86_64", "-p", "kho-qemu", "-p", "kho-qemu-rt",
-         "-p", "kho-minimal",
+         "-p", "kho-minimal", "-p", "kho-timing",
          "--target", TARGET, "--", "-D", "warnings"])
 
 

@@ -6,12 +6,13 @@
 
 use crate::{Figure, Target};
 use kho_runner::{Accel, Boot, Config, boot, judge_demo};
+use kho_timing::{Field, Record};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The key=value fields of one hop's `kho-timing` lines.
-type Fields = BTreeMap<String, String>;
+/// The values of one hop's timing records ([`kho_timing::Record`]).
+type Fields = BTreeMap<Field, u64>;
 
 /// Where things are: the optimized kernel and the log directory.
 pub struct Paths {
@@ -34,32 +35,30 @@ impl Paths {
     }
 }
 
-/// The fields of the `kho-timing hop=HOP` lines: those of the demo's
-/// `bench=BENCH` mode, or of a plain boot (`bench` empty).
-pub fn timing_fields(lines: &[String], hop: u32, bench: &str) -> Fields {
-    let mut prefix = format!("kho-timing hop={hop} ");
-    if !bench.is_empty() {
-        prefix.push_str(&format!("bench={bench} "));
-    }
+/// The values of the timing records of hop `hop`: those of the demo's
+/// `bench=BENCH` mode, or of a plain boot (`bench` empty). A line that
+/// starts as a record and does not parse is an error, by its text.
+pub fn timing_fields(lines: &[String], hop: u32, bench: &str) -> Result<Fields, String> {
+    let want = (!bench.is_empty()).then_some(bench);
     let mut out = Fields::new();
     for l in lines {
-        if l.starts_with(&prefix) && (!bench.is_empty() || !l.contains(" bench=")) {
-            for kv in l.split_whitespace().skip(1) {
-                if let Some((k, v)) = kv.split_once('=') {
-                    out.insert(k.to_owned(), v.to_owned());
-                }
-            }
+        if !l.starts_with(kho_timing::PREFIX) {
+            continue;
+        }
+        let r = Record::parse(l).map_err(|e| format!("{e}: {l}"))?;
+        if r.hop == hop && r.bench == want {
+            out.extend(r.fields());
         }
     }
-    out
+    Ok(out)
 }
 
 /// A field as a number; a field a kernel did not print is a failure of
 /// the bench, said by name.
-fn num(f: &Fields, key: &str) -> Result<f64, String> {
-    f.get(key)
-        .and_then(|v| v.parse::<f64>().ok())
-        .ok_or_else(|| format!("no kho-timing field {key} (fields: {f:?})"))
+fn num(f: &Fields, key: Field) -> Result<f64, String> {
+    f.get(&key)
+        .map(|&v| v as f64)
+        .ok_or_else(|| format!("no kho-timing field {} (fields: {f:?})", key.name()))
 }
 
 /// One boot of the release kernel: its command line, module, memory (MiB),
@@ -97,8 +96,8 @@ fn cold_boot_seconds(p: &Paths, accel: Accel, tag: &str) -> Option<f64> {
         expect: "live update OK after 0 kexecs",
     };
     let b = run(p, spec, accel).ok()?;
-    let f = timing_fields(&b.lines, 0, "");
-    Some(num(&f, "cold_open_ticks").ok()? / num(&f, "hz").ok()?)
+    let f = timing_fields(&b.lines, 0, "").ok()?;
+    Some(num(&f, Field::ColdOpenTicks).ok()? / num(&f, Field::Hz).ok()?)
 }
 
 /// KVM where /dev/kvm works and runs the guest faster than TCG; TCG
@@ -142,8 +141,8 @@ fn bench_boot(
     };
     let b = run(p, spec, accel).map_err(|e| format!("bench {bench}: {e}"))?;
     Ok((
-        timing_fields(&b.lines, 0, bench),
-        timing_fields(&b.lines, 1, bench),
+        timing_fields(&b.lines, 0, bench)?,
+        timing_fields(&b.lines, 1, bench)?,
     ))
 }
 
@@ -159,18 +158,19 @@ fn live_update(p: &Paths, accel: Accel) -> Result<Vec<Figure>, String> {
     println!("\nlive update bench ({accel:?}), one 1 GiB memfd; ticks from the TSC");
     for (bench, label) in [("memfd-4k", "4 KiB folios"), ("memfd-2m", "2 MiB folios")] {
         let (a, b) = bench_boot(p, bench, accel, 3072, 600)?;
-        let hz = num(&b, "hz")?;
-        let ms = |f: &Fields, k: &str| num(f, k).map(|t| t * 1e3 / hz);
-        let freeze = ms(&a, "freeze_ticks")?;
-        let serialize = ms(&b, "handoff_ticks")? - freeze;
+        let hz = num(&b, Field::Hz)?;
+        let ms = |f: &Fields, k: Field| num(f, k).map(|t| t * 1e3 / hz);
+        let freeze = ms(&a, Field::FreezeTicks)?;
+        let serialize = ms(&b, Field::HandoffTicks)? - freeze;
         // The next kernel's page tables and heap (before its restore) are
         // a cold boot's work too: part of the kexec, not of the handoff.
-        let kexec = ms(&b, "prep_ticks")? + ms(&b, "jump_ticks")? + ms(&b, "boot_ticks")?;
-        let (reserve, retrieve) = (ms(&b, "reserve_ticks")?, ms(&b, "retrieve_ticks")?);
+        let kexec =
+            ms(&b, Field::PrepTicks)? + ms(&b, Field::JumpTicks)? + ms(&b, Field::BootTicks)?;
+        let (reserve, retrieve) = (ms(&b, Field::ReserveTicks)?, ms(&b, Field::RetrieveTicks)?);
         let work = freeze + serialize + reserve + retrieve;
         // The copy's first pass also pays for touching a fresh GiB; the
         // warmer of the two passes, twice, flatters us least.
-        let copy = 2.0 * ms(&a, "copy_out_ticks")?.min(ms(&a, "copy_back_ticks")?);
+        let copy = 2.0 * ms(&a, Field::CopyOutTicks)?.min(ms(&a, Field::CopyBackTicks)?);
         let name = format!("live update 1 GiB memfd, {label}");
         figures.push(
             Figure::new(
@@ -200,8 +200,8 @@ fn live_update(p: &Paths, accel: Accel) -> Result<Vec<Figure>, String> {
         }
         println!(
             "  {label} ({} folios, {} physical runs): freeze {freeze:.2} ms, serialize {serialize:.2} ms, kexec {kexec:.2} ms, reserve {reserve:.2} ms, retrieve {retrieve:.2} ms; handoff work {work:.2} ms = {:.2}% of copying the data out and back ({copy:.0} ms; target <= 5%)",
-            a.get("folios").map_or("?", String::as_str),
-            a.get("extents").map_or("?", String::as_str),
+            a.get(&Field::Folios).map_or("?".into(), u64::to_string),
+            a.get(&Field::Extents).map_or("?".into(), u64::to_string),
             100.0 * work / copy
         );
     }
@@ -247,10 +247,10 @@ fn kexec_images(p: &Paths, accel: Accel) -> Result<Vec<Figure>, String> {
             };
             let b = run(p, spec, accel).map_err(|e| format!("kexec image bench ({label}): {e}"))?;
             let (a, n) = (
-                timing_fields(&b.lines, 0, ""),
-                timing_fields(&b.lines, 1, ""),
+                timing_fields(&b.lines, 0, "")?,
+                timing_fields(&b.lines, 1, "")?,
             );
-            let hz = num(&n, "hz")?;
+            let hz = num(&n, Field::Hz)?;
             let jump = b
                 .lines
                 .iter()
@@ -260,11 +260,15 @@ fn kexec_images(p: &Paths, accel: Accel) -> Result<Vec<Figure>, String> {
             let us = |t: f64| t * 1e6 / hz;
             // Staging start (just before kexec::prepare) to the jump stamp,
             // then the jump stamp to the next kernel's entry.
-            kexec.push(us(jump - num(&a, "stage_tsc")? + num(&n, "jump_ticks")?));
-            prep.push(us(num(&a, "prepare_ticks")?));
-            entry.push(us(num(&n, "jump_ticks")?));
-            copy.push(us(num(&n, "copy_end_tsc")? - num(&n, "copy_start_tsc")?));
-            floor.push(num(&a, "floor_ticks")? * 1e6 / num(&a, "hz")?);
+            kexec.push(us(
+                jump - num(&a, Field::StageTsc)? + num(&n, Field::JumpTicks)?
+            ));
+            prep.push(us(num(&a, Field::PrepareTicks)?));
+            entry.push(us(num(&n, Field::JumpTicks)?));
+            copy.push(us(
+                num(&n, Field::CopyEndTsc)? - num(&n, Field::CopyStartTsc)?
+            ));
+            floor.push(num(&a, Field::FloorTicks)? * 1e6 / num(&a, Field::Hz)?);
         }
         let med = |v: &mut Vec<f64>| {
             v.sort_by(f64::total_cmp);
@@ -330,16 +334,16 @@ pub fn run_all(p: &Paths, kvm_present: bool) -> Result<(Vec<Figure>, Accel, Stri
         ("4k-scattered", "4 KiB pages none adjacent", 3072),
     ] {
         let (a, b) = bench_boot(p, bench, accel, memory, 300)?;
-        let hz = num(&b, "hz")?;
-        let us = |f: &Fields, k: &str| num(f, k).map(|t| t * 1e6 / hz);
-        let cold = us(&a, "cold_open_ticks")?;
+        let hz = num(&b, Field::Hz)?;
+        let us = |f: &Fields, k: Field| num(f, k).map(|t| t * 1e6 / hz);
+        let cold = us(&a, Field::ColdOpenTicks)?;
         let cold_name = "cold boot entry to RAM open (same kernel, same run)";
         for (name, key) in [
-            ("next kernel entry to all reserved", "reserve_ticks"),
-            ("next kernel entry to RAM open", "open_ticks"),
+            ("next kernel entry to all reserved", Field::ReserveTicks),
+            ("next kernel entry to RAM open", Field::OpenTicks),
             (
                 "restore again, warm (parse, validate, reserve)",
-                "warm_restore_ticks",
+                Field::WarmRestoreTicks,
             ),
         ] {
             let f = Figure::new(
@@ -350,28 +354,28 @@ pub fn run_all(p: &Paths, kvm_present: bool) -> Result<(Vec<Figure>, Accel, Stri
                 cold,
             );
             figures.push(match key {
-                "reserve_ticks" => f.with_target(Target::Value(1000.0)),
+                Field::ReserveTicks => f.with_target(Target::Value(1000.0)),
                 _ => f,
             });
         }
         for (name, v) in [
-            ("preserve 1 GiB", us(&a, "preserve_ticks")?),
-            ("handoff (tracker and blob)", us(&b, "handoff_ticks")?),
-            ("jump preparation", us(&b, "prep_ticks")?),
-            ("trampoline to next entry", us(&b, "jump_ticks")?),
+            ("preserve 1 GiB", us(&a, Field::PreserveTicks)?),
+            ("handoff (tracker and blob)", us(&b, Field::HandoffTicks)?),
+            ("jump preparation", us(&b, Field::PrepTicks)?),
+            ("trampoline to next entry", us(&b, Field::JumpTicks)?),
         ] {
             figures.push(phase(format!("kexec {label}: {name}"), v, "us"));
         }
         println!(
             "  {label}: entry to all reserved {:.1} us ({} ranges; target <= 1000 us; the same restore warm {:.1} us), entry to RAM open {:.1} us, cold boot entry to RAM open {cold:.1} us; preserve {:.0} us, handoff {:.0} us, prep {:.0} us, trampoline {:.0} us",
-            us(&b, "reserve_ticks")?,
-            b.get("ranges").map_or("?", String::as_str),
-            us(&b, "warm_restore_ticks")?,
-            us(&b, "open_ticks")?,
-            us(&a, "preserve_ticks")?,
-            us(&b, "handoff_ticks")?,
-            us(&b, "prep_ticks")?,
-            us(&b, "jump_ticks")?
+            us(&b, Field::ReserveTicks)?,
+            b.get(&Field::Ranges).map_or("?".into(), u64::to_string),
+            us(&b, Field::WarmRestoreTicks)?,
+            us(&b, Field::OpenTicks)?,
+            us(&a, Field::PreserveTicks)?,
+            us(&b, Field::HandoffTicks)?,
+            us(&b, Field::PrepTicks)?,
+            us(&b, Field::JumpTicks)?
         );
     }
     figures.extend(kexec_images(p, accel)?);
@@ -386,28 +390,44 @@ mod tests {
     #[test]
     fn timing_fields_keep_to_their_hop_and_mode() {
         let lines: Vec<String> = [
-            "kho-timing hop=0 cold_open_ticks=5 hz=10",
-            "kho-timing hop=0 bench=4k preserve_ticks=7 hz=10",
-            "kho-timing hop=1 bench=4k reserve_ticks=3 hz=10",
-            "kho hop 0: not a timing line=1",
+            Record::new(0)
+                .with(Field::ColdOpenTicks, 5)
+                .with(Field::Hz, 10)
+                .to_string(),
+            Record::new(0)
+                .bench("4k")
+                .with(Field::PreserveTicks, 7)
+                .with(Field::Hz, 10)
+                .to_string(),
+            Record::new(1)
+                .bench("4k")
+                .with(Field::ReserveTicks, 3)
+                .with(Field::Hz, 10)
+                .to_string(),
+            "kho hop 0: not a timing line=1".into(),
         ]
-        .map(String::from)
         .into();
-        let plain = timing_fields(&lines, 0, "");
-        assert_eq!(plain.get("cold_open_ticks").map(String::as_str), Some("5"));
+        let plain = timing_fields(&lines, 0, "").unwrap();
+        assert_eq!(plain.get(&Field::ColdOpenTicks), Some(&5));
         assert!(
-            !plain.contains_key("preserve_ticks"),
+            !plain.contains_key(&Field::PreserveTicks),
             "a bench line is not a plain boot's"
         );
-        let b0 = timing_fields(&lines, 0, "4k");
-        assert_eq!(num(&b0, "preserve_ticks"), Ok(7.0));
+        let b0 = timing_fields(&lines, 0, "4k").unwrap();
+        assert_eq!(num(&b0, Field::PreserveTicks), Ok(7.0));
         assert!(
-            num(&b0, "reserve_ticks").is_err(),
+            num(&b0, Field::ReserveTicks).is_err(),
             "hop 1's field is not hop 0's"
         );
         assert_eq!(
-            num(&timing_fields(&lines, 1, "4k"), "reserve_ticks"),
+            num(
+                &timing_fields(&lines, 1, "4k").unwrap(),
+                Field::ReserveTicks
+            ),
             Ok(3.0)
         );
+        // A record the kernel garbled fails the bench, naming the line.
+        let bad = vec!["kho-timing hop=0 hz=ten".to_string()];
+        assert!(timing_fields(&bad, 0, "").unwrap_err().contains("hz=ten"));
     }
 }

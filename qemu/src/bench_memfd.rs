@@ -14,6 +14,7 @@ use kho::memfd::{MemfdHandler, V2};
 use kho::ranges::Range;
 use kho::{Freeze, Outgoing};
 use kho_qemu_rt::exit::{ExitCode, exit_qemu};
+use kho_timing::{Field, Record};
 use kho_x86_64::glue::KernelMem;
 use kho_x86_64::{BootInfo, frames, kprintln, tsc};
 
@@ -128,10 +129,14 @@ pub fn run(boot: &'static BootInfo, what: &str) -> ! {
     // `hand_over` takes the memory token itself.
     drop(mem);
     kprintln!(
-        "kho-timing hop=0 bench={what} freeze_ticks={} copy_out_ticks={} copy_back_ticks={} folios={folios} extents={extents}",
-        frozen_tsc - start,
-        t1 - t0,
-        t2 - t1
+        "{}",
+        Record::new(0)
+            .bench(what)
+            .with(Field::FreezeTicks, frozen_tsc - start)
+            .with(Field::CopyOutTicks, t1 - t0)
+            .with(Field::CopyBackTicks, t2 - t1)
+            .with(Field::Folios, folios)
+            .with(Field::Extents, extents as u64)
     );
     hand_over(
         boot,
@@ -187,14 +192,31 @@ fn next(boot: &'static BootInfo, what: &str) -> ! {
     }
     let s = info.stamps;
     kprintln!(
-        "kho-timing hop=1 bench={what} handoff_ticks={} prep_ticks={} jump_ticks={} boot_ticks={} reserve_ticks={} retrieve_ticks={} hz={}",
-        s.written.get().saturating_sub(s.start.get()),
-        s.jump.get().saturating_sub(s.written.get()),
-        boot.entry_tsc.saturating_sub(s.jump.get()),
-        info.restore_tsc.saturating_sub(boot.entry_tsc),
-        info.reserved_tsc.saturating_sub(info.restore_tsc),
-        t1 - t0,
-        tsc::hz()
+        "{}",
+        Record::new(1)
+            .bench(what)
+            .with(
+                Field::HandoffTicks,
+                s.written.get().saturating_sub(s.start.get())
+            )
+            .with(
+                Field::PrepTicks,
+                s.jump.get().saturating_sub(s.written.get())
+            )
+            .with(
+                Field::JumpTicks,
+                boot.entry_tsc.saturating_sub(s.jump.get())
+            )
+            .with(
+                Field::BootTicks,
+                info.restore_tsc.saturating_sub(boot.entry_tsc)
+            )
+            .with(
+                Field::ReserveTicks,
+                info.reserved_tsc.saturating_sub(info.restore_tsc)
+            )
+            .with(Field::RetrieveTicks, t1 - t0)
+            .with(Field::Hz, tsc::hz())
     );
     kprintln!(
         "kho hop 1: verified the {} MiB memfd ({} folios, {} extents), first folio still at {first:#x} (bench)",

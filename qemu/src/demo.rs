@@ -26,6 +26,7 @@ use kho::handoff::Handoff;
 use kho::ranges::Range;
 use kho::{Freeze, Outgoing};
 use kho_qemu_rt::exit::{ExitCode, exit_qemu};
+use kho_timing::{Field, Record};
 use kho_x86_64::glue::KernelMem;
 use kho_x86_64::{BootInfo, frames, kprintln, tsc};
 
@@ -73,14 +74,32 @@ fn bench(boot: &'static BootInfo, what: &str) -> ! {
         }
         let s = info.stamps;
         kprintln!(
-            "kho-timing hop=1 bench={what} warm_restore_ticks={warm} handoff_ticks={} prep_ticks={} jump_ticks={} reserve_ticks={} open_ticks={} ranges={} hz={}",
-            s.written.get().saturating_sub(s.start.get()),
-            s.jump.get().saturating_sub(s.written.get()),
-            boot.entry_tsc.saturating_sub(s.jump.get()),
-            info.reserved_tsc.saturating_sub(boot.entry_tsc),
-            boot.open_tsc.saturating_sub(boot.entry_tsc),
-            info.ranges,
-            tsc::hz()
+            "{}",
+            Record::new(1)
+                .bench(what)
+                .with(Field::WarmRestoreTicks, warm)
+                .with(
+                    Field::HandoffTicks,
+                    s.written.get().saturating_sub(s.start.get())
+                )
+                .with(
+                    Field::PrepTicks,
+                    s.jump.get().saturating_sub(s.written.get())
+                )
+                .with(
+                    Field::JumpTicks,
+                    boot.entry_tsc.saturating_sub(s.jump.get())
+                )
+                .with(
+                    Field::ReserveTicks,
+                    info.reserved_tsc.saturating_sub(boot.entry_tsc)
+                )
+                .with(
+                    Field::OpenTicks,
+                    boot.open_tsc.saturating_sub(boot.entry_tsc)
+                )
+                .with(Field::Ranges, info.ranges as u64)
+                .with(Field::Hz, tsc::hz())
         );
         kprintln!(
             "kho hop 1: verified {} MiB preserved in {} ranges (bench)",
@@ -91,9 +110,14 @@ fn bench(boot: &'static BootInfo, what: &str) -> ! {
         exit_qemu(ExitCode::Success);
     }
     kprintln!(
-        "kho-timing hop=0 bench={what} cold_open_ticks={} hz={}",
-        boot.open_tsc.saturating_sub(boot.entry_tsc),
-        tsc::hz()
+        "{}",
+        Record::new(0)
+            .bench(what)
+            .with(
+                Field::ColdOpenTicks,
+                boot.open_tsc.saturating_sub(boot.entry_tsc)
+            )
+            .with(Field::Hz, tsc::hz())
     );
     let count = (1u64 << 30) >> (12 + order);
     let blocks = if scattered {
@@ -120,8 +144,11 @@ fn bench(boot: &'static BootInfo, what: &str) -> ! {
     }
     let preserved = tsc::now();
     kprintln!(
-        "kho-timing hop=0 bench={what} preserve_ticks={} blocks={count}",
-        preserved - start
+        "{}",
+        Record::new(0)
+            .bench(what)
+            .with(Field::PreserveTicks, preserved - start)
+            .with(Field::Blocks, count)
     );
     let frozen = out
         .freeze(&mut *crate::mem::kmem(), Freeze::AllowLoss)
@@ -225,10 +252,20 @@ pub fn run(boot: &'static BootInfo) -> ! {
         // of this kernel, the copies, the way into the next kernel.
         let (copy_start, copy_end) = p.trampoline_tsc.unwrap_or((0, 0));
         kprintln!(
-            "kho-timing hop={hop} handoff_ticks={a_work} prep_ticks={a_jump} jump_ticks={to_entry} reserve_ticks={to_reserved} open_ticks={} copy_start_tsc={copy_start} copy_end_tsc={copy_end} entry_tsc={} hz={}",
-            boot.open_tsc.saturating_sub(boot.entry_tsc),
-            boot.entry_tsc,
-            tsc::hz()
+            "{}",
+            Record::new(hop)
+                .with(Field::HandoffTicks, a_work)
+                .with(Field::PrepTicks, a_jump)
+                .with(Field::JumpTicks, to_entry)
+                .with(Field::ReserveTicks, to_reserved)
+                .with(
+                    Field::OpenTicks,
+                    boot.open_tsc.saturating_sub(boot.entry_tsc)
+                )
+                .with(Field::CopyStartTsc, copy_start)
+                .with(Field::CopyEndTsc, copy_end)
+                .with(Field::EntryTsc, boot.entry_tsc)
+                .with(Field::Hz, tsc::hz())
         );
         let reused = poison_free_memory();
         let again = verify(boot, hop);
@@ -249,9 +286,13 @@ pub fn run(boot: &'static BootInfo) -> ! {
         }
     } else {
         kprintln!(
-            "kho-timing hop=0 cold_open_ticks={} hz={}",
-            boot.open_tsc.saturating_sub(boot.entry_tsc),
-            tsc::hz()
+            "{}",
+            Record::new(0)
+                .with(
+                    Field::ColdOpenTicks,
+                    boot.open_tsc.saturating_sub(boot.entry_tsc)
+                )
+                .with(Field::Hz, tsc::hz())
         );
         for order in ORDERS {
             let p = frames::alloc(1 << order, PAGE_SIZE << order)

@@ -9,6 +9,7 @@ use kho::ranges::Range;
 use kho::scratch::Scratch;
 use kho::{Frozen, PAGE_SIZE};
 use kho_qemu_rt::exit::{ExitCode, exit_qemu};
+use kho_timing::{Field, Record};
 use kho_x86_64::glue::KernelMem;
 use kho_x86_64::handover::{self, HandOverError, Options, Staged};
 use kho_x86_64::kexec::{self, KernelFrames, StageFrames};
@@ -99,9 +100,10 @@ pub(crate) fn hand_over(
             s.blob.start
         );
         kprintln!(
-            "kho-timing hop={hop} stage_tsc={} prepare_ticks={}",
-            s.stage_tsc,
-            s.prepare_ticks
+            "{}",
+            Record::new(hop)
+                .with(Field::StageTsc, s.stage_tsc)
+                .with(Field::PrepareTicks, s.prepare_ticks)
         );
         kprintln!(
             "kho hop {hop}: kexec: {} KiB staged, {} KiB from the image in place, {} list pages, next kernel at [{:#x}, {:#x}), PVH entry {:#x}, command line \"{}\"",
@@ -260,8 +262,11 @@ fn copy_floor(mem: &mut KernelMem, bytes: &[u8]) {
     }
     let _ = frames::free(at, pages);
     kprintln!(
-        "kho-timing hop=0 floor_bytes={total} floor_ticks={best} hz={}",
-        tsc::hz()
+        "{}",
+        Record::new(0)
+            .with(Field::FloorBytes, total)
+            .with(Field::FloorTicks, best)
+            .with(Field::Hz, tsc::hz())
     );
 }
 
