@@ -119,11 +119,15 @@ const PAGE_TABLE_BUDGET: u64 = 256;
 /// budget of [`PAGE_TABLE_BUDGET`] pages, first fit), then a 2 MiB aligned
 /// run of `heap_bytes`. A kernel that could not boot in them boots cold
 /// instead.
-fn handed_scratch(
+///
+/// # Safety
+/// As for [`plan`].
+unsafe fn handed_scratch(
     blob: Range,
     ram: &[Range],
     keep: &[Range],
     heap_bytes: u64,
+    align: u64,
 ) -> Result<Scratch, kho::handoff::HandoffError> {
     use kho::handoff::{Handoff, HandoffError, MAX_BLOB};
     let len = blob.len();
@@ -134,12 +138,12 @@ fn handed_scratch(
         return Err(HandoffError::BadBlobPlace { range: blob });
     }
     // SAFETY: the blob lies in RAM below 4 GiB (checked), which the boot
-    // page tables identity map; nothing has been allocated yet, so nothing
-    // writes it.
+    // page tables identity map (promise 1); nothing has been allocated
+    // yet, so nothing writes it (promise 2).
     let bytes = unsafe { core::slice::from_raw_parts(blob.start as *const u8, len as usize) };
     let scratch = Handoff::parse(bytes, ram)?.scratch;
     scratch
-        .holds_early(keep, PAGE_TABLE_BUDGET, heap_bytes, heap::ALIGN)
+        .holds_early(keep, PAGE_TABLE_BUDGET, heap_bytes, align)
         .map_err(HandoffError::Scratch)?;
     Ok(scratch)
 }
@@ -180,6 +184,96 @@ fn restore_handoff(
     })
 }
 
+/// What boot decides from the loader's parameters alone, before anything
+/// is allocated ([`plan`]).
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The RAM ranges of the memory map.
+    pub ram: heapless::Vec<Range, { pvh::MAX_MEMMAP }>,
+    /// Memory never to hand out: real-mode memory, the image, its extra
+    /// segment, every boot module (the handoff blob among them).
+    pub keep: heapless::Vec<Range, { 3 + pvh::MAX_MODULES }>,
+    /// Where the kernel may allocate before the handoff is restored: the
+    /// previous kernel's scratch areas, or new ones around the image at a
+    /// cold boot.
+    pub scratch: Scratch,
+    /// The handoff blob to restore, if a previous kernel left one this
+    /// kernel can boot from.
+    pub blob: Option<Range>,
+    /// Why a handoff blob was present but refused (the boot is then cold).
+    pub refused: Option<kho::handoff::HandoffError>,
+}
+
+/// The first step of boot, for [`start`] and for a kernel that brings its
+/// own frame allocator, page tables and heap: what to keep, where to
+/// allocate early, and the handoff to restore. `image` is where the
+/// kernel image lies; `early_bytes` (aligned to `early_align`) is what the
+/// kernel will allocate in scratch before its restore, besides up to 256
+/// pages of page tables (`start` passes its heap).
+///
+/// Such a kernel then gives its allocator `scratch` minus `keep` only,
+/// sets up its page tables and heap there, restores the handoff with
+/// [`kho::Incoming::from_phys`] (at `blob`, into its own
+/// [`kho::reserve::Reserve`]), and only then gives its allocator the rest
+/// of `ram` minus `keep`, `scratch` and what the restore reserved: the
+/// order [`start`] follows with this crate's allocator (docs/embedding.md).
+///
+/// # Safety
+/// 1. The first 4 GiB are identity mapped (the boot page tables): the
+///    blob and the image module are read there.
+/// 2. Nothing has been allocated or written outside the image yet, so the
+///    boot modules hold what the loader put there.
+pub unsafe fn plan(
+    params: &BootParams,
+    image: Range,
+    early_bytes: u64,
+    early_align: u64,
+) -> Result<Plan, BootError> {
+    let ram: heapless::Vec<Range, { pvh::MAX_MEMMAP }> = params.ram().collect();
+    // Never hand out: real-mode memory, the kernel image, the modules.
+    let mut keep: heapless::Vec<Range, { 3 + pvh::MAX_MODULES }> = heapless::Vec::new();
+    let _ = keep.push(Range::new(0, 1 << 20));
+    let _ = keep.push(image);
+    if let Some(extra) = extra_segment(params) {
+        let _ = keep.push(extra);
+    }
+    for m in &params.modules {
+        let _ = keep.push(m.range);
+    }
+    // A kernel started by kexec learns its scratch areas from the handoff
+    // blob; until it has restored the handoff it allocates only there
+    // (page tables, heap), where the previous kernel preserved nothing.
+    // A blob that does not parse, or names scratch this kernel cannot boot
+    // in, is refused: the kernel boots cold, saying why.
+    let mut refused = None;
+    let tagged = params.module_tagged(kho::handoff::HANDOFF_MODULE);
+    // SAFETY: promises 1 and 2, passed on.
+    let handed =
+        tagged.map(|b| unsafe { handed_scratch(b, &ram, &keep, early_bytes, early_align) });
+    let (scratch, blob) = match handed {
+        Some(Ok(scratch)) => (scratch, tagged),
+        other => {
+            if let Some(Err(e)) = other {
+                kprintln!("kho: handoff refused, booting cold: {e}");
+                refused = Some(e);
+            }
+            // Scratch at cold boot: around the kernel image.
+            // SAFETY: promises 1 and 2, passed on.
+            let reserve = unsafe { scratch_reserve(params, &ram, image, early_bytes) };
+            let scratch = kho::scratch::cold_boot(&ram, image, 1 << 20, reserve)
+                .map_err(BootError::Scratch)?;
+            (scratch, None)
+        }
+    };
+    Ok(Plan {
+        ram,
+        keep,
+        scratch,
+        blob,
+        refused,
+    })
+}
+
 /// What boot found, once the kernel runs.
 pub fn boot_info() -> Option<&'static BootInfo> {
     BOOT.get()
@@ -201,13 +295,21 @@ pub fn scratch() -> Option<&'static Scratch> {
 /// How far past the image cold-boot scratch reaches: an eighth of RAM, or
 /// `kho.scratch=MIB` from the command line; never less than the heap plus
 /// 16 MiB (page tables, boot structures, a larger next image).
-fn scratch_reserve(params: &BootParams, ram: &[Range], image: Range) -> u64 {
-    let mut early = heap_size(params) + (16 << 20);
+///
+/// # Safety
+/// As for [`plan`] (the image module is read in place).
+unsafe fn scratch_reserve(
+    params: &BootParams,
+    ram: &[Range],
+    image: Range,
+    early_bytes: u64,
+) -> u64 {
+    let mut early = early_bytes + (16 << 20);
     // A next image given at boot whose segments reach further than that:
     // scratch covers them too, with the same room past them (the next
     // kernel is loaded there and allocates there early).
     if let Some(next) = next_image_end(params) {
-        early = early.max(next.saturating_sub(image.end) + heap_size(params) + (16 << 20));
+        early = early.max(next.saturating_sub(image.end) + early_bytes + (16 << 20));
     }
     let asked = params
         .cmdline_value("kho.scratch")
@@ -420,41 +522,14 @@ pub unsafe fn start(
     // `start_info` is what the loader passed in %ebx (promises 1 and 2).
     let params = unsafe { pvh::read_boot_params(start_info) }.map_err(BootError::StartInfo)?;
     let image = boot::image_layout();
-
-    let ram = RAM.call_once(|| params.ram().collect());
     let image_range = Range::new(image.start, image.end);
 
-    // Never hand out: real-mode memory, the kernel image, the modules.
-    let low = Range::new(0, 1 << 20);
-    let mut keep: heapless::Vec<Range, { 3 + pvh::MAX_MODULES }> = heapless::Vec::new();
-    let _ = keep.push(low);
-    let _ = keep.push(image_range);
-    if let Some(extra) = extra_segment(&params) {
-        let _ = keep.push(extra);
-    }
-    for m in &params.modules {
-        let _ = keep.push(m.range);
-    }
-    // A kernel started by kexec learns its scratch areas from the handoff
-    // blob; until it has restored the handoff it allocates only there
-    // (page tables, heap), where the previous kernel preserved nothing.
-    // A blob that does not parse, or names scratch this kernel cannot boot
-    // in, is refused: the kernel boots cold, saying why.
-    let mut refused = None;
-    let blob = params.module_tagged(kho::handoff::HANDOFF_MODULE);
-    let scratch = match blob.map(|b| handed_scratch(b, ram, &keep, heap_size(&params))) {
-        Some(Ok(scratch)) => scratch,
-        other => {
-            if let Some(Err(e)) = other {
-                kprintln!("kho: handoff refused, booting cold: {e}");
-                refused = Some(e);
-            }
-            // Scratch at cold boot: around the kernel image.
-            let reserve = scratch_reserve(&params, ram, image_range);
-            kho::scratch::cold_boot(ram, image_range, 1 << 20, reserve)
-                .map_err(BootError::Scratch)?
-        }
-    };
+    // SAFETY: on the boot tables, nothing allocated yet (promises 1 and 3).
+    let plan = unsafe { plan(&params, image_range, heap_size(&params), heap::ALIGN) }?;
+    let ram = RAM.call_once(|| plan.ram.clone());
+    let keep = plan.keep.clone();
+    let (blob, mut refused) = (plan.blob, plan.refused);
+    let scratch = plan.scratch;
     // Until the general pool opens, every allocation comes from scratch.
     let scratch = *SCRATCH.call_once(|| scratch);
     for &a in scratch.areas() {
@@ -503,7 +578,7 @@ pub unsafe fn start(
     // reserved and a cold boot.
     let mut reserved = RESERVED.lock();
     let mut handoff = None;
-    if let (Some(b), None) = (blob, refused) {
+    if let Some(b) = blob {
         match restore_handoff(&mem, b, ram, &mut reserved) {
             Ok(info) => handoff = Some(info),
             Err(e) => {
