@@ -113,7 +113,7 @@ mod update;
 pub mod vmalloc;
 
 pub use error::{Error, ErrorKind};
-pub use update::{Freeze, Frozen, Incoming, Key, NotFrozen, Outgoing, Restored};
+pub use update::{Blob, Freeze, Frozen, Incoming, Key, NotFrozen, Outgoing, Restored};
 
 /// Size of the smallest page the crate deals with (4 KiB).
 pub const PAGE_SIZE: u64 = 4096;

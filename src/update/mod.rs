@@ -23,7 +23,7 @@ mod incoming;
 mod outgoing;
 
 pub use incoming::{Incoming, Restored};
-pub use outgoing::{Frozen, NotFrozen, Outgoing};
+pub use outgoing::{Blob, Frozen, NotFrozen, Outgoing};
 
 use crate::luo::{Family, ReadList};
 use alloc::string::String;

@@ -4,7 +4,7 @@
 use super::{Freeze, Key};
 use crate::Error;
 use crate::fdt::WriteError;
-use crate::handoff::{self, HandoffWriter, Stamps, Written};
+use crate::handoff::{self, HandoffWriter, Stamps};
 use crate::luo::{
     Cancelled, Carried, Family, Handler, Luo, LuoError, Plan, Platform, ReadList, Refused, Version,
 };
@@ -311,7 +311,7 @@ impl<P: Platform> Frozen<P> {
         buf: &mut [u8],
         hop: u32,
         stamps: Stamps,
-    ) -> Result<Written, Error> {
+    ) -> Result<Blob<'_, P>, Error> {
         self.write_with(p, buf, hop, stamps, |_| Ok(()))
     }
 
@@ -324,9 +324,9 @@ impl<P: Platform> Frozen<P> {
         hop: u32,
         stamps: Stamps,
         mut extra: impl FnMut(&mut HandoffWriter<'_>) -> Result<(), WriteError>,
-    ) -> Result<Written, Error> {
+    ) -> Result<Blob<'_, P>, Error> {
         let root = chain::write(&self.out.tracker, p)?;
-        let mut attempt = |buf: &mut [u8]| -> Result<Written, Error> {
+        let mut attempt = |buf: &mut [u8]| -> Result<handoff::Written, Error> {
             let mut w = HandoffWriter::new(buf, hop, stamps, &root, &self.out.scratch)?;
             self.out.luo.write(&mut w)?;
             extra(&mut w)?;
@@ -364,35 +364,21 @@ impl<P: Platform> Frozen<P> {
         };
         match r {
             // A blob written again replaces the last one: its chain goes.
-            Ok(_) => {
+            Ok(w) => {
                 if let Some(old) = self.root.replace(root) {
                     chain::free(p, &old);
                 }
+                Ok(Blob {
+                    len: w.len,
+                    root,
+                    frozen: self,
+                })
             }
-            Err(_) => chain::free(p, &root),
+            Err(e) => {
+                chain::free(p, &root);
+                Err(e)
+            }
         }
-        r
-    }
-
-    /// Everything the kexec must leave in place besides the blob, read
-    /// back from the last blob's tracker chain the way the next kernel
-    /// will read it (so this is also a check of what was written): every
-    /// preserved range and every chain page. What a kexec loader is given
-    /// as memory to keep (`kho_x86_64::kexec::prepare`'s `keep`).
-    pub fn kept(&self, mem: &impl PhysMem, ram: &[Range]) -> Result<Vec<Range>, Error> {
-        let root = self.root.ok_or(LuoError::State(
-            "write the handoff before asking what it keeps",
-        ))?;
-        let mut log = crate::reserve::ReserveLog::new();
-        chain::Reader::new(mem, root, ram, self.out.scratch.areas()).restore(&mut log)?;
-        // One allocation of the exact size, with room for the two ranges
-        // a loader adds (the blob, the image): no copy of a list that can
-        // hold hundreds of thousands of ranges.
-        let mut kept = Vec::new();
-        kept.try_reserve_exact(log.ranges.len().saturating_add(2))
-            .map_err(|_| LuoError::OutOfMemory)?;
-        kept.extend(log.ranges.iter().map(|(r, _)| *r));
-        Ok(kept)
     }
 
     /// The scratch areas.
@@ -415,5 +401,46 @@ impl<P: Platform> Frozen<P> {
         }
         self.out.luo.unfreeze(p, &mut self.out.tracker);
         self.out
+    }
+}
+
+/// The handoff blob [`Frozen::write`] just wrote: its length, and what the
+/// kexec must keep for it. It borrows the frozen side, so the blob cannot
+/// be written again (replacing the tracker chain this names) while it is
+/// held.
+pub struct Blob<'f, P: Platform> {
+    /// Bytes of the blob (the first `len` bytes of the buffer).
+    pub len: usize,
+    /// The tracker chain this blob names.
+    root: chain::TrackerRoot,
+    frozen: &'f Frozen<P>,
+}
+
+impl<P: Platform> core::fmt::Debug for Blob<'_, P> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Blob")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Platform> Blob<'_, P> {
+    /// Everything the kexec must leave in place besides the blob, read
+    /// back from this blob's tracker chain the way the next kernel will
+    /// read it (so this is also a check of what was written): every
+    /// preserved range and every chain page. What a kexec loader is given
+    /// as memory to keep (`kho_x86_64::kexec::prepare`'s `keep`).
+    pub fn kept(&self, mem: &impl PhysMem, ram: &[Range]) -> Result<Vec<Range>, Error> {
+        let mut log = crate::reserve::ReserveLog::new();
+        chain::Reader::new(mem, self.root, ram, self.frozen.out.scratch.areas())
+            .restore(&mut log)?;
+        // One allocation of the exact size, with room for the two ranges
+        // a loader adds (the blob, the image): no copy of a list that can
+        // hold hundreds of thousands of ranges.
+        let mut kept = Vec::new();
+        kept.try_reserve_exact(log.ranges.len().saturating_add(2))
+            .map_err(|_| LuoError::OutOfMemory)?;
+        kept.extend(log.ranges.iter().map(|(r, _)| *r));
+        Ok(kept)
     }
 }

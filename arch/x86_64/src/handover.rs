@@ -73,7 +73,7 @@ pub struct Staged<'a> {
     /// The blob's stamps as placed (the jump stamp is the last reading).
     pub stamps: Stamps,
     /// Bytes the next kernel will find preserved or in the tracker's
-    /// chain ([`Frozen::kept`]), and in how many ranges.
+    /// chain ([`kho::Blob::kept`]), and in how many ranges.
     pub kept: u64,
     /// Those ranges.
     pub kept_ranges: usize,
@@ -162,16 +162,16 @@ pub fn hand_over_with(
     };
     // Most blobs fit; a larger one is written again at the size it asks.
     let mut buf = vec![0u8; 64 << 10];
-    let len = match out.write_with(mem, &mut buf, hop, Stamps::default(), &mut *extra) {
-        Ok(w) => w.len,
+    let written = match out.write_with(mem, &mut buf, hop, Stamps::default(), &mut *extra) {
+        Ok(w) => w,
         Err(e) => {
             let need = e.needed().ok_or(HandOverError::Write(e))?;
             buf.resize(need, 0);
             out.write_with(mem, &mut buf, hop, Stamps::default(), &mut *extra)
                 .map_err(HandOverError::Write)?
-                .len
         }
     };
+    let len = written.len;
     buf.truncate(len);
     let pages = (len as u64).div_ceil(PAGE_SIZE);
     // The blob's frames: below 4 GiB (the next kernel reads it before its
@@ -191,7 +191,7 @@ pub fn hand_over_with(
     };
     let blob = Range::new(at, at + len as u64);
     let ram: Vec<Range> = params.ram().collect();
-    let mut keep = out
+    let mut keep = written
         .kept(mem, &ram)
         .map_err(|e| give_back(stage, HandOverError::Kept(e)))?;
     let (kept, kept_ranges) = (keep.iter().map(|r| r.len()).sum(), keep.len());
