@@ -304,7 +304,8 @@ impl<P: Platform> Frozen<P> {
     /// [`WriteError::NoSpace`] with the exact size the blob needs (up to
     /// [`handoff::MAX_BLOB`]: [`Error::needed`]), and then nothing is
     /// kept: the chain's pages go back to `p`, and a buffer of that size
-    /// may be tried.
+    /// may be tried. Returns the [`Blob`] written: its length, and what
+    /// the kexec must keep for it ([`Blob::kept`]).
     pub fn write(
         &mut self,
         p: &mut P,

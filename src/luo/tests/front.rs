@@ -117,3 +117,43 @@ fn words_are_read_back_only_at_their_exact_length() {
     assert_eq!(pl.words::<2>(), Some([1, u64::MAX]));
     assert_eq!(pl.words::<1>(), None);
 }
+
+#[test]
+fn the_blob_says_what_the_kexec_keeps() {
+    let (mut mem, scratch) = setup();
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let files = out.register(MemfdHandler::default()).unwrap();
+    out.create_session("s").unwrap();
+    let f = file(&mut mem, 300_000, 7, 0);
+    out.preserve(files, "s", 1, f, &mut mem).unwrap();
+    out.preserve_range(Range::new(0x800_0000, 0x800_3000))
+        .unwrap();
+    let mut frozen = out.freeze(&mut mem, Freeze::AllowLoss).unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    let blob = frozen
+        .write(&mut mem, &mut buf, 0, Stamps::default())
+        .unwrap();
+    let kept = blob.kept(&mem, &[RAM]).unwrap();
+    assert!(
+        kept.capacity() >= kept.len() + 2,
+        "room for the blob and the image"
+    );
+    // The next kernel reserves exactly these: every preserved range and
+    // every page of the tracker's chain.
+    let n = blob.len;
+    let inc = boot(&mut mem, &buf[..n]).unwrap();
+    let preserved: Vec<Range> = inc.preserved().collect();
+    for r in &preserved {
+        assert!(kept.iter().any(|k| k.covers(*r)), "{r} not kept");
+    }
+    assert!(
+        kept.iter()
+            .any(|k| k.covers(Range::new(0x800_0000, 0x800_3000)))
+    );
+    let kept_bytes: u64 = kept.iter().map(|r| r.len()).sum();
+    let preserved_bytes: u64 = preserved.iter().map(|r| r.len()).sum();
+    assert!(
+        kept_bytes > preserved_bytes,
+        "the chain's pages are kept too"
+    );
+}
