@@ -50,3 +50,18 @@ fn the_example_never_names_any_or_downcasts() {
         assert!(!SOURCE.contains(bad), "the example uses {bad}");
     }
 }
+
+/// The template kernel (issue 28): a whole kernel on `kho` and
+/// `kho-x86_64` that preserves, hands over, kexecs and restores, in fewer
+/// than 150 lines, with no `unsafe` of its own.
+#[test]
+fn the_template_kernel_stays_small_and_safe() {
+    const MINIMAL: &str = include_str!("../qemu/minimal/src/main.rs");
+    let n = MINIMAL.lines().count();
+    assert!(n < 150, "qemu/minimal: {n} lines");
+    assert!(MINIMAL.contains("#![deny(unsafe_code)]"));
+    assert!(!MINIMAL.contains("unsafe {") && !MINIMAL.contains("unsafe fn"));
+    for must in ["hand_over", "Outgoing", "restore", "take"] {
+        assert!(MINIMAL.contains(must), "qemu/minimal does not {must}");
+    }
+}

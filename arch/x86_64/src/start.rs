@@ -254,7 +254,6 @@ pub unsafe fn plan(
         Some(Ok(scratch)) => (scratch, tagged),
         other => {
             if let Some(Err(e)) = other {
-                kprintln!("kho: handoff refused, booting cold: {e}");
                 refused = Some(e);
             }
             // Scratch at cold boot: around the kernel image.
@@ -529,6 +528,9 @@ pub unsafe fn start(
     let ram = RAM.call_once(|| plan.ram.clone());
     let keep = plan.keep.clone();
     let (blob, mut refused) = (plan.blob, plan.refused);
+    if let Some(e) = &refused {
+        kprintln!("kho: handoff refused, booting cold: {e}");
+    }
     let scratch = plan.scratch;
     // Until the general pool opens, every allocation comes from scratch.
     let scratch = *SCRATCH.call_once(|| scratch);
