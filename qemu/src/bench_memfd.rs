@@ -190,23 +190,9 @@ fn next(boot: &'static BootInfo, what: &str) -> ! {
     {
         fail(format_args!("the file came back different"));
     }
-    let s = info.stamps;
     kprintln!(
         "{}",
-        Record::new(1)
-            .bench(what)
-            .with(
-                Field::HandoffTicks,
-                s.written.get().saturating_sub(s.start.get())
-            )
-            .with(
-                Field::PrepTicks,
-                s.jump.get().saturating_sub(s.written.get())
-            )
-            .with(
-                Field::JumpTicks,
-                boot.entry_tsc.saturating_sub(s.jump.get())
-            )
+        crate::handover::hop_record(what, &info.stamps, boot.entry_tsc)
             .with(
                 Field::BootTicks,
                 info.restore_tsc.saturating_sub(boot.entry_tsc)

@@ -72,24 +72,10 @@ fn bench(boot: &'static BootInfo, what: &str) -> ! {
                 .unwrap_or_else(|e| fail(format_args!("{e}")));
             warm = warm.min(tsc::now() - t0);
         }
-        let s = info.stamps;
         kprintln!(
             "{}",
-            Record::new(1)
-                .bench(what)
+            crate::handover::hop_record(what, &info.stamps, boot.entry_tsc)
                 .with(Field::WarmRestoreTicks, warm)
-                .with(
-                    Field::HandoffTicks,
-                    s.written.get().saturating_sub(s.start.get())
-                )
-                .with(
-                    Field::PrepTicks,
-                    s.jump.get().saturating_sub(s.written.get())
-                )
-                .with(
-                    Field::JumpTicks,
-                    boot.entry_tsc.saturating_sub(s.jump.get())
-                )
                 .with(
                     Field::ReserveTicks,
                     info.reserved_tsc.saturating_sub(boot.entry_tsc)

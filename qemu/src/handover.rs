@@ -28,6 +28,18 @@ pub(crate) fn us(ticks: u64) -> u64 {
 /// Writes `bytes` to the log as `kho-blob HOP HEX` lines, which the runner
 /// saves as `target/kho/handoff-HOP.dtb`. Not a blob over 64 KiB (one with
 /// `kho.scatter` records): its hex would take most of a second of serial
+/// The timing record a bench's second kernel starts from: the previous
+/// kernel's stamps (`stamps`) split into its hand-over work, its jump
+/// preparation, and the way from the jump to this kernel's entry.
+pub fn hop_record<'a>(what: &'a str, stamps: &kho::handoff::Stamps, entry_tsc: u64) -> Record<'a> {
+    let (start, written, jump) = (stamps.start.get(), stamps.written.get(), stamps.jump.get());
+    Record::new(1)
+        .bench(what)
+        .with(Field::HandoffTicks, written.saturating_sub(start))
+        .with(Field::PrepTicks, jump.saturating_sub(written))
+        .with(Field::JumpTicks, entry_tsc.saturating_sub(jump))
+}
+
 /// output between the handoff and the jump.
 fn dump_blob(hop: u32, blob: &[u8]) {
     if blob.len() > 64 * 1024 {
