@@ -165,6 +165,74 @@ fn sessions_refuse_duplicates_and_unknowns() {
     );
 }
 
+/// A `memfd-v2` record array is laid out when the file is preserved (its
+/// folios cannot change after), as Linux's memfd does: freeze writes the
+/// descriptor only, a refused or thawed freeze leaves the array, and
+/// unpreserve or cancel gives it back.
+#[test]
+fn memfd_records_are_laid_out_at_preserve_and_freeze_adds_nothing() {
+    let (mut mem, scratch) = setup();
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let files = out.register(MemfdHandler::new(&[V2], &[V2])).unwrap();
+    out.create_session("s").unwrap();
+    // 600 folios, none adjacent to the next: 600 records, in an array.
+    let mut f = Memfd::new(true);
+    for i in 0..600u64 {
+        f.write(&mut mem, i * 4096, &[i as u8 | 1]).unwrap();
+        let _ = mem.alloc_frames(0);
+    }
+    let want = contents(&f, &mem);
+    out.preserve(files, "s", 1, f, &mut mem).unwrap();
+    let preserved = out.tracker().pages();
+    assert!(
+        preserved > 600,
+        "the array's pages are preserved with the file"
+    );
+    let frozen = out.freeze(&mut mem, Freeze::AllowLoss).unwrap();
+    assert_eq!(
+        frozen.tracker().pages(),
+        preserved,
+        "freeze laid out nothing"
+    );
+    let out = frozen.thaw(&mut mem);
+    assert_eq!(out.tracker().pages(), preserved, "thaw keeps the array");
+    // The next kernel reads the file from the array laid out at preserve.
+    let (_frozen, b) = freeze(out, &mut mem, 0);
+    let mut inc = boot(&mut mem, &b).unwrap();
+    let files = inc.register(MemfdHandler::default()).unwrap();
+    let mut inc = inc.restore(&mut mem);
+    let (g, v) = inc.take(&files.key("s", 1), &mut mem).unwrap();
+    assert_eq!((v, contents(&g, &mem)), ("memfd-v2", want));
+    // Unpreserved: the array goes back with the file's hold.
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let files = out.register(MemfdHandler::new(&[V2], &[V2])).unwrap();
+    out.create_session("s").unwrap();
+    let (mut mem, _) = setup();
+    let mut f = Memfd::new(true);
+    for i in 0..600u64 {
+        f.write(&mut mem, i * 4096, &[1]).unwrap();
+        let _ = mem.alloc_frames(0);
+    }
+    let before = mem.free_bytes();
+    let key = out.preserve(files, "s", 1, f, &mut mem).unwrap();
+    assert!(mem.free_bytes() < before, "the array took frames");
+    let f = out.unpreserve(&key, &mut mem).unwrap();
+    assert_eq!(out.tracker().pages(), 0);
+    assert_eq!(mem.free_bytes(), before, "the array's frames came back");
+    // Cancel, after a freeze and a thaw, does the same.
+    out.preserve(files, "s", 1, f, &mut mem).unwrap();
+    let mut out = out
+        .freeze(&mut mem, Freeze::AllowLoss)
+        .unwrap()
+        .thaw(&mut mem);
+    for c in out.cancel(&mut mem) {
+        c.into_object::<Memfd>().unwrap().free(&mut mem);
+    }
+    assert_eq!(out.tracker().pages(), 0);
+    // Its folios came back too (freed above).
+    assert_eq!(mem.free_bytes(), before + 600 * 4096, "and so does cancel");
+}
+
 #[test]
 fn the_next_kernel_picks_the_best_common_version_per_object() {
     let (mut mem, _, out) = first_kernel(&[V2, V1]);
@@ -1624,8 +1692,9 @@ fn golden_luo_blob_pins_shared_state_and_the_footprint_array() {
 }
 
 /// Runs of the golden's scattered file: its 5000 folios, in the array,
-/// and its payload's record array, inline.
-const FOOTPRINT_RUNS: u64 = 5001;
+/// and two inline: its payload's record array (laid out at preserve) and
+/// the footprint array's own pages (made at freeze).
+const FOOTPRINT_RUNS: u64 = 5002;
 
 mod carry;
 mod front;

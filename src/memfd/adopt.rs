@@ -224,6 +224,7 @@ impl<'c> Adopt<'c> {
                 pos,
                 seals,
                 preserved: false,
+                laid: None,
             },
             limit: size.div_ceil(PAGE_SIZE),
             prev_end: 0,

@@ -77,8 +77,19 @@ impl<P: Platform> Handler<P> for MemfdHandler {
         version.name != v1::VERSION || f.seals().difference(crate::memfd::Seals::SEAL).is_empty()
     }
 
-    fn preserve(&mut self, f: &mut Memfd, _: &mut P, t: &mut Tracker) -> Result<(), LuoError> {
-        f.preserve(t).map_err(luo)
+    /// Preserves the folios and, when a `memfd-v2`-layout version is
+    /// written, lays out the record array now (as Linux's memfd does at
+    /// preserve): the folios of a preserved file cannot change, so freeze
+    /// then writes only the descriptor.
+    fn preserve(&mut self, f: &mut Memfd, p: &mut P, t: &mut Tracker) -> Result<(), LuoError> {
+        f.preserve(t).map_err(luo)?;
+        if self.writes.iter().any(|v| v.name != v1::VERSION)
+            && let Err(e) = v2::lay_out(f, p, t)
+        {
+            let _ = f.unpreserve(t);
+            return Err(luo(e));
+        }
+        Ok(())
     }
 
     fn footprint(&self, f: &Memfd, out: &mut Vec<Range>) {
@@ -89,7 +100,8 @@ impl<P: Platform> Handler<P> for MemfdHandler {
         );
     }
 
-    fn unpreserve(&mut self, f: &mut Memfd, _: &mut P, t: &mut Tracker) -> Result<(), LuoError> {
+    fn unpreserve(&mut self, f: &mut Memfd, p: &mut P, t: &mut Tracker) -> Result<(), LuoError> {
+        v2::release(f, p, t);
         f.unpreserve(t).map_err(luo)
     }
 
@@ -130,6 +142,10 @@ impl<P: Platform> Handler<P> for MemfdHandler {
                     .iter()
                     .map(|&c| Range::new(c, c + crate::PAGE_SIZE));
                 out.footprint.extend(blocks.chain(chain));
+            } else if v.name != v1::VERSION {
+                // The array laid out at preserve (kept by the file, not by
+                // this freeze: a refused freeze leaves it in place).
+                out.footprint.extend(v2::laid_pages(f));
             }
             out.keep.push(w.array);
         }

@@ -114,6 +114,10 @@ pub struct Memfd {
     pos: u64,
     seals: Seals,
     preserved: bool,
+    /// Its `memfd-v2` record array, laid out when the handler preserved
+    /// it (a preserved file's folios cannot change), so that freezing it
+    /// writes a descriptor only ([`v2::lay_out`]).
+    laid: Option<v2::Laid>,
 }
 
 impl Memfd {

@@ -38,6 +38,76 @@ pub use crate::abi::memfd::v2::{
     Header, INDEX_BITS, INLINE_RECORDS, MAX_RUN, RECORD_BYTES, Record, VERSION,
 };
 
+/// A file's record array, laid out and preserved at preserve time
+/// ([`lay_out`]): its folios cannot change while it is preserved, so
+/// neither can its records, and freezing it writes a descriptor only.
+#[derive(Debug)]
+pub(crate) struct Laid {
+    /// The array, preserved, its sum in `root`.
+    array: crate::vmalloc::Vmalloc,
+    /// Its root, as the descriptor names it.
+    root: VmallocRoot,
+    /// Records in it.
+    records: u64,
+}
+
+/// Lays out the record array of `file` (which [`Memfd::preserve`]
+/// preserved) now, preserved in `tracker`, for [`write`] to name at
+/// freeze: what Linux's memfd does at preserve. A file whose records fit
+/// inline needs none. All or nothing.
+pub(crate) fn lay_out<P: PhysMem + FrameAlloc + MapFrames>(
+    file: &mut Memfd,
+    p: &mut P,
+    tracker: &mut Tracker,
+) -> Result<(), MemfdError> {
+    if !file.is_preserved() {
+        return Err(MemfdError::Preserved { preserved: false });
+    }
+    let n = record_count(file);
+    if file.laid.is_some() || n <= INLINE_RECORDS {
+        return Ok(());
+    }
+    let (array, root) = write_array(p, tracker, n, records(file))?;
+    file.laid = Some(Laid {
+        array,
+        root,
+        records: n,
+    });
+    Ok(())
+}
+
+/// Undoes [`lay_out`]: the array is unpreserved and freed (before the
+/// file is unpreserved).
+pub(crate) fn release<P: FrameAlloc + MapFrames>(
+    file: &mut Memfd,
+    p: &mut P,
+    tracker: &mut Tracker,
+) {
+    if let Some(mut l) = file.laid.take() {
+        let _ = l.array.unpreserve(p, tracker);
+        l.array.free(p);
+    }
+}
+
+/// The pages of the array [`lay_out`] made for `file`, if it has one:
+/// blocks and chain pages.
+pub(crate) fn laid_pages(file: &Memfd) -> impl Iterator<Item = Range> + '_ {
+    file.laid.iter().flat_map(|l| {
+        let block = crate::PAGE_SIZE.checked_shl(l.array.order()).unwrap_or(0);
+        let blocks = l
+            .array
+            .blocks()
+            .iter()
+            .map(move |&b| Range::new(b, b.saturating_add(block)));
+        let chain = l
+            .array
+            .chain_pages()
+            .iter()
+            .map(|&c| Range::new(c, c.saturating_add(crate::PAGE_SIZE)));
+        blocks.chain(chain)
+    })
+}
+
 /// The records of `file`: its extents, split at [`MAX_RUN`] folios.
 fn records(file: &Memfd) -> Records<'_> {
     Records {
@@ -101,6 +171,19 @@ pub fn write<P: PhysMem + FrameAlloc + MapFrames>(
 ) -> Result<Written, MemfdError> {
     if !file.is_preserved() {
         return Err(MemfdError::Preserved { preserved: false });
+    }
+    // Laid out at preserve: only the descriptor is written now.
+    if let Some(l) = &file.laid {
+        let h = Header {
+            pos: file.pos().into(),
+            size: file.size().into(),
+            seals: file.seals().bits().into(),
+            flags: 0.into(),
+            records: l.records.into(),
+            array: l.root,
+        };
+        let desc = descriptor(h.as_bytes(), core::iter::empty::<[u8; RECORD_BYTES]>())?;
+        return Ok(Written { desc, array: None });
     }
     let n = record_count(file);
     let inline = n <= INLINE_RECORDS;
@@ -250,6 +333,7 @@ mod tests {
             pos: 0,
             seals: Seals::empty(),
             preserved: false,
+            laid: None,
         };
         let recs: Vec<Record> = records(&f).collect();
         assert_eq!(record_count(&f), 4);

@@ -456,10 +456,11 @@ fn keys_keep_to_their_family_and_finish_leaves_nothing_behind() {
     }
 }
 
-/// Case 10: One canonical footprint: a record array page that lands between
-/// two folios of a scattered file (freed after preserve, taken at
-/// freeze) touches both; every carrier joins them, so the object
-/// survives any number of carries and arrives bit-exact.
+/// Case 10: One canonical footprint: a record array page that lands
+/// between two folios of a scattered file (a page freed just before the
+/// preserve that lays the array out) touches both; every carrier joins
+/// them, so the object survives any number of carries and arrives
+/// bit-exact.
 #[test]
 fn a_footprint_stays_readable_through_any_number_of_carries() {
     let (mut mem, scratch) = setup();
@@ -467,10 +468,11 @@ fn a_footprint_stays_readable_through_any_number_of_carries() {
     let f = scattered(&mut mem, 4200);
     let want = contents(&f, &mem);
     let first = f.extents()[0].phys;
-    out.preserve(files, "s", 1, f, &mut mem).unwrap();
-    // The page between the first two folios, given back after preserve.
+    // The page between the first two folios, given back before preserve,
+    // which lays out the record array (first fit: there).
     let gap = first + 4096;
     mem.free_frames(gap, 0);
+    out.preserve(files, "s", 1, f, &mut mem).unwrap();
     let reads = ReadList::parse(CARRIER).unwrap();
     let mut frozen = out.freeze(&mut mem, Freeze::NoLoss(&reads)).unwrap();
     let mut b = write(&mut frozen, &mut mem, 0);
