@@ -77,15 +77,18 @@ impl<P: Platform> Handler<P> for MemfdHandler {
         version.name != v1::VERSION || f.seals().difference(crate::memfd::Seals::SEAL).is_empty()
     }
 
-    /// Preserves the folios and, when a `memfd-v2`-layout version is
-    /// written, lays out the record array now (as Linux's memfd does at
-    /// preserve): the folios of a preserved file cannot change, so freeze
-    /// then writes only the descriptor.
+    /// Preserves the folios and lays out the record array of every version
+    /// written now, as Linux's memfd does at preserve: the folios of a
+    /// preserved file cannot change, so freeze then writes descriptors
+    /// only. All or nothing.
     fn preserve(&mut self, f: &mut Memfd, p: &mut P, t: &mut Tracker) -> Result<(), LuoError> {
         f.preserve(t).map_err(luo)?;
-        if self.writes.iter().any(|v| v.name != v1::VERSION)
-            && let Err(e) = v2::lay_out(f, p, t)
-        {
+        let v1 = self.writes.iter().any(|v| v.name == v1::VERSION);
+        let v2 = self.writes.iter().any(|v| v.name != v1::VERSION);
+        let laid = (if v1 { v1::lay_out(f, p, t) } else { Ok(()) })
+            .and_then(|()| if v2 { v2::lay_out(f, p, t) } else { Ok(()) });
+        if let Err(e) = laid {
+            super::release_laid(f, p, t);
             let _ = f.unpreserve(t);
             return Err(luo(e));
         }
@@ -101,7 +104,7 @@ impl<P: Platform> Handler<P> for MemfdHandler {
     }
 
     fn unpreserve(&mut self, f: &mut Memfd, p: &mut P, t: &mut Tracker) -> Result<(), LuoError> {
-        v2::release(f, p, t);
+        super::release_laid(f, p, t);
         f.unpreserve(t).map_err(luo)
     }
 
@@ -142,10 +145,10 @@ impl<P: Platform> Handler<P> for MemfdHandler {
                     .iter()
                     .map(|&c| Range::new(c, c + crate::PAGE_SIZE));
                 out.footprint.extend(blocks.chain(chain));
-            } else if v.name != v1::VERSION {
+            } else {
                 // The array laid out at preserve (kept by the file, not by
                 // this freeze: a refused freeze leaves it in place).
-                out.footprint.extend(v2::laid_pages(f));
+                out.footprint.extend(super::laid_pages(f, v.name));
             }
             out.keep.push(w.array);
         }

@@ -114,10 +114,72 @@ pub struct Memfd {
     pos: u64,
     seals: Seals,
     preserved: bool,
-    /// Its `memfd-v2` record array, laid out when the handler preserved
-    /// it (a preserved file's folios cannot change), so that freezing it
-    /// writes a descriptor only ([`v2::lay_out`]).
-    laid: Option<v2::Laid>,
+    /// Its `memfd-v1` and `memfd-v2` record arrays, laid out when the
+    /// handler preserved it (a preserved file's folios cannot change), so
+    /// that freezing it writes descriptors only ([`v2::lay_out`]).
+    laid_v1: Option<Laid>,
+    laid_v2: Option<Laid>,
+}
+
+/// A record array laid out and preserved when its file was preserved: its
+/// folios cannot change while it is preserved, so neither can its
+/// records, and freezing the file writes a descriptor only.
+#[derive(Debug)]
+pub(crate) struct Laid {
+    /// The array, preserved, its sum in `root`.
+    array: crate::vmalloc::Vmalloc,
+    /// Its root, as a descriptor names it.
+    root: crate::vmalloc::VmallocRoot,
+    /// Records in it.
+    records: u64,
+}
+
+impl Laid {
+    /// Its pages: blocks and chain pages.
+    fn pages(&self) -> impl Iterator<Item = crate::ranges::Range> + '_ {
+        let block = PAGE_SIZE.checked_shl(self.array.order()).unwrap_or(0);
+        let blocks = self
+            .array
+            .blocks()
+            .iter()
+            .map(move |&b| crate::ranges::Range::new(b, b.saturating_add(block)));
+        let chain = self
+            .array
+            .chain_pages()
+            .iter()
+            .map(|&c| crate::ranges::Range::new(c, c.saturating_add(PAGE_SIZE)));
+        blocks.chain(chain)
+    }
+}
+
+/// Unpreserves and frees every array laid out for `file` (before the file
+/// itself is unpreserved).
+pub(crate) fn release_laid<P: FrameAlloc + crate::platform::MapFrames>(
+    file: &mut Memfd,
+    p: &mut P,
+    tracker: &mut Tracker,
+) {
+    for mut l in [file.laid_v1.take(), file.laid_v2.take()]
+        .into_iter()
+        .flatten()
+    {
+        let _ = l.array.unpreserve(p, tracker);
+        l.array.free(p);
+    }
+}
+
+/// The pages of the array laid out for `file` in `version` (a
+/// `memfd-v2`-layout name or `memfd-v1`), if there is one.
+pub(crate) fn laid_pages<'f>(
+    file: &'f Memfd,
+    version: &str,
+) -> impl Iterator<Item = crate::ranges::Range> + 'f {
+    let l = if version == v1::VERSION {
+        &file.laid_v1
+    } else {
+        &file.laid_v2
+    };
+    l.iter().flat_map(Laid::pages)
 }
 
 impl Memfd {

@@ -21,7 +21,7 @@
 )]
 
 use super::adopt::{Adopt, array_of, decode, descriptor, encode, walk_array, write_array};
-use super::{Memfd, MemfdError, Seals};
+use super::{Laid, Memfd, MemfdError, Seals};
 pub use crate::abi::memfd::v1::{Header, RECORD_BYTES, Record, VERSION};
 use crate::claims::Claims;
 use crate::platform::{FrameAlloc, MapFrames, PhysMem};
@@ -55,6 +55,17 @@ pub fn write<P: PhysMem + FrameAlloc + MapFrames>(
         return Err(MemfdError::Unrepresentable);
     }
     let n = file.folio_count();
+    // Laid out at preserve: only the descriptor is written now.
+    if let Some(l) = &file.laid_v1 {
+        let h = Header {
+            pos: file.pos().into(),
+            size: file.size().into(),
+            folios: l.records.into(),
+            array: l.root,
+        };
+        let desc = descriptor(h.as_bytes(), core::iter::empty())?;
+        return Ok(Written { desc, array: None });
+    }
     let (array, root) = if n > 0 {
         let records = file.folios().map(|f| Record {
             frame: encode(f.phys, f.order).into(),
@@ -73,6 +84,35 @@ pub fn write<P: PhysMem + FrameAlloc + MapFrames>(
     };
     let desc = descriptor(h.as_bytes(), core::iter::empty())?;
     Ok(Written { desc, array })
+}
+
+/// Lays out the record array of `file` (which [`Memfd::preserve`]
+/// preserved) now, preserved in `tracker`, for [`write`] to name at
+/// freeze. A file without folios needs none; a sealed one has no
+/// `memfd-v1` at all. All or nothing.
+pub(crate) fn lay_out<P: PhysMem + FrameAlloc + MapFrames>(
+    file: &mut Memfd,
+    p: &mut P,
+    tracker: &mut Tracker,
+) -> Result<(), MemfdError> {
+    if !file.is_preserved() {
+        return Err(MemfdError::Preserved { preserved: false });
+    }
+    let n = file.folio_count();
+    if file.laid_v1.is_some() || n == 0 || !file.seals().difference(Seals::SEAL).is_empty() {
+        return Ok(());
+    }
+    let records = file.folios().map(|f| Record {
+        frame: encode(f.phys, f.order).into(),
+        index: f.index.into(),
+    });
+    let (array, root) = write_array(p, tracker, n, records)?;
+    file.laid_v1 = Some(Laid {
+        array,
+        root,
+        records: n,
+    });
+    Ok(())
 }
 
 /// In the next kernel: checks the descriptor, the array and every record,

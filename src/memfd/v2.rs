@@ -25,7 +25,7 @@
 use super::adopt::{
     Adopt, array_of, decode, descriptor, encode, records_in, walk_array, write_array,
 };
-use super::{Memfd, MemfdError};
+use super::{Laid, Memfd, MemfdError};
 use crate::claims::Claims;
 use crate::platform::{FrameAlloc, MapFrames, PhysMem};
 use crate::ranges::Range;
@@ -37,19 +37,6 @@ pub(crate) use super::v1::Written;
 pub use crate::abi::memfd::v2::{
     Header, INDEX_BITS, INLINE_RECORDS, MAX_RUN, RECORD_BYTES, Record, VERSION,
 };
-
-/// A file's record array, laid out and preserved at preserve time
-/// ([`lay_out`]): its folios cannot change while it is preserved, so
-/// neither can its records, and freezing it writes a descriptor only.
-#[derive(Debug)]
-pub(crate) struct Laid {
-    /// The array, preserved, its sum in `root`.
-    array: crate::vmalloc::Vmalloc,
-    /// Its root, as the descriptor names it.
-    root: VmallocRoot,
-    /// Records in it.
-    records: u64,
-}
 
 /// Lays out the record array of `file` (which [`Memfd::preserve`]
 /// preserved) now, preserved in `tracker`, for [`write`] to name at
@@ -64,48 +51,16 @@ pub(crate) fn lay_out<P: PhysMem + FrameAlloc + MapFrames>(
         return Err(MemfdError::Preserved { preserved: false });
     }
     let n = record_count(file);
-    if file.laid.is_some() || n <= INLINE_RECORDS {
+    if file.laid_v2.is_some() || n <= INLINE_RECORDS {
         return Ok(());
     }
     let (array, root) = write_array(p, tracker, n, records(file))?;
-    file.laid = Some(Laid {
+    file.laid_v2 = Some(Laid {
         array,
         root,
         records: n,
     });
     Ok(())
-}
-
-/// Undoes [`lay_out`]: the array is unpreserved and freed (before the
-/// file is unpreserved).
-pub(crate) fn release<P: FrameAlloc + MapFrames>(
-    file: &mut Memfd,
-    p: &mut P,
-    tracker: &mut Tracker,
-) {
-    if let Some(mut l) = file.laid.take() {
-        let _ = l.array.unpreserve(p, tracker);
-        l.array.free(p);
-    }
-}
-
-/// The pages of the array [`lay_out`] made for `file`, if it has one:
-/// blocks and chain pages.
-pub(crate) fn laid_pages(file: &Memfd) -> impl Iterator<Item = Range> + '_ {
-    file.laid.iter().flat_map(|l| {
-        let block = crate::PAGE_SIZE.checked_shl(l.array.order()).unwrap_or(0);
-        let blocks = l
-            .array
-            .blocks()
-            .iter()
-            .map(move |&b| Range::new(b, b.saturating_add(block)));
-        let chain = l
-            .array
-            .chain_pages()
-            .iter()
-            .map(|&c| Range::new(c, c.saturating_add(crate::PAGE_SIZE)));
-        blocks.chain(chain)
-    })
 }
 
 /// The records of `file`: its extents, split at [`MAX_RUN`] folios.
@@ -173,7 +128,7 @@ pub fn write<P: PhysMem + FrameAlloc + MapFrames>(
         return Err(MemfdError::Preserved { preserved: false });
     }
     // Laid out at preserve: only the descriptor is written now.
-    if let Some(l) = &file.laid {
+    if let Some(l) = &file.laid_v2 {
         let h = Header {
             pos: file.pos().into(),
             size: file.size().into(),
@@ -333,7 +288,8 @@ mod tests {
             pos: 0,
             seals: Seals::empty(),
             preserved: false,
-            laid: None,
+            laid_v1: None,
+            laid_v2: None,
         };
         let recs: Vec<Record> = records(&f).collect();
         assert_eq!(record_count(&f), 4);
