@@ -67,11 +67,7 @@ pub fn write<P: PhysMem + FrameAlloc + MapFrames>(
         return Ok(Written { desc, array: None });
     }
     let (array, root) = if n > 0 {
-        let records = file.folios().map(|f| Record {
-            frame: encode(f.phys, f.order).into(),
-            index: f.index.into(),
-        });
-        let (v, root) = write_array(p, tracker, n, records)?;
+        let (v, root) = write_array(p, tracker, n, records(file))?;
         (Some(v), root)
     } else {
         (None, VmallocRoot::default())
@@ -84,6 +80,14 @@ pub fn write<P: PhysMem + FrameAlloc + MapFrames>(
     };
     let desc = descriptor(h.as_bytes(), core::iter::empty())?;
     Ok(Written { desc, array })
+}
+
+/// The records of `file`: one per folio, in file order.
+fn records(file: &Memfd) -> impl Iterator<Item = Record> + '_ {
+    file.folios().map(|f| Record {
+        frame: encode(f.phys, f.order).into(),
+        index: f.index.into(),
+    })
 }
 
 /// Lays out the record array of `file` (which [`Memfd::preserve`]
@@ -102,11 +106,7 @@ pub(crate) fn lay_out<P: PhysMem + FrameAlloc + MapFrames>(
     if file.laid_v1.is_some() || n == 0 || !file.seals().difference(Seals::SEAL).is_empty() {
         return Ok(());
     }
-    let records = file.folios().map(|f| Record {
-        frame: encode(f.phys, f.order).into(),
-        index: f.index.into(),
-    });
-    let (array, root) = write_array(p, tracker, n, records)?;
+    let (array, root) = write_array(p, tracker, n, records(file))?;
     file.laid_v1 = Some(Laid {
         array,
         root,
