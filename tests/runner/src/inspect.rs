@@ -246,10 +246,10 @@ mod tests {
     fn the_golden_luo_blob_decodes_to_its_objects_and_runs() {
         let out = inspect(&golden("luo-v2.dtb"));
         for line in [
-            "  luo vm-1/2 memfd: first handed over at hop 0, carried 0 time(s) since; footprint 2 extent(s), 18 pages from 0x1004a000",
+            "  luo vm-1/2 memfd: first handed over at hop 0, carried 0 time(s) since; footprint 2 extent(s), 18 pages from 0x1004c000",
             "  version:  kho-handoff-v2",
             "  luo vm-1/2 memfd: memfd-v2, 88 bytes; size 70000, pos 0, seals 0x8, 2 run records inline:",
-            "      pages from 16 of the file: 2 folio(s) of order 0 from 0x1004a000",
+            "      pages from 16 of the file: 2 folio(s) of order 0 from 0x1004c000",
             "  luo vm-2/1 memfd: memfd-v1, 48 bytes; size 3145728, pos 0, 17 folio records in an array of 1 block(s), chain at 0x1004f000",
         ] {
             assert!(out.lines().any(|l| l == line), "no line {line:?} in\n{out}");
