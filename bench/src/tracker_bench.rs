@@ -405,19 +405,12 @@ fn freeze_scaling() -> Figure {
         t
     };
     let (small, large) = (build(1), build(16));
-    let mut mem = chain_mem();
-    let mut write = |t: &Tracker| {
-        let root = chain::write(t, &mut mem).unwrap();
-        chain::free(&mut mem, black_box(&root));
+    let write = |t: &Tracker, mem: &mut HostMem| {
+        let root = chain::write(t, mem).unwrap();
+        chain::free(mem, black_box(&root));
     };
-    let (t1, t16) = {
-        let mut mem2 = chain_mem();
-        let mut write2 = |t: &Tracker| {
-            let root = chain::write(t, &mut mem2).unwrap();
-            chain::free(&mut mem2, black_box(&root));
-        };
-        ns_per_call_pair(|| write(&small), || write2(&large))
-    };
+    let (mut m1, mut m16) = (chain_mem(), chain_mem());
+    let (t1, t16) = ns_per_call_pair(|| write(&small, &mut m1), || write(&large, &mut m16));
     Figure::new(
         "tracker freeze work (chain written and freed): 16 GiB of every other 4 KiB page".into(),
         t16 / 1e3,

@@ -135,6 +135,26 @@ pub(crate) struct Laid {
 }
 
 impl Laid {
+    /// Writes `n` `records` into a new array, summed and preserved in
+    /// `tracker` (all or nothing).
+    fn write<P, R>(
+        p: &mut P,
+        tracker: &mut Tracker,
+        n: u64,
+        records: impl Iterator<Item = R>,
+    ) -> Result<Self, MemfdError>
+    where
+        P: PhysMem + FrameAlloc + crate::platform::MapFrames,
+        R: zerocopy::IntoBytes + zerocopy::Immutable,
+    {
+        let (array, root) = adopt::write_array(p, tracker, n, records)?;
+        Ok(Self {
+            array,
+            root,
+            records: n,
+        })
+    }
+
     /// Its pages: blocks and chain pages.
     fn pages(&self) -> impl Iterator<Item = crate::ranges::Range> + '_ {
         let block = PAGE_SIZE.checked_shl(self.array.order()).unwrap_or(0);

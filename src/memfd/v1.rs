@@ -54,23 +54,17 @@ pub fn write<P: PhysMem + FrameAlloc + MapFrames>(
     if !file.seals().difference(Seals::SEAL).is_empty() {
         return Err(MemfdError::Unrepresentable);
     }
-    let n = file.folio_count();
-    // Laid out at preserve: only the descriptor is written now.
-    if let Some(l) = &file.laid_v1 {
-        let h = Header {
-            pos: file.pos().into(),
-            size: file.size().into(),
-            folios: l.records.into(),
-            array: l.root,
-        };
-        let desc = descriptor(h.as_bytes(), core::iter::empty())?;
-        return Ok(Written { desc, array: None });
-    }
-    let (array, root) = if n > 0 {
-        let (v, root) = write_array(p, tracker, n, records(file))?;
-        (Some(v), root)
-    } else {
-        (None, VmallocRoot::default())
+    // An array laid out at preserve is named as it is: only the
+    // descriptor is written now.
+    let (n, array, root) = match &file.laid_v1 {
+        Some(l) => (l.records, None, l.root),
+        None => match file.folio_count() {
+            0 => (0, None, VmallocRoot::default()),
+            n => {
+                let (v, root) = write_array(p, tracker, n, records(file))?;
+                (n, Some(v), root)
+            }
+        },
     };
     let h = Header {
         pos: file.pos().into(),
@@ -106,12 +100,7 @@ pub(crate) fn lay_out<P: PhysMem + FrameAlloc + MapFrames>(
     if file.laid_v1.is_some() || n == 0 || !file.seals().difference(Seals::SEAL).is_empty() {
         return Ok(());
     }
-    let (array, root) = write_array(p, tracker, n, records(file))?;
-    file.laid_v1 = Some(Laid {
-        array,
-        root,
-        records: n,
-    });
+    file.laid_v1 = Some(Laid::write(p, tracker, n, records(file))?);
     Ok(())
 }
 

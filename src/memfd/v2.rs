@@ -1,13 +1,14 @@
 //! `memfd-v2`: everything `memfd-v1` has, plus seals, plus extent records,
 //! so that metadata grows with fragmentation, not with size.
 //!
-//! Descriptor (48 bytes, little-endian, the field order of Linux's
+//! Descriptor (56 bytes, little-endian, the field order of Linux's
 //! `memfd-v2`): `pos` u64, `size` u64, `seals` u32, `flags` u32 = 0,
-//! `records` u64, `array` [`VmallocRoot`] (16 bytes). When `array` is all
-//! zero and `records` is at most [`INLINE_RECORDS`], the records follow the
-//! descriptor in the same bytes (a file in one physical run hands over 64
-//! bytes and allocates nothing); otherwise they are in the array, whose
-//! bytes past the last record are 0.
+//! `records` u64, `array` [`VmallocRoot`] (24 bytes: Linux's 16, then the
+//! array's sum). When `array` is all zero and `records` is at most
+//! [`INLINE_RECORDS`], the records follow the descriptor in the same bytes
+//! (a file in one physical run hands over 72 bytes and allocates nothing);
+//! otherwise they are in the array, whose bytes past the last record are
+//! 0.
 //!
 //! Record (16 bytes): word 0 as in `memfd-v1` (frame number, flags, order);
 //! word 1 = file page index (bits 0 to 39) | folios in the run minus one
@@ -54,12 +55,7 @@ pub(crate) fn lay_out<P: PhysMem + FrameAlloc + MapFrames>(
     if file.laid_v2.is_some() || n <= INLINE_RECORDS {
         return Ok(());
     }
-    let (array, root) = write_array(p, tracker, n, records(file))?;
-    file.laid_v2 = Some(Laid {
-        array,
-        root,
-        records: n,
-    });
+    file.laid_v2 = Some(Laid::write(p, tracker, n, records(file))?);
     Ok(())
 }
 
@@ -127,26 +123,19 @@ pub fn write<P: PhysMem + FrameAlloc + MapFrames>(
     if !file.is_preserved() {
         return Err(MemfdError::Preserved { preserved: false });
     }
-    // Laid out at preserve: only the descriptor is written now.
-    if let Some(l) = &file.laid_v2 {
-        let h = Header {
-            pos: file.pos().into(),
-            size: file.size().into(),
-            seals: file.seals().bits().into(),
-            flags: 0.into(),
-            records: l.records.into(),
-            array: l.root,
-        };
-        let desc = descriptor(h.as_bytes(), core::iter::empty::<[u8; RECORD_BYTES]>())?;
-        return Ok(Written { desc, array: None });
-    }
-    let n = record_count(file);
-    let inline = n <= INLINE_RECORDS;
-    let (array, root) = if inline {
-        (None, VmallocRoot::default())
-    } else {
-        let (v, root) = write_array(p, tracker, n, records(file))?;
-        (Some(v), root)
+    // An array laid out at preserve is named as it is: only the
+    // descriptor is written now.
+    let (n, inline, array, root) = match &file.laid_v2 {
+        Some(l) => (l.records, false, None, l.root),
+        None => {
+            let n = record_count(file);
+            if n <= INLINE_RECORDS {
+                (n, true, None, VmallocRoot::default())
+            } else {
+                let (v, root) = write_array(p, tracker, n, records(file))?;
+                (n, false, Some(v), root)
+            }
+        }
     };
     let h = Header {
         pos: file.pos().into(),

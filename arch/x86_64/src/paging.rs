@@ -348,19 +348,16 @@ pub fn tables_of(virt: u64) -> heapless::Vec<u64, 4> {
 /// Nothing may use the mapping afterwards.
 pub unsafe fn unmap_frames(virt: Virt, count: u64) {
     let virt = virt.as_u64();
-    let (root, _) = Cr3::read();
     for i in 0..count {
         let v = virt + i * PAGE_SIZE;
-        let mut t = root.start_address().as_u64();
-        for level in [4, 3, 2] {
-            // SAFETY: `t` is a live table of the current tree.
-            let e = unsafe { &(&*table_ptr(t))[idx(v, level)] };
-            if e.is_unused() || e.flags().contains(F::HUGE_PAGE) {
-                return;
-            }
-            t = e.addr().as_u64();
-        }
-        // SAFETY: as above; the caller gives up the mapping.
+        // The walk down to the table that maps `v` with a 4 KiB page;
+        // shorter where nothing (or a huge page) maps it: nothing to undo.
+        let &[_, _, _, t] = tables_of(v).as_slice() else {
+            return;
+        };
+        // SAFETY: `t` is a live table of the current tree, modified only
+        // here and in `map`, single CPU, interrupts off; the caller gives
+        // up the mapping.
         unsafe { (&mut *table_ptr(t))[idx(v, 1)].set_unused() };
         x86_64::instructions::tlb::flush(VirtAddr::new(v));
     }

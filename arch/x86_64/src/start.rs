@@ -524,14 +524,17 @@ pub unsafe fn start(
     let image_range = Range::new(image.start, image.end);
 
     // SAFETY: on the boot tables, nothing allocated yet (promises 1 and 3).
-    let plan = unsafe { plan(&params, image_range, heap_size(&params), heap::ALIGN) }?;
-    let ram = RAM.call_once(|| plan.ram.clone());
-    let keep = plan.keep.clone();
-    let (blob, mut refused) = (plan.blob, plan.refused);
+    let Plan {
+        ram,
+        keep,
+        scratch,
+        blob,
+        mut refused,
+    } = unsafe { plan(&params, image_range, heap_size(&params), heap::ALIGN) }?;
+    let ram = RAM.call_once(|| ram);
     if let Some(e) = &refused {
         kprintln!("kho: handoff refused, booting cold: {e}");
     }
-    let scratch = plan.scratch;
     // Until the general pool opens, every allocation comes from scratch.
     let scratch = *SCRATCH.call_once(|| scratch);
     for &a in scratch.areas() {
