@@ -21,6 +21,8 @@ mod images_parse;
 mod luo_read;
 #[path = "../../../fuzz/fuzz_targets/memfd_read.rs"]
 mod memfd_read;
+#[path = "../../../fuzz/fuzz_targets/timing_parse.rs"]
+mod timing_parse;
 #[path = "../../../fuzz/fuzz_targets/tracker_ops.rs"]
 mod tracker_ops;
 #[path = "../../../fuzz/fuzz_targets/tracker_read.rs"]
@@ -39,6 +41,7 @@ const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("images_parse", images_parse::run),
     ("luo_read", luo_read::run),
     ("memfd_read", memfd_read::run),
+    ("timing_parse", timing_parse::run),
     ("tracker_ops", tracker_ops::run),
     ("tracker_read", tracker_read::run),
     ("vmalloc_read", vmalloc_read::run),
