@@ -21,8 +21,8 @@
 //! - [`elf`]: the next kernel image, read safely (and its reads note).
 //! - [`Error`] and [`ErrorKind`]: one error type that wraps every module's error,
 //!   and what a caller can do about it.
-//! - The front door: [`Outgoing`], [`Frozen`] and [`Incoming`], typed by
-//!   their objects.
+//! - The front door: [`Outgoing`], [`Frozen`] (and the [`Blob`] it
+//!   writes), [`Incoming`] and [`Restored`], typed by their objects.
 //!
 //! # Example: one file across a kexec
 //!
@@ -41,14 +41,16 @@
 //! use kho::scratch::Scratch;
 //! use kho::{Freeze, Incoming, Outgoing};
 //!
-//! /// First kernel: writes the blob into `buf` and returns its length; the
-//! /// kernel then places it and kexecs.
+//! /// First kernel: writes the blob into `buf` and returns its length and
+//! /// what the kexec must keep (every preserved range and the tracker's
+//! /// chain); the kernel then places the blob and kexecs.
 //! fn before_kexec<P: Platform>(
 //!     p: &mut P,
 //!     scratch: Scratch,
 //!     next_reads: &ReadList<'_>,
 //!     buf: &mut [u8],
-//! ) -> Result<usize, kho::Error> {
+//!     ram: &[Range],
+//! ) -> Result<(usize, Vec<Range>), kho::Error> {
 //!     let mut out = Outgoing::new(scratch)?;
 //!     let files = out.register(MemfdHandler::default())?;
 //!     out.create_session("vm-1")?;
@@ -57,7 +59,8 @@
 //!     out.preserve(files, "vm-1", 1, f, p)?;
 //!     // Refuses if the next kernel could not read the file.
 //!     let mut frozen = out.freeze(p, Freeze::NoLoss(next_reads))?;
-//!     Ok(frozen.write(p, buf, 0, Stamps::default())?.len)
+//!     let blob = frozen.write(p, buf, 0, Stamps::default())?;
+//!     Ok((blob.len, blob.kept(p, ram)?))
 //! }
 //!
 //! /// Next kernel: `blob` is the handoff module's bytes, found at `at`.
