@@ -72,7 +72,7 @@ pub enum Error {
     /// From the preserved-page tracker.
     Tracker(crate::tracker::TrackerError),
     /// From the tracker's handed-over chain.
-    TrackerChain(crate::tracker::chain::TrackerChainError),
+    TrackerChain(crate::tracker::TrackerChainError),
     /// From the scratch areas.
     Scratch(crate::scratch::ScratchError),
     /// From the handoff blob.
@@ -218,8 +218,8 @@ impl From<crate::tracker::TrackerError> for Error {
     }
 }
 
-impl From<crate::tracker::chain::TrackerChainError> for Error {
-    fn from(e: crate::tracker::chain::TrackerChainError) -> Self {
+impl From<crate::tracker::TrackerChainError> for Error {
+    fn from(e: crate::tracker::TrackerChainError) -> Self {
         Error::TrackerChain(e)
     }
 }
@@ -352,8 +352,8 @@ pub(crate) mod kinds {
     use crate::ranges::RangeError;
     use crate::reserve::ReserveError;
     use crate::scratch::ScratchError;
+    use crate::tracker::TrackerChainError;
     use crate::tracker::TrackerError;
-    use crate::tracker::chain::TrackerChainError;
     use crate::vmalloc::VmallocError;
 
     pub(crate) fn write(e: &WriteError) -> ErrorKind {

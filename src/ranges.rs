@@ -230,6 +230,7 @@ impl RangeVec {
     /// both lists when `cuts` is sorted by start (a restore's reserved
     /// ranges, say), else one [`carve`](Self::carve) each. The set is
     /// unchanged on error.
+    #[cfg(any(test, feature = "arch"))]
     pub fn carve_sorted(&mut self, cuts: &[Range]) -> Result<(), RangeError> {
         if !cuts.windows(2).all(|w| w[0].start <= w[1].start) {
             let before = self.slots.clone();

@@ -56,6 +56,37 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Whether an attribute line keeps the item after it out of a build with
+/// the `features` given: `#[cfg(test)]` always does;
+/// `#[cfg(feature = "x")]` and `#[cfg(any(test, feature = "x"))]` do
+/// unless `x` is on (the host fake's `host` never is: no kernel builds
+/// it), `#[cfg(not(feature = "x"))]` does if it is.
+fn cfg_excludes(line: &str, features: &[&str]) -> bool {
+    if line.starts_with("#[cfg(test)]") {
+        return true;
+    }
+    let on = |f: &str| features.contains(&f);
+    if let Some(f) = line
+        .strip_prefix("#[cfg(any(test, feature = \"")
+        .and_then(|r| r.strip_suffix("\"))]"))
+    {
+        return !on(f);
+    }
+    if let Some(f) = line
+        .strip_prefix("#[cfg(not(feature = \"")
+        .and_then(|r| r.strip_suffix("\"))]"))
+    {
+        return on(f);
+    }
+    if let Some(f) = line
+        .strip_prefix("#[cfg(feature = \"")
+        .and_then(|r| r.strip_suffix("\")]"))
+    {
+        return !on(f);
+    }
+    false
+}
+
 /// The name after a keyword in `line` (`fn name(`, `struct Name<`, ...).
 fn name_after<'a>(line: &'a str, kw: &str) -> Option<&'a str> {
     let at = line.find(kw)? + kw.len();
@@ -92,7 +123,7 @@ fn impl_target(line: &str) -> &str {
 }
 
 /// Every public item of one file, as `path kind name` lines.
-fn list_file(module: &str, text: &str, out: &mut Vec<String>) {
+fn list_file(module: &str, text: &str, features: &[&str], out: &mut Vec<String>) {
     // The type or trait whose block we are in, with the depth it opened at.
     let mut owner: Vec<(String, usize)> = Vec::new();
     let mut depth = 0usize;
@@ -111,9 +142,9 @@ fn list_file(module: &str, text: &str, out: &mut Vec<String>) {
         {
             break;
         }
-        // Built only for tests, or for the host fake (tools and fuzz
-        // targets): not what an embedding kernel builds.
-        if line.starts_with("#[cfg(test)]") || line == "#[cfg(any(test, feature = \"host\"))]" {
+        // Built only for tests, the host fake, or another set of
+        // features than this listing's.
+        if cfg_excludes(line, features) {
             skip_next = true;
             continue;
         }
@@ -189,26 +220,39 @@ fn list_file(module: &str, text: &str, out: &mut Vec<String>) {
     }
 }
 
-/// The private modules a file declares (`mod x;`, `pub(crate) mod x;`,
-/// not under `#[cfg(test)]`), as full paths.
-fn private_modules(module: &str, text: &str, out: &mut Vec<String>) {
-    let mut test_only = false;
+/// The private modules a file declares (`mod x;`, `pub(crate) mod x;`),
+/// and those this build of it leaves out, as full paths.
+fn private_modules(module: &str, text: &str, features: &[&str], out: &mut Vec<String>) {
+    let (mut built_out, mut public) = (Vec::new(), Vec::new());
+    let mut excluded = false;
     for line in text.lines().map(str::trim) {
-        if line.starts_with("#[cfg(test)]") {
-            test_only = true;
+        if cfg_excludes(line, features) {
+            excluded = true;
             continue;
         }
         let decl = line
             .strip_prefix("pub(crate) ")
             .or_else(|| line.strip_prefix("pub(super) "))
+            .or_else(|| line.strip_prefix("pub "))
             .unwrap_or(line);
-        if !test_only
-            && !line.starts_with("pub mod")
-            && let Some(name) = decl.strip_prefix("mod ").and_then(|r| name_after(r, ""))
-        {
-            out.push(format!("{module}::{name}"));
+        if let Some(name) = decl.strip_prefix("mod ").and_then(|r| name_after(r, "")) {
+            let path = format!("{module}::{name}");
+            if excluded {
+                built_out.push(path);
+            } else if line.starts_with("pub mod") {
+                public.push(path);
+            } else {
+                out.push(path);
+            }
         }
-        test_only = false;
+        excluded = false;
+    }
+    // A module this build leaves out is as good as private, unless another
+    // declaration of it (`#[cfg(feature = "x")] pub mod`) is built.
+    for m in built_out {
+        if !public.contains(&m) && !out.contains(&m) {
+            out.push(m);
+        }
     }
 }
 
@@ -302,8 +346,8 @@ fn resolve(path: &str, aliases: &[(String, String)], private: &[String]) -> Opti
     None
 }
 
-/// The listing of the crate under `root`.
-fn listing(root: &Path) -> String {
+/// The surface of the crate under `root` built with `features`, sorted.
+fn surface(root: &Path, features: &[&str]) -> Vec<String> {
     let mut files = Vec::new();
     sources(&root.join("src"), &mut files);
     let mut raw = Vec::new();
@@ -311,8 +355,8 @@ fn listing(root: &Path) -> String {
     for f in &files {
         let rel = f.strip_prefix(root.join("src")).unwrap();
         let text = std::fs::read_to_string(f).unwrap();
-        list_file(&module_of(rel), &text, &mut raw);
-        private_modules(&module_of(rel), &text, &mut private);
+        list_file(&module_of(rel), &text, features, &mut raw);
+        private_modules(&module_of(rel), &text, features, &mut private);
     }
     // Every re-export, a private module's too: `kho::Outgoing` is
     // `update::outgoing::Outgoing` through `update`'s `pub use`.
@@ -341,21 +385,86 @@ fn listing(root: &Path) -> String {
             }
         })
         .collect();
+    // A method is public wherever its `impl` block is written: one in a
+    // private module (`tracker::query`'s `impl Tracker`) belongs to the
+    // public type of that name.
+    let types: Vec<String> = items
+        .iter()
+        .filter_map(|i| {
+            let (path, kind) = i.split_once(' ')?;
+            matches!(kind, "struct" | "enum" | "trait" | "type").then(|| path.to_owned())
+        })
+        .collect();
+    for l in &raw {
+        let Some((path, kind)) = l.split_once(' ') else {
+            continue;
+        };
+        if !matches!(kind, "fn" | "unsafe fn" | "const" | "type")
+            || resolve(path, &aliases, &private).is_some()
+        {
+            continue;
+        }
+        let Some((owner, name)) = path.rsplit_once("::") else {
+            continue;
+        };
+        let ty = owner.rsplit("::").next().unwrap_or(owner);
+        let mut found = types.iter().filter(|t| t.rsplit("::").next() == Some(ty));
+        if let (Some(t), None) = (found.next(), found.next()) {
+            items.push(format!("{t}::{name} {kind}"));
+        }
+    }
     items.sort();
     items.dedup();
-    let fns = items.iter().filter(|l| l.ends_with(" fn")).count();
-    let fields = items.iter().filter(|l| l.ends_with(" field")).count();
+    items
+}
+
+/// The crate's optional layers: a feature, and what it is for.
+const TIERS: [(&str, &str); 2] = [
+    ("arch", "an architecture layer's boot and kexec"),
+    (
+        "tools",
+        "codecs and tuning for inspectors, benchmarks and fuzz targets",
+    ),
+];
+
+/// The listing of the crate under `root`: the default surface (what an
+/// embedding kernel meets), then what each optional layer adds, marked
+/// with its feature.
+fn listing(root: &Path) -> String {
+    let base = surface(root, &[]);
+    let count = |items: &[String], kind: &str| {
+        items
+            .iter()
+            .filter(|l| l.split(' ').nth(1) == Some(kind))
+            .count()
+    };
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "# kho's public surface: {} items, {fns} functions, {fields} fields",
-        items.len()
+        "# kho's public surface: {} items, {} functions, {} fields by default",
+        base.len(),
+        count(&base, "fn"),
+        count(&base, "field")
     );
+    let mut tiers = Vec::new();
+    for (feature, what) in TIERS {
+        let added: Vec<String> = surface(root, &[feature])
+            .into_iter()
+            .filter(|i| !base.contains(i))
+            .collect();
+        let _ = writeln!(
+            s,
+            "# feature `{feature}` ({what}) adds {} items, {} functions",
+            added.len(),
+            count(&added, "fn")
+        );
+        tiers.extend(added.into_iter().map(|i| format!("{i} [{feature}]")));
+    }
     let _ = writeln!(
         s,
         "# (tests/public_api.rs; KHO_BLESS=1 cargo test --test public_api rewrites it)"
     );
-    for i in items {
+    for i in base.iter().chain(&tiers) {
         let _ = writeln!(s, "{i}");
     }
     s
@@ -411,17 +520,23 @@ pub const K: u8 = 1;
 #[cfg(test)]
 pub fn only_tests() {}
 pub fn f() {}
+#[cfg(feature = \"tools\")]
+pub fn g() {}
+#[cfg(feature = \"tools\")]
+pub mod t;
+#[cfg(not(feature = \"tools\"))]
+mod t;
 #[cfg(test)]
 mod tests {
     pub fn in_tests() {}
 }
 ";
     let mut out = Vec::new();
-    list_file("kho::m", text, &mut out);
+    list_file("kho::m", text, &[], &mut out);
     out.sort();
     let mut private = Vec::new();
-    private_modules("kho::m", text, &mut private);
-    assert_eq!(private, ["kho::m::b"]);
+    private_modules("kho::m", text, &[], &mut private);
+    assert_eq!(private, ["kho::m::b", "kho::m::t", "kho::m::tests"]);
     let mut aliases = Vec::new();
     use_pairs("kho", "m::{b::C, d::{E as F, G}}", &mut aliases);
     assert_eq!(
@@ -451,4 +566,11 @@ mod tests {
             "kho::m::f fn",
         ]
     );
+    // With the feature on, `g` and the module `t` are public.
+    let (mut with, mut private) = (Vec::new(), Vec::new());
+    list_file("kho::m", text, &["tools"], &mut with);
+    private_modules("kho::m", text, &["tools"], &mut private);
+    assert_eq!(private, ["kho::m::b", "kho::m::tests"]);
+    let added: Vec<&String> = with.iter().filter(|i| !out.contains(i)).collect();
+    assert_eq!(added, ["kho::m::g fn", "kho::m::t mod"]);
 }

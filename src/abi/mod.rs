@@ -12,19 +12,23 @@
 //! - [`chain`]: the page-chain framing the chained formats share.
 //! - [`tracker`]: the preserved-page tracker (`kho-tracker-v3`).
 //! - [`vmalloc`]: preserved vmalloc (`kho-vmalloc-v2`).
-//! - [`memfd`]: `memfd-v1` and `memfd-v2`, seals and folio flags.
+//! - `memfd` (public with the feature `tools`): `memfd-v1` and `memfd-v2`, seals and folio flags.
 //! - [`luo`]: the orchestrator's node (`kho-luo-v2`; `kho-luo-v1` still
 //!   read).
 //! - [`reads`]: the ELF note in which a kernel image lists what it reads
 //!   (`kho-reads-v1`).
-//! - [`images`]: a bundle of kernel images in one boot module
+//! - `images` (feature `arch`): a bundle of kernel images in one boot module
 //!   (`kho-images-v1`), for chains of kexecs between builds.
 
 pub mod chain;
 pub mod handoff;
+#[cfg(any(test, feature = "arch"))]
 pub mod images;
 pub mod luo;
+#[cfg(feature = "tools")]
 pub mod memfd;
+#[cfg(not(feature = "tools"))]
+pub(crate) mod memfd;
 pub mod reads;
 pub mod scratch;
 pub mod tracker;

@@ -6,7 +6,7 @@
 //! `PT_LOAD` inside the file, file size within memory size, destinations
 //! page-aligned in the address space and not overlapping each other; the
 //! PVH entry (a Xen note of type 18 in a `PT_NOTE` segment) inside a
-//! loaded, executable segment. [`Image::plan`] then checks the destinations
+//! loaded, executable segment. `Image::plan` (feature `arch`) then checks the destinations
 //! against the machine: inside RAM and clear of every preserved range.
 //! The image may be any PVH kernel, of any size, linked anywhere.
 #![deny(
@@ -374,6 +374,7 @@ impl<'a> Image<'a> {
     }
 
     /// The lowest and highest address the image occupies, page-rounded.
+    #[cfg(any(test, feature = "arch"))]
     pub fn span(&self) -> Range {
         let segs = self.segments();
         let lo = segs.iter().map(|s| s.pages().start).min().unwrap_or(0);
@@ -389,6 +390,7 @@ impl<'a> Image<'a> {
 
     /// Checks the destinations against this machine: each inside one RAM
     /// range and clear of every preserved range.
+    #[cfg(any(test, feature = "arch"))]
     pub fn plan(&self, ram: &[Range], preserved: &[Range]) -> Result<(), ElfError> {
         for s in self.segments() {
             let range = s.pages();

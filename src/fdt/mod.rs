@@ -39,7 +39,7 @@ pub const MAX_DEPTH: usize = 64;
 /// Name of the optional skip-hint property: the first property of a node,
 /// one big-endian cell holding the size in bytes of the node's whole subtree
 /// (from its BEGIN_NODE token to just past its END_NODE token). Written by
-/// [`FdtWriter::with_skip_hints`], checked by [`Fdt::new`] against the real
+/// `FdtWriter::with_skip_hints` (feature `tools`), checked by [`Fdt::new`] against the real
 /// subtree, and used by lookups to jump over siblings in one step.
 pub const SKIP_HINT: &str = "kho,skip";
 

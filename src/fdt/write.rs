@@ -177,6 +177,7 @@ impl<'a> FdtWriter<'a> {
     /// property, so readers can skip the node's subtree in one step.
     ///
     /// [`SKIP_HINT`]: super::SKIP_HINT
+    #[cfg(any(test, feature = "tools"))]
     pub fn with_skip_hints(buf: &'a mut [u8]) -> Result<Self, WriteError> {
         let mut w = Self::new(buf)?;
         w.hints = true;

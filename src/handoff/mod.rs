@@ -35,8 +35,10 @@ use crate::platform::PhysMem;
 use crate::ranges::Range;
 use crate::reserve::{Kept, Reserve, ReserveError};
 use crate::scratch::{SCRATCH_VERSION, Scratch, ScratchError, ScratchRecord};
-use crate::tracker::chain::{Reader, Summary, TRACKER_VERSION, TrackerChainError, TrackerRoot};
+use crate::tracker::TrackerChainError;
+use crate::tracker::chain::{Reader, Summary, TRACKER_VERSION, TrackerRoot};
 use core::fmt;
+#[cfg(any(test, feature = "arch"))]
 use zerocopy::IntoBytes;
 
 /// Errors reading or restoring a handoff.
@@ -272,6 +274,7 @@ fn seal_at(blob: &mut [u8], at: usize, len: usize) -> Result<(), HandoffError> {
 /// Replaces the stamps (`kho,tsc`) of a written blob and reseals it: the
 /// first kernel stamps the time it wrote the blob and the time of the
 /// jump after the blob is written. One parse finds both places.
+#[cfg(any(test, feature = "arch"))]
 pub fn set_stamps(blob: &mut [u8], stamps: &Stamps) -> Result<(), HandoffError> {
     let (tsc_at, sum_at, len) = {
         let fdt = Fdt::new(blob)?;

@@ -1,5 +1,5 @@
 //! memfd: an in-kernel anonymous file made of folios, and its two handed-over
-//! formats ([`v1`] and [`v2`]).
+//! formats (`v1` and `v2`, their codecs public with the feature `tools`).
 //!
 //! A [`Memfd`] holds folios of order 0, 4 or 9 (4 KiB, 64 KiB, 2 MiB),
 //! chosen per write by alignment and size as a page cache would, and falls
@@ -16,9 +16,9 @@
 //! refuses exactly what `WRITE` refuses.
 //!
 //! Handing a file over: [`Memfd::preserve`] preserves every folio at its
-//! order in the tracker; then [`v1::write`] and/or [`v2::write`] write the
+//! order in the tracker; then `v1::write` and/or `v2::write` write the
 //! file's records (each format its own payload; the folios are shared).
-//! The next kernel's [`v1::read`] or [`v2::read`] checks every record,
+//! The next kernel's `v1::read` or `v2::read` checks every record,
 //! claims the folios ([`crate::claims`]) and returns a file made of the
 //! very same folios. While a file is preserved, anything that would change
 //! its folios (filling a hole, truncate, punch) is refused: the records
@@ -29,8 +29,14 @@ mod error;
 mod handler;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "tools")]
 pub mod v1;
+#[cfg(not(feature = "tools"))]
+pub(crate) mod v1;
+#[cfg(feature = "tools")]
 pub mod v2;
+#[cfg(not(feature = "tools"))]
+pub(crate) mod v2;
 
 use crate::PAGE_SIZE;
 pub use crate::abi::memfd::{FolioFlags, MAX_FOLIO_ORDER, Seals, flag, seal};

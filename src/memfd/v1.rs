@@ -22,7 +22,7 @@
 
 use super::adopt::{Adopt, array_of, decode, descriptor, encode, walk_array, write_array};
 use super::{Laid, Memfd, MemfdError, Seals};
-pub use crate::abi::memfd::v1::{Header, RECORD_BYTES, Record, VERSION};
+pub use crate::abi::memfd::v1::{Header, Record, VERSION};
 use crate::claims::Claims;
 use crate::platform::{FrameAlloc, MapFrames, PhysMem};
 use crate::ranges::Range;

@@ -301,14 +301,14 @@ pub trait HandOver {
     fn hand_over(
         &mut self,
         tracker: &crate::tracker::Tracker,
-    ) -> Result<crate::claims::Claims, crate::tracker::chain::TrackerChainError>;
+    ) -> Result<crate::claims::Claims, crate::tracker::TrackerChainError>;
 }
 
 impl HandOver for HostMem {
     fn hand_over(
         &mut self,
         tracker: &crate::tracker::Tracker,
-    ) -> Result<crate::claims::Claims, crate::tracker::chain::TrackerChainError> {
+    ) -> Result<crate::claims::Claims, crate::tracker::TrackerChainError> {
         use crate::platform::FrameAlloc;
         use crate::tracker::chain::{self as tracker_chain, Reader};
         let root = tracker_chain::write(tracker, self)?;

@@ -344,6 +344,7 @@ impl LeafStore {
     }
 
     /// Bytes used.
+    #[cfg(any(test, feature = "tools"))]
     pub(super) fn memory_bytes(&self) -> usize {
         self.pages.len() * core::mem::size_of::<[Leaf; PAGE_LEAVES]>()
             + self.pages.capacity() * core::mem::size_of::<usize>()

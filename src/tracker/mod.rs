@@ -20,15 +20,22 @@
 //! tracker is dropped); running out of it is a typed error with no partial
 //! state.
 //!
-//! At handover, [`chain`] writes the preserved set as a chain of pages of
+//! At handover, `chain` writes the preserved set as a chain of pages of
 //! address-ordered records (coalesced extents and, for fragmented regions,
 //! bitmaps), which the next kernel walks in place.
 
+#[cfg(feature = "tools")]
 pub mod chain;
+#[cfg(not(feature = "tools"))]
+pub(crate) mod chain;
 mod error;
-pub use error::TrackerError;
+pub use error::{TrackerChainError, TrackerError};
 mod leaf;
 mod query;
+#[cfg(feature = "tools")]
+pub use query::range_blocks;
+#[cfg(not(feature = "tools"))]
+pub(crate) use query::range_blocks;
 mod table;
 
 use crate::ranges::Range;
@@ -158,6 +165,7 @@ impl Tracker {
     /// its regions hold leaves (32 by default; above 512, never). Lower
     /// spends memory (64 KiB per dense chunk) for speed where preserves are
     /// clustered; tests and fuzzing use small values to reach both forms.
+    #[cfg(any(test, feature = "tools"))]
     pub fn with_dense_threshold(scratch: &[Range], leaves: usize) -> Result<Self, TrackerError> {
         let mut t = Self::new(scratch)?;
         t.dense_at = leaves.max(1);
@@ -195,6 +203,7 @@ impl Tracker {
     }
 
     /// Bytes of memory the tracker itself uses.
+    #[cfg(any(test, feature = "tools"))]
     pub fn memory_bytes(&self) -> usize {
         self.table.memory_bytes() + self.leaves.memory_bytes()
     }
@@ -492,7 +501,7 @@ impl Tracker {
     }
 
     /// Preserves the page-aligned byte range `[start, end)` as maximal
-    /// aligned blocks (see [`range_blocks`]). All or nothing: on error,
+    /// aligned blocks (see `range_blocks`, public with the feature `tools`). All or nothing: on error,
     /// blocks preserved by this call are undone.
     pub fn preserve_range(&mut self, start: u64, end: u64) -> Result<(), TrackerError> {
         for (p, order) in range_blocks(start, end)? {
@@ -520,28 +529,6 @@ impl Tracker {
         }
         Ok(())
     }
-}
-
-/// The maximal aligned blocks `(phys, order)` that make up the page-aligned
-/// byte range `[start, end)`, in address order: each of order
-/// `min(alignment of its start, size left, MAX_ORDER)`.
-pub fn range_blocks(
-    start: u64,
-    end: u64,
-) -> Result<impl Iterator<Item = (u64, u32)>, TrackerError> {
-    let page = 1u64 << PAGE_SHIFT;
-    if end <= start || !start.is_multiple_of(page) || !end.is_multiple_of(page) {
-        return Err(TrackerError::BadRange { start, end });
-    }
-    let mut p = start;
-    Ok(core::iter::from_fn(move || {
-        (p < end).then(|| {
-            let o = block_order(p, end);
-            let block = (p, o);
-            p += 1 << (o + PAGE_SHIFT);
-            block
-        })
-    }))
 }
 
 /// Order of the largest aligned block at page-aligned `p` that fits before

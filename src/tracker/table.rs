@@ -139,6 +139,7 @@ impl RegionTable {
         self.used.iter().map(|&u| usize::from(u)).sum()
     }
 
+    #[cfg(any(test, feature = "tools"))]
     pub(super) fn memory_bytes(&self) -> usize {
         self.slots.capacity() * 4
             + (self.used.capacity() + self.leaves.capacity()) * 2

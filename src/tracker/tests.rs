@@ -1,9 +1,7 @@
 //! Tracker tests: property tests against a plain model, the handover round
 //! trip, and corrupted handovers.
 
-use super::chain::{
-    self as tracker_chain, PAGE_BYTES, PageSink, PageSource, Reader, TrackerChainError, TrackerRoot,
-};
+use super::chain::{self as tracker_chain, PAGE_BYTES, PageSink, PageSource, Reader, TrackerRoot};
 use super::*;
 use crate::chain::ChainError;
 use crate::platform::host::HostMem;

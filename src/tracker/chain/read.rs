@@ -2,6 +2,8 @@
 //! every pointer and record checked before anything is reserved.
 
 use super::*;
+#[cfg(any(test, feature = "tools"))]
+use crate::reserve::ReserveError;
 /// What a walk of a handed-over tracker found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -32,8 +34,10 @@ struct Ahead {
 }
 
 /// The [`Reserve`] of the validation pass: it records nothing.
+#[cfg(any(test, feature = "tools"))]
 struct NoReserve;
 
+#[cfg(any(test, feature = "tools"))]
 impl Reserve for NoReserve {
     #[inline(always)]
     fn reserve(&mut self, _: Range, _: Kept) -> Result<(), ReserveError> {
@@ -60,6 +64,7 @@ impl<'a, M: PageSource> Reader<'a, M> {
     }
 
     /// Walks the whole chain without side effects, checking everything.
+    #[cfg(any(test, feature = "tools"))]
     pub fn validate(&self) -> Result<Summary, TrackerChainError> {
         self.walk_impl::<false, _>(&mut NoReserve)
     }
