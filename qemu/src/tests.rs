@@ -568,3 +568,40 @@ kernel_test!(
         assert!(frames::free(0x1000, 1).is_err());
     }
 );
+
+// A lent frame is its holder's alone: outside scratch, zeroed, out of
+// the token's reach (read, write, map, copy) while lent, and an
+// ordinary frame with the holder's bytes once taken back. A page that
+// only claims an address this token lent is not taken back.
+kernel_test!(
+    fn a_lent_frame_is_its_holders_alone() {
+        use kho::platform::{Lend, Lent, MapFrames};
+        let boot = kho_x86_64::start::boot_info().expect("booted");
+        let mut mem = crate::mem::kmem();
+        let mut a = mem.lend().expect("a lent frame");
+        let b = mem.lend().expect("another");
+        let (pa, pb) = (a.phys(), b.phys());
+        assert_ne!(pa, pb);
+        for p in [pa, pb] {
+            let page = Range::new(p, p + PAGE_SIZE);
+            assert!(!boot.scratch.overlaps(page), "lent from scratch: {p:#x}");
+            assert!(mem.frame(p).is_none() && mem.frame_mut(p).is_none());
+            assert!(mem.run(page).is_none() && !mem.copy(p, p, 8));
+            assert!(mem.map(&[p]).is_err());
+        }
+        assert!(a.frame().iter().all(|&x| x == 0));
+        a.frame_mut()[..8].copy_from_slice(b"lent kho");
+        // A forged page at a lent address changes nothing.
+        let forged = alloc::boxed::Box::leak(alloc::boxed::Box::new([7; PAGE_SIZE as usize]));
+        mem.take_back(Lent::new(pb, forged));
+        assert!(mem.frame(pb).is_none(), "a forged page took back {pb:#x}");
+        // Taken back: the token reaches it, and it holds what was written.
+        mem.take_back(a);
+        assert_eq!(&mem.frame(pa).expect("taken back")[..8], b"lent kho");
+        mem.take_back(b);
+        assert!(mem.frame_mut(pb).is_some());
+        for p in [pa, pb] {
+            frames::free(p, 1).expect("an ordinary frame again");
+        }
+    }
+);

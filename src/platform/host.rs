@@ -8,7 +8,7 @@
 //! first write to any of its frames; unwritten RAM reads as zeros, and a
 //! freed frame reads as zeros again.
 
-use super::{Frame, FrameAlloc, MapError, MapFrames, Mapping, PhysMem};
+use super::{Frame, FrameAlloc, Lend, Lent, MapError, MapFrames, Mapping, PhysMem};
 use crate::PAGE_SIZE;
 use crate::ranges::{Range, RangeSet};
 use alloc::boxed::Box;
@@ -143,6 +143,25 @@ pub struct HostMem {
     /// and whether the copy may have been written.
     maps: BTreeMap<u64, (Vec<u64>, Vec<u8>, bool)>,
     next_virt: u64,
+    /// Frames lent and not taken back, by address.
+    lent: alloc::collections::BTreeSet<u64>,
+    /// Pages for lending: a lent frame's bytes live in one of these (made
+    /// once, kept for good) until it is taken back and copied to its
+    /// address.
+    spare: Spare,
+}
+
+/// The host's pages for lent frames: `'static` (leaked once, then reused,
+/// so their number is the most ever lent at once), and not copied with a
+/// [`HostMem`] (a clone starts with none, and lends none of the
+/// original's).
+#[derive(Default)]
+struct Spare(Vec<&'static mut Frame>);
+
+impl Clone for Spare {
+    fn clone(&self) -> Self {
+        Spare(Vec::new())
+    }
 }
 
 impl HostMem {
@@ -171,6 +190,8 @@ impl HostMem {
             added: Vec::new(),
             maps: BTreeMap::new(),
             next_virt: 1 << 47,
+            lent: alloc::collections::BTreeSet::new(),
+            spare: Spare::default(),
         }
     }
 
@@ -357,10 +378,67 @@ impl FrameAlloc for HostMem {
     }
 }
 
+/// A lent frame's bytes are a separate page; its address is a pool frame
+/// allocated for it, which reads as it was until the frame is taken back.
+impl Lend for HostMem {
+    fn lend(&mut self) -> Option<Lent> {
+        let phys = self.alloc_frames(0)?;
+        let frame = match self.spare.0.pop() {
+            Some(f) => {
+                f.fill(0);
+                f
+            }
+            None => Box::leak(Box::new([0; PAGE_SIZE as usize])),
+        };
+        self.lent.insert(phys);
+        Some(Lent::new(phys, frame))
+    }
+
+    fn take_back(&mut self, frame: Lent) {
+        let (phys, bytes) = frame.into_parts();
+        if self.lent.remove(&phys)
+            && let Some(dst) = self.frame_mut(phys)
+        {
+            dst.copy_from_slice(bytes);
+        }
+        self.spare.0.push(bytes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::platform::{MapError, MapFrames};
+
+    #[test]
+    fn a_lent_frame_reaches_its_address_when_taken_back() {
+        let mut m = HostMem::with_pool(Range::new(0x10_000, 0x14_000));
+        let mut a = m.lend().unwrap();
+        let b = m.lend().unwrap();
+        assert_ne!(a.phys(), b.phys());
+        assert_eq!(m.allocated, 2);
+        a.frame_mut()[..4].copy_from_slice(b"kho!");
+        // Not at its address while lent; there, with its bytes, after.
+        let at = a.phys();
+        assert_eq!(&m.frame(at).unwrap()[..4], &[0; 4]);
+        m.take_back(a);
+        assert_eq!(&m.frame(at).unwrap()[..4], b"kho!");
+        // Still allocated: freed like any frame, it reads as zeros again.
+        assert_eq!(m.allocated, 2);
+        m.free_frames(at, 0);
+        assert_eq!(&m.frame(at).unwrap()[..4], &[0; 4]);
+        // A page taken back is lent again, zeroed; one this fake did not
+        // lend changes nothing.
+        let c = m.lend().unwrap();
+        assert!(c.frame().iter().all(|&x| x == 0));
+        let foreign = Lent::new(b.phys(), Box::leak(Box::new([7; PAGE_SIZE as usize])));
+        let mut other = HostMem::with_pool(Range::new(0x10_000, 0x14_000));
+        other.take_back(foreign);
+        assert_eq!(other.frame(b.phys()).unwrap()[0], 0);
+        // Lending stops, with `None`, when the pool is empty.
+        while m.lend().is_some() {}
+        assert_eq!(m.free_bytes(), 0);
+    }
 
     #[test]
     fn bytes_cross_frames_and_stop_at_the_edge_of_ram() {

@@ -1,8 +1,9 @@
 //! The platform boundary: what an embedding kernel provides to `kho`.
 //!
 //! `kho` never touches physical memory by itself. A kernel gives it access to
-//! frames ([`PhysMem`]), separately a source of frames ([`FrameAlloc`]), and a
-//! way to map scattered frames contiguously ([`MapFrames`]). Access and
+//! frames ([`PhysMem`]), separately a source of frames ([`FrameAlloc`]), a
+//! way to map scattered frames contiguously ([`MapFrames`]), and frames a
+//! structure holds for itself and hands over in place ([`Lend`]). Access and
 //! management are kept apart, as rust-vmm's `vm-memory` does: a reader of
 //! handed-over data needs only [`PhysMem`], and gets nothing that could
 //! allocate or free.
@@ -137,6 +138,76 @@ pub trait FrameAlloc {
     /// the promises above): a buddy allocator splits it into the blocks it
     /// needs; it must not treat it as the end of an allocation.
     fn add_free(&mut self, range: crate::ranges::Range);
+}
+
+/// A frame lent to one holder by [`Lend::lend`]: its physical address and
+/// the only reference to its bytes.
+///
+/// A structure that is handed over *as it is* (its working form is its
+/// handed-over form, so that freeze writes nothing for it) keeps its pages
+/// in lent frames: it reads and writes them through plain references, at
+/// the cost of a load, with no call to the platform, and the next kernel
+/// finds them at [`phys`](Self::phys). The reference is `&'static mut`, so
+/// no other path in safe Rust reaches the frame while it is lent: the
+/// platform's own access ([`PhysMem`]) refuses it until it is taken back.
+#[derive(Debug)]
+pub struct Lent {
+    phys: u64,
+    frame: &'static mut Frame,
+}
+
+impl Lent {
+    /// The frame at `phys`, reached through `frame`: what a platform's
+    /// [`Lend::lend`] returns (in a kernel, `frame` is the direct map's
+    /// view of `phys`; the host fake's frame is a separate page that it
+    /// copies to `phys` when it is taken back).
+    pub fn new(phys: u64, frame: &'static mut Frame) -> Self {
+        Self { phys, frame }
+    }
+
+    /// Its physical address: where the next kernel finds its bytes.
+    pub fn phys(&self) -> u64 {
+        self.phys
+    }
+
+    /// Its bytes.
+    pub fn frame(&self) -> &Frame {
+        self.frame
+    }
+
+    /// Its bytes, for writing.
+    pub fn frame_mut(&mut self) -> &mut Frame {
+        self.frame
+    }
+
+    /// Its address and its bytes: what a platform's [`Lend::take_back`]
+    /// takes apart.
+    pub fn into_parts(self) -> (u64, &'static mut Frame) {
+        (self.phys, self.frame)
+    }
+}
+
+/// Frames a structure holds for itself, outside scratch, and that it may
+/// hand over in place.
+///
+/// What an implementation promises:
+/// 1. `lend` returns a zeroed 4 KiB frame that no other allocation holds,
+///    outside every scratch area, or `None` when none is left.
+/// 2. While it is lent, nothing but the [`Lent`] reaches its bytes: a
+///    kernel's [`PhysMem`] and [`MapFrames`] refuse the frame (the
+///    `&'static mut` is the only path to it). A fake that keeps the lent
+///    bytes apart (the host's) may instead show a stale copy at its
+///    address, which `take_back` overwrites.
+/// 3. After `take_back`, the frame is an allocated frame like one from
+///    [`FrameAlloc::alloc_frames`]`(0)`, holding the bytes the holder left
+///    in it, readable through [`PhysMem`] at its address (what a kexec
+///    hands over); `free_frames(phys, 0)` gives it back to the pool.
+pub trait Lend {
+    /// Lends a zeroed frame (promise 1).
+    fn lend(&mut self) -> Option<Lent>;
+    /// Takes back a frame this platform lent (promise 3). A frame another
+    /// platform lent is not this one's: the call changes nothing.
+    fn take_back(&mut self, frame: Lent);
 }
 
 /// A virtually contiguous mapping made by [`MapFrames::map`].

@@ -3,14 +3,18 @@
 
 use crate::{frames, paging};
 use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
 use kho::PAGE_SIZE;
 use kho::platform::{Frame, FrameAlloc, Mapping, PhysMem};
+use kho::platform::{Lend, Lent};
 use kho::ranges::Range;
+use kho::ranges::RangeVec;
 use spin::Mutex;
 
 /// Physical memory as this kernel reaches it: every RAM frame through the
 /// direct map, and frames from [`frames::alloc`] (scratch before restore,
-/// outside scratch after).
+/// outside scratch after). Frames it lends ([`Lend`]) leave its reach
+/// until they are taken back: the lent `&'static mut` is their only path.
 ///
 /// A token: safe code gets one only from boot, which makes it once with
 /// [`KernelMem::new`] when the direct map is live and hands it to the
@@ -40,6 +44,12 @@ pub struct KernelMem {
     /// Memory read in place as `&'static [u8]` (the boot modules, the
     /// extra segment): read, never written, through the token.
     shared: &'static [Range],
+    /// Frames kept for lending ([`Lend`]), 2 MiB at a time from outside
+    /// scratch: the token refuses them (lent or not) until a frame is
+    /// taken back, which leaves them.
+    lent: RangeVec,
+    /// Frames of `lent` that are not lent now.
+    spare: Vec<u64>,
 }
 
 // Not `Clone` (so not `Copy`), checked on every build: were it `Clone`,
@@ -80,7 +90,13 @@ impl KernelMem {
         rust: &'static [Range],
         shared: &'static [Range],
     ) -> Self {
-        Self { ram, rust, shared }
+        Self {
+            ram,
+            rust,
+            shared,
+            lent: RangeVec::new(),
+            spare: Vec::new(),
+        }
     }
 
     /// Whether the 4 KiB frame at `phys` may be read (and, with `write`,
@@ -100,7 +116,8 @@ impl KernelMem {
         let in_ram = self.ram.iter().any(|r| r.covers(pages));
         let rust = self.rust.iter().any(|r| r.overlaps(&pages));
         let shared = write && self.shared.iter().any(|r| r.overlaps(&pages));
-        !range.is_empty() && in_ram && !rust && !shared
+        let lent = self.lent.intersects(pages);
+        !range.is_empty() && in_ram && !rust && !shared && !lent
     }
 
     /// The bytes of `range` (RAM this kernel owns, as for
@@ -212,6 +229,63 @@ impl FrameAlloc for KernelMem {
         // The pools are range lists: new free memory of any shape joins
         // them as it is.
         let _ = frames::free(range.start, range.len() / PAGE_SIZE);
+    }
+}
+
+/// Frames lent at a time when none is spare: 2 MiB, one range to refuse.
+const LEND_CHUNK: u64 = 512;
+
+/// A lent frame is the direct map's view of a frame of `lent`: the token
+/// refuses it, so the `&'static mut` is the only path to it until it comes
+/// back.
+impl Lend for KernelMem {
+    fn lend(&mut self) -> Option<Lent> {
+        if self.spare.is_empty() {
+            // Before restore every frame comes from scratch, which never
+            // holds what is handed over.
+            if !frames::general_open() {
+                return None;
+            }
+            self.spare.try_reserve(LEND_CHUNK as usize).ok()?;
+            let chunk = frames::alloc(LEND_CHUNK, LEND_CHUNK * PAGE_SIZE)?;
+            let whole = Range::new(chunk, chunk + LEND_CHUNK * PAGE_SIZE);
+            if self.lent.insert(whole).is_err() {
+                let _ = frames::free(chunk, LEND_CHUNK);
+                return None;
+            }
+            self.spare
+                .extend((0..LEND_CHUNK).rev().map(|i| chunk + i * PAGE_SIZE));
+        }
+        let phys = self.spare.pop()?;
+        let p = paging::phys_to_virt(phys).as_mut_ptr::<Frame>();
+        // SAFETY: `phys` is a frame of `lent`: allocated from RAM outside
+        // scratch for this token alone, so the direct map covers it
+        // (promise 1 of `new`) and the pointer is valid and aligned for
+        // 4096 bytes, for good. The token refuses every frame of `lent`
+        // (`usable`), nothing else reaches RAM outside `rust` and `shared`
+        // (promise 4), and `phys` left `spare` just now, so this is the
+        // only reference to the frame until `take_back` receives it.
+        let frame: &'static mut Frame = unsafe { &mut *p };
+        frame.fill(0);
+        Some(Lent::new(phys, frame))
+    }
+
+    fn take_back(&mut self, frame: Lent) {
+        let (phys, bytes) = frame.into_parts();
+        // Only the frame this token lent at `phys`: the `&'static mut` to
+        // the direct map's view of a frame of `lent` is the one `lend`
+        // made (no other can exist), and it ends here. Anything else (a
+        // page of another platform, an address this token never lent)
+        // changes nothing.
+        let page = Range::new(phys, phys.saturating_add(PAGE_SIZE));
+        let ours = core::ptr::eq(
+            bytes as *const Frame,
+            paging::phys_to_virt(phys).as_ptr::<Frame>(),
+        );
+        if ours && phys.is_multiple_of(PAGE_SIZE) && self.lent.iter().any(|r| r.covers(page)) {
+            // Now an allocated frame like any other, through the token.
+            let _ = self.lent.carve(page);
+        }
     }
 }
 
