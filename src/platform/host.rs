@@ -151,6 +151,11 @@ pub struct HostMem {
     spare: Spare,
 }
 
+/// A frame aligned as a kernel's is, so that a holder may view it as
+/// words.
+#[repr(C, align(4096))]
+struct AlignedFrame(Frame);
+
 /// The host's pages for lent frames: `'static` (leaked once, then reused,
 /// so their number is the most ever lent at once), and not copied with a
 /// [`HostMem`] (a clone starts with none, and lends none of the
@@ -388,7 +393,7 @@ impl Lend for HostMem {
                 f.fill(0);
                 f
             }
-            None => Box::leak(Box::new([0; PAGE_SIZE as usize])),
+            None => &mut Box::leak(Box::new(AlignedFrame([0; PAGE_SIZE as usize]))).0,
         };
         self.lent.insert(phys);
         Some(Lent::new(phys, frame))
