@@ -575,7 +575,7 @@ kernel_test!(
 // only claims an address this token lent is not taken back.
 kernel_test!(
     fn a_lent_frame_is_its_holders_alone() {
-        use kho::platform::{Lend, Lent, MapFrames};
+        use kho::platform::{FrameAlloc, Lent, MapFrames};
         let boot = kho_x86_64::start::boot_info().expect("booted");
         let mut mem = crate::mem::kmem();
         let mut a = mem.lend().expect("a lent frame");

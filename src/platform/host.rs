@@ -8,7 +8,7 @@
 //! first write to any of its frames; unwritten RAM reads as zeros, and a
 //! freed frame reads as zeros again.
 
-use super::{Frame, FrameAlloc, Lend, Lent, MapError, MapFrames, Mapping, PhysMem};
+use super::{Frame, FrameAlloc, Lent, MapError, MapFrames, Mapping, PhysMem};
 use crate::PAGE_SIZE;
 use crate::ranges::{Range, RangeSet};
 use alloc::boxed::Box;
@@ -350,6 +350,8 @@ impl MapFrames for HostMem {
     }
 }
 
+/// A lent frame's bytes are a separate page; its address is a pool frame
+/// allocated for it, which reads as it was until the frame is taken back.
 impl FrameAlloc for HostMem {
     fn alloc_frames(&mut self, order: u32) -> Option<u64> {
         let size = PAGE_SIZE.checked_shl(order)?;
@@ -381,11 +383,7 @@ impl FrameAlloc for HostMem {
             at += PAGE_SIZE;
         }
     }
-}
 
-/// A lent frame's bytes are a separate page; its address is a pool frame
-/// allocated for it, which reads as it was until the frame is taken back.
-impl Lend for HostMem {
     fn lend(&mut self) -> Option<Lent> {
         let phys = self.alloc_frames(0)?;
         let frame = match self.spare.0.pop() {

@@ -1,9 +1,10 @@
 //! The platform boundary: what an embedding kernel provides to `kho`.
 //!
 //! `kho` never touches physical memory by itself. A kernel gives it access to
-//! frames ([`PhysMem`]), separately a source of frames ([`FrameAlloc`]), a
-//! way to map scattered frames contiguously ([`MapFrames`]), and frames a
-//! structure holds for itself and hands over in place ([`Lend`]). Access and
+//! frames ([`PhysMem`]), separately a source of frames ([`FrameAlloc`],
+//! which may also lend frames a structure holds for itself and hands over
+//! in place), and a way to map scattered frames contiguously
+//! ([`MapFrames`]). Access and
 //! management are kept apart, as rust-vmm's `vm-memory` does: a reader of
 //! handed-over data needs only [`PhysMem`], and gets nothing that could
 //! allocate or free.
@@ -112,6 +113,18 @@ fn spans(phys: u64, len: usize) -> impl Iterator<Item = (u64, usize, core::ops::
 ///    records).
 /// 2. It never returns frames the kernel already handed to someone else
 ///    (preserved memory included) until they are freed or added.
+/// 3. `lend` (if the platform lends; the default does not) returns a
+///    zeroed 4 KiB frame that no other allocation holds, outside every
+///    scratch area, as a [`Lent`], or `None` when none is left.
+/// 4. While it is lent, nothing but the [`Lent`] reaches its bytes: a
+///    kernel's [`PhysMem`] and [`MapFrames`] refuse the frame (the
+///    `&'static mut` is the only path to it). A fake that keeps the lent
+///    bytes apart (the host's) may instead show a stale copy at its
+///    address, which `take_back` overwrites.
+/// 5. After `take_back`, the frame is an allocated frame like one from
+///    `alloc_frames(0)`, holding the bytes the holder left in it,
+///    readable through [`PhysMem`] at its address (what a kexec hands
+///    over); `free_frames(phys, 0)` gives it back to the pool.
 ///
 /// What kho promises in return:
 /// 1. `free_frames(phys, order)` is only ever called, once, with a
@@ -138,9 +151,21 @@ pub trait FrameAlloc {
     /// the promises above): a buddy allocator splits it into the blocks it
     /// needs; it must not treat it as the end of an allocation.
     fn add_free(&mut self, range: crate::ranges::Range);
+    /// Lends a zeroed frame that a structure holds for itself and may hand
+    /// over in place (promises 3 to 5 above), or `None`: the default, for
+    /// a platform that does not lend (what would be kept in lent frames is
+    /// then written at freeze instead).
+    fn lend(&mut self) -> Option<Lent> {
+        None
+    }
+    /// Takes back a frame this platform lent (promise 5). A frame another
+    /// platform lent is not this one's: the call changes nothing.
+    fn take_back(&mut self, frame: Lent) {
+        let _ = frame;
+    }
 }
 
-/// A frame lent to one holder by [`Lend::lend`]: its physical address and
+/// A frame lent to one holder by [`FrameAlloc::lend`]: its physical address and
 /// the only reference to its bytes.
 ///
 /// A structure that is handed over *as it is* (its working form is its
@@ -158,7 +183,7 @@ pub struct Lent {
 
 impl Lent {
     /// The frame at `phys`, reached through `frame`: what a platform's
-    /// [`Lend::lend`] returns (in a kernel, `frame` is the direct map's
+    /// [`FrameAlloc::lend`] returns (in a kernel, `frame` is the direct map's
     /// view of `phys`; the host fake's frame is a separate page that it
     /// copies to `phys` when it is taken back).
     pub fn new(phys: u64, frame: &'static mut Frame) -> Self {
@@ -180,34 +205,11 @@ impl Lent {
         self.frame
     }
 
-    /// Its address and its bytes: what a platform's [`Lend::take_back`]
-    /// takes apart.
+    /// Its address and its bytes: what a platform's
+    /// [`FrameAlloc::take_back`] takes apart.
     pub fn into_parts(self) -> (u64, &'static mut Frame) {
         (self.phys, self.frame)
     }
-}
-
-/// Frames a structure holds for itself, outside scratch, and that it may
-/// hand over in place.
-///
-/// What an implementation promises:
-/// 1. `lend` returns a zeroed 4 KiB frame that no other allocation holds,
-///    outside every scratch area, or `None` when none is left.
-/// 2. While it is lent, nothing but the [`Lent`] reaches its bytes: a
-///    kernel's [`PhysMem`] and [`MapFrames`] refuse the frame (the
-///    `&'static mut` is the only path to it). A fake that keeps the lent
-///    bytes apart (the host's) may instead show a stale copy at its
-///    address, which `take_back` overwrites.
-/// 3. After `take_back`, the frame is an allocated frame like one from
-///    [`FrameAlloc::alloc_frames`]`(0)`, holding the bytes the holder left
-///    in it, readable through [`PhysMem`] at its address (what a kexec
-///    hands over); `free_frames(phys, 0)` gives it back to the pool.
-pub trait Lend {
-    /// Lends a zeroed frame (promise 1).
-    fn lend(&mut self) -> Option<Lent>;
-    /// Takes back a frame this platform lent (promise 3). A frame another
-    /// platform lent is not this one's: the call changes nothing.
-    fn take_back(&mut self, frame: Lent);
 }
 
 /// A virtually contiguous mapping made by [`MapFrames::map`].

@@ -5,15 +5,15 @@ use crate::{frames, paging};
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use kho::PAGE_SIZE;
+use kho::platform::Lent;
 use kho::platform::{Frame, FrameAlloc, Mapping, PhysMem};
-use kho::platform::{Lend, Lent};
 use kho::ranges::Range;
 use kho::ranges::RangeVec;
 use spin::Mutex;
 
 /// Physical memory as this kernel reaches it: every RAM frame through the
 /// direct map, and frames from [`frames::alloc`] (scratch before restore,
-/// outside scratch after). Frames it lends ([`Lend`]) leave its reach
+/// outside scratch after). Frames it lends ([`FrameAlloc::lend`]) leave its reach
 /// until they are taken back: the lent `&'static mut` is their only path.
 ///
 /// A token: safe code gets one only from boot, which makes it once with
@@ -44,7 +44,7 @@ pub struct KernelMem {
     /// Memory read in place as `&'static [u8]` (the boot modules, the
     /// extra segment): read, never written, through the token.
     shared: &'static [Range],
-    /// Frames kept for lending ([`Lend`]), 2 MiB at a time from outside
+    /// Frames kept for lending ([`FrameAlloc::lend`]), 2 MiB at a time from outside
     /// scratch: the token refuses them (lent or not) until a frame is
     /// taken back, which leaves them.
     lent: RangeVec,
@@ -214,6 +214,12 @@ impl PhysMem for KernelMem {
     }
 }
 
+/// Frames lent at a time when none is spare: 2 MiB, one range to refuse.
+const LEND_CHUNK: u64 = 512;
+
+/// A lent frame is the direct map's view of a frame of `lent`: the token
+/// refuses it, so the `&'static mut` is the only path to it until it comes
+/// back.
 impl FrameAlloc for KernelMem {
     fn alloc_frames(&mut self, order: u32) -> Option<u64> {
         let count = 1u64.checked_shl(order)?;
@@ -230,15 +236,7 @@ impl FrameAlloc for KernelMem {
         // them as it is.
         let _ = frames::free(range.start, range.len() / PAGE_SIZE);
     }
-}
 
-/// Frames lent at a time when none is spare: 2 MiB, one range to refuse.
-const LEND_CHUNK: u64 = 512;
-
-/// A lent frame is the direct map's view of a frame of `lent`: the token
-/// refuses it, so the `&'static mut` is the only path to it until it comes
-/// back.
-impl Lend for KernelMem {
     fn lend(&mut self) -> Option<Lent> {
         if self.spare.is_empty() {
             // Before restore every frame comes from scratch, which never
