@@ -10,7 +10,19 @@ use alloc::vec::Vec;
 /// continue a block begun on an earlier page (its "tails"), so that block
 /// boundaries stay exact. Word `i` of both maps shares a cache line
 /// (`words[i] = [pages, tails]`), so a preserve touches one line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::KnownLayout,
+    zerocopy::Immutable,
+)]
+#[repr(C)]
 pub(super) struct Leaf {
     words: [[u64; 2]; 8],
 }
@@ -296,15 +308,48 @@ pub(super) fn map_span(map: &[u64; 8]) -> Option<(u32, u32)> {
     ))
 }
 
-/// Leaves per store page (8 KiB).
-const PAGE_LEAVES: usize = 64;
+/// Leaves per store page (4 KiB: one frame).
+const PAGE_LEAVES: usize = 32;
 
-/// Every leaf of a tracker, addressed by a `u32` index, in pages of 64 that
+/// A page of leaves: on the heap until [`LeafStore::settle`] moves it
+/// into a frame lent by the platform, where it can be handed over as it
+/// is.
+enum LeafPage {
+    /// On the heap.
+    Heap(Box<[Leaf; PAGE_LEAVES]>),
+    /// In a lent frame at `phys`.
+    Lent {
+        /// The frame's address.
+        phys: u64,
+        /// Its bytes, as leaves.
+        leaves: &'static mut [Leaf; PAGE_LEAVES],
+    },
+}
+
+impl LeafPage {
+    #[inline(always)]
+    fn leaves(&self) -> &[Leaf; PAGE_LEAVES] {
+        match self {
+            LeafPage::Heap(b) => b,
+            LeafPage::Lent { leaves, .. } => leaves,
+        }
+    }
+
+    #[inline(always)]
+    fn leaves_mut(&mut self) -> &mut [Leaf; PAGE_LEAVES] {
+        match self {
+            LeafPage::Heap(b) => b,
+            LeafPage::Lent { leaves, .. } => leaves,
+        }
+    }
+}
+
+/// Every leaf of a tracker, addressed by a `u32` index, in pages of 32 that
 /// never move: growing the store copies nothing, and a dense chunk's 512
-/// leaves are 8 whole pages with consecutive indices.
+/// leaves are 16 whole pages with consecutive indices.
 #[derive(Default)]
 pub(super) struct LeafStore {
-    pages: Vec<Box<[Leaf; PAGE_LEAVES]>>,
+    pages: Vec<LeafPage>,
     /// Leaves given back, for reuse. Its capacity is kept at least the
     /// number of leaves, so giving one back never allocates.
     free: Vec<u32>,
@@ -314,20 +359,22 @@ pub(super) struct LeafStore {
     next: u32,
     /// Leaves handed out and not given back.
     live: usize,
+    /// Pages before this one are all lent.
+    settled: usize,
 }
 
 impl core::ops::Index<u32> for LeafStore {
     type Output = Leaf;
     #[inline(always)]
     fn index(&self, i: u32) -> &Leaf {
-        &self.pages[(i as usize) / PAGE_LEAVES][(i as usize) % PAGE_LEAVES]
+        &self.pages[(i as usize) / PAGE_LEAVES].leaves()[(i as usize) % PAGE_LEAVES]
     }
 }
 
 impl core::ops::IndexMut<u32> for LeafStore {
     #[inline(always)]
     fn index_mut(&mut self, i: u32) -> &mut Leaf {
-        &mut self.pages[(i as usize) / PAGE_LEAVES][(i as usize) % PAGE_LEAVES]
+        &mut self.pages[(i as usize) / PAGE_LEAVES].leaves_mut()[(i as usize) % PAGE_LEAVES]
     }
 }
 
@@ -370,7 +417,7 @@ impl LeafStore {
             v.try_reserve_exact(PAGE_LEAVES).map_err(|_| ())?;
             v.resize(PAGE_LEAVES, Leaf::default());
             let page: Box<[Leaf; PAGE_LEAVES]> = v.into_boxed_slice().try_into().map_err(|_| ())?;
-            fresh.push(page);
+            fresh.push(LeafPage::Heap(page));
         }
         self.pages.extend(fresh);
         Ok((first * PAGE_LEAVES) as u32)
@@ -398,6 +445,40 @@ impl LeafStore {
         let first = self.add_pages(n.div_ceil(PAGE_LEAVES))?;
         self.live += n;
         Ok(first)
+    }
+
+    /// Moves every page still on the heap into a frame lent by `lend`, in
+    /// order; stops at the first frame refused. Returns the pages moved.
+    pub(super) fn settle(&mut self, lend: &mut impl crate::platform::Lend) -> usize {
+        use zerocopy::FromBytes;
+        let mut moved = 0;
+        while let Some(page) = self.pages.get_mut(self.settled) {
+            let LeafPage::Heap(b) = page else {
+                self.settled += 1;
+                continue;
+            };
+            let Some(frame) = lend.lend() else {
+                break;
+            };
+            let (phys, bytes) = frame.into_parts();
+            let Ok(leaves) = <[Leaf; PAGE_LEAVES]>::mut_from_bytes(bytes) else {
+                // A frame not aligned for leaves: not lent again.
+                break;
+            };
+            leaves.copy_from_slice(&b[..]);
+            *page = LeafPage::Lent { phys, leaves };
+            self.settled += 1;
+            moved += 1;
+        }
+        moved
+    }
+
+    /// The physical addresses of the lent pages, in order.
+    pub(super) fn lent_pages(&self) -> impl Iterator<Item = u64> + '_ {
+        self.pages.iter().filter_map(|p| match p {
+            LeafPage::Lent { phys, .. } => Some(*phys),
+            LeafPage::Heap(_) => None,
+        })
     }
 
     /// Gives leaf `i` back. Never allocates.

@@ -202,6 +202,13 @@ impl Tracker {
             .sum()
     }
 
+    /// Moves the tracker's pages that are still on the heap into frames
+    /// lent by `lend`; returns how many moved.
+    #[cfg(any(test, feature = "tools"))]
+    pub fn settle(&mut self, lend: &mut impl crate::platform::Lend) -> usize {
+        self.leaves.settle(lend)
+    }
+
     /// Bytes of memory the tracker itself uses.
     #[cfg(any(test, feature = "tools"))]
     pub fn memory_bytes(&self) -> usize {
