@@ -1,6 +1,7 @@
 //! The tracker's leaves: a 2 MiB region's page and tail bitmaps, and the
 //! store that holds them in pages that never move.
 
+use super::pages::Pages;
 use super::table::MAX_LEAVES;
 use super::{PAGE_SHIFT, REGION_PAGES, Small};
 use alloc::boxed::Box;
@@ -46,7 +47,7 @@ const TAILS: usize = 1;
 impl Leaf {
     /// The leaf of a region covered by a large block in a dense chunk: all
     /// pages preserved, as one block, so that every small preserve in it is
-    /// refused by [`try_add`](Self::try_add).
+    /// refused (no page of it is clear: [`all_clear`](Self::all_clear)).
     pub(super) const FULL: Leaf = Leaf {
         words: {
             let mut w = [[u64::MAX; 2]; 8];
@@ -109,15 +110,9 @@ impl Leaf {
             && (hi == REGION_PAGES as u32 || !self.bit(TAILS, hi))
     }
 
-    /// Preserves `b` if none of its pages is preserved; returns whether it
-    /// did. Any small order; see [`try_add_word`](Self::try_add_word) for
-    /// the fast one.
-    pub(super) fn try_add(&mut self, b: Small) -> bool {
-        if !self.all(PAGES, b.off, b.end(), false) {
-            return false;
-        }
-        self.set(b, true);
-        true
+    /// Whether none of the pages of `b` is preserved.
+    pub(super) fn all_clear(&self, b: Small) -> bool {
+        self.all(PAGES, b.off, b.end(), false)
     }
 
     /// Sets (`on`) or clears the pages and tails of `b`.
@@ -311,45 +306,12 @@ pub(super) fn map_span(map: &[u64; 8]) -> Option<(u32, u32)> {
 /// Leaves per store page (4 KiB: one frame).
 const PAGE_LEAVES: usize = 32;
 
-/// A page of leaves: on the heap until [`LeafStore::settle`] moves it
-/// into a frame lent by the platform, where it can be handed over as it
-/// is.
-enum LeafPage {
-    /// On the heap.
-    Heap(Box<[Leaf; PAGE_LEAVES]>),
-    /// In a lent frame at `phys`.
-    Lent {
-        /// The frame's address.
-        phys: u64,
-        /// Its bytes, as leaves.
-        leaves: &'static mut [Leaf; PAGE_LEAVES],
-    },
-}
-
-impl LeafPage {
-    #[inline(always)]
-    fn leaves(&self) -> &[Leaf; PAGE_LEAVES] {
-        match self {
-            LeafPage::Heap(b) => b,
-            LeafPage::Lent { leaves, .. } => leaves,
-        }
-    }
-
-    #[inline(always)]
-    fn leaves_mut(&mut self) -> &mut [Leaf; PAGE_LEAVES] {
-        match self {
-            LeafPage::Heap(b) => b,
-            LeafPage::Lent { leaves, .. } => leaves,
-        }
-    }
-}
-
 /// Every leaf of a tracker, addressed by a `u32` index, in pages of 32 that
 /// never move: growing the store copies nothing, and a dense chunk's 512
 /// leaves are 16 whole pages with consecutive indices.
 #[derive(Default)]
 pub(super) struct LeafStore {
-    pages: Vec<LeafPage>,
+    pages: Pages<[Leaf; PAGE_LEAVES]>,
     /// Leaves given back, for reuse. Its capacity is kept at least the
     /// number of leaves, so giving one back never allocates.
     free: Vec<u32>,
@@ -359,26 +321,83 @@ pub(super) struct LeafStore {
     next: u32,
     /// Leaves handed out and not given back.
     live: usize,
-    /// Pages before this one are all lent.
-    settled: usize,
+}
+
+/// The weight of word `w` (0 to 15, in memory order) of leaf `i` in the
+/// store's checksum: odd, so any single changed word changes the sum, and
+/// different for every word, so words that trade places do too.
+#[cfg(test)]
+pub(super) fn weight(i: u32, w: usize) -> u64 {
+    (u64::from(i) << 4 | w as u64) << 1 | 1
+}
+
+/// Page `p`'s share of the store's checksum: word `g` of the page is word
+/// `g % 16` of leaf `32p + g / 16`, whose weight is `1024p + 1 + 2g`.
+pub(super) fn page_sum(p: usize, page: &[Leaf; PAGE_LEAVES]) -> u64 {
+    let words = page
+        .iter()
+        .flat_map(|l| l.words.as_flattened().iter().copied());
+    super::pages::weighted(words, (p as u64) << 10 | 1, 1)
 }
 
 impl core::ops::Index<u32> for LeafStore {
     type Output = Leaf;
     #[inline(always)]
     fn index(&self, i: u32) -> &Leaf {
-        &self.pages[(i as usize) / PAGE_LEAVES].leaves()[(i as usize) % PAGE_LEAVES]
-    }
-}
-
-impl core::ops::IndexMut<u32> for LeafStore {
-    #[inline(always)]
-    fn index_mut(&mut self, i: u32) -> &mut Leaf {
-        &mut self.pages[(i as usize) / PAGE_LEAVES].leaves_mut()[(i as usize) % PAGE_LEAVES]
+        &self.pages.get((i as usize) / PAGE_LEAVES)[(i as usize) % PAGE_LEAVES]
     }
 }
 
 impl LeafStore {
+    /// Leaf `i`, for writing, its page marked for [`resum`](Self::resum):
+    /// private, so that no write goes unmarked.
+    #[inline(always)]
+    fn leaf_mut(&mut self, i: u32) -> &mut Leaf {
+        &mut self.pages.get_mut((i as usize) / PAGE_LEAVES)[(i as usize) % PAGE_LEAVES]
+    }
+
+    /// The store's checksum (see [`weight`]), as of the last
+    /// [`resum`](Self::resum).
+    pub(super) fn sum(&self) -> u64 {
+        self.pages.sum()
+    }
+
+    /// Brings the sum up to date: each page written since the last call,
+    /// summed again.
+    pub(super) fn resum(&mut self) {
+        self.pages.resum(page_sum);
+    }
+
+    /// The sum computed from every leaf, for tests of the kept one.
+    #[cfg(test)]
+    pub(super) fn sum_again(&self) -> u64 {
+        self.pages
+            .iter()
+            .enumerate()
+            .fold(0, |s, (p, page)| s.wrapping_add(page_sum(p, page)))
+    }
+
+    /// Changes leaf `i` with `f`.
+    pub(super) fn update<R>(&mut self, i: u32, f: impl FnOnce(&mut Leaf) -> R) -> R {
+        f(self.leaf_mut(i))
+    }
+
+    /// [`Leaf::set`] on leaf `i`.
+    pub(super) fn set(&mut self, i: u32, b: Small, on: bool) {
+        self.leaf_mut(i).set(b, on);
+    }
+
+    /// Sets leaf `i` to `leaf`.
+    pub(super) fn put(&mut self, i: u32, leaf: Leaf) {
+        self.update(i, |l| *l = leaf);
+    }
+
+    /// [`Leaf::try_add_word`] on leaf `i`.
+    #[inline(always)]
+    pub(super) fn try_add_word(&mut self, i: u32, phys: u64, order: u32) -> bool {
+        self.leaf_mut(i).try_add_word(phys, order)
+    }
+
     /// Leaves handed out and not given back.
     pub(super) fn live(&self) -> usize {
         self.live
@@ -393,9 +412,7 @@ impl LeafStore {
     /// Bytes used.
     #[cfg(any(test, feature = "tools"))]
     pub(super) fn memory_bytes(&self) -> usize {
-        self.pages.len() * core::mem::size_of::<[Leaf; PAGE_LEAVES]>()
-            + self.pages.capacity() * core::mem::size_of::<usize>()
-            + self.free.capacity() * 4
+        self.pages.len() * core::mem::size_of::<[Leaf; PAGE_LEAVES]>() + self.free.capacity() * 4
     }
 
     /// Adds `n` empty pages at the end and returns the index of their first
@@ -406,7 +423,7 @@ impl LeafStore {
             .checked_mul(PAGE_LEAVES)
             .filter(|&l| l <= MAX_LEAVES as usize)
             .ok_or(())?;
-        self.pages.try_reserve(n).map_err(|_| ())?;
+        self.pages.reserve(n)?;
         self.free
             .try_reserve(leaves.saturating_sub(self.free.len()))
             .map_err(|_| ())?;
@@ -417,16 +434,18 @@ impl LeafStore {
             v.try_reserve_exact(PAGE_LEAVES).map_err(|_| ())?;
             v.resize(PAGE_LEAVES, Leaf::default());
             let page: Box<[Leaf; PAGE_LEAVES]> = v.into_boxed_slice().try_into().map_err(|_| ())?;
-            fresh.push(LeafPage::Heap(page));
+            fresh.push(page);
         }
-        self.pages.extend(fresh);
+        for page in fresh {
+            self.pages.push(page);
+        }
         Ok((first * PAGE_LEAVES) as u32)
     }
 
     /// An empty leaf, reused or new.
     pub(super) fn alloc(&mut self) -> Result<u32, ()> {
         let i = if let Some(i) = self.free.pop() {
-            self[i] = Leaf::default();
+            self.put(i, Leaf::default());
             i
         } else {
             if (self.next as usize).is_multiple_of(PAGE_LEAVES) {
@@ -447,38 +466,20 @@ impl LeafStore {
         Ok(first)
     }
 
-    /// Moves every page still on the heap into a frame lent by `lend`, in
-    /// order; stops at the first frame refused. Returns the pages moved.
-    pub(super) fn settle(&mut self, lend: &mut impl crate::platform::Lend) -> usize {
-        use zerocopy::FromBytes;
-        let mut moved = 0;
-        while let Some(page) = self.pages.get_mut(self.settled) {
-            let LeafPage::Heap(b) = page else {
-                self.settled += 1;
-                continue;
-            };
-            let Some(frame) = lend.lend() else {
-                break;
-            };
-            let (phys, bytes) = frame.into_parts();
-            let Ok(leaves) = <[Leaf; PAGE_LEAVES]>::mut_from_bytes(bytes) else {
-                // A frame not aligned for leaves: not lent again.
-                break;
-            };
-            leaves.copy_from_slice(&b[..]);
-            *page = LeafPage::Lent { phys, leaves };
-            self.settled += 1;
-            moved += 1;
-        }
-        moved
+    /// The store's pages, to settle and list.
+    pub(super) fn pages(&self) -> &Pages<[Leaf; PAGE_LEAVES]> {
+        &self.pages
     }
 
-    /// The physical addresses of the lent pages, in order.
-    pub(super) fn lent_pages(&self) -> impl Iterator<Item = u64> + '_ {
-        self.pages.iter().filter_map(|p| match p {
-            LeafPage::Lent { phys, .. } => Some(*phys),
-            LeafPage::Heap(_) => None,
-        })
+    /// The same, to settle.
+    pub(super) fn pages_mut(&mut self) -> &mut Pages<[Leaf; PAGE_LEAVES]> {
+        &mut self.pages
+    }
+
+    /// The store's pages, for the last time.
+    #[cfg(any(test, feature = "host"))]
+    pub(super) fn into_pages(self) -> Pages<[Leaf; PAGE_LEAVES]> {
+        self.pages
     }
 
     /// Gives leaf `i` back. Never allocates.
