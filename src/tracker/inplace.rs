@@ -286,11 +286,13 @@ fn words32(p: &[u8; 4096]) -> &[U32; PAGE_WORDS] {
 }
 
 /// Word `j` of a page of 64-bit words (0 past its end).
+#[inline(always)]
 fn word64(p: &[U64; 512], j: usize) -> u64 {
     p.get(j).map_or(0, |w| w.get())
 }
 
 /// Word `j` of a page of 32-bit words (0 past its end).
+#[inline(always)]
 fn word32(p: &[U32; PAGE_WORDS], j: usize) -> u32 {
     p.get(j).map_or(0, |w| w.get())
 }
@@ -382,52 +384,95 @@ fn read<M: PageSource>(
     scratch: &[Range],
     out: &mut impl Reserve,
 ) -> Result<Summary, TrackerChainError> {
-    let mut sum = 0u64;
-    let mut l = list(mem, root, ram, scratch, &mut sum)?;
-    // Every word of every page, summed before anything is believed (the
-    // weights as `leaf::weight` and `table::weight` give them).
-    for (i, p) in l.leaves.iter().enumerate() {
-        let first = (i as u64) << 10 | 1;
-        sum = sum.wrapping_add(weighted(p.iter().map(|w| w.get()), first, 1));
-    }
+    let mut dir_sum = 0u64;
+    let mut l = list(mem, root, ram, scratch, &mut dir_sum)?;
+    // Every word of every page is summed (the weights as `leaf::weight`
+    // and `table::weight` give them), and nothing decoded is kept unless
+    // the sum holds.
+    let mut sum = dir_sum.wrapping_add(sum_leaves(&l));
     let mut chunks = Vec::new();
     chunks
         .try_reserve_exact(l.chunks.len())
         .map_err(|_| TrackerChainError::Tracker(super::TrackerError::OutOfMemory))?;
+    // Only each chunk's index first (one cache line a page); the pages are
+    // summed as they are decoded, in address order, each while it is in
+    // cache, and anything decoded is rolled back if the sum then fails.
     for (c, p) in l.chunks.iter().enumerate() {
-        let first = (c as u64) << 11 | 1;
-        let words = p.iter().map(|w| u64::from(w.get()));
-        sum = sum.wrapping_add(weighted(words, first, table::WEIGHT_K));
         let key = u64::from(word32(p, KEY_WORD)) | u64::from(word32(p, KEY_WORD + 1)) << 32;
+        chunks.push((key, c, *p));
+    }
+    chunks.sort_unstable_by_key(|c| c.0);
+    // The pages themselves: metadata, never inside what they describe.
+    l.meta.sort_unstable();
+    let decoded = decode(&l, &chunks, ram, scratch, &mut sum, out);
+    if sum != root.sum.get() || decoded.is_err() {
+        // A refused record is a checksum failure if the pages do not add
+        // up (the record was changed), else the record's own error.
+        let all = l
+            .chunks
+            .iter()
+            .enumerate()
+            .fold(sum_leaves(&l), |s, (c, p)| s.wrapping_add(chunk_sum(c, p)));
+        if all.wrapping_add(dir_sum) != root.sum.get() {
+            return Err(TrackerChainError::BadSum);
+        }
+    }
+    let s = decoded?;
+    if s.pages != root.preserved_pages.get() {
+        return Err(TrackerChainError::CountMismatch);
+    }
+    Ok(s)
+}
+
+/// The leaf pages' share of the checksum.
+fn sum_leaves(l: &Listed<'_>) -> u64 {
+    l.leaves.iter().enumerate().fold(0u64, |s, (i, p)| {
+        let first = (i as u64) << 10 | 1;
+        s.wrapping_add(weighted(p.iter().map(|w| w.get()), first, 1))
+    })
+}
+
+/// Chunk page `c`'s share of the checksum.
+fn chunk_sum(c: usize, p: &[U32; PAGE_WORDS]) -> u64 {
+    let words = p.iter().map(|w| u64::from(w.get()));
+    weighted(words, (c as u64) << 11 | 1, table::WEIGHT_K)
+}
+
+/// Decodes every chunk (`chunks` sorted by index) into `out`, adding each
+/// chunk page's share of the checksum to `sum` as it goes.
+fn decode<R: Reserve>(
+    l: &Listed<'_>,
+    chunks: &[(u64, usize, &[U32; PAGE_WORDS])],
+    ram: &[Range],
+    scratch: &[Range],
+    sum: &mut u64,
+    out: &mut R,
+) -> Result<Summary, TrackerChainError> {
+    if chunks.windows(2).any(|w| matches!(w, [a, b] if a.0 == b.0))
+        || l.meta.windows(2).any(|w| matches!(w, [a, b] if a == b))
+    {
+        return Err(TrackerChainError::CountMismatch);
+    }
+    let mut ranges = Emit::new(ram, scratch, &l.meta, out);
+    let mut seen =
+        alloc::vec![0u64; l.leaves.len().saturating_mul(PAGE_LEAVES as usize).div_ceil(64)];
+    for &(key, c, p) in chunks {
+        *sum = sum.wrapping_add(chunk_sum(c, p));
         if key >= 1 << (crate::tracker::PHYS_BITS - REGION_SHIFT - 9)
-            || (DENSE_WORD + 1..PAGE_WORDS).any(|j| word32(p, j) != 0)
+            || p.get(DENSE_WORD + 1..)
+                .is_some_and(|t| t.iter().any(|w| w.get() != 0))
         {
             return Err(TrackerChainError::BadRecord {
                 phys: 0,
                 word: KEY_WORD as u32,
             });
         }
-        chunks.push((key, *p));
-    }
-    if sum != root.sum.get() {
-        return Err(TrackerChainError::BadSum);
-    }
-    chunks.sort_unstable_by_key(|c| c.0);
-    if chunks.windows(2).any(|w| matches!(w, [a, b] if a.0 == b.0)) {
-        return Err(TrackerChainError::CountMismatch);
-    }
-    // The pages themselves: metadata, never inside what they describe.
-    l.meta.sort_unstable();
-    if l.meta.windows(2).any(|w| matches!(w, [a, b] if a == b)) {
-        return Err(TrackerChainError::CountMismatch);
-    }
-    let mut ranges = Emit::new(ram, scratch, &l.meta, out);
-    let mut seen =
-        alloc::vec![0u64; l.leaves.len().saturating_mul(PAGE_LEAVES as usize).div_ceil(64)];
-    for (key, p) in &chunks {
         let base = key.saturating_mul(CHUNK);
-        for off in 0..CHUNK as usize {
-            let v = word32(p, off);
+        for (off, v) in p.iter().take(CHUNK as usize).enumerate() {
+            let v = v.get();
+            if v == 0 {
+                continue;
+            }
             let region = base.saturating_add(off as u64);
             let bad = TrackerChainError::BadRecord {
                 phys: 0,
@@ -463,9 +508,8 @@ fn read<M: PageSource>(
                         }
                         *m = pages;
                     }
-                    for (first, n) in leaf::map_runs(map) {
-                        ranges.pages(region, first, n)?;
-                    }
+                    let edges = leaf::Edges::of(&map);
+                    edges.each(edges.count(), |first, n| ranges.pages(region, first, n))?;
                 }
                 3 => {
                     let (head, order) = (v & 0x1ff, (v >> 9) & 0x1f);
@@ -488,11 +532,7 @@ fn read<M: PageSource>(
             }
         }
     }
-    let s = ranges.finish()?;
-    if s.pages != root.preserved_pages.get() {
-        return Err(TrackerChainError::CountMismatch);
-    }
-    Ok(s)
+    ranges.finish()
 }
 
 /// Reports preserved ranges in address order, coalesced, and the
