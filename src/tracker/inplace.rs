@@ -54,6 +54,9 @@ const PAGE_LEAVES: u64 = 32;
 const MAX_PAGES: u32 = 1 << 22;
 /// Regions per chunk.
 const CHUNK: u64 = 512;
+/// A slot holding a 2 MiB block that starts in its own region, but for
+/// the region's offset (the low 9 bits).
+const LARGE_2M: u32 = 3 << 30 | 9 << 9;
 
 /// The odd constant of a directory page's weights.
 const DIR_K: u64 = 0xd6e8_feb8_6659_fd93;
@@ -468,12 +471,29 @@ fn decode<R: Reserve>(
             });
         }
         let base = key.saturating_mul(CHUNK);
-        for (off, v) in p.iter().take(CHUNK as usize).enumerate() {
-            let v = v.get();
+        let slots = p.get(..CHUNK as usize).unwrap_or(&[]);
+        let mut next = 0usize;
+        while let Some(w) = slots.get(next) {
+            let (v, off) = (w.get(), next);
+            next = next.saturating_add(1);
             if v == 0 {
                 continue;
             }
             let region = base.saturating_add(off as u64);
+            // A run of 2 MiB blocks, each its own region's (the slot's
+            // `head` its own offset): one range, read at a compare a slot.
+            if v == LARGE_2M | off as u32 {
+                let run = slots
+                    .get(off..)
+                    .unwrap_or(&[])
+                    .iter()
+                    .zip(off as u32..)
+                    .take_while(|(w, o)| w.get() == LARGE_2M | o)
+                    .count();
+                ranges.pages(region, 0, (run as u32).saturating_mul(512))?;
+                next = off.saturating_add(run);
+                continue;
+            }
             let bad = TrackerChainError::BadRecord {
                 phys: 0,
                 word: off as u32,
