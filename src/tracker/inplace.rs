@@ -437,8 +437,12 @@ fn sum_leaves(l: &Listed<'_>) -> u64 {
 
 /// Chunk page `c`'s share of the checksum.
 fn chunk_sum(c: usize, p: &[U32; PAGE_WORDS]) -> u64 {
-    let words = p.iter().map(|w| u64::from(w.get()));
-    weighted(words, (c as u64) << 11 | 1, table::WEIGHT_K)
+    let words: &[U64; 512] = zerocopy::transmute_ref!(p);
+    weighted(
+        words.iter().map(|w| w.get()),
+        (c as u64) << 10 | 1,
+        table::WEIGHT_K,
+    )
 }
 
 /// Decodes every chunk (`chunks` sorted by index) into `out`, adding each

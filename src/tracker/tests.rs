@@ -1417,8 +1417,8 @@ proptest! {
         zerocopy::IntoBytes::as_mut_bytes(&mut slots)
             .copy_from_slice(zerocopy::IntoBytes::as_bytes(&words[..]));
         let mut want = 0u64;
-        for (j, &v) in slots.iter().enumerate() {
-            want = want.wrapping_add(u64::from(v).wrapping_mul(super::table::weight(p as u32, j)));
+        for (g, &v) in words.iter().enumerate() {
+            want = want.wrapping_add(v.wrapping_mul(super::table::weight(p as u32, g)));
         }
         prop_assert_eq!(super::table::page_sum(p, &slots), want);
     }
