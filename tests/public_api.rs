@@ -65,26 +65,18 @@ fn cfg_excludes(line: &str, features: &[&str]) -> bool {
     if line.starts_with("#[cfg(test)]") {
         return true;
     }
-    let on = |f: &str| features.contains(&f);
-    if let Some(f) = line
-        .strip_prefix("#[cfg(any(test, feature = \"")
-        .and_then(|r| r.strip_suffix("\"))]"))
-    {
-        return !on(f);
-    }
-    if let Some(f) = line
-        .strip_prefix("#[cfg(not(feature = \"")
-        .and_then(|r| r.strip_suffix("\"))]"))
-    {
-        return on(f);
-    }
-    if let Some(f) = line
-        .strip_prefix("#[cfg(feature = \"")
-        .and_then(|r| r.strip_suffix("\")]"))
-    {
-        return !on(f);
-    }
-    false
+    // Each form: its text around the feature's name, and whether it keeps
+    // the item out when that feature is on.
+    const FORMS: [(&str, &str, bool); 3] = [
+        ("#[cfg(any(test, feature = \"", "\"))]", false),
+        ("#[cfg(not(feature = \"", "\"))]", true),
+        ("#[cfg(feature = \"", "\")]", false),
+    ];
+    FORMS.iter().any(|(pre, post, out_if_on)| {
+        line.strip_prefix(pre)
+            .and_then(|r| r.strip_suffix(post))
+            .is_some_and(|f| features.contains(&f) == *out_if_on)
+    })
 }
 
 /// The name after a keyword in `line` (`fn name(`, `struct Name<`, ...).
@@ -346,17 +338,27 @@ fn resolve(path: &str, aliases: &[(String, String)], private: &[String]) -> Opti
     None
 }
 
-/// The surface of the crate under `root` built with `features`, sorted.
-fn surface(root: &Path, features: &[&str]) -> Vec<String> {
+/// Each source file of the crate under `root`: its module path and text.
+fn read_sources(root: &Path) -> Vec<(String, String)> {
     let mut files = Vec::new();
     sources(&root.join("src"), &mut files);
+    files
+        .iter()
+        .map(|f| {
+            let rel = f.strip_prefix(root.join("src")).unwrap();
+            (module_of(rel), std::fs::read_to_string(f).unwrap())
+        })
+        .collect()
+}
+
+/// The surface of the crate whose `files` these are, built with
+/// `features`, sorted.
+fn surface(files: &[(String, String)], features: &[&str]) -> Vec<String> {
     let mut raw = Vec::new();
     let mut private = Vec::new();
-    for f in &files {
-        let rel = f.strip_prefix(root.join("src")).unwrap();
-        let text = std::fs::read_to_string(f).unwrap();
-        list_file(&module_of(rel), &text, features, &mut raw);
-        private_modules(&module_of(rel), &text, features, &mut private);
+    for (module, text) in files {
+        list_file(module, text, features, &mut raw);
+        private_modules(module, text, features, &mut private);
     }
     // Every re-export, a private module's too: `kho::Outgoing` is
     // `update::outgoing::Outgoing` through `update`'s `pub use`.
@@ -431,7 +433,8 @@ const TIERS: [(&str, &str); 2] = [
 /// embedding kernel meets), then what each optional layer adds, marked
 /// with its feature.
 fn listing(root: &Path) -> String {
-    let base = surface(root, &[]);
+    let files = read_sources(root);
+    let base = surface(&files, &[]);
     let count = |items: &[String], kind: &str| {
         items
             .iter()
@@ -448,7 +451,7 @@ fn listing(root: &Path) -> String {
     );
     let mut tiers = Vec::new();
     for (feature, what) in TIERS {
-        let added: Vec<String> = surface(root, &[feature])
+        let added: Vec<String> = surface(&files, &[feature])
             .into_iter()
             .filter(|i| !base.contains(i))
             .collect();

@@ -138,13 +138,7 @@ impl<P: Platform> Handler<P> for MemfdHandler {
                 data: w.desc,
             });
             if let Some(a) = &w.array {
-                let block = crate::PAGE_SIZE << a.order();
-                let blocks = a.blocks().iter().map(|&b| Range::new(b, b + block));
-                let chain = a
-                    .chain_pages()
-                    .iter()
-                    .map(|&c| Range::new(c, c + crate::PAGE_SIZE));
-                out.footprint.extend(blocks.chain(chain));
+                out.footprint.extend(a.pages());
             } else {
                 // The array laid out at preserve (kept by the file, not by
                 // this freeze: a refused freeze leaves it in place).

@@ -160,22 +160,6 @@ impl Laid {
             records: n,
         })
     }
-
-    /// Its pages: blocks and chain pages.
-    fn pages(&self) -> impl Iterator<Item = crate::ranges::Range> + '_ {
-        let block = PAGE_SIZE.checked_shl(self.array.order()).unwrap_or(0);
-        let blocks = self
-            .array
-            .blocks()
-            .iter()
-            .map(move |&b| crate::ranges::Range::new(b, b.saturating_add(block)));
-        let chain = self
-            .array
-            .chain_pages()
-            .iter()
-            .map(|&c| crate::ranges::Range::new(c, c.saturating_add(PAGE_SIZE)));
-        blocks.chain(chain)
-    }
 }
 
 /// Unpreserves and frees every array laid out for `file` (before the file
@@ -205,7 +189,7 @@ pub(crate) fn laid_pages<'f>(
     } else {
         &file.laid_v2
     };
-    l.iter().flat_map(Laid::pages)
+    l.iter().flat_map(|l| l.array.pages())
 }
 
 impl Memfd {

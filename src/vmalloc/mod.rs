@@ -209,6 +209,21 @@ impl Vmalloc {
         &self.chain
     }
 
+    /// Every page it holds, as ranges: each block, then each chain page
+    /// (what an object's footprint names for it).
+    pub(crate) fn pages(&self) -> impl Iterator<Item = Range> + '_ {
+        let block = crate::PAGE_SIZE.checked_shl(self.order).unwrap_or(0);
+        let blocks = self
+            .blocks
+            .iter()
+            .map(move |&b| Range::new(b, b.saturating_add(block)));
+        let chain = self
+            .chain
+            .iter()
+            .map(|&c| Range::new(c, c.saturating_add(crate::PAGE_SIZE)));
+        blocks.chain(chain)
+    }
+
     /// Its bytes.
     pub fn bytes<'p, P: MapFrames>(&self, p: &'p P) -> &'p [u8] {
         p.bytes(&self.mapping)
