@@ -135,7 +135,6 @@ impl Tracker {
     /// change, so that handing over finds nothing left to do. `false` if
     /// `p` lent too few frames (nothing is lost; a later call goes on).
     pub(crate) fn keep_in_place(&mut self, p: &mut impl FrameAlloc) -> bool {
-        self.resum();
         self.settle(p);
         if !self.leaves.pages().settled() || !self.table.pages().settled() {
             return false;
@@ -445,6 +444,34 @@ fn chunk_sum(c: usize, p: &[U32; PAGE_WORDS]) -> u64 {
     )
 }
 
+/// Which slots hold anything: bit `i % 64` of word `i / 64` for slot
+/// `i`, so that the walk goes from one occupied slot to the next by bit
+/// arithmetic instead of a branch a slot (most slots of a sparse chunk are
+/// empty, and which are is not predictable).
+fn occupied(slots: &[U32]) -> [u64; 8] {
+    let mut m = [0u64; 8];
+    for (w, run) in m.iter_mut().zip(slots.chunks_exact(64)) {
+        *w = run
+            .iter()
+            .enumerate()
+            .fold(0, |a, (i, s)| a | u64::from(s.get() != 0) << (i & 63));
+    }
+    m
+}
+
+/// Clears bits `[lo, hi)` of a 512-bit map, a word at a time.
+fn clear_bits(map: &mut [u64; 8], lo: usize, hi: usize) {
+    for (k, w) in (0usize..).step_by(64).zip(map.iter_mut()) {
+        let (a, b) = (lo.max(k), hi.min(k.saturating_add(64)));
+        if let Some(n) = b.checked_sub(a).filter(|&n| n > 0) {
+            let ones = u64::MAX
+                .checked_shr(64u32.saturating_sub(n as u32))
+                .unwrap_or(0);
+            *w &= !(ones << (a.saturating_sub(k) & 63));
+        }
+    }
+}
+
 /// Decodes every chunk (`chunks` sorted by index) into `out`, adding each
 /// chunk page's share of the checksum to `sum` as it goes.
 fn decode<R: Reserve>(
@@ -476,83 +503,88 @@ fn decode<R: Reserve>(
         }
         let base = key.saturating_mul(CHUNK);
         let slots = p.get(..CHUNK as usize).unwrap_or(&[]);
-        let mut next = 0usize;
-        while let Some(w) = slots.get(next) {
-            let (v, off) = (w.get(), next);
-            next = next.saturating_add(1);
-            if v == 0 {
-                continue;
-            }
-            let region = base.saturating_add(off as u64);
-            // A run of 2 MiB blocks, each its own region's (the slot's
-            // `head` its own offset): one range, read at a compare a slot.
-            if v == LARGE_2M | off as u32 {
-                let run = slots
-                    .get(off..)
-                    .unwrap_or(&[])
-                    .iter()
-                    .zip(off as u32..)
-                    .take_while(|(w, o)| w.get() == LARGE_2M | o)
-                    .count();
-                ranges.pages(region, 0, (run as u32).saturating_mul(512))?;
-                next = off.saturating_add(run);
-                continue;
-            }
-            let bad = TrackerChainError::BadRecord {
-                phys: 0,
-                word: off as u32,
-            };
-            match v >> 30 {
-                0 if v == 0 => {}
-                1 => {
-                    let (first, order) = (v & 0x1ff, (v >> 9) & 0x1f);
-                    if v >> 16 & 0x3fff != 0
-                        || order > 8
-                        || first & (1u32 << order).wrapping_sub(1) != 0
-                        || first.saturating_add(1 << order) > 512
-                    {
-                        return Err(bad);
-                    }
-                    ranges.pages(region, first, 1 << order)?;
+        let mut occ = occupied(slots);
+        for k in 0..occ.len() {
+            while let Some(&bits) = occ.get(k)
+                && bits != 0
+            {
+                let off = k.saturating_mul(64) | bits.trailing_zeros() as usize;
+                if let Some(w) = occ.get_mut(k) {
+                    *w = bits & bits.wrapping_sub(1);
                 }
-                2 => {
-                    let i = (v & 0x3fff_ffff) as usize;
-                    let slot = seen.get_mut(i / 64).ok_or(bad)?;
-                    if *slot >> (i % 64) & 1 != 0 {
-                        return Err(bad);
-                    }
-                    *slot |= 1 << (i % 64);
-                    let lp = l.leaves.get(i >> 5).ok_or(bad)?;
-                    let at = (i & 31).saturating_mul(16);
-                    let mut map = [0u64; 8];
-                    for (k, m) in map.iter_mut().enumerate() {
-                        let (pages, tails) = (word64(lp, at | k << 1), word64(lp, at | k << 1 | 1));
-                        if tails & !pages != 0 || (k == 0 && tails & 1 != 0) {
+                let v = slots.get(off).map_or(0, |w| w.get());
+                let region = base.saturating_add(off as u64);
+                // A run of 2 MiB blocks, each its own region's (the slot's
+                // `head` its own offset): one range, read at a compare a slot.
+                if v == LARGE_2M | off as u32 {
+                    let run = slots
+                        .get(off..)
+                        .unwrap_or(&[])
+                        .iter()
+                        .zip(off as u32..)
+                        .take_while(|(w, o)| w.get() == LARGE_2M | o)
+                        .count();
+                    ranges.pages(region, 0, (run as u32).saturating_mul(512))?;
+                    // The run's other slots are read: clear their bits.
+                    clear_bits(&mut occ, off.saturating_add(1), off.saturating_add(run));
+                    continue;
+                }
+                let bad = TrackerChainError::BadRecord {
+                    phys: 0,
+                    word: off as u32,
+                };
+                match v >> 30 {
+                    1 => {
+                        let (first, order) = (v & 0x1ff, (v >> 9) & 0x1f);
+                        if v >> 16 & 0x3fff != 0
+                            || order > 8
+                            || first & (1u32 << order).wrapping_sub(1) != 0
+                            || first.saturating_add(1 << order) > 512
+                        {
                             return Err(bad);
                         }
-                        *m = pages;
+                        ranges.pages(region, first, 1 << order)?;
                     }
-                    let edges = leaf::Edges::of(&map);
-                    edges.each(edges.count(), |first, n| ranges.pages(region, first, n))?;
+                    2 => {
+                        let i = (v & 0x3fff_ffff) as usize;
+                        let slot = seen.get_mut(i / 64).ok_or(bad)?;
+                        if *slot >> (i % 64) & 1 != 0 {
+                            return Err(bad);
+                        }
+                        *slot |= 1 << (i % 64);
+                        let lp = l.leaves.get(i >> 5).ok_or(bad)?;
+                        let at = (i & 31).saturating_mul(16);
+                        let mut map = [0u64; 8];
+                        for (k, m) in map.iter_mut().enumerate() {
+                            let (pages, tails) =
+                                (word64(lp, at | k << 1), word64(lp, at | k << 1 | 1));
+                            if tails & !pages != 0 || (k == 0 && tails & 1 != 0) {
+                                return Err(bad);
+                            }
+                            *m = pages;
+                        }
+                        let edges = leaf::Edges::of(&map);
+                        edges.each(edges.count(), |first, n| ranges.pages(region, first, n))?;
+                    }
+                    3 => {
+                        let (head, order) = (v & 0x1ff, (v >> 9) & 0x1f);
+                        let n = 1u32.checked_shl(order.wrapping_sub(9)).unwrap_or(0);
+                        if !(9..=crate::tracker::MAX_ORDER).contains(&order)
+                            || v >> 14 & 0xffff != 0
+                            || head & n.wrapping_sub(1) != 0
+                            || head.saturating_add(n) > 512
+                            || (off as u32) < head
+                            || off as u32 >= head.saturating_add(n)
+                            || (off as u32 > head && word32(p, head as usize) != v)
+                        {
+                            return Err(bad);
+                        }
+                        if off as u32 == head {
+                            ranges.pages(region, 0, n.saturating_mul(512))?;
+                        }
+                    }
+                    _ => return Err(bad),
                 }
-                3 => {
-                    let (head, order) = (v & 0x1ff, (v >> 9) & 0x1f);
-                    let n = 1u32.checked_shl(order.wrapping_sub(9)).unwrap_or(0);
-                    if !(9..=crate::tracker::MAX_ORDER).contains(&order)
-                        || v >> 14 & 0xffff != 0
-                        || head & n.wrapping_sub(1) != 0
-                        || head.saturating_add(n) > 512
-                        || (off as u32) < head
-                        || off as u32 >= head.saturating_add(n)
-                        || (off as u32 > head && word32(p, head as usize) != v)
-                    {
-                        return Err(bad);
-                    }
-                    if off as u32 == head {
-                        ranges.pages(region, 0, n.saturating_mul(512))?;
-                    }
-                }
-                _ => return Err(bad),
             }
         }
     }

@@ -58,20 +58,21 @@ impl Leaf {
 
     /// Preserves the block of order `order` (at most [`WORD_ORDER`](super::WORD_ORDER), so
     /// within one word) at `phys` if none of its pages is preserved;
-    /// returns whether it did. A handful of instructions.
+    /// returns the block's bits in its word (0 if it did not). A handful
+    /// of instructions.
     #[inline(always)]
-    pub(super) fn try_add_word(&mut self, phys: u64, order: u32) -> bool {
+    pub(super) fn try_add_word(&mut self, phys: u64, order: u32) -> u64 {
         /// Bits of a block of order 0 to 6 at bit 0 (and a spare, so that
         /// indexing by `order & 7` needs no check).
         const MASKS: [u64; 8] = [1, 3, 0xf, 0xff, 0xffff, 0xffff_ffff, !0, !0];
         let m = MASKS[(order & 7) as usize] << ((phys >> PAGE_SHIFT) & 63);
         let pair = &mut self.words[((phys >> (PAGE_SHIFT + 6)) & 7) as usize];
         if pair[PAGES] & m != 0 {
-            return false;
+            return 0;
         }
         pair[PAGES] |= m;
         pair[TAILS] |= m & (m - 1);
-        true
+        m
     }
 
     /// The page map, word by word.
@@ -333,6 +334,7 @@ pub(super) fn weight(i: u32, w: usize) -> u64 {
 
 /// Page `p`'s share of the store's checksum: word `g` of the page is word
 /// `g % 16` of leaf `32p + g / 16`, whose weight is `1024p + 1 + 2g`.
+#[cfg(test)]
 pub(super) fn page_sum(p: usize, page: &[Leaf; PAGE_LEAVES]) -> u64 {
     let words = page
         .iter()
@@ -349,23 +351,18 @@ impl core::ops::Index<u32> for LeafStore {
 }
 
 impl LeafStore {
-    /// Leaf `i`, for writing, its page marked for [`resum`](Self::resum):
-    /// private, so that no write goes unmarked.
+    /// Leaf `i`, for writing: private, so that every write goes through
+    /// [`update`](Self::update) or [`try_add_word`](Self::try_add_word),
+    /// which keep the checksum.
     #[inline(always)]
     fn leaf_mut(&mut self, i: u32) -> &mut Leaf {
         &mut self.pages.get_mut((i as usize) / PAGE_LEAVES)[(i as usize) % PAGE_LEAVES]
     }
 
-    /// The store's checksum (see [`weight`]), as of the last
-    /// [`resum`](Self::resum).
+    /// The store's checksum (see [`weight`]), kept up to date by every
+    /// write.
     pub(super) fn sum(&self) -> u64 {
         self.pages.sum()
-    }
-
-    /// Brings the sum up to date: each page written since the last call,
-    /// summed again.
-    pub(super) fn resum(&mut self) {
-        self.pages.resum(page_sum);
     }
 
     /// The sum computed from every leaf, for tests of the kept one.
@@ -377,14 +374,29 @@ impl LeafStore {
             .fold(0, |s, (p, page)| s.wrapping_add(page_sum(p, page)))
     }
 
-    /// Changes leaf `i` with `f`.
+    /// Changes leaf `i` with `f`, the checksum brought up to date by the
+    /// change of each of its 16 words (word `w` of leaf `i` weighs
+    /// `32i + 1 + 2w`).
     pub(super) fn update<R>(&mut self, i: u32, f: impl FnOnce(&mut Leaf) -> R) -> R {
-        f(self.leaf_mut(i))
+        let leaf = self.leaf_mut(i);
+        let old = *leaf;
+        let r = f(leaf);
+        let new = *leaf;
+        let changes = new
+            .words
+            .as_flattened()
+            .iter()
+            .zip(old.words.as_flattened())
+            .map(|(n, o)| n.wrapping_sub(*o));
+        let first = u64::from(i) << 5 | 1;
+        self.pages
+            .add_to_sum(super::pages::weighted(changes, first, 1));
+        r
     }
 
     /// [`Leaf::set`] on leaf `i`.
     pub(super) fn set(&mut self, i: u32, b: Small, on: bool) {
-        self.leaf_mut(i).set(b, on);
+        self.update(i, |l| l.set(b, on));
     }
 
     /// Sets leaf `i` to `leaf`.
@@ -392,10 +404,23 @@ impl LeafStore {
         self.update(i, |l| *l = leaf);
     }
 
-    /// [`Leaf::try_add_word`] on leaf `i`.
+    /// [`Leaf::try_add_word`] on leaf `i`, the checksum kept: the pair's
+    /// page word gains the block's bits `m` and its tail word `m`'s bits
+    /// but the lowest, at weights `w` and `w + 2`.
     #[inline(always)]
     pub(super) fn try_add_word(&mut self, i: u32, phys: u64, order: u32) -> bool {
-        self.leaf_mut(i).try_add_word(phys, order)
+        let m = self.leaf_mut(i).try_add_word(phys, order);
+        if m == 0 {
+            return false;
+        }
+        let tails = m & m.wrapping_sub(1);
+        let pair = (phys >> (PAGE_SHIFT + 6)) & 7;
+        let w = (u64::from(i) << 5 | pair << 2) | 1;
+        self.pages.add_to_sum(
+            w.wrapping_mul(m.wrapping_add(tails))
+                .wrapping_add(tails.wrapping_mul(2)),
+        );
+        true
     }
 
     /// Leaves handed out and not given back.

@@ -236,15 +236,8 @@ impl Tracker {
         self.leaves.pages_mut().settle(lend) + self.table.pages_mut().settle(lend)
     }
 
-    /// Brings the checksum of the tracker's pages up to date (each page
-    /// written since the last call, summed again).
-    pub(crate) fn resum(&mut self) {
-        self.leaves.resum();
-        self.table.resum();
-    }
-
-    /// The checksum of the tracker's pages, as of the last
-    /// [`resum`](Self::resum).
+    /// The checksum of the tracker's pages, kept up to date by every
+    /// write.
     pub(crate) fn sum(&self) -> u64 {
         self.leaves.sum().wrapping_add(self.table.sum())
     }

@@ -110,22 +110,16 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable + 'static> Page<T> {
 }
 
 /// A store's pages in order, with what settling and the checksum need:
-/// how many are settled, and each page's share of the sum, brought up to
-/// date by [`resum`](Self::resum) for the pages written since (a write
-/// marks its page: a few instructions, so that the sum costs nothing per
-/// preserve and nothing grows with the pages at freeze).
+/// how many are settled, and the checksum of every page, which the store
+/// keeps up to date as it writes (a write adds its word's weight times
+/// the change: the sum is linear in the words), so that nothing is summed
+/// again at a preserve or at freeze.
 pub(super) struct Pages<T: 'static> {
     pages: Vec<Page<T>>,
     /// Pages before this one are settled.
     settled: usize,
-    /// The sum of `page_sums`.
+    /// The checksum of every page.
     sum: u64,
-    /// Each page's share of the sum, as of the last `resum`.
-    page_sums: Vec<u64>,
-    /// Pages written since the last `resum`, once each (`dirty` says
-    /// which).
-    dirty_list: Vec<u32>,
-    dirty: Vec<bool>,
 }
 
 impl<T> Default for Pages<T> {
@@ -134,9 +128,6 @@ impl<T> Default for Pages<T> {
             pages: Vec::new(),
             settled: 0,
             sum: 0,
-            page_sums: Vec::new(),
-            dirty_list: Vec::new(),
-            dirty: Vec::new(),
         }
     }
 }
@@ -153,53 +144,34 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable + 'static> Pages<T> {
         self.pages[i].get()
     }
 
-    /// Page `i`, for writing: marked for [`resum`](Self::resum).
+    /// Page `i`, for writing: the caller adds what its write changed to
+    /// the sum ([`add_to_sum`](Self::add_to_sum)).
     #[inline(always)]
     pub(super) fn get_mut(&mut self, i: usize) -> &mut T {
-        if !self.dirty[i] {
-            self.dirty[i] = true;
-            // Cannot allocate: `reserve` made room for every page.
-            self.dirty_list.push(i as u32);
-        }
         self.pages[i].get_mut()
     }
 
     /// Makes room for `n` more pages; then [`push`](Self::push) cannot
     /// fail. On failure nothing changes.
     pub(super) fn reserve(&mut self, n: usize) -> Result<(), ()> {
-        let all = self.pages.len().saturating_add(n);
-        self.pages.try_reserve(n).map_err(|_| ())?;
-        self.page_sums.try_reserve(n).map_err(|_| ())?;
-        self.dirty.try_reserve(n).map_err(|_| ())?;
-        self.dirty_list
-            .try_reserve(all.saturating_sub(self.dirty_list.len()))
-            .map_err(|_| ())
+        self.pages.try_reserve(n).map_err(|_| ())
     }
 
-    /// Adds a zeroed page at the end (after [`reserve`](Self::reserve)).
+    /// Adds a zeroed page at the end (after [`reserve`](Self::reserve)):
+    /// its share of the sum is 0.
     pub(super) fn push(&mut self, page: Box<T>) {
         self.pages.push(Page::Heap(page));
-        self.page_sums.push(0);
-        self.dirty.push(false);
     }
 
-    /// The checksum of every page, as of the last `resum`.
+    /// The checksum of every page.
     pub(super) fn sum(&self) -> u64 {
         self.sum
     }
 
-    /// Brings the sum up to date: each page written since the last call
-    /// summed again by `weigh(index, page)`.
-    pub(super) fn resum(&mut self, weigh: impl Fn(usize, &T) -> u64) {
-        for i in self.dirty_list.drain(..) {
-            let i = i as usize;
-            let s = weigh(i, self.pages[i].get());
-            self.sum = self
-                .sum
-                .wrapping_sub(core::mem::replace(&mut self.page_sums[i], s))
-                .wrapping_add(s);
-            self.dirty[i] = false;
-        }
+    /// Adds `d` (a word's weight times its change) to the sum.
+    #[inline(always)]
+    pub(super) fn add_to_sum(&mut self, d: u64) {
+        self.sum = self.sum.wrapping_add(d);
     }
 
     /// Every page, in order.

@@ -77,6 +77,7 @@ impl Slot {
 }
 
 /// Chunk `c`'s page's share of the table's checksum (see `weight`).
+#[cfg(test)]
 pub(super) fn page_sum(c: usize, page: &[u32; PAGE_WORDS]) -> u64 {
     let words = page
         .chunks_exact(2)
@@ -158,22 +159,21 @@ impl RegionTable {
         self.pages.get(h / CHUNK as usize)[h % CHUNK as usize]
     }
 
-    /// Writes word `j` of chunk `c`'s page (marked for `resum`); returns
-    /// the word it replaced.
+    /// Writes word `j` of chunk `c`'s page, the checksum kept (the 64-bit
+    /// word `j / 2` changes by the difference, shifted into its half);
+    /// returns the word it replaced.
     #[inline(always)]
     fn write(&mut self, c: u32, j: usize, v: u32) -> u32 {
-        core::mem::replace(&mut self.pages.get_mut(c as usize)[j], v)
+        let old = core::mem::replace(&mut self.pages.get_mut(c as usize)[j], v);
+        let change = u64::from(v).wrapping_sub(u64::from(old)) << (32 * (j & 1));
+        let weight = ((u64::from(c) << 9 | (j / 2) as u64) << 1 | 1).wrapping_mul(WEIGHT_K);
+        self.pages.add_to_sum(change.wrapping_mul(weight));
+        old
     }
 
-    /// The table's checksum, as of the last [`resum`](Self::resum).
+    /// The table's checksum.
     pub(super) fn sum(&self) -> u64 {
         self.pages.sum()
-    }
-
-    /// Brings the sum up to date: each page written since the last call,
-    /// summed again.
-    pub(super) fn resum(&mut self) {
-        self.pages.resum(page_sum);
     }
 
     /// The same, from every page, for tests of the kept one.
