@@ -443,7 +443,7 @@ def machine_note():
 
 FUZZ_TARGETS = ["fdt_read", "fdt_roundtrip", "tracker_read", "tracker_ops", "elf_parse",
                 "handoff_read", "vmalloc_read", "memfd_read", "luo_read", "images_parse",
-                "whole_restore", "timing_parse"]
+                "whole_restore", "timing_parse", "tracker_inplace_read"]
 
 
 def cmd_fuzz(args):

@@ -20,6 +20,7 @@ fn abi() -> BTreeSet<&'static str> {
         reads::READS_VERSION,
         scratch::SCRATCH_VERSION,
         tracker::TRACKER_VERSION,
+        tracker::TRACKER_VERSION_V4,
         vmalloc::VMALLOC_VERSION,
     ]
     .into_iter()

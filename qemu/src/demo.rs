@@ -337,6 +337,11 @@ fn hand_over_blocks(
     files: crate::files::Held,
 ) -> ! {
     let checks = crate::files::checks(&files);
+    // A test that damages the tracker's pages needs them reachable through
+    // the token: written at freeze as a chain, not lent.
+    if boot.params.cmdline_value("kho.corrupt") == Some("chain") {
+        crate::mem::kmem().set_lending(false);
+    }
     let start = tsc::now();
     let mut out: Outgoing<KernelMem> =
         Outgoing::new(crate::handover::scratch(boot)).unwrap_or_else(|e| fail(format_args!("{e}")));

@@ -105,7 +105,7 @@ pub(crate) fn hand_over(
     };
     let mut before_jump = |mem: &mut KernelMem, s: &Staged<'_>| {
         kprintln!(
-            "kho hop {hop}: preserved {} KiB in {} ranges (with the tracker's chain), handoff blob {} bytes at {:#x}",
+            "kho hop {hop}: preserved {} KiB in {} ranges (with the tracker's own pages), handoff blob {} bytes at {:#x}",
             s.kept / 1024,
             s.kept_ranges,
             s.blob.len(),
@@ -151,9 +151,15 @@ pub(crate) fn hand_over(
             }
             Some("chain") => {
                 let ram: Vec<Range> = p.ram().collect();
-                let first = kho::handoff::Handoff::parse(&blob, &ram)
-                    .map(|h| h.tracker.first_page.get())
-                    .unwrap_or_else(|e| fail(format_args!("our own blob: {e}")));
+                // Lending is off in this scenario (`demo`), so the tracker
+                // went as a chain of pages the token reaches.
+                let first = match kho::handoff::Handoff::parse(&blob, &ram).map(|h| h.tracker) {
+                    Ok(kho::tracker::Root::Chain(c)) => c.first_page.get(),
+                    Ok(kho::tracker::Root::InPlace(_)) => {
+                        fail(format_args!("kho.corrupt=chain: the tracker went in place"))
+                    }
+                    Err(e) => fail(format_args!("our own blob: {e}")),
+                };
                 if let Some(f) = mem.frame_mut(first) {
                     f[0] ^= 0xff;
                 }

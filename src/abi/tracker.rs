@@ -40,3 +40,29 @@ pub struct TrackerRoot {
     /// Number of preserved 4 KiB pages the records describe.
     pub preserved_pages: U64,
 }
+
+/// Version string of the tracker handed over as it lies.
+pub const TRACKER_VERSION_V4: &str = "kho-tracker-v4";
+
+/// The root of a tracker handed over as it lies: its directory, what the
+/// directory lists, and what every page must add up to.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct TrackerRootV4 {
+    /// Physical address of the first directory page (0 if none).
+    pub dir: U64,
+    /// Number of directory pages.
+    pub dir_pages: U32,
+    /// Reserved, 0.
+    pub flags: U32,
+    /// Number of leaf pages listed.
+    pub leaf_pages: U32,
+    /// Number of chunk pages listed.
+    pub chunk_pages: U32,
+    /// Number of preserved 4 KiB pages.
+    pub preserved_pages: U64,
+    /// The weighted sum of every word of every page.
+    pub sum: U64,
+}

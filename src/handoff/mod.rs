@@ -35,8 +35,10 @@ use crate::platform::PhysMem;
 use crate::ranges::Range;
 use crate::reserve::{Kept, Reserve, ReserveError};
 use crate::scratch::{SCRATCH_VERSION, Scratch, ScratchError, ScratchRecord};
+use crate::tracker::Root;
 use crate::tracker::TrackerChainError;
 use crate::tracker::chain::{Reader, Summary, TRACKER_VERSION, TrackerRoot};
+use crate::tracker::inplace::{TRACKER_VERSION_V4, TrackerRootV4};
 use core::fmt;
 #[cfg(any(test, feature = "arch"))]
 use zerocopy::IntoBytes;
@@ -166,7 +168,7 @@ impl<'a> HandoffWriter<'a> {
         buf: &'a mut [u8],
         hop: u32,
         stamps: Stamps,
-        tracker: &TrackerRoot,
+        tracker: &Root,
         scratch: &Scratch,
     ) -> Result<Self, WriteError> {
         let mut w = FdtWriter::new(buf)?;
@@ -176,8 +178,16 @@ impl<'a> HandoffWriter<'a> {
         w.property_u32("kho,hop", hop)?;
         w.property_struct("kho,tsc", &stamps)?;
         w.begin_node("tracker")?;
-        w.property_string("compatible", TRACKER_VERSION)?;
-        w.property_struct("kho,root", tracker)?;
+        match tracker {
+            Root::Chain(r) => {
+                w.property_string("compatible", TRACKER_VERSION)?;
+                w.property_struct("kho,root", r)?;
+            }
+            Root::InPlace(r) => {
+                w.property_string("compatible", TRACKER_VERSION_V4)?;
+                w.property_struct("kho,root", r)?;
+            }
+        }
         w.end_node()?;
         w.begin_node("scratch")?;
         w.property_string("compatible", SCRATCH_VERSION)?;
@@ -308,7 +318,7 @@ pub struct Handoff<'a> {
     /// The first kernel's TSC readings.
     pub stamps: Stamps,
     /// The tracker's root.
-    pub tracker: TrackerRoot,
+    pub tracker: Root,
     /// The scratch areas, checked against this kernel's RAM.
     pub scratch: Scratch,
 }
@@ -413,11 +423,25 @@ impl<'a> Handoff<'a> {
             }
             Ok(n)
         };
-        let tracker: TrackerRoot = *versioned("tracker", TRACKER_VERSION)?
+        let node = root
+            .child("tracker")
+            .ok_or(HandoffError::Missing("tracker"))?;
+        let is = |version: &str| {
+            node.property("compatible")
+                .and_then(|p| p.as_str_list().ok())
+                .is_some_and(|mut l| l.any(|c| c == version))
+        };
+        let prop = node
             .property("kho,root")
-            .ok_or(HandoffError::Missing("tracker/kho,root"))?
-            .as_struct()
-            .map_err(|_| HandoffError::BadProperty("tracker/kho,root"))?;
+            .ok_or(HandoffError::Missing("tracker/kho,root"))?;
+        let bad = |_| HandoffError::BadProperty("tracker/kho,root");
+        let tracker = if is(TRACKER_VERSION_V4) {
+            Root::InPlace(*prop.as_struct::<TrackerRootV4>().map_err(bad)?)
+        } else if is(TRACKER_VERSION) {
+            Root::Chain(*prop.as_struct::<TrackerRoot>().map_err(bad)?)
+        } else {
+            return Err(HandoffError::BadProperty("tracker"));
+        };
         let areas = versioned("scratch", SCRATCH_VERSION)?
             .property("kho,areas")
             .ok_or(HandoffError::Missing("scratch/kho,areas"))?;
@@ -574,8 +598,13 @@ fn restore_inner<M: PhysMem, R: Reserve>(
             });
         }
     }
-    let reader = Reader::new(mem, handoff.tracker, ram, handoff.scratch.areas());
-    let tracker = reader.restore(&mut cov).map_err(|e| {
+    let read = match handoff.tracker {
+        Root::Chain(root) => Reader::new(mem, root, ram, handoff.scratch.areas()).restore(&mut cov),
+        Root::InPlace(root) => {
+            crate::tracker::inplace::restore(mem, &root, ram, handoff.scratch.areas(), &mut cov)
+        }
+    };
+    let tracker = read.map_err(|e| {
         if cov.blob_hit {
             HandoffError::BlobInPreserved { range: pages }
         } else {

@@ -42,7 +42,7 @@ fn handoff() -> (HostMem, Vec<u8>, Range, Tracker) {
         written: 200.into(),
         jump: 0.into(),
     };
-    let mut w = HandoffWriter::new(&mut buf, 3, stamps, &root, &scratch).unwrap();
+    let mut w = HandoffWriter::new(&mut buf, 3, stamps, &root.into(), &scratch).unwrap();
     w.subsystem("demo", &["demo-v2", "demo-v1"], Some(DATA), |w| {
         w.property_u32("blocks", 3)
     })
@@ -263,7 +263,10 @@ fn a_failed_restore_leaves_nothing_reserved() {
     }
     // A corrupt tracker chain: the blob was already reserved, then rolled
     // back.
-    let first = h.tracker.first_page.get();
+    let crate::tracker::Root::Chain(chain) = h.tracker else {
+        panic!("a chain was written")
+    };
+    let first = chain.first_page.get();
     mem.frame_mut(first).unwrap()[0] ^= 1;
     assert!(matches!(
         restore(&mem, &h, place, &RAM, &mut log),

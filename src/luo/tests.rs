@@ -348,6 +348,48 @@ fn old_to_new_and_new_to_new() {
     assert_eq!(v, "memfd-v1");
 }
 
+/// Where the platform lends frames, the tracker goes as it lies
+/// (`kho-tracker-v4`): its pages settle as objects are preserved, freeze
+/// writes only a root, a thaw and a second write go on from there, and
+/// the next kernel restores every file from it, the tracker's pages kept
+/// as metadata and freed at finish.
+#[test]
+fn a_lending_platform_hands_the_tracker_over_as_it_lies() {
+    let (mut mem, scratch) = setup();
+    mem.lend_frames();
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let files = out.register(MemfdHandler::new(&[V2], &[V2])).unwrap();
+    out.create_session("s").unwrap();
+    for (tok, len) in [(1, 300_000), (2, 3 << 20)] {
+        let f = file(&mut mem, len, tok as u8, 0);
+        out.preserve(files, "s", tok, f, &mut mem).unwrap();
+    }
+    let lent = mem.allocated;
+    let (frozen, _) = freeze(out, &mut mem, 0);
+    // A thaw and another object: the tracker goes on where it stood.
+    let mut out = frozen.thaw(&mut mem);
+    let f = file(&mut mem, 9000, 3, 0);
+    out.preserve(files, "s", 3, f, &mut mem).unwrap();
+    let (mut frozen, _) = freeze(out, &mut mem, 0);
+    let b = write(&mut frozen, &mut mem, 0);
+    let h = crate::handoff::Handoff::parse(&b, &[RAM]).unwrap();
+    assert!(
+        matches!(h.tracker, crate::tracker::Root::InPlace(r) if r.leaf_pages.get() + r.chunk_pages.get() > 0),
+        "{:?}",
+        h.tracker
+    );
+    assert!(mem.allocated > lent);
+    frozen.hand_back(&mut mem);
+    let mut inc = boot(&mut mem, &b).unwrap();
+    let files = inc.register(MemfdHandler::default()).unwrap();
+    let mut inc = inc.restore(&mut mem);
+    for (tok, len) in [(1, 300_000), (2, 3 << 20), (3, 9000)] {
+        let (f, v) = inc.take(&files.key("s", tok), &mut mem).unwrap();
+        assert_eq!(v, "memfd-v2");
+        assert_eq!(contents(&f, &mem), vec![tok as u8; len]);
+    }
+}
+
 #[test]
 fn preflight_reports_and_refuses_what_would_be_lost() {
     let (mut mem, scratch) = setup();
@@ -573,7 +615,7 @@ fn luo_blob(
     let (_, scratch) = setup();
     let root = empty_chain(mem, &scratch);
     let mut buf = vec![0u8; 8192];
-    let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root, &scratch).unwrap();
+    let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root.into(), &scratch).unwrap();
     // `kho-luo-v1`: the session and object properties these tests break
     // are the ones both versions share.
     w.subsystem(NODE, &[LUO_V1], None, |w| {
@@ -650,7 +692,7 @@ fn a_malformed_luo_node_is_refused() {
     let (_, scratch) = setup();
     let root = empty_chain(&mut mem, &scratch);
     let mut buf = vec![0u8; 8192];
-    let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root, &scratch).unwrap();
+    let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root.into(), &scratch).unwrap();
     w.subsystem(NODE, &["kho-luo-v9"], None, |_| Ok(()))
         .unwrap();
     let n = w.finish().unwrap().len;
@@ -1255,7 +1297,8 @@ fn a_malformed_footprint_or_origin_is_refused() {
         t.preserve_range(KEPT.start, KEPT.end).unwrap();
         let root = chain::write(&t, &mut mem).unwrap();
         let mut buf = vec![0u8; 8192];
-        let mut w = HandoffWriter::new(&mut buf, 0, Stamps::default(), &root, &scratch).unwrap();
+        let mut w =
+            HandoffWriter::new(&mut buf, 0, Stamps::default(), &root.into(), &scratch).unwrap();
         w.subsystem(NODE, &[LUO_VERSION], None, |w| {
             w.begin_node("session-0")?;
             w.property_string("kho,name", "s")?;

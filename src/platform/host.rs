@@ -143,6 +143,8 @@ pub struct HostMem {
     /// and whether the copy may have been written.
     maps: BTreeMap<u64, (Vec<u64>, Vec<u8>, bool)>,
     next_virt: u64,
+    /// Whether this fake lends frames ([`HostMem::lend_frames`]).
+    lending: bool,
     /// Frames lent and not taken back, by address.
     lent: alloc::collections::BTreeSet<u64>,
     /// Pages for lending: a lent frame's bytes live in one of these (made
@@ -195,6 +197,7 @@ impl HostMem {
             added: Vec::new(),
             maps: BTreeMap::new(),
             next_virt: 1 << 47,
+            lending: false,
             lent: alloc::collections::BTreeSet::new(),
             spare: Spare::default(),
         }
@@ -203,6 +206,15 @@ impl HostMem {
     /// One RAM range that is also the pool.
     pub fn with_pool(pool: Range) -> Self {
         Self::new(&[pool], pool)
+    }
+
+    /// Makes this fake lend frames ([`FrameAlloc::lend`]); it lends none
+    /// until then. A holder keeps what it writes in a lent frame apart
+    /// until the frame is taken back, so a test that lends hands the
+    /// holder's frames back before the next kernel reads them (what a
+    /// kernel never has to do: its lent frames are the frames).
+    pub fn lend_frames(&mut self) {
+        self.lending = true;
     }
 
     /// The RAM ranges.
@@ -385,6 +397,9 @@ impl FrameAlloc for HostMem {
     }
 
     fn lend(&mut self) -> Option<Lent> {
+        if !self.lending {
+            return None;
+        }
         let phys = self.alloc_frames(0)?;
         let frame = match self.spare.0.pop() {
             Some(f) => {
@@ -416,6 +431,8 @@ mod tests {
     #[test]
     fn a_lent_frame_reaches_its_address_when_taken_back() {
         let mut m = HostMem::with_pool(Range::new(0x10_000, 0x14_000));
+        assert!(m.lend().is_none(), "lends only when asked to");
+        m.lend_frames();
         let mut a = m.lend().unwrap();
         let b = m.lend().unwrap();
         assert_ne!(a.phys(), b.phys());

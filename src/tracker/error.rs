@@ -147,6 +147,9 @@ pub enum TrackerChainError {
     },
     /// The caller's reservation store refused a range.
     Reserve(ReserveError),
+    /// The pages of a tracker handed over as it lies do not add up to the
+    /// root's checksum: changed since they were handed over.
+    BadSum,
 }
 
 impl From<TrackerError> for TrackerChainError {
@@ -190,6 +193,9 @@ impl fmt::Display for TrackerChainError {
                 "tracker chain page {phys:#x} lies inside a preserved range"
             ),
             Reserve(e) => write!(f, "reserving the handed-over tracker: {e}"),
+            BadSum => f.write_str(
+                "the tracker's pages fail their checksum (changed since they were handed over)",
+            ),
         }
     }
 }

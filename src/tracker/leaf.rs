@@ -1,6 +1,7 @@
 //! The tracker's leaves: a 2 MiB region's page and tail bitmaps, and the
 //! store that holds them in pages that never move.
 
+use super::pages::Pages;
 use super::table::MAX_LEAVES;
 use super::{PAGE_SHIFT, REGION_PAGES, Small};
 use alloc::boxed::Box;
@@ -10,7 +11,19 @@ use alloc::vec::Vec;
 /// continue a block begun on an earlier page (its "tails"), so that block
 /// boundaries stay exact. Word `i` of both maps shares a cache line
 /// (`words[i] = [pages, tails]`), so a preserve touches one line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::KnownLayout,
+    zerocopy::Immutable,
+)]
+#[repr(C)]
 pub(super) struct Leaf {
     words: [[u64; 2]; 8],
 }
@@ -34,7 +47,7 @@ const TAILS: usize = 1;
 impl Leaf {
     /// The leaf of a region covered by a large block in a dense chunk: all
     /// pages preserved, as one block, so that every small preserve in it is
-    /// refused by [`try_add`](Self::try_add).
+    /// refused (no page of it is clear: [`all_clear`](Self::all_clear)).
     pub(super) const FULL: Leaf = Leaf {
         words: {
             let mut w = [[u64::MAX; 2]; 8];
@@ -45,20 +58,21 @@ impl Leaf {
 
     /// Preserves the block of order `order` (at most [`WORD_ORDER`](super::WORD_ORDER), so
     /// within one word) at `phys` if none of its pages is preserved;
-    /// returns whether it did. A handful of instructions.
+    /// returns the block's bits in its word (0 if it did not). A handful
+    /// of instructions.
     #[inline(always)]
-    pub(super) fn try_add_word(&mut self, phys: u64, order: u32) -> bool {
+    pub(super) fn try_add_word(&mut self, phys: u64, order: u32) -> u64 {
         /// Bits of a block of order 0 to 6 at bit 0 (and a spare, so that
         /// indexing by `order & 7` needs no check).
         const MASKS: [u64; 8] = [1, 3, 0xf, 0xff, 0xffff, 0xffff_ffff, !0, !0];
         let m = MASKS[(order & 7) as usize] << ((phys >> PAGE_SHIFT) & 63);
         let pair = &mut self.words[((phys >> (PAGE_SHIFT + 6)) & 7) as usize];
         if pair[PAGES] & m != 0 {
-            return false;
+            return 0;
         }
         pair[PAGES] |= m;
         pair[TAILS] |= m & (m - 1);
-        true
+        m
     }
 
     /// The page map, word by word.
@@ -97,15 +111,9 @@ impl Leaf {
             && (hi == REGION_PAGES as u32 || !self.bit(TAILS, hi))
     }
 
-    /// Preserves `b` if none of its pages is preserved; returns whether it
-    /// did. Any small order; see [`try_add_word`](Self::try_add_word) for
-    /// the fast one.
-    pub(super) fn try_add(&mut self, b: Small) -> bool {
-        if !self.all(PAGES, b.off, b.end(), false) {
-            return false;
-        }
-        self.set(b, true);
-        true
+    /// Whether none of the pages of `b` is preserved.
+    pub(super) fn all_clear(&self, b: Small) -> bool {
+        self.all(PAGES, b.off, b.end(), false)
     }
 
     /// Sets (`on`) or clears the pages and tails of `b`.
@@ -296,15 +304,15 @@ pub(super) fn map_span(map: &[u64; 8]) -> Option<(u32, u32)> {
     ))
 }
 
-/// Leaves per store page (8 KiB).
-const PAGE_LEAVES: usize = 64;
+/// Leaves per store page (4 KiB: one frame).
+const PAGE_LEAVES: usize = 32;
 
-/// Every leaf of a tracker, addressed by a `u32` index, in pages of 64 that
+/// Every leaf of a tracker, addressed by a `u32` index, in pages of 32 that
 /// never move: growing the store copies nothing, and a dense chunk's 512
-/// leaves are 8 whole pages with consecutive indices.
+/// leaves are 16 whole pages with consecutive indices.
 #[derive(Default)]
 pub(super) struct LeafStore {
-    pages: Vec<Box<[Leaf; PAGE_LEAVES]>>,
+    pages: Pages<[Leaf; PAGE_LEAVES]>,
     /// Leaves given back, for reuse. Its capacity is kept at least the
     /// number of leaves, so giving one back never allocates.
     free: Vec<u32>,
@@ -316,22 +324,105 @@ pub(super) struct LeafStore {
     live: usize,
 }
 
+/// The weight of word `w` (0 to 15, in memory order) of leaf `i` in the
+/// store's checksum: odd, so any single changed word changes the sum, and
+/// different for every word, so words that trade places do too.
+#[cfg(test)]
+pub(super) fn weight(i: u32, w: usize) -> u64 {
+    (u64::from(i) << 4 | w as u64) << 1 | 1
+}
+
+/// Page `p`'s share of the store's checksum: word `g` of the page is word
+/// `g % 16` of leaf `32p + g / 16`, whose weight is `1024p + 1 + 2g`.
+#[cfg(test)]
+pub(super) fn page_sum(p: usize, page: &[Leaf; PAGE_LEAVES]) -> u64 {
+    let words = page
+        .iter()
+        .flat_map(|l| l.words.as_flattened().iter().copied());
+    super::pages::weighted(words, (p as u64) << 10 | 1, 1)
+}
+
 impl core::ops::Index<u32> for LeafStore {
     type Output = Leaf;
     #[inline(always)]
     fn index(&self, i: u32) -> &Leaf {
-        &self.pages[(i as usize) / PAGE_LEAVES][(i as usize) % PAGE_LEAVES]
-    }
-}
-
-impl core::ops::IndexMut<u32> for LeafStore {
-    #[inline(always)]
-    fn index_mut(&mut self, i: u32) -> &mut Leaf {
-        &mut self.pages[(i as usize) / PAGE_LEAVES][(i as usize) % PAGE_LEAVES]
+        &self.pages.get((i as usize) / PAGE_LEAVES)[(i as usize) % PAGE_LEAVES]
     }
 }
 
 impl LeafStore {
+    /// Leaf `i`, for writing: private, so that every write goes through
+    /// [`update`](Self::update) or [`try_add_word`](Self::try_add_word),
+    /// which keep the checksum.
+    #[inline(always)]
+    fn leaf_mut(&mut self, i: u32) -> &mut Leaf {
+        &mut self.pages.get_mut((i as usize) / PAGE_LEAVES)[(i as usize) % PAGE_LEAVES]
+    }
+
+    /// The store's checksum (see [`weight`]), kept up to date by every
+    /// write.
+    pub(super) fn sum(&self) -> u64 {
+        self.pages.sum()
+    }
+
+    /// The sum computed from every leaf, for tests of the kept one.
+    #[cfg(test)]
+    pub(super) fn sum_again(&self) -> u64 {
+        self.pages
+            .iter()
+            .enumerate()
+            .fold(0, |s, (p, page)| s.wrapping_add(page_sum(p, page)))
+    }
+
+    /// Changes leaf `i` with `f`, the checksum brought up to date by the
+    /// change of each of its 16 words (word `w` of leaf `i` weighs
+    /// `32i + 1 + 2w`).
+    pub(super) fn update<R>(&mut self, i: u32, f: impl FnOnce(&mut Leaf) -> R) -> R {
+        let leaf = self.leaf_mut(i);
+        let old = *leaf;
+        let r = f(leaf);
+        let new = *leaf;
+        let changes = new
+            .words
+            .as_flattened()
+            .iter()
+            .zip(old.words.as_flattened())
+            .map(|(n, o)| n.wrapping_sub(*o));
+        let first = u64::from(i) << 5 | 1;
+        self.pages
+            .add_to_sum(super::pages::weighted(changes, first, 1));
+        r
+    }
+
+    /// [`Leaf::set`] on leaf `i`.
+    pub(super) fn set(&mut self, i: u32, b: Small, on: bool) {
+        self.update(i, |l| l.set(b, on));
+    }
+
+    /// Sets leaf `i` to `leaf`.
+    pub(super) fn put(&mut self, i: u32, leaf: Leaf) {
+        self.update(i, |l| *l = leaf);
+    }
+
+    /// [`Leaf::try_add_word`] on leaf `i`, the checksum kept: the pair's
+    /// page word gains the block's bits `m` and its tail word `m`'s bits
+    /// but the lowest, at weights `w` and `w + 2`.
+    #[inline(always)]
+    pub(super) fn try_add_word(&mut self, i: u32, phys: u64, order: u32) -> bool {
+        let m = self.leaf_mut(i).try_add_word(phys, order);
+        if m == 0 {
+            return false;
+        }
+        let tails = m & m.wrapping_sub(1);
+        let pair = (phys >> (PAGE_SHIFT + 6)) & 7;
+        let w = (u64::from(i) << 5 | pair << 2) | 1;
+        self.pages.add_to_sum(
+            w.wrapping_mul(m.wrapping_add(tails))
+                .wrapping_add(tails.wrapping_mul(2)),
+        );
+        true
+    }
+
     /// Leaves handed out and not given back.
     pub(super) fn live(&self) -> usize {
         self.live
@@ -346,9 +437,7 @@ impl LeafStore {
     /// Bytes used.
     #[cfg(any(test, feature = "tools"))]
     pub(super) fn memory_bytes(&self) -> usize {
-        self.pages.len() * core::mem::size_of::<[Leaf; PAGE_LEAVES]>()
-            + self.pages.capacity() * core::mem::size_of::<usize>()
-            + self.free.capacity() * 4
+        self.pages.len() * core::mem::size_of::<[Leaf; PAGE_LEAVES]>() + self.free.capacity() * 4
     }
 
     /// Adds `n` empty pages at the end and returns the index of their first
@@ -359,7 +448,7 @@ impl LeafStore {
             .checked_mul(PAGE_LEAVES)
             .filter(|&l| l <= MAX_LEAVES as usize)
             .ok_or(())?;
-        self.pages.try_reserve(n).map_err(|_| ())?;
+        self.pages.reserve(n)?;
         self.free
             .try_reserve(leaves.saturating_sub(self.free.len()))
             .map_err(|_| ())?;
@@ -372,14 +461,16 @@ impl LeafStore {
             let page: Box<[Leaf; PAGE_LEAVES]> = v.into_boxed_slice().try_into().map_err(|_| ())?;
             fresh.push(page);
         }
-        self.pages.extend(fresh);
+        for page in fresh {
+            self.pages.push(page);
+        }
         Ok((first * PAGE_LEAVES) as u32)
     }
 
     /// An empty leaf, reused or new.
     pub(super) fn alloc(&mut self) -> Result<u32, ()> {
         let i = if let Some(i) = self.free.pop() {
-            self[i] = Leaf::default();
+            self.put(i, Leaf::default());
             i
         } else {
             if (self.next as usize).is_multiple_of(PAGE_LEAVES) {
@@ -398,6 +489,22 @@ impl LeafStore {
         let first = self.add_pages(n.div_ceil(PAGE_LEAVES))?;
         self.live += n;
         Ok(first)
+    }
+
+    /// The store's pages, to settle and list.
+    pub(super) fn pages(&self) -> &Pages<[Leaf; PAGE_LEAVES]> {
+        &self.pages
+    }
+
+    /// The same, to settle.
+    pub(super) fn pages_mut(&mut self) -> &mut Pages<[Leaf; PAGE_LEAVES]> {
+        &mut self.pages
+    }
+
+    /// The store's pages, for the last time.
+    #[cfg(any(test, feature = "host"))]
+    pub(super) fn into_pages(self) -> Pages<[Leaf; PAGE_LEAVES]> {
+        self.pages
     }
 
     /// Gives leaf `i` back. Never allocates.

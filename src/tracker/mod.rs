@@ -30,7 +30,12 @@ pub mod chain;
 pub(crate) mod chain;
 mod error;
 pub use error::{TrackerChainError, TrackerError};
+#[cfg(feature = "tools")]
+pub mod inplace;
+#[cfg(not(feature = "tools"))]
+pub(crate) mod inplace;
 mod leaf;
+mod pages;
 mod query;
 #[cfg(feature = "tools")]
 pub use query::range_blocks;
@@ -43,6 +48,22 @@ use alloc::vec::Vec;
 use core::fmt;
 use leaf::{Leaf, LeafStore};
 use table::{CHUNK, Lookup, RegionTable, Slot};
+
+/// How a tracker was handed over, as the blob's `tracker` node names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Root {
+    /// Written at freeze as a chain of records (`kho-tracker-v3`): where
+    /// the platform lends no frames.
+    Chain(crate::abi::tracker::TrackerRoot),
+    /// Its own pages, handed over as they lie (`kho-tracker-v4`).
+    InPlace(crate::abi::tracker::TrackerRootV4),
+}
+
+impl From<crate::abi::tracker::TrackerRoot> for Root {
+    fn from(r: crate::abi::tracker::TrackerRoot) -> Self {
+        Root::Chain(r)
+    }
+}
 
 /// Largest block order: 2^18 pages = 1 GiB.
 pub const MAX_ORDER: u32 = 18;
@@ -106,6 +127,11 @@ pub struct Tracker {
     cache: (u64, u32),
     /// Leaves a sparse chunk may hold before it is made dense.
     dense_at: usize,
+    /// Preserved 4 KiB pages, kept at each change (the handed-over root
+    /// states it, and freeze must not count).
+    pub(crate) page_count: u64,
+    /// The directory of the settled pages, for handing over in place.
+    dir: inplace::Directory,
 }
 
 /// No region: every real region index is below `2^(52 - 21)`.
@@ -158,6 +184,8 @@ impl Tracker {
             scratch: s,
             cache: (NO_REGION, 0),
             dense_at: DENSE_AT,
+            page_count: 0,
+            dir: inplace::Directory::default(),
         })
     }
 
@@ -200,6 +228,24 @@ impl Tracker {
                 Slot::Leaf(i) => self.leaves[i].page_count(),
             })
             .sum()
+    }
+
+    /// Moves the tracker's pages that are still on the heap into frames
+    /// lent by `lend`; returns how many moved.
+    pub(crate) fn settle(&mut self, lend: &mut impl crate::platform::FrameAlloc) -> usize {
+        self.leaves.pages_mut().settle(lend) + self.table.pages_mut().settle(lend)
+    }
+
+    /// The checksum of the tracker's pages, kept up to date by every
+    /// write.
+    pub(crate) fn sum(&self) -> u64 {
+        self.leaves.sum().wrapping_add(self.table.sum())
+    }
+
+    /// The same, computed from every page, for tests of the kept one.
+    #[cfg(test)]
+    pub(crate) fn sum_again(&self) -> u64 {
+        self.leaves.sum_again().wrapping_add(self.table.sum_again())
     }
 
     /// Bytes of memory the tracker itself uses.
@@ -258,7 +304,8 @@ impl Tracker {
             if region == cached {
                 // Fastest: the region used last (which has a leaf and
                 // touches no scratch).
-                if self.leaves[leaf].try_add_word(phys, order) {
+                if self.leaves.try_add_word(leaf, phys, order) {
+                    self.page_count += 1 << order;
                     return Ok(());
                 }
             } else if scratch_free() {
@@ -274,12 +321,14 @@ impl Tracker {
                     } => leaf,
                     Lookup::Sparse { h, slot: None } => {
                         self.table.set_at(h, Slot::Inline(Small::at(phys, order)));
+                        self.page_count += 1 << order;
                         return Ok(());
                     }
                     _ => return self.preserve_slow(phys, order),
                 };
-                if self.leaves[leaf].try_add_word(phys, order) {
+                if self.leaves.try_add_word(leaf, phys, order) {
                     self.cache = (region, leaf);
+                    self.page_count += 1 << order;
                     return Ok(());
                 }
             }
@@ -293,6 +342,7 @@ impl Tracker {
                         order,
                     },
                 );
+                self.page_count += REGION_PAGES;
                 return Ok(());
             }
         }
@@ -311,7 +361,9 @@ impl Tracker {
             self.preserve_large(phys, order)
         } else {
             self.preserve_small(phys, order)
-        }
+        }?;
+        self.page_count += 1 << order;
+        Ok(())
     }
 
     #[inline(always)]
@@ -354,7 +406,7 @@ impl Tracker {
             match self.table.lookup(r) {
                 Lookup::Dense { h, leaf } => {
                     // A full leaf sends the fast paths to the slow one.
-                    self.leaves[leaf] = Leaf::FULL;
+                    self.leaves.put(leaf, Leaf::FULL);
                     self.table.set_at(h, slot);
                 }
                 Lookup::Sparse { h, .. } => self.table.set_at(h, slot),
@@ -384,14 +436,14 @@ impl Tracker {
         match self.table.slot_at(i) {
             Slot::Large { .. } => Err(TrackerError::Overlap { phys, order }),
             Slot::Leaf(li) => {
-                let l = &mut self.leaves[li];
-                if !l.try_add(b) {
-                    return Err(if l.is_block(b) {
+                if !self.leaves[li].all_clear(b) {
+                    return Err(if self.leaves[li].is_block(b) {
                         TrackerError::AlreadyPreserved { phys, order }
                     } else {
                         TrackerError::Overlap { phys, order }
                     });
                 }
+                self.leaves.set(li, b, true);
                 self.remember(region, li);
                 Ok(())
             }
@@ -404,9 +456,8 @@ impl Tracker {
                 }
                 // A second block: move the region to a leaf.
                 let li = self.new_leaf()?;
-                let l = &mut self.leaves[li];
-                l.set(e, true);
-                l.set(b, true);
+                self.leaves.set(li, e, true);
+                self.leaves.set(li, b, true);
                 self.table.set_at(i, Slot::Leaf(li));
                 self.remember(region, li);
                 if self.table.leaves_in_chunk(i) >= self.dense_at {
@@ -433,10 +484,10 @@ impl Tracker {
             .map_err(|_| TrackerError::OutOfMemory)?;
         let leaves = &mut self.leaves;
         self.table.make_dense(region, base, |dst, slot| match slot {
-            Slot::Large { .. } => leaves[dst] = Leaf::FULL,
-            Slot::Inline(e) => leaves[dst].set(e, true),
+            Slot::Large { .. } => leaves.put(dst, Leaf::FULL),
+            Slot::Inline(e) => leaves.set(dst, e, true),
             Slot::Leaf(i) => {
-                leaves[dst] = leaves[i];
+                leaves.put(dst, leaves[i]);
                 leaves.give_back(i);
             }
         });
@@ -448,6 +499,12 @@ impl Tracker {
     /// Unpreserves the block of `2^order` pages at `phys`, which must have
     /// been preserved as exactly that block. Never allocates.
     pub fn unpreserve(&mut self, phys: u64, order: u32) -> Result<(), TrackerError> {
+        self.unpreserve_block(phys, order)?;
+        self.page_count -= 1 << order;
+        Ok(())
+    }
+
+    fn unpreserve_block(&mut self, phys: u64, order: u32) -> Result<(), TrackerError> {
         self.check(phys, order)?;
         let not = TrackerError::NotPreserved { phys, order };
         let region = phys >> REGION_SHIFT;
@@ -461,7 +518,7 @@ impl Tracker {
             for r in region..region + n {
                 match self.table.lookup(r) {
                     Lookup::Dense { h, leaf } => {
-                        self.leaves[leaf] = Leaf::default();
+                        self.leaves.put(leaf, Leaf::default());
                         self.table.set_at(h, Slot::Leaf(leaf));
                     }
                     Lookup::Sparse { h, .. } => self.table.clear_at(h),
@@ -480,14 +537,13 @@ impl Tracker {
             Slot::Inline(e) if e == b => self.table.clear_at(h),
             Slot::Inline(_) => return Err(not),
             Slot::Leaf(i) => {
-                let l = &mut self.leaves[i];
-                if !l.is_block(b) {
+                if !self.leaves[i].is_block(b) {
                     return Err(not);
                 }
-                l.set(b, false);
+                self.leaves.set(i, b, false);
                 // A dense chunk keeps its leaves; a sparse one gives an
                 // empty leaf back.
-                if l.is_empty() && !dense {
+                if self.leaves[i].is_empty() && !dense {
                     self.table.clear_at(h);
                     self.leaves.give_back(i);
                     if self.cache.1 == i {

@@ -2,7 +2,31 @@
 //! levels (a small hash table of 1 GiB chunks, each 512 slots).
 
 use super::Small;
+use super::pages::Pages;
+use alloc::boxed::Box;
 use alloc::vec::Vec;
+
+/// Words (`u32`) of a chunk's page: its 512 slots, then its key (region
+/// index / 512, low and high halves) and its dense base (`SPARSE` if
+/// sparse), then zeros.
+pub(super) const PAGE_WORDS: usize = 1024;
+/// Index of the key's low half in a chunk's page.
+pub(super) const KEY_WORD: usize = 512;
+/// Index of the dense base in a chunk's page.
+pub(super) const DENSE_WORD: usize = 514;
+
+/// The weight of 64-bit word `g` (two slots, the lower first) of chunk
+/// `c`'s page in the table's checksum: odd and different for every word
+/// (as a leaf word's, times an odd constant so the two kinds of page weigh
+/// their words differently). Summed a 64-bit word at a time, a page takes
+/// half the multiplies it would as slots.
+#[cfg(test)]
+pub(super) fn weight(c: u32, g: usize) -> u64 {
+    ((u64::from(c) << 9 | g as u64) << 1 | 1).wrapping_mul(WEIGHT_K)
+}
+
+/// The odd constant of a chunk page's weights.
+pub(super) const WEIGHT_K: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// What the tracker knows of one region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +74,15 @@ impl Slot {
             },
         }
     }
+}
+
+/// Chunk `c`'s page's share of the table's checksum (see `weight`).
+#[cfg(test)]
+pub(super) fn page_sum(c: usize, page: &[u32; PAGE_WORDS]) -> u64 {
+    let words = page
+        .chunks_exact(2)
+        .map(|w| u64::from(w[0]) | u64::from(w[1]) << 32);
+    super::pages::weighted(words, (c as u64) << 10 | 1, WEIGHT_K)
 }
 
 /// Regions per chunk: a chunk covers 1 GiB.
@@ -105,7 +138,9 @@ pub(super) enum Lookup {
 /// a region's leaf. That saves a dependent load per preserve where many
 /// regions of a GiB hold leaves; sparse chunks keep small blocks inline.
 pub(super) struct RegionTable {
-    slots: Vec<u32>,
+    /// Chunk `c`'s page: its slots and what the next kernel needs to
+    /// read them.
+    pages: Pages<[u32; PAGE_WORDS]>,
     /// Per chunk: slots in use, and slots holding a leaf.
     used: Vec<u16>,
     leaves: Vec<u16>,
@@ -118,6 +153,54 @@ fn hash(key1: u64, shift: u32) -> usize {
 }
 
 impl RegionTable {
+    /// The slot word at handle `h`.
+    #[inline(always)]
+    fn slot_word(&self, h: usize) -> u32 {
+        self.pages.get(h / CHUNK as usize)[h % CHUNK as usize]
+    }
+
+    /// Writes word `j` of chunk `c`'s page, the checksum kept (the 64-bit
+    /// word `j / 2` changes by the difference, shifted into its half);
+    /// returns the word it replaced.
+    #[inline(always)]
+    fn write(&mut self, c: u32, j: usize, v: u32) -> u32 {
+        let old = core::mem::replace(&mut self.pages.get_mut(c as usize)[j], v);
+        let change = u64::from(v).wrapping_sub(u64::from(old)) << (32 * (j & 1));
+        let weight = ((u64::from(c) << 9 | (j / 2) as u64) << 1 | 1).wrapping_mul(WEIGHT_K);
+        self.pages.add_to_sum(change.wrapping_mul(weight));
+        old
+    }
+
+    /// The table's checksum.
+    pub(super) fn sum(&self) -> u64 {
+        self.pages.sum()
+    }
+
+    /// The same, from every page, for tests of the kept one.
+    #[cfg(test)]
+    pub(super) fn sum_again(&self) -> u64 {
+        self.pages
+            .iter()
+            .enumerate()
+            .fold(0, |s, (c, page)| s.wrapping_add(page_sum(c, page)))
+    }
+
+    /// The table's pages, to settle and list.
+    pub(super) fn pages(&self) -> &Pages<[u32; PAGE_WORDS]> {
+        &self.pages
+    }
+
+    /// The same, to settle.
+    pub(super) fn pages_mut(&mut self) -> &mut Pages<[u32; PAGE_WORDS]> {
+        &mut self.pages
+    }
+
+    /// The table's pages, for the last time.
+    #[cfg(any(test, feature = "host"))]
+    pub(super) fn into_pages(self) -> Pages<[u32; PAGE_WORDS]> {
+        self.pages
+    }
+
     /// An empty table. Its index starts with room for 4 chunks, so that
     /// a lookup never meets an empty index.
     pub(super) fn new() -> Result<Self, ()> {
@@ -126,7 +209,7 @@ impl RegionTable {
         index.try_reserve_exact(FIRST).map_err(|_| ())?;
         index.resize(FIRST, FREE);
         Ok(Self {
-            slots: Vec::new(),
+            pages: Pages::default(),
             used: Vec::new(),
             leaves: Vec::new(),
             index,
@@ -141,7 +224,7 @@ impl RegionTable {
 
     #[cfg(any(test, feature = "tools"))]
     pub(super) fn memory_bytes(&self) -> usize {
-        self.slots.capacity() * 4
+        self.pages.len() * PAGE_WORDS * 4
             + (self.used.capacity() + self.leaves.capacity()) * 2
             + self.index.capacity() * core::mem::size_of::<Entry>()
     }
@@ -180,7 +263,7 @@ impl RegionTable {
                 leaf: e.dense + off as u32,
             };
         }
-        let v = self.slots[h];
+        let v = self.slot_word(h);
         Lookup::Sparse {
             h,
             slot: (v != 0).then(|| Slot::decode(v)),
@@ -195,7 +278,11 @@ impl RegionTable {
             return Ok(());
         }
         // Allocate everything first; then nothing below can fail.
-        self.slots.try_reserve(CHUNK as usize).map_err(|_| ())?;
+        self.pages.reserve(1)?;
+        let mut page = Vec::new();
+        page.try_reserve_exact(PAGE_WORDS).map_err(|_| ())?;
+        page.resize(PAGE_WORDS, 0u32);
+        let page: Box<[u32; PAGE_WORDS]> = page.into_boxed_slice().try_into().map_err(|_| ())?;
         self.used.try_reserve(1).map_err(|_| ())?;
         self.leaves.try_reserve(1).map_err(|_| ())?;
         let n = self.used.len() + 1;
@@ -216,7 +303,10 @@ impl RegionTable {
             self.shift = shift;
         }
         let c = self.used.len() as u32;
-        self.slots.resize(self.slots.len() + CHUNK as usize, 0);
+        self.pages.push(page);
+        self.write(c, KEY_WORD, key as u32);
+        self.write(c, KEY_WORD + 1, (key >> 32) as u32);
+        self.write(c, DENSE_WORD, SPARSE);
         self.used.push(0);
         self.leaves.push(0);
         let mask = self.index.len() - 1;
@@ -246,7 +336,7 @@ impl RegionTable {
     #[inline(always)]
     fn put(&mut self, h: usize, v: u32) {
         let c = h / CHUNK as usize;
-        let old = core::mem::replace(&mut self.slots[h], v);
+        let old = self.write(c as u32, h % CHUNK as usize, v);
         match (old != 0, v != 0) {
             (false, true) => self.used[c] += 1,
             (true, false) => self.used[c] -= 1,
@@ -267,7 +357,7 @@ impl RegionTable {
     /// The slot at handle `h` (from `find`).
     #[inline(always)]
     pub(super) fn slot_at(&self, h: usize) -> Slot {
-        Slot::decode(self.slots[h])
+        Slot::decode(self.slot_word(h))
     }
 
     /// Sets the slot at handle `h` (from `find`; after `ensure` for a new
@@ -303,23 +393,21 @@ impl RegionTable {
         };
         let e = &mut self.index[i];
         e.dense = base;
-        let c = e.chunk as usize;
-        let first = c * CHUNK as usize;
+        let c = e.chunk;
+        self.write(c, DENSE_WORD, base);
         let mut leaves = 0;
-        for (v, leaf) in self.slots[first..first + CHUNK as usize]
-            .iter_mut()
-            .zip(base..)
-        {
-            if *v != 0 {
-                fill(leaf, Slot::decode(*v));
+        for (off, leaf) in (0..CHUNK as usize).zip(base..) {
+            let v = self.pages.get(c as usize)[off];
+            if v != 0 {
+                fill(leaf, Slot::decode(v));
             }
-            if *v & TAG_MASK != TAG_LARGE {
-                *v = Slot::Leaf(leaf).encode();
+            if v & TAG_MASK != TAG_LARGE {
+                self.write(c, off, Slot::Leaf(leaf).encode());
                 leaves += 1;
             }
         }
-        self.used[c] = CHUNK as u16;
-        self.leaves[c] = leaves;
+        self.used[c as usize] = CHUNK as u16;
+        self.leaves[c as usize] = leaves;
     }
 
     /// The chunks with a slot in use, in address order: each chunk's first
@@ -339,9 +427,8 @@ impl RegionTable {
         let mut out = Vec::new();
         out.try_reserve_exact(keys.len()).map_err(|_| ())?;
         for (key, c) in keys {
-            let first = c as usize * CHUNK as usize;
-            if let Some(slots) = self.slots.get(first..first + CHUNK as usize) {
-                out.push((key * CHUNK, slots));
+            if (c as usize) < self.pages.len() {
+                out.push((key * CHUNK, &self.pages.get(c as usize)[..CHUNK as usize]));
             }
         }
         Ok(out)
@@ -373,8 +460,7 @@ impl RegionTable {
 
     /// The (region, slot) pairs of chunk `c`, whose key is `key`.
     fn chunk_slots(&self, key: u64, c: u32) -> impl Iterator<Item = (u64, Slot)> + '_ {
-        let first = c as usize * CHUNK as usize;
-        self.slots[first..first + CHUNK as usize]
+        self.pages.get(c as usize)[..CHUNK as usize]
             .iter()
             .enumerate()
             .filter(|(_, v)| **v != 0)

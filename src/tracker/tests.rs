@@ -195,6 +195,8 @@ fn run_ops(ops: &[Op], scratch: &[Range], dense_at: usize) -> Result<(), TestCas
             t.pages(),
             m.blocks.values().map(|&o| 1u64 << o).sum::<u64>()
         );
+        prop_assert_eq!(t.sum(), t.sum_again(), "the kept sum");
+        prop_assert_eq!(t.page_count, t.pages(), "the kept count");
     }
     prop_assert_eq!(t.ranges().unwrap(), m.ranges());
     // The handover carries exactly the same ranges.
@@ -206,6 +208,20 @@ fn run_ops(ops: &[Op], scratch: &[Range], dense_at: usize) -> Result<(), TestCas
     prop_assert_eq!(sum.pages, t.pages());
     prop_assert_eq!(pages.len() as u32, root.pages.get());
     prop_assert_eq!(unbuffered_differs(&t, &mem, root), None);
+    // Handed over as it lies: the same ranges, and its pages (and nothing
+    // else) as metadata.
+    let mut mem = mem_at(1 << 40);
+    mem.lend_frames();
+    let pages = t.pages();
+    let root = t.hand_over_in_place(&mut mem).unwrap();
+    prop_assert_eq!(root.preserved_pages.get(), pages);
+    t.hand_back(&mut mem);
+    let mut log = ReserveLog::new();
+    let s = super::inplace::restore(&mem, &root, &ram, scratch, &mut log).unwrap();
+    prop_assert_eq!(log.of(Kept::Preserved).collect::<Vec<_>>(), m.ranges());
+    prop_assert_eq!(s.pages, pages);
+    let meta: Vec<u64> = log.of(Kept::Metadata).map(|r| r.start).collect();
+    prop_assert_eq!(meta.len() as u64, mem.allocated);
     Ok(())
 }
 
@@ -1266,4 +1282,143 @@ fn a_written_chain_that_is_not_handed_over_can_be_given_back() {
     tracker_chain::free(&mut mem, &root);
     assert_eq!((mem.free_bytes(), mem.allocated), before);
     assert_eq!(mem.written_frames().count(), 0);
+}
+
+/// A tracker handed over as it lies: flipping any byte of any of its pages
+/// is an error (and nothing stays reserved), never another set of ranges.
+#[test]
+fn in_place_flipping_any_byte_is_never_read_silently() {
+    let mut t = Tracker::with_dense_threshold(&[], 2).unwrap();
+    // Inline blocks, leaves in a sparse chunk, a dense chunk, large blocks.
+    t.preserve(0x1000_0000, 0).unwrap();
+    t.preserve(0x1020_0000, 2).unwrap();
+    t.preserve(0x1020_8000, 0).unwrap();
+    for i in 0..8u64 {
+        t.preserve((5 << 30) + (i << 21) + 0x3000, 0).unwrap();
+        t.preserve((5 << 30) + (i << 21) + 0x6000, 1).unwrap();
+    }
+    t.preserve(7 << 30, 18).unwrap();
+    t.preserve((9 << 30) + (4 << 21), 11).unwrap();
+    let want = t.ranges().unwrap();
+    let mut mem = mem_at(1 << 40);
+    mem.lend_frames();
+    let root = t.hand_over_in_place(&mut mem).unwrap();
+    t.hand_back(&mut mem);
+    let ram = [Range::new(0, 1 << 41)];
+    let mut log = ReserveLog::new();
+    super::inplace::restore(&mem, &root, &ram, &[], &mut log).unwrap();
+    assert_eq!(log.of(Kept::Preserved).collect::<Vec<_>>(), want);
+    let pages: Vec<u64> = log.of(Kept::Metadata).map(|r| r.start).collect();
+    assert!(pages.len() >= 4, "{pages:x?}");
+    for &p in &pages {
+        for at in 0..4096 {
+            let f = mem.frame_mut(p).unwrap();
+            f[at] ^= 0x10;
+            let mut log = ReserveLog::new();
+            let r = super::inplace::restore(&mem, &root, &ram, &[], &mut log);
+            assert!(
+                r.is_err(),
+                "byte {at} of page {p:#x} flipped, read as {r:?}"
+            );
+            assert!(log.ranges.is_empty());
+            mem.frame_mut(p).unwrap()[at] ^= 0x10;
+        }
+    }
+    // And every byte of the root.
+    let bytes = zerocopy::IntoBytes::as_bytes(&root).to_vec();
+    for at in 0..bytes.len() {
+        let mut b = bytes.clone();
+        b[at] ^= 0x10;
+        let bad = <super::inplace::TrackerRootV4 as zerocopy::FromBytes>::read_from_bytes(&b[..])
+            .unwrap();
+        let mut log = ReserveLog::new();
+        let r = super::inplace::restore(&mem, &bad, &ram, &[], &mut log);
+        assert!(r.is_err(), "root byte {at} flipped, read as {r:?}");
+    }
+}
+
+/// The same tracker handed over in place: the root, then every page it
+/// reports (directory, leaves, chunks) in address order, from
+/// 0x10_0000_0000 on (the host fake lends the pool's first frames).
+fn golden_in_place_bytes() -> (Vec<u8>, Vec<u64>) {
+    let mut t = Tracker::new(&[Range::new(0, 2 << 20)]).unwrap();
+    t.preserve_range(0x40_0000, 0x50_3000).unwrap();
+    for i in (0..512).step_by(3) {
+        t.preserve((8 << 20) + i * PAGE, 0).unwrap();
+    }
+    t.preserve(1 << 30, 18).unwrap();
+    t.preserve(0x7_0000_0000, 0).unwrap();
+    t.preserve(0x7_0000_2000, 1).unwrap();
+    let mut mem = mem_at(0x10_0000_0000);
+    mem.lend_frames();
+    let root = t.hand_over_in_place(&mut mem).unwrap();
+    t.hand_back(&mut mem);
+    let mut log = ReserveLog::new();
+    super::inplace::restore(&mem, &root, &RAM, &[], &mut log).unwrap();
+    let pages: Vec<u64> = log.of(Kept::Metadata).map(|r| r.start).collect();
+    let mut out = zerocopy::IntoBytes::as_bytes(&root).to_vec();
+    for &p in &pages {
+        out.extend_from_slice(mem.page(p).unwrap());
+    }
+    (out, pages)
+}
+
+#[test]
+fn golden_in_place_pins_the_layout() {
+    let (bytes, pages) = golden_in_place_bytes();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/tracker-v4.bin");
+    if std::env::var_os("KHO_BLESS").is_some() {
+        std::fs::write(&path, &bytes).unwrap();
+    }
+    let golden = std::fs::read(&path).expect("tests/golden/tracker-v4.bin (KHO_BLESS=1 writes it)");
+    assert_eq!(
+        bytes, golden,
+        "the kho-tracker-v4 layout changed: that needs a new version string"
+    );
+    // The golden bytes read back, each page where it was.
+    let root: super::inplace::TrackerRootV4 =
+        zerocopy::FromBytes::read_from_bytes(&golden[..40]).unwrap();
+    let mut mem = mem_at(0x10_0000_0000);
+    for (i, &p) in pages.iter().enumerate() {
+        assert!(mem.write_bytes(p, &golden[40 + i * 4096..40 + (i + 1) * 4096]));
+    }
+    let mut log = ReserveLog::new();
+    super::inplace::restore(&mem, &root, &RAM, &[], &mut log).unwrap();
+    let got: Vec<Range> = log.of(Kept::Preserved).collect();
+    assert_eq!(
+        got[..2],
+        [
+            Range::new(0x40_0000, 0x50_3000),
+            Range::new(8 << 20, (8 << 20) + PAGE)
+        ]
+    );
+    assert_eq!(got.last(), Some(&Range::new(0x7_0000_2000, 0x7_0000_4000)));
+}
+
+proptest! {
+    /// A page's share of the checksum, summed the fast way (`S0`, `S1`),
+    /// is every word times its weight as docs/abi.md states it.
+    #[test]
+    fn page_sums_are_every_word_times_its_weight(
+        words in proptest::collection::vec(any::<u64>(), 512),
+        p in 0usize..5000,
+    ) {
+        let mut leaves = [super::leaf::Leaf::default(); 32];
+        zerocopy::IntoBytes::as_mut_bytes(&mut leaves)
+            .copy_from_slice(zerocopy::IntoBytes::as_bytes(&words[..]));
+        let mut want = 0u64;
+        for (g, &v) in words.iter().enumerate() {
+            let w = super::leaf::weight((p * 32 + g / 16) as u32, g % 16);
+            want = want.wrapping_add(v.wrapping_mul(w));
+        }
+        prop_assert_eq!(super::leaf::page_sum(p, &leaves), want);
+        let mut slots = [0u32; 1024];
+        zerocopy::IntoBytes::as_mut_bytes(&mut slots)
+            .copy_from_slice(zerocopy::IntoBytes::as_bytes(&words[..]));
+        let mut want = 0u64;
+        for (g, &v) in words.iter().enumerate() {
+            want = want.wrapping_add(v.wrapping_mul(super::table::weight(p as u32, g)));
+        }
+        prop_assert_eq!(super::table::page_sum(p, &slots), want);
+    }
 }

@@ -11,6 +11,7 @@ use crate::luo::{
 use crate::platform::PhysMem;
 use crate::ranges::Range;
 use crate::scratch::Scratch;
+use crate::tracker::Root;
 use crate::tracker::{Tracker, TrackerError, chain};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -72,6 +73,9 @@ impl<P: Platform> Outgoing<P> {
     ) -> Result<Key<T>, Refused<T>> {
         self.luo
             .preserve(session, token, family.name(), object, p, &mut self.tracker)?;
+        // The tracker's new pages go where they will be handed over now,
+        // so that freeze finds nothing to write for it.
+        self.tracker.keep_in_place(p);
         Ok(family.key(session, token))
     }
 
@@ -141,6 +145,7 @@ impl<P: Platform> Outgoing<P> {
             p,
             &mut self.tracker,
         )?;
+        self.tracker.keep_in_place(p);
         Ok(family.key(session, token))
     }
 
@@ -272,8 +277,8 @@ impl<P: Platform> From<NotFrozen<P>> for Error {
 /// ```
 pub struct Frozen<P: Platform> {
     out: Outgoing<P>,
-    /// The tracker chain of the last blob written.
-    root: Option<chain::TrackerRoot>,
+    /// The tracker's root in the last blob written.
+    root: Option<Root>,
 }
 
 impl<P: Platform> core::fmt::Debug for Outgoing<P> {
@@ -326,7 +331,12 @@ impl<P: Platform> Frozen<P> {
         stamps: Stamps,
         mut extra: impl FnMut(&mut HandoffWriter<'_>) -> Result<(), WriteError>,
     ) -> Result<Blob<'_, P>, Error> {
-        let root = chain::write(&self.out.tracker, p)?;
+        // The tracker as it lies where the platform lends its pages (only
+        // a root to write); else its chain, written now.
+        let root = match self.out.tracker.hand_over_in_place(p) {
+            Some(r) => Root::InPlace(r),
+            None => Root::Chain(chain::write(&self.out.tracker, p)?),
+        };
         let mut attempt = |buf: &mut [u8]| -> Result<handoff::Written, Error> {
             let mut w = HandoffWriter::new(buf, hop, stamps, &root, &self.out.scratch)?;
             self.out.luo.write(&mut w)?;
@@ -366,7 +376,7 @@ impl<P: Platform> Frozen<P> {
         match r {
             // A blob written again replaces the last one: its chain goes.
             Ok(w) => {
-                if let Some(old) = self.root.replace(root) {
+                if let Some(Root::Chain(old)) = self.root.replace(root) {
                     chain::free(p, &old);
                 }
                 Ok(Blob {
@@ -376,7 +386,9 @@ impl<P: Platform> Frozen<P> {
                 })
             }
             Err(e) => {
-                chain::free(p, &root);
+                if let Root::Chain(root) = root {
+                    chain::free(p, &root);
+                }
                 Err(e)
             }
         }
@@ -393,11 +405,20 @@ impl<P: Platform> Frozen<P> {
         &self.out.tracker
     }
 
+    /// Ends this kernel's side at a handover on the host fake: the
+    /// tracker's frames, lent while it lived, go back to `p` as they are
+    /// (still allocated), where the next kernel reads them. A kernel has
+    /// nothing of the kind to do: its lent frames are the frames.
+    #[cfg(any(test, feature = "host"))]
+    pub fn hand_back(self, p: &mut P) {
+        self.out.tracker.hand_back(p);
+    }
+
     /// Back to an outgoing side (a kexec that did not happen): the last
     /// blob's tracker chain goes back to `p`, every object is thawed and
     /// live again, still preserved.
     pub fn thaw(mut self, p: &mut P) -> Outgoing<P> {
-        if let Some(root) = self.root.take() {
+        if let Some(Root::Chain(root)) = self.root.take() {
             chain::free(p, &root);
         }
         self.out.luo.unfreeze(p, &mut self.out.tracker);
@@ -412,8 +433,8 @@ impl<P: Platform> Frozen<P> {
 pub struct Blob<'f, P: Platform> {
     /// Bytes of the blob (the first `len` bytes of the buffer).
     pub len: usize,
-    /// The tracker chain this blob names.
-    root: chain::TrackerRoot,
+    /// The tracker's root this blob names.
+    root: Root,
     frozen: &'f Frozen<P>,
 }
 
@@ -432,9 +453,14 @@ impl<P: Platform> Blob<'_, P> {
     /// preserved range and every chain page. What a kexec loader is given
     /// as memory to keep (`kho_x86_64::kexec::prepare`'s `keep`).
     pub fn kept(&self, mem: &impl PhysMem, ram: &[Range]) -> Result<Vec<Range>, Error> {
+        let root = match self.root {
+            Root::Chain(root) => root,
+            // Its pages lie in frames the platform keeps from itself
+            // while lent: the tracker says what they are.
+            Root::InPlace(_) => return Ok(self.frozen.out.tracker.kept()?),
+        };
         let mut log = crate::reserve::ReserveLog::new();
-        chain::Reader::new(mem, self.root, ram, self.frozen.out.scratch.areas())
-            .restore(&mut log)?;
+        chain::Reader::new(mem, root, ram, self.frozen.out.scratch.areas()).restore(&mut log)?;
         // One allocation of the exact size, with room for the two ranges
         // a loader adds (the blob, the image): no copy of a list that can
         // hold hundreds of thousands of ranges.

@@ -50,6 +50,8 @@ pub struct KernelMem {
     lent: RangeVec,
     /// Frames of `lent` that are not lent now.
     spare: Vec<u64>,
+    /// Whether `lend` lends (see [`KernelMem::set_lending`]).
+    lending: bool,
 }
 
 // Not `Clone` (so not `Copy`), checked on every build: were it `Clone`,
@@ -96,7 +98,17 @@ impl KernelMem {
             shared,
             lent: RangeVec::new(),
             spare: Vec::new(),
+            lending: true,
         }
+    }
+
+    /// Whether [`FrameAlloc::lend`] lends (it does from boot). Off, a
+    /// structure that would be handed over as it lies is written at
+    /// freeze instead (the tracker's chain): for a kernel that wants its
+    /// handed-over metadata reachable through the token, or a test that
+    /// damages it.
+    pub fn set_lending(&mut self, on: bool) {
+        self.lending = on;
     }
 
     /// Whether the 4 KiB frame at `phys` may be read (and, with `write`,
@@ -238,6 +250,9 @@ impl FrameAlloc for KernelMem {
     }
 
     fn lend(&mut self) -> Option<Lent> {
+        if !self.lending {
+            return None;
+        }
         if self.spare.is_empty() {
             // Before restore every frame comes from scratch, which never
             // holds what is handed over.

@@ -23,6 +23,8 @@ mod luo_read;
 mod memfd_read;
 #[path = "../../../fuzz/fuzz_targets/timing_parse.rs"]
 mod timing_parse;
+#[path = "../../../fuzz/fuzz_targets/tracker_inplace_read.rs"]
+mod tracker_inplace_read;
 #[path = "../../../fuzz/fuzz_targets/tracker_ops.rs"]
 mod tracker_ops;
 #[path = "../../../fuzz/fuzz_targets/tracker_read.rs"]
@@ -42,6 +44,7 @@ const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("luo_read", luo_read::run),
     ("memfd_read", memfd_read::run),
     ("timing_parse", timing_parse::run),
+    ("tracker_inplace_read", tracker_inplace_read::run),
     ("tracker_ops", tracker_ops::run),
     ("tracker_read", tracker_read::run),
     ("vmalloc_read", vmalloc_read::run),

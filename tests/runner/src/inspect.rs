@@ -56,16 +56,31 @@ pub fn inspect(blob: &[u8]) -> String {
         "  TSC:      handoff start {s}, blob written +{} ticks, {jump}",
         w.wrapping_sub(s)
     );
-    let t = h.tracker;
-    let _ = writeln!(
-        out,
-        "  tracker:  chain of {} page(s) from {:#x}, {} records, {} preserved pages ({} MiB)",
-        t.pages.get(),
-        t.first_page.get(),
-        t.records.get(),
-        t.preserved_pages.get(),
-        (t.preserved_pages.get() * 4096) >> 20
-    );
+    match h.tracker {
+        kho::tracker::Root::Chain(t) => {
+            let _ = writeln!(
+                out,
+                "  tracker:  chain of {} page(s) from {:#x}, {} records, {} preserved pages ({} MiB)",
+                t.pages.get(),
+                t.first_page.get(),
+                t.records.get(),
+                t.preserved_pages.get(),
+                (t.preserved_pages.get() * 4096) >> 20
+            );
+        }
+        kho::tracker::Root::InPlace(t) => {
+            let _ = writeln!(
+                out,
+                "  tracker:  in place, {} leaf and {} chunk page(s) listed by {} directory page(s) from {:#x}, {} preserved pages ({} MiB)",
+                t.leaf_pages.get(),
+                t.chunk_pages.get(),
+                t.dir_pages.get(),
+                t.dir.get(),
+                t.preserved_pages.get(),
+                (t.preserved_pages.get() * 4096) >> 20
+            );
+        }
+    }
     for a in h.scratch.areas() {
         let _ = writeln!(out, "  scratch:  {a} {} MiB", a.len() >> 20);
     }
