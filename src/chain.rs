@@ -204,6 +204,27 @@ pub(crate) fn free_pages<S: PageSink + PageSource>(sink: &mut S, first: u64, pag
     }
 }
 
+/// The addresses of a chain's pages, `pages` of them from `first`,
+/// following each page's link (ending early at a page `src` cannot read
+/// or a link of 0). Nothing is checked: the writer's own chain, just
+/// written.
+pub(crate) fn page_addrs<S: PageSource>(
+    src: &S,
+    first: u64,
+    pages: u32,
+) -> impl Iterator<Item = u64> + '_ {
+    let mut at = Some(first).filter(|&a| a != 0);
+    (0..pages).map_while(move |_| {
+        let here = at?;
+        at = src
+            .page(here)
+            .and_then(|p| PageHeader::ref_from_prefix(p.as_slice()).ok())
+            .map(|(h, _)| h.next.get())
+            .filter(|&n| n != 0);
+        Some(here)
+    })
+}
+
 /// Takes `count` pages from `sink`, checks each (aligned, not 0, outside
 /// `scratch`, accepted by `accept`, all distinct) and returns them sorted.
 pub(crate) fn alloc_pages<S: PageSink>(

@@ -105,9 +105,8 @@ pub(crate) fn hand_over(
     };
     let mut before_jump = |mem: &mut KernelMem, s: &Staged<'_>| {
         kprintln!(
-            "kho hop {hop}: preserved {} KiB in {} ranges (with the tracker's own pages), handoff blob {} bytes at {:#x}",
+            "kho hop {hop}: preserved {} KiB (with the tracker's own pages), handoff blob {} bytes at {:#x}",
             s.kept / 1024,
-            s.kept_ranges,
             s.blob.len(),
             s.blob.start
         );

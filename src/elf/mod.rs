@@ -389,15 +389,16 @@ impl<'a> Image<'a> {
     }
 
     /// Checks the destinations against this machine: each inside one RAM
-    /// range and clear of every preserved range.
+    /// range and clear of what must be kept (`kept(range)`: whether the
+    /// range holds preserved memory, asked once a segment).
     #[cfg(any(test, feature = "arch"))]
-    pub fn plan(&self, ram: &[Range], preserved: &[Range]) -> Result<(), ElfError> {
+    pub fn plan(&self, ram: &[Range], kept: impl Fn(Range) -> bool) -> Result<(), ElfError> {
         for s in self.segments() {
             let range = s.pages();
             if !ram.iter().any(|r| r.covers(range)) {
                 return Err(ElfError::NotInRam { range });
             }
-            if preserved.iter().any(|p| p.overlaps(&range)) {
+            if kept(range) {
                 return Err(ElfError::OverlapsPreserved { range });
             }
         }

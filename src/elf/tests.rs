@@ -70,15 +70,15 @@ fn a_good_image_parses_and_plans() {
     assert_eq!(img.file_bytes(&img.segments()[1]).len(), 0x800);
     assert_eq!(img.span(), Range::new(0x20_0000, 0x20_5000));
     let ram = [Range::new(0x10_0000, 0x1000_0000)];
-    assert_eq!(img.plan(&ram, &[]), Ok(()));
+    assert_eq!(img.plan(&ram, |_| false), Ok(()));
     assert_eq!(
-        img.plan(&ram, &[Range::new(0x20_4000, 0x20_5000)]),
+        img.plan(&ram, |r| r.overlaps(&Range::new(0x20_4000, 0x20_5000))),
         Err(ElfError::OverlapsPreserved {
             range: Range::new(0x20_2000, 0x20_5000)
         })
     );
     assert_eq!(
-        img.plan(&[Range::new(0x20_1000, 1 << 30)], &[]),
+        img.plan(&[Range::new(0x20_1000, 1 << 30)], |_| false),
         Err(ElfError::NotInRam {
             range: Range::new(0x20_0000, 0x20_1000)
         })
@@ -165,7 +165,7 @@ fn a_large_image_linked_high_is_fine() {
     let img = Image::parse(&b).unwrap();
     assert_eq!(img.mem_bytes(), 0x1000 + (48 << 20));
     assert_eq!(
-        img.plan(&[Range::new(0, 2 << 30)], &[]),
+        img.plan(&[Range::new(0, 2 << 30)], |_| false),
         Ok(()),
         "{:?}",
         img.segments()

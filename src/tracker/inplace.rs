@@ -204,6 +204,16 @@ impl Tracker {
 }
 
 impl Tracker {
+    /// The tracker's own settled pages (leaf, chunk, directory): with the
+    /// preserved pages, what the next kernel reads of it.
+    pub(crate) fn own_pages(&self) -> impl Iterator<Item = u64> + '_ {
+        self.leaves
+            .pages()
+            .page_addrs()
+            .chain(self.table.pages().page_addrs())
+            .chain(self.dir.pages.iter().filter_map(Page::phys))
+    }
+
     /// What a kexec must keep for a tracker handed over in place: every
     /// preserved range and every page of the tracker, in address order
     /// (with room for two more ranges, which a loader adds).
@@ -212,12 +222,7 @@ impl Tracker {
         let ranges = self
             .ranges()
             .map_err(|_| TrackerChainError::Tracker(super::TrackerError::OutOfMemory))?;
-        let pages = self
-            .leaves
-            .pages()
-            .page_addrs()
-            .chain(self.table.pages().page_addrs())
-            .chain(self.dir.pages.iter().filter_map(Page::phys));
+        let pages = self.own_pages();
         let mut kept = Vec::new();
         kept.try_reserve_exact(
             ranges

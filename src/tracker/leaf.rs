@@ -111,6 +111,11 @@ impl Leaf {
             && (hi == REGION_PAGES as u32 || !self.bit(TAILS, hi))
     }
 
+    /// Whether none of the pages `[lo, hi)` of the region is preserved.
+    pub(super) fn all_clear_in(&self, lo: u32, hi: u32) -> bool {
+        self.all(PAGES, lo, hi, false)
+    }
+
     /// Whether none of the pages of `b` is preserved.
     pub(super) fn all_clear(&self, b: Small) -> bool {
         self.all(PAGES, b.off, b.end(), false)
@@ -159,6 +164,7 @@ impl Leaf {
     }
 
     /// Number of preserved pages.
+    #[cfg(test)]
     pub(super) fn page_count(&self) -> u64 {
         self.words
             .iter()

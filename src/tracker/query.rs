@@ -36,6 +36,49 @@ impl Tracker {
         }
     }
 
+    /// Whether any preserved page lies in the byte range `r`: a look at
+    /// each 2 MiB region `r` spans (or, for a range of more than 8 GiB, at
+    /// each chunk that exists), never a walk of everything preserved. What
+    /// a kexec asks of each range it would write. Without memory for the
+    /// chunk list it answers `true`: kept, so nothing is overwritten.
+    pub(crate) fn holds_any(&self, r: Range) -> bool {
+        let Some(last) = r.end.checked_sub(1).filter(|_| !r.is_empty()) else {
+            return false;
+        };
+        let (first, last) = (r.start >> PAGE_SHIFT, last >> PAGE_SHIFT);
+        let (r0, r1) = (first >> 9, last >> 9);
+        // The slot of `region` holds a page of `r`.
+        let hit = |region: u64, slot: Slot| {
+            let lo = if region == r0 {
+                (first & 511) as u32
+            } else {
+                0
+            };
+            let hi = if region == r1 {
+                (last & 511) as u32 + 1
+            } else {
+                512
+            };
+            match slot {
+                Slot::Large { .. } => true,
+                Slot::Inline(e) => e.off < hi && lo < e.end(),
+                Slot::Leaf(i) => !self.leaves[i].all_clear_in(lo, hi),
+            }
+        };
+        if r1 - r0 < 4096 {
+            return (r0..=r1).any(|region| self.table.get(region).is_some_and(|s| hit(region, s)));
+        }
+        let Ok(chunks) = self.sorted_chunks() else {
+            return true;
+        };
+        chunks.iter().any(|&(base, slots)| {
+            (base..)
+                .zip(slots)
+                .filter(|&(region, &v)| v != 0 && (r0..=r1).contains(&region))
+                .any(|(region, &v)| hit(region, Slot::decode(v)))
+        })
+    }
+
     /// Calls `f(region, slot)` for each region in address order (plain
     /// loops, the chain writer and `ranges` alike).
     pub(super) fn each_region<E: From<TrackerError>>(

@@ -447,6 +447,37 @@ impl<P: Platform> core::fmt::Debug for Blob<'_, P> {
 }
 
 impl<P: Platform> Blob<'_, P> {
+    /// Whether the byte range `r` holds anything the kexec must leave in
+    /// place besides the blob: a preserved page, or a page of the
+    /// tracker's handed-over form. Asked of the tracker, region by region
+    /// of `r`, and of the tracker's own pages: the cost never grows with
+    /// what is preserved. What a kexec loader asks of each range it would
+    /// write (`kho_x86_64::kexec::prepare`'s `keep`); [`kept`](Self::kept)
+    /// lists the same memory, at the cost of a walk of all of it.
+    pub fn keeps(&self, mem: &impl PhysMem, r: Range) -> bool {
+        let tracker = &self.frozen.out.tracker;
+        let page = |p: u64| Range::new(p, p.saturating_add(4096)).overlaps(&r);
+        tracker.holds_any(r)
+            || match self.root {
+                Root::InPlace(_) => tracker.own_pages().any(page),
+                Root::Chain(root) => {
+                    crate::chain::page_addrs(mem, root.first_page.get(), root.pages.get()).any(page)
+                }
+            }
+    }
+
+    /// Bytes the next kernel finds preserved or in the tracker's
+    /// handed-over pages (what [`kept`](Self::kept) lists), from counts
+    /// the tracker keeps.
+    pub fn kept_bytes(&self) -> u64 {
+        let tracker = &self.frozen.out.tracker;
+        let own = match self.root {
+            Root::InPlace(_) => tracker.own_pages().count() as u64,
+            Root::Chain(root) => u64::from(root.pages.get()),
+        };
+        tracker.pages().saturating_add(own).saturating_mul(4096)
+    }
+
     /// Everything the kexec must leave in place besides the blob, read
     /// back from this blob's tracker chain the way the next kernel will
     /// read it (so this is also a check of what was written): every

@@ -7,7 +7,6 @@ use crate::kexec::{self, KernelFrames, KexecError, NextImage, NextModule, StageF
 use crate::pvh::BootParams;
 use crate::tsc;
 use alloc::vec;
-use alloc::vec::Vec;
 use core::convert::Infallible;
 use core::fmt;
 use kho::fdt::WriteError;
@@ -32,9 +31,6 @@ pub enum HandOverError {
     },
     /// The blob could not be written to its frames.
     BlobPlace,
-    /// Reading back what the handoff keeps (a check of what was written)
-    /// failed.
-    Kept(kho::Error),
     /// The next image was refused, or staging it failed.
     Kexec(KexecError),
 }
@@ -48,7 +44,6 @@ impl fmt::Display for HandOverError {
                 "hand-over: no {pages} contiguous free pages below 4 GiB for the handoff blob"
             ),
             HandOverError::BlobPlace => f.write_str("hand-over: cannot write the blob's frames"),
-            HandOverError::Kept(e) => write!(f, "hand-over: reading back what is kept: {e}"),
             HandOverError::Kexec(e) => write!(f, "hand-over: {e}"),
         }
     }
@@ -57,7 +52,7 @@ impl fmt::Display for HandOverError {
 impl core::error::Error for HandOverError {
     fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
         match self {
-            HandOverError::Write(e) | HandOverError::Kept(e) => Some(e),
+            HandOverError::Write(e) => Some(e),
             HandOverError::Kexec(e) => Some(e),
             _ => None,
         }
@@ -73,10 +68,8 @@ pub struct Staged<'a> {
     /// The blob's stamps as placed (the jump stamp is the last reading).
     pub stamps: Stamps,
     /// Bytes the next kernel will find preserved or in the tracker's
-    /// chain ([`kho::Blob::kept`]), and in how many ranges.
+    /// handed-over pages ([`kho::Blob::kept_bytes`]).
     pub kept: u64,
-    /// Those ranges.
-    pub kept_ranges: usize,
     /// What [`kexec::prepare`] staged: bytes built, bytes copied from the
     /// image module, list pages, where the segments go, the entry.
     pub prepared: &'a kexec::Prepared,
@@ -162,7 +155,7 @@ pub fn hand_over_with(
     };
     // Most blobs fit; a larger one is written again at the size it asks.
     let mut buf = vec![0u8; 64 << 10];
-    let written = match out.write_with(mem, &mut buf, hop, Stamps::default(), &mut *extra) {
+    let handoff = match out.write_with(mem, &mut buf, hop, Stamps::default(), &mut *extra) {
         Ok(w) => w,
         Err(e) => {
             let need = e.needed().ok_or(HandOverError::Write(e))?;
@@ -171,7 +164,7 @@ pub fn hand_over_with(
                 .map_err(HandOverError::Write)?
         }
     };
-    let len = written.len;
+    let len = handoff.len;
     buf.truncate(len);
     let pages = (len as u64).div_ceil(PAGE_SIZE);
     // The blob's frames: below 4 GiB (the next kernel reads it before its
@@ -190,13 +183,10 @@ pub fn hand_over_with(
         e
     };
     let blob = Range::new(at, at + len as u64);
-    let ram: Vec<Range> = params.ram().collect();
-    let mut keep = written
-        .kept(mem, &ram)
-        .map_err(|e| give_back(stage, HandOverError::Kept(e)))?;
-    let (kept, kept_ranges) = (keep.iter().map(|r| r.len()).sum(), keep.len());
-    keep.push(Range::new(at, at + pages * PAGE_SIZE));
-    keep.push(next.module);
+    // What the kexec keeps: asked of the tracker range by range (no walk
+    // of everything preserved), and the blob's frames and the image.
+    let kept = handoff.kept_bytes();
+    let blob_frames = Range::new(at, at + pages * PAGE_SIZE);
     let modules = [
         NextModule {
             range: next.module,
@@ -224,6 +214,8 @@ pub fn hand_over_with(
         f(mem);
     }
     let stage_tsc = tsc::now();
+    let keep =
+        |r: Range| r.overlaps(&blob_frames) || r.overlaps(&next.module) || handoff.keeps(&*mem, r);
     let prepared = kexec::prepare_with(
         &mut *stage,
         params,
@@ -244,7 +236,6 @@ pub fn hand_over_with(
             blob,
             stamps,
             kept,
-            kept_ranges,
             prepared: &prepared,
             stage_tsc,
             prepare_ticks,

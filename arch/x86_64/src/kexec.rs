@@ -382,9 +382,12 @@ pub fn next_image(p: &BootParams, hop: u32) -> Option<NextImage> {
 /// until the jump; anything else is [`KexecError::NotAModule`]), read
 /// through the direct map.
 ///
-/// `keep` is everything that must survive the jump besides what is staged
-/// here: preserved memory, the handoff's metadata, the modules. The image's
-/// destinations must be RAM and clear of all of it. `modules` are handed to
+/// `keep` says whether a range holds anything that must survive the jump
+/// besides what is staged here: preserved memory, the handoff's metadata,
+/// the modules ([`kho::Blob::keeps`] answers for the first two without a
+/// walk of everything preserved; a list of ranges answers with
+/// `&|r| list.iter().any(|k| k.overlaps(&r))`). The image's destinations
+/// must be RAM and clear of all of it. `modules` are handed to
 /// the next kernel with their command lines, `cmdline` is its command line.
 /// With `in_place`, if `image` is one of the modules, whole pages of it
 /// are copied from where it lies, not staged (without it, every page with
@@ -393,7 +396,7 @@ pub fn next_image(p: &BootParams, hop: u32) -> Option<NextImage> {
 pub fn prepare(
     params: &BootParams,
     image: Range,
-    keep: &[Range],
+    keep: &dyn Fn(Range) -> bool,
     modules: &[NextModule<'_>],
     cmdline: &str,
     in_place: bool,
@@ -415,7 +418,7 @@ pub fn prepare_with(
     frames: &mut dyn StageFrames,
     params: &BootParams,
     image: Range,
-    keep: &[Range],
+    keep: &dyn Fn(Range) -> bool,
     modules: &[NextModule<'_>],
     cmdline: &str,
     in_place: bool,

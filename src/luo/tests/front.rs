@@ -156,4 +156,50 @@ fn the_blob_says_what_the_kexec_keeps() {
         kept_bytes > preserved_bytes,
         "the chain's pages are kept too"
     );
+    keeps_agrees(&blob, &mem, &kept);
+}
+
+/// The same with a platform that lends frames: the tracker is handed over
+/// in place, and the kexec is asked to keep its own pages.
+#[test]
+fn the_blob_says_what_the_kexec_keeps_in_place() {
+    let (mut mem, scratch) = setup();
+    mem.lend_frames();
+    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+    let files = out.register(MemfdHandler::default()).unwrap();
+    out.create_session("s").unwrap();
+    let f = file(&mut mem, 300_000, 7, 0);
+    out.preserve(files, "s", 1, f, &mut mem).unwrap();
+    out.preserve_range(Range::new(0x800_0000, 0x800_3000))
+        .unwrap();
+    let mut frozen = out.freeze(&mut mem, Freeze::AllowLoss).unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    let blob = frozen
+        .write(&mut mem, &mut buf, 0, Stamps::default())
+        .unwrap();
+    let h = crate::handoff::Handoff::parse(&buf[..blob.len], &[RAM]).unwrap();
+    assert!(matches!(h.tracker, crate::tracker::Root::InPlace(_)));
+    let kept = blob.kept(&mem, &[RAM]).unwrap();
+    keeps_agrees(&blob, &mem, &kept);
+}
+
+/// `keeps` answers for a range as the list `kept` does, and `kept_bytes`
+/// is the list's total: asked at every edge of every kept range (the page
+/// either side, a byte either side, both), and of all of memory at once.
+fn keeps_agrees(blob: &crate::Blob<'_, HostMem>, mem: &HostMem, kept: &[Range]) {
+    assert_eq!(blob.kept_bytes(), kept.iter().map(|r| r.len()).sum::<u64>());
+    for e in kept.iter().flat_map(|k| [k.start, k.end]) {
+        let below = e.saturating_sub(4096);
+        for r in [
+            Range::new(below, e),
+            Range::new(e, e + 4096),
+            Range::new(e.saturating_sub(1), e + 1),
+            Range::new(below, e + 4096),
+        ] {
+            let want = kept.iter().any(|k| k.overlaps(&r));
+            assert_eq!(blob.keeps(mem, r), want, "{r}");
+        }
+    }
+    assert!(blob.keeps(mem, Range::new(0, 1 << 45)));
+    assert!(!blob.keeps(mem, Range::new(1 << 45, 1 << 46)));
 }
