@@ -400,9 +400,29 @@ impl LeafStore {
         r
     }
 
-    /// [`Leaf::set`] on leaf `i`.
+    /// [`Leaf::set`] on leaf `i`, the checksum brought up to date by the
+    /// word pairs the block covers only (one pair below order 7).
     pub(super) fn set(&mut self, i: u32, b: Small, on: bool) {
-        self.update(i, |l| l.set(b, on));
+        let (k0, k1) = ((b.off / 64) as usize, ((b.end() - 1) / 64) as usize);
+        let leaf = self.leaf_mut(i);
+        let old = leaf.words;
+        leaf.set(b, on);
+        let new = leaf.words;
+        let changes = new
+            .get(k0..=k1)
+            .unwrap_or(&[])
+            .iter()
+            .zip(old.get(k0..=k1).unwrap_or(&[]))
+            .flat_map(|(n, o)| {
+                [
+                    n[PAGES].wrapping_sub(o[PAGES]),
+                    n[TAILS].wrapping_sub(o[TAILS]),
+                ]
+            });
+        // Word `2k + w` of leaf `i` weighs `32i + 1 + 2(2k + w)`.
+        let first = (u64::from(i) << 5 | (k0 as u64) << 2) | 1;
+        self.pages
+            .add_to_sum(super::pages::weighted(changes, first, 1));
     }
 
     /// Sets leaf `i` to `leaf`.
