@@ -374,10 +374,7 @@ impl LeafStore {
     /// The sum computed from every leaf, for tests of the kept one.
     #[cfg(test)]
     pub(super) fn sum_again(&self) -> u64 {
-        self.pages
-            .iter()
-            .enumerate()
-            .fold(0, |s, (p, page)| s.wrapping_add(page_sum(p, page)))
+        self.pages.sum_again(page_sum)
     }
 
     /// Changes leaf `i` with `f`, the checksum brought up to date by the

@@ -174,6 +174,15 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable + 'static> Pages<T> {
         self.sum = self.sum.wrapping_add(d);
     }
 
+    /// The checksum computed again from every page, `weigh(index, page)`
+    /// each page's share: for tests of the kept one.
+    #[cfg(test)]
+    pub(super) fn sum_again(&self, weigh: impl Fn(usize, &T) -> u64) -> u64 {
+        self.iter()
+            .enumerate()
+            .fold(0, |s, (i, page)| s.wrapping_add(weigh(i, page)))
+    }
+
     /// Every page, in order.
     #[cfg(test)]
     pub(super) fn iter(&self) -> impl Iterator<Item = &T> + '_ {

@@ -179,10 +179,7 @@ impl RegionTable {
     /// The same, from every page, for tests of the kept one.
     #[cfg(test)]
     pub(super) fn sum_again(&self) -> u64 {
-        self.pages
-            .iter()
-            .enumerate()
-            .fold(0, |s, (c, page)| s.wrapping_add(page_sum(c, page)))
+        self.pages.sum_again(page_sum)
     }
 
     /// The table's pages, to settle and list.

@@ -118,69 +118,58 @@ fn words_are_read_back_only_at_their_exact_length() {
     assert_eq!(pl.words::<1>(), None);
 }
 
+/// What the kexec keeps, with the tracker's chain written at freeze and
+/// with it handed over in place (a platform that lends frames).
 #[test]
 fn the_blob_says_what_the_kexec_keeps() {
-    let (mut mem, scratch) = setup();
-    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
-    let files = out.register(MemfdHandler::default()).unwrap();
-    out.create_session("s").unwrap();
-    let f = file(&mut mem, 300_000, 7, 0);
-    out.preserve(files, "s", 1, f, &mut mem).unwrap();
-    out.preserve_range(Range::new(0x800_0000, 0x800_3000))
-        .unwrap();
-    let mut frozen = out.freeze(&mut mem, Freeze::AllowLoss).unwrap();
-    let mut buf = vec![0u8; 64 << 10];
-    let blob = frozen
-        .write(&mut mem, &mut buf, 0, Stamps::default())
-        .unwrap();
-    let kept = blob.kept(&mem, &[RAM]).unwrap();
-    assert!(
-        kept.capacity() >= kept.len() + 2,
-        "room for the blob and the image"
-    );
-    // The next kernel reserves exactly these: every preserved range and
-    // every page of the tracker's chain.
-    let n = blob.len;
-    let inc = boot(&mut mem, &buf[..n]).unwrap();
-    let preserved: Vec<Range> = inc.preserved().collect();
-    for r in &preserved {
-        assert!(kept.iter().any(|k| k.covers(*r)), "{r} not kept");
+    for lend in [false, true] {
+        let (mut mem, scratch) = setup();
+        if lend {
+            mem.lend_frames();
+        }
+        let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
+        let files = out.register(MemfdHandler::default()).unwrap();
+        out.create_session("s").unwrap();
+        let f = file(&mut mem, 300_000, 7, 0);
+        out.preserve(files, "s", 1, f, &mut mem).unwrap();
+        out.preserve_range(Range::new(0x800_0000, 0x800_3000))
+            .unwrap();
+        let mut frozen = out.freeze(&mut mem, Freeze::AllowLoss).unwrap();
+        let mut buf = vec![0u8; 64 << 10];
+        let blob = frozen
+            .write(&mut mem, &mut buf, 0, Stamps::default())
+            .unwrap();
+        let n = blob.len;
+        let h = crate::handoff::Handoff::parse(&buf[..n], &[RAM]).unwrap();
+        assert_eq!(matches!(h.tracker, crate::tracker::Root::InPlace(_)), lend);
+        let kept = blob.kept(&mem, &[RAM]).unwrap();
+        assert!(
+            kept.capacity() >= kept.len() + 2,
+            "room for the blob and the image"
+        );
+        keeps_agrees(&blob, &mem, &kept);
+        assert!(
+            kept.iter()
+                .any(|k| k.covers(Range::new(0x800_0000, 0x800_3000)))
+        );
+        if lend {
+            // The next kernel reads the tracker where it lay.
+            frozen.hand_back(&mut mem);
+        }
+        // The next kernel reserves exactly these: every preserved range
+        // and every page of the tracker's handed-over form.
+        let inc = boot(&mut mem, &buf[..n]).unwrap();
+        let preserved: Vec<Range> = inc.preserved().collect();
+        for r in &preserved {
+            assert!(kept.iter().any(|k| k.covers(*r)), "{r} not kept");
+        }
+        let kept_bytes: u64 = kept.iter().map(|r| r.len()).sum();
+        let preserved_bytes: u64 = preserved.iter().map(|r| r.len()).sum();
+        assert!(
+            kept_bytes > preserved_bytes,
+            "the tracker's pages are kept too"
+        );
     }
-    assert!(
-        kept.iter()
-            .any(|k| k.covers(Range::new(0x800_0000, 0x800_3000)))
-    );
-    let kept_bytes: u64 = kept.iter().map(|r| r.len()).sum();
-    let preserved_bytes: u64 = preserved.iter().map(|r| r.len()).sum();
-    assert!(
-        kept_bytes > preserved_bytes,
-        "the chain's pages are kept too"
-    );
-    keeps_agrees(&blob, &mem, &kept);
-}
-
-/// The same with a platform that lends frames: the tracker is handed over
-/// in place, and the kexec is asked to keep its own pages.
-#[test]
-fn the_blob_says_what_the_kexec_keeps_in_place() {
-    let (mut mem, scratch) = setup();
-    mem.lend_frames();
-    let mut out = Outgoing::<HostMem>::new(scratch).unwrap();
-    let files = out.register(MemfdHandler::default()).unwrap();
-    out.create_session("s").unwrap();
-    let f = file(&mut mem, 300_000, 7, 0);
-    out.preserve(files, "s", 1, f, &mut mem).unwrap();
-    out.preserve_range(Range::new(0x800_0000, 0x800_3000))
-        .unwrap();
-    let mut frozen = out.freeze(&mut mem, Freeze::AllowLoss).unwrap();
-    let mut buf = vec![0u8; 64 << 10];
-    let blob = frozen
-        .write(&mut mem, &mut buf, 0, Stamps::default())
-        .unwrap();
-    let h = crate::handoff::Handoff::parse(&buf[..blob.len], &[RAM]).unwrap();
-    assert!(matches!(h.tracker, crate::tracker::Root::InPlace(_)));
-    let kept = blob.kept(&mem, &[RAM]).unwrap();
-    keeps_agrees(&blob, &mem, &kept);
 }
 
 /// `keeps` answers for a range as the list `kept` does, and `kept_bytes`
