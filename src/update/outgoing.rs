@@ -478,11 +478,13 @@ impl<P: Platform> Blob<'_, P> {
         tracker.pages().saturating_add(own).saturating_mul(4096)
     }
 
-    /// Everything the kexec must leave in place besides the blob, read
-    /// back from this blob's tracker chain the way the next kernel will
-    /// read it (so this is also a check of what was written): every
-    /// preserved range and every chain page. What a kexec loader is given
-    /// as memory to keep (`kho_x86_64::kexec::prepare`'s `keep`).
+    /// Everything the kexec must leave in place besides the blob, as a
+    /// list in address order: every preserved range and every page of the
+    /// tracker's handed-over form. A chain is read back the way the next
+    /// kernel will read it (so this is also a check of what was written);
+    /// a tracker in place is walked. For a loader that wants a list: it
+    /// costs a walk of everything preserved, where [`keeps`](Self::keeps)
+    /// answers for one range without it.
     pub fn kept(&self, mem: &impl PhysMem, ram: &[Range]) -> Result<Vec<Range>, Error> {
         let root = match self.root {
             Root::Chain(root) => root,
