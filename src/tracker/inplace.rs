@@ -569,7 +569,7 @@ fn decode<R: Reserve>(
                             *m = pages;
                         }
                         let edges = leaf::Edges::of(&map);
-                        edges.each(edges.count(), |first, n| ranges.pages(region, first, n))?;
+                        edges.each_all(|first, n| ranges.pages(region, first, n))?;
                     }
                     3 => {
                         let (head, order) = (v & 0x1ff, (v >> 9) & 0x1f);

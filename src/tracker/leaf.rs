@@ -284,6 +284,27 @@ impl Edges {
         Ok(())
     }
 
+    /// Calls `f(first bit, bits)` for every run, in order, until the
+    /// starts run out (for a caller that does not need the count first).
+    #[inline(always)]
+    pub(super) fn each_all<E>(
+        &self,
+        mut f: impl FnMut(u32, u32) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let (mut starts, mut ends) = (self.starts, self.ends);
+        let (mut smask, mut emask) = (0u32, 0u32);
+        for i in 0..8 {
+            smask |= u32::from(starts[i] != 0) << i;
+            emask |= u32::from(ends[i] != 0) << i;
+        }
+        while smask != 0 {
+            let first = Self::take(&mut starts, &mut smask);
+            let last = Self::take(&mut ends, &mut emask);
+            f(first, last.wrapping_add(1).wrapping_sub(first))?;
+        }
+        Ok(())
+    }
+
     /// Takes the lowest set bit of `map` (whose words with a bit set are
     /// the bits of `mask`) and returns its position (past 511 if none is
     /// left).
@@ -583,6 +604,9 @@ mod tests {
             let mut got = Vec::new();
             edges.each(edges.count(), |s, n| { got.push((s, n)); Ok::<(), ()>(()) }).unwrap();
             prop_assert_eq!(got, want.clone());
+            let mut all = Vec::new();
+            edges.each_all(|s, n| { all.push((s, n)); Ok::<(), ()>(()) }).unwrap();
+            prop_assert_eq!(all, want.clone());
             let span = want.first().zip(want.last()).map(|(f, l)| (f.0, l.0 + l.1));
             prop_assert_eq!(map_span(&maps), span);
         }
