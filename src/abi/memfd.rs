@@ -93,7 +93,7 @@ impl FolioWord {
     }
 
     /// The flags this crate knows.
-    #[cfg(any(test, feature = "tools"))]
+    #[cfg(feature = "tools")]
     #[inline(always)]
     pub const fn flags(self) -> FolioFlags {
         FolioFlags::from_bits_truncate(self.0)
@@ -123,7 +123,7 @@ pub mod v1 {
     pub const VERSION: &str = "memfd-v1";
 
     /// Bytes per record.
-    #[cfg(any(test, feature = "tools"))]
+    #[cfg(feature = "tools")]
     pub const RECORD_BYTES: usize = 16;
 
     /// The descriptor.
