@@ -1,7 +1,7 @@
 //! The tracker handed over as it lies (`kho-tracker-v4`): its own pages,
 //! settled into frames the platform lends, listed by a directory, with a
-//! checksum brought up to date after each change, so that freeze writes
-//! only a root.
+//! checksum every write keeps up to date, so that freeze writes only a
+//! root.
 //!
 //! Layout (little-endian; see `docs/abi.md`):
 //! - [`TrackerRootV4`] (40 bytes, in the blob): the first directory page,
@@ -135,8 +135,7 @@ impl Tracker {
     /// change, so that handing over finds nothing left to do. `false` if
     /// `p` lent too few frames (nothing is lost; a later call goes on).
     pub(crate) fn keep_in_place(&mut self, p: &mut impl FrameAlloc) -> bool {
-        self.settle(p);
-        if !self.leaves.pages().settled() || !self.table.pages().settled() {
+        if !self.settle(p) {
             return false;
         }
         while let Some(phys) = self.leaves.pages().page_phys(self.dir.leaves) {
@@ -218,10 +217,8 @@ impl Tracker {
     /// preserved range and every page of the tracker, in address order
     /// (with room for two more ranges, which a loader adds).
     pub(crate) fn kept(&self) -> Result<Vec<Range>, TrackerChainError> {
-        let oom = |_| TrackerChainError::Tracker(super::TrackerError::OutOfMemory);
-        let ranges = self
-            .ranges()
-            .map_err(|_| TrackerChainError::Tracker(super::TrackerError::OutOfMemory))?;
+        let oom = TrackerChainError::Tracker(super::TrackerError::OutOfMemory);
+        let ranges = self.ranges().map_err(|_| oom)?;
         let pages = self.own_pages();
         let mut kept = Vec::new();
         kept.try_reserve_exact(
@@ -231,7 +228,7 @@ impl Tracker {
                 .saturating_add(self.dir.pages.len())
                 .saturating_add(2),
         )
-        .map_err(oom)?;
+        .map_err(|_| oom)?;
         kept.extend(ranges);
         kept.extend(pages.map(|p| Range::new(p, p.saturating_add(4096))));
         kept.sort_unstable();
@@ -466,14 +463,8 @@ fn occupied(slots: &[U32]) -> [u64; 8] {
 
 /// Clears bits `[lo, hi)` of a 512-bit map, a word at a time.
 fn clear_bits(map: &mut [u64; 8], lo: usize, hi: usize) {
-    for (k, w) in (0usize..).step_by(64).zip(map.iter_mut()) {
-        let (a, b) = (lo.max(k), hi.min(k.saturating_add(64)));
-        if let Some(n) = b.checked_sub(a).filter(|&n| n > 0) {
-            let ones = u64::MAX
-                .checked_shr(64u32.saturating_sub(n as u32))
-                .unwrap_or(0);
-            *w &= !(ones << (a.saturating_sub(k) & 63));
-        }
+    for (w, word) in (0u32..).zip(map.iter_mut()) {
+        *word &= !leaf::word_mask(w, lo as u32, hi as u32);
     }
 }
 
@@ -569,7 +560,7 @@ fn decode<R: Reserve>(
                             *m = pages;
                         }
                         let edges = leaf::Edges::of(&map);
-                        edges.each_all(|first, n| ranges.pages(region, first, n))?;
+                        edges.each(u32::MAX, |first, n| ranges.pages(region, first, n))?;
                     }
                     3 => {
                         let (head, order) = (v & 0x1ff, (v >> 9) & 0x1f);

@@ -29,7 +29,7 @@ pub(super) struct Leaf {
 }
 
 /// Mask of bits `[lo, hi)` within word `w` of a 512-bit map.
-fn word_mask(w: u32, lo: u32, hi: u32) -> u64 {
+pub(super) fn word_mask(w: u32, lo: u32, hi: u32) -> u64 {
     let (base, top) = (w * 64, w * 64 + 64);
     let (a, b) = (lo.max(base), hi.min(top));
     if a >= b {
@@ -118,7 +118,7 @@ impl Leaf {
 
     /// Whether none of the pages of `b` is preserved.
     pub(super) fn all_clear(&self, b: Small) -> bool {
-        self.all(PAGES, b.off, b.end(), false)
+        self.all_clear_in(b.off, b.end())
     }
 
     /// Sets (`on`) or clears the pages and tails of `b`.
@@ -258,8 +258,10 @@ impl Edges {
         (lanes.wrapping_mul(0x0001_0001_0001_0001) >> 48) as u32
     }
 
-    /// Calls `f(first bit, bits)` for each of the first `n` runs, in
-    /// order (`n` at most [`count`](Self::count)). No branch depends on
+    /// Calls `f(first bit, bits)` for each run, in order, at most `n` of
+    /// them (the chain writer knows the [`count`](Self::count) and passes
+    /// it, which lets the loop's end be predicted; the reader passes
+    /// `u32::MAX` rather than count first). No other branch depends on
     /// where the runs lie: each step takes the lowest start and the lowest
     /// end left, finding their words through a mask of the words that
     /// still hold one. A loop over words and bits instead mispredicted
@@ -277,27 +279,9 @@ impl Edges {
             emask |= u32::from(ends[i] != 0) << i;
         }
         for _ in 0..n {
-            let first = Self::take(&mut starts, &mut smask);
-            let last = Self::take(&mut ends, &mut emask);
-            f(first, last.wrapping_add(1).wrapping_sub(first))?;
-        }
-        Ok(())
-    }
-
-    /// Calls `f(first bit, bits)` for every run, in order, until the
-    /// starts run out (for a caller that does not need the count first).
-    #[inline(always)]
-    pub(super) fn each_all<E>(
-        &self,
-        mut f: impl FnMut(u32, u32) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let (mut starts, mut ends) = (self.starts, self.ends);
-        let (mut smask, mut emask) = (0u32, 0u32);
-        for i in 0..8 {
-            smask |= u32::from(starts[i] != 0) << i;
-            emask |= u32::from(ends[i] != 0) << i;
-        }
-        while smask != 0 {
+            if smask == 0 {
+                break;
+            }
             let first = Self::take(&mut starts, &mut smask);
             let last = Self::take(&mut ends, &mut emask);
             f(first, last.wrapping_add(1).wrapping_sub(first))?;
@@ -354,7 +338,7 @@ pub(super) struct LeafStore {
 /// The weight of word `w` (0 to 15, in memory order) of leaf `i` in the
 /// store's checksum: odd, so any single changed word changes the sum, and
 /// different for every word, so words that trade places do too.
-#[cfg(test)]
+#[inline(always)]
 pub(super) fn weight(i: u32, w: usize) -> u64 {
     (u64::from(i) << 4 | w as u64) << 1 | 1
 }
@@ -399,22 +383,13 @@ impl LeafStore {
     }
 
     /// Changes leaf `i` with `f`, the checksum brought up to date by the
-    /// change of each of its 16 words (word `w` of leaf `i` weighs
-    /// `32i + 1 + 2w`).
+    /// change of each of its 16 words.
     pub(super) fn update<R>(&mut self, i: u32, f: impl FnOnce(&mut Leaf) -> R) -> R {
         let leaf = self.leaf_mut(i);
-        let old = *leaf;
+        let old = leaf.words;
         let r = f(leaf);
-        let new = *leaf;
-        let changes = new
-            .words
-            .as_flattened()
-            .iter()
-            .zip(old.words.as_flattened())
-            .map(|(n, o)| n.wrapping_sub(*o));
-        let first = u64::from(i) << 5 | 1;
-        self.pages
-            .add_to_sum(super::pages::weighted(changes, first, 1));
+        let new = leaf.words;
+        self.add_changes(i, 0, &old, &new);
         r
     }
 
@@ -426,21 +401,21 @@ impl LeafStore {
         let old = leaf.words;
         leaf.set(b, on);
         let new = leaf.words;
+        let (old, new) = (old.get(k0..=k1), new.get(k0..=k1));
+        self.add_changes(i, k0, old.unwrap_or(&[]), new.unwrap_or(&[]));
+    }
+
+    /// Adds to the checksum what changed from `old` to `new` in the word
+    /// pairs of leaf `i` from pair `k0`: each word's weight ([`weight`])
+    /// times its change.
+    fn add_changes(&mut self, i: u32, k0: usize, old: &[[u64; 2]], new: &[[u64; 2]]) {
         let changes = new
-            .get(k0..=k1)
-            .unwrap_or(&[])
+            .as_flattened()
             .iter()
-            .zip(old.get(k0..=k1).unwrap_or(&[]))
-            .flat_map(|(n, o)| {
-                [
-                    n[PAGES].wrapping_sub(o[PAGES]),
-                    n[TAILS].wrapping_sub(o[TAILS]),
-                ]
-            });
-        // Word `2k + w` of leaf `i` weighs `32i + 1 + 2(2k + w)`.
-        let first = (u64::from(i) << 5 | (k0 as u64) << 2) | 1;
+            .zip(old.as_flattened())
+            .map(|(n, o)| n.wrapping_sub(*o));
         self.pages
-            .add_to_sum(super::pages::weighted(changes, first, 1));
+            .add_to_sum(super::pages::weighted(changes, weight(i, 2 * k0), 1));
     }
 
     /// Sets leaf `i` to `leaf`.
@@ -458,8 +433,7 @@ impl LeafStore {
             return false;
         }
         let tails = m & m.wrapping_sub(1);
-        let pair = (phys >> (PAGE_SHIFT + 6)) & 7;
-        let w = (u64::from(i) << 5 | pair << 2) | 1;
+        let w = weight(i, 2 * ((phys >> (PAGE_SHIFT + 6)) & 7) as usize);
         self.pages.add_to_sum(
             w.wrapping_mul(m.wrapping_add(tails))
                 .wrapping_add(tails.wrapping_mul(2)),
@@ -605,7 +579,7 @@ mod tests {
             edges.each(edges.count(), |s, n| { got.push((s, n)); Ok::<(), ()>(()) }).unwrap();
             prop_assert_eq!(got, want.clone());
             let mut all = Vec::new();
-            edges.each_all(|s, n| { all.push((s, n)); Ok::<(), ()>(()) }).unwrap();
+            edges.each(u32::MAX, |s, n| { all.push((s, n)); Ok::<(), ()>(()) }).unwrap();
             prop_assert_eq!(all, want.clone());
             let span = want.first().zip(want.last()).map(|(f, l)| (f.0, l.0 + l.1));
             prop_assert_eq!(map_span(&maps), span);

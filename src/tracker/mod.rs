@@ -20,9 +20,11 @@
 //! tracker is dropped); running out of it is a typed error with no partial
 //! state.
 //!
-//! At handover, `chain` writes the preserved set as a chain of pages of
-//! address-ordered records (coalesced extents and, for fragmented regions,
-//! bitmaps), which the next kernel walks in place.
+//! At handover, where the platform lends frames, the tracker's own pages
+//! are handed over as they lie (`inplace`, `kho-tracker-v4`: only a root
+//! is written); elsewhere `chain` writes the preserved set as a chain of
+//! pages of address-ordered records (coalesced extents and, for
+//! fragmented regions, bitmaps). The next kernel reads either in place.
 
 #[cfg(feature = "tools")]
 pub mod chain;
@@ -237,9 +239,9 @@ impl Tracker {
     }
 
     /// Moves the tracker's pages that are still on the heap into frames
-    /// lent by `lend`; returns how many moved.
-    pub(crate) fn settle(&mut self, lend: &mut impl crate::platform::FrameAlloc) -> usize {
-        self.leaves.pages_mut().settle(lend) + self.table.pages_mut().settle(lend)
+    /// lent by `lend`; whether every page is settled.
+    pub(crate) fn settle(&mut self, lend: &mut impl crate::platform::FrameAlloc) -> bool {
+        self.leaves.pages_mut().settle(lend) && self.table.pages_mut().settle(lend)
     }
 
     /// The checksum of the tracker's pages, kept up to date by every

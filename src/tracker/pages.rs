@@ -190,23 +190,15 @@ impl<T: FromBytes + IntoBytes + KnownLayout + Immutable + 'static> Pages<T> {
     }
 
     /// Moves every page still on the heap into a frame `p` lends, in
-    /// order; stops at the first refused. Returns the pages moved.
-    pub(super) fn settle(&mut self, p: &mut impl FrameAlloc) -> usize {
-        let mut moved = 0;
+    /// order; stops at the first refused. Whether every page is settled.
+    pub(super) fn settle(&mut self, p: &mut impl FrameAlloc) -> bool {
         while let Some(page) = self.pages.get_mut(self.settled) {
-            let was = page.phys().is_none();
             if !page.settle(p) {
-                break;
+                return false;
             }
-            moved += usize::from(was);
             self.settled += 1;
         }
-        moved
-    }
-
-    /// Whether every page is settled.
-    pub(super) fn settled(&self) -> bool {
-        self.settled == self.pages.len()
+        true
     }
 
     /// The address of page `i`, if it exists and is settled.

@@ -20,7 +20,7 @@ pub(super) const DENSE_WORD: usize = 514;
 /// (as a leaf word's, times an odd constant so the two kinds of page weigh
 /// their words differently). Summed a 64-bit word at a time, a page takes
 /// half the multiplies it would as slots.
-#[cfg(test)]
+#[inline(always)]
 pub(super) fn weight(c: u32, g: usize) -> u64 {
     ((u64::from(c) << 9 | g as u64) << 1 | 1).wrapping_mul(WEIGHT_K)
 }
@@ -166,8 +166,7 @@ impl RegionTable {
     fn write(&mut self, c: u32, j: usize, v: u32) -> u32 {
         let old = core::mem::replace(&mut self.pages.get_mut(c as usize)[j], v);
         let change = u64::from(v).wrapping_sub(u64::from(old)) << (32 * (j & 1));
-        let weight = ((u64::from(c) << 9 | (j / 2) as u64) << 1 | 1).wrapping_mul(WEIGHT_K);
-        self.pages.add_to_sum(change.wrapping_mul(weight));
+        self.pages.add_to_sum(change.wrapping_mul(weight(c, j / 2)));
         old
     }
 
