@@ -295,7 +295,7 @@ impl FrameAlloc for KernelMem {
             bytes as *const Frame,
             paging::phys_to_virt(phys).as_ptr::<Frame>(),
         );
-        if ours && phys.is_multiple_of(PAGE_SIZE) && self.lent.iter().any(|r| r.covers(page)) {
+        if ours && phys.is_multiple_of(PAGE_SIZE) && self.lent.intersects(page) {
             // Now an allocated frame like any other, through the token.
             let _ = self.lent.carve(page);
         }
