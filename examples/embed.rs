@@ -8,6 +8,7 @@
 //! counts: the handler (at most 80 lines) and both kernels' life cycle (at
 //! most 60).
 
+use kho::abi::handoff::Stamps;
 use kho::luo::{
     Handler, LuoError, Payload, PayloadIn, Prepared, RestoreCtx, Version, le_bytes, le_words,
 };
@@ -17,7 +18,7 @@ use kho::platform::{Frame, FrameAlloc, MapError, MapFrames, Mapping, PhysMem};
 use kho::ranges::Range;
 use kho::reserve::{Kept, ReserveLog};
 use kho::tracker::Tracker;
-use kho::{Freeze, Incoming, Outgoing, handoff::Stamps};
+use kho::{Freeze, Incoming, Outgoing};
 
 const MIB: u64 = 1 << 20;
 /// RAM of the machine: 128 MiB from 2 MiB up (scratch takes the first 64).

@@ -2,7 +2,7 @@
 //! preserved page is ever handed to two owners, and everything nobody
 //! adopted goes back to the allocator.
 //!
-//! After [`crate::handoff::restore`], the next kernel knows which ranges are
+//! After the handoff is restored (`kho::handoff::restore`), the next kernel knows which ranges are
 //! preserved, but not who owns them. Every preserved page has exactly one
 //! role for the whole restore: free (nobody adopted it yet), *data* of one
 //! object ([`Claims::claim`]), or *metadata* that one reader read
@@ -29,7 +29,9 @@
 )]
 
 use crate::PAGE_SIZE;
-use crate::ranges::{Range, RangeVec};
+use crate::ranges::Range;
+#[cfg(any(test, feature = "arch"))]
+use crate::ranges::RangeVec;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -101,6 +103,7 @@ impl Claims {
     /// folio may straddle two reported ranges), refusing anything in
     /// `scratch`: scratch is cut out of the preserved ranges first, so a
     /// claim in scratch is refused even if the list given overlaps it.
+    #[cfg(any(test, feature = "arch"))]
     pub fn new(
         preserved: impl IntoIterator<Item = Range>,
         scratch: &[Range],
@@ -172,16 +175,19 @@ impl Claims {
     }
 
     /// The preserved ranges, joined and sorted.
+    #[cfg(any(test, feature = "arch"))]
     pub fn preserved(&self) -> impl Iterator<Item = Range> + '_ {
         self.spans.iter().map(|s| s.range)
     }
 
     /// Pages claimed now (data and metadata).
+    #[cfg(any(test, feature = "tools"))]
     pub fn claimed_pages(&self) -> u64 {
         self.claimed
     }
 
     /// Pages claimed as data now.
+    #[cfg(any(test, feature = "tools"))]
     pub fn data_pages(&self) -> u64 {
         self.claimed.saturating_sub(self.meta_pages)
     }

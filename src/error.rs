@@ -157,9 +157,8 @@ impl Error {
     }
 
     /// For a blob written into a buffer too small
-    /// ([`WriteError::NoSpace`](crate::fdt::WriteError::NoSpace), however
-    /// it was reached): the bytes needed. [`crate::Frozen::write`] gives
-    /// the whole blob's size.
+    /// (`WriteError::NoSpace`, however it was reached): the bytes needed.
+    /// `Frozen::write` (feature `arch`) gives the whole blob's size.
     pub fn needed(&self) -> Option<usize> {
         use crate::fdt::WriteError::NoSpace;
         match self {

@@ -5,52 +5,60 @@
 //! kernel implements ([`platform`]). Everything here is plain data and
 //! algorithms over byte slices, built and tested on the host.
 //!
-//! Modules, from the bottom up ([`abi`] holds every handed-over layout,
-//! one module per format):
+//! # Layers
+//!
+//! What a kernel's own code uses is this build (no feature): the front
+//! door and what handlers and objects are made of. An architecture layer
+//! (boot, the kexec loader: `kho-x86_64` on x86_64) adds the hand-over
+//! step with feature `arch`: writing the blob from a [`Frozen`] side,
+//! restoring it at boot into an [`Incoming`] one, choosing scratch at a
+//! cold boot, the FDT container (`fdt`), the blob (`handoff`), the restore
+//! transaction (`reserve`) and the loader's checks. A kernel that links
+//! an architecture layer gets `arch` through it and never names it;
+//! `tests/public_api.txt` lists each layer (feature `tools` adds the
+//! formats' codecs for inspectors, benchmarks and fuzz targets).
+//!
+//! Modules ([`abi`] holds every handed-over layout, one module per format):
+//! - The front door: [`Outgoing`] and the [`Frozen`] side it becomes,
+//!   [`Incoming`] and the [`Restored`] side it becomes, typed by their
+//!   objects; [`Error`] and [`ErrorKind`] (one error type, and what a
+//!   caller can do about it).
+//! - [`luo`]: the orchestrator's handler API: families, versions, payloads.
+//! - [`memfd`], [`vmalloc`]: the objects kho hands over for you, a file of
+//!   folios and a virtually contiguous buffer; [`chain`] is the page-chain
+//!   framing under vmalloc.
+//! - [`tracker`], [`claims`]: where a handler preserves pages, and where
+//!   its reader adopts them in the next kernel.
 //! - [`platform`]: what the kernel provides (frame access, a frame
 //!   allocator, scattered frames mapped contiguously) and the restore rule.
-//! - [`ranges`], [`scratch`]: physical ranges; scratch areas, memory that
-//!   never holds preserved pages.
-//! - [`tracker`]: the preserved-page tracker and its handed-over chain.
-//! - [`fdt`], [`handoff`]: the FDT container and the root handoff blob.
-//! - [`chain`], [`vmalloc`], [`memfd`]: page-chain framing, preserved
-//!   vmalloc, and the memfd with its `memfd-v1` and `memfd-v2` formats.
-//! - [`reserve`], [`claims`]: what the next kernel keeps, and which
-//!   preserved pages each restored object adopted.
-//! - [`luo`]: the orchestrator: sessions, handlers and versions.
-//! - [`elf`]: the next kernel image, read safely (and its reads note).
-//! - [`Error`] and [`ErrorKind`]: one error type that wraps every module's error,
-//!   and what a caller can do about it.
-//! - The front door: [`Outgoing`], [`Frozen`] (and the [`Blob`] it
-//!   writes), [`Incoming`] and [`Restored`], typed by their objects.
+//! - [`ranges`], [`scratch`], [`csum`], [`elf`]: physical ranges; scratch
+//!   areas, memory that never holds preserved pages; the checksum of
+//!   handed-over metadata; the next kernel image's reads list.
 //!
 //! # Example: one file across a kexec
 //!
-//! The first kernel preserves a memfd in a session and writes the handoff;
-//! the next one takes it back. `P` is the kernel's platform type
-//! (`docs/embedding.md` says what it implements; `examples/embed.rs` is a
-//! whole one).
+//! The first kernel preserves a memfd in a session and freezes; its
+//! architecture layer hands the frozen side over and kexecs. The next
+//! kernel gets the incoming side from its architecture layer at boot and
+//! takes the file back. `P` is the kernel's platform type
+//! (`docs/embedding.md` says what it implements; `qemu/minimal` is a whole
+//! kernel on `kho-x86_64`, `examples/embed.rs` one with its own hand-over).
 //!
 //! ```
-//! use kho::handoff::Stamps;
 //! use kho::luo::{Platform, ReadList};
-//! use kho::memfd::MemfdHandler;
-//! use kho::memfd::Memfd;
-//! use kho::ranges::Range;
-//! use kho::reserve::ReserveLog;
+//! use kho::memfd::{Memfd, MemfdHandler};
 //! use kho::scratch::Scratch;
-//! use kho::{Freeze, Incoming, Outgoing};
+//! use kho::{Freeze, Frozen, Incoming, Outgoing};
 //!
-//! /// First kernel: writes the blob into `buf` and returns its length and
-//! /// what the kexec must keep (every preserved range and the tracker's
-//! /// chain); the kernel then places the blob and kexecs.
+//! /// First kernel: `scratch` is what its boot chose (or what the last
+//! /// handoff handed on), `next_reads` the next image's reads list
+//! /// (`kho::elf::Image::read_list`). The architecture layer hands the
+//! /// frozen side over (`kho_x86_64::handover::hand_over`).
 //! fn before_kexec<P: Platform>(
 //!     p: &mut P,
 //!     scratch: Scratch,
 //!     next_reads: &ReadList<'_>,
-//!     buf: &mut [u8],
-//!     ram: &[Range],
-//! ) -> Result<(usize, Vec<Range>), kho::Error> {
+//! ) -> Result<Frozen<P>, kho::Error> {
 //!     let mut out = Outgoing::new(scratch)?;
 //!     let files = out.register(MemfdHandler::default())?;
 //!     out.create_session("vm-1")?;
@@ -58,22 +66,13 @@
 //!     f.write(p, 0, b"state that must survive")?;
 //!     out.preserve(files, "vm-1", 1, f, p)?;
 //!     // Refuses if the next kernel could not read the file.
-//!     let mut frozen = out.freeze(p, Freeze::NoLoss(next_reads))?;
-//!     let blob = frozen.write(p, buf, 0, Stamps::default())?;
-//!     Ok((blob.len, blob.kept(p, ram)?))
+//!     Ok(out.freeze(p, Freeze::NoLoss(next_reads))?)
 //! }
 //!
-//! /// Next kernel: `blob` is the handoff module's bytes, found at `at`.
-//! fn after_kexec<P: Platform>(
-//!     p: &mut P,
-//!     blob: &[u8],
-//!     at: Range,
-//!     ram: &[Range],
-//! ) -> Result<Memfd, kho::Error> {
-//!     // Every preserved range lands in `reserved`: keep the allocator
-//!     // off them (and off the handoff's metadata) from here on.
-//!     let mut reserved = ReserveLog::new();
-//!     let mut inc = Incoming::new(p, blob, at, ram, &mut reserved)?;
+//! /// Next kernel: `inc` is the handoff its architecture layer restored at
+//! /// boot (`kho_x86_64::BootInfo::incoming`), every preserved page already
+//! /// kept from the allocator.
+//! fn after_kexec<P: Platform>(p: &mut P, mut inc: Incoming<P>) -> Result<Memfd, kho::Error> {
 //!     let files = inc.register(MemfdHandler::default())?;
 //!     // Every object restored now, with the handlers registered.
 //!     let mut inc = inc.restore(p);
@@ -90,6 +89,11 @@
 //! the readers of handed-over data walk it in place.
 #![no_std]
 #![forbid(unsafe_code)]
+// Without `arch` the crate is built as the kernel's API alone: the
+// hand-over step (writing the blob, restoring it at boot) is compiled, but
+// only an architecture layer calls it. Dead code is found in the builds
+// that have one (clippy, tests and every kernel build with `arch`).
+#![cfg_attr(not(feature = "arch"), allow(dead_code))]
 
 extern crate alloc;
 #[cfg(test)]
@@ -101,13 +105,22 @@ pub mod claims;
 pub mod csum;
 pub mod elf;
 mod error;
+#[cfg(feature = "arch")]
 pub mod fdt;
+#[cfg(not(feature = "arch"))]
+pub(crate) mod fdt;
+#[cfg(feature = "arch")]
 pub mod handoff;
+#[cfg(not(feature = "arch"))]
+pub(crate) mod handoff;
 pub mod luo;
 pub mod memfd;
 pub mod platform;
 pub mod ranges;
+#[cfg(feature = "arch")]
 pub mod reserve;
+#[cfg(not(feature = "arch"))]
+pub(crate) mod reserve;
 pub mod scratch;
 #[cfg(any(test, feature = "host"))]
 pub mod testkit;
@@ -116,7 +129,9 @@ mod update;
 pub mod vmalloc;
 
 pub use error::{Error, ErrorKind};
-pub use update::{Blob, Freeze, Frozen, Incoming, Key, NotFrozen, Outgoing, Restored};
+#[cfg(any(test, feature = "arch"))]
+pub use update::Blob;
+pub use update::{Freeze, Frozen, Incoming, Key, NotFrozen, Outgoing, Restored};
 
 /// Size of the smallest page the crate deals with (4 KiB).
 pub const PAGE_SIZE: u64 = 4096;
@@ -124,7 +139,8 @@ pub const PAGE_SIZE: u64 = 4096;
 pub const PAGE_SHIFT: u32 = 12;
 
 /// The snippets of `docs/embedding.md`, compiled and run as doc tests so
-/// that the guide cannot drift from the API.
-#[cfg(doctest)]
+/// that the guide cannot drift from the API (with `arch`: its last section
+/// is the hand-over step's).
+#[cfg(all(doctest, feature = "arch"))]
 #[doc = include_str!("../docs/embedding.md")]
 pub struct EmbeddingGuide;

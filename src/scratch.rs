@@ -6,13 +6,14 @@
 //! and handed over unchanged on every kexec (a chain of kexecs keeps the
 //! same areas: the image of every later kernel goes where the first went).
 //!
-//! Cold-boot policy ([`cold_boot`]): one area, 2 MiB aligned, in the RAM
+//! Cold-boot policy (`cold_boot`; choosing scratch is the architecture
+//! layer's, feature `arch`): one area, 2 MiB aligned, in the RAM
 //! region that holds the kernel image, from the start of that region (or
 //! `floor`, if higher) to past the image plus `reserve_after` bytes, which
 //! must cover the next kernel's image growth, its boot structures and its
 //! early heap; and at least [`MIN_SCRATCH`] bytes if the region allows.
 //!
-//! How much to ask for ([`cold_boot_reserve`]): an eighth of RAM
+//! How much to ask for (`cold_boot_reserve`): an eighth of RAM
 //! ([`RAM_FRACTION`]), never less than the early allocations need (the
 //! floor), never past the image's RAM region; or what the kernel's command
 //! line asks for (`kho.scratch=MIB` on x86_64), still with the floor. In
@@ -28,7 +29,9 @@
 )]
 
 pub use crate::abi::scratch::{MAX_SCRATCH, SCRATCH_VERSION, ScratchRecord};
-use crate::ranges::{Range, RangeSet};
+use crate::ranges::Range;
+#[cfg(any(test, feature = "arch"))]
+use crate::ranges::RangeSet;
 use core::fmt;
 use zerocopy::FromBytes;
 
@@ -163,6 +166,7 @@ impl Scratch {
     ///
     /// [`ScratchError::TooSmall`] if not: `needed` is the run, `available`
     /// the largest aligned run left once the pages are taken.
+    #[cfg(any(test, feature = "arch"))]
     pub fn holds_early(
         &self,
         keep: &[Range],
@@ -214,6 +218,7 @@ pub const RAM_FRACTION: u64 = 8;
 /// kernel's early allocations need), and cut to what the image's RAM
 /// region holds past the image (then [`cold_boot`] still checks `early`
 /// fits).
+#[cfg(any(test, feature = "arch"))]
 pub fn cold_boot_reserve(ram: &[Range], image: Range, early: u64, requested: Option<u64>) -> u64 {
     let total: u64 = ram.iter().map(|r| r.len()).fold(0, u64::saturating_add);
     let want = requested.unwrap_or(total / RAM_FRACTION).max(early);
@@ -227,6 +232,7 @@ pub fn cold_boot_reserve(ram: &[Range], image: Range, early: u64, requested: Opt
 /// Chooses the scratch area at cold boot (see the module documentation):
 /// `ram` is the RAM of the memory map, `image` the kernel image, `floor` the
 /// lowest address usable (e.g. above real-mode memory).
+#[cfg(any(test, feature = "arch"))]
 pub fn cold_boot(
     ram: &[Range],
     image: Range,

@@ -213,8 +213,15 @@ fn list_file(module: &str, text: &str, features: &[&str], out: &mut Vec<String>)
 }
 
 /// The private modules a file declares (`mod x;`, `pub(crate) mod x;`),
-/// and those this build of it leaves out, as full paths.
-fn private_modules(module: &str, text: &str, features: &[&str], out: &mut Vec<String>) {
+/// and those this build of it leaves out, as full paths; those left out
+/// also go to `gone` (their `impl` blocks add no method to any type).
+fn private_modules(
+    module: &str,
+    text: &str,
+    features: &[&str],
+    out: &mut Vec<String>,
+    gone: &mut Vec<String>,
+) {
     let (mut built_out, mut public) = (Vec::new(), Vec::new());
     let mut excluded = false;
     for line in text.lines().map(str::trim) {
@@ -243,7 +250,8 @@ fn private_modules(module: &str, text: &str, features: &[&str], out: &mut Vec<St
     // declaration of it (`#[cfg(feature = "x")] pub mod`) is built.
     for m in built_out {
         if !public.contains(&m) && !out.contains(&m) {
-            out.push(m);
+            out.push(m.clone());
+            gone.push(m);
         }
     }
 }
@@ -355,10 +363,10 @@ fn read_sources(root: &Path) -> Vec<(String, String)> {
 /// `features`, sorted.
 fn surface(files: &[(String, String)], features: &[&str]) -> Vec<String> {
     let mut raw = Vec::new();
-    let mut private = Vec::new();
+    let (mut private, mut gone) = (Vec::new(), Vec::new());
     for (module, text) in files {
         list_file(module, text, features, &mut raw);
-        private_modules(module, text, features, &mut private);
+        private_modules(module, text, features, &mut private, &mut gone);
     }
     // Every re-export, a private module's too: `kho::Outgoing` is
     // `update::outgoing::Outgoing` through `update`'s `pub use`.
@@ -403,6 +411,7 @@ fn surface(files: &[(String, String)], features: &[&str]) -> Vec<String> {
         };
         if !matches!(kind, "fn" | "unsafe fn" | "const" | "type")
             || resolve(path, &aliases, &private).is_some()
+            || hidden(path, &gone)
         {
             continue;
         }
@@ -422,7 +431,10 @@ fn surface(files: &[(String, String)], features: &[&str]) -> Vec<String> {
 
 /// The crate's optional layers: a feature, and what it is for.
 const TIERS: [(&str, &str); 2] = [
-    ("arch", "an architecture layer's boot and kexec"),
+    (
+        "arch",
+        "the hand-over step, which an architecture layer does: its boot and kexec",
+    ),
     (
         "tools",
         "codecs and tuning for inspectors, benchmarks and fuzz targets",
@@ -537,9 +549,11 @@ mod tests {
     let mut out = Vec::new();
     list_file("kho::m", text, &[], &mut out);
     out.sort();
-    let mut private = Vec::new();
-    private_modules("kho::m", text, &[], &mut private);
+    let (mut private, mut gone) = (Vec::new(), Vec::new());
+    private_modules("kho::m", text, &[], &mut private, &mut gone);
     assert_eq!(private, ["kho::m::b", "kho::m::t", "kho::m::tests"]);
+    // `t` is built (privately), `tests` is not.
+    assert_eq!(gone, ["kho::m::tests"]);
     let mut aliases = Vec::new();
     use_pairs("kho", "m::{b::C, d::{E as F, G}}", &mut aliases);
     assert_eq!(
@@ -570,9 +584,9 @@ mod tests {
         ]
     );
     // With the feature on, `g` and the module `t` are public.
-    let (mut with, mut private) = (Vec::new(), Vec::new());
+    let (mut with, mut private, mut gone) = (Vec::new(), Vec::new(), Vec::new());
     list_file("kho::m", text, &["tools"], &mut with);
-    private_modules("kho::m", text, &["tools"], &mut private);
+    private_modules("kho::m", text, &["tools"], &mut private, &mut gone);
     assert_eq!(private, ["kho::m::b", "kho::m::tests"]);
     let added: Vec<&String> = with.iter().filter(|i| !out.contains(i)).collect();
     assert_eq!(added, ["kho::m::g fn", "kho::m::t mod"]);

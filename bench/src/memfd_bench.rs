@@ -481,7 +481,7 @@ fn luo_update<H: kho::luo::Handler<HostMem, Object = Memfd>>(
     reader: kho::memfd::MemfdHandler,
     cold: bool,
 ) -> (f64, Memfd) {
-    use kho::handoff::Stamps;
+    use kho::abi::handoff::Stamps;
     use kho::{Freeze, Incoming, Outgoing};
     // 2 MiB aligned scratch, as the format wants; the files lie above it.
     let scratch = kho::scratch::Scratch::from_records(

@@ -8,7 +8,8 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use kho::handoff::{Handoff, Stamps};
+use kho::abi::handoff::Stamps;
+use kho::handoff::Handoff;
 use kho::memfd::{Memfd, Seals, seal};
 use kho::memfd::{MemfdHandler, V1, V2};
 use kho::platform::host::HostMem;

@@ -31,7 +31,11 @@ pub(crate) fn us(ticks: u64) -> u64 {
 /// The timing record a bench's second kernel starts from: the previous
 /// kernel's stamps (`stamps`) split into its hand-over work, its jump
 /// preparation, and the way from the jump to this kernel's entry.
-pub fn hop_record<'a>(what: &'a str, stamps: &kho::handoff::Stamps, entry_tsc: u64) -> Record<'a> {
+pub fn hop_record<'a>(
+    what: &'a str,
+    stamps: &kho::abi::handoff::Stamps,
+    entry_tsc: u64,
+) -> Record<'a> {
     let (start, written, jump) = (stamps.start.get(), stamps.written.get(), stamps.jump.get());
     Record::new(1)
         .bench(what)

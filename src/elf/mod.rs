@@ -338,7 +338,7 @@ impl<'a> Image<'a> {
             return Err(ElfError::NoSegments);
         }
         // Segments must not share a page: the trampoline copies them whole.
-        let segs = img.segments();
+        let segs = img.segments.get(..img.count).unwrap_or(&[]);
         for (i, a) in segs.iter().enumerate() {
             for (j, b) in segs.iter().enumerate().skip(i.saturating_add(1)) {
                 if a.pages().overlaps(&b.pages()) {
@@ -362,11 +362,13 @@ impl<'a> Image<'a> {
     }
 
     /// The loadable segments, in program-header order.
+    #[cfg(any(test, feature = "arch"))]
     pub fn segments(&self) -> &[Segment] {
         self.segments.get(..self.count).unwrap_or(&[])
     }
 
     /// The file bytes of `seg` (checked by [`parse`](Self::parse)).
+    #[cfg(any(test, feature = "arch"))]
     pub fn file_bytes(&self, seg: &Segment) -> &'a [u8] {
         range_of(seg.file_size, seg.offset, self.bytes.len())
             .and_then(|r| self.bytes.get(r))

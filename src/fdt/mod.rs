@@ -19,9 +19,15 @@ mod tree;
 mod validate;
 mod write;
 
-pub use error::{Block, FdtError, PropError};
-pub use read::{Fdt, Reservation};
-pub use tree::{Node, Property, StrList, WalkItem};
+pub use error::FdtError;
+#[cfg(feature = "arch")]
+pub use error::{Block, PropError};
+pub use read::Fdt;
+#[cfg(feature = "arch")]
+pub use read::Reservation;
+pub use tree::{Node, StrList};
+#[cfg(feature = "arch")]
+pub use tree::{Property, WalkItem};
 pub use write::{FdtWriter, WriteError};
 
 /// `magic` of every FDT header.

@@ -27,9 +27,7 @@
     clippy::panic
 )]
 
-pub use crate::abi::handoff::{
-    DataRecord, HANDOFF_MODULE, HANDOFF_VERSION, IMAGE_MODULE, MAX_BLOB, RESERVED_NAMES, Stamps,
-};
+use crate::abi::handoff::{DataRecord, HANDOFF_VERSION, MAX_BLOB, RESERVED_NAMES, Stamps};
 use crate::fdt::{Fdt, FdtError, FdtWriter, Node, StrList, WriteError};
 use crate::platform::PhysMem;
 use crate::ranges::Range;

@@ -6,9 +6,10 @@
 
 use super::*;
 use crate::Error;
+use crate::abi::handoff::Stamps;
 use crate::claims::Claims;
 use crate::fdt::WriteError;
-use crate::handoff::{Handoff, HandoffWriter, Stamps};
+use crate::handoff::{Handoff, HandoffWriter};
 use crate::memfd::{Memfd, seal};
 use crate::memfd::{MemfdHandler, V1, V2, V3_TEST};
 use crate::platform::host::HostMem;

@@ -13,9 +13,10 @@
 //!
 //! 1. Until the handoff is restored, allocate only from scratch areas
 //!    (`kho::scratch`): memory that never holds preserved pages.
-//! 2. Restore the handoff ([`crate::handoff::restore`]) into a
-//!    [`crate::reserve::Reserve`]: every preserved range and every page of
-//!    the handoff's own metadata is reported, or nothing is.
+//! 2. Restore the handoff (the architecture layer does, with
+//!    `kho::handoff::restore` or `Incoming::new`) into a `Reserve`: every
+//!    preserved range and every page of the handoff's own metadata is
+//!    reported, or nothing is.
 //! 3. Only then hand out memory outside scratch, minus every range reported.
 //!
 //! `host::HostMem` (feature `host`) implements the traits over ordinary heap memory; the

@@ -1,5 +1,6 @@
 //! Tests of `src/ranges.rs`.
 
+use super::set::{Ranges, Slots};
 use super::*;
 use proptest::prelude::*;
 use std::collections::BTreeSet;

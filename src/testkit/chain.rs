@@ -20,7 +20,7 @@
 //!
 //! Any breach panics, naming the hop and the object.
 
-use crate::handoff::Stamps;
+use crate::abi::handoff::Stamps;
 use crate::luo::{Finished, Outcome, ReadList, State, Version};
 use crate::memfd::Memfd;
 use crate::memfd::{FAMILY, MemfdHandler, V1, V2, V3_TEST};

@@ -28,8 +28,9 @@ pub mod chain;
 mod restore;
 pub use restore::{Digest, HandOver, Outcome, restore};
 
+use crate::abi::handoff::Stamps;
 use crate::claims::Claims;
-use crate::handoff::{self, Handoff, Stamps};
+use crate::handoff::{self, Handoff};
 use crate::luo::{Handler, LuoError, Payload, Prepared, RestoreCtx, Version};
 use crate::memfd::Memfd;
 use crate::memfd::MemfdHandler;

@@ -216,6 +216,7 @@ impl Tracker {
     /// What a kexec must keep for a tracker handed over in place: every
     /// preserved range and every page of the tracker, in address order
     /// (with room for two more ranges, which a loader adds).
+    #[cfg(any(test, feature = "arch"))]
     pub(crate) fn kept(&self) -> Result<Vec<Range>, TrackerChainError> {
         let oom = TrackerChainError::Tracker(super::TrackerError::OutOfMemory);
         let ranges = self.ranges().map_err(|_| oom)?;

@@ -156,6 +156,7 @@ impl Leaf {
     }
 
     /// Number of blocks: preserved pages that are not tails.
+    #[cfg(any(test, feature = "tools"))]
     pub(super) fn block_count(&self) -> u64 {
         self.words
             .iter()

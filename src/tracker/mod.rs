@@ -164,8 +164,7 @@ fn aligned(phys: u64, order: u32) -> bool {
 impl fmt::Debug for Tracker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tracker")
-            .field("blocks", &self.blocks())
-            .field("pages", &self.pages())
+            .field("pages", &self.page_count)
             .field("regions", &self.table.len())
             .field("leaves", &self.leaves.live())
             .finish()
@@ -209,6 +208,7 @@ impl Tracker {
 
     /// Number of preserved blocks. Counted on demand (cost grows with the
     /// preserved set), so that preserving stays a few instructions.
+    #[cfg(any(test, feature = "tools"))]
     pub fn blocks(&self) -> u64 {
         self.table
             .iter()
@@ -221,6 +221,7 @@ impl Tracker {
     }
 
     /// Number of preserved 4 KiB pages (kept as blocks come and go).
+    #[cfg(any(test, feature = "arch"))]
     pub fn pages(&self) -> u64 {
         self.page_count
     }

@@ -126,6 +126,7 @@ impl Tracker {
 
     /// The preserved memory as byte ranges in address order, adjacent
     /// blocks coalesced.
+    #[cfg(any(test, feature = "arch"))]
     pub fn ranges(&self) -> Result<Vec<Range>, TrackerError> {
         let mut out: Vec<Range> = Vec::new();
         self.each_region(|r, slot| {

@@ -447,6 +447,7 @@ impl RegionTable {
     }
 
     /// Every (region, slot), in no particular order.
+    #[cfg(any(test, feature = "tools"))]
     pub(super) fn iter(&self) -> impl Iterator<Item = (u64, Slot)> + '_ {
         self.index
             .iter()
@@ -455,6 +456,7 @@ impl RegionTable {
     }
 
     /// The (region, slot) pairs of chunk `c`, whose key is `key`.
+    #[cfg(any(test, feature = "tools"))]
     fn chunk_slots(&self, key: u64, c: u32) -> impl Iterator<Item = (u64, Slot)> + '_ {
         self.pages.get(c as usize)[..CHUNK as usize]
             .iter()

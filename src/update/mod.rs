@@ -4,10 +4,12 @@
 //! An embedding kernel holds one of these at a time. [`Outgoing`] owns the
 //! preserved-page tracker, the orchestrator and the scratch areas: register
 //! handlers, preserve objects in sessions, freeze against the next image's
-//! reads list, write the handoff blob. [`Incoming`] is made by one call
-//! that parses the blob, restores it (every preserved range reported to the
-//! kernel's [`Reserve`]), reads the orchestrator's node and sets up the
-//! claims; handlers are registered and the kernel's own data claimed;
+//! reads list; the architecture layer writes the handoff blob from the
+//! [`Frozen`] side and kexecs. [`Incoming`] is made by the architecture
+//! layer at boot, by one call that parses the blob, restores it (every
+//! preserved range reported to the kernel's `Reserve`), reads the
+//! orchestrator's node and sets up the claims; handlers are registered and
+//! the kernel's own data claimed;
 //! [`Incoming::restore`] then restores every
 //! object at once into a [`Restored`], whose objects are taken by typed
 //! [`Key`]s, and whose `finish` (which consumes it) gives back what nobody
@@ -15,15 +17,21 @@
 //! does not compile.
 //!
 //! Everything here is built on the lower layer (the orchestrator,
-//! [`crate::tracker::Tracker`], [`crate::handoff`], [`crate::claims`]); the
+//! [`crate::tracker::Tracker`], `crate::handoff`, [`crate::claims`]); the
 //! front door does not hand out those parts (a kernel's own preserved data
 //! goes through [`Outgoing::preserve_frames`] and [`Incoming::claim`]).
 
+#[cfg(any(test, feature = "arch"))]
+mod blob;
+#[cfg(any(test, feature = "arch"))]
+mod boot;
 mod incoming;
 mod outgoing;
 
+#[cfg(any(test, feature = "arch"))]
+pub use blob::Blob;
 pub use incoming::{Incoming, Restored};
-pub use outgoing::{Blob, Frozen, NotFrozen, Outgoing};
+pub use outgoing::{Frozen, NotFrozen, Outgoing};
 
 use crate::luo::{Family, ReadList};
 use alloc::string::String;

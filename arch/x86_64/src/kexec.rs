@@ -353,7 +353,7 @@ pub fn next_image(p: &BootParams, hop: u32) -> Option<NextImage> {
         return Some(NextImage {
             image,
             module: image,
-            tag: kho::handoff::IMAGE_MODULE,
+            tag: kho::abi::handoff::IMAGE_MODULE,
         });
     };
     let b = Bundle::parse(module_bytes(module)?).ok()?;

@@ -325,12 +325,13 @@ impl BootParams {
     /// The next kernel's image: the module tagged as our own image (after a
     /// kexec), or else the first untagged module (`-initrd` at cold boot).
     pub fn image_module(&self) -> Option<Range> {
-        self.module_tagged(kho::handoff::IMAGE_MODULE).or_else(|| {
-            self.modules
-                .iter()
-                .find(|m| m.cmdline.is_empty())
-                .map(|m| m.range)
-        })
+        self.module_tagged(kho::abi::handoff::IMAGE_MODULE)
+            .or_else(|| {
+                self.modules
+                    .iter()
+                    .find(|m| m.cmdline.is_empty())
+                    .map(|m| m.range)
+            })
     }
 
     /// One past the highest RAM byte.

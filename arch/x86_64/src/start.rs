@@ -18,7 +18,7 @@ pub struct HandoffInfo {
     /// The blob's hop count (kexecs before the one that started us).
     pub hop: u32,
     /// The previous kernel's TSC readings.
-    pub stamps: kho::handoff::Stamps,
+    pub stamps: kho::abi::handoff::Stamps,
     /// TSC when the restore began (page tables and heap up, in scratch):
     /// what came before is the same work as a cold boot's.
     pub restore_tsc: u64,
@@ -129,7 +129,8 @@ unsafe fn handed_scratch(
     heap_bytes: u64,
     align: u64,
 ) -> Result<Scratch, kho::handoff::HandoffError> {
-    use kho::handoff::{Handoff, HandoffError, MAX_BLOB};
+    use kho::abi::handoff::MAX_BLOB;
+    use kho::handoff::{Handoff, HandoffError};
     let len = blob.len();
     if len == 0 || len > MAX_BLOB as u64 || blob.end > 1 << 32 {
         return Err(HandoffError::BadBlobPlace { range: blob });
@@ -246,7 +247,7 @@ pub unsafe fn plan(
     // A blob that does not parse, or names scratch this kernel cannot boot
     // in, is refused: the kernel boots cold, saying why.
     let mut refused = None;
-    let tagged = params.module_tagged(kho::handoff::HANDOFF_MODULE);
+    let tagged = params.module_tagged(kho::abi::handoff::HANDOFF_MODULE);
     // SAFETY: promises 1 and 2, passed on.
     let handed =
         tagged.map(|b| unsafe { handed_scratch(b, &ram, &keep, early_bytes, early_align) });

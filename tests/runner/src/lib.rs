@@ -550,7 +550,7 @@ pub fn blobs(lines: &[String]) -> std::collections::BTreeMap<u32, Vec<u8>> {
         };
         let stamps = kho::fdt::Fdt::new(blob).ok().and_then(|f| {
             let p = f.root().property("kho,tsc")?;
-            p.as_struct::<kho::handoff::Stamps>().ok().copied()
+            p.as_struct::<kho::abi::handoff::Stamps>().ok().copied()
         });
         if let Some(mut s) = stamps {
             s.jump = tsc.into();
