@@ -6,12 +6,12 @@
 //! Each page (all little-endian): `magic u32`, `version u16`, `flags u16 = 0`,
 //! `next u64` (a higher page, or 0 on the last), `seq u32` (0, 1, ...), `words
 //! u32` (payload words used), `sum u64` (`kho-sum64` of the whole page with
-//! this field read as 0), then [`PAYLOAD_WORDS`] payload words; payload words
+//! this field read as 0), then `PAYLOAD_WORDS` payload words; payload words
 //! past `words` are 0. A record never splits across pages. Pages are linked in
 //! strictly increasing address order, so a cycle cannot be written and a reader
 //! can walk the chain beside anything else sorted by address.
 //!
-//! A format names its magic and version ([`Format`]); the writer
+//! A format names its magic and version (`Format`); the writer
 //! ([`Writer`]) fills pages the caller allocated (`alloc_pages`, after
 //! counting them; records never split across pages); the reader
 //! ([`Pages`]) checks every page before it hands out its payload.
@@ -62,7 +62,7 @@ pub enum ChainError {
         /// Its physical address.
         phys: u64,
     },
-    /// The page count is 0 or above [`MAX_CHAIN_PAGES`].
+    /// The page count is 0 or above `MAX_CHAIN_PAGES`.
     BadLength,
     /// A page's magic, version or flags are wrong.
     BadHeader {

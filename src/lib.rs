@@ -18,7 +18,8 @@
 //! `tests/public_api.txt` lists each layer (feature `tools` adds the
 //! formats' codecs for inspectors, benchmarks and fuzz targets).
 //!
-//! Modules ([`abi`] holds every handed-over layout, one module per format):
+//! Modules (with `arch`, `abi` holds every handed-over layout, one module
+//! per format):
 //! - The front door: [`Outgoing`] and the [`Frozen`] side it becomes,
 //!   [`Incoming`] and the [`Restored`] side it becomes, typed by their
 //!   objects; [`Error`] and [`ErrorKind`] (one error type, and what a
@@ -99,7 +100,10 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+#[cfg(feature = "arch")]
 pub mod abi;
+#[cfg(not(feature = "arch"))]
+pub(crate) mod abi;
 pub mod chain;
 pub mod claims;
 pub mod csum;

@@ -28,7 +28,7 @@
     clippy::panic
 )]
 
-pub use crate::abi::scratch::{MAX_SCRATCH, SCRATCH_VERSION, ScratchRecord};
+pub(crate) use crate::abi::scratch::{MAX_SCRATCH, SCRATCH_VERSION, ScratchRecord};
 use crate::ranges::Range;
 #[cfg(any(test, feature = "arch"))]
 use crate::ranges::RangeSet;
@@ -93,7 +93,7 @@ impl fmt::Display for ScratchError {
 
 impl core::error::Error for ScratchError {}
 
-/// The scratch areas of this boot, sorted, at most [`MAX_SCRATCH`].
+/// The scratch areas of this boot, sorted, at most `MAX_SCRATCH`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Scratch {
     areas: [Range; MAX_SCRATCH],
@@ -119,7 +119,7 @@ impl Scratch {
         })
     }
 
-    /// Reads and checks a handed-over list: 1 to [`MAX_SCRATCH`] records,
+    /// Reads and checks a handed-over list: 1 to `MAX_SCRATCH` records,
     /// each 2 MiB aligned, not empty, inside one RAM range of `ram`, in
     /// increasing order without overlap.
     pub fn from_records(bytes: &[u8], ram: &[Range]) -> Result<Self, ScratchError> {

@@ -485,7 +485,7 @@ fn luo_update<H: kho::luo::Handler<HostMem, Object = Memfd>>(
     use kho::{Freeze, Incoming, Outgoing};
     // 2 MiB aligned scratch, as the format wants; the files lie above it.
     let scratch = kho::scratch::Scratch::from_records(
-        zerocopy::IntoBytes::as_bytes(&[kho::scratch::ScratchRecord {
+        zerocopy::IntoBytes::as_bytes(&[kho::abi::scratch::ScratchRecord {
             start: (2u64 << 20).into(),
             size: (64u64 << 20).into(),
         }]),

@@ -9,6 +9,7 @@
 
 use arbitrary::Arbitrary;
 use kho::abi::handoff::Stamps;
+use kho::abi::scratch::ScratchRecord;
 use kho::handoff::Handoff;
 use kho::memfd::{Memfd, Seals, seal};
 use kho::memfd::{MemfdHandler, V1, V2};
@@ -16,7 +17,7 @@ use kho::platform::host::HostMem;
 use kho::platform::{FrameAlloc, PhysMem};
 use kho::ranges::Range;
 use kho::reserve::ReserveLog;
-use kho::scratch::{Scratch, ScratchRecord};
+use kho::scratch::Scratch;
 use kho::{Freeze, Incoming, Outgoing};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;

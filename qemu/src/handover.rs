@@ -71,7 +71,7 @@ pub(crate) fn scratch(boot: &BootInfo) -> Scratch {
     }
     let ram: Vec<Range> = boot.params.ram().collect();
     let first = boot.scratch.areas().first().map_or(0, |a| a.start);
-    let rec = kho::scratch::ScratchRecord {
+    let rec = kho::abi::scratch::ScratchRecord {
         start: first.into(),
         size: (2u64 << 20).into(),
     };

@@ -1,4 +1,6 @@
-//! Every layout one kernel hands to the next, one module per format.
+//! Every layout one kernel hands to the next, one module per format
+//! (public with feature `arch`: a kernel's own code names what it needs of
+//! them through the module that uses them, `luo::Version`, say).
 //!
 //! Each versioned struct, constant and version string is defined here once
 //! (as Linux keeps `include/linux/kho/abi/`); the modules that write and

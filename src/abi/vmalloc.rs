@@ -46,8 +46,8 @@ pub struct VmallocRoot {
     pub blocks: U32,
     /// log2 of the frames per block.
     pub order: U16,
-    /// [`SUMMED`] or 0.
+    /// `SUMMED` or 0.
     pub flags: U16,
-    /// With [`SUMMED`], the `kho-sum64` of the buffer's bytes; else 0.
+    /// With `SUMMED`, the `kho-sum64` of the buffer's bytes; else 0.
     pub sum: U64,
 }

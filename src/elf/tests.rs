@@ -238,7 +238,7 @@ fn notes_that_must_be_unique_are_refused_when_repeated() {
     // Two kho reads notes (in two segments): preflight could judge by
     // either list.
     let mut b = two_segments(0x40);
-    let reads = crate::luo::NOTE_READS;
+    let reads = crate::abi::reads::NOTE_READS;
     put_note(&mut b, 0x400 + 20, b"kho\0", reads, b"memfd-v1\0\0\0\0");
     let img = Image::parse(&b[..]).unwrap();
     assert!(img.reads().is_some());

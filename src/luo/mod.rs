@@ -50,16 +50,15 @@ mod restore;
 mod tests;
 mod view;
 
-pub use crate::abi::luo::LUO_V1;
 pub use error::{HandlerError, Loss, LuoError, Refused};
 pub use handler::{
     Handler, Payload, PayloadIn, Platform, Prepared, RestoreCtx, Shared, Version, le_bytes,
     le_words,
 };
 
-pub use crate::abi::reads::{NOTE_NAME, NOTE_READS, ReadList, ReadsNote, reads_len};
+pub use crate::abi::reads::{ReadList, ReadsNote, reads_len};
 use handler::{Erased, Frozen};
-pub use node::{LUO_VERSION, NODE};
+pub use node::LUO_VERSION;
 pub use view::{NodeView, ObjectView};
 
 use carry::{carriable, merged};

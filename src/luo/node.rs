@@ -4,10 +4,11 @@
 
 use super::carry::footprint_of;
 use super::{Held, InPayload, LuoError, Object, Origin, Session};
+pub use crate::abi::luo::LUO_VERSION;
+use crate::abi::luo::NODE;
 use crate::abi::luo::{
     Extent, LUO_V1, MAX_FOOTPRINT_EXTENTS, Origin as OriginRec, SESSION_DROP_UNREAD,
 };
-pub use crate::abi::luo::{LUO_VERSION, NODE};
 use crate::fdt::{FdtWriter, Node, WriteError};
 use crate::handoff::{Handoff, HandoffWriter};
 use crate::ranges::Range;

@@ -7,6 +7,7 @@
 use super::*;
 use crate::Error;
 use crate::abi::handoff::Stamps;
+use crate::abi::luo::{LUO_V1, NODE};
 use crate::claims::Claims;
 use crate::fdt::WriteError;
 use crate::handoff::{Handoff, HandoffWriter};

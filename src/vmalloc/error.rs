@@ -9,11 +9,11 @@ pub enum VmallocError {
     OutOfFrames,
     /// No memory for the block list.
     OutOfMemory,
-    /// The order is above [`MAX_ORDER`] or the size above [`MAX_BLOCKS`]
+    /// The order is above `MAX_ORDER` or the size above `MAX_BLOCKS`
     /// blocks.
     TooLarge,
-    /// The root's flags are not 0, its order is above [`MAX_ORDER`], its
-    /// block count is above [`MAX_BLOCKS`], or it names a chain for no
+    /// The root's flags are not 0, its order is above `MAX_ORDER`, its
+    /// block count is above `MAX_BLOCKS`, or it names a chain for no
     /// blocks.
     BadRoot,
     /// A chain page holds a number of blocks other than the root implies.

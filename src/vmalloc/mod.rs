@@ -11,8 +11,8 @@
 //!
 //! Layout (all little-endian), documented in `docs/abi.md`:
 //! - root: `first` u64 (first chain page, 0 if there are no blocks),
-//!   `blocks` u32, `order` u16 (0 to [`MAX_ORDER`]), `flags` u16 (bit 0
-//!   [`SUMMED`]), `sum` u64 (with `SUMMED`, the `kho-sum64` of the
+//!   `blocks` u32, `order` u16 (0 to `MAX_ORDER`), `flags` u16 (bit 0
+//!   `SUMMED`), `sum` u64 (with `SUMMED`, the `kho-sum64` of the
 //!   buffer's bytes; else 0);
 //! - chain pages of magic `KHOV`, version 2 (each with its checksum): one
 //!   word per block, its physical address; every page full (508 blocks)
@@ -32,9 +32,8 @@
 )]
 
 use crate::PAGE_SIZE;
-pub use crate::abi::vmalloc::{
-    FORMAT, MAX_BLOCKS, MAX_ORDER, SUMMED, VMALLOC_VERSION, VmallocRoot,
-};
+pub use crate::abi::vmalloc::VmallocRoot;
+pub(crate) use crate::abi::vmalloc::{FORMAT, MAX_BLOCKS, MAX_ORDER, SUMMED};
 
 use crate::chain::{self, ChainError, PAYLOAD_WORDS, Pages};
 use crate::claims::{ClaimError, Claims};
@@ -395,7 +394,7 @@ impl Vmalloc {
     /// In the next kernel: checks the chain that `root` names and every
     /// block, claims the blocks as data, and maps them contiguously. The
     /// chain pages are claimed as metadata (finish frees them). With
-    /// [`SUMMED`], the contents are checked against the root's sum. On
+    /// `SUMMED`, the contents are checked against the root's sum. On
     /// error no block stays claimed.
     pub fn restore<P: PhysMem + MapFrames>(
         p: &mut P,
@@ -451,7 +450,7 @@ pub struct Blocks {
     pub blocks: Vec<u64>,
     /// log2 of the frames per block.
     pub order: u32,
-    /// With [`SUMMED`], the contents' `kho-sum64`, which the reader of the
+    /// With `SUMMED`, the contents' `kho-sum64`, which the reader of the
     /// contents must check.
     pub sum: Option<u64>,
 }
