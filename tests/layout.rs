@@ -1,7 +1,8 @@
 //! The layout rules that are not the compiler's: in `kho` and the kernel
 //! crates, no top-level module imports a module that imports it back
-//! (directly or around a longer loop, from any depth of either), and the
-//! arch library claims nothing global.
+//! (directly or around a longer loop, from any depth of either), no
+//! source file (tests aside) is 600 lines or more, and the arch library
+//! claims nothing global.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -123,6 +124,36 @@ fn no_module_of_a_kernel_crate_imports_one_that_imports_it_back() {
             panic!("{dir}: import loop {}", c.join(" -> "));
         }
     }
+}
+
+/// Every `.rs` file under `dir`, tests (`tests.rs`, `tests/`) left out.
+fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if p.is_dir() && name != "tests" {
+            sources(&p, out);
+        } else if name.ends_with(".rs") && name != "tests.rs" {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn no_source_file_reaches_600_lines() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["src", "arch/x86_64/src", "qemu/src"] {
+        sources(&root.join(dir), &mut files);
+    }
+    assert!(files.len() > 50, "found only {} files", files.len());
+    let long: Vec<String> = files
+        .iter()
+        .map(|p| (p, std::fs::read_to_string(p).unwrap().lines().count()))
+        .filter(|&(_, n)| n >= 600)
+        .map(|(p, n)| format!("{}: {n} lines", p.strip_prefix(root).unwrap().display()))
+        .collect();
+    assert!(long.is_empty(), "split along a seam: {long:?}");
 }
 
 #[test]

@@ -9,11 +9,14 @@
 //! refusal, and the golden blob.
 
 use super::*;
+use crate::fdt::{FdtWriter, WriteError};
 use crate::platform::host::HostMem;
 use crate::reserve::ReserveLog;
+use crate::scratch::ScratchRecord;
 use crate::tracker::Tracker;
 use crate::tracker::chain as tracker_chain;
 use alloc::vec::Vec;
+use zerocopy::IntoBytes;
 
 const RAM: [Range; 1] = [Range::new(0x10_0000, 0x4000_0000)];
 const SCRATCH: [Range; 1] = [Range::new(0x20_0000, 0x420_0000)];

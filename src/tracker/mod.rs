@@ -39,10 +39,11 @@ pub(crate) mod inplace;
 mod leaf;
 mod pages;
 mod query;
+mod range;
+#[cfg(test)]
+use range::block_order;
 #[cfg(feature = "tools")]
-pub use query::range_blocks;
-#[cfg(not(feature = "tools"))]
-pub(crate) use query::range_blocks;
+pub use range::range_blocks;
 mod table;
 
 use crate::ranges::Range;
@@ -564,44 +565,6 @@ impl Tracker {
         }
         Ok(())
     }
-
-    /// Preserves the page-aligned byte range `[start, end)` as maximal
-    /// aligned blocks (see `range_blocks`, public with the feature `tools`). All or nothing: on error,
-    /// blocks preserved by this call are undone.
-    pub fn preserve_range(&mut self, start: u64, end: u64) -> Result<(), TrackerError> {
-        for (p, order) in range_blocks(start, end)? {
-            if let Err(e) = self.preserve(p, order) {
-                // Undo what this call did; unpreserve never allocates and
-                // these blocks were just preserved, so it cannot fail.
-                for (q, o) in range_blocks(start, end)?.take_while(|&(q, _)| q < p) {
-                    let _ = self.unpreserve(q, o);
-                }
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    /// Unpreserves a range preserved by [`preserve_range`](Self::preserve_range)
-    /// with the same bounds. All or nothing: every block is checked first.
-    pub fn unpreserve_range(&mut self, start: u64, end: u64) -> Result<(), TrackerError> {
-        if let Some((phys, order)) = range_blocks(start, end)?.find(|&(p, o)| !self.is_block(p, o))
-        {
-            return Err(TrackerError::NotPreserved { phys, order });
-        }
-        for (p, o) in range_blocks(start, end)? {
-            self.unpreserve(p, o)?;
-        }
-        Ok(())
-    }
-}
-
-/// Order of the largest aligned block at page-aligned `p` that fits before
-/// `end`.
-pub(crate) fn block_order(p: u64, end: u64) -> u32 {
-    let align = (p >> PAGE_SHIFT).trailing_zeros();
-    let fit = 63 - ((end - p) >> PAGE_SHIFT).leading_zeros();
-    align.min(fit).min(MAX_ORDER)
 }
 
 #[cfg(test)]

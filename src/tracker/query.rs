@@ -145,25 +145,3 @@ impl Tracker {
         Ok(out)
     }
 }
-
-/// The maximal aligned blocks `(phys, order)` that make up the page-aligned
-/// byte range `[start, end)`, in address order: each of order
-/// `min(alignment of its start, size left, MAX_ORDER)`.
-pub fn range_blocks(
-    start: u64,
-    end: u64,
-) -> Result<impl Iterator<Item = (u64, u32)>, TrackerError> {
-    let page = 1u64 << PAGE_SHIFT;
-    if end <= start || !start.is_multiple_of(page) || !end.is_multiple_of(page) {
-        return Err(TrackerError::BadRange { start, end });
-    }
-    let mut p = start;
-    Ok(core::iter::from_fn(move || {
-        (p < end).then(|| {
-            let o = block_order(p, end);
-            let block = (p, o);
-            p += 1 << (o + PAGE_SHIFT);
-            block
-        })
-    }))
-}
