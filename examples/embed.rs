@@ -2,8 +2,10 @@
 //! with bulk data, a memfd, two kernels and the negative cases.
 //!
 //! Written only against the public API (README, docs/embedding.md,
-//! rustdoc), the way a kernel author would. `cargo test --test embed` runs
-//! it; `tests/embedding_budget.rs` holds it to its line budget.
+//! rustdoc), the way a kernel author would; it plays both kernels'
+//! architecture layer too (the blob written and restored: feature `arch`).
+//! `cargo test --features arch --test embed` runs it;
+//! `tests/embedding_budget.rs` holds it to its line budget.
 //! The regions between `// region:` and `// end` are what the budget
 //! counts: the handler (at most 80 lines) and both kernels' life cycle (at
 //! most 60).

@@ -262,10 +262,12 @@ impl<P: Platform> From<NotFrozen<P>> for Error {
 }
 
 /// The outgoing side once frozen ([`Outgoing::freeze`]): every object's
-/// data is final, so all that remains is to write the handoff, learn what
-/// the kexec must keep, and jump; or to thaw (a kexec that did not
-/// happen). Nothing can be preserved, unpreserved or carried while
-/// frozen: those calls are not here.
+/// data is final, so all that remains is for the architecture layer to
+/// hand it over (write the handoff, learn what the kexec must keep, and
+/// jump: `kho_x86_64::handover::hand_over`, or `Frozen::write` with
+/// feature `arch`); or to thaw (a kexec that did not happen). Nothing can
+/// be preserved, unpreserved or carried while frozen: those calls are not
+/// here.
 ///
 /// ```compile_fail,E0599
 /// fn late<P: kho::luo::Platform>(f: &mut kho::Frozen<P>, p: &mut P) {
