@@ -26,8 +26,8 @@
 //!   caller can do about it).
 //! - [`luo`]: the orchestrator's handler API: families, versions, payloads.
 //! - [`memfd`], [`vmalloc`]: the objects kho hands over for you, a file of
-//!   folios and a virtually contiguous buffer; [`chain`] is the page-chain
-//!   framing under vmalloc.
+//!   folios and a virtually contiguous buffer (on the page-chain framing
+//!   of `chain`, public with `arch`).
 //! - [`tracker`], [`claims`]: where a handler preserves pages, and where
 //!   its reader adopts them in the next kernel.
 //! - [`platform`]: what the kernel provides (frame access, a frame
@@ -104,7 +104,10 @@ extern crate std;
 pub mod abi;
 #[cfg(not(feature = "arch"))]
 pub(crate) mod abi;
+#[cfg(feature = "arch")]
 pub mod chain;
+#[cfg(not(feature = "arch"))]
+pub(crate) mod chain;
 pub mod claims;
 pub mod csum;
 pub mod elf;

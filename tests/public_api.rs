@@ -62,7 +62,10 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
 /// unless `x` is on (the host fake's `host` never is: no kernel builds
 /// it), `#[cfg(not(feature = "x"))]` does if it is.
 fn cfg_excludes(line: &str, features: &[&str]) -> bool {
-    if line.starts_with("#[cfg(test)]") {
+    if line.starts_with("#[cfg(test)]")
+        || line.starts_with("#[cfg(doctest)]")
+        || line.starts_with("#[cfg(all(doctest")
+    {
         return true;
     }
     // Each form: its text around the feature's name, and whether it keeps
@@ -138,6 +141,11 @@ fn list_file(module: &str, text: &str, features: &[&str], out: &mut Vec<String>)
         // features than this listing's.
         if cfg_excludes(line, features) {
             skip_next = true;
+            continue;
+        }
+        // Other attributes (`#[derive]`, `#[doc]`) between a `cfg` and
+        // its item leave the `cfg` in force.
+        if line.starts_with("#[") && line.ends_with(']') {
             continue;
         }
         let here = owner.last().map(|(o, _)| o.clone());
@@ -538,6 +546,9 @@ pub fn f() {}
 #[cfg(feature = \"tools\")]
 pub fn g() {}
 #[cfg(feature = \"tools\")]
+#[derive(Debug)]
+pub struct H;
+#[cfg(feature = \"tools\")]
 pub mod t;
 #[cfg(not(feature = \"tools\"))]
 mod t;
@@ -589,5 +600,5 @@ mod tests {
     private_modules("kho::m", text, &["tools"], &mut private, &mut gone);
     assert_eq!(private, ["kho::m::b", "kho::m::tests"]);
     let added: Vec<&String> = with.iter().filter(|i| !out.contains(i)).collect();
-    assert_eq!(added, ["kho::m::g fn", "kho::m::t mod"]);
+    assert_eq!(added, ["kho::m::g fn", "kho::m::H struct", "kho::m::t mod"]);
 }

@@ -22,6 +22,7 @@ pub const V1: Version = Version::new(v1::VERSION);
 /// `memfd-v3`: a stand-in for a future version, for tests of a version the
 /// next kernel does not know. It is the `memfd-v2` layout under another
 /// name, and no reader in this crate reads it unless told to.
+#[cfg(any(test, feature = "tools"))]
 pub const V3_TEST: Version = Version::new("memfd-v3");
 
 /// The `memfd` handler.

@@ -48,7 +48,9 @@ use crate::vmalloc::VmallocError;
 use alloc::vec::Vec;
 use core::fmt;
 pub use error::MemfdError;
-pub use handler::{FAMILY, MemfdHandler, V1, V2, V3_TEST};
+#[cfg(any(test, feature = "tools"))]
+pub use handler::V3_TEST;
+pub use handler::{FAMILY, MemfdHandler, V1, V2};
 
 /// Folio orders a write may allocate, largest first.
 pub const ORDERS: [u32; 3] = [9, 4, 0];

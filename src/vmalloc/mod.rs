@@ -5,9 +5,10 @@
 //! allocator finds them and maps them at one virtual range
 //! ([`crate::platform::MapFrames`]). [`Vmalloc::preserve`] preserves every
 //! block in the tracker and writes the list of blocks on a page chain
-//! ([`crate::chain`]); a 16-byte [`VmallocRoot`] names the chain. The next
-//! kernel's [`Vmalloc::restore`] checks the chain and every block, claims
-//! them ([`crate::claims`]) and maps the very same frames again: no copy.
+//! (`kho::chain`'s framing); a 16-byte [`VmallocRoot`] names the chain.
+//! The next kernel's [`Vmalloc::restore`] checks the chain and every
+//! block, claims them ([`crate::claims`]) and maps the very same frames
+//! again: no copy.
 //!
 //! Layout (all little-endian), documented in `docs/abi.md`:
 //! - root: `first` u64 (first chain page, 0 if there are no blocks),
