@@ -11,10 +11,10 @@
 //! region that holds the kernel image, from the start of that region (or
 //! `floor`, if higher) to past the image plus `reserve_after` bytes, which
 //! must cover the next kernel's image growth, its boot structures and its
-//! early heap; and at least [`MIN_SCRATCH`] bytes if the region allows.
+//! early heap; and at least `MIN_SCRATCH` bytes if the region allows.
 //!
 //! How much to ask for (`cold_boot_reserve`): an eighth of RAM
-//! ([`RAM_FRACTION`]), never less than the early allocations need (the
+//! (`RAM_FRACTION`), never less than the early allocations need (the
 //! floor), never past the image's RAM region; or what the kernel's command
 //! line asks for (`kho.scratch=MIB` on x86_64), still with the floor. In
 //! the spirit of Linux's `kho_scratch`: scratch must grow with the machine,
@@ -36,6 +36,7 @@ use core::fmt;
 use zerocopy::FromBytes;
 
 /// Smallest scratch area the cold-boot policy chooses, when RAM allows.
+#[cfg(any(test, feature = "arch"))]
 pub const MIN_SCRATCH: u64 = 64 << 20;
 const ALIGN: u64 = 2 << 20;
 
@@ -210,6 +211,7 @@ impl Scratch {
 }
 
 /// The default share of RAM that cold-boot scratch takes: one part in this.
+#[cfg(any(test, feature = "arch"))]
 pub const RAM_FRACTION: u64 = 8;
 
 /// How many bytes past the image cold-boot scratch should reach (the
