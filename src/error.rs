@@ -85,6 +85,8 @@ pub enum Error {
     Memfd(crate::memfd::MemfdError),
     /// From the orchestrator.
     Luo(crate::luo::LuoError),
+    /// From reading a bundle of kernel images (`kho-images-v1`).
+    Images(crate::abi::images::ImagesError),
 }
 
 impl fmt::Display for Error {
@@ -105,6 +107,7 @@ impl fmt::Display for Error {
             Error::Vmalloc(e) => e.fmt(f),
             Error::Memfd(e) => e.fmt(f),
             Error::Luo(e) => e.fmt(f),
+            Error::Images(e) => e.fmt(f),
         }
     }
 }
@@ -128,6 +131,7 @@ impl core::error::Error for Error {
             Error::Vmalloc(e) => Some(e),
             Error::Memfd(e) => Some(e),
             Error::Luo(e) => Some(e),
+            Error::Images(e) => Some(e),
         }
     }
 }
@@ -153,6 +157,7 @@ impl Error {
             Error::Vmalloc(e) => vmalloc(e),
             Error::Memfd(e) => memfd(e),
             Error::Luo(e) => e.kind(),
+            Error::Images(e) => images(e),
         }
     }
 
@@ -259,6 +264,12 @@ impl From<crate::luo::LuoError> for Error {
     }
 }
 
+impl From<crate::abi::images::ImagesError> for Error {
+    fn from(e: crate::abi::images::ImagesError) -> Self {
+        Error::Images(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +293,20 @@ mod tests {
         let claim = memfd.source().expect("the claim error");
         assert_eq!(claim.to_string(), why.to_string());
         assert!(claim.source().is_none());
+    }
+
+    #[test]
+    fn an_image_bundle_error_reaches_the_crate_error() {
+        use crate::abi::images::{Bundle, ImagesError};
+        let e: Error = Bundle::parse(&[0u8; 64]).map(|_| ()).unwrap_err().into();
+        assert_eq!(e, Error::Images(ImagesError::NotABundle));
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert_eq!(
+            e.source().expect("the bundle's error").to_string(),
+            ImagesError::NotABundle.to_string()
+        );
+        let empty: Error = ImagesError::EmptyImage(1).into();
+        assert_eq!(empty.kind(), ErrorKind::Misuse);
     }
 }
 
@@ -342,6 +367,7 @@ impl<T> From<crate::luo::Refused<T>> for Error {
 /// by [`Error::kind`] and [`crate::luo::LuoError::kind`]).
 pub(crate) mod kinds {
     use super::ErrorKind::{self, *};
+    use crate::abi::images::ImagesError;
     use crate::chain::ChainError;
     use crate::claims::ClaimError;
     use crate::fdt::WriteError;
@@ -424,6 +450,13 @@ pub(crate) mod kinds {
             ScratchError::ImageNotInRam => Misuse,
             ScratchError::TooSmall { .. } => OutOfMemory,
             _ => Corrupt,
+        }
+    }
+
+    pub(crate) fn images(e: &ImagesError) -> ErrorKind {
+        match e {
+            ImagesError::NotABundle | ImagesError::Malformed => Corrupt,
+            ImagesError::EmptyImage(_) => Misuse,
         }
     }
 

@@ -19,12 +19,11 @@
 //!   read).
 //! - [`reads`]: the ELF note in which a kernel image lists what it reads
 //!   (`kho-reads-v1`).
-//! - `images` (feature `arch`): a bundle of kernel images in one boot module
+//! - [`images`]: a bundle of kernel images in one boot module
 //!   (`kho-images-v1`), for chains of kexecs between builds.
 
 pub mod chain;
 pub mod handoff;
-#[cfg(any(test, feature = "arch"))]
 pub mod images;
 pub mod luo;
 #[cfg(feature = "tools")]

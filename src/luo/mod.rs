@@ -48,6 +48,7 @@ mod outgoing;
 mod restore;
 #[cfg(test)]
 mod tests;
+#[cfg(any(test, feature = "arch"))]
 mod view;
 
 pub use error::{HandlerError, Loss, LuoError, Refused};
@@ -59,7 +60,8 @@ pub use handler::{
 pub use crate::abi::reads::{ReadList, ReadsNote, reads_len};
 use handler::{Erased, Frozen};
 pub use node::LUO_VERSION;
-pub use view::{NodeView, ObjectView};
+#[cfg(feature = "arch")]
+pub use view::{IncomingPayload, NodeView, ObjectView};
 
 use carry::{carriable, merged};
 use outgoing::stage_array;
@@ -336,20 +338,6 @@ impl<T> core::fmt::Debug for Family<T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "Family({})", self.name)
     }
-}
-
-/// A payload of an object not restored yet, as the blob has it
-/// ([`NodeView::objects`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IncomingPayload<'a> {
-    /// Its version.
-    pub version: &'a str,
-    /// Feature bits a reader must understand.
-    pub required: u64,
-    /// Feature bits a reader may ignore.
-    pub optional: u64,
-    /// Its bytes.
-    pub data: &'a [u8],
 }
 
 /// An object given back by [`Outgoing::cancel`](crate::Outgoing::cancel): take

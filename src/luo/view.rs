@@ -1,11 +1,25 @@
-//! A handoff's `luo` node read but not restored: what a tool shows of a
-//! blob (every object, its origin, footprint and payloads as written)
-//! without a platform, memory or handlers.
+//! A handoff's `luo` node read but not restored (feature `arch`): what a
+//! tool shows of a blob (every object, its origin, footprint and payloads
+//! as written) without a platform, memory or handlers.
 
-use super::{Held, IncomingPayload, LuoError, Origin, Session, node};
+use super::{Held, LuoError, Origin, Session, node};
 use crate::handoff::Handoff;
 use crate::ranges::Range;
 use alloc::vec::Vec;
+
+/// A payload of an object not restored yet, as the blob has it
+/// ([`NodeView::objects`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IncomingPayload<'a> {
+    /// Its version.
+    pub version: &'a str,
+    /// Feature bits a reader must understand.
+    pub required: u64,
+    /// Feature bits a reader may ignore.
+    pub optional: u64,
+    /// Its bytes.
+    pub data: &'a [u8],
+}
 
 /// The objects of a handoff's `luo` node, as the blob has them. Nothing
 /// is restored or claimed: reading it changes nothing, and a kernel reads
