@@ -70,8 +70,9 @@ impl<U> Default for Prepared<U> {
 /// The payload a handler's retrieve reads, as the previous kernel wrote it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PayloadIn<'a> {
-    /// Its version (one of the handler's [`Handler::reads`]).
-    pub version: &'static str,
+    /// Its version: in a handler, one of its [`Handler::reads`]; in a
+    /// view of a blob not restored (`NodeView`), the version as written.
+    pub version: &'a str,
     /// Feature bits a reader must understand (all of them are in the
     /// handler's entry for this version).
     pub required: u64,

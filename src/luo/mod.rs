@@ -61,7 +61,7 @@ pub use crate::abi::reads::{ReadList, ReadsNote, reads_len};
 use handler::{Erased, Frozen};
 pub use node::LUO_VERSION;
 #[cfg(feature = "arch")]
-pub use view::{IncomingPayload, NodeView, ObjectView};
+pub use view::{NodeView, ObjectView};
 
 use carry::{carriable, merged};
 use outgoing::stage_array;

@@ -2,24 +2,10 @@
 //! tool shows of a blob (every object, its origin, footprint and payloads
 //! as written) without a platform, memory or handlers.
 
-use super::{Held, LuoError, Origin, Session, node};
+use super::{Held, LuoError, Origin, PayloadIn, Session, node};
 use crate::handoff::Handoff;
 use crate::ranges::Range;
 use alloc::vec::Vec;
-
-/// A payload of an object not restored yet, as the blob has it
-/// ([`NodeView::objects`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IncomingPayload<'a> {
-    /// Its version.
-    pub version: &'a str,
-    /// Feature bits a reader must understand.
-    pub required: u64,
-    /// Feature bits a reader may ignore.
-    pub optional: u64,
-    /// Its bytes.
-    pub data: &'a [u8],
-}
 
 /// The objects of a handoff's `luo` node, as the blob has them. Nothing
 /// is restored or claimed: reading it changes nothing, and a kernel reads
@@ -50,7 +36,7 @@ pub struct ObjectView<'a> {
     /// The shared object (session, token) it depends on, if any.
     pub needs: Option<(&'a str, u64)>,
     /// Its payloads, best first.
-    pub payloads: Vec<IncomingPayload<'a>>,
+    pub payloads: Vec<PayloadIn<'a>>,
 }
 
 impl NodeView {
@@ -77,7 +63,7 @@ impl NodeView {
                 payloads: match &o.held {
                     Held::Incoming(p) => p
                         .iter()
-                        .map(|p| IncomingPayload {
+                        .map(|p| PayloadIn {
                             version: &p.version,
                             required: p.required,
                             optional: p.optional,
