@@ -57,6 +57,20 @@ pub trait Reserve {
     fn rollback(&mut self);
 }
 
+/// Runs `read`, which reports into `out`, as one transaction: on error,
+/// `out` is rolled back, so it holds all of what was read or nothing (the
+/// rule every reader of handed-over memory keeps).
+pub(crate) fn all_or_nothing<R: Reserve, T, E>(
+    out: &mut R,
+    read: impl FnOnce(&mut R) -> Result<T, E>,
+) -> Result<T, E> {
+    let r = read(out);
+    if r.is_err() {
+        out.rollback();
+    }
+    r
+}
+
 /// A [`Reserve`] that keeps every range in a list, in report order.
 ///
 /// What a kernel uses when its allocator can take the whole list at once

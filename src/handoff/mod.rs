@@ -401,11 +401,7 @@ pub fn restore<M: PhysMem>(
     ram: &[Range],
     out: &mut impl Reserve,
 ) -> Result<RestoreSummary, HandoffError> {
-    let r = restore_inner(mem, handoff, blob, ram, out);
-    if r.is_err() {
-        out.rollback();
-    }
-    r
+    crate::reserve::all_or_nothing(out, |out| restore_inner(mem, handoff, blob, ram, out))
 }
 
 fn restore_inner<M: PhysMem, R: Reserve>(

@@ -19,9 +19,7 @@ pub struct Incoming<P: Platform> {
     pub(super) ram: Vec<Range>,
     pub(super) scratch: Scratch,
     pub(super) hop: u32,
-    #[cfg_attr(not(feature = "arch"), allow(dead_code))]
     pub(super) stamps: Stamps,
-    #[cfg_attr(not(feature = "arch"), allow(dead_code))]
     pub(super) restored: Option<RestoreSummary>,
 }
 

@@ -75,11 +75,7 @@ impl<'a, M: PageSource> Reader<'a, M> {
     /// On any error it calls `out.rollback()` before returning it, so the
     /// caller acts on the whole map or on nothing.
     pub fn restore(&self, out: &mut impl Reserve) -> Result<Summary, TrackerChainError> {
-        let r = self.walk_impl::<true, _>(out);
-        if r.is_err() {
-            out.rollback();
-        }
-        r
+        crate::reserve::all_or_nothing(out, |out| self.walk_impl::<true, _>(out))
     }
 
     /// The walk; with `REPORT` false it only checks (no coalescing, no

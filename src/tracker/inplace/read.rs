@@ -14,11 +14,7 @@ pub fn restore<M: PageSource>(
     scratch: &[Range],
     out: &mut impl Reserve,
 ) -> Result<Summary, TrackerChainError> {
-    let r = read(mem, root, ram, scratch, out);
-    if r.is_err() {
-        out.rollback();
-    }
-    r
+    crate::reserve::all_or_nothing(out, |out| read(mem, root, ram, scratch, out))
 }
 
 /// The pages a directory lists, by kind, and every page it took.
